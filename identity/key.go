@@ -1,0 +1,156 @@
+package identity
+
+import (
+	"crypto/ed25519"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// PublicKeyPrefix starts the text form of a public key.
+const PublicKeyPrefix = "ed25519:"
+
+// ErrMalformedKey reports a public or private key that cannot be parsed.
+var ErrMalformedKey = errors.New("identity: malformed key")
+
+var keyEncoding = base64.RawURLEncoding.Strict()
+
+// PublicKey is an Ed25519 public key: the identity of one person. The zero
+// value is not a valid key; IsZero tells.
+type PublicKey struct {
+	k [ed25519.PublicKeySize]byte
+}
+
+// PublicKeyFromBytes returns the public key whose 32-byte encoding is b.
+func PublicKeyFromBytes(b []byte) (PublicKey, error) {
+	var pk PublicKey
+	if len(b) != ed25519.PublicKeySize {
+		return pk, fmt.Errorf("%w: public key is %d bytes, want %d", ErrMalformedKey, len(b), ed25519.PublicKeySize)
+	}
+	copy(pk.k[:], b)
+	return pk, nil
+}
+
+// ParsePublicKey parses the text form that String returns. Only that exact
+// form is accepted, so a key has one text form.
+func ParsePublicKey(s string) (PublicKey, error) {
+	var pk PublicKey
+	rest, ok := strings.CutPrefix(s, PublicKeyPrefix)
+	if !ok {
+		return pk, fmt.Errorf("%w: %q does not start with %q", ErrMalformedKey, truncate(s), PublicKeyPrefix)
+	}
+	if keyEncoding.DecodedLen(len(rest)) != ed25519.PublicKeySize {
+		return pk, fmt.Errorf("%w: %q is not a 32-byte key", ErrMalformedKey, truncate(s))
+	}
+	if _, err := keyEncoding.Decode(pk.k[:], []byte(rest)); err != nil {
+		return PublicKey{}, fmt.Errorf("%w: %q: %v", ErrMalformedKey, truncate(s), err)
+	}
+	return pk, nil
+}
+
+func truncate(s string) string {
+	const max = 80
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
+
+// String returns the key as "ed25519:" followed by the unpadded URL-safe
+// base64 of its 32 bytes.
+func (pk PublicKey) String() string {
+	return PublicKeyPrefix + keyEncoding.EncodeToString(pk.k[:])
+}
+
+// MarshalText implements encoding.TextMarshaler with the form of String.
+func (pk PublicKey) MarshalText() ([]byte, error) { return []byte(pk.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler with ParsePublicKey.
+func (pk *PublicKey) UnmarshalText(b []byte) error {
+	k, err := ParsePublicKey(string(b))
+	if err != nil {
+		return err
+	}
+	*pk = k
+	return nil
+}
+
+// Bytes returns the 32-byte encoding of the key.
+func (pk PublicKey) Bytes() []byte { return pk.k[:] }
+
+// Array returns the 32-byte encoding of the key as an array.
+func (pk PublicKey) Array() [ed25519.PublicKeySize]byte { return pk.k }
+
+// IsZero reports whether pk is the zero value.
+func (pk PublicKey) IsZero() bool { return pk.k == [ed25519.PublicKeySize]byte{} }
+
+// Equal reports whether pk and other are the same key, in constant time.
+func (pk PublicKey) Equal(other PublicKey) bool {
+	return subtle.ConstantTimeCompare(pk.k[:], other.k[:]) == 1
+}
+
+// Verify reports whether sig is pk's valid signature of msg.
+func (pk PublicKey) Verify(msg, sig []byte) bool {
+	return ed25519.Verify(pk.k[:], msg, sig)
+}
+
+// PrivateKey is an Ed25519 private key. It never prints: every fmt verb
+// shows a redacted form, so a key cannot leak into a log by accident.
+type PrivateKey struct {
+	k ed25519.PrivateKey
+}
+
+// Generate makes a new private key with randomness from rand (crypto/rand's
+// Reader when rand is nil).
+func Generate(rand io.Reader) (PrivateKey, error) {
+	_, k, err := ed25519.GenerateKey(rand)
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("identity: generate key: %w", err)
+	}
+	return PrivateKey{k: k}, nil
+}
+
+// PrivateKeyFromSeed returns the private key derived from a 32-byte seed.
+func PrivateKeyFromSeed(seed []byte) (PrivateKey, error) {
+	if len(seed) != ed25519.SeedSize {
+		return PrivateKey{}, fmt.Errorf("%w: seed is %d bytes, want %d", ErrMalformedKey, len(seed), ed25519.SeedSize)
+	}
+	return PrivateKey{k: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
+// IsZero reports whether k is the zero value, which holds no key.
+func (k PrivateKey) IsZero() bool { return k.k == nil }
+
+// Public returns the public half of k.
+func (k PrivateKey) Public() PublicKey {
+	var pk PublicKey
+	copy(pk.k[:], k.k[ed25519.SeedSize:])
+	return pk
+}
+
+// Sign returns k's Ed25519 signature of msg.
+func (k PrivateKey) Sign(msg []byte) []byte { return ed25519.Sign(k.k, msg) }
+
+// Ed25519 returns the key in the standard library's form, for the few
+// places (TLS certificates, libp2p) that need it.
+func (k PrivateKey) Ed25519() ed25519.PrivateKey { return k.k }
+
+// Equal reports whether k and other are the same key, in constant time.
+func (k PrivateKey) Equal(other PrivateKey) bool {
+	return subtle.ConstantTimeCompare(k.k, other.k) == 1
+}
+
+const redacted = "PrivateKey(redacted)"
+
+// String returns a redacted form; the key itself never prints.
+func (k PrivateKey) String() string { return redacted }
+
+// GoString returns a redacted form, for %#v.
+func (k PrivateKey) GoString() string { return redacted }
+
+// Format implements fmt.Formatter so that every verb, %x and %q included,
+// prints the redacted form.
+func (k PrivateKey) Format(f fmt.State, _ rune) { io.WriteString(f, redacted) }
