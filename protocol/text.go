@@ -1,0 +1,71 @@
+package protocol
+
+import (
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/parleychat/parley/identity"
+	"golang.org/x/crypto/cryptobyte"
+)
+
+// MaxTextLen is the longest text body in bytes.
+const MaxTextLen = 16 << 10
+
+// Text is the payload of a KindText envelope: a chat message and the nickname
+// its sender goes by. The nickname is self-asserted; the sender key is the
+// identity.
+//
+// Encoding: nick (1-byte length, then bytes), body (2-byte big-endian length,
+// then bytes). Both are UTF-8; the nick obeys identity.ValidNick.
+type Text struct {
+	Nick string
+	Body string
+}
+
+func (t *Text) check() error {
+	if err := identity.ValidNick(t.Nick); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(t.Body) > MaxTextLen {
+		return fmt.Errorf("%w: text of %d bytes, limit %d", ErrTooLarge, len(t.Body), MaxTextLen)
+	}
+	if !utf8.ValidString(t.Body) {
+		return fmt.Errorf("%w: text is not UTF-8", ErrMalformed)
+	}
+	return nil
+}
+
+// AppendBinary appends the encoding of t to b.
+func (t *Text) AppendBinary(b []byte) ([]byte, error) {
+	if err := t.check(); err != nil {
+		return b, err
+	}
+	bb := cryptobyte.NewBuilder(b)
+	bb.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(t.Nick)) })
+	bb.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(t.Body)) })
+	return bb.BytesOrPanic(), nil
+}
+
+// MarshalBinary returns the encoding of t.
+func (t *Text) MarshalBinary() ([]byte, error) { return t.AppendBinary(nil) }
+
+// ParseText parses a KindText payload, strictly: no trailing bytes, valid
+// UTF-8, a valid nickname.
+func ParseText(b []byte) (Text, error) {
+	if len(b) > MaxPayloadSize {
+		return Text{}, fmt.Errorf("%w: text payload of %d bytes", ErrTooLarge, len(b))
+	}
+	var nick, body cryptobyte.String
+	s := cryptobyte.String(b)
+	if !s.ReadUint8LengthPrefixed(&nick) || !s.ReadUint16LengthPrefixed(&body) {
+		return Text{}, fmt.Errorf("%w: truncated text payload", ErrMalformed)
+	}
+	if !s.Empty() {
+		return Text{}, fmt.Errorf("%w: %d trailing bytes after text", ErrMalformed, len(s))
+	}
+	t := Text{Nick: string(nick), Body: string(body)}
+	if err := t.check(); err != nil {
+		return Text{}, err
+	}
+	return t, nil
+}
