@@ -48,6 +48,11 @@ func ParsePublicKey(s string) (PublicKey, error) {
 	if _, err := keyEncoding.Decode(pk.k[:], []byte(rest)); err != nil {
 		return PublicKey{}, fmt.Errorf("%w: %q: %v", ErrMalformedKey, truncate(s), err)
 	}
+	// The decoder skips '\r' and '\n'; only the one canonical spelling of
+	// a key is accepted.
+	if pk.String() != s {
+		return PublicKey{}, fmt.Errorf("%w: %q is not in canonical form", ErrMalformedKey, truncate(s))
+	}
 	return pk, nil
 }
 

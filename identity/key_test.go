@@ -66,6 +66,8 @@ func TestParsePublicKeyRejects(t *testing.T) {
 		"std alphabet":  PublicKeyPrefix + strings.NewReplacer("-", "+", "_", "/").Replace(body),
 		"bad character": good[:len(good)-1] + "*",
 		"spaces":        " " + good,
+		"newline":       good[:20] + "\n" + good[20:],
+		"carriage ret":  good[:20] + "\r" + good[20:],
 		"non-canonical": good[:len(good)-1] + string(base64URL[alt]),
 	}
 	for name, in := range tests {

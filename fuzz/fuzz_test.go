@@ -1,0 +1,262 @@
+package fuzz
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/state"
+)
+
+func testKey(t testing.TB, n byte) identity.PrivateKey {
+	k, err := identity.PrivateKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func signedEnvelope(t testing.TB, kind protocol.Kind, room string, seq uint64, payload []byte) []byte {
+	e := &protocol.Envelope{Kind: kind, Room: room, Seq: seq, Prev: protocol.ID{7}, Lamport: 3, Time: 1764137501000, Payload: payload}
+	if _, err := e.Sign(testKey(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func textPayload(t testing.TB, nick, body string) []byte {
+	b, err := (&protocol.Text{Nick: nick, Body: body}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// errorIsOneOf fails t unless err wraps one of the sentinels.
+func errorIsOneOf(t *testing.T, err error, sentinels ...error) {
+	t.Helper()
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return
+		}
+	}
+	t.Fatalf("error %v wraps none of the documented sentinels", err)
+}
+
+// FuzzEnvelope: whatever parses encodes back to exactly the input, has the ID
+// of its bytes, and verifies iff its signature is right.
+func FuzzEnvelope(f *testing.F) {
+	f.Add(signedEnvelope(f, protocol.KindText, "general", 1, textPayload(f, "alice", "hello")))
+	f.Add(signedEnvelope(f, 9, "a:b.c-d_e", 1<<40, []byte{0, 1, 2}))
+	f.Add(signedEnvelope(f, protocol.KindText, "r", 2, nil))
+	f.Add([]byte{})
+	f.Add([]byte{2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := protocol.Parse(b)
+		if err != nil {
+			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion)
+			return
+		}
+		again, err := e.MarshalBinary()
+		if err != nil {
+			t.Fatalf("parsed envelope does not encode: %v", err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs from the input:\n in %x\nout %x", b, again)
+		}
+		if e.ID() != protocol.IDOf(b) {
+			t.Fatal("ID() differs from the hash of the input")
+		}
+		if err := e.Verify(); err != nil {
+			errorIsOneOf(t, err, protocol.ErrBadSignature)
+		}
+	})
+}
+
+// FuzzEnvelopeTamper: a signed envelope with any byte changed fails to parse
+// or to verify.
+func FuzzEnvelopeTamper(f *testing.F) {
+	f.Add(uint16(0), byte(1), textPayload(f, "alice", "hello"))
+	f.Add(uint16(40), byte(0x80), []byte{})
+	f.Add(uint16(300), byte(0xff), bytes.Repeat([]byte{'x'}, 300))
+	f.Fuzz(func(t *testing.T, pos uint16, x byte, payload []byte) {
+		if len(payload) > protocol.MaxPayloadSize {
+			return
+		}
+		b := signedEnvelope(t, protocol.KindText, "general", 5, payload)
+		if _, _, err := protocol.ParseVerify(b); err != nil {
+			t.Fatalf("untouched envelope: %v", err)
+		}
+		if x == 0 {
+			return
+		}
+		b[int(pos)%len(b)] ^= x
+		if _, _, err := protocol.ParseVerify(b); err == nil {
+			t.Fatalf("byte %d ^ %#x: a changed envelope verified", int(pos)%len(b), x)
+		}
+	})
+}
+
+// FuzzText: a text payload that parses encodes back to the input.
+func FuzzText(f *testing.F) {
+	f.Add(textPayload(f, "alice", "hello ☃"))
+	f.Add(textPayload(f, "Zoë", ""))
+	f.Add([]byte{1, 'a', 0, 1, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		txt, err := protocol.ParseText(b)
+		if err != nil {
+			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge)
+			return
+		}
+		again, err := txt.MarshalBinary()
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding %x differs from input %x (%v)", again, b, err)
+		}
+	})
+}
+
+// FuzzPublicKey: a public key text that parses prints back as the input.
+func FuzzPublicKey(f *testing.F) {
+	f.Add(testKey(f, 1).Public().String())
+	f.Add("ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB")
+	f.Add("ed25519:")
+	f.Fuzz(func(t *testing.T, s string) {
+		pk, err := identity.ParsePublicKey(s)
+		if err != nil {
+			errorIsOneOf(t, err, identity.ErrMalformedKey)
+			return
+		}
+		if pk.String() != s {
+			t.Fatalf("ParsePublicKey(%q).String() = %q", s, pk.String())
+		}
+	})
+}
+
+// FuzzMessageID: an ID that parses prints back as the input.
+func FuzzMessageID(f *testing.F) {
+	f.Add(protocol.IDOf([]byte("x")).String())
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := protocol.ParseID(s)
+		if err != nil {
+			errorIsOneOf(t, err, protocol.ErrMalformed)
+			return
+		}
+		if id.String() != s {
+			t.Fatalf("ParseID(%q).String() = %q", s, id.String())
+		}
+	})
+}
+
+// FuzzContacts: a contacts file that parses encodes back to the input.
+func FuzzContacts(f *testing.F) {
+	var c identity.Contacts
+	t0 := time.Date(2026, 11, 26, 6, 11, 41, 0, time.UTC)
+	c.Observe("alice", testKey(f, 1).Public(), t0)
+	c.Observe("bob", testKey(f, 2).Public(), t0.Add(time.Hour))
+	c.Verify(testKey(f, 2).Public().Fingerprint())
+	good, _ := c.MarshalText()
+	f.Add(good)
+	f.Add([]byte("# parley contacts v1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := identity.ParseContacts(b)
+		if err != nil {
+			errorIsOneOf(t, err, identity.ErrMalformedContacts)
+			return
+		}
+		again, _ := c.MarshalText()
+		if !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs:\n in %q\nout %q", b, again)
+		}
+	})
+}
+
+// FuzzReplayState: saved replay state that restores saves back to the input.
+func FuzzReplayState(f *testing.F) {
+	var g protocol.ReplayGuard
+	for seq := uint64(1); seq <= 4; seq++ {
+		e := &protocol.Envelope{Kind: protocol.KindText, Room: "r", Seq: seq * 3, Sender: testKey(f, 1).Public()}
+		g.Check(e, protocol.ID{byte(seq)}, protocol.History)
+		e.Room = "s"
+		g.Check(e, protocol.ID{byte(seq)}, protocol.History)
+	}
+	good, _ := g.MarshalBinary()
+	f.Add(good)
+	empty, _ := new(protocol.ReplayGuard).MarshalBinary()
+	f.Add(empty)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var g protocol.ReplayGuard
+		if err := g.UnmarshalBinary(b); err != nil {
+			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge)
+			return
+		}
+		again, err := g.MarshalBinary()
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs (%v):\n in %x\nout %x", err, b, again)
+		}
+	})
+}
+
+// FuzzSeqFile: a sequence reservation file that parses formats back to the
+// input.
+func FuzzSeqFile(f *testing.F) {
+	f.Add(state.FormatSeqs(map[string]uint64{"general": 1000, "random": 18446744073709551615}))
+	f.Add([]byte("# parley sequence reservations v1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rooms, err := state.ParseSeqs(b)
+		if err != nil {
+			errorIsOneOf(t, err, state.ErrMalformed)
+			return
+		}
+		if again := state.FormatSeqs(rooms); !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs:\n in %q\nout %q", b, again)
+		}
+	})
+}
+
+// FuzzPrivateKeyFile: a key file that parses holds a key that saves and
+// loads back to the same key. Encrypted files are not decrypted here (the
+// passphrase is not given), which keeps the fuzzer out of bcrypt.
+func FuzzPrivateKeyFile(f *testing.F) {
+	dir := f.TempDir()
+	for i, pass := range []string{"", "secret"} {
+		path := dir + "/k" + string(rune('0'+i))
+		if err := identity.Save(path, testKey(f, 3), []byte(pass), "fuzz"); err != nil {
+			f.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, err := identity.ParsePrivateKey(b, nil)
+		if err != nil {
+			errorIsOneOf(t, err, identity.ErrMalformedKey, identity.ErrPassphraseRequired, identity.ErrNotEd25519)
+			return
+		}
+		path := t.TempDir() + "/k"
+		if err := identity.Save(path, k, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		back, err := identity.Load(path, nil)
+		if err != nil || !back.Equal(k) {
+			t.Fatalf("saved key does not load back: %v", err)
+		}
+		msg := []byte("m")
+		if !k.Public().Verify(msg, k.Sign(msg)) {
+			t.Fatal("parsed key signs for another public key")
+		}
+	})
+}
