@@ -1,0 +1,295 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/identity"
+	"golang.org/x/term"
+)
+
+// Exit codes, documented in the README and in "chat help".
+const (
+	exitOK    = 0
+	exitError = 1 // anything not listed below
+	exitUsage = 2 // unknown command or flag, wrong arguments
+	exitKey   = 3 // the identity key cannot be used: permissions, passphrase, format
+)
+
+const usage = `chat: Parley, secure messaging from the terminal.
+
+Usage:
+  chat [global flags] [command] [flags]
+
+Commands:
+  (none)               show who you are and how to start
+  id [--json]          your fingerprint, public key and peer ID
+  contacts [--json]    the people you have seen, and how far you trust them
+  verify FINGERPRINT   mark the contact with this fingerprint as verified,
+                       after comparing it with them out of band
+  help                 this text
+
+Global flags (before or after the command):
+  --home DIR           home folder (default $PARLEY_HOME, else the user
+                       config folder's "parley")
+  --identity FILE      use this OpenSSH Ed25519 key, such as ~/.ssh/id_ed25519
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 the identity key cannot be used.
+`
+
+type globals struct {
+	home    string
+	keyFile string
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.home, "home", g.home, "home folder")
+	fs.StringVar(&g.keyFile, "identity", g.keyFile, "OpenSSH Ed25519 key file to use")
+}
+
+type cli struct {
+	stdin          *os.File
+	stdout, stderr io.Writer
+	g              globals
+	args           []string // a command's positional arguments, set by parse
+}
+
+func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	fs := c.flags("chat")
+	if err := fs.Parse(args); err != nil {
+		return c.usageError(err)
+	}
+	args = fs.Args()
+	cmd := ""
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "":
+		return c.welcome()
+	case "id":
+		return c.id(args)
+	case "contacts":
+		return c.contacts(args)
+	case "verify":
+		return c.verify(args)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	return c.usageError(fmt.Errorf("unknown command %q", cmd))
+}
+
+func (c *cli) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.g.register(fs)
+	return fs
+}
+
+func (c *cli) usageError(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(c.stderr, "chat: %v (see chat help)\n", err)
+	return exitUsage
+}
+
+func (c *cli) fail(err error) int {
+	fmt.Fprintf(c.stderr, "chat: %v\n", err)
+	switch {
+	case errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
+		errors.Is(err, identity.ErrWrongPassphrase), errors.Is(err, identity.ErrMalformedKey),
+		errors.Is(err, identity.ErrNotEd25519):
+		return exitKey
+	}
+	return exitError
+}
+
+// open opens the home folder named by the global flags.
+func (c *cli) open() (*client.Home, error) {
+	dir := c.g.home
+	if dir == "" {
+		var err error
+		if dir, err = client.DefaultHomeDir(); err != nil {
+			return nil, err
+		}
+	}
+	return client.OpenHome(dir, client.HomeOptions{KeyFile: c.g.keyFile, Passphrase: c.passphrase})
+}
+
+// passphrase asks for the key's passphrase on the terminal. Without a
+// terminal there is no one to ask, and the key cannot be used.
+func (c *cli) passphrase() ([]byte, error) {
+	fd := int(c.stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, fmt.Errorf("%w, and standard input is not a terminal to ask for it", identity.ErrPassphraseRequired)
+	}
+	fmt.Fprint(c.stderr, "Passphrase for the identity key: ")
+	defer fmt.Fprintln(c.stderr)
+	return term.ReadPassword(fd)
+}
+
+// parse parses a command's flags, which may be mixed with the global ones,
+// and checks the number of arguments.
+func (c *cli) parse(fs *flag.FlagSet, args []string, nargs int) error {
+	// Accept flags after positional arguments too: chat verify FP --home X.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != nargs {
+		return fmt.Errorf("%s takes %d argument(s), got %d", fs.Name(), nargs, len(pos))
+	}
+	c.args = pos
+	return nil
+}
+
+func (c *cli) welcome() int {
+	h, err := c.open()
+	if err != nil {
+		return c.fail(err)
+	}
+	if h.Created {
+		fmt.Fprintf(c.stdout, "Created your identity in %s.\n", h.KeyFile)
+	}
+	pk := h.Key.Public()
+	fmt.Fprintf(c.stdout, "You are %s (home: %s).\n\n", pk.Fingerprint(), h.Dir)
+	fmt.Fprintln(c.stdout, "Share your fingerprint with the people you talk to, and compare theirs")
+	fmt.Fprintln(c.stdout, "out of band. Rooms and messages come with the mesh and relay releases;")
+	fmt.Fprintln(c.stdout, "for now: chat id, chat contacts, chat verify FINGERPRINT (chat help).")
+	return exitOK
+}
+
+type idJSON struct {
+	Fingerprint string             `json:"fingerprint"`
+	Short       string             `json:"short"`
+	PublicKey   identity.PublicKey `json:"public_key"`
+	PeerID      string             `json:"peer_id"`
+	SSH         string             `json:"ssh"`
+	KeyFile     string             `json:"key_file"`
+}
+
+func (c *cli) id(args []string) int {
+	fs := c.flags("id")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := c.parse(fs, args, 0); err != nil {
+		return c.usageError(err)
+	}
+	h, err := c.open()
+	if err != nil {
+		return c.fail(err)
+	}
+	pk := h.Key.Public()
+	v := idJSON{pk.Fingerprint(), pk.ShortFingerprint(), pk, pk.PeerID(), pk.SSHAuthorizedKey(), h.KeyFile}
+	if *asJSON {
+		return c.printJSON(v)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "fingerprint\t%s\n", v.Fingerprint)
+	fmt.Fprintf(tw, "public key\t%s\n", v.PublicKey)
+	fmt.Fprintf(tw, "peer ID\t%s\n", v.PeerID)
+	fmt.Fprintf(tw, "ssh\t%s\n", v.SSH)
+	fmt.Fprintf(tw, "key file\t%s\n", v.KeyFile)
+	tw.Flush()
+	return exitOK
+}
+
+type contactJSON struct {
+	Nick        string             `json:"nick"`
+	Fingerprint string             `json:"fingerprint"`
+	PublicKey   identity.PublicKey `json:"public_key"`
+	Trust       string             `json:"trust"`
+	FirstSeen   time.Time          `json:"first_seen"`
+}
+
+func toJSON(ct identity.Contact) contactJSON {
+	return contactJSON{ct.Nick, ct.Key.Fingerprint(), ct.Key, ct.Trust().String(), ct.FirstSeen}
+}
+
+func (c *cli) contacts(args []string) int {
+	fs := c.flags("contacts")
+	asJSON := fs.Bool("json", false, "print one JSON object a line")
+	if err := c.parse(fs, args, 0); err != nil {
+		return c.usageError(err)
+	}
+	h, err := c.open()
+	if err != nil {
+		return c.fail(err)
+	}
+	book, err := h.Contacts()
+	if err != nil {
+		return c.fail(err)
+	}
+	list := book.List()
+	if *asJSON {
+		for _, ct := range list {
+			if code := c.printJSON(toJSON(ct)); code != exitOK {
+				return code
+			}
+		}
+		return exitOK
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(c.stdout, "No contacts yet: people are added when you first see them in a room.")
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NICK\tTRUST\tFINGERPRINT\tFIRST SEEN")
+	for _, ct := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ct.Nick, ct.Trust(), ct.Key.Fingerprint(), ct.FirstSeen.Format(time.RFC3339))
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func (c *cli) verify(args []string) int {
+	fs := c.flags("verify")
+	if err := c.parse(fs, args, 1); err != nil {
+		return c.usageError(err)
+	}
+	h, err := c.open()
+	if err != nil {
+		return c.fail(err)
+	}
+	book, err := h.Contacts()
+	if err != nil {
+		return c.fail(err)
+	}
+	done, err := book.Verify(c.args[0])
+	if err != nil {
+		return c.fail(err)
+	}
+	if err := h.SaveContacts(book); err != nil {
+		return c.fail(err)
+	}
+	for _, ct := range done {
+		fmt.Fprintf(c.stdout, "verified %s %s\n", ct.Nick, ct.Key.Fingerprint())
+	}
+	return exitOK
+}
+
+func (c *cli) printJSON(v any) int {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "%s\n", b)
+	return exitOK
+}
