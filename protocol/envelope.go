@@ -26,6 +26,9 @@ const (
 	// an empty payload, less the room ID: version, kind, room length,
 	// sender, seq, prev, lamport, time, payload length, signature.
 	headerSize = 1 + 1 + 1 + 32 + 8 + 32 + 8 + 8 + 3 + ed25519.SignatureSize
+	// MaxCounter is the largest sequence number and Lamport clock value:
+	// both fit a signed 64-bit integer, as SQL databases store them.
+	MaxCounter = 1<<63 - 1
 	// MaxPayloadSize is the largest payload that fits in MaxEnvelopeSize
 	// with the longest room ID.
 	MaxPayloadSize = MaxEnvelopeSize - headerSize - MaxRoomLen
@@ -104,13 +107,15 @@ type Envelope struct {
 	Room string
 	// Sender is the key that signed the envelope.
 	Sender identity.PublicKey
-	// Seq is the sender's sequence number in this room, from 1. A sender
+	// Seq is the sender's sequence number in this room, from 1 to
+	// MaxCounter. A sender
 	// never uses one twice; numbers may be skipped.
 	Seq uint64
 	// Prev is the ID of the sender's previous envelope in this room, zero
 	// for the first: a hash chain that makes gaps and forks visible.
 	Prev ID
-	// Lamport is the sender's Lamport clock, for ordering across senders.
+	// Lamport is the sender's Lamport clock, for ordering across senders;
+	// at most MaxCounter.
 	Lamport uint64
 	// Time is when the sender made the envelope, in Unix milliseconds.
 	Time int64
@@ -146,8 +151,11 @@ func (e *Envelope) check() error {
 	if err := ValidRoom(e.Room); err != nil {
 		return err
 	}
-	if e.Seq == 0 {
-		return fmt.Errorf("%w: sequence number 0", ErrMalformed)
+	if e.Seq == 0 || e.Seq > MaxCounter {
+		return fmt.Errorf("%w: sequence number %d outside 1..%d", ErrMalformed, e.Seq, uint64(MaxCounter))
+	}
+	if e.Lamport > MaxCounter {
+		return fmt.Errorf("%w: Lamport clock %d above %d", ErrMalformed, e.Lamport, uint64(MaxCounter))
 	}
 	if len(e.Payload) > MaxPayloadSize {
 		return fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, len(e.Payload), MaxPayloadSize)

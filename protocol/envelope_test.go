@@ -187,6 +187,8 @@ func TestParseRejects(t *testing.T) {
 	}
 	mutate("kind 0", func(e *Envelope) { e.Kind = 0 })
 	mutate("seq 0", func(e *Envelope) { e.Seq = 0 })
+	mutate("seq above 2^63-1", func(e *Envelope) { e.Seq = MaxCounter + 1 })
+	mutate("Lamport above 2^63-1", func(e *Envelope) { e.Lamport = 1 << 63 })
 	mutate("empty room", func(e *Envelope) { e.Room = "" })
 	mutate("upper-case room", func(e *Envelope) { e.Room = "General" })
 	mutate("room with space", func(e *Envelope) { e.Room = "a b" })

@@ -268,7 +268,7 @@ func (g *ReplayGuard) UnmarshalBinary(data []byte) error {
 			if !s.ReadUint64(&seq) || !s.ReadBytes(&id, len(ID{})) {
 				return fmt.Errorf("%w: truncated replay state at stream %d entry %d", ErrMalformed, i, j)
 			}
-			if seq == 0 || (j > 0 && seq <= last) {
+			if seq == 0 || seq > MaxCounter || (j > 0 && seq <= last) {
 				return fmt.Errorf("%w: stream %d entry %d: number %d out of order", ErrMalformed, i, j, seq)
 			}
 			last = seq

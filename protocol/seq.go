@@ -53,7 +53,7 @@ func (a *SeqAllocator) Next(room string) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("sequence numbers of %s: %w", room, err)
 		}
-		if reserved == ^uint64(0) {
+		if reserved >= MaxCounter {
 			return 0, fmt.Errorf("sequence numbers of %s are used up", room)
 		}
 		// Whatever of the last block was handed out before a restart is
@@ -70,8 +70,8 @@ func (a *SeqAllocator) Next(room string) (uint64, error) {
 			block = DefaultSeqBlock
 		}
 		upTo := r.next + block - 1
-		if upTo < r.next { // overflow: reserve what is left
-			upTo = ^uint64(0)
+		if upTo < r.next || upTo > MaxCounter { // reserve what is left
+			upTo = MaxCounter
 		}
 		if err := a.Store.Reserve(room, upTo); err != nil {
 			return 0, fmt.Errorf("reserve sequence numbers of %s: %w", room, err)
@@ -79,7 +79,7 @@ func (a *SeqAllocator) Next(room string) (uint64, error) {
 		r.reserved = upTo
 	}
 	n := r.next
-	if n == ^uint64(0) {
+	if n == MaxCounter {
 		return 0, fmt.Errorf("sequence numbers of %s are used up", room)
 	}
 	r.next++
@@ -97,7 +97,7 @@ type LamportClock struct {
 // Witness advances the clock to at least t.
 func (c *LamportClock) Witness(t uint64) {
 	c.mu.Lock()
-	c.t = max(c.t, t)
+	c.t = min(max(c.t, t), MaxCounter)
 	c.mu.Unlock()
 }
 
@@ -106,7 +106,7 @@ func (c *LamportClock) Witness(t uint64) {
 func (c *LamportClock) Tick() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.t < ^uint64(0) {
+	if c.t < MaxCounter {
 		c.t++
 	}
 	return c.t

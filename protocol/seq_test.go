@@ -92,9 +92,9 @@ func TestSeqAllocatorFailsWhenReservationFails(t *testing.T) {
 }
 
 func TestSeqAllocatorEnd(t *testing.T) {
-	store := &memReservations{rooms: map[string]uint64{"r": ^uint64(0) - 2}}
+	store := &memReservations{rooms: map[string]uint64{"r": MaxCounter - 2}}
 	a := &SeqAllocator{Store: store, Block: 10}
-	for _, want := range []uint64{^uint64(0) - 1} {
+	for _, want := range []uint64{MaxCounter - 1} {
 		if n, err := a.Next("r"); err != nil || n != want {
 			t.Fatalf("Next = %d, %v; want %d", n, err, want)
 		}

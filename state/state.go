@@ -149,7 +149,7 @@ func ParseSeqs(data []byte) (map[string]uint64, error) {
 		}
 		prev = room
 		n, err := strconv.ParseUint(num, 10, 64)
-		if err != nil || n == 0 || strconv.FormatUint(n, 10) != num {
+		if err != nil || n == 0 || n > protocol.MaxCounter || strconv.FormatUint(n, 10) != num {
 			return nil, fmt.Errorf("%w: line %d: %q is not a positive decimal number", ErrMalformed, lineNo, num)
 		}
 		rooms[room] = n

@@ -52,6 +52,7 @@ func TestParseSeqsRejects(t *testing.T) {
 		"leading zero":  h + "a 01\n",
 		"plus":          h + "a +1\n",
 		"overflow":      h + "a 18446744073709551616\n",
+		"above max":     h + "a 9223372036854775808\n",
 		"unsorted":      h + "b 1\na 1\n",
 		"repeated":      h + "a 1\na 2\n",
 		"bad room":      h + "A 1\n",
@@ -62,7 +63,7 @@ func TestParseSeqsRejects(t *testing.T) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
 		}
 	}
-	good := h + "a 1\nb 18446744073709551615\n"
+	good := h + "a 1\nb 9223372036854775807\n"
 	rooms, err := ParseSeqs([]byte(good))
 	if err != nil || !bytes.Equal(FormatSeqs(rooms), []byte(good)) {
 		t.Fatalf("round trip: %v, %v", rooms, err)
