@@ -1,0 +1,371 @@
+// Package store is Parley's embedded persistence on SQLite (modernc.org/sqlite,
+// pure Go): the envelopes a peer has accepted, which serve history, catch-up
+// sync and the replay guard's state after a restart, and the sender's
+// reserved sequence numbers.
+//
+// The database is one file in WAL mode with synchronous=FULL: a write that
+// returned is on disk. Several processes can read it at once, and operators
+// can inspect it with the sqlite3 tool. Put writes many envelopes in one
+// transaction, which is how callers get group commit.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrNotFound: no envelope has the asked-for ID.
+var ErrNotFound = errors.New("store: not found")
+
+// Store is an open database. It is safe for concurrent use.
+type Store struct {
+	w *sql.DB // one connection: SQLite has one writer at a time
+	r *sql.DB // readers, concurrent with the writer under WAL
+}
+
+// Open opens or creates the database at path and brings its schema up to
+// date.
+func Open(path string) (*Store, error) {
+	dsn := func(extra string) string {
+		v := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+			v.Add("_pragma", p)
+		}
+		if extra != "" {
+			v.Add("_pragma", extra)
+		}
+		return "file:" + path + "?" + v.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn(""))
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	s := &Store{w: w}
+	if err := s.migrate(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn("query_only(1)"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	s.r = r
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+var migrations = []string{
+	`CREATE TABLE envelopes (
+		id       BLOB PRIMARY KEY,   -- SHA-256 of raw
+		room     TEXT NOT NULL,
+		sender   BLOB NOT NULL,      -- Ed25519 public key
+		seq      INTEGER NOT NULL,
+		lamport  INTEGER NOT NULL,
+		time     INTEGER NOT NULL,   -- sender's clock, Unix ms
+		prev     BLOB NOT NULL,      -- ID of the sender's previous envelope in the room, or zeros
+		raw      BLOB NOT NULL,      -- the envelope exactly as signed
+		via      TEXT NOT NULL,      -- how it first arrived: local, mesh, sync, relay
+		received INTEGER NOT NULL    -- receiver's clock, Unix ms
+	) WITHOUT ROWID;
+	CREATE UNIQUE INDEX envelopes_stream ON envelopes(sender, room, seq);
+	CREATE INDEX envelopes_room_time ON envelopes(room, time, id);
+	CREATE INDEX envelopes_received ON envelopes(received);
+	CREATE TABLE equivocations (
+		first_id BLOB NOT NULL,
+		second   BLOB NOT NULL,      -- the second envelope, raw
+		seen     INTEGER NOT NULL,
+		PRIMARY KEY (first_id, second)
+	) WITHOUT ROWID;
+	CREATE TABLE seq_reservations (
+		room     TEXT PRIMARY KEY,
+		reserved INTEGER NOT NULL
+	) WITHOUT ROWID;`,
+}
+
+func (s *Store) migrate() error {
+	var version int
+	if err := s.w.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := s.w.Begin()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Record is one stored envelope.
+type Record struct {
+	ID       protocol.ID
+	Env      *protocol.Envelope
+	Raw      []byte
+	Via      string
+	Received time.Time
+}
+
+// Result says what Put did with one record.
+type Result int
+
+const (
+	// Stored: the envelope is new and now on disk.
+	Stored Result = iota + 1
+	// Duplicate: the envelope was stored before.
+	Duplicate
+	// Equivocation: another envelope with the same sender, room and
+	// sequence number is stored; this one was recorded as evidence only.
+	Equivocation
+)
+
+// Put stores the records in one transaction and reports, per record,
+// whether it was new. It returns once the transaction is on disk.
+func (s *Store) Put(ctx context.Context, recs ...Record) ([]Result, error) {
+	res := make([]Result, len(recs))
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: put: %w", err)
+	}
+	defer tx.Rollback()
+	for i, r := range recs {
+		var existing []byte
+		err := tx.QueryRowContext(ctx, `SELECT id FROM envelopes WHERE sender = ? AND room = ? AND seq = ?`,
+			r.Env.Sender.Bytes(), r.Env.Room, int64(r.Env.Seq)).Scan(&existing)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.ExecContext(ctx, `INSERT INTO envelopes (id, room, sender, seq, lamport, time, prev, raw, via, received)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq), int64(r.Env.Lamport), r.Env.Time,
+				r.Env.Prev[:], r.Raw, r.Via, r.Received.UnixMilli())
+			if err != nil {
+				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
+			}
+			res[i] = Stored
+		case err != nil:
+			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
+		case protocol.ID(existing) == r.ID:
+			res[i] = Duplicate
+		default:
+			_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO equivocations (first_id, second, seen) VALUES (?, ?, ?)`,
+				existing, r.Raw, r.Received.UnixMilli())
+			if err != nil {
+				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
+			}
+			res[i] = Equivocation
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: put: commit: %w", err)
+	}
+	return res, nil
+}
+
+// Has reports whether the envelope with ID id is stored.
+func (s *Store) Has(ctx context.Context, id protocol.ID) (bool, error) {
+	var one int
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM envelopes WHERE id = ?`, id[:]).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: has %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// Get returns the envelope with ID id, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id protocol.ID) (Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes WHERE id = ?`, id[:])
+	if err != nil {
+		return Record{}, fmt.Errorf("store: get %s: %w", id, err)
+	}
+	recs, err := scan(rows)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(recs) == 0 {
+		return Record{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return recs[0], nil
+}
+
+// Cursor is a position in a room's envelopes ordered by (time, ID).
+type Cursor struct {
+	Time int64
+	ID   protocol.ID
+}
+
+// Range returns up to limit envelopes of room with since <= time < until,
+// after the cursor (exclusive; a zero cursor starts at since), ordered by
+// (time, ID): the page order of catch-up sync.
+func (s *Store) Range(ctx context.Context, room string, since, until int64, after Cursor, limit int) ([]Record, error) {
+	if after.Time < since {
+		after = Cursor{Time: since}
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes
+		WHERE room = ? AND time < ? AND (time > ? OR (time = ? AND id > ?))
+		ORDER BY time, id LIMIT ?`,
+		room, until, after.Time, after.Time, after.ID[:], limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: range of %s: %w", room, err)
+	}
+	return scan(rows)
+}
+
+// History returns the last limit envelopes of room in display order:
+// Lamport clock, then time, then ID.
+func (s *Store) History(ctx context.Context, room string, limit int) ([]Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM (
+		SELECT raw, via, received, lamport, time, id FROM envelopes WHERE room = ?
+		ORDER BY lamport DESC, time DESC, id DESC LIMIT ?) ORDER BY lamport, time, id`, room, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: history of %s: %w", room, err)
+	}
+	return scan(rows)
+}
+
+// Last returns the envelope with the highest sequence number that sender
+// has in room, or ErrNotFound: where the sender's hash chain continues.
+func (s *Store) Last(ctx context.Context, sender identity.PublicKey, room string) (Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes
+		WHERE sender = ? AND room = ? ORDER BY seq DESC LIMIT 1`, sender.Bytes(), room)
+	if err != nil {
+		return Record{}, fmt.Errorf("store: last of %s: %w", room, err)
+	}
+	recs, err := scan(rows)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(recs) == 0 {
+		return Record{}, fmt.Errorf("%w: no envelope of %s in %s", ErrNotFound, sender.ShortFingerprint(), room)
+	}
+	return recs[0], nil
+}
+
+// MaxLamport returns the highest Lamport clock stored in room, 0 if none.
+func (s *Store) MaxLamport(ctx context.Context, room string) (uint64, error) {
+	var n sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT max(lamport) FROM envelopes WHERE room = ?`, room).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: Lamport clock of %s: %w", room, err)
+	}
+	return uint64(n.Int64), nil
+}
+
+// RestoreReplay feeds the replay guard the newest protocol.WindowSize
+// envelopes of every (sender, room) stream, so that after a restart the
+// guard knows every stored envelope that its window covers.
+func (s *Store) RestoreReplay(ctx context.Context, g *protocol.ReplayGuard) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT raw FROM (
+		SELECT raw, sender, room, seq, row_number() OVER (PARTITION BY sender, room ORDER BY seq DESC) AS n
+		FROM envelopes) WHERE n <= ? ORDER BY sender, room, seq`, protocol.WindowSize)
+	if err != nil {
+		return fmt.Errorf("store: restore replay state: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("store: restore replay state: %w", err)
+		}
+		e, err := protocol.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("store: restore replay state: stored envelope: %w", err)
+		}
+		if err := g.Check(e, protocol.IDOf(raw), protocol.History); err != nil && !errors.Is(err, protocol.ErrReplay) {
+			return fmt.Errorf("store: restore replay state: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: restore replay state: %w", err)
+	}
+	return nil
+}
+
+// Prune deletes the envelopes received before cutoff and returns how many.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE received < ?`, cutoff.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("store: prune: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// Reserved implements protocol.SeqReservations.
+func (s *Store) Reserved(room string) (uint64, error) {
+	var n int64
+	err := s.w.QueryRow(`SELECT reserved FROM seq_reservations WHERE room = ?`, room).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: reserved sequence numbers of %s: %w", room, err)
+	}
+	return uint64(n), nil
+}
+
+// Reserve implements protocol.SeqReservations: it returns once the
+// reservation is committed. It never lowers a reservation.
+func (s *Store) Reserve(room string, n uint64) error {
+	if n > protocol.MaxCounter {
+		return fmt.Errorf("store: reserve %d in %s: above the largest sequence number", n, room)
+	}
+	_, err := s.w.Exec(`INSERT INTO seq_reservations (room, reserved) VALUES (?, ?)
+		ON CONFLICT (room) DO UPDATE SET reserved = max(reserved, excluded.reserved)`, room, int64(n))
+	if err != nil {
+		return fmt.Errorf("store: reserve sequence numbers of %s: %w", room, err)
+	}
+	return nil
+}
+
+func scan(rows *sql.Rows) ([]Record, error) {
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var (
+			r        Record
+			received int64
+		)
+		if err := rows.Scan(&r.Raw, &r.Via, &received); err != nil {
+			return nil, fmt.Errorf("store: read: %w", err)
+		}
+		e, err := protocol.Parse(r.Raw)
+		if err != nil {
+			return nil, fmt.Errorf("store: stored envelope does not parse: %w", err)
+		}
+		r.Env, r.ID, r.Received = e, protocol.IDOf(r.Raw), time.UnixMilli(received)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: read: %w", err)
+	}
+	return out, nil
+}

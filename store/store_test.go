@@ -1,0 +1,239 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+)
+
+var t0 = time.Date(2026, 11, 26, 6, 0, 0, 0, time.UTC)
+
+func key(t testing.TB, n byte) identity.PrivateKey {
+	t.Helper()
+	k, err := identity.PrivateKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func open(t testing.TB) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func record(t testing.TB, k identity.PrivateKey, room string, seq, lamport uint64, at time.Time, payload string) Record {
+	t.Helper()
+	e := &protocol.Envelope{Kind: protocol.KindText, Room: room, Seq: seq, Lamport: lamport, Time: at.UnixMilli(), Payload: []byte(payload)}
+	if _, err := e.Sign(k); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Record{ID: protocol.IDOf(raw), Env: e, Raw: raw, Via: "mesh", Received: at}
+}
+
+func TestPutDuplicateEquivocation(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	a := record(t, key(t, 1), "r", 1, 1, t0, "one")
+	b := record(t, key(t, 1), "r", 2, 2, t0, "two")
+	fork := record(t, key(t, 1), "r", 2, 2, t0, "two, differently")
+	res, err := s.Put(ctx, a, b, a, fork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Result{Stored, Stored, Duplicate, Equivocation}
+	for i := range want {
+		if res[i] != want[i] {
+			t.Fatalf("results = %v, want %v", res, want)
+		}
+	}
+	got, err := s.Get(ctx, b.ID)
+	if err != nil || !bytes.Equal(got.Raw, b.Raw) || got.Via != "mesh" || !got.Received.Equal(t0) {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	if _, err := s.Get(ctx, fork.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the second of two equivocating envelopes was stored as a message: %v", err)
+	}
+	if ok, err := s.Has(ctx, a.ID); !ok || err != nil {
+		t.Fatalf("Has = %v, %v", ok, err)
+	}
+}
+
+func TestRangePages(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	var all []Record
+	for i := range 25 {
+		// Pairs of envelopes share a timestamp, so that paging must use the
+		// ID to break ties.
+		all = append(all, record(t, key(t, byte(i%3+1)), "r", uint64(i+1), uint64(i+1), t0.Add(time.Duration(i/2)*time.Second), "m"))
+	}
+	all = append(all, record(t, key(t, 1), "other", 1, 1, t0, "elsewhere"))
+	if _, err := s.Put(ctx, all...); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[protocol.ID]bool{}
+	var cur Cursor
+	for page := 0; page < 10; page++ {
+		recs, err := s.Range(ctx, "r", t0.UnixMilli(), t0.Add(time.Hour).UnixMilli(), cur, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			if seen[r.ID] || r.Env.Room != "r" {
+				t.Fatalf("page %d: %s repeated or from another room", page, r.ID)
+			}
+			seen[r.ID] = true
+		}
+		last := recs[len(recs)-1]
+		cur = Cursor{Time: last.Env.Time, ID: last.ID}
+	}
+	if len(seen) != 25 {
+		t.Fatalf("paging saw %d envelopes, want 25", len(seen))
+	}
+	// A time range excludes what lies outside it.
+	recs, err := s.Range(ctx, "r", t0.Add(2*time.Second).UnixMilli(), t0.Add(4*time.Second).UnixMilli(), Cursor{}, 100)
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("time range gave %d envelopes (%v), want 4", len(recs), err)
+	}
+}
+
+func TestHistoryOrderAndLast(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	alice, bob := key(t, 1), key(t, 2)
+	recs := []Record{
+		record(t, alice, "r", 1, 5, t0.Add(3*time.Second), "a1"),
+		record(t, bob, "r", 1, 3, t0.Add(9*time.Second), "b1"),
+		record(t, alice, "r", 2, 7, t0.Add(1*time.Second), "a2"),
+		record(t, bob, "r", 7, 6, t0, "b7"),
+	}
+	if _, err := s.Put(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.History(ctx, "r", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range h {
+		got = append(got, string(r.Env.Payload))
+	}
+	if want := "a1 b7 a2"; join(got) != want {
+		t.Fatalf("History = %s, want %s (by Lamport clock, newest 3)", join(got), want)
+	}
+	last, err := s.Last(ctx, bob.Public(), "r")
+	if err != nil || string(last.Env.Payload) != "b7" {
+		t.Fatalf("Last(bob) = %v, %v", last.Env, err)
+	}
+	if _, err := s.Last(ctx, key(t, 9).Public(), "r"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Last(stranger): %v", err)
+	}
+	if n, err := s.MaxLamport(ctx, "r"); err != nil || n != 7 {
+		t.Fatalf("MaxLamport = %d, %v", n, err)
+	}
+}
+
+func join(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += " "
+		}
+		out += x
+	}
+	return out
+}
+
+func TestRestoreReplayAfterReopen(t *testing.T) {
+	s, path := open(t)
+	ctx := context.Background()
+	var recs []Record
+	for seq := uint64(1); seq <= protocol.WindowSize+50; seq++ {
+		recs = append(recs, record(t, key(t, 1), "r", seq, seq, t0, "m"))
+	}
+	if _, err := s.Put(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	g := protocol.ReplayGuard{Now: func() time.Time { return t0 }}
+	if err := s2.RestoreReplay(ctx, &g); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if err := g.Check(r.Env, r.ID, protocol.Live); !errors.Is(err, protocol.ErrReplay) {
+			t.Fatalf("seq %d after reopen: %v, want ErrReplay", r.Env.Seq, err)
+		}
+	}
+}
+
+func TestSeqReservationsSurviveReopen(t *testing.T) {
+	s, path := open(t)
+	a := &protocol.SeqAllocator{Store: s, Block: 10}
+	for range 3 {
+		if _, err := a.Next("r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	b := &protocol.SeqAllocator{Store: s2, Block: 10}
+	if n, err := b.Next("r"); err != nil || n != 11 {
+		t.Fatalf("first number after reopen = %d, %v; want 11", n, err)
+	}
+	if err := s2.Reserve("r", 5); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s2.Reserved("r"); n != 20 {
+		t.Fatalf("a lower reservation lowered it to %d", n)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	old := record(t, key(t, 1), "r", 1, 1, t0, "old")
+	recent := record(t, key(t, 1), "r", 2, 2, t0.Add(48*time.Hour), "new")
+	if _, err := s.Put(ctx, old, recent); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Prune(ctx, t0.Add(24*time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want 1", n, err)
+	}
+	if ok, _ := s.Has(ctx, old.ID); ok {
+		t.Fatal("old envelope survived pruning")
+	}
+	if ok, _ := s.Has(ctx, recent.ID); !ok {
+		t.Fatal("recent envelope was pruned")
+	}
+}
