@@ -19,8 +19,11 @@ func TestOpenHomeCreatesIdentityOnce(t *testing.T) {
 		t.Fatal("first open did not create an identity")
 	}
 	fi, err := os.Stat(dir)
-	if err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("home folder: %v, mode %v; want 0700", err, fi.Mode().Perm())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("home folder mode %v, want 0700", fi.Mode().Perm())
 	}
 	again, err := OpenHome(dir, HomeOptions{})
 	if err != nil {

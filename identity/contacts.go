@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/parleychat/parley/internal/atomicfile"
 )
@@ -73,18 +72,21 @@ func (e *KeyChangedError) Unwrap() error { return ErrKeyChanged }
 // MaxNickLen is the longest nickname in bytes.
 const MaxNickLen = 32
 
-// ValidNick reports whether nick is an acceptable nickname: 1 to 32 bytes of
-// UTF-8 letters, digits, '-', '_' and '.'.
+// ValidNick reports whether nick is an acceptable nickname: 1 to 32 bytes
+// of lowercase ASCII letters, digits, '-', '_' and '.'.
+//
+// The contact book pins keys by nickname, so two nicknames that look alike
+// would let a newcomer pass for a known contact without a key-change
+// warning. Upper case and the rest of Unicode ("Alice", Cyrillic "аlice",
+// full-width "ａlice") are refused for that reason, not out of parochialism.
 func ValidNick(nick string) error {
 	if nick == "" || len(nick) > MaxNickLen {
 		return fmt.Errorf("%w: %q must be 1 to %d bytes", ErrBadNick, truncate(nick), MaxNickLen)
 	}
-	if !utf8.ValidString(nick) {
-		return fmt.Errorf("%w: %q is not UTF-8", ErrBadNick, nick)
-	}
-	for _, r := range nick {
-		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '-' && r != '_' && r != '.' {
-			return fmt.Errorf("%w: %q holds %q; use letters, digits, '-', '_' or '.'", ErrBadNick, nick, r)
+	for i := 0; i < len(nick); i++ {
+		c := nick[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: %q holds %q; use a-z, 0-9, '-', '_' or '.'", ErrBadNick, truncate(nick), rune(c))
 		}
 	}
 	return nil
@@ -141,6 +143,9 @@ func (c *Contacts) Replace(nick string, key PublicKey, now time.Time) error {
 	}
 	if key.IsZero() {
 		return fmt.Errorf("%w: zero key", ErrMalformedKey)
+	}
+	if known, ok := c.byNick[nick]; ok && known.Key.Equal(key) {
+		return nil // the same key: keep what is known of it
 	}
 	c.put(Contact{Nick: nick, Key: key, FirstSeen: now.UTC().Truncate(time.Second)})
 	return nil
@@ -280,10 +285,15 @@ func parseContact(line string) (Contact, error) {
 // LoadContacts reads the contacts file at path. A missing file is an empty
 // book: the first run has no contacts yet.
 func LoadContacts(path string) (*Contacts, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Contacts{}, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("identity: load contacts: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxContactsFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("identity: load contacts: %w", err)
 	}

@@ -49,6 +49,13 @@ func TestContactsTrustOnFirstUse(t *testing.T) {
 		t.Fatalf("Verify(unknown) error = %v, want ErrUnknownContact", err)
 	}
 
+	// Replacing a key with itself keeps it verified.
+	if err := c.Replace("alice", alice, t0); err != nil {
+		t.Fatal(err)
+	}
+	if ct, _ := c.Lookup("alice"); !ct.Verified {
+		t.Fatal("Replace with the same key dropped its verification")
+	}
 	if err := c.Replace("alice", mallory, t0); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +67,8 @@ func TestContactsTrustOnFirstUse(t *testing.T) {
 func TestContactsRejectBadNick(t *testing.T) {
 	var c Contacts
 	k := testKey(t, 1).Public()
-	for _, nick := range []string{"", "has space", "new\nline", strings.Repeat("a", MaxNickLen+1), "\xff", "tab\t"} {
+	for _, nick := range []string{"", "has space", "new\nline", strings.Repeat("a", MaxNickLen+1), "\xff", "tab\t",
+		"Alice", "аlice", "ａlice", "zoë"} {
 		if _, err := c.Observe(nick, k, t0); !errors.Is(err, ErrBadNick) {
 			t.Errorf("Observe(%q) error = %v, want ErrBadNick", nick, err)
 		}
@@ -68,7 +76,7 @@ func TestContactsRejectBadNick(t *testing.T) {
 	if len(c.List()) != 0 {
 		t.Fatal("a bad nickname was stored")
 	}
-	for _, nick := range []string{"a", "Zoë", "bob_2.0-x", "日本"} {
+	for _, nick := range []string{"a", "zoe", "bob_2.0-x", "0", strings.Repeat("z", MaxNickLen)} {
 		if _, err := c.Observe(nick, k, t0); err != nil {
 			t.Errorf("Observe(%q) error = %v", nick, err)
 		}

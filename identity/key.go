@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/subtle"
 	"encoding/base64"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"filippo.io/edwards25519"
 )
 
 // PublicKeyPrefix starts the text form of a public key.
@@ -31,7 +34,28 @@ func PublicKeyFromBytes(b []byte) (PublicKey, error) {
 		return pk, fmt.Errorf("%w: public key is %d bytes, want %d", ErrMalformedKey, len(b), ed25519.PublicKeySize)
 	}
 	copy(pk.k[:], b)
+	if err := pk.check(); err != nil {
+		return PublicKey{}, err
+	}
 	return pk, nil
+}
+
+// check rejects encodings that are not a usable Ed25519 public key: points
+// off the curve, non-canonical encodings, and points of small order. A
+// small-order key is no one's key, and signatures under it can verify for
+// any message, so it must never be accepted as a sender.
+func (pk PublicKey) check() error {
+	p, err := new(edwards25519.Point).SetBytes(pk.k[:])
+	if err != nil {
+		return fmt.Errorf("%w: not a point on the curve", ErrMalformedKey)
+	}
+	if !bytes.Equal(p.Bytes(), pk.k[:]) {
+		return fmt.Errorf("%w: non-canonical encoding", ErrMalformedKey)
+	}
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return fmt.Errorf("%w: point of small order", ErrMalformedKey)
+	}
+	return nil
 }
 
 // ParsePublicKey parses the text form that String returns. Only that exact
@@ -47,6 +71,9 @@ func ParsePublicKey(s string) (PublicKey, error) {
 	}
 	if _, err := keyEncoding.Decode(pk.k[:], []byte(rest)); err != nil {
 		return PublicKey{}, fmt.Errorf("%w: %q: %v", ErrMalformedKey, truncate(s), err)
+	}
+	if err := pk.check(); err != nil {
+		return PublicKey{}, err
 	}
 	// The decoder skips '\r' and '\n'; only the one canonical spelling of
 	// a key is accepted.
@@ -105,7 +132,21 @@ func (pk PublicKey) Verify(msg, sig []byte) bool {
 // PrivateKey is an Ed25519 private key. It never prints: every fmt verb
 // shows a redacted form, so a key cannot leak into a log by accident.
 type PrivateKey struct {
-	k ed25519.PrivateKey
+	k *keyBox
+}
+
+// keyBox holds the key bytes two pointers away from PrivateKey. fmt cannot
+// call Format on a PrivateKey in another struct's unexported field; there it
+// prints the field's value, but it follows only the first pointer, so what
+// shows is an address, never the key.
+type keyBox struct {
+	b *[ed25519.PrivateKeySize]byte
+}
+
+func newPrivateKey(k ed25519.PrivateKey) PrivateKey {
+	var a [ed25519.PrivateKeySize]byte
+	copy(a[:], k)
+	return PrivateKey{k: &keyBox{b: &a}}
 }
 
 // Generate makes a new private key with randomness from rand (crypto/rand's
@@ -115,7 +156,7 @@ func Generate(rand io.Reader) (PrivateKey, error) {
 	if err != nil {
 		return PrivateKey{}, fmt.Errorf("identity: generate key: %w", err)
 	}
-	return PrivateKey{k: k}, nil
+	return newPrivateKey(k), nil
 }
 
 // PrivateKeyFromSeed returns the private key derived from a 32-byte seed.
@@ -123,7 +164,7 @@ func PrivateKeyFromSeed(seed []byte) (PrivateKey, error) {
 	if len(seed) != ed25519.SeedSize {
 		return PrivateKey{}, fmt.Errorf("%w: seed is %d bytes, want %d", ErrMalformedKey, len(seed), ed25519.SeedSize)
 	}
-	return PrivateKey{k: ed25519.NewKeyFromSeed(seed)}, nil
+	return newPrivateKey(ed25519.NewKeyFromSeed(seed)), nil
 }
 
 // IsZero reports whether k is the zero value, which holds no key.
@@ -132,20 +173,23 @@ func (k PrivateKey) IsZero() bool { return k.k == nil }
 // Public returns the public half of k.
 func (k PrivateKey) Public() PublicKey {
 	var pk PublicKey
-	copy(pk.k[:], k.k[ed25519.SeedSize:])
+	copy(pk.k[:], k.k.b[ed25519.SeedSize:])
 	return pk
 }
 
 // Sign returns k's Ed25519 signature of msg.
-func (k PrivateKey) Sign(msg []byte) []byte { return ed25519.Sign(k.k, msg) }
+func (k PrivateKey) Sign(msg []byte) []byte { return ed25519.Sign(k.k.b[:], msg) }
 
-// Ed25519 returns the key in the standard library's form, for the few
-// places (TLS certificates, libp2p) that need it.
-func (k PrivateKey) Ed25519() ed25519.PrivateKey { return k.k }
+// Ed25519 returns a copy of the key in the standard library's form, for
+// the few places (TLS certificates, libp2p) that need it.
+func (k PrivateKey) Ed25519() ed25519.PrivateKey { return ed25519.PrivateKey(bytes.Clone(k.k.b[:])) }
 
 // Equal reports whether k and other are the same key, in constant time.
 func (k PrivateKey) Equal(other PrivateKey) bool {
-	return subtle.ConstantTimeCompare(k.k, other.k) == 1
+	if k.k == nil || other.k == nil {
+		return k.k == other.k
+	}
+	return subtle.ConstantTimeCompare(k.k.b[:], other.k.b[:]) == 1
 }
 
 const redacted = "PrivateKey(redacted)"

@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,13 +89,60 @@ func TestPrivateKeyNeverPrints(t *testing.T) {
 	k := testKey(t, 7)
 	secret := fmt.Sprintf("%x", k.Ed25519().Seed())
 	wrapped := struct{ Key PrivateKey }{k}
+	hidden := struct {
+		name string
+		key  PrivateKey
+	}{"n", k}
+	seedBytes := fmt.Sprint(k.Ed25519().Seed()[:8]) // "[7 7 7 ...", as %v would print the slice
 	for _, format := range []string{"%v", "%s", "%#v", "%+v", "%x", "%X", "%q", "%d"} {
-		for _, arg := range []any{k, &k, wrapped} {
+		for _, arg := range []any{k, &k, wrapped, hidden, &hidden} {
 			out := fmt.Sprintf(format, arg)
+			// In an unexported field fmt cannot call Format; the key must
+			// still not show, so there it prints as a pointer.
+			_, isHidden := arg.(struct {
+				name string
+				key  PrivateKey
+			})
+			if isHidden || arg == any(&hidden) {
+				if strings.Contains(out, secret) || strings.Contains(strings.ToLower(out), secret[:16]) ||
+					strings.Contains(out, strings.Trim(seedBytes, "[]")) {
+					t.Errorf("Sprintf(%q, unexported field) = %q: the key shows", format, out)
+				}
+				continue
+			}
 			if !strings.Contains(out, "redacted") || strings.Contains(out, secret) || strings.Contains(strings.ToLower(out), secret[:16]) {
 				t.Errorf("Sprintf(%q, %T) = %q, want only the redacted form", format, arg, out)
 			}
 		}
+	}
+}
+
+// Small-order points and other unusable encodings are not keys: under a
+// small-order "key", a signature can verify for any message.
+func TestPublicKeyRejectsWeakKeys(t *testing.T) {
+	weak := map[string][]byte{
+		"identity point":       append([]byte{1}, make([]byte, 31)...),
+		"order 2":              append(bytes.Repeat([]byte{0xff}, 31)[:0], append([]byte{0xec}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...)...),
+		"order 4 (zero)":       make([]byte, 32),
+		"order 4 (x sign set)": append(make([]byte, 31), 0x80),
+		"non-canonical y = p":  append([]byte{0xed}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...),
+		"not on the curve":     append([]byte{2}, make([]byte, 31)...),
+	}
+	for name, b := range weak {
+		if _, err := PublicKeyFromBytes(b); !errors.Is(err, ErrMalformedKey) {
+			t.Errorf("%s: PublicKeyFromBytes = %v, want ErrMalformedKey", name, err)
+		}
+		text := PublicKeyPrefix + base64.RawURLEncoding.EncodeToString(b)
+		if _, err := ParsePublicKey(text); !errors.Is(err, ErrMalformedKey) {
+			t.Errorf("%s: ParsePublicKey = %v, want ErrMalformedKey", name, err)
+		}
+	}
+	// The forgery the check prevents: under the identity point, the
+	// signature R = identity, S = 0 verifies for every message.
+	msg := []byte("anything at all")
+	sig := append(append([]byte{1}, make([]byte, 31)...), make([]byte, 32)...)
+	if !ed25519.Verify(weak["identity point"], msg, sig) {
+		t.Skip("this ed25519 rejects small-order keys itself")
 	}
 }
 

@@ -42,9 +42,9 @@ func Save(path string, k PrivateKey, passphrase []byte, comment string) error {
 		err   error
 	)
 	if len(passphrase) == 0 {
-		block, err = ssh.MarshalPrivateKey(k.k, comment)
+		block, err = ssh.MarshalPrivateKey(k.Ed25519(), comment)
 	} else {
-		block, err = ssh.MarshalPrivateKeyWithPassphrase(k.k, comment, passphrase)
+		block, err = ssh.MarshalPrivateKeyWithPassphrase(k.Ed25519(), comment, passphrase)
 	}
 	if err != nil {
 		return fmt.Errorf("identity: save %s: %w", path, err)

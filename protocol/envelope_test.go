@@ -172,6 +172,16 @@ func TestParseRejects(t *testing.T) {
 		t.Errorf("over-long room: %v, want ErrMalformed", err)
 	}
 
+	// A small-order sender key, under which R = identity, S = 0 would
+	// verify for any message, is refused by the parser.
+	forged := bytes.Clone(b)
+	sender := 3 + len("general")
+	copy(forged[sender:sender+32], append([]byte{1}, make([]byte, 31)...))
+	copy(forged[len(forged)-64:], append(append([]byte{1}, make([]byte, 31)...), make([]byte, 32)...))
+	if _, err := Parse(forged); !errors.Is(err, ErrMalformed) {
+		t.Errorf("small-order sender: %v, want ErrMalformed", err)
+	}
+
 	mutate := func(name string, f func(e *Envelope)) {
 		t.Helper()
 		e, _ := signed(t, key(t, 1), "general", 3, "payload")
@@ -234,7 +244,7 @@ func TestUnknownKindParses(t *testing.T) {
 }
 
 func TestText(t *testing.T) {
-	in := Text{Nick: "alice", Body: "hello ☃"}
+	in := Text{Nick: "alice", Body: "hello ☃\n\tsecond line"}
 	b, err := in.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +260,10 @@ func TestText(t *testing.T) {
 		"bad nick": {3, 'a', ' ', 'b', 0, 0},
 		"no nick":  {0, 0, 0},
 		"bad utf8": {1, 'a', 0, 1, 0xff},
+		"escape":   {1, 'a', 0, 4, 0x1b, '[', '2', 'J'},
+		"C1 CSI":   {1, 'a', 0, 2, 0xc2, 0x9b},
+		"DEL":      {1, 'a', 0, 1, 0x7f},
+		"NUL":      {1, 'a', 0, 1, 0},
 	}
 	for name, in := range bad {
 		if _, err := ParseText(in); !errors.Is(err, ErrMalformed) {

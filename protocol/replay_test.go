@@ -111,6 +111,11 @@ func TestReplayExpired(t *testing.T) {
 		if err := g.Check(a.e, a.id, Live); !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
 			t.Errorf("now = t0%+v: %v, want %v", tc.now.Sub(t0), err, tc.want)
 		}
+		// The zero Delivery is held to the clock too.
+		z := ReplayGuard{Skew: skew, Now: fixedClock(tc.now)}
+		if err := z.Check(a.e, a.id, 0); !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("zero Delivery at t0%+v: %v, want %v", tc.now.Sub(t0), err, tc.want)
+		}
 		// History is not held to the clock.
 		h := ReplayGuard{Skew: skew, Now: fixedClock(tc.now)}
 		if err := h.Check(a.e, a.id, History); err != nil {

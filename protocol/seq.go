@@ -53,25 +53,27 @@ func (a *SeqAllocator) Next(room string) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("sequence numbers of %s: %w", room, err)
 		}
-		if reserved >= MaxCounter {
-			return 0, fmt.Errorf("sequence numbers of %s are used up", room)
-		}
 		// Whatever of the last block was handed out before a restart is
 		// unknown, so none of it is used again.
-		r = &seqRoom{next: reserved + 1, reserved: reserved}
+		r = &seqRoom{next: min(reserved, MaxCounter) + 1, reserved: reserved}
 		if a.rooms == nil {
 			a.rooms = make(map[string]*seqRoom)
 		}
 		a.rooms[room] = r
+	}
+	if r.next > MaxCounter {
+		return 0, fmt.Errorf("sequence numbers of %s are used up", room)
 	}
 	if r.next > r.reserved {
 		block := a.Block
 		if block == 0 {
 			block = DefaultSeqBlock
 		}
-		upTo := r.next + block - 1
-		if upTo < r.next || upTo > MaxCounter { // reserve what is left
-			upTo = MaxCounter
+		// next <= MaxCounter = 2^63-1, so this cannot overflow for any
+		// block below 2^63.
+		upTo := uint64(MaxCounter)
+		if block-1 < MaxCounter-r.next {
+			upTo = r.next + block - 1
 		}
 		if err := a.Store.Reserve(room, upTo); err != nil {
 			return 0, fmt.Errorf("reserve sequence numbers of %s: %w", room, err)
@@ -79,9 +81,6 @@ func (a *SeqAllocator) Next(room string) (uint64, error) {
 		r.reserved = upTo
 	}
 	n := r.next
-	if n == MaxCounter {
-		return 0, fmt.Errorf("sequence numbers of %s are used up", room)
-	}
 	r.next++
 	return n, nil
 }

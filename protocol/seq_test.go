@@ -94,7 +94,7 @@ func TestSeqAllocatorFailsWhenReservationFails(t *testing.T) {
 func TestSeqAllocatorEnd(t *testing.T) {
 	store := &memReservations{rooms: map[string]uint64{"r": MaxCounter - 2}}
 	a := &SeqAllocator{Store: store, Block: 10}
-	for _, want := range []uint64{MaxCounter - 1} {
+	for _, want := range []uint64{MaxCounter - 1, MaxCounter} {
 		if n, err := a.Next("r"); err != nil || n != want {
 			t.Fatalf("Next = %d, %v; want %d", n, err, want)
 		}
@@ -113,5 +113,15 @@ func TestLamportClock(t *testing.T) {
 	c.Witness(5)
 	if got := c.Tick(); got != 11 {
 		t.Fatalf("Tick after Witness(10) = %d, want 11", got)
+	}
+}
+
+func TestSeqAllocatorHugeBlock(t *testing.T) {
+	a := &SeqAllocator{Store: &memReservations{}, Block: 1 << 63}
+	if n, err := a.Next("r"); err != nil || n != 1 {
+		t.Fatalf("Next = %d, %v", n, err)
+	}
+	if r, _ := a.Store.Reserved("r"); r != MaxCounter {
+		t.Fatalf("reserved %d, want MaxCounter", r)
 	}
 }

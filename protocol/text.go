@@ -16,7 +16,8 @@ const MaxTextLen = 16 << 10
 // identity.
 //
 // Encoding: nick (1-byte length, then bytes), body (2-byte big-endian length,
-// then bytes). Both are UTF-8; the nick obeys identity.ValidNick.
+// then bytes). The nick obeys identity.ValidNick; the body is UTF-8 without
+// control characters other than tab and newline.
 type Text struct {
 	Nick string
 	Body string
@@ -31,6 +32,14 @@ func (t *Text) check() error {
 	}
 	if !utf8.ValidString(t.Body) {
 		return fmt.Errorf("%w: text is not UTF-8", ErrMalformed)
+	}
+	// Control characters would reach the reader's terminal: escape
+	// sequences can move the cursor, rewrite what is shown, or set the
+	// window title. Only tab and newline are text.
+	for i, r := range t.Body {
+		if (r < 0x20 && r != '\t' && r != '\n') || (0x7f <= r && r <= 0x9f) {
+			return fmt.Errorf("%w: text holds control character %U at byte %d", ErrMalformed, r, i)
+		}
 	}
 	return nil
 }
