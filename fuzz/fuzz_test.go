@@ -273,7 +273,7 @@ func FuzzSyncRequest(f *testing.F) {
 func FuzzSyncResponse(f *testing.F) {
 	good, _ := (&protocol.SyncResponse{Envelopes: [][]byte{signedEnvelope(f, protocol.KindText, "r", 1, nil)}, More: true}).MarshalBinary()
 	f.Add(good)
-	f.Add([]byte{1, 2, 0, 0, 0})
+	f.Add(append(append([]byte{1, 2, 0}, make([]byte, 40)...), 0, 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := protocol.ParseSyncResponse(b)
 		if err != nil {

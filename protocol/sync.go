@@ -126,16 +126,21 @@ func ParseSyncRequest(data []byte) (*SyncRequest, error) {
 }
 
 // SyncResponse carries one page of envelopes, encoded, and whether there is
-// more after the last of them. The receiver parses and verifies every
-// envelope as if it had come live.
+// more. When there is, the next request continues after (NextTime, NextID):
+// the position of the last envelope the responder looked at, which may be
+// one it left out because the request listed it in Have. The receiver
+// parses and verifies every envelope as if it had come live.
 type SyncResponse struct {
 	Envelopes [][]byte
 	More      bool
+	NextTime  int64
+	NextID    ID
 }
 
 // MarshalBinary returns the response's canonical encoding:
 //
-//	version (1), type (1), more (1: 0 or 1), count (2),
+//	version (1), type (1), more (1: 0 or 1),
+//	next time (8, two's complement), next ID (32), count (2),
 //	then per envelope: 3-byte length, then the envelope
 func (r *SyncResponse) MarshalBinary() ([]byte, error) {
 	if len(r.Envelopes) > MaxSyncPage {
@@ -149,6 +154,8 @@ func (r *SyncResponse) MarshalBinary() ([]byte, error) {
 		more = 1
 	}
 	b.AddUint8(more)
+	b.AddUint64(uint64(r.NextTime))
+	b.AddBytes(r.NextID[:])
 	b.AddUint16(uint16(len(r.Envelopes)))
 	for _, e := range r.Envelopes {
 		if len(e) == 0 || len(e) > MaxEnvelopeSize {
@@ -177,10 +184,12 @@ func ParseSyncResponse(data []byte) (*SyncResponse, error) {
 		return nil, err
 	}
 	var (
-		more  uint8
-		count uint16
+		more     uint8
+		count    uint16
+		nextTime uint64
+		nextID   []byte
 	)
-	if !s.ReadUint8(&more) || !s.ReadUint16(&count) {
+	if !s.ReadUint8(&more) || !s.ReadUint64(&nextTime) || !s.ReadBytes(&nextID, 32) || !s.ReadUint16(&count) {
 		return nil, fmt.Errorf("%w: truncated sync response", ErrMalformed)
 	}
 	if more > 1 {
@@ -189,7 +198,7 @@ func ParseSyncResponse(data []byte) (*SyncResponse, error) {
 	if count > MaxSyncPage {
 		return nil, fmt.Errorf("%w: sync page of %d envelopes, limit %d", ErrMalformed, count, MaxSyncPage)
 	}
-	r := &SyncResponse{More: more == 1, Envelopes: make([][]byte, 0, count)}
+	r := &SyncResponse{More: more == 1, NextTime: int64(nextTime), NextID: ID(nextID), Envelopes: make([][]byte, 0, count)}
 	for i := range int(count) {
 		var e cryptobyte.String
 		if !s.ReadUint24LengthPrefixed(&e) {

@@ -53,13 +53,13 @@ func TestSyncRequestRoundTrip(t *testing.T) {
 func TestSyncResponseRoundTrip(t *testing.T) {
 	_, e1 := signed(t, key(t, 1), "r", 1, "one")
 	_, e2 := signed(t, key(t, 1), "r", 2, "two")
-	in := &SyncResponse{Envelopes: [][]byte{e1, e2}, More: true}
+	in := &SyncResponse{Envelopes: [][]byte{e1, e2}, More: true, NextTime: -3, NextID: ID{5}}
 	b, err := in.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out, err := ParseSyncResponse(b)
-	if err != nil || !out.More || len(out.Envelopes) != 2 || !bytes.Equal(out.Envelopes[1], e2) {
+	if err != nil || !out.More || out.NextTime != -3 || out.NextID != in.NextID || len(out.Envelopes) != 2 || !bytes.Equal(out.Envelopes[1], e2) {
 		t.Fatalf("round trip: %+v, %v", out, err)
 	}
 	bad := bytes.Clone(b)

@@ -271,6 +271,24 @@ func (s *Store) Last(ctx context.Context, sender identity.PublicKey, room string
 	return recs[0], nil
 }
 
+// Before returns sender's envelope in room with the highest sequence number
+// below seq, or ErrNotFound.
+func (s *Store) Before(ctx context.Context, sender identity.PublicKey, room string, seq uint64) (Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes
+		WHERE sender = ? AND room = ? AND seq < ? ORDER BY seq DESC LIMIT 1`, sender.Bytes(), room, int64(seq))
+	if err != nil {
+		return Record{}, fmt.Errorf("store: envelope before %d in %s: %w", seq, room, err)
+	}
+	recs, err := scan(rows)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(recs) == 0 {
+		return Record{}, fmt.Errorf("%w: no envelope of %s in %s before %d", ErrNotFound, sender.ShortFingerprint(), room, seq)
+	}
+	return recs[0], nil
+}
+
 // MaxLamport returns the highest Lamport clock stored in room, 0 if none.
 func (s *Store) MaxLamport(ctx context.Context, room string) (uint64, error) {
 	var n sql.NullInt64
@@ -278,6 +296,39 @@ func (s *Store) MaxLamport(ctx context.Context, room string) (uint64, error) {
 		return 0, fmt.Errorf("store: Lamport clock of %s: %w", room, err)
 	}
 	return uint64(n.Int64), nil
+}
+
+// LastReceived returns when the newest envelope of room was received, by
+// the receiver's clock; the zero time if the room has none.
+func (s *Store) LastReceived(ctx context.Context, room string) (time.Time, error) {
+	var n sql.NullInt64
+	if err := s.r.QueryRowContext(ctx, `SELECT max(received) FROM envelopes WHERE room = ?`, room).Scan(&n); err != nil {
+		return time.Time{}, fmt.Errorf("store: last received in %s: %w", room, err)
+	}
+	if !n.Valid {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(n.Int64), nil
+}
+
+// IDs returns the IDs of up to limit envelopes of room with
+// since <= time < until, the earliest first.
+func (s *Store) IDs(ctx context.Context, room string, since, until int64, limit int) ([]protocol.ID, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM envelopes WHERE room = ? AND time >= ? AND time < ?
+		ORDER BY time, id LIMIT ?`, room, since, until, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: IDs of %s: %w", room, err)
+	}
+	defer rows.Close()
+	var ids []protocol.ID
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("store: IDs of %s: %w", room, err)
+		}
+		ids = append(ids, protocol.ID(b))
+	}
+	return ids, rows.Err()
 }
 
 // RestoreReplay feeds the replay guard the newest protocol.WindowSize

@@ -111,6 +111,17 @@ func TestRangePages(t *testing.T) {
 	if len(seen) != 25 {
 		t.Fatalf("paging saw %d envelopes, want 25", len(seen))
 	}
+	ids, err := s.IDs(ctx, "r", t0.UnixMilli(), t0.Add(time.Hour).UnixMilli(), 5)
+	if err != nil || len(ids) != 5 {
+		t.Fatalf("IDs = %d, %v; want 5", len(ids), err)
+	}
+	last, err := s.LastReceived(ctx, "r")
+	if err != nil || !last.Equal(t0.Add(12*time.Second)) {
+		t.Fatalf("LastReceived = %v, %v", last, err)
+	}
+	if none, err := s.LastReceived(ctx, "empty"); err != nil || !none.IsZero() {
+		t.Fatalf("LastReceived(empty) = %v, %v", none, err)
+	}
 	// A time range excludes what lies outside it.
 	recs, err := s.Range(ctx, "r", t0.Add(2*time.Second).UnixMilli(), t0.Add(4*time.Second).UnixMilli(), Cursor{}, 100)
 	if err != nil || len(recs) != 4 {

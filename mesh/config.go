@@ -1,0 +1,96 @@
+package mesh
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Node. Key and Store are required; every other field
+// has a default, given with it.
+type Config struct {
+	// Key is the person's identity; the libp2p host key is the same key.
+	Key identity.PrivateKey
+	// Store keeps accepted envelopes, sequence reservations and, through
+	// them, the replay state.
+	Store *store.Store
+
+	// ListenAddrs are multiaddrs to listen on. If empty, QUIC and TCP on
+	// every interface, on ports the system picks.
+	ListenAddrs []string
+	// Bootstrap are multiaddrs, each ending in /p2p/<peer ID>, to dial at
+	// start and to seed the DHT with.
+	Bootstrap []string
+	// MDNS turns on discovery on the local network.
+	MDNS bool
+	// DHT turns on the Kademlia DHT (on the /parley prefix, never mixed
+	// with the public IPFS DHT) as a rendezvous for the peers of a room.
+	DHT bool
+
+	// Policy, if not nil, is asked about every envelope that passed the
+	// signature and replay checks; an error rejects it. The relay and
+	// private rooms use it.
+	Policy func(*protocol.Envelope) error
+
+	// Skew is the largest accepted clock difference for live envelopes.
+	// If zero, protocol.DefaultSkew.
+	Skew time.Duration
+	// Retention is how long envelopes are kept for history and sync.
+	// If zero, 30 days.
+	Retention time.Duration
+	// Now returns the current time. If nil, time.Now.
+	Now func() time.Time
+
+	// ConnLow and ConnHigh are the connection manager's watermarks: above
+	// high it closes connections down to low. If zero, 64 and 128.
+	ConnLow, ConnHigh int
+	// QueueSize is the length of the validation queue, of each peer's
+	// outbound queue and of each room's subscription buffer. Gossipsub's
+	// default of 32 drops messages silently under load. If zero, 8192.
+	QueueSize int
+
+	// Registerer receives the node's Prometheus metrics and libp2p's. If
+	// nil, no metrics are registered (never on the global registry).
+	Registerer prometheus.Registerer
+	// Logger receives the node's logs. If nil, they are discarded.
+	Logger *slog.Logger
+}
+
+const (
+	defaultRetention = 30 * 24 * time.Hour
+	defaultQueue     = 8192
+	defaultConnLow   = 64
+	defaultConnHigh  = 128
+)
+
+func (c *Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Config) skew() time.Duration {
+	if c.Skew > 0 {
+		return c.Skew
+	}
+	return protocol.DefaultSkew
+}
+
+func (c *Config) retention() time.Duration {
+	if c.Retention > 0 {
+		return c.Retention
+	}
+	return defaultRetention
+}
+
+func (c *Config) queueSize() int {
+	if c.QueueSize > 0 {
+		return c.QueueSize
+	}
+	return defaultQueue
+}

@@ -1,0 +1,119 @@
+package mesh
+
+import (
+	"fmt"
+
+	"github.com/libp2p/go-libp2p"
+	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/parleychat/parley/identity"
+)
+
+// defaultListen: QUIC first (one UDP socket, no head-of-line blocking),
+// TCP for networks that block UDP.
+var defaultListen = []string{
+	"/ip4/0.0.0.0/udp/0/quic-v1",
+	"/ip6/::/udp/0/quic-v1",
+	"/ip4/0.0.0.0/tcp/0",
+	"/ip6/::/tcp/0",
+}
+
+// libp2pKey converts an identity key to libp2p's form.
+func libp2pKey(k identity.PrivateKey) (lcrypto.PrivKey, error) {
+	lk, err := lcrypto.UnmarshalEd25519PrivateKey(k.Ed25519())
+	if err != nil {
+		return nil, fmt.Errorf("mesh: identity key: %w", err)
+	}
+	return lk, nil
+}
+
+// PeerID returns the libp2p peer ID of an identity.
+func PeerID(pk identity.PublicKey) (peer.ID, error) {
+	lpk, err := lcrypto.UnmarshalEd25519PublicKey(pk.Bytes())
+	if err != nil {
+		return "", fmt.Errorf("mesh: public key: %w", err)
+	}
+	return peer.IDFromPublicKey(lpk)
+}
+
+// newHost makes the libp2p host: the identity key as host key, QUIC and
+// TCP, resource and connection limits set here rather than left to
+// defaults, hole punching and the circuit relay v2 client on.
+func newHost(cfg *Config) (host.Host, error) {
+	key, err := libp2pKey(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	listen := cfg.ListenAddrs
+	if len(listen) == 0 {
+		listen = defaultListen
+	}
+
+	// Start from go-libp2p's scaled defaults, then bound what a chat node
+	// needs: a few hundred connections, a few thousand streams, 512 MiB.
+	scaling := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&scaling)
+	limits := rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{
+			Conns:           512,
+			ConnsInbound:    256,
+			ConnsOutbound:   256,
+			Streams:         8192,
+			StreamsInbound:  4096,
+			StreamsOutbound: 4096,
+			Memory:          512 << 20,
+			FD:              1024,
+		},
+		ProtocolDefault: rcmgr.ResourceLimits{Streams: 2048, StreamsInbound: 1024, StreamsOutbound: 1024},
+		PeerDefault:     rcmgr.ResourceLimits{Conns: 8, Streams: 512, StreamsInbound: 256, StreamsOutbound: 256},
+	}.Build(scaling.AutoScale())
+	var rmOpts []rcmgr.Option
+	if cfg.Registerer != nil {
+		rcmgr.MustRegisterWith(cfg.Registerer)
+		str, err := rcmgr.NewStatsTraceReporter()
+		if err != nil {
+			return nil, fmt.Errorf("mesh: resource manager metrics: %w", err)
+		}
+		rmOpts = append(rmOpts, rcmgr.WithTraceReporter(str))
+	} else {
+		rmOpts = append(rmOpts, rcmgr.WithMetricsDisabled())
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), rmOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: resource manager: %w", err)
+	}
+	low, high := cfg.ConnLow, cfg.ConnHigh
+	if low == 0 {
+		low = defaultConnLow
+	}
+	if high == 0 {
+		high = defaultConnHigh
+	}
+	cm, err := connmgr.NewConnManager(low, high)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: connection manager: %w", err)
+	}
+
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.EnableRelay(),
+		libp2p.EnableHolePunching(),
+		libp2p.UserAgent("parley/1"),
+	}
+	if cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
+	}
+	return h, nil
+}

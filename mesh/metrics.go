@@ -1,0 +1,88 @@
+package mesh
+
+import (
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics counts what the node does with envelopes, and every message that
+// gossipsub or the node drops, so that no loss is silent.
+type metrics struct {
+	validated *prometheus.CounterVec // by result: accept, reject, ignore, with reason
+	stored    *prometheus.CounterVec // by via: mesh, sync, local
+	drops     *prometheus.CounterVec // by where: validation queue, subscriber, outbound, writer
+	syncs     *prometheus.CounterVec // by side and result
+
+	// Plain counters that tests and benchmarks read without a registry.
+	verifications atomic.Int64
+	dropped       atomic.Int64
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		validated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "envelopes_validated_total",
+			Help: "Envelopes checked by the gossipsub validator, by result and reason.",
+		}, []string{"result", "reason"}),
+		stored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "envelopes_stored_total",
+			Help: "Envelopes committed to the store, by the path that brought them.",
+		}, []string{"via"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "dropped_total",
+			Help: "Messages dropped because a queue was full, by queue.",
+		}, []string{"queue"}),
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "sync_requests_total",
+			Help: "Catch-up sync requests, by side (served, made) and result.",
+		}, []string{"side", "result"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.validated, m.stored, m.drops, m.syncs} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) drop(queue string) {
+	m.dropped.Add(1)
+	m.drops.WithLabelValues(queue).Inc()
+}
+
+// tracer turns gossipsub's drop events into metrics. Gossipsub calls it
+// synchronously from its event loop, so it only counts.
+type tracer struct{ m *metrics }
+
+var _ pubsub.RawTracer = tracer{}
+
+func (t tracer) RejectMessage(msg *pubsub.Message, reason string) {
+	switch reason {
+	case pubsub.RejectValidationQueueFull, pubsub.RejectValidationThrottled:
+		t.m.drop("validation")
+	}
+}
+func (t tracer) UndeliverableMessage(*pubsub.Message)               { t.m.drop("subscriber") }
+func (t tracer) DropRPC(*pubsub.RPC, peer.ID)                       { t.m.drop("outbound") }
+func (tracer) AddPeer(peer.ID, protocol.ID)                         {}
+func (tracer) RemovePeer(peer.ID)                                   {}
+func (tracer) Join(string)                                          {}
+func (tracer) Leave(string)                                         {}
+func (tracer) Graft(peer.ID, string)                                {}
+func (tracer) Prune(peer.ID, string)                                {}
+func (tracer) ValidateMessage(*pubsub.Message)                      {}
+func (tracer) DeliverMessage(*pubsub.Message)                       {}
+func (tracer) DuplicateMessage(*pubsub.Message)                     {}
+func (tracer) ThrottlePeer(peer.ID)                                 {}
+func (tracer) RecvRPC(*pubsub.RPC)                                  {}
+func (tracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (tracer) OnClosedOutboundStream(peer.ID)                       {}
+func (tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}

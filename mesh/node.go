@@ -1,0 +1,301 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+)
+
+// Node is one Parley peer on the mesh.
+type Node struct {
+	cfg     Config
+	host    host.Host
+	ps      *pubsub.PubSub
+	dht     *dht.IpfsDHT
+	store   *store.Store
+	guard   protocol.ReplayGuard
+	alloc   protocol.SeqAllocator
+	clock   protocol.LamportClock
+	metrics *metrics
+	log     *slog.Logger
+	limits  *peerLimits
+	seen    *seenIDs
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	evidenceQ chan store.Record
+
+	mu     sync.Mutex
+	rooms  map[string]*Room
+	closed bool
+
+	scoreMu sync.Mutex
+	scores  map[peer.ID]float64
+}
+
+// New starts a node: the libp2p host, gossipsub, discovery and the sync
+// service. It restores the replay state from the store first, so that no
+// envelope stored before a restart is accepted again. Close stops it.
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Key.IsZero() {
+		return nil, errors.New("mesh: no identity key")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("mesh: no store")
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: metrics: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{
+		cfg:       cfg,
+		store:     cfg.Store,
+		guard:     protocol.ReplayGuard{Skew: cfg.skew(), Now: cfg.Now},
+		alloc:     protocol.SeqAllocator{Store: cfg.Store},
+		metrics:   m,
+		log:       log,
+		limits:    newPeerLimits(syncRate, syncBurst, cfg.now),
+		seen:      newSeenIDs(seenSize),
+		rooms:     make(map[string]*Room),
+		scores:    make(map[peer.ID]float64),
+		evidenceQ: make(chan store.Record, 64),
+	}
+	if err := cfg.Store.RestoreReplay(ctx, &n.guard); err != nil {
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	bootstrap, err := parseAddrs(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	if n.host, err = newHost(&cfg); err != nil {
+		return nil, err
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	fail := func(err error) (*Node, error) {
+		n.cancel()
+		if n.dht != nil {
+			n.dht.Close()
+		}
+		n.host.Close()
+		return nil, err
+	}
+
+	psOpts := n.pubsubOptions()
+	if cfg.DHT {
+		n.dht, err = dht.New(n.host,
+			dht.ProtocolPrefix("/parley"),
+			dht.Mode(dht.ModeServer),
+			dht.BootstrapPeers(bootstrap...),
+		)
+		if err != nil {
+			return fail(fmt.Errorf("mesh: DHT: %w", err))
+		}
+		psOpts = append(psOpts, pubsub.WithDiscovery(drouting.NewRoutingDiscovery(n.dht)))
+	}
+	n.ps, err = pubsub.NewGossipSub(n.ctx, n.host, psOpts...)
+	if err != nil {
+		return fail(fmt.Errorf("mesh: gossipsub: %w", err))
+	}
+	n.host.SetStreamHandler(syncProtocol, n.handleSync)
+
+	n.wg.Add(1)
+	go n.keepEvidence()
+	if len(bootstrap) > 0 {
+		n.AddPeers(ctx, bootstrap...)
+	}
+	if n.dht != nil {
+		if err := n.dht.Bootstrap(n.ctx); err != nil {
+			return fail(fmt.Errorf("mesh: DHT bootstrap: %w", err))
+		}
+	}
+	if cfg.MDNS {
+		if err := n.startMDNS(); err != nil {
+			return fail(err)
+		}
+	}
+	return n, nil
+}
+
+func (n *Node) pubsubOptions() []pubsub.Option {
+	q := n.cfg.queueSize()
+	return []pubsub.Option{
+		// Envelopes carry their own signatures: gossipsub signs nothing and
+		// names no author, and the envelope ID is the message ID.
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(messageID),
+		pubsub.WithFloodPublish(true),
+		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
+		pubsub.WithPeerScoreInspect(n.keepScores, time.Second),
+		pubsub.WithSubscriptionFilter(pubsub.WrapLimitSubscriptionFilter(topicFilter(), maxTopicsPerRPC)),
+		pubsub.WithMaxMessageSize(maxRPCSize),
+		pubsub.WithValidateQueueSize(q),
+		pubsub.WithValidateThrottle(q),
+		pubsub.WithPeerOutboundQueueSize(q),
+		pubsub.WithRawTracer(tracer{n.metrics}),
+	}
+}
+
+// seenSize is how many recent envelope IDs the validator remembers.
+const seenSize = 1 << 15
+
+// maxRPCSize bounds one gossipsub RPC: a few of the largest envelopes.
+const maxRPCSize = 4 * protocol.MaxEnvelopeSize
+
+func (n *Node) keepScores(scores map[peer.ID]float64) {
+	n.scoreMu.Lock()
+	n.scores = scores
+	n.scoreMu.Unlock()
+}
+
+// Score returns gossipsub's latest score of peer p (updated every second).
+func (n *Node) Score(p peer.ID) (float64, bool) {
+	n.scoreMu.Lock()
+	defer n.scoreMu.Unlock()
+	s, ok := n.scores[p]
+	return s, ok
+}
+
+// ID returns the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host returns the libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Addrs returns the node's listen addresses, each ending in /p2p/<peer ID>,
+// in the form Config.Bootstrap takes.
+func (n *Node) Addrs() []string {
+	var out []string
+	for _, a := range n.host.Addrs() {
+		out = append(out, a.String()+"/p2p/"+n.host.ID().String())
+	}
+	return out
+}
+
+// Verifications returns how many envelope signatures the gossipsub
+// validator has checked.
+func (n *Node) Verifications() int64 { return n.metrics.verifications.Load() }
+
+// Dropped returns how many messages any queue of the node has dropped.
+func (n *Node) Dropped() int64 { return n.metrics.dropped.Load() }
+
+func parseAddrs(addrs []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, s := range addrs {
+		ma, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: peer address %q: %w", s, err)
+		}
+		ai, err := peer.AddrInfoFromP2pAddr(ma)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: peer address %q must end in /p2p/<peer ID>: %w", s, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
+
+// Connect dials a peer given as a multiaddr ending in /p2p/<peer ID>.
+func (n *Node) Connect(ctx context.Context, addr string) error {
+	ais, err := parseAddrs([]string{addr})
+	if err != nil {
+		return err
+	}
+	if err := n.host.Connect(ctx, ais[0]); err != nil {
+		return fmt.Errorf("mesh: connect %s: %w", addr, err)
+	}
+	return nil
+}
+
+// AddPeers dials the given peers in the background: bootstrap peers, and
+// the peers of a room that a relay hands out.
+func (n *Node) AddPeers(ctx context.Context, peers ...peer.AddrInfo) {
+	for _, ai := range peers {
+		if ai.ID == n.host.ID() {
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			cctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
+			defer cancel()
+			if err := n.host.Connect(cctx, ai); err != nil {
+				n.log.Debug("dial peer", "peer", ai.ID, "err", err)
+			}
+		}()
+	}
+}
+
+// keepEvidence stores the envelopes that prove equivocation, which the
+// validator hands over without waiting (it must not do I/O).
+func (n *Node) keepEvidence() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case rec := <-n.evidenceQ:
+			if _, err := n.store.Put(n.ctx, rec); err != nil && n.ctx.Err() == nil {
+				n.log.Error("store equivocation evidence", "err", err)
+			}
+			n.log.Warn("equivocation: a sender signed two envelopes with one sequence number",
+				"sender", rec.Env.Sender.Fingerprint(), "room", rec.Env.Room, "seq", rec.Env.Seq, "second", rec.ID)
+		}
+	}
+}
+
+func (n *Node) evidence(env *protocol.Envelope, id protocol.ID, raw []byte) {
+	rec := store.Record{ID: id, Env: env, Raw: raw, Via: "mesh", Received: n.cfg.now()}
+	select {
+	case n.evidenceQ <- rec:
+	default:
+		n.metrics.drop("evidence")
+	}
+}
+
+// Close leaves every room and stops the node. It waits for the node's
+// goroutines to end.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	rooms := make([]*Room, 0, len(n.rooms))
+	for _, r := range n.rooms {
+		rooms = append(rooms, r)
+	}
+	n.mu.Unlock()
+	for _, r := range rooms {
+		r.Leave()
+	}
+	n.cancel()
+	n.wg.Wait()
+	var errs []error
+	if n.dht != nil {
+		errs = append(errs, n.dht.Close())
+	}
+	errs = append(errs, n.host.Close())
+	return errors.Join(errs...)
+}
+
+var _ io.Closer = (*Node)(nil)

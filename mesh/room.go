@@ -1,0 +1,391 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+)
+
+// Message is an envelope the node accepted, committed to its store, and
+// hands to the application.
+type Message struct {
+	ID  protocol.ID
+	Env *protocol.Envelope
+	// Via is how it arrived: "mesh" (live gossip) or "sync" (catch-up).
+	Via string
+	// From is the peer that passed it on; not necessarily its sender.
+	From peer.ID
+}
+
+// Room is a joined room: one gossipsub topic.
+type Room struct {
+	n     *Node
+	name  string
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	evh   *pubsub.TopicEventHandler
+
+	in      chan inbound     // accepted envelopes, to the writer
+	out     chan Message     // stored envelopes, to the application
+	syncReq chan syncRequest // to the syncer
+	ctx     context.Context  // ended by Leave
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	pubMu sync.Mutex  // serialises Publish: numbers and chain in order
+	head  protocol.ID // the ID of our last envelope in this room
+}
+
+type inbound struct {
+	env  *protocol.Envelope
+	id   protocol.ID
+	raw  []byte
+	via  string
+	from peer.ID
+}
+
+// Join joins room: it subscribes to the room's topic, starts catch-up sync
+// with every peer that shows up in it, and returns the room. Joining a room
+// twice returns the same Room.
+func (n *Node) Join(room string) (*Room, error) {
+	if err := protocol.ValidRoom(room); err != nil {
+		return nil, fmt.Errorf("mesh: join: %w", err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, errors.New("mesh: node is closed")
+	}
+	if r, ok := n.rooms[room]; ok {
+		return r, nil
+	}
+	r := &Room{
+		n:       n,
+		name:    room,
+		in:      make(chan inbound, n.cfg.queueSize()),
+		out:     make(chan Message, n.cfg.queueSize()),
+		syncReq: make(chan syncRequest, 64),
+	}
+	r.ctx, r.cancel = context.WithCancel(n.ctx)
+
+	// Where our own hash chain and the room's Lamport clock stand.
+	last, err := n.store.Last(r.ctx, n.cfg.Key.Public(), room)
+	switch {
+	case err == nil:
+		r.head = last.ID
+	case !errors.Is(err, store.ErrNotFound):
+		r.cancel()
+		return nil, fmt.Errorf("mesh: join %s: %w", room, err)
+	}
+	lamport, err := n.store.MaxLamport(r.ctx, room)
+	if err != nil {
+		r.cancel()
+		return nil, fmt.Errorf("mesh: join %s: %w", room, err)
+	}
+	n.clock.Witness(lamport)
+
+	topic := topicName(room)
+	// Inline: the check is CPU-bound and short, so it runs on gossipsub's
+	// validation workers rather than on a goroutine per message.
+	if err := n.ps.RegisterTopicValidator(topic, n.validate, pubsub.WithValidatorInline(true)); err != nil {
+		r.cancel()
+		return nil, fmt.Errorf("mesh: join %s: %w", room, err)
+	}
+	undo := func(err error) (*Room, error) {
+		r.cancel()
+		if r.sub != nil {
+			r.sub.Cancel()
+		}
+		if r.evh != nil {
+			r.evh.Cancel()
+		}
+		if r.topic != nil {
+			r.topic.Close()
+		}
+		n.ps.UnregisterTopicValidator(topic)
+		return nil, fmt.Errorf("mesh: join %s: %w", room, err)
+	}
+	if r.topic, err = n.ps.Join(topic); err != nil {
+		return undo(err)
+	}
+	if err := r.topic.SetScoreParams(topicScoreParams()); err != nil {
+		return undo(err)
+	}
+	if r.evh, err = r.topic.EventHandler(); err != nil {
+		return undo(err)
+	}
+	if r.sub, err = r.topic.Subscribe(pubsub.WithBufferSize(n.cfg.queueSize())); err != nil {
+		return undo(err)
+	}
+	n.rooms[room] = r
+	r.wg.Add(4)
+	go r.read()
+	go r.write()
+	go r.watchPeers()
+	go r.syncer()
+	return r, nil
+}
+
+// Name returns the room ID.
+func (r *Room) Name() string { return r.name }
+
+// Messages returns the envelopes of others, in the order they were
+// committed to the store. The application must keep reading: when it does
+// not, the room's queues fill and gossipsub drops (and counts) messages,
+// which sync later recovers.
+func (r *Room) Messages() <-chan Message { return r.out }
+
+// Peers returns the peers known to be in the room.
+func (r *Room) Peers() []peer.ID { return r.topic.ListPeers() }
+
+// Publish sends a text message: it takes the next sequence number, links
+// the envelope to our previous one, signs it, commits it to the store, and
+// then gossips it. It returns the envelope's ID.
+func (r *Room) Publish(ctx context.Context, nick, text string) (protocol.ID, error) {
+	payload, err := (&protocol.Text{Nick: nick, Body: text}).MarshalBinary()
+	if err != nil {
+		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
+	}
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	seq, err := r.n.alloc.Next(r.name)
+	if err != nil {
+		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
+	}
+	e := &protocol.Envelope{
+		Kind:    protocol.KindText,
+		Room:    r.name,
+		Seq:     seq,
+		Prev:    r.head,
+		Lamport: r.n.clock.Tick(),
+		Time:    r.n.cfg.now().UnixMilli(),
+		Payload: payload,
+	}
+	id, err := e.Sign(r.n.cfg.Key)
+	if err != nil {
+		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
+	}
+	rec := store.Record{ID: id, Env: e, Raw: raw, Via: "local", Received: r.n.cfg.now()}
+	if _, err := r.n.store.Put(ctx, rec); err != nil {
+		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
+	}
+	r.head = id
+	if err := r.topic.Publish(ctx, raw); err != nil {
+		return id, fmt.Errorf("mesh: publish %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// PublishRaw gossips an envelope signed elsewhere (by a relay's client, or
+// a test), unchanged. It goes through the same validation as any other.
+func (r *Room) PublishRaw(ctx context.Context, raw []byte) error {
+	if err := r.topic.Publish(ctx, raw); err != nil {
+		return fmt.Errorf("mesh: publish: %w", err)
+	}
+	return nil
+}
+
+// Leave unsubscribes from the room and stops its goroutines.
+func (r *Room) Leave() {
+	r.n.mu.Lock()
+	if r.n.rooms[r.name] != r {
+		r.n.mu.Unlock()
+		return
+	}
+	delete(r.n.rooms, r.name)
+	r.n.mu.Unlock()
+	r.cancel()
+	r.sub.Cancel()
+	r.evh.Cancel()
+	r.wg.Wait()
+	r.topic.Close()
+	r.n.ps.UnregisterTopicValidator(topicName(r.name))
+}
+
+// read moves accepted messages from the subscription to the writer.
+func (r *Room) read() {
+	defer r.wg.Done()
+	self := r.n.host.ID()
+	for {
+		msg, err := r.sub.Next(r.ctx)
+		if err != nil {
+			return // cancelled
+		}
+		v, ok := msg.ValidatorData.(*verified)
+		if !ok {
+			continue
+		}
+		via := "mesh"
+		if msg.ReceivedFrom == self {
+			via = "local"
+		}
+		select {
+		case r.in <- inbound{env: v.env, id: v.id, raw: msg.Data, via: via, from: msg.ReceivedFrom}:
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// maxBatch bounds one group commit.
+const maxBatch = 512
+
+// write commits accepted envelopes in batches (group commit: one fsync for
+// as many envelopes as have queued), then hands the new ones to the
+// application and looks for gaps in their senders' hash chains.
+func (r *Room) write() {
+	defer r.wg.Done()
+	self := r.n.cfg.Key.Public()
+	batch := make([]inbound, 0, maxBatch)
+	recs := make([]store.Record, 0, maxBatch)
+	for {
+		batch, recs = batch[:0], recs[:0]
+		select {
+		case it := <-r.in:
+			batch = append(batch, it)
+		case <-r.ctx.Done():
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case it := <-r.in:
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		now := r.n.cfg.now()
+		for _, it := range batch {
+			recs = append(recs, store.Record{ID: it.id, Env: it.env, Raw: it.raw, Via: it.via, Received: now})
+		}
+		results, err := r.n.store.Put(r.ctx, recs...)
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return
+			}
+			// The envelopes passed the replay guard but are not stored;
+			// sync brings them again from a neighbour.
+			r.n.log.Error("store envelopes", "room", r.name, "n", len(batch), "err", err)
+			for range batch {
+				r.n.metrics.drop("store")
+			}
+			continue
+		}
+		for i, it := range batch {
+			if results[i] != store.Stored {
+				continue
+			}
+			r.n.metrics.stored.WithLabelValues(it.via).Inc()
+			r.n.clock.Witness(it.env.Lamport)
+			if it.env.Sender == self {
+				continue
+			}
+			select {
+			case r.out <- Message{ID: it.id, Env: it.env, Via: it.via, From: it.from}:
+			case <-r.ctx.Done():
+				return
+			}
+			if !it.env.Prev.IsZero() {
+				r.checkGap(it)
+			}
+		}
+	}
+}
+
+// checkGap asks for sync when an envelope's predecessor in its sender's
+// hash chain is missing.
+func (r *Room) checkGap(it inbound) {
+	has, err := r.n.store.Has(r.ctx, it.env.Prev)
+	if err != nil || has {
+		return
+	}
+	since := r.n.cfg.now().Add(-r.n.cfg.retention()).UnixMilli()
+	// The missing envelope is older than this one and newer than the
+	// sender's last one we have before it.
+	if prev, err := r.n.store.Before(r.ctx, it.env.Sender, r.name, it.env.Seq); err == nil {
+		since = prev.Env.Time
+	}
+	r.requestSync(syncRequest{peer: it.from, since: since, until: it.env.Time + 1, gap: true})
+}
+
+// watchPeers starts a catch-up sync with every peer that joins the room:
+// that is how a node that was away gets what it missed, with no relay.
+func (r *Room) watchPeers() {
+	defer r.wg.Done()
+	for {
+		ev, err := r.evh.NextPeerEvent(r.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type != pubsub.PeerJoin {
+			continue
+		}
+		since := r.n.cfg.now().Add(-r.n.cfg.retention())
+		if last, err := r.n.store.LastReceived(r.ctx, r.name); err == nil && !last.IsZero() {
+			// Anything sent while we were away carries a time after our
+			// last receipt, give or take both clocks' skew.
+			if from := last.Add(-2 * r.n.cfg.skew()); from.After(since) {
+				since = from
+			}
+		}
+		r.requestSync(syncRequest{peer: ev.Peer, since: since.UnixMilli(),
+			until: r.n.cfg.now().Add(r.n.cfg.skew()).UnixMilli()})
+	}
+}
+
+func (r *Room) requestSync(req syncRequest) {
+	select {
+	case r.syncReq <- req:
+	default:
+		r.n.metrics.drop("sync-request")
+	}
+}
+
+// syncer runs the room's sync requests one at a time.
+func (r *Room) syncer() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case req := <-r.syncReq:
+			peers := []peer.ID{req.peer}
+			if req.gap {
+				// The peer that passed the envelope on may not have its
+				// predecessor; ask the room's other peers too.
+				for _, p := range r.topic.ListPeers() {
+					if p != req.peer {
+						peers = append(peers, p)
+					}
+				}
+			}
+			for _, p := range peers {
+				if p == "" || p == r.n.host.ID() {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+				got, err := r.SyncFrom(ctx, p, req.since, req.until)
+				cancel()
+				if err != nil {
+					r.n.log.Debug("sync", "room", r.name, "peer", p, "err", err)
+					continue
+				}
+				if req.gap && got > 0 {
+					break
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,265 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+)
+
+// syncProtocol is the libp2p protocol of catch-up sync. One stream carries
+// one request and its response, each framed by a 4-byte big-endian length.
+const syncProtocol = "/parley/sync/1.0.0"
+
+// Limits of the sync service.
+const (
+	syncRate      = 5 // requests per second per peer
+	syncBurst     = 20
+	syncTimeout   = 15 * time.Second // for one request and its response
+	maxSyncPages  = 1000             // per SyncFrom call
+	syncPageLimit = protocol.MaxSyncPage
+)
+
+// ErrBadPeer: a sync peer sent something no honest peer sends. Its
+// remaining pages are not read.
+var ErrBadPeer = errors.New("mesh: bad sync peer")
+
+type syncRequest struct {
+	peer         peer.ID
+	since, until int64
+	gap          bool
+}
+
+func writeFrame(w io.Writer, body []byte) error {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+func readFrame(r io.Reader, limit int) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > uint32(limit) {
+		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", protocol.ErrTooLarge, n, limit)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// handleSync serves one sync request: a page of a joined room's stored
+// envelopes, in (time, ID) order, leaving out those the asker has.
+func (n *Node) handleSync(s network.Stream) {
+	defer s.Close()
+	remote := s.Conn().RemotePeer()
+	result := "ok"
+	defer func() { n.metrics.syncs.WithLabelValues("served", result).Inc() }()
+	if !n.limits.allow(remote) {
+		result = "rate-limited"
+		s.Reset()
+		return
+	}
+	s.SetDeadline(time.Now().Add(syncTimeout))
+	body, err := readFrame(s, protocol.MaxSyncRequest)
+	if err != nil {
+		result = "bad-frame"
+		s.Reset()
+		return
+	}
+	req, err := protocol.ParseSyncRequest(body)
+	if err != nil {
+		result = "malformed"
+		s.Reset()
+		return
+	}
+	n.mu.Lock()
+	_, joined := n.rooms[req.Room]
+	n.mu.Unlock()
+	if !joined {
+		result = "not-joined"
+		s.Reset()
+		return
+	}
+	recs, err := n.store.Range(n.ctx, req.Room, req.Since, req.Until,
+		store.Cursor{Time: req.AfterTime, ID: req.AfterID}, req.Limit)
+	if err != nil {
+		result = "store"
+		s.Reset()
+		return
+	}
+	resp := protocol.SyncResponse{More: len(recs) == req.Limit}
+	size := 64
+	for _, rec := range recs {
+		if size+3+len(rec.Raw) > protocol.MaxSyncResponse {
+			resp.More = true
+			break
+		}
+		resp.NextTime, resp.NextID = rec.Env.Time, rec.ID
+		if _, found := slices.BinarySearchFunc(req.Have, rec.ID, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) }); found {
+			continue
+		}
+		resp.Envelopes = append(resp.Envelopes, rec.Raw)
+		size += 3 + len(rec.Raw)
+	}
+	out, err := resp.MarshalBinary()
+	if err != nil {
+		result = "encode"
+		s.Reset()
+		return
+	}
+	if err := writeFrame(s, out); err != nil {
+		result = "write"
+		s.Reset()
+	}
+}
+
+// SyncFrom fetches the envelopes of the room with since <= time < until
+// from peer p, page by page, and passes each through the same checks as a
+// live envelope (signature, room, policy, replay) before it is stored and
+// shown. It returns how many new envelopes it handed to the writer.
+func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int, error) {
+	n := r.n
+	since = max(since, n.cfg.now().Add(-n.cfg.retention()).UnixMilli())
+	if since >= until {
+		return 0, nil
+	}
+	have, err := n.store.IDs(ctx, r.name, since, until, protocol.MaxSyncHave)
+	if err != nil {
+		return 0, err
+	}
+	slices.SortFunc(have, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) })
+	req := protocol.SyncRequest{Room: r.name, Since: since, Until: until, AfterTime: since, Limit: syncPageLimit, Have: have}
+	got := 0
+	for range maxSyncPages {
+		resp, err := n.syncPage(ctx, p, &req)
+		if err != nil {
+			n.metrics.syncs.WithLabelValues("made", "error").Inc()
+			return got, err
+		}
+		for _, raw := range resp.Envelopes {
+			it, err := r.checkSynced(raw, since, until)
+			if err != nil {
+				n.metrics.syncs.WithLabelValues("made", "bad-peer").Inc()
+				return got, fmt.Errorf("%w %s: %v", ErrBadPeer, p, err)
+			}
+			if it == nil {
+				continue
+			}
+			it.from = p
+			select {
+			case r.in <- *it:
+				got++
+			case <-ctx.Done():
+				return got, ctx.Err()
+			}
+		}
+		if !resp.More {
+			break
+		}
+		if resp.NextTime < req.AfterTime || (resp.NextTime == req.AfterTime && bytes.Compare(resp.NextID[:], req.AfterID[:]) <= 0) {
+			return got, fmt.Errorf("%w %s: sync cursor did not advance", ErrBadPeer, p)
+		}
+		req.AfterTime, req.AfterID = resp.NextTime, resp.NextID
+	}
+	n.metrics.syncs.WithLabelValues("made", "ok").Inc()
+	return got, nil
+}
+
+func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncRequest) (*protocol.SyncResponse, error) {
+	body, err := req.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	s, err := n.host.NewStream(ctx, p, syncProtocol)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
+	}
+	defer s.Close()
+	deadline := time.Now().Add(syncTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	s.SetDeadline(deadline)
+	if err := writeFrame(s, body); err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
+	}
+	out, err := readFrame(s, protocol.MaxSyncResponse)
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
+	}
+	resp, err := protocol.ParseSyncResponse(out)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrBadPeer, p, err)
+	}
+	return resp, nil
+}
+
+// checkSynced checks one envelope from a sync page. It returns nil, nil for
+// one the node has already, and an error for one no honest peer would send.
+func (r *Room) checkSynced(raw []byte, since, until int64) (*inbound, error) {
+	n := r.n
+	if len(raw) > protocol.MaxEnvelopeSize {
+		return nil, fmt.Errorf("envelope of %d bytes", len(raw))
+	}
+	if !n.seen.claim(protocol.IDOf(raw)) {
+		return nil, nil // checked before, live or by an earlier page
+	}
+	n.metrics.verifications.Add(1)
+	env, id, err := protocol.ParseVerify(raw)
+	switch {
+	case errors.Is(err, protocol.ErrUnknownVersion):
+		return nil, nil // a newer peer's; not ours to judge
+	case err != nil:
+		return nil, err
+	}
+	if env.Room != r.name || env.Time < since || env.Time >= until {
+		return nil, fmt.Errorf("envelope %s of %s at %d is outside the request", id, env.Room, env.Time)
+	}
+	if !env.Kind.Known() {
+		return nil, nil
+	}
+	if n.cfg.Policy != nil {
+		if err := n.cfg.Policy(env); err != nil {
+			return nil, nil
+		}
+	}
+	err = n.guard.Check(env, id, protocol.History)
+	switch {
+	case err == nil:
+	case errors.Is(err, protocol.ErrBelowWindow):
+		// Older than the replay window: the store decides by ID.
+		if has, herr := n.store.Has(r.ctx, id); herr != nil || has {
+			return nil, herr
+		}
+	case errors.Is(err, protocol.ErrEquivocation):
+		n.evidence(env, id, raw)
+		return nil, nil
+	default: // duplicate
+		return nil, nil
+	}
+	return &inbound{env: env, id: id, raw: raw, via: "sync"}, nil
+}
