@@ -17,6 +17,7 @@ type metrics struct {
 	stored    *prometheus.CounterVec // by via: mesh, sync, local
 	drops     *prometheus.CounterVec // by where: validation queue, subscriber, outbound, writer
 	syncs     *prometheus.CounterVec // by side and result
+	dups      prometheus.Counter     // copies gossipsub dropped by message ID
 
 	// Plain counters that tests and benchmarks read without a registry.
 	verifications atomic.Int64
@@ -41,9 +42,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "parley", Subsystem: "mesh", Name: "sync_requests_total",
 			Help: "Catch-up sync requests, by side (served, made) and result.",
 		}, []string{"side", "result"}),
+		dups: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "duplicates_total",
+			Help: "Copies of a message that gossipsub dropped because it had seen its ID.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.validated, m.stored, m.drops, m.syncs} {
+		for _, c := range []prometheus.Collector{m.validated, m.stored, m.drops, m.syncs, m.dups} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -69,6 +74,7 @@ func (t tracer) RejectMessage(msg *pubsub.Message, reason string) {
 		t.m.drop("validation")
 	}
 }
+func (t tracer) DuplicateMessage(*pubsub.Message)                   { t.m.dups.Inc() }
 func (t tracer) UndeliverableMessage(*pubsub.Message)               { t.m.drop("subscriber") }
 func (t tracer) DropRPC(*pubsub.RPC, peer.ID)                       { t.m.drop("outbound") }
 func (tracer) AddPeer(peer.ID, protocol.ID)                         {}
@@ -79,7 +85,6 @@ func (tracer) Graft(peer.ID, string)                                {}
 func (tracer) Prune(peer.ID, string)                                {}
 func (tracer) ValidateMessage(*pubsub.Message)                      {}
 func (tracer) DeliverMessage(*pubsub.Message)                       {}
-func (tracer) DuplicateMessage(*pubsub.Message)                     {}
 func (tracer) ThrottlePeer(peer.ID)                                 {}
 func (tracer) RecvRPC(*pubsub.RPC)                                  {}
 func (tracer) SendRPC(*pubsub.RPC, peer.ID)                         {}

@@ -56,7 +56,7 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 		return n.result(pubsub.ValidationReject, "size")
 	}
 	if !n.seen.claim(protocol.IDOf(msg.Data)) {
-		return n.result(pubsub.ValidationIgnore, "duplicate")
+		return n.result(pubsub.ValidationIgnore, "seen")
 	}
 	n.metrics.verifications.Add(1)
 	env, id, err := protocol.ParseVerify(msg.Data)

@@ -1,0 +1,192 @@
+package mesh
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// rawPeer is a libp2p peer that speaks gossipsub with Parley's settings
+// but checks nothing: it publishes whatever bytes a test gives it, as a
+// hostile or buggy peer would.
+type rawPeer struct {
+	h     host.Host
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+}
+
+func newRawPeer(t testing.TB, room string, victims ...*Node) *rawPeer {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ps, err := pubsub.NewGossipSub(ctx, h,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(messageID), pubsub.WithFloodPublish(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(topicName(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := &rawPeer{h: h, ps: ps, topic: topic, sub: sub}
+	t.Cleanup(func() {
+		sub.Cancel()
+		topic.Close()
+		cancel()
+		h.Close()
+	})
+	for _, v := range victims {
+		rp.connect(t, v)
+	}
+	return rp
+}
+
+func (rp *rawPeer) connect(t testing.TB, v *Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	ais, err := parseAddrs(v.Addrs()[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rp.h.Connect(ctx, ais[0]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the raw peer to see the victim in the room", func() bool {
+		for _, p := range rp.topic.ListPeers() {
+			if p == v.ID() {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (rp *rawPeer) publish(t testing.TB, raw []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := rp.topic.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// envelope signs a text envelope of k in room with the given number and
+// predecessor, stamped now.
+func envelope(t testing.TB, k identity.PrivateKey, room string, seq uint64, prev protocol.ID, text string) ([]byte, protocol.ID) {
+	t.Helper()
+	payload, err := (&protocol.Text{Nick: "sender", Body: text}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &protocol.Envelope{Kind: protocol.KindText, Room: room, Seq: seq, Prev: prev, Lamport: seq, Time: time.Now().UnixMilli(), Payload: payload}
+	id, err := e.Sign(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, id
+}
+
+func validated(n *Node, result, reason string) float64 {
+	return testutil.ToFloat64(n.metrics.validated.WithLabelValues(result, reason))
+}
+
+func TestForgedEnvelopeIsRejectedAndForgerGraylisted(t *testing.T) {
+	victim := start(t, newSpec(t, 0))
+	rc := receive(t, join(t, victim, "general"))
+	forger := newRawPeer(t, "general", victim)
+
+	raw, id := envelope(t, testKey(t, 7), "general", 1, protocol.ID{}, "I am someone else")
+	forged := append([]byte(nil), raw...)
+	forged[len(forged)-70] ^= 1 // a payload byte: the signature no longer matches
+	forger.publish(t, forged)
+
+	waitFor(t, "the forger's score to fall under the graylist threshold", func() bool {
+		s, ok := victim.Score(forger.h.ID())
+		return ok && s < GraylistThreshold
+	})
+	if got := validated(victim, "reject", "signature"); got != 1 {
+		t.Fatalf("validator rejected %v forged envelopes, want 1", got)
+	}
+	if rc.count() != 0 || rc.has(id) || rc.has(protocol.IDOf(forged)) {
+		t.Fatal("a forged envelope reached the application")
+	}
+}
+
+func TestReplayIsIgnoredLiveAndAfterRestart(t *testing.T) {
+	spec := newSpec(t, 0)
+	victim := start(t, spec)
+	room := join(t, victim, "general")
+	rc := receive(t, room)
+	replayer := newRawPeer(t, "general", victim)
+
+	raw, id := envelope(t, testKey(t, 7), "general", 1, protocol.ID{}, "hello once")
+	replayer.publish(t, raw)
+	waitFor(t, "the first copy", func() bool { return rc.has(id) })
+
+	// Live: the same envelope again, from a peer that has not seen it (a
+	// fresh gossipsub, so that gossipsub's own seen-cache is no help).
+	second := newRawPeer(t, "general", victim)
+	second.publish(t, raw)
+	waitFor(t, "the replay to be dropped", func() bool {
+		return testutil.ToFloat64(victim.metrics.dups) >= 1
+	})
+
+	// After a restart: a new node on the same store, and a third fresh
+	// replayer. Nothing in memory remembers the envelope; the store does.
+	stop(victim)
+	victim = start(t, spec)
+	room = join(t, victim, "general")
+	rc2 := receive(t, room)
+	third := newRawPeer(t, "general", victim)
+	third.publish(t, raw)
+	waitFor(t, "the replay after restart to be checked", func() bool {
+		return validated(victim, "ignore", "duplicate") == 1
+	})
+	if rc.got[id] != 1 || rc2.count() != 0 {
+		t.Fatalf("replayed envelope delivered: %d times before restart, %d after", rc.got[id], rc2.count())
+	}
+	if s, ok := victim.Score(third.h.ID()); ok && s < 0 {
+		t.Fatalf("a replay, which an honest peer may forward, cost the peer %v", s)
+	}
+}
+
+func TestReorderedInsideWindowAccepted(t *testing.T) {
+	victim := start(t, newSpec(t, 0))
+	rc := receive(t, join(t, victim, "general"))
+	rp := newRawPeer(t, "general", victim)
+	k := testKey(t, 7)
+	e1, id1 := envelope(t, k, "general", 1, protocol.ID{}, "one")
+	e2, id2 := envelope(t, k, "general", 2, id1, "two")
+	e3, id3 := envelope(t, k, "general", 3, id2, "three")
+	for _, raw := range [][]byte{e3, e1, e2} {
+		rp.publish(t, raw)
+	}
+	waitFor(t, "all three", func() bool { return rc.has(id1, id2, id3) })
+	rc.exactlyOnce(t, "victim", []protocol.ID{id1, id2, id3})
+}
+
+func storeRecord(env *protocol.Envelope, raw []byte) store.Record {
+	return store.Record{ID: protocol.IDOf(raw), Env: env, Raw: raw, Via: "test", Received: time.Now()}
+}
