@@ -45,6 +45,11 @@ type Config struct {
 	// Now returns the current time. If nil, time.Now.
 	Now func() time.Time
 
+	// AntiEntropy is how often a room syncs the recent past with one random
+	// peer of the room, to pick up what gossip missed and no later message
+	// revealed as a gap. If zero, one minute; if negative, never.
+	AntiEntropy time.Duration
+
 	// ConnLow and ConnHigh are the connection manager's watermarks: above
 	// high it closes connections down to low. If zero, 64 and 128.
 	ConnLow, ConnHigh int
@@ -86,6 +91,13 @@ func (c *Config) retention() time.Duration {
 		return c.Retention
 	}
 	return defaultRetention
+}
+
+func (c *Config) antiEntropy() time.Duration {
+	if c.AntiEntropy == 0 {
+		return time.Minute
+	}
+	return c.AntiEntropy
 }
 
 func (c *Config) queueSize() int {

@@ -7,7 +7,7 @@
 //
 // A message travels: Room.Publish signs an envelope and stores it, gossipsub
 // carries it, each receiving node's validator (validate.go) parses, verifies
-// and replay-checks it once, the node's writer (node.go) commits batches of
-// accepted envelopes to the store, and only then hands them to the
-// application on Room.Messages.
+// and replay-checks it once, the room (room.go) hands it to the application
+// on Room.Messages, and the room's writer commits accepted envelopes to the
+// store in batches right behind.
 package mesh

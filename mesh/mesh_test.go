@@ -187,11 +187,15 @@ func sparse(t testing.TB, nodes []*Node) {
 	}
 }
 
+// waitMesh waits until gossipsub has grafted every room's known peers
+// into its mesh (up to the mesh degree): before that, a message reaches
+// only the publisher's direct neighbours, and sync has to bring the rest.
 func waitMesh(t testing.TB, rooms []*Room) {
 	t.Helper()
-	waitFor(t, "every peer to see others in the room", func() bool {
+	waitFor(t, "every room's mesh to form", func() bool {
 		for _, r := range rooms {
-			if len(r.Peers()) == 0 {
+			peers := len(r.Peers())
+			if peers == 0 || r.MeshSize() < min(peers, 4) {
 				return false
 			}
 		}
@@ -228,11 +232,12 @@ func TestTenPeersEveryMessageExactlyOnce(t *testing.T) {
 		waitFor(t, fmt.Sprintf("peer %d to get %d messages", i, len(want)), func() bool { return recv[i].has(want...) })
 		recv[i].exactlyOnce(t, fmt.Sprintf("peer %d", i), want)
 	}
-	// One verification per message per node: the validator saw each of the
-	// 30 envelopes once (own ones included), not once per path.
+	// One verification per message per node: each node checked each of the
+	// others' 27 envelopes once, however many paths brought it, and never
+	// its own.
 	for i, nd := range nodes {
-		if v := nd.Verifications(); v != 3*n {
-			t.Errorf("peer %d verified %d envelopes, want %d", i, v, 3*n)
+		if v := nd.Verifications(); v != 3*(n-1) {
+			t.Errorf("peer %d verified %d envelopes, want %d", i, v, 3*(n-1))
 		}
 		if d := nd.Dropped(); d != 0 {
 			t.Errorf("peer %d dropped %d messages", i, d)

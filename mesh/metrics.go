@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,9 +63,49 @@ func (m *metrics) drop(queue string) {
 	m.drops.WithLabelValues(queue).Inc()
 }
 
-// tracer turns gossipsub's drop events into metrics. Gossipsub calls it
-// synchronously from its event loop, so it only counts.
-type tracer struct{ m *metrics }
+// tracer turns gossipsub's drop events into metrics and keeps track of
+// each topic's mesh. Gossipsub calls it synchronously from its event loop,
+// so it only counts and records.
+type tracer struct {
+	m    *metrics
+	mesh *meshView
+}
+
+// meshView is which peers gossipsub has grafted into each topic's mesh.
+type meshView struct {
+	mu     sync.Mutex
+	topics map[string]map[peer.ID]bool
+}
+
+func (v *meshView) set(topic string, p peer.ID, in bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.topics == nil {
+		v.topics = make(map[string]map[peer.ID]bool)
+	}
+	if v.topics[topic] == nil {
+		v.topics[topic] = make(map[peer.ID]bool)
+	}
+	if in {
+		v.topics[topic][p] = true
+	} else {
+		delete(v.topics[topic], p)
+	}
+}
+
+func (v *meshView) removePeer(p peer.ID) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, peers := range v.topics {
+		delete(peers, p)
+	}
+}
+
+func (v *meshView) size(topic string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.topics[topic])
+}
 
 var _ pubsub.RawTracer = tracer{}
 
@@ -78,11 +119,11 @@ func (t tracer) DuplicateMessage(*pubsub.Message)                   { t.m.dups.I
 func (t tracer) UndeliverableMessage(*pubsub.Message)               { t.m.drop("subscriber") }
 func (t tracer) DropRPC(*pubsub.RPC, peer.ID)                       { t.m.drop("outbound") }
 func (tracer) AddPeer(peer.ID, protocol.ID)                         {}
-func (tracer) RemovePeer(peer.ID)                                   {}
+func (t tracer) RemovePeer(p peer.ID)                               { t.mesh.removePeer(p) }
 func (tracer) Join(string)                                          {}
 func (tracer) Leave(string)                                         {}
-func (tracer) Graft(peer.ID, string)                                {}
-func (tracer) Prune(peer.ID, string)                                {}
+func (t tracer) Graft(p peer.ID, topic string)                      { t.mesh.set(topic, p, true) }
+func (t tracer) Prune(p peer.ID, topic string)                      { t.mesh.set(topic, p, false) }
 func (tracer) ValidateMessage(*pubsub.Message)                      {}
 func (tracer) DeliverMessage(*pubsub.Message)                       {}
 func (tracer) ThrottlePeer(peer.ID)                                 {}

@@ -33,6 +33,7 @@ type Node struct {
 	log     *slog.Logger
 	limits  *peerLimits
 	seen    *seenIDs
+	mesh    meshView
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -150,7 +151,7 @@ func (n *Node) pubsubOptions() []pubsub.Option {
 		pubsub.WithValidateQueueSize(q),
 		pubsub.WithValidateThrottle(q),
 		pubsub.WithPeerOutboundQueueSize(q),
-		pubsub.WithRawTracer(tracer{n.metrics}),
+		pubsub.WithRawTracer(tracer{m: n.metrics, mesh: &n.mesh}),
 	}
 }
 

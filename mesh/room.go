@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -136,18 +137,24 @@ func (n *Node) Join(room string) (*Room, error) {
 // Name returns the room ID.
 func (r *Room) Name() string { return r.name }
 
-// Messages returns the envelopes of others, in the order they were
-// committed to the store. The application must keep reading: when it does
-// not, the room's queues fill and gossipsub drops (and counts) messages,
-// which sync later recovers.
+// Messages returns the envelopes of others as they are accepted: live ones
+// at once, synced ones as their pages arrive. Each is committed to the
+// store right behind (group commit), so a crash in between can lose the
+// stored copy of a message already shown; sync restores it. The application
+// must keep reading: when it does not, the room's queues fill and gossipsub
+// drops (and counts) messages, which sync later recovers.
 func (r *Room) Messages() <-chan Message { return r.out }
 
 // Peers returns the peers known to be in the room.
 func (r *Room) Peers() []peer.ID { return r.topic.ListPeers() }
 
+// MeshSize returns how many peers gossipsub has grafted into the room's
+// mesh: those that forward the room's messages to this node and back.
+func (r *Room) MeshSize() int { return r.n.mesh.size(topicName(r.name)) }
+
 // Publish sends a text message: it takes the next sequence number, links
-// the envelope to our previous one, signs it, commits it to the store, and
-// then gossips it. It returns the envelope's ID.
+// the envelope to our previous one, signs it, queues it for the store and
+// gossips it. It returns the envelope's ID.
 func (r *Room) Publish(ctx context.Context, nick, text string) (protocol.ID, error) {
 	payload, err := (&protocol.Text{Nick: nick, Body: text}).MarshalBinary()
 	if err != nil {
@@ -176,12 +183,17 @@ func (r *Room) Publish(ctx context.Context, nick, text string) (protocol.ID, err
 	if err != nil {
 		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
 	}
-	rec := store.Record{ID: id, Env: e, Raw: raw, Via: "local", Received: r.n.cfg.now()}
-	if _, err := r.n.store.Put(ctx, rec); err != nil {
+	// The envelope goes to the room's writer, which commits it with the
+	// next batch, and out to the mesh at once: waiting for the commit
+	// would add a disk flush to every message's latency. The sequence
+	// number was reserved durably before it was used, so a crash in the
+	// moment between can never make us reuse it; at worst our own copy is
+	// lost locally and comes back from a neighbour by sync.
+	r.head = id
+	if err := r.enqueue(inbound{env: e, id: id, raw: raw, via: "local", from: r.n.host.ID()}); err != nil {
 		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
 	}
-	r.head = id
-	if err := r.topic.Publish(ctx, raw); err != nil {
+	if err := r.topic.Publish(ctx, raw, pubsub.WithValidatorData(&verified{env: e, id: id})); err != nil {
 		return id, fmt.Errorf("mesh: publish %s: %w", id, err)
 	}
 	return id, nil
@@ -213,28 +225,56 @@ func (r *Room) Leave() {
 	r.n.ps.UnregisterTopicValidator(topicName(r.name))
 }
 
-// read moves accepted messages from the subscription to the writer.
+// read hands accepted messages to the application at once and to the
+// writer for the store. Live delivery does not wait for the disk; the
+// writer commits in batches behind it.
 func (r *Room) read() {
 	defer r.wg.Done()
 	self := r.n.host.ID()
+	me := r.n.cfg.Key.Public()
 	for {
 		msg, err := r.sub.Next(r.ctx)
 		if err != nil {
 			return // cancelled
 		}
 		v, ok := msg.ValidatorData.(*verified)
-		if !ok {
+		if !ok || v.known {
 			continue
+		}
+		if msg.ReceivedFrom == self && v.env.Sender == me {
+			continue // our own Publish, queued for the store already
 		}
 		via := "mesh"
 		if msg.ReceivedFrom == self {
-			via = "local"
+			via = "local" // PublishRaw: signed elsewhere, entered here
 		}
-		select {
-		case r.in <- inbound{env: v.env, id: v.id, raw: msg.Data, via: via, from: msg.ReceivedFrom}:
-		case <-r.ctx.Done():
+		if r.accept(inbound{env: v.env, id: v.id, raw: msg.Data, via: via, from: msg.ReceivedFrom}) != nil {
 			return
 		}
+	}
+}
+
+// accept delivers a new envelope to the application (unless it is ours)
+// and queues it for the store. It blocks while the application or the
+// writer is behind, which pushes back on gossipsub's queues (whose drops
+// are counted) rather than losing anything silently here.
+func (r *Room) accept(it inbound) error {
+	if it.env.Sender != r.n.cfg.Key.Public() {
+		select {
+		case r.out <- Message{ID: it.id, Env: it.env, Via: it.via, From: it.from}:
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		}
+	}
+	return r.enqueue(it)
+}
+
+func (r *Room) enqueue(it inbound) error {
+	select {
+	case r.in <- it:
+		return nil
+	case <-r.ctx.Done():
+		return r.ctx.Err()
 	}
 }
 
@@ -242,8 +282,8 @@ func (r *Room) read() {
 const maxBatch = 512
 
 // write commits accepted envelopes in batches (group commit: one fsync for
-// as many envelopes as have queued), then hands the new ones to the
-// application and looks for gaps in their senders' hash chains.
+// as many envelopes as have queued), advances the Lamport clock, and looks
+// for gaps in the senders' hash chains.
 func (r *Room) write() {
 	defer r.wg.Done()
 	self := r.n.cfg.Key.Public()
@@ -255,6 +295,7 @@ func (r *Room) write() {
 		case it := <-r.in:
 			batch = append(batch, it)
 		case <-r.ctx.Done():
+			r.flush()
 			return
 		}
 	drain:
@@ -270,13 +311,12 @@ func (r *Room) write() {
 		for _, it := range batch {
 			recs = append(recs, store.Record{ID: it.id, Env: it.env, Raw: it.raw, Via: it.via, Received: now})
 		}
-		results, err := r.n.store.Put(r.ctx, recs...)
+		// Not r.ctx: a batch that was accepted is committed even while the
+		// room is being left.
+		results, err := r.n.store.Put(context.Background(), recs...)
 		if err != nil {
-			if r.ctx.Err() != nil {
-				return
-			}
 			// The envelopes passed the replay guard but are not stored;
-			// sync brings them again from a neighbour.
+			// sync brings them again from a neighbour after a restart.
 			r.n.log.Error("store envelopes", "room", r.name, "n", len(batch), "err", err)
 			for range batch {
 				r.n.metrics.drop("store")
@@ -289,17 +329,28 @@ func (r *Room) write() {
 			}
 			r.n.metrics.stored.WithLabelValues(it.via).Inc()
 			r.n.clock.Witness(it.env.Lamport)
-			if it.env.Sender == self {
-				continue
-			}
-			select {
-			case r.out <- Message{ID: it.id, Env: it.env, Via: it.via, From: it.from}:
-			case <-r.ctx.Done():
-				return
-			}
-			if !it.env.Prev.IsZero() {
+			if it.env.Sender != self && !it.env.Prev.IsZero() {
 				r.checkGap(it)
 			}
+		}
+	}
+}
+
+// flush commits what is still queued when the room is left.
+func (r *Room) flush() {
+	var recs []store.Record
+	now := r.n.cfg.now()
+	for {
+		select {
+		case it := <-r.in:
+			recs = append(recs, store.Record{ID: it.id, Env: it.env, Raw: it.raw, Via: it.via, Received: now})
+		default:
+			if len(recs) > 0 {
+				if _, err := r.n.store.Put(context.Background(), recs...); err != nil {
+					r.n.log.Error("store envelopes on leave", "room", r.name, "n", len(recs), "err", err)
+				}
+			}
+			return
 		}
 	}
 }
@@ -353,13 +404,33 @@ func (r *Room) requestSync(req syncRequest) {
 	}
 }
 
-// syncer runs the room's sync requests one at a time.
+// syncer runs the room's sync requests one at a time, and the periodic
+// anti-entropy sync.
 func (r *Room) syncer() {
 	defer r.wg.Done()
+	var tick <-chan time.Time
+	if every := r.n.cfg.antiEntropy(); every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
+		case <-tick:
+			peers := r.topic.ListPeers()
+			if len(peers) == 0 {
+				continue
+			}
+			p := peers[rand.IntN(len(peers))]
+			now := r.n.cfg.now()
+			since := now.Add(-r.n.cfg.antiEntropy() - 2*r.n.cfg.skew())
+			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+			if _, err := r.SyncFrom(ctx, p, since.UnixMilli(), now.Add(r.n.cfg.skew()).UnixMilli()); err != nil {
+				r.n.log.Debug("anti-entropy sync", "room", r.name, "peer", p, "err", err)
+			}
+			cancel()
 		case req := <-r.syncReq:
 			peers := []peer.ID{req.peer}
 			if req.gap {

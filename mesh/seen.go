@@ -6,36 +6,60 @@ import (
 	"github.com/parleychat/parley/protocol"
 )
 
-// seenIDs remembers the IDs of the most recent envelopes that a validator
-// has taken up, so that a copy of one arriving by another path, even while
-// the first is still being checked, is dropped without paying for a second
-// signature check. An ID is the hash of the whole signed encoding, so the
-// same ID means the same bytes and the same verdict. It forgets the oldest
-// IDs first; forgetting only costs a check, since the replay guard is the
-// authority on what was accepted.
+// seenIDs remembers what the node decided about the most recent envelopes,
+// by ID, so that a copy arriving by another path (gossip after sync, sync
+// after gossip, a second sync peer) costs no second signature check. An ID
+// is the hash of the whole signed encoding: the same ID is the same bytes
+// and the same verdict. The oldest entries are forgotten first; forgetting
+// costs only a check, since the replay guard is the authority on what was
+// accepted.
 type seenIDs struct {
-	mu   sync.Mutex
-	set  map[protocol.ID]struct{}
-	ring []protocol.ID
-	next int
+	mu    sync.Mutex
+	state map[protocol.ID]verdict
+	ring  []protocol.ID
+	next  int
 }
+
+type verdict uint8
+
+const (
+	unseen   verdict = iota
+	pending          // taken up, being checked
+	accepted         // passed every check
+	refused          // failed a check
+)
 
 func newSeenIDs(size int) *seenIDs {
-	return &seenIDs{set: make(map[protocol.ID]struct{}, size), ring: make([]protocol.ID, size)}
+	return &seenIDs{state: make(map[protocol.ID]verdict, size), ring: make([]protocol.ID, size)}
 }
 
-// claim records id and reports whether it is new.
-func (s *seenIDs) claim(id protocol.ID) bool {
+// claim returns what is known of id; if nothing, it records id as pending
+// and returns unseen: the caller checks the envelope and calls decide.
+func (s *seenIDs) claim(id protocol.ID) verdict {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.set[id]; ok {
-		return false
+	if v, ok := s.state[id]; ok {
+		return v
 	}
 	if old := s.ring[s.next]; !old.IsZero() {
-		delete(s.set, old)
+		delete(s.state, old)
 	}
 	s.ring[s.next] = id
 	s.next = (s.next + 1) % len(s.ring)
-	s.set[id] = struct{}{}
-	return true
+	s.state[id] = pending
+	return unseen
+}
+
+// decide records the verdict on a claimed id.
+func (s *seenIDs) decide(id protocol.ID, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, tracked := s.state[id]; !tracked {
+		return // forgotten meanwhile
+	}
+	if ok {
+		s.state[id] = accepted
+	} else {
+		s.state[id] = refused
+	}
 }

@@ -164,12 +164,10 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 				continue
 			}
 			it.from = p
-			select {
-			case r.in <- *it:
-				got++
-			case <-ctx.Done():
-				return got, ctx.Err()
+			if err := r.accept(*it); err != nil {
+				return got, err
 			}
+			got++
 		}
 		if !resp.More {
 			break
@@ -225,9 +223,17 @@ func (r *Room) checkSynced(raw []byte, since, until int64) (*inbound, error) {
 	if len(raw) > protocol.MaxEnvelopeSize {
 		return nil, fmt.Errorf("envelope of %d bytes", len(raw))
 	}
-	if !n.seen.claim(protocol.IDOf(raw)) {
-		return nil, nil // checked before, live or by an earlier page
+	id := protocol.IDOf(raw)
+	if n.seen.claim(id) != unseen {
+		return nil, nil // taken up before, live or by an earlier page
 	}
+	it, err := r.checkNew(raw, since, until)
+	n.seen.decide(id, it != nil)
+	return it, err
+}
+
+func (r *Room) checkNew(raw []byte, since, until int64) (*inbound, error) {
+	n := r.n
 	n.metrics.verifications.Add(1)
 	env, id, err := protocol.ParseVerify(raw)
 	switch {

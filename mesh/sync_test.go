@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/parleychat/parley/protocol"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -30,6 +31,16 @@ func TestOfflinePeerCatchesUpBySync(t *testing.T) {
 	for i := range 50 {
 		missed = append(missed, publish(t, roomA, fmt.Sprintf("while c is away %d", i)))
 	}
+
+	// b commits what it gets right behind showing it; c asks b's store.
+	waitFor(t, "b to store all 50", func() bool {
+		for _, id := range missed {
+			if ok, _ := b.store.Has(context.Background(), id); !ok {
+				return false
+			}
+		}
+		return true
+	})
 
 	// c comes back on the same store, knowing only b: no relay, and the
 	// original publisher not dialled.
@@ -129,7 +140,22 @@ func TestChurnSevenOfTenStillDeliver(t *testing.T) {
 				want = append(want, sent[j]...)
 			}
 		}
-		waitFor(t, fmt.Sprintf("peer %d to get all %d messages", i, len(want)), func() bool { return recv[i].has(want...) })
+		deadline := time.Now().Add(20 * time.Second)
+		for !recv[i].has(want...) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !recv[i].has(want...) {
+			for _, j := range alive {
+				for k, id := range sent[j] {
+					if j != i && !recv[i].has(id) {
+						t.Logf("peer %d misses message %d of peer %d (%s)", i, k, j, id)
+					}
+				}
+			}
+			t.Logf("peer %d topic peers %v", i, rooms[i].Peers())
+			t.Log(dumpMetrics(nodes[i]))
+			t.FailNow()
+		}
 		recv[i].exactlyOnce(t, fmt.Sprintf("peer %d", i), want)
 	}
 }
@@ -164,4 +190,23 @@ func TestRendezvousThroughDHT(t *testing.T) {
 	for i := 1; i < n; i++ {
 		waitFor(t, fmt.Sprintf("peer %d to get the message", i), func() bool { return recv[i].has(id) })
 	}
+}
+
+// A message that gossip never brought (here: published before the mesh
+// formed, so only the publisher's neighbour got it) and that no later
+// message reveals as a gap is picked up by the periodic anti-entropy sync.
+func TestAntiEntropyPicksUpWhatGossipMissed(t *testing.T) {
+	fast := func(c *Config) { c.AntiEntropy = 200 * time.Millisecond }
+	a, b, c := start(t, newSpec(t, 0), fast), start(t, newSpec(t, 1), fast), start(t, newSpec(t, 2), fast)
+	ra, rb, rc := join(t, a, "general"), join(t, b, "general"), join(t, c, "general")
+	recA := receive(t, ra)
+	receive(t, rb)
+	connect(t, a, b)
+	connect(t, b, c)
+	waitFor(t, "the room's peers to be known", func() bool {
+		return len(ra.Peers()) > 0 && len(rb.Peers()) == 2 && len(rc.Peers()) > 0
+	})
+	id := publish(t, rc, "early bird")
+	waitFor(t, "a to get the message", func() bool { return recA.has(id) })
+	recA.exactlyOnce(t, "a", []protocol.ID{id})
 }

@@ -33,20 +33,23 @@ func messageID(m *pb.Message) string {
 type verified struct {
 	env *protocol.Envelope
 	id  protocol.ID
+	// known: the node had accepted this envelope already, by another path
+	// (sync, usually). It is accepted again only so that gossipsub
+	// forwards it; the room neither shows nor stores it twice.
+	known bool
 }
 
-// validate is the topic validator: the whole envelope check, once per
-// message. Gossipsub drops a copy whose ID it has seen, but a copy that
-// arrives while the first is still being validated gets here too; the
-// seen-ID set drops it before any work. It does no I/O: storage is the writer's job, so a slow disk never stalls
-// validation.
+// validate is the topic validator: the whole envelope check, at most once
+// per envelope. Gossipsub drops a copy whose ID it has seen before calling
+// it; the seen-ID set covers copies that came by sync instead. It does no
+// I/O: storage is the writer's job, so a slow disk never stalls validation.
 //
 // Reject (the forwarding peer is penalised) is for what no honest peer
 // forwards: malformed, oversized, forged, or for another room, or refused by
-// policy. Ignore (no penalty) is for what an honest peer may well forward:
-// a newer version or kind, a duplicate, a late or early envelope, and the
-// second of two equivocating envelopes, which honest peers forward before
-// they know of the first.
+// policy. Ignore (no penalty, not forwarded) is for what an honest peer may
+// well forward: a newer version or kind, a late or early envelope, a replay
+// older than the live window, and the second of two equivocating
+// envelopes, which honest peers forward before they know of the first.
 func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	room, ok := roomOf(msg.GetTopic())
 	if !ok {
@@ -55,53 +58,93 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 	if len(msg.Data) > protocol.MaxEnvelopeSize {
 		return n.result(pubsub.ValidationReject, "size")
 	}
-	if !n.seen.claim(protocol.IDOf(msg.Data)) {
+	id := protocol.IDOf(msg.Data)
+	switch n.seen.claim(id) {
+	case accepted:
+		return n.forwardKnown(msg, id)
+	case pending, refused:
 		return n.result(pubsub.ValidationIgnore, "seen")
 	}
-	n.metrics.verifications.Add(1)
-	env, id, err := protocol.ParseVerify(msg.Data)
+	res, reason := n.check(room, msg, id)
+	n.seen.decide(id, res == pubsub.ValidationAccept)
+	return n.result(res, reason)
+}
+
+func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.ValidationResult, string) {
+	var (
+		env *protocol.Envelope
+		err error
+	)
+	if v, ok := msg.ValidatorData.(*verified); ok && msg.ReceivedFrom == n.host.ID() && v.id == id {
+		// Room.Publish signed this envelope a moment ago: no check needed.
+		env = v.env
+	} else {
+		n.metrics.verifications.Add(1)
+		env, _, err = protocol.ParseVerify(msg.Data)
+	}
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
-		return n.result(pubsub.ValidationIgnore, "version")
+		return pubsub.ValidationIgnore, "version"
 	case errors.Is(err, protocol.ErrBadSignature):
-		return n.result(pubsub.ValidationReject, "signature")
+		return pubsub.ValidationReject, "signature"
 	case err != nil:
-		return n.result(pubsub.ValidationReject, "malformed")
+		return pubsub.ValidationReject, "malformed"
 	}
 	if env.Room != room {
-		return n.result(pubsub.ValidationReject, "room")
+		return pubsub.ValidationReject, "room"
 	}
 	if !env.Kind.Known() {
-		return n.result(pubsub.ValidationIgnore, "kind")
+		return pubsub.ValidationIgnore, "kind"
 	}
 	if n.cfg.Policy != nil {
 		if err := n.cfg.Policy(env); err != nil {
-			return n.result(pubsub.ValidationReject, "policy")
+			return pubsub.ValidationReject, "policy"
 		}
 	}
 	err = n.guard.Check(env, id, protocol.Live)
 	switch {
 	case err == nil:
+		msg.ValidatorData = &verified{env: env, id: id}
+		return pubsub.ValidationAccept, ""
+	case errors.Is(err, protocol.ErrDuplicate):
+		// Accepted before (the seen set forgot it): pass it on, once more,
+		// but do not show it again. Its timestamp is live, so this is not
+		// an old replay being spread.
+		msg.ValidatorData = &verified{env: env, id: id, known: true}
+		return pubsub.ValidationAccept, "known"
 	case errors.Is(err, protocol.ErrEquivocation):
 		n.evidence(env, id, msg.Data)
-		return n.result(pubsub.ValidationIgnore, "equivocation")
-	case errors.Is(err, protocol.ErrDuplicate):
-		return n.result(pubsub.ValidationIgnore, "duplicate")
+		return pubsub.ValidationIgnore, "equivocation"
 	case errors.Is(err, protocol.ErrExpired):
-		return n.result(pubsub.ValidationIgnore, "expired")
+		return pubsub.ValidationIgnore, "expired"
 	default:
-		return n.result(pubsub.ValidationIgnore, "replay")
+		return pubsub.ValidationIgnore, "replay"
 	}
-	msg.ValidatorData = &verified{env: env, id: id}
-	return n.result(pubsub.ValidationAccept, "")
+}
+
+// forwardKnown handles a live copy of an envelope the node accepted before,
+// typically by sync: gossipsub has not seen it, so unless it is accepted it
+// would not be forwarded, and peers that depend on this node for it would
+// miss it. It is forwarded while its timestamp is live, never shown twice.
+func (n *Node) forwardKnown(msg *pubsub.Message, id protocol.ID) pubsub.ValidationResult {
+	env, err := protocol.Parse(msg.Data) // the bytes were verified already
+	if err != nil {
+		return n.result(pubsub.ValidationIgnore, "seen")
+	}
+	if d := n.cfg.now().Sub(env.Timestamp()); d > n.cfg.skew() || d < -n.cfg.skew() {
+		return n.result(pubsub.ValidationIgnore, "expired")
+	}
+	msg.ValidatorData = &verified{env: env, id: id, known: true}
+	return n.result(pubsub.ValidationAccept, "known")
+}
+
+var resultNames = map[pubsub.ValidationResult]string{
+	pubsub.ValidationAccept: "accept",
+	pubsub.ValidationReject: "reject",
+	pubsub.ValidationIgnore: "ignore",
 }
 
 func (n *Node) result(r pubsub.ValidationResult, reason string) pubsub.ValidationResult {
-	name := map[pubsub.ValidationResult]string{
-		pubsub.ValidationAccept: "accept",
-		pubsub.ValidationReject: "reject",
-		pubsub.ValidationIgnore: "ignore",
-	}[r]
-	n.metrics.validated.WithLabelValues(name, reason).Inc()
+	n.metrics.validated.WithLabelValues(resultNames[r], reason).Inc()
 	return r
 }
