@@ -40,23 +40,79 @@ func PublicKeyFromBytes(b []byte) (PublicKey, error) {
 	return pk, nil
 }
 
-// check rejects encodings that are not a usable Ed25519 public key: points
-// off the curve, non-canonical encodings, and points of small order. A
-// small-order key is no one's key, and signatures under it can verify for
-// any message, so it must never be accepted as a sender.
+// check rejects encodings that must never stand for a person: points of
+// small order, and encodings that are not canonical. Under a small-order
+// "key", a signature can verify for any message (R = identity, S = 0), so
+// such a key must never be accepted as a sender. The check compares bytes
+// with a list, as libsodium does, so parsing a key stays cheap: no point
+// decompression. A key that is not on the curve at all passes here and fails
+// every signature check.
 func (pk PublicKey) check() error {
-	p, err := new(edwards25519.Point).SetBytes(pk.k[:])
-	if err != nil {
-		return fmt.Errorf("%w: not a point on the curve", ErrMalformedKey)
-	}
-	if !bytes.Equal(p.Bytes(), pk.k[:]) {
+	if !canonicalY(pk.k) {
 		return fmt.Errorf("%w: non-canonical encoding", ErrMalformedKey)
 	}
-	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+	y := pk.k
+	y[31] &= 0x7f // the sign of x does not change the order
+	if smallOrder[y] {
 		return fmt.Errorf("%w: point of small order", ErrMalformedKey)
 	}
 	return nil
 }
+
+// canonicalY reports whether the y coordinate in k (little-endian, top bit
+// being the sign of x) is below p = 2^255 - 19.
+func canonicalY(k [32]byte) bool {
+	if k[31]&0x7f != 0x7f {
+		return true
+	}
+	for i := 30; i >= 1; i-- {
+		if k[i] != 0xff {
+			return true
+		}
+	}
+	return k[0] < 0xed
+}
+
+// smallOrder holds the encodings, sign bit cleared, of the eight points of
+// small order: the multiples of a point T of order 8. They have five
+// distinct y coordinates. Computed once, from the curve itself.
+var smallOrder = func() map[[32]byte]bool {
+	var eight [32]byte
+	eight[0] = 8
+	s8, err := new(edwards25519.Scalar).SetCanonicalBytes(eight[:])
+	if err != nil {
+		panic(err)
+	}
+	inv8 := new(edwards25519.Scalar).Invert(s8)
+	id := edwards25519.NewIdentityPoint()
+	var t *edwards25519.Point
+	for y := byte(2); t == nil; y++ {
+		var enc [32]byte
+		enc[0] = y
+		p, err := new(edwards25519.Point).SetBytes(enc[:])
+		if err != nil {
+			continue // not on the curve
+		}
+		// p = q + t with q of prime order: q = [1/8]([8]p), t = p - q.
+		q := new(edwards25519.Point).ScalarMult(inv8, new(edwards25519.Point).MultByCofactor(p))
+		tor := new(edwards25519.Point).Subtract(p, q)
+		four := new(edwards25519.Point).Add(tor, tor)
+		four.Add(four, four)
+		if four.Equal(id) == 0 {
+			t = tor
+		}
+	}
+	set := make(map[[32]byte]bool)
+	m := edwards25519.NewIdentityPoint()
+	for range 8 {
+		var enc [32]byte
+		copy(enc[:], m.Bytes())
+		enc[31] &= 0x7f
+		set[enc] = true
+		m.Add(m, t)
+	}
+	return set
+}()
 
 // ParsePublicKey parses the text form that String returns. Only that exact
 // form is accepted, so a key has one text form.

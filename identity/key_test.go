@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,12 +122,15 @@ func TestPrivateKeyNeverPrints(t *testing.T) {
 // small-order "key", a signature can verify for any message.
 func TestPublicKeyRejectsWeakKeys(t *testing.T) {
 	weak := map[string][]byte{
-		"identity point":       append([]byte{1}, make([]byte, 31)...),
-		"order 2":              append(bytes.Repeat([]byte{0xff}, 31)[:0], append([]byte{0xec}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...)...),
-		"order 4 (zero)":       make([]byte, 32),
-		"order 4 (x sign set)": append(make([]byte, 31), 0x80),
-		"non-canonical y = p":  append([]byte{0xed}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...),
-		"not on the curve":     append([]byte{2}, make([]byte, 31)...),
+		"identity point":        append([]byte{1}, make([]byte, 31)...),
+		"order 2":               append(bytes.Repeat([]byte{0xff}, 31)[:0], append([]byte{0xec}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...)...),
+		"order 4 (zero)":        make([]byte, 32),
+		"order 4 (x sign set)":  append(make([]byte, 31), 0x80),
+		"non-canonical y = p":   append([]byte{0xed}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...),
+		"non-canonical y = p+1": append([]byte{0xee}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...),
+		"order 8":               mustHex(t, "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+		"order 8, other":        mustHex(t, "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+		"order 8, x negative":   mustHex(t, "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
 	}
 	for name, b := range weak {
 		if _, err := PublicKeyFromBytes(b); !errors.Is(err, ErrMalformedKey) {
@@ -143,6 +147,26 @@ func TestPublicKeyRejectsWeakKeys(t *testing.T) {
 	sig := append(append([]byte{1}, make([]byte, 31)...), make([]byte, 32)...)
 	if !ed25519.Verify(weak["identity point"], msg, sig) {
 		t.Skip("this ed25519 rejects small-order keys itself")
+	}
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestSmallOrderList(t *testing.T) {
+	if len(smallOrder) != 5 {
+		t.Fatalf("%d distinct small-order y coordinates, want 5", len(smallOrder))
+	}
+	// Every real key passes.
+	for n := range byte(50) {
+		if err := testKey(t, n).Public().check(); err != nil {
+			t.Fatalf("key %d: %v", n, err)
+		}
 	}
 }
 

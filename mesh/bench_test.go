@@ -1,0 +1,335 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/protocol"
+)
+
+// The mesh benchmarks run Parley's mesh and go-libp2p-pubsub with its
+// default settings (StrictSign: gossipsub signs and checks every message)
+// side by side: same number of in-process peers on loopback QUIC, same
+// sparse topology, same 256-byte payload, one publisher (peer 0).
+//
+//	go test -run '^$' -bench 'Mesh' -benchtime 1x -timeout 30m ./mesh
+//
+// Each sub-benchmark is one run: throughput/ sends 5,000 messages with at
+// most 1,024 outstanding (not yet at the slowest receiver), the most a
+// publisher can push with nothing lost; latency/ sends at a fixed rate
+// and reports publish-to-delivery percentiles, at the one receiver (2
+// peers) or at the last receiver of each message (10 and 30 peers).
+
+const (
+	benchPayload     = 256
+	throughputCount  = 5000
+	throughputWindow = 1024
+	latencyCount     = 500
+)
+
+// benchNet is a room of n peers, one of which publishes.
+type benchNet struct {
+	n       int
+	publish func(ctx context.Context, seq uint64) error
+	// received[i] counts what peer i got; arrivals[i][seq] is when.
+	received []atomic.Int64
+	mu       sync.Mutex
+	arrivals []map[uint64]time.Time
+	extra    func() map[string]float64
+}
+
+func (bn *benchNet) arrive(i int, seq uint64) {
+	now := time.Now()
+	bn.mu.Lock()
+	if _, dup := bn.arrivals[i][seq]; !dup {
+		bn.arrivals[i][seq] = now
+		bn.received[i].Add(1)
+	}
+	bn.mu.Unlock()
+}
+
+func (bn *benchNet) slowest() int64 {
+	low := int64(-1)
+	for i := 1; i < bn.n; i++ {
+		if v := bn.received[i].Load(); low < 0 || v < low {
+			low = v
+		}
+	}
+	return low
+}
+
+func newBenchNet(n int) *benchNet {
+	bn := &benchNet{n: n, received: make([]atomic.Int64, n), arrivals: make([]map[uint64]time.Time, n)}
+	for i := range bn.arrivals {
+		bn.arrivals[i] = map[uint64]time.Time{}
+	}
+	return bn
+}
+
+func payloadFor(seq uint64) []byte {
+	p := make([]byte, benchPayload)
+	binary.BigEndian.PutUint64(p, seq)
+	return p
+}
+
+// parleyNet starts n Parley nodes with stores on disk.
+func parleyNet(b *testing.B, n int) *benchNet {
+	bn := newBenchNet(n)
+	nodes := make([]*Node, n)
+	rooms := make([]*Room, n)
+	for i := range nodes {
+		nodes[i] = start(b, newSpec(b, i))
+		rooms[i] = join(b, nodes[i], "bench")
+	}
+	for i := 1; i < n; i++ {
+		go func() {
+			for {
+				select {
+				case m := <-rooms[i].Messages():
+					txt, err := protocol.ParseText(m.Env.Payload)
+					if err == nil && len(txt.Body) >= 16 {
+						var seq uint64
+						fmt.Sscanf(txt.Body[:16], "%016x", &seq)
+						bn.arrive(i, seq)
+					}
+				case <-rooms[i].ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	connectAll(b, n, func(i, j int) { connect(b, nodes[i], nodes[j]) })
+	waitMesh(b, rooms)
+	// The text payload is 256 bytes: nick and body with their lengths.
+	pad := fmt.Sprintf("%0*d", benchPayload-16-1-5-2, 0)
+	bn.publish = func(ctx context.Context, seq uint64) error {
+		_, err := rooms[0].Publish(ctx, "bench", fmt.Sprintf("%016x", seq)+pad)
+		return err
+	}
+	bn.extra = func() map[string]float64 {
+		var v, d int64
+		for _, nd := range nodes[1:] {
+			v += nd.Verifications()
+			d += nd.Dropped()
+		}
+		return map[string]float64{"verifies": float64(v), "drops": float64(d + nodes[0].Dropped())}
+	}
+	return bn
+}
+
+// gossipsubNet starts n go-libp2p-pubsub peers with default settings.
+func gossipsubNet(b *testing.B, n int) *benchNet {
+	bn := newBenchNet(n)
+	hosts := make([]host.Host, n)
+	topics := make([]*pubsub.Topic, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	b.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		for _, h := range hosts {
+			h.Close()
+		}
+	})
+	for i := range hosts {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		hosts[i] = h
+		ps, err := pubsub.NewGossipSub(ctx, h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if topics[i], err = ps.Join("bench"); err != nil {
+			b.Fatal(err)
+		}
+		sub, err := topics[i].Subscribe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				m, err := sub.Next(ctx)
+				if err != nil {
+					return
+				}
+				bn.arrive(i, binary.BigEndian.Uint64(m.Data))
+			}
+		}()
+	}
+	connectAll(b, n, func(i, j int) {
+		if err := hosts[i].Connect(ctx, peer.AddrInfo{ID: hosts[j].ID(), Addrs: hosts[j].Addrs()}); err != nil {
+			b.Fatal(err)
+		}
+	})
+	waitFor(b, "gossipsub peers", func() bool {
+		for _, tp := range topics {
+			if len(tp.ListPeers()) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(3 * time.Second) // a few heartbeats for the mesh to form
+	bn.publish = func(ctx context.Context, seq uint64) error {
+		return topics[0].Publish(ctx, payloadFor(seq))
+	}
+	bn.extra = func() map[string]float64 { return nil }
+	return bn
+}
+
+func connectAll(b *testing.B, n int, dial func(i, j int)) {
+	if n == 2 {
+		dial(0, 1)
+		return
+	}
+	for i := range n {
+		dial(i, (i+1)%n)
+		dial(i, (i+3)%n)
+	}
+}
+
+// throughput publishes throughputCount messages as fast as the slowest
+// receiver takes them, at most throughputWindow ahead of it.
+func (bn *benchNet) throughput(b *testing.B) {
+	ctx := context.Background()
+	begin := time.Now()
+	sent := uint64(0)
+	// A receiver that lost messages never catches up: after a second with
+	// no progress the run stops and counts what arrived.
+	stalled := func() bool {
+		last, at := bn.slowest(), time.Now()
+		for time.Since(at) < time.Second {
+			time.Sleep(50 * time.Microsecond)
+			if v := bn.slowest(); v != last {
+				last, at = v, time.Now()
+				if int64(sent)-v < throughputWindow {
+					return false
+				}
+			}
+		}
+		return true
+	}
+publishing:
+	for ; sent < throughputCount; sent++ {
+		if int64(sent)-bn.slowest() >= throughputWindow && stalled() {
+			break publishing
+		}
+		if err := bn.publish(ctx, sent); err != nil {
+			b.Fatal(err)
+		}
+	}
+	end := time.Now()
+	for bn.slowest() < int64(sent) {
+		last := bn.slowest()
+		time.Sleep(time.Second)
+		if bn.slowest() == last {
+			break
+		}
+		end = time.Now()
+	}
+	elapsed := end.Sub(begin)
+	var delivered int64
+	for i := 1; i < bn.n; i++ {
+		delivered += bn.received[i].Load()
+	}
+	b.ReportMetric(float64(delivered)/float64(bn.n-1)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(delivered)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(int64(sent)*int64(bn.n-1)-delivered), "lost")
+	if x := bn.extra(); x != nil {
+		b.ReportMetric(x["verifies"]/float64(delivered), "verifies/delivery")
+		b.ReportMetric(x["drops"], "drops")
+	}
+}
+
+// latency publishes latencyCount messages at rate per second and reports
+// the publish-to-delivery percentiles at the last receiver of each.
+func (bn *benchNet) latency(b *testing.B, rate int) {
+	ctx := context.Background()
+	sent := make([]time.Time, latencyCount)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for seq := range uint64(latencyCount) {
+		<-tick.C
+		sent[seq] = time.Now()
+		if err := bn.publish(ctx, seq); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for bn.slowest() < latencyCount && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	bn.mu.Lock()
+	defer bn.mu.Unlock()
+	var lat []time.Duration
+	lost := 0
+	for seq := range uint64(latencyCount) {
+		var last time.Time
+		for i := 1; i < bn.n; i++ {
+			at, ok := bn.arrivals[i][seq]
+			if !ok {
+				last = time.Time{}
+				break
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+		if last.IsZero() {
+			lost++
+			continue
+		}
+		lat = append(lat, last.Sub(sent[seq]))
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(float64(lost), "lost")
+}
+
+func BenchmarkMesh(b *testing.B) {
+	impls := []struct {
+		name  string
+		start func(*testing.B, int) *benchNet
+	}{
+		{"parley", parleyNet},
+		{"gossipsub-default", gossipsubNet},
+	}
+	for _, peers := range []int{2, 10, 30} {
+		rate := 100
+		if peers == 30 {
+			rate = 50
+		}
+		for _, impl := range impls {
+			b.Run(fmt.Sprintf("peers=%d/%s/throughput", peers, impl.name), func(b *testing.B) {
+				impl.start(b, peers).throughput(b)
+			})
+			b.Run(fmt.Sprintf("peers=%d/%s/latency-%dps", peers, impl.name, rate), func(b *testing.B) {
+				impl.start(b, peers).latency(b, rate)
+			})
+		}
+	}
+}
