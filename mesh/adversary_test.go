@@ -193,3 +193,40 @@ func TestReorderedInsideWindowAccepted(t *testing.T) {
 func storeRecord(env *protocol.Envelope, raw []byte) store.Record {
 	return store.Record{ID: protocol.IDOf(raw), Env: env, Raw: raw, Via: "test", Received: time.Now()}
 }
+
+// A newer peer's envelopes (a version or kind this code does not know) are
+// ignored: not shown, and the peer that passed them on keeps its score, so
+// that a network can upgrade gradually.
+func TestNewerVersionAndKindIgnoredNotPunished(t *testing.T) {
+	victim := start(t, newSpec(t, 0))
+	rc := receive(t, join(t, victim, "general"))
+	newer := newRawPeer(t, "general", victim)
+
+	v2, _ := envelope(t, testKey(t, 7), "general", 1, protocol.ID{}, "from version 2")
+	v2[0] = 2
+	newer.publish(t, v2)
+
+	e := &protocol.Envelope{Kind: 77, Room: "general", Seq: 2, Time: time.Now().UnixMilli(), Payload: []byte("a kind from the future")}
+	if _, err := e.Sign(testKey(t, 7)); err != nil {
+		t.Fatal(err)
+	}
+	kind, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer.publish(t, kind)
+
+	waitFor(t, "both to be judged", func() bool {
+		return validated(victim, "ignore", "version") == 1 && validated(victim, "ignore", "kind") == 1
+	})
+	// Scores are refreshed every second; wait for one refresh after the
+	// verdicts, then check nothing was charged.
+	waitFor(t, "a score for the newer peer", func() bool { _, ok := victim.Score(newer.h.ID()); return ok })
+	time.Sleep(1100 * time.Millisecond)
+	if s, _ := victim.Score(newer.h.ID()); s < 0 {
+		t.Fatalf("the newer peer's score fell to %v", s)
+	}
+	if rc.count() != 0 {
+		t.Fatalf("%d envelopes of unknown version or kind were shown", rc.count())
+	}
+}

@@ -207,7 +207,7 @@ func connectAll(b *testing.B, n int, dial func(i, j int)) {
 
 // throughput publishes throughputCount messages as fast as the slowest
 // receiver takes them, at most throughputWindow ahead of it.
-func (bn *benchNet) throughput(b *testing.B) {
+func (bn *benchNet) throughput(b *testing.B) float64 {
 	ctx := context.Background()
 	begin := time.Now()
 	sent := uint64(0)
@@ -256,6 +256,49 @@ publishing:
 		b.ReportMetric(x["verifies"]/float64(delivered), "verifies/delivery")
 		b.ReportMetric(x["drops"], "drops")
 	}
+	return float64(delivered) / float64(bn.n-1) / elapsed.Seconds()
+}
+
+// openLoop publishes count messages, numbered from base, at a fixed rate
+// whether or not receivers keep up (as real senders do), and returns the
+// share of deliveries that arrived.
+func (bn *benchNet) openLoop(b *testing.B, rate float64, count int, base uint64) float64 {
+	ctx := context.Background()
+	interval := time.Duration(float64(time.Second) / rate)
+	next := time.Now()
+	for i := range uint64(count) {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		next = next.Add(interval)
+		if err := bn.publish(ctx, base+i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	want := int64(count) * int64(bn.n-1)
+	count0 := func() int64 {
+		bn.mu.Lock()
+		defer bn.mu.Unlock()
+		var got int64
+		for i := 1; i < bn.n; i++ {
+			for seq := range bn.arrivals[i] {
+				if seq >= base && seq < base+uint64(count) {
+					got++
+				}
+			}
+		}
+		return got
+	}
+	got := count0()
+	for got < want {
+		time.Sleep(time.Second)
+		now := count0()
+		if now == got {
+			break
+		}
+		got = now
+	}
+	return float64(got) / float64(want)
 }
 
 // latency publishes latencyCount messages at rate per second and reports
@@ -322,6 +365,19 @@ func BenchmarkMesh(b *testing.B) {
 		rate := 100
 		if peers == 30 {
 			rate = 50
+		}
+		if peers < 30 {
+			// Saturation, then an open-loop load at half and at 80% of it:
+			// everything must arrive at half, 99.99% at 80%.
+			b.Run(fmt.Sprintf("peers=%d/parley/load", peers), func(b *testing.B) {
+				bn := parleyNet(b, peers)
+				sat := bn.throughput(b)
+				for i, share := range []float64{0.5, 0.8} {
+					count := int(sat * share * 3) // three seconds
+					got := bn.openLoop(b, sat*share, count, uint64(1+i)<<32)
+					b.ReportMetric(100*got, fmt.Sprintf("delivered%%@%.0f%%", 100*share))
+				}
+			})
 		}
 		for _, impl := range impls {
 			b.Run(fmt.Sprintf("peers=%d/%s/throughput", peers, impl.name), func(b *testing.B) {
