@@ -156,20 +156,31 @@ func (s *Store) Put(ctx context.Context, recs ...Record) ([]Result, error) {
 		return nil, fmt.Errorf("store: put: %w", err)
 	}
 	defer tx.Rollback()
+	// The common case, a new envelope, is one statement: the insert is
+	// ignored if the ID or the (sender, room, seq) is taken, and only then
+	// does a second look tell a duplicate from an equivocation.
+	insert, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO envelopes
+		(id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("store: put: %w", err)
+	}
+	defer insert.Close()
 	for i, r := range recs {
+		out, err := insert.ExecContext(ctx, r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq), int64(r.Env.Lamport),
+			r.Env.Time, r.Env.Prev[:], r.Raw, r.Via, r.Received.UnixMilli())
+		if err != nil {
+			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
+		}
+		if n, err := out.RowsAffected(); err != nil {
+			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
+		} else if n == 1 {
+			res[i] = Stored
+			continue
+		}
 		var existing []byte
-		err := tx.QueryRowContext(ctx, `SELECT id FROM envelopes WHERE sender = ? AND room = ? AND seq = ?`,
+		err = tx.QueryRowContext(ctx, `SELECT id FROM envelopes WHERE sender = ? AND room = ? AND seq = ?`,
 			r.Env.Sender.Bytes(), r.Env.Room, int64(r.Env.Seq)).Scan(&existing)
 		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.ExecContext(ctx, `INSERT INTO envelopes (id, room, sender, seq, lamport, time, prev, raw, via, received)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq), int64(r.Env.Lamport), r.Env.Time,
-				r.Env.Prev[:], r.Raw, r.Via, r.Received.UnixMilli())
-			if err != nil {
-				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
-			}
-			res[i] = Stored
 		case err != nil:
 			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 		case protocol.ID(existing) == r.ID:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -246,5 +247,32 @@ func TestPrune(t *testing.T) {
 	}
 	if ok, _ := s.Has(ctx, recent.ID); !ok {
 		t.Fatal("recent envelope was pruned")
+	}
+}
+
+// BenchmarkPut commits batches of envelopes as the mesh's writer does
+// under load: go test -run '^$' -bench Put ./store
+func BenchmarkPut(b *testing.B) {
+	for _, batch := range []int{1, 64, 512} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			s, _ := open(b)
+			k := key(b, 1)
+			recs := make([]Record, 0, batch)
+			seq := uint64(0)
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				recs = recs[:0]
+				for range batch {
+					seq++
+					b.StopTimer()
+					recs = append(recs, record(b, k, "r", seq, seq, t0, "payload of a typical chat message, a line or two long"))
+					b.StartTimer()
+				}
+				if _, err := s.Put(context.Background(), recs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
+		})
 	}
 }
