@@ -1,13 +1,16 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
@@ -228,5 +231,94 @@ func TestNewerVersionAndKindIgnoredNotPunished(t *testing.T) {
 	}
 	if rc.count() != 0 {
 		t.Fatalf("%d envelopes of unknown version or kind were shown", rc.count())
+	}
+}
+
+func TestPeerIDIsIdentity(t *testing.T) {
+	spec := newSpec(t, 3)
+	n := start(t, spec)
+	if got, want := n.ID().String(), spec.key.Public().PeerID(); got != want {
+		t.Fatalf("host peer ID %s, identity says %s", got, want)
+	}
+}
+
+// Garbage on the sync protocol ends that stream, never the node; the node
+// goes on serving a well-formed request right after.
+func TestSyncServerSurvivesBadRequests(t *testing.T) {
+	server := start(t, newSpec(t, 0))
+	room := join(t, server, "general")
+	id := publish(t, room, "kept")
+	waitFor(t, "the message to be stored", func() bool { ok, _ := server.store.Has(context.Background(), id); return ok })
+
+	client := start(t, newSpec(t, 1))
+	connect(t, client, server)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	for name, frame := range map[string][]byte{
+		"garbage":         []byte("\x00\x00\x00\x05hello"),
+		"oversized frame": {0xff, 0xff, 0xff, 0xff},
+		"truncated":       {0, 0, 1, 0, 1, 1},
+		"not joined":      mustFrame(t, &protocol.SyncRequest{Room: "secret", Until: 1 << 62, Limit: 10}),
+	} {
+		s, err := client.host.NewStream(ctx, server.ID(), syncProtocol)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		s.Write(frame)
+		s.CloseWrite()
+		if _, err := readFrame(s, protocol.MaxSyncResponse); err == nil {
+			t.Errorf("%s: got a response", name)
+		}
+		s.Close()
+	}
+	croom := join(t, client, "general")
+	// (Joining syncs with the server already; this asks once more.)
+	if _, err := croom.SyncFrom(ctx, server.ID(), 0, time.Now().Add(time.Minute).UnixMilli()); err != nil {
+		t.Fatalf("a good sync after the bad ones: %v", err)
+	}
+	waitFor(t, "the client to store the envelope", func() bool { ok, _ := client.store.Has(ctx, id); return ok })
+	if got := testutil.ToFloat64(server.metrics.syncs.WithLabelValues("served", "ok")); got < 1 {
+		t.Fatalf("server answered %v good requests", got)
+	}
+}
+
+func mustFrame(t *testing.T, req *protocol.SyncRequest) []byte {
+	body, err := req.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := writeFrame(&buf, body); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// A sync peer that answers with an envelope outside the asked range is a
+// bad peer: the sync stops with ErrBadPeer and nothing of it is shown.
+func TestSyncClientRefusesBadPeer(t *testing.T) {
+	liar := start(t, newSpec(t, 0))
+	lroom := join(t, liar, "general")
+	victim := start(t, newSpec(t, 1))
+	vroom := join(t, victim, "general")
+	rc := receive(t, vroom)
+	connect(t, victim, liar)
+	id := publish(t, lroom, "stamped now")
+	waitFor(t, "the live copy", func() bool { return rc.has(id) })
+
+	// Ask for a window that ends before the envelope: an honest peer sends
+	// nothing. Make the liar send it anyway by replacing its handler.
+	liar.host.SetStreamHandler(syncProtocol, func(s network.Stream) {
+		defer s.Close()
+		readFrame(s, protocol.MaxSyncRequest)
+		rec, _ := liar.store.Get(context.Background(), id)
+		out, _ := (&protocol.SyncResponse{Envelopes: [][]byte{rec.Raw}}).MarshalBinary()
+		writeFrame(s, out)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	_, err := vroom.SyncFrom(ctx, liar.ID(), 0, time.Now().Add(-time.Hour).UnixMilli())
+	if !errors.Is(err, ErrBadPeer) {
+		t.Fatalf("SyncFrom = %v, want ErrBadPeer", err)
 	}
 }

@@ -217,25 +217,11 @@ func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncReques
 }
 
 // checkSynced checks one envelope from a sync page. It returns nil, nil for
-// one the node has already, and an error for one no honest peer would send.
+// one to skip (known already, or not ours to judge), and an error for one no
+// honest peer would send.
 func (r *Room) checkSynced(raw []byte, since, until int64) (*inbound, error) {
 	n := r.n
-	if len(raw) > protocol.MaxEnvelopeSize {
-		return nil, fmt.Errorf("envelope of %d bytes", len(raw))
-	}
-	id := protocol.IDOf(raw)
-	if n.seen.claim(id) != unseen {
-		return nil, nil // taken up before, live or by an earlier page
-	}
-	it, err := r.checkNew(raw, since, until)
-	n.seen.decide(id, it != nil)
-	return it, err
-}
-
-func (r *Room) checkNew(raw []byte, since, until int64) (*inbound, error) {
-	n := r.n
-	n.metrics.verifications.Add(1)
-	env, id, err := protocol.ParseVerify(raw)
+	env, err := protocol.Parse(raw) // cheap: the signature comes later
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
 		return nil, nil // a newer peer's; not ours to judge
@@ -243,7 +229,24 @@ func (r *Room) checkNew(raw []byte, since, until int64) (*inbound, error) {
 		return nil, err
 	}
 	if env.Room != r.name || env.Time < since || env.Time >= until {
-		return nil, fmt.Errorf("envelope %s of %s at %d is outside the request", id, env.Room, env.Time)
+		return nil, fmt.Errorf("envelope of %s at %d is outside the request", env.Room, env.Time)
+	}
+	id := protocol.IDOf(raw)
+	if n.seen.claim(id) != unseen {
+		return nil, nil // taken up before, live or by an earlier page
+	}
+	it, err := r.checkNew(env, id, raw)
+	n.seen.decide(id, it != nil)
+	return it, err
+}
+
+// checkNew checks the signature, policy and replay state of a parsed
+// envelope not seen before.
+func (r *Room) checkNew(env *protocol.Envelope, id protocol.ID, raw []byte) (*inbound, error) {
+	n := r.n
+	n.metrics.verifications.Add(1)
+	if err := env.Verify(); err != nil {
+		return nil, err
 	}
 	if !env.Kind.Known() {
 		return nil, nil
@@ -253,7 +256,7 @@ func (r *Room) checkNew(raw []byte, since, until int64) (*inbound, error) {
 			return nil, nil
 		}
 	}
-	err = n.guard.Check(env, id, protocol.History)
+	err := n.guard.Check(env, id, protocol.History)
 	switch {
 	case err == nil:
 	case errors.Is(err, protocol.ErrBelowWindow):
