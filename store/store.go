@@ -215,16 +215,22 @@ func (s *Store) Has(ctx context.Context, id protocol.ID) (bool, error) {
 
 // Get returns the envelope with ID id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id protocol.ID) (Record, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes WHERE id = ?`, id[:])
+	return s.one(ctx, "envelope "+id.String(),
+		`SELECT raw, via, received FROM envelopes WHERE id = ?`, id[:])
+}
+
+// one returns the first record a query selects, or ErrNotFound naming what.
+func (s *Store) one(ctx context.Context, what, query string, args ...any) (Record, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
-		return Record{}, fmt.Errorf("store: get %s: %w", id, err)
+		return Record{}, fmt.Errorf("store: %s: %w", what, err)
 	}
 	recs, err := scan(rows)
 	if err != nil {
 		return Record{}, err
 	}
 	if len(recs) == 0 {
-		return Record{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return Record{}, fmt.Errorf("%w: %s", ErrNotFound, what)
 	}
 	return recs[0], nil
 }
@@ -267,37 +273,17 @@ func (s *Store) History(ctx context.Context, room string, limit int) ([]Record, 
 // Last returns the envelope with the highest sequence number that sender
 // has in room, or ErrNotFound: where the sender's hash chain continues.
 func (s *Store) Last(ctx context.Context, sender identity.PublicKey, room string) (Record, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes
-		WHERE sender = ? AND room = ? ORDER BY seq DESC LIMIT 1`, sender.Bytes(), room)
-	if err != nil {
-		return Record{}, fmt.Errorf("store: last of %s: %w", room, err)
-	}
-	recs, err := scan(rows)
-	if err != nil {
-		return Record{}, err
-	}
-	if len(recs) == 0 {
-		return Record{}, fmt.Errorf("%w: no envelope of %s in %s", ErrNotFound, sender.ShortFingerprint(), room)
-	}
-	return recs[0], nil
+	return s.one(ctx, fmt.Sprintf("last envelope of %s in %s", sender.ShortFingerprint(), room),
+		`SELECT raw, via, received FROM envelopes WHERE sender = ? AND room = ? ORDER BY seq DESC LIMIT 1`,
+		sender.Bytes(), room)
 }
 
 // Before returns sender's envelope in room with the highest sequence number
 // below seq, or ErrNotFound.
 func (s *Store) Before(ctx context.Context, sender identity.PublicKey, room string, seq uint64) (Record, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes
-		WHERE sender = ? AND room = ? AND seq < ? ORDER BY seq DESC LIMIT 1`, sender.Bytes(), room, int64(seq))
-	if err != nil {
-		return Record{}, fmt.Errorf("store: envelope before %d in %s: %w", seq, room, err)
-	}
-	recs, err := scan(rows)
-	if err != nil {
-		return Record{}, err
-	}
-	if len(recs) == 0 {
-		return Record{}, fmt.Errorf("%w: no envelope of %s in %s before %d", ErrNotFound, sender.ShortFingerprint(), room, seq)
-	}
-	return recs[0], nil
+	return s.one(ctx, fmt.Sprintf("envelope of %s in %s before %d", sender.ShortFingerprint(), room, seq),
+		`SELECT raw, via, received FROM envelopes WHERE sender = ? AND room = ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
+		sender.Bytes(), room, int64(seq))
 }
 
 // MaxLamport returns the highest Lamport clock stored in room, 0 if none.
