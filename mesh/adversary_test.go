@@ -36,7 +36,8 @@ func newRawPeer(t testing.TB, room string, victims ...*Node) *rawPeer {
 	ctx, cancel := context.WithCancel(context.Background())
 	ps, err := pubsub.NewGossipSub(ctx, h,
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(messageID), pubsub.WithFloodPublish(true))
+		pubsub.WithMessageIdFn(messageID), pubsub.WithFloodPublish(true),
+		pubsub.WithPeerOutboundQueueSize(4096))
 	if err != nil {
 		t.Fatal(err)
 	}

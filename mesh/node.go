@@ -12,6 +12,7 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/multiformats/go-multiaddr"
@@ -34,6 +35,10 @@ type Node struct {
 	limits  *peerLimits
 	seen    *seenIDs
 	mesh    meshView
+	pens    penalties
+	topics  topicCap
+
+	syncSlots chan struct{} // bounds the sync requests served at once
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -75,10 +80,12 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		log:       log,
 		limits:    newPeerLimits(syncRate, syncBurst, cfg.now),
 		seen:      newSeenIDs(seenSize),
+		syncSlots: make(chan struct{}, maxSyncServed),
 		rooms:     make(map[string]*Room),
 		scores:    make(map[peer.ID]float64),
 		evidenceQ: make(chan store.Record, 64),
 	}
+	n.pens.now = cfg.now
 	if err := cfg.Store.RestoreReplay(ctx, &n.guard); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
@@ -116,6 +123,15 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(fmt.Errorf("mesh: gossipsub: %w", err))
 	}
 	n.host.SetStreamHandler(syncProtocol, n.handleSync)
+	n.host.Network().Notify(&network.NotifyBundle{
+		DisconnectedF: func(nw network.Network, c network.Conn) {
+			if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
+				n.topics.forget(p)
+			}
+		},
+	})
+	n.wg.Add(1)
+	go n.prune()
 
 	n.wg.Add(1)
 	go n.keepEvidence()
@@ -144,9 +160,9 @@ func (n *Node) pubsubOptions() []pubsub.Option {
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithFloodPublish(true),
-		pubsub.WithPeerScore(peerScoreParams(), peerScoreThresholds()),
+		pubsub.WithPeerScore(peerScoreParams(n.pens.score), peerScoreThresholds()),
 		pubsub.WithPeerScoreInspect(n.keepScores, time.Second),
-		pubsub.WithSubscriptionFilter(pubsub.WrapLimitSubscriptionFilter(topicFilter(), maxTopicsPerRPC)),
+		pubsub.WithSubscriptionFilter(&n.topics),
 		pubsub.WithMaxMessageSize(maxRPCSize),
 		pubsub.WithValidateQueueSize(q),
 		pubsub.WithValidateThrottle(q),
@@ -160,6 +176,9 @@ const seenSize = 1 << 15
 
 // maxRPCSize bounds one gossipsub RPC: a few of the largest envelopes.
 const maxRPCSize = 4 * protocol.MaxEnvelopeSize
+
+// penalise charges a peer that forwarded an envelope no honest peer would.
+func (n *Node) penalise(p peer.ID) { n.pens.add(p) }
 
 func (n *Node) keepScores(scores map[peer.ID]float64) {
 	n.scoreMu.Lock()
@@ -229,6 +248,11 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 // AddPeers dials the given peers in the background: bootstrap peers, and
 // the peers of a room that a relay hands out.
 func (n *Node) AddPeers(ctx context.Context, peers ...peer.AddrInfo) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return
+	}
 	for _, ai := range peers {
 		if ai.ID == n.host.ID() {
 			continue
@@ -242,6 +266,26 @@ func (n *Node) AddPeers(ctx context.Context, peers ...peer.AddrInfo) {
 				n.log.Debug("dial peer", "peer", ai.ID, "err", err)
 			}
 		}()
+	}
+}
+
+// prune deletes envelopes past the retention, at start and every hour.
+func (n *Node) prune() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		cutoff := n.cfg.now().Add(-n.cfg.retention())
+		if gone, err := n.store.Prune(n.ctx, cutoff); err != nil && n.ctx.Err() == nil {
+			n.log.Error("prune store", "err", err)
+		} else if gone > 0 {
+			n.log.Info("pruned envelopes past retention", "n", gone)
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -42,6 +42,9 @@ type Room struct {
 
 	pubMu sync.Mutex  // serialises Publish: numbers and chain in order
 	head  protocol.ID // the ID of our last envelope in this room
+
+	gaps    *seenIDs // predecessors already asked for
+	pending pendingSyncs
 }
 
 type inbound struct {
@@ -73,6 +76,7 @@ func (n *Node) Join(room string) (*Room, error) {
 		in:      make(chan inbound, n.cfg.queueSize()),
 		out:     make(chan Message, n.cfg.queueSize()),
 		syncReq: make(chan syncRequest, 64),
+		gaps:    newSeenIDs(gapMemory),
 	}
 	r.ctx, r.cancel = context.WithCancel(n.ctx)
 
@@ -210,6 +214,10 @@ func (r *Room) PublishRaw(ctx context.Context, raw []byte) error {
 
 // Leave unsubscribes from the room and stops its goroutines.
 func (r *Room) Leave() {
+	// No Publish is half done once this lock is held: its envelope is
+	// queued for the writer, which commits the queue before it ends.
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
 	r.n.mu.Lock()
 	if r.n.rooms[r.name] != r {
 		r.n.mu.Unlock()
@@ -355,18 +363,25 @@ func (r *Room) flush() {
 	}
 }
 
+// Bounds of gap sync: the range asked for a missing predecessor, and how
+// many predecessors a room remembers having asked for.
+const (
+	maxGapRange = time.Hour
+	gapMemory   = 1024
+)
+
 // checkGap asks for sync when an envelope's predecessor in its sender's
-// hash chain is missing.
+// hash chain is missing: once per missing predecessor, over a bounded range
+// (the predecessor is older than this envelope and newer than the sender's
+// previous one that we have).
 func (r *Room) checkGap(it inbound) {
 	has, err := r.n.store.Has(r.ctx, it.env.Prev)
-	if err != nil || has {
+	if err != nil || has || r.gaps.claim(it.env.Prev) != unseen {
 		return
 	}
-	since := r.n.cfg.now().Add(-r.n.cfg.retention()).UnixMilli()
-	// The missing envelope is older than this one and newer than the
-	// sender's last one we have before it.
+	since := it.env.Time - maxGapRange.Milliseconds()
 	if prev, err := r.n.store.Before(r.ctx, it.env.Sender, r.name, it.env.Seq); err == nil {
-		since = prev.Env.Time
+		since = max(since, prev.Env.Time)
 	}
 	r.requestSync(syncRequest{peer: it.from, since: since, until: it.env.Time + 1, gap: true})
 }
@@ -396,12 +411,49 @@ func (r *Room) watchPeers() {
 	}
 }
 
+// requestSync queues a sync, unless one like it is queued already: a peer
+// that joins and leaves over and over gets one sync, not a queue full.
 func (r *Room) requestSync(req syncRequest) {
+	if !r.pending.add(req) {
+		return
+	}
 	select {
 	case r.syncReq <- req:
 	default:
+		r.pending.done(req)
 		r.n.metrics.drop("sync-request")
 	}
+}
+
+// pendingSyncs is the set of queued sync requests, by peer and kind.
+type pendingSyncs struct {
+	mu  sync.Mutex
+	set map[pendingKey]bool
+}
+
+type pendingKey struct {
+	peer peer.ID
+	gap  bool
+}
+
+func (p *pendingSyncs) add(req syncRequest) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := pendingKey{req.peer, req.gap}
+	if p.set[k] {
+		return false
+	}
+	if p.set == nil {
+		p.set = make(map[pendingKey]bool)
+	}
+	p.set[k] = true
+	return true
+}
+
+func (p *pendingSyncs) done(req syncRequest) {
+	p.mu.Lock()
+	delete(p.set, pendingKey{req.peer, req.gap})
+	p.mu.Unlock()
 }
 
 // syncer runs the room's sync requests one at a time, and the periodic
@@ -426,37 +478,42 @@ func (r *Room) syncer() {
 			p := peers[rand.IntN(len(peers))]
 			now := r.n.cfg.now()
 			since := now.Add(-r.n.cfg.antiEntropy() - 2*r.n.cfg.skew())
-			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+			ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
 			if _, err := r.SyncFrom(ctx, p, since.UnixMilli(), now.Add(r.n.cfg.skew()).UnixMilli()); err != nil {
 				r.n.log.Debug("anti-entropy sync", "room", r.name, "peer", p, "err", err)
 			}
 			cancel()
 		case req := <-r.syncReq:
-			peers := []peer.ID{req.peer}
-			if req.gap {
-				// The peer that passed the envelope on may not have its
-				// predecessor; ask the room's other peers too.
-				for _, p := range r.topic.ListPeers() {
-					if p != req.peer {
-						peers = append(peers, p)
-					}
-				}
-			}
-			for _, p := range peers {
-				if p == "" || p == r.n.host.ID() {
-					continue
-				}
-				ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
-				got, err := r.SyncFrom(ctx, p, req.since, req.until)
-				cancel()
-				if err != nil {
-					r.n.log.Debug("sync", "room", r.name, "peer", p, "err", err)
-					continue
-				}
-				if req.gap && got > 0 {
-					break
-				}
+			r.runSync(req)
+		}
+	}
+}
+
+// syncTimeout bounds one SyncFrom with one peer.
+const syncFromTimeout = 15 * time.Second
+
+func (r *Room) runSync(req syncRequest) {
+	defer r.pending.done(req)
+	peers := []peer.ID{req.peer}
+	if req.gap {
+		// The peer that passed the envelope on may not have its
+		// predecessor: then ask the room's other peers, until one answers.
+		for _, p := range r.topic.ListPeers() {
+			if p != req.peer {
+				peers = append(peers, p)
 			}
 		}
+	}
+	for _, p := range peers {
+		if p == "" || p == r.n.host.ID() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
+		_, err := r.SyncFrom(ctx, p, req.since, req.until)
+		cancel()
+		if err == nil {
+			return
+		}
+		r.n.log.Debug("sync", "room", r.name, "peer", p, "err", err)
 	}
 }

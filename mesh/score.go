@@ -1,17 +1,23 @@
 package mesh
 
 import (
+	"fmt"
 	"regexp"
+	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Peer scoring. The one thing that must cost a peer dearly is forwarding an
-// envelope that no honest peer forwards (the validator's Reject): one such
-// message scores -100 in that topic, below the graylist threshold of -80,
-// and gossipsub then ignores the peer's RPCs. It decays over an hour.
+// envelope that no honest peer forwards (the validator's Reject). Such a
+// message costs rejectPenalty through the application-specific score, which
+// no topic's positive score can offset (topic scores are capped at
+// TopicScoreCap, together), so a single one puts the peer below the
+// graylist threshold, and gossipsub ignores its RPCs, for penaltyTime.
+// Gossipsub's own invalid-delivery counter adds to it in the topic.
 // Everything else is mild: time in the mesh and first deliveries earn a
 // little; colocation is not punished (peers on one LAN or host are
 // normal for a chat).
@@ -24,11 +30,73 @@ const (
 // GraylistThreshold is the score below which gossipsub ignores a peer.
 const GraylistThreshold = graylistThreshold
 
-func peerScoreParams() *pubsub.PeerScoreParams {
+const (
+	topicScoreCap = 50
+	// rejectPenalty is what one rejected envelope costs: below the
+	// graylist threshold even with the best possible topic score.
+	rejectPenalty = graylistThreshold - topicScoreCap - 20
+	penaltyTime   = time.Hour
+	maxPenalised  = 4096
+)
+
+// penalties are the application-specific scores of peers that forwarded
+// rejected envelopes. At most maxPenalised are kept; when full, the one
+// whose penalty ends first is dropped.
+type penalties struct {
+	mu    sync.Mutex
+	now   func() time.Time
+	peers map[peer.ID]penalty
+}
+
+type penalty struct {
+	count int
+	until time.Time
+}
+
+func (p *penalties) add(id peer.ID) {
+	if id == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.peers == nil {
+		p.peers = make(map[peer.ID]penalty)
+	}
+	if _, ok := p.peers[id]; !ok && len(p.peers) >= maxPenalised {
+		var first peer.ID
+		var end time.Time
+		for q, pen := range p.peers {
+			if first == "" || pen.until.Before(end) {
+				first, end = q, pen.until
+			}
+		}
+		delete(p.peers, first)
+	}
+	pen := p.peers[id]
+	pen.count++
+	pen.until = p.now().Add(penaltyTime)
+	p.peers[id] = pen
+}
+
+func (p *penalties) score(id peer.ID) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pen, ok := p.peers[id]
+	if !ok {
+		return 0
+	}
+	if p.now().After(pen.until) {
+		delete(p.peers, id)
+		return 0
+	}
+	return float64(pen.count) * rejectPenalty
+}
+
+func peerScoreParams(app func(peer.ID) float64) *pubsub.PeerScoreParams {
 	return &pubsub.PeerScoreParams{
 		Topics:                    map[string]*pubsub.TopicScoreParams{},
-		TopicScoreCap:             50,
-		AppSpecificScore:          func(peer.ID) float64 { return 0 },
+		TopicScoreCap:             topicScoreCap,
+		AppSpecificScore:          app,
 		AppSpecificWeight:         1,
 		IPColocationFactorWeight:  0,
 		BehaviourPenaltyWeight:    -1,
@@ -64,10 +132,61 @@ func topicScoreParams() *pubsub.TopicScoreParams {
 	}
 }
 
-// A remote peer may subscribe only to Parley room topics, and to at most
-// maxTopicsPerRPC of them in one RPC.
-const maxTopicsPerRPC = 100
+// A remote peer may subscribe only to Parley room topics: at most
+// maxTopicsPerRPC in one RPC, and at most maxTopicsPerPeer at once, so that
+// no peer can make gossipsub track topics without bound.
+const (
+	maxTopicsPerRPC  = 100
+	maxTopicsPerPeer = 256
+)
 
-func topicFilter() pubsub.SubscriptionFilter {
-	return pubsub.NewRegexpSubscriptionFilter(regexp.MustCompile(`^/parley/1/room/[a-z0-9._:-]{1,64}$`))
+var roomTopic = regexp.MustCompile(`^/parley/1/room/[a-z0-9._:-]{1,64}$`)
+
+// topicCap is the subscription filter. It forgets a peer when its last
+// connection closes.
+type topicCap struct {
+	mu    sync.Mutex
+	peers map[peer.ID]map[string]bool
+}
+
+func (f *topicCap) CanSubscribe(topic string) bool { return roomTopic.MatchString(topic) }
+
+func (f *topicCap) FilterIncomingSubscriptions(p peer.ID, subs []*pb.RPC_SubOpts) ([]*pb.RPC_SubOpts, error) {
+	if len(subs) > maxTopicsPerRPC {
+		return nil, fmt.Errorf("mesh: %d subscriptions in one RPC, limit %d", len(subs), maxTopicsPerRPC)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.peers == nil {
+		f.peers = make(map[peer.ID]map[string]bool)
+	}
+	have := f.peers[p]
+	if have == nil {
+		have = make(map[string]bool)
+		f.peers[p] = have
+	}
+	out := make([]*pb.RPC_SubOpts, 0, len(subs))
+	for _, sub := range subs {
+		topic := sub.GetTopicid()
+		if !roomTopic.MatchString(topic) {
+			continue
+		}
+		switch {
+		case !sub.GetSubscribe():
+			delete(have, topic)
+		case have[topic]:
+		case len(have) >= maxTopicsPerPeer:
+			continue // over the cap: not tracked
+		default:
+			have[topic] = true
+		}
+		out = append(out, sub)
+	}
+	return out, nil
+}
+
+func (f *topicCap) forget(p peer.ID) {
+	f.mu.Lock()
+	delete(f.peers, p)
+	f.mu.Unlock()
 }

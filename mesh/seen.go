@@ -50,16 +50,21 @@ func (s *seenIDs) claim(id protocol.ID) verdict {
 	return unseen
 }
 
-// decide records the verdict on a claimed id.
-func (s *seenIDs) decide(id protocol.ID, ok bool) {
+// decide records the verdict on a claimed id. Only verdicts that follow
+// from the bytes alone are kept: accepted, or refused as malformed,
+// forged or misplaced. A verdict that depends on time, the replay window or
+// policy is forgotten (forget), so that a later copy, by sync say, is
+// judged afresh: otherwise one late live copy could hide a message from a
+// peer that comes back.
+func (s *seenIDs) decide(id protocol.ID, v verdict) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, tracked := s.state[id]; !tracked {
 		return // forgotten meanwhile
 	}
-	if ok {
-		s.state[id] = accepted
-	} else {
-		s.state[id] = refused
+	if v == unseen {
+		delete(s.state, id) // its ring slot is reused in turn
+		return
 	}
+	s.state[id] = v
 }

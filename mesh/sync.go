@@ -24,6 +24,7 @@ const syncProtocol = "/parley/sync/1.0.0"
 const (
 	syncRate      = 5 // requests per second per peer
 	syncBurst     = 20
+	maxSyncServed = 8                // requests served at once, from all peers
 	syncTimeout   = 15 * time.Second // for one request and its response
 	maxSyncPages  = 1000             // per SyncFrom call
 	syncPageLimit = protocol.MaxSyncPage
@@ -74,6 +75,14 @@ func (n *Node) handleSync(s network.Stream) {
 	defer func() { n.metrics.syncs.WithLabelValues("served", result).Inc() }()
 	if !n.limits.allow(remote) {
 		result = "rate-limited"
+		s.Reset()
+		return
+	}
+	select {
+	case n.syncSlots <- struct{}{}:
+		defer func() { <-n.syncSlots }()
+	default:
+		result = "busy"
 		s.Reset()
 		return
 	}
@@ -141,14 +150,16 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 	if since >= until {
 		return 0, nil
 	}
-	have, err := n.store.IDs(ctx, r.name, since, until, protocol.MaxSyncHave)
-	if err != nil {
-		return 0, err
-	}
-	slices.SortFunc(have, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) })
-	req := protocol.SyncRequest{Room: r.name, Since: since, Until: until, AfterTime: since, Limit: syncPageLimit, Have: have}
+	req := protocol.SyncRequest{Room: r.name, Since: since, Until: until, AfterTime: since, Limit: syncPageLimit}
 	got := 0
 	for range maxSyncPages {
+		// What we have from the cursor on, so that the peer leaves it out.
+		have, err := n.store.IDs(ctx, r.name, req.AfterTime, until, protocol.MaxSyncHave)
+		if err != nil {
+			return got, err
+		}
+		slices.SortFunc(have, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) })
+		req.Have = slices.Compact(have)
 		resp, err := n.syncPage(ctx, p, &req)
 		if err != nil {
 			n.metrics.syncs.WithLabelValues("made", "error").Inc()
@@ -236,7 +247,14 @@ func (r *Room) checkSynced(raw []byte, since, until int64) (*inbound, error) {
 		return nil, nil // taken up before, live or by an earlier page
 	}
 	it, err := r.checkNew(env, id, raw)
-	n.seen.decide(id, it != nil)
+	switch {
+	case it != nil:
+		n.seen.decide(id, accepted)
+	case err != nil:
+		n.seen.decide(id, refused) // the signature: the bytes alone
+	default:
+		n.seen.decide(id, unseen)
+	}
 	return it, err
 }
 
@@ -260,9 +278,17 @@ func (r *Room) checkNew(env *protocol.Envelope, id protocol.ID, raw []byte) (*in
 	switch {
 	case err == nil:
 	case errors.Is(err, protocol.ErrBelowWindow):
-		// Older than the replay window: the store decides by ID.
-		if has, herr := n.store.Has(r.ctx, id); herr != nil || has {
-			return nil, herr
+		// Older than the replay window: the store decides, by the
+		// (sender, room, number) the envelope claims.
+		stored, found, serr := n.store.AtSeq(r.ctx, env.Sender, env.Room, env.Seq)
+		switch {
+		case serr != nil:
+			return nil, nil
+		case found && stored == id:
+			return nil, nil // have it
+		case found:
+			n.evidence(env, id, raw)
+			return nil, nil
 		}
 	case errors.Is(err, protocol.ErrEquivocation):
 		n.evidence(env, id, raw)

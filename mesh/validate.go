@@ -50,7 +50,7 @@ type verified struct {
 // well forward: a newer version or kind, a late or early envelope, a replay
 // older than the live window, and the second of two equivocating
 // envelopes, which honest peers forward before they know of the first.
-func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	room, ok := roomOf(msg.GetTopic())
 	if !ok {
 		return n.result(pubsub.ValidationReject, "topic")
@@ -61,14 +61,28 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 	id := protocol.IDOf(msg.Data)
 	switch n.seen.claim(id) {
 	case accepted:
-		return n.forwardKnown(msg, id)
+		return n.forwardKnown(room, msg, id)
 	case pending, refused:
 		return n.result(pubsub.ValidationIgnore, "seen")
 	}
 	res, reason := n.check(room, msg, id)
-	n.seen.decide(id, res == pubsub.ValidationAccept)
+	switch {
+	case res == pubsub.ValidationAccept:
+		n.seen.decide(id, accepted)
+	case bytesVerdict[reason]:
+		n.seen.decide(id, refused)
+	default:
+		n.seen.decide(id, unseen)
+	}
+	if res == pubsub.ValidationReject {
+		n.penalise(from)
+	}
 	return n.result(res, reason)
 }
+
+// bytesVerdict are the refusals that follow from the bytes alone, the
+// same for every copy whenever it comes.
+var bytesVerdict = map[string]bool{"version": true, "signature": true, "malformed": true, "room": true, "kind": true}
 
 func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.ValidationResult, string) {
 	var (
@@ -126,10 +140,16 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 // typically by sync: gossipsub has not seen it, so unless it is accepted it
 // would not be forwarded, and peers that depend on this node for it would
 // miss it. It is forwarded while its timestamp is live, never shown twice.
-func (n *Node) forwardKnown(msg *pubsub.Message, id protocol.ID) pubsub.ValidationResult {
+func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pubsub.ValidationResult {
 	env, err := protocol.Parse(msg.Data) // the bytes were verified already
 	if err != nil {
 		return n.result(pubsub.ValidationIgnore, "seen")
+	}
+	if env.Room != room {
+		// Valid, but sent on another room's topic: forwarding it there
+		// would get this node penalised by that room's peers.
+		n.penalise(msg.ReceivedFrom)
+		return n.result(pubsub.ValidationReject, "room")
 	}
 	if d := n.cfg.now().Sub(env.Timestamp()); d > n.cfg.skew() || d < -n.cfg.skew() {
 		return n.result(pubsub.ValidationIgnore, "expired")

@@ -93,10 +93,16 @@ type LamportClock struct {
 	t  uint64
 }
 
-// Witness advances the clock to at least t.
+// MaxLamportJump is the furthest Witness moves the clock at once. A
+// received value far beyond it would let one envelope push every later one
+// to the end of the counter's range; past this it counts as this much.
+const MaxLamportJump = 1 << 32
+
+// Witness advances the clock to at least t, or by MaxLamportJump if t is
+// further ahead than that.
 func (c *LamportClock) Witness(t uint64) {
 	c.mu.Lock()
-	c.t = min(max(c.t, t), MaxCounter)
+	c.t = min(max(c.t, min(t, c.t+MaxLamportJump)), MaxCounter)
 	c.mu.Unlock()
 }
 

@@ -114,6 +114,11 @@ func TestLamportClock(t *testing.T) {
 	if got := c.Tick(); got != 11 {
 		t.Fatalf("Tick after Witness(10) = %d, want 11", got)
 	}
+	// One hostile envelope cannot push the clock to the end of its range.
+	c.Witness(MaxCounter)
+	if got := c.Tick(); got != 11+MaxLamportJump+1 {
+		t.Fatalf("Tick after Witness(MaxCounter) = %d, want %d", got, 11+MaxLamportJump+1)
+	}
 }
 
 func TestSeqAllocatorHugeBlock(t *testing.T) {

@@ -86,10 +86,9 @@ var migrations = []string{
 	CREATE INDEX envelopes_room_time ON envelopes(room, time, id);
 	CREATE INDEX envelopes_received ON envelopes(received);
 	CREATE TABLE equivocations (
-		first_id BLOB NOT NULL,
-		second   BLOB NOT NULL,      -- the second envelope, raw
-		seen     INTEGER NOT NULL,
-		PRIMARY KEY (first_id, second)
+		first_id BLOB PRIMARY KEY,   -- the envelope stored under that (sender, room, seq)
+		second   BLOB NOT NULL,      -- the first other envelope seen under it, raw: one is proof enough
+		seen     INTEGER NOT NULL
 	) WITHOUT ROWID;
 	CREATE TABLE seq_reservations (
 		room     TEXT PRIMARY KEY,
@@ -233,6 +232,21 @@ func (s *Store) one(ctx context.Context, what, query string, args ...any) (Recor
 		return Record{}, fmt.Errorf("%w: %s", ErrNotFound, what)
 	}
 	return recs[0], nil
+}
+
+// AtSeq returns the ID of sender's envelope with number seq in room, and
+// whether there is one.
+func (s *Store) AtSeq(ctx context.Context, sender identity.PublicKey, room string, seq uint64) (protocol.ID, bool, error) {
+	var b []byte
+	err := s.r.QueryRowContext(ctx, `SELECT id FROM envelopes WHERE sender = ? AND room = ? AND seq = ?`,
+		sender.Bytes(), room, int64(seq)).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return protocol.ID{}, false, nil
+	}
+	if err != nil {
+		return protocol.ID{}, false, fmt.Errorf("store: envelope %d of %s in %s: %w", seq, sender.ShortFingerprint(), room, err)
+	}
+	return protocol.ID(b), true, nil
 }
 
 // Cursor is a position in a room's envelopes ordered by (time, ID).

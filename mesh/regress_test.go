@@ -1,0 +1,152 @@
+package mesh
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// envelopeAt is envelope with a chosen timestamp.
+func envelopeAt(t testing.TB, k identity.PrivateKey, room string, seq uint64, text string, at time.Time) ([]byte, protocol.ID) {
+	t.Helper()
+	payload, err := (&protocol.Text{Nick: "sender", Body: text}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &protocol.Envelope{Kind: protocol.KindText, Room: room, Seq: seq, Lamport: seq, Time: at.UnixMilli(), Payload: payload}
+	id, err := e.Sign(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, id
+}
+
+// preload puts envelopes in a peer's store before it starts.
+func preload(t testing.TB, dir string, raws ...[]byte) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(dir, "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, raw := range raws {
+		env, err := protocol.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Put(context.Background(), storeRecord(env, raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A valid envelope of room a sent on room b's topic is the sender's fault,
+// even when the node knows the envelope: it is rejected, not passed on to
+// room b's peers (who would then penalise this node).
+func TestKnownEnvelopeOnAnotherTopicRejected(t *testing.T) {
+	// v gets the envelope by sync, so gossipsub has not seen its ID.
+	raw, id := envelope(t, testKey(t, 7), "a", 1, protocol.ID{}, "for room a")
+	holder := newSpec(t, 1)
+	preload(t, holder.dir, raw)
+	h := start(t, holder)
+	join(t, h, "a")
+	v := start(t, newSpec(t, 0))
+	rcA := receive(t, join(t, v, "a"))
+	receive(t, join(t, v, "b"))
+	connect(t, v, h)
+	waitFor(t, "the envelope in room a, by sync", func() bool { return rcA.has(id) })
+
+	attacker := newRawPeer(t, "b", v)
+	attacker.publish(t, raw)
+	waitFor(t, "the attacker to be graylisted", func() bool {
+		s, ok := v.Score(attacker.h.ID())
+		return ok && s < GraylistThreshold
+	})
+	if got := validated(v, "accept", "known"); got != 0 {
+		t.Fatalf("the copy on the wrong topic was passed on (%v)", got)
+	}
+}
+
+// A forger cannot buy its way out of the graylist with good behaviour in
+// other rooms: one forgery puts it under the threshold however well it
+// scored before.
+func TestGraylistHoldsAcrossManyRooms(t *testing.T) {
+	v := start(t, newSpec(t, 0))
+	names := []string{"r1", "r2", "r3"}
+	var recs []*receiver
+	var peers []*rawPeer
+	for _, r := range names {
+		recs = append(recs, receive(t, join(t, v, r)))
+	}
+	// One raw host in all three rooms.
+	first := newRawPeer(t, names[0], v)
+	peers = append(peers, first)
+	for _, r := range names[1:] {
+		tp, err := first.ps.Join(topicName(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tp.Subscribe(); err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, &rawPeer{h: first.h, ps: first.ps, topic: tp})
+	}
+	k := testKey(t, 9)
+	for i, r := range names {
+		waitFor(t, "the victim in "+r, func() bool { return len(peers[i].topic.ListPeers()) > 0 })
+		for seq := uint64(1); seq <= 50; seq++ {
+			raw, _ := envelope(t, k, r, seq, protocol.ID{}, "good")
+			peers[i].publish(t, raw)
+		}
+	}
+	for i := range names {
+		waitFor(t, "the good messages", func() bool { return recs[i].count() == 50 })
+	}
+
+	waitFor(t, "a positive score", func() bool { s, _ := v.Score(first.h.ID()); return s > 0 })
+
+	raw, _ := envelope(t, testKey(t, 5), "r1", 1, protocol.ID{}, "forged")
+	raw[len(raw)-70] ^= 1
+	peers[0].publish(t, raw)
+	waitFor(t, "the forger to be graylisted", func() bool {
+		s, _ := v.Score(first.h.ID())
+		return s < GraylistThreshold
+	})
+}
+
+// A second envelope under a (sender, room, number) below the replay window,
+// served by sync, is evidence of equivocation, never a message.
+func TestBelowWindowEquivocationBySyncNotShown(t *testing.T) {
+	k := testKey(t, 7)
+	at := time.Now().Add(-time.Minute)
+	e1, _ := envelopeAt(t, k, "general", 1, "original", at)
+	later, _ := envelopeAt(t, k, "general", 5000, "later", at)
+	fork, forkID := envelopeAt(t, k, "general", 1, "rewritten", at)
+	vSpec, rSpec := newSpec(t, 0), newSpec(t, 1)
+	preload(t, vSpec.dir, e1, later)
+	preload(t, rSpec.dir, fork)
+	v := start(t, vSpec)
+	r := start(t, rSpec)
+	rc := receive(t, join(t, v, "general"))
+	join(t, r, "general")
+	connect(t, v, r)
+	waitFor(t, "v to sync with r", func() bool {
+		return testutil.ToFloat64(v.metrics.syncs.WithLabelValues("made", "ok")) >= 1
+	})
+	if rc.has(forkID) {
+		t.Fatal("the second envelope under number 1 was shown")
+	}
+	if got, ok, _ := v.store.AtSeq(context.Background(), k.Public(), "general", 1); !ok || got == forkID {
+		t.Fatal("the stored envelope under number 1 changed")
+	}
+}
