@@ -70,8 +70,11 @@ func (s *Store) Close() error {
 }
 
 var migrations = []string{
+	// A rowid table, not WITHOUT ROWID: rows are a few hundred bytes, and
+	// appending them in rowid order beats inserting them at random places
+	// of a table clustered by a hash.
 	`CREATE TABLE envelopes (
-		id       BLOB PRIMARY KEY,   -- SHA-256 of raw
+		id       BLOB NOT NULL UNIQUE, -- SHA-256 of raw
 		room     TEXT NOT NULL,
 		sender   BLOB NOT NULL,      -- Ed25519 public key
 		seq      INTEGER NOT NULL,
@@ -81,7 +84,7 @@ var migrations = []string{
 		raw      BLOB NOT NULL,      -- the envelope exactly as signed
 		via      TEXT NOT NULL,      -- how it first arrived: local, mesh, sync, relay
 		received INTEGER NOT NULL    -- receiver's clock, Unix ms
-	) WITHOUT ROWID;
+	);
 	CREATE UNIQUE INDEX envelopes_stream ON envelopes(sender, room, seq);
 	CREATE INDEX envelopes_room_time ON envelopes(room, time, id);
 	CREATE INDEX envelopes_received ON envelopes(received);
