@@ -3,10 +3,14 @@
 // sync and the replay guard's state after a restart, and the sender's
 // reserved sequence numbers.
 //
-// The database is one file in WAL mode with synchronous=FULL: a write that
-// returned is on disk. Several processes can read it at once, and operators
-// can inspect it with the sqlite3 tool. Put writes many envelopes in one
-// transaction, which is how callers get group commit.
+// The database is one file in WAL mode. Envelopes are written with
+// synchronous=NORMAL: a committed batch survives the process crashing at
+// any point, and a power cut can lose the last batches, which catch-up sync
+// restores from other peers; nothing acknowledges them to anyone.
+// Sequence reservations, whose loss could make a number be used twice, are
+// written with synchronous=FULL. Several processes can read the database at
+// once, and operators can inspect it with the sqlite3 tool. Put writes many
+// envelopes in one transaction, which is how callers get group commit.
 package store
 
 import (
@@ -36,7 +40,7 @@ type Store struct {
 func Open(path string) (*Store, error) {
 	dsn := func(extra string) string {
 		v := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(1)"} {
 			v.Add("_pragma", p)
 		}
 		if extra != "" {
@@ -403,7 +407,20 @@ func (s *Store) Reserve(room string, n uint64) error {
 	if n > protocol.MaxCounter {
 		return fmt.Errorf("store: reserve %d in %s: above the largest sequence number", n, room)
 	}
-	_, err := s.w.Exec(`INSERT INTO seq_reservations (room, reserved) VALUES (?, ?)
+	// A reservation must survive a power cut, or a number could be used
+	// twice: this one transaction is synced to disk (synchronous=FULL)
+	// on the writer's one connection, held for it.
+	ctx := context.Background()
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: reserve sequence numbers of %s: %w", room, err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+		return fmt.Errorf("store: reserve sequence numbers of %s: %w", room, err)
+	}
+	defer conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`)
+	_, err = conn.ExecContext(ctx, `INSERT INTO seq_reservations (room, reserved) VALUES (?, ?)
 		ON CONFLICT (room) DO UPDATE SET reserved = max(reserved, excluded.reserved)`, room, int64(n))
 	if err != nil {
 		return fmt.Errorf("store: reserve sequence numbers of %s: %w", room, err)
