@@ -142,7 +142,7 @@ func gossipsubNet(b *testing.B, n int) *benchNet {
 		}
 	})
 	for i := range hosts {
-		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"))
+		h, err := libp2p.New(libp2p.ListenAddrStrings(testListen()))
 		if err != nil {
 			b.Fatal(err)
 		}

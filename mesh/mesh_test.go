@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -51,7 +52,7 @@ func start(t testing.TB, spec peerSpec, tweak ...func(*Config)) *Node {
 	cfg := Config{
 		Key:         spec.key,
 		Store:       st,
-		ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1"},
+		ListenAddrs: []string{testListen()},
 	}
 	for _, f := range tweak {
 		f(&cfg)
@@ -243,4 +244,14 @@ func TestTenPeersEveryMessageExactlyOnce(t *testing.T) {
 			t.Errorf("peer %d dropped %d messages", i, d)
 		}
 	}
+}
+
+// testListen is the address test peers listen on: loopback QUIC, or
+// loopback TCP when PARLEY_TEST_TRANSPORT=tcp (to compare transports in
+// the benchmarks).
+func testListen() string {
+	if os.Getenv("PARLEY_TEST_TRANSPORT") == "tcp" {
+		return "/ip4/127.0.0.1/tcp/0"
+	}
+	return "/ip4/127.0.0.1/udp/0/quic-v1"
 }
