@@ -96,11 +96,17 @@ func (rp *rawPeer) publish(t testing.TB, raw []byte) {
 // predecessor, stamped now.
 func envelope(t testing.TB, k identity.PrivateKey, room string, seq uint64, prev protocol.ID, text string) ([]byte, protocol.ID) {
 	t.Helper()
+	return envelopeAt(t, k, room, seq, prev, text, time.Now())
+}
+
+// envelopeAt is envelope with a chosen timestamp.
+func envelopeAt(t testing.TB, k identity.PrivateKey, room string, seq uint64, prev protocol.ID, text string, at time.Time) ([]byte, protocol.ID) {
+	t.Helper()
 	payload, err := (&protocol.Text{Nick: "sender", Body: text}).MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &protocol.Envelope{Kind: protocol.KindText, Room: room, Seq: seq, Prev: prev, Lamport: seq, Time: time.Now().UnixMilli(), Payload: payload}
+	e := &protocol.Envelope{Kind: protocol.KindText, Room: room, Seq: seq, Prev: prev, Lamport: seq, Time: at.UnixMilli(), Payload: payload}
 	id, err := e.Sign(k)
 	if err != nil {
 		t.Fatal(err)

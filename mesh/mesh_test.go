@@ -204,8 +204,9 @@ func waitMesh(t testing.TB, rooms []*Room) {
 	})
 }
 
-func TestTenPeersEveryMessageExactlyOnce(t *testing.T) {
-	const n = 10
+// sparseRoom starts n peers in room "general", connects them sparsely and
+// waits for the room's mesh to form.
+func sparseRoom(t testing.TB, n int) ([]*Node, []*Room, []*receiver) {
 	nodes := make([]*Node, n)
 	rooms := make([]*Room, n)
 	recv := make([]*receiver, n)
@@ -216,6 +217,12 @@ func TestTenPeersEveryMessageExactlyOnce(t *testing.T) {
 	}
 	sparse(t, nodes)
 	waitMesh(t, rooms)
+	return nodes, rooms, recv
+}
+
+func TestTenPeersEveryMessageExactlyOnce(t *testing.T) {
+	const n = 10
+	nodes, rooms, recv := sparseRoom(t, n)
 
 	sent := make([][]protocol.ID, n)
 	for round := range 3 {

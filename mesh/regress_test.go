@@ -6,30 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// envelopeAt is envelope with a chosen timestamp.
-func envelopeAt(t testing.TB, k identity.PrivateKey, room string, seq uint64, text string, at time.Time) ([]byte, protocol.ID) {
-	t.Helper()
-	payload, err := (&protocol.Text{Nick: "sender", Body: text}).MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &protocol.Envelope{Kind: protocol.KindText, Room: room, Seq: seq, Lamport: seq, Time: at.UnixMilli(), Payload: payload}
-	id, err := e.Sign(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := e.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw, id
-}
 
 // preload puts envelopes in a peer's store before it starts.
 func preload(t testing.TB, dir string, raws ...[]byte) {
@@ -129,9 +109,9 @@ func TestGraylistHoldsAcrossManyRooms(t *testing.T) {
 func TestBelowWindowEquivocationBySyncNotShown(t *testing.T) {
 	k := testKey(t, 7)
 	at := time.Now().Add(-time.Minute)
-	e1, _ := envelopeAt(t, k, "general", 1, "original", at)
-	later, _ := envelopeAt(t, k, "general", 5000, "later", at)
-	fork, forkID := envelopeAt(t, k, "general", 1, "rewritten", at)
+	e1, _ := envelopeAt(t, k, "general", 1, protocol.ID{}, "original", at)
+	later, _ := envelopeAt(t, k, "general", 5000, protocol.ID{}, "later", at)
+	fork, forkID := envelopeAt(t, k, "general", 1, protocol.ID{}, "rewritten", at)
 	vSpec, rSpec := newSpec(t, 0), newSpec(t, 1)
 	preload(t, vSpec.dir, e1, later)
 	preload(t, rSpec.dir, fork)

@@ -105,17 +105,7 @@ func TestGapInHashChainTriggersSync(t *testing.T) {
 }
 
 func TestChurnSevenOfTenStillDeliver(t *testing.T) {
-	const n = 10
-	nodes := make([]*Node, n)
-	rooms := make([]*Room, n)
-	recv := make([]*receiver, n)
-	for i := range nodes {
-		nodes[i] = start(t, newSpec(t, i))
-		rooms[i] = join(t, nodes[i], "general")
-		recv[i] = receive(t, rooms[i])
-	}
-	sparse(t, nodes)
-	waitMesh(t, rooms)
+	nodes, rooms, recv := sparseRoom(t, 10)
 
 	gone := map[int]bool{2: true, 5: true, 8: true}
 	for i := range gone {
@@ -140,22 +130,7 @@ func TestChurnSevenOfTenStillDeliver(t *testing.T) {
 				want = append(want, sent[j]...)
 			}
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for !recv[i].has(want...) && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if !recv[i].has(want...) {
-			for _, j := range alive {
-				for k, id := range sent[j] {
-					if j != i && !recv[i].has(id) {
-						t.Logf("peer %d misses message %d of peer %d (%s)", i, k, j, id)
-					}
-				}
-			}
-			t.Logf("peer %d topic peers %v", i, rooms[i].Peers())
-			t.Log(dumpMetrics(nodes[i]))
-			t.FailNow()
-		}
+		waitFor(t, fmt.Sprintf("peer %d to get all %d messages", i, len(want)), func() bool { return recv[i].has(want...) })
 		recv[i].exactlyOnce(t, fmt.Sprintf("peer %d", i), want)
 	}
 }
