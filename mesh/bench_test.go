@@ -46,6 +46,9 @@ type benchNet struct {
 	mu       sync.Mutex
 	arrivals []map[uint64]time.Time
 	extra    func() map[string]float64
+	// progress is signalled (without blocking) on every arrival, so that a
+	// publisher waiting for room in its window wakes at once.
+	progress chan struct{}
 }
 
 func (bn *benchNet) arrive(i int, seq uint64) {
@@ -56,6 +59,10 @@ func (bn *benchNet) arrive(i int, seq uint64) {
 		bn.received[i].Add(1)
 	}
 	bn.mu.Unlock()
+	select {
+	case bn.progress <- struct{}{}:
+	default:
+	}
 }
 
 func (bn *benchNet) slowest() int64 {
@@ -69,7 +76,7 @@ func (bn *benchNet) slowest() int64 {
 }
 
 func newBenchNet(n int) *benchNet {
-	bn := &benchNet{n: n, received: make([]atomic.Int64, n), arrivals: make([]map[uint64]time.Time, n)}
+	bn := &benchNet{n: n, received: make([]atomic.Int64, n), arrivals: make([]map[uint64]time.Time, n), progress: make(chan struct{}, 1)}
 	for i := range bn.arrivals {
 		bn.arrivals[i] = map[uint64]time.Time{}
 	}
@@ -211,39 +218,49 @@ func (bn *benchNet) throughput(b *testing.B) float64 {
 	ctx := context.Background()
 	begin := time.Now()
 	sent := uint64(0)
-	// A receiver that lost messages never catches up: after a second with
-	// no progress the run stops and counts what arrived.
-	stalled := func() bool {
-		last, at := bn.slowest(), time.Now()
-		for time.Since(at) < time.Second {
-			time.Sleep(50 * time.Microsecond)
-			if v := bn.slowest(); v != last {
-				last, at = v, time.Now()
-				if int64(sent)-v < throughputWindow {
+	// Wait for room in the window, woken by each arrival. A receiver that
+	// lost messages never catches up: after a second with no progress the
+	// run stops and counts what arrived.
+	room := func() bool {
+		for int64(sent)-bn.slowest() >= throughputWindow {
+			select {
+			case <-bn.progress:
+			case <-time.After(time.Second):
+				if int64(sent)-bn.slowest() >= throughputWindow {
 					return false
 				}
 			}
 		}
 		return true
 	}
-publishing:
 	for ; sent < throughputCount; sent++ {
-		if int64(sent)-bn.slowest() >= throughputWindow && stalled() {
-			break publishing
+		if !room() {
+			break
 		}
 		if err := bn.publish(ctx, sent); err != nil {
 			b.Fatal(err)
 		}
 	}
-	end := time.Now()
+	// Wait for the rest (or for a second without progress), then take the
+	// time of the last arrival: no sleep of the harness is counted.
 	for bn.slowest() < int64(sent) {
-		last := bn.slowest()
-		time.Sleep(time.Second)
-		if bn.slowest() == last {
-			break
+		select {
+		case <-bn.progress:
+			continue
+		case <-time.After(time.Second):
 		}
-		end = time.Now()
+		break
 	}
+	var end time.Time
+	bn.mu.Lock()
+	for i := 1; i < bn.n; i++ {
+		for _, at := range bn.arrivals[i] {
+			if at.After(end) {
+				end = at
+			}
+		}
+	}
+	bn.mu.Unlock()
 	elapsed := end.Sub(begin)
 	var delivered int64
 	for i := 1; i < bn.n; i++ {
