@@ -68,3 +68,10 @@ func (s *seenIDs) decide(id protocol.ID, v verdict) {
 	}
 	s.state[id] = v
 }
+
+// isAccepted reports whether id is remembered as accepted.
+func (s *seenIDs) isAccepted(id protocol.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state[id] == accepted
+}
