@@ -31,8 +31,9 @@ var ErrNotFound = errors.New("store: not found")
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	w *sql.DB // one connection: SQLite has one writer at a time
-	r *sql.DB // readers, concurrent with the writer under WAL
+	w      *sql.DB   // one connection: SQLite has one writer at a time
+	r      *sql.DB   // readers, concurrent with the writer under WAL
+	insert *sql.Stmt // the envelope insert, prepared once
 }
 
 // Open opens or creates the database at path and brings its schema up to
@@ -58,6 +59,10 @@ func Open(path string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if s.insert, err = w.Prepare(insertEnvelope); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
 	r, err := sql.Open("sqlite", dsn("query_only(1)"))
 	if err != nil {
 		w.Close()
@@ -70,7 +75,7 @@ func Open(path string) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.insert.Close(), s.r.Close(), s.w.Close())
 }
 
 var migrations = []string{
@@ -153,6 +158,9 @@ const (
 	Equivocation
 )
 
+const insertEnvelope = `INSERT OR IGNORE INTO envelopes
+	(id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
 // Put stores the records in one transaction and reports, per record,
 // whether it was new. It returns once the transaction is on disk.
 func (s *Store) Put(ctx context.Context, recs ...Record) ([]Result, error) {
@@ -165,11 +173,7 @@ func (s *Store) Put(ctx context.Context, recs ...Record) ([]Result, error) {
 	// The common case, a new envelope, is one statement: the insert is
 	// ignored if the ID or the (sender, room, seq) is taken, and only then
 	// does a second look tell a duplicate from an equivocation.
-	insert, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO envelopes
-		(id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return nil, fmt.Errorf("store: put: %w", err)
-	}
+	insert := tx.StmtContext(ctx, s.insert)
 	defer insert.Close()
 	for i, r := range recs {
 		out, err := insert.ExecContext(ctx, r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq), int64(r.Env.Lamport),
