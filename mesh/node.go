@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.wg.Add(1)
 	go n.keepEvidence()
 	if len(bootstrap) > 0 {
-		n.AddPeers(ctx, bootstrap...)
+		n.AddPeers(bootstrap...)
 	}
 	if n.dht != nil {
 		if err := n.dht.Bootstrap(n.ctx); err != nil {
@@ -247,7 +247,7 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 
 // AddPeers dials the given peers in the background: bootstrap peers, and
 // the peers of a room that a relay hands out.
-func (n *Node) AddPeers(ctx context.Context, peers ...peer.AddrInfo) {
+func (n *Node) AddPeers(peers ...peer.AddrInfo) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
