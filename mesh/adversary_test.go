@@ -310,6 +310,7 @@ func TestSyncClientRefusesBadPeer(t *testing.T) {
 	vroom := join(t, victim, "general")
 	rc := receive(t, vroom)
 	connect(t, victim, liar)
+	waitMesh(t, []*Room{lroom, vroom})
 	id := publish(t, lroom, "stamped now")
 	waitFor(t, "the live copy", func() bool { return rc.has(id) })
 
