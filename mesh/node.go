@@ -78,14 +78,15 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		alloc:     protocol.SeqAllocator{Store: cfg.Store},
 		metrics:   m,
 		log:       log,
-		limits:    newPeerLimits(syncRate, syncBurst, cfg.now),
 		seen:      newSeenIDs(seenSize),
 		syncSlots: make(chan struct{}, maxSyncServed),
 		rooms:     make(map[string]*Room),
 		scores:    make(map[peer.ID]float64),
 		evidenceQ: make(chan store.Record, 64),
 	}
-	n.pens.now = cfg.now
+	// Every clock of the node is the one in n.cfg.
+	n.limits = newPeerLimits(syncRate, syncBurst, n.cfg.now)
+	n.pens.now = n.cfg.now
 	if err := cfg.Store.RestoreReplay(ctx, &n.guard); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}

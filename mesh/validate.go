@@ -28,6 +28,16 @@ func messageID(m *pb.Message) string {
 	return string(id[:])
 }
 
+// envelopeID returns the message's envelope ID. Gossipsub has computed it
+// with messageID before it calls the validator and keeps it in msg.ID, so
+// the hash is not taken twice on the hot path.
+func envelopeID(msg *pubsub.Message) protocol.ID {
+	if len(msg.ID) == len(protocol.ID{}) {
+		return protocol.ID([]byte(msg.ID))
+	}
+	return protocol.IDOf(msg.Data)
+}
+
 // verified is what the validator hands on with an accepted message, so that
 // nothing after it parses or verifies the envelope again.
 type verified struct {
@@ -58,7 +68,7 @@ func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pu
 	if len(msg.Data) > protocol.MaxEnvelopeSize {
 		return n.result(pubsub.ValidationReject, "size")
 	}
-	id := protocol.IDOf(msg.Data)
+	id := envelopeID(msg)
 	switch n.seen.claim(id) {
 	case accepted:
 		return n.forwardKnown(room, msg, id)
@@ -93,8 +103,12 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 		// Room.Publish signed this envelope a moment ago: no check needed.
 		env = v.env
 	} else {
+		// Parse, then Verify: ParseVerify would hash the bytes once more
+		// for an ID we already have.
 		n.metrics.verifications.Add(1)
-		env, _, err = protocol.ParseVerify(msg.Data)
+		if env, err = protocol.Parse(msg.Data); err == nil {
+			err = env.Verify()
+		}
 	}
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
