@@ -40,6 +40,20 @@ func textPayload(t testing.TB, nick, body string) []byte {
 	return b
 }
 
+// sameBytes returns a check that what parsed from b encodes back to exactly
+// b: one encoding per value. Use it as sameBytes(t, b)(v.MarshalBinary()).
+func sameBytes(t *testing.T, b []byte) func([]byte, error) {
+	return func(again []byte, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("a parsed value does not encode: %v", err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs from the input:\n in %q\nout %q", b, again)
+		}
+	}
+}
+
 // errorIsOneOf fails t unless err wraps one of the sentinels.
 func errorIsOneOf(t *testing.T, err error, sentinels ...error) {
 	t.Helper()
@@ -65,13 +79,7 @@ func FuzzEnvelope(f *testing.F) {
 			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion)
 			return
 		}
-		again, err := e.MarshalBinary()
-		if err != nil {
-			t.Fatalf("parsed envelope does not encode: %v", err)
-		}
-		if !bytes.Equal(again, b) {
-			t.Fatalf("re-encoding differs from the input:\n in %x\nout %x", b, again)
-		}
+		sameBytes(t, b)(e.MarshalBinary())
 		if e.ID() != protocol.IDOf(b) {
 			t.Fatal("ID() differs from the hash of the input")
 		}
@@ -124,10 +132,7 @@ func FuzzText(f *testing.F) {
 			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge)
 			return
 		}
-		again, err := txt.MarshalBinary()
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("re-encoding %x differs from input %x (%v)", again, b, err)
-		}
+		sameBytes(t, b)(txt.MarshalBinary())
 	})
 }
 
@@ -180,10 +185,7 @@ func FuzzContacts(f *testing.F) {
 			errorIsOneOf(t, err, identity.ErrMalformedContacts)
 			return
 		}
-		again, _ := c.MarshalText()
-		if !bytes.Equal(again, b) {
-			t.Fatalf("re-encoding differs:\n in %q\nout %q", b, again)
-		}
+		sameBytes(t, b)(c.MarshalText())
 	})
 }
 
@@ -206,10 +208,7 @@ func FuzzReplayState(f *testing.F) {
 			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge)
 			return
 		}
-		again, err := g.MarshalBinary()
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("re-encoding differs (%v):\n in %x\nout %x", err, b, again)
-		}
+		sameBytes(t, b)(g.MarshalBinary())
 	})
 }
 
@@ -262,10 +261,7 @@ func FuzzSyncRequest(f *testing.F) {
 			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion)
 			return
 		}
-		again, err := r.MarshalBinary()
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("re-encoding differs (%v):\n in %x\nout %x", err, b, again)
-		}
+		sameBytes(t, b)(r.MarshalBinary())
 	})
 }
 
@@ -280,9 +276,6 @@ func FuzzSyncResponse(f *testing.F) {
 			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion)
 			return
 		}
-		again, err := r.MarshalBinary()
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("re-encoding differs (%v):\n in %x\nout %x", err, b, again)
-		}
+		sameBytes(t, b)(r.MarshalBinary())
 	})
 }
