@@ -37,18 +37,24 @@ func (l *peerLimits) allow(p peer.ID) bool {
 	pl, ok := l.peers[p]
 	if !ok {
 		if len(l.peers) >= maxLimited {
-			var idlest peer.ID
-			var oldest time.Time
-			for id, x := range l.peers {
-				if idlest == "" || x.used.Before(oldest) {
-					idlest, oldest = id, x.used
-				}
-			}
-			delete(l.peers, idlest)
+			dropEarliest(l.peers, func(x *peerLimit) time.Time { return x.used })
 		}
 		pl = &peerLimit{lim: rate.NewLimiter(l.r, l.burst)}
 		l.peers[p] = pl
 	}
 	pl.used = now
 	return pl.lim.AllowN(now, 1)
+}
+
+// dropEarliest deletes the entry of m whose time is earliest: how the
+// node's per-peer tables stay bounded.
+func dropEarliest[V any](m map[peer.ID]V, at func(V) time.Time) {
+	var first peer.ID
+	var earliest time.Time
+	for id, v := range m {
+		if t := at(v); first == "" || t.Before(earliest) {
+			first, earliest = id, t
+		}
+	}
+	delete(m, first)
 }

@@ -63,14 +63,7 @@ func (p *penalties) add(id peer.ID) {
 		p.peers = make(map[peer.ID]penalty)
 	}
 	if _, ok := p.peers[id]; !ok && len(p.peers) >= maxPenalised {
-		var first peer.ID
-		var end time.Time
-		for q, pen := range p.peers {
-			if first == "" || pen.until.Before(end) {
-				first, end = q, pen.until
-			}
-		}
-		delete(p.peers, first)
+		dropEarliest(p.peers, func(pen penalty) time.Time { return pen.until })
 	}
 	pen := p.peers[id]
 	pen.count++
