@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,6 +217,7 @@ func connectAll(b *testing.B, n int, dial func(i, j int)) {
 // receiver takes them, at most throughputWindow ahead of it.
 func (bn *benchNet) throughput(b *testing.B) float64 {
 	ctx := context.Background()
+	cpu0 := cpuTime(b)
 	begin := time.Now()
 	sent := uint64(0)
 	// Wait for room in the window, woken by each arrival. A receiver that
@@ -261,6 +263,7 @@ func (bn *benchNet) throughput(b *testing.B) float64 {
 		}
 	}
 	bn.mu.Unlock()
+	cpu := cpuTime(b) - cpu0
 	elapsed := end.Sub(begin)
 	var delivered int64
 	for i := 1; i < bn.n; i++ {
@@ -269,6 +272,11 @@ func (bn *benchNet) throughput(b *testing.B) float64 {
 	b.ReportMetric(float64(delivered)/float64(bn.n-1)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(delivered)/elapsed.Seconds(), "deliveries/s")
 	b.ReportMetric(float64(int64(sent)*int64(bn.n-1)-delivered), "lost")
+	// CPU time of the whole process (every node) per delivery: the budget
+	// that decides throughput once both cores are busy.
+	if delivered > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(delivered), "cpu-µs/delivery")
+	}
 	if x := bn.extra(); x != nil {
 		b.ReportMetric(x["verifies"]/float64(delivered), "verifies/delivery")
 		b.ReportMetric(x["drops"], "drops")
@@ -405,4 +413,13 @@ func BenchmarkMesh(b *testing.B) {
 			})
 		}
 	}
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
