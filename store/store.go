@@ -34,14 +34,29 @@ type Store struct {
 	w      *sql.DB   // one connection: SQLite has one writer at a time
 	r      *sql.DB   // readers, concurrent with the writer under WAL
 	insert *sql.Stmt // the envelope insert, prepared once
+	sync   string    // the synchronous pragma of envelope commits
 }
+
+// Option changes how Open opens a database.
+type Option func(*options)
+
+type options struct{ sync string }
+
+// Durable makes every commit wait for the disk (synchronous=FULL): a
+// committed envelope survives a power cut. The relay, which acknowledges
+// what it commits, opens its store this way.
+func Durable() Option { return func(o *options) { o.sync = "FULL" } }
 
 // Open opens or creates the database at path and brings its schema up to
 // date.
-func Open(path string) (*Store, error) {
+func Open(path string, opts ...Option) (*Store, error) {
+	o := options{sync: "NORMAL"}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	dsn := func(extra string) string {
 		v := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(" + o.sync + ")", "busy_timeout(10000)", "foreign_keys(1)"} {
 			v.Add("_pragma", p)
 		}
 		if extra != "" {
@@ -54,7 +69,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	s := &Store{w: w}
+	s := &Store{w: w, sync: o.sync}
 	if err := s.migrate(); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -106,6 +121,27 @@ var migrations = []string{
 		room     TEXT PRIMARY KEY,
 		reserved INTEGER NOT NULL
 	) WITHOUT ROWID;`,
+	// A room's envelopes in commit order (the index holds the rowid):
+	// relay subscriptions read from a cursor with it.
+	`CREATE INDEX envelopes_room ON envelopes(room);`,
+	// The relay's access lists, invites and policy version (relay.go).
+	`CREATE TABLE relay_acl (
+		list  TEXT NOT NULL,    -- allow or ban
+		key   BLOB NOT NULL,    -- Ed25519 public key
+		note  TEXT NOT NULL,
+		added INTEGER NOT NULL, -- Unix ms
+		PRIMARY KEY (list, key)
+	) WITHOUT ROWID;
+	CREATE TABLE relay_invites (
+		hash    BLOB PRIMARY KEY, -- SHA-256 of the token: the token itself is never stored
+		note    TEXT NOT NULL,
+		expires INTEGER NOT NULL, -- Unix ms
+		uses    INTEGER NOT NULL  -- redemptions left
+	) WITHOUT ROWID;
+	CREATE TABLE relay_meta (
+		k TEXT PRIMARY KEY,
+		v BLOB NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 func (s *Store) migrate() error {
@@ -143,6 +179,10 @@ type Record struct {
 	Raw      []byte
 	Via      string
 	Received time.Time
+	// Pos is the envelope's position in this store: it grows with every
+	// new envelope, so a room's envelopes in Pos order are in the order
+	// they were committed (the relay's log order).
+	Pos int64
 }
 
 // Result says what Put did with one record.
@@ -164,7 +204,29 @@ const insertEnvelope = `INSERT OR IGNORE INTO envelopes
 // Put stores the records in one transaction and reports, per record,
 // whether it was new. It returns once the transaction is on disk.
 func (s *Store) Put(ctx context.Context, recs ...Record) ([]Result, error) {
-	res := make([]Result, len(recs))
+	out, err := s.Append(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]Result, len(out))
+	for i, o := range out {
+		res[i] = o.Result
+	}
+	return res, nil
+}
+
+// Appended is what Append did with one record.
+type Appended struct {
+	Result Result
+	// Pos is the stored envelope's position: of the new one when Stored,
+	// of the one stored before when Duplicate, 0 for an Equivocation.
+	Pos int64
+}
+
+// Append stores the records in one transaction, as Put does, and also
+// reports the position each one has.
+func (s *Store) Append(ctx context.Context, recs []Record) ([]Appended, error) {
+	res := make([]Appended, len(recs))
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: put: %w", err)
@@ -184,24 +246,31 @@ func (s *Store) Put(ctx context.Context, recs ...Record) ([]Result, error) {
 		if n, err := out.RowsAffected(); err != nil {
 			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 		} else if n == 1 {
-			res[i] = Stored
+			pos, err := out.LastInsertId()
+			if err != nil {
+				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
+			}
+			res[i] = Appended{Stored, pos}
 			continue
 		}
-		var existing []byte
-		err = tx.QueryRowContext(ctx, `SELECT id FROM envelopes WHERE sender = ? AND room = ? AND seq = ?`,
-			r.Env.Sender.Bytes(), r.Env.Room, int64(r.Env.Seq)).Scan(&existing)
+		var (
+			existing []byte
+			pos      int64
+		)
+		err = tx.QueryRowContext(ctx, `SELECT id, rowid FROM envelopes WHERE sender = ? AND room = ? AND seq = ?`,
+			r.Env.Sender.Bytes(), r.Env.Room, int64(r.Env.Seq)).Scan(&existing, &pos)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 		case protocol.ID(existing) == r.ID:
-			res[i] = Duplicate
+			res[i] = Appended{Duplicate, pos}
 		default:
 			_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO equivocations (first_id, second, seen) VALUES (?, ?, ?)`,
 				existing, r.Raw, r.Received.UnixMilli())
 			if err != nil {
 				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 			}
-			res[i] = Equivocation
+			res[i] = Appended{Result: Equivocation}
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -226,7 +295,7 @@ func (s *Store) Has(ctx context.Context, id protocol.ID) (bool, error) {
 // Get returns the envelope with ID id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id protocol.ID) (Record, error) {
 	return s.one(ctx, "envelope "+id.String(),
-		`SELECT raw, via, received FROM envelopes WHERE id = ?`, id[:])
+		`SELECT rowid, raw, via, received FROM envelopes WHERE id = ?`, id[:])
 }
 
 // one returns the first record a query selects, or ErrNotFound naming what.
@@ -273,7 +342,7 @@ func (s *Store) Range(ctx context.Context, room string, since, until int64, afte
 	if after.Time < since {
 		after = Cursor{Time: since}
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM envelopes
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, raw, via, received FROM envelopes
 		WHERE room = ? AND time < ? AND (time > ? OR (time = ? AND id > ?))
 		ORDER BY time, id LIMIT ?`,
 		room, until, after.Time, after.Time, after.ID[:], limit)
@@ -283,11 +352,39 @@ func (s *Store) Range(ctx context.Context, room string, since, until int64, afte
 	return scan(rows)
 }
 
+// After returns up to limit envelopes of room with a position above pos,
+// in position order: the order they were committed.
+func (s *Store) After(ctx context.Context, room string, pos int64, limit int) ([]Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, raw, via, received FROM envelopes
+		WHERE room = ? AND rowid > ? ORDER BY rowid LIMIT ?`, room, pos, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s after %d: %w", room, pos, err)
+	}
+	return scan(rows)
+}
+
+// Position returns the room and position of the envelope with ID id, or
+// ErrNotFound.
+func (s *Store) Position(ctx context.Context, id protocol.ID) (string, int64, error) {
+	var (
+		room string
+		pos  int64
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT room, rowid FROM envelopes WHERE id = ?`, id[:]).Scan(&room, &pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, fmt.Errorf("%w: envelope %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("store: position of %s: %w", id, err)
+	}
+	return room, pos, nil
+}
+
 // History returns the last limit envelopes of room in display order:
 // Lamport clock, then time, then ID.
 func (s *Store) History(ctx context.Context, room string, limit int) ([]Record, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT raw, via, received FROM (
-		SELECT raw, via, received, lamport, time, id FROM envelopes WHERE room = ?
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, raw, via, received FROM (
+		SELECT rowid, raw, via, received, lamport, time, id FROM envelopes WHERE room = ?
 		ORDER BY lamport DESC, time DESC, id DESC LIMIT ?) ORDER BY lamport, time, id`, room, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: history of %s: %w", room, err)
@@ -299,7 +396,7 @@ func (s *Store) History(ctx context.Context, room string, limit int) ([]Record, 
 // has in room, or ErrNotFound: where the sender's hash chain continues.
 func (s *Store) Last(ctx context.Context, sender identity.PublicKey, room string) (Record, error) {
 	return s.one(ctx, fmt.Sprintf("last envelope of %s in %s", sender.ShortFingerprint(), room),
-		`SELECT raw, via, received FROM envelopes WHERE sender = ? AND room = ? ORDER BY seq DESC LIMIT 1`,
+		`SELECT rowid, raw, via, received FROM envelopes WHERE sender = ? AND room = ? ORDER BY seq DESC LIMIT 1`,
 		sender.Bytes(), room)
 }
 
@@ -307,7 +404,7 @@ func (s *Store) Last(ctx context.Context, sender identity.PublicKey, room string
 // below seq, or ErrNotFound.
 func (s *Store) Before(ctx context.Context, sender identity.PublicKey, room string, seq uint64) (Record, error) {
 	return s.one(ctx, fmt.Sprintf("envelope of %s in %s before %d", sender.ShortFingerprint(), room, seq),
-		`SELECT raw, via, received FROM envelopes WHERE sender = ? AND room = ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
+		`SELECT rowid, raw, via, received FROM envelopes WHERE sender = ? AND room = ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
 		sender.Bytes(), room, int64(seq))
 }
 
@@ -385,7 +482,10 @@ func (s *Store) RestoreReplay(ctx context.Context, g *protocol.ReplayGuard) erro
 
 // Prune deletes the envelopes received before cutoff and returns how many.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE received < ?`, cutoff.UnixMilli())
+	// The newest envelope stays, so that positions never go back to 1 and
+	// a position is never reused.
+	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE received < ?
+		AND rowid < (SELECT max(rowid) FROM envelopes)`, cutoff.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("store: prune: %w", err)
 	}
@@ -423,7 +523,7 @@ func (s *Store) Reserve(room string, n uint64) error {
 	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
 		return fmt.Errorf("store: reserve sequence numbers of %s: %w", room, err)
 	}
-	defer conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`)
+	defer conn.ExecContext(ctx, `PRAGMA synchronous = `+s.sync)
 	_, err = conn.ExecContext(ctx, `INSERT INTO seq_reservations (room, reserved) VALUES (?, ?)
 		ON CONFLICT (room) DO UPDATE SET reserved = max(reserved, excluded.reserved)`, room, int64(n))
 	if err != nil {
@@ -440,7 +540,7 @@ func scan(rows *sql.Rows) ([]Record, error) {
 			r        Record
 			received int64
 		)
-		if err := rows.Scan(&r.Raw, &r.Via, &received); err != nil {
+		if err := rows.Scan(&r.Pos, &r.Raw, &r.Via, &received); err != nil {
 			return nil, fmt.Errorf("store: read: %w", err)
 		}
 		e, err := protocol.Parse(r.Raw)

@@ -1,0 +1,648 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
+)
+
+// Relay frames: what a client and a relay say to each other over QUIC
+// streams. Every frame is a 1-byte type, a 4-byte big-endian body length
+// and the body; docs/relay-protocol.md gives each body's layout. The
+// parsers here are strict: a body has exactly one valid encoding, and
+// trailing bytes, short fields, out-of-range values and unknown types are
+// errors. The frame header is read by the transport (relay/), which must
+// check the length against MaxFrameBody before it reads the body.
+
+// RelayALPN is the TLS application protocol of this version of the relay
+// protocol. A relay that speaks another version fails the handshake.
+const RelayALPN = "parley-relay/1"
+
+// FrameHeaderSize is the size of a frame header: type and body length.
+const FrameHeaderSize = 5
+
+// MaxFrameBody is the largest body any frame may have: an envelope of the
+// maximum size with room to spare. The transport refuses a longer one
+// before reading it.
+const MaxFrameBody = MaxEnvelopeSize + 1024
+
+// Limits of the list frames.
+const (
+	MaxFetchIDs      = 256 // IDs in one FetchIDs
+	MaxFetchLimit    = MaxSyncPage
+	MaxPeerAddrs     = 64  // addresses in one Peers frame
+	MaxPeerAddrLen   = 512 // bytes of one address
+	MaxErrorMessage  = 512 // bytes of an error's text
+	MaxRelayVersions = 16
+	MaxInviteToken   = 64 // bytes of an invite token
+)
+
+// FrameType says what a frame's body holds.
+type FrameType uint8
+
+// The frame types. Requests go from client to relay, the rest back.
+const (
+	FramePublish      FrameType = 1  // request: an envelope to store and pass on
+	FrameAck          FrameType = 2  // a publish is committed
+	FrameNack         FrameType = 3  // a publish was refused
+	FrameError        FrameType = 4  // the stream ends with an error
+	FrameSubscribe    FrameType = 5  // request: a room's history from a cursor, then live
+	FrameEnvelope     FrameType = 6  // one envelope, as stored
+	FrameLive         FrameType = 7  // a subscription's history is done; live from here
+	FrameFetchRange   FrameType = 8  // request: a room's envelopes in a time range
+	FrameFetchIDs     FrameType = 9  // request: envelopes by ID
+	FrameEnd          FrameType = 10 // a fetch is done
+	FramePeersRequest FrameType = 11 // request: mesh addresses of a room's peers
+	FramePeers        FrameType = 12
+	FrameInfoRequest  FrameType = 13 // request: the relay's versions, limits and policy
+	FrameInfo         FrameType = 14
+	FrameRedeem       FrameType = 15 // request: join the allow list with an invite token
+	FrameRedeemed     FrameType = 16 // the invite worked
+)
+
+var frameNames = [...]string{
+	FramePublish: "publish", FrameAck: "ack", FrameNack: "nack", FrameError: "error",
+	FrameSubscribe: "subscribe", FrameEnvelope: "envelope", FrameLive: "live",
+	FrameFetchRange: "fetch-range", FrameFetchIDs: "fetch-ids", FrameEnd: "end",
+	FramePeersRequest: "peers-request", FramePeers: "peers",
+	FrameInfoRequest: "info-request", FrameInfo: "info",
+	FrameRedeem: "redeem", FrameRedeemed: "redeemed",
+}
+
+// Known reports whether t is a frame type of this protocol version.
+func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameRedeemed }
+
+func (t FrameType) String() string {
+	if t.Known() {
+		return frameNames[t]
+	}
+	return fmt.Sprintf("frame(%d)", uint8(t))
+}
+
+// ErrBadFrame: a frame that does not parse.
+var ErrBadFrame = errors.New("protocol: malformed frame")
+
+func badFrame(t FrameType, why string) error {
+	return fmt.Errorf("%w: %s: %s", ErrBadFrame, t, why)
+}
+
+// AppendFrame appends a frame of type t with body to dst.
+func AppendFrame(dst []byte, t FrameType, body []byte) []byte {
+	dst = append(dst, byte(t))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(body)))
+	return append(dst, body...)
+}
+
+// ParseFrameHeader returns a header's type and body length. It refuses an
+// unknown type and a body longer than MaxFrameBody, so the caller never
+// reads or allocates for one.
+func ParseFrameHeader(h [FrameHeaderSize]byte) (FrameType, int, error) {
+	t := FrameType(h[0])
+	if !t.Known() {
+		return t, 0, fmt.Errorf("%w: unknown type %d", ErrBadFrame, h[0])
+	}
+	n := binary.BigEndian.Uint32(h[1:])
+	if n > MaxFrameBody {
+		return t, 0, fmt.Errorf("%w: %s: body of %d bytes, limit %d", ErrBadFrame, t, n, MaxFrameBody)
+	}
+	return t, int(n), nil
+}
+
+// ErrorCode says why the relay refused something. The same codes close
+// streams and connections (as QUIC application error codes).
+type ErrorCode uint16
+
+// The error codes; docs/relay-protocol.md says when each is sent.
+const (
+	CodeOK            ErrorCode = 0  // no error: a normal close
+	CodeBadFrame      ErrorCode = 1  // a frame that does not parse, or of the wrong type here
+	CodeTooLarge      ErrorCode = 2  // a frame or envelope over the limit
+	CodeBadEnvelope   ErrorCode = 3  // an envelope that does not parse or verify
+	CodeNotSender     ErrorCode = 4  // the envelope's sender is not the connection's identity
+	CodeForbidden     ErrorCode = 5  // the policy refuses this
+	CodeRateLimited   ErrorCode = 6  // over the rate; retry later
+	CodeEquivocation  ErrorCode = 7  // another envelope has this sender, room and number
+	CodeStale         ErrorCode = 8  // the envelope's time is outside the accepted skew
+	CodeUnknownCursor ErrorCode = 9  // the subscription's cursor is not a stored envelope of the room
+	CodeSlowConsumer  ErrorCode = 10 // the client did not read fast enough
+	CodeShuttingDown  ErrorCode = 11 // the relay is stopping; reconnect later
+	CodeInternal      ErrorCode = 12 // the relay failed; nothing was committed
+	CodeNotAllowed    ErrorCode = 13 // the identity may not connect (allow list, invite)
+	CodeBanned        ErrorCode = 14 // the identity is banned
+	CodeTooMany       ErrorCode = 15 // too many connections or streams
+	CodeUnsupported   ErrorCode = 16 // a newer version or an unknown kind
+	CodeIdle          ErrorCode = 17 // closed for being idle
+)
+
+var codeNames = [...]string{
+	CodeOK: "ok", CodeBadFrame: "bad frame", CodeTooLarge: "too large",
+	CodeBadEnvelope: "bad envelope", CodeNotSender: "not the sender",
+	CodeForbidden: "forbidden", CodeRateLimited: "rate limited",
+	CodeEquivocation: "equivocation", CodeStale: "stale",
+	CodeUnknownCursor: "unknown cursor", CodeSlowConsumer: "slow consumer",
+	CodeShuttingDown: "shutting down", CodeInternal: "internal error",
+	CodeNotAllowed: "not allowed", CodeBanned: "banned", CodeTooMany: "too many",
+	CodeUnsupported: "unsupported", CodeIdle: "idle",
+}
+
+func (c ErrorCode) String() string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return fmt.Sprintf("code %d", uint16(c))
+}
+
+// RelayError is an error the relay sent: a Nack, an Error frame, or the
+// code a stream or connection was closed with.
+type RelayError struct {
+	Code    ErrorCode
+	Message string
+}
+
+func (e *RelayError) Error() string {
+	if e.Message == "" {
+		return "relay: " + e.Code.String()
+	}
+	return "relay: " + e.Code.String() + ": " + e.Message
+}
+
+// Is makes errors.Is(err, &RelayError{Code: c}) match any RelayError with
+// code c.
+func (e *RelayError) Is(target error) bool {
+	t, ok := target.(*RelayError)
+	return ok && t.Code == e.Code
+}
+
+func addText(b *cryptobyte.Builder, s string) {
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(s)) })
+}
+
+func readText(s *cryptobyte.String, max int, out *string) bool {
+	var v cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&v) || len(v) > max || !utf8.Valid(v) {
+		return false
+	}
+	for _, r := range string(v) {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	*out = string(v)
+	return true
+}
+
+func addRoom(b *cryptobyte.Builder, room string) {
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(room)) })
+}
+
+func readRoom(s *cryptobyte.String, out *string) bool {
+	var v cryptobyte.String
+	if !s.ReadUint8LengthPrefixed(&v) || ValidRoom(string(v)) != nil {
+		return false
+	}
+	*out = string(v)
+	return true
+}
+
+func readID(s *cryptobyte.String, id *ID) bool { return s.CopyBytes(id[:]) }
+
+func build(f func(*cryptobyte.Builder)) []byte {
+	b := cryptobyte.NewBuilder(nil)
+	f(b)
+	return b.BytesOrPanic()
+}
+
+// AckStatus says what a committed publish was.
+type AckStatus uint8
+
+const (
+	// AckStored: the envelope is new and committed.
+	AckStored AckStatus = 1
+	// AckDuplicate: the relay had committed this envelope before; a
+	// client that resends after a lost acknowledgement gets this.
+	AckDuplicate AckStatus = 2
+)
+
+// Ack acknowledges a publish once the envelope is committed to disk.
+type Ack struct {
+	ID     ID
+	Status AckStatus
+	// Pos is the envelope's position in the relay's log: the order in
+	// which subscribers get it.
+	Pos uint64
+	// Time is when the relay committed it, Unix ms.
+	Time int64
+}
+
+func (a *Ack) MarshalBinary() ([]byte, error) {
+	return build(func(b *cryptobyte.Builder) {
+		b.AddBytes(a.ID[:])
+		b.AddUint8(uint8(a.Status))
+		b.AddUint64(a.Pos)
+		b.AddUint64(uint64(a.Time))
+	}), nil
+}
+
+// ParseAck parses an Ack body.
+func ParseAck(body []byte) (*Ack, error) {
+	s := cryptobyte.String(body)
+	var a Ack
+	var status uint8
+	var t uint64
+	if !readID(&s, &a.ID) || !s.ReadUint8(&status) || !s.ReadUint64(&a.Pos) || !s.ReadUint64(&t) || !s.Empty() {
+		return nil, badFrame(FrameAck, "bad layout")
+	}
+	a.Status, a.Time = AckStatus(status), int64(t)
+	if a.Status != AckStored && a.Status != AckDuplicate {
+		return nil, badFrame(FrameAck, "unknown status")
+	}
+	if a.Time < 0 || a.Pos == 0 || a.Pos > 1<<63-1 {
+		return nil, badFrame(FrameAck, "position or time out of range")
+	}
+	return &a, nil
+}
+
+// Nack refuses one publish: the envelope with ID (the hash of the bytes
+// sent, even if they do not parse) was not committed.
+type Nack struct {
+	ID  ID
+	Err RelayError
+}
+
+func (n *Nack) MarshalBinary() ([]byte, error) {
+	if err := checkError(&n.Err); err != nil {
+		return nil, err
+	}
+	return build(func(b *cryptobyte.Builder) {
+		b.AddBytes(n.ID[:])
+		b.AddUint16(uint16(n.Err.Code))
+		addText(b, n.Err.Message)
+	}), nil
+}
+
+// ParseNack parses a Nack body.
+func ParseNack(body []byte) (*Nack, error) {
+	s := cryptobyte.String(body)
+	var n Nack
+	var code uint16
+	if !readID(&s, &n.ID) || !s.ReadUint16(&code) || !readText(&s, MaxErrorMessage, &n.Err.Message) || !s.Empty() {
+		return nil, badFrame(FrameNack, "bad layout")
+	}
+	n.Err.Code = ErrorCode(code)
+	if n.Err.Code == CodeOK {
+		return nil, badFrame(FrameNack, "code 0")
+	}
+	return &n, nil
+}
+
+func checkError(e *RelayError) error {
+	if len(e.Message) > MaxErrorMessage {
+		return fmt.Errorf("protocol: error message of %d bytes, limit %d", len(e.Message), MaxErrorMessage)
+	}
+	var s string
+	b := build(func(b *cryptobyte.Builder) { addText(b, e.Message) })
+	str := cryptobyte.String(b)
+	if !readText(&str, MaxErrorMessage, &s) {
+		return errors.New("protocol: error message is not printable UTF-8")
+	}
+	return nil
+}
+
+// MarshalErrorFrame encodes an Error frame's body.
+func MarshalErrorFrame(e *RelayError) ([]byte, error) {
+	if err := checkError(e); err != nil {
+		return nil, err
+	}
+	return build(func(b *cryptobyte.Builder) {
+		b.AddUint16(uint16(e.Code))
+		addText(b, e.Message)
+	}), nil
+}
+
+// ParseErrorFrame parses an Error frame's body.
+func ParseErrorFrame(body []byte) (*RelayError, error) {
+	s := cryptobyte.String(body)
+	var e RelayError
+	var code uint16
+	if !s.ReadUint16(&code) || !readText(&s, MaxErrorMessage, &e.Message) || !s.Empty() {
+		return nil, badFrame(FrameError, "bad layout")
+	}
+	e.Code = ErrorCode(code)
+	return &e, nil
+}
+
+// Subscribe asks for a room's envelopes after Cursor (exclusive; the
+// zero ID: from the oldest the relay keeps), in the relay's log order,
+// then for each new one as it is committed. A Live frame marks the switch.
+type Subscribe struct {
+	Room   string
+	Cursor ID
+}
+
+func (m *Subscribe) MarshalBinary() ([]byte, error) {
+	if err := ValidRoom(m.Room); err != nil {
+		return nil, err
+	}
+	return build(func(b *cryptobyte.Builder) {
+		addRoom(b, m.Room)
+		b.AddBytes(m.Cursor[:])
+	}), nil
+}
+
+// ParseSubscribe parses a Subscribe body.
+func ParseSubscribe(body []byte) (*Subscribe, error) {
+	s := cryptobyte.String(body)
+	var m Subscribe
+	if !readRoom(&s, &m.Room) || !readID(&s, &m.Cursor) || !s.Empty() {
+		return nil, badFrame(FrameSubscribe, "bad layout")
+	}
+	return &m, nil
+}
+
+// FetchRange asks for a room's envelopes with Since <= time < Until (the
+// sender's clock, Unix ms), ordered by time then ID, at most Limit, and
+// after (time, ID) = (Since, After) when After is not zero: the cursor of
+// the next page. The relay answers with Envelope frames and an End.
+type FetchRange struct {
+	Room         string
+	Since, Until int64
+	After        ID
+	Limit        uint16
+}
+
+func (m *FetchRange) MarshalBinary() ([]byte, error) {
+	if err := ValidRoom(m.Room); err != nil {
+		return nil, err
+	}
+	return build(func(b *cryptobyte.Builder) {
+		addRoom(b, m.Room)
+		b.AddUint64(uint64(m.Since))
+		b.AddUint64(uint64(m.Until))
+		b.AddBytes(m.After[:])
+		b.AddUint16(m.Limit)
+	}), nil
+}
+
+// ParseFetchRange parses a FetchRange body.
+func ParseFetchRange(body []byte) (*FetchRange, error) {
+	s := cryptobyte.String(body)
+	var m FetchRange
+	var since, until uint64
+	if !readRoom(&s, &m.Room) || !s.ReadUint64(&since) || !s.ReadUint64(&until) ||
+		!readID(&s, &m.After) || !s.ReadUint16(&m.Limit) || !s.Empty() {
+		return nil, badFrame(FrameFetchRange, "bad layout")
+	}
+	m.Since, m.Until = int64(since), int64(until)
+	if m.Since < 0 || m.Until < m.Since || m.Limit == 0 || m.Limit > MaxFetchLimit {
+		return nil, badFrame(FrameFetchRange, "range or limit out of bounds")
+	}
+	return &m, nil
+}
+
+// FetchIDs asks for envelopes by ID, in any room the client may read;
+// the relay answers with an Envelope frame for each it has, in the order
+// asked, and an End. A client confirms its message is stored this way.
+type FetchIDs struct {
+	IDs []ID
+}
+
+func (m *FetchIDs) MarshalBinary() ([]byte, error) {
+	if len(m.IDs) == 0 || len(m.IDs) > MaxFetchIDs {
+		return nil, fmt.Errorf("protocol: %d IDs in a fetch, want 1 to %d", len(m.IDs), MaxFetchIDs)
+	}
+	return build(func(b *cryptobyte.Builder) {
+		b.AddUint16(uint16(len(m.IDs)))
+		for _, id := range m.IDs {
+			b.AddBytes(id[:])
+		}
+	}), nil
+}
+
+// ParseFetchIDs parses a FetchIDs body.
+func ParseFetchIDs(body []byte) (*FetchIDs, error) {
+	s := cryptobyte.String(body)
+	var n uint16
+	if !s.ReadUint16(&n) || n == 0 || n > MaxFetchIDs || len(s) != int(n)*len(ID{}) {
+		return nil, badFrame(FrameFetchIDs, "bad layout")
+	}
+	m := &FetchIDs{IDs: make([]ID, n)}
+	for i := range m.IDs {
+		readID(&s, &m.IDs[i])
+	}
+	return m, nil
+}
+
+// End closes a fetch. More says the range had more envelopes than the
+// limit: ask again after the last one received.
+type End struct {
+	More bool
+}
+
+func (m *End) MarshalBinary() ([]byte, error) {
+	if m.More {
+		return []byte{1}, nil
+	}
+	return []byte{0}, nil
+}
+
+// ParseEnd parses an End body.
+func ParseEnd(body []byte) (*End, error) {
+	if len(body) != 1 || body[0] > 1 {
+		return nil, badFrame(FrameEnd, "bad layout")
+	}
+	return &End{More: body[0] == 1}, nil
+}
+
+// PeersRequest asks for the mesh addresses of peers in a room.
+type PeersRequest struct {
+	Room string
+}
+
+func (m *PeersRequest) MarshalBinary() ([]byte, error) {
+	if err := ValidRoom(m.Room); err != nil {
+		return nil, err
+	}
+	return build(func(b *cryptobyte.Builder) { addRoom(b, m.Room) }), nil
+}
+
+// ParsePeersRequest parses a PeersRequest body.
+func ParsePeersRequest(body []byte) (*PeersRequest, error) {
+	s := cryptobyte.String(body)
+	var m PeersRequest
+	if !readRoom(&s, &m.Room) || !s.Empty() {
+		return nil, badFrame(FramePeersRequest, "bad layout")
+	}
+	return &m, nil
+}
+
+// Peers lists libp2p multiaddrs, each ending in /p2p/<peer ID>, of peers
+// in a room, the relay's own mesh node first. They are text here; the
+// client parses them with the multiaddr library before it dials.
+type Peers struct {
+	Addrs []string
+}
+
+func (m *Peers) MarshalBinary() ([]byte, error) {
+	if len(m.Addrs) > MaxPeerAddrs {
+		return nil, fmt.Errorf("protocol: %d peer addresses, limit %d", len(m.Addrs), MaxPeerAddrs)
+	}
+	for _, a := range m.Addrs {
+		if !validAddr(a) {
+			return nil, fmt.Errorf("protocol: peer address %q is not a multiaddr string", a)
+		}
+	}
+	return build(func(b *cryptobyte.Builder) {
+		b.AddUint8(uint8(len(m.Addrs)))
+		for _, a := range m.Addrs {
+			addText(b, a)
+		}
+	}), nil
+}
+
+func validAddr(a string) bool {
+	if len(a) == 0 || len(a) > MaxPeerAddrLen || a[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if a[i] <= 0x20 || a[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ParsePeers parses a Peers body.
+func ParsePeers(body []byte) (*Peers, error) {
+	s := cryptobyte.String(body)
+	var n uint8
+	if !s.ReadUint8(&n) || n > MaxPeerAddrs {
+		return nil, badFrame(FramePeers, "bad count")
+	}
+	m := &Peers{Addrs: make([]string, 0, n)}
+	for range n {
+		var a string
+		if !readText(&s, MaxPeerAddrLen, &a) || !validAddr(a) {
+			return nil, badFrame(FramePeers, "bad address")
+		}
+		m.Addrs = append(m.Addrs, a)
+	}
+	if !s.Empty() {
+		return nil, badFrame(FramePeers, "trailing bytes")
+	}
+	return m, nil
+}
+
+// PolicyMode is how a relay decides who may connect.
+type PolicyMode uint8
+
+const (
+	PolicyOpen      PolicyMode = 1 // anyone not banned
+	PolicyAllowList PolicyMode = 2 // only identities on the allow list
+	PolicyInvite    PolicyMode = 3 // the allow list, which invite tokens join
+)
+
+func (m PolicyMode) String() string {
+	switch m {
+	case PolicyOpen:
+		return "open"
+	case PolicyAllowList:
+		return "allowlist"
+	case PolicyInvite:
+		return "invite"
+	}
+	return fmt.Sprintf("policy(%d)", uint8(m))
+}
+
+// ParsePolicyMode parses "open", "allowlist" or "invite".
+func ParsePolicyMode(s string) (PolicyMode, error) {
+	for _, m := range []PolicyMode{PolicyOpen, PolicyAllowList, PolicyInvite} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("protocol: unknown policy %q (want open, allowlist or invite)", s)
+}
+
+// Info describes a relay: what it speaks, its limits, its policy.
+type Info struct {
+	Versions      []uint8 // envelope versions it accepts
+	MaxEnvelope   uint32  // bytes
+	PublishRate   uint32  // envelopes per second per identity
+	PublishBurst  uint32
+	RetentionDays uint32 // how long history is kept; 0: no age limit
+	Policy        PolicyMode
+	PolicyVersion uint64
+}
+
+func (m *Info) MarshalBinary() ([]byte, error) {
+	if len(m.Versions) == 0 || len(m.Versions) > MaxRelayVersions {
+		return nil, fmt.Errorf("protocol: %d versions in info, want 1 to %d", len(m.Versions), MaxRelayVersions)
+	}
+	return build(func(b *cryptobyte.Builder) {
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(m.Versions) })
+		b.AddUint32(m.MaxEnvelope)
+		b.AddUint32(m.PublishRate)
+		b.AddUint32(m.PublishBurst)
+		b.AddUint32(m.RetentionDays)
+		b.AddUint8(uint8(m.Policy))
+		b.AddUint64(m.PolicyVersion)
+	}), nil
+}
+
+// ParseInfo parses an Info body.
+func ParseInfo(body []byte) (*Info, error) {
+	s := cryptobyte.String(body)
+	var m Info
+	var versions cryptobyte.String
+	var mode uint8
+	if !s.ReadUint8LengthPrefixed(&versions) || !s.ReadUint32(&m.MaxEnvelope) || !s.ReadUint32(&m.PublishRate) ||
+		!s.ReadUint32(&m.PublishBurst) || !s.ReadUint32(&m.RetentionDays) || !s.ReadUint8(&mode) ||
+		!s.ReadUint64(&m.PolicyVersion) || !s.Empty() {
+		return nil, badFrame(FrameInfo, "bad layout")
+	}
+	if len(versions) == 0 || len(versions) > MaxRelayVersions {
+		return nil, badFrame(FrameInfo, "bad version list")
+	}
+	m.Versions = append([]uint8(nil), versions...)
+	m.Policy = PolicyMode(mode)
+	if m.Policy < PolicyOpen || m.Policy > PolicyInvite {
+		return nil, badFrame(FrameInfo, "unknown policy")
+	}
+	return &m, nil
+}
+
+// Redeem presents an invite token: printable ASCII, at most
+// MaxInviteToken bytes. The relay answers Redeemed or an Error.
+type Redeem struct {
+	Token string
+}
+
+func (m *Redeem) MarshalBinary() ([]byte, error) {
+	if !validToken(m.Token) {
+		return nil, errors.New("protocol: invite token is not 1 to 64 printable ASCII bytes")
+	}
+	return []byte(m.Token), nil
+}
+
+func validToken(t string) bool {
+	if len(t) == 0 || len(t) > MaxInviteToken {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] <= 0x20 || t[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseRedeem parses a Redeem body.
+func ParseRedeem(body []byte) (*Redeem, error) {
+	if !validToken(string(body)) {
+		return nil, badFrame(FrameRedeem, "bad token")
+	}
+	return &Redeem{Token: string(body)}, nil
+}

@@ -1,0 +1,223 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+)
+
+// The relay's policy data: who is allowed and who is banned (changed by
+// the operator's commands), invite tokens, and the policy version, which
+// grows with every change so that every decision can name the policy it
+// applied.
+
+// ACL lists.
+const (
+	ListAllow = "allow"
+	ListBan   = "ban"
+)
+
+// ACLEntry is one identity on an access list.
+type ACLEntry struct {
+	List  string
+	Key   identity.PublicKey
+	Note  string
+	Added time.Time
+}
+
+// ErrBadInvite: the invite token is unknown, used up or expired.
+var ErrBadInvite = errors.New("store: invite token is unknown, used up or expired")
+
+func checkList(list string) error {
+	if list != ListAllow && list != ListBan {
+		return fmt.Errorf("store: unknown access list %q", list)
+	}
+	return nil
+}
+
+// ACL returns every entry of every access list.
+func (s *Store) ACL(ctx context.Context) ([]ACLEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT list, key, note, added FROM relay_acl ORDER BY list, added, key`)
+	if err != nil {
+		return nil, fmt.Errorf("store: access lists: %w", err)
+	}
+	defer rows.Close()
+	var out []ACLEntry
+	for rows.Next() {
+		var (
+			e     ACLEntry
+			key   []byte
+			added int64
+		)
+		if err := rows.Scan(&e.List, &key, &e.Note, &added); err != nil {
+			return nil, fmt.Errorf("store: access lists: %w", err)
+		}
+		if e.Key, err = identity.PublicKeyFromBytes(key); err != nil {
+			return nil, fmt.Errorf("store: access lists: stored key: %w", err)
+		}
+		e.Added = time.UnixMilli(added)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// AddACL puts key on list (replacing its note if it is there) and returns
+// the new policy version.
+func (s *Store) AddACL(ctx context.Context, list string, key identity.PublicKey, note string, now time.Time) (uint64, error) {
+	if err := checkList(list); err != nil {
+		return 0, err
+	}
+	return s.policyChange(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO relay_acl (list, key, note, added) VALUES (?, ?, ?, ?)
+			ON CONFLICT (list, key) DO UPDATE SET note = excluded.note`, list, key.Bytes(), note, now.UnixMilli())
+		return err
+	})
+}
+
+// RemoveACL takes key off list. It returns the new policy version, and
+// false if key was not on the list (then nothing changed).
+func (s *Store) RemoveACL(ctx context.Context, list string, key identity.PublicKey) (uint64, bool, error) {
+	if err := checkList(list); err != nil {
+		return 0, false, err
+	}
+	var removed bool
+	v, err := s.policyChange(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM relay_acl WHERE list = ? AND key = ?`, list, key.Bytes())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		removed = n > 0
+		if !removed {
+			return errNoChange
+		}
+		return err
+	})
+	if errors.Is(err, errNoChange) {
+		v, err = s.PolicyVersion(ctx)
+	}
+	return v, removed, err
+}
+
+// AddInvite stores an invite: the SHA-256 hash of its token, valid until
+// expires for uses redemptions.
+func (s *Store) AddInvite(ctx context.Context, hash [32]byte, note string, expires time.Time, uses int) (uint64, error) {
+	if uses < 1 {
+		return 0, fmt.Errorf("store: invite with %d uses", uses)
+	}
+	return s.policyChange(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO relay_invites (hash, note, expires, uses) VALUES (?, ?, ?, ?)`,
+			hash[:], note, expires.UnixMilli(), uses)
+		return err
+	})
+}
+
+// RedeemInvite uses the invite whose token hashes to hash: key joins the
+// allow list, in the same transaction. It returns ErrBadInvite for an
+// unknown, used-up or expired invite.
+func (s *Store) RedeemInvite(ctx context.Context, hash [32]byte, key identity.PublicKey, now time.Time) (uint64, error) {
+	return s.policyChange(ctx, func(tx *sql.Tx) error {
+		var (
+			note    string
+			expires int64
+			uses    int
+		)
+		err := tx.QueryRowContext(ctx, `SELECT note, expires, uses FROM relay_invites WHERE hash = ?`, hash[:]).Scan(&note, &expires, &uses)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && (uses < 1 || now.UnixMilli() >= expires)) {
+			return ErrBadInvite
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE relay_invites SET uses = uses - 1 WHERE hash = ?`, hash[:]); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO relay_acl (list, key, note, added) VALUES (?, ?, ?, ?)
+			ON CONFLICT (list, key) DO NOTHING`, ListAllow, key.Bytes(), "invite: "+note, now.UnixMilli())
+		return err
+	})
+}
+
+// PolicyVersion returns the policy version: 0 until the first change.
+func (s *Store) PolicyVersion(ctx context.Context) (uint64, error) {
+	return policyVersion(ctx, s.r.QueryRowContext)
+}
+
+// NotePolicyConfig records the hash of the policy part of the relay's
+// configuration; when it differs from the one recorded, that is a policy
+// change and the version grows. It returns the version.
+func (s *Store) NotePolicyConfig(ctx context.Context, hash []byte) (uint64, error) {
+	v, err := s.policyChange(ctx, func(tx *sql.Tx) error {
+		var old []byte
+		err := tx.QueryRowContext(ctx, `SELECT v FROM relay_meta WHERE k = 'policy_config'`).Scan(&old)
+		if err == nil && bytes.Equal(old, hash) {
+			return errNoChange
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO relay_meta (k, v) VALUES ('policy_config', ?)
+			ON CONFLICT (k) DO UPDATE SET v = excluded.v`, hash)
+		return err
+	})
+	if errors.Is(err, errNoChange) {
+		return s.PolicyVersion(ctx)
+	}
+	return v, err
+}
+
+var errNoChange = errors.New("no change")
+
+type queryRow func(ctx context.Context, query string, args ...any) *sql.Row
+
+func policyVersion(ctx context.Context, q queryRow) (uint64, error) {
+	var b []byte
+	err := q(ctx, `SELECT v FROM relay_meta WHERE k = 'policy_version'`).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: policy version: %w", err)
+	}
+	if len(b) != 8 {
+		return 0, fmt.Errorf("store: policy version: stored value of %d bytes", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// policyChange runs change and raises the policy version in one
+// transaction, and returns the new version. When change returns an error
+// (errNoChange included) nothing is written.
+func (s *Store) policyChange(ctx context.Context, change func(*sql.Tx) error) (uint64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("store: policy change: %w", err)
+	}
+	defer tx.Rollback()
+	if err := change(tx); err != nil {
+		if errors.Is(err, errNoChange) || errors.Is(err, ErrBadInvite) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("store: policy change: %w", err)
+	}
+	v, err := policyVersion(ctx, tx.QueryRowContext)
+	if err != nil {
+		return 0, err
+	}
+	v++
+	_, err = tx.ExecContext(ctx, `INSERT INTO relay_meta (k, v) VALUES ('policy_version', ?)
+		ON CONFLICT (k) DO UPDATE SET v = excluded.v`, binary.BigEndian.AppendUint64(nil, v))
+	if err != nil {
+		return 0, fmt.Errorf("store: policy change: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("store: policy change: commit: %w", err)
+	}
+	return v, nil
+}
