@@ -1,0 +1,664 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/quic-go/quic-go"
+)
+
+// Client is a connection to one relay, authenticated with the person's
+// identity key. It reconnects when the connection drops: a publish is
+// resent (the relay acknowledges a resent envelope as a duplicate), and a
+// subscription resumes after the last envelope it delivered. It is safe
+// for concurrent use.
+type Client struct {
+	addr Addr
+	tls  *tls.Config
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	conn   *quic.Conn
+	pub    *pubStream
+	closed bool
+	done   chan struct{}
+}
+
+// ClientOptions configure Dial.
+type ClientOptions struct {
+	Log *slog.Logger
+}
+
+// Dial connects to the relay at addr as key. It returns once the relay has
+// admitted the identity: a refusal (not on the allow list, banned) is a
+// *protocol.RelayError saying why, and a relay whose key is not the one in
+// addr is an error wrapping ErrWrongRelay.
+func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOptions) (*Client, error) {
+	conf, err := clientTLS(key, addr)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{addr: addr, tls: conf, log: opts.Log, done: make(chan struct{})}
+	if _, err := c.connect(ctx); err != nil {
+		return nil, err
+	}
+	// The relay refuses an identity it does not admit right after the
+	// handshake; asking for its Info waits for that, or for the answer.
+	if _, err := c.Info(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Addr is the relay's address.
+func (c *Client) Addr() Addr { return c.addr }
+
+// Close closes the connection; subscriptions end.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	close(c.done)
+	if c.conn != nil {
+		return c.conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+	}
+	return nil
+}
+
+var errClientClosed = errors.New("relay: client is closed")
+
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:           5 * time.Second,
+		MaxIdleTimeout:                 60 * time.Second,
+		KeepAlivePeriod:                20 * time.Second,
+		MaxIncomingStreams:             -1, // the relay opens none
+		MaxIncomingUniStreams:          -1,
+		InitialStreamReceiveWindow:     64 << 10,
+		MaxStreamReceiveWindow:         4 << 20,
+		InitialConnectionReceiveWindow: 128 << 10,
+		MaxConnectionReceiveWindow:     8 << 20,
+	}
+}
+
+// connect returns the live connection, dialling a new one if the last
+// one is gone.
+func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errClientClosed
+	}
+	if c.conn != nil && c.conn.Context().Err() == nil {
+		return c.conn, nil
+	}
+	conn, err := quic.DialAddr(ctx, c.addr.HostPort, c.tls, quicConfig())
+	if err != nil {
+		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
+	}
+	c.conn, c.pub = conn, nil
+	return conn, nil
+}
+
+// wireError turns the QUIC error that ended a connection or stream into
+// the relay's error code, where there is one.
+func wireError(err error) error {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote {
+		return &protocol.RelayError{Code: protocol.ErrorCode(ae.ErrorCode), Message: ae.ErrorMessage}
+	}
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote {
+		return &protocol.RelayError{Code: protocol.ErrorCode(se.ErrorCode)}
+	}
+	return err
+}
+
+// retryable reports whether err is a lost connection, worth a new one.
+func retryable(err error) bool {
+	var re *protocol.RelayError
+	if errors.As(err, &re) {
+		return re.Code == protocol.CodeShuttingDown || re.Code == protocol.CodeIdle
+	}
+	var ie *quic.IdleTimeoutError
+	var sr *quic.StatelessResetError
+	var ae *quic.ApplicationError
+	return errors.As(err, &ie) || errors.As(err, &sr) || errors.As(err, &ae) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// request opens a stream, sends one frame and closes its side. The
+// caller reads the answer and then calls done.
+func (c *Client) request(ctx context.Context, t protocol.FrameType, body []byte) (fr *frameReader, done func(), err error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("relay: open stream: %w", wireError(err))
+	}
+	// Ending ctx unblocks a read that waits for the answer.
+	stop := context.AfterFunc(ctx, func() { str.CancelRead(0) })
+	done = func() {
+		stop()
+		str.CancelRead(0)
+	}
+	if _, err := str.Write(protocol.AppendFrame(nil, t, body)); err != nil {
+		done()
+		str.CancelWrite(0)
+		return nil, nil, fmt.Errorf("relay: send %s: %w", t, wireError(err))
+	}
+	str.Close()
+	return newFrameReader(str, protocol.MaxFrameBody), done, nil
+}
+
+// readFrame reads one frame, turning an Error frame into its error.
+func readFrame(fr *frameReader) (protocol.FrameType, []byte, error) {
+	t, body, err := fr.next()
+	if err != nil {
+		return t, nil, wireError(err)
+	}
+	if t == protocol.FrameError {
+		e, err := protocol.ParseErrorFrame(body)
+		if err != nil {
+			return t, nil, err
+		}
+		return t, nil, e
+	}
+	return t, body, nil
+}
+
+// Info asks the relay for its versions, limits and policy.
+func (c *Client) Info(ctx context.Context) (*protocol.Info, error) {
+	fr, done, err := c.request(ctx, protocol.FrameInfoRequest, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	t, body, err := readFrame(fr)
+	if err != nil {
+		return nil, fmt.Errorf("relay: info: %w", err)
+	}
+	if t != protocol.FrameInfo {
+		return nil, fmt.Errorf("relay: info: answered with %s", t)
+	}
+	return protocol.ParseInfo(body)
+}
+
+// Redeem joins the relay's allow list with an invite token.
+func (c *Client) Redeem(ctx context.Context, token string) error {
+	body, err := (&protocol.Redeem{Token: token}).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	fr, done, err := c.request(ctx, protocol.FrameRedeem, body)
+	if err != nil {
+		return err
+	}
+	defer done()
+	t, _, err := readFrame(fr)
+	if err != nil {
+		return fmt.Errorf("relay: redeem: %w", err)
+	}
+	if t != protocol.FrameRedeemed {
+		return fmt.Errorf("relay: redeem: answered with %s", t)
+	}
+	return nil
+}
+
+// Peers asks for the mesh addresses of peers in room.
+func (c *Client) Peers(ctx context.Context, room string) ([]string, error) {
+	body, err := (&protocol.PeersRequest{Room: room}).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	fr, done, err := c.request(ctx, protocol.FramePeersRequest, body)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	t, b, err := readFrame(fr)
+	if err != nil {
+		return nil, fmt.Errorf("relay: peers: %w", err)
+	}
+	if t != protocol.FramePeers {
+		return nil, fmt.Errorf("relay: peers: answered with %s", t)
+	}
+	p, err := protocol.ParsePeers(b)
+	if err != nil {
+		return nil, err
+	}
+	return p.Addrs, nil
+}
+
+// Envelope is an envelope the relay sent, checked.
+type Envelope struct {
+	ID  protocol.ID
+	Env *protocol.Envelope
+	Raw []byte
+}
+
+func parseEnvelope(body []byte) (Envelope, error) {
+	raw := append([]byte(nil), body...)
+	env, id, err := protocol.ParseVerify(raw)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("relay: the relay sent an envelope that does not verify: %w", err)
+	}
+	return Envelope{ID: id, Env: env, Raw: raw}, nil
+}
+
+// fetch reads Envelope frames up to End.
+func (c *Client) fetch(ctx context.Context, t protocol.FrameType, body []byte) ([]Envelope, bool, error) {
+	fr, done, err := c.request(ctx, t, body)
+	if err != nil {
+		return nil, false, err
+	}
+	defer done()
+	var out []Envelope
+	for range protocol.MaxFetchIDs + 1 {
+		ft, b, err := readFrame(fr)
+		if err != nil {
+			return nil, false, fmt.Errorf("relay: fetch: %w", err)
+		}
+		switch ft {
+		case protocol.FrameEnvelope:
+			e, err := parseEnvelope(b)
+			if err != nil {
+				return nil, false, err
+			}
+			out = append(out, e)
+		case protocol.FrameEnd:
+			end, err := protocol.ParseEnd(b)
+			if err != nil {
+				return nil, false, err
+			}
+			return out, end.More, nil
+		default:
+			return nil, false, fmt.Errorf("relay: fetch: unexpected %s frame", ft)
+		}
+	}
+	return nil, false, errors.New("relay: fetch: more envelopes than asked for")
+}
+
+// FetchRange returns a room's envelopes with since <= time < until, in
+// (time, ID) order, following the relay's pages up to max envelopes.
+func (c *Client) FetchRange(ctx context.Context, room string, since, until int64, max int) ([]Envelope, error) {
+	var out []Envelope
+	req := protocol.FetchRange{Room: room, Since: since, Until: until, Limit: protocol.MaxFetchLimit}
+	for len(out) < max {
+		body, err := req.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		page, more, err := c.fetch(ctx, protocol.FrameFetchRange, body)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if !more || len(page) == 0 {
+			break
+		}
+		last := page[len(page)-1]
+		req.Since, req.After = last.Env.Time, last.ID
+	}
+	if len(out) > max {
+		out = out[:max]
+	}
+	return out, nil
+}
+
+// FetchIDs returns the envelopes with these IDs that the relay has.
+func (c *Client) FetchIDs(ctx context.Context, ids ...protocol.ID) ([]Envelope, error) {
+	body, err := (&protocol.FetchIDs{IDs: ids}).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	out, _, err := c.fetch(ctx, protocol.FrameFetchIDs, body)
+	return out, err
+}
+
+// Publish sends an envelope and returns the relay's acknowledgement, which
+// it sends only once the envelope is committed to disk. A refusal is a
+// *protocol.RelayError. A lost connection is retried, within ctx, on a new
+// one.
+func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error) {
+	id := protocol.IDOf(raw)
+	for attempt := 0; ; attempt++ {
+		ack, err := c.publishOnce(ctx, id, raw)
+		if err == nil || !retryable(err) || ctx.Err() != nil || attempt >= 5 {
+			if err != nil {
+				return nil, fmt.Errorf("relay: publish %s: %w", id, err)
+			}
+			return ack, nil
+		}
+		c.log.Debug("publish retried", "id", id, "err", err)
+		select {
+		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.done:
+			return nil, errClientClosed
+		}
+	}
+}
+
+func (c *Client) publishOnce(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {
+	ps, err := c.publisher(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch := ps.wait(id)
+	if err := ps.send(raw); err != nil {
+		ps.fail(err)
+	}
+	select {
+	case r := <-ch:
+		return r.ack, r.err
+	case <-ctx.Done():
+		ps.forget(id, ch)
+		return nil, ctx.Err()
+	}
+}
+
+// publisher returns the connection's publish stream, opening it if need be.
+func (c *Client) publisher(ctx context.Context) (*pubStream, error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pub != nil && c.conn == conn && !c.pub.dead() {
+		return c.pub, nil
+	}
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("relay: open stream: %w", wireError(err))
+	}
+	ps := &pubStream{str: str, fw: newFrameWriter(str), waiters: map[protocol.ID][]chan pubResult{}, gone: make(chan struct{})}
+	go ps.read()
+	c.pub = ps
+	return ps, nil
+}
+
+type pubResult struct {
+	ack *protocol.Ack
+	err error
+}
+
+// pubStream is the one stream a client publishes on; answers come back
+// in order and are matched to waiters by envelope ID.
+type pubStream struct {
+	str *quic.Stream
+	wmu sync.Mutex
+	fw  *frameWriter
+
+	mu      sync.Mutex
+	waiters map[protocol.ID][]chan pubResult
+	err     error
+	gone    chan struct{}
+}
+
+func (ps *pubStream) dead() bool {
+	select {
+	case <-ps.gone:
+		return true
+	default:
+		return false
+	}
+}
+
+func (ps *pubStream) wait(id protocol.ID) chan pubResult {
+	ch := make(chan pubResult, 1)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.err != nil {
+		ch <- pubResult{err: ps.err}
+		return ch
+	}
+	ps.waiters[id] = append(ps.waiters[id], ch)
+	return ch
+}
+
+func (ps *pubStream) forget(id protocol.ID, ch chan pubResult) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	w := ps.waiters[id]
+	for i, c := range w {
+		if c == ch {
+			ps.waiters[id] = append(w[:i], w[i+1:]...)
+			break
+		}
+	}
+	if len(ps.waiters[id]) == 0 {
+		delete(ps.waiters, id)
+	}
+}
+
+func (ps *pubStream) send(raw []byte) error {
+	ps.wmu.Lock()
+	defer ps.wmu.Unlock()
+	if err := ps.fw.raw(protocol.FramePublish, raw); err != nil {
+		return wireError(err)
+	}
+	return wireError(ps.fw.flush())
+}
+
+// answer hands r to the oldest waiter for id.
+func (ps *pubStream) answer(id protocol.ID, r pubResult) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	w := ps.waiters[id]
+	if len(w) == 0 {
+		return
+	}
+	w[0] <- r
+	if len(w) == 1 {
+		delete(ps.waiters, id)
+	} else {
+		ps.waiters[id] = w[1:]
+	}
+}
+
+// fail ends the stream: every waiter gets err.
+func (ps *pubStream) fail(err error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.err != nil {
+		return
+	}
+	ps.err = err
+	for id, w := range ps.waiters {
+		for _, ch := range w {
+			ch <- pubResult{err: err}
+		}
+		delete(ps.waiters, id)
+	}
+	close(ps.gone)
+	ps.str.CancelRead(0)
+	ps.str.CancelWrite(0)
+}
+
+func (ps *pubStream) read() {
+	fr := newFrameReader(ps.str, protocol.MaxFrameBody)
+	for {
+		t, body, err := readFrame(fr)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			ps.fail(err)
+			return
+		}
+		switch t {
+		case protocol.FrameAck:
+			a, err := protocol.ParseAck(body)
+			if err != nil {
+				ps.fail(err)
+				return
+			}
+			ps.answer(a.ID, pubResult{ack: a})
+		case protocol.FrameNack:
+			n, err := protocol.ParseNack(body)
+			if err != nil {
+				ps.fail(err)
+				return
+			}
+			e := n.Err
+			ps.answer(n.ID, pubResult{err: &e})
+		default:
+			ps.fail(fmt.Errorf("relay: unexpected %s frame on the publish stream", t))
+			return
+		}
+	}
+}
+
+// Delivery is one envelope of a subscription.
+type Delivery struct {
+	Envelope
+	// Live is false for history (sent before the relay's Live mark) and
+	// true for envelopes committed while subscribed.
+	Live bool
+}
+
+// Subscription is a room's envelopes from a cursor on, across
+// reconnections.
+type Subscription struct {
+	C <-chan Delivery
+	// Live is closed once the relay has sent all history up to the
+	// moment of subscribing.
+	Live <-chan struct{}
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() error {
+	s.cancel()
+	<-s.done
+	return nil
+}
+
+// Err returns why the subscription ended, once C is closed: nil after
+// Close, the relay's refusal otherwise.
+func (s *Subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Subscribe delivers a room's envelopes after cursor (the zero ID: all
+// the relay keeps), then new ones as they are committed. When the
+// connection drops it reconnects and resumes after the last envelope
+// delivered, so nothing is missed and nothing comes twice. C closes when
+// ctx ends, at Close, or at a refusal that retrying cannot help (Err says
+// which).
+func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID) (*Subscription, error) {
+	if err := protocol.ValidRoom(room); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	ch := make(chan Delivery, 256)
+	live := make(chan struct{})
+	s := &Subscription{C: ch, Live: live, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		defer close(ch)
+		defer cancel()
+		var liveOnce sync.Once
+		for attempt := 0; ; attempt++ {
+			err := c.subscribeOnce(ctx, room, &cursor, ch, func() { liveOnce.Do(func() { close(live) }) })
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil && !retryable(err) && !errors.Is(err, &protocol.RelayError{Code: protocol.CodeSlowConsumer}) {
+				s.mu.Lock()
+				s.err = err
+				s.mu.Unlock()
+				return
+			}
+			c.log.Debug("subscription resumes", "room", room, "err", err)
+			if attempt > 6 {
+				attempt = 6
+			}
+			select {
+			case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+			case <-ctx.Done():
+				return
+			case <-c.done:
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (c *Client) subscribeOnce(ctx context.Context, room string, cursor *protocol.ID, out chan<- Delivery, isLive func()) error {
+	body, err := (&protocol.Subscribe{Room: room, Cursor: *cursor}).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return wireError(err)
+	}
+	defer str.CancelRead(0)
+	stop := context.AfterFunc(ctx, func() { str.CancelRead(0); str.CancelWrite(0) })
+	defer stop()
+	// The write side stays open: closing it ends the subscription.
+	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+		return wireError(err)
+	}
+	defer str.CancelWrite(0)
+	fr := newFrameReader(str, protocol.MaxFrameBody)
+	live := false
+	for {
+		t, b, err := readFrame(fr)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		switch t {
+		case protocol.FrameEnvelope:
+			e, err := parseEnvelope(b)
+			if err != nil {
+				return err
+			}
+			select {
+			case out <- Delivery{Envelope: e, Live: live}:
+				*cursor = e.ID
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case protocol.FrameLive:
+			live = true
+			isLive()
+		default:
+			return fmt.Errorf("relay: unexpected %s frame on a subscription", t)
+		}
+	}
+}

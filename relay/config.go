@@ -1,0 +1,277 @@
+package relay
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/parleychat/parley/protocol"
+)
+
+// Config is a relay's configuration: the file config.toml in its data
+// folder, overridden by flags. Every field has a default, so an empty
+// file is a working relay.
+type Config struct {
+	// Listen is the QUIC (UDP) address clients connect to.
+	Listen string `toml:"listen"`
+	// Advertise is the HOST:PORT put in the address that `relay addr`
+	// prints, when Listen's host is not one clients can reach.
+	Advertise string `toml:"advertise"`
+	// P2PListen are the mesh node's libp2p multiaddrs.
+	P2PListen []string `toml:"p2p_listen"`
+	// Bootstrap are mesh peers to dial at start (multiaddrs with /p2p/).
+	Bootstrap []string `toml:"bootstrap"`
+	// MDNS finds mesh peers on the local network.
+	MDNS bool `toml:"mdns"`
+	// Admin is the HTTP address of /metrics and /healthz; empty turns it off.
+	Admin string `toml:"admin"`
+
+	Policy    PolicyConfig    `toml:"policy"`
+	Limits    Limits          `toml:"limits"`
+	Retention RetentionConfig `toml:"retention"`
+}
+
+// PolicyConfig is the part of the policy that the config file holds; the
+// allow and ban lists and invites are in the store, changed by commands.
+type PolicyConfig struct {
+	// Mode is open, allowlist or invite.
+	Mode string `toml:"mode"`
+	// Admins are fingerprints (SHA256:...) of identities that may always
+	// connect, read and post, and are never rate-limited or banned.
+	Admins []string `toml:"admins"`
+	// Rooms restrict who may read and who may post, per room. An empty
+	// list, or a room not named here, allows everyone the relay admits.
+	Rooms map[string]RoomRule `toml:"rooms"`
+}
+
+// RoomRule lists the fingerprints that may read or post in one room.
+type RoomRule struct {
+	Read []string `toml:"read"`
+	Post []string `toml:"post"`
+}
+
+// Limits protect the relay and the clients it serves from each other.
+type Limits struct {
+	MaxEnvelope      int      `toml:"max_envelope"`      // bytes
+	PublishRate      float64  `toml:"publish_rate"`      // envelopes per second per identity
+	PublishBurst     int      `toml:"publish_burst"`     //
+	AddrRate         float64  `toml:"addr_rate"`         // new connections per second per IP address
+	AddrBurst        int      `toml:"addr_burst"`        //
+	MaxConnections   int      `toml:"max_connections"`   // at once, in all
+	MaxStreams       int      `toml:"max_streams"`       // concurrent streams per connection
+	HandshakeTimeout Duration `toml:"handshake_timeout"` //
+	IdleTimeout      Duration `toml:"idle_timeout"`      //
+	WriteTimeout     Duration `toml:"write_timeout"`     // a client that reads nothing for this long is dropped
+	QueueSize        int      `toml:"queue_size"`        // envelopes queued per subscription
+	RetryAbove       int      `toml:"retry_above"`       // handshakes in progress above which QUIC Retry checks addresses
+	Skew             Duration `toml:"skew"`              // accepted difference of an envelope's clock from the relay's
+}
+
+// RetentionConfig says how much history the relay keeps.
+type RetentionConfig struct {
+	MaxAge   Duration `toml:"max_age"`   // 0: no age limit
+	MaxBytes int64    `toml:"max_bytes"` // envelope bytes; 0: no size limit
+}
+
+// Duration is a time.Duration written as in Go ("90s", "1h30m").
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// DefaultConfig is the configuration of an empty config file.
+func DefaultConfig() Config {
+	return Config{
+		Listen:    "0.0.0.0:4433",
+		P2PListen: []string{"/ip4/0.0.0.0/udp/4434/quic-v1", "/ip4/0.0.0.0/tcp/4434"},
+		MDNS:      true,
+		Admin:     "127.0.0.1:4435",
+		Policy:    PolicyConfig{Mode: "open"},
+		Limits: Limits{
+			MaxEnvelope:      protocol.MaxEnvelopeSize,
+			PublishRate:      200,
+			PublishBurst:     1000,
+			AddrRate:         20,
+			AddrBurst:        100,
+			MaxConnections:   10000,
+			MaxStreams:       100,
+			HandshakeTimeout: Duration{10 * time.Second},
+			IdleTimeout:      Duration{60 * time.Second},
+			WriteTimeout:     Duration{10 * time.Second},
+			QueueSize:        1024,
+			RetryAbove:       256,
+			Skew:             Duration{protocol.DefaultSkew},
+		},
+		Retention: RetentionConfig{MaxAge: Duration{30 * 24 * time.Hour}},
+	}
+}
+
+// LoadConfig reads the config file at path over the defaults. A key the
+// relay does not know is an error, so a typo never passes silently.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("relay: config: %w", err)
+	}
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		return c, fmt.Errorf("relay: config %s: %w", path, err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("relay: config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen %q: %v", c.Listen, err)
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			bad("advertise %q: %v", c.Advertise, err)
+		}
+	}
+	if c.Admin != "" {
+		if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+			bad("admin %q: %v", c.Admin, err)
+		}
+	}
+	if _, err := protocol.ParsePolicyMode(c.Policy.Mode); err != nil {
+		bad("policy.mode: %v", err)
+	}
+	checkFP := func(where, fp string) {
+		if _, err := ParseAddr(fp + "@h:1"); err != nil {
+			bad("%s: %q is not a key fingerprint (SHA256:...)", where, fp)
+		}
+	}
+	for _, fp := range c.Policy.Admins {
+		checkFP("policy.admins", fp)
+	}
+	for room, rule := range c.Policy.Rooms {
+		if err := protocol.ValidRoom(room); err != nil {
+			bad("policy.rooms.%s: %v", room, err)
+		}
+		for _, fp := range rule.Read {
+			checkFP("policy.rooms."+room+".read", fp)
+		}
+		for _, fp := range rule.Post {
+			checkFP("policy.rooms."+room+".post", fp)
+		}
+	}
+	l := c.Limits
+	if l.MaxEnvelope < 512 || l.MaxEnvelope > protocol.MaxEnvelopeSize {
+		bad("limits.max_envelope %d: want 512 to %d", l.MaxEnvelope, protocol.MaxEnvelopeSize)
+	}
+	if l.PublishRate <= 0 || l.PublishBurst < 1 || l.AddrRate <= 0 || l.AddrBurst < 1 {
+		bad("limits: rates and bursts must be positive")
+	}
+	if l.MaxConnections < 1 || l.MaxStreams < 4 || l.QueueSize < 16 || l.RetryAbove < 0 {
+		bad("limits: max_connections >= 1, max_streams >= 4, queue_size >= 16, retry_above >= 0")
+	}
+	if l.HandshakeTimeout.Duration <= 0 || l.IdleTimeout.Duration <= 0 || l.WriteTimeout.Duration <= 0 || l.Skew.Duration <= 0 {
+		bad("limits: timeouts and skew must be positive")
+	}
+	if c.Retention.MaxAge.Duration < 0 || c.Retention.MaxBytes < 0 {
+		bad("retention: max_age and max_bytes must not be negative")
+	}
+	if c.Retention.MaxAge.Duration > 0 && c.Retention.MaxAge.Duration < 2*l.Skew.Duration {
+		// History must outlive the skew window, or an envelope pruned
+		// while its time is still accepted could be stored twice.
+		bad("retention.max_age %s: want at least twice limits.skew (%s)", c.Retention.MaxAge, l.Skew)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("relay: config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// policyHash identifies the policy part of the configuration, so that a
+// change to it raises the policy version.
+func (c *Config) policyHash() []byte {
+	p := c.Policy
+	p.Admins = slices.Sorted(slices.Values(p.Admins))
+	b, _ := json.Marshal(p) // maps marshal with sorted keys
+	h := sha256.Sum256(b)
+	return h[:]
+}
+
+// ConfigTemplate is the commented config file `relay init` writes. Every
+// setting shows its default.
+const ConfigTemplate = `# Parley relay configuration. Every setting below shows its default;
+# uncomment one to change it. Flags of "relay serve" override this file.
+# An unknown key is an error.
+
+# QUIC (UDP) address clients connect to.
+# listen = "0.0.0.0:4433"
+
+# HOST:PORT that "relay addr" prints, when clients reach the relay by
+# another name than the listen address (a DNS name, a public IP).
+# advertise = "relay.example.org:4433"
+
+# The relay's mesh node: libp2p listen addresses, peers to dial at start,
+# and discovery on the local network.
+# p2p_listen = ["/ip4/0.0.0.0/udp/4434/quic-v1", "/ip4/0.0.0.0/tcp/4434"]
+# bootstrap = []
+# mdns = true
+
+# /metrics (Prometheus) and /healthz. Keep it on loopback, or behind a
+# firewall; "" turns it off.
+# admin = "127.0.0.1:4435"
+
+[policy]
+# open: anyone not banned; allowlist: only identities on the allow list
+# ("relay allow"); invite: the allow list, which invite tokens join
+# ("relay invite").
+mode = "%s"
+# Fingerprints that may always connect, read and post.
+# admins = ["SHA256:..."]
+
+# Who may read and who may post in a room; an empty list allows everyone
+# the relay admits.
+# [policy.rooms.announcements]
+# read = []
+# post = ["SHA256:..."]
+
+[limits]
+# max_envelope = 65536       # bytes
+# publish_rate = 200.0       # envelopes per second per identity
+# publish_burst = 1000
+# addr_rate = 20.0           # new connections per second per IP address
+# addr_burst = 100
+# max_connections = 10000
+# max_streams = 100          # concurrent streams per connection
+# handshake_timeout = "10s"
+# idle_timeout = "1m0s"
+# write_timeout = "10s"      # a client that reads nothing this long is dropped
+# queue_size = 1024          # envelopes queued per subscription
+# retry_above = 256          # handshakes in progress above which QUIC Retry checks addresses
+# skew = "5m0s"              # accepted difference of an envelope's clock
+
+[retention]
+# max_age = "720h0m0s"       # 30 days; "0s" keeps everything
+# max_bytes = 0              # envelope bytes kept; 0: no size limit
+`

@@ -1,0 +1,48 @@
+package relay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the relay's Prometheus metrics, registered on the registry
+// the caller passes (never the global one).
+type metrics struct {
+	connections   prometheus.Gauge
+	refused       *prometheus.CounterVec // by code
+	publishes     *prometheus.CounterVec // by result: stored, duplicate, or a refusal code
+	stored        prometheus.Counter
+	subscriptions prometheus.Gauge
+	dropped       *prometheus.CounterVec // streams ended by the relay, by code
+	commitSeconds prometheus.Histogram
+	batchSize     prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_relay_connections",
+			Help: "Authenticated client connections open now."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_relay_connections_refused_total",
+			Help: "Connections refused after the handshake, by reason."}, []string{"reason"}),
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_relay_publishes_total",
+			Help: "Publish requests, by result."}, []string{"result"}),
+		stored: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_relay_envelopes_stored_total",
+			Help: "New envelopes committed, from clients and from the mesh."}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_relay_subscriptions",
+			Help: "Live subscriptions now."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_relay_streams_ended_total",
+			Help: "Streams the relay ended with an error, by reason."}, []string{"reason"}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_seconds",
+			Help: "Time of one group commit.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_batch_envelopes",
+			Help: "Envelopes per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.refused, m.publishes, m.stored, m.subscriptions, m.dropped, m.commitSeconds, m.batchSize} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

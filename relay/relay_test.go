@@ -1,0 +1,378 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// testRelay is a relay on loopback with its store in a temporary folder.
+type testRelay struct {
+	srv  *Server
+	addr Addr
+	key  identity.PrivateKey
+	st   *store.Store
+	stop func()
+}
+
+func newKey(t testing.TB) identity.PrivateKey {
+	t.Helper()
+	k, err := identity.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func startRelay(t testing.TB, edit func(*Config)) *testRelay {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Admin = ""
+	if edit != nil {
+		edit(&cfg)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "relay.db"), store.Durable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t)
+	srv, err := NewServer(context.Background(), Options{Config: cfg, Key: key, Store: st, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	tr := &testRelay{srv: srv, addr: AddrOf(key.Public(), srv.Addr().String()), key: key, st: st}
+	var once bool
+	tr.stop = func() {
+		if once {
+			return
+		}
+		once = true
+		cancel()
+		select {
+		case <-served:
+		case <-time.After(30 * time.Second):
+			t.Error("relay did not stop within 30 s")
+		}
+		st.Close()
+	}
+	t.Cleanup(tr.stop)
+	return tr
+}
+
+func dial(t testing.TB, r *testRelay, key identity.PrivateKey) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, r.addr, key, ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// author signs a sender's envelopes in one room, in order.
+type author struct {
+	key  identity.PrivateKey
+	room string
+	seq  uint64
+	prev protocol.ID
+	now  func() time.Time
+}
+
+func (a *author) next(t testing.TB, text string) ([]byte, protocol.ID) {
+	t.Helper()
+	payload, err := (&protocol.Text{Nick: "tester", Body: text}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.seq++
+	now := time.Now
+	if a.now != nil {
+		now = a.now
+	}
+	e := &protocol.Envelope{Kind: protocol.KindText, Room: a.room, Seq: a.seq, Prev: a.prev, Lamport: a.seq, Time: now().UnixMilli(), Payload: payload}
+	id, err := e.Sign(a.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.prev = id
+	return raw, id
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func receive(t testing.TB, sub *Subscription, n int) []Delivery {
+	t.Helper()
+	var out []Delivery
+	timeout := time.After(30 * time.Second)
+	for len(out) < n {
+		select {
+		case d, ok := <-sub.C:
+			if !ok {
+				t.Fatalf("subscription ended after %d of %d: %v", len(out), n, sub.Err())
+			}
+			out = append(out, d)
+		case <-timeout:
+			t.Fatalf("received %d of %d envelopes in 30 s", len(out), n)
+		}
+	}
+	return out
+}
+
+func TestPublishSubscribe(t *testing.T) {
+	r := startRelay(t, nil)
+	alice, bob := newKey(t), newKey(t)
+	ca, cb := dial(t, r, alice), dial(t, r, bob)
+	ctx := ctxT(t)
+	a := &author{key: alice, room: "lobby"}
+
+	var ids []protocol.ID
+	for i := range 3 {
+		raw, id := a.next(t, fmt.Sprint("history ", i))
+		ack, err := ca.Publish(ctx, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ack.ID != id || ack.Status != protocol.AckStored {
+			t.Fatalf("ack %+v for %s", ack, id)
+		}
+		ids = append(ids, id)
+	}
+	sub, err := cb.Subscribe(ctx, "lobby", protocol.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	got := receive(t, sub, 3)
+	select {
+	case <-sub.Live:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no live mark after history")
+	}
+	for i := range 2 {
+		raw, id := a.next(t, fmt.Sprint("live ", i))
+		if _, err := ca.Publish(ctx, raw); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	got = append(got, receive(t, sub, 2)...)
+	for i, d := range got {
+		if d.ID != ids[i] {
+			t.Fatalf("delivery %d is %s, want %s", i, d.ID, ids[i])
+		}
+		if d.Live != (i >= 3) {
+			t.Errorf("delivery %d: live %v", i, d.Live)
+		}
+	}
+
+	// Publishing again is idempotent: a duplicate, acknowledged, not
+	// delivered twice.
+	raw, err := cb.FetchIDs(ctx, ids[0])
+	if err != nil || len(raw) != 1 {
+		t.Fatalf("fetch by ID: %v, %d envelopes", err, len(raw))
+	}
+	ack, err := ca.Publish(ctx, raw[0].Raw)
+	if err != nil || ack.Status != protocol.AckDuplicate {
+		t.Fatalf("republish: %+v, %v", ack, err)
+	}
+	// Resume after the third envelope: the fourth and fifth, nothing else.
+	sub2, err := cb.Subscribe(ctx, "lobby", ids[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Close()
+	again := receive(t, sub2, 2)
+	if again[0].ID != ids[3] || again[1].ID != ids[4] {
+		t.Fatalf("resumed with %s, %s", again[0].ID, again[1].ID)
+	}
+	select {
+	case d := <-sub2.C:
+		t.Fatalf("unexpected delivery %s", d.ID)
+	case <-sub2.Live:
+	}
+
+	// Fetch by time range, in pages.
+	all, err := cb.FetchRange(ctx, "lobby", 0, time.Now().Add(time.Hour).UnixMilli(), 100)
+	if err != nil || len(all) != 5 {
+		t.Fatalf("fetch range: %v, %d envelopes", err, len(all))
+	}
+}
+
+func TestUnknownCursor(t *testing.T) {
+	r := startRelay(t, nil)
+	c := dial(t, r, newKey(t))
+	sub, err := c.Subscribe(ctxT(t), "lobby", protocol.IDOf([]byte("nothing")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range sub.C {
+	}
+	if !errors.Is(sub.Err(), &protocol.RelayError{Code: protocol.CodeUnknownCursor}) {
+		t.Fatalf("err %v, want unknown cursor", sub.Err())
+	}
+}
+
+func TestAllowList(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.Policy.Mode = "allowlist" })
+	mallory := newKey(t)
+	ctx := ctxT(t)
+	_, err := Dial(ctx, r.addr, mallory, ClientOptions{})
+	var re *protocol.RelayError
+	if !errors.As(err, &re) || re.Code != protocol.CodeNotAllowed {
+		t.Fatalf("dial of a stranger: %v, want not allowed", err)
+	}
+	t.Log(err)
+	if _, err := r.srv.Policy().Allow(ctx, mallory.Public(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, r, mallory)
+	a := &author{key: mallory, room: "lobby"}
+	raw, _ := a.next(t, "hello")
+	if _, err := c.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWrongRelayKey(t *testing.T) {
+	r := startRelay(t, nil)
+	other := AddrOf(newKey(t).Public(), r.addr.HostPort)
+	_, err := Dial(ctxT(t), other, newKey(t), ClientOptions{})
+	if err == nil {
+		t.Fatal("dialled a relay whose key is not the one in the address")
+	}
+	t.Log(err)
+}
+
+func TestInvite(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.Policy.Mode = "invite" })
+	ctx := ctxT(t)
+	token, err := NewInvite(ctx, r.st, "for carol", time.Hour, 1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol, dave := newKey(t), newKey(t)
+	cc := dial(t, r, carol)
+	a := &author{key: carol, room: "lobby"}
+	raw, _ := a.next(t, "before")
+	if _, err := cc.Publish(ctx, raw); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeNotAllowed}) {
+		t.Fatalf("publish before redeeming: %v", err)
+	}
+	if err := cc.Redeem(ctx, token); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = a.next(t, "after")
+	if _, err := cc.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	// Used up.
+	cd := dial(t, r, dave)
+	if err := cd.Redeem(ctx, token); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeNotAllowed}) {
+		t.Fatalf("second redemption: %v", err)
+	}
+}
+
+func TestPublishRefusals(t *testing.T) {
+	r := startRelay(t, func(c *Config) {
+		c.Limits.PublishRate, c.Limits.PublishBurst = 1, 20
+	})
+	alice, bob := newKey(t), newKey(t)
+	ca, cb := dial(t, r, alice), dial(t, r, bob)
+	ctx := ctxT(t)
+	a := &author{key: alice, room: "lobby"}
+
+	refused := func(what string, raw []byte, c *Client, code protocol.ErrorCode) {
+		t.Helper()
+		_, err := c.Publish(ctx, raw)
+		if !errors.Is(err, &protocol.RelayError{Code: code}) {
+			t.Fatalf("%s: %v, want %s", what, err, code)
+		}
+		t.Logf("%s: %v", what, err)
+	}
+	raw, _ := a.next(t, "mine")
+	refused("someone else's envelope", raw, cb, protocol.CodeNotSender)
+	forged := append([]byte(nil), raw...)
+	forged[len(forged)-1] ^= 1
+	refused("forged", forged, ca, protocol.CodeBadEnvelope)
+	refused("garbage", []byte{protocol.Version, 1, 2, 3}, ca, protocol.CodeBadEnvelope)
+	refused("newer version", []byte{protocol.Version + 1, 1, 2, 3}, ca, protocol.CodeUnsupported)
+	old := &author{key: alice, room: "lobby", seq: 100, now: func() time.Time { return time.Now().Add(-time.Hour) }}
+	stale, _ := old.next(t, "late")
+	refused("stale", stale, ca, protocol.CodeStale)
+	// The refusals did not end the stream: the envelope still goes in.
+	if _, err := ca.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	// Over the rate: the burst of 20 is used up by the publishes above
+	// and these.
+	var limited bool
+	for range 30 {
+		raw, _ := a.next(t, "flood")
+		if _, err := ca.Publish(ctx, raw); errors.Is(err, &protocol.RelayError{Code: protocol.CodeRateLimited}) {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("30 publishes at once were not rate-limited at 1/s with a burst of 20")
+	}
+	// Bob, meanwhile, is served.
+	b := &author{key: bob, room: "lobby"}
+	raw, _ = b.next(t, "still here")
+	if _, err := cb.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRoomRules(t *testing.T) {
+	alice, bob := newKey(t), newKey(t)
+	r := startRelay(t, func(c *Config) {
+		c.Policy.Rooms = map[string]RoomRule{"news": {Post: []string{alice.Public().Fingerprint()}, Read: []string{alice.Public().Fingerprint()}}}
+	})
+	ca, cb := dial(t, r, alice), dial(t, r, bob)
+	ctx := ctxT(t)
+	a, b := &author{key: alice, room: "news"}, &author{key: bob, room: "news"}
+	raw, _ := a.next(t, "for alice only")
+	if _, err := ca.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = b.next(t, "bob tries")
+	if _, err := cb.Publish(ctx, raw); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeForbidden}) {
+		t.Fatalf("bob posting: %v", err)
+	}
+	sub, err := cb.Subscribe(ctx, "news", protocol.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range sub.C {
+		t.Fatal("bob read a room closed to him")
+	}
+	if !errors.Is(sub.Err(), &protocol.RelayError{Code: protocol.CodeForbidden}) {
+		t.Fatalf("bob reading: %v", sub.Err())
+	}
+}

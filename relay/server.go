@@ -1,0 +1,758 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
+)
+
+// How an envelope reached the relay (store.Record.Via).
+const (
+	viaRelay = "relay" // published by a client of this relay
+	viaMesh  = "mesh"  // came in from the mesh through the bridge
+)
+
+// Storage is what the relay needs of its store; store.Store is the
+// embedded SQLite one. Append must be durable when it returns.
+type Storage interface {
+	Append(ctx context.Context, recs []store.Record) ([]store.Appended, error)
+	After(ctx context.Context, room string, pos int64, limit int) ([]store.Record, error)
+	Position(ctx context.Context, id protocol.ID) (string, int64, error)
+	Get(ctx context.Context, id protocol.ID) (store.Record, error)
+	Range(ctx context.Context, room string, since, until int64, after store.Cursor, limit int) ([]store.Record, error)
+}
+
+// Bridge joins the relay to the mesh: the relay forwards what its clients
+// publish and learns the mesh peers of a room. bridge.go has the mesh one.
+type Bridge interface {
+	// Join makes the bridge carry room both ways.
+	Join(room string)
+	// Forward passes a committed envelope from a client to the mesh. It
+	// must not block.
+	Forward(rec store.Record)
+	// Peers returns mesh addresses of peers in room, each with /p2p/.
+	Peers(room string) []string
+}
+
+// Options configure a Server.
+type Options struct {
+	Config   Config
+	Key      identity.PrivateKey
+	Store    *store.Store
+	Log      *slog.Logger
+	Registry prometheus.Registerer // nil: metrics are kept but not exported
+	Now      func() time.Time      // nil: time.Now
+}
+
+// Server is a relay: a QUIC listener, the policy, the store and the hub.
+type Server struct {
+	cfg     Config
+	key     identity.PrivateKey
+	st      Storage
+	policy  *Policy
+	log     *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+	hub     *hub
+	bridge  Bridge
+
+	tr *quic.Transport
+	ln *quic.Listener
+
+	commits  chan *pending
+	conns    atomic.Int64
+	idRates  *limiters
+	addrRate *limiters
+	retry    *rate.Limiter
+}
+
+// NewServer makes a relay. It does not listen yet.
+func NewServer(ctx context.Context, o Options) (*Server, error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(o.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("relay: metrics: %w", err)
+	}
+	pol, err := NewPolicy(ctx, o.Config.Policy, o.Store, o.Now)
+	if err != nil {
+		return nil, fmt.Errorf("relay: policy: %w", err)
+	}
+	l := o.Config.Limits
+	return &Server{
+		cfg: o.Config, key: o.Key, st: o.Store, policy: pol, log: o.Log, metrics: m, now: o.Now,
+		hub:      newHub(l.QueueSize),
+		commits:  make(chan *pending, 4*maxBatch),
+		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
+		addrRate: newLimiters(rate.Limit(l.AddrRate), l.AddrBurst),
+		retry:    rate.NewLimiter(rate.Limit(l.RetryAbove), l.RetryAbove),
+	}, nil
+}
+
+// Policy returns the relay's policy, for admin commands.
+func (s *Server) Policy() *Policy { return s.policy }
+
+// SetBridge connects the relay to the mesh; call it before Serve.
+func (s *Server) SetBridge(b Bridge) { s.bridge = b }
+
+// Ingest commits an envelope that came from the mesh (already verified by
+// the mesh node) and hands it to the relay's subscribers; a duplicate is
+// dropped. It waits for the commit.
+func (s *Server) Ingest(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte) error {
+	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaMesh, Received: s.now()}, done: make(chan committed, 1)}
+	select {
+	case s.commits <- p:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case c := <-p.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Listen binds the QUIC listener on the configured address.
+func (s *Server) Listen() error {
+	udp, err := net.ListenPacket("udp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
+	}
+	tlsConf, err := serverTLS(s.key)
+	if err != nil {
+		udp.Close()
+		return err
+	}
+	s.tr = &quic.Transport{
+		Conn: udp,
+		// Under a burst of new handshakes, make clients prove their
+		// address with a Retry round trip before the relay spends work
+		// on them.
+		VerifySourceAddress: func(net.Addr) bool { return !s.retry.Allow() },
+	}
+	l := s.cfg.Limits
+	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
+		HandshakeIdleTimeout:           l.HandshakeTimeout.Duration / 2, // quic-go allows twice this for the handshake
+		MaxIdleTimeout:                 l.IdleTimeout.Duration,
+		MaxIncomingStreams:             int64(l.MaxStreams),
+		MaxIncomingUniStreams:          -1,
+		InitialStreamReceiveWindow:     32 << 10,
+		MaxStreamReceiveWindow:         1 << 20,
+		InitialConnectionReceiveWindow: 64 << 10,
+		MaxConnectionReceiveWindow:     4 << 20,
+		Allow0RTT:                      false,
+	})
+	if err != nil {
+		s.tr.Close()
+		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
+	}
+	return nil
+}
+
+// Addr returns the address the relay listens on, once Listen returned.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves clients until ctx ends, then shuts down gracefully: it
+// stops accepting connections and requests, commits and acknowledges
+// every publish it accepted, closes connections with CodeShuttingDown,
+// and returns.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	commitDone := make(chan struct{})
+	go func() {
+		defer close(commitDone)
+		s.commit(s.commits)
+	}()
+	var wg sync.WaitGroup
+	for {
+		conn, err := s.ln.Accept(ctx)
+		if err != nil {
+			break
+		}
+		wg.Go(func() { s.serveConn(ctx, conn) })
+	}
+	s.ln.Close()
+	wg.Wait() // every handler has ended: nothing submits any more
+	close(s.commits)
+	<-commitDone
+	return s.tr.Close()
+}
+
+// client is one authenticated connection.
+type client struct {
+	id       identity.PublicKey
+	fp       string
+	addr     net.Addr
+	conn     *quic.Conn
+	admitted atomic.Bool // false: an invite-mode newcomer, which may only redeem
+	log      *slog.Logger
+}
+
+func (s *Server) refuse(conn *quic.Conn, log *slog.Logger, code protocol.ErrorCode, msg string) {
+	s.metrics.refused.WithLabelValues(code.String()).Inc()
+	log.Info("connection refused", "code", code.String(), "reason", msg)
+	conn.CloseWithError(quic.ApplicationErrorCode(code), truncate(msg))
+}
+
+func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
+	addr := conn.RemoteAddr()
+	log := s.log.With("addr", addr.String())
+	state := conn.ConnectionState().TLS
+	id, err := peerIdentity(rawCerts(state))
+	if err != nil { // the TLS config checked it already
+		s.refuse(conn, log, protocol.CodeNotAllowed, err.Error())
+		return
+	}
+	c := &client{id: id, fp: id.Fingerprint(), addr: addr, conn: conn, log: log.With("identity", id.Fingerprint())}
+	host := addr.String()
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		host = ua.IP.String()
+	}
+	if !s.addrRate.allow(host, s.now()) {
+		s.refuse(conn, c.log, protocol.CodeRateLimited, "too many new connections from "+host)
+		return
+	}
+	if n := s.conns.Add(1); n > int64(s.cfg.Limits.MaxConnections) {
+		s.conns.Add(-1)
+		s.refuse(conn, c.log, protocol.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", s.cfg.Limits.MaxConnections))
+		return
+	}
+	defer s.conns.Add(-1)
+	d := s.policy.Connect(id)
+	switch {
+	case d.Allow:
+		c.admitted.Store(true)
+	case d.Code == protocol.CodeNotAllowed && s.policy.Mode() == protocol.PolicyInvite:
+		// May redeem an invite, nothing else.
+	default:
+		s.refuse(conn, c.log, d.Code, d.Err().(*protocol.RelayError).Message)
+		return
+	}
+	s.metrics.connections.Inc()
+	defer s.metrics.connections.Dec()
+	c.log.Debug("connected", "policy_version", d.Version, "decision", d.Reason)
+
+	var wg sync.WaitGroup
+	for {
+		str, err := conn.AcceptStream(ctx)
+		if err != nil {
+			break
+		}
+		wg.Go(func() { s.serveStream(ctx, c, str) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeShuttingDown), "the relay is shutting down")
+		return
+	}
+	conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+}
+
+func rawCerts(state tls.ConnectionState) [][]byte {
+	raw := make([][]byte, len(state.PeerCertificates))
+	for i, c := range state.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	return raw
+}
+
+// truncate makes msg fit an error frame: printable, at most
+// protocol.MaxErrorMessage bytes.
+func truncate(msg string) string {
+	msg = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, msg)
+	if len(msg) > protocol.MaxErrorMessage {
+		msg = msg[:protocol.MaxErrorMessage-3]
+		for len(msg) > 0 && !utf8ValidEnd(msg) {
+			msg = msg[:len(msg)-1]
+		}
+		msg += "..."
+	}
+	return msg
+}
+
+func utf8ValidEnd(s string) bool { return strings.ToValidUTF8(s, "\x00") == s }
+
+// endStream ends a stream with an error: an Error frame, then the
+// stream's close, and both directions reset with the code.
+func (s *Server) endStream(c *client, str *quic.Stream, fw *frameWriter, e *protocol.RelayError) {
+	s.metrics.dropped.WithLabelValues(e.Code.String()).Inc()
+	c.log.Debug("stream ended", "code", e.Code.String(), "reason", e.Message)
+	e = &protocol.RelayError{Code: e.Code, Message: truncate(e.Message)}
+	str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
+	if fw.error(e) == nil && fw.flush() == nil {
+		str.Close()
+	} else {
+		str.CancelWrite(quic.StreamErrorCode(e.Code))
+	}
+	str.CancelRead(quic.StreamErrorCode(e.Code))
+}
+
+func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
+	fr := newFrameReader(str, protocol.MaxFrameBody)
+	fw := newFrameWriter(str)
+	// A client gets the handshake timeout to say what the stream is for.
+	str.SetReadDeadline(time.Now().Add(s.cfg.Limits.HandshakeTimeout.Duration))
+	t, body, err := fr.next()
+	if err != nil {
+		s.endStream(c, str, fw, asRelayError(err))
+		return
+	}
+	str.SetReadDeadline(time.Time{})
+	if !c.admitted.Load() && t != protocol.FrameRedeem && t != protocol.FrameInfoRequest {
+		s.endStream(c, str, fw, s.policy.Connect(c.id).Err().(*protocol.RelayError))
+		return
+	}
+	var rerr error
+	switch t {
+	case protocol.FramePublish:
+		s.publishStream(ctx, c, str, fr, fw, body)
+		return
+	case protocol.FrameSubscribe:
+		rerr = s.subscribeStream(ctx, c, str, fw, body)
+	case protocol.FrameFetchRange:
+		rerr = s.fetchRange(ctx, c, fw, body)
+	case protocol.FrameFetchIDs:
+		rerr = s.fetchIDs(ctx, c, fw, body)
+	case protocol.FramePeersRequest:
+		rerr = s.peers(c, fw, body)
+	case protocol.FrameInfoRequest:
+		rerr = s.info(fw, body)
+	case protocol.FrameRedeem:
+		rerr = s.redeem(ctx, c, fw, body)
+	default:
+		rerr = &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("a stream cannot start with a %s frame", t)}
+	}
+	if rerr != nil {
+		if ctx.Err() != nil {
+			rerr = &protocol.RelayError{Code: protocol.CodeShuttingDown, Message: "the relay is shutting down"}
+		}
+		s.endStream(c, str, fw, asRelayError(rerr))
+		return
+	}
+	str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
+	if err := fw.flush(); err != nil {
+		str.CancelWrite(quic.StreamErrorCode(protocol.CodeSlowConsumer))
+	} else {
+		str.Close()
+	}
+	str.CancelRead(quic.StreamErrorCode(protocol.CodeOK))
+}
+
+// publishStream takes publishes from a stream, pipelined: the client may
+// send many before the first acknowledgement, and gets each Ack (after
+// the commit) or Nack in the order it sent them.
+func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream, fr *frameReader, fw *frameWriter, first []byte) {
+	inflight := make(chan *pending, maxBatch)
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- s.acks(str, fw, inflight) }()
+	// At shutdown, stop reading: what was read is still committed and
+	// acknowledged.
+	stop := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(protocol.CodeShuttingDown)) })
+	defer stop()
+	var end *protocol.RelayError
+	body := first
+	for {
+		inflight <- s.accept(ctx, c, bytes.Clone(body))
+		t, b, err := fr.next()
+		if err != nil {
+			if !isStreamEnd(err) {
+				end = asRelayError(err)
+			}
+			break
+		}
+		if t != protocol.FramePublish {
+			end = &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("%s frame on a publish stream", t)}
+			break
+		}
+		body = b
+	}
+	close(inflight)
+	if err := <-writeErr; err != nil {
+		s.metrics.dropped.WithLabelValues(protocol.CodeSlowConsumer.String()).Inc()
+		str.CancelWrite(quic.StreamErrorCode(protocol.CodeSlowConsumer))
+		str.CancelRead(quic.StreamErrorCode(protocol.CodeSlowConsumer))
+		return
+	}
+	if end != nil {
+		s.endStream(c, str, fw, end)
+		return
+	}
+	str.Close()
+}
+
+// isStreamEnd reports whether err is the client ending or resetting the
+// stream, or the relay stopping reads at shutdown: no error to report.
+func isStreamEnd(err error) bool {
+	var se *quic.StreamError
+	var ae *quic.ApplicationError
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &se) || errors.As(err, &ae)
+}
+
+// acks writes the answer to each publish in order, flushing whenever no
+// answer is waiting.
+func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pending) error {
+	var werr error
+	for p := range inflight {
+		res := <-p.done
+		if werr != nil {
+			continue // drain: the senders' channels are buffered
+		}
+		if res.err != nil {
+			nack := &protocol.Nack{ID: p.rec.ID, Err: *asRelayError(res.err)}
+			nack.Err.Message = truncate(nack.Err.Message)
+			s.metrics.publishes.WithLabelValues(nack.Err.Code.String()).Inc()
+			werr = fw.msg(protocol.FrameNack, nack)
+		} else {
+			status := protocol.AckStored
+			if res.app.Result == store.Duplicate {
+				status = protocol.AckDuplicate
+			}
+			s.metrics.publishes.WithLabelValues(map[protocol.AckStatus]string{protocol.AckStored: "stored", protocol.AckDuplicate: "duplicate"}[status]).Inc()
+			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time})
+		}
+		if werr == nil && len(inflight) == 0 {
+			str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
+			werr = fw.flush()
+		}
+	}
+	if werr == nil {
+		str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
+		werr = fw.flush()
+	}
+	return werr
+}
+
+func refused(code protocol.ErrorCode, format string, args ...any) *pending {
+	p := &pending{done: make(chan committed, 1)}
+	p.done <- committed{err: &protocol.RelayError{Code: code, Message: fmt.Sprintf(format, args...)}}
+	return p
+}
+
+// accept checks one published envelope and, if it passes, queues it for
+// the committer. The pending it returns answers the client either way.
+func (s *Server) accept(ctx context.Context, c *client, raw []byte) *pending {
+	id := protocol.IDOf(raw)
+	nack := func(code protocol.ErrorCode, format string, args ...any) *pending {
+		p := refused(code, format, args...)
+		p.rec.ID = id
+		return p
+	}
+	if len(raw) > s.cfg.Limits.MaxEnvelope {
+		return nack(protocol.CodeTooLarge, "envelope of %d bytes, limit %d", len(raw), s.cfg.Limits.MaxEnvelope)
+	}
+	env, _, err := protocol.ParseVerify(raw)
+	switch {
+	case errors.Is(err, protocol.ErrUnknownVersion):
+		return nack(protocol.CodeUnsupported, "%v", err)
+	case errors.Is(err, protocol.ErrTooLarge):
+		return nack(protocol.CodeTooLarge, "%v", err)
+	case err != nil:
+		return nack(protocol.CodeBadEnvelope, "%v", err)
+	}
+	if !env.Sender.Equal(c.id) {
+		return nack(protocol.CodeNotSender, "the envelope is signed by %s, the connection is %s", env.Sender.Fingerprint(), c.fp)
+	}
+	if d := s.policy.Post(c.id, env.Room); !d.Allow {
+		return nack(d.Code, "%s (policy version %d)", d.Reason, d.Version)
+	}
+	now := s.now()
+	if !s.policy.Admin(c.id) && !s.idRates.allow(c.fp, now) {
+		return nack(protocol.CodeRateLimited, "over %g envelopes per second", s.cfg.Limits.PublishRate)
+	}
+	if skew := time.Duration(now.UnixMilli()-env.Time) * time.Millisecond; skew > s.cfg.Limits.Skew.Duration || -skew > s.cfg.Limits.Skew.Duration {
+		return nack(protocol.CodeStale, "the envelope's time is %s from the relay's clock, limit %s", skew.Round(time.Millisecond), s.cfg.Limits.Skew.Duration)
+	}
+	if s.bridge != nil {
+		s.bridge.Join(env.Room)
+	}
+	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaRelay, Received: now}, done: make(chan committed, 1)}
+	select {
+	case s.commits <- p:
+		return p
+	case <-ctx.Done():
+		return nack(protocol.CodeShuttingDown, "the relay is shutting down")
+	}
+}
+
+// subscribeStream sends a room's envelopes after the cursor, then Live,
+// then each new one as it is committed: no gap and no duplicate at the
+// switch, because the subscription is registered before history is read
+// and every live record at or below the last position sent is skipped.
+func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Stream, fw *frameWriter, body []byte) error {
+	m, err := protocol.ParseSubscribe(body)
+	if err != nil {
+		return err
+	}
+	if d := s.policy.Read(c.id, m.Room); !d.Allow {
+		return d.Err()
+	}
+	if s.bridge != nil {
+		s.bridge.Join(m.Room)
+	}
+	sub := s.hub.subscribe(m.Room)
+	defer s.hub.unsubscribe(sub)
+	s.metrics.subscriptions.Inc()
+	defer s.metrics.subscriptions.Dec()
+	// The client's end of the stream closing ends the subscription.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		var b [1]byte
+		str.Read(b[:]) // returns at the client's FIN or reset, or at CancelRead
+		cancel()
+	}()
+
+	var pos int64
+	if m.Cursor != (protocol.ID{}) {
+		room, p, err := s.st.Position(ctx, m.Cursor)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && room != m.Room) {
+			return &protocol.RelayError{Code: protocol.CodeUnknownCursor, Message: fmt.Sprintf("no envelope %s in room %s", m.Cursor, m.Room)}
+		}
+		if err != nil {
+			return err
+		}
+		pos = p
+	}
+	write := func(recs []store.Record) error {
+		for _, r := range recs {
+			if r.Pos <= pos {
+				continue
+			}
+			if err := fw.raw(protocol.FrameEnvelope, r.Raw); err != nil {
+				return err
+			}
+			pos = r.Pos
+		}
+		return nil
+	}
+	flush := func() error {
+		str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
+		if err := fw.flush(); err != nil {
+			return &protocol.RelayError{Code: protocol.CodeSlowConsumer, Message: "the client did not read for " + s.cfg.Limits.WriteTimeout.String()}
+		}
+		return nil
+	}
+	catchUp := func() error {
+		for {
+			page, err := s.st.After(ctx, m.Room, pos, protocol.MaxFetchLimit)
+			if err != nil {
+				return err
+			}
+			if err := write(page); err != nil {
+				return err
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			if len(page) < protocol.MaxFetchLimit {
+				return nil
+			}
+		}
+	}
+	if err := catchUp(); err != nil {
+		return err
+	}
+	if err := fw.raw(protocol.FrameLive, nil); err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case batch := <-sub.ch:
+			if err := write(batch); err != nil {
+				return err
+			}
+			if len(sub.ch) == 0 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		case <-sub.lagged:
+			// Batches were dropped: drain what is queued, then read the
+			// store past the last position sent. Anything committed
+			// after this read arrives on the queue (or lags again).
+			for len(sub.ch) > 0 {
+				if err := write(<-sub.ch); err != nil {
+					return err
+				}
+			}
+			if err := catchUp(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *Server) fetchRange(ctx context.Context, c *client, fw *frameWriter, body []byte) error {
+	m, err := protocol.ParseFetchRange(body)
+	if err != nil {
+		return err
+	}
+	if d := s.policy.Read(c.id, m.Room); !d.Allow {
+		return d.Err()
+	}
+	recs, err := s.st.Range(ctx, m.Room, m.Since, m.Until, store.Cursor{Time: m.Since, ID: m.After}, int(m.Limit)+1)
+	if err != nil {
+		return err
+	}
+	more := len(recs) > int(m.Limit)
+	if more {
+		recs = recs[:m.Limit]
+	}
+	for _, r := range recs {
+		if err := fw.raw(protocol.FrameEnvelope, r.Raw); err != nil {
+			return err
+		}
+	}
+	return fw.msg(protocol.FrameEnd, &protocol.End{More: more})
+}
+
+func (s *Server) fetchIDs(ctx context.Context, c *client, fw *frameWriter, body []byte) error {
+	m, err := protocol.ParseFetchIDs(body)
+	if err != nil {
+		return err
+	}
+	for _, id := range m.IDs {
+		r, err := s.st.Get(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !s.policy.Read(c.id, r.Env.Room).Allow {
+			continue // as if absent: which IDs exist in a closed room is not told
+		}
+		if err := fw.raw(protocol.FrameEnvelope, r.Raw); err != nil {
+			return err
+		}
+	}
+	return fw.msg(protocol.FrameEnd, &protocol.End{})
+}
+
+func (s *Server) peers(c *client, fw *frameWriter, body []byte) error {
+	m, err := protocol.ParsePeersRequest(body)
+	if err != nil {
+		return err
+	}
+	if d := s.policy.Read(c.id, m.Room); !d.Allow {
+		return d.Err()
+	}
+	var addrs []string
+	if s.bridge != nil {
+		s.bridge.Join(m.Room)
+		addrs = s.bridge.Peers(m.Room)
+	}
+	if len(addrs) > protocol.MaxPeerAddrs {
+		addrs = addrs[:protocol.MaxPeerAddrs]
+	}
+	return fw.msg(protocol.FramePeers, &protocol.Peers{Addrs: addrs})
+}
+
+// Info describes this relay.
+func (s *Server) Info() *protocol.Info {
+	l := s.cfg.Limits
+	return &protocol.Info{
+		Versions:      []uint8{protocol.Version},
+		MaxEnvelope:   uint32(l.MaxEnvelope),
+		PublishRate:   uint32(l.PublishRate),
+		PublishBurst:  uint32(l.PublishBurst),
+		RetentionDays: uint32(s.cfg.Retention.MaxAge.Hours() / 24),
+		Policy:        s.policy.Mode(),
+		PolicyVersion: s.policy.Version(),
+	}
+}
+
+func (s *Server) info(fw *frameWriter, body []byte) error {
+	if len(body) != 0 {
+		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: "info request with a body"}
+	}
+	return fw.msg(protocol.FrameInfo, s.Info())
+}
+
+func (s *Server) redeem(ctx context.Context, c *client, fw *frameWriter, body []byte) error {
+	m, err := protocol.ParseRedeem(body)
+	if err != nil {
+		return err
+	}
+	if err := s.policy.Redeem(ctx, c.id, m.Token); err != nil {
+		return err
+	}
+	c.log.Info("invite redeemed", "policy_version", s.policy.Version())
+	c.admitted.Store(true)
+	return fw.raw(protocol.FrameRedeemed, nil)
+}
+
+// limiters are token buckets by key (an identity, an address). Buckets
+// that have refilled are dropped when the table grows, so it stays bounded
+// by the keys active within a refill time.
+type limiters struct {
+	mu    sync.Mutex
+	m     map[string]*rate.Limiter
+	r     rate.Limit
+	burst int
+}
+
+const maxLimiters = 1 << 16
+
+func newLimiters(r rate.Limit, burst int) *limiters {
+	return &limiters{m: map[string]*rate.Limiter{}, r: r, burst: burst}
+}
+
+func (l *limiters) allow(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.m[key]
+	if !ok {
+		if len(l.m) >= maxLimiters {
+			for k, v := range l.m {
+				if v.TokensAt(now) >= float64(l.burst) {
+					delete(l.m, k)
+				}
+			}
+		}
+		if len(l.m) >= maxLimiters {
+			return false // every bucket is in use: refuse rather than grow
+		}
+		lim = rate.NewLimiter(l.r, l.burst)
+		l.m[key] = lim
+	}
+	return lim.AllowN(now, 1)
+}

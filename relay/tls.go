@@ -1,0 +1,127 @@
+package relay
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+)
+
+// Both ends of a relay connection prove their identity the way libp2p's TLS
+// handshake does: each presents a self-signed certificate, and TLS 1.3's
+// CertificateVerify proves it holds the key. Here the certificate's key is
+// the Ed25519 identity key itself, so the key a peer proved is the
+// identity, with no extension to check and no handshake crypto of ours.
+// The signatures do not collide with envelope signatures: TLS signs its
+// own context string, a certificate signs DER, an envelope signs text that
+// starts with "parley envelope signature".
+
+// certificate makes a self-signed certificate for key. Its validity is
+// wide: what it binds is the key, which the handshake proves, not a name
+// or a time.
+func certificate(key identity.PrivateKey) (tls.Certificate, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("relay: certificate: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: key.Public().Fingerprint()},
+		NotBefore:    time.Now().Add(-24 * time.Hour),
+		NotAfter:     time.Now().Add(100 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	priv := key.Ed25519()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("relay: certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, nil
+}
+
+// ErrBadCertificate: the other end's certificate is not one self-signed
+// Ed25519 certificate.
+var ErrBadCertificate = errors.New("relay: bad peer certificate")
+
+// peerIdentity checks the certificate chain the other end presented and
+// returns the identity it names.
+func peerIdentity(rawCerts [][]byte) (identity.PublicKey, error) {
+	if len(rawCerts) != 1 {
+		return identity.PublicKey{}, fmt.Errorf("%w: %d certificates, want 1", ErrBadCertificate, len(rawCerts))
+	}
+	cert, err := x509.ParseCertificate(rawCerts[0])
+	if err != nil {
+		return identity.PublicKey{}, fmt.Errorf("%w: %v", ErrBadCertificate, err)
+	}
+	pub, ok := cert.PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return identity.PublicKey{}, fmt.Errorf("%w: key is not Ed25519", ErrBadCertificate)
+	}
+	if err := cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
+		return identity.PublicKey{}, fmt.Errorf("%w: not self-signed: %v", ErrBadCertificate, err)
+	}
+	pk, err := identity.PublicKeyFromBytes(pub)
+	if err != nil {
+		return identity.PublicKey{}, fmt.Errorf("%w: %v", ErrBadCertificate, err)
+	}
+	return pk, nil
+}
+
+// ErrWrongRelay: the relay proved a key other than the one its address
+// names.
+var ErrWrongRelay = errors.New("relay: the relay's key is not the one in its address")
+
+func serverTLS(key identity.PrivateKey) (*tls.Config, error) {
+	cert, err := certificate(key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{protocol.RelayALPN},
+		// The chain is checked by peerIdentity, not against CAs: any
+		// self-signed Ed25519 certificate proves an identity, and the
+		// policy decides what that identity may do.
+		ClientAuth: tls.RequireAnyClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := peerIdentity(raw)
+			return err
+		},
+		SessionTicketsDisabled: true, // no resumption: every connection proves its key
+	}, nil
+}
+
+func clientTLS(key identity.PrivateKey, relay Addr) (*tls.Config, error) {
+	cert, err := certificate(key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{cert},
+		NextProtos:         []string{protocol.RelayALPN},
+		ServerName:         "parley-relay",
+		InsecureSkipVerify: true, // no CA check: the pinned key is checked below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			got, err := peerIdentity(raw)
+			if err != nil {
+				return err
+			}
+			if got.Fingerprint() != relay.Fingerprint {
+				return fmt.Errorf("%w: the address names %s, the relay at %s proved %s", ErrWrongRelay, relay.Fingerprint, relay.HostPort, got.Fingerprint())
+			}
+			return nil
+		},
+		SessionTicketsDisabled: true,
+	}, nil
+}

@@ -1,0 +1,97 @@
+package relay
+
+import (
+	"bufio"
+	"encoding"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+// frameReader reads frames from one stream, reusing its buffer.
+type frameReader struct {
+	r   *bufio.Reader
+	buf []byte
+	max int // body limit
+}
+
+func newFrameReader(r io.Reader, max int) *frameReader {
+	return &frameReader{r: bufio.NewReaderSize(r, 16<<10), max: max}
+}
+
+// next returns the next frame. Its body is valid until the next call. At a
+// clean end of the stream it returns io.EOF.
+func (fr *frameReader) next() (protocol.FrameType, []byte, error) {
+	var h [protocol.FrameHeaderSize]byte
+	if _, err := io.ReadFull(fr.r, h[:]); err != nil {
+		return 0, nil, err // io.EOF before a header: a clean end
+	}
+	t, n, err := protocol.ParseFrameHeader(h)
+	if err != nil {
+		return t, nil, err
+	}
+	if n > fr.max {
+		return t, nil, &protocol.RelayError{Code: protocol.CodeTooLarge, Message: fmt.Sprintf("%s frame of %d bytes, limit %d", t, n, fr.max)}
+	}
+	if cap(fr.buf) < n {
+		fr.buf = make([]byte, n)
+	}
+	body := fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return t, nil, err
+	}
+	return t, body, nil
+}
+
+// frameWriter buffers frames for one stream; flush sends them.
+type frameWriter struct {
+	w   *bufio.Writer
+	tmp []byte
+}
+
+func newFrameWriter(w io.Writer) *frameWriter {
+	return &frameWriter{w: bufio.NewWriterSize(w, 32<<10)}
+}
+
+func (fw *frameWriter) raw(t protocol.FrameType, body []byte) error {
+	fw.tmp = protocol.AppendFrame(fw.tmp[:0], t, body)
+	_, err := fw.w.Write(fw.tmp)
+	return err
+}
+
+func (fw *frameWriter) msg(t protocol.FrameType, m encoding.BinaryMarshaler) error {
+	body, err := m.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return fw.raw(t, body)
+}
+
+func (fw *frameWriter) error(e *protocol.RelayError) error {
+	body, err := protocol.MarshalErrorFrame(e)
+	if err != nil {
+		return err
+	}
+	return fw.raw(protocol.FrameError, body)
+}
+
+func (fw *frameWriter) flush() error { return fw.w.Flush() }
+
+// asRelayError turns err into the RelayError that tells a client about it.
+func asRelayError(err error) *protocol.RelayError {
+	var re *protocol.RelayError
+	switch {
+	case errors.As(err, &re):
+		return re
+	case errors.Is(err, protocol.ErrBadFrame):
+		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: err.Error()}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: "truncated frame"}
+	}
+	return &protocol.RelayError{Code: protocol.CodeInternal, Message: "internal error"}
+}
