@@ -21,9 +21,10 @@ import (
 // subscription resumes after the last envelope it delivered. It is safe
 // for concurrent use.
 type Client struct {
-	addr Addr
-	tls  *tls.Config
-	log  *slog.Logger
+	addr      Addr
+	tls       *tls.Config
+	log       *slog.Logger
+	keepAlive time.Duration
 
 	mu     sync.Mutex
 	conn   *quic.Conn
@@ -35,6 +36,10 @@ type Client struct {
 // ClientOptions configure Dial.
 type ClientOptions struct {
 	Log *slog.Logger
+	// KeepAlive is how often an idle connection is pinged, which is also
+	// how soon a relay that restarted is noticed (it answers the ping
+	// with a stateless reset). If zero, 15 seconds.
+	KeepAlive time.Duration
 }
 
 // Dial connects to the relay at addr as key. It returns once the relay has
@@ -49,7 +54,10 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{addr: addr, tls: conf, log: opts.Log, done: make(chan struct{})}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 15 * time.Second
+	}
+	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, done: make(chan struct{})}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -82,11 +90,11 @@ func (c *Client) Close() error {
 
 var errClientClosed = errors.New("relay: client is closed")
 
-func quicConfig() *quic.Config {
+func quicConfig(keepAlive time.Duration) *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout:           5 * time.Second,
 		MaxIdleTimeout:                 60 * time.Second,
-		KeepAlivePeriod:                20 * time.Second,
+		KeepAlivePeriod:                keepAlive,
 		MaxIncomingStreams:             -1, // the relay opens none
 		MaxIncomingUniStreams:          -1,
 		InitialStreamReceiveWindow:     64 << 10,
@@ -107,7 +115,7 @@ func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
 	if c.conn != nil && c.conn.Context().Err() == nil {
 		return c.conn, nil
 	}
-	conn, err := quic.DialAddr(ctx, c.addr.HostPort, c.tls, quicConfig())
+	conn, err := quic.DialAddr(ctx, c.addr.HostPort, c.tls, quicConfig(c.keepAlive))
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
 	}
@@ -129,16 +137,39 @@ func wireError(err error) error {
 	return err
 }
 
-// retryable reports whether err is a lost connection, worth a new one.
+// retryable reports whether err is worth another try on a new
+// connection: a lost or refused connection, or a relay that is stopping.
+// A refusal by the relay's policy or checks, a relay with the wrong key,
+// and a closed client are not.
 func retryable(err error) bool {
 	var re *protocol.RelayError
-	if errors.As(err, &re) {
-		return re.Code == protocol.CodeShuttingDown || re.Code == protocol.CodeIdle
+	switch {
+	case errors.As(err, &re):
+		return re.Code == protocol.CodeShuttingDown || re.Code == protocol.CodeIdle || re.Code == protocol.CodeOK
+	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrBadCertificate),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
 	}
-	var ie *quic.IdleTimeoutError
-	var sr *quic.StatelessResetError
-	var ae *quic.ApplicationError
-	return errors.As(err, &ie) || errors.As(err, &sr) || errors.As(err, &ae) || errors.Is(err, io.ErrUnexpectedEOF)
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.ErrorCode.IsCryptoError() {
+		return false // the TLS handshake failed: a wrong key, or an old relay
+	}
+	return true
+}
+
+// DialQUIC opens a bare QUIC connection to the relay at addr as key,
+// speaking the relay protocol's ALPN, with the relay's key checked: for
+// tools and tests that write frames themselves.
+func DialQUIC(ctx context.Context, addr Addr, key identity.PrivateKey) (*quic.Conn, error) {
+	conf, err := clientTLS(key, addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := quic.DialAddr(ctx, addr.HostPort, conf, quicConfig(15*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("relay: connect to %s: %w", addr.HostPort, wireError(err))
+	}
+	return conn, nil
 }
 
 // request opens a stream, sends one frame and closes its side. The
@@ -184,7 +215,15 @@ func readFrame(fr *frameReader) (protocol.FrameType, []byte, error) {
 }
 
 // Info asks the relay for its versions, limits and policy.
-func (c *Client) Info(ctx context.Context) (*protocol.Info, error) {
+func (c *Client) Info(ctx context.Context) (info *protocol.Info, err error) {
+	err = c.retry(ctx, "info", func() (err error) {
+		info, err = c.infoOnce(ctx)
+		return err
+	})
+	return info, err
+}
+
+func (c *Client) infoOnce(ctx context.Context) (*protocol.Info, error) {
 	fr, done, err := c.request(ctx, protocol.FrameInfoRequest, nil)
 	if err != nil {
 		return nil, err
@@ -222,7 +261,15 @@ func (c *Client) Redeem(ctx context.Context, token string) error {
 }
 
 // Peers asks for the mesh addresses of peers in room.
-func (c *Client) Peers(ctx context.Context, room string) ([]string, error) {
+func (c *Client) Peers(ctx context.Context, room string) (addrs []string, err error) {
+	err = c.retry(ctx, "peers", func() (err error) {
+		addrs, err = c.peersOnce(ctx, room)
+		return err
+	})
+	return addrs, err
+}
+
+func (c *Client) peersOnce(ctx context.Context, room string) ([]string, error) {
 	body, err := (&protocol.PeersRequest{Room: room}).MarshalBinary()
 	if err != nil {
 		return nil, err
@@ -262,8 +309,16 @@ func parseEnvelope(body []byte) (Envelope, error) {
 	return Envelope{ID: id, Env: env, Raw: raw}, nil
 }
 
-// fetch reads Envelope frames up to End.
-func (c *Client) fetch(ctx context.Context, t protocol.FrameType, body []byte) ([]Envelope, bool, error) {
+// fetch sends a fetch request and reads Envelope frames up to End.
+func (c *Client) fetch(ctx context.Context, t protocol.FrameType, body []byte) (out []Envelope, more bool, err error) {
+	err = c.retry(ctx, "fetch", func() (err error) {
+		out, more, err = c.fetchOnce(ctx, t, body)
+		return err
+	})
+	return out, more, err
+}
+
+func (c *Client) fetchOnce(ctx context.Context, t protocol.FrameType, body []byte) ([]Envelope, bool, error) {
 	fr, done, err := c.request(ctx, t, body)
 	if err != nil {
 		return nil, false, err
@@ -332,29 +387,40 @@ func (c *Client) FetchIDs(ctx context.Context, ids ...protocol.ID) ([]Envelope, 
 	return out, err
 }
 
+// retry runs f until it succeeds, fails in a way another connection
+// cannot help, or has failed 6 times, backing off in between.
+func (c *Client) retry(ctx context.Context, what string, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || !retryable(err) || ctx.Err() != nil || attempt >= 5 {
+			return err
+		}
+		c.log.Debug("retried", "what", what, "err", err)
+		select {
+		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return errClientClosed
+		}
+	}
+}
+
 // Publish sends an envelope and returns the relay's acknowledgement, which
 // it sends only once the envelope is committed to disk. A refusal is a
 // *protocol.RelayError. A lost connection is retried, within ctx, on a new
 // one.
 func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error) {
 	id := protocol.IDOf(raw)
-	for attempt := 0; ; attempt++ {
-		ack, err := c.publishOnce(ctx, id, raw)
-		if err == nil || !retryable(err) || ctx.Err() != nil || attempt >= 5 {
-			if err != nil {
-				return nil, fmt.Errorf("relay: publish %s: %w", id, err)
-			}
-			return ack, nil
-		}
-		c.log.Debug("publish retried", "id", id, "err", err)
-		select {
-		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-c.done:
-			return nil, errClientClosed
-		}
+	var ack *protocol.Ack
+	err := c.retry(ctx, "publish", func() (err error) {
+		ack, err = c.publishOnce(ctx, id, raw)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
+	return ack, nil
 }
 
 func (c *Client) publishOnce(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/crypto/hkdf"
 	"golang.org/x/time/rate"
 )
 
@@ -76,6 +78,8 @@ type Server struct {
 	ln *quic.Listener
 
 	commits  chan *pending
+	closing  sync.RWMutex // held to send on commits outside a connection
+	closed   bool         // commits is closed
 	conns    atomic.Int64
 	idRates  *limiters
 	addrRate *limiters
@@ -118,23 +122,26 @@ func (s *Server) Policy() *Policy { return s.policy }
 // SetBridge connects the relay to the mesh; call it before Serve.
 func (s *Server) SetBridge(b Bridge) { s.bridge = b }
 
-// Ingest commits an envelope that came from the mesh (already verified by
-// the mesh node) and hands it to the relay's subscribers; a duplicate is
-// dropped. It waits for the commit.
+// Ingest queues an envelope that came from the mesh (already verified by
+// the mesh node) for the committer, which stores it and hands it to the
+// relay's subscribers; a duplicate is dropped there. It does not wait for
+// the commit, so mesh traffic gets group commit too.
 func (s *Server) Ingest(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte) error {
 	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaMesh, Received: s.now()}, done: make(chan committed, 1)}
-	select {
-	case s.commits <- p:
-	case <-ctx.Done():
-		return ctx.Err()
+	s.closing.RLock()
+	defer s.closing.RUnlock()
+	if s.closed {
+		return errServerClosed
 	}
 	select {
-	case c := <-p.done:
-		return c.err
+	case s.commits <- p:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
+
+var errServerClosed = errors.New("relay: server is closed")
 
 // Listen binds the QUIC listener on the configured address.
 func (s *Server) Listen() error {
@@ -147,8 +154,19 @@ func (s *Server) Listen() error {
 		udp.Close()
 		return err
 	}
+	resetKey, tokenKey, err := transportKeys(s.key)
+	if err != nil {
+		udp.Close()
+		return err
+	}
 	s.tr = &quic.Transport{
 		Conn: udp,
+		// Keys derived from the relay's identity, so that after a restart
+		// the relay still answers packets of connections it has lost
+		// with a stateless reset (clients notice at once and reconnect)
+		// and still accepts its Retry tokens.
+		StatelessResetKey: resetKey,
+		TokenGeneratorKey: tokenKey,
 		// Under a burst of new handshakes, make clients prove their
 		// address with a Retry round trip before the relay spends work
 		// on them.
@@ -171,6 +189,21 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
 	}
 	return nil
+}
+
+func transportKeys(key identity.PrivateKey) (*quic.StatelessResetKey, *quic.TokenGeneratorKey, error) {
+	var reset quic.StatelessResetKey
+	var token quic.TokenGeneratorKey
+	seed := key.Ed25519().Seed()
+	for _, k := range []struct {
+		info string
+		out  []byte
+	}{{"parley relay v1 stateless reset key", reset[:]}, {"parley relay v1 token key", token[:]}} {
+		if _, err := io.ReadFull(hkdf.New(sha256.New, seed, nil, []byte(k.info)), k.out); err != nil {
+			return nil, nil, fmt.Errorf("relay: transport keys: %w", err)
+		}
+	}
+	return &reset, &token, nil
 }
 
 // Addr returns the address the relay listens on, once Listen returned.
@@ -200,8 +233,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Go(func() { s.serveConn(ctx, conn) })
 	}
 	s.ln.Close()
-	wg.Wait() // every handler has ended: nothing submits any more
-	close(s.commits)
+	wg.Wait() // every handler has ended
+	s.closing.Lock()
+	s.closed = true
+	close(s.commits) // the committer commits what is queued, then ends
+	s.closing.Unlock()
 	<-commitDone
 	return s.tr.Close()
 }

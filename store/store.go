@@ -492,6 +492,27 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	return res.RowsAffected()
 }
 
+// PruneBytes deletes the oldest envelopes until the rest hold at most
+// max bytes, and returns how many it deleted. The newest one always stays.
+func (s *Store) PruneBytes(ctx context.Context, max int64) (int64, error) {
+	var cut sql.NullInt64
+	err := s.r.QueryRowContext(ctx, `SELECT max(rowid) FROM (
+		SELECT rowid, sum(length(raw)) OVER (ORDER BY rowid DESC) AS kept FROM envelopes)
+		WHERE kept > ?`, max).Scan(&cut)
+	if err != nil {
+		return 0, fmt.Errorf("store: prune to %d bytes: %w", max, err)
+	}
+	if !cut.Valid {
+		return 0, nil
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE rowid <= ?
+		AND rowid < (SELECT max(rowid) FROM envelopes)`, cut.Int64)
+	if err != nil {
+		return 0, fmt.Errorf("store: prune to %d bytes: %w", max, err)
+	}
+	return res.RowsAffected()
+}
+
 // Reserved implements protocol.SeqReservations.
 func (s *Store) Reserved(room string) (uint64, error) {
 	var n int64

@@ -1,0 +1,6 @@
+// Command relay is Parley's self-hostable QUIC relay. See "relay help".
+package main
+
+import "os"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/lockfile"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
+)
+
+// Exit codes, documented in "relay help" and docs/operations.md.
+const (
+	exitOK     = 0
+	exitError  = 1 // anything not listed below
+	exitUsage  = 2 // unknown command or flag, wrong arguments
+	exitKey    = 3 // the relay's key cannot be used
+	exitConfig = 4 // the configuration is invalid, or the folder has no relay
+	exitLocked = 5 // another relay process uses the data folder
+)
+
+const usage = `relay: Parley's relay: client-server fallback, store-and-forward,
+policy, and a bridge to the peer-to-peer mesh.
+
+Usage:
+  relay [--data DIR] command [flags]
+
+Commands:
+  init [--policy open|allowlist|invite]
+                     create the relay's identity and a commented config
+                     file in the data folder, and print its address
+  addr               print the address clients use: FINGERPRINT@HOST:PORT
+  serve [flags]      run the relay until SIGTERM or SIGINT
+      --listen HOST:PORT      QUIC (UDP) address for clients
+      --p2p-listen MULTIADDR  the mesh node's address (repeatable;
+                              "none" runs no mesh node)
+      --admin HOST:PORT       /metrics and /healthz ("" turns it off)
+      --log-level LEVEL       debug, info, warn or error
+      --check-config          check the configuration and exit
+  allow KEY [--note TEXT]    put an identity (ed25519:..., as "chat id"
+                             prints it) on the allow list
+  deny KEY                   take it off the allow list
+  ban KEY [--note TEXT]      ban an identity
+  unban KEY                  lift a ban
+  invite [--ttl 168h] [--uses 1] [--note TEXT]
+                             make an invite token (invite policy)
+  acl [--json]               list the allow and ban lists
+  help                       this text
+
+The admin commands (allow ... acl) act on a running relay at once,
+through its admin socket, or on the data folder of a stopped one.
+
+Global flags:
+  --data DIR         data folder (default $PARLEY_RELAY_DATA, else
+                     $XDG_DATA_HOME/parley-relay, else
+                     ~/.local/share/parley-relay)
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 the relay's key cannot be used,
+4 bad configuration or no relay in the folder, 5 the data folder is in
+use by another relay process.
+`
+
+type cli struct {
+	stdout, stderr io.Writer
+	data           string
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	c := &cli{stdout: stdout, stderr: stderr}
+	fs := c.flags("relay")
+	if err := fs.Parse(args); err != nil {
+		return c.usageError(err)
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "init":
+		return c.init(args)
+	case "addr":
+		return c.addr(args)
+	case "serve":
+		return c.serve(args)
+	case "allow", "deny", "ban", "unban", "invite", "acl":
+		return c.admin(cmd, args)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	return c.usageError(fmt.Errorf("unknown command %q", cmd))
+}
+
+func (c *cli) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.data, "data", c.data, "data folder")
+	return fs
+}
+
+// parse parses a command's flags, which may come before or after its
+// positional arguments.
+func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func (c *cli) usageError(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(c.stderr, "relay: %v (see relay help)\n", err)
+	return exitUsage
+}
+
+func (c *cli) fail(err error) int {
+	msg := strings.TrimPrefix(err.Error(), "relay: ")
+	fmt.Fprintf(c.stderr, "relay: %v\n", msg)
+	switch {
+	case errors.Is(err, lockfile.ErrLocked):
+		return exitLocked
+	case errors.Is(err, relay.ErrNotInitialized), errors.Is(err, relay.ErrInitialized), isConfigError(err):
+		return exitConfig
+	case errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
+		errors.Is(err, identity.ErrMalformedKey), errors.Is(err, identity.ErrNotEd25519):
+		return exitKey
+	}
+	return exitError
+}
+
+func isConfigError(err error) bool { return strings.Contains(err.Error(), "relay: config") }
+
+func (c *cli) dir() (string, error) {
+	if c.data != "" {
+		return c.data, nil
+	}
+	return relay.DefaultDataDir()
+}
+
+func (c *cli) init(args []string) int {
+	fs := c.flags("init")
+	policy := fs.String("policy", "open", "open, allowlist or invite")
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return c.usageError(err)
+	}
+	if len(pos) != 0 {
+		return c.usageError(fmt.Errorf("init takes no arguments"))
+	}
+	mode, err := protocol.ParsePolicyMode(*policy)
+	if err != nil {
+		return c.usageError(err)
+	}
+	dir, err := c.dir()
+	if err != nil {
+		return c.fail(err)
+	}
+	key, err := relay.Init(dir, relay.InitOptions{Policy: mode})
+	if err != nil {
+		return c.fail(err)
+	}
+	cfg, err := relay.LoadDirConfig(dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	addr, guessed := relay.ShareAddr(key, cfg)
+	fmt.Fprintf(c.stderr, "relay: created in %s (policy %s); edit %s/%s, then run: relay serve\n", dir, mode, dir, relay.ConfigFile)
+	if guessed {
+		fmt.Fprintf(c.stderr, "relay: the host name in the address is this machine's name; set advertise in %s if clients use another\n", relay.ConfigFile)
+	}
+	fmt.Fprintln(c.stdout, addr)
+	return exitOK
+}
+
+func (c *cli) addr(args []string) int {
+	fs := c.flags("addr")
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return c.usageError(err)
+	}
+	if len(pos) != 0 {
+		return c.usageError(fmt.Errorf("addr takes no arguments"))
+	}
+	dir, err := c.dir()
+	if err != nil {
+		return c.fail(err)
+	}
+	key, err := relay.LoadKey(dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	cfg, err := relay.LoadDirConfig(dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	addr, _ := relay.ShareAddr(key.Public(), cfg)
+	fmt.Fprintln(c.stdout, addr)
+	return exitOK
+}
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
+
+func (c *cli) serve(args []string) int {
+	fs := c.flags("serve")
+	var (
+		listen, admin, level string
+		p2p                  multi
+		check                bool
+	)
+	fs.StringVar(&listen, "listen", "", "QUIC address")
+	fs.Var(&p2p, "p2p-listen", "mesh multiaddr")
+	fs.StringVar(&admin, "admin", "\x00", "metrics and health address")
+	fs.StringVar(&level, "log-level", "info", "log level")
+	fs.BoolVar(&check, "check-config", false, "check the configuration and exit")
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return c.usageError(err)
+	}
+	if len(pos) != 0 {
+		return c.usageError(fmt.Errorf("serve takes no arguments"))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return c.usageError(fmt.Errorf("--log-level %q: want debug, info, warn or error", level))
+	}
+	dir, err := c.dir()
+	if err != nil {
+		return c.fail(err)
+	}
+	cfg, err := relay.LoadDirConfig(dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	if admin != "\x00" {
+		cfg.Admin = admin
+	}
+	switch {
+	case len(p2p) == 1 && p2p[0] == "none":
+		cfg.P2PListen = nil
+	case len(p2p) > 0:
+		cfg.P2PListen = p2p
+	}
+	if err := cfg.Validate(); err != nil {
+		return c.fail(err)
+	}
+	if _, err := relay.LoadKey(dir); err != nil {
+		return c.fail(err)
+	}
+	if check {
+		fmt.Fprintf(c.stdout, "relay: configuration of %s is valid\n", dir)
+		return exitOK
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err = relay.Run(ctx, relay.RunOptions{Dir: dir, Config: cfg, Log: log, Ready: func(addr relay.Addr, mesh []string) {
+		fmt.Fprintf(c.stdout, "serving %s\n", addr)
+		for _, m := range mesh {
+			fmt.Fprintf(c.stdout, "mesh %s\n", m)
+		}
+	}})
+	if err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+func (c *cli) admin(cmd string, args []string) int {
+	fs := c.flags(cmd)
+	var req relay.AdminRequest
+	req.Cmd = cmd
+	var asJSON bool
+	switch cmd {
+	case "allow", "ban", "invite":
+		fs.StringVar(&req.Note, "note", "", "note")
+	}
+	if cmd == "invite" {
+		fs.StringVar(&req.TTL, "ttl", "168h", "how long the invite is valid")
+		fs.IntVar(&req.Uses, "uses", 1, "how many identities may redeem it")
+	}
+	if cmd == "acl" {
+		fs.BoolVar(&asJSON, "json", false, "JSON output")
+	}
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return c.usageError(err)
+	}
+	switch cmd {
+	case "allow", "deny", "ban", "unban":
+		if len(pos) != 1 {
+			return c.usageError(fmt.Errorf("%s takes one public key (ed25519:...)", cmd))
+		}
+		req.Key = pos[0]
+	default:
+		if len(pos) != 0 {
+			return c.usageError(fmt.Errorf("%s takes no arguments", cmd))
+		}
+	}
+	dir, err := c.dir()
+	if err != nil {
+		return c.fail(err)
+	}
+	resp, err := relay.RunAdmin(context.Background(), dir, req)
+	if err != nil {
+		return c.fail(err)
+	}
+	if resp.Error != "" {
+		fmt.Fprintf(c.stderr, "relay: %s\n", resp.Error)
+		return exitError
+	}
+	switch {
+	case cmd == "invite":
+		fmt.Fprintln(c.stdout, resp.Token)
+		fmt.Fprintf(c.stderr, "relay: invite %s (policy version %d)\n", resp.Message, resp.PolicyVersion)
+	case cmd == "acl" && asJSON:
+		json.NewEncoder(c.stdout).Encode(resp)
+	case cmd == "acl":
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "LIST\tFINGERPRINT\tADDED\tNOTE")
+		for _, e := range resp.Entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.List, e.Fingerprint, e.Added.UTC().Format("2006-01-02 15:04"), e.Note)
+		}
+		tw.Flush()
+		fmt.Fprintf(c.stderr, "relay: policy version %d\n", resp.PolicyVersion)
+	default:
+		where := "data folder (relay not running)"
+		if resp.Running {
+			where = "running relay"
+		}
+		fmt.Fprintf(c.stdout, "%s (policy version %d, %s)\n", resp.Message, resp.PolicyVersion, where)
+	}
+	return exitOK
+}

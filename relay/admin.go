@@ -1,0 +1,209 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/store"
+)
+
+// Admin commands (allow, deny, ban, unban, invite, acl) change the policy.
+// On a running relay they go through its admin socket, a Unix socket of
+// mode 0600 in the data folder, so the relay applies them at once; on a
+// stopped relay they change the store in the data folder directly.
+
+// AdminRequest is one admin command: a JSON object on one line.
+type AdminRequest struct {
+	Cmd  string `json:"cmd"`            // allow, deny, ban, unban, invite, acl
+	Key  string `json:"key,omitempty"`  // ed25519:... for allow, deny, ban, unban
+	Note string `json:"note,omitempty"` // why, for the operator's records
+	TTL  string `json:"ttl,omitempty"`  // invite: how long it is valid ("168h")
+	Uses int    `json:"uses,omitempty"` // invite: how many may redeem it
+}
+
+// AdminResponse is the answer, a JSON object on one line.
+type AdminResponse struct {
+	Error         string     `json:"error,omitempty"`
+	Message       string     `json:"message,omitempty"`
+	PolicyVersion uint64     `json:"policy_version"`
+	Token         string     `json:"token,omitempty"` // invite
+	Entries       []ACLEntry `json:"entries,omitempty"`
+	Running       bool       `json:"running"` // answered by a running relay
+}
+
+// ACLEntry is one identity on an access list, as acl lists it.
+type ACLEntry struct {
+	List        string    `json:"list"`
+	Key         string    `json:"key"`
+	Fingerprint string    `json:"fingerprint"`
+	Note        string    `json:"note"`
+	Added       time.Time `json:"added"`
+}
+
+// apply carries out one admin command on a policy.
+func apply(ctx context.Context, p *Policy, req AdminRequest) AdminResponse {
+	fail := func(err error) AdminResponse { return AdminResponse{Error: err.Error(), PolicyVersion: p.Version()} }
+	var key identity.PublicKey
+	switch req.Cmd {
+	case "allow", "deny", "ban", "unban":
+		var err error
+		if key, err = identity.ParsePublicKey(req.Key); err != nil {
+			return fail(fmt.Errorf("%s: %w (give the public key that chat id prints, ed25519:...)", req.Cmd, err))
+		}
+	}
+	switch req.Cmd {
+	case "allow":
+		if _, err := p.Allow(ctx, key, req.Note); err != nil {
+			return fail(err)
+		}
+		return AdminResponse{Message: key.Fingerprint() + " is on the allow list", PolicyVersion: p.Version()}
+	case "deny":
+		was, err := p.Deny(ctx, key)
+		if err != nil {
+			return fail(err)
+		}
+		if !was {
+			return AdminResponse{Message: key.Fingerprint() + " was not on the allow list", PolicyVersion: p.Version()}
+		}
+		return AdminResponse{Message: key.Fingerprint() + " is off the allow list", PolicyVersion: p.Version()}
+	case "ban":
+		if err := p.Ban(ctx, key, req.Note); err != nil {
+			return fail(err)
+		}
+		return AdminResponse{Message: key.Fingerprint() + " is banned", PolicyVersion: p.Version()}
+	case "unban":
+		was, err := p.Unban(ctx, key)
+		if err != nil {
+			return fail(err)
+		}
+		if !was {
+			return AdminResponse{Message: key.Fingerprint() + " was not banned", PolicyVersion: p.Version()}
+		}
+		return AdminResponse{Message: key.Fingerprint() + " is no longer banned", PolicyVersion: p.Version()}
+	case "invite":
+		ttl := 7 * 24 * time.Hour
+		if req.TTL != "" {
+			d, err := time.ParseDuration(req.TTL)
+			if err != nil || d <= 0 {
+				return fail(fmt.Errorf("invite: ttl %q is not a positive duration", req.TTL))
+			}
+			ttl = d
+		}
+		uses := req.Uses
+		if uses == 0 {
+			uses = 1
+		}
+		if uses < 1 {
+			return fail(fmt.Errorf("invite: %d uses", uses))
+		}
+		token, err := NewInvite(ctx, p.st, req.Note, ttl, uses, p.now())
+		if err != nil {
+			return fail(err)
+		}
+		if err := p.reload(ctx); err != nil {
+			return fail(err)
+		}
+		return AdminResponse{Token: token, Message: fmt.Sprintf("valid for %s, %d use(s)", ttl, uses), PolicyVersion: p.Version()}
+	case "acl":
+		acl, err := p.st.ACL(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		out := AdminResponse{PolicyVersion: p.Version(), Entries: []ACLEntry{}}
+		for _, e := range acl {
+			out.Entries = append(out.Entries, ACLEntry{List: e.List, Key: e.Key.String(), Fingerprint: e.Key.Fingerprint(), Note: e.Note, Added: e.Added})
+		}
+		return out
+	}
+	return fail(fmt.Errorf("unknown admin command %q", req.Cmd))
+}
+
+// ServeAdmin answers admin commands on a Unix socket at path (mode 0600)
+// until ctx ends.
+func (s *Server) ServeAdmin(ctx context.Context, path string) error {
+	os.Remove(path) // a socket left by a relay that was killed
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("relay: admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("relay: admin socket: %w", err)
+	}
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		wg.Go(func() {
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			var req AdminRequest
+			if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
+				json.NewEncoder(conn).Encode(AdminResponse{Error: "bad request: " + err.Error()})
+				return
+			}
+			resp := apply(ctx, s.policy, req)
+			resp.Running = true
+			if resp.Error == "" {
+				s.log.Info("admin command", "cmd", req.Cmd, "key", req.Key, "note", req.Note, "policy_version", resp.PolicyVersion)
+			}
+			json.NewEncoder(conn).Encode(resp)
+		})
+	}
+	wg.Wait()
+	os.Remove(path)
+	return nil
+}
+
+// RunAdmin carries out an admin command on the relay in dir: through the
+// running relay's socket, or on the data folder when no relay runs.
+func RunAdmin(ctx context.Context, dir string, req AdminRequest) (AdminResponse, error) {
+	conn, err := net.DialTimeout("unix", filepath.Join(dir, SocketFile), 5*time.Second)
+	if err == nil {
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		if err := json.NewEncoder(conn).Encode(req); err != nil {
+			return AdminResponse{}, fmt.Errorf("relay: admin socket: %w", err)
+		}
+		var resp AdminResponse
+		if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+			return AdminResponse{}, fmt.Errorf("relay: admin socket: %w", err)
+		}
+		return resp, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ECONNREFUSED) {
+		return AdminResponse{}, fmt.Errorf("relay: admin socket: %w", err)
+	}
+	// No relay runs: work on the data folder.
+	cfg, err := LoadDirConfig(dir)
+	if err != nil {
+		return AdminResponse{}, err
+	}
+	st, err := store.Open(filepath.Join(dir, DBFile), store.Durable())
+	if err != nil {
+		return AdminResponse{}, err
+	}
+	defer st.Close()
+	p, err := NewPolicy(ctx, cfg.Policy, st, time.Now)
+	if err != nil {
+		return AdminResponse{}, err
+	}
+	return apply(ctx, p, req), nil
+}

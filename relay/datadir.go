@@ -1,0 +1,118 @@
+package relay
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+)
+
+// The files of a relay's data folder.
+const (
+	ConfigFile = "config.toml" // the configuration (ConfigTemplate)
+	KeyFile    = "identity"    // the relay's key: OpenSSH, mode 0600
+	DBFile     = "relay.db"    // envelopes, access lists, invites (SQLite)
+	MeshDBFile = "mesh.db"     // the bridge's mesh node's store
+	SocketFile = "admin.sock"  // admin commands to the running relay, mode 0600
+	LockFile   = "lock"        // held by the running relay; holds its PID
+)
+
+// DataEnv names the data folder when --data is not given.
+const DataEnv = "PARLEY_RELAY_DATA"
+
+// DefaultDataDir is $PARLEY_RELAY_DATA, else $XDG_DATA_HOME/parley-relay,
+// else ~/.local/share/parley-relay.
+func DefaultDataDir() (string, error) {
+	if d := os.Getenv(DataEnv); d != "" {
+		return d, nil
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "parley-relay"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("relay: no data folder: set --data or $%s: %w", DataEnv, err)
+	}
+	return filepath.Join(home, ".local", "share", "parley-relay"), nil
+}
+
+// ErrNotInitialized: the data folder has no relay in it yet.
+var ErrNotInitialized = errors.New("relay: the data folder has no relay (run relay init)")
+
+// ErrInitialized: relay init found a relay in the folder already.
+var ErrInitialized = errors.New("relay: the data folder has a relay already")
+
+// InitOptions say what relay init writes.
+type InitOptions struct {
+	Policy protocol.PolicyMode
+}
+
+// Init makes a relay in dir: its identity and a commented config file. It
+// refuses a folder that has either already, so it never replaces a key.
+func Init(dir string, o InitOptions) (identity.PublicKey, error) {
+	if o.Policy == 0 {
+		o.Policy = protocol.PolicyOpen
+	}
+	for _, f := range []string{KeyFile, ConfigFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return identity.PublicKey{}, fmt.Errorf("%w: %s exists", ErrInitialized, filepath.Join(dir, f))
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return identity.PublicKey{}, fmt.Errorf("relay: init: %w", err)
+	}
+	key, err := identity.Generate(rand.Reader)
+	if err != nil {
+		return identity.PublicKey{}, err
+	}
+	if err := identity.Save(filepath.Join(dir, KeyFile), key, nil, "parley relay"); err != nil {
+		return identity.PublicKey{}, fmt.Errorf("relay: init: %w", err)
+	}
+	cfg := fmt.Sprintf(ConfigTemplate, o.Policy)
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(cfg), 0o600); err != nil {
+		return identity.PublicKey{}, fmt.Errorf("relay: init: %w", err)
+	}
+	return key.Public(), nil
+}
+
+// LoadKey reads the relay's key from dir.
+func LoadKey(dir string) (identity.PrivateKey, error) {
+	k, err := identity.Load(filepath.Join(dir, KeyFile), nil)
+	if errors.Is(err, fs.ErrNotExist) {
+		return k, fmt.Errorf("%w: %s", ErrNotInitialized, dir)
+	}
+	return k, err
+}
+
+// LoadDirConfig reads dir's config file.
+func LoadDirConfig(dir string) (Config, error) {
+	c, err := LoadConfig(filepath.Join(dir, ConfigFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, fmt.Errorf("%w: %s", ErrNotInitialized, dir)
+	}
+	return c, err
+}
+
+// ShareAddr is the address to give clients: Advertise, else Listen with
+// an unspecified host replaced by this machine's name. The second result
+// says whether that replacement was a guess.
+func ShareAddr(key identity.PublicKey, cfg Config) (Addr, bool) {
+	if cfg.Advertise != "" {
+		return AddrOf(key, cfg.Advertise), false
+	}
+	host, port, _ := net.SplitHostPort(cfg.Listen)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		name, err := os.Hostname()
+		if err != nil || name == "" {
+			name = "localhost"
+		}
+		return AddrOf(key, net.JoinHostPort(name, port)), true
+	}
+	return AddrOf(key, cfg.Listen), false
+}

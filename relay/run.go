@@ -1,0 +1,168 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/internal/lockfile"
+	"github.com/parleychat/parley/mesh"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// RunOptions say how to run the relay of a data folder.
+type RunOptions struct {
+	Dir    string
+	Config Config
+	Log    *slog.Logger
+	// Ready, if not nil, is called once the relay listens, with the
+	// address clients can use (the listen address with its real port).
+	Ready func(addr Addr, meshAddrs []string)
+}
+
+// Run runs the relay in o.Dir until ctx ends, then shuts it down
+// gracefully (Server.Serve) and returns nil. It holds the data folder's
+// lock throughout, so a second relay on the same folder is refused.
+func Run(ctx context.Context, o RunOptions) error {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	lock, err := lockfile.Acquire(filepath.Join(o.Dir, LockFile))
+	if err != nil {
+		return fmt.Errorf("relay: data folder %s: %w", o.Dir, err)
+	}
+	defer lock.Release()
+	key, err := LoadKey(o.Dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{DBFile, MeshDBFile} {
+		// Created here, not by SQLite, so that only the relay's user can
+		// read them (SQLite gives its journal files the same mode).
+		if f, err := os.OpenFile(filepath.Join(o.Dir, f), os.O_CREATE|os.O_RDWR, 0o600); err == nil {
+			f.Close()
+		}
+	}
+	st, err := store.Open(filepath.Join(o.Dir, DBFile), store.Durable())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := NewServer(ctx, Options{Config: o.Config, Key: key, Store: st, Log: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+
+	// Everything below ends with run, which ends after Serve returns, so
+	// the bridge and the admin listeners never outlive the server.
+	run, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	var meshAddrs []string
+	var bridge *MeshBridge
+	if len(o.Config.P2PListen) > 0 {
+		mst, err := store.Open(filepath.Join(o.Dir, MeshDBFile))
+		if err != nil {
+			return err
+		}
+		defer mst.Close()
+		node, err := mesh.New(run, mesh.Config{
+			Key: key, Store: mst, ListenAddrs: o.Config.P2PListen, Bootstrap: o.Config.Bootstrap,
+			MDNS: o.Config.MDNS, DHT: true, Skew: o.Config.Limits.Skew.Duration,
+			Retention: o.Config.Retention.MaxAge.Duration, Registerer: reg, Logger: log.With("part", "mesh"),
+		})
+		if err != nil {
+			return fmt.Errorf("relay: mesh node: %w", err)
+		}
+		defer node.Close()
+		meshAddrs = node.Addrs()
+		bridge = NewMeshBridge(run, srv, node, log.With("part", "bridge"))
+		defer bridge.Close()
+		srv.SetBridge(bridge)
+	}
+
+	if o.Config.Admin != "" {
+		ln, err := net.Listen("tcp", o.Config.Admin)
+		if err != nil {
+			return fmt.Errorf("relay: admin listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if run.Err() != nil {
+				http.Error(w, "stopping", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() { hs.Serve(ln) })
+		context.AfterFunc(run, func() { hs.Close() })
+		log.Info("admin listener", "addr", ln.Addr().String())
+	}
+	wg.Go(func() {
+		if err := srv.ServeAdmin(run, filepath.Join(o.Dir, SocketFile)); err != nil {
+			log.Error("admin socket", "err", err)
+		}
+	})
+	wg.Go(func() { retain(run, st, o.Config.Retention, log) })
+
+	addr := AddrOf(key.Public(), srv.Addr().String())
+	log.Info("relay serving", "addr", addr.String(), "policy", srv.policy.Mode().String(), "policy_version", srv.policy.Version(), "mesh", meshAddrs)
+	if o.Ready != nil {
+		o.Ready(addr, meshAddrs)
+	}
+	err = srv.Serve(ctx)
+	stop()
+	log.Info("relay stopped")
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// retain prunes history past the retention limits every ten minutes.
+func retain(ctx context.Context, st *store.Store, r RetentionConfig, log *slog.Logger) {
+	tick := time.NewTicker(10 * time.Minute)
+	defer tick.Stop()
+	for {
+		if r.MaxAge.Duration > 0 {
+			if n, err := st.Prune(ctx, time.Now().Add(-r.MaxAge.Duration)); err != nil && ctx.Err() == nil {
+				log.Warn("retention by age", "err", err)
+			} else if n > 0 {
+				log.Info("retention by age", "deleted", n)
+			}
+		}
+		if r.MaxBytes > 0 {
+			if n, err := st.PruneBytes(ctx, r.MaxBytes); err != nil && ctx.Err() == nil {
+				log.Warn("retention by size", "err", err)
+			} else if n > 0 {
+				log.Info("retention by size", "deleted", n)
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
