@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/store"
 	"github.com/quic-go/quic-go"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -621,6 +623,88 @@ func TestAbuse(t *testing.T) {
 	}
 	if strings.Contains(p.log(), "panic") {
 		t.Fatalf("relay log shows a panic:\n%s", p.log())
+	}
+	p.stop(t)
+}
+
+// TestBridgeStory: a client that reaches only the relay and a peer that is
+// only on the mesh talk both ways, through the relay's bridge.
+func TestBridgeStory(t *testing.T) {
+	dir := initRelay(t, "open", "")
+	p := startRelay(t, dir, "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	ctx := timeout(t, 2*time.Minute)
+
+	// The mesh-only peer.
+	peerKey := newKey(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "peer.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	node, err := mesh.New(ctx, mesh.Config{Key: peerKey, Store: st, ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	room, err := node.Join("bridge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Connect(ctx, p.mesh[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	// The relay-only client; subscribing makes the relay join the room.
+	client := newKey(t)
+	cc := dial(t, p.addr, client)
+	sub, err := cc.Subscribe(ctx, "bridge", protocol.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	<-sub.Live
+	for deadline := time.Now().Add(60 * time.Second); room.MeshSize() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer and the relay formed no mesh in 60 s")
+		}
+	}
+
+	// Mesh to relay.
+	id, err := room.Publish(ctx, "peer", "hello from the mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, sub, 1); got[0].ID != id {
+		t.Fatalf("relay client got %s, want %s", got[0].ID, id)
+	}
+	// Relay to mesh, unchanged.
+	a := &author{key: client, room: "bridge"}
+	raw, rid := a.next(t, "hello from behind the relay")
+	if _, err := cc.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-room.Messages():
+		if m.ID != rid {
+			t.Fatalf("mesh peer got %s, want %s", m.ID, rid)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the mesh peer did not get the relay client's message in 30 s")
+	}
+	// The relay client's own envelope comes back to it once (it is in the
+	// room), the peer's is not delivered twice.
+	if got := receive(t, sub, 1); got[0].ID != rid {
+		t.Fatalf("relay client got %s, want its own %s", got[0].ID, rid)
+	}
+	select {
+	case d := <-sub.C:
+		t.Fatalf("extra delivery %s", d.ID)
+	case <-time.After(500 * time.Millisecond):
+	}
+	// The relay hands out the room's peers: its own node first.
+	peers, err := cc.Peers(ctx, "bridge")
+	if err != nil || len(peers) < 2 || peers[0] != p.mesh[0] || !strings.HasSuffix(peers[1], "/p2p/"+node.ID().String()) {
+		t.Fatalf("peers: %v %v", peers, err)
 	}
 	p.stop(t)
 }
