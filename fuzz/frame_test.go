@@ -1,0 +1,109 @@
+package fuzz
+
+import (
+	"encoding"
+	"errors"
+	"testing"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+// Relay frames: every body parser is strict, so a body that parses
+// encodes back to exactly the input, and one that does not is refused
+// with protocol.ErrBadFrame.
+
+func fuzzFrame[T encoding.BinaryMarshaler](f *testing.F, parse func([]byte) (T, error), seeds ...encoding.BinaryMarshaler) {
+	for _, s := range seeds {
+		b, err := s.MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := parse(b)
+		if err != nil {
+			if !errors.Is(err, protocol.ErrBadFrame) {
+				t.Fatalf("error %v does not wrap ErrBadFrame", err)
+			}
+			return
+		}
+		sameBytes(t, b)(v.MarshalBinary())
+	})
+}
+
+func FuzzFrameHeader(f *testing.F) {
+	f.Add([]byte{1, 0, 0, 1, 0})
+	f.Add([]byte{99, 0, 0, 0, 0})
+	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h [protocol.FrameHeaderSize]byte
+		copy(h[:], b)
+		ft, n, err := protocol.ParseFrameHeader(h)
+		if err != nil {
+			if !errors.Is(err, protocol.ErrBadFrame) {
+				t.Fatalf("error %v does not wrap ErrBadFrame", err)
+			}
+			return
+		}
+		if !ft.Known() || n < 0 || n > protocol.MaxFrameBody {
+			t.Fatalf("accepted type %d with a body of %d", ft, n)
+		}
+		again := protocol.AppendFrame(nil, ft, make([]byte, n))
+		if [protocol.FrameHeaderSize]byte(again[:protocol.FrameHeaderSize]) != h {
+			t.Fatalf("header %x encodes back as %x", h, again[:protocol.FrameHeaderSize])
+		}
+	})
+}
+
+func FuzzAck(f *testing.F) {
+	fuzzFrame(f, protocol.ParseAck, &protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000})
+}
+
+func FuzzNack(f *testing.F) {
+	fuzzFrame(f, protocol.ParseNack, &protocol.Nack{ID: protocol.ID{2}, Err: protocol.RelayError{Code: protocol.CodeStale, Message: "late"}})
+}
+
+type errorFrame struct{ *protocol.RelayError }
+
+func (e errorFrame) MarshalBinary() ([]byte, error) { return protocol.MarshalErrorFrame(e.RelayError) }
+
+func FuzzErrorFrame(f *testing.F) {
+	fuzzFrame(f, func(b []byte) (errorFrame, error) {
+		e, err := protocol.ParseErrorFrame(b)
+		return errorFrame{e}, err
+	}, errorFrame{&protocol.RelayError{Code: protocol.CodeForbidden, Message: "no posting in news"}})
+}
+
+func FuzzSubscribe(f *testing.F) {
+	fuzzFrame(f, protocol.ParseSubscribe, &protocol.Subscribe{Room: "lobby", Cursor: protocol.ID{3}})
+}
+
+func FuzzFetchRange(f *testing.F) {
+	fuzzFrame(f, protocol.ParseFetchRange, &protocol.FetchRange{Room: "lobby", Since: 5, Until: 9, After: protocol.ID{4}, Limit: 10})
+}
+
+func FuzzFetchIDs(f *testing.F) {
+	fuzzFrame(f, protocol.ParseFetchIDs, &protocol.FetchIDs{IDs: []protocol.ID{{5}, {6}}})
+}
+
+func FuzzEnd(f *testing.F) {
+	fuzzFrame(f, protocol.ParseEnd, &protocol.End{More: true})
+}
+
+func FuzzPeersRequest(f *testing.F) {
+	fuzzFrame(f, protocol.ParsePeersRequest, &protocol.PeersRequest{Room: "lobby"})
+}
+
+func FuzzPeers(f *testing.F) {
+	fuzzFrame(f, protocol.ParsePeers, &protocol.Peers{Addrs: []string{"/ip4/127.0.0.1/udp/4434/quic-v1/p2p/12D3KooWDLdC7P1fWXNSD2XB1bcyqomd9n6mVUqgLACLUNCFcAd8"}})
+}
+
+func FuzzInfo(f *testing.F) {
+	fuzzFrame(f, protocol.ParseInfo, &protocol.Info{Versions: []uint8{1}, MaxEnvelope: 65536, PublishRate: 200, PublishBurst: 1000, RetentionDays: 30, Policy: protocol.PolicyInvite, PolicyVersion: 4})
+}
+
+func FuzzRedeem(f *testing.F) {
+	fuzzFrame(f, protocol.ParseRedeem, &protocol.Redeem{Token: "parley-invite-abc"})
+}
