@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ type Client struct {
 	tls       *tls.Config
 	log       *slog.Logger
 	keepAlive time.Duration
+	tr        *quic.Transport
 
 	mu     sync.Mutex
 	conn   *quic.Conn
@@ -40,6 +42,10 @@ type ClientOptions struct {
 	// how soon a relay that restarted is noticed (it answers the ping
 	// with a stateless reset). If zero, 15 seconds.
 	KeepAlive time.Duration
+	// Transport, if not nil, carries the connection: many clients in one
+	// process (a load generator) can share one UDP socket. If nil, each
+	// connection has a socket of its own.
+	Transport *quic.Transport
 }
 
 // Dial connects to the relay at addr as key. It returns once the relay has
@@ -57,7 +63,7 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 15 * time.Second
 	}
-	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, done: make(chan struct{})}
+	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, done: make(chan struct{})}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -115,12 +121,23 @@ func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
 	if c.conn != nil && c.conn.Context().Err() == nil {
 		return c.conn, nil
 	}
-	conn, err := quic.DialAddr(ctx, c.addr.HostPort, c.tls, quicConfig(c.keepAlive))
+	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
 	}
 	c.conn, c.pub = conn, nil
 	return conn, nil
+}
+
+func (c *Client) dial(ctx context.Context) (*quic.Conn, error) {
+	if c.tr == nil {
+		return quic.DialAddr(ctx, c.addr.HostPort, c.tls, quicConfig(c.keepAlive))
+	}
+	ua, err := net.ResolveUDPAddr("udp", c.addr.HostPort)
+	if err != nil {
+		return nil, err
+	}
+	return c.tr.Dial(ctx, ua, c.tls, quicConfig(c.keepAlive))
 }
 
 // wireError turns the QUIC error that ended a connection or stream into

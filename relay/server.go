@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -262,7 +261,11 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	addr := conn.RemoteAddr()
 	log := s.log.With("addr", addr.String())
 	state := conn.ConnectionState().TLS
-	id, err := peerIdentity(rawCerts(state))
+	if len(state.PeerCertificates) != 1 {
+		s.refuse(conn, log, protocol.CodeNotAllowed, "no client certificate")
+		return
+	}
+	id, err := certIdentity(state.PeerCertificates[0])
 	if err != nil { // the TLS config checked it already
 		s.refuse(conn, log, protocol.CodeNotAllowed, err.Error())
 		return
@@ -310,14 +313,6 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
-}
-
-func rawCerts(state tls.ConnectionState) [][]byte {
-	raw := make([][]byte, len(state.PeerCertificates))
-	for i, c := range state.PeerCertificates {
-		raw[i] = c.Raw
-	}
-	return raw
 }
 
 // truncate makes msg fit an error frame: printable, at most

@@ -1,0 +1,245 @@
+// Command loadgen measures a Parley relay beside nats-server on the same
+// machine in the same run: durable publish throughput, fan-out from one
+// publisher to 1, 10 and 100 subscribers, publish-to-delivery latency at a
+// fixed rate, memory per idle authenticated client, and new authenticated
+// connections per second. It builds and starts both servers itself, on
+// loopback, and stops them at the end.
+//
+//	cd loadgen && go run . [-only publish,fanout,latency,idle,connect]
+//
+// It is a module of its own so that the NATS client it compares against
+// is no dependency of Parley.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley/relay"
+)
+
+func main() {
+	only := flag.String("only", "publish,fanout,latency,idle,connect", "scenarios to run, comma-separated")
+	idle := flag.Int("idle", 1000, "idle clients for the memory scenario")
+	natsBin := flag.String("nats", "nats-server", "nats-server binary")
+	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated, and nothing else: for profiling")
+	flag.Parse()
+	if *external != "" {
+		if err := profileLoad(*external); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*only, *idle, *natsBin); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(only string, idle int, natsBin string) error {
+	work, err := os.MkdirTemp("", "loadgen")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	r, err := startRelay(work)
+	if err != nil {
+		return err
+	}
+	defer r.stop()
+	n, err := startNATS(work, natsBin)
+	if err != nil {
+		return err
+	}
+	defer n.stop()
+	fmt.Printf("relay %s (pid %d), nats-server %s (pid %d), %s\n\n", r.addr, r.cmd.Process.Pid, n.url, n.cmd.Process.Pid, time.Now().UTC().Format(time.RFC3339))
+
+	want := map[string]bool{}
+	for _, s := range strings.Split(only, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	ctx := context.Background()
+	if want["publish"] {
+		fmt.Println("## publish: 4 clients, 256-byte payloads, 256 outstanding each")
+		fmt.Println("| system | messages | msgs/s | note |")
+		fmt.Println("|---|---|---|---|")
+		pr, err := relayPublish(ctx, r, 4, 10000)
+		if err != nil {
+			return fmt.Errorf("relay publish: %w", err)
+		}
+		fmt.Printf("| parley relay | %d | %.0f | each acknowledged after a durable commit (synchronous=FULL), signature verified |\n", pr.n, pr.rate)
+		nr, err := natsPublish(n, 4, 10000)
+		if err != nil {
+			return fmt.Errorf("nats publish: %w", err)
+		}
+		fmt.Printf("| nats-server | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n\n", nr.n, nr.rate)
+	}
+	if want["fanout"] {
+		fmt.Println("## fan-out: 1 publisher, 256-byte payloads")
+		fmt.Println("| system | subscribers | messages | deliveries/s | p50 | p99 | lost |")
+		fmt.Println("|---|---|---|---|---|---|---|")
+		for _, c := range []struct{ subs, msgs int }{{1, 20000}, {10, 5000}, {100, 1000}} {
+			pr, err := relayFanout(ctx, r, c.subs, c.msgs)
+			if err != nil {
+				return fmt.Errorf("relay fan-out to %d: %w", c.subs, err)
+			}
+			fmt.Printf("| parley relay | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, pr.rate, ms(pr.p50), ms(pr.p99), pr.lost)
+			nr, err := natsFanout(n, c.subs, c.msgs)
+			if err != nil {
+				return fmt.Errorf("nats fan-out to %d: %w", c.subs, err)
+			}
+			fmt.Printf("| nats-server | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, nr.rate, ms(nr.p50), ms(nr.p99), nr.lost)
+		}
+		fmt.Println()
+	}
+	if want["latency"] {
+		fmt.Println("## latency: 1 publisher, 1 subscriber, 1,000 messages/s for 5 s")
+		fmt.Println("| system | p50 | p99 | lost |")
+		fmt.Println("|---|---|---|---|")
+		pr, err := relayLatency(ctx, r, 1000, 5000)
+		if err != nil {
+			return fmt.Errorf("relay latency: %w", err)
+		}
+		fmt.Printf("| parley relay | %s | %s | %d |\n", ms(pr.p50), ms(pr.p99), pr.lost)
+		nr, err := natsLatency(n, 1000, 5000)
+		if err != nil {
+			return fmt.Errorf("nats latency: %w", err)
+		}
+		fmt.Printf("| nats-server | %s | %s | %d |\n\n", ms(nr.p50), ms(nr.p99), nr.lost)
+	}
+	if want["idle"] {
+		fmt.Printf("## idle clients: %d, each authenticated and subscribed to a room\n", idle)
+		fmt.Println("| system | server RSS before | after | per client |")
+		fmt.Println("|---|---|---|---|")
+		before, after, err := relayIdle(ctx, r, idle)
+		if err != nil {
+			return fmt.Errorf("relay idle: %w", err)
+		}
+		fmt.Printf("| parley relay | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
+		before, after, err = natsIdle(n, idle)
+		if err != nil {
+			return fmt.Errorf("nats idle: %w", err)
+		}
+		fmt.Printf("| nats-server | %s | %s | %.1f KB |\n\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
+	}
+	if want["connect"] {
+		fmt.Println("## new connections: 16 at a time for 5 s, each authenticated, one request, closed")
+		fmt.Println("| system | connections | per second |")
+		fmt.Println("|---|---|---|")
+		cnt, rate, err := relayConnect(ctx, r, 16, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("relay connect: %w", err)
+		}
+		fmt.Printf("| parley relay | %d | %.0f |\n", cnt, rate)
+		cnt, rate, err = natsConnect(n, 16, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("nats connect: %w", err)
+		}
+		fmt.Printf("| nats-server | %d | %.0f |\n\n", cnt, rate)
+	}
+	return nil
+}
+
+// result is one measurement.
+type result struct {
+	n        int
+	rate     float64
+	p50, p99 time.Duration
+	lost     int
+}
+
+func percentiles(lat []time.Duration) (time.Duration, time.Duration) {
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+func mb(b int64) string         { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+
+// rss is the resident memory of process pid, from /proc.
+func rss(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func freePort(network string) (string, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.LocalAddr().String(), nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// proc is a server process the load generator started.
+type proc struct{ cmd *exec.Cmd }
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func goBuild(out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Stderr = os.Stderr
+	return cmd.Run()
+}
+
+
+// profileLoad runs the publish scenario against a relay started by hand,
+// five times.
+func profileLoad(addr string) error {
+	a, err := relay.ParseAddr(addr)
+	if err != nil {
+		return err
+	}
+	r := &relayProc{addr: a}
+	for range 5 {
+		res, err := relayPublish(context.Background(), r, 4, 10000)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%d publishes, %.0f/s\n", res.n, res.rate)
+	}
+	return nil
+}

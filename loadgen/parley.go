@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
+	"github.com/quic-go/quic-go"
+)
+
+type relayProc struct {
+	proc
+	addr relay.Addr
+}
+
+// The relay runs with its defaults but for limits that would stop a load
+// test from one address and a few identities.
+const relayConfig = `listen = %q
+admin = %q
+p2p_listen = []
+mdns = false
+[policy]
+mode = "open"
+[limits]
+publish_rate = 1000000.0
+publish_burst = 1000000
+addr_rate = 100000.0
+addr_burst = 100000
+max_connections = 20000
+`
+
+func startRelay(work string) (*relayProc, error) {
+	bin := filepath.Join(work, "relay")
+	if err := goBuild(bin, "github.com/parleychat/parley/cmd/relay"); err != nil {
+		return nil, fmt.Errorf("build relay: %w", err)
+	}
+	data := filepath.Join(work, "relay-data")
+	if out, err := exec.Command(bin, "--data", data, "init").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("relay init: %v: %s", err, out)
+	}
+	listen, err := freePort("udp")
+	if err != nil {
+		return nil, err
+	}
+	// PARLEY_LOADGEN_ADMIN=127.0.0.1:PORT turns on the relay's admin
+	// listener, to take profiles while the load runs.
+	if err := os.WriteFile(filepath.Join(data, relay.ConfigFile), fmt.Appendf(nil, relayConfig, listen, os.Getenv("PARLEY_LOADGEN_ADMIN")), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--data", data, "serve", "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &relayProc{proc: proc{cmd}}
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "serving "); ok {
+			if r.addr, err = relay.ParseAddr(a); err != nil {
+				r.stop()
+				return nil, err
+			}
+			go func() {
+				for sc.Scan() {
+				}
+			}()
+			return r, nil
+		}
+	}
+	r.stop()
+	return nil, fmt.Errorf("relay exited before serving")
+}
+
+// fleet holds many relay clients on one UDP socket.
+type fleet struct {
+	tr      *quic.Transport
+	clients []*relay.Client
+	keys    []identity.PrivateKey
+}
+
+func newFleet() (*fleet, error) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	return &fleet{tr: &quic.Transport{Conn: udp}}, nil
+}
+
+func (f *fleet) dial(ctx context.Context, addr relay.Addr, n int, conc int) error {
+	var mu sync.Mutex
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	var firstErr error
+	for range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			k, err := identity.Generate(rand.Reader)
+			if err == nil {
+				var c *relay.Client
+				c, err = relay.Dial(ctx, addr, k, relay.ClientOptions{Transport: f.tr})
+				if err == nil {
+					mu.Lock()
+					f.clients = append(f.clients, c)
+					f.keys = append(f.keys, k)
+					mu.Unlock()
+					return
+				}
+			}
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func (f *fleet) close() {
+	for _, c := range f.clients {
+		c.Close()
+	}
+	f.tr.Close()
+	f.tr.Conn.Close()
+}
+
+// signed makes count envelopes of key in room, each with a 256-byte text
+// body that starts with its number; signing happens before any clock runs.
+func signed(key identity.PrivateKey, room string, count int) ([][]byte, map[protocol.ID]int, error) {
+	raws := make([][]byte, count)
+	index := make(map[protocol.ID]int, count)
+	var prev protocol.ID
+	pad := strings.Repeat("x", 256-16)
+	for i := range count {
+		payload, err := (&protocol.Text{Nick: "load", Body: fmt.Sprintf("%016x", i) + pad}).MarshalBinary()
+		if err != nil {
+			return nil, nil, err
+		}
+		e := &protocol.Envelope{Kind: protocol.KindText, Room: room, Seq: uint64(i + 1), Prev: prev, Lamport: uint64(i + 1), Time: time.Now().UnixMilli(), Payload: payload}
+		id, err := e.Sign(key)
+		if err != nil {
+			return nil, nil, err
+		}
+		if raws[i], err = e.MarshalBinary(); err != nil {
+			return nil, nil, err
+		}
+		index[id] = i
+		prev = id
+	}
+	return raws, index, nil
+}
+
+// publishAll publishes raws on c with at most window outstanding and
+// calls sent(i) just before each goes out.
+func publishAll(ctx context.Context, c *relay.Client, raws [][]byte, window int, sent func(int)) error {
+	sem := make(chan struct{}, window)
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	for i, raw := range raws {
+		sem <- struct{}{}
+		if failed.Load() != nil {
+			break
+		}
+		if sent != nil {
+			sent(i)
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := c.Publish(ctx, raw); err != nil {
+				failed.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func relayPublish(ctx context.Context, r *relayProc, clients, each int) (result, error) {
+	f, err := newFleet()
+	if err != nil {
+		return result{}, err
+	}
+	defer f.close()
+	if err := f.dial(ctx, r.addr, clients, clients); err != nil {
+		return result{}, err
+	}
+	batches := make([][][]byte, clients)
+	for i := range clients {
+		if batches[i], _, err = signed(f.keys[i], fmt.Sprintf("publish-%d", i), each); err != nil {
+			return result{}, err
+		}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Go(func() { errs <- publishAll(ctx, f.clients[i], batches[i], 256, nil) })
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return result{}, err
+		}
+	}
+	return result{n: clients * each, rate: float64(clients*each) / elapsed.Seconds()}, nil
+}
+
+// fanout publishes msgs envelopes to subs subscribers; window is how many
+// may be unacknowledged. It returns deliveries per second and the
+// publish-to-delivery percentiles over every delivery.
+func relayFanoutRun(ctx context.Context, r *relayProc, subs, msgs, window int, interval time.Duration) (result, error) {
+	f, err := newFleet()
+	if err != nil {
+		return result{}, err
+	}
+	defer f.close()
+	if err := f.dial(ctx, r.addr, subs+1, 16); err != nil {
+		return result{}, err
+	}
+	room := fmt.Sprintf("fanout-%d-%d", subs, time.Now().UnixNano())
+	raws, index, err := signed(f.keys[0], room, msgs)
+	if err != nil {
+		return result{}, err
+	}
+	sentAt := make([]atomic.Int64, msgs)
+	lat := make([][]time.Duration, subs)
+	var got atomic.Int64
+	var last atomic.Int64
+	var wg sync.WaitGroup
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for s := range subs {
+		sub, err := f.clients[1+s].Subscribe(subCtx, room, protocol.ID{})
+		if err != nil {
+			return result{}, err
+		}
+		<-sub.Live
+		wg.Go(func() {
+			defer sub.Close()
+			for n := 0; n < msgs; n++ {
+				select {
+				case d, ok := <-sub.C:
+					if !ok {
+						return
+					}
+					now := time.Now()
+					i := index[d.ID]
+					lat[s] = append(lat[s], now.Sub(time.Unix(0, sentAt[i].Load())))
+					got.Add(1)
+					last.Store(now.UnixNano())
+				case <-subCtx.Done():
+					return
+				}
+			}
+		})
+	}
+	start := time.Now()
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	err = publishAll(ctx, f.clients[0], raws, window, func(i int) {
+		if tick != nil {
+			<-tick
+		}
+		sentAt[i].Store(time.Now().UnixNano())
+	})
+	if err != nil {
+		return result{}, err
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-done
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	p50, p99 := percentiles(all)
+	n := got.Load()
+	elapsed := time.Unix(0, last.Load()).Sub(start)
+	return result{n: int(n), rate: float64(n) / elapsed.Seconds(), p50: p50, p99: p99, lost: subs*msgs - int(n)}, nil
+}
+
+func relayFanout(ctx context.Context, r *relayProc, subs, msgs int) (result, error) {
+	return relayFanoutRun(ctx, r, subs, msgs, 256, 0)
+}
+
+func relayLatency(ctx context.Context, r *relayProc, rate, msgs int) (result, error) {
+	return relayFanoutRun(ctx, r, 1, msgs, 1<<20, time.Second/time.Duration(rate))
+}
+
+func relayIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
+	f, err := newFleet()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.close()
+	time.Sleep(2 * time.Second)
+	before, err := rss(r.cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := f.dial(ctx, r.addr, n, 32); err != nil {
+		return 0, 0, err
+	}
+	for i, c := range f.clients {
+		sub, err := c.Subscribe(ctx, fmt.Sprintf("idle-%d", i%100), protocol.ID{})
+		if err != nil {
+			return 0, 0, err
+		}
+		<-sub.Live
+	}
+	time.Sleep(2 * time.Second)
+	after, err := rss(r.cmd.Process.Pid)
+	return before, after, err
+}
+
+func relayConnect(ctx context.Context, r *relayProc, conc int, d time.Duration) (int, float64, error) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, 0, err
+	}
+	tr := &quic.Transport{Conn: udp}
+	defer udp.Close()
+	defer tr.Close()
+	keys := make([]identity.PrivateKey, conc)
+	for i := range keys {
+		if keys[i], err = identity.Generate(rand.Reader); err != nil {
+			return 0, 0, err
+		}
+	}
+	var count atomic.Int64
+	var failed atomic.Pointer[error]
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				c, err := relay.Dial(ctx, r.addr, keys[w], relay.ClientOptions{Transport: tr}) // handshake and an Info round trip
+				if err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+				c.Close()
+				count.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if p := failed.Load(); p != nil {
+		return 0, 0, *p
+	}
+	n := int(count.Load())
+	return n, float64(n) / time.Since(start).Seconds(), nil
+}
+
