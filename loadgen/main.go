@@ -225,7 +225,6 @@ func goBuild(out, pkg string) error {
 	return cmd.Run()
 }
 
-
 // profileLoad runs the publish scenario against a relay started by hand,
 // five times.
 func profileLoad(addr string) error {

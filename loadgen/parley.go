@@ -384,4 +384,3 @@ func relayConnect(ctx context.Context, r *relayProc, conc int, d time.Duration) 
 	n := int(count.Load())
 	return n, float64(n) / time.Since(start).Seconds(), nil
 }
-
