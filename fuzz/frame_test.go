@@ -107,3 +107,7 @@ func FuzzInfo(f *testing.F) {
 func FuzzRedeem(f *testing.F) {
 	fuzzFrame(f, protocol.ParseRedeem, &protocol.Redeem{Token: "parley-invite-abc"})
 }
+
+func FuzzCommitted(f *testing.F) {
+	fuzzFrame(f, protocol.ParseCommitted, &protocol.Committed{ID: protocol.ID{9}})
+}

@@ -61,6 +61,7 @@ const (
 	FrameInfo         FrameType = 14
 	FrameRedeem       FrameType = 15 // request: join the allow list with an invite token
 	FrameRedeemed     FrameType = 16 // the invite worked
+	FrameCommitted    FrameType = 17 // a subscription's envelopes up to one are on disk
 )
 
 var frameNames = [...]string{
@@ -69,11 +70,11 @@ var frameNames = [...]string{
 	FrameFetchRange: "fetch-range", FrameFetchIDs: "fetch-ids", FrameEnd: "end",
 	FramePeersRequest: "peers-request", FramePeers: "peers",
 	FrameInfoRequest: "info-request", FrameInfo: "info",
-	FrameRedeem: "redeem", FrameRedeemed: "redeemed",
+	FrameRedeem: "redeem", FrameRedeemed: "redeemed", FrameCommitted: "committed",
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameRedeemed }
+func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameCommitted }
 
 func (t FrameType) String() string {
 	if t.Known() {
@@ -645,4 +646,23 @@ func ParseRedeem(body []byte) (*Redeem, error) {
 		return nil, badFrame(FrameRedeem, "bad token")
 	}
 	return &Redeem{Token: string(body)}, nil
+}
+
+// Committed tells a subscriber that every envelope the subscription has
+// sent, up to and including the one with ID, is committed on the relay's
+// disk. Live envelopes go out before their commit, so that delivery does
+// not wait for the disk; a subscriber resumes from the last committed
+// one, and skips what it had already been given.
+type Committed struct {
+	ID ID
+}
+
+func (m *Committed) MarshalBinary() ([]byte, error) { return append([]byte(nil), m.ID[:]...), nil }
+
+// ParseCommitted parses a Committed body.
+func ParseCommitted(body []byte) (*Committed, error) {
+	if len(body) != len(ID{}) {
+		return nil, badFrame(FrameCommitted, "bad layout")
+	}
+	return &Committed{ID: ID(body)}, nil
 }

@@ -667,12 +667,14 @@ func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID)
 		defer close(ch)
 		defer cancel()
 		var liveOnce sync.Once
+		st := &subState{cursor: cursor, given: map[protocol.ID]bool{}}
 		for attempt := 0; ; attempt++ {
-			err := c.subscribeOnce(ctx, room, &cursor, ch, func() { liveOnce.Do(func() { close(live) }) })
+			err := c.subscribeOnce(ctx, room, st, ch, func() { liveOnce.Do(func() { close(live) }) })
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil && !retryable(err) && !errors.Is(err, &protocol.RelayError{Code: protocol.CodeSlowConsumer}) {
+			if err != nil && !retryable(err) && !errors.Is(err, &protocol.RelayError{Code: protocol.CodeSlowConsumer}) &&
+				!errors.Is(err, &protocol.RelayError{Code: protocol.CodeInternal}) {
 				s.mu.Lock()
 				s.err = err
 				s.mu.Unlock()
@@ -694,8 +696,32 @@ func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID)
 	return s, nil
 }
 
-func (c *Client) subscribeOnce(ctx context.Context, room string, cursor *protocol.ID, out chan<- Delivery, isLive func()) error {
-	body, err := (&protocol.Subscribe{Room: room, Cursor: *cursor}).MarshalBinary()
+// subState is where a subscription stands across connections: the last
+// envelope the relay confirmed as committed (the cursor to resume from),
+// and the envelopes after it that were delivered already, in order, so
+// that a resumed subscription does not deliver them again.
+type subState struct {
+	cursor protocol.ID
+	given  map[protocol.ID]bool
+	order  []protocol.ID
+}
+
+// committed moves the cursor to id and forgets what it covers.
+func (s *subState) committed(id protocol.ID) {
+	s.cursor = id
+	for i, g := range s.order {
+		if g == id {
+			for _, d := range s.order[:i+1] {
+				delete(s.given, d)
+			}
+			s.order = s.order[i+1:]
+			return
+		}
+	}
+}
+
+func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, out chan<- Delivery, isLive func()) error {
+	body, err := (&protocol.Subscribe{Room: room, Cursor: st.cursor}).MarshalBinary()
 	if err != nil {
 		return err
 	}
@@ -731,12 +757,22 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, cursor *protoco
 			if err != nil {
 				return err
 			}
+			if st.given[e.ID] {
+				continue // delivered before the connection was lost
+			}
 			select {
 			case out <- Delivery{Envelope: e, Live: live}:
-				*cursor = e.ID
+				st.given[e.ID] = true
+				st.order = append(st.order, e.ID)
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+		case protocol.FrameCommitted:
+			m, err := protocol.ParseCommitted(b)
+			if err != nil {
+				return err
+			}
+			st.committed(m.ID)
 		case protocol.FrameLive:
 			live = true
 			isLive()

@@ -49,31 +49,35 @@ func (s *Server) commit(in <-chan *pending) {
 			recs = append(recs, p.rec)
 		}
 		start := time.Now()
-		// Not the server's context: what was accepted is committed even
-		// while the relay shuts down.
-		out, err := s.st.Append(context.Background(), recs)
+		out, fresh, b, err := s.append(recs)
+		if err == nil {
+			// Live subscribers get the new envelopes now, before the
+			// disk flush; Committed frames follow it.
+			s.hub.deliver(fresh)
+			err = b.Commit()
+			if err != nil {
+				// What went out is not stored: every subscription
+				// starts again from its last committed envelope.
+				s.hub.fail()
+			} else {
+				s.hub.committed(fresh)
+			}
+		}
 		s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 		s.metrics.batchSize.Observe(float64(len(batch)))
 		now := s.now().UnixMilli()
-		var fresh []store.Record
 		for i, p := range batch {
 			if err != nil {
 				p.done <- committed{err: err}
 				continue
 			}
 			p.done <- committed{app: out[i], time: now}
-			if out[i].Result == store.Stored {
-				r := p.rec
-				r.Pos = out[i].Pos
-				fresh = append(fresh, r)
-			}
 		}
 		if err != nil {
 			s.log.Error("commit failed", "envelopes", len(batch), "err", err)
 			continue
 		}
 		s.metrics.stored.Add(float64(len(fresh)))
-		s.hub.deliver(fresh)
 		if s.bridge != nil {
 			for _, r := range fresh {
 				if r.Via != viaMesh {
@@ -82,4 +86,29 @@ func (s *Server) commit(in <-chan *pending) {
 			}
 		}
 	}
+}
+
+// append opens a batch and appends recs; it returns what Append said, the
+// records that are new, with their positions, and the batch to commit.
+func (s *Server) append(recs []store.Record) ([]store.Appended, []store.Record, Batch, error) {
+	// Not the server's context: what was accepted is committed even
+	// while the relay shuts down.
+	ctx := context.Background()
+	b, err := s.st.Begin(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	out, err := b.Append(ctx, recs)
+	if err != nil {
+		b.Rollback()
+		return nil, nil, nil, err
+	}
+	var fresh []store.Record
+	for i, r := range recs {
+		if out[i].Result == store.Stored {
+			r.Pos = out[i].Pos
+			fresh = append(fresh, r)
+		}
+	}
+	return out, fresh, b, nil
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/parleychat/parley/store"
 )
@@ -14,28 +15,45 @@ type hub struct {
 	mu    sync.Mutex
 	rooms map[string]map[*subscription]struct{}
 	size  int // queue capacity of a subscription, in batches
+	// inflight is, per room, the highest position delivered but not yet
+	// committed: a subscription that starts now reads the store for its
+	// history and would not find those, so it counts them as dropped.
+	inflight map[string]int64
+	lags     atomic.Int64 // times a subscription fell behind its queue
 }
 
 type subscription struct {
 	room string
 	ch   chan []store.Record
-	// lagged is signalled when a batch did not fit: the subscription
-	// must read the store to close the gap.
-	lagged chan struct{}
+	// lagged is signalled when a batch did not fit. From then on the hub
+	// queues nothing for the subscription (lagging) until it has emptied
+	// its queue, and dropped is the highest position it did not get: the
+	// subscription reads the store up to there before it sends anything
+	// newer.
+	lagged  chan struct{}
+	lagging atomic.Bool
+	dropped atomic.Int64
+	// commit is signalled after a commit of envelopes of the room;
+	// upTo is the highest position then committed. failed is set when a
+	// commit failed after its envelopes went out.
+	commit chan struct{}
+	upTo   atomic.Int64
+	failed atomic.Bool
 }
 
 func newHub(size int) *hub {
-	return &hub{rooms: map[string]map[*subscription]struct{}{}, size: size}
+	return &hub{rooms: map[string]map[*subscription]struct{}{}, size: size, inflight: map[string]int64{}}
 }
 
 func (h *hub) subscribe(room string) *subscription {
-	s := &subscription{room: room, ch: make(chan []store.Record, h.size), lagged: make(chan struct{}, 1)}
+	s := &subscription{room: room, ch: make(chan []store.Record, h.size), lagged: make(chan struct{}, 1), commit: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.rooms[room] == nil {
 		h.rooms[room] = map[*subscription]struct{}{}
 	}
 	h.rooms[room][s] = struct{}{}
+	s.dropped.Store(h.inflight[room])
 	return s
 }
 
@@ -68,15 +86,60 @@ func (h *hub) deliver(recs []store.Record) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for room, batch := range byRoom {
+		last := batch[len(batch)-1].Pos
+		h.inflight[room] = last
 		for s := range h.rooms[room] {
-			select {
-			case s.ch <- batch:
-			default:
+			if !s.lagging.Load() {
 				select {
-				case s.lagged <- struct{}{}:
+				case s.ch <- batch:
+					continue
 				default:
+					s.lagging.Store(true)
+					h.lags.Add(1)
+					signal(s.lagged)
 				}
 			}
+			if last > s.dropped.Load() {
+				s.dropped.Store(last) // only this goroutine writes it
+			}
 		}
+	}
+}
+
+// committed tells the subscriptions of the rooms of recs, which deliver
+// gave them before the commit, that they are on disk now.
+func (h *hub) committed(recs []store.Record) {
+	upTo := map[string]int64{}
+	for _, r := range recs {
+		upTo[r.Env.Room] = max(upTo[r.Env.Room], r.Pos)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.inflight)
+	for room, pos := range upTo {
+		for s := range h.rooms[room] {
+			s.upTo.Store(pos)
+			signal(s.commit)
+		}
+	}
+}
+
+// fail ends every subscription: envelopes went out whose commit failed.
+func (h *hub) fail() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.inflight)
+	for _, subs := range h.rooms {
+		for s := range subs {
+			s.failed.Store(true)
+			signal(s.commit)
+		}
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,5 +376,88 @@ func TestRoomRules(t *testing.T) {
 	}
 	if !errors.Is(sub.Err(), &protocol.RelayError{Code: protocol.CodeForbidden}) {
 		t.Fatalf("bob reading: %v", sub.Err())
+	}
+}
+
+// TestSubscribeUnderLoad starts subscriptions while envelopes stream in,
+// with queues small enough that subscribers lag, one of them reading
+// slowly: each gets every envelope exactly once.
+func TestSubscribeUnderLoad(t *testing.T) {
+	r := startRelay(t, func(c *Config) {
+		c.Limits.QueueSize = 16
+		c.Limits.PublishRate, c.Limits.PublishBurst = 1e6, 1e6
+	})
+	r.srv.hub.size = 1 // below what the config allows: every burst overflows
+	ctx := ctxT(t)
+	alice := newKey(t)
+	ca := dial(t, r, alice)
+	const total = 1500
+	a := &author{key: alice, room: "busy"}
+	raws := make([][]byte, total)
+	for i := range raws {
+		raws[i], _ = a.next(t, fmt.Sprint("n", i))
+	}
+	type result struct {
+		got map[protocol.ID]int
+		err error
+	}
+	results := make(chan result, 5)
+	var published atomic.Int64
+	startAt := []int64{0, 100, 400, 900, 1400}
+	for s, at := range startAt {
+		go func() {
+			for published.Load() < at {
+				time.Sleep(time.Millisecond)
+			}
+			c := dial(t, r, newKey(t))
+			sub, err := c.Subscribe(ctx, "busy", protocol.ID{})
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer sub.Close()
+			got := map[protocol.ID]int{}
+			for n := 0; n < total; n++ {
+				select {
+				case d := <-sub.C:
+					got[d.ID]++
+					if s == 1 && n < 300 {
+						time.Sleep(200 * time.Microsecond) // a slow reader
+					}
+				case <-time.After(30 * time.Second):
+					results <- result{got: got, err: fmt.Errorf("subscriber %d: %d of %d in 30 s", s, len(got), total)}
+					return
+				}
+			}
+			results <- result{got: got}
+		}()
+	}
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for _, raw := range raws {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := ca.Publish(ctx, raw); err != nil {
+				t.Error(err)
+			}
+			published.Add(1)
+		})
+	}
+	wg.Wait()
+	defer func() { t.Logf("subscriptions fell behind their queues %d times", r.srv.hub.lags.Load()) }()
+	for range startAt {
+		res := <-results
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		for id, n := range res.got {
+			if n != 1 {
+				t.Fatalf("envelope %s delivered %d times", id, n)
+			}
+		}
+		if len(res.got) != total {
+			t.Fatalf("%d of %d envelopes delivered", len(res.got), total)
+		}
 	}
 }

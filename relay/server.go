@@ -29,15 +29,29 @@ const (
 	viaMesh  = "mesh"  // came in from the mesh through the bridge
 )
 
-// Storage is what the relay needs of its store; store.Store is the
-// embedded SQLite one. Append must be durable when it returns.
+// Storage is what the relay needs of its store; SQLiteStorage is the
+// embedded one. A Batch's Commit must be durable when it returns.
 type Storage interface {
-	Append(ctx context.Context, recs []store.Record) ([]store.Appended, error)
+	Begin(ctx context.Context) (Batch, error)
 	After(ctx context.Context, room string, pos int64, limit int) ([]store.Record, error)
 	Position(ctx context.Context, id protocol.ID) (string, int64, error)
 	Get(ctx context.Context, id protocol.ID) (store.Record, error)
 	Range(ctx context.Context, room string, since, until int64, after store.Cursor, limit int) ([]store.Record, error)
 }
+
+// Batch is one write transaction: appended envelopes have their positions
+// at once and are durable after Commit.
+type Batch interface {
+	Append(ctx context.Context, recs []store.Record) ([]store.Appended, error)
+	Commit() error
+	Rollback()
+}
+
+// SQLiteStorage is the embedded store as the relay's Storage.
+type SQLiteStorage struct{ *store.Store }
+
+// Begin implements Storage.
+func (s SQLiteStorage) Begin(ctx context.Context) (Batch, error) { return s.Store.Begin(ctx) }
 
 // Bridge joins the relay to the mesh: the relay forwards what its clients
 // publish and learns the mesh peers of a room. bridge.go has the mesh one.
@@ -106,7 +120,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	}
 	l := o.Config.Limits
 	return &Server{
-		cfg: o.Config, key: o.Key, st: o.Store, policy: pol, log: o.Log, metrics: m, now: o.Now,
+		cfg: o.Config, key: o.Key, st: SQLiteStorage{o.Store}, policy: pol, log: o.Log, metrics: m, now: o.Now,
 		hub:      newHub(l.QueueSize),
 		commits:  make(chan *pending, 4*maxBatch),
 		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
@@ -577,7 +591,14 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 		}
 		pos = p
 	}
-	write := func(recs []store.Record) error {
+	// sent are the live envelopes sent before their commit; a Committed
+	// frame confirms them once the disk has them.
+	type sentRec struct {
+		pos int64
+		id  protocol.ID
+	}
+	var sent []sentRec
+	write := func(recs []store.Record, live bool) error {
 		for _, r := range recs {
 			if r.Pos <= pos {
 				continue
@@ -586,8 +607,26 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 				return err
 			}
 			pos = r.Pos
+			if live {
+				sent = append(sent, sentRec{r.Pos, r.ID})
+			}
 		}
 		return nil
+	}
+	confirm := func(upTo int64) error {
+		i := -1
+		for j, r := range sent {
+			if r.pos > upTo {
+				break
+			}
+			i = j
+		}
+		if i < 0 {
+			return nil
+		}
+		id := sent[i].id
+		sent = sent[i+1:]
+		return fw.msg(protocol.FrameCommitted, &protocol.Committed{ID: id})
 	}
 	flush := func() error {
 		str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
@@ -596,14 +635,22 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 		}
 		return nil
 	}
+	// catchUp reads the store past the last position sent. What it reads
+	// is committed, and so is everything sent before it.
 	catchUp := func() error {
 		for {
 			page, err := s.st.After(ctx, m.Room, pos, protocol.MaxFetchLimit)
 			if err != nil {
 				return err
 			}
-			if err := write(page); err != nil {
+			if err := write(page, false); err != nil {
 				return err
+			}
+			if len(page) > 0 {
+				sent = sent[:0]
+				if err := fw.msg(protocol.FrameCommitted, &protocol.Committed{ID: page[len(page)-1].ID}); err != nil {
+					return err
+				}
 			}
 			if err := flush(); err != nil {
 				return err
@@ -622,10 +669,35 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	if err := flush(); err != nil {
 		return err
 	}
+	// behind: the hub dropped envelopes this subscription has not sent;
+	// the store has them once they are committed.
+	behind := func() bool { return sub.dropped.Load() > pos }
 	for {
 		select {
 		case batch := <-sub.ch:
-			if err := write(batch); err != nil {
+			if behind() {
+				if err := catchUp(); err != nil {
+					return err
+				}
+			}
+			if err := write(batch, true); err != nil {
+				return err
+			}
+			if len(sub.ch) == 0 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		case <-sub.commit:
+			if sub.failed.Load() {
+				return &protocol.RelayError{Code: protocol.CodeInternal, Message: "the relay failed to store envelopes it had sent; resume from the last committed one"}
+			}
+			if behind() {
+				if err := catchUp(); err != nil {
+					return err
+				}
+			}
+			if err := confirm(sub.upTo.Load()); err != nil {
 				return err
 			}
 			if len(sub.ch) == 0 {
@@ -634,14 +706,15 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 				}
 			}
 		case <-sub.lagged:
-			// Batches were dropped: drain what is queued, then read the
-			// store past the last position sent. Anything committed
-			// after this read arrives on the queue (or lags again).
+			// The queue holds what came before the first dropped batch:
+			// send it, take new batches again, and read the store for
+			// what was dropped (now, and at each commit until done).
 			for len(sub.ch) > 0 {
-				if err := write(<-sub.ch); err != nil {
+				if err := write(<-sub.ch, true); err != nil {
 					return err
 				}
 			}
+			sub.lagging.Store(false)
 			if err := catchUp(); err != nil {
 				return err
 			}

@@ -226,17 +226,62 @@ type Appended struct {
 // Append stores the records in one transaction, as Put does, and also
 // reports the position each one has.
 func (s *Store) Append(ctx context.Context, recs []Record) ([]Appended, error) {
-	res := make([]Appended, len(recs))
+	b, err := s.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Rollback()
+	res, err := b.Append(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	return res, b.Commit()
+}
+
+// Batch is an open write transaction of envelopes: what it appends has
+// its position at once, and is on disk (and visible to readers) after
+// Commit. The relay hands new envelopes to live subscribers between the
+// two, so that delivery does not wait for the disk. There is one Batch at
+// a time: Begin waits for the one before to end.
+type Batch struct {
+	s      *Store
+	tx     *sql.Tx
+	insert *sql.Stmt
+}
+
+// Begin starts a Batch.
+func (s *Store) Begin(ctx context.Context) (*Batch, error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("store: put: %w", err)
+		return nil, fmt.Errorf("store: begin: %w", err)
 	}
-	defer tx.Rollback()
+	return &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}, nil
+}
+
+// Commit makes the batch durable (as the store's synchronous setting
+// says) and visible.
+func (b *Batch) Commit() error {
+	b.insert.Close()
+	if err := b.tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// Rollback drops the batch; after Commit it does nothing.
+func (b *Batch) Rollback() {
+	b.insert.Close()
+	b.tx.Rollback()
+}
+
+// Append adds the records to the batch and reports, per record, whether
+// it is new and its position.
+func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
+	res := make([]Appended, len(recs))
+	tx, insert := b.tx, b.insert
 	// The common case, a new envelope, is one statement: the insert is
 	// ignored if the ID or the (sender, room, seq) is taken, and only then
 	// does a second look tell a duplicate from an equivocation.
-	insert := tx.StmtContext(ctx, s.insert)
-	defer insert.Close()
 	for i, r := range recs {
 		out, err := insert.ExecContext(ctx, r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq), int64(r.Env.Lamport),
 			r.Env.Time, r.Env.Prev[:], r.Raw, r.Via, r.Received.UnixMilli())
@@ -272,9 +317,6 @@ func (s *Store) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 			}
 			res[i] = Appended{Result: Equivocation}
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("store: put: commit: %w", err)
 	}
 	return res, nil
 }
