@@ -86,6 +86,10 @@ func (t FrameType) String() string {
 // ErrBadFrame: a frame that does not parse.
 var ErrBadFrame = errors.New("protocol: malformed frame")
 
+// ErrFrameTooLarge: a frame header names a body over the limit. It wraps
+// ErrBadFrame too.
+var ErrFrameTooLarge = fmt.Errorf("%w: too large", ErrBadFrame)
+
 func badFrame(t FrameType, why string) error {
 	return fmt.Errorf("%w: %s: %s", ErrBadFrame, t, why)
 }
@@ -107,7 +111,7 @@ func ParseFrameHeader(h [FrameHeaderSize]byte) (FrameType, int, error) {
 	}
 	n := binary.BigEndian.Uint32(h[1:])
 	if n > MaxFrameBody {
-		return t, 0, fmt.Errorf("%w: %s: body of %d bytes, limit %d", ErrBadFrame, t, n, MaxFrameBody)
+		return t, 0, fmt.Errorf("%w: %s: body of %d bytes, limit %d", ErrFrameTooLarge, t, n, MaxFrameBody)
 	}
 	return t, int(n), nil
 }
@@ -133,9 +137,9 @@ const (
 	CodeInternal      ErrorCode = 12 // the relay failed; nothing was committed
 	CodeNotAllowed    ErrorCode = 13 // the identity may not connect (allow list, invite)
 	CodeBanned        ErrorCode = 14 // the identity is banned
-	CodeTooMany       ErrorCode = 15 // too many connections or streams
-	CodeUnsupported   ErrorCode = 16 // a newer version or an unknown kind
-	CodeIdle          ErrorCode = 17 // closed for being idle
+	CodeTooMany       ErrorCode = 15 // the relay is at its connection limit
+	CodeUnsupported   ErrorCode = 16 // an envelope of a newer version
+	CodeIdle          ErrorCode = 17 // a stream that asked nothing in time
 )
 
 var codeNames = [...]string{

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/store"
 )
 
@@ -162,6 +163,9 @@ func (s *Server) ServeAdmin(ctx context.Context, path string) error {
 			resp := apply(ctx, s.policy, req)
 			resp.Running = true
 			if resp.Error == "" {
+				s.Enforce()
+			}
+			if resp.Error == "" {
 				s.log.Info("admin command", "cmd", req.Cmd, "key", req.Key, "note", req.Note, "policy_version", resp.PolicyVersion)
 			}
 			json.NewEncoder(conn).Encode(resp)
@@ -191,12 +195,19 @@ func RunAdmin(ctx context.Context, dir string, req AdminRequest) (AdminResponse,
 	if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ECONNREFUSED) {
 		return AdminResponse{}, fmt.Errorf("relay: admin socket: %w", err)
 	}
-	// No relay runs: work on the data folder.
+	// No admin socket. Holding the data folder's lock tells that no relay
+	// runs (one that starts meanwhile waits for it), so the change to the
+	// data folder cannot go unseen by a running relay.
 	cfg, err := LoadDirConfig(dir)
 	if err != nil {
 		return AdminResponse{}, err
 	}
-	st, err := store.Open(filepath.Join(dir, DBFile), store.Durable())
+	lock, err := lockfile.Acquire(filepath.Join(dir, LockFile))
+	if err != nil {
+		return AdminResponse{}, fmt.Errorf("relay: a relay runs on %s but its admin socket does not answer (is it still starting?): %w", dir, err)
+	}
+	defer lock.Release()
+	st, err := openStore(dir, DBFile, store.Durable())
 	if err != nil {
 		return AdminResponse{}, err
 	}

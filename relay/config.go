@@ -30,7 +30,8 @@ type Config struct {
 	Bootstrap []string `toml:"bootstrap"`
 	// MDNS finds mesh peers on the local network.
 	MDNS bool `toml:"mdns"`
-	// Admin is the HTTP address of /metrics and /healthz; empty turns it off.
+	// Admin is the HTTP address of /metrics, /healthz and /debug/pprof/;
+	// empty turns it off.
 	Admin string `toml:"admin"`
 
 	Policy    PolicyConfig    `toml:"policy"`
@@ -238,8 +239,8 @@ const ConfigTemplate = `# Parley relay configuration. Every setting below shows 
 # bootstrap = []
 # mdns = true
 
-# /metrics (Prometheus) and /healthz. Keep it on loopback, or behind a
-# firewall; "" turns it off.
+# /metrics (Prometheus), /healthz and /debug/pprof/ (profiles). Keep it on
+# loopback, or behind a firewall; "" turns it off.
 # admin = "127.0.0.1:4435"
 
 [policy]
@@ -267,8 +268,10 @@ mode = "%s"
 # handshake_timeout = "10s"
 # idle_timeout = "1m0s"
 # write_timeout = "10s"      # a client that reads nothing this long is dropped
-# queue_size = 1024          # envelopes queued per subscription
-# retry_above = 256          # handshakes in progress above which QUIC Retry checks addresses
+# queue_size = 1024          # commit batches queued per subscription; past it
+#                            # a subscription reads the store instead
+# retry_above = 256          # new connection attempts per second above which
+#                            # QUIC Retry checks client addresses
 # skew = "5m0s"              # accepted difference of an envelope's clock
 
 [retention]

@@ -11,6 +11,7 @@ import (
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
 )
 
 // The files of a relay's data folder.
@@ -115,4 +116,17 @@ func ShareAddr(key identity.PublicKey, cfg Config) (Addr, bool) {
 		return AddrOf(key, net.JoinHostPort(name, port)), true
 	}
 	return AddrOf(key, cfg.Listen), false
+}
+
+// openStore opens a database of the data folder, creating it first with
+// mode 0600 so that only the relay's user can read it (SQLite gives its
+// journal files the same mode).
+func openStore(dir, name string, opts ...store.Option) (*store.Store, error) {
+	path := filepath.Join(dir, name)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	f.Close()
+	return store.Open(path, opts...)
 }

@@ -183,7 +183,8 @@ func (p *Policy) Allow(ctx context.Context, id identity.PublicKey, note string) 
 	if _, err := p.st.AddACL(ctx, store.ListAllow, id, note, p.now()); err != nil {
 		return 0, err
 	}
-	return p.Version(), p.reload(ctx)
+	err := p.reload(ctx)
+	return p.Version(), err
 }
 
 // Deny takes id off the allow list; it reports whether id was on it.
@@ -234,6 +235,9 @@ func NewInvite(ctx context.Context, st *store.Store, note string, ttl time.Durat
 
 // Redeem uses an invite token for id, which joins the allow list.
 func (p *Policy) Redeem(ctx context.Context, id identity.PublicKey, token string) error {
+	if d := p.Connect(id); d.Allow {
+		return nil // admitted already: the invite stays for someone else
+	}
 	if !strings.HasPrefix(token, InvitePrefix) || len(token) > protocol.MaxInviteToken {
 		return &protocol.RelayError{Code: protocol.CodeNotAllowed, Message: "not an invite token"}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -459,5 +460,107 @@ func TestSubscribeUnderLoad(t *testing.T) {
 		if len(res.got) != total {
 			t.Fatalf("%d of %d envelopes delivered", len(res.got), total)
 		}
+	}
+}
+
+// TestEquivocation: a second envelope with the same sender, room and
+// number is refused with its own code, and the first stays the one served.
+func TestEquivocation(t *testing.T) {
+	r := startRelay(t, nil)
+	alice := newKey(t)
+	c := dial(t, r, alice)
+	ctx := ctxT(t)
+	a := &author{key: alice, room: "lobby"}
+	first, _ := a.next(t, "one")
+	b := &author{key: alice, room: "lobby"}
+	second, _ := b.next(t, "the other one")
+	if _, err := c.Publish(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, second); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeEquivocation}) {
+		t.Fatalf("equivocating publish: %v", err)
+	}
+	// The stream still works.
+	third, _ := a.next(t, "two")
+	if _, err := c.Publish(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAllowedWhileConnected: an invite-mode newcomer that the operator
+// allows while it is connected can publish on the same connection.
+func TestAllowedWhileConnected(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.Policy.Mode = "invite" })
+	carol := newKey(t)
+	c := dial(t, r, carol)
+	ctx := ctxT(t)
+	if _, err := r.srv.Policy().Allow(ctx, carol.Public(), "by hand"); err != nil {
+		t.Fatal(err)
+	}
+	a := &author{key: carol, room: "lobby"}
+	raw, _ := a.next(t, "hi")
+	if _, err := c.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBanClosesConnections: a ban takes effect on open connections.
+func TestBanClosesConnections(t *testing.T) {
+	r := startRelay(t, nil)
+	mallory := newKey(t)
+	c := dial(t, r, mallory)
+	ctx := ctxT(t)
+	sub, err := c.Subscribe(ctx, "lobby", protocol.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Live
+	if err := r.srv.Policy().Ban(ctx, mallory.Public(), "spam"); err != nil {
+		t.Fatal(err)
+	}
+	r.srv.Enforce()
+	select {
+	case _, ok := <-sub.C:
+		if ok {
+			t.Fatal("a banned identity still receives")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the banned identity's subscription did not end in 30 s")
+	}
+	if !errors.Is(sub.Err(), &protocol.RelayError{Code: protocol.CodeBanned}) {
+		t.Fatalf("subscription ended with %v, want banned", sub.Err())
+	}
+}
+
+// TestLargeEnvelopeAfterQuiet: a subscription that was quiet for longer
+// than the write timeout still gets an envelope larger than its buffers.
+func TestLargeEnvelopeAfterQuiet(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.Limits.WriteTimeout = Duration{300 * time.Millisecond} })
+	alice, bob := newKey(t), newKey(t)
+	ca, cb := dial(t, r, alice), dial(t, r, bob)
+	ctx := ctxT(t)
+	sub, err := cb.Subscribe(ctx, "lobby", protocol.ID{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	<-sub.Live
+	time.Sleep(time.Second)
+	// A kind this code does not know (the relay stores any) lets the
+	// payload be larger than a text's.
+	e := &protocol.Envelope{Kind: 200, Room: "lobby", Seq: 1, Time: time.Now().UnixMilli(), Payload: []byte(strings.Repeat("x", 40000))}
+	id, err := e.Sign(alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, sub, 1); got[0].ID != id {
+		t.Fatalf("got %s", got[0].ID)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -48,14 +47,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{DBFile, MeshDBFile} {
-		// Created here, not by SQLite, so that only the relay's user can
-		// read them (SQLite gives its journal files the same mode).
-		if f, err := os.OpenFile(filepath.Join(o.Dir, f), os.O_CREATE|os.O_RDWR, 0o600); err == nil {
-			f.Close()
-		}
-	}
-	st, err := store.Open(filepath.Join(o.Dir, DBFile), store.Durable())
+	st, err := openStore(o.Dir, DBFile, store.Durable())
 	if err != nil {
 		return err
 	}
@@ -71,9 +63,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 
-	// Everything below ends with run, which ends after Serve returns, so
-	// the bridge and the admin listeners never outlive the server.
-	run, stop := context.WithCancel(ctx)
+	// Everything below ends with run, which ends after Serve returns: the
+	// bridge, the admin socket and /healthz go on while the relay drains,
+	// and never outlive it.
+	run, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -81,7 +74,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	var meshAddrs []string
 	var bridge *MeshBridge
 	if len(o.Config.P2PListen) > 0 {
-		mst, err := store.Open(filepath.Join(o.Dir, MeshDBFile))
+		mst, err := openStore(o.Dir, MeshDBFile)
 		if err != nil {
 			return err
 		}
@@ -114,7 +107,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-			if run.Err() != nil {
+			if ctx.Err() != nil {
 				http.Error(w, "stopping", http.StatusServiceUnavailable)
 				return
 			}
@@ -130,9 +123,18 @@ func Run(ctx context.Context, o RunOptions) error {
 			log.Error("admin socket", "err", err)
 		}
 	})
-	wg.Go(func() { retain(run, st, o.Config.Retention, log) })
+	wg.Go(func() { retain(run, st, o.Config.Retention, 2*o.Config.Limits.Skew.Duration, log) })
 
-	addr := AddrOf(key.Public(), srv.Addr().String())
+	// The address to share: the real port, and the advertised or this
+	// machine's name when the relay listens on every interface.
+	shared := o.Config
+	shared.Listen = srv.Addr().String()
+	if host, _, _ := net.SplitHostPort(o.Config.Listen); host != "" && net.ParseIP(host) != nil && !net.ParseIP(host).IsUnspecified() {
+		shared.Listen = net.JoinHostPort(host, portOf(srv.Addr().String()))
+	} else {
+		shared.Listen = net.JoinHostPort("", portOf(srv.Addr().String()))
+	}
+	addr, _ := ShareAddr(key.Public(), shared)
 	log.Info("relay serving", "addr", addr.String(), "policy", srv.policy.Mode().String(), "policy_version", srv.policy.Version(), "mesh", meshAddrs)
 	if o.Ready != nil {
 		o.Ready(addr, meshAddrs)
@@ -146,8 +148,15 @@ func Run(ctx context.Context, o RunOptions) error {
 	return nil
 }
 
-// retain prunes history past the retention limits every ten minutes.
-func retain(ctx context.Context, st *store.Store, r RetentionConfig, log *slog.Logger) {
+func portOf(hostPort string) string {
+	_, port, _ := net.SplitHostPort(hostPort)
+	return port
+}
+
+// retain prunes history past the retention limits every ten minutes. It
+// keeps what arrived within keep, however large: an envelope whose time
+// the relay still accepts must stay, or a resend would be stored twice.
+func retain(ctx context.Context, st *store.Store, r RetentionConfig, keep time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(10 * time.Minute)
 	defer tick.Stop()
 	for {
@@ -159,7 +168,7 @@ func retain(ctx context.Context, st *store.Store, r RetentionConfig, log *slog.L
 			}
 		}
 		if r.MaxBytes > 0 {
-			if n, err := st.PruneBytes(ctx, r.MaxBytes); err != nil && ctx.Err() == nil {
+			if n, err := st.PruneBytes(ctx, r.MaxBytes, time.Now().Add(-keep)); err != nil && ctx.Err() == nil {
 				log.Warn("retention by size", "err", err)
 			} else if n > 0 {
 				log.Info("retention by size", "deleted", n)

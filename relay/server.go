@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -90,6 +91,9 @@ type Server struct {
 	tr *quic.Transport
 	ln *quic.Listener
 
+	clientsMu sync.Mutex
+	clients   map[*client]struct{} // admitted connections, to apply policy changes to
+
 	commits  chan *pending
 	closing  sync.RWMutex // held to send on commits outside a connection
 	closed   bool         // commits is closed
@@ -122,6 +126,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	return &Server{
 		cfg: o.Config, key: o.Key, st: SQLiteStorage{o.Store}, policy: pol, log: o.Log, metrics: m, now: o.Now,
 		hub:      newHub(l.QueueSize),
+		clients:  map[*client]struct{}{},
 		commits:  make(chan *pending, 4*maxBatch),
 		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
 		addrRate: newLimiters(rate.Limit(l.AddrRate), l.AddrBurst),
@@ -311,6 +316,14 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	}
 	s.metrics.connections.Inc()
 	defer s.metrics.connections.Dec()
+	s.clientsMu.Lock()
+	s.clients[c] = struct{}{}
+	s.clientsMu.Unlock()
+	defer func() {
+		s.clientsMu.Lock()
+		delete(s.clients, c)
+		s.clientsMu.Unlock()
+	}()
 	c.log.Debug("connected", "policy_version", d.Version, "decision", d.Reason)
 
 	var wg sync.WaitGroup
@@ -327,6 +340,39 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+}
+
+// deadlineWriter sets a write deadline before each write.
+type deadlineWriter struct {
+	str     *quic.Stream
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(b []byte) (int, error) {
+	w.str.SetWriteDeadline(time.Now().Add(w.timeout))
+	n, err := w.str.Write(b)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		err = &protocol.RelayError{Code: protocol.CodeSlowConsumer, Message: "the client did not read for " + w.timeout.String()}
+	}
+	return n, err
+}
+
+// Enforce applies the policy as it is now to the open connections: one
+// whose identity may no longer connect (banned, taken off the allow list)
+// is closed with the reason. The admin commands call it after a change.
+func (s *Server) Enforce() {
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	for c := range s.clients {
+		if !c.admitted.Load() {
+			continue
+		}
+		if d := s.policy.Connect(c.id); !d.Allow {
+			c.admitted.Store(false)
+			s.refuse(c.conn, c.log, d.Code, d.Err().(*protocol.RelayError).Message)
+		}
+	}
 }
 
 // truncate makes msg fit an error frame: printable, at most
@@ -367,18 +413,30 @@ func (s *Server) endStream(c *client, str *quic.Stream, fw *frameWriter, e *prot
 
 func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 	fr := newFrameReader(str, protocol.MaxFrameBody)
-	fw := newFrameWriter(str)
+	// Every write gets the write timeout: a client that stops reading
+	// holds a stream for that long, never longer.
+	fw := newFrameWriter(deadlineWriter{str, s.cfg.Limits.WriteTimeout.Duration})
 	// A client gets the handshake timeout to say what the stream is for.
 	str.SetReadDeadline(time.Now().Add(s.cfg.Limits.HandshakeTimeout.Duration))
 	t, body, err := fr.next()
+	if errors.Is(err, io.EOF) {
+		str.CancelRead(quic.StreamErrorCode(protocol.CodeOK))
+		str.Close() // an empty stream: nothing asked, nothing to say
+		return
+	}
 	if err != nil {
 		s.endStream(c, str, fw, asRelayError(err))
 		return
 	}
 	str.SetReadDeadline(time.Time{})
 	if !c.admitted.Load() && t != protocol.FrameRedeem && t != protocol.FrameInfoRequest {
-		s.endStream(c, str, fw, s.policy.Connect(c.id).Err().(*protocol.RelayError))
-		return
+		// The operator may have allowed the identity since it connected.
+		if d := s.policy.Connect(c.id); d.Allow {
+			c.admitted.Store(true)
+		} else {
+			s.endStream(c, str, fw, d.Err().(*protocol.RelayError))
+			return
+		}
 	}
 	var rerr error
 	switch t {
@@ -399,6 +457,12 @@ func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 		rerr = s.redeem(ctx, c, fw, body)
 	default:
 		rerr = &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("a stream cannot start with a %s frame", t)}
+	}
+	if rerr != nil && ctx.Err() == nil && (errors.Is(rerr, context.Canceled) || isStreamEnd(rerr)) {
+		// The client went away (a subscription it ended, a reset).
+		str.CancelRead(quic.StreamErrorCode(protocol.CodeOK))
+		str.CancelWrite(quic.StreamErrorCode(protocol.CodeOK))
+		return
 	}
 	if rerr != nil {
 		if ctx.Err() != nil {
@@ -474,6 +538,10 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 		res := <-p.done
 		if werr != nil {
 			continue // drain: the senders' channels are buffered
+		}
+		if res.err == nil && res.app.Result == store.Equivocation {
+			res.err = &protocol.RelayError{Code: protocol.CodeEquivocation,
+				Message: "another envelope of this sender has the same room and sequence number; it is kept as evidence"}
 		}
 		if res.err != nil {
 			nack := &protocol.Nack{ID: p.rec.ID, Err: *asRelayError(res.err)}
@@ -796,9 +864,9 @@ func (s *Server) Info() *protocol.Info {
 	return &protocol.Info{
 		Versions:      []uint8{protocol.Version},
 		MaxEnvelope:   uint32(l.MaxEnvelope),
-		PublishRate:   uint32(l.PublishRate),
+		PublishRate:   uint32(math.Round(l.PublishRate)),
 		PublishBurst:  uint32(l.PublishBurst),
-		RetentionDays: uint32(s.cfg.Retention.MaxAge.Hours() / 24),
+		RetentionDays: uint32(math.Ceil(s.cfg.Retention.MaxAge.Hours() / 24)),
 		Policy:        s.policy.Mode(),
 		PolicyVersion: s.policy.Version(),
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/parleychat/parley/protocol"
 )
@@ -33,7 +34,7 @@ func (fr *frameReader) next() (protocol.FrameType, []byte, error) {
 		return t, nil, err
 	}
 	if n > fr.max {
-		return t, nil, &protocol.RelayError{Code: protocol.CodeTooLarge, Message: fmt.Sprintf("%s frame of %d bytes, limit %d", t, n, fr.max)}
+		return t, nil, fmt.Errorf("%w: %s frame of %d bytes, limit %d", protocol.ErrFrameTooLarge, t, n, fr.max)
 	}
 	if cap(fr.buf) < n {
 		fr.buf = make([]byte, n)
@@ -88,10 +89,16 @@ func asRelayError(err error) *protocol.RelayError {
 	switch {
 	case errors.As(err, &re):
 		return re
+	case errors.Is(err, protocol.ErrFrameTooLarge):
+		return &protocol.RelayError{Code: protocol.CodeTooLarge, Message: err.Error()}
 	case errors.Is(err, protocol.ErrBadFrame):
 		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: err.Error()}
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: "truncated frame"}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &protocol.RelayError{Code: protocol.CodeIdle, Message: "no request in time"}
 	}
 	return &protocol.RelayError{Code: protocol.CodeInternal, Message: "internal error"}
 }

@@ -535,8 +535,9 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 }
 
 // PruneBytes deletes the oldest envelopes until the rest hold at most
-// max bytes, and returns how many it deleted. The newest one always stays.
-func (s *Store) PruneBytes(ctx context.Context, max int64) (int64, error) {
+// max bytes, and returns how many it deleted. The newest one always
+// stays, and so does every envelope received at or after keepAfter.
+func (s *Store) PruneBytes(ctx context.Context, max int64, keepAfter time.Time) (int64, error) {
 	var cut sql.NullInt64
 	err := s.r.QueryRowContext(ctx, `SELECT max(rowid) FROM (
 		SELECT rowid, sum(length(raw)) OVER (ORDER BY rowid DESC) AS kept FROM envelopes)
@@ -547,8 +548,8 @@ func (s *Store) PruneBytes(ctx context.Context, max int64) (int64, error) {
 	if !cut.Valid {
 		return 0, nil
 	}
-	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE rowid <= ?
-		AND rowid < (SELECT max(rowid) FROM envelopes)`, cut.Int64)
+	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE rowid <= ? AND received < ?
+		AND rowid < (SELECT max(rowid) FROM envelopes)`, cut.Int64, keepAfter.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("store: prune to %d bytes: %w", max, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,5 +275,88 @@ func BenchmarkPut(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
 		})
+	}
+}
+
+// TestPositions: Append gives each new envelope a growing position, a
+// duplicate the position it has, and After and Position read by them.
+func TestPositions(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	k := key(t, 1)
+	now := time.Now()
+	var recs []Record
+	for i := range 5 {
+		room := "a"
+		if i%2 == 1 {
+			room = "b"
+		}
+		recs = append(recs, record(t, k, room, uint64(i+1), uint64(i+1), now, fmt.Sprint(i)))
+	}
+	out, err := s.Append(ctx, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(out); i++ {
+		if out[i].Result != Stored || out[i].Pos <= out[i-1].Pos {
+			t.Fatalf("append %d: %+v after %+v", i, out[i], out[i-1])
+		}
+	}
+	again, err := s.Append(ctx, recs[2:3])
+	if err != nil || again[0].Result != Duplicate || again[0].Pos != out[2].Pos {
+		t.Fatalf("duplicate: %+v %v, want position %d", again, err, out[2].Pos)
+	}
+	got, err := s.After(ctx, "a", out[0].Pos, 10)
+	if err != nil || len(got) != 2 || got[0].ID != recs[2].ID || got[1].ID != recs[4].ID || got[0].Pos != out[2].Pos {
+		t.Fatalf("after: %v, %d records", err, len(got))
+	}
+	room, pos, err := s.Position(ctx, recs[3].ID)
+	if err != nil || room != "b" || pos != out[3].Pos {
+		t.Fatalf("position: %s %d %v", room, pos, err)
+	}
+	if _, _, err := s.Position(ctx, protocol.ID{9}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("position of nothing: %v", err)
+	}
+	// A batch rolled back leaves nothing.
+	b, err := s.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Append(ctx, []Record{record(t, k, "a", 99, 99, now, "gone")}); err != nil {
+		t.Fatal(err)
+	}
+	b.Rollback()
+	if got, _ := s.After(ctx, "a", 0, 10); len(got) != 3 {
+		t.Fatalf("%d records in a after a rollback, want 3", len(got))
+	}
+}
+
+// TestPruneBytes keeps the newest envelopes within the byte budget, and
+// never those received after the cutoff, nor the newest.
+func TestPruneBytes(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	k := key(t, 1)
+	old := time.Now().Add(-time.Hour)
+	var size int64
+	for i := range 10 {
+		r := record(t, k, "a", uint64(i+1), uint64(i+1), old, strings.Repeat("x", 100))
+		size = int64(len(r.Raw))
+		r.Received = old
+		if _, err := s.Put(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.PruneBytes(ctx, 3*size, time.Now())
+	if err != nil || n != 7 {
+		t.Fatalf("pruned %d (%v), want 7", n, err)
+	}
+	if got, _ := s.After(ctx, "a", 0, 20); len(got) != 3 || got[0].Env.Seq != 8 {
+		t.Fatalf("kept %d", len(got))
+	}
+	// Nothing received after the cutoff goes, however tight the budget.
+	n, err = s.PruneBytes(ctx, 1, old.Add(-time.Minute))
+	if err != nil || n != 0 {
+		t.Fatalf("pruned %d (%v) of what is newer than the cutoff", n, err)
 	}
 }

@@ -568,7 +568,7 @@ func TestAbuse(t *testing.T) {
 	})
 	t.Run("frame over the size limit", func(t *testing.T) {
 		r, _ := raw(t, mallory, []byte{byte(protocol.FramePublish), 0x7f, 0, 0, 0})
-		expectError(t, r, protocol.CodeBadFrame)
+		expectError(t, r, protocol.CodeTooLarge)
 	})
 	t.Run("truncated frame", func(t *testing.T) {
 		r, _ := raw(t, mallory, []byte{byte(protocol.FrameSubscribe), 0, 0, 0, 40, 1, 2})

@@ -44,7 +44,8 @@ Commands:
       --listen HOST:PORT      QUIC (UDP) address for clients
       --p2p-listen MULTIADDR  the mesh node's address (repeatable;
                               "none" runs no mesh node)
-      --admin HOST:PORT       /metrics and /healthz ("" turns it off)
+      --admin HOST:PORT       /metrics, /healthz and /debug/pprof/
+                              ("" turns it off)
       --log-level LEVEL       debug, info, warn or error
       --check-config          check the configuration and exit
   allow KEY [--note TEXT]    put an identity (ed25519:..., as "chat id"
