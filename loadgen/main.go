@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 )
 
@@ -32,10 +33,10 @@ func main() {
 	only := flag.String("only", "publish,fanout,latency,idle,connect", "scenarios to run, comma-separated")
 	idle := flag.Int("idle", 1000, "idle clients for the memory scenario")
 	natsBin := flag.String("nats", "nats-server", "nats-server binary")
-	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated, and nothing else: for profiling")
+	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated, or with -idle clients held for 30 s if -only is idle, and nothing else: for profiling")
 	flag.Parse()
 	if *external != "" {
-		if err := profileLoad(*external); err != nil {
+		if err := profileLoad(*external, *only, *idle); err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen:", err)
 			os.Exit(1)
 		}
@@ -53,24 +54,44 @@ func run(only string, idle int, natsBin string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	r, err := startRelay(work)
-	if err != nil {
+	// Each scenario gets servers of its own, started fresh, so that what
+	// one leaves behind (memory, cached pages) does not count in the next.
+	var r *relayProc
+	var n *natsProc
+	fresh := func() error {
+		if r != nil {
+			r.stop()
+			n.stop()
+		}
+		var err error
+		if r, err = startRelay(work); err != nil {
+			return err
+		}
+		if n, err = startNATS(work, natsBin); err != nil {
+			r.stop()
+			return err
+		}
+		return nil
+	}
+	defer func() {
+		if r != nil {
+			r.stop()
+			n.stop()
+		}
+	}()
+	if err := fresh(); err != nil {
 		return err
 	}
-	defer r.stop()
-	n, err := startNATS(work, natsBin)
-	if err != nil {
-		return err
-	}
-	defer n.stop()
-	fmt.Printf("relay %s (pid %d), nats-server %s (pid %d), %s\n\n", r.addr, r.cmd.Process.Pid, n.url, n.cmd.Process.Pid, time.Now().UTC().Format(time.RFC3339))
-
+	fmt.Printf("relay and nats-server on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	want := map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		want[strings.TrimSpace(s)] = true
 	}
 	ctx := context.Background()
 	if want["publish"] {
+		if err := fresh(); err != nil {
+			return err
+		}
 		fmt.Println("## publish: 4 clients, 256-byte payloads, 256 outstanding each")
 		fmt.Println("| system | messages | msgs/s | note |")
 		fmt.Println("|---|---|---|---|")
@@ -86,6 +107,9 @@ func run(only string, idle int, natsBin string) error {
 		fmt.Printf("| nats-server | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n\n", nr.n, nr.rate)
 	}
 	if want["fanout"] {
+		if err := fresh(); err != nil {
+			return err
+		}
 		fmt.Println("## fan-out: 1 publisher, 256-byte payloads")
 		fmt.Println("| system | subscribers | messages | deliveries/s | p50 | p99 | lost |")
 		fmt.Println("|---|---|---|---|---|---|---|")
@@ -104,6 +128,9 @@ func run(only string, idle int, natsBin string) error {
 		fmt.Println()
 	}
 	if want["latency"] {
+		if err := fresh(); err != nil {
+			return err
+		}
 		fmt.Println("## latency: 1 publisher, 1 subscriber, 1,000 messages/s for 5 s")
 		fmt.Println("| system | p50 | p99 | lost |")
 		fmt.Println("|---|---|---|---|")
@@ -119,6 +146,9 @@ func run(only string, idle int, natsBin string) error {
 		fmt.Printf("| nats-server | %s | %s | %d |\n\n", ms(nr.p50), ms(nr.p99), nr.lost)
 	}
 	if want["idle"] {
+		if err := fresh(); err != nil {
+			return err
+		}
 		fmt.Printf("## idle clients: %d, each authenticated and subscribed to a room\n", idle)
 		fmt.Println("| system | server RSS before | after | per client |")
 		fmt.Println("|---|---|---|---|")
@@ -134,6 +164,9 @@ func run(only string, idle int, natsBin string) error {
 		fmt.Printf("| nats-server | %s | %s | %.1f KB |\n\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
 	}
 	if want["connect"] {
+		if err := fresh(); err != nil {
+			return err
+		}
 		fmt.Println("## new connections: 16 at a time for 5 s, each authenticated, one request, closed")
 		fmt.Println("| system | connections | per second |")
 		fmt.Println("|---|---|---|")
@@ -227,12 +260,37 @@ func goBuild(out, pkg string) error {
 
 // profileLoad runs the publish scenario against a relay started by hand,
 // five times.
-func profileLoad(addr string) error {
+func profileLoad(addr, only string, idle int) error {
 	a, err := relay.ParseAddr(addr)
 	if err != nil {
 		return err
 	}
 	r := &relayProc{addr: a}
+	if only == "connect" {
+		n, rate, err := relayConnect(context.Background(), r, 16, 10*time.Second)
+		fmt.Printf("%d connections, %.0f/s\n", n, rate)
+		return err
+	}
+	if only == "idle" {
+		f, err := newFleet()
+		if err != nil {
+			return err
+		}
+		defer f.close()
+		if err := f.dial(context.Background(), a, idle, 32); err != nil {
+			return err
+		}
+		for i, c := range f.clients {
+			sub, err := c.Subscribe(context.Background(), fmt.Sprintf("idle-%d", i%100), protocol.ID{})
+			if err != nil {
+				return err
+			}
+			<-sub.Live
+		}
+		fmt.Printf("%d idle clients connected and subscribed; holding them 30 s\n", idle)
+		time.Sleep(30 * time.Second)
+		return nil
+	}
 	for range 5 {
 		res, err := relayPublish(context.Background(), r, 4, 10000)
 		if err != nil {

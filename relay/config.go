@@ -114,7 +114,7 @@ func DefaultConfig() Config {
 			HandshakeTimeout: Duration{10 * time.Second},
 			IdleTimeout:      Duration{60 * time.Second},
 			WriteTimeout:     Duration{10 * time.Second},
-			QueueSize:        1024,
+			QueueSize:        64,
 			RetryAbove:       256,
 			Skew:             Duration{protocol.DefaultSkew},
 		},
@@ -268,7 +268,7 @@ mode = "%s"
 # handshake_timeout = "10s"
 # idle_timeout = "1m0s"
 # write_timeout = "10s"      # a client that reads nothing this long is dropped
-# queue_size = 1024          # commit batches queued per subscription; past it
+# queue_size = 64            # commit batches queued per subscription; past it
 #                            # a subscription reads the store instead
 # retry_above = 256          # new connection attempts per second above which
 #                            # QUIC Retry checks client addresses

@@ -639,14 +639,14 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	defer s.hub.unsubscribe(sub)
 	s.metrics.subscriptions.Inc()
 	defer s.metrics.subscriptions.Dec()
-	// The client's end of the stream closing ends the subscription.
+	// The client ends a subscription by stopping to read (STOP_SENDING),
+	// which cancels the stream's context, as a closed connection does. No
+	// goroutine waits on the stream's read side: an idle subscription costs
+	// one goroutine, this one.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		var b [1]byte
-		str.Read(b[:]) // returns at the client's FIN or reset, or at CancelRead
-		cancel()
-	}()
+	stop := context.AfterFunc(str.Context(), cancel)
+	defer stop()
 
 	var pos int64
 	if m.Cursor != (protocol.ID{}) {

@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"encoding"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +20,9 @@ type frameReader struct {
 }
 
 func newFrameReader(r io.Reader, max int) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, 16<<10), max: max}
+	// Small buffers: an idle subscription holds them for as long as it
+	// lives, and a large body is read straight into its own buffer.
+	return &frameReader{r: bufio.NewReaderSize(r, 2<<10), max: max}
 }
 
 // next returns the next frame. Its body is valid until the next call. At a
@@ -51,17 +54,21 @@ func (fr *frameReader) next() (protocol.FrameType, []byte, error) {
 
 // frameWriter buffers frames for one stream; flush sends them.
 type frameWriter struct {
-	w   *bufio.Writer
-	tmp []byte
+	w *bufio.Writer
 }
 
 func newFrameWriter(w io.Writer) *frameWriter {
-	return &frameWriter{w: bufio.NewWriterSize(w, 32<<10)}
+	return &frameWriter{w: bufio.NewWriterSize(w, 4<<10)}
 }
 
 func (fw *frameWriter) raw(t protocol.FrameType, body []byte) error {
-	fw.tmp = protocol.AppendFrame(fw.tmp[:0], t, body)
-	_, err := fw.w.Write(fw.tmp)
+	var h [protocol.FrameHeaderSize]byte
+	protocol.AppendFrame(h[:0], t, nil)
+	binary.BigEndian.PutUint32(h[1:], uint32(len(body)))
+	if _, err := fw.w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := fw.w.Write(body)
 	return err
 }
 
