@@ -728,3 +728,71 @@ func TestBridgeStory(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestSigtermDrains: SIGTERM during a publish load stops the relay with
+// exit status 0, and every publish it acknowledged is stored.
+func TestSigtermDrains(t *testing.T) {
+	dir := initRelay(t, "open", "")
+	listen := freePort(t)
+	p := startRelay(t, dir, listen)
+	ctx := timeout(t, 2*time.Minute)
+	key := newKey(t)
+	c := dial(t, p.addr, key)
+	a := &author{key: key, room: "drain"}
+	var (
+		mu    sync.Mutex
+		acked []protocol.ID
+		amu   sync.Mutex
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				amu.Lock()
+				raw, id := a.next(t, "drain")
+				amu.Unlock()
+				pctx, cancel := context.WithTimeout(ctx, time.Second)
+				_, err := c.Publish(pctx, raw)
+				cancel()
+				if err == nil {
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	p.stop(t) // SIGTERM, and exit status 0
+	close(stop)
+	wg.Wait()
+	if !strings.Contains(p.log(), "relay stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", p.log())
+	}
+	p = startRelay(t, dir, listen)
+	c2 := dial(t, p.addr, newKey(t))
+	mu.Lock()
+	want := append([]protocol.ID(nil), acked...)
+	mu.Unlock()
+	if len(want) == 0 {
+		t.Fatal("nothing was acknowledged before SIGTERM")
+	}
+	for i := 0; i < len(want); i += protocol.MaxFetchIDs {
+		batch := want[i:min(i+protocol.MaxFetchIDs, len(want))]
+		got, err := c2.FetchIDs(ctx, batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(batch) {
+			t.Fatalf("%d of %d acknowledged envelopes stored after SIGTERM", len(got), len(batch))
+		}
+	}
+	t.Logf("%d acknowledged before SIGTERM, all stored", len(want))
+	p.stop(t)
+}
