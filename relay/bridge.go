@@ -78,13 +78,18 @@ func (b *MeshBridge) ingest(r *mesh.Room) {
 }
 
 // Forward implements Bridge. It never blocks: when the mesh cannot keep
-// up, the envelope is dropped from gossip (counted) and mesh peers get it
-// by catch-up sync from the relay's node instead.
+// up, the envelope is not gossiped (parley_relay_bridge_dropped_total
+// counts it). Mesh peers then miss it until a later envelope of the same
+// sender shows them the gap and they ask the relay's clients' peers, or
+// a relay client publishes it again; the relay itself keeps and serves it.
 func (b *MeshBridge) Forward(rec store.Record) {
 	select {
 	case b.fwd <- rec:
 	default:
-		b.dropped.Add(1)
+		if b.dropped.Add(1)%1000 == 1 {
+			b.log.Warn("bridge: the mesh does not keep up; envelopes not gossiped", "dropped", b.dropped.Load())
+		}
+		b.srv.metrics.bridgeDropped.Inc()
 	}
 }
 

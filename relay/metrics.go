@@ -13,6 +13,7 @@ type metrics struct {
 	stored        prometheus.Counter
 	subscriptions prometheus.Gauge
 	dropped       *prometheus.CounterVec // streams ended by the relay, by code
+	bridgeDropped prometheus.Counter
 	commitSeconds prometheus.Histogram
 	batchSize     prometheus.Histogram
 }
@@ -31,6 +32,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Live subscriptions now."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_relay_streams_ended_total",
 			Help: "Streams the relay ended with an error, by reason."}, []string{"reason"}),
+		bridgeDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_relay_bridge_dropped_total",
+			Help: "Envelopes of relay clients not gossiped into the mesh because the bridge's queue was full."}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_seconds",
 			Help: "Time of one group commit.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_batch_envelopes",
@@ -39,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.refused, m.publishes, m.stored, m.subscriptions, m.dropped, m.commitSeconds, m.batchSize} {
+	for _, c := range []prometheus.Collector{m.connections, m.refused, m.publishes, m.stored, m.subscriptions, m.dropped, m.bridgeDropped, m.commitSeconds, m.batchSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
