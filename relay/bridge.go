@@ -79,9 +79,10 @@ func (b *MeshBridge) ingest(r *mesh.Room) {
 
 // Forward implements Bridge. It never blocks: when the mesh cannot keep
 // up, the envelope is not gossiped (parley_relay_bridge_dropped_total
-// counts it). Mesh peers then miss it until a later envelope of the same
-// sender shows them the gap and they ask the relay's clients' peers, or
-// a relay client publishes it again; the relay itself keeps and serves it.
+// counts it, and the log says so). Relay clients get it all the same;
+// mesh peers see the gap at the sender's next envelope but cannot fill it
+// by sync, since no mesh node has it: this is the one way the bridge can
+// lose an envelope for the mesh, and only under overload.
 func (b *MeshBridge) Forward(rec store.Record) {
 	select {
 	case b.fwd <- rec:
