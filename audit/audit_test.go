@@ -1,0 +1,277 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+)
+
+func key(t testing.TB, n byte) identity.PrivateKey {
+	k, err := identity.PrivateKeyFromSeed(bytes.Repeat([]byte{n}, ed25519.SeedSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// memTx is a store in memory.
+type memTx struct {
+	hashes      map[int64]tlog.Hash
+	records     map[int64][]byte
+	checkpoints map[int64][]byte
+}
+
+func newMem() *memTx {
+	return &memTx{hashes: map[int64]tlog.Hash{}, records: map[int64][]byte{}, checkpoints: map[int64][]byte{}}
+}
+
+func (m *memTx) ReadAuditHashes(idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	for i, x := range idx {
+		h, ok := m.hashes[x]
+		if !ok {
+			return nil, fmt.Errorf("no hash %d", x)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+func (m *memTx) PutAuditRecord(n int64, data []byte, hs []StoredHash) error {
+	m.records[n] = data
+	for _, h := range hs {
+		m.hashes[h.Index] = h.Hash
+	}
+	return nil
+}
+
+func (m *memTx) PutCheckpoint(size int64, signed []byte) error {
+	m.checkpoints[size] = signed
+	return nil
+}
+
+func (m *memTx) entries() []Entry {
+	out := make([]Entry, len(m.records))
+	for i := range out {
+		leaf := m.hashes[tlog.StoredHashIndex(0, int64(i))]
+		out[i] = Entry{Index: int64(i), Data: m.records[int64(i)], Leaf: &leaf}
+	}
+	return out
+}
+
+func (m *memTx) signed() [][]byte {
+	var out [][]byte
+	for _, c := range m.checkpoints {
+		out = append(out, c)
+	}
+	return out
+}
+
+func sample(i int, k identity.PrivateKey) *Record {
+	r := &Record{Kind: Kind(1 + i%7), Time: 1764137501000 + int64(i), PolicyVersion: uint64(i / 10), Identity: k.Public(),
+		Message: protocol.ID{byte(i), byte(i >> 8)}, Size: uint32(100 + i), Path: Path(i % 3), Room: "room", Addr: "127.0.0.1:4433", Detail: fmt.Sprint("record ", i)}
+	if r.Kind == KindRefuse || r.Kind == KindPublishRefused {
+		r.Code = protocol.CodeForbidden
+	}
+	return r
+}
+
+// buildLog appends n records in batches of random size, sealing each.
+func buildLog(t testing.TB, n int, rng *rand.Rand) (*memTx, []int64) {
+	k := key(t, 1)
+	m := newMem()
+	l, err := NewLog(k, 0, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int64
+	for done := 0; done < n; {
+		b := min(1+rng.IntN(30), n-done)
+		recs := make([]*Record, b)
+		for i := range recs {
+			recs[i] = sample(done+i, k)
+		}
+		first, err := l.Append(m, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first != int64(done) {
+			t.Fatalf("batch starts at %d, want %d", first, done)
+		}
+		if _, err := l.Seal(m); err != nil {
+			t.Fatal(err)
+		}
+		l.Commit()
+		done += b
+		sizes = append(sizes, int64(done))
+	}
+	return m, sizes
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	k := key(t, 1)
+	for i := range 14 {
+		r := sample(i, k)
+		b, err := r.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseRecord(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _ := got.MarshalBinary()
+		if !bytes.Equal(again, b) || got.View(int64(i)) != r.View(int64(i)) {
+			t.Fatalf("record %d does not round-trip", i)
+		}
+	}
+	if _, err := ParseRecord([]byte{2}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("version 2: %v", err)
+	}
+}
+
+func TestProofs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	m, sizes := buildLog(t, 200, rng)
+	k := key(t, 1)
+	l, err := NewLog(k, 200, m.checkpoints[200], m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range sizes {
+		c, err := Open(m.checkpoints[size], k.Public())
+		if err != nil || c.Size != size {
+			t.Fatalf("checkpoint %d: %v", size, err)
+		}
+		n := rng.Int64N(size)
+		p, err := l.ProveRecord(size, n, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, size, c.Root, n, tlog.RecordHash(m.records[n])); err != nil {
+			t.Fatalf("inclusion of %d in %d: %v", n, size, err)
+		}
+		newest, _ := Open(m.checkpoints[200], k.Public())
+		tp, err := l.ProveTree(200, size, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckTree(tp, 200, newest.Root, size, c.Root); err != nil {
+			t.Fatalf("consistency of %d with 200: %v", size, err)
+		}
+	}
+	// A checkpoint signed by another key does not open.
+	other, err := Sign(Checkpoint{Origin: Origin(k.Public()), Size: 1}, key(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(other, k.Public()); !errors.Is(err, ErrCheckpoint) {
+		t.Fatalf("checkpoint of another key: %v", err)
+	}
+}
+
+// TestTamper changes the log 1,000 times, each time in one of the ways an
+// operator could, and checks that Verify finds it and names the first bad
+// record.
+func TestTamper(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	m, sizes := buildLog(t, 300, rng)
+	relay := key(t, 1).Public()
+	clean := m.entries()
+	if _, err := Verify(relay, clean, m.signed()); err != nil {
+		t.Fatalf("the untouched log: %v", err)
+	}
+	batchStart := func(i int64) int64 {
+		start := int64(0)
+		for _, s := range sizes {
+			if s > i {
+				return start
+			}
+			start = s
+		}
+		return start
+	}
+	copyEntries := func() []Entry {
+		out := make([]Entry, len(clean))
+		for i, e := range clean {
+			leaf := *e.Leaf
+			out[i] = Entry{Index: e.Index, Data: bytes.Clone(e.Data), Leaf: &leaf}
+		}
+		return out
+	}
+	counts := map[string]int{}
+	for round := range 1000 {
+		es, cps := copyEntries(), m.signed()
+		n := int64(len(es))
+		var what string
+		want := int64(-1) // the record Verify must name; -1: a checkpoint
+		switch rng.IntN(6) {
+		case 0:
+			what = "byte changed"
+			i := rng.Int64N(n)
+			es[i].Data[rng.IntN(len(es[i].Data))] ^= byte(1 + rng.IntN(255))
+			want = i
+		case 1:
+			what = "record deleted"
+			i := rng.Int64N(n)
+			es = append(es[:i], es[i+1:]...)
+			want = i
+		case 2:
+			what = "two records swapped"
+			i, j := rng.Int64N(n), rng.Int64N(n)
+			for j == i || bytes.Equal(es[i].Data, es[j].Data) {
+				j = rng.Int64N(n)
+			}
+			if rng.IntN(2) == 0 {
+				es[i].Data, es[j].Data = es[j].Data, es[i].Data // contents swapped
+			} else {
+				es[i], es[j] = es[j], es[i] // rows swapped, indexes and all
+			}
+			want = min(i, j)
+		case 3:
+			what = "log truncated"
+			k := rng.Int64N(n)
+			es = es[:k]
+			want = k
+		case 4:
+			what = "checkpoint replaced"
+			forged, err := Sign(Checkpoint{Origin: Origin(relay), Size: n, Root: tlog.Hash{1}}, key(t, byte(2+rng.IntN(200))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cps = append(cps, forged)
+		case 5:
+			what = "byte and stored hash changed"
+			i := rng.Int64N(n)
+			es[i].Data[rng.IntN(len(es[i].Data))] ^= byte(1 + rng.IntN(255))
+			leaf := tlog.RecordHash(es[i].Data)
+			es[i].Leaf = &leaf
+			// Named: the first record after the last checkpoint that still
+			// matches, which is where i's batch starts (unless the change
+			// made it unparsable: then i itself).
+			wantRange := [2]int64{batchStart(i), i}
+			_, err := Verify(relay, es, cps)
+			var p *Problem
+			if !errors.As(err, &p) || p.Index < wantRange[0] || p.Index > wantRange[1] {
+				t.Fatalf("round %d (%s of record %d): %v, want a record in %v", round, what, i, err, wantRange)
+			}
+			counts[what]++
+			continue
+		}
+		_, err := Verify(relay, es, cps)
+		var p *Problem
+		if !errors.As(err, &p) || p.Index != want {
+			t.Fatalf("round %d (%s): %v, want record %d named", round, what, err, want)
+		}
+		counts[what]++
+	}
+	t.Logf("tamperings detected: %v", counts)
+}

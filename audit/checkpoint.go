@@ -1,0 +1,112 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/parleychat/parley/identity"
+)
+
+// A checkpoint is the log's size and root hash, signed by the relay. Its
+// text is the standard checkpoint body of transparency logs (C2SP
+// tlog-checkpoint): the log's origin, the tree size in decimal and the
+// root hash in base64, one per line. It is signed in the signed-note
+// format under the key name that is the origin. tlog.FormatTree is not
+// used: its header names the Go checksum database.
+
+// MaxCheckpoint bounds a signed checkpoint note.
+const MaxCheckpoint = 1024
+
+// Origin is the log's name: unique per relay, from its key (the libp2p
+// peer ID spelling, which note key names accept: no '+').
+func Origin(relay identity.PublicKey) string { return "parley.relay/" + relay.PeerID() }
+
+// Checkpoint is a verified (or to-be-signed) view of the log.
+type Checkpoint struct {
+	Origin string
+	Size   int64
+	Root   tlog.Hash
+}
+
+// Text is the checkpoint's body, the signed text.
+func (c Checkpoint) Text() string {
+	return fmt.Sprintf("%s\n%d\n%s\n", c.Origin, c.Size, base64.StdEncoding.EncodeToString(c.Root[:]))
+}
+
+// ErrCheckpoint: a checkpoint that does not parse, or is not signed by
+// the relay's key.
+var ErrCheckpoint = errors.New("audit: bad checkpoint")
+
+// signer signs checkpoint notes with the relay's identity key.
+type signer struct {
+	name string
+	hash uint32
+	key  identity.PrivateKey
+}
+
+func (s signer) Name() string                    { return s.name }
+func (s signer) KeyHash() uint32                 { return s.hash }
+func (s signer) Sign(msg []byte) ([]byte, error) { return s.key.Sign(msg), nil }
+
+func verifier(relay identity.PublicKey) (note.Verifier, error) {
+	vkey, err := note.NewEd25519VerifierKey(Origin(relay), ed25519.PublicKey(relay.Bytes()))
+	if err != nil {
+		return nil, err
+	}
+	return note.NewVerifier(vkey)
+}
+
+// Sign signs c with the relay's key and returns the note.
+func Sign(c Checkpoint, key identity.PrivateKey) ([]byte, error) {
+	v, err := verifier(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	return note.Sign(&note.Note{Text: c.Text()}, signer{name: v.Name(), hash: v.KeyHash(), key: key})
+}
+
+// Open checks a signed checkpoint against the relay's key and parses it.
+func Open(signed []byte, relay identity.PublicKey) (Checkpoint, error) {
+	if len(signed) > MaxCheckpoint {
+		return Checkpoint{}, fmt.Errorf("%w: %d bytes", ErrCheckpoint, len(signed))
+	}
+	v, err := verifier(relay)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	n, err := note.Open(signed, note.VerifierList(v))
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("%w: not signed by relay %s: %v", ErrCheckpoint, relay.Fingerprint(), err)
+	}
+	c, err := parseText(n.Text)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if c.Origin != Origin(relay) {
+		return Checkpoint{}, fmt.Errorf("%w: origin %q is not relay %s's", ErrCheckpoint, c.Origin, relay.Fingerprint())
+	}
+	return c, nil
+}
+
+func parseText(text string) (Checkpoint, error) {
+	lines := strings.SplitN(text, "\n", 4)
+	if len(lines) < 4 || lines[3] != "" {
+		return Checkpoint{}, fmt.Errorf("%w: want three lines", ErrCheckpoint)
+	}
+	size, err := strconv.ParseInt(lines[1], 10, 64)
+	if err != nil || size < 0 || strconv.FormatInt(size, 10) != lines[1] {
+		return Checkpoint{}, fmt.Errorf("%w: size %q", ErrCheckpoint, lines[1])
+	}
+	root, err := base64.StdEncoding.Strict().DecodeString(lines[2])
+	if err != nil || len(root) != tlog.HashSize {
+		return Checkpoint{}, fmt.Errorf("%w: root hash %q", ErrCheckpoint, lines[2])
+	}
+	return Checkpoint{Origin: lines[0], Size: size, Root: tlog.Hash(root)}, nil
+}

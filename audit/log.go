@@ -1,0 +1,269 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/parleychat/parley/identity"
+)
+
+// StoredHash is one hash of the tree as tlog stores it: every leaf and
+// every complete subtree, by tlog.StoredHashIndex.
+type StoredHash struct {
+	Index int64
+	Hash  tlog.Hash
+}
+
+// Tx is a write transaction of the store that holds the log. Records go
+// into the same transaction as the event they record, so a crash keeps
+// both or neither.
+type Tx interface {
+	ReadAuditHashes(indexes []int64) ([]tlog.Hash, error)
+	PutAuditRecord(index int64, data []byte, hashes []StoredHash) error
+	PutCheckpoint(size int64, signed []byte) error
+}
+
+// Reader reads the stored log.
+type Reader interface {
+	ReadAuditHashes(indexes []int64) ([]tlog.Hash, error)
+}
+
+// Log appends records and signs checkpoints. One transaction at a time
+// appends: Append locks the log until Commit or Abort, which the caller
+// calls once its transaction is committed or rolled back.
+type Log struct {
+	key    identity.PrivateKey
+	origin string
+
+	mu      sync.Mutex
+	size    int64 // records committed
+	pending int64 // records appended by the open transaction
+	cache   *hashCache
+	latest  []byte // the newest committed signed checkpoint
+	sealed  []byte // the open transaction's
+}
+
+// NewLog opens the log of size records, whose newest signed checkpoint is
+// latest (nil for an empty log), reading hashes through r.
+func NewLog(key identity.PrivateKey, size int64, latest []byte, r Reader) (*Log, error) {
+	l := &Log{key: key, origin: Origin(key.Public()), size: size, cache: newHashCache(1 << 16), latest: latest}
+	if size > 0 {
+		c, err := Open(latest, key.Public())
+		if err != nil {
+			return nil, fmt.Errorf("audit: the newest checkpoint: %w", err)
+		}
+		if c.Size != size {
+			return nil, fmt.Errorf("audit: the log has %d records, its newest checkpoint %d", size, c.Size)
+		}
+		// The hashes the next appends need: the right edge of the tree.
+		idx := frontier(size)
+		hashes, err := r.ReadAuditHashes(idx)
+		if err != nil {
+			return nil, fmt.Errorf("audit: open log: %w", err)
+		}
+		for i, h := range hashes {
+			l.cache.put(idx[i], h)
+		}
+		root, err := tlog.TreeHash(size, l.reader(r))
+		if err != nil {
+			return nil, fmt.Errorf("audit: open log: %w", err)
+		}
+		if root != c.Root {
+			return nil, fmt.Errorf("audit: the stored log does not match its newest checkpoint (run relay audit verify)")
+		}
+	}
+	return l, nil
+}
+
+// frontier lists the stored hashes of the complete subtrees that make up
+// a tree of n records: what appending and the tree hash read.
+func frontier(n int64) []int64 {
+	var idx []int64
+	for level := 0; n>>level > 0; level++ {
+		if (n>>level)&1 == 1 {
+			idx = append(idx, tlog.StoredHashIndex(level, (n>>level)-1))
+		}
+	}
+	return idx
+}
+
+// reader reads through the cache, then r.
+func (l *Log) reader(r Reader) tlog.HashReader {
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		var miss []int64
+		var at []int
+		for i, x := range indexes {
+			if h, ok := l.cache.get(x); ok {
+				out[i] = h
+				continue
+			}
+			miss = append(miss, x)
+			at = append(at, i)
+		}
+		if len(miss) > 0 {
+			hs, err := r.ReadAuditHashes(miss)
+			if err != nil {
+				return nil, err
+			}
+			if len(hs) != len(miss) {
+				return nil, errors.New("audit: hash store returned the wrong number of hashes")
+			}
+			for j, h := range hs {
+				out[at[j]] = h
+			}
+		}
+		return out, nil
+	})
+}
+
+// Append adds records to the log in tx and returns the index of the
+// first. The log stays locked until Commit or Abort.
+func (l *Log) Append(tx Tx, recs []*Record) (int64, error) {
+	l.mu.Lock()
+	first := l.size
+	r := l.reader(tx)
+	for i, rec := range recs {
+		data, err := rec.MarshalBinary()
+		if err != nil {
+			l.abortLocked()
+			return 0, err
+		}
+		n := first + int64(i)
+		hashes, err := tlog.StoredHashes(n, data, r)
+		if err != nil {
+			l.abortLocked()
+			return 0, fmt.Errorf("audit: append %d: %w", n, err)
+		}
+		stored := make([]StoredHash, len(hashes))
+		base := tlog.StoredHashIndex(0, n)
+		for j, h := range hashes {
+			stored[j] = StoredHash{Index: base + int64(j), Hash: h}
+			l.cache.put(base+int64(j), h)
+		}
+		if err := tx.PutAuditRecord(n, data, stored); err != nil {
+			l.abortLocked()
+			return 0, fmt.Errorf("audit: append %d: %w", n, err)
+		}
+	}
+	l.pending = int64(len(recs))
+	return first, nil
+}
+
+// Seal signs a checkpoint of the log with the open transaction's records
+// and stores it in tx. It returns the signed checkpoint.
+func (l *Log) Seal(tx Tx) ([]byte, error) {
+	size := l.size + l.pending
+	root, err := tlog.TreeHash(size, l.reader(tx))
+	if err != nil {
+		return nil, fmt.Errorf("audit: tree hash of %d: %w", size, err)
+	}
+	signed, err := Sign(Checkpoint{Origin: l.origin, Size: size, Root: root}, l.key)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.PutCheckpoint(size, signed); err != nil {
+		return nil, err
+	}
+	l.sealed = signed
+	return signed, nil
+}
+
+// Commit records that the open transaction committed, and unlocks.
+func (l *Log) Commit() {
+	l.size += l.pending
+	l.pending = 0
+	if l.sealed != nil {
+		l.latest, l.sealed = l.sealed, nil
+	}
+	l.mu.Unlock()
+}
+
+// Latest returns the newest committed signed checkpoint and its size.
+func (l *Log) Latest() ([]byte, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.latest, l.size
+}
+
+// Abort records that the open transaction rolled back, and unlocks.
+func (l *Log) Abort() { l.abortLocked() }
+
+func (l *Log) abortLocked() {
+	// Hashes stored for record l.size and later are gone with the
+	// transaction; they all have indexes from record l.size's on.
+	l.cache.dropFrom(tlog.StoredHashIndex(0, l.size))
+	l.pending = 0
+	l.sealed = nil
+	l.mu.Unlock()
+}
+
+// Size is the number of committed records.
+func (l *Log) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+// ProveRecord returns the inclusion proof of record n in the tree of size
+// t, reading hashes through r.
+func (l *Log) ProveRecord(t, n int64, r Reader) (tlog.RecordProof, error) {
+	return tlog.ProveRecord(t, n, l.reader(r))
+}
+
+// ProveTree returns the proof that the tree of size t contains the tree
+// of size n.
+func (l *Log) ProveTree(t, n int64, r Reader) (tlog.TreeProof, error) {
+	return tlog.ProveTree(t, n, l.reader(r))
+}
+
+// hashCache keeps recently stored hashes, so that appends and the proofs
+// of fresh records rarely read the store. Beyond its size it forgets the
+// oldest; what it has forgotten is read from the store again.
+type hashCache struct {
+	mu   sync.Mutex
+	m    map[int64]tlog.Hash
+	max  int
+	keys []int64 // insertion order, for eviction
+}
+
+func newHashCache(max int) *hashCache { return &hashCache{m: map[int64]tlog.Hash{}, max: max} }
+
+func (c *hashCache) get(i int64) (tlog.Hash, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.m[i]
+	return h, ok
+}
+
+func (c *hashCache) put(i int64, h tlog.Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[i]; !ok {
+		c.keys = append(c.keys, i)
+	}
+	c.m[i] = h
+	for len(c.keys) > c.max {
+		delete(c.m, c.keys[0])
+		c.keys = c.keys[1:]
+	}
+}
+
+// dropFrom forgets every hash stored at index from or later: those of a
+// transaction that rolled back.
+func (c *hashCache) dropFrom(from int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.keys[:0]
+	for _, k := range c.keys {
+		if k >= from {
+			delete(c.m, k)
+			continue
+		}
+		kept = append(kept, k)
+	}
+	c.keys = kept
+}

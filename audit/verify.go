@@ -1,0 +1,121 @@
+package audit
+
+import (
+	"fmt"
+	"slices"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/parleychat/parley/identity"
+)
+
+// Entry is one stored record: its index in the log, its bytes and, when
+// the store has one, the leaf hash stored with it.
+type Entry struct {
+	Index int64
+	Data  []byte
+	Leaf  *tlog.Hash
+}
+
+// Problem is the first thing found wrong with a log. Index is the first
+// bad record, or -1 when the fault is not in a record (a checkpoint).
+type Problem struct {
+	Index  int64
+	Reason string
+}
+
+func (p *Problem) Error() string {
+	if p.Index < 0 {
+		return "audit: " + p.Reason
+	}
+	return fmt.Sprintf("audit: record %d: %s", p.Index, p.Reason)
+}
+
+// Result is what Verify checked.
+type Result struct {
+	Records     int64      // records covered by the newest checkpoint
+	Checkpoints int        // signed checkpoints checked
+	Newest      Checkpoint // the one the whole log matches
+}
+
+// Verify checks a log against its signed checkpoints: that every
+// checkpoint is signed by the relay's key, that the records are there
+// from index 0 on with none missing, that each parses and matches its
+// stored leaf hash (when given), and that the tree they make has the root
+// of every checkpoint. It returns the first problem as a *Problem.
+//
+// Where a record is named: a record changed, missing, moved or cut off
+// is named exactly when its stored leaf hash was left alone; when the
+// hashes were rewritten too, the first checkpoint that no longer matches
+// bounds the first bad record, and the first record after the last
+// checkpoint that still matches is named.
+func Verify(relay identity.PublicKey, entries []Entry, checkpoints [][]byte) (Result, error) {
+	if len(checkpoints) == 0 {
+		return Result{}, &Problem{Index: -1, Reason: "no signed checkpoint"}
+	}
+	cps := make([]Checkpoint, 0, len(checkpoints))
+	for _, signed := range checkpoints {
+		c, err := Open(signed, relay)
+		if err != nil {
+			return Result{}, &Problem{Index: -1, Reason: err.Error()}
+		}
+		cps = append(cps, c)
+	}
+	slices.SortFunc(cps, func(a, b Checkpoint) int { return int(a.Size - b.Size) })
+	newest := cps[len(cps)-1]
+	for i, e := range entries {
+		if e.Index != int64(i) {
+			if e.Index > int64(i) {
+				return Result{}, &Problem{Index: int64(i), Reason: "missing (the next stored record is " + fmt.Sprint(e.Index) + ")"}
+			}
+			return Result{}, &Problem{Index: e.Index, Reason: "stored twice or out of order"}
+		}
+	}
+	if int64(len(entries)) < newest.Size {
+		return Result{}, &Problem{Index: int64(len(entries)), Reason: fmt.Sprintf("missing: the log ends at %d records, the newest checkpoint has %d", len(entries), newest.Size)}
+	}
+	if int64(len(entries)) > newest.Size {
+		return Result{}, &Problem{Index: newest.Size, Reason: fmt.Sprintf("not covered by any signed checkpoint (the newest has %d records)", newest.Size)}
+	}
+	// Every stored hash of the tree, from the records alone.
+	hashes := make([]tlog.Hash, 0, tlog.StoredHashCount(newest.Size))
+	read := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			if x >= int64(len(hashes)) {
+				return nil, fmt.Errorf("hash %d not computed yet", x)
+			}
+			out[i] = hashes[x]
+		}
+		return out, nil
+	})
+	for i, e := range entries {
+		if _, err := ParseRecord(e.Data); err != nil {
+			return Result{}, &Problem{Index: int64(i), Reason: err.Error()}
+		}
+		leaf := tlog.RecordHash(e.Data)
+		if e.Leaf != nil && *e.Leaf != leaf {
+			return Result{}, &Problem{Index: int64(i), Reason: "changed: its bytes do not match its stored hash"}
+		}
+		hs, err := tlog.StoredHashesForRecordHash(int64(i), leaf, read)
+		if err != nil {
+			return Result{}, &Problem{Index: int64(i), Reason: err.Error()}
+		}
+		hashes = append(hashes, hs...)
+	}
+	good := int64(0)
+	for _, c := range cps {
+		if c.Size == 0 {
+			continue
+		}
+		root, err := tlog.TreeHash(c.Size, read)
+		if err != nil {
+			return Result{}, &Problem{Index: -1, Reason: err.Error()}
+		}
+		if root != c.Root {
+			return Result{}, &Problem{Index: good, Reason: fmt.Sprintf("the records from here to %d do not match the signed checkpoint of size %d: one of them was changed, removed or moved", c.Size-1, c.Size)}
+		}
+		good = c.Size
+	}
+	return Result{Records: newest.Size, Checkpoints: len(cps), Newest: newest}, nil
+}
