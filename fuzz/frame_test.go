@@ -60,7 +60,17 @@ func FuzzFrameHeader(f *testing.F) {
 }
 
 func FuzzAck(f *testing.F) {
-	fuzzFrame(f, protocol.ParseAck, &protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000})
+	fuzzFrame(f, protocol.ParseAck, &protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000},
+		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000,
+			Receipt: &protocol.Receipt{Index: 3, Checkpoint: []byte("origin\n4\nroot\n\n— sig\n"), Record: []byte{1, 5}, Proof: [][32]byte{{1}, {2}}}})
+}
+
+func FuzzProveTree(f *testing.F) {
+	fuzzFrame(f, protocol.ParseProveTree, &protocol.ProveTree{Old: 3, New: 9})
+}
+
+func FuzzTreeProof(f *testing.F) {
+	fuzzFrame(f, protocol.ParseTreeProof, &protocol.TreeProof{Proof: [][32]byte{{1}, {2}, {3}}})
 }
 
 func FuzzNack(f *testing.F) {

@@ -62,6 +62,8 @@ const (
 	FrameRedeem       FrameType = 15 // request: join the allow list with an invite token
 	FrameRedeemed     FrameType = 16 // the invite worked
 	FrameCommitted    FrameType = 17 // a subscription's envelopes up to one are on disk
+	FrameProveTree    FrameType = 18 // request: a consistency proof between two audit log sizes
+	FrameTreeProof    FrameType = 19
 )
 
 var frameNames = [...]string{
@@ -71,10 +73,11 @@ var frameNames = [...]string{
 	FramePeersRequest: "peers-request", FramePeers: "peers",
 	FrameInfoRequest: "info-request", FrameInfo: "info",
 	FrameRedeem: "redeem", FrameRedeemed: "redeemed", FrameCommitted: "committed",
+	FrameProveTree: "prove-tree", FrameTreeProof: "tree-proof",
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameCommitted }
+func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameTreeProof }
 
 func (t FrameType) String() string {
 	if t.Known() {
@@ -240,14 +243,76 @@ type Ack struct {
 	Pos uint64
 	// Time is when the relay committed it, Unix ms.
 	Time int64
+	// Receipt proves the publish's record is in the relay's audit log;
+	// nil for a duplicate, or when the relay keeps no audit log.
+	Receipt *Receipt
+}
+
+// Receipt is a publish's audit receipt: the index of its record in the
+// relay's audit log, a checkpoint of the log signed by the relay (a
+// signed note, docs/audit.md), and the Merkle proof that the record is in
+// the tree the checkpoint names.
+type Receipt struct {
+	Index      uint64
+	Checkpoint []byte
+	// Record is the audit record itself (docs/audit.md): the client
+	// checks that it records this publish, and hashes it for the proof.
+	Record []byte
+	Proof  [][32]byte
+}
+
+// Limits of a receipt.
+const (
+	MaxCheckpointNote = 1024
+	MaxReceiptRecord  = 2048
+	MaxProofHashes    = 64
+)
+
+func addReceipt(b *cryptobyte.Builder, r *Receipt) {
+	if r == nil {
+		b.AddUint8(0)
+		return
+	}
+	b.AddUint8(1)
+	b.AddUint64(r.Index)
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Checkpoint) })
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Record) })
+	addHashes(b, r.Proof)
+}
+
+func addHashes(b *cryptobyte.Builder, hs [][32]byte) {
+	b.AddUint8(uint8(len(hs)))
+	for _, h := range hs {
+		b.AddBytes(h[:])
+	}
+}
+
+func readHashes(s *cryptobyte.String, out *[][32]byte) bool {
+	var n uint8
+	if !s.ReadUint8(&n) || n > MaxProofHashes {
+		return false
+	}
+	hs := make([][32]byte, n)
+	for i := range hs {
+		if !s.CopyBytes(hs[i][:]) {
+			return false
+		}
+	}
+	*out = hs
+	return true
 }
 
 func (a *Ack) MarshalBinary() ([]byte, error) {
+	if r := a.Receipt; r != nil && (len(r.Checkpoint) == 0 || len(r.Checkpoint) > MaxCheckpointNote ||
+		len(r.Record) == 0 || len(r.Record) > MaxReceiptRecord || len(r.Proof) > MaxProofHashes) {
+		return nil, errors.New("protocol: receipt out of bounds")
+	}
 	return build(func(b *cryptobyte.Builder) {
 		b.AddBytes(a.ID[:])
 		b.AddUint8(uint8(a.Status))
 		b.AddUint64(a.Pos)
 		b.AddUint64(uint64(a.Time))
+		addReceipt(b, a.Receipt)
 	}), nil
 }
 
@@ -255,10 +320,24 @@ func (a *Ack) MarshalBinary() ([]byte, error) {
 func ParseAck(body []byte) (*Ack, error) {
 	s := cryptobyte.String(body)
 	var a Ack
-	var status uint8
+	var status, has uint8
 	var t uint64
-	if !readID(&s, &a.ID) || !s.ReadUint8(&status) || !s.ReadUint64(&a.Pos) || !s.ReadUint64(&t) || !s.Empty() {
+	if !readID(&s, &a.ID) || !s.ReadUint8(&status) || !s.ReadUint64(&a.Pos) || !s.ReadUint64(&t) || !s.ReadUint8(&has) || has > 1 {
 		return nil, badFrame(FrameAck, "bad layout")
+	}
+	if has == 1 {
+		var r Receipt
+		var note, rec cryptobyte.String
+		if !s.ReadUint64(&r.Index) || !s.ReadUint16LengthPrefixed(&note) || len(note) == 0 || len(note) > MaxCheckpointNote ||
+			!s.ReadUint16LengthPrefixed(&rec) || len(rec) == 0 || len(rec) > MaxReceiptRecord || !readHashes(&s, &r.Proof) {
+			return nil, badFrame(FrameAck, "bad receipt")
+		}
+		r.Checkpoint = append([]byte(nil), note...)
+		r.Record = append([]byte(nil), rec...)
+		a.Receipt = &r
+	}
+	if !s.Empty() {
+		return nil, badFrame(FrameAck, "trailing bytes")
 	}
 	a.Status, a.Time = AckStatus(status), int64(t)
 	if a.Status != AckStored && a.Status != AckDuplicate {
@@ -669,4 +748,53 @@ func ParseCommitted(body []byte) (*Committed, error) {
 		return nil, badFrame(FrameCommitted, "bad layout")
 	}
 	return &Committed{ID: ID(body)}, nil
+}
+
+// ProveTree asks for the proof that the relay's audit log of size New
+// contains its log of size Old: the client checks every checkpoint it
+// sees against the last one it kept this way.
+type ProveTree struct {
+	Old, New uint64
+}
+
+func (m *ProveTree) MarshalBinary() ([]byte, error) {
+	if m.Old > m.New || m.New > 1<<63-1 {
+		return nil, fmt.Errorf("protocol: prove tree %d in %d", m.Old, m.New)
+	}
+	return build(func(b *cryptobyte.Builder) {
+		b.AddUint64(m.Old)
+		b.AddUint64(m.New)
+	}), nil
+}
+
+// ParseProveTree parses a ProveTree body.
+func ParseProveTree(body []byte) (*ProveTree, error) {
+	s := cryptobyte.String(body)
+	var m ProveTree
+	if !s.ReadUint64(&m.Old) || !s.ReadUint64(&m.New) || !s.Empty() || m.Old > m.New || m.New > 1<<63-1 {
+		return nil, badFrame(FrameProveTree, "bad layout")
+	}
+	return &m, nil
+}
+
+// TreeProof answers ProveTree.
+type TreeProof struct {
+	Proof [][32]byte
+}
+
+func (m *TreeProof) MarshalBinary() ([]byte, error) {
+	if len(m.Proof) > MaxProofHashes {
+		return nil, fmt.Errorf("protocol: proof of %d hashes", len(m.Proof))
+	}
+	return build(func(b *cryptobyte.Builder) { addHashes(b, m.Proof) }), nil
+}
+
+// ParseTreeProof parses a TreeProof body.
+func ParseTreeProof(body []byte) (*TreeProof, error) {
+	s := cryptobyte.String(body)
+	var m TreeProof
+	if !readHashes(&s, &m.Proof) || !s.Empty() {
+		return nil, badFrame(FrameTreeProof, "bad layout")
+	}
+	return &m, nil
 }

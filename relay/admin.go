@@ -196,8 +196,8 @@ func RunAdmin(ctx context.Context, dir string, req AdminRequest) (AdminResponse,
 		return AdminResponse{}, fmt.Errorf("relay: admin socket: %w", err)
 	}
 	// No admin socket. Holding the data folder's lock tells that no relay
-	// runs (one that starts meanwhile waits for it), so the change to the
-	// data folder cannot go unseen by a running relay.
+	// runs (one that starts meanwhile is refused until the command is
+	// done), so the change cannot go unseen by a running relay.
 	cfg, err := LoadDirConfig(dir)
 	if err != nil {
 		return AdminResponse{}, err
@@ -212,6 +212,16 @@ func RunAdmin(ctx context.Context, dir string, req AdminRequest) (AdminResponse,
 		return AdminResponse{}, err
 	}
 	defer st.Close()
+	if cfg.Audit.Enabled {
+		// The change is recorded in the audit log, as on a running relay.
+		key, err := LoadKey(dir)
+		if err != nil {
+			return AdminResponse{}, err
+		}
+		if _, err := OpenAudit(ctx, key, st); err != nil {
+			return AdminResponse{}, err
+		}
+	}
 	p, err := NewPolicy(ctx, cfg.Policy, st, time.Now)
 	if err != nil {
 		return AdminResponse{}, err

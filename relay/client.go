@@ -11,9 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Client is a connection to one relay, authenticated with the person's
@@ -33,6 +35,13 @@ type Client struct {
 	pub    *pubStream
 	closed bool
 	done   chan struct{}
+	relay  identity.PublicKey // the key the relay proved
+
+	// The newest audit checkpoint seen, against which every other one is
+	// checked for consistency.
+	ckMu     sync.Mutex
+	kept     *audit.Checkpoint
+	keptNote []byte
 }
 
 // ClientOptions configure Dial.
@@ -46,6 +55,10 @@ type ClientOptions struct {
 	// process (a load generator) can share one UDP socket. If nil, each
 	// connection has a socket of its own.
 	Transport *quic.Transport
+	// Checkpoint is the newest signed audit checkpoint of this relay that
+	// the application kept from an earlier session (Client.Checkpoint):
+	// the relay's log must be consistent with it.
+	Checkpoint []byte
 }
 
 // Dial connects to the relay at addr as key. It returns once the relay has
@@ -66,6 +79,14 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, done: make(chan struct{})}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
+	}
+	if opts.Checkpoint != nil {
+		cp, err := audit.Open(opts.Checkpoint, c.relayKey())
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("relay: the kept checkpoint: %w", err)
+		}
+		c.kept, c.keptNote = &cp, opts.Checkpoint
 	}
 	// The relay refuses an identity it does not admit right after the
 	// handshake; asking for its Info waits for that, or for the answer.
@@ -124,6 +145,11 @@ func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
+	}
+	if certs := conn.ConnectionState().TLS.PeerCertificates; len(certs) == 1 {
+		if k, err := certIdentity(certs[0]); err == nil {
+			c.relay = k // the TLS config checked it against the address
+		}
 	}
 	c.conn, c.pub = conn, nil
 	return conn, nil
@@ -437,7 +463,140 @@ func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error)
 	if err != nil {
 		return nil, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
+	if err := c.checkReceipt(ctx, ack, raw); err != nil {
+		return ack, fmt.Errorf("relay: publish %s: %w", id, err)
+	}
 	return ack, nil
+}
+
+// relayKey is the key the relay proved.
+func (c *Client) relayKey() identity.PublicKey {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.relay
+}
+
+// ErrAuditLog: the relay showed an audit receipt or checkpoint that does
+// not check out, or a log inconsistent with one it showed before: it
+// forked or rewrote its log. This is a security error, for the user to
+// see, not a failure to retry.
+var ErrAuditLog = errors.New("relay: SECURITY: the relay's audit log does not check out")
+
+// Checkpoint returns the newest signed audit checkpoint seen, for the
+// application to keep (ClientOptions.Checkpoint) so that the next session
+// holds the relay to it too. Nil before the first receipt.
+func (c *Client) Checkpoint() []byte {
+	c.ckMu.Lock()
+	defer c.ckMu.Unlock()
+	return c.keptNote
+}
+
+// checkReceipt checks a publish's audit receipt: a checkpoint signed by the
+// relay, a record of exactly this publish, and the proof that the record
+// is in the checkpoint's tree; then that the checkpoint is consistent
+// with the newest one seen.
+func (c *Client) checkReceipt(ctx context.Context, ack *protocol.Ack, raw []byte) error {
+	r := ack.Receipt
+	if r == nil {
+		c.ckMu.Lock()
+		kept := c.kept
+		c.ckMu.Unlock()
+		if kept != nil && ack.Status == protocol.AckStored {
+			return fmt.Errorf("%w: an acknowledgement without its audit receipt from a relay that gave them before", ErrAuditLog)
+		}
+		return nil
+	}
+	cp, err := audit.Open(r.Checkpoint, c.relayKey())
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAuditLog, err)
+	}
+	rec, err := audit.ParseRecord(r.Record)
+	if err != nil {
+		return fmt.Errorf("%w: receipt record: %v", ErrAuditLog, err)
+	}
+	env, err := protocol.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if rec.Kind != audit.KindPublish || rec.Message != ack.ID || !rec.Identity.Equal(env.Sender) || rec.Room != env.Room || rec.Size != uint32(len(raw)) {
+		return fmt.Errorf("%w: the receipt's record is not of this publish", ErrAuditLog)
+	}
+	proof := make(tlog.RecordProof, len(r.Proof))
+	for i, h := range r.Proof {
+		proof[i] = h
+	}
+	if int64(r.Index) >= cp.Size {
+		return fmt.Errorf("%w: record %d is outside the checkpoint's %d records", ErrAuditLog, r.Index, cp.Size)
+	}
+	if err := tlog.CheckRecord(proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(r.Record)); err != nil {
+		return fmt.Errorf("%w: record %d is not in the signed tree: %v", ErrAuditLog, r.Index, err)
+	}
+	return c.observe(ctx, cp, r.Checkpoint)
+}
+
+// observe checks a signed checkpoint against the newest one kept, with a
+// consistency proof from the relay, and keeps it if it is newer.
+func (c *Client) observe(ctx context.Context, cp audit.Checkpoint, note []byte) error {
+	c.ckMu.Lock()
+	defer c.ckMu.Unlock()
+	kept := c.kept
+	switch {
+	case kept == nil:
+	case cp.Size == kept.Size:
+		if cp.Root != kept.Root {
+			return fmt.Errorf("%w: two different logs of %d records (a fork)", ErrAuditLog, cp.Size)
+		}
+		return nil
+	default:
+		older, newer := *kept, cp
+		if cp.Size < kept.Size {
+			older, newer = cp, *kept
+		}
+		proof, err := c.proveTree(ctx, older.Size, newer.Size)
+		if err != nil {
+			return err
+		}
+		if err := tlog.CheckTree(proof, newer.Size, newer.Root, older.Size, older.Root); err != nil {
+			return fmt.Errorf("%w: the log of %d records does not extend the log of %d records it showed before: %v", ErrAuditLog, newer.Size, older.Size, err)
+		}
+		if cp.Size < kept.Size {
+			return nil
+		}
+	}
+	c.kept, c.keptNote = &cp, note
+	return nil
+}
+
+func (c *Client) proveTree(ctx context.Context, old, new int64) (tlog.TreeProof, error) {
+	body, err := (&protocol.ProveTree{Old: uint64(old), New: uint64(new)}).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	var proof tlog.TreeProof
+	err = c.retry(ctx, "prove tree", func() error {
+		fr, done, err := c.request(ctx, protocol.FrameProveTree, body)
+		if err != nil {
+			return err
+		}
+		defer done()
+		t, b, err := readFrame(fr)
+		if err != nil {
+			return err
+		}
+		if t != protocol.FrameTreeProof {
+			return fmt.Errorf("relay: prove tree: answered with %s", t)
+		}
+		m, err := protocol.ParseTreeProof(b)
+		if err != nil {
+			return err
+		}
+		proof = make(tlog.TreeProof, len(m.Proof))
+		for i, h := range m.Proof {
+			proof[i] = h
+		}
+		return nil
+	})
+	return proof, err
 }
 
 func (c *Client) publishOnce(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {
@@ -669,7 +828,11 @@ func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID)
 		var liveOnce sync.Once
 		st := &subState{cursor: cursor, given: map[protocol.ID]bool{}}
 		for attempt := 0; ; attempt++ {
+			cursor, given := st.cursor, len(st.order)
 			err := c.subscribeOnce(ctx, room, st, ch, func() { liveOnce.Do(func() { close(live) }) })
+			if st.cursor != cursor || len(st.order) != given {
+				attempt = 0 // it got somewhere: back off from the start again
+			}
 			if ctx.Err() != nil {
 				return
 			}

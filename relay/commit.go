@@ -4,32 +4,43 @@ import (
 	"context"
 	"time"
 
+	"github.com/parleychat/parley/audit"
+	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 )
 
 // maxBatch is the most envelopes one transaction commits.
 const maxBatch = 512
 
-// pending is an envelope on its way to the store.
+// pending is an envelope on its way to the store, or an audit record of
+// an event that stores nothing else (a connection, a refusal).
 type pending struct {
-	rec  store.Record
-	done chan committed // buffered: the committer never waits for it
+	rec   store.Record  // the envelope; rec.Env is nil for an audit record alone
+	audit *audit.Record // that audit record
+	// policy is the policy version that admitted the envelope.
+	policy uint64
+	done   chan committed // buffered: the committer never waits for it
 }
 
 type committed struct {
-	app  store.Appended
-	time int64 // Unix ms of the commit
-	err  error
+	app     store.Appended
+	time    int64 // Unix ms of the commit
+	receipt *protocol.Receipt
+	err     error
 }
 
-// commit is the relay's one writer of envelopes: it takes everything that
-// is waiting, commits it in one durable transaction (group commit: one
-// disk flush for the batch, not one per envelope), answers each sender,
-// and then hands the new envelopes to subscribers and to the mesh. It
-// returns when in is closed and drained.
+func (p *pending) envelope() bool { return p.rec.Env != nil }
+
+// commit is the relay's one writer of envelopes and audit records: it
+// takes everything that is waiting and commits it in one durable
+// transaction (group commit: one disk flush for the batch, not one per
+// envelope), with an audit record for each event and one signed
+// checkpoint. New envelopes go to live subscribers before the flush;
+// senders get their acknowledgement, with its audit receipt, after it;
+// then the new envelopes go to the mesh. It returns when in is closed and
+// drained.
 func (s *Server) commit(in <-chan *pending) {
 	batch := make([]*pending, 0, maxBatch)
-	recs := make([]store.Record, 0, maxBatch)
 	for p := range in {
 		batch = append(batch[:0], p)
 	gather:
@@ -44,37 +55,19 @@ func (s *Server) commit(in <-chan *pending) {
 				break gather
 			}
 		}
-		recs = recs[:0]
-		for _, p := range batch {
-			recs = append(recs, p.rec)
-		}
 		start := time.Now()
-		out, fresh, b, err := s.append(recs)
-		if err == nil {
-			// Live subscribers get the new envelopes now, before the
-			// disk flush; Committed frames follow it.
-			s.hub.deliver(fresh)
-			err = b.Commit()
-			if err != nil {
-				// What went out is not stored: every subscription
-				// starts again from its last committed envelope.
-				s.hub.fail()
-			} else {
-				s.hub.committed(fresh)
-			}
-		}
+		res, fresh, err := s.commitBatch(batch)
 		s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 		s.metrics.batchSize.Observe(float64(len(batch)))
-		now := s.now().UnixMilli()
 		for i, p := range batch {
 			if err != nil {
 				p.done <- committed{err: err}
 				continue
 			}
-			p.done <- committed{app: out[i], time: now}
+			p.done <- res[i]
 		}
 		if err != nil {
-			s.log.Error("commit failed", "envelopes", len(batch), "err", err)
+			s.log.Error("commit failed", "items", len(batch), "err", err)
 			continue
 		}
 		s.metrics.stored.Add(float64(len(fresh)))
@@ -88,27 +81,129 @@ func (s *Server) commit(in <-chan *pending) {
 	}
 }
 
-// append opens a batch and appends recs; it returns what Append said, the
-// records that are new, with their positions, and the batch to commit.
-func (s *Server) append(recs []store.Record) ([]store.Appended, []store.Record, Batch, error) {
+// commitBatch writes one batch in one transaction and returns the answer
+// to each item and the envelopes that are new.
+func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, error) {
 	// Not the server's context: what was accepted is committed even
 	// while the relay shuts down.
 	ctx := context.Background()
 	b, err := s.st.Begin(ctx)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	out, err := b.Append(ctx, recs)
-	if err != nil {
-		b.Rollback()
-		return nil, nil, nil, err
-	}
-	var fresh []store.Record
-	for i, r := range recs {
-		if out[i].Result == store.Stored {
-			r.Pos = out[i].Pos
-			fresh = append(fresh, r)
+	var (
+		recs  []store.Record
+		owner []int // recs[j] is batch[owner[j]]'s
+	)
+	for i, p := range batch {
+		if p.envelope() {
+			recs = append(recs, p.rec)
+			owner = append(owner, i)
 		}
 	}
-	return out, fresh, b, nil
+	res := make([]committed, len(batch))
+	var fresh []store.Record
+	if len(recs) > 0 {
+		out, err := b.Append(ctx, recs)
+		if err != nil {
+			b.Rollback()
+			return nil, nil, err
+		}
+		for j, o := range out {
+			res[owner[j]].app = o
+			if o.Result == store.Stored {
+				r := recs[j]
+				r.Pos = o.Pos
+				fresh = append(fresh, r)
+			}
+		}
+	}
+
+	// The audit records of the batch, in the same transaction.
+	var (
+		arecs  []*audit.Record
+		aowner []int
+		first  int64
+		signed []byte
+	)
+	now := s.now()
+	if s.audit != nil {
+		for i, p := range batch {
+			switch {
+			case !p.envelope():
+				arecs = append(arecs, p.audit)
+			case res[i].app.Result == store.Stored:
+				path := audit.PathRelay
+				if p.rec.Via == viaMesh {
+					path = audit.PathMesh
+				}
+				arecs = append(arecs, &audit.Record{Kind: audit.KindPublish, Time: now.UnixMilli(), PolicyVersion: p.policy,
+					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room})
+			case res[i].app.Result == store.Equivocation:
+				arecs = append(arecs, &audit.Record{Kind: audit.KindPublishRefused, Time: now.UnixMilli(), PolicyVersion: p.policy,
+					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Room: p.rec.Env.Room,
+					Code: protocol.CodeEquivocation, Detail: "another envelope has this sender, room and sequence number"})
+			default:
+				continue // a duplicate: recorded when it was first stored
+			}
+			aowner = append(aowner, i)
+		}
+		if len(arecs) > 0 {
+			if first, err = s.audit.Append(b, arecs); err != nil {
+				b.Rollback()
+				return nil, nil, err
+			}
+			if signed, err = s.audit.Seal(b); err != nil {
+				b.Rollback()
+				s.audit.Abort()
+				return nil, nil, err
+			}
+		}
+	}
+
+	// Live subscribers get the new envelopes now, before the disk flush;
+	// Committed frames follow it.
+	s.hub.deliver(fresh)
+	if err := b.Commit(); err != nil {
+		if len(arecs) > 0 {
+			s.audit.Abort()
+		}
+		// What went out is not stored: every subscription starts again
+		// from its last committed envelope.
+		s.hub.fail()
+		return nil, nil, err
+	}
+	if len(arecs) > 0 {
+		s.audit.Commit()
+	}
+	s.hub.committed(fresh)
+
+	for i := range res {
+		res[i].time = now.UnixMilli()
+	}
+	size := first + int64(len(arecs))
+	for k, i := range aowner {
+		if batch[i].envelope() && res[i].app.Result == store.Stored {
+			res[i].receipt = s.receipt(first+int64(k), size, signed, arecs[k])
+		}
+	}
+	return res, fresh, nil
+}
+
+// receipt proves record index is in the log of size size.
+func (s *Server) receipt(index, size int64, signed []byte, rec *audit.Record) *protocol.Receipt {
+	proof, err := s.audit.ProveRecord(size, index, s.auditReader)
+	if err != nil {
+		s.log.Error("audit: inclusion proof", "index", index, "err", err)
+		return nil
+	}
+	data, err := rec.MarshalBinary()
+	if err != nil {
+		return nil
+	}
+	r := &protocol.Receipt{Index: uint64(index), Checkpoint: signed, Record: data, Proof: make([][32]byte, len(proof))}
+	for i, h := range proof {
+		r.Proof[i] = h
+	}
+	return r
 }

@@ -37,6 +37,15 @@ type Config struct {
 	Policy    PolicyConfig    `toml:"policy"`
 	Limits    Limits          `toml:"limits"`
 	Retention RetentionConfig `toml:"retention"`
+	Audit     AuditConfig     `toml:"audit"`
+}
+
+// AuditConfig turns the tamper-evident audit log on or off.
+type AuditConfig struct {
+	// Enabled records every decision in the audit log and gives every
+	// acknowledged publish its receipt. On by default; off only to
+	// measure what it costs.
+	Enabled bool `toml:"enabled"`
 }
 
 // PolicyConfig is the part of the policy that the config file holds; the
@@ -119,6 +128,7 @@ func DefaultConfig() Config {
 			Skew:             Duration{protocol.DefaultSkew},
 		},
 		Retention: RetentionConfig{MaxAge: Duration{30 * 24 * time.Hour}},
+		Audit:     AuditConfig{Enabled: true},
 	}
 }
 
@@ -277,4 +287,10 @@ mode = "%s"
 [retention]
 # max_age = "720h0m0s"       # 30 days; "0s" keeps everything
 # max_bytes = 0              # envelope bytes kept; 0: no size limit
+
+[audit]
+# Every decision of the relay in a tamper-evident log, and a receipt with
+# every acknowledged publish (docs/audit.md). Turn it off only to measure
+# what it costs.
+# enabled = true
 `

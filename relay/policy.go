@@ -235,8 +235,11 @@ func NewInvite(ctx context.Context, st *store.Store, note string, ttl time.Durat
 
 // Redeem uses an invite token for id, which joins the allow list.
 func (p *Policy) Redeem(ctx context.Context, id identity.PublicKey, token string) error {
-	if d := p.Connect(id); d.Allow {
+	switch d := p.Connect(id); {
+	case d.Allow:
 		return nil // admitted already: the invite stays for someone else
+	case d.Code == protocol.CodeBanned:
+		return d.Err() // no invite lifts a ban
 	}
 	if !strings.HasPrefix(token, InvitePrefix) || len(token) > protocol.MaxInviteToken {
 		return &protocol.RelayError{Code: protocol.CodeNotAllowed, Message: "not an invite token"}

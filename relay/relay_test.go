@@ -420,7 +420,11 @@ func TestSubscribeUnderLoad(t *testing.T) {
 			got := map[protocol.ID]int{}
 			for n := 0; n < total; n++ {
 				select {
-				case d := <-sub.C:
+				case d, ok := <-sub.C:
+					if !ok {
+						results <- result{got: got, err: fmt.Errorf("subscriber %d ended after %d: %v", s, len(got), sub.Err())}
+						return
+					}
 					got[d.ID]++
 					if s == 1 && n < 300 {
 						time.Sleep(200 * time.Microsecond) // a slow reader

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
@@ -46,6 +47,7 @@ type Batch interface {
 	Append(ctx context.Context, recs []store.Record) ([]store.Appended, error)
 	Commit() error
 	Rollback()
+	audit.Tx // the audit log's records go in the same transaction
 }
 
 // SQLiteStorage is the embedded store as the relay's Storage.
@@ -87,6 +89,10 @@ type Server struct {
 	now     func() time.Time
 	hub     *hub
 	bridge  Bridge
+	// audit is the tamper-evident log, nil when auditing is off;
+	// auditReader reads its committed hashes.
+	audit       *audit.Log
+	auditReader audit.Reader
 
 	tr *quic.Transport
 	ln *quic.Listener
@@ -118,13 +124,19 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: metrics: %w", err)
 	}
+	var log *audit.Log
+	if o.Config.Audit.Enabled {
+		if log, err = OpenAudit(ctx, o.Key, o.Store); err != nil {
+			return nil, err
+		}
+	}
 	pol, err := NewPolicy(ctx, o.Config.Policy, o.Store, o.Now)
 	if err != nil {
 		return nil, fmt.Errorf("relay: policy: %w", err)
 	}
 	l := o.Config.Limits
 	return &Server{
-		cfg: o.Config, key: o.Key, st: SQLiteStorage{o.Store}, policy: pol, log: o.Log, metrics: m, now: o.Now,
+		cfg: o.Config, key: o.Key, st: SQLiteStorage{o.Store}, policy: pol, audit: log, auditReader: o.Store, log: o.Log, metrics: m, now: o.Now,
 		hub:      newHub(l.QueueSize),
 		clients:  map[*client]struct{}{},
 		commits:  make(chan *pending, 4*maxBatch),
@@ -145,7 +157,7 @@ func (s *Server) SetBridge(b Bridge) { s.bridge = b }
 // relay's subscribers; a duplicate is dropped there. It does not wait for
 // the commit, so mesh traffic gets group commit too.
 func (s *Server) Ingest(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte) error {
-	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaMesh, Received: s.now()}, done: make(chan committed, 1)}
+	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaMesh, Received: s.now()}, policy: s.policy.Version(), done: make(chan committed, 1)}
 	s.closing.RLock()
 	defer s.closing.RUnlock()
 	if s.closed {
@@ -242,6 +254,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer close(commitDone)
 		s.commit(s.commits)
 	}()
+	if err := s.recordSync(&audit.Record{Kind: audit.KindStart, PolicyVersion: s.policy.Version(),
+		Detail: fmt.Sprintf("listening on %s, policy %s", s.ln.Addr(), s.policy.Mode())}); err != nil {
+		s.log.Error("audit: start record", "err", err)
+	}
 	var wg sync.WaitGroup
 	for {
 		conn, err := s.ln.Accept(ctx)
@@ -252,6 +268,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.ln.Close()
 	wg.Wait() // every handler has ended
+	if err := s.recordSync(&audit.Record{Kind: audit.KindStop, PolicyVersion: s.policy.Version(), Detail: "stopped cleanly"}); err != nil {
+		s.log.Error("audit: stop record", "err", err)
+	}
 	s.closing.Lock()
 	s.closed = true
 	close(s.commits) // the committer commits what is queued, then ends
@@ -271,6 +290,13 @@ type client struct {
 }
 
 func (s *Server) refuse(conn *quic.Conn, log *slog.Logger, code protocol.ErrorCode, msg string) {
+	s.refuseAs(conn, log, identity.PublicKey{}, code, msg)
+}
+
+// refuseAs closes conn after authentication, recording the refusal.
+func (s *Server) refuseAs(conn *quic.Conn, log *slog.Logger, id identity.PublicKey, code protocol.ErrorCode, msg string) {
+	s.record(context.Background(), &audit.Record{Kind: audit.KindRefuse, PolicyVersion: s.policy.Version(), Identity: id,
+		Addr: addrOf(conn.RemoteAddr()), Code: code, Detail: msg})
 	s.metrics.refused.WithLabelValues(code.String()).Inc()
 	log.Info("connection refused", "code", code.String(), "reason", msg)
 	conn.CloseWithError(quic.ApplicationErrorCode(code), truncate(msg))
@@ -295,12 +321,12 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		host = ua.IP.String()
 	}
 	if !s.addrRate.allow(host, s.now()) {
-		s.refuse(conn, c.log, protocol.CodeRateLimited, "too many new connections from "+host)
+		s.refuseAs(conn, c.log, id, protocol.CodeRateLimited, "too many new connections from "+host)
 		return
 	}
 	if n := s.conns.Add(1); n > int64(s.cfg.Limits.MaxConnections) {
 		s.conns.Add(-1)
-		s.refuse(conn, c.log, protocol.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", s.cfg.Limits.MaxConnections))
+		s.refuseAs(conn, c.log, id, protocol.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", s.cfg.Limits.MaxConnections))
 		return
 	}
 	defer s.conns.Add(-1)
@@ -311,9 +337,10 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	case d.Code == protocol.CodeNotAllowed && s.policy.Mode() == protocol.PolicyInvite:
 		// May redeem an invite, nothing else.
 	default:
-		s.refuse(conn, c.log, d.Code, d.Err().(*protocol.RelayError).Message)
+		s.refuseAs(conn, c.log, id, d.Code, d.Err().(*protocol.RelayError).Message)
 		return
 	}
+	s.record(ctx, &audit.Record{Kind: audit.KindConnect, PolicyVersion: d.Version, Identity: id, Addr: addrOf(addr), Detail: d.Reason})
 	s.metrics.connections.Inc()
 	defer s.metrics.connections.Dec()
 	s.clientsMu.Lock()
@@ -365,12 +392,13 @@ func (s *Server) Enforce() {
 	s.clientsMu.Lock()
 	defer s.clientsMu.Unlock()
 	for c := range s.clients {
-		if !c.admitted.Load() {
-			continue
+		d := s.policy.Connect(c.id)
+		if !c.admitted.Load() && d.Code != protocol.CodeBanned {
+			continue // an invite-mode newcomer that may still redeem
 		}
-		if d := s.policy.Connect(c.id); !d.Allow {
+		if !d.Allow {
 			c.admitted.Store(false)
-			s.refuse(c.conn, c.log, d.Code, d.Err().(*protocol.RelayError).Message)
+			s.refuseAs(c.conn, c.log, c.id, d.Code, d.Err().(*protocol.RelayError).Message)
 		}
 	}
 }
@@ -416,10 +444,15 @@ func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 	// Every write gets the write timeout: a client that stops reading
 	// holds a stream for that long, never longer.
 	fw := newFrameWriter(deadlineWriter{str, s.cfg.Limits.WriteTimeout.Duration})
-	// A client gets the handshake timeout to say what the stream is for.
+	// A client gets the handshake timeout to say what the stream is for,
+	// and no longer once the relay shuts down.
 	str.SetReadDeadline(time.Now().Add(s.cfg.Limits.HandshakeTimeout.Duration))
+	stopWait := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(protocol.CodeShuttingDown)) })
 	t, body, err := fr.next()
-	if errors.Is(err, io.EOF) {
+	if !stopWait() {
+		return // shutting down: the connection closes with the code
+	}
+	if errors.Is(err, io.EOF) || (err != nil && isStreamEnd(err) && !errors.Is(err, io.ErrUnexpectedEOF)) {
 		str.CancelRead(quic.StreamErrorCode(protocol.CodeOK))
 		str.Close() // an empty stream: nothing asked, nothing to say
 		return
@@ -455,6 +488,8 @@ func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 		rerr = s.info(fw, body)
 	case protocol.FrameRedeem:
 		rerr = s.redeem(ctx, c, fw, body)
+	case protocol.FrameProveTree:
+		rerr = s.proveTree(fw, body)
 	default:
 		rerr = &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("a stream cannot start with a %s frame", t)}
 	}
@@ -554,7 +589,7 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 				status = protocol.AckDuplicate
 			}
 			s.metrics.publishes.WithLabelValues(map[protocol.AckStatus]string{protocol.AckStored: "stored", protocol.AckDuplicate: "duplicate"}[status]).Inc()
-			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time})
+			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: res.receipt})
 		}
 		if werr == nil && len(inflight) == 0 {
 			str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
@@ -598,7 +633,10 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte) *pending {
 	if !env.Sender.Equal(c.id) {
 		return nack(protocol.CodeNotSender, "the envelope is signed by %s, the connection is %s", env.Sender.Fingerprint(), c.fp)
 	}
-	if d := s.policy.Post(c.id, env.Room); !d.Allow {
+	d := s.policy.Post(c.id, env.Room)
+	if !d.Allow {
+		s.record(ctx, &audit.Record{Kind: audit.KindPublishRefused, PolicyVersion: d.Version, Identity: c.id, Message: id,
+			Size: uint32(len(raw)), Room: env.Room, Addr: addrOf(c.addr), Code: d.Code, Detail: d.Reason})
 		return nack(d.Code, "%s (policy version %d)", d.Reason, d.Version)
 	}
 	now := s.now()
@@ -611,7 +649,7 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte) *pending {
 	if s.bridge != nil {
 		s.bridge.Join(env.Room)
 	}
-	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaRelay, Received: now}, done: make(chan committed, 1)}
+	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaRelay, Received: now}, policy: d.Version, done: make(chan committed, 1)}
 	select {
 	case s.commits <- p:
 		return p
@@ -697,11 +735,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 		return fw.msg(protocol.FrameCommitted, &protocol.Committed{ID: id})
 	}
 	flush := func() error {
-		str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
-		if err := fw.flush(); err != nil {
-			return &protocol.RelayError{Code: protocol.CodeSlowConsumer, Message: "the client did not read for " + s.cfg.Limits.WriteTimeout.String()}
-		}
-		return nil
+		return fw.flush() // a timeout is a RelayError with CodeSlowConsumer (deadlineWriter)
 	}
 	// catchUp reads the store past the last position sent. What it reads
 	// is committed, and so is everything sent before it.
@@ -762,6 +796,13 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 			}
 			if behind() {
 				if err := catchUp(); err != nil {
+					return err
+				}
+			}
+			// The committed batch may still be queued: send it first, so
+			// that the Committed frame covers it.
+			for !sub.lagging.Load() && len(sub.ch) > 0 {
+				if err := write(<-sub.ch, true); err != nil {
 					return err
 				}
 			}

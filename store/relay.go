@@ -67,13 +67,30 @@ func (s *Store) ACL(ctx context.Context) ([]ACLEntry, error) {
 	return out, rows.Err()
 }
 
+// PolicyEvent says what a policy change was, for the hook that records it.
+type PolicyEvent struct {
+	Action string // allow, deny, ban, unban, invite, redeem, config
+	Key    identity.PublicKey
+	Note   string
+}
+
+// PolicyHook runs inside the transaction of every policy change, after
+// the change and the new version are written: the relay appends the
+// change's audit record there. done is called with whether the
+// transaction committed.
+type PolicyHook func(b *Batch, version uint64, ev PolicyEvent) (done func(committed bool), err error)
+
+// SetPolicyHook sets the hook; call it before any policy change.
+func (s *Store) SetPolicyHook(h PolicyHook) { s.policyHook = h }
+
 // AddACL puts key on list (replacing its note if it is there) and returns
 // the new policy version.
 func (s *Store) AddACL(ctx context.Context, list string, key identity.PublicKey, note string, now time.Time) (uint64, error) {
 	if err := checkList(list); err != nil {
 		return 0, err
 	}
-	return s.policyChange(ctx, func(tx *sql.Tx) error {
+	action := map[string]string{ListAllow: "allow", ListBan: "ban"}[list]
+	return s.policyChange(ctx, PolicyEvent{Action: action, Key: key, Note: note}, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO relay_acl (list, key, note, added) VALUES (?, ?, ?, ?)
 			ON CONFLICT (list, key) DO UPDATE SET note = excluded.note`, list, key.Bytes(), note, now.UnixMilli())
 		return err
@@ -87,7 +104,8 @@ func (s *Store) RemoveACL(ctx context.Context, list string, key identity.PublicK
 		return 0, false, err
 	}
 	var removed bool
-	v, err := s.policyChange(ctx, func(tx *sql.Tx) error {
+	action := map[string]string{ListAllow: "deny", ListBan: "unban"}[list]
+	v, err := s.policyChange(ctx, PolicyEvent{Action: action, Key: key}, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM relay_acl WHERE list = ? AND key = ?`, list, key.Bytes())
 		if err != nil {
 			return err
@@ -111,7 +129,7 @@ func (s *Store) AddInvite(ctx context.Context, hash [32]byte, note string, expir
 	if uses < 1 {
 		return 0, fmt.Errorf("store: invite with %d uses", uses)
 	}
-	return s.policyChange(ctx, func(tx *sql.Tx) error {
+	return s.policyChange(ctx, PolicyEvent{Action: "invite", Note: note}, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO relay_invites (hash, note, expires, uses) VALUES (?, ?, ?, ?)`,
 			hash[:], note, expires.UnixMilli(), uses)
 		return err
@@ -122,7 +140,7 @@ func (s *Store) AddInvite(ctx context.Context, hash [32]byte, note string, expir
 // allow list, in the same transaction. It returns ErrBadInvite for an
 // unknown, used-up or expired invite.
 func (s *Store) RedeemInvite(ctx context.Context, hash [32]byte, key identity.PublicKey, now time.Time) (uint64, error) {
-	return s.policyChange(ctx, func(tx *sql.Tx) error {
+	return s.policyChange(ctx, PolicyEvent{Action: "redeem", Key: key}, func(tx *sql.Tx) error {
 		var (
 			note    string
 			expires int64
@@ -153,7 +171,7 @@ func (s *Store) PolicyVersion(ctx context.Context) (uint64, error) {
 // configuration; when it differs from the one recorded, that is a policy
 // change and the version grows. It returns the version.
 func (s *Store) NotePolicyConfig(ctx context.Context, hash []byte) (uint64, error) {
-	v, err := s.policyChange(ctx, func(tx *sql.Tx) error {
+	v, err := s.policyChange(ctx, PolicyEvent{Action: "config", Note: "the policy in the config file changed"}, func(tx *sql.Tx) error {
 		var old []byte
 		err := tx.QueryRowContext(ctx, `SELECT v FROM relay_meta WHERE k = 'policy_config'`).Scan(&old)
 		if err == nil && bytes.Equal(old, hash) {
@@ -194,7 +212,7 @@ func policyVersion(ctx context.Context, q queryRow) (uint64, error) {
 // policyChange runs change and raises the policy version in one
 // transaction, and returns the new version. When change returns an error
 // (errNoChange included) nothing is written.
-func (s *Store) policyChange(ctx context.Context, change func(*sql.Tx) error) (uint64, error) {
+func (s *Store) policyChange(ctx context.Context, ev PolicyEvent, change func(*sql.Tx) error) (v uint64, err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("store: policy change: %w", err)
@@ -206,7 +224,7 @@ func (s *Store) policyChange(ctx context.Context, change func(*sql.Tx) error) (u
 		}
 		return 0, fmt.Errorf("store: policy change: %w", err)
 	}
-	v, err := policyVersion(ctx, tx.QueryRowContext)
+	v, err = policyVersion(ctx, tx.QueryRowContext)
 	if err != nil {
 		return 0, err
 	}
@@ -216,7 +234,20 @@ func (s *Store) policyChange(ctx context.Context, change func(*sql.Tx) error) (u
 	if err != nil {
 		return 0, fmt.Errorf("store: policy change: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
+	if s.policyHook != nil {
+		b := &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}
+		defer b.insert.Close()
+		var done func(bool)
+		done, err = s.policyHook(b, v, ev)
+		if done != nil {
+			// err is the function's result: the commit's, below.
+			defer func() { done(err == nil) }()
+		}
+		if err != nil {
+			return 0, fmt.Errorf("store: policy change: %w", err)
+		}
+	}
+	if err = tx.Commit(); err != nil {
 		return 0, fmt.Errorf("store: policy change: commit: %w", err)
 	}
 	return v, nil

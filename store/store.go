@@ -35,6 +35,8 @@ type Store struct {
 	r      *sql.DB   // readers, concurrent with the writer under WAL
 	insert *sql.Stmt // the envelope insert, prepared once
 	sync   string    // the synchronous pragma of envelope commits
+
+	policyHook PolicyHook
 }
 
 // Option changes how Open opens a database.
@@ -142,6 +144,19 @@ var migrations = []string{
 		k TEXT PRIMARY KEY,
 		v BLOB NOT NULL
 	) WITHOUT ROWID;`,
+	// The relay's audit log (audit.go).
+	`CREATE TABLE audit_records (
+		idx  INTEGER PRIMARY KEY, -- the record's index in the log, from 0
+		data BLOB NOT NULL        -- audit.Record, encoded
+	);
+	CREATE TABLE audit_hashes (
+		idx  INTEGER PRIMARY KEY, -- tlog.StoredHashIndex
+		hash BLOB NOT NULL
+	);
+	CREATE TABLE audit_checkpoints (
+		size INTEGER PRIMARY KEY, -- the tree size it signs
+		note BLOB NOT NULL        -- the signed note
+	);`,
 }
 
 func (s *Store) migrate() error {
