@@ -63,22 +63,8 @@ func Verify(relay identity.PublicKey, entries []Entry, checkpoints [][]byte) (Re
 	}
 	slices.SortFunc(cps, func(a, b Checkpoint) int { return int(a.Size - b.Size) })
 	newest := cps[len(cps)-1]
-	for i, e := range entries {
-		if e.Index != int64(i) {
-			if e.Index > int64(i) {
-				return Result{}, &Problem{Index: int64(i), Reason: "missing (the next stored record is " + fmt.Sprint(e.Index) + ")"}
-			}
-			return Result{}, &Problem{Index: e.Index, Reason: "stored twice or out of order"}
-		}
-	}
-	if int64(len(entries)) < newest.Size {
-		return Result{}, &Problem{Index: int64(len(entries)), Reason: fmt.Sprintf("missing: the log ends at %d records, the newest checkpoint has %d", len(entries), newest.Size)}
-	}
-	if int64(len(entries)) > newest.Size {
-		return Result{}, &Problem{Index: newest.Size, Reason: fmt.Sprintf("not covered by any signed checkpoint (the newest has %d records)", newest.Size)}
-	}
 	// Every stored hash of the tree, from the records alone.
-	hashes := make([]tlog.Hash, 0, tlog.StoredHashCount(newest.Size))
+	hashes := make([]tlog.Hash, 0, tlog.StoredHashCount(int64(len(entries))))
 	read := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(idx))
 		for i, x := range idx {
@@ -89,7 +75,18 @@ func Verify(relay identity.PublicKey, entries []Entry, checkpoints [][]byte) (Re
 		}
 		return out, nil
 	})
+	// One pass in log order, so that the first problem found is at the
+	// first bad record.
 	for i, e := range entries {
+		if e.Index != int64(i) {
+			if e.Index > int64(i) {
+				return Result{}, &Problem{Index: int64(i), Reason: "missing (the next stored record is " + fmt.Sprint(e.Index) + ")"}
+			}
+			return Result{}, &Problem{Index: e.Index, Reason: "stored twice or out of order"}
+		}
+		if int64(i) >= newest.Size {
+			return Result{}, &Problem{Index: newest.Size, Reason: fmt.Sprintf("not covered by any signed checkpoint (the newest has %d records)", newest.Size)}
+		}
 		if _, err := ParseRecord(e.Data); err != nil {
 			return Result{}, &Problem{Index: int64(i), Reason: err.Error()}
 		}
@@ -102,6 +99,9 @@ func Verify(relay identity.PublicKey, entries []Entry, checkpoints [][]byte) (Re
 			return Result{}, &Problem{Index: int64(i), Reason: err.Error()}
 		}
 		hashes = append(hashes, hs...)
+	}
+	if int64(len(entries)) < newest.Size {
+		return Result{}, &Problem{Index: int64(len(entries)), Reason: fmt.Sprintf("missing: the log ends at %d records, the newest checkpoint has %d", len(entries), newest.Size)}
 	}
 	good := int64(0)
 	for _, c := range cps {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
@@ -566,5 +567,60 @@ func TestLargeEnvelopeAfterQuiet(t *testing.T) {
 	}
 	if got := receive(t, sub, 1); got[0].ID != id {
 		t.Fatalf("got %s", got[0].ID)
+	}
+}
+
+// TestReceipts: an acknowledged publish carries a receipt the client
+// checks, and a client shown a log inconsistent with the checkpoint it
+// kept reports a security error.
+func TestReceipts(t *testing.T) {
+	r := startRelay(t, nil)
+	alice := newKey(t)
+	c := dial(t, r, alice)
+	ctx := ctxT(t)
+	a := &author{key: alice, room: "lobby"}
+	raw, id := a.next(t, "one")
+	ack, err := c.Publish(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Receipt == nil || c.Checkpoint() == nil {
+		t.Fatal("no receipt with the acknowledgement")
+	}
+	rec, err := audit.ParseRecord(ack.Receipt.Record)
+	if err != nil || rec.Kind != audit.KindPublish || rec.Message != id {
+		t.Fatalf("receipt record %+v, %v", rec, err)
+	}
+	kept, err := audit.Open(c.Checkpoint(), r.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second publish: a bigger log, proved consistent with the first.
+	raw, _ = a.next(t, "two")
+	if _, err := c.Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+
+	// A fork: a checkpoint of a log this relay's log does not extend,
+	// signed with the relay's own key (as a dishonest operator could).
+	forked, err := audit.Sign(audit.Checkpoint{Origin: kept.Origin, Size: kept.Size + 1, Root: [32]byte{7}}, r.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Dial(ctx, r.addr, alice, ClientOptions{Checkpoint: forked})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	raw, _ = a.next(t, "three")
+	if _, err := c2.Publish(ctx, raw); !errors.Is(err, ErrAuditLog) {
+		t.Fatalf("publish to a relay whose log is not the one kept: %v, want a security error", err)
+	} else {
+		t.Log(err)
+	}
+	// A checkpoint not signed by the relay is refused at once.
+	other, _ := audit.Sign(audit.Checkpoint{Origin: kept.Origin, Size: 1}, newKey(t))
+	if _, err := Dial(ctx, r.addr, alice, ClientOptions{Checkpoint: other}); !errors.Is(err, audit.ErrCheckpoint) {
+		t.Fatalf("a kept checkpoint of another key: %v", err)
 	}
 }

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
+	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/protocol"
@@ -27,6 +30,7 @@ const (
 	exitKey    = 3 // the relay's key cannot be used
 	exitConfig = 4 // the configuration is invalid, or the folder has no relay
 	exitLocked = 5 // another relay process uses the data folder
+	exitAudit  = 6 // the audit log does not verify
 )
 
 const usage = `relay: Parley's relay: client-server fallback, store-and-forward,
@@ -56,6 +60,18 @@ Commands:
   invite [--ttl 168h] [--uses 1] [--note TEXT]
                              make an invite token (invite policy)
   acl [--json]               list the allow and ban lists
+  audit verify               check the whole audit log against its signed
+                             checkpoints; name the first bad record
+  audit verify --file F --key KEY
+                             check an exported log, with only the relay's
+                             public key (ed25519:..., "relay audit export"
+                             prints it)
+  audit show [--since T] [--identity FINGERPRINT] [--room R] [--kind K]
+             [--limit N] [--json]
+                             list audit records (T: RFC 3339 or a duration
+                             back from now, such as 24h)
+  audit export [--out F]     write the log and its checkpoints to F
+                             (default standard output)
   help                       this text
 
 The admin commands (allow ... acl) act on a running relay at once,
@@ -68,7 +84,7 @@ Global flags:
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 the relay's key cannot be used,
 4 bad configuration or no relay in the folder, 5 the data folder is in
-use by another relay process.
+use by another relay process, 6 the audit log does not verify.
 `
 
 type cli struct {
@@ -97,6 +113,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.serve(args)
 	case "allow", "deny", "ban", "unban", "invite", "acl":
 		return c.admin(cmd, args)
+	case "audit":
+		return c.audit(args)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -359,4 +377,152 @@ func (c *cli) admin(cmd string, args []string) int {
 		fmt.Fprintf(c.stdout, "%s (policy version %d, %s)\n", resp.Message, resp.PolicyVersion, where)
 	}
 	return exitOK
+}
+
+func (c *cli) audit(args []string) int {
+	if len(args) == 0 {
+		return c.usageError(fmt.Errorf("audit wants verify, show or export"))
+	}
+	sub, args := args[0], args[1:]
+	fs := c.flags("audit " + sub)
+	var (
+		file, key, out, since, who, room, kind string
+		limit                                  int
+		asJSON                                 bool
+	)
+	switch sub {
+	case "verify":
+		fs.StringVar(&file, "file", "", "an exported log")
+		fs.StringVar(&key, "key", "", "the relay's public key")
+	case "show":
+		fs.StringVar(&since, "since", "", "records from this time on")
+		fs.StringVar(&who, "identity", "", "records of this fingerprint")
+		fs.StringVar(&room, "room", "", "records of this room")
+		fs.StringVar(&kind, "kind", "", "records of this kind")
+		fs.IntVar(&limit, "limit", 0, "the newest N records")
+		fs.BoolVar(&asJSON, "json", false, "one JSON object a line")
+	case "export":
+		fs.StringVar(&out, "out", "", "file to write")
+	default:
+		return c.usageError(fmt.Errorf("unknown audit command %q", sub))
+	}
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return c.usageError(err)
+	}
+	if len(pos) != 0 {
+		return c.usageError(fmt.Errorf("audit %s takes no arguments", sub))
+	}
+	ctx := context.Background()
+	switch sub {
+	case "verify":
+		var res audit.Result
+		if file != "" || key != "" {
+			if file == "" || key == "" {
+				return c.usageError(fmt.Errorf("audit verify --file and --key go together"))
+			}
+			k, err := identity.ParsePublicKey(key)
+			if err != nil {
+				return c.usageError(fmt.Errorf("--key: %w", err))
+			}
+			f, err := os.Open(file)
+			if err != nil {
+				return c.fail(err)
+			}
+			defer f.Close()
+			res, err = relay.VerifyExport(f, k)
+			if err != nil {
+				return c.auditFail(err)
+			}
+		} else {
+			dir, err := c.dir()
+			if err != nil {
+				return c.fail(err)
+			}
+			if res, err = relay.AuditVerify(ctx, dir); err != nil {
+				return c.auditFail(err)
+			}
+		}
+		fmt.Fprintf(c.stdout, "audit log ok: %d records, %d signed checkpoints, the newest of size %d\n", res.Records, res.Checkpoints, res.Newest.Size)
+		return exitOK
+	case "show":
+		dir, err := c.dir()
+		if err != nil {
+			return c.fail(err)
+		}
+		f := relay.AuditFilter{Identity: who, Room: room, Limit: limit}
+		if since != "" {
+			if d, err := time.ParseDuration(since); err == nil {
+				f.Since = time.Now().Add(-d)
+			} else if t, err := time.Parse(time.RFC3339, since); err == nil {
+				f.Since = t
+			} else {
+				return c.usageError(fmt.Errorf("--since %q: want RFC 3339 or a duration", since))
+			}
+		}
+		if kind != "" {
+			if f.Kind, err = audit.ParseKind(kind); err != nil {
+				return c.usageError(err)
+			}
+		}
+		views, err := relay.AuditShow(ctx, dir, f)
+		if err != nil {
+			return c.fail(err)
+		}
+		if asJSON {
+			enc := json.NewEncoder(c.stdout)
+			for _, v := range views {
+				enc.Encode(v)
+			}
+			return exitOK
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "INDEX\tTIME\tKIND\tIDENTITY\tROOM\tDETAIL")
+		for _, v := range views {
+			detail := v.Detail
+			if v.Message != "" {
+				detail = strings.TrimSpace(fmt.Sprintf("%s %s %s", v.Message[:16], v.Path, detail))
+			}
+			if v.Code != "" {
+				detail = v.Code + ": " + detail
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", v.Index, v.Time, v.Kind, v.Identity, v.Room, detail)
+		}
+		tw.Flush()
+		return exitOK
+	default: // export
+		dir, err := c.dir()
+		if err != nil {
+			return c.fail(err)
+		}
+		w := c.stdout
+		if out != "" {
+			f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+			if err != nil {
+				return c.fail(err)
+			}
+			defer f.Close()
+			w = f
+		}
+		n, err := relay.AuditExport(ctx, dir, w)
+		if err != nil {
+			return c.fail(err)
+		}
+		key, err := relay.LoadKey(dir)
+		if err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(c.stderr, "relay: exported %d audit records; check them anywhere with: relay audit verify --file FILE --key %s\n", n, key.Public())
+		return exitOK
+	}
+}
+
+// auditFail reports a log that does not verify.
+func (c *cli) auditFail(err error) int {
+	var p *audit.Problem
+	if errors.As(err, &p) {
+		fmt.Fprintf(c.stderr, "relay: audit log does NOT verify: %v\n", strings.TrimPrefix(p.Error(), "audit: "))
+		return exitAudit
+	}
+	return c.fail(err)
 }

@@ -1,0 +1,190 @@
+package relay
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/parleychat/parley/audit"
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/store"
+)
+
+// The audit commands read the data folder's store directly: they work
+// while the relay runs (SQLite readers do not block its writer) and while
+// it is stopped.
+
+func openAuditStore(dir string) (*store.Store, identity.PublicKey, error) {
+	key, err := LoadKey(dir)
+	if err != nil {
+		return nil, identity.PublicKey{}, err
+	}
+	st, err := openStore(dir, DBFile, store.Durable())
+	if err != nil {
+		return nil, identity.PublicKey{}, err
+	}
+	return st, key.Public(), nil
+}
+
+// auditPage is how many records the commands read at a time.
+const auditPage = 10000
+
+func allEntries(ctx context.Context, st *store.Store) ([]audit.Entry, error) {
+	var all []audit.Entry
+	for {
+		page, err := st.AuditEntries(ctx, int64(len(all)), auditPage)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < auditPage {
+			return all, nil
+		}
+	}
+}
+
+// AuditVerify checks the whole audit log of the relay in dir against its
+// signed checkpoints; a *audit.Problem names the first bad record.
+func AuditVerify(ctx context.Context, dir string) (audit.Result, error) {
+	st, relay, err := openAuditStore(dir)
+	if err != nil {
+		return audit.Result{}, err
+	}
+	defer st.Close()
+	entries, err := allEntries(ctx, st)
+	if err != nil {
+		return audit.Result{}, err
+	}
+	cps, err := st.Checkpoints(ctx)
+	if err != nil {
+		return audit.Result{}, err
+	}
+	return audit.Verify(relay, entries, cps)
+}
+
+// AuditFilter selects records for AuditShow.
+type AuditFilter struct {
+	Since    time.Time
+	Identity string // fingerprint
+	Room     string
+	Kind     audit.Kind // 0: any
+	Limit    int        // 0: all
+}
+
+// AuditShow returns the records of the log in dir that pass f, oldest first.
+func AuditShow(ctx context.Context, dir string, f AuditFilter) ([]audit.View, error) {
+	st, _, err := openAuditStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	var out []audit.View
+	for from := int64(0); ; {
+		page, err := st.AuditEntries(ctx, from, auditPage)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page {
+			r, err := audit.ParseRecord(e.Data)
+			if err != nil {
+				return nil, fmt.Errorf("audit: record %d: %w (run relay audit verify)", e.Index, err)
+			}
+			switch {
+			case r.Time < f.Since.UnixMilli(),
+				f.Identity != "" && (r.Identity.IsZero() || r.Identity.Fingerprint() != f.Identity),
+				f.Room != "" && r.Room != f.Room,
+				f.Kind != 0 && r.Kind != f.Kind:
+				continue
+			}
+			out = append(out, r.View(e.Index))
+			if f.Limit > 0 && len(out) > f.Limit {
+				out = out[1:] // the newest Limit
+			}
+		}
+		if len(page) < auditPage {
+			return out, nil
+		}
+		from = page[len(page)-1].Index + 1
+	}
+}
+
+// Export is an audit log written to a file: enough to verify it anywhere,
+// with the relay's public key and nothing else.
+type Export struct {
+	Relay       string        `json:"relay"` // ed25519:..., the key that signs the checkpoints
+	Origin      string        `json:"origin"`
+	Checkpoints []string      `json:"checkpoints"` // signed notes, base64
+	Records     []ExportEntry `json:"records"`
+}
+
+// ExportEntry is one record of an Export.
+type ExportEntry struct {
+	Index int64  `json:"index"`
+	Data  string `json:"data"` // the encoded record, base64
+}
+
+// AuditExport writes the log of the relay in dir, with its checkpoints, to w.
+func AuditExport(ctx context.Context, dir string, w io.Writer) (int, error) {
+	st, relay, err := openAuditStore(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	// The checkpoints first: records appended meanwhile are then beyond
+	// the newest checkpoint read, and left out below.
+	cps, err := st.Checkpoints(ctx)
+	if err != nil {
+		return 0, err
+	}
+	entries, err := allEntries(ctx, st)
+	if err != nil {
+		return 0, err
+	}
+	ex := Export{Relay: relay.String(), Origin: audit.Origin(relay)}
+	var newest int64
+	for _, c := range cps {
+		ex.Checkpoints = append(ex.Checkpoints, base64.StdEncoding.EncodeToString(c))
+		if cp, err := audit.Open(c, relay); err == nil && cp.Size > newest {
+			newest = cp.Size
+		}
+	}
+	for _, e := range entries {
+		if e.Index >= newest {
+			break
+		}
+		ex.Records = append(ex.Records, ExportEntry{Index: e.Index, Data: base64.StdEncoding.EncodeToString(e.Data)})
+	}
+	enc := json.NewEncoder(w)
+	return len(ex.Records), enc.Encode(ex)
+}
+
+// VerifyExport checks an exported log against the relay's key, with no
+// access to the relay.
+func VerifyExport(r io.Reader, relay identity.PublicKey) (audit.Result, error) {
+	var ex Export
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ex); err != nil {
+		return audit.Result{}, fmt.Errorf("audit: export: %w", err)
+	}
+	cps := make([][]byte, len(ex.Checkpoints))
+	for i, c := range ex.Checkpoints {
+		b, err := base64.StdEncoding.DecodeString(c)
+		if err != nil {
+			return audit.Result{}, &audit.Problem{Index: -1, Reason: fmt.Sprintf("checkpoint %d is not base64", i)}
+		}
+		cps[i] = b
+	}
+	entries := make([]audit.Entry, len(ex.Records))
+	for i, e := range ex.Records {
+		b, err := base64.StdEncoding.DecodeString(e.Data)
+		if err != nil {
+			return audit.Result{}, &audit.Problem{Index: e.Index, Reason: "not base64"}
+		}
+		entries[i] = audit.Entry{Index: e.Index, Data: b}
+	}
+	return audit.Verify(relay, entries, cps)
+}
