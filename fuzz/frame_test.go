@@ -66,11 +66,11 @@ func FuzzAck(f *testing.F) {
 }
 
 func FuzzProveTree(f *testing.F) {
-	fuzzFrame(f, protocol.ParseProveTree, &protocol.ProveTree{Old: 3, New: 9})
+	fuzzFrame(f, protocol.ParseProveTree, &protocol.ProveTree{New: 9, Old: []uint64{3, 9, 0}})
 }
 
 func FuzzTreeProof(f *testing.F) {
-	fuzzFrame(f, protocol.ParseTreeProof, &protocol.TreeProof{Proof: [][32]byte{{1}, {2}, {3}}})
+	fuzzFrame(f, protocol.ParseTreeProof, &protocol.TreeProof{Proofs: [][][32]byte{{{1}, {2}, {3}}, {}}})
 }
 
 func FuzzNack(f *testing.F) {

@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,14 +31,22 @@ import (
 )
 
 func main() {
-	only := flag.String("only", "publish,fanout,latency,idle,connect", "scenarios to run, comma-separated")
+	only := flag.String("only", "publish,audit,fanout,latency,idle,connect", "scenarios to run, comma-separated")
 	idle := flag.Int("idle", 1000, "idle clients for the memory scenario")
 	natsBin := flag.String("nats", "nats-server", "nats-server binary")
 	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated, or with -idle clients held for 30 s if -only is idle, and nothing else: for profiling")
 	flag.Parse()
 	if *external != "" {
+		if path := os.Getenv("PARLEY_LOADGEN_CPUPROFILE"); path != "" {
+			f, err := os.Create(path)
+			if err == nil {
+				pprof.StartCPUProfile(f)
+				defer pprof.StopCPUProfile()
+			}
+		}
 		if err := profileLoad(*external, *only, *idle); err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			pprof.StopCPUProfile()
 			os.Exit(1)
 		}
 		return
@@ -105,6 +114,33 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("nats publish: %w", err)
 		}
 		fmt.Printf("| nats-server | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n\n", nr.n, nr.rate)
+	}
+	if want["audit"] {
+		fmt.Println("## durable publish with the audit log on and off: 4 clients, 3 runs each, alternating")
+		fmt.Println("| audit log | run 1 | run 2 | run 3 | median msgs/s |")
+		fmt.Println("|---|---|---|---|---|")
+		rates := map[bool][]float64{}
+		for range 3 {
+			for _, on := range []bool{true, false} {
+				rp, err := startRelayAudit(work, on)
+				if err != nil {
+					return err
+				}
+				res, err := relayPublish(ctx, rp, 4, 10000)
+				rp.stop()
+				if err != nil {
+					return fmt.Errorf("relay publish (audit %v): %w", on, err)
+				}
+				rates[on] = append(rates[on], res.rate)
+			}
+		}
+		for _, on := range []bool{true, false} {
+			rs := rates[on]
+			sorted := slices.Clone(rs)
+			slices.Sort(sorted)
+			fmt.Printf("| %v | %.0f | %.0f | %.0f | %.0f |\n", map[bool]string{true: "on", false: "off"}[on], rs[0], rs[1], rs[2], sorted[1])
+		}
+		fmt.Println()
 	}
 	if want["fanout"] {
 		if err := fresh(); err != nil {

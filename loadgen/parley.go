@@ -40,9 +40,14 @@ publish_burst = 1000000
 addr_rate = 100000.0
 addr_burst = 100000
 max_connections = 20000
+[audit]
+enabled = %v
 `
 
-func startRelay(work string) (*relayProc, error) {
+func startRelay(work string) (*relayProc, error) { return startRelayAudit(work, true) }
+
+// startRelayAudit starts a relay with its audit log on or off.
+func startRelayAudit(work string, audited bool) (*relayProc, error) {
 	bin := filepath.Join(work, "relay")
 	if _, err := os.Stat(bin); err != nil {
 		if err := goBuild(bin, "github.com/parleychat/parley/cmd/relay"); err != nil {
@@ -63,7 +68,7 @@ func startRelay(work string) (*relayProc, error) {
 	}
 	// PARLEY_LOADGEN_ADMIN=127.0.0.1:PORT turns on the relay's admin
 	// listener, to take profiles while the load runs.
-	if err := os.WriteFile(filepath.Join(data, relay.ConfigFile), fmt.Appendf(nil, relayConfig, listen, os.Getenv("PARLEY_LOADGEN_ADMIN")), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(data, relay.ConfigFile), fmt.Appendf(nil, relayConfig, listen, os.Getenv("PARLEY_LOADGEN_ADMIN"), audited), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "--data", data, "serve", "--log-level", "warn")

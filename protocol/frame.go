@@ -750,20 +750,32 @@ func ParseCommitted(body []byte) (*Committed, error) {
 	return &Committed{ID: ID(body)}, nil
 }
 
-// ProveTree asks for the proof that the relay's audit log of size New
-// contains its log of size Old: the client checks every checkpoint it
-// sees against the last one it kept this way.
+// ProveTree asks for the proofs that the relay's audit log of size New
+// contains its logs of each size in Old: the client checks every
+// checkpoint it sees against the newest one this way, many at a time.
 type ProveTree struct {
-	Old, New uint64
+	New uint64
+	Old []uint64 // 1 to MaxProofs sizes, each at most New
 }
 
+// MaxProofs is the most proofs one ProveTree asks for.
+const MaxProofs = 64
+
 func (m *ProveTree) MarshalBinary() ([]byte, error) {
-	if m.Old > m.New || m.New > 1<<63-1 {
-		return nil, fmt.Errorf("protocol: prove tree %d in %d", m.Old, m.New)
+	if len(m.Old) == 0 || len(m.Old) > MaxProofs || m.New > 1<<63-1 {
+		return nil, fmt.Errorf("protocol: prove tree: %d sizes in %d", len(m.Old), m.New)
+	}
+	for _, o := range m.Old {
+		if o > m.New {
+			return nil, fmt.Errorf("protocol: prove tree %d in %d", o, m.New)
+		}
 	}
 	return build(func(b *cryptobyte.Builder) {
-		b.AddUint64(m.Old)
 		b.AddUint64(m.New)
+		b.AddUint8(uint8(len(m.Old)))
+		for _, o := range m.Old {
+			b.AddUint64(o)
+		}
 	}), nil
 }
 
@@ -771,30 +783,59 @@ func (m *ProveTree) MarshalBinary() ([]byte, error) {
 func ParseProveTree(body []byte) (*ProveTree, error) {
 	s := cryptobyte.String(body)
 	var m ProveTree
-	if !s.ReadUint64(&m.Old) || !s.ReadUint64(&m.New) || !s.Empty() || m.Old > m.New || m.New > 1<<63-1 {
+	var n uint8
+	if !s.ReadUint64(&m.New) || m.New > 1<<63-1 || !s.ReadUint8(&n) || n == 0 || n > MaxProofs {
 		return nil, badFrame(FrameProveTree, "bad layout")
+	}
+	m.Old = make([]uint64, n)
+	for i := range m.Old {
+		if !s.ReadUint64(&m.Old[i]) || m.Old[i] > m.New {
+			return nil, badFrame(FrameProveTree, "bad size")
+		}
+	}
+	if !s.Empty() {
+		return nil, badFrame(FrameProveTree, "trailing bytes")
 	}
 	return &m, nil
 }
 
-// TreeProof answers ProveTree.
+// TreeProof answers ProveTree: one proof per size asked, in order.
 type TreeProof struct {
-	Proof [][32]byte
+	Proofs [][][32]byte
 }
 
 func (m *TreeProof) MarshalBinary() ([]byte, error) {
-	if len(m.Proof) > MaxProofHashes {
-		return nil, fmt.Errorf("protocol: proof of %d hashes", len(m.Proof))
+	if len(m.Proofs) == 0 || len(m.Proofs) > MaxProofs {
+		return nil, fmt.Errorf("protocol: %d tree proofs", len(m.Proofs))
 	}
-	return build(func(b *cryptobyte.Builder) { addHashes(b, m.Proof) }), nil
+	for _, p := range m.Proofs {
+		if len(p) > MaxProofHashes {
+			return nil, fmt.Errorf("protocol: proof of %d hashes", len(p))
+		}
+	}
+	return build(func(b *cryptobyte.Builder) {
+		b.AddUint8(uint8(len(m.Proofs)))
+		for _, p := range m.Proofs {
+			addHashes(b, p)
+		}
+	}), nil
 }
 
 // ParseTreeProof parses a TreeProof body.
 func ParseTreeProof(body []byte) (*TreeProof, error) {
 	s := cryptobyte.String(body)
-	var m TreeProof
-	if !readHashes(&s, &m.Proof) || !s.Empty() {
+	var n uint8
+	if !s.ReadUint8(&n) || n == 0 || n > MaxProofs {
 		return nil, badFrame(FrameTreeProof, "bad layout")
 	}
-	return &m, nil
+	m := &TreeProof{Proofs: make([][][32]byte, n)}
+	for i := range m.Proofs {
+		if !readHashes(&s, &m.Proofs[i]) {
+			return nil, badFrame(FrameTreeProof, "bad proof")
+		}
+	}
+	if !s.Empty() {
+		return nil, badFrame(FrameTreeProof, "trailing bytes")
+	}
+	return m, nil
 }

@@ -112,13 +112,16 @@ func (s *Server) proveTree(fw *frameWriter, body []byte) error {
 	if _, size := s.audit.Latest(); int64(m.New) > size {
 		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("the audit log has %d records, not %d", size, m.New)}
 	}
-	p, err := s.audit.ProveTree(int64(m.New), int64(m.Old), s.auditReader)
-	if err != nil {
-		return err
-	}
-	out := &protocol.TreeProof{Proof: make([][32]byte, len(p))}
-	for i, h := range p {
-		out.Proof[i] = h
+	out := &protocol.TreeProof{Proofs: make([][][32]byte, len(m.Old))}
+	for i, old := range m.Old {
+		p, err := s.audit.ProveTree(int64(m.New), int64(old), s.auditReader)
+		if err != nil {
+			return err
+		}
+		out.Proofs[i] = make([][32]byte, len(p))
+		for j, h := range p {
+			out.Proofs[i][j] = h
+		}
 	}
 	return fw.msg(protocol.FrameTreeProof, out)
 }

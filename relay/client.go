@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -40,8 +41,16 @@ type Client struct {
 	// The newest audit checkpoint seen, against which every other one is
 	// checked for consistency.
 	ckMu     sync.Mutex
-	kept     *audit.Checkpoint
+	kept     *audit.Checkpoint // checked consistent with every one before
 	keptNote []byte
+	lastSeen *audit.Checkpoint // the last one queued for checking
+	auditErr error             // the security error found, sticky
+	ckQueue  chan checkpointSeen
+	// The last checkpoint opened, and its note: receipts of one commit
+	// share it.
+	openMu     sync.Mutex
+	lastNote   []byte
+	lastOpened audit.Checkpoint
 }
 
 // ClientOptions configure Dial.
@@ -76,7 +85,8 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 15 * time.Second
 	}
-	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, done: make(chan struct{})}
+	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport,
+		done: make(chan struct{}), ckQueue: make(chan checkpointSeen, 64)}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -88,6 +98,7 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 		}
 		c.kept, c.keptNote = &cp, opts.Checkpoint
 	}
+	go c.checkLoop()
 	// The relay refuses an identity it does not admit right after the
 	// handshake; asking for its Info waits for that, or for the answer.
 	if _, err := c.Info(ctx); err != nil {
@@ -463,10 +474,39 @@ func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error)
 	if err != nil {
 		return nil, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
-	if err := c.checkReceipt(ctx, ack, raw); err != nil {
+	if err := c.checkReceipt(ack, raw); err != nil {
 		return ack, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
 	return ack, nil
+}
+
+// openCheckpoint opens a signed checkpoint, remembering the last one: the
+// acknowledgements of one commit share it, and its signature is checked
+// once.
+func (c *Client) openCheckpoint(note []byte) (audit.Checkpoint, error) {
+	last := func() (audit.Checkpoint, bool) {
+		c.ckMu.Lock()
+		defer c.ckMu.Unlock()
+		return c.lastOpened, c.lastNote != nil && bytes.Equal(c.lastNote, note)
+	}
+	if cp, ok := last(); ok {
+		return cp, nil
+	}
+	// The acknowledgements of one commit arrive together: one of them
+	// checks the signature, the others wait for it.
+	c.openMu.Lock()
+	defer c.openMu.Unlock()
+	if cp, ok := last(); ok {
+		return cp, nil
+	}
+	cp, err := audit.Open(note, c.relayKey())
+	if err != nil {
+		return cp, err
+	}
+	c.ckMu.Lock()
+	c.lastNote, c.lastOpened = note, cp
+	c.ckMu.Unlock()
+	return cp, nil
 }
 
 // relayKey is the key the relay proved.
@@ -495,7 +535,7 @@ func (c *Client) Checkpoint() []byte {
 // relay, a record of exactly this publish, and the proof that the record
 // is in the checkpoint's tree; then that the checkpoint is consistent
 // with the newest one seen.
-func (c *Client) checkReceipt(ctx context.Context, ack *protocol.Ack, raw []byte) error {
+func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	r := ack.Receipt
 	if r == nil {
 		c.ckMu.Lock()
@@ -506,7 +546,7 @@ func (c *Client) checkReceipt(ctx context.Context, ack *protocol.Ack, raw []byte
 		}
 		return nil
 	}
-	cp, err := audit.Open(r.Checkpoint, c.relayKey())
+	cp, err := c.openCheckpoint(r.Checkpoint)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrAuditLog, err)
 	}
@@ -531,48 +571,138 @@ func (c *Client) checkReceipt(ctx context.Context, ack *protocol.Ack, raw []byte
 	if err := tlog.CheckRecord(proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(r.Record)); err != nil {
 		return fmt.Errorf("%w: record %d is not in the signed tree: %v", ErrAuditLog, r.Index, err)
 	}
-	return c.observe(ctx, cp, r.Checkpoint)
+	return c.observe(cp, r.Checkpoint)
 }
 
-// observe checks a signed checkpoint against the newest one kept, with a
-// consistency proof from the relay, and keeps it if it is newer.
-func (c *Client) observe(ctx context.Context, cp audit.Checkpoint, note []byte) error {
+// observe queues a signed checkpoint whose signature and receipt checked
+// out, for the consistency check. A publish does not wait for it: a round
+// trip per checkpoint would stall pipelined publishing. A failed check is
+// sticky: AuditError reports it and every later Publish fails with it.
+func (c *Client) observe(cp audit.Checkpoint, note []byte) error {
+	if err := c.AuditError(); err != nil {
+		return err
+	}
+	c.ckMu.Lock()
+	if c.lastSeen != nil && c.lastSeen.Size == cp.Size && c.lastSeen.Root == cp.Root {
+		c.ckMu.Unlock()
+		return nil // the same checkpoint as the last: checked or queued
+	}
+	c.lastSeen = &cp
+	c.ckMu.Unlock()
+	select {
+	case c.ckQueue <- checkpointSeen{cp, note}:
+		return nil
+	case <-c.done:
+		return errClientClosed
+	}
+}
+
+type checkpointSeen struct {
+	cp   audit.Checkpoint
+	note []byte
+}
+
+// checkLoop checks the checkpoints seen against each other and the one
+// kept, with consistency proofs from the relay: all those queued at once,
+// in one request, so that its cost does not grow with the rate of
+// commits.
+func (c *Client) checkLoop() {
+	for {
+		var seen []checkpointSeen
+		select {
+		case s := <-c.ckQueue:
+			seen = append(seen, s)
+		case <-c.done:
+			return
+		}
+	drain:
+		for len(seen) < protocol.MaxProofs-1 {
+			select {
+			case s := <-c.ckQueue:
+				seen = append(seen, s)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := c.check(ctx, seen)
+		cancel()
+		if err != nil && errors.Is(err, ErrAuditLog) {
+			c.ckMu.Lock()
+			c.auditErr = err
+			c.ckMu.Unlock()
+			c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
+		} else if err != nil {
+			c.log.Warn("relay audit: consistency check not done", "relay", c.addr.String(), "err", err)
+		}
+	}
+}
+
+// AuditError returns the security error found in the relay's audit log, if
+// any: a fork or a rewrite, which the application must show to its user.
+func (c *Client) AuditError() error {
 	c.ckMu.Lock()
 	defer c.ckMu.Unlock()
-	kept := c.kept
-	switch {
-	case kept == nil:
-	case cp.Size == kept.Size:
-		if cp.Root != kept.Root {
-			return fmt.Errorf("%w: two different logs of %d records (a fork)", ErrAuditLog, cp.Size)
+	return c.auditErr
+}
+
+// check proves every checkpoint in seen, and the one kept, consistent
+// with the newest of them, and keeps that one.
+func (c *Client) check(ctx context.Context, seen []checkpointSeen) error {
+	c.ckMu.Lock()
+	if c.kept != nil {
+		seen = append(seen, checkpointSeen{*c.kept, c.keptNote})
+	}
+	c.ckMu.Unlock()
+	newest := seen[0]
+	for _, s := range seen[1:] {
+		if s.cp.Size > newest.cp.Size {
+			newest = s
 		}
-		return nil
-	default:
-		older, newer := *kept, cp
-		if cp.Size < kept.Size {
-			older, newer = cp, *kept
+	}
+	var olds []checkpointSeen
+	for _, s := range seen {
+		switch {
+		case s.cp.Size == newest.cp.Size && s.cp.Root != newest.cp.Root:
+			return fmt.Errorf("%w: two different logs of %d records (a fork)", ErrAuditLog, s.cp.Size)
+		case s.cp.Size < newest.cp.Size:
+			olds = append(olds, s)
 		}
-		proof, err := c.proveTree(ctx, older.Size, newer.Size)
+	}
+	if len(olds) > 0 {
+		sizes := make([]int64, len(olds))
+		for i, o := range olds {
+			sizes[i] = o.cp.Size
+		}
+		proofs, err := c.proveTree(ctx, newest.cp.Size, sizes)
 		if err != nil {
 			return err
 		}
-		if err := tlog.CheckTree(proof, newer.Size, newer.Root, older.Size, older.Root); err != nil {
-			return fmt.Errorf("%w: the log of %d records does not extend the log of %d records it showed before: %v", ErrAuditLog, newer.Size, older.Size, err)
-		}
-		if cp.Size < kept.Size {
-			return nil
+		for i, o := range olds {
+			if err := tlog.CheckTree(proofs[i], newest.cp.Size, newest.cp.Root, o.cp.Size, o.cp.Root); err != nil {
+				return fmt.Errorf("%w: the log of %d records does not extend the log of %d records it showed: %v", ErrAuditLog, newest.cp.Size, o.cp.Size, err)
+			}
 		}
 	}
-	c.kept, c.keptNote = &cp, note
+	c.ckMu.Lock()
+	if c.kept == nil || newest.cp.Size > c.kept.Size {
+		cp := newest.cp
+		c.kept, c.keptNote = &cp, newest.note
+	}
+	c.ckMu.Unlock()
 	return nil
 }
 
-func (c *Client) proveTree(ctx context.Context, old, new int64) (tlog.TreeProof, error) {
-	body, err := (&protocol.ProveTree{Old: uint64(old), New: uint64(new)}).MarshalBinary()
+func (c *Client) proveTree(ctx context.Context, newSize int64, olds []int64) ([]tlog.TreeProof, error) {
+	req := &protocol.ProveTree{New: uint64(newSize), Old: make([]uint64, len(olds))}
+	for i, o := range olds {
+		req.Old[i] = uint64(o)
+	}
+	body, err := req.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	var proof tlog.TreeProof
+	var proofs []tlog.TreeProof
 	err = c.retry(ctx, "prove tree", func() error {
 		fr, done, err := c.request(ctx, protocol.FrameProveTree, body)
 		if err != nil {
@@ -590,13 +720,19 @@ func (c *Client) proveTree(ctx context.Context, old, new int64) (tlog.TreeProof,
 		if err != nil {
 			return err
 		}
-		proof = make(tlog.TreeProof, len(m.Proof))
-		for i, h := range m.Proof {
-			proof[i] = h
+		if len(m.Proofs) != len(olds) {
+			return fmt.Errorf("%w: %d consistency proofs for %d asked", ErrAuditLog, len(m.Proofs), len(olds))
+		}
+		proofs = make([]tlog.TreeProof, len(m.Proofs))
+		for i, p := range m.Proofs {
+			proofs[i] = make(tlog.TreeProof, len(p))
+			for j, h := range p {
+				proofs[i][j] = h
+			}
 		}
 		return nil
 	})
-	return proof, err
+	return proofs, err
 }
 
 func (c *Client) publishOnce(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {

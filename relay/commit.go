@@ -23,10 +23,19 @@ type pending struct {
 }
 
 type committed struct {
-	app     store.Appended
-	time    int64 // Unix ms of the commit
-	receipt *protocol.Receipt
+	app  store.Appended
+	time int64 // Unix ms of the commit
+	// The publish's audit record: its index, the log's size and signed
+	// checkpoint after the commit, from which the stream's writer makes
+	// the receipt (the proof is not computed on the committer's path).
+	audited *auditedAt
 	err     error
+}
+
+type auditedAt struct {
+	index, size int64
+	signed      []byte
+	record      *audit.Record
 }
 
 func (p *pending) envelope() bool { return p.rec.Env != nil }
@@ -184,24 +193,27 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 	size := first + int64(len(arecs))
 	for k, i := range aowner {
 		if batch[i].envelope() && res[i].app.Result == store.Stored {
-			res[i].receipt = s.receipt(first+int64(k), size, signed, arecs[k])
+			res[i].audited = &auditedAt{index: first + int64(k), size: size, signed: signed, record: arecs[k]}
 		}
 	}
 	return res, fresh, nil
 }
 
-// receipt proves record index is in the log of size size.
-func (s *Server) receipt(index, size int64, signed []byte, rec *audit.Record) *protocol.Receipt {
-	proof, err := s.audit.ProveRecord(size, index, s.auditReader)
-	if err != nil {
-		s.log.Error("audit: inclusion proof", "index", index, "err", err)
+// receipt proves a publish's record is in the log.
+func (s *Server) receipt(a *auditedAt) *protocol.Receipt {
+	if a == nil {
 		return nil
 	}
-	data, err := rec.MarshalBinary()
+	proof, err := s.audit.ProveRecord(a.size, a.index, s.auditReader)
+	if err != nil {
+		s.log.Error("audit: inclusion proof", "index", a.index, "err", err)
+		return nil
+	}
+	data, err := a.record.MarshalBinary()
 	if err != nil {
 		return nil
 	}
-	r := &protocol.Receipt{Index: uint64(index), Checkpoint: signed, Record: data, Proof: make([][32]byte, len(proof))}
+	r := &protocol.Receipt{Index: uint64(a.index), Checkpoint: a.signed, Record: data, Proof: make([][32]byte, len(proof))}
 	for i, h := range proof {
 		r.Proof[i] = h
 	}

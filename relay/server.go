@@ -589,7 +589,7 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 				status = protocol.AckDuplicate
 			}
 			s.metrics.publishes.WithLabelValues(map[protocol.AckStatus]string{protocol.AckStored: "stored", protocol.AckDuplicate: "duplicate"}[status]).Inc()
-			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: res.receipt})
+			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: s.receipt(res.audited)})
 		}
 		if werr == nil && len(inflight) == 0 {
 			str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))

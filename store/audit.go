@@ -20,20 +20,29 @@ type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
+// Each record's row holds the tree hashes it completes: tlog stores, for
+// record n, its leaf hash (level 0) and one hash for each level L at which
+// n is the last leaf of a complete subtree. So the stored hash of level L,
+// node m lives in the row of record (m+1)<<L - 1, at offset L.
+func hashRow(index int64) (record int64, offset int) {
+	level, m := tlog.SplitStoredHashIndex(index)
+	return (m+1)<<level - 1, level
+}
+
 func readHashes(ctx context.Context, q queryer, indexes []int64) ([]tlog.Hash, error) {
 	if len(indexes) == 0 {
 		return nil, nil
 	}
 	args := make([]any, len(indexes))
 	for i, x := range indexes {
-		args[i] = x
+		args[i], _ = hashRow(x)
 	}
-	rows, err := q.QueryContext(ctx, `SELECT idx, hash FROM audit_hashes WHERE idx IN (?`+strings.Repeat(",?", len(indexes)-1)+`)`, args...)
+	rows, err := q.QueryContext(ctx, `SELECT idx, hashes FROM audit_records WHERE idx IN (?`+strings.Repeat(",?", len(indexes)-1)+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit hashes: %w", err)
 	}
 	defer rows.Close()
-	got := make(map[int64]tlog.Hash, len(indexes))
+	got := make(map[int64][]byte, len(indexes))
 	for rows.Next() {
 		var (
 			idx int64
@@ -42,21 +51,19 @@ func readHashes(ctx context.Context, q queryer, indexes []int64) ([]tlog.Hash, e
 		if err := rows.Scan(&idx, &h); err != nil {
 			return nil, fmt.Errorf("store: audit hashes: %w", err)
 		}
-		if len(h) != tlog.HashSize {
-			return nil, fmt.Errorf("store: audit hash %d has %d bytes", idx, len(h))
-		}
-		got[idx] = tlog.Hash(h)
+		got[idx] = h
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: audit hashes: %w", err)
 	}
 	out := make([]tlog.Hash, len(indexes))
 	for i, x := range indexes {
-		h, ok := got[x]
-		if !ok {
-			return nil, fmt.Errorf("store: audit hash %d is missing", x)
+		rec, off := hashRow(x)
+		hs := got[rec]
+		if len(hs) < (off+1)*tlog.HashSize {
+			return nil, fmt.Errorf("store: audit hash %d (record %d, level %d) is missing", x, rec, off)
 		}
-		out[i] = h
+		out[i] = tlog.Hash(hs[off*tlog.HashSize : (off+1)*tlog.HashSize])
 	}
 	return out, nil
 }
@@ -67,14 +74,18 @@ func (b *Batch) ReadAuditHashes(indexes []int64) ([]tlog.Hash, error) {
 }
 
 // PutAuditRecord implements audit.Tx.
+// The hashes must be the ones tlog.StoredHashes gives for the record:
+// consecutive from its leaf hash's index.
 func (b *Batch) PutAuditRecord(index int64, data []byte, hashes []audit.StoredHash) error {
-	if _, err := b.tx.Exec(`INSERT INTO audit_records (idx, data) VALUES (?, ?)`, index, data); err != nil {
-		return fmt.Errorf("store: audit record %d: %w", index, err)
-	}
-	for _, h := range hashes {
-		if _, err := b.tx.Exec(`INSERT INTO audit_hashes (idx, hash) VALUES (?, ?)`, h.Index, h.Hash[:]); err != nil {
-			return fmt.Errorf("store: audit hash %d: %w", h.Index, err)
+	blob := make([]byte, 0, len(hashes)*tlog.HashSize)
+	for i, h := range hashes {
+		if h.Index != tlog.StoredHashIndex(0, index)+int64(i) {
+			return fmt.Errorf("store: audit record %d: hash %d is not the record's", index, h.Index)
 		}
+		blob = append(blob, h.Hash[:]...)
+	}
+	if _, err := b.tx.Exec(`INSERT INTO audit_records (idx, data, hashes) VALUES (?, ?, ?)`, index, data, blob); err != nil {
+		return fmt.Errorf("store: audit record %d: %w", index, err)
 	}
 	return nil
 }
@@ -139,69 +150,30 @@ func (s *Store) Checkpoints(ctx context.Context) ([][]byte, error) {
 }
 
 // AuditEntries returns the records with index >= from, at most limit,
-// in index order, each with its stored leaf hash when there is one.
+// in index order, each with its stored leaf hash.
 func (s *Store) AuditEntries(ctx context.Context, from int64, limit int) ([]audit.Entry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT idx, data FROM audit_records WHERE idx >= ? ORDER BY idx LIMIT ?`, from, limit)
+	rows, err := s.r.QueryContext(ctx, `SELECT idx, data, hashes FROM audit_records WHERE idx >= ? ORDER BY idx LIMIT ?`, from, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit records: %w", err)
 	}
 	defer rows.Close()
 	var out []audit.Entry
 	for rows.Next() {
-		var e audit.Entry
-		if err := rows.Scan(&e.Index, &e.Data); err != nil {
+		var (
+			e  audit.Entry
+			hs []byte
+		)
+		if err := rows.Scan(&e.Index, &e.Data, &hs); err != nil {
 			return nil, fmt.Errorf("store: audit records: %w", err)
+		}
+		if len(hs) >= tlog.HashSize {
+			leaf := tlog.Hash(hs[:tlog.HashSize])
+			e.Leaf = &leaf
 		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: audit records: %w", err)
 	}
-	idx := make([]int64, len(out))
-	for i, e := range out {
-		idx[i] = tlog.StoredHashIndex(0, e.Index)
-	}
-	for start := 0; start < len(idx); start += 500 {
-		end := min(start+500, len(idx))
-		hs, err := readHashesLoose(ctx, s.r, idx[start:end])
-		if err != nil {
-			return nil, err
-		}
-		for i := start; i < end; i++ {
-			if h, ok := hs[idx[i]]; ok {
-				out[i].Leaf = &h
-			}
-		}
-	}
 	return out, nil
-}
-
-// readHashesLoose reads the hashes that are there.
-func readHashesLoose(ctx context.Context, q queryer, indexes []int64) (map[int64]tlog.Hash, error) {
-	got := map[int64]tlog.Hash{}
-	if len(indexes) == 0 {
-		return got, nil
-	}
-	args := make([]any, len(indexes))
-	for i, x := range indexes {
-		args[i] = x
-	}
-	rows, err := q.QueryContext(ctx, `SELECT idx, hash FROM audit_hashes WHERE idx IN (?`+strings.Repeat(",?", len(indexes)-1)+`)`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: audit hashes: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			idx int64
-			h   []byte
-		)
-		if err := rows.Scan(&idx, &h); err != nil {
-			return nil, fmt.Errorf("store: audit hashes: %w", err)
-		}
-		if len(h) == tlog.HashSize {
-			got[idx] = tlog.Hash(h)
-		}
-	}
-	return got, rows.Err()
 }

@@ -146,12 +146,9 @@ var migrations = []string{
 	) WITHOUT ROWID;`,
 	// The relay's audit log (audit.go).
 	`CREATE TABLE audit_records (
-		idx  INTEGER PRIMARY KEY, -- the record's index in the log, from 0
-		data BLOB NOT NULL        -- audit.Record, encoded
-	);
-	CREATE TABLE audit_hashes (
-		idx  INTEGER PRIMARY KEY, -- tlog.StoredHashIndex
-		hash BLOB NOT NULL
+		idx    INTEGER PRIMARY KEY, -- the record's index in the log, from 0
+		data   BLOB NOT NULL,       -- audit.Record, encoded
+		hashes BLOB NOT NULL        -- the tree hashes this record completes, level 0 (its leaf hash) first
 	);
 	CREATE TABLE audit_checkpoints (
 		size INTEGER PRIMARY KEY, -- the tree size it signs
