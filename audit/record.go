@@ -218,7 +218,7 @@ type View struct {
 
 // View returns the record's printable form, as record index of the log.
 func (r *Record) View(index int64) View {
-	v := View{Index: index, Kind: r.Kind.String(), Time: time.UnixMilli(r.Time).UTC().Format(time.RFC3339Nano),
+	v := View{Index: index, Kind: r.Kind.String(), Time: time.UnixMilli(r.Time).UTC().Format("2006-01-02T15:04:05.000Z07:00"),
 		PolicyVersion: r.PolicyVersion, Size: r.Size, Path: r.Path.String(), Room: r.Room, Addr: r.Addr, Detail: r.Detail}
 	if !r.Identity.IsZero() {
 		v.Identity = r.Identity.Fingerprint()

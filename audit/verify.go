@@ -15,6 +15,9 @@ type Entry struct {
 	Index int64
 	Data  []byte
 	Leaf  *tlog.Hash
+	// Stored are the tree hashes stored with the record (its leaf hash
+	// first), when the store keeps them; nil otherwise.
+	Stored []tlog.Hash
 }
 
 // Problem is the first thing found wrong with a log. Index is the first
@@ -51,6 +54,9 @@ type Result struct {
 // checkpoint that still matches is named.
 func Verify(relay identity.PublicKey, entries []Entry, checkpoints [][]byte) (Result, error) {
 	if len(checkpoints) == 0 {
+		if len(entries) == 0 {
+			return Result{}, nil // an empty log: nothing recorded yet
+		}
 		return Result{}, &Problem{Index: -1, Reason: "no signed checkpoint"}
 	}
 	cps := make([]Checkpoint, 0, len(checkpoints))
@@ -97,6 +103,9 @@ func Verify(relay identity.PublicKey, entries []Entry, checkpoints [][]byte) (Re
 		hs, err := tlog.StoredHashesForRecordHash(int64(i), leaf, read)
 		if err != nil {
 			return Result{}, &Problem{Index: int64(i), Reason: err.Error()}
+		}
+		if e.Stored != nil && !slices.Equal(e.Stored, hs) {
+			return Result{}, &Problem{Index: int64(i), Reason: "the tree hashes stored with it are not the ones the records give"}
 		}
 		hashes = append(hashes, hs...)
 	}

@@ -66,7 +66,7 @@ func FuzzAck(f *testing.F) {
 }
 
 func FuzzProveTree(f *testing.F) {
-	fuzzFrame(f, protocol.ParseProveTree, &protocol.ProveTree{New: 9, Old: []uint64{3, 9, 0}})
+	fuzzFrame(f, protocol.ParseProveTree, &protocol.ProveTree{New: 9, Old: []uint64{3, 9, 1}})
 }
 
 func FuzzTreeProof(f *testing.F) {
@@ -163,9 +163,15 @@ func FuzzCheckpoint(f *testing.F) {
 			}
 			return
 		}
+		// What opened is the note's text, exactly, and the relay's key
+		// signed it: the signature the relay would make is in the note.
 		again, err := audit.Sign(c, k)
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("an opened checkpoint does not re-sign to its input (Ed25519 is deterministic): %v", err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := []byte(c.Text())
+		if !bytes.HasPrefix(b, text) || !bytes.Contains(b[len(text):], again[len(text):]) {
+			t.Fatalf("opened checkpoint %+v is not the note's text with the relay's signature", c)
 		}
 	})
 }

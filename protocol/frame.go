@@ -755,7 +755,7 @@ func ParseCommitted(body []byte) (*Committed, error) {
 // checkpoint it sees against the newest one this way, many at a time.
 type ProveTree struct {
 	New uint64
-	Old []uint64 // 1 to MaxProofs sizes, each at most New
+	Old []uint64 // 1 to MaxProofs sizes, each from 1 to New
 }
 
 // MaxProofs is the most proofs one ProveTree asks for.
@@ -766,7 +766,7 @@ func (m *ProveTree) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("protocol: prove tree: %d sizes in %d", len(m.Old), m.New)
 	}
 	for _, o := range m.Old {
-		if o > m.New {
+		if o == 0 || o > m.New {
 			return nil, fmt.Errorf("protocol: prove tree %d in %d", o, m.New)
 		}
 	}
@@ -789,7 +789,7 @@ func ParseProveTree(body []byte) (*ProveTree, error) {
 	}
 	m.Old = make([]uint64, n)
 	for i := range m.Old {
-		if !s.ReadUint64(&m.Old[i]) || m.Old[i] > m.New {
+		if !s.ReadUint64(&m.Old[i]) || m.Old[i] == 0 || m.Old[i] > m.New {
 			return nil, badFrame(FrameProveTree, "bad size")
 		}
 	}

@@ -475,6 +475,13 @@ func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error)
 		return nil, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
 	if err := c.checkReceipt(ack, raw); err != nil {
+		if errors.Is(err, ErrAuditLog) {
+			c.ckMu.Lock()
+			if c.auditErr == nil {
+				c.auditErr = err
+			}
+			c.ckMu.Unlock()
+		}
 		return ack, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
 	return ack, nil
@@ -675,6 +682,12 @@ func (c *Client) check(ctx context.Context, seen []checkpointSeen) error {
 			sizes[i] = o.cp.Size
 		}
 		proofs, err := c.proveTree(ctx, newest.cp.Size, sizes)
+		var re *protocol.RelayError
+		if errors.As(err, &re) && re.Code != protocol.CodeShuttingDown && re.Code != protocol.CodeIdle {
+			// It signed these sizes, and will not prove them: a log
+			// rolled back or restored from a backup looks like this.
+			return fmt.Errorf("%w: the relay will not prove its log of %d records: %v", ErrAuditLog, newest.cp.Size, err)
+		}
 		if err != nil {
 			return err
 		}

@@ -149,8 +149,12 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 				arecs = append(arecs, &audit.Record{Kind: audit.KindPublish, Time: now.UnixMilli(), PolicyVersion: p.policy,
 					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room})
 			case res[i].app.Result == store.Equivocation:
+				path := audit.PathRelay
+				if p.rec.Via == viaMesh {
+					path = audit.PathMesh
+				}
 				arecs = append(arecs, &audit.Record{Kind: audit.KindPublishRefused, Time: now.UnixMilli(), PolicyVersion: p.policy,
-					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Room: p.rec.Env.Room,
+					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room,
 					Code: protocol.CodeEquivocation, Detail: "another envelope has this sender, room and sequence number"})
 			default:
 				continue // a duplicate: recorded when it was first stored

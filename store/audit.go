@@ -170,6 +170,12 @@ func (s *Store) AuditEntries(ctx context.Context, from int64, limit int) ([]audi
 			leaf := tlog.Hash(hs[:tlog.HashSize])
 			e.Leaf = &leaf
 		}
+		for i := 0; i+tlog.HashSize <= len(hs); i += tlog.HashSize {
+			e.Stored = append(e.Stored, tlog.Hash(hs[i:i+tlog.HashSize]))
+		}
+		if len(hs)%tlog.HashSize != 0 {
+			e.Stored = append(e.Stored, tlog.Hash{}) // cannot match: a damaged row
+		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {

@@ -564,6 +564,9 @@ func TestAuditTamperStory(t *testing.T) {
 	tamper("a record deleted", `DELETE FROM audit_records WHERE idx = 5`, 5)
 	tamper("two records swapped", `UPDATE audit_records SET data = (SELECT data FROM audit_records r WHERE r.idx = 5 - audit_records.idx)
 		WHERE idx IN (2, 3)`, 2)
+	// Record 1 completes the first subtree of two: its row holds that
+	// inner hash too.
+	tamper("an inner tree hash changed", `UPDATE audit_records SET hashes = substr(hashes, 1, 32) || zeroblob(32) WHERE idx = 1`, 1)
 }
 
 // TestAbuse: garbage datagrams, malformed frames, oversized envelopes, a
