@@ -222,12 +222,20 @@ func (l *Log) ProveTree(t, n int64, r Reader) (tlog.TreeProof, error) {
 
 // hashCache keeps recently stored hashes, so that appends and the proofs
 // of fresh records rarely read the store. Beyond its size it forgets the
-// oldest; what it has forgotten is read from the store again.
+// oldest, except that it always keeps the newest hash of every level: the
+// left siblings on the path of a fresh record, which every append and
+// every fresh receipt needs, were stored long ago at the higher levels.
+// What it has forgotten is read from the store again.
 type hashCache struct {
-	mu   sync.Mutex
-	m    map[int64]tlog.Hash
-	max  int
-	keys []int64 // insertion order, for eviction
+	mu     sync.Mutex
+	m      map[int64]tlog.Hash
+	max    int
+	keys   []int64 // insertion order, for eviction
+	newest [64]struct {
+		set bool
+		idx int64
+		h   tlog.Hash
+	}
 }
 
 func newHashCache(max int) *hashCache { return &hashCache{m: map[int64]tlog.Hash{}, max: max} }
@@ -235,8 +243,14 @@ func newHashCache(max int) *hashCache { return &hashCache{m: map[int64]tlog.Hash
 func (c *hashCache) get(i int64) (tlog.Hash, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	h, ok := c.m[i]
-	return h, ok
+	if h, ok := c.m[i]; ok {
+		return h, true
+	}
+	level, _ := tlog.SplitStoredHashIndex(i)
+	if n := &c.newest[level]; n.set && n.idx == i {
+		return n.h, true
+	}
+	return tlog.Hash{}, false
 }
 
 func (c *hashCache) put(i int64, h tlog.Hash) {
@@ -246,6 +260,10 @@ func (c *hashCache) put(i int64, h tlog.Hash) {
 		c.keys = append(c.keys, i)
 	}
 	c.m[i] = h
+	level, _ := tlog.SplitStoredHashIndex(i)
+	if n := &c.newest[level]; !n.set || i > n.idx {
+		n.set, n.idx, n.h = true, i, h
+	}
 	for len(c.keys) > c.max {
 		delete(c.m, c.keys[0])
 		c.keys = c.keys[1:]
@@ -266,4 +284,9 @@ func (c *hashCache) dropFrom(from int64) {
 		kept = append(kept, k)
 	}
 	c.keys = kept
+	for l := range c.newest {
+		if n := &c.newest[l]; n.set && n.idx >= from {
+			n.set = false
+		}
+	}
 }

@@ -62,7 +62,9 @@ func FuzzFrameHeader(f *testing.F) {
 func FuzzAck(f *testing.F) {
 	fuzzFrame(f, protocol.ParseAck, &protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000},
 		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000,
-			Receipt: &protocol.Receipt{Index: 3, Checkpoint: []byte("origin\n4\nroot\n\n— sig\n"), Record: []byte{1, 5}, Proof: [][32]byte{{1}, {2}}}})
+			Receipt: &protocol.Receipt{Index: 3, Time: 1764137501000, PolicyVersion: 2, Checkpoint: []byte("origin\n4\nroot\n\n— sig\n"), Proof: [][32]byte{{1}, {2}}}},
+		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 8, Time: 1764137501000,
+			Receipt: &protocol.Receipt{Index: 4, Time: 1764137501000, Proof: [][32]byte{{1}, {2}}}})
 }
 
 func FuzzProveTree(f *testing.F) {

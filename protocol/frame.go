@@ -249,22 +249,24 @@ type Ack struct {
 }
 
 // Receipt is a publish's audit receipt: the index of its record in the
-// relay's audit log, a checkpoint of the log signed by the relay (a
-// signed note, docs/audit.md), and the Merkle proof that the record is in
-// the tree the checkpoint names.
+// relay's audit log, the two fields of that record the client cannot know
+// (the relay's time and policy version: the client rebuilds the record
+// from them and its envelope, docs/audit.md), a checkpoint of the log
+// signed by the relay (a signed note), and the Merkle proof that the
+// record is in the tree the checkpoint names. On a publish stream the
+// checkpoint is sent only when it changes: an empty one means the one of
+// the stream's previous receipt.
 type Receipt struct {
-	Index      uint64
-	Checkpoint []byte
-	// Record is the audit record itself (docs/audit.md): the client
-	// checks that it records this publish, and hashes it for the proof.
-	Record []byte
-	Proof  [][32]byte
+	Index         uint64
+	Time          int64
+	PolicyVersion uint64
+	Checkpoint    []byte
+	Proof         [][32]byte
 }
 
 // Limits of a receipt.
 const (
 	MaxCheckpointNote = 1024
-	MaxReceiptRecord  = 2048
 	MaxProofHashes    = 64
 )
 
@@ -275,8 +277,9 @@ func addReceipt(b *cryptobyte.Builder, r *Receipt) {
 	}
 	b.AddUint8(1)
 	b.AddUint64(r.Index)
+	b.AddUint64(uint64(r.Time))
+	b.AddUint64(r.PolicyVersion)
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Checkpoint) })
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Record) })
 	addHashes(b, r.Proof)
 }
 
@@ -303,8 +306,7 @@ func readHashes(s *cryptobyte.String, out *[][32]byte) bool {
 }
 
 func (a *Ack) MarshalBinary() ([]byte, error) {
-	if r := a.Receipt; r != nil && (len(r.Checkpoint) == 0 || len(r.Checkpoint) > MaxCheckpointNote ||
-		len(r.Record) == 0 || len(r.Record) > MaxReceiptRecord || len(r.Proof) > MaxProofHashes) {
+	if r := a.Receipt; r != nil && (len(r.Checkpoint) > MaxCheckpointNote || len(r.Proof) > MaxProofHashes || r.Time < 0) {
 		return nil, errors.New("protocol: receipt out of bounds")
 	}
 	return build(func(b *cryptobyte.Builder) {
@@ -327,13 +329,16 @@ func ParseAck(body []byte) (*Ack, error) {
 	}
 	if has == 1 {
 		var r Receipt
-		var note, rec cryptobyte.String
-		if !s.ReadUint64(&r.Index) || !s.ReadUint16LengthPrefixed(&note) || len(note) == 0 || len(note) > MaxCheckpointNote ||
-			!s.ReadUint16LengthPrefixed(&rec) || len(rec) == 0 || len(rec) > MaxReceiptRecord || !readHashes(&s, &r.Proof) {
+		var t uint64
+		var note cryptobyte.String
+		if !s.ReadUint64(&r.Index) || !s.ReadUint64(&t) || t > 1<<63-1 || !s.ReadUint64(&r.PolicyVersion) ||
+			!s.ReadUint16LengthPrefixed(&note) || len(note) > MaxCheckpointNote || !readHashes(&s, &r.Proof) {
 			return nil, badFrame(FrameAck, "bad receipt")
 		}
-		r.Checkpoint = append([]byte(nil), note...)
-		r.Record = append([]byte(nil), rec...)
+		r.Time = int64(t)
+		if len(note) > 0 {
+			r.Checkpoint = append([]byte(nil), note...)
+		}
 		a.Receipt = &r
 	}
 	if !s.Empty() {

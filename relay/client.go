@@ -557,16 +557,16 @@ func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrAuditLog, err)
 	}
-	rec, err := audit.ParseRecord(r.Record)
-	if err != nil {
-		return fmt.Errorf("%w: receipt record: %v", ErrAuditLog, err)
-	}
+	// The record of this publish, as the relay must have written it:
+	// only its time and policy version come from the relay.
 	env, err := protocol.Parse(raw)
 	if err != nil {
 		return err
 	}
-	if rec.Kind != audit.KindPublish || rec.Message != ack.ID || !rec.Identity.Equal(env.Sender) || rec.Room != env.Room || rec.Size != uint32(len(raw)) {
-		return fmt.Errorf("%w: the receipt's record is not of this publish", ErrAuditLog)
+	record, err := (&audit.Record{Kind: audit.KindPublish, Time: r.Time, PolicyVersion: r.PolicyVersion, Identity: env.Sender,
+		Message: ack.ID, Size: uint32(len(raw)), Path: audit.PathRelay, Room: env.Room}).MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("%w: receipt: %v", ErrAuditLog, err)
 	}
 	proof := make(tlog.RecordProof, len(r.Proof))
 	for i, h := range r.Proof {
@@ -575,7 +575,7 @@ func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	if int64(r.Index) >= cp.Size {
 		return fmt.Errorf("%w: record %d is outside the checkpoint's %d records", ErrAuditLog, r.Index, cp.Size)
 	}
-	if err := tlog.CheckRecord(proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(r.Record)); err != nil {
+	if err := tlog.CheckRecord(proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(record)); err != nil {
 		return fmt.Errorf("%w: record %d is not in the signed tree: %v", ErrAuditLog, r.Index, err)
 	}
 	return c.observe(cp, r.Checkpoint)
@@ -887,6 +887,7 @@ func (ps *pubStream) fail(err error) {
 
 func (ps *pubStream) read() {
 	fr := newFrameReader(ps.str, protocol.MaxFrameBody)
+	var lastCheckpoint []byte // receipts send it only when it changes
 	for {
 		t, body, err := readFrame(fr)
 		if err != nil {
@@ -902,6 +903,16 @@ func (ps *pubStream) read() {
 			if err != nil {
 				ps.fail(err)
 				return
+			}
+			if r := a.Receipt; r != nil {
+				if r.Checkpoint == nil {
+					if lastCheckpoint == nil {
+						ps.fail(fmt.Errorf("%w: a receipt that names no checkpoint", ErrAuditLog))
+						return
+					}
+					r.Checkpoint = lastCheckpoint
+				}
+				lastCheckpoint = r.Checkpoint
 			}
 			ps.answer(a.ID, pubResult{ack: a})
 		case protocol.FrameNack:

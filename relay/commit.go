@@ -213,11 +213,8 @@ func (s *Server) receipt(a *auditedAt) *protocol.Receipt {
 		s.log.Error("audit: inclusion proof", "index", a.index, "err", err)
 		return nil
 	}
-	data, err := a.record.MarshalBinary()
-	if err != nil {
-		return nil
-	}
-	r := &protocol.Receipt{Index: uint64(a.index), Checkpoint: a.signed, Record: data, Proof: make([][32]byte, len(proof))}
+	r := &protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion,
+		Checkpoint: a.signed, Proof: make([][32]byte, len(proof))}
 	for i, h := range proof {
 		r.Proof[i] = h
 	}

@@ -569,6 +569,7 @@ func isStreamEnd(err error) bool {
 // answer is waiting.
 func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pending) error {
 	var werr error
+	var lastCheckpoint []byte // the checkpoint of the previous receipt on this stream
 	for p := range inflight {
 		res := <-p.done
 		if werr != nil {
@@ -589,7 +590,15 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 				status = protocol.AckDuplicate
 			}
 			s.metrics.publishes.WithLabelValues(map[protocol.AckStatus]string{protocol.AckStored: "stored", protocol.AckDuplicate: "duplicate"}[status]).Inc()
-			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: s.receipt(res.audited)})
+			receipt := s.receipt(res.audited)
+			if receipt != nil {
+				if bytes.Equal(receipt.Checkpoint, lastCheckpoint) {
+					receipt.Checkpoint = nil // the same as the previous receipt's
+				} else {
+					lastCheckpoint = receipt.Checkpoint
+				}
+			}
+			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: receipt})
 		}
 		if werr == nil && len(inflight) == 0 {
 			str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
