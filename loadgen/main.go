@@ -117,28 +117,41 @@ func run(only string, idle int, natsBin string) error {
 	}
 	if want["audit"] {
 		fmt.Println("## durable publish with the audit log on and off: 4 clients, 3 runs each, alternating")
-		fmt.Println("| audit log | run 1 | run 2 | run 3 | median msgs/s |")
-		fmt.Println("|---|---|---|---|---|")
+		fmt.Println("| audit log | run 1 | run 2 | run 3 | median msgs/s | relay CPU per publish (median) |")
+		fmt.Println("|---|---|---|---|---|---|")
 		rates := map[bool][]float64{}
+		cpus := map[bool][]float64{}
 		for range 3 {
 			for _, on := range []bool{true, false} {
 				rp, err := startRelayAudit(work, on)
 				if err != nil {
 					return err
 				}
+				cpu0, err := cpuTime(rp.cmd.Process.Pid)
+				if err != nil {
+					rp.stop()
+					return err
+				}
 				res, err := relayPublish(ctx, rp, 4, 10000)
+				cpu1, cerr := cpuTime(rp.cmd.Process.Pid)
 				rp.stop()
 				if err != nil {
 					return fmt.Errorf("relay publish (audit %v): %w", on, err)
 				}
+				if cerr != nil {
+					return cerr
+				}
 				rates[on] = append(rates[on], res.rate)
+				cpus[on] = append(cpus[on], float64((cpu1-cpu0).Microseconds())/float64(res.n))
 			}
 		}
 		for _, on := range []bool{true, false} {
 			rs := rates[on]
 			sorted := slices.Clone(rs)
 			slices.Sort(sorted)
-			fmt.Printf("| %v | %.0f | %.0f | %.0f | %.0f |\n", map[bool]string{true: "on", false: "off"}[on], rs[0], rs[1], rs[2], sorted[1])
+			cs := slices.Clone(cpus[on])
+			slices.Sort(cs)
+			fmt.Printf("| %v | %.0f | %.0f | %.0f | %.0f | %.1f µs |\n", map[bool]string{true: "on", false: "off"}[on], rs[0], rs[1], rs[2], sorted[1], cs[1])
 		}
 		fmt.Println()
 	}
@@ -238,6 +251,26 @@ func percentiles(lat []time.Duration) (time.Duration, time.Duration) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 func mb(b int64) string         { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+
+// cpuTime is the user and system CPU time process pid has used, from
+// /proc (clock ticks of 10 ms on Linux).
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("bad /proc stat")
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
 
 // rss is the resident memory of process pid, from /proc.
 func rss(pid int) (int64, error) {

@@ -68,6 +68,8 @@ func readHashes(ctx context.Context, q queryer, indexes []int64) ([]tlog.Hash, e
 	return out, nil
 }
 
+const insertAudit = `INSERT INTO audit_records (idx, data, hashes) VALUES (?, ?, ?)`
+
 // ReadAuditHashes implements audit.Tx.
 func (b *Batch) ReadAuditHashes(indexes []int64) ([]tlog.Hash, error) {
 	return readHashes(context.Background(), b.tx, indexes)
@@ -84,7 +86,10 @@ func (b *Batch) PutAuditRecord(index int64, data []byte, hashes []audit.StoredHa
 		}
 		blob = append(blob, h.Hash[:]...)
 	}
-	if _, err := b.tx.Exec(`INSERT INTO audit_records (idx, data, hashes) VALUES (?, ?, ?)`, index, data, blob); err != nil {
+	if b.audit == nil {
+		b.audit = b.tx.Stmt(b.s.auditInsert)
+	}
+	if _, err := b.audit.Exec(index, data, blob); err != nil {
 		return fmt.Errorf("store: audit record %d: %w", index, err)
 	}
 	return nil

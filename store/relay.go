@@ -236,7 +236,12 @@ func (s *Store) policyChange(ctx context.Context, ev PolicyEvent, change func(*s
 	}
 	if s.policyHook != nil {
 		b := &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}
-		defer b.insert.Close()
+		defer func() {
+			b.insert.Close()
+			if b.audit != nil {
+				b.audit.Close()
+			}
+		}()
 		var done func(bool)
 		done, err = s.policyHook(b, v, ev)
 		if done != nil {

@@ -31,10 +31,11 @@ var ErrNotFound = errors.New("store: not found")
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	w      *sql.DB   // one connection: SQLite has one writer at a time
-	r      *sql.DB   // readers, concurrent with the writer under WAL
-	insert *sql.Stmt // the envelope insert, prepared once
-	sync   string    // the synchronous pragma of envelope commits
+	w           *sql.DB   // one connection: SQLite has one writer at a time
+	r           *sql.DB   // readers, concurrent with the writer under WAL
+	insert      *sql.Stmt // the envelope insert, prepared once
+	auditInsert *sql.Stmt // the audit record insert, prepared once
+	sync        string    // the synchronous pragma of envelope commits
 
 	policyHook PolicyHook
 }
@@ -80,6 +81,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if s.auditInsert, err = w.Prepare(insertAudit); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
 	r, err := sql.Open("sqlite", dsn("query_only(1)"))
 	if err != nil {
 		w.Close()
@@ -92,7 +97,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.insert.Close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.insert.Close(), s.auditInsert.Close(), s.r.Close(), s.w.Close())
 }
 
 var migrations = []string{
@@ -259,6 +264,7 @@ type Batch struct {
 	s      *Store
 	tx     *sql.Tx
 	insert *sql.Stmt
+	audit  *sql.Stmt // made on first use
 }
 
 // Begin starts a Batch.
@@ -274,6 +280,9 @@ func (s *Store) Begin(ctx context.Context) (*Batch, error) {
 // says) and visible.
 func (b *Batch) Commit() error {
 	b.insert.Close()
+	if b.audit != nil {
+		b.audit.Close()
+	}
 	if err := b.tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
@@ -283,6 +292,9 @@ func (b *Batch) Commit() error {
 // Rollback drops the batch; after Commit it does nothing.
 func (b *Batch) Rollback() {
 	b.insert.Close()
+	if b.audit != nil {
+		b.audit.Close()
+	}
 	b.tx.Rollback()
 }
 
