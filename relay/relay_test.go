@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,15 +28,6 @@ type testRelay struct {
 	stop func()
 }
 
-func newKey(t testing.TB) identity.PrivateKey {
-	t.Helper()
-	k, err := identity.Generate(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func startRelay(t testing.TB, edit func(*Config)) *testRelay {
 	t.Helper()
 	cfg := DefaultConfig()
@@ -49,7 +40,7 @@ func startRelay(t testing.TB, edit func(*Config)) *testRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := newKey(t)
+	key := testkit.Key(t)
 	srv, err := NewServer(context.Background(), Options{Config: cfg, Key: key, Store: st, Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -91,39 +82,6 @@ func dial(t testing.TB, r *testRelay, key identity.PrivateKey) *Client {
 	return c
 }
 
-// author signs a sender's envelopes in one room, in order.
-type author struct {
-	key  identity.PrivateKey
-	room string
-	seq  uint64
-	prev protocol.ID
-	now  func() time.Time
-}
-
-func (a *author) next(t testing.TB, text string) ([]byte, protocol.ID) {
-	t.Helper()
-	payload, err := (&protocol.Text{Nick: "tester", Body: text}).MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.seq++
-	now := time.Now
-	if a.now != nil {
-		now = a.now
-	}
-	e := &protocol.Envelope{Kind: protocol.KindText, Room: a.room, Seq: a.seq, Prev: a.prev, Lamport: a.seq, Time: now().UnixMilli(), Payload: payload}
-	id, err := e.Sign(a.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := e.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.prev = id
-	return raw, id
-}
-
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -150,14 +108,14 @@ func receive(t testing.TB, sub *Subscription, n int) []Delivery {
 
 func TestPublishSubscribe(t *testing.T) {
 	r := startRelay(t, nil)
-	alice, bob := newKey(t), newKey(t)
+	alice, bob := testkit.Key(t), testkit.Key(t)
 	ca, cb := dial(t, r, alice), dial(t, r, bob)
 	ctx := ctxT(t)
-	a := &author{key: alice, room: "lobby"}
+	a := &testkit.Author{Key: alice, Room: "lobby"}
 
 	var ids []protocol.ID
 	for i := range 3 {
-		raw, id := a.next(t, fmt.Sprint("history ", i))
+		raw, id := a.Next(t, fmt.Sprint("history ", i))
 		ack, err := ca.Publish(ctx, raw)
 		if err != nil {
 			t.Fatal(err)
@@ -179,7 +137,7 @@ func TestPublishSubscribe(t *testing.T) {
 		t.Fatal("no live mark after history")
 	}
 	for i := range 2 {
-		raw, id := a.next(t, fmt.Sprint("live ", i))
+		raw, id := a.Next(t, fmt.Sprint("live ", i))
 		if _, err := ca.Publish(ctx, raw); err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +188,7 @@ func TestPublishSubscribe(t *testing.T) {
 
 func TestUnknownCursor(t *testing.T) {
 	r := startRelay(t, nil)
-	c := dial(t, r, newKey(t))
+	c := dial(t, r, testkit.Key(t))
 	sub, err := c.Subscribe(ctxT(t), "lobby", protocol.IDOf([]byte("nothing")))
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +202,7 @@ func TestUnknownCursor(t *testing.T) {
 
 func TestAllowList(t *testing.T) {
 	r := startRelay(t, func(c *Config) { c.Policy.Mode = "allowlist" })
-	mallory := newKey(t)
+	mallory := testkit.Key(t)
 	ctx := ctxT(t)
 	_, err := Dial(ctx, r.addr, mallory, ClientOptions{})
 	var re *protocol.RelayError
@@ -256,8 +214,8 @@ func TestAllowList(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := dial(t, r, mallory)
-	a := &author{key: mallory, room: "lobby"}
-	raw, _ := a.next(t, "hello")
+	a := &testkit.Author{Key: mallory, Room: "lobby"}
+	raw, _ := a.Next(t, "hello")
 	if _, err := c.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -265,8 +223,8 @@ func TestAllowList(t *testing.T) {
 
 func TestWrongRelayKey(t *testing.T) {
 	r := startRelay(t, nil)
-	other := AddrOf(newKey(t).Public(), r.addr.HostPort)
-	_, err := Dial(ctxT(t), other, newKey(t), ClientOptions{})
+	other := AddrOf(testkit.Key(t).Public(), r.addr.HostPort)
+	_, err := Dial(ctxT(t), other, testkit.Key(t), ClientOptions{})
 	if err == nil {
 		t.Fatal("dialled a relay whose key is not the one in the address")
 	}
@@ -280,17 +238,17 @@ func TestInvite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	carol, dave := newKey(t), newKey(t)
+	carol, dave := testkit.Key(t), testkit.Key(t)
 	cc := dial(t, r, carol)
-	a := &author{key: carol, room: "lobby"}
-	raw, _ := a.next(t, "before")
+	a := &testkit.Author{Key: carol, Room: "lobby"}
+	raw, _ := a.Next(t, "before")
 	if _, err := cc.Publish(ctx, raw); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeNotAllowed}) {
 		t.Fatalf("publish before redeeming: %v", err)
 	}
 	if err := cc.Redeem(ctx, token); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ = a.next(t, "after")
+	raw, _ = a.Next(t, "after")
 	if _, err := cc.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -305,10 +263,10 @@ func TestPublishRefusals(t *testing.T) {
 	r := startRelay(t, func(c *Config) {
 		c.Limits.PublishRate, c.Limits.PublishBurst = 1, 20
 	})
-	alice, bob := newKey(t), newKey(t)
+	alice, bob := testkit.Key(t), testkit.Key(t)
 	ca, cb := dial(t, r, alice), dial(t, r, bob)
 	ctx := ctxT(t)
-	a := &author{key: alice, room: "lobby"}
+	a := &testkit.Author{Key: alice, Room: "lobby"}
 
 	refused := func(what string, raw []byte, c *Client, code protocol.ErrorCode) {
 		t.Helper()
@@ -318,15 +276,15 @@ func TestPublishRefusals(t *testing.T) {
 		}
 		t.Logf("%s: %v", what, err)
 	}
-	raw, _ := a.next(t, "mine")
+	raw, _ := a.Next(t, "mine")
 	refused("someone else's envelope", raw, cb, protocol.CodeNotSender)
 	forged := append([]byte(nil), raw...)
 	forged[len(forged)-1] ^= 1
 	refused("forged", forged, ca, protocol.CodeBadEnvelope)
 	refused("garbage", []byte{protocol.Version, 1, 2, 3}, ca, protocol.CodeBadEnvelope)
 	refused("newer version", []byte{protocol.Version + 1, 1, 2, 3}, ca, protocol.CodeUnsupported)
-	old := &author{key: alice, room: "lobby", seq: 100, now: func() time.Time { return time.Now().Add(-time.Hour) }}
-	stale, _ := old.next(t, "late")
+	old := &testkit.Author{Key: alice, Room: "lobby", Seq: 100, Now: func() time.Time { return time.Now().Add(-time.Hour) }}
+	stale, _ := old.Next(t, "late")
 	refused("stale", stale, ca, protocol.CodeStale)
 	// The refusals did not end the stream: the envelope still goes in.
 	if _, err := ca.Publish(ctx, raw); err != nil {
@@ -336,7 +294,7 @@ func TestPublishRefusals(t *testing.T) {
 	// and these.
 	var limited bool
 	for range 30 {
-		raw, _ := a.next(t, "flood")
+		raw, _ := a.Next(t, "flood")
 		if _, err := ca.Publish(ctx, raw); errors.Is(err, &protocol.RelayError{Code: protocol.CodeRateLimited}) {
 			limited = true
 			break
@@ -346,26 +304,26 @@ func TestPublishRefusals(t *testing.T) {
 		t.Fatal("30 publishes at once were not rate-limited at 1/s with a burst of 20")
 	}
 	// Bob, meanwhile, is served.
-	b := &author{key: bob, room: "lobby"}
-	raw, _ = b.next(t, "still here")
+	b := &testkit.Author{Key: bob, Room: "lobby"}
+	raw, _ = b.Next(t, "still here")
 	if _, err := cb.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestRoomRules(t *testing.T) {
-	alice, bob := newKey(t), newKey(t)
+	alice, bob := testkit.Key(t), testkit.Key(t)
 	r := startRelay(t, func(c *Config) {
 		c.Policy.Rooms = map[string]RoomRule{"news": {Post: []string{alice.Public().Fingerprint()}, Read: []string{alice.Public().Fingerprint()}}}
 	})
 	ca, cb := dial(t, r, alice), dial(t, r, bob)
 	ctx := ctxT(t)
-	a, b := &author{key: alice, room: "news"}, &author{key: bob, room: "news"}
-	raw, _ := a.next(t, "for alice only")
+	a, b := &testkit.Author{Key: alice, Room: "news"}, &testkit.Author{Key: bob, Room: "news"}
+	raw, _ := a.Next(t, "for alice only")
 	if _, err := ca.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ = b.next(t, "bob tries")
+	raw, _ = b.Next(t, "bob tries")
 	if _, err := cb.Publish(ctx, raw); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeForbidden}) {
 		t.Fatalf("bob posting: %v", err)
 	}
@@ -391,13 +349,13 @@ func TestSubscribeUnderLoad(t *testing.T) {
 	})
 	r.srv.hub.size = 1 // below what the config allows: every burst overflows
 	ctx := ctxT(t)
-	alice := newKey(t)
+	alice := testkit.Key(t)
 	ca := dial(t, r, alice)
 	const total = 1500
-	a := &author{key: alice, room: "busy"}
+	a := &testkit.Author{Key: alice, Room: "busy"}
 	raws := make([][]byte, total)
 	for i := range raws {
-		raws[i], _ = a.next(t, fmt.Sprint("n", i))
+		raws[i], _ = a.Next(t, fmt.Sprint("n", i))
 	}
 	type result struct {
 		got map[protocol.ID]int
@@ -411,7 +369,7 @@ func TestSubscribeUnderLoad(t *testing.T) {
 			for published.Load() < at {
 				time.Sleep(time.Millisecond)
 			}
-			c := dial(t, r, newKey(t))
+			c := dial(t, r, testkit.Key(t))
 			sub, err := c.Subscribe(ctx, "busy", protocol.ID{})
 			if err != nil {
 				results <- result{err: err}
@@ -472,13 +430,13 @@ func TestSubscribeUnderLoad(t *testing.T) {
 // number is refused with its own code, and the first stays the one served.
 func TestEquivocation(t *testing.T) {
 	r := startRelay(t, nil)
-	alice := newKey(t)
+	alice := testkit.Key(t)
 	c := dial(t, r, alice)
 	ctx := ctxT(t)
-	a := &author{key: alice, room: "lobby"}
-	first, _ := a.next(t, "one")
-	b := &author{key: alice, room: "lobby"}
-	second, _ := b.next(t, "the other one")
+	a := &testkit.Author{Key: alice, Room: "lobby"}
+	first, _ := a.Next(t, "one")
+	b := &testkit.Author{Key: alice, Room: "lobby"}
+	second, _ := b.Next(t, "the other one")
 	if _, err := c.Publish(ctx, first); err != nil {
 		t.Fatal(err)
 	}
@@ -486,7 +444,7 @@ func TestEquivocation(t *testing.T) {
 		t.Fatalf("equivocating publish: %v", err)
 	}
 	// The stream still works.
-	third, _ := a.next(t, "two")
+	third, _ := a.Next(t, "two")
 	if _, err := c.Publish(ctx, third); err != nil {
 		t.Fatal(err)
 	}
@@ -496,14 +454,14 @@ func TestEquivocation(t *testing.T) {
 // allows while it is connected can publish on the same connection.
 func TestAllowedWhileConnected(t *testing.T) {
 	r := startRelay(t, func(c *Config) { c.Policy.Mode = "invite" })
-	carol := newKey(t)
+	carol := testkit.Key(t)
 	c := dial(t, r, carol)
 	ctx := ctxT(t)
 	if _, err := r.srv.Policy().Allow(ctx, carol.Public(), "by hand"); err != nil {
 		t.Fatal(err)
 	}
-	a := &author{key: carol, room: "lobby"}
-	raw, _ := a.next(t, "hi")
+	a := &testkit.Author{Key: carol, Room: "lobby"}
+	raw, _ := a.Next(t, "hi")
 	if _, err := c.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -512,7 +470,7 @@ func TestAllowedWhileConnected(t *testing.T) {
 // TestBanClosesConnections: a ban takes effect on open connections.
 func TestBanClosesConnections(t *testing.T) {
 	r := startRelay(t, nil)
-	mallory := newKey(t)
+	mallory := testkit.Key(t)
 	c := dial(t, r, mallory)
 	ctx := ctxT(t)
 	sub, err := c.Subscribe(ctx, "lobby", protocol.ID{})
@@ -541,7 +499,7 @@ func TestBanClosesConnections(t *testing.T) {
 // than the write timeout still gets an envelope larger than its buffers.
 func TestLargeEnvelopeAfterQuiet(t *testing.T) {
 	r := startRelay(t, func(c *Config) { c.Limits.WriteTimeout = Duration{300 * time.Millisecond} })
-	alice, bob := newKey(t), newKey(t)
+	alice, bob := testkit.Key(t), testkit.Key(t)
 	ca, cb := dial(t, r, alice), dial(t, r, bob)
 	ctx := ctxT(t)
 	sub, err := cb.Subscribe(ctx, "lobby", protocol.ID{})
@@ -575,11 +533,11 @@ func TestLargeEnvelopeAfterQuiet(t *testing.T) {
 // kept reports a security error.
 func TestReceipts(t *testing.T) {
 	r := startRelay(t, nil)
-	alice := newKey(t)
+	alice := testkit.Key(t)
 	c := dial(t, r, alice)
 	ctx := ctxT(t)
-	a := &author{key: alice, room: "lobby"}
-	raw, id := a.next(t, "one")
+	a := &testkit.Author{Key: alice, Room: "lobby"}
+	raw, id := a.Next(t, "one")
 	ack, err := c.Publish(ctx, raw)
 	if err != nil {
 		t.Fatal(err)
@@ -600,7 +558,7 @@ func TestReceipts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second publish: a bigger log, proved consistent with the first.
-	raw, _ = a.next(t, "two")
+	raw, _ = a.Next(t, "two")
 	if _, err := c.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -618,7 +576,7 @@ func TestReceipts(t *testing.T) {
 	defer c2.Close()
 	// The check runs behind the publish; it finds the fork, and every
 	// publish after fails with it.
-	raw, _ = a.next(t, "three")
+	raw, _ = a.Next(t, "three")
 	if _, err := c2.Publish(ctx, raw); err != nil && !errors.Is(err, ErrAuditLog) {
 		t.Fatal(err)
 	}
@@ -628,12 +586,12 @@ func TestReceipts(t *testing.T) {
 		}
 	}
 	t.Log(c2.AuditError())
-	raw, _ = a.next(t, "four")
+	raw, _ = a.Next(t, "four")
 	if _, err := c2.Publish(ctx, raw); !errors.Is(err, ErrAuditLog) {
 		t.Fatalf("publish after the fork was found: %v", err)
 	}
 	// A checkpoint not signed by the relay is refused at once.
-	other, _ := audit.Sign(audit.Checkpoint{Origin: kept.Origin, Size: 1}, newKey(t))
+	other, _ := audit.Sign(audit.Checkpoint{Origin: kept.Origin, Size: 1}, testkit.Key(t))
 	if _, err := Dial(ctx, r.addr, alice, ClientOptions{Checkpoint: other}); !errors.Is(err, audit.ErrCheckpoint) {
 		t.Fatalf("a kept checkpoint of another key: %v", err)
 	}

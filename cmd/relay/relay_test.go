@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
@@ -208,15 +209,6 @@ func (p *relayProc) kill9(t *testing.T) {
 	}
 }
 
-func newKey(t testing.TB) identity.PrivateKey {
-	t.Helper()
-	k, err := identity.Generate(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func dial(t *testing.T, addr relay.Addr, key identity.PrivateKey) *relay.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -227,34 +219,6 @@ func dial(t *testing.T, addr relay.Addr, key identity.PrivateKey) *relay.Client 
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// author signs one sender's envelopes in one room, in order.
-type author struct {
-	key  identity.PrivateKey
-	room string
-	seq  uint64
-	prev protocol.ID
-}
-
-func (a *author) next(t testing.TB, text string) ([]byte, protocol.ID) {
-	t.Helper()
-	payload, err := (&protocol.Text{Nick: "tester", Body: text}).MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.seq++
-	e := &protocol.Envelope{Kind: protocol.KindText, Room: a.room, Seq: a.seq, Prev: a.prev, Lamport: a.seq, Time: time.Now().UnixMilli(), Payload: payload}
-	id, err := e.Sign(a.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := e.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.prev = id
-	return raw, id
 }
 
 func timeout(t *testing.T, d time.Duration) context.Context {
@@ -287,7 +251,7 @@ func receive(t *testing.T, sub *relay.Subscription, n int) []relay.Delivery {
 // client receives.
 func TestAllowListStory(t *testing.T) {
 	dir := initRelay(t, "allowlist", "")
-	alice, bob := newKey(t), newKey(t)
+	alice, bob := testkit.Key(t), testkit.Key(t)
 	for _, k := range []identity.PrivateKey{bob} {
 		if out, code := relayCmd(t, "--data", dir, "allow", k.Public().String(), "--note", "bob"); code != 0 {
 			t.Fatalf("allow while stopped: %d %s", code, out)
@@ -311,8 +275,8 @@ func TestAllowListStory(t *testing.T) {
 	}
 	defer sub.Close()
 	<-sub.Live
-	a := &author{key: alice, room: "lobby"}
-	raw, id := a.next(t, "hello bob")
+	a := &testkit.Author{Key: alice, Room: "lobby"}
+	raw, id := a.Next(t, "hello bob")
 	ack, err := ca.Publish(ctx, raw)
 	if err != nil || ack.ID != id {
 		t.Fatalf("publish: %v %+v", err, ack)
@@ -334,8 +298,8 @@ func TestAllowListStory(t *testing.T) {
 func TestWrongKeyStory(t *testing.T) {
 	dir := initRelay(t, "open", "")
 	p := startRelay(t, dir, "127.0.0.1:0")
-	wrong := relay.AddrOf(newKey(t).Public(), p.addr.HostPort)
-	_, err := relay.Dial(timeout(t, time.Minute), wrong, newKey(t), relay.ClientOptions{})
+	wrong := relay.AddrOf(testkit.Key(t).Public(), p.addr.HostPort)
+	_, err := relay.Dial(timeout(t, time.Minute), wrong, testkit.Key(t), relay.ClientOptions{})
 	if err == nil || !strings.Contains(err.Error(), "not the one in its address") {
 		t.Fatalf("dial with the wrong key: %v", err)
 	}
@@ -352,7 +316,7 @@ func TestKill9(t *testing.T) {
 	p := startRelay(t, dir, listen)
 	ctx := timeout(t, 10*time.Minute)
 
-	sender, reader := newKey(t), newKey(t)
+	sender, reader := testkit.Key(t), testkit.Key(t)
 	pub, sc := dial(t, p.addr, sender), dial(t, p.addr, reader)
 	sub, err := sc.Subscribe(ctx, "load", protocol.ID{})
 	if err != nil {
@@ -364,7 +328,7 @@ func TestKill9(t *testing.T) {
 		mu    sync.Mutex
 		acked []protocol.ID
 	)
-	a := &author{key: sender, room: "load"}
+	a := &testkit.Author{Key: sender, Room: "load"}
 	var amu sync.Mutex
 	publishing := func(stop <-chan struct{}) {
 		var wg sync.WaitGroup
@@ -377,7 +341,7 @@ func TestKill9(t *testing.T) {
 					default:
 					}
 					amu.Lock()
-					raw, id := a.next(t, "load")
+					raw, id := a.Next(t, "load")
 					amu.Unlock()
 					pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 					ack, err := pub.Publish(pctx, raw)
@@ -507,11 +471,11 @@ func TestAuditTamperStory(t *testing.T) {
 	dir := initRelay(t, "open", "")
 	p := startRelay(t, dir, "127.0.0.1:0")
 	ctx := timeout(t, time.Minute)
-	k := newKey(t)
+	k := testkit.Key(t)
 	c := dial(t, p.addr, k)
-	a := &author{key: k, room: "audited"}
+	a := &testkit.Author{Key: k, Room: "audited"}
 	for range 10 {
-		raw, _ := a.next(t, "hello")
+		raw, _ := a.Next(t, "hello")
 		if _, err := c.Publish(ctx, raw); err != nil {
 			t.Fatal(err)
 		}
@@ -530,7 +494,7 @@ func TestAuditTamperStory(t *testing.T) {
 	if out, code := relayCmd(t, "audit", "verify", "--file", export, "--key", relayKey); code != 0 {
 		t.Fatalf("verify the export: %d %s", code, out)
 	}
-	if out, code := relayCmd(t, "audit", "verify", "--file", export, "--key", newKey(t).Public().String()); code != exitAudit {
+	if out, code := relayCmd(t, "audit", "verify", "--file", export, "--key", testkit.Key(t).Public().String()); code != exitAudit {
 		t.Fatalf("verify the export with another key: exit %d, want %d: %s", code, exitAudit, out)
 	}
 
@@ -578,7 +542,7 @@ func TestAbuse(t *testing.T) {
 	ctx := timeout(t, 5*time.Minute)
 
 	// The well-behaved pair, running through everything below.
-	alice, bob := newKey(t), newKey(t)
+	alice, bob := testkit.Key(t), testkit.Key(t)
 	ca, cb := dial(t, p.addr, alice), dial(t, p.addr, bob)
 	sub, err := cb.Subscribe(ctx, "calm", protocol.ID{})
 	if err != nil {
@@ -589,10 +553,10 @@ func TestAbuse(t *testing.T) {
 	const calm = 30
 	calmDone := make(chan []protocol.ID)
 	go func() {
-		a := &author{key: alice, room: "calm"}
+		a := &testkit.Author{Key: alice, Room: "calm"}
 		var ids []protocol.ID
 		for range calm {
-			raw, id := a.next(t, "calm")
+			raw, id := a.Next(t, "calm")
 			if _, err := ca.Publish(ctx, raw); err != nil {
 				t.Errorf("well-behaved publish: %v", err)
 			}
@@ -654,7 +618,7 @@ func TestAbuse(t *testing.T) {
 		}
 		t.Logf("relay said: %v", e)
 	}
-	mallory := newKey(t)
+	mallory := testkit.Key(t)
 
 	t.Run("unknown frame type", func(t *testing.T) {
 		r, _ := raw(t, mallory, []byte{99, 0, 0, 0, 0})
@@ -682,10 +646,10 @@ func TestAbuse(t *testing.T) {
 	})
 	t.Run("over the rate", func(t *testing.T) {
 		cm := dial(t, p.addr, mallory)
-		m := &author{key: mallory, room: "flood"}
+		m := &testkit.Author{Key: mallory, Room: "flood"}
 		limited := 0
 		for range 100 {
-			raw, _ := m.next(t, "flood")
+			raw, _ := m.Next(t, "flood")
 			if _, err := cm.Publish(ctx, raw); errors.Is(err, &protocol.RelayError{Code: protocol.CodeRateLimited}) {
 				limited++
 			}
@@ -697,7 +661,7 @@ func TestAbuse(t *testing.T) {
 	})
 	t.Run("client that never reads", func(t *testing.T) {
 		body, _ := (&protocol.Subscribe{Room: "firehose"}).MarshalBinary()
-		conn, err := relay.DialQUIC(ctx, p.addr, newKey(t))
+		conn, err := relay.DialQUIC(ctx, p.addr, testkit.Key(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -708,12 +672,12 @@ func TestAbuse(t *testing.T) {
 		}
 		str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body))
 		// Fill the room with more than the stream's window holds.
-		writer := newKey(t)
+		writer := testkit.Key(t)
 		cw := dial(t, p.addr, writer)
-		w := &author{key: writer, room: "firehose"}
+		w := &testkit.Author{Key: writer, Room: "firehose"}
 		text := strings.Repeat("x", 4000)
 		for i := range 40 {
-			raw, _ := w.next(t, text)
+			raw, _ := w.Next(t, text)
 			if _, err := cw.Publish(ctx, raw); err != nil {
 				t.Fatalf("publish %d: %v", i, err)
 			}
@@ -749,7 +713,7 @@ func TestBridgeStory(t *testing.T) {
 	ctx := timeout(t, 2*time.Minute)
 
 	// The mesh-only peer.
-	peerKey := newKey(t)
+	peerKey := testkit.Key(t)
 	st, err := store.Open(filepath.Join(t.TempDir(), "peer.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -769,7 +733,7 @@ func TestBridgeStory(t *testing.T) {
 	}
 
 	// The relay-only client; subscribing makes the relay join the room.
-	client := newKey(t)
+	client := testkit.Key(t)
 	cc := dial(t, p.addr, client)
 	sub, err := cc.Subscribe(ctx, "bridge", protocol.ID{})
 	if err != nil {
@@ -792,8 +756,8 @@ func TestBridgeStory(t *testing.T) {
 		t.Fatalf("relay client got %s, want %s", got[0].ID, id)
 	}
 	// Relay to mesh, unchanged.
-	a := &author{key: client, room: "bridge"}
-	raw, rid := a.next(t, "hello from behind the relay")
+	a := &testkit.Author{Key: client, Room: "bridge"}
+	raw, rid := a.Next(t, "hello from behind the relay")
 	if _, err := cc.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -830,9 +794,9 @@ func TestSigtermDrains(t *testing.T) {
 	listen := freePort(t)
 	p := startRelay(t, dir, listen)
 	ctx := timeout(t, 2*time.Minute)
-	key := newKey(t)
+	key := testkit.Key(t)
 	c := dial(t, p.addr, key)
-	a := &author{key: key, room: "drain"}
+	a := &testkit.Author{Key: key, Room: "drain"}
 	var (
 		mu    sync.Mutex
 		acked []protocol.ID
@@ -849,7 +813,7 @@ func TestSigtermDrains(t *testing.T) {
 				default:
 				}
 				amu.Lock()
-				raw, id := a.next(t, "drain")
+				raw, id := a.Next(t, "drain")
 				amu.Unlock()
 				pctx, cancel := context.WithTimeout(ctx, time.Second)
 				_, err := c.Publish(pctx, raw)
@@ -870,7 +834,7 @@ func TestSigtermDrains(t *testing.T) {
 		t.Fatalf("no clean stop in the log:\n%s", p.log())
 	}
 	p = startRelay(t, dir, listen)
-	c2 := dial(t, p.addr, newKey(t))
+	c2 := dial(t, p.addr, testkit.Key(t))
 	mu.Lock()
 	want := append([]protocol.ID(nil), acked...)
 	mu.Unlock()
