@@ -132,24 +132,27 @@ func DefaultConfig() Config {
 	}
 }
 
+// ErrConfig: the configuration does not load or is not valid.
+var ErrConfig = errors.New("relay: config")
+
 // LoadConfig reads the config file at path over the defaults. A key the
 // relay does not know is an error, so a typo never passes silently.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return c, fmt.Errorf("relay: config: %w", err)
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	md, err := toml.Decode(string(data), &c)
 	if err != nil {
-		return c, fmt.Errorf("relay: config %s: %w", path, err)
+		return c, fmt.Errorf("%w %s: %w", ErrConfig, path, err)
 	}
 	if un := md.Undecoded(); len(un) > 0 {
 		keys := make([]string, len(un))
 		for i, k := range un {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("relay: config %s: unknown key %s", path, strings.Join(keys, ", "))
+		return c, fmt.Errorf("%w %s: unknown key %s", ErrConfig, path, strings.Join(keys, ", "))
 	}
 	return c, c.Validate()
 }
@@ -215,7 +218,7 @@ func (c *Config) Validate() error {
 		bad("retention.max_age %s: want at least twice limits.skew (%s)", c.Retention.MaxAge, l.Skew)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("relay: config: %w", errors.Join(errs...))
+		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
 	return nil
 }

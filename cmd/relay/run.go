@@ -160,7 +160,7 @@ func (c *cli) fail(err error) int {
 	switch {
 	case errors.Is(err, lockfile.ErrLocked):
 		return exitLocked
-	case errors.Is(err, relay.ErrNotInitialized), errors.Is(err, relay.ErrInitialized), isConfigError(err):
+	case errors.Is(err, relay.ErrNotInitialized), errors.Is(err, relay.ErrInitialized), errors.Is(err, relay.ErrConfig):
 		return exitConfig
 	case errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
 		errors.Is(err, identity.ErrMalformedKey), errors.Is(err, identity.ErrNotEd25519):
@@ -168,8 +168,6 @@ func (c *cli) fail(err error) int {
 	}
 	return exitError
 }
-
-func isConfigError(err error) bool { return strings.Contains(err.Error(), "relay: config") }
 
 func (c *cli) dir() (string, error) {
 	if c.data != "" {
