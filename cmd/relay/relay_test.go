@@ -324,49 +324,11 @@ func TestKill9(t *testing.T) {
 	}
 	defer sub.Close()
 
-	var (
-		mu    sync.Mutex
-		acked []protocol.ID
-	)
-	a := &testkit.Author{Key: sender, Room: "load"}
-	var amu sync.Mutex
-	publishing := func(stop <-chan struct{}) {
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					amu.Lock()
-					raw, id := a.Next(t, "load")
-					amu.Unlock()
-					pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-					ack, err := pub.Publish(pctx, raw)
-					cancel()
-					if err == nil {
-						if ack.ID != id {
-							t.Errorf("ack for %s names %s", id, ack.ID)
-						}
-						mu.Lock()
-						acked = append(acked, id)
-						mu.Unlock()
-					}
-					// A publish that failed while the relay was down is
-					// simply not acknowledged: the test checks only what
-					// was.
-				}
-			})
-		}
-		wg.Wait()
-	}
-
+	load := &publishLoad{client: pub, author: &testkit.Author{Key: sender, Room: "load"}, timeout: 5 * time.Second}
 	for round := range rounds {
 		stop := make(chan struct{})
 		done := make(chan struct{})
-		go func() { publishing(stop); close(done) }()
+		go func() { load.run(ctx, t, 4, stop); close(done) }()
 		time.Sleep(time.Duration(100+round*10) * time.Millisecond)
 		p.kill9(t)
 		time.Sleep(50 * time.Millisecond)
@@ -375,23 +337,11 @@ func TestKill9(t *testing.T) {
 		close(stop)
 		<-done
 	}
-	mu.Lock()
-	want := append([]protocol.ID(nil), acked...)
-	mu.Unlock()
+	want := load.acknowledged()
 	if len(want) < rounds {
 		t.Fatalf("only %d publishes acknowledged in %d rounds", len(want), rounds)
 	}
-	// Every acknowledged envelope is stored.
-	for i := 0; i < len(want); i += protocol.MaxFetchIDs {
-		batch := want[i:min(i+protocol.MaxFetchIDs, len(want))]
-		got, err := sc.FetchIDs(ctx, batch...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != len(batch) {
-			t.Fatalf("%d of %d acknowledged envelopes are stored", len(got), len(batch))
-		}
-	}
+	assertStored(ctx, t, sc, want)
 	// The subscriber got everything the relay stored, once each. Live
 	// envelopes go out before their commit, so it may also have got a few
 	// that a kill -9 lost before they were committed: never ones that
@@ -796,15 +746,45 @@ func TestSigtermDrains(t *testing.T) {
 	ctx := timeout(t, 2*time.Minute)
 	key := testkit.Key(t)
 	c := dial(t, p.addr, key)
-	a := &testkit.Author{Key: key, Room: "drain"}
-	var (
-		mu    sync.Mutex
-		acked []protocol.ID
-		amu   sync.Mutex
-	)
+	load := &publishLoad{client: c, author: &testkit.Author{Key: key, Room: "drain"}, timeout: time.Second}
 	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { load.run(ctx, t, 8, stop); close(done) }()
+	time.Sleep(300 * time.Millisecond)
+	p.stop(t) // SIGTERM, and exit status 0
+	close(stop)
+	<-done
+	if !strings.Contains(p.log(), "relay stopped") {
+		t.Fatalf("no clean stop in the log:\n%s", p.log())
+	}
+	p = startRelay(t, dir, listen)
+	c2 := dial(t, p.addr, testkit.Key(t))
+	want := load.acknowledged()
+	if len(want) == 0 {
+		t.Fatal("nothing was acknowledged before SIGTERM")
+	}
+	assertStored(ctx, t, c2, want)
+	t.Logf("%d acknowledged before SIGTERM, all stored", len(want))
+	p.stop(t)
+}
+
+// publishLoad publishes one author's envelopes from several goroutines
+// and remembers which were acknowledged. A publish that fails (the relay
+// is down or stopping) is simply not acknowledged: the tests check only
+// what was.
+type publishLoad struct {
+	client  *relay.Client
+	author  *testkit.Author
+	timeout time.Duration // per publish
+
+	mu    sync.Mutex // guards author and acked
+	acked []protocol.ID
+}
+
+// run publishes from workers goroutines until stop is closed.
+func (l *publishLoad) run(ctx context.Context, t *testing.T, workers int, stop <-chan struct{}) {
 	var wg sync.WaitGroup
-	for range 8 {
+	for range workers {
 		wg.Go(func() {
 			for {
 				select {
@@ -812,45 +792,44 @@ func TestSigtermDrains(t *testing.T) {
 					return
 				default:
 				}
-				amu.Lock()
-				raw, id := a.Next(t, "drain")
-				amu.Unlock()
-				pctx, cancel := context.WithTimeout(ctx, time.Second)
-				_, err := c.Publish(pctx, raw)
+				l.mu.Lock()
+				raw, id := l.author.Next(t, "load")
+				l.mu.Unlock()
+				pctx, cancel := context.WithTimeout(ctx, l.timeout)
+				ack, err := l.client.Publish(pctx, raw)
 				cancel()
-				if err == nil {
-					mu.Lock()
-					acked = append(acked, id)
-					mu.Unlock()
+				if err != nil {
+					continue
 				}
+				if ack.ID != id {
+					t.Errorf("ack for %s names %s", id, ack.ID)
+				}
+				l.mu.Lock()
+				l.acked = append(l.acked, id)
+				l.mu.Unlock()
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
-	p.stop(t) // SIGTERM, and exit status 0
-	close(stop)
 	wg.Wait()
-	if !strings.Contains(p.log(), "relay stopped") {
-		t.Fatalf("no clean stop in the log:\n%s", p.log())
-	}
-	p = startRelay(t, dir, listen)
-	c2 := dial(t, p.addr, testkit.Key(t))
-	mu.Lock()
-	want := append([]protocol.ID(nil), acked...)
-	mu.Unlock()
-	if len(want) == 0 {
-		t.Fatal("nothing was acknowledged before SIGTERM")
-	}
-	for i := 0; i < len(want); i += protocol.MaxFetchIDs {
-		batch := want[i:min(i+protocol.MaxFetchIDs, len(want))]
-		got, err := c2.FetchIDs(ctx, batch...)
+}
+
+func (l *publishLoad) acknowledged() []protocol.ID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]protocol.ID(nil), l.acked...)
+}
+
+// assertStored fails t unless the relay has every envelope of ids.
+func assertStored(ctx context.Context, t *testing.T, c *relay.Client, ids []protocol.ID) {
+	t.Helper()
+	for i := 0; i < len(ids); i += protocol.MaxFetchIDs {
+		batch := ids[i:min(i+protocol.MaxFetchIDs, len(ids))]
+		got, err := c.FetchIDs(ctx, batch...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(got) != len(batch) {
-			t.Fatalf("%d of %d acknowledged envelopes stored after SIGTERM", len(got), len(batch))
+			t.Fatalf("%d of %d acknowledged envelopes are stored", len(got), len(batch))
 		}
 	}
-	t.Logf("%d acknowledged before SIGTERM, all stored", len(want))
-	p.stop(t)
 }
