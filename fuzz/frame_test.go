@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 )
 
 // Relay frames: every body parser is strict, so a body that parses
@@ -174,6 +175,25 @@ func FuzzCheckpoint(f *testing.F) {
 		text := []byte(c.Text())
 		if !bytes.HasPrefix(b, text) || !bytes.Contains(b[len(text):], again[len(text):]) {
 			t.Fatalf("opened checkpoint %+v is not the note's text with the relay's signature", c)
+		}
+	})
+}
+
+// FuzzRelayAddr: a relay address that parses prints back as the input.
+func FuzzRelayAddr(f *testing.F) {
+	f.Add("SHA256:5jV9gJBjzXqNYZCm7iKTZC6XL5PqDH1RCOJS3SBkjtc@relay.example.org:4433")
+	f.Add("SHA256:5jV9gJBjzXqNYZCm7iKTZC6XL5PqDH1RCOJS3SBkjtc@[::1]:4433")
+	f.Add("relay.example.org:4433")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := relay.ParseAddr(s)
+		if err != nil {
+			return
+		}
+		if a.String() != s {
+			t.Fatalf("%q parses to %+v, which prints as %q", s, a, a.String())
+		}
+		if _, err := relay.ParseAddr(a.String()); err != nil {
+			t.Fatalf("a parsed address does not parse again: %v", err)
 		}
 	})
 }
