@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/lockfile"
 )
 
 // HomeEnv names the environment variable that sets the home folder.
@@ -20,6 +21,8 @@ const HomeEnv = "PARLEY_HOME"
 const (
 	IdentityFile = "identity" // OpenSSH private key, mode 0600
 	ContactsFile = "contacts" // see identity.ParseContacts
+	StoreFile    = "chat.db"  // messages, rooms, relay cursors (SQLite)
+	LockFile     = "lock"     // held by the process using the home folder
 )
 
 // DefaultHomeDir returns $PARLEY_HOME, else the "parley" folder in the
@@ -62,6 +65,9 @@ func OpenHome(dir string, opts HomeOptions) (*Home, error) {
 		return nil, fmt.Errorf("client: create home folder: %w", err)
 	}
 	h := &Home{Dir: dir, KeyFile: opts.KeyFile, contacts: filepath.Join(dir, ContactsFile)}
+	if err := writeTemplate(filepath.Join(dir, ConfigFile)); err != nil {
+		return nil, err
+	}
 	if h.KeyFile == "" {
 		h.KeyFile = filepath.Join(dir, IdentityFile)
 		if _, err := os.Stat(h.KeyFile); errors.Is(err, fs.ErrNotExist) {
@@ -89,3 +95,16 @@ func (h *Home) Contacts() (*identity.Contacts, error) { return identity.LoadCont
 
 // SaveContacts writes the contact book.
 func (h *Home) SaveContacts(c *identity.Contacts) error { return c.Save(h.contacts) }
+
+// Config reads the home folder's config file over the defaults.
+func (h *Home) Config() (Config, error) { return LoadConfig(filepath.Join(h.Dir, ConfigFile)) }
+
+// Lock takes the home folder for this process. A second process is
+// refused with a *lockfile.LockedError naming the one that holds it.
+func (h *Home) Lock() (*lockfile.Lock, error) {
+	l, err := lockfile.Acquire(filepath.Join(h.Dir, LockFile))
+	if err != nil {
+		return nil, fmt.Errorf("client: home folder %s: %w", h.Dir, err)
+	}
+	return l, nil
+}

@@ -298,3 +298,54 @@ func (r *Room) checkNew(env *protocol.Envelope, id protocol.ID, raw []byte) (*in
 	}
 	return &inbound{env: env, id: id, raw: raw, via: "sync"}, nil
 }
+
+// Confirm waits until a peer of the room has stored the envelope with ID
+// id, made at time t (Unix ms), and returns that peer. It asks the room's
+// peers with a sync request for that millisecond, again and again with
+// growing pauses, until one has it or ctx ends: the way a sender learns
+// that its message reached the mesh, which gossip alone never tells.
+func (r *Room) Confirm(ctx context.Context, id protocol.ID, t int64) (peer.ID, error) {
+	pause := 5 * time.Millisecond
+	asked := false
+	for {
+		for _, p := range r.topic.ListPeers() {
+			asked = true
+			if r.peerHas(ctx, p, id, t) {
+				return p, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if !asked {
+				return "", fmt.Errorf("mesh: confirm %s: no peer in room %s: %w", id, r.name, ctx.Err())
+			}
+			return "", fmt.Errorf("mesh: confirm %s: no peer of room %s has it yet: %w", id, r.name, ctx.Err())
+		case <-time.After(pause):
+		}
+		// Sync requests are rate-limited per peer (syncRate a second):
+		// the pauses grow to stay well inside the limit.
+		pause = min(2*pause, time.Second)
+	}
+}
+
+// peerHas reports whether peer p has the envelope id of time t. Any
+// failure counts as not yet.
+func (r *Room) peerHas(ctx context.Context, p peer.ID, id protocol.ID, t int64) bool {
+	req := protocol.SyncRequest{Room: r.name, Since: t, Until: t + 1, AfterTime: t, Limit: protocol.MaxSyncPage}
+	for range 4 { // more than 4 pages in one millisecond: not worth asking on
+		resp, err := r.n.syncPage(ctx, p, &req)
+		if err != nil {
+			return false
+		}
+		for _, raw := range resp.Envelopes {
+			if protocol.IDOf(raw) == id {
+				return true
+			}
+		}
+		if !resp.More {
+			return false
+		}
+		req.AfterTime, req.AfterID = resp.NextTime, resp.NextID
+	}
+	return false
+}

@@ -36,6 +36,7 @@ type Store struct {
 	insert      *sql.Stmt // the envelope insert, prepared once
 	auditInsert *sql.Stmt // the audit record insert, prepared once
 	sync        string    // the synchronous pragma of envelope commits
+	search      bool      // index the text of new envelopes (Search)
 
 	policyHook PolicyHook
 }
@@ -43,7 +44,10 @@ type Store struct {
 // Option changes how Open opens a database.
 type Option func(*options)
 
-type options struct{ sync string }
+type options struct {
+	sync   string
+	search bool
+}
 
 // Durable makes every commit wait for the disk (synchronous=FULL): a
 // committed envelope survives a power cut. The relay, which acknowledges
@@ -72,7 +76,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	s := &Store{w: w, sync: o.sync}
+	s := &Store{w: w, sync: o.sync, search: o.search}
 	if err := s.migrate(); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -159,6 +163,27 @@ var migrations = []string{
 		size INTEGER PRIMARY KEY, -- the tree size it signs
 		note BLOB NOT NULL        -- the signed note
 	);`,
+	// The chat client's full-text index, rooms, relay cursors and kept
+	// audit checkpoints (client.go). The index is contentless: its rowid
+	// is the envelope's, and the text stays only in the envelope.
+	`CREATE VIRTUAL TABLE envelope_text USING fts5(nick, body,
+		content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2');
+	CREATE TRIGGER envelope_text_delete AFTER DELETE ON envelopes
+		BEGIN DELETE FROM envelope_text WHERE rowid = old.rowid; END;
+	CREATE TABLE client_rooms (
+		name   TEXT PRIMARY KEY,
+		joined INTEGER NOT NULL -- Unix ms
+	) WITHOUT ROWID;
+	CREATE TABLE client_relay_cursors (
+		relay  TEXT NOT NULL, -- the relay's key fingerprint
+		room   TEXT NOT NULL,
+		cursor BLOB NOT NULL, -- the ID of the last envelope the relay delivered
+		PRIMARY KEY (relay, room)
+	) WITHOUT ROWID;
+	CREATE TABLE client_checkpoints (
+		relay TEXT PRIMARY KEY, -- the relay's key fingerprint
+		note  BLOB NOT NULL     -- its newest signed audit checkpoint seen
+	) WITHOUT ROWID;`,
 }
 
 func (s *Store) migrate() error {
@@ -320,6 +345,11 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 			}
 			res[i] = Appended{Stored, pos}
+			if b.s.search {
+				if err := b.index(ctx, pos, r.Env); err != nil {
+					return nil, err
+				}
+			}
 			continue
 		}
 		var (

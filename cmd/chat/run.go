@@ -7,20 +7,30 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/lockfile"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"golang.org/x/term"
 )
 
 // Exit codes, documented in the README and in "chat help".
 const (
-	exitOK    = 0
-	exitError = 1 // anything not listed below
-	exitUsage = 2 // unknown command or flag, wrong arguments
-	exitKey   = 3 // the identity key cannot be used: permissions, passphrase, format
+	exitOK          = 0
+	exitError       = 1 // anything not listed below
+	exitUsage       = 2 // unknown command or flag, wrong arguments, bad config
+	exitKey         = 3 // the identity key cannot be used: permissions, passphrase, format
+	exitLocked      = 4 // another process is using the home folder
+	exitRelayDown   = 5 // the relay cannot be reached (in relay mode)
+	exitWrongRelay  = 6 // the relay's key is not the one in its address
+	exitRefused     = 7 // the relay refused us: not allowed, banned, over a limit
+	exitUndelivered = 8 // send: no path confirmed delivery; listen: fewer than --count in --timeout
+	exitAudit       = 9 // SECURITY: the relay's audit log does not check out
 )
 
 const usage = `chat: Parley, secure messaging from the terminal.
@@ -31,27 +41,69 @@ Usage:
 Commands:
   (none)               show who you are and how to start
   id [--json]          your fingerprint, public key and peer ID
+  send --room R TEXT   send TEXT to room R; exits 0 once delivered (a relay
+                       acknowledged it, or a mesh peer has it) and prints
+                       the message ID [--json] [--timeout D]
+  listen --room R      print messages as they arrive [--json] [--count N]
+                       [--timeout D]
+  talk --room R        send each line of standard input, and print
+                       messages as they arrive [--json], until input ends
+  history --room R     the room's stored messages [--search WORDS]
+                       [--limit N] [--json]
+  rooms                the rooms joined in this home folder
   contacts [--json]    the people you have seen, and how far you trust them
   verify FINGERPRINT   mark the contact with this fingerprint as verified,
                        after comparing it with them out of band
   help                 this text
 
-Global flags (before or after the command):
+Global flags (before or after the command; they override config.toml in
+the home folder):
   --home DIR           home folder (default $PARLEY_HOME, else the user
                        config folder's "parley")
   --identity FILE      use this OpenSSH Ed25519 key, such as ~/.ssh/id_ed25519
+  --nick NAME          the nickname on your messages (a-z 0-9 - _ .)
+  --mode MODE          auto (mesh, and relay if set), p2p, or relay
+  --relay ADDR         a relay: FINGERPRINT@HOST:PORT
+  --peer MULTIADDR     a mesh peer to dial (repeatable)
+  --listen MULTIADDR   where the mesh node listens (repeatable)
+  --no-mdns            do not look for peers on the local network
+  --verbose            log what the paths do, on standard error
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 the identity key cannot be used.
+Exit codes: 0 ok, 1 error, 2 usage or config, 3 the identity key cannot be
+used, 4 the home folder is in use by another process, 5 the relay cannot
+be reached, 6 the relay's key is not the one in its address, 7 the relay
+refused us, 8 not delivered (send) or not received (listen --count) in
+time, 9 SECURITY: the relay's audit log does not check out.
 `
 
 type globals struct {
 	home    string
 	keyFile string
+	nick    string
+	mode    string
+	relay   string
+	peers   multiFlag
+	listen  multiFlag
+	noMDNS  bool
+	verbose bool
 }
+
+// multiFlag is a flag that may be given several times.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.home, "home", g.home, "home folder")
 	fs.StringVar(&g.keyFile, "identity", g.keyFile, "OpenSSH Ed25519 key file to use")
+	fs.StringVar(&g.nick, "nick", g.nick, "nickname")
+	fs.StringVar(&g.mode, "mode", g.mode, "auto, p2p or relay")
+	fs.StringVar(&g.relay, "relay", g.relay, "relay address")
+	fs.Var(&g.peers, "peer", "mesh peer multiaddr (repeatable)")
+	fs.Var(&g.listen, "listen", "mesh listen multiaddr (repeatable)")
+	fs.BoolVar(&g.noMDNS, "no-mdns", g.noMDNS, "no mDNS discovery")
+	fs.BoolVar(&g.verbose, "verbose", g.verbose, "log to standard error")
 }
 
 type cli struct {
@@ -81,6 +133,16 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		return c.contacts(args)
 	case "verify":
 		return c.verify(args)
+	case "send":
+		return c.send(args)
+	case "listen":
+		return c.listen(args)
+	case "talk":
+		return c.talk(args)
+	case "history":
+		return c.history(args)
+	case "rooms":
+		return c.rooms(args)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -105,8 +167,23 @@ func (c *cli) usageError(err error) int {
 }
 
 func (c *cli) fail(err error) int {
-	fmt.Fprintf(c.stderr, "chat: %v\n", err)
+	fmt.Fprintf(c.stderr, "chat: %v\n", oneLine(err))
+	var refused *protocol.RelayError
 	switch {
+	case errors.Is(err, relay.ErrAuditLog):
+		return exitAudit
+	case errors.Is(err, lockfile.ErrLocked):
+		return exitLocked
+	case errors.Is(err, relay.ErrWrongRelay):
+		return exitWrongRelay
+	case errors.Is(err, client.ErrConfig):
+		return exitUsage
+	case errors.Is(err, client.ErrNoPath), errors.Is(err, errNotReceived):
+		return exitUndelivered
+	case errors.As(err, &refused):
+		return exitRefused
+	case errors.Is(err, client.ErrRelayUnreachable):
+		return exitRelayDown
 	case errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
 		errors.Is(err, identity.ErrWrongPassphrase), errors.Is(err, identity.ErrMalformedKey),
 		errors.Is(err, identity.ErrNotEd25519):
@@ -139,6 +216,15 @@ func (c *cli) passphrase() ([]byte, error) {
 	return term.ReadPassword(fd)
 }
 
+// parseMin is parse for a command that takes at least nargs arguments.
+func (c *cli) parseMin(fs *flag.FlagSet, args []string, nargs int) error {
+	err := c.parse(fs, args, -1)
+	if err == nil && len(c.args) < nargs {
+		err = fmt.Errorf("%s takes at least %d argument(s), got %d", fs.Name(), nargs, len(c.args))
+	}
+	return err
+}
+
 // parse parses a command's flags, which may be mixed with the global ones,
 // and checks the number of arguments.
 func (c *cli) parse(fs *flag.FlagSet, args []string, nargs int) error {
@@ -154,7 +240,7 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, nargs int) error {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != nargs {
+	if nargs >= 0 && len(pos) != nargs {
 		return fmt.Errorf("%s takes %d argument(s), got %d", fs.Name(), nargs, len(pos))
 	}
 	c.args = pos
@@ -172,8 +258,13 @@ func (c *cli) welcome() int {
 	pk := h.Key.Public()
 	fmt.Fprintf(c.stdout, "You are %s (home: %s).\n\n", pk.Fingerprint(), h.Dir)
 	fmt.Fprintln(c.stdout, "Share your fingerprint with the people you talk to, and compare theirs")
-	fmt.Fprintln(c.stdout, "out of band. Rooms and messages come with the mesh and relay releases;")
-	fmt.Fprintln(c.stdout, "for now: chat id, chat contacts, chat verify FINGERPRINT (chat help).")
+	fmt.Fprintln(c.stdout, "out of band. The terminal UI comes next; until then, rooms from the")
+	fmt.Fprintln(c.stdout, "command line:")
+	fmt.Fprintln(c.stdout, "  chat talk --room lobby                  type lines to send, see replies")
+	fmt.Fprintln(c.stdout, "  chat send --room lobby 'hello'          send one message")
+	fmt.Fprintln(c.stdout, "  chat listen --room lobby                print messages as they arrive")
+	fmt.Fprintln(c.stdout, "  chat history --room lobby --search hi   search what you have")
+	fmt.Fprintln(c.stdout, "Add --relay FINGERPRINT@HOST:PORT to go through a relay (chat help).")
 	return exitOK
 }
 
@@ -268,6 +359,11 @@ func (c *cli) verify(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
+	lock, err := h.Lock() // a running session writes the contact book too
+	if err != nil {
+		return c.fail(err)
+	}
+	defer lock.Release()
 	book, err := h.Contacts()
 	if err != nil {
 		return c.fail(err)

@@ -1,0 +1,442 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/lockfile"
+	"github.com/parleychat/parley/mesh"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/store"
+)
+
+// Paths a message can arrive by, as Message.Via and the store name them.
+const (
+	ViaLocal = "local" // sent from this home folder
+	ViaMesh  = "mesh"  // live gossip
+	ViaSync  = "sync"  // the mesh's catch-up sync
+	ViaRelay = "relay" // the relay
+)
+
+// ErrNoPath: no path could carry a message: no mesh peer in the room and
+// no relay, or every path failed.
+var ErrNoPath = errors.New("client: not delivered")
+
+// ErrRelayUnreachable: the relay could not be reached (as opposed to a
+// relay that answered with another key, or refused us).
+var ErrRelayUnreachable = errors.New("client: cannot reach the relay")
+
+// Options say how to open a Client.
+type Options struct {
+	// Config is the configuration, flags applied; it is validated.
+	Config Config
+	// Logger receives the client's logs. If nil, they are discarded.
+	Logger *slog.Logger
+	// Now returns the current time. If nil, time.Now.
+	Now func() time.Time
+	// Offline opens the home folder and its store only: no mesh node and
+	// no relay, for reading history.
+	Offline bool
+}
+
+// Client is a person's session: their home folder, held for this process,
+// the mesh node and the relay connection that the mode asks for, and the
+// rooms joined. Messages from every path arrive once, on Messages.
+type Client struct {
+	home *Home
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+
+	lock      *lockfile.Lock
+	st        *store.Store
+	node      *mesh.Node    // nil in relay mode
+	relay     *relay.Client // nil without a relay, or when it could not be reached
+	relayName string        // the relay's key fingerprint: where its cursors and checkpoint are kept
+	relayErr  error         // why there is no relay connection although one is configured
+
+	alloc protocol.SeqAllocator
+	clock protocol.LamportClock
+
+	in  chan arrival
+	out chan Message
+
+	mu       sync.Mutex
+	rooms    map[string]*room
+	contacts *identity.Contacts
+	seen     *seenSet
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // readers of the paths
+	mergeW sync.WaitGroup // the merger
+	closed bool
+}
+
+// room is a joined room.
+type room struct {
+	name  string
+	mesh  *mesh.Room          // nil without a mesh node
+	sub   *relay.Subscription // nil without a relay
+	live  <-chan struct{}     // the relay subscription's history is all sent
+	pubMu sync.Mutex          // serialises Send: numbers and chain in order
+	head  protocol.ID         // the ID of our last envelope in the room
+	stop  context.CancelFunc  // ends the room's readers
+}
+
+// arrival is an envelope that a path delivered, not yet deduplicated.
+type arrival struct {
+	room string
+	id   protocol.ID
+	env  *protocol.Envelope
+	raw  []byte
+	via  string
+}
+
+// Open opens a session on home with the options' configuration: it takes
+// the home folder's lock, opens the store, and starts the mesh node and
+// connects to the relay as the mode says. In relay mode a relay that
+// cannot be reached is an error; in auto mode it is logged, kept in
+// RelayError, and the mesh carries on alone.
+func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{
+		home:  home,
+		cfg:   o.Config,
+		log:   o.Logger,
+		now:   o.Now,
+		in:    make(chan arrival, 1024),
+		out:   make(chan Message, 1024),
+		rooms: make(map[string]*room),
+		seen:  newSeenSet(seenMemory),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.lock, err = home.Lock(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.shutdown()
+		}
+	}()
+	if c.contacts, err = home.Contacts(); err != nil {
+		return nil, err
+	}
+	if c.st, err = store.Open(filepath.Join(home.Dir, StoreFile), store.Search()); err != nil {
+		return nil, err
+	}
+	c.alloc = protocol.SeqAllocator{Store: c.st}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+
+	if !o.Offline && c.cfg.Mode != ModeRelay {
+		c.node, err = mesh.New(ctx, mesh.Config{
+			Key:         home.Key,
+			Store:       c.st,
+			ListenAddrs: c.cfg.Listen,
+			Bootstrap:   c.cfg.Peers,
+			MDNS:        c.cfg.MDNS,
+			Now:         o.Now,
+			Logger:      c.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !o.Offline && c.cfg.Relay != "" && c.cfg.Mode != ModeP2P {
+		if err := c.dialRelay(ctx); err != nil {
+			if c.cfg.Mode == ModeRelay {
+				return nil, err
+			}
+			c.relayErr = err
+			c.log.Warn("relay unreachable; the mesh carries on alone", "err", err)
+		}
+	}
+	c.mergeW.Add(1)
+	go c.merge()
+	return c, nil
+}
+
+func (c *Client) dialRelay(ctx context.Context) error {
+	addr, err := relay.ParseAddr(c.cfg.Relay)
+	if err != nil {
+		return err
+	}
+	c.relayName = addr.Fingerprint
+	kept, err := c.st.RelayCheckpoint(ctx, c.relayName)
+	if err != nil {
+		return err
+	}
+	rc, err := relay.Dial(ctx, addr, c.home.Key, relay.ClientOptions{Log: c.log, Checkpoint: kept})
+	var refused *protocol.RelayError
+	switch {
+	case err == nil:
+		c.relay = rc
+		return nil
+	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog):
+		return err
+	}
+	return fmt.Errorf("%w %s: %w", ErrRelayUnreachable, addr, err)
+}
+
+// Key returns the identity the client speaks as.
+func (c *Client) Key() identity.PrivateKey { return c.home.Key }
+
+// Store returns the client's store.
+func (c *Client) Store() *store.Store { return c.st }
+
+// Node returns the mesh node, or nil in relay mode.
+func (c *Client) Node() *mesh.Node { return c.node }
+
+// Relay returns the relay connection, or nil.
+func (c *Client) Relay() *relay.Client { return c.relay }
+
+// RelayError returns why the configured relay is not connected, or nil.
+func (c *Client) RelayError() error { return c.relayErr }
+
+// Messages returns the messages of others, from every path and every
+// joined room, each once, as they arrive. The application must keep
+// reading it.
+func (c *Client) Messages() <-chan Message { return c.out }
+
+// Rooms returns the rooms joined in this home folder, now or before.
+func (c *Client) Rooms(ctx context.Context) ([]string, error) { return c.st.Rooms(ctx) }
+
+// Join joins room on every path, adds it to the home's room list and
+// starts catching up: the relay subscription resumes after the last
+// envelope it delivered to this home, and the mesh syncs with each peer
+// of the room. Joining twice is joining once.
+func (c *Client) Join(ctx context.Context, name string) error {
+	if err := protocol.ValidRoom(name); err != nil {
+		return fmt.Errorf("client: join: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("client: closed")
+	}
+	if _, ok := c.rooms[name]; ok {
+		return nil
+	}
+	if err := c.st.AddRoom(ctx, name, c.now()); err != nil {
+		return err
+	}
+	r := &room{name: name}
+	last, err := c.st.Last(ctx, c.home.Key.Public(), name)
+	switch {
+	case err == nil:
+		r.head = last.ID
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("client: join %s: %w", name, err)
+	}
+	lamport, err := c.st.MaxLamport(ctx, name)
+	if err != nil {
+		return fmt.Errorf("client: join %s: %w", name, err)
+	}
+	c.clock.Witness(lamport)
+
+	rctx, stop := context.WithCancel(c.ctx)
+	r.stop = stop
+	if c.node != nil {
+		if r.mesh, err = c.node.Join(name); err != nil {
+			stop()
+			return fmt.Errorf("client: join %s: %w", name, err)
+		}
+		c.wg.Add(1)
+		go c.readMesh(rctx, r)
+	}
+	if c.relay != nil {
+		cursor, err := c.st.RelayCursor(ctx, c.relayName, name)
+		if err != nil {
+			stop()
+			return err
+		}
+		if r.sub, err = c.relay.Subscribe(rctx, name, cursor); err != nil {
+			stop()
+			if r.mesh != nil {
+				r.mesh.Leave()
+			}
+			return fmt.Errorf("client: join %s on the relay: %w", name, err)
+		}
+		r.live = r.sub.Live
+		c.wg.Add(1)
+		go c.readRelay(rctx, r)
+		if c.node != nil {
+			// The relay as control plane: the mesh peers it knows in
+			// the room, to go peer-to-peer with.
+			c.wg.Add(1)
+			go c.meetPeers(rctx, name)
+		}
+	}
+	c.rooms[name] = r
+	return nil
+}
+
+// CaughtUp returns a channel closed once the relay has sent the room's
+// history up to the moment of joining; nil when there is no relay.
+func (c *Client) CaughtUp(name string) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.rooms[name]; ok {
+		return r.live
+	}
+	return nil
+}
+
+// MeshPeers returns how many mesh peers are known to be in the room.
+func (c *Client) MeshPeers(name string) int {
+	c.mu.Lock()
+	r, ok := c.rooms[name]
+	c.mu.Unlock()
+	if !ok || r.mesh == nil {
+		return 0
+	}
+	return len(r.mesh.Peers())
+}
+
+func (c *Client) readMesh(ctx context.Context, r *room) {
+	defer c.wg.Done()
+	for {
+		select {
+		case m := <-r.mesh.Messages():
+			via := m.Via
+			if via != ViaSync {
+				via = ViaMesh
+			}
+			if !c.deliver(ctx, arrival{room: r.name, id: m.ID, env: m.Env, via: via}) {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *Client) readRelay(ctx context.Context, r *room) {
+	defer c.wg.Done()
+	for d := range r.sub.C {
+		if d.Env.Room != r.name {
+			c.log.Warn("relay sent an envelope of another room; dropped", "room", r.name, "id", d.ID)
+			continue
+		}
+		if !c.deliver(ctx, arrival{room: r.name, id: d.ID, env: d.Env, raw: d.Raw, via: ViaRelay}) {
+			return
+		}
+	}
+	if err := r.sub.Err(); err != nil && ctx.Err() == nil {
+		c.log.Error("relay subscription ended", "room", r.name, "err", err)
+	}
+}
+
+func (c *Client) meetPeers(ctx context.Context, name string) {
+	defer c.wg.Done()
+	addrs, err := c.relay.Peers(ctx, name)
+	if err != nil {
+		c.log.Debug("room peers from the relay", "room", name, "err", err)
+		return
+	}
+	self := c.node.ID().String()
+	for _, a := range addrs {
+		if ctx.Err() != nil {
+			return
+		}
+		if len(a) >= len(self) && a[len(a)-len(self):] == self {
+			continue
+		}
+		if err := c.node.Connect(ctx, a); err != nil {
+			c.log.Debug("room peer from the relay unreachable", "addr", a, "err", err)
+		}
+	}
+}
+
+func (c *Client) deliver(ctx context.Context, a arrival) bool {
+	select {
+	case c.in <- a:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Close leaves every room, stops the mesh node and the relay connection,
+// keeps the relay's newest audit checkpoint and releases the home folder.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	return c.shutdown()
+}
+
+func (c *Client) shutdown() error {
+	var errs []error
+	if c.cancel != nil {
+		c.cancel()
+	}
+	for _, r := range c.rooms {
+		if r.sub != nil {
+			r.sub.Close()
+		}
+	}
+	c.wg.Wait()
+	if c.ctx != nil {
+		close(c.in)
+		c.mergeW.Wait()
+	}
+	for _, r := range c.rooms {
+		if r.mesh != nil {
+			r.mesh.Leave()
+		}
+	}
+	if c.relay != nil {
+		errs = append(errs, c.keepCheckpoint(context.Background()), c.relay.Close())
+	}
+	if c.node != nil {
+		errs = append(errs, c.node.Close())
+	}
+	if c.st != nil {
+		errs = append(errs, c.st.Close())
+	}
+	if c.lock != nil {
+		errs = append(errs, c.lock.Release())
+	}
+	return errors.Join(errs...)
+}
+
+// keepCheckpoint stores the relay's newest audit checkpoint, so that the
+// next session holds the relay to it.
+func (c *Client) keepCheckpoint(ctx context.Context) error {
+	if c.relay.AuditError() != nil {
+		return nil // keep the last good one: the user has been told
+	}
+	cp := c.relay.Checkpoint()
+	if cp == nil {
+		return nil
+	}
+	return c.st.SetRelayCheckpoint(ctx, c.relayName, cp)
+}
+
+// AuditError returns the security error found in the relay's audit log:
+// a relay that forked or rewrote its log. The application must show it.
+func (c *Client) AuditError() error {
+	if c.relay == nil {
+		return nil
+	}
+	return c.relay.AuditError()
+}

@@ -1,0 +1,430 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
+)
+
+var errNotReceived = errors.New("not received in time")
+
+// oneLine keeps an error on one line: joined errors are separated by "; ".
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+// config is the home folder's config file with the global flags over it.
+func (c *cli) config(h *client.Home) (client.Config, error) {
+	cfg, err := h.Config()
+	if err != nil {
+		return cfg, err
+	}
+	g := c.g
+	if g.nick != "" {
+		cfg.Nick = g.nick
+	}
+	if g.mode != "" {
+		cfg.Mode = g.mode
+	}
+	if g.relay != "" {
+		cfg.Relay = g.relay
+	}
+	if len(g.peers) > 0 {
+		cfg.Peers = g.peers
+	}
+	if len(g.listen) > 0 {
+		cfg.Listen = g.listen
+	}
+	if g.noMDNS {
+		cfg.MDNS = false
+	}
+	return cfg, cfg.Validate()
+}
+
+// session opens the home folder and a client session on it. offline
+// sessions (history, rooms) start no network.
+func (c *cli) session(ctx context.Context, offline bool) (*client.Client, error) {
+	h, err := c.open()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := c.config(h)
+	if err != nil {
+		return nil, err
+	}
+	level := slog.LevelError
+	if c.g.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	cl, err := client.Open(ctx, h, client.Options{Config: cfg, Logger: log, Offline: offline})
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.RelayError(); err != nil {
+		var refused *protocol.RelayError
+		if errors.Is(err, relay.ErrWrongRelay) || errors.As(err, &refused) {
+			// Never carry on quietly past a relay that is not the one
+			// named, or one that turned us away.
+			cl.Close()
+			return nil, err
+		}
+		fmt.Fprintf(c.stderr, "chat: warning: %v; the mesh carries on alone\n", oneLine(err))
+	}
+	return cl, nil
+}
+
+func (c *cli) roomFlags(name string) (*flag.FlagSet, *string, *bool) {
+	fs := c.flags(name)
+	room := fs.String("room", "", "room name")
+	asJSON := fs.Bool("json", false, "JSON output")
+	return fs, room, asJSON
+}
+
+func needRoom(room string) error {
+	if room == "" {
+		return errors.New("--room is required")
+	}
+	return protocol.ValidRoom(room)
+}
+
+type ackJSON struct {
+	Status  string       `json:"status"`
+	Pos     uint64       `json:"pos"`
+	Time    time.Time    `json:"time"`
+	Receipt *receiptJSON `json:"receipt,omitempty"`
+}
+
+type receiptJSON struct {
+	Index         uint64 `json:"index"`
+	PolicyVersion uint64 `json:"policy_version"`
+	Checkpoint    string `json:"checkpoint"`
+	ProofHashes   int    `json:"proof_hashes"`
+	Verified      bool   `json:"verified"`
+}
+
+type sentJSON struct {
+	ID       string   `json:"id"`
+	Room     string   `json:"room"`
+	Time     string   `json:"time"`
+	Via      []string `json:"via"`
+	Ack      *ackJSON `json:"ack,omitempty"`
+	MeshPeer string   `json:"mesh_peer,omitempty"`
+	Failed   []string `json:"failed,omitempty"`
+}
+
+func (c *cli) sentJSON(room string, s client.Sent, checkpoint []byte) sentJSON {
+	v := sentJSON{ID: s.ID.String(), Room: room, Time: s.Time.UTC().Format(time.RFC3339Nano), Via: s.Via, MeshPeer: s.MeshPeer}
+	if v.Via == nil {
+		v.Via = []string{}
+	}
+	for _, err := range s.Failed {
+		v.Failed = append(v.Failed, oneLine(err))
+	}
+	if a := s.Ack; a != nil {
+		status := "stored"
+		if a.Status != protocol.AckStored {
+			status = "duplicate"
+		}
+		v.Ack = &ackJSON{Status: status, Pos: a.Pos, Time: time.UnixMilli(a.Time).UTC()}
+		if r := a.Receipt; r != nil {
+			cp := r.Checkpoint
+			if len(cp) == 0 {
+				cp = checkpoint
+			}
+			// The client library checked the receipt before Send returned:
+			// an unchecked one is an audit error, never an Ack.
+			v.Ack.Receipt = &receiptJSON{Index: r.Index, PolicyVersion: r.PolicyVersion,
+				Checkpoint: string(cp), ProofHashes: len(r.Proof), Verified: true}
+		}
+	}
+	return v
+}
+
+func (c *cli) send(args []string) int {
+	fs, room, asJSON := c.roomFlags("send")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	if err := c.parseMin(fs, args, 1); err != nil {
+		return c.usageError(err)
+	}
+	if err := needRoom(*room); err != nil {
+		return c.usageError(err)
+	}
+	text := strings.Join(c.args, " ")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	cl, err := c.session(ctx, false)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	sent, err := cl.Send(ctx, *room, text)
+	if err != nil && sent.ID == (protocol.ID{}) {
+		return c.fail(err)
+	}
+	var cp []byte
+	if r := cl.Relay(); r != nil {
+		cp = r.Checkpoint()
+	}
+	if *asJSON {
+		c.printJSON(c.sentJSON(*room, sent, cp))
+	} else {
+		fmt.Fprintln(c.stdout, sent.ID)
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	if err := cl.Close(); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+type messageJSON struct {
+	ID      string `json:"id"`
+	Room    string `json:"room"`
+	Sender  string `json:"sender"`
+	Nick    string `json:"nick"`
+	Lamport uint64 `json:"lamport"`
+	Time    string `json:"time"`
+	Text    string `json:"text"`
+	Via     string `json:"via"`
+	Trust   string `json:"trust"`
+	Gap     bool   `json:"gap,omitempty"`
+}
+
+func trustName(m client.Message) string {
+	if m.Own {
+		return "self"
+	}
+	return m.Trust.String()
+}
+
+func (c *cli) printMessage(m client.Message, asJSON bool) {
+	if asJSON {
+		c.printJSON(messageJSON{
+			ID: m.ID.String(), Room: m.Room, Sender: m.Sender.Fingerprint(), Nick: m.Nick,
+			Lamport: m.Lamport, Time: m.Time.UTC().Format(time.RFC3339Nano), Text: m.Text,
+			Via: m.Via, Trust: trustName(m), Gap: m.Gap,
+		})
+		return
+	}
+	mark := ""
+	switch {
+	case m.Own:
+	case m.Trust == identity.TrustKeyChanged:
+		mark = " [KEY CHANGED: not the key first seen as " + m.Nick + "]"
+	case m.Trust == identity.TrustNew:
+		mark = " [new]"
+	case m.Trust == identity.TrustVerified:
+		mark = " [verified]"
+	}
+	gap := ""
+	if m.Gap {
+		gap = " (messages of " + m.Nick + " before this one are missing)"
+	}
+	fmt.Fprintf(c.stdout, "%s #%s <%s>%s %s%s  (%s)\n", m.Time.Local().Format("2006-01-02 15:04:05"),
+		m.Room, m.Nick, mark, m.Text, gap, m.Via)
+}
+
+func (c *cli) listen(args []string) int {
+	fs, room, asJSON := c.roomFlags("listen")
+	count := fs.Int("count", 0, "exit after this many messages (0: no limit)")
+	timeout := fs.Duration("timeout", 0, "exit after this long (0: no limit)")
+	if err := c.parse(fs, args, 0); err != nil {
+		return c.usageError(err)
+	}
+	if err := needRoom(*room); err != nil {
+		return c.usageError(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	cl, err := c.session(ctx, false)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	if err := cl.Join(ctx, *room); err != nil {
+		return c.fail(err)
+	}
+	got := 0
+	for *count == 0 || got < *count {
+		select {
+		case m, ok := <-cl.Messages():
+			if !ok {
+				return c.fail(errors.New("the session ended"))
+			}
+			c.printMessage(m, *asJSON)
+			got++
+		case <-ctx.Done():
+			if err := cl.AuditError(); err != nil {
+				return c.fail(err)
+			}
+			if *count > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return c.fail(fmt.Errorf("%w: %d of %d messages in %v", errNotReceived, got, *count, *timeout))
+			}
+			return exitOK
+		}
+	}
+	if err := cl.AuditError(); err != nil {
+		return c.fail(err)
+	}
+	if err := cl.Close(); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+// talk sends each line of standard input and prints messages as they
+// arrive, until the input ends and the last send is done.
+func (c *cli) talk(args []string) int {
+	fs, room, asJSON := c.roomFlags("talk")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up on a message after this long")
+	if err := c.parse(fs, args, 0); err != nil {
+		return c.usageError(err)
+	}
+	if err := needRoom(*room); err != nil {
+		return c.usageError(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cl, err := c.session(ctx, false)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	if err := cl.Join(ctx, *room); err != nil {
+		return c.fail(err)
+	}
+	var (
+		mu     sync.Mutex // one line at a time on stderr and stdout
+		failed int
+		done   = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(c.stdin)
+		sc.Buffer(make([]byte, 0, 64<<10), protocol.MaxTextLen+1)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, *timeout)
+			sent, err := cl.Send(sctx, *room, line)
+			cancel()
+			mu.Lock()
+			if err != nil {
+				failed++
+				fmt.Fprintf(c.stderr, "chat: not sent: %v\n", oneLine(err))
+			} else {
+				fmt.Fprintf(c.stderr, "sent %s via %s\n", sent.ID, strings.Join(sent.Via, ","))
+			}
+			mu.Unlock()
+			if ctx.Err() != nil || client.IsAuditError(err) {
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			mu.Lock()
+			failed++
+			fmt.Fprintf(c.stderr, "chat: reading standard input: %v\n", err)
+			mu.Unlock()
+		}
+	}()
+	for {
+		select {
+		case m, ok := <-cl.Messages():
+			if !ok {
+				return c.fail(errors.New("the session ended"))
+			}
+			mu.Lock()
+			c.printMessage(m, *asJSON)
+			mu.Unlock()
+		case <-done:
+			if err := cl.AuditError(); err != nil {
+				return c.fail(err)
+			}
+			if failed > 0 {
+				return c.fail(fmt.Errorf("%w: %d message(s)", client.ErrNoPath, failed))
+			}
+			if err := cl.Close(); err != nil {
+				return c.fail(err)
+			}
+			return exitOK
+		case <-ctx.Done():
+			return exitOK
+		}
+	}
+}
+
+func (c *cli) history(args []string) int {
+	fs, room, asJSON := c.roomFlags("history")
+	search := fs.String("search", "", "only messages with every one of these words")
+	limit := fs.Int("limit", 50, "at most this many, the newest")
+	if err := c.parse(fs, args, 0); err != nil {
+		return c.usageError(err)
+	}
+	if err := needRoom(*room); err != nil {
+		return c.usageError(err)
+	}
+	if *limit < 1 {
+		return c.usageError(fmt.Errorf("--limit %d: must be at least 1", *limit))
+	}
+	ctx := context.Background()
+	cl, err := c.session(ctx, true)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	msgs, err := cl.History(ctx, *room, *search, *limit)
+	if err != nil {
+		return c.fail(err)
+	}
+	for _, m := range msgs {
+		c.printMessage(m, *asJSON)
+	}
+	if err := cl.Close(); err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+func (c *cli) rooms(args []string) int {
+	fs := c.flags("rooms")
+	if err := c.parse(fs, args, 0); err != nil {
+		return c.usageError(err)
+	}
+	ctx := context.Background()
+	cl, err := c.session(ctx, true)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer cl.Close()
+	rooms, err := cl.Rooms(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	for _, r := range rooms {
+		fmt.Fprintln(c.stdout, r)
+	}
+	return exitOK
+}

@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+// The chat client's part of the store: the full-text index of messages,
+// the rooms joined, where each relay subscription stands, and the newest
+// audit checkpoint of each relay.
+
+// Search makes the store index the text of every new text envelope, for
+// Store.Search. The chat client opens its store this way; the relay,
+// which never searches, does not pay for the index.
+func Search() Option { return func(o *options) { o.search = true } }
+
+// index adds a new envelope's text to the full-text index, in the batch's
+// transaction. An envelope that is not text, or whose text does not parse,
+// is simply not indexed: it is stored all the same.
+func (b *Batch) index(ctx context.Context, pos int64, e *protocol.Envelope) error {
+	if e.Kind != protocol.KindText {
+		return nil
+	}
+	t, err := protocol.ParseText(e.Payload)
+	if err != nil {
+		return nil
+	}
+	if _, err := b.tx.ExecContext(ctx, `INSERT INTO envelope_text (rowid, nick, body) VALUES (?, ?, ?)`,
+		pos, t.Nick, t.Body); err != nil {
+		return fmt.Errorf("store: index envelope %d: %w", pos, err)
+	}
+	return nil
+}
+
+// Search returns the last limit envelopes of room whose text or nickname
+// holds every word of query, in display order (as History). The query is
+// plain words: quotes and operators are searched for as text, so no query
+// is ever a syntax error. Only a store opened with Search has an index.
+func (s *Store) Search(ctx context.Context, room, query string, limit int) ([]Record, error) {
+	match := ftsQuery(query)
+	if match == "" {
+		return s.History(ctx, room, limit)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, raw, via, received FROM (
+		SELECT e.rowid, e.raw, e.via, e.received, e.lamport, e.time, e.id
+		FROM envelope_text t JOIN envelopes e ON e.rowid = t.rowid
+		WHERE envelope_text MATCH ? AND e.room = ?
+		ORDER BY e.lamport DESC, e.time DESC, e.id DESC LIMIT ?) ORDER BY lamport, time, id`, match, room, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: search %s: %w", room, err)
+	}
+	return scan(rows)
+}
+
+// ftsQuery makes an FTS5 query of plain words: each becomes a quoted
+// string (a quote inside doubled), and the strings must all match.
+func ftsQuery(q string) string {
+	var terms []string
+	for _, w := range strings.Fields(q) {
+		terms = append(terms, `"`+strings.ReplaceAll(w, `"`, `""`)+`"`)
+	}
+	return strings.Join(terms, " ")
+}
+
+// AddVia notes that the envelope with ID id also arrived by path via
+// (mesh, sync, relay). The paths are kept comma-separated, each once.
+func (s *Store) AddVia(ctx context.Context, id protocol.ID, via string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE envelopes SET via = via || ',' || ?1
+		WHERE id = ?2 AND instr(',' || via || ',', ',' || ?1 || ',') = 0`, via, id[:])
+	if err != nil {
+		return fmt.Errorf("store: note path %s of %s: %w", via, id, err)
+	}
+	return nil
+}
+
+// AddRoom adds room to the list of joined rooms.
+func (s *Store) AddRoom(ctx context.Context, room string, now time.Time) error {
+	if _, err := s.w.ExecContext(ctx, `INSERT OR IGNORE INTO client_rooms (name, joined) VALUES (?, ?)`,
+		room, now.UnixMilli()); err != nil {
+		return fmt.Errorf("store: add room %s: %w", room, err)
+	}
+	return nil
+}
+
+// RemoveRoom takes room off the list of joined rooms. Its messages stay.
+func (s *Store) RemoveRoom(ctx context.Context, room string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM client_rooms WHERE name = ?`, room); err != nil {
+		return fmt.Errorf("store: remove room %s: %w", room, err)
+	}
+	return nil
+}
+
+// Rooms returns the joined rooms by name.
+func (s *Store) Rooms(ctx context.Context) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM client_rooms ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("store: rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, fmt.Errorf("store: rooms: %w", err)
+		}
+		out = append(out, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: rooms: %w", err)
+	}
+	return out, nil
+}
+
+// RelayCursor returns the ID of the last envelope of room that the relay
+// named relay delivered, or the zero ID if it never did.
+func (s *Store) RelayCursor(ctx context.Context, relay, room string) (protocol.ID, error) {
+	var b []byte
+	err := s.r.QueryRowContext(ctx, `SELECT cursor FROM client_relay_cursors WHERE relay = ? AND room = ?`,
+		relay, room).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return protocol.ID{}, nil
+	}
+	if err != nil {
+		return protocol.ID{}, fmt.Errorf("store: relay cursor of %s: %w", room, err)
+	}
+	if len(b) != len(protocol.ID{}) {
+		return protocol.ID{}, fmt.Errorf("store: relay cursor of %s is %d bytes", room, len(b))
+	}
+	return protocol.ID(b), nil
+}
+
+// SetRelayCursor records the last envelope of room that relay delivered.
+func (s *Store) SetRelayCursor(ctx context.Context, relay, room string, id protocol.ID) error {
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO client_relay_cursors (relay, room, cursor) VALUES (?, ?, ?)
+		ON CONFLICT (relay, room) DO UPDATE SET cursor = excluded.cursor`, relay, room, id[:]); err != nil {
+		return fmt.Errorf("store: set relay cursor of %s: %w", room, err)
+	}
+	return nil
+}
+
+// RelayCheckpoint returns the newest signed audit checkpoint kept for
+// relay, or nil.
+func (s *Store) RelayCheckpoint(ctx context.Context, relay string) ([]byte, error) {
+	var b []byte
+	err := s.r.QueryRowContext(ctx, `SELECT note FROM client_checkpoints WHERE relay = ?`, relay).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: audit checkpoint of %s: %w", relay, err)
+	}
+	return b, nil
+}
+
+// SetRelayCheckpoint keeps note as relay's newest audit checkpoint. The
+// caller has checked that it is consistent with the one kept before.
+func (s *Store) SetRelayCheckpoint(ctx context.Context, relay string, note []byte) error {
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO client_checkpoints (relay, note) VALUES (?, ?)
+		ON CONFLICT (relay) DO UPDATE SET note = excluded.note`, relay, note); err != nil {
+		return fmt.Errorf("store: keep audit checkpoint of %s: %w", relay, err)
+	}
+	return nil
+}

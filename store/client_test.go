@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+func textRecord(t testing.TB, seq uint64, nick, body string) Record {
+	t.Helper()
+	payload, err := (&protocol.Text{Nick: nick, Body: body}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return record(t, key(t, 1), "r", seq, seq, t0.Add(time.Duration(seq)*time.Second), string(payload))
+}
+
+func TestSearch(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "chat.db"), Search())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	recs := []Record{
+		textRecord(t, 1, "alice", "the Café opens at nine"),
+		textRecord(t, 2, "bob", "see you at the cafe"),
+		textRecord(t, 3, "alice", `a "quoted" word AND an operator`),
+		record(t, key(t, 1), "r", 4, 4, t0, "not a text payload"),
+	}
+	if _, err := s.Put(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		q    string
+		want []uint64 // sequence numbers, in display order
+	}{
+		{"cafe", []uint64{1, 2}},   // diacritics folded, case ignored
+		{"cafe nine", []uint64{1}}, // every word must match
+		{"bob", []uint64{2}},       // the nickname is searched too
+		{`"quoted"`, []uint64{3}},  // quotes are text
+		{"AND", []uint64{3}},       // and so are operators
+		{"NEAR(", nil},             // never a syntax error
+		{"", []uint64{1, 2, 3, 4}}, // no words: the history
+		{"payload", nil},           // only text envelopes are indexed
+	} {
+		got, err := s.Search(ctx, "r", tc.q, 10)
+		if err != nil {
+			t.Fatalf("Search(%q): %v", tc.q, err)
+		}
+		var seqs []uint64
+		for _, r := range got {
+			seqs = append(seqs, r.Env.Seq)
+		}
+		if len(seqs) != len(tc.want) {
+			t.Fatalf("Search(%q) = %v, want %v", tc.q, seqs, tc.want)
+		}
+		for i := range seqs {
+			if seqs[i] != tc.want[i] {
+				t.Fatalf("Search(%q) = %v, want %v", tc.q, seqs, tc.want)
+			}
+		}
+	}
+	// A pruned envelope leaves the index too.
+	if n, err := s.Prune(ctx, t0.Add(90*time.Second)); err != nil || n != 3 {
+		t.Fatalf("Prune = %d, %v; want 3", n, err)
+	}
+	if got, err := s.Search(ctx, "r", "cafe", 10); err != nil || len(got) != 0 {
+		t.Fatalf("Search after prune = %d records, %v", len(got), err)
+	}
+}
+
+func TestClientState(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	r := textRecord(t, 1, "alice", "hi")
+	if _, err := s.Put(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, via := range []string{"relay", "mesh", "relay", "sync"} {
+		if err := s.AddVia(ctx, r.ID, via); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.Get(ctx, r.ID)
+	if err != nil || got.Via != "mesh,relay,sync" {
+		t.Fatalf("via = %q, %v; want mesh,relay,sync", got.Via, err)
+	}
+
+	for _, room := range []string{"b", "a", "b"} {
+		if err := s.AddRoom(ctx, room, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RemoveRoom(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if rooms, err := s.Rooms(ctx); err != nil || len(rooms) != 1 || rooms[0] != "a" {
+		t.Fatalf("Rooms = %v, %v; want [a]", rooms, err)
+	}
+
+	if c, err := s.RelayCursor(ctx, "relay1", "a"); err != nil || c != (protocol.ID{}) {
+		t.Fatalf("cursor before any = %v, %v", c, err)
+	}
+	for _, id := range []protocol.ID{{1}, {2}} {
+		if err := s.SetRelayCursor(ctx, "relay1", "a", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, err := s.RelayCursor(ctx, "relay1", "a"); err != nil || c != (protocol.ID{2}) {
+		t.Fatalf("cursor = %v, %v; want the last set", c, err)
+	}
+	if c, _ := s.RelayCursor(ctx, "relay2", "a"); c != (protocol.ID{}) {
+		t.Fatalf("another relay's cursor = %v", c)
+	}
+
+	if cp, err := s.RelayCheckpoint(ctx, "relay1"); err != nil || cp != nil {
+		t.Fatalf("checkpoint before any = %q, %v", cp, err)
+	}
+	for _, note := range []string{"one", "two"} {
+		if err := s.SetRelayCheckpoint(ctx, "relay1", []byte(note)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cp, err := s.RelayCheckpoint(ctx, "relay1"); err != nil || string(cp) != "two" {
+		t.Fatalf("checkpoint = %q, %v; want two", cp, err)
+	}
+}
