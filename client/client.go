@@ -71,7 +71,8 @@ type Client struct {
 	mu       sync.Mutex
 	rooms    map[string]*room
 	contacts *identity.Contacts
-	seen     *seenSet
+	seen     *seenSet     // the merger's
+	pending  []pendingVia // the merger's
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -76,7 +76,20 @@ func (c *Client) merge() {
 	defer c.mergeW.Done()
 	defer close(c.out)
 	batch := make([]arrival, 0, maxMerge)
-	for a := range c.in {
+	retry := time.NewTicker(viaRetry)
+	defer retry.Stop()
+	for {
+		var a arrival
+		select {
+		case in, ok := <-c.in:
+			if !ok {
+				return
+			}
+			a = in
+		case <-retry.C:
+			c.notePaths()
+			continue
+		}
 		batch = append(batch[:0], a)
 	more:
 		for len(batch) < maxMerge {
@@ -94,6 +107,43 @@ func (c *Client) merge() {
 			return
 		}
 	}
+}
+
+// A path noted on a message that the mesh node has not stored yet (it
+// commits right behind what it shows) is noted again every viaRetry,
+// up to viaTries times.
+const (
+	viaRetry = 100 * time.Millisecond
+	viaTries = 50
+)
+
+type pendingVia struct {
+	id    protocol.ID
+	via   string
+	tries int
+}
+
+// addVia notes that a message also came by path via.
+func (c *Client) addVia(id protocol.ID, via string) {
+	c.pending = append(c.pending, pendingVia{id: id, via: via})
+	c.notePaths()
+}
+
+// notePaths notes the pending paths on the stored messages.
+func (c *Client) notePaths() {
+	keep := c.pending[:0]
+	for _, p := range c.pending {
+		ok, err := c.st.AddVia(c.ctx, p.id, p.via)
+		if err != nil {
+			c.log.Warn("note a message's path", "id", p.id, "err", err)
+			continue
+		}
+		if p.tries++; !ok && p.tries < viaTries {
+			keep = append(keep, p)
+		}
+	}
+	clear(c.pending[len(keep):])
+	c.pending = keep
 }
 
 func (c *Client) mergeBatch(batch []arrival) bool {
@@ -133,9 +183,7 @@ func (c *Client) mergeBatch(batch []arrival) bool {
 			cursors[a.room] = a.id
 		}
 		if c.seen.has(a.id) {
-			if err := c.st.AddVia(ctx, a.id, a.via); err != nil {
-				c.log.Warn("note a message's path", "id", a.id, "err", err)
-			}
+			c.addVia(a.id, a.via)
 			continue
 		}
 		if a.via == ViaRelay {
@@ -144,9 +192,7 @@ func (c *Client) mergeBatch(batch []arrival) bool {
 				// Stored before: by an earlier session, by our own Send,
 				// or by the mesh node a moment ago, in which case the
 				// mesh's copy, behind in the queue, is the one shown.
-				if err := c.st.AddVia(ctx, a.id, a.via); err != nil {
-					c.log.Warn("note a message's path", "id", a.id, "err", err)
-				}
+				c.addVia(a.id, a.via)
 				continue
 			case store.Equivocation:
 				c.log.Warn("equivocation: the sender signed two messages with one number; the second is kept as evidence only",

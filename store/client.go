@@ -70,13 +70,19 @@ func ftsQuery(q string) string {
 
 // AddVia notes that the envelope with ID id also arrived by path via
 // (mesh, sync, relay). The paths are kept comma-separated, each once.
-func (s *Store) AddVia(ctx context.Context, id protocol.ID, via string) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE envelopes SET via = via || ',' || ?1
-		WHERE id = ?2 AND instr(',' || via || ',', ',' || ?1 || ',') = 0`, via, id[:])
-	if err != nil {
-		return fmt.Errorf("store: note path %s of %s: %w", via, id, err)
+// It reports false if no envelope has that ID (yet).
+func (s *Store) AddVia(ctx context.Context, id protocol.ID, via string) (bool, error) {
+	var n int
+	err := s.w.QueryRowContext(ctx, `UPDATE envelopes SET via = CASE
+		WHEN instr(',' || via || ',', ',' || ?1 || ',') = 0 THEN via || ',' || ?1 ELSE via END
+		WHERE id = ?2 RETURNING 1`, via, id[:]).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("store: note path %s of %s: %w", via, id, err)
+	}
+	return true, nil
 }
 
 // AddRoom adds room to the list of joined rooms.

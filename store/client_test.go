@@ -81,9 +81,12 @@ func TestClientState(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, via := range []string{"relay", "mesh", "relay", "sync"} {
-		if err := s.AddVia(ctx, r.ID, via); err != nil {
-			t.Fatal(err)
+		if ok, err := s.AddVia(ctx, r.ID, via); err != nil || !ok {
+			t.Fatalf("AddVia(%s) = %v, %v", via, ok, err)
 		}
+	}
+	if ok, err := s.AddVia(ctx, protocol.ID{9}, "relay"); err != nil || ok {
+		t.Fatalf("AddVia of an unknown envelope = %v, %v; want false", ok, err)
 	}
 	got, err := s.Get(ctx, r.ID)
 	if err != nil || got.Via != "mesh,relay,sync" {

@@ -7,8 +7,15 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
+// asChat makes the test binary run as the chat command: the end-to-end
+// tests start it as the real command, in processes of their own.
+const asChat = "PARLEY_TEST_RUN_CHAT"
+
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	if os.Getenv(asChat) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	testscript.Main(testRun{m}, map[string]func(){
 		"chat": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	})
 }

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests run the real commands, each in a process of its
+// own, on loopback: chat is this test binary run again as the command,
+// relay is built from cmd/relay once per test run.
+
+// testRun is a testing.M that removes the built relay after the tests.
+type testRun struct{ m interface{ Run() int } }
+
+func (r testRun) Run() int {
+	code := r.m.Run()
+	if relayBin.dir != "" {
+		os.RemoveAll(relayBin.dir)
+	}
+	return code
+}
+
+var relayBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// buildRelay builds cmd/relay, with the race detector if the tests have
+// it, so that the build shares the test's cache.
+func buildRelay(t *testing.T) string {
+	t.Helper()
+	relayBin.once.Do(func() {
+		relayBin.dir, relayBin.err = os.MkdirTemp("", "parley-chat-test-")
+		if relayBin.err != nil {
+			return
+		}
+		relayBin.path = filepath.Join(relayBin.dir, "relay")
+		args := []string{"build", "-o", relayBin.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), append(args, "github.com/parleychat/parley/cmd/relay")...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			relayBin.err = fmt.Errorf("go build cmd/relay: %v\n%s", err, out)
+		}
+	})
+	if relayBin.err != nil {
+		t.Fatal(relayBin.err)
+	}
+	return relayBin.path
+}
+
+// proc is a running process of the chat or relay command.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string // stdout, line by line; closed at its end
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	exited chan struct{}
+	err    error
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.Write(b)
+}
+
+func (p *proc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// start starts a command. The test's cleanup kills it if it still runs.
+func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{name: name, cmd: cmd, lines: make(chan string, 4096), exited: make(chan struct{})}
+	cmd.Stderr = p
+	var err error
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not exit within 60 s\n%s", p.name, p.log())
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatalf("%s: %v", p.name, p.err)
+	}
+	return 0
+}
+
+// relayProc starts "relay serve" in a new data folder, with its QUIC
+// listener and its mesh node on loopback, and returns it with its address
+// and its mesh multiaddr once it serves.
+func startRelay(t *testing.T) (p *proc, addr, meshAddr string) {
+	t.Helper()
+	bin := buildRelay(t)
+	dir := filepath.Join(t.TempDir(), "relay")
+	if out, err := exec.Command(bin, "--data", dir, "init", "--policy", "open").CombinedOutput(); err != nil {
+		t.Fatalf("relay init: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte("admin = \"\"\nmdns = false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = start(t, "relay", bin, nil, "--data", dir, "serve", "--listen", "127.0.0.1:0",
+		"--p2p-listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	deadline := time.After(60 * time.Second)
+	for addr == "" || meshAddr == "" {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("relay exited before serving: %v\n%s", p.err, p.log())
+			}
+			if a, ok := strings.CutPrefix(line, "serving "); ok {
+				addr = a
+			}
+			if m, ok := strings.CutPrefix(line, "mesh "); ok {
+				meshAddr = m
+			}
+		case <-deadline:
+			t.Fatalf("relay not serving after 60 s\n%s", p.log())
+		}
+	}
+	return p, addr, meshAddr
+}
+
+// stop sends SIGTERM and waits for the process to end.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(t)
+}
+
+// peer is a person: a home folder and the flags they run chat with.
+type peer struct {
+	name  string
+	home  string
+	flags []string
+	id    struct {
+		Fingerprint string `json:"fingerprint"`
+		PeerID      string `json:"peer_id"`
+	}
+	listen string // mesh multiaddr with /p2p/, if it listens
+}
+
+func newPeer(t *testing.T, name string, flags ...string) *peer {
+	t.Helper()
+	p := &peer{name: name, home: filepath.Join(t.TempDir(), name)}
+	p.flags = append([]string{"--home", p.home, "--nick", name, "--no-mdns"}, flags...)
+	out, code := p.run(t, "id", "--json")
+	if code != 0 {
+		t.Fatalf("chat id: exit %d: %s", code, out)
+	}
+	if err := json.Unmarshal([]byte(out), &p.id); err != nil {
+		t.Fatalf("chat id --json: %v: %s", err, out)
+	}
+	return p
+}
+
+// listenOn gives the peer a fixed mesh listen address on loopback.
+func (p *peer) listenOn(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	c.Close()
+	ma := fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port)
+	p.flags = append(p.flags, "--listen", ma)
+	p.listen = ma + "/p2p/" + p.id.PeerID
+	return p.listen
+}
+
+// run runs chat to completion and returns its standard output (and
+// standard error after it) and exit code.
+func (p *peer) run(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], append(append([]string{}, p.flags...), args...)...)
+	cmd.Env = append(os.Environ(), asChat+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return stdout.String() + stderr.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("chat %v: %v", args, err)
+	}
+	return stdout.String() + stderr.String(), 0
+}
+
+// start starts a long-running chat command (talk, listen).
+func (p *peer) start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	return start(t, p.name, os.Args[0], []string{asChat + "=1"}, append(append([]string{}, p.flags...), args...)...)
+}
+
+// received is one line of chat listen --json or talk --json.
+type received struct {
+	ID     string `json:"id"`
+	Room   string `json:"room"`
+	Sender string `json:"sender"`
+	Nick   string `json:"nick"`
+	Text   string `json:"text"`
+	Via    string `json:"via"`
+	Trust  string `json:"trust"`
+	Time   string `json:"time"`
+}
+
+// collect reads a chat process's JSON lines until it has want messages,
+// failing after 90 s; it also fails on a line that is not a message.
+func collect(t *testing.T, p *proc, want int) []received {
+	t.Helper()
+	var got []received
+	deadline := time.After(90 * time.Second)
+	for len(got) < want {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("%s exited with %d of %d messages: %v\n%s", p.name, len(got), want, p.err, p.log())
+			}
+			var m received
+			if err := json.Unmarshal([]byte(line), &m); err != nil || m.ID == "" {
+				t.Fatalf("%s printed %q: %v", p.name, line, err)
+			}
+			got = append(got, m)
+		case <-deadline:
+			t.Fatalf("%s got %d of %d messages in 90 s\n%s", p.name, len(got), want, p.log())
+		}
+	}
+	return got
+}
+
+// TestThreePeersAndRelay: three people in a room, one on the relay only
+// (as behind a firewall that blocks peer-to-peer), one on the mesh only,
+// one on both. Every message reaches each of the two others exactly once,
+// and the relay-only and mesh-only people reach each other through the
+// relay's bridge.
+func TestThreePeersAndRelay(t *testing.T) {
+	relayP, raddr, rmesh := startRelay(t)
+
+	both := newPeer(t, "both", "--mode", "auto", "--relay", raddr)
+	bothAddr := both.listenOn(t)
+	both.flags = append(both.flags, "--peer", rmesh)
+	meshOnly := newPeer(t, "mesh", "--mode", "p2p", "--peer", bothAddr, "--peer", rmesh)
+	meshOnly.listenOn(t)
+	relayOnly := newPeer(t, "relay", "--mode", "relay", "--relay", raddr)
+
+	peers := []*peer{both, meshOnly, relayOnly}
+	procs := make([]*proc, len(peers))
+	for i, p := range peers {
+		procs[i] = p.start(t, "talk", "--room", "lobby", "--json", "--timeout", "60s")
+	}
+	const each = 5
+	for round := range each {
+		for i, p := range peers {
+			fmt.Fprintf(procs[i].stdin, "message %d from %s\n", round, p.name)
+		}
+	}
+	for i, p := range peers {
+		got := collect(t, procs[i], each*(len(peers)-1))
+		seen := make(map[string]bool)
+		for _, m := range got {
+			if seen[m.ID] {
+				t.Errorf("%s got %s (%q) twice", p.name, m.ID, m.Text)
+			}
+			seen[m.ID] = true
+			if m.Nick == p.name {
+				t.Errorf("%s was shown its own message %q", p.name, m.Text)
+			}
+			if m.Room != "lobby" || !strings.HasPrefix(m.Text, "message ") || !strings.HasSuffix(m.Text, " from "+m.Nick) {
+				t.Errorf("%s got %+v", p.name, m)
+			}
+		}
+		texts := make(map[string]bool)
+		for _, m := range got {
+			texts[m.Text] = true
+		}
+		for _, q := range peers {
+			if q == p {
+				continue
+			}
+			for round := range each {
+				if w := fmt.Sprintf("message %d from %s", round, q.name); !texts[w] {
+					t.Errorf("%s did not get %q", p.name, w)
+				}
+			}
+		}
+	}
+	// Nothing more comes: every message arrived once, whichever paths
+	// carried it.
+	for i := range peers {
+		procs[i].stdin.Close()
+	}
+	for i, p := range peers {
+		if code := procs[i].wait(t); code != 0 {
+			t.Errorf("%s talk: exit %d\n%s", p.name, code, procs[i].log())
+		}
+		for line := range procs[i].lines {
+			t.Errorf("%s: extra output %s", p.name, line)
+		}
+		if n := strings.Count(procs[i].log(), "sent "); n != each {
+			t.Errorf("%s: %d sends confirmed, want %d\n%s", p.name, n, each, procs[i].log())
+		}
+	}
+	// The peer on both paths got others' messages by both, and its
+	// history says so; the history has all 15 messages, in order.
+	out, code := both.run(t, "history", "--room", "lobby", "--json", "--limit", "100")
+	if code != 0 {
+		t.Fatalf("history: exit %d: %s", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != each*len(peers) {
+		t.Fatalf("history has %d messages, want %d:\n%s", len(lines), each*len(peers), out)
+	}
+	relayOnlyVia := 0
+	for _, l := range lines {
+		var m received
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Nick == "relay" && strings.Contains(m.Via, "relay") {
+			relayOnlyVia++
+		}
+	}
+	if relayOnlyVia != each {
+		t.Errorf("%d of the relay-only peer's messages came by the relay, want %d:\n%s", relayOnlyVia, each, out)
+	}
+	relayP.stop(t)
+}
