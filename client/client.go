@@ -158,7 +158,14 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		}
 	}
 	if !o.Offline && c.cfg.Relay != "" && c.cfg.Mode != ModeP2P {
-		if err := c.dialRelay(ctx); err != nil {
+		dctx := ctx
+		if d, ok := ctx.Deadline(); ok && c.cfg.Mode == ModeAuto {
+			// Leave the mesh half the time if the relay does not answer.
+			var cancel context.CancelFunc
+			dctx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
+			defer cancel()
+		}
+		if err := c.dialRelay(dctx); err != nil {
 			if c.cfg.Mode == ModeRelay {
 				return nil, err
 			}

@@ -390,5 +390,125 @@ func TestThreePeersAndRelay(t *testing.T) {
 	if relayOnlyVia != each {
 		t.Errorf("%d of the relay-only peer's messages came by the relay, want %d:\n%s", relayOnlyVia, each, out)
 	}
+
+	// A relay whose key is not the one in the address is refused, and
+	// said so: exit 6, in any mode.
+	_, hostPort, _ := strings.Cut(raddr, "@")
+	for _, mode := range []string{"relay", "auto"} {
+		out, code := newPeer(t, "wrong", "--mode", mode, "--relay", both.id.Fingerprint+"@"+hostPort).
+			run(t, "send", "--room", "lobby", "hi")
+		if code != exitWrongRelay || !strings.Contains(out, "the relay's key is not the one in its address") {
+			t.Errorf("mode %s, relay with another key: exit %d: %s", mode, code, out)
+		}
+	}
 	relayP.stop(t)
+}
+
+// TestOfflinePeerCatchesUp: two people leave a room, the third goes on
+// talking; on their return the relay-only one resumes from its relay
+// cursor and the mesh-only one syncs from the mesh, each getting what it
+// missed once and nothing twice. History survives the restarts, and a
+// second process on a home folder in use is refused, told which process
+// holds it.
+func TestOfflinePeerCatchesUp(t *testing.T) {
+	relayP, raddr, rmesh := startRelay(t)
+	both := newPeer(t, "both", "--mode", "auto", "--relay", raddr, "--peer", rmesh)
+	bothAddr := both.listenOn(t)
+	meshOnly := newPeer(t, "mesh", "--mode", "p2p", "--peer", bothAddr, "--peer", rmesh)
+	relayOnly := newPeer(t, "relay", "--mode", "relay", "--relay", raddr)
+
+	// All three online: one message each.
+	bothP := both.start(t, "talk", "--room", "den", "--json")
+	meshP := meshOnly.start(t, "talk", "--room", "den", "--json")
+	relayP2 := relayOnly.start(t, "talk", "--room", "den", "--json")
+	fmt.Fprintln(bothP.stdin, "hello from both")
+	fmt.Fprintln(meshP.stdin, "hello from mesh")
+	fmt.Fprintln(relayP2.stdin, "hello from relay")
+	collect(t, bothP, 2)
+	collect(t, meshP, 2)
+	collect(t, relayP2, 2)
+	for _, p := range []*proc{meshP, relayP2} {
+		p.stdin.Close()
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("%s talk: exit %d\n%s", p.name, code, p.log())
+		}
+	}
+
+	// Two are away; the third talks on.
+	var missed []string
+	for i := range 3 {
+		fmt.Fprintf(bothP.stdin, "while you were away %d\n", i)
+		missed = append(missed, fmt.Sprintf("while you were away %d", i))
+	}
+	for deadline := time.Now().Add(60 * time.Second); strings.Count(bothP.log(), "sent ") < 4; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("both: sends not confirmed in 60 s\n%s", bothP.log())
+		}
+	}
+
+	// The mesh-only one returns: it gets the three it missed.
+	back := meshOnly.start(t, "listen", "--room", "den", "--json", "--count", "3")
+	got := collect(t, back, 3)
+	if code := back.wait(t); code != 0 {
+		t.Fatalf("mesh listen: exit %d\n%s", code, back.log())
+	}
+	assertTexts(t, "mesh", got, missed)
+
+	// The relay-only one returns: the three it missed, and nothing else
+	// before the timeout (exit 8: fewer than --count).
+	back = relayOnly.start(t, "listen", "--room", "den", "--json", "--count", "4", "--timeout", "3s")
+	got = collect(t, back, 3)
+	// Meanwhile its home folder is taken.
+	out, code := relayOnly.run(t, "history", "--room", "den")
+	if want := fmt.Sprintf("(PID %d)", back.cmd.Process.Pid); code != exitLocked || !strings.Contains(out, "in use by another process") || !strings.Contains(out, want) {
+		t.Errorf("history on a home in use: exit %d, %q; want %d naming %s", code, out, exitLocked, want)
+	}
+	if code := back.wait(t); code != exitUndelivered {
+		t.Fatalf("relay listen: exit %d, want %d (3 of 4)\n%s", code, exitUndelivered, back.log())
+	}
+	for line := range back.lines {
+		t.Errorf("relay: extra message %s", line)
+	}
+	assertTexts(t, "relay", got, missed)
+
+	bothP.stdin.Close()
+	if code := bothP.wait(t); code != 0 {
+		t.Fatalf("both talk: exit %d\n%s", code, bothP.log())
+	}
+	// After the restarts every history holds all six, in the same order.
+	var first []string
+	for _, p := range []*peer{both, meshOnly, relayOnly} {
+		out, code := p.run(t, "history", "--room", "den", "--json")
+		if code != 0 {
+			t.Fatalf("%s history: exit %d: %s", p.name, code, out)
+		}
+		var ids []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m received
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("%s history: %v: %q", p.name, err, l)
+			}
+			ids = append(ids, m.ID)
+		}
+		if len(ids) != 6 {
+			t.Fatalf("%s history has %d messages, want 6:\n%s", p.name, len(ids), out)
+		}
+		if first == nil {
+			first = ids
+		} else if strings.Join(ids, " ") != strings.Join(first, " ") {
+			t.Errorf("%s history order differs:\n%s", p.name, out)
+		}
+	}
+	relayP.stop(t)
+}
+
+func assertTexts(t *testing.T, who string, got []received, want []string) {
+	t.Helper()
+	var texts []string
+	for _, m := range got {
+		texts = append(texts, m.Text)
+	}
+	if strings.Join(texts, "|") != strings.Join(want, "|") {
+		t.Errorf("%s got %q, want %q", who, texts, want)
+	}
 }
