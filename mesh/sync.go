@@ -22,8 +22,12 @@ const syncProtocol = "/parley/sync/1.0.0"
 
 // Limits of the sync service.
 const (
-	syncRate      = 5 // requests per second per peer
-	syncBurst     = 20
+	// A page is one indexed range read of at most syncPageLimit envelopes:
+	// the burst lets a returning peer catch up 20,000 envelopes at once,
+	// and the rate 10,000 a second after that.
+	syncRate      = 40 // requests per second per peer
+	syncBurst     = 80
+	syncRetries   = 3 // a failed page (the peer busy, or its limit hit) is asked again
 	maxSyncServed = 8                // requests served at once, from all peers
 	syncTimeout   = 15 * time.Second // for one request and its response
 	maxSyncPages  = 1000             // per SyncFrom call
@@ -161,6 +165,16 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 		slices.SortFunc(have, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) })
 		req.Have = slices.Compact(have)
 		resp, err := n.syncPage(ctx, p, &req)
+		for try, pause := 0, 250*time.Millisecond; err != nil && !errors.Is(err, ErrBadPeer) && try < syncRetries; try, pause = try+1, 2*pause {
+			// The peer resets a request over its rate limit or when it is
+			// serving all it can: ask again, slower, from the same cursor.
+			select {
+			case <-ctx.Done():
+				return got, ctx.Err()
+			case <-time.After(pause):
+			}
+			resp, err = n.syncPage(ctx, p, &req)
+		}
 		if err != nil {
 			n.metrics.syncs.WithLabelValues("made", "error").Inc()
 			return got, err

@@ -185,3 +185,47 @@ func TestAntiEntropyPicksUpWhatGossipMissed(t *testing.T) {
 	waitFor(t, "a to get the message", func() bool { return recA.has(id) })
 	recA.exactlyOnce(t, "a", []protocol.ID{id})
 }
+
+// TestSyncRetriesRefusedPage: a peer that refuses a page (its rate limit
+// for the asker spent, or all its slots busy) is asked again; the asker
+// does not give up on what it is missing.
+func TestSyncRetriesRefusedPage(t *testing.T) {
+	a := start(t, newSpec(t, 0))
+	b := start(t, newSpec(t, 1))
+	roomA := join(t, a, "general")
+	var ids []protocol.ID
+	for i := range 3 {
+		ids = append(ids, publish(t, roomA, fmt.Sprintf("held by a %d", i)))
+	}
+	waitFor(t, "a to store its messages", func() bool {
+		for _, id := range ids {
+			if ok, _ := a.store.Has(context.Background(), id); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	roomB := join(t, b, "general")
+	receive(t, roomB)
+	connect(t, b, a)
+	// Spend b's whole burst at a: its next request is refused.
+	for a.limits.allow(b.ID()) {
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	got, err := roomB.SyncFrom(ctx, a.ID(), now.Add(-time.Hour).UnixMilli(), now.Add(time.Minute).UnixMilli())
+	if err != nil {
+		t.Fatalf("SyncFrom after a refusal: %v", err)
+	}
+	// The join-time sync may have brought some already; none is missing.
+	if refused := testutil.ToFloat64(a.metrics.syncs.WithLabelValues("served", "rate-limited")); refused < 1 {
+		t.Fatalf("a refused %v requests; the test did not exercise a refusal", refused)
+	}
+	for _, id := range ids {
+		if ok, _ := b.store.Has(ctx, id); !ok {
+			waitFor(t, "b to store what it synced", func() bool { ok, _ := b.store.Has(ctx, id); return ok })
+		}
+	}
+	t.Logf("synced %d after a refusal", got)
+}

@@ -36,37 +36,43 @@ func (r testRun) Run() int {
 }
 
 var relayBin struct {
-	once sync.Once
+	mu   sync.Mutex
 	dir  string
-	path string
-	err  error
+	bins map[string]string
 }
 
 // buildRelay builds cmd/relay, with the race detector if the tests have
 // it, so that the build shares the test's cache.
-func buildRelay(t *testing.T) string {
+func buildRelay(t testing.TB) string { return build(t, "relay") }
+
+// build builds cmd/NAME once per test run and returns the binary's path.
+func build(t testing.TB, name string) string {
 	t.Helper()
-	relayBin.once.Do(func() {
-		relayBin.dir, relayBin.err = os.MkdirTemp("", "parley-chat-test-")
-		if relayBin.err != nil {
-			return
-		}
-		relayBin.path = filepath.Join(relayBin.dir, "relay")
-		args := []string{"build", "-o", relayBin.path}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), append(args, "github.com/parleychat/parley/cmd/relay")...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			relayBin.err = fmt.Errorf("go build cmd/relay: %v\n%s", err, out)
-		}
-	})
-	if relayBin.err != nil {
-		t.Fatal(relayBin.err)
+	relayBin.mu.Lock()
+	defer relayBin.mu.Unlock()
+	if bin, ok := relayBin.bins[name]; ok {
+		return bin
 	}
-	return relayBin.path
+	if relayBin.dir == "" {
+		dir, err := os.MkdirTemp("", "parley-chat-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		relayBin.dir, relayBin.bins = dir, make(map[string]string)
+	}
+	bin := filepath.Join(relayBin.dir, name)
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), append(args, "github.com/parleychat/parley/cmd/"+name)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build cmd/%s: %v\n%s", name, err, out)
+	}
+	relayBin.bins[name] = bin
+	return bin
 }
 
 // proc is a running process of the chat or relay command.
@@ -94,7 +100,7 @@ func (p *proc) log() string {
 }
 
 // start starts a command. The test's cleanup kills it if it still runs.
-func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
+func start(t testing.TB, name, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -132,7 +138,7 @@ func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
 }
 
 // wait waits for the process to exit and returns its exit code.
-func (p *proc) wait(t *testing.T) int {
+func (p *proc) wait(t testing.TB) int {
 	t.Helper()
 	select {
 	case <-p.exited:
@@ -149,17 +155,18 @@ func (p *proc) wait(t *testing.T) int {
 	return 0
 }
 
-// relayProc starts "relay serve" in a new data folder, with its QUIC
+// startRelay starts "relay serve" in a new data folder, with its QUIC
 // listener and its mesh node on loopback, and returns it with its address
-// and its mesh multiaddr once it serves.
-func startRelay(t *testing.T) (p *proc, addr, meshAddr string) {
+// and its mesh multiaddr once it serves. extra is added to its config.
+func startRelay(t testing.TB, extra ...string) (p *proc, addr, meshAddr string) {
 	t.Helper()
 	bin := buildRelay(t)
 	dir := filepath.Join(t.TempDir(), "relay")
 	if out, err := exec.Command(bin, "--data", dir, "init", "--policy", "open").CombinedOutput(); err != nil {
 		t.Fatalf("relay init: %v\n%s", err, out)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte("admin = \"\"\nmdns = false\n"), 0o600); err != nil {
+	cfg := "admin = \"\"\nmdns = false\n" + strings.Join(extra, "\n")
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p = start(t, "relay", bin, nil, "--data", dir, "serve", "--listen", "127.0.0.1:0",
@@ -185,7 +192,7 @@ func startRelay(t *testing.T) (p *proc, addr, meshAddr string) {
 }
 
 // stop sends SIGTERM and waits for the process to end.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.wait(t)

@@ -241,14 +241,22 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 }
 
 func (c *cli) listen(args []string) int {
-	fs, room, asJSON := c.roomFlags("listen")
+	fs := c.flags("listen")
+	var rooms multiFlag
+	fs.Var(&rooms, "room", "room name (repeatable)")
+	asJSON := fs.Bool("json", false, "JSON output")
 	count := fs.Int("count", 0, "exit after this many messages (0: no limit)")
 	timeout := fs.Duration("timeout", 0, "exit after this long (0: no limit)")
 	if err := c.parse(fs, args, 0); err != nil {
 		return c.usageError(err)
 	}
-	if err := needRoom(*room); err != nil {
-		return c.usageError(err)
+	if len(rooms) == 0 {
+		return c.usageError(needRoom(""))
+	}
+	for _, r := range rooms {
+		if err := needRoom(r); err != nil {
+			return c.usageError(err)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -262,8 +270,10 @@ func (c *cli) listen(args []string) int {
 		return c.fail(err)
 	}
 	defer cl.Close()
-	if err := cl.Join(ctx, *room); err != nil {
-		return c.fail(err)
+	for _, r := range rooms {
+		if err := cl.Join(ctx, r); err != nil {
+			return c.fail(err)
+		}
 	}
 	got := 0
 	for *count == 0 || got < *count {

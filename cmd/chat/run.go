@@ -44,8 +44,8 @@ Commands:
   send --room R TEXT   send TEXT to room R; exits 0 once delivered (a relay
                        acknowledged it, or a mesh peer has it) and prints
                        the message ID [--json] [--timeout D]
-  listen --room R      print messages as they arrive [--json] [--count N]
-                       [--timeout D]
+  listen --room R      print messages as they arrive (--room repeatable)
+                       [--json] [--count N] [--timeout D]
   talk --room R        send each line of standard input, and print
                        messages as they arrive [--json], until input ends
   history --room R     the room's stored messages [--search WORDS]

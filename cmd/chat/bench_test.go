@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/internal/testkit"
+	"github.com/parleychat/parley/relay"
+)
+
+// The client's benchmarks run the real chat binary, built from cmd/chat,
+// as a person would, against a real relay on loopback:
+//
+//	go test -run '^$' -bench . -benchtime 10x ./cmd/chat
+//
+// docs/performance.md has the figures and the targets.
+
+// benchRelay is a relay whose limits let a benchmark publish at full
+// speed and connect as often as it likes.
+func benchRelay(b *testing.B) (p *proc, addr, meshAddr string) {
+	return startRelay(b, "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000\naddr_rate = 1000000.0\naddr_burst = 1000000")
+}
+
+// chatBin runs the built chat binary with a home folder of its own.
+func chatBin(b *testing.B, home string, args ...string) *exec.Cmd {
+	cmd := exec.Command(build(b, "chat"), append([]string{"--home", home, "--no-mdns"}, args...)...)
+	cmd.Env = os.Environ()
+	return cmd
+}
+
+func runChat(b *testing.B, cmd *exec.Cmd) {
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("%v: %v\n%s", cmd.Args, err, out)
+	}
+}
+
+// BenchmarkID: "chat id", from process start to exit (target: < 50 ms).
+func BenchmarkID(b *testing.B) {
+	home := filepath.Join(b.TempDir(), "home")
+	runChat(b, chatBin(b, home, "id")) // the first run creates the identity
+	b.ResetTimer()
+	for b.Loop() {
+		runChat(b, chatBin(b, home, "id"))
+	}
+}
+
+// BenchmarkSendRelay: "chat send" through a relay on loopback, from
+// process start to exit with the relay's acknowledgement (target:
+// < 150 ms).
+func BenchmarkSendRelay(b *testing.B) {
+	rp, addr, _ := benchRelay(b)
+	home := filepath.Join(b.TempDir(), "home")
+	runChat(b, chatBin(b, home, "id"))
+	b.ResetTimer()
+	for b.Loop() {
+		runChat(b, chatBin(b, home, "--mode", "relay", "--relay", addr, "send", "--room", "bench", "hello"))
+	}
+	b.StopTimer()
+	rp.stop(b)
+}
+
+// BenchmarkCatchUp: a client joining a room that holds 10,000 messages,
+// from process start until it has printed the last one (target: < 2 s):
+// through the relay (its subscription from the start), and over the mesh
+// (catch-up sync from the relay's mesh node, which has them all too).
+func BenchmarkCatchUp(b *testing.B) {
+	const history = 10_000
+	rp, addrStr, meshAddr := benchRelay(b)
+	addr, err := relay.ParseAddr(addrStr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Eight authors fill the room through the relay, in parallel.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := testkit.Key(b)
+			c, err := relay.Dial(ctx, addr, key, relay.ClientOptions{})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			a := &testkit.Author{Key: key, Room: "history"}
+			for i := range history / 8 {
+				raw, _ := a.Next(b, fmt.Sprintf("message %d of author %d", i, w))
+				if _, err := c.Publish(ctx, raw); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	for _, path := range []struct {
+		name  string
+		flags []string
+	}{
+		{"relay", []string{"--mode", "relay", "--relay", addrStr}},
+		{"mesh", []string{"--mode", "p2p", "--peer", meshAddr, "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}},
+	} {
+		b.Run(path.name, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				home := filepath.Join(b.TempDir(), strconv.Itoa(i))
+				cmd := chatBin(b, home, append(path.flags, "listen", "--room", "history",
+					"--json", "--count", strconv.Itoa(history), "--timeout", "60s")...)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("listen: %v\n%s", err, out[max(0, len(out)-2000):])
+				}
+			}
+			b.ReportMetric(float64(history)*float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+	rp.stop(b)
+}
+
+// BenchmarkIdleRooms: the memory of a client in auto mode (mesh and
+// relay) idle in 10 rooms, after it has settled: its resident set, as
+// the kernel counts it (target: < 64 MB).
+func BenchmarkIdleRooms(b *testing.B) {
+	rp, addr, meshAddr := benchRelay(b)
+	home := filepath.Join(b.TempDir(), "home")
+	args := []string{"--mode", "auto", "--relay", addr, "--peer", meshAddr,
+		"--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "listen"}
+	for i := range 10 {
+		args = append(args, "--room", fmt.Sprintf("room-%d", i))
+	}
+	var rss, peak float64
+	for b.Loop() {
+		cmd := chatBin(b, home, args...)
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(5 * time.Second) // joined, subscribed, meshed: idle
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		cmd.Process.Kill()
+		cmd.Wait()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rss, peak = statusKB(b, status, "VmRSS:")/1024, statusKB(b, status, "VmHWM:")/1024
+	}
+	b.ReportMetric(rss, "MB-rss")
+	b.ReportMetric(peak, "MB-peak-rss")
+	rp.stop(b)
+}
+
+func statusKB(b *testing.B, status []byte, field string) float64 {
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb
+		}
+	}
+	b.Fatalf("no %s in /proc status", field)
+	return 0
+}
