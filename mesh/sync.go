@@ -27,7 +27,7 @@ const (
 	// and the rate 10,000 a second after that.
 	syncRate      = 40 // requests per second per peer
 	syncBurst     = 80
-	syncRetries   = 3 // a failed page (the peer busy, or its limit hit) is asked again
+	syncRetries   = 3                // a failed page (the peer busy, or its limit hit) is asked again
 	maxSyncServed = 8                // requests served at once, from all peers
 	syncTimeout   = 15 * time.Second // for one request and its response
 	maxSyncPages  = 1000             // per SyncFrom call
