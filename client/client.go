@@ -65,8 +65,9 @@ type Client struct {
 	alloc protocol.SeqAllocator
 	clock protocol.LamportClock
 
-	in  chan arrival
-	out chan Message
+	in     chan arrival
+	out    chan Message
+	failed chan error // a path that stopped for good
 
 	mu       sync.Mutex
 	rooms    map[string]*room
@@ -83,13 +84,15 @@ type Client struct {
 
 // room is a joined room.
 type room struct {
-	name  string
-	mesh  *mesh.Room          // nil without a mesh node
-	sub   *relay.Subscription // nil without a relay
-	live  <-chan struct{}     // the relay subscription's history is all sent
-	pubMu sync.Mutex          // serialises Send: numbers and chain in order
-	head  protocol.ID         // the ID of our last envelope in the room
-	stop  context.CancelFunc  // ends the room's readers
+	name string
+	mesh *mesh.Room          // nil without a mesh node
+	sub  *relay.Subscription // nil without a relay
+	// caughtUp is closed once the relay's history of the room (up to the
+	// moment of joining) is merged; nil without a relay.
+	caughtUp chan struct{}
+	pubMu    sync.Mutex         // serialises Send: numbers and chain in order
+	head     protocol.ID        // the ID of our last envelope in the room
+	stop     context.CancelFunc // ends the room's readers
 }
 
 // arrival is an envelope that a path delivered, not yet deduplicated.
@@ -99,6 +102,8 @@ type arrival struct {
 	env  *protocol.Envelope
 	raw  []byte
 	via  string
+	// caughtUp marks the end of the relay's history of room: no envelope.
+	caughtUp bool
 }
 
 // Open opens a session on home with the options' configuration: it takes
@@ -111,14 +116,15 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		return nil, err
 	}
 	c := &Client{
-		home:  home,
-		cfg:   o.Config,
-		log:   o.Logger,
-		now:   o.Now,
-		in:    make(chan arrival, 1024),
-		out:   make(chan Message, 1024),
-		rooms: make(map[string]*room),
-		seen:  newSeenSet(seenMemory),
+		home:   home,
+		cfg:    o.Config,
+		log:    o.Logger,
+		now:    o.Now,
+		in:     make(chan arrival, 1024),
+		out:    make(chan Message, 1024),
+		failed: make(chan error, 1),
+		rooms:  make(map[string]*room),
+		seen:   newSeenSet(seenMemory),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -279,7 +285,7 @@ func (c *Client) Join(ctx context.Context, name string) error {
 			}
 			return fmt.Errorf("client: join %s on the relay: %w", name, err)
 		}
-		r.live = r.sub.Live
+		r.caughtUp = make(chan struct{})
 		c.wg.Add(1)
 		go c.readRelay(rctx, r)
 		if c.node != nil {
@@ -293,13 +299,14 @@ func (c *Client) Join(ctx context.Context, name string) error {
 	return nil
 }
 
-// CaughtUp returns a channel closed once the relay has sent the room's
-// history up to the moment of joining; nil when there is no relay.
+// CaughtUp returns a channel closed once the relay's history of the room,
+// up to the moment of joining, is stored and shown; nil when there is no
+// relay.
 func (c *Client) CaughtUp(name string) <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r, ok := c.rooms[name]; ok {
-		return r.live
+	if r, ok := c.rooms[name]; ok && r.caughtUp != nil {
+		return r.caughtUp
 	}
 	return nil
 }
@@ -335,19 +342,51 @@ func (c *Client) readMesh(ctx context.Context, r *room) {
 
 func (c *Client) readRelay(ctx context.Context, r *room) {
 	defer c.wg.Done()
-	for d := range r.sub.C {
-		if d.Env.Room != r.name {
-			c.log.Warn("relay sent an envelope of another room; dropped", "room", r.name, "id", d.ID)
-			continue
+	// The subscription puts the history on C before it closes Live: once
+	// Live is closed, the history is within what C holds at that moment.
+	live, left := r.sub.Live, -1
+	for {
+		if left == 0 {
+			if !c.deliver(ctx, arrival{room: r.name, caughtUp: true}) {
+				return
+			}
+			left = -1
 		}
-		if !c.deliver(ctx, arrival{room: r.name, id: d.ID, env: d.Env, raw: d.Raw, via: ViaRelay}) {
-			return
+		select {
+		case <-live:
+			live, left = nil, len(r.sub.C)
+			continue
+		case d, ok := <-r.sub.C:
+			if !ok {
+				goto ended
+			}
+			if left > 0 {
+				left--
+			}
+			if d.Env.Room != r.name {
+				c.log.Warn("relay sent an envelope of another room; dropped", "room", r.name, "id", d.ID)
+				continue
+			}
+			if !c.deliver(ctx, arrival{room: r.name, id: d.ID, env: d.Env, raw: d.Raw, via: ViaRelay}) {
+				return
+			}
 		}
 	}
+ended:
 	if err := r.sub.Err(); err != nil && ctx.Err() == nil {
 		c.log.Error("relay subscription ended", "room", r.name, "err", err)
+		select {
+		case c.failed <- fmt.Errorf("relay subscription to %s: %w", r.name, err):
+		default:
+		}
 	}
 }
+
+// Failed delivers the error of a path that stopped for good: a relay
+// subscription the relay refused (a ban, a room rule), which retrying
+// cannot help. In auto mode the mesh carries on; in relay mode nothing
+// does.
+func (c *Client) Failed() <-chan error { return c.failed }
 
 func (c *Client) meetPeers(ctx context.Context, name string) {
 	defer c.wg.Done()

@@ -28,6 +28,9 @@ type Message struct {
 	Trust identity.Trust
 	// Own is set on the messages we sent, in History.
 	Own bool
+	// Receipt is, on our own messages in History, the relay's audit
+	// receipt, checked when the relay acknowledged the message.
+	Receipt *store.Receipt
 	// Gap is set when the sender's previous message in the room (its
 	// hash chain's link) is not here: something of theirs is missing
 	// until sync fills it.
@@ -155,7 +158,7 @@ func (c *Client) mergeBatch(batch []arrival) bool {
 	var recs []store.Record
 	var idx []int
 	for i, a := range batch {
-		if a.via == ViaRelay && !c.seen.has(a.id) {
+		if a.via == ViaRelay && !a.caughtUp && !c.seen.has(a.id) {
 			recs = append(recs, store.Record{ID: a.id, Env: a.env, Raw: a.raw, Via: ViaRelay, Received: now})
 			idx = append(idx, i)
 		}
@@ -176,8 +179,13 @@ func (c *Client) mergeBatch(batch []arrival) bool {
 
 	cursors := make(map[string]protocol.ID)
 	var show []arrival
+	var caughtUp []string
 	dirty := false
 	for i, a := range batch {
+		if a.caughtUp {
+			caughtUp = append(caughtUp, a.room)
+			continue
+		}
 		c.clock.Witness(a.env.Lamport)
 		if a.via == ViaRelay {
 			cursors[a.room] = a.id
@@ -225,6 +233,13 @@ func (c *Client) mergeBatch(batch []arrival) bool {
 	}
 	if dirty {
 		c.saveContacts()
+	}
+	for _, name := range caughtUp {
+		c.mu.Lock()
+		if r, ok := c.rooms[name]; ok {
+			close(r.caughtUp)
+		}
+		c.mu.Unlock()
 	}
 	return true
 }
@@ -305,6 +320,11 @@ func (c *Client) messages(ctx context.Context, recs []store.Record) []Message {
 			continue
 		}
 		m.Own = r.Env.Sender == c.home.Key.Public()
+		if m.Own {
+			if rc, ok, err := c.st.Receipt(ctx, r.ID); err == nil && ok {
+				m.Receipt = &rc
+			}
+		}
 		out = append(out, m)
 	}
 	return out

@@ -50,6 +50,15 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 	c.mu.Lock()
 	r := c.rooms[roomName]
 	c.mu.Unlock()
+	if r.caughtUp != nil {
+		// Our Lamport clock must have seen the room's history, or our
+		// message would sort before messages it answers.
+		select {
+		case <-r.caughtUp:
+		case <-ctx.Done():
+			return Sent{}, fmt.Errorf("%w: the relay's history of %s did not arrive: %w", ErrNoPath, roomName, ctx.Err())
+		}
+	}
 	env, raw, err := c.sign(ctx, r, text)
 	if err != nil {
 		return Sent{}, err
@@ -124,6 +133,12 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 	if c.relay != nil {
 		if err := c.relay.AuditError(); err != nil {
 			return sent, err
+		}
+		if a := sent.Ack; a != nil && a.Receipt != nil {
+			rc := store.Receipt{Relay: c.relayName, Pos: a.Pos, Index: a.Receipt.Index, Checkpoint: a.Receipt.Checkpoint}
+			if err := c.st.PutReceipt(ctx, sent.ID, rc); err != nil {
+				c.log.Warn("keep the relay's receipt", "id", sent.ID, "err", err)
+			}
 		}
 		if err := c.keepCheckpoint(ctx); err != nil {
 			c.log.Warn("keep the relay's audit checkpoint", "err", err)

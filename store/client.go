@@ -173,3 +173,41 @@ func (s *Store) SetRelayCheckpoint(ctx context.Context, relay string, note []byt
 	}
 	return nil
 }
+
+// Receipt is a relay's proof that it stored one of our envelopes: its
+// position, and the index of its record in the relay's audit log with the
+// signed checkpoint that the record was proved included in.
+type Receipt struct {
+	Relay      string // the relay's key fingerprint
+	Pos        uint64
+	Index      uint64
+	Checkpoint []byte
+}
+
+// PutReceipt keeps the receipt of envelope id.
+func (s *Store) PutReceipt(ctx context.Context, id protocol.ID, r Receipt) error {
+	if _, err := s.w.ExecContext(ctx, `INSERT OR REPLACE INTO client_receipts (id, relay, pos, idx, note) VALUES (?, ?, ?, ?, ?)`,
+		id[:], r.Relay, int64(r.Pos), int64(r.Index), r.Checkpoint); err != nil {
+		return fmt.Errorf("store: keep receipt of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Receipt returns the receipt kept for envelope id, and whether there is
+// one.
+func (s *Store) Receipt(ctx context.Context, id protocol.ID) (Receipt, bool, error) {
+	var (
+		r          Receipt
+		pos, index int64
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT relay, pos, idx, note FROM client_receipts WHERE id = ?`, id[:]).
+		Scan(&r.Relay, &pos, &index, &r.Checkpoint)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Receipt{}, false, nil
+	}
+	if err != nil {
+		return Receipt{}, false, fmt.Errorf("store: receipt of %s: %w", id, err)
+	}
+	r.Pos, r.Index = uint64(pos), uint64(index)
+	return r, true, nil
+}

@@ -131,4 +131,15 @@ func TestClientState(t *testing.T) {
 	if cp, err := s.RelayCheckpoint(ctx, "relay1"); err != nil || string(cp) != "two" {
 		t.Fatalf("checkpoint = %q, %v; want two", cp, err)
 	}
+
+	if _, ok, err := s.Receipt(ctx, r.ID); err != nil || ok {
+		t.Fatalf("receipt before any = %v, %v", ok, err)
+	}
+	want := Receipt{Relay: "relay1", Pos: 7, Index: 42, Checkpoint: []byte("note")}
+	if err := s.PutReceipt(ctx, r.ID, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := s.Receipt(ctx, r.ID); err != nil || !ok || got.Relay != want.Relay || got.Pos != 7 || got.Index != 42 || string(got.Checkpoint) != "note" {
+		t.Fatalf("receipt = %+v, %v, %v; want %+v", got, ok, err, want)
+	}
 }

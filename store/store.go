@@ -183,6 +183,13 @@ var migrations = []string{
 	CREATE TABLE client_checkpoints (
 		relay TEXT PRIMARY KEY, -- the relay's key fingerprint
 		note  BLOB NOT NULL     -- its newest signed audit checkpoint seen
+	) WITHOUT ROWID;
+	CREATE TABLE client_receipts (
+		id    BLOB PRIMARY KEY, -- our envelope
+		relay TEXT NOT NULL,    -- the relay's key fingerprint
+		pos   INTEGER NOT NULL, -- its position in the relay's log of envelopes
+		idx   INTEGER NOT NULL, -- its record's index in the relay's audit log
+		note  BLOB NOT NULL     -- the signed checkpoint the inclusion proof was checked against
 	) WITHOUT ROWID;`,
 }
 

@@ -85,6 +85,16 @@ func (c *cli) session(ctx context.Context, offline bool) (*client.Client, error)
 	return cl, nil
 }
 
+// pathFailed reports a path that stopped for good: the end in relay mode,
+// where no other path is left, and a warning otherwise.
+func (c *cli) pathFailed(cl *client.Client, err error) int {
+	if cl.Node() == nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stderr, "chat: warning: %v; the mesh carries on\n", oneLine(err))
+	return exitOK
+}
+
 func (c *cli) roomFlags(name string) (*flag.FlagSet, *string, *bool) {
 	fs := c.flags(name)
 	room := fs.String("room", "", "room name")
@@ -204,6 +214,15 @@ type messageJSON struct {
 	Via     string `json:"via"`
 	Trust   string `json:"trust"`
 	Gap     bool   `json:"gap,omitempty"`
+	// Receipt is the relay's audit receipt of our own message (history).
+	Receipt *storedReceiptJSON `json:"receipt,omitempty"`
+}
+
+type storedReceiptJSON struct {
+	Relay      string `json:"relay"`
+	Pos        uint64 `json:"pos"`
+	Index      uint64 `json:"index"`
+	Checkpoint string `json:"checkpoint"`
 }
 
 func trustName(m client.Message) string {
@@ -215,11 +234,15 @@ func trustName(m client.Message) string {
 
 func (c *cli) printMessage(m client.Message, asJSON bool) {
 	if asJSON {
-		c.printJSON(messageJSON{
+		v := messageJSON{
 			ID: m.ID.String(), Room: m.Room, Sender: m.Sender.Fingerprint(), Nick: m.Nick,
 			Lamport: m.Lamport, Time: m.Time.UTC().Format(time.RFC3339Nano), Text: m.Text,
 			Via: m.Via, Trust: trustName(m), Gap: m.Gap,
-		})
+		}
+		if r := m.Receipt; r != nil {
+			v.Receipt = &storedReceiptJSON{r.Relay, r.Pos, r.Index, string(r.Checkpoint)}
+		}
+		c.printJSON(v)
 		return
 	}
 	mark := ""
@@ -236,8 +259,12 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 	if m.Gap {
 		gap = " (messages of " + m.Nick + " before this one are missing)"
 	}
+	via := m.Via
+	if m.Receipt != nil {
+		via += fmt.Sprintf("; audit record %d", m.Receipt.Index)
+	}
 	fmt.Fprintf(c.stdout, "%s #%s <%s>%s %s%s  (%s)\n", m.Time.Local().Format("2006-01-02 15:04:05"),
-		m.Room, m.Nick, mark, m.Text, gap, m.Via)
+		m.Room, m.Nick, mark, m.Text, gap, via)
 }
 
 func (c *cli) listen(args []string) int {
@@ -276,6 +303,8 @@ func (c *cli) listen(args []string) int {
 		}
 	}
 	got := 0
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
 	for *count == 0 || got < *count {
 		select {
 		case m, ok := <-cl.Messages():
@@ -284,6 +313,14 @@ func (c *cli) listen(args []string) int {
 			}
 			c.printMessage(m, *asJSON)
 			got++
+		case err := <-cl.Failed():
+			if code := c.pathFailed(cl, err); code != exitOK {
+				return code
+			}
+		case <-watch.C:
+			if err := cl.AuditError(); err != nil {
+				return c.fail(err)
+			}
 		case <-ctx.Done():
 			if err := cl.AuditError(); err != nil {
 				return c.fail(err)
@@ -360,6 +397,8 @@ func (c *cli) talk(args []string) int {
 			mu.Unlock()
 		}
 	}()
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
 	for {
 		select {
 		case m, ok := <-cl.Messages():
@@ -369,6 +408,17 @@ func (c *cli) talk(args []string) int {
 			mu.Lock()
 			c.printMessage(m, *asJSON)
 			mu.Unlock()
+		case err := <-cl.Failed():
+			mu.Lock()
+			code := c.pathFailed(cl, err)
+			mu.Unlock()
+			if code != exitOK {
+				return code
+			}
+		case <-watch.C:
+			if err := cl.AuditError(); err != nil {
+				return c.fail(err)
+			}
 		case <-done:
 			if err := cl.AuditError(); err != nil {
 				return c.fail(err)
