@@ -8,8 +8,8 @@ import (
 	"os/user"
 	"strings"
 
-	"github.com/BurntSushi/toml"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/strictoml"
 	"github.com/parleychat/parley/relay"
 )
 
@@ -103,16 +103,8 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	md, err := toml.Decode(string(data), &c)
-	if err != nil {
+	if err := strictoml.Decode(data, &c); err != nil {
 		return c, fmt.Errorf("%w %s: %w", ErrConfig, path, err)
-	}
-	if un := md.Undecoded(); len(un) > 0 {
-		keys := make([]string, len(un))
-		for i, k := range un {
-			keys[i] = k.String()
-		}
-		return c, fmt.Errorf("%w %s: unknown key %s", ErrConfig, path, strings.Join(keys, ", "))
 	}
 	return c, nil
 }

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/internal/testkit"
 )
 
 // The end-to-end tests run the real commands, each in a process of its
@@ -81,23 +83,12 @@ type proc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string // stdout, line by line; closed at its end
-	mu     sync.Mutex
-	stderr bytes.Buffer
+	stderr testkit.LogBuffer
 	exited chan struct{}
 	err    error
 }
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.Write(b)
-}
-
-func (p *proc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.String()
-}
+func (p *proc) log() string { return p.stderr.String() }
 
 // start starts a command. The test's cleanup kills it if it still runs.
 func start(t testing.TB, name, bin string, env []string, args ...string) *proc {
@@ -105,7 +96,7 @@ func start(t testing.TB, name, bin string, env []string, args ...string) *proc {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{name: name, cmd: cmd, lines: make(chan string, 4096), exited: make(chan struct{})}
-	cmd.Stderr = p
+	cmd.Stderr = &p.stderr
 	var err error
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -72,23 +71,12 @@ type relayProc struct {
 	cmd    *exec.Cmd
 	addr   relay.Addr
 	mesh   []string
-	mu     sync.Mutex
-	stderr bytes.Buffer
+	stderr testkit.LogBuffer
 	exited chan struct{}
 	err    error
 }
 
-func (p *relayProc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.Write(b)
-}
-
-func (p *relayProc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.String()
-}
+func (p *relayProc) log() string { return p.stderr.String() }
 
 // initRelay makes a relay data folder with the given config file body
 // (appended to a minimal one for tests: loopback, no admin listener).
@@ -127,7 +115,7 @@ func startRelay(t *testing.T, dir, listen string, args ...string) *relayProc {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), asRelay+"=1")
 	p := &relayProc{cmd: cmd, exited: make(chan struct{})}
-	cmd.Stderr = p
+	cmd.Stderr = &p.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
