@@ -95,16 +95,26 @@ const ConfigTemplate = `# Parley chat client configuration. Flags override every
 // LoadConfig reads the config file at path over the defaults. A missing
 // file is the defaults; an unknown key is an error.
 func LoadConfig(path string) (Config, error) {
-	c := DefaultConfig()
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return c, nil
+		return DefaultConfig(), nil
 	}
 	if err != nil {
-		return c, fmt.Errorf("%w: %w", ErrConfig, err)
+		return DefaultConfig(), fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return c, fmt.Errorf("%w %s", err, path)
+	}
+	return c, nil
+}
+
+// ParseConfig parses a config file over the defaults; an unknown key is
+// an error. It does not Validate.
+func ParseConfig(data []byte) (Config, error) {
+	c := DefaultConfig()
 	if err := strictoml.Decode(data, &c); err != nil {
-		return c, fmt.Errorf("%w %s: %w", ErrConfig, path, err)
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return c, nil
 }

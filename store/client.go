@@ -60,7 +60,15 @@ func (s *Store) Search(ctx context.Context, room, query string, limit int) ([]Re
 
 // ftsQuery makes an FTS5 query of plain words: each becomes a quoted
 // string (a quote inside doubled), and the strings must all match.
+// Control characters, which no indexed text holds (protocol.Text refuses
+// them) and which end an FTS5 string early (NUL), are dropped.
 func ftsQuery(q string) string {
+	q = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(q, " "))
 	var terms []string
 	for _, w := range strings.Fields(q) {
 		terms = append(terms, `"`+strings.ReplaceAll(w, `"`, `""`)+`"`)

@@ -38,14 +38,15 @@ func TestSearch(t *testing.T) {
 		q    string
 		want []uint64 // sequence numbers, in display order
 	}{
-		{"cafe", []uint64{1, 2}},   // diacritics folded, case ignored
-		{"cafe nine", []uint64{1}}, // every word must match
-		{"bob", []uint64{2}},       // the nickname is searched too
-		{`"quoted"`, []uint64{3}},  // quotes are text
-		{"AND", []uint64{3}},       // and so are operators
-		{"NEAR(", nil},             // never a syntax error
-		{"", []uint64{1, 2, 3, 4}}, // no words: the history
-		{"payload", nil},           // only text envelopes are indexed
+		{"cafe", []uint64{1, 2}},           // diacritics folded, case ignored
+		{"cafe nine", []uint64{1}},         // every word must match
+		{"bob", []uint64{2}},               // the nickname is searched too
+		{`"quoted"`, []uint64{3}},          // quotes are text
+		{"AND", []uint64{3}},               // and so are operators
+		{"NEAR(", nil},                     // never a syntax error
+		{"nine\x00 \xffcafe", []uint64{1}}, // nor a NUL (found by FuzzSearch) or bad UTF-8
+		{"", []uint64{1, 2, 3, 4}},         // no words: the history
+		{"payload", nil},                   // only text envelopes are indexed
 	} {
 		got, err := s.Search(ctx, "r", tc.q, 10)
 		if err != nil {
