@@ -206,6 +206,9 @@ func (c *Client) dialRelay(ctx context.Context) error {
 	return fmt.Errorf("%w %s: %w", ErrRelayUnreachable, addr, err)
 }
 
+// Home returns the client's home folder.
+func (c *Client) Home() *Home { return c.home }
+
 // Key returns the identity the client speaks as.
 func (c *Client) Key() identity.PrivateKey { return c.home.Key }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -248,8 +249,14 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, nargs int) error {
 }
 
 func (c *cli) welcome() int {
-	h, err := c.open()
+	// The first run sets the whole home folder up: identity, config file
+	// and store, so that no separate setup step exists.
+	cl, err := c.session(context.Background(), true)
 	if err != nil {
+		return c.fail(err)
+	}
+	h := cl.Home()
+	if err := cl.Close(); err != nil {
 		return c.fail(err)
 	}
 	if h.Created {
