@@ -264,9 +264,8 @@ func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelo
 	switch {
 	case e.Sender == c.home.Key.Public():
 	case observe != nil:
-		before := len(c.contacts.List())
 		m.Trust, _ = c.contacts.Observe(t.Nick, e.Sender, now)
-		*observe = *observe || len(c.contacts.List()) != before
+		*observe = *observe || m.Trust == identity.TrustNew // a contact added
 	default:
 		m.Trust = trustOf(c.contacts, t.Nick, e.Sender)
 	}
