@@ -275,3 +275,108 @@ func TestTamper(t *testing.T) {
 	}
 	t.Logf("tamperings detected: %v", counts)
 }
+
+// countingReader counts the hashes read from the store.
+type countingReader struct {
+	m     *memTx
+	reads int
+}
+
+func (c *countingReader) ReadAuditHashes(idx []int64) ([]tlog.Hash, error) {
+	c.reads += len(idx)
+	return c.m.ReadAuditHashes(idx)
+}
+
+// TestProveBatch: the proofs of a batch's records, made in one pass, are
+// exactly tlog's, check against the batch's checkpoint, and come from the
+// log's cache without reading the store.
+func TestProveBatch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	k := key(t, 1)
+	m := newMem()
+	l, err := NewLog(k, 0, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for done := 0; done < 700; {
+		b := 1 + rng.IntN(70)
+		recs := make([]*Record, b)
+		for i := range recs {
+			recs[i] = sample(done+i, k)
+		}
+		first, err := l.Append(m, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := l.Seal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Commit()
+		done += b
+		size := int64(done)
+		c, err := Open(signed, k.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cr := &countingReader{m: m}
+		proofs, err := l.ProveBatch(size, first, cr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cr.reads != 0 {
+			t.Errorf("batch %d..%d: %d hashes read from the store", first, size-1, cr.reads)
+		}
+		if len(proofs) != b {
+			t.Fatalf("%d proofs for %d records", len(proofs), b)
+		}
+		for j, p := range proofs {
+			n := first + int64(j)
+			want, err := tlog.ProveRecord(size, n, tlog.HashReaderFunc(m.ReadAuditHashes))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p) != len(want) {
+				t.Fatalf("proof of %d in %d: %d hashes, tlog's %d", n, size, len(p), len(want))
+			}
+			for i := range p {
+				if p[i] != want[i] {
+					t.Fatalf("proof of %d in %d differs from tlog's at hash %d", n, size, i)
+				}
+			}
+			if err := tlog.CheckRecord(p, size, c.Root, n, tlog.RecordHash(m.records[n])); err != nil {
+				t.Fatalf("proof of %d in %d: %v", n, size, err)
+			}
+		}
+	}
+}
+
+func TestHashCacheWindow(t *testing.T) {
+	c := newHashCache(4)
+	h := func(i int64) tlog.Hash { return tlog.Hash{byte(i), byte(i >> 8)} }
+	for i := int64(0); i < 20; i++ {
+		c.add(i, h(i))
+	}
+	for i := int64(0); i < 20; i++ {
+		got, ok := c.get(i)
+		level, _ := tlog.SplitStoredHashIndex(i)
+		newest := c.newest[level].idx == i
+		if ok != (i >= 12 || newest) || ok && got != h(i) {
+			t.Errorf("get(%d) = %v, %v", i, got, ok)
+		}
+	}
+	// A rolled-back append's hashes are gone; the levels fall back.
+	c.startBatch()
+	for i := int64(20); i < 23; i++ {
+		c.add(i, h(i))
+	}
+	c.dropFrom(20)
+	for i := int64(20); i < 23; i++ {
+		if _, ok := c.get(i); ok {
+			t.Errorf("hash %d of a rolled-back append is still there", i)
+		}
+	}
+	if _, ok := c.get(19); !ok {
+		t.Error("hash 19 lost by the roll-back")
+	}
+}

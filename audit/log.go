@@ -65,7 +65,7 @@ func NewLog(key identity.PrivateKey, size int64, latest []byte, r Reader) (*Log,
 			return nil, fmt.Errorf("audit: open log: %w", err)
 		}
 		for i, h := range hashes {
-			l.cache.put(idx[i], h)
+			l.cache.keep(idx[i], h)
 		}
 		root, err := tlog.TreeHash(size, l.reader(r))
 		if err != nil {
@@ -125,6 +125,7 @@ func (l *Log) reader(r Reader) tlog.HashReader {
 func (l *Log) Append(tx Tx, recs []*Record) (int64, error) {
 	l.mu.Lock()
 	first := l.size
+	l.cache.startBatch()
 	r := l.reader(tx)
 	for i, rec := range recs {
 		data, err := rec.MarshalBinary()
@@ -142,7 +143,7 @@ func (l *Log) Append(tx Tx, recs []*Record) (int64, error) {
 		base := tlog.StoredHashIndex(0, n)
 		for j, h := range hashes {
 			stored[j] = StoredHash{Index: base + int64(j), Hash: h}
-			l.cache.put(base+int64(j), h)
+			l.cache.add(base+int64(j), h)
 		}
 		if err := tx.PutAuditRecord(n, data, stored); err != nil {
 			l.abortLocked()
@@ -214,59 +215,189 @@ func (l *Log) ProveRecord(t, n int64, r Reader) (tlog.RecordProof, error) {
 	return tlog.ProveRecord(t, n, l.reader(r))
 }
 
+// ProveBatch returns the inclusion proofs of records first to t-1 in the
+// tree of size t: the records of the last append, once committed. It is
+// ProveRecord for each, in one pass: the proofs share most of their
+// hashes, and the subtrees right of a record, which no stored hash
+// covers, are hashed once for all of them rather than once per proof.
+func (l *Log) ProveBatch(t, first int64, r Reader) ([]tlog.RecordProof, error) {
+	if first < 0 || first > t {
+		return nil, fmt.Errorf("audit: prove records %d to %d of a tree of %d", first, t-1, t)
+	}
+	p := batchProver{r: l.reader(r), memo: make(map[[2]int64]tlog.Hash)}
+	out := make([]tlog.RecordProof, t-first)
+	for n := first; n < t; n++ {
+		proof, err := p.leafProof(0, t, n)
+		if err != nil {
+			return nil, fmt.Errorf("audit: prove record %d: %w", n, err)
+		}
+		out[n-first] = proof
+	}
+	return out, nil
+}
+
+// batchProver computes inclusion proofs as RFC 6962 defines them (and as
+// tlog.ProveRecord returns them: the leaf's sibling first), remembering
+// the hash of every subtree it computed.
+type batchProver struct {
+	r    tlog.HashReader
+	memo map[[2]int64]tlog.Hash
+}
+
+// leafProof is the proof that leaf n is in the subtree of leaves [lo, hi).
+func (p *batchProver) leafProof(lo, hi, n int64) (tlog.RecordProof, error) {
+	if hi-lo == 1 {
+		return nil, nil
+	}
+	k := split(hi - lo)
+	var (
+		proof   tlog.RecordProof
+		sibling tlog.Hash
+		err     error
+	)
+	if n < lo+k {
+		if proof, err = p.leafProof(lo, lo+k, n); err == nil {
+			sibling, err = p.subtree(lo+k, hi)
+		}
+	} else {
+		if proof, err = p.leafProof(lo+k, hi, n); err == nil {
+			sibling, err = p.subtree(lo, lo+k)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(proof, sibling), nil
+}
+
+// subtree returns the hash of the subtree of leaves [lo, hi): a stored
+// hash when it is a complete aligned subtree, else its two halves hashed.
+func (p *batchProver) subtree(lo, hi int64) (tlog.Hash, error) {
+	size := hi - lo
+	if size&(size-1) == 0 && lo%size == 0 {
+		level := 0
+		for 1<<level < size {
+			level++
+		}
+		hs, err := p.r.ReadHashes([]int64{tlog.StoredHashIndex(level, lo>>level)})
+		if err != nil {
+			return tlog.Hash{}, err
+		}
+		return hs[0], nil
+	}
+	if h, ok := p.memo[[2]int64{lo, hi}]; ok {
+		return h, nil
+	}
+	k := split(size)
+	left, err := p.subtree(lo, lo+k)
+	if err != nil {
+		return tlog.Hash{}, err
+	}
+	right, err := p.subtree(lo+k, hi)
+	if err != nil {
+		return tlog.Hash{}, err
+	}
+	h := tlog.NodeHash(left, right)
+	p.memo[[2]int64{lo, hi}] = h
+	return h, nil
+}
+
+// split returns the largest power of two smaller than n (n > 1).
+func split(n int64) int64 {
+	k := int64(1)
+	for k<<1 < n {
+		k <<= 1
+	}
+	return k
+}
+
 // ProveTree returns the proof that the tree of size t contains the tree
 // of size n.
 func (l *Log) ProveTree(t, n int64, r Reader) (tlog.TreeProof, error) {
 	return tlog.ProveTree(t, n, l.reader(r))
 }
 
-// hashCache keeps recently stored hashes, so that appends and the proofs
-// of fresh records rarely read the store. Beyond its size it forgets the
-// oldest, except that it always keeps the newest hash of every level: the
-// left siblings on the path of a fresh record, which every append and
-// every fresh receipt needs, were stored long ago at the higher levels.
-// What it has forgotten is read from the store again.
+// hashCache keeps the hashes that appends, fresh receipts and the
+// consistency proofs of recent checkpoints need, so that they rarely read
+// the store: the newest hash of every level (the left siblings on the path
+// of a fresh record, stored long ago at the higher levels), and a window
+// of the most recently stored hashes. Stored hashes have consecutive
+// indexes in the order they are stored, so the window is a slice.
 type hashCache struct {
 	mu     sync.Mutex
-	m      map[int64]tlog.Hash
-	max    int
-	keys   []int64 // insertion order, for eviction
-	newest [64]struct {
-		set bool
-		idx int64
-		h   tlog.Hash
-	}
+	base   int64       // the stored index of win[0]
+	win    []tlog.Hash // consecutive stored hashes, the newest last
+	max    int         // how many the window keeps, at least
+	newest levels
+	// before is newest as the last append started: the left siblings of
+	// its records' paths, which its own hashes replace in newest.
+	before levels
 }
 
-func newHashCache(max int) *hashCache { return &hashCache{m: map[int64]tlog.Hash{}, max: max} }
+// levels holds one stored hash per level.
+type levels [64]struct {
+	set bool
+	idx int64
+	h   tlog.Hash
+}
 
-func (c *hashCache) get(i int64) (tlog.Hash, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if h, ok := c.m[i]; ok {
-		return h, true
-	}
+func (ls *levels) get(i int64) (tlog.Hash, bool) {
 	level, _ := tlog.SplitStoredHashIndex(i)
-	if n := &c.newest[level]; n.set && n.idx == i {
+	if n := &ls[level]; n.set && n.idx == i {
 		return n.h, true
 	}
 	return tlog.Hash{}, false
 }
 
-func (c *hashCache) put(i int64, h tlog.Hash) {
+func newHashCache(max int) *hashCache { return &hashCache{max: max} }
+
+func (c *hashCache) get(i int64) (tlog.Hash, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.m[i]; !ok {
-		c.keys = append(c.keys, i)
+	if j := i - c.base; j >= 0 && j < int64(len(c.win)) {
+		return c.win[j], true
 	}
-	c.m[i] = h
+	if h, ok := c.newest.get(i); ok {
+		return h, true
+	}
+	return c.before.get(i)
+}
+
+// startBatch notes that an append begins.
+func (c *hashCache) startBatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.before = c.newest
+}
+
+// add keeps a hash the open append stored, the next in order.
+func (c *hashCache) add(i int64, h tlog.Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i != c.base+int64(len(c.win)) {
+		c.base, c.win = i, c.win[:0] // not next: start the window here
+	}
+	if len(c.win) >= 2*c.max {
+		// Slide: keep the newest max, in the same array.
+		n := copy(c.win, c.win[len(c.win)-c.max:])
+		c.base += int64(len(c.win) - n)
+		c.win = c.win[:n]
+	}
+	c.win = append(c.win, h)
+	c.keepLocked(i, h)
+}
+
+// keep keeps h if it is the newest of its level.
+func (c *hashCache) keep(i int64, h tlog.Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keepLocked(i, h)
+}
+
+func (c *hashCache) keepLocked(i int64, h tlog.Hash) {
 	level, _ := tlog.SplitStoredHashIndex(i)
 	if n := &c.newest[level]; !n.set || i > n.idx {
 		n.set, n.idx, n.h = true, i, h
-	}
-	for len(c.keys) > c.max {
-		delete(c.m, c.keys[0])
-		c.keys = c.keys[1:]
 	}
 }
 
@@ -275,18 +406,12 @@ func (c *hashCache) put(i int64, h tlog.Hash) {
 func (c *hashCache) dropFrom(from int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	kept := c.keys[:0]
-	for _, k := range c.keys {
-		if k >= from {
-			delete(c.m, k)
-			continue
-		}
-		kept = append(kept, k)
+	if j := from - c.base; j < int64(len(c.win)) {
+		c.win = c.win[:max(j, 0)]
 	}
-	c.keys = kept
 	for l := range c.newest {
 		if n := &c.newest[l]; n.set && n.idx >= from {
-			n.set = false
+			*n = c.before[l] // the newest before the append, older than from
 		}
 	}
 }

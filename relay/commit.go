@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
@@ -26,8 +28,8 @@ type committed struct {
 	app  store.Appended
 	time int64 // Unix ms of the commit
 	// The publish's audit record: its index, the log's size and signed
-	// checkpoint after the commit, from which the stream's writer makes
-	// the receipt (the proof is not computed on the committer's path).
+	// checkpoint after the commit, and its inclusion proof, from which
+	// the stream's writer makes the receipt.
 	audited *auditedAt
 	err     error
 }
@@ -36,6 +38,7 @@ type auditedAt struct {
 	index, size int64
 	signed      []byte
 	record      *audit.Record
+	proof       tlog.RecordProof
 }
 
 func (p *pending) envelope() bool { return p.rec.Env != nil }
@@ -195,9 +198,16 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 		res[i].time = now.UnixMilli()
 	}
 	size := first + int64(len(arecs))
+	var proofs []tlog.RecordProof
+	if len(arecs) > 0 {
+		// The batch's proofs in one pass: they share most of their hashes.
+		if proofs, err = s.audit.ProveBatch(size, first, s.auditReader); err != nil {
+			s.log.Error("audit: inclusion proofs", "first", first, "size", size, "err", err)
+		}
+	}
 	for k, i := range aowner {
-		if batch[i].envelope() && res[i].app.Result == store.Stored {
-			res[i].audited = &auditedAt{index: first + int64(k), size: size, signed: signed, record: arecs[k]}
+		if batch[i].envelope() && res[i].app.Result == store.Stored && proofs != nil {
+			res[i].audited = &auditedAt{index: first + int64(k), size: size, signed: signed, record: arecs[k], proof: proofs[k]}
 		}
 	}
 	return res, fresh, nil
@@ -208,14 +218,9 @@ func (s *Server) receipt(a *auditedAt) *protocol.Receipt {
 	if a == nil {
 		return nil
 	}
-	proof, err := s.audit.ProveRecord(a.size, a.index, s.auditReader)
-	if err != nil {
-		s.log.Error("audit: inclusion proof", "index", a.index, "err", err)
-		return nil
-	}
 	r := &protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion,
-		Checkpoint: a.signed, Proof: make([][32]byte, len(proof))}
-	for i, h := range proof {
+		Checkpoint: a.signed, Proof: make([][32]byte, len(a.proof))}
+	for i, h := range a.proof {
 		r.Proof[i] = h
 	}
 	return r
