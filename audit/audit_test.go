@@ -380,3 +380,77 @@ func TestHashCacheWindow(t *testing.T) {
 		t.Error("hash 19 lost by the roll-back")
 	}
 }
+
+// TestProofChecker: the checker accepts every proof tlog.CheckRecord
+// accepts and refuses every one it refuses: the proofs of whole batches in
+// random order, and each of them with one hash changed, or for the wrong
+// record, while it remembers the paths it verified.
+func TestProofChecker(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	k := key(t, 1)
+	m := newMem()
+	l, err := NewLog(k, 0, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v ProofChecker
+	checked, refused := 0, 0
+	for done := 0; done < 600; {
+		b := 1 + rng.IntN(60)
+		recs := make([]*Record, b)
+		for i := range recs {
+			recs[i] = sample(done+i, k)
+		}
+		first, err := l.Append(m, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := l.Seal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Commit()
+		done += b
+		size := int64(done)
+		c, _ := Open(signed, k.Public())
+		proofs, err := l.ProveBatch(size, first, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range rng.Perm(b) {
+			n := first + int64(j)
+			leaf := tlog.RecordHash(m.records[n])
+			if err := v.Check(proofs[j], size, c.Root, n, leaf); err != nil {
+				t.Fatalf("record %d of %d: %v", n, size, err)
+			}
+			checked++
+			// Tampered: one hash changed, or another record's leaf.
+			if len(proofs[j]) > 0 {
+				bad := append(tlog.RecordProof(nil), proofs[j]...)
+				bad[rng.IntN(len(bad))][rng.IntN(32)] ^= 1 << rng.IntN(8)
+				if v.Check(bad, size, c.Root, n, leaf) == nil {
+					t.Fatalf("record %d of %d: a changed proof passed", n, size)
+				}
+				if tlog.CheckRecord(bad, size, c.Root, n, leaf) == nil {
+					t.Fatal("tlog accepts the changed proof")
+				}
+				refused++
+			}
+			if n > 0 {
+				other := tlog.RecordHash(m.records[n-1])
+				if v.Check(proofs[j], size, c.Root, n, other) == nil {
+					t.Fatalf("record %d of %d: another record's hash passed", n, size)
+				}
+				refused++
+			}
+			if v.Check(proofs[j], size, c.Root, n, leaf) != nil {
+				t.Fatalf("record %d of %d: refused after a refusal", n, size)
+			}
+		}
+	}
+	// A root that is not the tree's.
+	if v.Check(nil, 1, tlog.Hash{1}, 0, tlog.Hash{2}) == nil {
+		t.Fatal("a one-record tree with another root passed")
+	}
+	t.Logf("%d proofs checked, %d refused", checked, refused)
+}

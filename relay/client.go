@@ -41,7 +41,8 @@ type Client struct {
 	// The newest audit checkpoint seen, against which every other one is
 	// checked for consistency.
 	ckMu     sync.Mutex
-	kept     *audit.Checkpoint // checked consistent with every one before
+	kept     *audit.Checkpoint  // checked consistent with every one before
+	proofs   audit.ProofChecker // the receipts' inclusion proofs
 	keptNote []byte
 	lastSeen *audit.Checkpoint // the last one queued for checking
 	auditErr error             // the security error found, sticky
@@ -575,7 +576,7 @@ func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	if int64(r.Index) >= cp.Size {
 		return fmt.Errorf("%w: record %d is outside the checkpoint's %d records", ErrAuditLog, r.Index, cp.Size)
 	}
-	if err := tlog.CheckRecord(proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(record)); err != nil {
+	if err := c.proofs.Check(proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(record)); err != nil {
 		return fmt.Errorf("%w: record %d is not in the signed tree: %v", ErrAuditLog, r.Index, err)
 	}
 	return c.observe(cp, r.Checkpoint)
