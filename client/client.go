@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/mesh"
@@ -44,6 +46,10 @@ type Options struct {
 	// Offline opens the home folder and its store only: no mesh node and
 	// no relay, for reading history.
 	Offline bool
+	// Silent sessions show nothing (chat send): messages that arrive are
+	// stored and left unshown for the next session that shows them, and
+	// Messages delivers nothing.
+	Silent bool
 }
 
 // Client is a person's session: their home folder, held for this process,
@@ -69,11 +75,16 @@ type Client struct {
 	out    chan Message
 	failed chan error // a path that stopped for good
 
+	joinMu   sync.Mutex // one Join at a time
 	mu       sync.Mutex
 	rooms    map[string]*room
 	contacts *identity.Contacts
 	seen     *seenSet     // the merger's
 	pending  []pendingVia // the merger's
+	silent   bool         // Messages delivers nothing: Options.Silent
+
+	shownMu sync.Mutex
+	shownQ  []protocol.ID // noted shown, not yet written
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -85,14 +96,14 @@ type Client struct {
 // room is a joined room.
 type room struct {
 	name string
-	mesh *mesh.Room          // nil without a mesh node
-	sub  *relay.Subscription // nil without a relay
+	mesh *mesh.Room // nil without a mesh node
 	// caughtUp is closed once the relay's history of the room (up to the
 	// moment of joining) is merged; nil without a relay.
-	caughtUp chan struct{}
-	pubMu    sync.Mutex         // serialises Send: numbers and chain in order
-	head     protocol.ID        // the ID of our last envelope in the room
-	stop     context.CancelFunc // ends the room's readers
+	caughtUp   chan struct{}
+	caughtOnce sync.Once
+	pubMu      sync.Mutex         // serialises Send: numbers and chain in order
+	head       protocol.ID        // the ID of our last envelope in the room
+	stop       context.CancelFunc // ends the room's readers
 }
 
 // arrival is an envelope that a path delivered, not yet deduplicated.
@@ -104,6 +115,8 @@ type arrival struct {
 	via  string
 	// caughtUp marks the end of the relay's history of room: no envelope.
 	caughtUp bool
+	// stored is a message stored in an earlier session and never shown.
+	stored bool
 }
 
 // Open opens a session on home with the options' configuration: it takes
@@ -125,6 +138,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		failed: make(chan error, 1),
 		rooms:  make(map[string]*room),
 		seen:   newSeenSet(seenMemory),
+		silent: o.Silent,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -181,7 +195,57 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 	}
 	c.mergeW.Add(1)
 	go c.merge()
+	if c.node != nil {
+		c.wg.Add(1)
+		go c.keepPeers()
+	}
 	return c, nil
+}
+
+// keepPeersEvery is how often the configured peers are dialled again when
+// not connected, and the relay asked again for the peers of rooms that
+// have none.
+const keepPeersEvery = 10 * time.Second
+
+// keepPeers keeps the mesh connected after a peer or the relay restarts:
+// the node dials its bootstrap peers only at start.
+func (c *Client) keepPeers() {
+	defer c.wg.Done()
+	t := time.NewTicker(keepPeersEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, a := range c.cfg.Peers {
+			ai, err := peer.AddrInfoFromString(a)
+			if err != nil || c.node.Host().Network().Connectedness(ai.ID) == network.Connected {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, keepPeersEvery/2)
+			if err := c.node.Connect(ctx, a); err != nil {
+				c.log.Debug("peer unreachable", "addr", a, "err", err)
+			}
+			cancel()
+		}
+		if c.relay == nil {
+			continue
+		}
+		c.mu.Lock()
+		var lonely []string
+		for name, r := range c.rooms {
+			if r.mesh != nil && len(r.mesh.Peers()) == 0 {
+				lonely = append(lonely, name)
+			}
+		}
+		c.mu.Unlock()
+		for _, name := range lonely {
+			c.wg.Add(1)
+			c.meetPeers(c.ctx, name)
+		}
+	}
 }
 
 func (c *Client) dialRelay(ctx context.Context) error {
@@ -240,18 +304,27 @@ func (c *Client) Join(ctx context.Context, name string) error {
 	if err := protocol.ValidRoom(name); err != nil {
 		return fmt.Errorf("client: join: %w", err)
 	}
+	// Joins one at a time; c.mu, which the merger takes, is held only to
+	// look at the map, never while the merger's queue is written to.
+	c.joinMu.Lock()
+	defer c.joinMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
+	_, joined := c.rooms[name]
+	closed := c.closed
+	c.mu.Unlock()
+	switch {
+	case closed:
 		return errors.New("client: closed")
-	}
-	if _, ok := c.rooms[name]; ok {
+	case joined:
 		return nil
 	}
 	if err := c.st.AddRoom(ctx, name, c.now()); err != nil {
 		return err
 	}
 	r := &room{name: name}
+	if c.relay != nil {
+		r.caughtUp = make(chan struct{})
+	}
 	last, err := c.st.Last(ctx, c.home.Key.Public(), name)
 	switch {
 	case err == nil:
@@ -264,6 +337,12 @@ func (c *Client) Join(ctx context.Context, name string) error {
 		return fmt.Errorf("client: join %s: %w", name, err)
 	}
 	c.clock.Witness(lamport)
+	var unshown []store.Record
+	if !c.silent {
+		if unshown, err = c.st.Unshown(ctx, name); err != nil {
+			return err
+		}
+	}
 
 	rctx, stop := context.WithCancel(c.ctx)
 	r.stop = stop
@@ -272,33 +351,50 @@ func (c *Client) Join(ctx context.Context, name string) error {
 			stop()
 			return fmt.Errorf("client: join %s: %w", name, err)
 		}
-		c.wg.Add(1)
-		go c.readMesh(rctx, r)
 	}
+	var sub *relay.Subscription
 	if c.relay != nil {
 		cursor, err := c.st.RelayCursor(ctx, c.relayName, name)
-		if err != nil {
-			stop()
-			return err
+		if err == nil {
+			sub, err = c.relay.Subscribe(rctx, name, cursor)
 		}
-		if r.sub, err = c.relay.Subscribe(rctx, name, cursor); err != nil {
+		if err != nil {
 			stop()
 			if r.mesh != nil {
 				r.mesh.Leave()
 			}
 			return fmt.Errorf("client: join %s on the relay: %w", name, err)
 		}
-		r.caughtUp = make(chan struct{})
-		c.wg.Add(1)
-		go c.readRelay(rctx, r)
-		if c.node != nil {
-			// The relay as control plane: the mesh peers it knows in
-			// the room, to go peer-to-peer with.
-			c.wg.Add(1)
-			go c.meetPeers(rctx, name)
-		}
 	}
+	c.mu.Lock()
 	c.rooms[name] = r
+	c.mu.Unlock()
+	// What an earlier session stored and never showed comes first, then
+	// what the paths deliver. Not on this goroutine: the application
+	// reads Messages only once Join returns.
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for _, rec := range unshown {
+			if !c.deliver(rctx, arrival{room: name, id: rec.ID, env: rec.Env, raw: rec.Raw, via: rec.Via, stored: true}) {
+				return
+			}
+		}
+		if r.mesh != nil {
+			c.wg.Add(1)
+			go c.readMesh(rctx, r)
+		}
+		if sub != nil {
+			c.wg.Add(1)
+			go c.readRelay(rctx, r, sub)
+			if c.node != nil {
+				// The relay as control plane: the mesh peers it knows
+				// in the room, to go peer-to-peer with.
+				c.wg.Add(1)
+				go c.meetPeers(rctx, name)
+			}
+		}
+	}()
 	return nil
 }
 
@@ -343,25 +439,56 @@ func (c *Client) readMesh(ctx context.Context, r *room) {
 	}
 }
 
-func (c *Client) readRelay(ctx context.Context, r *room) {
+func (c *Client) readRelay(ctx context.Context, r *room, sub *relay.Subscription) {
 	defer c.wg.Done()
+	for attempt := 0; ; attempt++ {
+		err := c.drain(ctx, r, sub)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, &protocol.RelayError{Code: protocol.CodeUnknownCursor}) && attempt == 0 {
+			// The relay lost what the cursor names: restored from a
+			// backup, or it went down before committing what it had sent.
+			// From the start again; what is here already is not shown
+			// twice.
+			c.log.Warn("the relay does not know this home's cursor; catching up from the start", "room", r.name)
+			if sub, err = c.relay.Subscribe(ctx, r.name, protocol.ID{}); err == nil {
+				continue
+			}
+		}
+		// Ended for good: a Send waiting for the history must not wait.
+		c.deliver(ctx, arrival{room: r.name, caughtUp: true})
+		if err != nil {
+			c.log.Debug("relay subscription ended", "room", r.name, "err", err)
+			select {
+			case c.failed <- fmt.Errorf("relay subscription to %s: %w", r.name, err):
+			default:
+			}
+		}
+		return
+	}
+}
+
+// drain hands a subscription's envelopes to the merger, with a caught-up
+// mark after its history, until it ends, and returns why it ended.
+func (c *Client) drain(ctx context.Context, r *room, sub *relay.Subscription) error {
 	// The subscription puts the history on C before it closes Live: once
 	// Live is closed, the history is within what C holds at that moment.
-	live, left := r.sub.Live, -1
+	live, left := sub.Live, -1
 	for {
 		if left == 0 {
 			if !c.deliver(ctx, arrival{room: r.name, caughtUp: true}) {
-				return
+				return ctx.Err()
 			}
 			left = -1
 		}
 		select {
 		case <-live:
-			live, left = nil, len(r.sub.C)
+			live, left = nil, len(sub.C)
 			continue
-		case d, ok := <-r.sub.C:
+		case d, ok := <-sub.C:
 			if !ok {
-				goto ended
+				return sub.Err()
 			}
 			if left > 0 {
 				left--
@@ -371,16 +498,8 @@ func (c *Client) readRelay(ctx context.Context, r *room) {
 				continue
 			}
 			if !c.deliver(ctx, arrival{room: r.name, id: d.ID, env: d.Env, raw: d.Raw, via: ViaRelay}) {
-				return
+				return ctx.Err()
 			}
-		}
-	}
-ended:
-	if err := r.sub.Err(); err != nil && ctx.Err() == nil {
-		c.log.Error("relay subscription ended", "room", r.name, "err", err)
-		select {
-		case c.failed <- fmt.Errorf("relay subscription to %s: %w", r.name, err):
-		default:
 		}
 	}
 }
@@ -424,13 +543,15 @@ func (c *Client) deliver(ctx context.Context, a arrival) bool {
 // Close leaves every room, stops the mesh node and the relay connection,
 // keeps the relay's newest audit checkpoint and releases the home folder.
 func (c *Client) Close() error {
+	c.joinMu.Lock() // a Join under way finishes first
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
+	closed := c.closed
 	c.closed = true
 	c.mu.Unlock()
+	c.joinMu.Unlock()
+	if closed {
+		return nil
+	}
 	return c.shutdown()
 }
 
@@ -439,15 +560,11 @@ func (c *Client) shutdown() error {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	for _, r := range c.rooms {
-		if r.sub != nil {
-			r.sub.Close()
-		}
-	}
-	c.wg.Wait()
+	c.wg.Wait() // the readers end with c.ctx, and so do the subscriptions
 	if c.ctx != nil {
 		close(c.in)
 		c.mergeW.Wait()
+		c.flushShown()
 	}
 	for _, r := range c.rooms {
 		if r.mesh != nil {

@@ -40,6 +40,9 @@ func TestConfig(t *testing.T) {
 		{"mode = 'relay'\n", "mode relay needs a relay"},
 		{"relay = 'relay.example.org:4433'\n", "relay"},
 		{"nick = 'Alice'\n", `nick "Alice"`},
+		{"peers = ['not-a-multiaddr']\n", `peer "not-a-multiaddr"`},
+		{"peers = ['/ip4/127.0.0.1/udp/4001/quic-v1']\n", "/p2p/"},
+		{"listen = ['/ip4/nonsense']\n", `listen "/ip4/nonsense"`},
 	} {
 		path := filepath.Join(dir, ConfigFile)
 		if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
@@ -58,9 +61,9 @@ func TestConfig(t *testing.T) {
 func TestSeenSetForgetsOldest(t *testing.T) {
 	s := newSeenSet(3)
 	for i := range 5 {
-		s.add(protocol.ID{byte(i + 1)})
+		s.add(protocol.ID{byte(i + 1)}, ViaMesh)
 	}
-	s.add(protocol.ID{5}) // again: no change
+	s.add(protocol.ID{5}, ViaMesh) // again: no change
 	for i, want := range []bool{false, false, true, true, true} {
 		if got := s.has(protocol.ID{byte(i + 1)}); got != want {
 			t.Errorf("has(%d) = %v, want %v", i+1, got, want)

@@ -8,6 +8,8 @@ import (
 	"os/user"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/strictoml"
 	"github.com/parleychat/parley/relay"
@@ -102,9 +104,9 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return DefaultConfig(), fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	c, err := ParseConfig(data)
-	if err != nil {
-		return c, fmt.Errorf("%w %s", err, path)
+	c := DefaultConfig()
+	if err := strictoml.Decode(data, &c); err != nil {
+		return c, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
 	}
 	return c, nil
 }
@@ -137,6 +139,16 @@ func (c *Config) Validate() error {
 	if c.Relay != "" {
 		if _, err := relay.ParseAddr(c.Relay); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, p := range c.Peers {
+		if _, err := peer.AddrInfoFromString(p); err != nil {
+			errs = append(errs, fmt.Errorf("peer %q: a multiaddr ending in /p2p/<peer ID>: %w", p, err))
+		}
+	}
+	for _, l := range c.Listen {
+		if _, err := multiaddr.NewMultiaddr(l); err != nil {
+			errs = append(errs, fmt.Errorf("listen %q: %w", l, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -64,6 +64,13 @@ func OpenHome(dir string, opts HomeOptions) (*Home, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("client: create home folder: %w", err)
 	}
+	// It holds the identity and every message: the owner's alone, even
+	// when someone made the folder beforehand with a wider mode.
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, fi.Mode().Perm()&0o700); err != nil {
+			return nil, fmt.Errorf("client: home folder %s is open to others and cannot be closed: %w", dir, err)
+		}
+	}
 	h := &Home{Dir: dir, KeyFile: opts.KeyFile, contacts: filepath.Join(dir, ContactsFile)}
 	if err := writeTemplate(filepath.Join(dir, ConfigFile)); err != nil {
 		return nil, err

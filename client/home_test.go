@@ -71,3 +71,20 @@ func TestDefaultHomeDir(t *testing.T) {
 		t.Fatalf("DefaultHomeDir() = %q, %v", dir, err)
 	}
 }
+
+func TestOpenHomeClosesAWideFolder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "home")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenHome(dir, HomeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("home folder mode %v, want 0700", fi.Mode().Perm())
+	}
+}

@@ -42,20 +42,24 @@ type Message struct {
 // again is still caught: the store knows it.
 const seenMemory = 1 << 16
 
-// seenSet is a bounded set of IDs: the oldest are forgotten first.
+// seenSet is a bounded set of IDs, each with the path that delivered it
+// first: the oldest are forgotten first.
 type seenSet struct {
-	ids  map[protocol.ID]struct{}
+	ids  map[protocol.ID]string
 	ring []protocol.ID
 	next int
 }
 
 func newSeenSet(n int) *seenSet {
-	return &seenSet{ids: make(map[protocol.ID]struct{}, n), ring: make([]protocol.ID, n)}
+	return &seenSet{ids: make(map[protocol.ID]string, n), ring: make([]protocol.ID, n)}
 }
 
 func (s *seenSet) has(id protocol.ID) bool { _, ok := s.ids[id]; return ok }
 
-func (s *seenSet) add(id protocol.ID) {
+// via returns the path that delivered id first, if id is in the set.
+func (s *seenSet) via(id protocol.ID) (string, bool) { v, ok := s.ids[id]; return v, ok }
+
+func (s *seenSet) add(id protocol.ID, via string) {
 	if s.has(id) {
 		return
 	}
@@ -63,7 +67,7 @@ func (s *seenSet) add(id protocol.ID) {
 		delete(s.ids, old)
 	}
 	s.ring[s.next] = id
-	s.ids[id] = struct{}{}
+	s.ids[id] = via
 	s.next = (s.next + 1) % len(s.ring)
 }
 
@@ -91,6 +95,7 @@ func (c *Client) merge() {
 			a = in
 		case <-retry.C:
 			c.notePaths()
+			c.flushShown()
 			continue
 		}
 		batch = append(batch[:0], a)
@@ -126,17 +131,17 @@ type pendingVia struct {
 	tries int
 }
 
-// addVia notes that a message also came by path via.
+// addVia queues the note that a message also came by path via; notePaths
+// writes it.
 func (c *Client) addVia(id protocol.ID, via string) {
 	c.pending = append(c.pending, pendingVia{id: id, via: via})
-	c.notePaths()
 }
 
 // notePaths notes the pending paths on the stored messages.
 func (c *Client) notePaths() {
 	keep := c.pending[:0]
 	for _, p := range c.pending {
-		ok, err := c.st.AddVia(c.ctx, p.id, p.via)
+		ok, err := c.st.AddVia(context.WithoutCancel(c.ctx), p.id, p.via)
 		if err != nil {
 			c.log.Warn("note a message's path", "id", p.id, "err", err)
 			continue
@@ -150,56 +155,84 @@ func (c *Client) notePaths() {
 }
 
 func (c *Client) mergeBatch(batch []arrival) bool {
-	ctx := c.ctx
+	// Store writes are not cancelled at Close: the merger finishes what
+	// it took, so that nothing it stored is left unnoted.
+	ctx := context.WithoutCancel(c.ctx)
 	me := c.home.Key.Public()
 	now := c.now()
 
-	// The relay's envelopes go to the store in one transaction.
-	var recs []store.Record
-	var idx []int
+	// What the relay delivered is stored, the relay cursors moved and
+	// the messages to show noted as unshown, all in one transaction: a
+	// crash keeps all of it or none, and nothing the cursor passed is
+	// lost or left unshown. A relay copy of a message the mesh showed
+	// first is stored too (with both paths), so that the cursor never
+	// passes one that the mesh node has not committed yet.
+	var (
+		recs     []store.Record
+		idx      []int
+		cursors  = make(map[string]protocol.ID)
+		show     []arrival
+		caughtUp []string
+		unshown  = make(map[string][]protocol.ID)
+		dirty    bool
+	)
 	for i, a := range batch {
-		if a.via == ViaRelay && !a.caughtUp && !c.seen.has(a.id) {
-			recs = append(recs, store.Record{ID: a.id, Env: a.env, Raw: a.raw, Via: ViaRelay, Received: now})
+		if a.via == ViaRelay && !a.caughtUp {
+			via := ViaRelay
+			if first, ok := c.seen.via(a.id); ok && first != ViaRelay {
+				via = first + "," + ViaRelay
+			}
+			recs = append(recs, store.Record{ID: a.id, Env: a.env, Raw: a.raw, Via: via, Received: now})
 			idx = append(idx, i)
 		}
 	}
+	b, err := c.st.Begin(ctx)
+	if err != nil {
+		c.log.Error("store the relay's envelopes", "err", err)
+		return c.ctx.Err() == nil
+	}
+	defer b.Rollback()
 	stored := make(map[int]store.Result, len(idx))
 	if len(recs) > 0 {
-		res, err := c.st.Append(ctx, recs)
+		res, err := b.Append(ctx, recs)
 		if err != nil {
 			// Nothing moves the relay cursor past an envelope that is
 			// not stored: the next session gets these again.
 			c.log.Error("store the relay's envelopes", "err", err)
-			return ctx.Err() == nil
+			c.markCaughtUp(batch)
+			return c.ctx.Err() == nil
 		}
 		for j, r := range res {
 			stored[idx[j]] = r.Result
 		}
 	}
-
-	cursors := make(map[string]protocol.ID)
-	var show []arrival
-	var caughtUp []string
-	dirty := false
 	for i, a := range batch {
-		if a.caughtUp {
+		switch {
+		case a.caughtUp:
 			caughtUp = append(caughtUp, a.room)
+			continue
+		case a.stored:
+			// Stored before and not shown then: shown now, once.
+			if !c.seen.has(a.id) {
+				c.seen.add(a.id, a.via)
+				show = append(show, a)
+			}
 			continue
 		}
 		c.clock.Witness(a.env.Lamport)
 		if a.via == ViaRelay {
 			cursors[a.room] = a.id
-		}
-		if c.seen.has(a.id) {
-			c.addVia(a.id, a.via)
-			continue
-		}
-		if a.via == ViaRelay {
 			switch stored[i] {
+			case store.Stored:
+				if c.seen.has(a.id) {
+					continue // stored with the mesh's path and the relay's
+				}
 			case store.Duplicate:
-				// Stored before: by an earlier session, by our own Send,
-				// or by the mesh node a moment ago, in which case the
-				// mesh's copy, behind in the queue, is the one shown.
+				// Stored before: by the mesh node (its path is noted
+				// here), by an earlier session, or by our own Send. If
+				// the mesh node stored it a moment ago and this is the
+				// first we hear of it, the mesh's copy, behind in the
+				// queue, is the one shown.
 				c.addVia(a.id, a.via)
 				continue
 			case store.Equivocation:
@@ -207,41 +240,97 @@ func (c *Client) mergeBatch(batch []arrival) bool {
 					"sender", a.env.Sender.Fingerprint(), "room", a.room, "seq", a.env.Seq)
 				continue
 			}
+		} else if c.seen.has(a.id) {
+			c.addVia(a.id, a.via)
+			continue
 		}
-		c.seen.add(a.id)
+		c.seen.add(a.id, a.via)
 		if a.env.Sender == me {
 			continue // our own, from another device or echoed by the relay
 		}
 		show = append(show, a)
+		unshown[a.room] = append(unshown[a.room], a.id)
 	}
-	for room, id := range cursors {
-		if err := c.st.SetRelayCursor(ctx, c.relayName, room, id); err != nil {
-			c.log.Error("keep the relay cursor", "room", room, "err", err)
+	for room, ids := range unshown {
+		if err := b.AddUnshown(ctx, room, ids); err != nil {
+			c.log.Error("note unshown messages", "room", room, "err", err)
+			return c.ctx.Err() == nil
 		}
 	}
+	for room, id := range cursors {
+		if err := b.SetRelayCursor(ctx, c.relayName, room, id); err != nil {
+			c.log.Error("keep the relay cursor", "room", room, "err", err)
+			return c.ctx.Err() == nil
+		}
+	}
+	if err := b.Commit(); err != nil {
+		c.log.Error("store the relay's envelopes", "err", err)
+		c.markCaughtUp(batch)
+		return c.ctx.Err() == nil
+	}
+	c.notePaths()
 
 	for _, a := range show {
 		m, ok := c.message(ctx, a.id, a.env, a.via, now, &dirty)
-		if !ok {
+		if !ok || c.silent {
 			continue
 		}
 		select {
 		case c.out <- m:
-		case <-ctx.Done():
+		case <-c.ctx.Done():
 			return false
 		}
 	}
 	if dirty {
 		c.saveContacts()
 	}
-	for _, name := range caughtUp {
+	c.closeCaughtUp(caughtUp)
+	return true
+}
+
+// markCaughtUp passes on the caught-up marks of a batch that could not be
+// stored: a Send waiting for them must not wait for ever.
+func (c *Client) markCaughtUp(batch []arrival) {
+	var rooms []string
+	for _, a := range batch {
+		if a.caughtUp {
+			rooms = append(rooms, a.room)
+		}
+	}
+	c.closeCaughtUp(rooms)
+}
+
+func (c *Client) closeCaughtUp(rooms []string) {
+	for _, name := range rooms {
 		c.mu.Lock()
 		if r, ok := c.rooms[name]; ok {
-			close(r.caughtUp)
+			r.caughtOnce.Do(func() { close(r.caughtUp) })
 		}
 		c.mu.Unlock()
 	}
-	return true
+}
+
+// Shown notes that the application showed these messages: they are not
+// shown again when the room is next joined. Messages handed out by
+// Messages and never noted shown come again in the next session.
+func (c *Client) Shown(ids ...protocol.ID) {
+	c.shownMu.Lock()
+	c.shownQ = append(c.shownQ, ids...)
+	c.shownMu.Unlock()
+}
+
+// flushShown writes the shown notes.
+func (c *Client) flushShown() {
+	c.shownMu.Lock()
+	ids := c.shownQ
+	c.shownQ = nil
+	c.shownMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	if err := c.st.RemoveUnshown(context.WithoutCancel(c.ctx), ids); err != nil {
+		c.log.Warn("note shown messages", "err", err)
+	}
 }
 
 // message makes the Message of an envelope: its text, the sender's trust

@@ -219,3 +219,84 @@ func (s *Store) Receipt(ctx context.Context, id protocol.ID) (Receipt, bool, err
 	r.Pos, r.Index = uint64(pos), uint64(index)
 	return r, true, nil
 }
+
+// AddUnshown notes messages of room that the person has not been shown
+// yet: they are shown when the room is next joined if the process ends
+// before it showed them.
+func (s *Store) AddUnshown(ctx context.Context, room string, ids []protocol.ID) error {
+	return s.inTx(ctx, "note unshown messages", `INSERT OR IGNORE INTO client_unshown (id, room) VALUES (?, ?)`,
+		func(stmt *sql.Stmt) error {
+			for _, id := range ids {
+				if _, err := stmt.ExecContext(ctx, id[:], room); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+}
+
+// RemoveUnshown notes that these messages were shown.
+func (s *Store) RemoveUnshown(ctx context.Context, ids []protocol.ID) error {
+	return s.inTx(ctx, "note shown messages", `DELETE FROM client_unshown WHERE id = ?`,
+		func(stmt *sql.Stmt) error {
+			for _, id := range ids {
+				if _, err := stmt.ExecContext(ctx, id[:]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+}
+
+// Unshown returns the stored messages of room not shown yet, in display
+// order.
+func (s *Store) Unshown(ctx context.Context, room string) ([]Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT e.rowid, e.raw, e.via, e.received
+		FROM client_unshown u JOIN envelopes e ON e.id = u.id
+		WHERE u.room = ? ORDER BY e.lamport, e.time, e.id`, room)
+	if err != nil {
+		return nil, fmt.Errorf("store: unshown messages of %s: %w", room, err)
+	}
+	return scan(rows)
+}
+
+// inTx runs one prepared statement many times in one transaction.
+func (s *Store) inTx(ctx context.Context, what, query string, run func(*sql.Stmt) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, query)
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	defer stmt.Close()
+	if err := run(stmt); err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: %s: %w", what, err)
+	}
+	return nil
+}
+
+// AddUnshown is Store.AddUnshown in the batch's transaction.
+func (b *Batch) AddUnshown(ctx context.Context, room string, ids []protocol.ID) error {
+	for _, id := range ids {
+		if _, err := b.tx.ExecContext(ctx, `INSERT OR IGNORE INTO client_unshown (id, room) VALUES (?, ?)`, id[:], room); err != nil {
+			return fmt.Errorf("store: note unshown messages: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetRelayCursor is Store.SetRelayCursor in the batch's transaction: the
+// cursor moves in the transaction that stores what it points at.
+func (b *Batch) SetRelayCursor(ctx context.Context, relay, room string, id protocol.ID) error {
+	if _, err := b.tx.ExecContext(ctx, `INSERT INTO client_relay_cursors (relay, room, cursor) VALUES (?, ?, ?)
+		ON CONFLICT (relay, room) DO UPDATE SET cursor = excluded.cursor`, relay, room, id[:]); err != nil {
+		return fmt.Errorf("store: set relay cursor of %s: %w", room, err)
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -133,6 +134,27 @@ func TestClientState(t *testing.T) {
 		t.Fatalf("checkpoint = %q, %v; want two", cp, err)
 	}
 
+	// Unshown messages: noted, listed if stored, cleared once shown.
+	r2 := textRecord(t, 2, "alice", "later")
+	if err := s.AddUnshown(ctx, "r", []protocol.ID{r2.ID, r.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Unshown(ctx, "r"); err != nil || len(got) != 1 || got[0].ID != r.ID {
+		t.Fatalf("Unshown before the second is stored = %v, %v", got, err)
+	}
+	if _, err := s.Put(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Unshown(ctx, "r"); len(got) != 2 || got[0].ID != r.ID || got[1].ID != r2.ID {
+		t.Fatalf("Unshown = %d records, want both in order", len(got))
+	}
+	if err := s.RemoveUnshown(ctx, []protocol.ID{r.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Unshown(ctx, "r"); len(got) != 1 || got[0].ID != r2.ID {
+		t.Fatalf("Unshown after one was shown = %d records", len(got))
+	}
+
 	if _, ok, err := s.Receipt(ctx, r.ID); err != nil || ok {
 		t.Fatalf("receipt before any = %v, %v", ok, err)
 	}
@@ -142,5 +164,16 @@ func TestClientState(t *testing.T) {
 	}
 	if got, ok, err := s.Receipt(ctx, r.ID); err != nil || !ok || got.Relay != want.Relay || got.Pos != 7 || got.Index != 42 || string(got.Checkpoint) != "note" {
 		t.Fatalf("receipt = %+v, %v, %v; want %+v", got, ok, err, want)
+	}
+}
+
+func TestDatabaseIsPrivate(t *testing.T) {
+	_, path := open(t)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("database mode %v, want 0600", fi.Mode().Perm())
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/parleychat/parley/identity"
@@ -70,6 +71,11 @@ func Open(path string, opts ...Option) (*Store, error) {
 			v.Add("_pragma", extra)
 		}
 		return "file:" + path + "?" + v.Encode()
+	}
+	// The database holds people's messages: readable by its owner only
+	// (SQLite gives the -wal and -shm files the same mode).
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
 	}
 	w, err := sql.Open("sqlite", dsn(""))
 	if err != nil {
@@ -184,6 +190,11 @@ var migrations = []string{
 		relay TEXT PRIMARY KEY, -- the relay's key fingerprint
 		note  BLOB NOT NULL     -- its newest signed audit checkpoint seen
 	) WITHOUT ROWID;
+	CREATE TABLE client_unshown (
+		id   BLOB PRIMARY KEY, -- a message of someone else, stored or about to be, not yet shown
+		room TEXT NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX client_unshown_room ON client_unshown(room);
 	CREATE TABLE client_receipts (
 		id    BLOB PRIMARY KEY, -- our envelope
 		relay TEXT NOT NULL,    -- the relay's key fingerprint

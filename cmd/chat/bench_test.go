@@ -78,37 +78,7 @@ func BenchmarkCatchUp(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Eight authors fill the room through the relay, in parallel.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			key := testkit.Key(b)
-			c, err := relay.Dial(ctx, addr, key, relay.ClientOptions{})
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			a := &testkit.Author{Key: key, Room: "history"}
-			for i := range history / 8 {
-				raw, _ := a.Next(b, fmt.Sprintf("message %d of author %d", i, w))
-				if _, err := c.Publish(ctx, raw); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
+	fillRoom(b, addr, "history", history)
 	for _, path := range []struct {
 		name  string
 		flags []string
@@ -174,4 +144,40 @@ func statusKB(b *testing.B, status []byte, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc status", field)
 	return 0
+}
+
+// fillRoom publishes n messages to room through the relay, from eight
+// authors in parallel.
+func fillRoom(t testing.TB, addr relay.Addr, room string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := testkit.Key(t)
+			c, err := relay.Dial(ctx, addr, key, relay.ClientOptions{})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			a := &testkit.Author{Key: key, Room: room}
+			for i := range n / 8 {
+				raw, _ := a.Next(t, fmt.Sprintf("message %d of author %d", i, w))
+				if _, err := c.Publish(ctx, raw); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }

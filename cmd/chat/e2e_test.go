@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/internal/testkit"
+	"github.com/parleychat/parley/relay"
 )
 
 // The end-to-end tests run the real commands, each in a process of its
@@ -509,4 +510,49 @@ func assertTexts(t *testing.T, who string, got []received, want []string) {
 	if strings.Join(texts, "|") != strings.Join(want, "|") {
 		t.Errorf("%s got %q, want %q", who, texts, want)
 	}
+}
+
+// TestBacklog: a room with more history on the relay than the client's
+// queues hold. A send from a new home is delivered all the same (it
+// shows nothing, and waits only for the history to be stored), and
+// what a listen stopped before showing is shown by the next one, once:
+// nothing fetched is lost to the person.
+func TestBacklog(t *testing.T) {
+	const backlog = 3000
+	relayP, raddr, _ := startRelay(t, "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000")
+	addr, err := relay.ParseAddr(raddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillRoom(t, addr, "busy", backlog)
+
+	p := newPeer(t, "late", "--mode", "relay", "--relay", raddr)
+	if out, code := p.run(t, "send", "--room", "busy", "--timeout", "30s", "hello after the backlog"); code != 0 {
+		t.Fatalf("send: exit %d: %s", code, out)
+	}
+	seen := make(map[string]bool)
+	for _, n := range []int{1, backlog - 1} {
+		out, code := p.run(t, "listen", "--room", "busy", "--json", "--count", fmt.Sprint(n), "--timeout", "60s")
+		if code != 0 {
+			t.Fatalf("listen --count %d: exit %d: %s", n, code, out[max(0, len(out)-500):])
+		}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m received
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("listen printed %q: %v", l, err)
+			}
+			if seen[m.ID] {
+				t.Fatalf("%s shown twice", m.ID)
+			}
+			seen[m.ID] = true
+		}
+	}
+	if len(seen) != backlog {
+		t.Fatalf("%d of the %d messages shown", len(seen), backlog)
+	}
+	// All shown: a third listen has nothing to show.
+	if out, code := p.run(t, "listen", "--room", "busy", "--json", "--count", "1", "--timeout", "2s"); code != exitUndelivered {
+		t.Fatalf("third listen: exit %d, want %d: %s", code, exitUndelivered, out)
+	}
+	relayP.stop(t)
 }

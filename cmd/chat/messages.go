@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os/signal"
 	"strings"
@@ -20,6 +22,33 @@ import (
 )
 
 var errNotReceived = errors.New("not received in time")
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line (without its newline) of at most max bytes. A
+// longer line is read to its end and dropped, with errLineTooLong; the
+// next call reads the next line.
+func readLine(r *bufio.Reader, max int) (string, error) {
+	var line []byte
+	over := false
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if !over {
+			line = append(line, chunk...)
+			over = len(bytes.TrimSuffix(line, []byte("\n"))) > max
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		switch {
+		case over:
+			return "", errLineTooLong
+		case err != nil && len(line) == 0:
+			return "", err // io.EOF after the last line
+		}
+		return string(bytes.TrimSuffix(line, []byte("\n"))), nil
+	}
+}
 
 // oneLine keeps an error on one line: joined errors are separated by "; ".
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
@@ -54,7 +83,7 @@ func (c *cli) config(h *client.Home) (client.Config, error) {
 
 // session opens the home folder and a client session on it. offline
 // sessions (history, rooms) start no network.
-func (c *cli) session(ctx context.Context, offline bool) (*client.Client, error) {
+func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*client.Client, error) {
 	h, err := c.open()
 	if err != nil {
 		return nil, err
@@ -68,7 +97,7 @@ func (c *cli) session(ctx context.Context, offline bool) (*client.Client, error)
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
-	cl, err := client.Open(ctx, h, client.Options{Config: cfg, Logger: log, Offline: offline})
+	cl, err := client.Open(ctx, h, client.Options{Config: cfg, Logger: log, Offline: offline, Silent: len(silent) > 0 && silent[0]})
 	if err != nil {
 		return nil, err
 	}
@@ -171,12 +200,16 @@ func (c *cli) send(args []string) int {
 	if err := needRoom(*room); err != nil {
 		return c.usageError(err)
 	}
+	if *timeout <= 0 {
+		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
+	}
 	text := strings.Join(c.args, " ")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	cl, err := c.session(ctx, false)
+	// send shows nothing: what arrives meanwhile is kept for listen.
+	cl, err := c.session(ctx, false, true)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -285,6 +318,9 @@ func (c *cli) listen(args []string) int {
 			return c.usageError(err)
 		}
 	}
+	if *count < 0 || *timeout < 0 {
+		return c.usageError(errors.New("--count and --timeout must not be negative"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if *timeout > 0 {
@@ -312,6 +348,7 @@ func (c *cli) listen(args []string) int {
 				return c.fail(errors.New("the session ended"))
 			}
 			c.printMessage(m, *asJSON)
+			cl.Shown(m.ID)
 			got++
 		case err := <-cl.Failed():
 			if code := c.pathFailed(cl, err); code != exitOK {
@@ -348,6 +385,9 @@ func (c *cli) talk(args []string) int {
 	if err := c.parse(fs, args, 0); err != nil {
 		return c.usageError(err)
 	}
+	if *timeout <= 0 {
+		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
+	}
 	if err := needRoom(*room); err != nil {
 		return c.usageError(err)
 	}
@@ -362,22 +402,47 @@ func (c *cli) talk(args []string) int {
 		return c.fail(err)
 	}
 	var (
-		mu     sync.Mutex // one line at a time on stderr and stdout
-		failed int
-		done   = make(chan struct{})
+		mu      sync.Mutex // one line at a time on stderr and stdout
+		failed  int
+		done    = make(chan struct{})
+		closing bool           // interrupted: no more sends
+		sending sync.WaitGroup // the send under way
 	)
 	go func() {
 		defer close(done)
-		sc := bufio.NewScanner(c.stdin)
-		sc.Buffer(make([]byte, 0, 64<<10), protocol.MaxTextLen+1)
-		for sc.Scan() {
-			line := sc.Text()
+		in := bufio.NewReader(c.stdin)
+		for {
+			line, err := readLine(in, protocol.MaxTextLen)
+			if errors.Is(err, errLineTooLong) {
+				mu.Lock()
+				failed++
+				fmt.Fprintf(c.stderr, "chat: not sent: a line of more than %d bytes (the longest message); the next lines are\n", protocol.MaxTextLen)
+				mu.Unlock()
+				continue
+			}
+			if err != nil {
+				if err != io.EOF {
+					mu.Lock()
+					failed++
+					fmt.Fprintf(c.stderr, "chat: reading standard input: %v\n", err)
+					mu.Unlock()
+				}
+				return
+			}
 			if strings.TrimSpace(line) == "" {
 				continue
 			}
+			mu.Lock()
+			if closing {
+				mu.Unlock()
+				return
+			}
+			sending.Add(1)
+			mu.Unlock()
 			sctx, cancel := context.WithTimeout(ctx, *timeout)
 			sent, err := cl.Send(sctx, *room, line)
 			cancel()
+			sending.Done()
 			mu.Lock()
 			if err != nil {
 				failed++
@@ -389,12 +454,6 @@ func (c *cli) talk(args []string) int {
 			if ctx.Err() != nil || client.IsAuditError(err) {
 				return
 			}
-		}
-		if err := sc.Err(); err != nil {
-			mu.Lock()
-			failed++
-			fmt.Fprintf(c.stderr, "chat: reading standard input: %v\n", err)
-			mu.Unlock()
 		}
 	}()
 	watch := time.NewTicker(time.Second)
@@ -408,6 +467,7 @@ func (c *cli) talk(args []string) int {
 			mu.Lock()
 			c.printMessage(m, *asJSON)
 			mu.Unlock()
+			cl.Shown(m.ID)
 		case err := <-cl.Failed():
 			mu.Lock()
 			code := c.pathFailed(cl, err)
@@ -431,6 +491,12 @@ func (c *cli) talk(args []string) int {
 			}
 			return exitOK
 		case <-ctx.Done():
+			// Interrupted: the send under way ends with ctx; the session
+			// closes after it, never under it.
+			mu.Lock()
+			closing = true
+			mu.Unlock()
+			sending.Wait()
 			return exitOK
 		}
 	}

@@ -179,10 +179,10 @@ func (c *cli) fail(err error) int {
 		return exitWrongRelay
 	case errors.Is(err, client.ErrConfig):
 		return exitUsage
+	case errors.As(err, &refused) && refused.Code != protocol.CodeUnknownCursor:
+		return exitRefused // the relay said no: before "not delivered", which it explains
 	case errors.Is(err, client.ErrNoPath), errors.Is(err, errNotReceived):
 		return exitUndelivered
-	case errors.As(err, &refused):
-		return exitRefused
 	case errors.Is(err, client.ErrRelayUnreachable):
 		return exitRelayDown
 	case errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
