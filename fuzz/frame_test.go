@@ -65,7 +65,9 @@ func FuzzAck(f *testing.F) {
 		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000,
 			Receipt: &protocol.Receipt{Index: 3, Time: 1764137501000, PolicyVersion: 2, Checkpoint: []byte("origin\n4\nroot\n\n— sig\n"), Proof: [][32]byte{{1}, {2}}}},
 		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 8, Time: 1764137501000,
-			Receipt: &protocol.Receipt{Index: 4, Time: 1764137501000, Proof: [][32]byte{{1}, {2}}}})
+			Receipt: &protocol.Receipt{Index: 4, Time: 1764137501000, Proof: [][32]byte{{1}, {2}}}},
+		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 9, Time: 1764137501000,
+			Receipt: &protocol.Receipt{Index: 5, Time: 1764137501000, Proof: [][32]byte{{3}}, Shared: 19}})
 }
 
 func FuzzProveTree(f *testing.F) {

@@ -255,13 +255,16 @@ type Ack struct {
 // signed by the relay (a signed note), and the Merkle proof that the
 // record is in the tree the checkpoint names. On a publish stream the
 // checkpoint is sent only when it changes: an empty one means the one of
-// the stream's previous receipt.
+// the stream's previous receipt. So are the hashes a proof shares with the
+// previous receipt's (those of one commit share all but their first few):
+// Shared says how many of the previous receipt's last hashes end this one.
 type Receipt struct {
 	Index         uint64
 	Time          int64
 	PolicyVersion uint64
 	Checkpoint    []byte
 	Proof         [][32]byte
+	Shared        uint8
 }
 
 // Limits of a receipt.
@@ -281,6 +284,7 @@ func addReceipt(b *cryptobyte.Builder, r *Receipt) {
 	b.AddUint64(r.PolicyVersion)
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Checkpoint) })
 	addHashes(b, r.Proof)
+	b.AddUint8(r.Shared)
 }
 
 func addHashes(b *cryptobyte.Builder, hs [][32]byte) {
@@ -306,7 +310,7 @@ func readHashes(s *cryptobyte.String, out *[][32]byte) bool {
 }
 
 func (a *Ack) MarshalBinary() ([]byte, error) {
-	if r := a.Receipt; r != nil && (len(r.Checkpoint) > MaxCheckpointNote || len(r.Proof) > MaxProofHashes || r.Time < 0) {
+	if r := a.Receipt; r != nil && (len(r.Checkpoint) > MaxCheckpointNote || len(r.Proof)+int(r.Shared) > MaxProofHashes || r.Time < 0) {
 		return nil, errors.New("protocol: receipt out of bounds")
 	}
 	return build(func(b *cryptobyte.Builder) {
@@ -332,7 +336,8 @@ func ParseAck(body []byte) (*Ack, error) {
 		var t uint64
 		var note cryptobyte.String
 		if !s.ReadUint64(&r.Index) || !s.ReadUint64(&t) || t > 1<<63-1 || !s.ReadUint64(&r.PolicyVersion) ||
-			!s.ReadUint16LengthPrefixed(&note) || len(note) > MaxCheckpointNote || !readHashes(&s, &r.Proof) {
+			!s.ReadUint16LengthPrefixed(&note) || len(note) > MaxCheckpointNote || !readHashes(&s, &r.Proof) ||
+			!s.ReadUint8(&r.Shared) || len(r.Proof)+int(r.Shared) > MaxProofHashes {
 			return nil, badFrame(FrameAck, "bad receipt")
 		}
 		r.Time = int64(t)

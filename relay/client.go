@@ -888,7 +888,10 @@ func (ps *pubStream) fail(err error) {
 
 func (ps *pubStream) read() {
 	fr := newFrameReader(ps.str, protocol.MaxFrameBody)
-	var lastCheckpoint []byte // receipts send it only when it changes
+	var (
+		lastCheckpoint []byte     // receipts send it only when it changes
+		lastProof      [][32]byte // and only the hashes not ending the previous proof
+	)
 	for {
 		t, body, err := readFrame(fr)
 		if err != nil {
@@ -914,6 +917,15 @@ func (ps *pubStream) read() {
 					r.Checkpoint = lastCheckpoint
 				}
 				lastCheckpoint = r.Checkpoint
+				if int(r.Shared) > len(lastProof) {
+					ps.fail(fmt.Errorf("%w: a receipt that shares %d hashes with a proof of %d", ErrAuditLog, r.Shared, len(lastProof)))
+					return
+				}
+				if r.Shared > 0 {
+					r.Proof = append(r.Proof, lastProof[len(lastProof)-int(r.Shared):]...)
+					r.Shared = 0
+				}
+				lastProof = r.Proof
 			}
 			ps.answer(a.ID, pubResult{ack: a})
 		case protocol.FrameNack:

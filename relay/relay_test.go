@@ -596,3 +596,43 @@ func TestReceipts(t *testing.T) {
 		t.Fatalf("a kept checkpoint of another key: %v", err)
 	}
 }
+
+// TestReceiptsPipelined: many publishes in flight on one connection, so
+// that the acknowledgements of one commit follow each other on a stream
+// and their receipts send only what their proofs do not share: every one
+// is rebuilt and checked by the client, and the log stays trusted.
+func TestReceiptsPipelined(t *testing.T) {
+	r := startRelay(t, nil)
+	alice := testkit.Key(t)
+	c := dial(t, r, alice)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := &testkit.Author{Key: alice, Room: fmt.Sprintf("room-%d", w)}
+			for i := range 40 {
+				raw, _ := a.Next(t, fmt.Sprint(i))
+				ack, err := c.Publish(ctx, raw)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if ack.Receipt == nil || ack.Receipt.Shared != 0 || len(ack.Receipt.Proof) == 0 && ack.Receipt.Index > 0 {
+					errs <- fmt.Errorf("receipt %+v not rebuilt", ack.Receipt)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := c.AuditError(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -569,7 +569,10 @@ func isStreamEnd(err error) bool {
 // answer is waiting.
 func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pending) error {
 	var werr error
-	var lastCheckpoint []byte // the checkpoint of the previous receipt on this stream
+	var (
+		lastCheckpoint []byte     // the checkpoint of the previous receipt on this stream
+		lastProof      [][32]byte // and its whole proof
+	)
 	for p := range inflight {
 		res := <-p.done
 		if werr != nil {
@@ -597,6 +600,14 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 				} else {
 					lastCheckpoint = receipt.Checkpoint
 				}
+				// The hashes this proof ends with that the previous one
+				// ended with too are not sent again.
+				full := receipt.Proof
+				k := 0
+				for k < len(full) && k < len(lastProof) && full[len(full)-1-k] == lastProof[len(lastProof)-1-k] {
+					k++
+				}
+				receipt.Proof, receipt.Shared, lastProof = full[:len(full)-k], uint8(k), full
 			}
 			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: receipt})
 		}
