@@ -190,7 +190,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 				return nil, err
 			}
 			c.relayErr = err
-			c.log.Warn("relay unreachable; the mesh carries on alone", "err", err)
+			c.log.Debug("relay unreachable; the mesh carries on alone", "err", err)
 		}
 	}
 	c.mergeW.Add(1)

@@ -19,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/internal/testkit"
+	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/store"
 )
 
 // The end-to-end tests run the real commands, each in a process of its
@@ -553,6 +556,26 @@ func TestBacklog(t *testing.T) {
 	// All shown: a third listen has nothing to show.
 	if out, code := p.run(t, "listen", "--room", "busy", "--json", "--count", "1", "--timeout", "2s"); code != exitUndelivered {
 		t.Fatalf("third listen: exit %d, want %d: %s", code, exitUndelivered, out)
+	}
+
+	// The relay no longer knows the home's cursor (as after a restore
+	// from a backup): the client starts over from the relay's first
+	// envelope, and shows only what it had not.
+	st, err := store.Open(filepath.Join(p.home, client.StoreFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetRelayCursor(context.Background(), addr.Fingerprint, "busy", protocol.ID{0xde, 0xad}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	other := newPeer(t, "other", "--mode", "relay", "--relay", raddr)
+	if out, code := other.run(t, "send", "--room", "busy", "after the cursor was lost"); code != 0 {
+		t.Fatalf("send: exit %d: %s", code, out)
+	}
+	out, code := p.run(t, "listen", "--room", "busy", "--json", "--count", "2", "--timeout", "5s")
+	if code != exitUndelivered || strings.Count(out, `"text":`) != 1 || !strings.Contains(out, "after the cursor was lost") {
+		t.Fatalf("listen after a lost cursor: exit %d, want %d with only the new message:\n%s", code, exitUndelivered, out[max(0, len(out)-1500):])
 	}
 	relayP.stop(t)
 }

@@ -92,7 +92,7 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 	if err != nil {
 		return nil, err
 	}
-	level := slog.LevelError
+	level := slog.LevelWarn // what the person should know: a lost cursor, an equivocation
 	if c.g.verbose {
 		level = slog.LevelDebug
 	}
