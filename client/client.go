@@ -46,6 +46,9 @@ type Options struct {
 	// Offline opens the home folder and its store only: no mesh node and
 	// no relay, for reading history.
 	Offline bool
+	// KeepPeers is how often peers that dropped are dialled again. If
+	// zero, 10 seconds.
+	KeepPeers time.Duration
 	// Silent sessions show nothing (chat send): messages that arrive are
 	// stored and left unshown for the next session that shows them, and
 	// Messages delivers nothing.
@@ -75,13 +78,14 @@ type Client struct {
 	out    chan Message
 	failed chan error // a path that stopped for good
 
-	joinMu   sync.Mutex // one Join at a time
-	mu       sync.Mutex
-	rooms    map[string]*room
-	contacts *identity.Contacts
-	seen     *seenSet     // the merger's
-	pending  []pendingVia // the merger's
-	silent   bool         // Messages delivers nothing: Options.Silent
+	joinMu    sync.Mutex // one Join at a time
+	mu        sync.Mutex
+	rooms     map[string]*room
+	contacts  *identity.Contacts
+	seen      *seenSet      // the merger's
+	pending   []pendingVia  // the merger's
+	silent    bool          // Messages delivers nothing: Options.Silent
+	keepEvery time.Duration // Options.KeepPeers
 
 	shownMu sync.Mutex
 	shownQ  []protocol.ID // noted shown, not yet written
@@ -129,16 +133,17 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		return nil, err
 	}
 	c := &Client{
-		home:   home,
-		cfg:    o.Config,
-		log:    o.Logger,
-		now:    o.Now,
-		in:     make(chan arrival, 1024),
-		out:    make(chan Message, 1024),
-		failed: make(chan error, 1),
-		rooms:  make(map[string]*room),
-		seen:   newSeenSet(seenMemory),
-		silent: o.Silent,
+		home:      home,
+		cfg:       o.Config,
+		log:       o.Logger,
+		now:       o.Now,
+		in:        make(chan arrival, 1024),
+		out:       make(chan Message, 1024),
+		failed:    make(chan error, 1),
+		rooms:     make(map[string]*room),
+		seen:      newSeenSet(seenMemory),
+		silent:    o.Silent,
+		keepEvery: o.KeepPeers,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -202,16 +207,20 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 	return c, nil
 }
 
-// keepPeersEvery is how often the configured peers are dialled again when
-// not connected, and the relay asked again for the peers of rooms that
-// have none.
-const keepPeersEvery = 10 * time.Second
+// defaultKeepPeers is how often the configured peers are dialled again
+// when not connected, and the relay asked again for the peers of rooms
+// that have none (Options.KeepPeers).
+const defaultKeepPeers = 10 * time.Second
 
 // keepPeers keeps the mesh connected after a peer or the relay restarts:
 // the node dials its bootstrap peers only at start.
 func (c *Client) keepPeers() {
 	defer c.wg.Done()
-	t := time.NewTicker(keepPeersEvery)
+	every := c.keepEvery
+	if every <= 0 {
+		every = defaultKeepPeers
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -224,7 +233,7 @@ func (c *Client) keepPeers() {
 			if err != nil || c.node.Host().Network().Connectedness(ai.ID) == network.Connected {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(c.ctx, keepPeersEvery/2)
+			ctx, cancel := context.WithTimeout(c.ctx, max(every/2, time.Second))
 			if err := c.node.Connect(ctx, a); err != nil {
 				c.log.Debug("peer unreachable", "addr", a, "err", err)
 			}

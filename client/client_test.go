@@ -234,3 +234,65 @@ func TestSendWithNoPath(t *testing.T) {
 		t.Fatalf("second message: %+v, %v; want it linked to the first", r.Env, err)
 	}
 }
+
+// TestPeerComesBack: a configured peer that goes away and comes back (a
+// restart, on the same address) is dialled again, and the room is
+// meshed again without restarting this client.
+func TestPeerComesBack(t *testing.T) {
+	ctx := context.Background()
+	homeA, err := OpenHome(filepath.Join(t.TempDir(), "a"), HomeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	openA := func(listen string) *Client {
+		cfg := DefaultConfig()
+		cfg.Nick, cfg.Mode, cfg.MDNS, cfg.Listen = "a", ModeP2P, false, []string{listen}
+		c, err := Open(ctx, homeA, Options{Config: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Join(ctx, "r"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := openA("/ip4/127.0.0.1/udp/0/quic-v1")
+	addr := a.Node().Addrs()[0]
+	listen := addr[:strings.Index(addr, "/p2p/")]
+
+	homeB, err := OpenHome(filepath.Join(t.TempDir(), "b"), HomeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Nick, cfg.Mode, cfg.MDNS = "b", ModeP2P, false
+	cfg.Listen, cfg.Peers = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}, []string{addr}
+	b, err := Open(ctx, homeB, Options{Config: cfg, KeepPeers: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Join(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	waitPeers := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); b.MeshPeers("r") == 0; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: b has no peer in the room after 60 s", what)
+			}
+		}
+	}
+	waitPeers("at start")
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); b.MeshPeers("r") != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("b still sees a peer 60 s after a left")
+		}
+	}
+	a = openA(listen)
+	defer a.Close()
+	waitPeers("after a came back")
+}
