@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -185,7 +186,7 @@ func (c *cli) fail(err error) int {
 		return exitUndelivered
 	case errors.Is(err, client.ErrRelayUnreachable):
 		return exitRelayDown
-	case errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
+	case errors.Is(err, errNoKey), errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
 		errors.Is(err, identity.ErrWrongPassphrase), errors.Is(err, identity.ErrMalformedKey),
 		errors.Is(err, identity.ErrNotEd25519):
 		return exitKey
@@ -202,8 +203,15 @@ func (c *cli) open() (*client.Home, error) {
 			return nil, err
 		}
 	}
-	return client.OpenHome(dir, client.HomeOptions{KeyFile: c.g.keyFile, Passphrase: c.passphrase})
+	h, err := client.OpenHome(dir, client.HomeOptions{KeyFile: c.g.keyFile, Passphrase: c.passphrase})
+	if err != nil && c.g.keyFile != "" && errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: --identity %s: %w", errNoKey, c.g.keyFile, err)
+	}
+	return h, err
 }
+
+// errNoKey: the key file named by --identity does not exist.
+var errNoKey = errors.New("the identity key cannot be used")
 
 // passphrase asks for the key's passphrase on the terminal. Without a
 // terminal there is no one to ask, and the key cannot be used.
