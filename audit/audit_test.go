@@ -291,34 +291,8 @@ func (c *countingReader) ReadAuditHashes(idx []int64) ([]tlog.Hash, error) {
 // exactly tlog's, check against the batch's checkpoint, and come from the
 // log's cache without reading the store.
 func TestProveBatch(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	k := key(t, 1)
-	m := newMem()
-	l, err := NewLog(k, 0, nil, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for done := 0; done < 700; {
-		b := 1 + rng.IntN(70)
-		recs := make([]*Record, b)
-		for i := range recs {
-			recs[i] = sample(done+i, k)
-		}
-		first, err := l.Append(m, recs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		signed, err := l.Seal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Commit()
-		done += b
-		size := int64(done)
-		c, err := Open(signed, k.Public())
-		if err != nil {
-			t.Fatal(err)
-		}
+	commitBatches(t, rand.New(rand.NewPCG(3, 4)), 700, 70, func(l *Log, m *memTx, first int64, c Checkpoint) {
+		size := c.Size
 		cr := &countingReader{m: m}
 		proofs, err := l.ProveBatch(size, first, cr)
 		if err != nil {
@@ -327,8 +301,8 @@ func TestProveBatch(t *testing.T) {
 		if cr.reads != 0 {
 			t.Errorf("batch %d..%d: %d hashes read from the store", first, size-1, cr.reads)
 		}
-		if len(proofs) != b {
-			t.Fatalf("%d proofs for %d records", len(proofs), b)
+		if len(proofs) != int(size-first) {
+			t.Fatalf("%d proofs for %d records", len(proofs), size-first)
 		}
 		for j, p := range proofs {
 			n := first + int64(j)
@@ -348,6 +322,41 @@ func TestProveBatch(t *testing.T) {
 				t.Fatalf("proof of %d in %d: %v", n, size, err)
 			}
 		}
+	})
+}
+
+// commitBatches appends batches of up to maxBatch records until the log
+// holds n, committing each with its checkpoint, and calls each with the
+// first record of the batch and the batch's opened checkpoint.
+func commitBatches(t *testing.T, rng *rand.Rand, n, maxBatch int, each func(l *Log, m *memTx, first int64, c Checkpoint)) {
+	t.Helper()
+	k := key(t, 1)
+	m := newMem()
+	l, err := NewLog(k, 0, nil, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for done := 0; done < n; {
+		b := 1 + rng.IntN(maxBatch)
+		recs := make([]*Record, b)
+		for i := range recs {
+			recs[i] = sample(done+i, k)
+		}
+		first, err := l.Append(m, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed, err := l.Seal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Commit()
+		done += b
+		c, err := Open(signed, k.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		each(l, m, first, c)
 	}
 }
 
@@ -387,37 +396,15 @@ func TestHashCacheWindow(t *testing.T) {
 // record, while it remembers the paths it verified.
 func TestProofChecker(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	k := key(t, 1)
-	m := newMem()
-	l, err := NewLog(k, 0, nil, m)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var v ProofChecker
 	checked, refused := 0, 0
-	for done := 0; done < 600; {
-		b := 1 + rng.IntN(60)
-		recs := make([]*Record, b)
-		for i := range recs {
-			recs[i] = sample(done+i, k)
-		}
-		first, err := l.Append(m, recs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		signed, err := l.Seal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Commit()
-		done += b
-		size := int64(done)
-		c, _ := Open(signed, k.Public())
+	commitBatches(t, rng, 600, 60, func(l *Log, m *memTx, first int64, c Checkpoint) {
+		size := c.Size
 		proofs, err := l.ProveBatch(size, first, m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, j := range rng.Perm(b) {
+		for _, j := range rng.Perm(len(proofs)) {
 			n := first + int64(j)
 			leaf := tlog.RecordHash(m.records[n])
 			if err := v.Check(proofs[j], size, c.Root, n, leaf); err != nil {
@@ -447,7 +434,7 @@ func TestProofChecker(t *testing.T) {
 				t.Fatalf("record %d of %d: refused after a refusal", n, size)
 			}
 		}
-	}
+	})
 	// A root that is not the tree's.
 	if v.Check(nil, 1, tlog.Hash{1}, 0, tlog.Hash{2}) == nil {
 		t.Fatal("a one-record tree with another root passed")
