@@ -46,8 +46,8 @@ type Options struct {
 	// Offline opens the home folder and its store only: no mesh node and
 	// no relay, for reading history.
 	Offline bool
-	// KeepPeers is how often peers that dropped are dialled again. If
-	// zero, 10 seconds.
+	// KeepPeers is how often peers that dropped are dialled again, and
+	// messages no path took are sent again. If zero, 10 seconds.
 	KeepPeers time.Duration
 	// Silent sessions show nothing (chat send): messages that arrive are
 	// stored and left unshown for the next session that shows them, and
@@ -203,6 +203,10 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 	if c.node != nil {
 		c.wg.Add(1)
 		go c.keepPeers()
+	}
+	if !o.Offline && !o.Silent {
+		c.wg.Add(1)
+		go c.resendOutbox()
 	}
 	return c, nil
 }

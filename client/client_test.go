@@ -296,3 +296,52 @@ func TestPeerComesBack(t *testing.T) {
 	defer a.Close()
 	waitPeers("after a came back")
 }
+
+// TestOutbox: a message no path took is kept, and sent when a peer shows
+// up, without anyone sending again.
+func TestOutbox(t *testing.T) {
+	ctx := context.Background()
+	open := func(name string, peers ...string) *Client {
+		h, err := OpenHome(filepath.Join(t.TempDir(), name), HomeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Nick, cfg.Mode, cfg.MDNS = name, ModeP2P, false
+		cfg.Listen, cfg.Peers = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}, peers
+		c, err := Open(ctx, h, Options{Config: cfg, KeepPeers: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := c.Join(ctx, "r"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := open("a")
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	sent, err := a.Send(short, "r", "while nobody was here")
+	cancel()
+	if !errors.Is(err, ErrNoPath) {
+		t.Fatalf("send with no peer: %v", err)
+	}
+	if out, err := a.st.Outbox(ctx, "r"); err != nil || len(out) != 1 || out[0].ID != sent.ID {
+		t.Fatalf("outbox = %v, %v; want the unsent message", out, err)
+	}
+	b := open("b", a.Node().Addrs()[0])
+	m := next(t, b)
+	if m.ID != sent.ID || m.Text != "while nobody was here" {
+		t.Fatalf("b got %+v", m)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := a.st.Outbox(ctx, "r")
+		if err == nil && len(out) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the outbox still holds %d after delivery (%v)", len(out), err)
+		}
+	}
+	noMore(t, b)
+}

@@ -63,6 +63,12 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 	if err != nil {
 		return Sent{}, err
 	}
+	return c.deliverOut(ctx, r, env, raw)
+}
+
+// deliverOut sends our envelope on every path of room r and waits as Send
+// says. Once a path confirms it, it leaves the outbox.
+func (c *Client) deliverOut(ctx context.Context, r *room, env *protocol.Envelope, raw []byte) (Sent, error) {
 	sent := Sent{ID: env.ID(), Time: env.Timestamp()}
 
 	type result struct {
@@ -148,9 +154,60 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 		if len(sent.Failed) == 0 {
 			sent.Failed = append(sent.Failed, errors.New("no mesh and no relay"))
 		}
-		return sent, fmt.Errorf("%w: %w", ErrNoPath, errors.Join(sent.Failed...))
+		return sent, fmt.Errorf("%w: %w (kept, and sent again when a path is there)", ErrNoPath, errors.Join(sent.Failed...))
+	}
+	if err := c.st.RemoveOutbox(context.WithoutCancel(ctx), sent.ID); err != nil {
+		c.log.Warn("take a sent message out of the outbox", "id", sent.ID, "err", err)
 	}
 	return sent, nil
+}
+
+// outboxEvery is how often the outbox is tried again.
+const outboxEvery = 10 * time.Second
+
+// resendOutbox sends our messages that no path took when they were sent,
+// in order, room by room, whenever the room has a path: a peer in its
+// mesh, or the relay. It runs every outboxEvery (Options.KeepPeers).
+func (c *Client) resendOutbox() {
+	defer c.wg.Done()
+	every := c.keepEvery
+	if every <= 0 {
+		every = outboxEvery
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		rooms := make([]*room, 0, len(c.rooms))
+		for _, r := range c.rooms {
+			rooms = append(rooms, r)
+		}
+		c.mu.Unlock()
+		for _, r := range rooms {
+			if c.relay == nil && (r.mesh == nil || len(r.mesh.Peers()) == 0) {
+				continue // no path yet
+			}
+			recs, err := c.st.Outbox(c.ctx, r.name)
+			if err != nil {
+				c.log.Warn("read the outbox", "room", r.name, "err", err)
+				continue
+			}
+			for _, rec := range recs {
+				ctx, cancel := context.WithTimeout(c.ctx, every)
+				sent, err := c.deliverOut(ctx, r, rec.Env, rec.Raw)
+				cancel()
+				if err != nil {
+					break // in order: the next waits for this one
+				}
+				c.log.Warn("sent a message that no path had taken before", "room", r.name, "id", sent.ID, "via", sent.Via)
+			}
+		}
+	}
 }
 
 // awaitPeer waits until the room has a mesh peer: right after start the
@@ -198,7 +255,20 @@ func (c *Client) sign(ctx context.Context, r *room, text string) (*protocol.Enve
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: send: %w", err)
 	}
-	if _, err := c.st.Append(ctx, []store.Record{{ID: id, Env: e, Raw: raw, Via: ViaLocal, Received: c.now()}}); err != nil {
+	// Stored, and in the outbox until a path confirms it, in one
+	// transaction.
+	b, err := c.st.Begin(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: send: %w", err)
+	}
+	defer b.Rollback()
+	if _, err := b.Append(ctx, []store.Record{{ID: id, Env: e, Raw: raw, Via: ViaLocal, Received: c.now()}}); err != nil {
+		return nil, nil, fmt.Errorf("client: send: %w", err)
+	}
+	if err := b.AddOutbox(ctx, r.name, id); err != nil {
+		return nil, nil, fmt.Errorf("client: send: %w", err)
+	}
+	if err := b.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("client: send: %w", err)
 	}
 	r.head = id

@@ -300,3 +300,32 @@ func (b *Batch) SetRelayCursor(ctx context.Context, relay, room string, id proto
 	}
 	return nil
 }
+
+// AddOutbox puts our envelope id in the outbox, in the batch's
+// transaction: it is sent again until a path confirms it.
+func (b *Batch) AddOutbox(ctx context.Context, room string, id protocol.ID) error {
+	if _, err := b.tx.ExecContext(ctx, `INSERT OR IGNORE INTO client_outbox (id, room) VALUES (?, ?)`, id[:], room); err != nil {
+		return fmt.Errorf("store: outbox: %w", err)
+	}
+	return nil
+}
+
+// RemoveOutbox takes id out of the outbox: a path confirmed it.
+func (s *Store) RemoveOutbox(ctx context.Context, id protocol.ID) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM client_outbox WHERE id = ?`, id[:]); err != nil {
+		return fmt.Errorf("store: outbox: %w", err)
+	}
+	return nil
+}
+
+// Outbox returns our envelopes of room that no path has confirmed, in the
+// order they were made.
+func (s *Store) Outbox(ctx context.Context, room string) ([]Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT e.rowid, e.raw, e.via, e.received
+		FROM client_outbox o JOIN envelopes e ON e.id = o.id
+		WHERE o.room = ? ORDER BY e.seq`, room)
+	if err != nil {
+		return nil, fmt.Errorf("store: outbox of %s: %w", room, err)
+	}
+	return scan(rows)
+}

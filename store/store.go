@@ -195,6 +195,10 @@ var migrations = []string{
 		room TEXT NOT NULL
 	) WITHOUT ROWID;
 	CREATE INDEX client_unshown_room ON client_unshown(room);
+	CREATE TABLE client_outbox (
+		id   BLOB PRIMARY KEY, -- our envelope that no path has confirmed yet
+		room TEXT NOT NULL
+	) WITHOUT ROWID;
 	CREATE TABLE client_receipts (
 		id    BLOB PRIMARY KEY, -- our envelope
 		relay TEXT NOT NULL,    -- the relay's key fingerprint
