@@ -289,9 +289,6 @@ func (c *Client) Home() *Home { return c.home }
 // Key returns the identity the client speaks as.
 func (c *Client) Key() identity.PrivateKey { return c.home.Key }
 
-// Store returns the client's store.
-func (c *Client) Store() *store.Store { return c.st }
-
 // Node returns the mesh node, or nil in relay mode.
 func (c *Client) Node() *mesh.Node { return c.node }
 

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/parleychat/parley/identity"
@@ -416,14 +415,4 @@ func (c *Client) messages(ctx context.Context, recs []store.Record) []Message {
 		out = append(out, m)
 	}
 	return out
-}
-
-// HasVia reports whether a stored via list names path p.
-func HasVia(via, p string) bool {
-	for _, v := range strings.Split(via, ",") {
-		if v == p {
-			return true
-		}
-	}
-	return false
 }
