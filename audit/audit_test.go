@@ -86,34 +86,14 @@ func sample(i int, k identity.PrivateKey) *Record {
 
 // buildLog appends n records in batches of random size, sealing each.
 func buildLog(t testing.TB, n int, rng *rand.Rand) (*memTx, []int64) {
-	k := key(t, 1)
-	m := newMem()
-	l, err := NewLog(k, 0, nil, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sizes []int64
-	for done := 0; done < n; {
-		b := min(1+rng.IntN(30), n-done)
-		recs := make([]*Record, b)
-		for i := range recs {
-			recs[i] = sample(done+i, k)
-		}
-		first, err := l.Append(m, recs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if first != int64(done) {
-			t.Fatalf("batch starts at %d, want %d", first, done)
-		}
-		if _, err := l.Seal(m); err != nil {
-			t.Fatal(err)
-		}
-		l.Commit()
-		done += b
-		sizes = append(sizes, int64(done))
-	}
-	return m, sizes
+	var (
+		mem   *memTx
+		sizes []int64
+	)
+	commitBatches(t, rng, n, 30, func(_ *Log, m *memTx, _ int64, c Checkpoint) {
+		mem, sizes = m, append(sizes, c.Size)
+	})
+	return mem, sizes
 }
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -328,7 +308,7 @@ func TestProveBatch(t *testing.T) {
 // commitBatches appends batches of up to maxBatch records until the log
 // holds n, committing each with its checkpoint, and calls each with the
 // first record of the batch and the batch's opened checkpoint.
-func commitBatches(t *testing.T, rng *rand.Rand, n, maxBatch int, each func(l *Log, m *memTx, first int64, c Checkpoint)) {
+func commitBatches(t testing.TB, rng *rand.Rand, n, maxBatch int, each func(l *Log, m *memTx, first int64, c Checkpoint)) {
 	t.Helper()
 	k := key(t, 1)
 	m := newMem()
@@ -337,7 +317,7 @@ func commitBatches(t *testing.T, rng *rand.Rand, n, maxBatch int, each func(l *L
 		t.Fatal(err)
 	}
 	for done := 0; done < n; {
-		b := 1 + rng.IntN(maxBatch)
+		b := min(1+rng.IntN(maxBatch), n-done)
 		recs := make([]*Record, b)
 		for i := range recs {
 			recs[i] = sample(done+i, k)
@@ -345,6 +325,9 @@ func commitBatches(t *testing.T, rng *rand.Rand, n, maxBatch int, each func(l *L
 		first, err := l.Append(m, recs)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if first != int64(done) {
+			t.Fatalf("batch starts at %d, want %d", first, done)
 		}
 		signed, err := l.Seal(m)
 		if err != nil {

@@ -200,25 +200,22 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 	}
 	c.mergeW.Add(1)
 	go c.merge()
-	if c.node != nil {
+	if !o.Offline {
 		c.wg.Add(1)
-		go c.keepPeers()
-	}
-	if !o.Offline && !o.Silent {
-		c.wg.Add(1)
-		go c.resendOutbox()
+		go c.tend()
 	}
 	return c, nil
 }
 
-// defaultKeepPeers is how often the configured peers are dialled again
-// when not connected, and the relay asked again for the peers of rooms
-// that have none (Options.KeepPeers).
+// defaultKeepPeers is how often the session tends its paths
+// (Options.KeepPeers).
 const defaultKeepPeers = 10 * time.Second
 
-// keepPeers keeps the mesh connected after a peer or the relay restarts:
-// the node dials its bootstrap peers only at start.
-func (c *Client) keepPeers() {
+// tend runs, every KeepPeers, what keeps a session whole after a peer or
+// the relay restarts: dialling the configured peers again (the node dials
+// them only at start), asking the relay again for the peers of rooms that
+// have none, and sending what no path took (resendOutbox).
+func (c *Client) tend() {
 	defer c.wg.Done()
 	every := c.keepEvery
 	if every <= 0 {
@@ -232,32 +229,43 @@ func (c *Client) keepPeers() {
 			return
 		case <-t.C:
 		}
-		for _, a := range c.cfg.Peers {
-			ai, err := peer.AddrInfoFromString(a)
-			if err != nil || c.node.Host().Network().Connectedness(ai.ID) == network.Connected {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(c.ctx, max(every/2, time.Second))
-			if err := c.node.Connect(ctx, a); err != nil {
-				c.log.Debug("peer unreachable", "addr", a, "err", err)
-			}
-			cancel()
+		if c.node != nil {
+			c.keepPeers(every)
 		}
-		if c.relay == nil {
+		if !c.silent {
+			c.resendOutbox(every)
+		}
+	}
+}
+
+// keepPeers dials the configured peers that are not connected, and asks
+// the relay for the peers of rooms that have none.
+func (c *Client) keepPeers(every time.Duration) {
+	for _, a := range c.cfg.Peers {
+		ai, err := peer.AddrInfoFromString(a)
+		if err != nil || c.node.Host().Network().Connectedness(ai.ID) == network.Connected {
 			continue
 		}
-		c.mu.Lock()
-		var lonely []string
-		for name, r := range c.rooms {
-			if r.mesh != nil && len(r.mesh.Peers()) == 0 {
-				lonely = append(lonely, name)
-			}
+		ctx, cancel := context.WithTimeout(c.ctx, max(every/2, time.Second))
+		if err := c.node.Connect(ctx, a); err != nil {
+			c.log.Debug("peer unreachable", "addr", a, "err", err)
 		}
-		c.mu.Unlock()
-		for _, name := range lonely {
-			c.wg.Add(1)
-			c.meetPeers(c.ctx, name)
+		cancel()
+	}
+	if c.relay == nil {
+		return
+	}
+	c.mu.Lock()
+	var lonely []string
+	for name, r := range c.rooms {
+		if r.mesh != nil && len(r.mesh.Peers()) == 0 {
+			lonely = append(lonely, name)
 		}
+	}
+	c.mu.Unlock()
+	for _, name := range lonely {
+		c.wg.Add(1)
+		c.meetPeers(c.ctx, name)
 	}
 }
 

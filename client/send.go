@@ -162,50 +162,33 @@ func (c *Client) deliverOut(ctx context.Context, r *room, env *protocol.Envelope
 	return sent, nil
 }
 
-// outboxEvery is how often the outbox is tried again.
-const outboxEvery = 10 * time.Second
-
 // resendOutbox sends our messages that no path took when they were sent,
-// in order, room by room, whenever the room has a path: a peer in its
-// mesh, or the relay. It runs every outboxEvery (Options.KeepPeers).
-func (c *Client) resendOutbox() {
-	defer c.wg.Done()
-	every := c.keepEvery
-	if every <= 0 {
-		every = outboxEvery
+// in order, room by room, when the room has a path: a peer in its mesh,
+// or the relay. Each try has every to finish.
+func (c *Client) resendOutbox(every time.Duration) {
+	c.mu.Lock()
+	rooms := make([]*room, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		rooms = append(rooms, r)
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
+	c.mu.Unlock()
+	for _, r := range rooms {
+		if c.relay == nil && (r.mesh == nil || len(r.mesh.Peers()) == 0) {
+			continue // no path yet
 		}
-		c.mu.Lock()
-		rooms := make([]*room, 0, len(c.rooms))
-		for _, r := range c.rooms {
-			rooms = append(rooms, r)
+		recs, err := c.st.Outbox(c.ctx, r.name)
+		if err != nil {
+			c.log.Warn("read the outbox", "room", r.name, "err", err)
+			continue
 		}
-		c.mu.Unlock()
-		for _, r := range rooms {
-			if c.relay == nil && (r.mesh == nil || len(r.mesh.Peers()) == 0) {
-				continue // no path yet
-			}
-			recs, err := c.st.Outbox(c.ctx, r.name)
+		for _, rec := range recs {
+			ctx, cancel := context.WithTimeout(c.ctx, every)
+			sent, err := c.deliverOut(ctx, r, rec.Env, rec.Raw)
+			cancel()
 			if err != nil {
-				c.log.Warn("read the outbox", "room", r.name, "err", err)
-				continue
+				break // in order: the next waits for this one
 			}
-			for _, rec := range recs {
-				ctx, cancel := context.WithTimeout(c.ctx, every)
-				sent, err := c.deliverOut(ctx, r, rec.Env, rec.Raw)
-				cancel()
-				if err != nil {
-					break // in order: the next waits for this one
-				}
-				c.log.Warn("sent a message that no path had taken before", "room", r.name, "id", sent.ID, "via", sent.Via)
-			}
+			c.log.Warn("sent a message that no path had taken before", "room", r.name, "id", sent.ID, "via", sent.Via)
 		}
 	}
 }
