@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 )
@@ -73,6 +75,10 @@ func FuzzEnvelope(f *testing.F) {
 	f.Add(signedEnvelope(f, protocol.KindText, "r", 2, nil))
 	f.Add([]byte{})
 	f.Add([]byte{2})
+	good, err := protocol.Parse(signedEnvelope(f, protocol.KindText, "general", 1, nil))
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := protocol.Parse(b)
 		if err != nil {
@@ -83,16 +89,24 @@ func FuzzEnvelope(f *testing.F) {
 		if e.ID() != protocol.IDOf(b) {
 			t.Fatal("ID() differs from the hash of the input")
 		}
-		// Verify must agree with ed25519 over the documented signing input:
-		// the context string, then every byte before the signature.
+		// Verify must agree with the documented rule (Ed25519, cofactored,
+		// canonical A and R, curve25519-voi's default) over the documented
+		// signing input: the context string, then every byte before the
+		// signature.
 		input := append([]byte("parley envelope signature v1\x00"), b[:len(b)-ed25519.SignatureSize]...)
-		want := ed25519.Verify(e.Sender.Bytes(), input, b[len(b)-ed25519.SignatureSize:])
+		want := voi.VerifyWithOptions(e.Sender.Bytes(), input, b[len(b)-ed25519.SignatureSize:], &voi.Options{Verify: voi.VerifyOptionsDefault})
 		err = e.Verify()
 		if (err == nil) != want {
-			t.Fatalf("Verify() = %v, but ed25519 over the signing input says %v", err, want)
+			t.Fatalf("Verify() = %v, but the signature rule over the signing input says %v", err, want)
 		}
 		if err != nil {
 			errorIsOneOf(t, err, protocol.ErrBadSignature)
+		}
+		// And a batch holding it says the same of it, and accepts a good
+		// envelope beside it.
+		errs := protocol.VerifyBatch([]*protocol.Envelope{good, e, good})
+		if (errs == nil) != (err == nil) || (errs != nil && (errs[0] != nil || errs[2] != nil || errs[1] == nil)) {
+			t.Fatalf("VerifyBatch = %v, Verify = %v", errs, err)
 		}
 	})
 }

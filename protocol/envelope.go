@@ -221,7 +221,7 @@ func (e *Envelope) Verify() error {
 	}
 	var buf [512]byte // keeps the signing input of a short message off the heap
 	msg := e.signingInput(buf[:0])
-	if !ed25519.Verify(e.Sender.Bytes(), msg, e.Sig[:]) {
+	if !verifySig(e.Sender.Bytes(), msg, e.Sig[:]) {
 		return fmt.Errorf("%w: envelope %d from %s in %s", ErrBadSignature, e.Seq, e.Sender.ShortFingerprint(), e.Room)
 	}
 	return nil

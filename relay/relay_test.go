@@ -636,3 +636,88 @@ func TestReceiptsPipelined(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPublishBatchWithForgeries: publishes written in one go are checked
+// together; forged and broken ones among them get their own Nack, in
+// order, and every good one is stored and acknowledged.
+func TestPublishBatchWithForgeries(t *testing.T) {
+	r := startRelay(t, nil)
+	alice := testkit.Key(t)
+	ctx := ctxT(t)
+	conn, err := DialQUIC(ctx, r.addr, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &testkit.Author{Key: alice, Room: "lobby"}
+	const n = 150 // more than one batch
+	var (
+		frames []byte
+		want   []protocol.ErrorCode // CodeOK: an Ack
+		ids    []protocol.ID
+	)
+	for i := range n {
+		raw, _ := a.Next(t, fmt.Sprint(i))
+		code := protocol.CodeOK
+		switch i % 7 {
+		case 3:
+			raw[len(raw)-1] ^= 1 // the signature
+			code = protocol.CodeBadEnvelope
+		case 5:
+			raw[len(raw)-70] ^= 1 // the last byte of the payload
+			code = protocol.CodeBadEnvelope
+		}
+		if i == 100 {
+			raw, code = []byte{protocol.Version, 1, 2, 3}, protocol.CodeBadEnvelope
+		}
+		frames = protocol.AppendFrame(frames, protocol.FramePublish, raw)
+		want = append(want, code)
+		ids = append(ids, protocol.IDOf(raw))
+	}
+	if _, err := str.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	str.Close()
+	fr := newFrameReader(str, protocol.MaxFrameBody)
+	for i := range n {
+		ft, body, err := fr.next()
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		switch ft {
+		case protocol.FrameAck:
+			ack, err := protocol.ParseAck(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want[i] != protocol.CodeOK || ack.ID != ids[i] {
+				t.Fatalf("publish %d: acknowledged (%s), want %s", i, ack.ID, want[i])
+			}
+		case protocol.FrameNack:
+			nack, err := protocol.ParseNack(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if nack.Err.Code != want[i] || nack.ID != ids[i] {
+				t.Fatalf("publish %d: refused with %v, want %s", i, nack.Err, want[i])
+			}
+		default:
+			t.Fatalf("answer %d: %s frame", i, ft)
+		}
+	}
+	stored := 0
+	for i, code := range want {
+		if code != protocol.CodeOK {
+			continue
+		}
+		stored++
+		if _, err := r.st.Get(ctx, ids[i]); err != nil {
+			t.Errorf("publish %d acknowledged but not stored: %v", i, err)
+		}
+	}
+	t.Logf("%d of %d stored", stored, n)
+}

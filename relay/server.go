@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -526,22 +527,38 @@ func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream,
 	// acknowledged.
 	stop := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(protocol.CodeShuttingDown)) })
 	defer stop()
+	// A bigger buffer than other streams get, so that a pipelining
+	// client's publishes are read, and their signatures checked, many at
+	// a time.
+	fr.r = bufio.NewReaderSize(fr.r, publishBuffer)
 	var end *protocol.RelayError
-	body := first
-	for {
-		inflight <- s.accept(ctx, c, bytes.Clone(body))
-		t, b, err := fr.next()
-		if err != nil {
-			if !isStreamEnd(err) {
-				end = asRelayError(err)
+	raws := [][]byte{bytes.Clone(first)}
+	for end == nil {
+		// Take every publish already here, then check them together.
+		for end == nil && len(raws) < maxVerifyBatch && fr.buffered() {
+			raw, err := nextPublish(fr)
+			if err != nil {
+				end = err
+				break
 			}
+			raws = append(raws, raw)
+		}
+		for _, p := range s.acceptAll(ctx, c, raws) {
+			inflight <- p
+		}
+		raws = raws[:0]
+		if end != nil {
 			break
 		}
-		if t != protocol.FramePublish {
-			end = &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("%s frame on a publish stream", t)}
+		raw, err := nextPublish(fr)
+		if err != nil {
+			end = err
 			break
 		}
-		body = b
+		raws = append(raws, raw)
+	}
+	if end != nil && end.Code == protocol.CodeOK {
+		end = nil
 	}
 	close(inflight)
 	if err := <-writeErr; err != nil {
@@ -555,6 +572,30 @@ func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream,
 		return
 	}
 	str.Close()
+}
+
+const (
+	// publishBuffer is the read buffer of a publish stream: about 24
+	// envelopes of a few hundred bytes.
+	publishBuffer = 8 << 10
+	// maxVerifyBatch is the most publishes checked in one batch.
+	maxVerifyBatch = 64
+)
+
+// nextPublish reads the next frame of a publish stream and returns a copy
+// of its body. At the stream's end it returns an error with CodeOK; a
+// frame that is not a publish, or a broken one, gets the error to send.
+func nextPublish(fr *frameReader) ([]byte, *protocol.RelayError) {
+	t, b, err := fr.next()
+	switch {
+	case err != nil && isStreamEnd(err):
+		return nil, &protocol.RelayError{Code: protocol.CodeOK}
+	case err != nil:
+		return nil, asRelayError(err)
+	case t != protocol.FramePublish:
+		return nil, &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("%s frame on a publish stream", t)}
+	}
+	return bytes.Clone(b), nil
 }
 
 // isStreamEnd reports whether err is the client ending or resetting the
@@ -629,9 +670,43 @@ func refused(code protocol.ErrorCode, format string, args ...any) *pending {
 	return p
 }
 
-// accept checks one published envelope and, if it passes, queues it for
-// the committer. The pending it returns answers the client either way.
-func (s *Server) accept(ctx context.Context, c *client, raw []byte) *pending {
+// acceptAll checks publishes of one stream, their signatures in one
+// batch, and queues each that passes for the committer, in order. The
+// pendings it returns answer the client either way.
+func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte) []*pending {
+	envs := make([]*protocol.Envelope, len(raws))
+	errs := make([]error, len(raws))
+	var (
+		parsed []*protocol.Envelope
+		at     []int // parsed[j] is envs[at[j]]
+	)
+	for i, raw := range raws {
+		if len(raw) > s.cfg.Limits.MaxEnvelope {
+			continue // accept says so
+		}
+		if envs[i], errs[i] = protocol.Parse(raw); errs[i] == nil {
+			parsed = append(parsed, envs[i])
+			at = append(at, i)
+		}
+	}
+	if bad := protocol.VerifyBatch(parsed); bad != nil {
+		for j, err := range bad {
+			if err != nil {
+				envs[at[j]], errs[at[j]] = nil, err
+			}
+		}
+	}
+	out := make([]*pending, len(raws))
+	for i, raw := range raws {
+		out[i] = s.accept(ctx, c, raw, envs[i], errs[i])
+	}
+	return out
+}
+
+// accept takes one published envelope, with what parsing and verifying it
+// gave, and if it passes the relay's checks, queues it for the committer.
+// The pending it returns answers the client either way.
+func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protocol.Envelope, err error) *pending {
 	id := protocol.IDOf(raw)
 	nack := func(code protocol.ErrorCode, format string, args ...any) *pending {
 		p := refused(code, format, args...)
@@ -641,7 +716,6 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte) *pending {
 	if len(raw) > s.cfg.Limits.MaxEnvelope {
 		return nack(protocol.CodeTooLarge, "envelope of %d bytes, limit %d", len(raw), s.cfg.Limits.MaxEnvelope)
 	}
-	env, _, err := protocol.ParseVerify(raw)
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
 		return nack(protocol.CodeUnsupported, "%v", err)

@@ -52,6 +52,17 @@ func (fr *frameReader) next() (protocol.FrameType, []byte, error) {
 	return t, body, nil
 }
 
+// buffered reports whether a whole frame is waiting in the buffer, so that
+// next returns it without waiting for the network.
+func (fr *frameReader) buffered() bool {
+	n := fr.r.Buffered()
+	if n < protocol.FrameHeaderSize {
+		return false
+	}
+	h, _ := fr.r.Peek(protocol.FrameHeaderSize) // buffered: does not block
+	return n-protocol.FrameHeaderSize >= int(binary.BigEndian.Uint32(h[1:]))
+}
+
 // frameWriter buffers frames for one stream; flush sends them.
 type frameWriter struct {
 	w *bufio.Writer

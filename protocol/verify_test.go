@@ -1,0 +1,136 @@
+package protocol
+
+import (
+	"crypto/ed25519"
+	"crypto/sha512"
+	"math/rand/v2"
+	"testing"
+
+	"filippo.io/edwards25519"
+
+	"github.com/parleychat/parley/identity"
+)
+
+// TestVerifyBatchAgreesWithVerify: random batches of good, tampered and
+// malformed envelopes from a few senders; VerifyBatch's answer for each
+// is Verify's.
+func TestVerifyBatchAgreesWithVerify(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	keys := []identity.PrivateKey{key(t, 1), key(t, 2), key(t, 3)}
+	for round := range 60 {
+		n := 1 + rng.IntN(150) // more than one batch equation at times
+		envs := make([]*Envelope, n)
+		for i := range envs {
+			e, _ := signed(t, keys[rng.IntN(len(keys))], "general", uint64(i+1), "hello")
+			switch rng.IntN(12) {
+			case 0:
+				e.Payload = []byte("changed")
+			case 1:
+				e.Sig[rng.IntN(len(e.Sig))] ^= 1 << rng.IntN(8)
+			case 2:
+				e.Room = "" // cannot be encoded
+			case 3:
+				e.Sender = keys[rng.IntN(len(keys))].Public()
+			}
+			envs[i] = e
+		}
+		errs := VerifyBatch(envs)
+		for i, e := range envs {
+			want := e.Verify()
+			var got error
+			if errs != nil {
+				got = errs[i]
+			}
+			if (got == nil) != (want == nil) || (want != nil && got.Error() != want.Error()) {
+				t.Fatalf("round %d, envelope %d of %d: VerifyBatch says %v, Verify says %v", round, i, n, got, want)
+			}
+		}
+	}
+	if errs := VerifyBatch(nil); errs != nil {
+		t.Errorf("empty batch: %v", errs)
+	}
+}
+
+// TestSignatureRule: a signature made with a key that has a small-order
+// component passes the cofactored equation Parley uses and fails
+// crypto/ed25519's cofactorless one. Verify and VerifyBatch must agree on
+// it, alone and among good envelopes: that agreement is why the rule is
+// the cofactored one.
+func TestSignatureRule(t *testing.T) {
+	// A key a·B + T, with T of order 8: canonical, not of small order, so
+	// it is a well-formed sender.
+	var seed [64]byte
+	seed[0] = 7
+	a, err := edwards25519.NewScalar().SetUniformBytes(seed[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	A := new(edwards25519.Point).Add(new(edwards25519.Point).ScalarBaseMult(a), torsion8(t))
+	sender, err := identity.PublicKeyFromBytes(A.Bytes())
+	if err != nil {
+		t.Fatalf("the mixed key does not parse: %v", err)
+	}
+	bad := 0
+	for seq := uint64(1); seq <= 64 && bad < 3; seq++ {
+		e := &Envelope{Kind: KindText, Room: "general", Seq: seq, Lamport: seq, Time: t0.UnixMilli(), Payload: []byte("torsion"), Sender: sender}
+		msg := e.signingInput(nil)
+		// R = r·B; S = r + k·a with k = H(R, A, msg).
+		var rs [64]byte
+		rs[0], rs[1] = byte(seq), 1
+		r, _ := edwards25519.NewScalar().SetUniformBytes(rs[:])
+		R := new(edwards25519.Point).ScalarBaseMult(r)
+		h := sha512.New()
+		h.Write(R.Bytes())
+		h.Write(A.Bytes())
+		h.Write(msg)
+		k, _ := edwards25519.NewScalar().SetUniformBytes(h.Sum(nil))
+		S := edwards25519.NewScalar().MultiplyAdd(k, a, r)
+		copy(e.Sig[:32], R.Bytes())
+		copy(e.Sig[32:], S.Bytes())
+		if ed25519.Verify(sender.Bytes(), msg, e.Sig[:]) {
+			continue // k·T happened to be the identity: nothing to see
+		}
+		bad++
+		if err := e.Verify(); err != nil {
+			t.Fatalf("Verify refuses a signature valid under the cofactored equation: %v", err)
+		}
+		good, _ := signed(t, key(t, 1), "general", 1, "hello")
+		if errs := VerifyBatch([]*Envelope{good, e, good}); errs != nil {
+			t.Fatalf("VerifyBatch disagrees with Verify: %v", errs)
+		}
+	}
+	if bad == 0 {
+		t.Fatal("no signature separated the two equations")
+	}
+}
+
+// torsion8 returns a point of order 8.
+func torsion8(t *testing.T) *edwards25519.Point {
+	eight := make([]byte, 32)
+	eight[0] = 8
+	s8, err := edwards25519.NewScalar().SetCanonicalBytes(eight)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv8 := edwards25519.NewScalar().Invert(s8)
+	id := edwards25519.NewIdentityPoint()
+	for y := byte(2); y < 255; y++ {
+		enc := make([]byte, 32)
+		enc[0] = y
+		p, err := new(edwards25519.Point).SetBytes(enc)
+		if err != nil {
+			continue
+		}
+		q := new(edwards25519.Point).ScalarMult(inv8, new(edwards25519.Point).MultByCofactor(p))
+		tor := new(edwards25519.Point).Subtract(p, q)
+		four := new(edwards25519.Point).Add(tor, tor)
+		four.Add(four, four)
+		if four.Equal(id) == 0 {
+			return tor
+		}
+	}
+	t.Fatal("no point of order 8 found")
+	return nil
+}
+
+
