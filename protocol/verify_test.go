@@ -132,5 +132,3 @@ func torsion8(t *testing.T) *edwards25519.Point {
 	t.Fatal("no point of order 8 found")
 	return nil
 }
-
-
