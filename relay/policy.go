@@ -115,17 +115,21 @@ func (p *Policy) Version() uint64 {
 }
 
 // Admin reports whether id is an admin.
-func (p *Policy) Admin(id identity.PublicKey) bool {
+func (p *Policy) Admin(id identity.PublicKey) bool { return p.admin(id.Fingerprint()) }
+
+func (p *Policy) admin(fp string) bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.admins[id.Fingerprint()]
+	return p.admins[fp]
 }
 
 // Connect decides whether id may use the relay. In invite mode an identity
 // not yet allowed may still redeem an invite: Connect says no, with
 // CodeNotAllowed, and the server lets that connection only redeem.
-func (p *Policy) Connect(id identity.PublicKey) Decision {
-	fp := id.Fingerprint()
+func (p *Policy) Connect(id identity.PublicKey) Decision { return p.connect(id.Fingerprint()) }
+
+// connect is Connect for the identity with fingerprint fp.
+func (p *Policy) connect(fp string) Decision {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	d := Decision{Version: p.version}
@@ -148,19 +152,23 @@ func (p *Policy) Connect(id identity.PublicKey) Decision {
 
 // Read decides whether id may read room.
 func (p *Policy) Read(id identity.PublicKey, room string) Decision {
-	return p.room(id, room, "read", func(r roomRule) map[string]bool { return r.read })
+	return p.room(id.Fingerprint(), room, "read", func(r roomRule) map[string]bool { return r.read })
 }
 
 // Post decides whether id may post in room.
 func (p *Policy) Post(id identity.PublicKey, room string) Decision {
-	return p.room(id, room, "post", func(r roomRule) map[string]bool { return r.post })
+	return p.room(id.Fingerprint(), room, "post", func(r roomRule) map[string]bool { return r.post })
 }
 
-func (p *Policy) room(id identity.PublicKey, room, what string, list func(roomRule) map[string]bool) Decision {
-	if d := p.Connect(id); !d.Allow {
+// post is Post for the identity with fingerprint fp.
+func (p *Policy) post(fp, room string) Decision {
+	return p.room(fp, room, "post", func(r roomRule) map[string]bool { return r.post })
+}
+
+func (p *Policy) room(fp, room, what string, list func(roomRule) map[string]bool) Decision {
+	if d := p.connect(fp); !d.Allow {
 		return d
 	}
-	fp := id.Fingerprint()
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	d := Decision{Version: p.version, Allow: true, Reason: "room is open to " + what}

@@ -727,14 +727,14 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	if !env.Sender.Equal(c.id) {
 		return nack(protocol.CodeNotSender, "the envelope is signed by %s, the connection is %s", env.Sender.Fingerprint(), c.fp)
 	}
-	d := s.policy.Post(c.id, env.Room)
+	d := s.policy.post(c.fp, env.Room)
 	if !d.Allow {
 		s.record(ctx, &audit.Record{Kind: audit.KindPublishRefused, PolicyVersion: d.Version, Identity: c.id, Message: id,
 			Size: uint32(len(raw)), Room: env.Room, Addr: addrOf(c.addr), Code: d.Code, Detail: d.Reason})
 		return nack(d.Code, "%s (policy version %d)", d.Reason, d.Version)
 	}
 	now := s.now()
-	if !s.policy.Admin(c.id) && !s.idRates.allow(c.fp, now) {
+	if !s.policy.admin(c.fp) && !s.idRates.allow(c.fp, now) {
 		return nack(protocol.CodeRateLimited, "over %g envelopes per second", s.cfg.Limits.PublishRate)
 	}
 	if skew := time.Duration(now.UnixMilli()-env.Time) * time.Millisecond; skew > s.cfg.Limits.Skew.Duration || -skew > s.cfg.Limits.Skew.Duration {
