@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/parleychat/parley/identity"
@@ -423,4 +424,40 @@ func TestProofChecker(t *testing.T) {
 		t.Fatal("a one-record tree with another root passed")
 	}
 	t.Logf("%d proofs checked, %d refused", checked, refused)
+}
+
+// TestOpenerAgreesWithNote: the Opener's precomputed-key check accepts
+// and refuses what the standard signed-note verifier does, for every
+// one-bit change of a signed checkpoint.
+func TestOpenerAgreesWithNote(t *testing.T) {
+	k := key(t, 3)
+	signed, err := Sign(Checkpoint{Origin: Origin(k.Public()), Size: 42, Root: tlog.Hash{1, 2, 3}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := NewOpener(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	std, err := verifier(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Open(signed); err != nil {
+		t.Fatal(err)
+	}
+	for i := range signed {
+		for bit := range 8 {
+			b := bytes.Clone(signed)
+			b[i] ^= 1 << bit
+			_, got := o.Open(b)
+			_, want := note.Open(b, note.VerifierList(std))
+			if want == nil {
+				_, want = parseText(string(b[:bytes.Index(b, []byte("\n\n"))+1]))
+			}
+			if (got == nil) != (want == nil) {
+				t.Fatalf("byte %d bit %d: Opener says %v, note says %v", i, bit, got, want)
+			}
+		}
+	}
 }

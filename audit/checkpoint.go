@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -74,23 +75,63 @@ func Sign(c Checkpoint, key identity.PrivateKey) ([]byte, error) {
 
 // Open checks a signed checkpoint against the relay's key and parses it.
 func Open(signed []byte, relay identity.PublicKey) (Checkpoint, error) {
-	if len(signed) > MaxCheckpoint {
-		return Checkpoint{}, fmt.Errorf("%w: %d bytes", ErrCheckpoint, len(signed))
-	}
-	v, err := verifier(relay)
+	o, err := NewOpener(relay)
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	n, err := note.Open(signed, note.VerifierList(v))
+	return o.Open(signed)
+}
+
+// An Opener checks the signed checkpoints of one relay. It keeps the
+// relay's key in the precomputed form that makes checking a signature
+// about a third faster: a client checks one per commit it hears of.
+type Opener struct {
+	relay identity.PublicKey
+	v     note.Verifier
+}
+
+// NewOpener returns an Opener for relay's checkpoints.
+func NewOpener(relay identity.PublicKey) (*Opener, error) {
+	std, err := verifier(relay)
 	if err != nil {
-		return Checkpoint{}, fmt.Errorf("%w: not signed by relay %s: %v", ErrCheckpoint, relay.Fingerprint(), err)
+		return nil, err
+	}
+	ek, err := voi.NewExpandedPublicKey(relay.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("%w: relay key: %v", ErrCheckpoint, err)
+	}
+	return &Opener{relay: relay, v: fastVerifier{std, ek}}, nil
+}
+
+// fastVerifier is the signed-note Ed25519 verifier with the key
+// precomputed. It accepts exactly what crypto/ed25519 does (the standard
+// note verifier): curve25519-voi's crypto/ed25519 rule.
+type fastVerifier struct {
+	note.Verifier
+	key *voi.ExpandedPublicKey
+}
+
+var stdlibRule = &voi.Options{Verify: voi.VerifyOptionsStdLib}
+
+func (v fastVerifier) Verify(msg, sig []byte) bool {
+	return voi.VerifyExpandedWithOptions(v.key, msg, sig, stdlibRule)
+}
+
+// Open checks a signed checkpoint and parses it.
+func (o *Opener) Open(signed []byte) (Checkpoint, error) {
+	if len(signed) > MaxCheckpoint {
+		return Checkpoint{}, fmt.Errorf("%w: %d bytes", ErrCheckpoint, len(signed))
+	}
+	n, err := note.Open(signed, note.VerifierList(o.v))
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("%w: not signed by relay %s: %v", ErrCheckpoint, o.relay.Fingerprint(), err)
 	}
 	c, err := parseText(n.Text)
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	if c.Origin != Origin(relay) {
-		return Checkpoint{}, fmt.Errorf("%w: origin %q is not relay %s's", ErrCheckpoint, c.Origin, relay.Fingerprint())
+	if c.Origin != Origin(o.relay) {
+		return Checkpoint{}, fmt.Errorf("%w: origin %q is not relay %s's", ErrCheckpoint, c.Origin, o.relay.Fingerprint())
 	}
 	return c, nil
 }

@@ -223,6 +223,10 @@ func relayPublish(ctx context.Context, r *relayProc, clients, each int) (result,
 			return result{}, err
 		}
 	}
+	cpu0, err := cpuTime(os.Getpid())
+	if err != nil {
+		return result{}, err
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -237,7 +241,11 @@ func relayPublish(ctx context.Context, r *relayProc, clients, each int) (result,
 			return result{}, err
 		}
 	}
-	return result{n: clients * each, rate: float64(clients*each) / elapsed.Seconds()}, nil
+	cpu1, err := cpuTime(os.Getpid())
+	if err != nil {
+		return result{}, err
+	}
+	return result{n: clients * each, rate: float64(clients*each) / elapsed.Seconds(), cpu: cpu1 - cpu0}, nil
 }
 
 // fanout publishes msgs envelopes to subs subscribers; window is how many

@@ -46,12 +46,17 @@ type Client struct {
 	keptNote []byte
 	lastSeen *audit.Checkpoint // the last one queued for checking
 	auditErr error             // the security error found, sticky
-	ckQueue  chan checkpointSeen
+	// The checkpoints seen and not yet proved consistent, under ckMu;
+	// ckWake tells checkLoop there are some.
+	ckPending []checkpointSeen
+	ckWake    chan struct{}
 	// The last checkpoint opened, and its note: receipts of one commit
 	// share it.
 	openMu     sync.Mutex
 	lastNote   []byte
 	lastOpened audit.Checkpoint
+	opener     *audit.Opener // under openMu, for openerKey
+	openerKey  identity.PublicKey
 }
 
 // ClientOptions configure Dial.
@@ -87,7 +92,7 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 		opts.KeepAlive = 15 * time.Second
 	}
 	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport,
-		done: make(chan struct{}), ckQueue: make(chan checkpointSeen, 64)}
+		done: make(chan struct{}), ckWake: make(chan struct{}, 1)}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -467,15 +472,16 @@ func (c *Client) retry(ctx context.Context, what string, f func() error) error {
 // one.
 func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error) {
 	id := protocol.IDOf(raw)
-	var ack *protocol.Ack
-	err := c.retry(ctx, "publish", func() (err error) {
-		ack, err = c.publishOnce(ctx, id, raw)
-		return err
+	var res pubResult
+	err := c.retry(ctx, "publish", func() error {
+		res = c.publishOnce(ctx, id, raw)
+		return res.err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
-	if err := c.checkReceipt(ack, raw); err != nil {
+	ack := res.ack
+	if err := res.receipt; err != nil {
 		if errors.Is(err, ErrAuditLog) {
 			c.ckMu.Lock()
 			if c.auditErr == nil {
@@ -507,7 +513,14 @@ func (c *Client) openCheckpoint(note []byte) (audit.Checkpoint, error) {
 	if cp, ok := last(); ok {
 		return cp, nil
 	}
-	cp, err := audit.Open(note, c.relayKey())
+	if key := c.relayKey(); c.opener == nil || !c.openerKey.Equal(key) {
+		o, err := audit.NewOpener(key)
+		if err != nil {
+			return audit.Checkpoint{}, err
+		}
+		c.opener, c.openerKey = o, key
+	}
+	cp, err := c.opener.Open(note)
 	if err != nil {
 		return cp, err
 	}
@@ -596,13 +609,13 @@ func (c *Client) observe(cp audit.Checkpoint, note []byte) error {
 		return nil // the same checkpoint as the last: checked or queued
 	}
 	c.lastSeen = &cp
+	c.ckPending = append(c.ckPending, checkpointSeen{cp, note})
 	c.ckMu.Unlock()
 	select {
-	case c.ckQueue <- checkpointSeen{cp, note}:
-		return nil
-	case <-c.done:
-		return errClientClosed
+	case c.ckWake <- struct{}{}:
+	default: // already woken
 	}
+	return nil
 }
 
 type checkpointSeen struct {
@@ -610,39 +623,53 @@ type checkpointSeen struct {
 	note []byte
 }
 
+// checkInterval is the least time between two consistency requests. The
+// checkpoints seen meanwhile are proved in one request: at a few hundred
+// commits a second, one request per commit cost the relay and the client
+// more than all the receipts' own checks.
+const checkInterval = 50 * time.Millisecond
+
 // checkLoop checks the checkpoints seen against each other and the one
-// kept, with consistency proofs from the relay: all those queued at once,
-// in one request, so that its cost does not grow with the rate of
+// kept, with consistency proofs from the relay: all those seen since the
+// last request at once, so that its cost does not grow with the rate of
 // commits.
 func (c *Client) checkLoop() {
+	var last time.Time
 	for {
-		var seen []checkpointSeen
 		select {
-		case s := <-c.ckQueue:
-			seen = append(seen, s)
+		case <-c.ckWake:
 		case <-c.done:
 			return
 		}
-	drain:
-		for len(seen) < protocol.MaxProofs-1 {
+		if wait := checkInterval - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
 			select {
-			case s := <-c.ckQueue:
-				seen = append(seen, s)
-			default:
-				break drain
+			case <-t.C:
+			case <-c.done:
+				t.Stop()
+				return
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := c.check(ctx, seen)
-		cancel()
-		if err != nil && errors.Is(err, ErrAuditLog) {
-			c.ckMu.Lock()
-			c.auditErr = err
-			c.ckMu.Unlock()
-			c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
-		} else if err != nil {
-			c.log.Warn("relay audit: consistency check not done", "relay", c.addr.String(), "err", err)
+		c.ckMu.Lock()
+		seen := c.ckPending
+		c.ckPending = nil
+		c.ckMu.Unlock()
+		for len(seen) > 0 {
+			n := min(len(seen), protocol.MaxProofs-1) // and the one kept
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := c.check(ctx, seen[:n])
+			cancel()
+			seen = seen[n:]
+			if err != nil && errors.Is(err, ErrAuditLog) {
+				c.ckMu.Lock()
+				c.auditErr = err
+				c.ckMu.Unlock()
+				c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
+			} else if err != nil {
+				c.log.Warn("relay audit: consistency check not done", "relay", c.addr.String(), "err", err)
+			}
 		}
+		last = time.Now()
 	}
 }
 
@@ -749,21 +776,21 @@ func (c *Client) proveTree(ctx context.Context, newSize int64, olds []int64) ([]
 	return proofs, err
 }
 
-func (c *Client) publishOnce(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {
+func (c *Client) publishOnce(ctx context.Context, id protocol.ID, raw []byte) pubResult {
 	ps, err := c.publisher(ctx)
 	if err != nil {
-		return nil, err
+		return pubResult{err: err}
 	}
-	ch := ps.wait(id)
+	ch := ps.wait(id, raw)
 	if err := ps.send(raw); err != nil {
 		ps.fail(err)
 	}
 	select {
 	case r := <-ch:
-		return r.ack, r.err
+		return r
 	case <-ctx.Done():
 		ps.forget(id, ch)
-		return nil, ctx.Err()
+		return pubResult{err: ctx.Err()}
 	}
 }
 
@@ -782,15 +809,22 @@ func (c *Client) publisher(ctx context.Context) (*pubStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: open stream: %w", wireError(err))
 	}
-	ps := &pubStream{str: str, fw: newFrameWriter(str), waiters: map[protocol.ID][]chan pubResult{}, gone: make(chan struct{})}
+	ps := &pubStream{str: str, fw: newFrameWriter(str), waiters: map[protocol.ID][]waiter{}, gone: make(chan struct{}), check: c.checkReceipt}
 	go ps.read()
 	c.pub = ps
 	return ps, nil
 }
 
 type pubResult struct {
-	ack *protocol.Ack
-	err error
+	ack     *protocol.Ack
+	err     error // the publish failed: refused, or the stream broke
+	receipt error // acknowledged, but its audit receipt did not check out
+}
+
+// A waiter is a publish waiting for its answer.
+type waiter struct {
+	ch  chan pubResult
+	raw []byte
 }
 
 // pubStream is the one stream a client publishes on; answers come back
@@ -801,9 +835,14 @@ type pubStream struct {
 	fw  *frameWriter
 
 	mu      sync.Mutex
-	waiters map[protocol.ID][]chan pubResult
+	waiters map[protocol.ID][]waiter
 	err     error
 	gone    chan struct{}
+
+	// check checks an acknowledgement's receipt against the publish. The
+	// reader calls it, in the order the answers come: no lock is
+	// contended by hundreds of pipelined publishes.
+	check func(ack *protocol.Ack, raw []byte) error
 }
 
 func (ps *pubStream) dead() bool {
@@ -815,7 +854,7 @@ func (ps *pubStream) dead() bool {
 	}
 }
 
-func (ps *pubStream) wait(id protocol.ID) chan pubResult {
+func (ps *pubStream) wait(id protocol.ID, raw []byte) chan pubResult {
 	ch := make(chan pubResult, 1)
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -823,7 +862,7 @@ func (ps *pubStream) wait(id protocol.ID) chan pubResult {
 		ch <- pubResult{err: ps.err}
 		return ch
 	}
-	ps.waiters[id] = append(ps.waiters[id], ch)
+	ps.waiters[id] = append(ps.waiters[id], waiter{ch, raw})
 	return ch
 }
 
@@ -832,7 +871,7 @@ func (ps *pubStream) forget(id protocol.ID, ch chan pubResult) {
 	defer ps.mu.Unlock()
 	w := ps.waiters[id]
 	for i, c := range w {
-		if c == ch {
+		if c.ch == ch {
 			ps.waiters[id] = append(w[:i], w[i+1:]...)
 			break
 		}
@@ -851,19 +890,34 @@ func (ps *pubStream) send(raw []byte) error {
 	return wireError(ps.fw.flush())
 }
 
-// answer hands r to the oldest waiter for id.
-func (ps *pubStream) answer(id protocol.ID, r pubResult) {
+// oldest takes the oldest waiter for id.
+func (ps *pubStream) oldest(id protocol.ID) (waiter, bool) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	w := ps.waiters[id]
 	if len(w) == 0 {
-		return
+		return waiter{}, false
 	}
-	w[0] <- r
 	if len(w) == 1 {
 		delete(ps.waiters, id)
 	} else {
 		ps.waiters[id] = w[1:]
+	}
+	return w[0], true
+}
+
+// answer hands r to the oldest waiter for id.
+func (ps *pubStream) answer(id protocol.ID, r pubResult) {
+	if w, ok := ps.oldest(id); ok {
+		w.ch <- r
+	}
+}
+
+// acknowledged checks an acknowledgement's receipt and hands both to the
+// oldest waiter for its ID.
+func (ps *pubStream) acknowledged(a *protocol.Ack) {
+	if w, ok := ps.oldest(a.ID); ok {
+		w.ch <- pubResult{ack: a, receipt: ps.check(a, w.raw)}
 	}
 }
 
@@ -876,8 +930,8 @@ func (ps *pubStream) fail(err error) {
 	}
 	ps.err = err
 	for id, w := range ps.waiters {
-		for _, ch := range w {
-			ch <- pubResult{err: err}
+		for _, c := range w {
+			c.ch <- pubResult{err: err}
 		}
 		delete(ps.waiters, id)
 	}
@@ -927,7 +981,7 @@ func (ps *pubStream) read() {
 				}
 				lastProof = r.Proof
 			}
-			ps.answer(a.ID, pubResult{ack: a})
+			ps.acknowledged(a)
 		case protocol.FrameNack:
 			n, err := protocol.ParseNack(body)
 			if err != nil {
