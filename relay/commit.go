@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -131,6 +132,16 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 		}
 	}
 
+	// Live subscribers get the new envelopes now, before the audit
+	// records, the commit and the disk flush; Committed frames follow the
+	// flush. If the transaction fails, what went out is not stored: every
+	// subscription starts again from its last committed envelope.
+	if s.hub.deliver(fresh) {
+		// The subscriptions' goroutines were made ready to run after this
+		// one; let them write now, not after the commit.
+		runtime.Gosched()
+	}
+
 	// The audit records of the batch, in the same transaction.
 	var (
 		arecs  []*audit.Record
@@ -167,25 +178,22 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 		if len(arecs) > 0 {
 			if first, err = s.audit.Append(b, arecs); err != nil {
 				b.Rollback()
+				s.hub.fail()
 				return nil, nil, err
 			}
 			if signed, err = s.audit.Seal(b); err != nil {
 				b.Rollback()
 				s.audit.Abort()
+				s.hub.fail()
 				return nil, nil, err
 			}
 		}
 	}
 
-	// Live subscribers get the new envelopes now, before the disk flush;
-	// Committed frames follow it.
-	s.hub.deliver(fresh)
 	if err := b.Commit(); err != nil {
 		if len(arecs) > 0 {
 			s.audit.Abort()
 		}
-		// What went out is not stored: every subscription starts again
-		// from its last committed envelope.
 		s.hub.fail()
 		return nil, nil, err
 	}

@@ -74,10 +74,10 @@ func (h *hub) subscribers(room string) int {
 }
 
 // deliver passes newly committed records, in position order, to every
-// subscription of their rooms.
-func (h *hub) deliver(recs []store.Record) {
+// subscription of their rooms. It reports whether it queued any.
+func (h *hub) deliver(recs []store.Record) (queued bool) {
 	if len(recs) == 0 {
-		return
+		return false
 	}
 	byRoom := map[string][]store.Record{}
 	for _, r := range recs {
@@ -92,6 +92,7 @@ func (h *hub) deliver(recs []store.Record) {
 			if !s.lagging.Load() {
 				select {
 				case s.ch <- batch:
+					queued = true
 					continue
 				default:
 					s.lagging.Store(true)
@@ -104,6 +105,7 @@ func (h *hub) deliver(recs []store.Record) {
 			}
 		}
 	}
+	return queued
 }
 
 // committed tells the subscriptions of the rooms of recs, which deliver
