@@ -34,7 +34,7 @@ func main() {
 	only := flag.String("only", "publish,audit,fanout,latency,idle,connect", "scenarios to run, comma-separated")
 	idle := flag.Int("idle", 1000, "idle clients for the memory scenario")
 	natsBin := flag.String("nats", "nats-server", "nats-server binary")
-	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated, or with -idle clients held for 30 s if -only is idle, and nothing else: for profiling")
+	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated (or fan-out to 100 if -only is fanout, connections if connect, -idle clients held for 30 s if idle), and nothing else: for profiling")
 	flag.Parse()
 	if *external != "" {
 		if path := os.Getenv("PARLEY_LOADGEN_CPUPROFILE"); path != "" {
@@ -65,33 +65,41 @@ func run(only string, idle int, natsBin string) error {
 	defer os.RemoveAll(work)
 	// Each scenario gets servers of its own, started fresh, so that what
 	// one leaves behind (memory, cached pages) does not count in the next.
+	// Two nats-servers: plain, as issue 4's targets compare with, and
+	// with TLS, which encrypts as the relay must.
 	var r *relayProc
-	var n *natsProc
-	fresh := func() error {
+	var nats []*natsProc
+	stop := func() {
 		if r != nil {
 			r.stop()
+			r = nil
+		}
+		for _, n := range nats {
 			n.stop()
 		}
+		nats = nil
+	}
+	fresh := func() error {
+		stop()
 		var err error
 		if r, err = startRelay(work); err != nil {
 			return err
 		}
-		if n, err = startNATS(work, natsBin); err != nil {
-			r.stop()
-			return err
+		for _, secure := range []bool{false, true} {
+			n, err := startNATS(work, natsBin, secure)
+			if err != nil {
+				stop()
+				return err
+			}
+			nats = append(nats, n)
 		}
 		return nil
 	}
-	defer func() {
-		if r != nil {
-			r.stop()
-			n.stop()
-		}
-	}()
+	defer stop()
 	if err := fresh(); err != nil {
 		return err
 	}
-	fmt.Printf("relay and nats-server on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("relay and nats-server (plain and with TLS) on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	want := map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		want[strings.TrimSpace(s)] = true
@@ -109,11 +117,14 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("relay publish: %w", err)
 		}
 		fmt.Printf("| parley relay | %d | %.0f | each acknowledged after a durable commit (synchronous=FULL), signature verified |\n", pr.n, pr.rate)
-		nr, err := natsPublish(n, 4, 10000)
-		if err != nil {
-			return fmt.Errorf("nats publish: %w", err)
+		for _, n := range nats {
+			nr, err := natsPublish(n, 4, 10000)
+			if err != nil {
+				return fmt.Errorf("%s publish: %w", n.name, err)
+			}
+			fmt.Printf("| %s | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n", n.name, nr.n, nr.rate)
 		}
-		fmt.Printf("| nats-server | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n\n", nr.n, nr.rate)
+		fmt.Println()
 	}
 	if want["audit"] {
 		fmt.Println("## durable publish with the audit log on and off: 4 clients, 3 runs each, alternating")
@@ -175,11 +186,13 @@ func run(only string, idle int, natsBin string) error {
 				return fmt.Errorf("relay fan-out to %d: %w", c.subs, err)
 			}
 			fmt.Printf("| parley relay | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, pr.rate, ms(pr.p50), ms(pr.p99), pr.lost)
-			nr, err := natsFanout(n, c.subs, c.msgs)
-			if err != nil {
-				return fmt.Errorf("nats fan-out to %d: %w", c.subs, err)
+			for _, n := range nats {
+				nr, err := natsFanout(n, c.subs, c.msgs)
+				if err != nil {
+					return fmt.Errorf("%s fan-out to %d: %w", n.name, c.subs, err)
+				}
+				fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %d |\n", n.name, c.subs, c.msgs, nr.rate, ms(nr.p50), ms(nr.p99), nr.lost)
 			}
-			fmt.Printf("| nats-server | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, nr.rate, ms(nr.p50), ms(nr.p99), nr.lost)
 		}
 		fmt.Println()
 	}
@@ -195,11 +208,14 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("relay latency: %w", err)
 		}
 		fmt.Printf("| parley relay | %s | %s | %d |\n", ms(pr.p50), ms(pr.p99), pr.lost)
-		nr, err := natsLatency(n, 1000, 5000)
-		if err != nil {
-			return fmt.Errorf("nats latency: %w", err)
+		for _, n := range nats {
+			nr, err := natsLatency(n, 1000, 5000)
+			if err != nil {
+				return fmt.Errorf("%s latency: %w", n.name, err)
+			}
+			fmt.Printf("| %s | %s | %s | %d |\n", n.name, ms(nr.p50), ms(nr.p99), nr.lost)
 		}
-		fmt.Printf("| nats-server | %s | %s | %d |\n\n", ms(nr.p50), ms(nr.p99), nr.lost)
+		fmt.Println()
 	}
 	if want["idle"] {
 		if err := fresh(); err != nil {
@@ -213,11 +229,14 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("relay idle: %w", err)
 		}
 		fmt.Printf("| parley relay | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
-		before, after, err = natsIdle(n, idle)
-		if err != nil {
-			return fmt.Errorf("nats idle: %w", err)
+		for _, n := range nats {
+			before, after, err = natsIdle(n, idle)
+			if err != nil {
+				return fmt.Errorf("%s idle: %w", n.name, err)
+			}
+			fmt.Printf("| %s | %s | %s | %.1f KB |\n", n.name, mb(before), mb(after), float64(after-before)/float64(idle)/1024)
 		}
-		fmt.Printf("| nats-server | %s | %s | %.1f KB |\n\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
+		fmt.Println()
 	}
 	if want["connect"] {
 		if err := fresh(); err != nil {
@@ -231,11 +250,14 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("relay connect: %w", err)
 		}
 		fmt.Printf("| parley relay | %d | %.0f |\n", cnt, rate)
-		cnt, rate, err = natsConnect(n, 16, 5*time.Second)
-		if err != nil {
-			return fmt.Errorf("nats connect: %w", err)
+		for _, n := range nats {
+			cnt, rate, err = natsConnect(n, 16, 5*time.Second)
+			if err != nil {
+				return fmt.Errorf("%s connect: %w", n.name, err)
+			}
+			fmt.Printf("| %s | %d | %.0f |\n", n.name, cnt, rate)
 		}
-		fmt.Printf("| nats-server | %d | %.0f |\n\n", cnt, rate)
+		fmt.Println()
 	}
 	return nil
 }
@@ -347,6 +369,16 @@ func profileLoad(addr, only string, idle int) error {
 		n, rate, err := relayConnect(context.Background(), r, 16, 10*time.Second)
 		fmt.Printf("%d connections, %.0f/s\n", n, rate)
 		return err
+	}
+	if only == "fanout" {
+		for range 5 {
+			res, err := relayFanout(context.Background(), r, 100, 1000)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("1 to 100: %.0f deliveries/s, p50 %s\n", res.rate, ms(res.p50))
+		}
+		return nil
 	}
 	if only == "idle" {
 		f, err := newFleet()

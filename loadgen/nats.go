@@ -1,11 +1,20 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,21 +24,39 @@ import (
 
 type natsProc struct {
 	proc
-	url string
+	url  string
+	opts []nats.Option // how clients connect: with TLS, the server's root
+	name string        // in the tables
 }
 
-func startNATS(work, bin string) (*natsProc, error) {
+func (n *natsProc) connect() (*nats.Conn, error) { return nats.Connect(n.url, n.opts...) }
+
+// startNATS starts a nats-server, with TLS 1.3 on its client port if
+// secure: clients then encrypt and authenticate the server, as the relay's
+// do over QUIC.
+func startNATS(work, bin string, secure bool) (*natsProc, error) {
 	addr, err := freePort("tcp")
 	if err != nil {
 		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "-a", host, "-p", port)
+	args := []string{"-a", host, "-p", port}
+	n := &natsProc{url: "nats://" + addr, name: "nats-server"}
+	if secure {
+		certFile, keyFile, pool, err := selfSigned(work, host)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--tls", "--tlscert", certFile, "--tlskey", keyFile)
+		n.opts = []nats.Option{nats.Secure(&tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS13})}
+		n.url, n.name = "tls://"+addr, "nats-server, TLS"
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (Debian package nats-server): %w", bin, err)
 	}
-	n := &natsProc{proc: proc{cmd}, url: "nats://" + addr}
+	n.proc = proc{cmd}
 	for range 100 {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
@@ -52,7 +79,7 @@ func payload(i int, at time.Time) []byte {
 func natsPublish(n *natsProc, clients, each int) (result, error) {
 	conns := make([]*nats.Conn, clients)
 	for i := range conns {
-		c, err := nats.Connect(n.url)
+		c, err := n.connect()
 		if err != nil {
 			return result{}, err
 		}
@@ -91,7 +118,7 @@ func natsFanoutRun(n *natsProc, subs, msgs int, interval time.Duration) (result,
 	var mu sync.Mutex
 	done := make(chan struct{}, subs)
 	for s := range subs {
-		c, err := nats.Connect(n.url)
+		c, err := n.connect()
 		if err != nil {
 			return result{}, err
 		}
@@ -117,7 +144,7 @@ func natsFanoutRun(n *natsProc, subs, msgs int, interval time.Duration) (result,
 			return result{}, err
 		}
 	}
-	pub, err := nats.Connect(n.url)
+	pub, err := n.connect()
 	if err != nil {
 		return result{}, err
 	}
@@ -171,7 +198,7 @@ func natsIdle(n *natsProc, count int) (int64, int64, error) {
 		return 0, 0, err
 	}
 	for i := range count {
-		c, err := nats.Connect(n.url)
+		c, err := n.connect()
 		if err != nil {
 			return 0, 0, err
 		}
@@ -197,7 +224,7 @@ func natsConnect(n *natsProc, conc int, d time.Duration) (int, float64, error) {
 	for range conc {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				c, err := nats.Connect(n.url) // CONNECT, then PING/PONG
+				c, err := n.connect() // CONNECT, then PING/PONG
 				if err != nil {
 					failed.CompareAndSwap(nil, &err)
 					return
@@ -213,4 +240,41 @@ func natsConnect(n *natsProc, conc int, d time.Duration) (int, float64, error) {
 	}
 	k := int(count.Load())
 	return k, float64(k) / time.Since(start).Seconds(), nil
+}
+
+// selfSigned writes an ECDSA P-256 certificate for host and its key into
+// dir and returns their files and a pool that trusts the certificate.
+func selfSigned(dir, host string) (string, string, *x509.CertPool, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP(host)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", nil, err
+	}
+	certFile, keyFile := filepath.Join(dir, "nats-cert.pem"), filepath.Join(dir, "nats-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return "", "", nil, err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return "", "", nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "", "", nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool, nil
 }

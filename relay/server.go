@@ -598,6 +598,23 @@ func nextPublish(fr *frameReader) ([]byte, *protocol.RelayError) {
 	return bytes.Clone(b), nil
 }
 
+// shallow runs f on a goroutine of its own and waits for it. A store read
+// goes deep into SQLite; on a subscription's own goroutine, which lives
+// as long as the subscription, the stack it grows would stay.
+func shallow[T any](f func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v, err = f()
+	}()
+	<-done
+	return v, err
+}
+
 // isStreamEnd reports whether err is the client ending or resetting the
 // stream, or the relay stopping reads at shutdown: no error to report.
 func isStreamEnd(err error) bool {
@@ -835,7 +852,9 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	// is committed, and so is everything sent before it.
 	catchUp := func() error {
 		for {
-			page, err := s.st.After(ctx, m.Room, pos, protocol.MaxFetchLimit)
+			page, err := shallow(func() ([]store.Record, error) {
+				return s.st.After(ctx, m.Room, pos, protocol.MaxFetchLimit)
+			})
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 
 	"github.com/parleychat/parley/protocol"
 )
@@ -63,24 +64,40 @@ func (fr *frameReader) buffered() bool {
 	return n-protocol.FrameHeaderSize >= int(binary.BigEndian.Uint32(h[1:]))
 }
 
-// frameWriter buffers frames for one stream; flush sends them.
+// frameWriter buffers frames for one stream; flush sends them. Its buffer
+// is taken from a pool when a frame is written and given back by flush,
+// so an idle stream (a subscription waiting for news) holds none.
 type frameWriter struct {
-	w *bufio.Writer
+	w   io.Writer
+	buf *[]byte // nil when empty
 }
 
-func newFrameWriter(w io.Writer) *frameWriter {
-	return &frameWriter{w: bufio.NewWriterSize(w, 4<<10)}
-}
+// frameBufs holds the frame writers' buffers. A buffer is sent when it
+// passes writeBuffer bytes.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, writeBuffer+protocol.FrameHeaderSize+512); return &b }}
+
+const writeBuffer = 4 << 10
+
+func newFrameWriter(w io.Writer) *frameWriter { return &frameWriter{w: w} }
 
 func (fw *frameWriter) raw(t protocol.FrameType, body []byte) error {
-	var h [protocol.FrameHeaderSize]byte
-	protocol.AppendFrame(h[:0], t, nil)
-	binary.BigEndian.PutUint32(h[1:], uint32(len(body)))
-	if _, err := fw.w.Write(h[:]); err != nil {
+	if fw.buf == nil {
+		fw.buf = frameBufs.Get().(*[]byte)
+	}
+	b := protocol.AppendFrame(*fw.buf, t, nil)
+	binary.BigEndian.PutUint32(b[len(b)-protocol.FrameHeaderSize+1:], uint32(len(body)))
+	if len(b)+len(body) > writeBuffer {
+		// Send what is buffered with this frame's header, then its body
+		// from where it is.
+		*fw.buf = b
+		if err := fw.flush(); err != nil {
+			return err
+		}
+		_, err := fw.w.Write(body)
 		return err
 	}
-	_, err := fw.w.Write(body)
-	return err
+	*fw.buf = append(b, body...)
+	return nil
 }
 
 func (fw *frameWriter) msg(t protocol.FrameType, m encoding.BinaryMarshaler) error {
@@ -99,7 +116,17 @@ func (fw *frameWriter) error(e *protocol.RelayError) error {
 	return fw.raw(protocol.FrameError, body)
 }
 
-func (fw *frameWriter) flush() error { return fw.w.Flush() }
+func (fw *frameWriter) flush() error {
+	if fw.buf == nil {
+		return nil
+	}
+	b := fw.buf
+	fw.buf = nil
+	_, err := fw.w.Write(*b)
+	*b = (*b)[:0]
+	frameBufs.Put(b)
+	return err
+}
 
 // asRelayError turns err into the RelayError that tells a client about it.
 func asRelayError(err error) *protocol.RelayError {
