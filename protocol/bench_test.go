@@ -2,13 +2,15 @@ package protocol
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"testing"
 )
 
 // The envelope benchmarks use a 256-byte payload. The bare ed25519 ones sign
 // and verify the envelope's signing input, the very bytes the envelope
 // signs, so that the ratio of Envelope/Verify to Ed25519/Verify is the cost
-// of the envelope itself. Run them together:
+// of the envelope itself; VoiVerify is the rule envelopes are checked with
+// (protocol/verify.go) on the same bytes. Run them together:
 //
 //	go test -run '^$' -bench . -count 10 ./protocol | benchstat -
 func benchEnvelope(b *testing.B) (*Envelope, []byte, rawKey) {
@@ -70,6 +72,14 @@ func BenchmarkEnvelope(b *testing.B) {
 			}
 		}
 	})
+	b.Run("VoiVerify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !verifySig(id.pub, input, sig) {
+				b.Fatal("bad signature")
+			}
+		}
+	})
 	b.Run("Encode", func(b *testing.B) {
 		b.ReportAllocs()
 		buf := make([]byte, 0, len(enc))
@@ -95,4 +105,28 @@ func BenchmarkEnvelope(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkVerifyBatch: what verifying a relay publish stream's waiting
+// envelopes (one sender) costs per envelope, by batch size.
+func BenchmarkVerifyBatch(b *testing.B) {
+	k := key(b, 1)
+	for _, n := range []int{1, 4, 16, 64} {
+		envs := make([]*Envelope, n)
+		for i := range envs {
+			e := &Envelope{Kind: KindText, Room: "general", Seq: uint64(i + 1), Lamport: 99, Time: t0.UnixMilli(), Payload: make([]byte, 256)}
+			if _, err := e.Sign(k); err != nil {
+				b.Fatal(err)
+			}
+			envs[i] = e
+		}
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if errs := VerifyBatch(envs); errs != nil {
+					b.Fatal(errs)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n)/1000, "µs/envelope")
+		})
+	}
 }
