@@ -127,7 +127,7 @@ func run(only string, idle int, natsBin string) error {
 		fmt.Println()
 	}
 	if want["audit"] {
-		fmt.Println("## durable publish with the audit log on and off: 4 clients, 3 runs each, alternating")
+		fmt.Println("## durable publish with the audit log on and off: 4 clients, 5 runs each, alternating, a fresh relay each")
 		fmt.Println("| audit log | runs (msgs/s) | median msgs/s | relay CPU per publish | clients' CPU per publish |")
 		fmt.Println("|---|---|---|---|---|")
 		const runs = 5

@@ -70,6 +70,7 @@ func (fr *frameReader) buffered() bool {
 type frameWriter struct {
 	w   io.Writer
 	buf *[]byte // nil when empty
+	err error   // the first write error: a stream cut inside a frame takes no more
 }
 
 // frameBufs holds the frame writers' buffers. A buffer is sent when it
@@ -81,6 +82,9 @@ const writeBuffer = 4 << 10
 func newFrameWriter(w io.Writer) *frameWriter { return &frameWriter{w: w} }
 
 func (fw *frameWriter) raw(t protocol.FrameType, body []byte) error {
+	if fw.err != nil {
+		return fw.err
+	}
 	if fw.buf == nil {
 		fw.buf = frameBufs.Get().(*[]byte)
 	}
@@ -93,8 +97,8 @@ func (fw *frameWriter) raw(t protocol.FrameType, body []byte) error {
 		if err := fw.flush(); err != nil {
 			return err
 		}
-		_, err := fw.w.Write(body)
-		return err
+		_, fw.err = fw.w.Write(body)
+		return fw.err
 	}
 	*fw.buf = append(b, body...)
 	return nil
@@ -117,15 +121,15 @@ func (fw *frameWriter) error(e *protocol.RelayError) error {
 }
 
 func (fw *frameWriter) flush() error {
-	if fw.buf == nil {
-		return nil
+	if fw.buf == nil || fw.err != nil {
+		return fw.err
 	}
 	b := fw.buf
 	fw.buf = nil
-	_, err := fw.w.Write(*b)
+	_, fw.err = fw.w.Write(*b)
 	*b = (*b)[:0]
 	frameBufs.Put(b)
-	return err
+	return fw.err
 }
 
 // asRelayError turns err into the RelayError that tells a client about it.
