@@ -42,11 +42,15 @@ func VerifyBatch(envs []*Envelope) []error {
 	var errs []error
 	for start := 0; start < len(envs); start += maxBatch {
 		part := envs[start:min(start+maxBatch, len(envs))]
-		if batchValid(part) {
+		valid := batchCheck(part)
+		if valid == nil {
 			continue
 		}
-		// Some are bad: find which, one by one.
 		for i, e := range part {
+			if valid[i] {
+				continue
+			}
+			// Verify names the error; it refuses what the batch refused.
 			if err := e.Verify(); err != nil {
 				if errs == nil {
 					errs = make([]error, len(envs))
@@ -58,28 +62,45 @@ func VerifyBatch(envs []*Envelope) []error {
 	return errs
 }
 
-// batchValid reports whether every one of at most maxBatch envelopes has
-// a valid signature, checked in one batch equation.
-func batchValid(envs []*Envelope) bool {
+// batchCheck checks at most maxBatch envelopes in one batch equation. It
+// returns nil when every signature is valid; otherwise which are. When the
+// batch fails, curve25519-voi checks its entries one by one, reusing what
+// it decoded for the batch.
+func batchCheck(envs []*Envelope) []bool {
 	bv := voi.NewBatchVerifierWithCapacity(len(envs))
 	keys := make(map[identity.PublicKey]*voi.ExpandedPublicKey, 1)
-	var buf [512]byte
-	for _, e := range envs {
+	var (
+		buf   [512]byte
+		added []int // bv's entry j is envs[added[j]]
+	)
+	for i, e := range envs {
 		if e.check() != nil {
-			return false
+			continue
 		}
 		ek, ok := keys[e.Sender]
 		if !ok {
 			var err error
 			if ek, err = voi.NewExpandedPublicKey(e.Sender.Bytes()); err != nil {
-				return false // not a point: no signature verifies
+				continue // not a point: no signature verifies
 			}
 			keys[e.Sender] = ek
 		}
 		// The message is hashed as it is added, so buf is free again.
 		bv.AddExpandedWithOptions(ek, e.signingInput(buf[:0]), e.Sig[:], sigRule)
+		added = append(added, i)
 	}
-	return bv.VerifyBatchOnly(nil)
+	valid := make([]bool, len(envs))
+	if len(added) == 0 {
+		return valid
+	}
+	all, each := bv.Verify(nil)
+	if all && len(added) == len(envs) {
+		return nil
+	}
+	for j, i := range added {
+		valid[i] = each[j]
+	}
+	return valid
 }
 
 // verifySig reports whether sig is a valid signature of msg by key under

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +51,7 @@ type Client struct {
 	// ckWake tells checkLoop there are some.
 	ckPending []checkpointSeen
 	ckWake    chan struct{}
+	ckTaken   chan struct{} // checkLoop took the pending list
 	// The last checkpoint opened, and its note: receipts of one commit
 	// share it.
 	openMu     sync.Mutex
@@ -92,7 +94,7 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 		opts.KeepAlive = 15 * time.Second
 	}
 	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport,
-		done: make(chan struct{}), ckWake: make(chan struct{}, 1)}
+		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1)}
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -482,16 +484,23 @@ func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error)
 	}
 	ack := res.ack
 	if err := res.receipt; err != nil {
-		if errors.Is(err, ErrAuditLog) {
-			c.ckMu.Lock()
-			if c.auditErr == nil {
-				c.auditErr = err
-			}
-			c.ckMu.Unlock()
-		}
 		return ack, fmt.Errorf("relay: publish %s: %w", id, err)
 	}
 	return ack, nil
+}
+
+// checkAck checks an acknowledgement's receipt; a security error found is
+// kept (AuditError), whether or not the publish still waits for it.
+func (c *Client) checkAck(ack *protocol.Ack, raw []byte) error {
+	err := c.checkReceipt(ack, raw)
+	if errors.Is(err, ErrAuditLog) {
+		c.ckMu.Lock()
+		if c.auditErr == nil {
+			c.auditErr = err
+		}
+		c.ckMu.Unlock()
+	}
+	return err
 }
 
 // openCheckpoint opens a signed checkpoint, remembering the last one: the
@@ -609,6 +618,17 @@ func (c *Client) observe(cp audit.Checkpoint, note []byte) error {
 		return nil // the same checkpoint as the last: checked or queued
 	}
 	c.lastSeen = &cp
+	for len(c.ckPending) >= maxPendingCheckpoints {
+		// The checks lag (a relay slow to prove its log): wait for
+		// them rather than let the list grow.
+		c.ckMu.Unlock()
+		select {
+		case <-c.ckTaken:
+		case <-c.done:
+			return errClientClosed
+		}
+		c.ckMu.Lock()
+	}
 	c.ckPending = append(c.ckPending, checkpointSeen{cp, note})
 	c.ckMu.Unlock()
 	select {
@@ -617,6 +637,10 @@ func (c *Client) observe(cp audit.Checkpoint, note []byte) error {
 	}
 	return nil
 }
+
+// maxPendingCheckpoints bounds the checkpoints waiting for their
+// consistency check.
+const maxPendingCheckpoints = 4 * protocol.MaxProofs
 
 type checkpointSeen struct {
 	cp   audit.Checkpoint
@@ -654,10 +678,14 @@ func (c *Client) checkLoop() {
 		seen := c.ckPending
 		c.ckPending = nil
 		c.ckMu.Unlock()
+		select {
+		case c.ckTaken <- struct{}{}:
+		default:
+		}
 		for len(seen) > 0 {
 			n := min(len(seen), protocol.MaxProofs-1) // and the one kept
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := c.check(ctx, seen[:n])
+			err := c.check(ctx, seen[:n:n])
 			cancel()
 			seen = seen[n:]
 			if err != nil && errors.Is(err, ErrAuditLog) {
@@ -686,7 +714,9 @@ func (c *Client) AuditError() error {
 func (c *Client) check(ctx context.Context, seen []checkpointSeen) error {
 	c.ckMu.Lock()
 	if c.kept != nil {
-		seen = append(seen, checkpointSeen{*c.kept, c.keptNote})
+		// Clip: seen may be a part of a longer list, whose next
+		// element append would overwrite.
+		seen = append(slices.Clip(seen), checkpointSeen{*c.kept, c.keptNote})
 	}
 	c.ckMu.Unlock()
 	newest := seen[0]
@@ -809,7 +839,7 @@ func (c *Client) publisher(ctx context.Context) (*pubStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: open stream: %w", wireError(err))
 	}
-	ps := &pubStream{str: str, fw: newFrameWriter(str), waiters: map[protocol.ID][]waiter{}, gone: make(chan struct{}), check: c.checkReceipt}
+	ps := &pubStream{str: str, fw: newFrameWriter(str), waiters: map[protocol.ID][]waiter{}, gone: make(chan struct{}), check: c.checkAck}
 	go ps.read()
 	c.pub = ps
 	return ps, nil

@@ -721,3 +721,34 @@ func TestPublishBatchWithForgeries(t *testing.T) {
 	}
 	t.Logf("%d of %d stored", stored, n)
 }
+
+// TestCheckLoopSeesEveryCheckpoint: more checkpoints wait than one
+// consistency request proves; a fork shown in any of them is reported,
+// the first of the second request's included.
+func TestCheckLoopSeesEveryCheckpoint(t *testing.T) {
+	r := startRelay(t, nil)
+	for _, forkAt := range []int{0, protocol.MaxProofs - 2, protocol.MaxProofs - 1, protocol.MaxProofs, 2*protocol.MaxProofs - 1} {
+		c := dial(t, r, testkit.Key(t))
+		kept := audit.Checkpoint{Origin: "x", Size: 10, Root: [32]byte{1}}
+		c.ckMu.Lock()
+		c.kept, c.keptNote = &kept, []byte("kept")
+		pending := make([]checkpointSeen, 0, 3*protocol.MaxProofs)
+		for i := range 2*protocol.MaxProofs + 5 {
+			cp := kept
+			if i == forkAt {
+				cp.Root = [32]byte{2} // the same size, another root: a fork
+			}
+			pending = append(pending, checkpointSeen{cp, []byte("note")})
+		}
+		c.ckPending = pending
+		c.ckMu.Unlock()
+		c.ckWake <- struct{}{}
+		deadline := time.Now().Add(10 * time.Second)
+		for c.AuditError() == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := c.AuditError(); !errors.Is(err, ErrAuditLog) {
+			t.Fatalf("fork in pending checkpoint %d: AuditError = %v", forkAt, err)
+		}
+	}
+}

@@ -530,7 +530,9 @@ func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream,
 	// A bigger buffer than other streams get, so that a pipelining
 	// client's publishes are read, and their signatures checked, many at
 	// a time.
-	fr.r = bufio.NewReaderSize(fr.r, publishBuffer)
+	left := make([]byte, fr.r.Buffered())
+	fr.r.Read(left) // what is buffered already: no read of the stream
+	fr.r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(left), str), publishBuffer)
 	var end *protocol.RelayError
 	raws := [][]byte{bytes.Clone(first)}
 	for end == nil {

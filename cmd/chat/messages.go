@@ -23,6 +23,20 @@ import (
 
 var errNotReceived = errors.New("not received in time")
 
+// errRanOut: --timeout passed before the session had even started (a slow
+// disk, a relay slow to answer): nothing was sent or received.
+var errRanOut = errors.New("--timeout ran out")
+
+// ranOut names err as the timeout running out if ctx's deadline passed:
+// the error it caused (a store read) is only a symptom. A relay that did
+// not answer in time stays that (exit 5): it says more.
+func ranOut(ctx context.Context, timeout time.Duration, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, client.ErrRelayUnreachable) {
+		return fmt.Errorf("%w (%v) while starting: %w", errRanOut, timeout, err)
+	}
+	return err
+}
+
 var errLineTooLong = errors.New("line too long")
 
 // readLine reads one line (without its newline) of at most max bytes. A
@@ -211,7 +225,7 @@ func (c *cli) send(args []string) int {
 	// send shows nothing: what arrives meanwhile is kept for listen.
 	cl, err := c.session(ctx, false, true)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ranOut(ctx, *timeout, err))
 	}
 	defer cl.Close()
 	sent, err := cl.Send(ctx, *room, text)
@@ -330,12 +344,12 @@ func (c *cli) listen(args []string) int {
 	}
 	cl, err := c.session(ctx, false)
 	if err != nil {
-		return c.fail(err)
+		return c.fail(ranOut(ctx, *timeout, err))
 	}
 	defer cl.Close()
 	for _, r := range rooms {
 		if err := cl.Join(ctx, r); err != nil {
-			return c.fail(err)
+			return c.fail(ranOut(ctx, *timeout, err))
 		}
 	}
 	got := 0

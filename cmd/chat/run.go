@@ -182,7 +182,7 @@ func (c *cli) fail(err error) int {
 		return exitUsage
 	case errors.As(err, &refused) && refused.Code != protocol.CodeUnknownCursor:
 		return exitRefused // the relay said no: before "not delivered", which it explains
-	case errors.Is(err, client.ErrNoPath), errors.Is(err, errNotReceived):
+	case errors.Is(err, client.ErrNoPath), errors.Is(err, errNotReceived), errors.Is(err, errRanOut):
 		return exitUndelivered
 	case errors.Is(err, client.ErrRelayUnreachable):
 		return exitRelayDown
