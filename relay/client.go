@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -362,14 +363,32 @@ type Envelope struct {
 	Raw []byte
 }
 
-func parseEnvelope(body []byte) (Envelope, error) {
-	raw := append([]byte(nil), body...)
-	env, id, err := protocol.ParseVerify(raw)
-	if err != nil {
-		return Envelope{}, fmt.Errorf("relay: the relay sent an envelope that does not verify: %w", err)
+// parseEnvelopes parses and verifies envelopes the relay sent, their
+// signatures in one batch (protocol.VerifyBatch). At the first that does
+// not check out it returns those before it and the error.
+func parseEnvelopes(raws [][]byte) ([]Envelope, error) {
+	out := make([]Envelope, 0, len(raws))
+	envs := make([]*protocol.Envelope, 0, len(raws))
+	var perr error
+	for _, raw := range raws {
+		env, err := protocol.Parse(raw)
+		if err != nil {
+			perr = fmt.Errorf("relay: the relay sent an envelope that does not parse: %w", err)
+			break
+		}
+		out, envs = append(out, Envelope{ID: protocol.IDOf(raw), Env: env, Raw: raw}), append(envs, env)
 	}
-	return Envelope{ID: id, Env: env, Raw: raw}, nil
+	for i, err := range protocol.VerifyBatch(envs) {
+		if err != nil {
+			return out[:i], fmt.Errorf("relay: the relay sent an envelope that does not verify: %w", err)
+		}
+	}
+	return out, perr
 }
+
+// subBuffer is the read buffer of a subscription: catching up, about 40
+// envelopes of a few hundred bytes are read, and verified, at a time.
+const subBuffer = 16 << 10
 
 // fetch sends a fetch request and reads Envelope frames up to End.
 func (c *Client) fetch(ctx context.Context, t protocol.FrameType, body []byte) (out []Envelope, more bool, err error) {
@@ -386,7 +405,7 @@ func (c *Client) fetchOnce(ctx context.Context, t protocol.FrameType, body []byt
 		return nil, false, err
 	}
 	defer done()
-	var out []Envelope
+	var raws [][]byte
 	for range protocol.MaxFetchIDs + 1 {
 		ft, b, err := readFrame(fr)
 		if err != nil {
@@ -394,13 +413,13 @@ func (c *Client) fetchOnce(ctx context.Context, t protocol.FrameType, body []byt
 		}
 		switch ft {
 		case protocol.FrameEnvelope:
-			e, err := parseEnvelope(b)
+			raws = append(raws, bytes.Clone(b))
+		case protocol.FrameEnd:
+			end, err := protocol.ParseEnd(b)
 			if err != nil {
 				return nil, false, err
 			}
-			out = append(out, e)
-		case protocol.FrameEnd:
-			end, err := protocol.ParseEnd(b)
+			out, err := parseEnvelopes(raws)
 			if err != nil {
 				return nil, false, err
 			}
@@ -1162,6 +1181,7 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 	}
 	defer str.CancelWrite(0)
 	fr := newFrameReader(str, protocol.MaxFrameBody)
+	fr.r = bufio.NewReaderSize(str, subBuffer) // nothing read yet
 	live := false
 	for {
 		t, b, err := readFrame(fr)
@@ -1173,19 +1193,34 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 		}
 		switch t {
 		case protocol.FrameEnvelope:
-			e, err := parseEnvelope(b)
-			if err != nil {
-				return err
+			// This and the envelopes already here after it, checked
+			// together.
+			raws := [][]byte{bytes.Clone(b)}
+			for len(raws) < 64 {
+				if t, ok := fr.bufferedType(); !ok || t != protocol.FrameEnvelope {
+					break
+				}
+				_, b, err := readFrame(fr)
+				if err != nil {
+					return err
+				}
+				raws = append(raws, bytes.Clone(b))
 			}
-			if st.given[e.ID] {
-				continue // delivered before the connection was lost
+			es, perr := parseEnvelopes(raws)
+			for _, e := range es {
+				if st.given[e.ID] {
+					continue // delivered before the connection was lost
+				}
+				select {
+				case out <- Delivery{Envelope: e, Live: live}:
+					st.given[e.ID] = true
+					st.order = append(st.order, e.ID)
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
-			select {
-			case out <- Delivery{Envelope: e, Live: live}:
-				st.given[e.ID] = true
-				st.order = append(st.order, e.ID)
-			case <-ctx.Done():
-				return ctx.Err()
+			if perr != nil {
+				return perr
 			}
 		case protocol.FrameCommitted:
 			m, err := protocol.ParseCommitted(b)

@@ -56,12 +56,19 @@ func (fr *frameReader) next() (protocol.FrameType, []byte, error) {
 // buffered reports whether a whole frame is waiting in the buffer, so that
 // next returns it without waiting for the network.
 func (fr *frameReader) buffered() bool {
+	_, ok := fr.bufferedType()
+	return ok
+}
+
+// bufferedType returns the type of the next frame if the whole frame is
+// waiting in the buffer.
+func (fr *frameReader) bufferedType() (protocol.FrameType, bool) {
 	n := fr.r.Buffered()
 	if n < protocol.FrameHeaderSize {
-		return false
+		return 0, false
 	}
 	h, _ := fr.r.Peek(protocol.FrameHeaderSize) // buffered: does not block
-	return n-protocol.FrameHeaderSize >= int(binary.BigEndian.Uint32(h[1:]))
+	return protocol.FrameType(h[0]), n-protocol.FrameHeaderSize >= int(binary.BigEndian.Uint32(h[1:]))
 }
 
 // frameWriter buffers frames for one stream; flush sends them. Its buffer
