@@ -20,6 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// walPages is how far the relay's write-ahead log may grow before SQLite
+// copies it into the database (store.CheckpointEvery): about 40 MiB.
+const walPages = 10000
+
 // RunOptions say how to run the relay of a data folder.
 type RunOptions struct {
 	Dir    string
@@ -47,7 +51,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(o.Dir, DBFile, store.Durable())
+	st, err := openStore(o.Dir, DBFile, store.Durable(), store.CheckpointEvery(walPages))
 	if err != nil {
 		return err
 	}

@@ -360,3 +360,25 @@ func TestPruneBytes(t *testing.T) {
 		t.Fatalf("pruned %d (%v) of what is newer than the cutoff", n, err)
 	}
 }
+
+// TestCheckpointEvery: the option reaches the writer's connection, and a
+// store without it keeps SQLite's default.
+func TestCheckpointEvery(t *testing.T) {
+	for _, tc := range []struct {
+		opts []Option
+		want int
+	}{{nil, 1000}, {[]Option{CheckpointEvery(10000)}, 10000}} {
+		s, err := Open(filepath.Join(t.TempDir(), "s.db"), tc.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := s.w.QueryRow(`PRAGMA wal_autocheckpoint`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got != tc.want {
+			t.Errorf("wal_autocheckpoint = %d, want %d", got, tc.want)
+		}
+	}
+}
