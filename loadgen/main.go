@@ -34,7 +34,7 @@ func main() {
 	only := flag.String("only", "publish,audit,fanout,latency,idle,connect", "scenarios to run, comma-separated")
 	idle := flag.Int("idle", 1000, "idle clients for the memory scenario")
 	natsBin := flag.String("nats", "nats-server", "nats-server binary")
-	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated (or fan-out to 100 if -only is fanout, connections if connect, -idle clients held for 30 s if idle), and nothing else: for profiling")
+	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated (or latency at 1,000/s if -only is latency, fan-out to 100 if fanout, connections if connect, -idle clients held for 30 s if idle), and nothing else: for profiling")
 	flag.Parse()
 	if *external != "" {
 		if path := os.Getenv("PARLEY_LOADGEN_CPUPROFILE"); path != "" {
@@ -369,6 +369,16 @@ func profileLoad(addr, only string, idle int) error {
 		n, rate, err := relayConnect(context.Background(), r, 16, 10*time.Second)
 		fmt.Printf("%d connections, %.0f/s\n", n, rate)
 		return err
+	}
+	if only == "latency" {
+		for range 3 {
+			res, err := relayLatency(context.Background(), r, 1000, 5000)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("latency at 1,000/s: p50 %s, p99 %s\n", ms(res.p50), ms(res.p99))
+		}
+		return nil
 	}
 	if only == "fanout" {
 		for range 5 {
