@@ -14,24 +14,34 @@ var ErrBadProof = errors.New("audit: invalid inclusion proof")
 
 // ProofChecker checks inclusion proofs as tlog.CheckRecord does, for many
 // records of the same tree: the receipts of one commit share most of their
-// paths. It remembers every node of the paths it has verified, with their
-// siblings, for the tree it last checked; a later proof is hashed only up
-// to the first node it shares with them, and its remaining hashes are
-// compared with the remembered ones. It accepts and refuses exactly the
-// proofs that tlog.CheckRecord does. It is safe for concurrent use.
+// paths. It remembers the last path it verified in the tree it last
+// checked: every node on it, with its sibling. A later proof's path
+// coincides with it from the root down to some node; the proof is hashed
+// from its record up to that node only, and its hashes above are compared
+// with the remembered siblings. It accepts and refuses exactly the proofs
+// that tlog.CheckRecord does (short of a SHA-256 collision, which a
+// difference would take). It is safe for concurrent use.
 type ProofChecker struct {
 	mu    sync.Mutex
 	size  int64
 	root  tlog.Hash
-	known map[[2]int64]tlog.Hash // subtree [lo, hi) -> its verified hash
+	depth int                  // of the remembered path; 0: none
+	path  [maxDepth]verifiedAt // the remembered path, from the top
 }
 
-// maxKnown bounds what the checker remembers of one tree.
-const maxKnown = 1 << 16
+// maxDepth bounds a path: a tree of up to 2^63 records.
+const maxDepth = 64
+
+// verifiedAt is a node of a verified path: the subtree [lo, hi) holding
+// the record, its hash, and its sibling's.
+type verifiedAt struct {
+	node    [2]int64
+	h, sibH tlog.Hash
+}
 
 type pathStep struct {
-	node, sib [2]int64 // the subtree holding the record, and its sibling
-	sibRight  bool
+	node     [2]int64 // the subtree holding the record
+	sibRight bool     // its sibling is to its right
 }
 
 // Check reports whether proof proves that the record with hash leaf is
@@ -41,64 +51,63 @@ func (v *ProofChecker) Check(proof tlog.RecordProof, t int64, root tlog.Hash, n 
 		return fmt.Errorf("%w: record %d of a tree of %d", ErrBadProof, n, t)
 	}
 	// The path from the root down to the record, as RFC 6962 splits trees.
-	var steps []pathStep
-	for lo, hi := int64(0), t; hi-lo > 1; {
+	var steps [maxDepth]pathStep
+	depth := 0
+	for lo, hi := int64(0), t; hi-lo > 1; depth++ {
+		if depth == maxDepth {
+			return fmt.Errorf("%w: a tree of %d", ErrBadProof, t)
+		}
 		k := split(hi - lo)
 		if n < lo+k {
-			steps = append(steps, pathStep{node: [2]int64{lo, lo + k}, sib: [2]int64{lo + k, hi}, sibRight: true})
+			steps[depth] = pathStep{node: [2]int64{lo, lo + k}, sibRight: true}
 			hi = lo + k
 		} else {
-			steps = append(steps, pathStep{node: [2]int64{lo + k, hi}, sib: [2]int64{lo, lo + k}})
+			steps[depth] = pathStep{node: [2]int64{lo + k, hi}}
 			lo += k
 		}
 	}
-	if len(steps) != len(proof) {
-		return fmt.Errorf("%w: %d hashes for a path of %d", ErrBadProof, len(proof), len(steps))
+	if depth != len(proof) {
+		return fmt.Errorf("%w: %d hashes for a path of %d", ErrBadProof, len(proof), depth)
 	}
+	// proof[0] is the leaf's sibling: the sibling of steps[depth-1].
+	sib := func(i int) tlog.Hash { return proof[depth-1-i] }
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.known == nil || t != v.size || root != v.root || len(v.known) > maxKnown {
-		v.size, v.root, v.known = t, root, make(map[[2]int64]tlog.Hash)
+	if t != v.size || root != v.root {
+		v.size, v.root, v.depth = t, root, 0
 	}
-	type seen struct {
-		node [2]int64
-		h    tlog.Hash
+	// shared: how far from the top this path is the remembered one, with
+	// the same siblings; the node at shared-1 is then verified.
+	shared := 0
+	for shared < depth && shared < v.depth && steps[shared].node == v.path[shared].node {
+		if sib(shared) != v.path[shared].sibH {
+			return fmt.Errorf("%w: record %d", ErrBadProof, n)
+		}
+		shared++
 	}
-	var fresh []seen
+	var hs [maxDepth]tlog.Hash // the hash of each node of the path
 	h := leaf
-	for i := len(steps) - 1; i >= 0; i-- {
-		st, sib := steps[i], proof[len(steps)-1-i]
-		if kh, ok := v.known[st.node]; ok {
-			if kh != h {
-				return fmt.Errorf("%w: record %d", ErrBadProof, n)
-			}
-			if ks, ok := v.known[st.sib]; ok {
-				if ks != sib {
-					return fmt.Errorf("%w: record %d", ErrBadProof, n)
-				}
-				// Both children verified: so is their parent.
-				parent := [2]int64{0, t}
-				if i > 0 {
-					parent = steps[i-1].node
-				}
-				h = v.known[parent]
-				continue
-			}
-		}
-		fresh = append(fresh, seen{st.node, h}, seen{st.sib, sib})
-		if st.sibRight {
-			h = tlog.NodeHash(h, sib)
+	for i := depth - 1; i >= shared; i-- {
+		hs[i] = h
+		if steps[i].sibRight {
+			h = tlog.NodeHash(h, sib(i))
 		} else {
-			h = tlog.NodeHash(sib, h)
+			h = tlog.NodeHash(sib(i), h)
 		}
 	}
-	if h != root {
+	// h is now the hash of the parent of steps[shared]: the root, or a
+	// verified node of the remembered path.
+	want := root
+	if shared > 0 {
+		want = v.path[shared-1].h
+	}
+	if h != want {
 		return fmt.Errorf("%w: record %d", ErrBadProof, n)
 	}
-	for _, s := range fresh {
-		v.known[s.node] = s.h
+	for i := shared; i < depth; i++ {
+		v.path[i] = verifiedAt{node: steps[i].node, h: hs[i], sibH: sib(i)}
 	}
-	v.known[[2]int64{0, t}] = root
+	v.depth = depth
 	return nil
 }
