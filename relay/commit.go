@@ -220,16 +220,3 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 	}
 	return res, fresh, nil
 }
-
-// receipt proves a publish's record is in the log.
-func (s *Server) receipt(a *auditedAt) *protocol.Receipt {
-	if a == nil {
-		return nil
-	}
-	r := &protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion,
-		Checkpoint: a.signed, Proof: make([][32]byte, len(a.proof))}
-	for i, h := range a.proof {
-		r.Proof[i] = h
-	}
-	return r
-}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"golang.org/x/crypto/hkdf"
+	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/time/rate"
 )
 
@@ -630,8 +631,8 @@ func isStreamEnd(err error) bool {
 func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pending) error {
 	var werr error
 	var (
-		lastCheckpoint []byte     // the checkpoint of the previous receipt on this stream
-		lastProof      [][32]byte // and its whole proof
+		lastCheckpoint []byte           // the checkpoint of the previous receipt on this stream
+		lastProof      tlog.RecordProof // and its whole proof
 	)
 	for p := range inflight {
 		res := <-p.done
@@ -653,21 +654,25 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 				status = protocol.AckDuplicate
 			}
 			s.metrics.publishes.WithLabelValues(map[protocol.AckStatus]string{protocol.AckStored: "stored", protocol.AckDuplicate: "duplicate"}[status]).Inc()
-			receipt := s.receipt(res.audited)
-			if receipt != nil {
-				if bytes.Equal(receipt.Checkpoint, lastCheckpoint) {
-					receipt.Checkpoint = nil // the same as the previous receipt's
-				} else {
-					lastCheckpoint = receipt.Checkpoint
+			var receipt *protocol.Receipt
+			if a := res.audited; a != nil {
+				receipt = &protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion}
+				if !bytes.Equal(a.signed, lastCheckpoint) {
+					receipt.Checkpoint = a.signed // else the same as the previous receipt's
+					lastCheckpoint = a.signed
 				}
 				// The hashes this proof ends with that the previous one
 				// ended with too are not sent again.
-				full := receipt.Proof
+				full := a.proof
 				k := 0
 				for k < len(full) && k < len(lastProof) && full[len(full)-1-k] == lastProof[len(lastProof)-1-k] {
 					k++
 				}
-				receipt.Proof, receipt.Shared, lastProof = full[:len(full)-k], uint8(k), full
+				receipt.Proof = make([][32]byte, len(full)-k)
+				for i := range receipt.Proof {
+					receipt.Proof[i] = full[i]
+				}
+				receipt.Shared, lastProof = uint8(k), full
 			}
 			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: receipt})
 		}
