@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -226,12 +227,16 @@ func (l *Log) ProveBatch(t, first int64, r Reader) ([]tlog.RecordProof, error) {
 	}
 	p := batchProver{r: l.reader(r), memo: make(map[[2]int64]tlog.Hash)}
 	out := make([]tlog.RecordProof, t-first)
+	// One array holds every proof: a path is at most depth hashes long.
+	depth := bits.Len64(uint64(max(t-1, 0)))
+	arena := make([]tlog.Hash, 0, int(t-first)*depth)
 	for n := first; n < t; n++ {
-		proof, err := p.leafProof(0, t, n)
-		if err != nil {
+		at := len(arena)
+		var err error
+		if arena, err = p.leafProof(t, n, arena); err != nil {
 			return nil, fmt.Errorf("audit: prove record %d: %w", n, err)
 		}
-		out[n-first] = proof
+		out[n-first] = arena[at:len(arena):len(arena)]
 	}
 	return out, nil
 }
@@ -244,30 +249,29 @@ type batchProver struct {
 	memo map[[2]int64]tlog.Hash
 }
 
-// leafProof is the proof that leaf n is in the subtree of leaves [lo, hi).
-func (p *batchProver) leafProof(lo, hi, n int64) (tlog.RecordProof, error) {
-	if hi-lo == 1 {
-		return nil, nil
-	}
-	k := split(hi - lo)
-	var (
-		proof   tlog.RecordProof
-		sibling tlog.Hash
-		err     error
-	)
-	if n < lo+k {
-		if proof, err = p.leafProof(lo, lo+k, n); err == nil {
-			sibling, err = p.subtree(lo+k, hi)
+// leafProof appends to dst the proof that leaf n is in the tree of t
+// leaves: the sibling of each node on the path, the leaf's first.
+func (p *batchProver) leafProof(t, n int64, dst tlog.RecordProof) (tlog.RecordProof, error) {
+	var sibs [64]tlog.Hash // from the top
+	d := 0
+	for lo, hi := int64(0), t; hi-lo > 1; d++ {
+		k := split(hi - lo)
+		var err error
+		if n < lo+k {
+			sibs[d], err = p.subtree(lo+k, hi)
+			hi = lo + k
+		} else {
+			sibs[d], err = p.subtree(lo, lo+k)
+			lo += k
 		}
-	} else {
-		if proof, err = p.leafProof(lo+k, hi, n); err == nil {
-			sibling, err = p.subtree(lo, lo+k)
+		if err != nil {
+			return dst, err
 		}
 	}
-	if err != nil {
-		return nil, err
+	for i := d - 1; i >= 0; i-- {
+		dst = append(dst, sibs[i])
 	}
-	return append(proof, sibling), nil
+	return dst, nil
 }
 
 // subtree returns the hash of the subtree of leaves [lo, hi): a stored
