@@ -225,7 +225,7 @@ func (l *Log) ProveBatch(t, first int64, r Reader) ([]tlog.RecordProof, error) {
 	if first < 0 || first > t {
 		return nil, fmt.Errorf("audit: prove records %d to %d of a tree of %d", first, t-1, t)
 	}
-	p := batchProver{r: l.reader(r), memo: make(map[[2]int64]tlog.Hash)}
+	p := batchProver{r: l.reader(r), cached: l.cache.get, memo: make(map[[2]int64]tlog.Hash)}
 	out := make([]tlog.RecordProof, t-first)
 	// One array holds every proof: a path is at most depth hashes long.
 	depth := bits.Len64(uint64(max(t-1, 0)))
@@ -245,8 +245,9 @@ func (l *Log) ProveBatch(t, first int64, r Reader) ([]tlog.RecordProof, error) {
 // tlog.ProveRecord returns them: the leaf's sibling first), remembering
 // the hash of every subtree it computed.
 type batchProver struct {
-	r    tlog.HashReader
-	memo map[[2]int64]tlog.Hash
+	r      tlog.HashReader
+	cached func(int64) (tlog.Hash, bool) // the log's hash cache: no allocation
+	memo   map[[2]int64]tlog.Hash
 }
 
 // leafProof appends to dst the proof that leaf n is in the tree of t
@@ -283,7 +284,11 @@ func (p *batchProver) subtree(lo, hi int64) (tlog.Hash, error) {
 		for 1<<level < size {
 			level++
 		}
-		hs, err := p.r.ReadHashes([]int64{tlog.StoredHashIndex(level, lo>>level)})
+		idx := tlog.StoredHashIndex(level, lo>>level)
+		if h, ok := p.cached(idx); ok {
+			return h, nil
+		}
+		hs, err := p.r.ReadHashes([]int64{idx})
 		if err != nil {
 			return tlog.Hash{}, err
 		}
