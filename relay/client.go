@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -1180,8 +1179,7 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 		return wireError(err)
 	}
 	defer str.CancelWrite(0)
-	fr := newFrameReader(str, protocol.MaxFrameBody)
-	fr.r = bufio.NewReaderSize(str, subBuffer) // nothing read yet
+	fr := newFrameReaderSize(str, protocol.MaxFrameBody, subBuffer)
 	live := false
 	for {
 		t, b, err := readFrame(fr)

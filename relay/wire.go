@@ -23,7 +23,13 @@ type frameReader struct {
 func newFrameReader(r io.Reader, max int) *frameReader {
 	// Small buffers: an idle subscription holds them for as long as it
 	// lives, and a large body is read straight into its own buffer.
-	return &frameReader{r: bufio.NewReaderSize(r, 2<<10), max: max}
+	return newFrameReaderSize(r, max, 2<<10)
+}
+
+// newFrameReaderSize is newFrameReader with a read buffer of size bytes,
+// for a stream that is read a batch at a time.
+func newFrameReaderSize(r io.Reader, max, size int) *frameReader {
+	return &frameReader{r: bufio.NewReaderSize(r, size), max: max}
 }
 
 // next returns the next frame. Its body is valid until the next call. At a
