@@ -7,15 +7,18 @@ import (
 // metrics are the relay's Prometheus metrics, registered on the registry
 // the caller passes (never the global one).
 type metrics struct {
-	connections   prometheus.Gauge
-	refused       *prometheus.CounterVec // by code
-	publishes     *prometheus.CounterVec // by result: stored, duplicate, or a refusal code
-	stored        prometheus.Counter
-	subscriptions prometheus.Gauge
-	dropped       *prometheus.CounterVec // streams ended by the relay, by code
-	bridgeDropped prometheus.Counter
-	commitSeconds prometheus.Histogram
-	batchSize     prometheus.Histogram
+	connections prometheus.Gauge
+	refused     *prometheus.CounterVec // by code
+	publishes   *prometheus.CounterVec // by result: stored, duplicate, or a refusal code
+	// The publishes counters of the two answers every Ack gives, looked
+	// up once.
+	publishStored, publishDuplicate prometheus.Counter
+	stored                          prometheus.Counter
+	subscriptions                   prometheus.Gauge
+	dropped                         *prometheus.CounterVec // streams ended by the relay, by code
+	bridgeDropped                   prometheus.Counter
+	commitSeconds                   prometheus.Histogram
+	batchSize                       prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,6 +42,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_batch_envelopes",
 			Help: "Envelopes per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 	}
+	m.publishStored = m.publishes.WithLabelValues("stored")
+	m.publishDuplicate = m.publishes.WithLabelValues("duplicate")
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}

@@ -649,11 +649,11 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 			s.metrics.publishes.WithLabelValues(nack.Err.Code.String()).Inc()
 			werr = fw.msg(protocol.FrameNack, nack)
 		} else {
-			status := protocol.AckStored
+			status, counter := protocol.AckStored, s.metrics.publishStored
 			if res.app.Result == store.Duplicate {
-				status = protocol.AckDuplicate
+				status, counter = protocol.AckDuplicate, s.metrics.publishDuplicate
 			}
-			s.metrics.publishes.WithLabelValues(map[protocol.AckStatus]string{protocol.AckStored: "stored", protocol.AckDuplicate: "duplicate"}[status]).Inc()
+			counter.Inc()
 			var receipt *protocol.Receipt
 			if a := res.audited; a != nil {
 				receipt = &protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion}
