@@ -59,7 +59,10 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 			return Sent{}, fmt.Errorf("%w: the relay's history of %s did not arrive: %w", ErrNoPath, roomName, ctx.Err())
 		}
 	}
-	env, raw, err := c.sign(ctx, r, text)
+	// Signing and storing our message is local work that, once begun,
+	// finishes: a deadline of the caller's (send --timeout) bounds the
+	// wait for delivery, and must never lose the message on the way.
+	env, raw, err := c.sign(context.WithoutCancel(ctx), r, text)
 	if err != nil {
 		return Sent{}, err
 	}

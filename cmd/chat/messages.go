@@ -230,7 +230,7 @@ func (c *cli) send(args []string) int {
 	defer cl.Close()
 	sent, err := cl.Send(ctx, *room, text)
 	if err != nil && sent.ID == (protocol.ID{}) {
-		return c.fail(err)
+		return c.fail(ranOut(ctx, *timeout, err))
 	}
 	var cp []byte
 	if r := cl.Relay(); r != nil {
