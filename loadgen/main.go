@@ -357,50 +357,48 @@ func goBuild(out, pkg string) error {
 	return cmd.Run()
 }
 
-// profileLoad runs the publish scenario against a relay started by hand,
-// five times.
+// profileLoad loads a relay started by hand with one scenario, repeated,
+// so that a profile of the relay can be taken meanwhile.
 func profileLoad(addr, only string, idle int) error {
 	a, err := relay.ParseAddr(addr)
 	if err != nil {
 		return err
 	}
 	r := &relayProc{addr: a}
-	if only == "connect" {
-		n, rate, err := relayConnect(context.Background(), r, 16, 10*time.Second)
+	ctx := context.Background()
+	// repeat runs a scenario n times and prints each result.
+	repeat := func(n int, run func() (result, error), show func(result)) error {
+		for range n {
+			res, err := run()
+			if err != nil {
+				return err
+			}
+			show(res)
+		}
+		return nil
+	}
+	switch only {
+	case "connect":
+		n, rate, err := relayConnect(ctx, r, 16, 10*time.Second)
 		fmt.Printf("%d connections, %.0f/s\n", n, rate)
 		return err
-	}
-	if only == "latency" {
-		for range 3 {
-			res, err := relayLatency(context.Background(), r, 1000, 5000)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("latency at 1,000/s: p50 %s, p99 %s\n", ms(res.p50), ms(res.p99))
-		}
-		return nil
-	}
-	if only == "fanout" {
-		for range 5 {
-			res, err := relayFanout(context.Background(), r, 100, 1000)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("1 to 100: %.0f deliveries/s, p50 %s\n", res.rate, ms(res.p50))
-		}
-		return nil
-	}
-	if only == "idle" {
+	case "latency":
+		return repeat(3, func() (result, error) { return relayLatency(ctx, r, 1000, 5000) },
+			func(res result) { fmt.Printf("latency at 1,000/s: p50 %s, p99 %s\n", ms(res.p50), ms(res.p99)) })
+	case "fanout":
+		return repeat(5, func() (result, error) { return relayFanout(ctx, r, 100, 1000) },
+			func(res result) { fmt.Printf("1 to 100: %.0f deliveries/s, p50 %s\n", res.rate, ms(res.p50)) })
+	case "idle":
 		f, err := newFleet()
 		if err != nil {
 			return err
 		}
 		defer f.close()
-		if err := f.dial(context.Background(), a, idle, 32); err != nil {
+		if err := f.dial(ctx, a, idle, 32); err != nil {
 			return err
 		}
 		for i, c := range f.clients {
-			sub, err := c.Subscribe(context.Background(), fmt.Sprintf("idle-%d", i%100), protocol.ID{})
+			sub, err := c.Subscribe(ctx, fmt.Sprintf("idle-%d", i%100), protocol.ID{})
 			if err != nil {
 				return err
 			}
@@ -410,12 +408,6 @@ func profileLoad(addr, only string, idle int) error {
 		time.Sleep(30 * time.Second)
 		return nil
 	}
-	for range 5 {
-		res, err := relayPublish(context.Background(), r, 4, 10000)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%d publishes, %.0f/s\n", res.n, res.rate)
-	}
-	return nil
+	return repeat(5, func() (result, error) { return relayPublish(ctx, r, 4, 10000) },
+		func(res result) { fmt.Printf("%d publishes, %.0f/s\n", res.n, res.rate) })
 }
