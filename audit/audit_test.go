@@ -3,9 +3,11 @@ package audit
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
@@ -46,10 +48,15 @@ func (m *memTx) ReadAuditHashes(idx []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-func (m *memTx) PutAuditRecord(n int64, data []byte, hs []StoredHash) error {
-	m.records[n] = data
-	for _, h := range hs {
-		m.hashes[h.Index] = h.Hash
+func (m *memTx) PutAuditRecords(rows []Row) error {
+	for _, r := range rows {
+		if _, ok := m.records[r.Index]; ok {
+			return fmt.Errorf("record %d is there already", r.Index)
+		}
+		m.records[r.Index] = r.Data
+		for _, h := range r.Hashes {
+			m.hashes[h.Index] = h.Hash
+		}
 	}
 	return nil
 }
@@ -116,6 +123,37 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := ParseRecord([]byte{2}); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("version 2: %v", err)
+	}
+}
+
+// TestRecordEncoding pins the record format of docs/audit.md: every
+// relay's log and every client's receipt check depend on these bytes.
+func TestRecordEncoding(t *testing.T) {
+	k := key(t, 1)
+	for _, c := range []struct {
+		r    Record
+		want string
+	}{
+		{Record{Kind: KindPublish, Time: 1764137501000, PolicyVersion: 7, Identity: k.Public(), Message: protocol.ID{1, 2, 3}, Size: 300, Path: PathRelay, Room: "general"},
+			"0105" + "0000019abeca0148" + "0000000000000007" +
+				"8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c" +
+				"0102030000000000000000000000000000000000000000000000000000000000" +
+				"0000012c" + "01" + "0000" + "0767656e6572616c" + "00" + "0000"},
+		{Record{Kind: KindRefuse, Time: 1, PolicyVersion: 1 << 40, Code: protocol.CodeForbidden, Addr: "[::1]:4433", Detail: "not on the allow list"},
+			"0104" + "0000000000000001" + "0000010000000000" + strings.Repeat("00", 64) +
+				"00000000" + "00" + "0005" + "00" + "0a5b3a3a315d3a34343333" + "0015" + "6e6f74206f6e2074686520616c6c6f77206c697374"},
+	} {
+		b, err := c.r.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(b); got != c.want {
+			t.Errorf("%v record:\n got %s\nwant %s", c.r.Kind, got, c.want)
+		}
+		pre := []byte("prefix")
+		if b2, _ := c.r.AppendBinary(pre); !bytes.Equal(b2[len(pre):], b) || string(b2[:len(pre)]) != "prefix" {
+			t.Errorf("%v record: AppendBinary differs from MarshalBinary", c.r.Kind)
+		}
 	}
 }
 
@@ -460,4 +498,43 @@ func TestOpenerAgreesWithNote(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkProveBatch: the receipts' proofs of one commit of 340 records
+// (the relay's batch under load) in a log of 200,000:
+//
+//	go test -run '^$' -bench ProveBatch ./audit
+func BenchmarkProveBatch(b *testing.B) {
+	const size, batch = 200_000, 340
+	k := key(b, 1)
+	m := newMem()
+	l, err := NewLog(k, 0, nil, m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for n := 0; n < size; {
+		// Commits of 1,000, then the batch proved.
+		end := min(n+1000, size-batch)
+		if n == size-batch {
+			end = size
+		}
+		recs := make([]*Record, 0, end-n)
+		for ; n < end; n++ {
+			recs = append(recs, sample(n, k))
+		}
+		if _, err := l.Append(m, recs); err != nil {
+			b.Fatal(err)
+		}
+		l.Commit()
+	}
+	if l.Size() != size {
+		b.Fatalf("log of %d", l.Size())
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := l.ProveBatch(size, size-batch, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/batch, "ns/proof")
 }

@@ -18,12 +18,20 @@ type StoredHash struct {
 	Hash  tlog.Hash
 }
 
+// Row is a record as the store keeps it: its index, its encoding and the
+// hashes of the tree it completes, as tlog.StoredHashes gives them.
+type Row struct {
+	Index  int64
+	Data   []byte
+	Hashes []StoredHash
+}
+
 // Tx is a write transaction of the store that holds the log. Records go
 // into the same transaction as the event they record, so a crash keeps
-// both or neither.
+// both or neither. An append puts its records in one call, in order.
 type Tx interface {
 	ReadAuditHashes(indexes []int64) ([]tlog.Hash, error)
-	PutAuditRecord(index int64, data []byte, hashes []StoredHash) error
+	PutAuditRecords(rows []Row) error
 	PutCheckpoint(size int64, signed []byte) error
 }
 
@@ -127,33 +135,60 @@ func (l *Log) Append(tx Tx, recs []*Record) (int64, error) {
 	l.mu.Lock()
 	first := l.size
 	l.cache.startBatch()
-	r := l.reader(tx)
+	rows := make([]Row, 0, len(recs))
+	// The rows go to tx at the end, in one call; a hash the cache lacks
+	// is read from tx only once the rows before it are there.
+	r := l.reader(readerFunc(func(idx []int64) ([]tlog.Hash, error) {
+		if err := tx.PutAuditRecords(rows); err != nil {
+			return nil, err
+		}
+		rows = rows[:0]
+		return tx.ReadAuditHashes(idx)
+	}))
+	var arena []StoredHash // every record's stored hashes, in one array
+	size := 0
+	for _, rec := range recs {
+		size += rec.encodedLen()
+	}
+	encoded := make([]byte, 0, size) // and every record's encoding
 	for i, rec := range recs {
-		data, err := rec.MarshalBinary()
-		if err != nil {
+		at := len(encoded)
+		var err error
+		if encoded, err = rec.AppendBinary(encoded); err != nil {
 			l.abortLocked()
 			return 0, err
 		}
+		data := encoded[at:len(encoded):len(encoded)]
 		n := first + int64(i)
 		hashes, err := tlog.StoredHashes(n, data, r)
 		if err != nil {
 			l.abortLocked()
 			return 0, fmt.Errorf("audit: append %d: %w", n, err)
 		}
-		stored := make([]StoredHash, len(hashes))
+		if cap(arena)-len(arena) < len(hashes) {
+			// About two hashes a record: tlog stores 2n-1 for n records.
+			arena = make([]StoredHash, 0, max(2*(len(recs)-i), len(hashes)))
+		}
+		from := len(arena)
 		base := tlog.StoredHashIndex(0, n)
 		for j, h := range hashes {
-			stored[j] = StoredHash{Index: base + int64(j), Hash: h}
+			arena = append(arena, StoredHash{Index: base + int64(j), Hash: h})
 			l.cache.add(base+int64(j), h)
 		}
-		if err := tx.PutAuditRecord(n, data, stored); err != nil {
-			l.abortLocked()
-			return 0, fmt.Errorf("audit: append %d: %w", n, err)
-		}
+		rows = append(rows, Row{Index: n, Data: data, Hashes: arena[from:len(arena):len(arena)]})
+	}
+	if err := tx.PutAuditRecords(rows); err != nil {
+		l.abortLocked()
+		return 0, fmt.Errorf("audit: append %d to %d: %w", first, first+int64(len(recs))-1, err)
 	}
 	l.pending = int64(len(recs))
 	return first, nil
 }
+
+// readerFunc is a Reader that is a function.
+type readerFunc func(indexes []int64) ([]tlog.Hash, error)
+
+func (f readerFunc) ReadAuditHashes(indexes []int64) ([]tlog.Hash, error) { return f(indexes) }
 
 // Seal signs a checkpoint of the log with the open transaction's records
 // and stores it in tx. It returns the signed checkpoint.
@@ -218,61 +253,70 @@ func (l *Log) ProveRecord(t, n int64, r Reader) (tlog.RecordProof, error) {
 
 // ProveBatch returns the inclusion proofs of records first to t-1 in the
 // tree of size t: the records of the last append, once committed. It is
-// ProveRecord for each, in one pass: the proofs share most of their
-// hashes, and the subtrees right of a record, which no stored hash
-// covers, are hashed once for all of them rather than once per proof.
+// ProveRecord for each, in one pass down the tree: the proofs share most
+// of their hashes, and each is looked up or computed once for all of them.
 func (l *Log) ProveBatch(t, first int64, r Reader) ([]tlog.RecordProof, error) {
 	if first < 0 || first > t {
 		return nil, fmt.Errorf("audit: prove records %d to %d of a tree of %d", first, t-1, t)
 	}
-	p := batchProver{r: l.reader(r), cached: l.cache.get, memo: make(map[[2]int64]tlog.Hash)}
-	out := make([]tlog.RecordProof, t-first)
+	p := batchProver{r: l.reader(r), cached: l.cache.get, memo: make(map[[2]int64]tlog.Hash), first: first, last: t}
+	p.out = make([]tlog.RecordProof, t-first)
 	// One array holds every proof: a path is at most depth hashes long.
 	depth := bits.Len64(uint64(max(t-1, 0)))
-	arena := make([]tlog.Hash, 0, int(t-first)*depth)
-	for n := first; n < t; n++ {
-		at := len(arena)
-		var err error
-		if arena, err = p.leafProof(t, n, arena); err != nil {
-			return nil, fmt.Errorf("audit: prove record %d: %w", n, err)
+	p.arena = make([]tlog.Hash, 0, int(t-first)*depth)
+	if t > first {
+		var path [64]tlog.Hash
+		if err := p.prove(0, t, path[:0]); err != nil {
+			return nil, fmt.Errorf("audit: prove records %d to %d of %d: %w", first, t-1, t, err)
 		}
-		out[n-first] = arena[at:len(arena):len(arena)]
 	}
-	return out, nil
+	return p.out, nil
 }
 
-// batchProver computes inclusion proofs as RFC 6962 defines them (and as
-// tlog.ProveRecord returns them: the leaf's sibling first), remembering
-// the hash of every subtree it computed.
+// batchProver computes the inclusion proofs of leaves first to last-1 as
+// RFC 6962 defines them (and as tlog.ProveRecord returns them: the leaf's
+// sibling first), remembering the hash of every subtree it computed.
 type batchProver struct {
-	r      tlog.HashReader
-	cached func(int64) (tlog.Hash, bool) // the log's hash cache: no allocation
-	memo   map[[2]int64]tlog.Hash
+	r           tlog.HashReader
+	cached      func(int64) (tlog.Hash, bool) // the log's hash cache: no allocation
+	memo        map[[2]int64]tlog.Hash
+	first, last int64
+	out         []tlog.RecordProof // out[n-first] is leaf n's
+	arena       []tlog.Hash        // the proofs' hashes
 }
 
-// leafProof appends to dst the proof that leaf n is in the tree of t
-// leaves: the sibling of each node on the path, the leaf's first.
-func (p *batchProver) leafProof(t, n int64, dst tlog.RecordProof) (tlog.RecordProof, error) {
-	var sibs [64]tlog.Hash // from the top
-	d := 0
-	for lo, hi := int64(0), t; hi-lo > 1; d++ {
-		k := split(hi - lo)
-		var err error
-		if n < lo+k {
-			sibs[d], err = p.subtree(lo+k, hi)
-			hi = lo + k
-		} else {
-			sibs[d], err = p.subtree(lo, lo+k)
-			lo += k
+// prove makes the proofs of the leaves of subtree [lo, hi) that are
+// wanted; path holds the siblings of the subtree's ancestors, from the
+// top. Leaves are reached in order.
+func (p *batchProver) prove(lo, hi int64, path []tlog.Hash) error {
+	if hi-lo == 1 {
+		at := len(p.arena)
+		for i := len(path) - 1; i >= 0; i-- {
+			p.arena = append(p.arena, path[i])
 		}
+		p.out[lo-p.first] = p.arena[at:len(p.arena):len(p.arena)]
+		return nil
+	}
+	mid := lo + split(hi-lo)
+	if p.first < mid { // wanted leaves on the left: the right is their sibling
+		h, err := p.subtree(mid, hi)
 		if err != nil {
-			return dst, err
+			return err
+		}
+		if err := p.prove(lo, mid, append(path, h)); err != nil {
+			return err
 		}
 	}
-	for i := d - 1; i >= 0; i-- {
-		dst = append(dst, sibs[i])
+	if p.last > mid { // and on the right
+		h, err := p.subtree(lo, mid)
+		if err != nil {
+			return err
+		}
+		if err := p.prove(mid, hi, append(path, h)); err != nil {
+			return err
+		}
 	}
-	return dst, nil
+	return nil
 }
 
 // subtree returns the hash of the subtree of leaves [lo, hi): a stored

@@ -10,6 +10,7 @@
 package audit
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -122,6 +123,16 @@ func printable(s string, max int) bool {
 
 // MarshalBinary encodes the record: every field, always, in one order.
 func (r *Record) MarshalBinary() ([]byte, error) {
+	return r.AppendBinary(make([]byte, 0, r.encodedLen()))
+}
+
+// encodedLen is the length of the record's encoding.
+func (r *Record) encodedLen() int {
+	return 1 + 1 + 8 + 8 + 32 + 32 + 4 + 1 + 2 + 1 + len(r.Room) + 1 + len(r.Addr) + 2 + len(r.Detail)
+}
+
+// AppendBinary appends the record's encoding to b.
+func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 	if r.Kind < KindStart || r.Kind > KindAdmin {
 		return nil, fmt.Errorf("audit: record of kind %d", r.Kind)
 	}
@@ -136,24 +147,28 @@ func (r *Record) MarshalBinary() ([]byte, error) {
 	if r.Path > PathMesh || r.Time < 0 {
 		return nil, errors.New("audit: record: path or time out of range")
 	}
-	var id [32]byte
-	if !r.Identity.IsZero() {
-		id = r.Identity.Array()
+	b = append(b, Version, uint8(r.Kind))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Time))
+	b = binary.BigEndian.AppendUint64(b, r.PolicyVersion)
+	if r.Identity.IsZero() {
+		b = append(b, make([]byte, 32)...)
+	} else {
+		id := r.Identity.Array()
+		b = append(b, id[:]...)
 	}
-	b := cryptobyte.NewBuilder(make([]byte, 0, 128+len(r.Detail)))
-	b.AddUint8(Version)
-	b.AddUint8(uint8(r.Kind))
-	b.AddUint64(uint64(r.Time))
-	b.AddUint64(r.PolicyVersion)
-	b.AddBytes(id[:])
-	b.AddBytes(r.Message[:])
-	b.AddUint32(r.Size)
-	b.AddUint8(uint8(r.Path))
-	b.AddUint16(uint16(r.Code))
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(r.Room)) })
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(r.Addr)) })
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(r.Detail)) })
-	return b.Bytes()
+	b = append(b, r.Message[:]...)
+	b = binary.BigEndian.AppendUint32(b, r.Size)
+	b = append(b, uint8(r.Path))
+	b = binary.BigEndian.AppendUint16(b, uint16(r.Code))
+	// ValidRoom and printable bound the lengths: MaxRoomLen and MaxAddr
+	// are below 256, MaxDetail below 65,536.
+	b = append(b, uint8(len(r.Room)))
+	b = append(b, r.Room...)
+	b = append(b, uint8(len(r.Addr)))
+	b = append(b, r.Addr...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Detail)))
+	b = append(b, r.Detail...)
+	return b, nil
 }
 
 // ParseRecord parses an encoded record strictly: one encoding per record.

@@ -604,8 +604,9 @@ func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	if err != nil {
 		return err
 	}
+	var buf [256]byte // a publish record is at most 153 bytes
 	record, err := (&audit.Record{Kind: audit.KindPublish, Time: r.Time, PolicyVersion: r.PolicyVersion, Identity: env.Sender,
-		Message: ack.ID, Size: uint32(len(raw)), Path: audit.PathRelay, Room: env.Room}).MarshalBinary()
+		Message: ack.ID, Size: uint32(len(raw)), Path: audit.PathRelay, Room: env.Room}).AppendBinary(buf[:0])
 	if err != nil {
 		return fmt.Errorf("%w: receipt: %v", ErrAuditLog, err)
 	}

@@ -48,14 +48,24 @@ func (p *pending) envelope() bool { return p.rec.Env != nil }
 // takes everything that is waiting and commits it in one durable
 // transaction (group commit: one disk flush for the batch, not one per
 // envelope), with an audit record for each event and one signed
-// checkpoint. New envelopes go to live subscribers before the flush;
-// senders get their acknowledgement, with its audit receipt, after it;
-// then the new envelopes go to the mesh. It returns when in is closed and
-// drained.
+// checkpoint. New envelopes go to live subscribers before the flush.
+// Answering the senders is left to a goroutine of its own (finish), so
+// that the next transaction starts as soon as this one is committed. It
+// returns when in is closed and drained and every sender is answered.
 func (s *Server) commit(in <-chan *pending) {
-	batch := make([]*pending, 0, maxBatch)
+	// One batch is answered while the next commits, and one more waits.
+	done := make(chan *finished, 1)
+	finishing := make(chan struct{})
+	go func() {
+		defer close(finishing)
+		for f := range done {
+			s.finish(f)
+		}
+	}()
+	defer func() { close(done); <-finishing }()
 	for p := range in {
-		batch = append(batch[:0], p)
+		batch := make([]*pending, 1, maxBatch)
+		batch[0] = p
 	gather:
 		for len(batch) < maxBatch {
 			select {
@@ -69,40 +79,81 @@ func (s *Server) commit(in <-chan *pending) {
 			}
 		}
 		start := time.Now()
-		res, fresh, err := s.commitBatch(batch)
+		f := s.commitBatch(batch)
 		s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 		s.metrics.batchSize.Observe(float64(len(batch)))
-		for i, p := range batch {
-			if err != nil {
-				p.done <- committed{err: err}
-				continue
-			}
-			p.done <- res[i]
+		if f.err != nil {
+			s.log.Error("commit failed", "items", len(batch), "err", f.err)
+		} else {
+			s.metrics.stored.Add(float64(len(f.fresh)))
 		}
+		done <- f
+	}
+}
+
+// finished is a batch that committed, or failed to, on its way to its
+// senders.
+type finished struct {
+	batch []*pending
+	res   []committed // each item's answer, but for its audit receipt
+	fresh []store.Record
+	err   error
+	// The audit records of the batch: the log's size and signed
+	// checkpoint after the commit, the records, and the batch item of
+	// each (-1 for one that is not a publish).
+	size   int64
+	signed []byte
+	arecs  []*audit.Record
+	aowner []int
+}
+
+// finish answers the senders of a committed batch, with the audit receipt
+// of each new envelope, then forwards the new envelopes to the mesh.
+func (s *Server) finish(f *finished) {
+	if f.err != nil {
+		for _, p := range f.batch {
+			p.done <- committed{err: f.err}
+		}
+		return
+	}
+	if len(f.arecs) > 0 {
+		first := f.size - int64(len(f.arecs))
+		// The batch's proofs in one pass: they share most of their
+		// hashes. The next batch may be appending meanwhile; the proofs
+		// read only hashes of this tree, which are committed.
+		proofs, err := s.audit.ProveBatch(f.size, first, s.auditReader)
 		if err != nil {
-			s.log.Error("commit failed", "items", len(batch), "err", err)
-			continue
+			s.log.Error("audit: inclusion proofs", "first", first, "size", f.size, "err", err)
 		}
-		s.metrics.stored.Add(float64(len(fresh)))
-		if s.bridge != nil {
-			for _, r := range fresh {
-				if r.Via != viaMesh {
-					s.bridge.Forward(r)
-				}
+		for k, i := range f.aowner {
+			if proofs != nil && i >= 0 {
+				f.res[i].audited = &auditedAt{index: first + int64(k), size: f.size, signed: f.signed, record: f.arecs[k], proof: proofs[k]}
+			}
+		}
+	}
+	for i, p := range f.batch {
+		p.done <- f.res[i]
+	}
+	if s.bridge != nil {
+		for _, r := range f.fresh {
+			if r.Via != viaMesh {
+				s.bridge.Forward(r)
 			}
 		}
 	}
 }
 
 // commitBatch writes one batch in one transaction and returns the answer
-// to each item and the envelopes that are new.
-func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, error) {
+// to each item, without receipts, and the envelopes that are new.
+func (s *Server) commitBatch(batch []*pending) *finished {
+	f := &finished{batch: batch}
 	// Not the server's context: what was accepted is committed even
 	// while the relay shuts down.
 	ctx := context.Background()
 	b, err := s.st.Begin(ctx)
 	if err != nil {
-		return nil, nil, err
+		f.err = err
+		return f
 	}
 	var (
 		recs  []store.Record
@@ -120,7 +171,8 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 		out, err := b.Append(ctx, recs)
 		if err != nil {
 			b.Rollback()
-			return nil, nil, err
+			f.err = err
+			return f
 		}
 		for j, o := range out {
 			res[owner[j]].app = o
@@ -155,6 +207,8 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 			switch {
 			case !p.envelope():
 				arecs = append(arecs, p.audit)
+				aowner = append(aowner, -1)
+				continue
 			case res[i].app.Result == store.Stored:
 				path := audit.PathRelay
 				if p.rec.Via == viaMesh {
@@ -170,6 +224,8 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 				arecs = append(arecs, &audit.Record{Kind: audit.KindPublishRefused, Time: now.UnixMilli(), PolicyVersion: p.policy,
 					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room,
 					Code: protocol.CodeEquivocation, Detail: "another envelope has this sender, room and sequence number"})
+				aowner = append(aowner, -1) // a refusal: no receipt
+				continue
 			default:
 				continue // a duplicate: recorded when it was first stored
 			}
@@ -179,13 +235,15 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 			if first, err = s.audit.Append(b, arecs); err != nil {
 				b.Rollback()
 				s.hub.fail()
-				return nil, nil, err
+				f.err = err
+				return f
 			}
 			if signed, err = s.audit.Seal(b); err != nil {
 				b.Rollback()
 				s.audit.Abort()
 				s.hub.fail()
-				return nil, nil, err
+				f.err = err
+				return f
 			}
 		}
 	}
@@ -195,7 +253,8 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 			s.audit.Abort()
 		}
 		s.hub.fail()
-		return nil, nil, err
+		f.err = err
+		return f
 	}
 	if len(arecs) > 0 {
 		s.audit.Commit()
@@ -205,18 +264,7 @@ func (s *Server) commitBatch(batch []*pending) ([]committed, []store.Record, err
 	for i := range res {
 		res[i].time = now.UnixMilli()
 	}
-	size := first + int64(len(arecs))
-	var proofs []tlog.RecordProof
-	if len(arecs) > 0 {
-		// The batch's proofs in one pass: they share most of their hashes.
-		if proofs, err = s.audit.ProveBatch(size, first, s.auditReader); err != nil {
-			s.log.Error("audit: inclusion proofs", "first", first, "size", size, "err", err)
-		}
-	}
-	for k, i := range aowner {
-		if batch[i].envelope() && res[i].app.Result == store.Stored && proofs != nil {
-			res[i].audited = &auditedAt{index: first + int64(k), size: size, signed: signed, record: arecs[k], proof: proofs[k]}
-		}
-	}
-	return res, fresh, nil
+	f.res, f.fresh = res, fresh
+	f.size, f.signed, f.arecs, f.aowner = first+int64(len(arecs)), signed, arecs, aowner
+	return f
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -68,38 +69,94 @@ func readHashes(ctx context.Context, q queryer, indexes []int64) ([]tlog.Hash, e
 	return out, nil
 }
 
-const insertAudit = `INSERT INTO audit_records (idx, data, hashes) VALUES (?, ?, ?)`
+// auditStmts are the audit log's writes, prepared once. The records go in
+// 1, 2, 4, ... 64 a statement: a commit's records take a few statements
+// rather than one each, which was most of what they cost.
+type auditStmts struct {
+	records    [7]*sql.Stmt // records[k] inserts 1<<k records
+	checkpoint *sql.Stmt
+}
+
+// insertAudit returns the statement that inserts n records.
+func insertAudit(n int) string {
+	return `INSERT INTO audit_records (idx, data, hashes) VALUES (?, ?, ?)` + strings.Repeat(", (?, ?, ?)", n-1)
+}
+
+const insertCheckpoint = `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)
+	ON CONFLICT (size) DO UPDATE SET note = excluded.note`
+
+func prepareAudit(db *sql.DB) (auditStmts, error) {
+	var a auditStmts
+	var err error
+	for k := range a.records {
+		if a.records[k], err = db.Prepare(insertAudit(1 << k)); err != nil {
+			a.close()
+			return auditStmts{}, err
+		}
+	}
+	if a.checkpoint, err = db.Prepare(insertCheckpoint); err != nil {
+		a.close()
+		return auditStmts{}, err
+	}
+	return a, nil
+}
+
+func (a *auditStmts) close() error {
+	var errs []error
+	for _, st := range append(a.records[:], a.checkpoint) {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // ReadAuditHashes implements audit.Tx.
 func (b *Batch) ReadAuditHashes(indexes []int64) ([]tlog.Hash, error) {
 	return readHashes(context.Background(), b.tx, indexes)
 }
 
-// PutAuditRecord implements audit.Tx.
-// The hashes must be the ones tlog.StoredHashes gives for the record:
-// consecutive from its leaf hash's index.
-func (b *Batch) PutAuditRecord(index int64, data []byte, hashes []audit.StoredHash) error {
-	blob := make([]byte, 0, len(hashes)*tlog.HashSize)
-	for i, h := range hashes {
-		if h.Index != tlog.StoredHashIndex(0, index)+int64(i) {
-			return fmt.Errorf("store: audit record %d: hash %d is not the record's", index, h.Index)
+// PutAuditRecords implements audit.Tx. Each row's hashes must be the ones
+// tlog.StoredHashes gives for its record: consecutive from its leaf
+// hash's index.
+func (b *Batch) PutAuditRecords(rows []audit.Row) error {
+	total := 0
+	for _, r := range rows {
+		total += len(r.Hashes)
+	}
+	blobs := make([]byte, 0, total*tlog.HashSize) // every row's hashes, in one array
+	args := make([]any, 0, 3*min(len(rows), 1<<(len(b.audit.records)-1)))
+	for len(rows) > 0 {
+		k := min(bits.Len(uint(len(rows)))-1, len(b.audit.records)-1)
+		n := 1 << k
+		args = args[:0]
+		for _, r := range rows[:n] {
+			at := len(blobs)
+			for i, h := range r.Hashes {
+				if h.Index != tlog.StoredHashIndex(0, r.Index)+int64(i) {
+					return fmt.Errorf("store: audit record %d: hash %d is not the record's", r.Index, h.Index)
+				}
+				blobs = append(blobs, h.Hash[:]...)
+			}
+			args = append(args, r.Index, r.Data, blobs[at:len(blobs):len(blobs)])
 		}
-		blob = append(blob, h.Hash[:]...)
-	}
-	if b.audit == nil {
-		b.audit = b.tx.Stmt(b.s.auditInsert)
-	}
-	if _, err := b.audit.Exec(index, data, blob); err != nil {
-		return fmt.Errorf("store: audit record %d: %w", index, err)
+		if b.audit.records[k] == nil {
+			b.audit.records[k] = b.tx.Stmt(b.s.audit.records[k])
+		}
+		if _, err := b.audit.records[k].Exec(args...); err != nil {
+			return fmt.Errorf("store: audit records %d to %d: %w", rows[0].Index, rows[n-1].Index, err)
+		}
+		rows = rows[n:]
 	}
 	return nil
 }
 
 // PutCheckpoint implements audit.Tx.
 func (b *Batch) PutCheckpoint(size int64, signed []byte) error {
-	_, err := b.tx.Exec(`INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)
-		ON CONFLICT (size) DO UPDATE SET note = excluded.note`, size, signed)
-	if err != nil {
+	if b.audit.checkpoint == nil {
+		b.audit.checkpoint = b.tx.Stmt(b.s.audit.checkpoint)
+	}
+	if _, err := b.audit.checkpoint.Exec(size, signed); err != nil {
 		return fmt.Errorf("store: checkpoint %d: %w", size, err)
 	}
 	return nil

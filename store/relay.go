@@ -238,9 +238,7 @@ func (s *Store) policyChange(ctx context.Context, ev PolicyEvent, change func(*s
 		b := &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}
 		defer func() {
 			b.insert.Close()
-			if b.audit != nil {
-				b.audit.Close()
-			}
+			b.audit.close()
 		}()
 		var done func(bool)
 		done, err = s.policyHook(b, v, ev)

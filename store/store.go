@@ -32,12 +32,12 @@ var ErrNotFound = errors.New("store: not found")
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	w           *sql.DB   // one connection: SQLite has one writer at a time
-	r           *sql.DB   // readers, concurrent with the writer under WAL
-	insert      *sql.Stmt // the envelope insert, prepared once
-	auditInsert *sql.Stmt // the audit record insert, prepared once
-	sync        string    // the synchronous pragma of envelope commits
-	search      bool      // index the text of new envelopes (Search)
+	w      *sql.DB    // one connection: SQLite has one writer at a time
+	r      *sql.DB    // readers, concurrent with the writer under WAL
+	insert *sql.Stmt  // the envelope insert, prepared once
+	audit  auditStmts // the audit log's writes, prepared once
+	sync   string     // the synchronous pragma of envelope commits
+	search bool       // index the text of new envelopes (Search)
 
 	policyHook PolicyHook
 }
@@ -104,7 +104,8 @@ func Open(path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if s.auditInsert, err = w.Prepare(insertAudit); err != nil {
+	if s.audit, err = prepareAudit(w); err != nil {
+		s.insert.Close()
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -120,7 +121,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.insert.Close(), s.auditInsert.Close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.insert.Close(), s.audit.close(), s.r.Close(), s.w.Close())
 }
 
 var migrations = []string{
@@ -324,7 +325,7 @@ type Batch struct {
 	s      *Store
 	tx     *sql.Tx
 	insert *sql.Stmt
-	audit  *sql.Stmt // made on first use
+	audit  auditStmts // each made on first use
 }
 
 // Begin starts a Batch.
@@ -340,9 +341,7 @@ func (s *Store) Begin(ctx context.Context) (*Batch, error) {
 // says) and visible.
 func (b *Batch) Commit() error {
 	b.insert.Close()
-	if b.audit != nil {
-		b.audit.Close()
-	}
+	b.audit.close()
 	if err := b.tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
@@ -352,9 +351,7 @@ func (b *Batch) Commit() error {
 // Rollback drops the batch; after Commit it does nothing.
 func (b *Batch) Rollback() {
 	b.insert.Close()
-	if b.audit != nil {
-		b.audit.Close()
-	}
+	b.audit.close()
 	b.tx.Rollback()
 }
 
