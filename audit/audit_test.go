@@ -440,6 +440,20 @@ func TestProofChecker(t *testing.T) {
 				if v.Check(bad, size, c.Root, n, leaf) == nil {
 					t.Fatalf("record %d of %d: a changed proof passed", n, size)
 				}
+				// As a receipt carries it.
+				wire := make([][32]byte, len(bad))
+				for i, h := range bad {
+					wire[i] = h
+				}
+				if v.CheckHashes(wire, size, c.Root, n, leaf) == nil {
+					t.Fatalf("record %d of %d: a changed proof passed CheckHashes", n, size)
+				}
+				for i, h := range proofs[j] {
+					wire[i] = h
+				}
+				if err := v.CheckHashes(wire, size, c.Root, n, leaf); err != nil {
+					t.Fatalf("record %d of %d: CheckHashes: %v", n, size, err)
+				}
 				if tlog.CheckRecord(bad, size, c.Root, n, leaf) == nil {
 					t.Fatal("tlog accepts the changed proof")
 				}

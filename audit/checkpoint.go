@@ -66,11 +66,25 @@ func verifier(relay identity.PublicKey) (note.Verifier, error) {
 
 // Sign signs c with the relay's key and returns the note.
 func Sign(c Checkpoint, key identity.PrivateKey) ([]byte, error) {
-	v, err := verifier(key.Public())
+	s, err := newSigner(key)
 	if err != nil {
 		return nil, err
 	}
-	return note.Sign(&note.Note{Text: c.Text()}, signer{name: v.Name(), hash: v.KeyHash(), key: key})
+	return s.sign(c)
+}
+
+// newSigner returns the signer of key's checkpoints: its name and key
+// hash are worked out once, not at every commit.
+func newSigner(key identity.PrivateKey) (signer, error) {
+	v, err := verifier(key.Public())
+	if err != nil {
+		return signer{}, err
+	}
+	return signer{name: v.Name(), hash: v.KeyHash(), key: key}, nil
+}
+
+func (s signer) sign(c Checkpoint) ([]byte, error) {
+	return note.Sign(&note.Note{Text: c.Text()}, s)
 }
 
 // Open checks a signed checkpoint against the relay's key and parses it.

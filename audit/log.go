@@ -44,7 +44,7 @@ type Reader interface {
 // appends: Append locks the log until Commit or Abort, which the caller
 // calls once its transaction is committed or rolled back.
 type Log struct {
-	key    identity.PrivateKey
+	signer signer
 	origin string
 
 	mu      sync.Mutex
@@ -58,7 +58,11 @@ type Log struct {
 // NewLog opens the log of size records, whose newest signed checkpoint is
 // latest (nil for an empty log), reading hashes through r.
 func NewLog(key identity.PrivateKey, size int64, latest []byte, r Reader) (*Log, error) {
-	l := &Log{key: key, origin: Origin(key.Public()), size: size, cache: newHashCache(1 << 16), latest: latest}
+	sg, err := newSigner(key)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	l := &Log{signer: sg, origin: Origin(key.Public()), size: size, cache: newHashCache(1 << 16), latest: latest}
 	if size > 0 {
 		c, err := Open(latest, key.Public())
 		if err != nil {
@@ -198,7 +202,7 @@ func (l *Log) Seal(tx Tx) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: tree hash of %d: %w", size, err)
 	}
-	signed, err := Sign(Checkpoint{Origin: l.origin, Size: size, Root: root}, l.key)
+	signed, err := l.signer.sign(Checkpoint{Origin: l.origin, Size: size, Root: root})
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,15 @@ type pathStep struct {
 // Check reports whether proof proves that the record with hash leaf is
 // record n of the tree of size t with root hash root.
 func (v *ProofChecker) Check(proof tlog.RecordProof, t int64, root tlog.Hash, n int64, leaf tlog.Hash) error {
+	return check(v, proof, t, root, n, leaf)
+}
+
+// CheckHashes is Check for a proof as a receipt carries it.
+func (v *ProofChecker) CheckHashes(proof [][32]byte, t int64, root tlog.Hash, n int64, leaf tlog.Hash) error {
+	return check(v, proof, t, root, n, leaf)
+}
+
+func check[H ~[32]byte](v *ProofChecker, proof []H, t int64, root tlog.Hash, n int64, leaf tlog.Hash) error {
 	if n < 0 || n >= t {
 		return fmt.Errorf("%w: record %d of a tree of %d", ErrBadProof, n, t)
 	}
@@ -70,7 +79,7 @@ func (v *ProofChecker) Check(proof tlog.RecordProof, t int64, root tlog.Hash, n 
 		return fmt.Errorf("%w: %d hashes for a path of %d", ErrBadProof, len(proof), depth)
 	}
 	// proof[0] is the leaf's sibling: the sibling of steps[depth-1].
-	sib := func(i int) tlog.Hash { return proof[depth-1-i] }
+	sib := func(i int) tlog.Hash { return tlog.Hash(proof[depth-1-i]) }
 
 	v.mu.Lock()
 	defer v.mu.Unlock()

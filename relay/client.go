@@ -610,14 +610,10 @@ func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: receipt: %v", ErrAuditLog, err)
 	}
-	proof := make(tlog.RecordProof, len(r.Proof))
-	for i, h := range r.Proof {
-		proof[i] = h
-	}
 	if int64(r.Index) >= cp.Size {
 		return fmt.Errorf("%w: record %d is outside the checkpoint's %d records", ErrAuditLog, r.Index, cp.Size)
 	}
-	if err := c.proofs.Check(proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(record)); err != nil {
+	if err := c.proofs.CheckHashes(r.Proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(record)); err != nil {
 		return fmt.Errorf("%w: record %d is not in the signed tree: %v", ErrAuditLog, r.Index, err)
 	}
 	return c.observe(cp, r.Checkpoint)
