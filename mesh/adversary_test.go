@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -329,4 +330,65 @@ func TestSyncClientRefusesBadPeer(t *testing.T) {
 	if !errors.Is(err, ErrBadPeer) {
 		t.Fatalf("SyncFrom = %v, want ErrBadPeer", err)
 	}
+}
+
+// TestSyncPageWithForgery: a sync page is checked in one signature batch,
+// but judged envelope by envelope, in order. A liar's page of four, the
+// third forged: the two before it are taken, the sync fails with
+// ErrBadPeer, and the fourth, left undecided, is taken from an honest
+// page later, as are the first two not again. The liar is not in the
+// room, so the victim syncs only when the test says.
+func TestSyncPageWithForgery(t *testing.T) {
+	liar := start(t, newSpec(t, 0))
+	victim := start(t, newSpec(t, 1))
+	vroom := join(t, victim, "general")
+	rc := receive(t, vroom)
+	connect(t, victim, liar)
+
+	k := testKey(t, 9)
+	var (
+		raws [][]byte
+		ids  []protocol.ID
+		prev protocol.ID
+	)
+	at := time.Now().Add(-time.Minute)
+	for i := range 4 {
+		raw, id := envelopeAt(t, k, "general", uint64(i+1), prev, fmt.Sprint("paged ", i), at.Add(time.Duration(i)*time.Millisecond))
+		raws, ids, prev = append(raws, raw), append(ids, id), id
+	}
+	forged := append([]byte(nil), raws[2]...)
+	forged[len(forged)-70] ^= 1 // a payload byte: the signature no longer matches
+	serve := func(page [][]byte) {
+		liar.host.SetStreamHandler(syncProtocol, func(s network.Stream) {
+			defer s.Close()
+			readFrame(s, protocol.MaxSyncRequest)
+			out, _ := (&protocol.SyncResponse{Envelopes: page}).MarshalBinary()
+			writeFrame(s, out)
+		})
+	}
+	verified := func() int64 { return victim.metrics.verifications.Load() }
+
+	serve([][]byte{raws[0], raws[1], forged, raws[3]})
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	before := verified()
+	got, err := vroom.SyncFrom(ctx, liar.ID(), at.Add(-time.Second).UnixMilli(), time.Now().UnixMilli())
+	if !errors.Is(err, ErrBadPeer) || got != 2 {
+		t.Fatalf("SyncFrom = %d, %v; want 2 and ErrBadPeer", got, err)
+	}
+	if n := verified() - before; n != 4 {
+		t.Errorf("%d signatures checked, want 4 (one each, in one batch)", n)
+	}
+	waitFor(t, "the two before the forgery", func() bool { return rc.has(ids[0], ids[1]) })
+	if rc.has(ids[3]) || rc.has(protocol.IDOf(forged)) {
+		t.Fatal("an envelope at or after the forgery was taken")
+	}
+
+	serve(raws)
+	got, err = vroom.SyncFrom(ctx, liar.ID(), at.Add(-time.Second).UnixMilli(), time.Now().UnixMilli())
+	if err != nil || got != 2 {
+		t.Fatalf("honest page: SyncFrom = %d, %v; want the 2 not taken yet", got, err)
+	}
+	waitFor(t, "all four", func() bool { return rc.has(ids...) })
+	rc.exactlyOnce(t, "victim", ids)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
 )
 
 // The mesh benchmarks run Parley's mesh and go-libp2p-pubsub with its
@@ -422,4 +423,46 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSyncCatchUp: a peer joins a room and catches up by sync on
+// 5,000 envelopes of 5 senders from the one peer it knows, from the
+// connection to the last envelope delivered:
+//
+//	go test -run '^$' -bench SyncCatchUp -benchtime 5x ./mesh
+func BenchmarkSyncCatchUp(b *testing.B) {
+	const history, senders = 5000, 5
+	ctx := context.Background()
+	a := start(b, newSpec(b, 0))
+	join(b, a, "bench")
+	at := time.Now().Add(-10 * time.Minute)
+	prev := make([]protocol.ID, senders)
+	recs := make([]store.Record, 0, history)
+	for i := range history {
+		s := i % senders
+		raw, id := envelopeAt(b, testKey(b, 100+s), "bench", uint64(i/senders+1), prev[s], fmt.Sprint("history ", i), at.Add(time.Duration(i)*time.Millisecond))
+		env, err := protocol.Parse(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		prev[s] = id
+		recs = append(recs, store.Record{ID: id, Env: env, Raw: raw, Via: "bench", Received: at})
+	}
+	if _, err := a.store.Put(ctx, recs...); err != nil {
+		b.Fatal(err)
+	}
+	var took time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		v := start(b, newSpec(b, 1+i))
+		rc := receive(b, join(b, v, "bench"))
+		b.StartTimer()
+		t0 := time.Now()
+		connect(b, v, a)
+		waitFor(b, "the catch-up", func() bool { return rc.count() >= history })
+		took += time.Since(t0)
+		b.StopTimer()
+		stop(v)
+	}
+	b.ReportMetric(float64(history)*float64(b.N)/took.Seconds(), "msgs/s")
 }

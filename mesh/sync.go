@@ -179,20 +179,14 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 			n.metrics.syncs.WithLabelValues("made", "error").Inc()
 			return got, err
 		}
-		for _, raw := range resp.Envelopes {
-			it, err := r.checkSynced(raw, since, until)
-			if err != nil {
-				n.metrics.syncs.WithLabelValues("made", "bad-peer").Inc()
-				return got, fmt.Errorf("%w %s: %v", ErrBadPeer, p, err)
-			}
-			if it == nil {
-				continue
-			}
-			it.from = p
-			if err := r.accept(*it); err != nil {
-				return got, err
-			}
-			got++
+		accepted, err := r.takePage(resp.Envelopes, since, until, p)
+		got += accepted
+		if errors.Is(err, errBadEnvelope) {
+			n.metrics.syncs.WithLabelValues("made", "bad-peer").Inc()
+			return got, fmt.Errorf("%w %s: %v", ErrBadPeer, p, err)
+		}
+		if err != nil {
+			return got, err
 		}
 		if !resp.More {
 			break
@@ -241,51 +235,107 @@ func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncReques
 	return resp, nil
 }
 
-// checkSynced checks one envelope from a sync page. It returns nil, nil for
-// one to skip (known already, or not ours to judge), and an error for one no
-// honest peer would send.
-func (r *Room) checkSynced(raw []byte, since, until int64) (*inbound, error) {
+// errBadEnvelope marks an envelope of a sync page that no honest peer
+// would send.
+var errBadEnvelope = errors.New("bad envelope")
+
+// takePage checks the envelopes of one sync page from peer p, in order,
+// and hands each new one that passes to the writer. The signatures of the
+// page are checked in one batch (protocol.VerifyBatch; a page usually has
+// a few senders), the rest one by one. It returns how many it handed on;
+// at the first envelope no honest peer would send it stops, with an error
+// wrapping errBadEnvelope, after handing on those before it.
+func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, error) {
 	n := r.n
+	type claimed struct {
+		env *protocol.Envelope
+		id  protocol.ID
+		raw []byte
+	}
+	var (
+		page []claimed
+		bad  error // the first envelope that does not parse or is misplaced
+	)
+	for _, raw := range raws {
+		env, id, err := r.claimSynced(raw, since, until)
+		if err != nil {
+			bad = err
+			break
+		}
+		if env != nil {
+			page = append(page, claimed{env, id, raw})
+		}
+	}
+	// Every claim is decided, whatever happens below.
+	done := 0
+	defer func() {
+		for _, c := range page[done:] {
+			n.seen.decide(c.id, unseen)
+		}
+	}()
+	envs := make([]*protocol.Envelope, len(page))
+	for i, c := range page {
+		envs[i] = c.env
+	}
+	n.metrics.verifications.Add(int64(len(envs)))
+	sigErrs := protocol.VerifyBatch(envs)
+	got := 0
+	for i, c := range page {
+		done = i + 1
+		if sigErrs != nil && sigErrs[i] != nil {
+			n.seen.decide(c.id, refused) // the signature: the bytes alone
+			return got, fmt.Errorf("%w: %v", errBadEnvelope, sigErrs[i])
+		}
+		it := r.checkVerified(c.env, c.id, c.raw)
+		if it == nil {
+			n.seen.decide(c.id, unseen)
+			continue
+		}
+		n.seen.decide(c.id, accepted)
+		it.from = p
+		if err := r.accept(*it); err != nil {
+			return got, err
+		}
+		got++
+	}
+	if bad != nil {
+		return got, fmt.Errorf("%w: %v", errBadEnvelope, bad)
+	}
+	return got, nil
+}
+
+// claimSynced parses one envelope of a sync page and claims its ID. It
+// returns nil for one to skip (known already, or not ours to judge), and
+// an error for one no honest peer would send.
+func (r *Room) claimSynced(raw []byte, since, until int64) (*protocol.Envelope, protocol.ID, error) {
 	env, err := protocol.Parse(raw) // cheap: the signature comes later
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
-		return nil, nil // a newer peer's; not ours to judge
+		return nil, protocol.ID{}, nil // a newer peer's; not ours to judge
 	case err != nil:
-		return nil, err
+		return nil, protocol.ID{}, err
 	}
 	if env.Room != r.name || env.Time < since || env.Time >= until {
-		return nil, fmt.Errorf("envelope of %s at %d is outside the request", env.Room, env.Time)
+		return nil, protocol.ID{}, fmt.Errorf("envelope of %s at %d is outside the request", env.Room, env.Time)
 	}
 	id := protocol.IDOf(raw)
-	if n.seen.claim(id) != unseen {
-		return nil, nil // taken up before, live or by an earlier page
+	if r.n.seen.claim(id) != unseen {
+		return nil, protocol.ID{}, nil // taken up before, live or by an earlier page
 	}
-	it, err := r.checkNew(env, id, raw)
-	switch {
-	case it != nil:
-		n.seen.decide(id, accepted)
-	case err != nil:
-		n.seen.decide(id, refused) // the signature: the bytes alone
-	default:
-		n.seen.decide(id, unseen)
-	}
-	return it, err
+	return env, id, nil
 }
 
-// checkNew checks the signature, policy and replay state of a parsed
-// envelope not seen before.
-func (r *Room) checkNew(env *protocol.Envelope, id protocol.ID, raw []byte) (*inbound, error) {
+// checkVerified checks the policy and replay state of an envelope not
+// seen before whose signature is good. It returns nil for one not to
+// take.
+func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte) *inbound {
 	n := r.n
-	n.metrics.verifications.Add(1)
-	if err := env.Verify(); err != nil {
-		return nil, err
-	}
 	if !env.Kind.Known() {
-		return nil, nil
+		return nil
 	}
 	if n.cfg.Policy != nil {
 		if err := n.cfg.Policy(env); err != nil {
-			return nil, nil
+			return nil
 		}
 	}
 	err := n.guard.Check(env, id, protocol.History)
@@ -297,20 +347,20 @@ func (r *Room) checkNew(env *protocol.Envelope, id protocol.ID, raw []byte) (*in
 		stored, found, serr := n.store.AtSeq(r.ctx, env.Sender, env.Room, env.Seq)
 		switch {
 		case serr != nil:
-			return nil, nil
+			return nil
 		case found && stored == id:
-			return nil, nil // have it
+			return nil // have it
 		case found:
 			n.evidence(env, id, raw)
-			return nil, nil
+			return nil
 		}
 	case errors.Is(err, protocol.ErrEquivocation):
 		n.evidence(env, id, raw)
-		return nil, nil
+		return nil
 	default: // duplicate
-		return nil, nil
+		return nil
 	}
-	return &inbound{env: env, id: id, raw: raw, via: "sync"}, nil
+	return &inbound{env: env, id: id, raw: raw, via: "sync"}
 }
 
 // Confirm waits until a peer of the room has stored the envelope with ID
