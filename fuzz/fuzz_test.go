@@ -86,6 +86,9 @@ func FuzzEnvelope(f *testing.F) {
 			return
 		}
 		sameBytes(t, b)(e.MarshalBinary())
+		if room, sender, err := protocol.Addressing(b); err != nil || room != e.Room || !sender.Equal(e.Sender) {
+			t.Fatalf("Addressing = %q, %v, %v; Parse says %q, %v", room, sender, err, e.Room, e.Sender)
+		}
 		if e.ID() != protocol.IDOf(b) {
 			t.Fatal("ID() differs from the hash of the input")
 		}

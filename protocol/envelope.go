@@ -237,6 +237,29 @@ func (e *Envelope) ID() ID {
 	return IDOf(b)
 }
 
+// Addressing reads the room and sender of an encoded envelope without
+// parsing the rest: a client that published it rebuilds the relay's audit
+// record from them. It checks the version, the room's rules and the key,
+// not the envelope: for bytes that Parse accepts it returns what Parse
+// does.
+func Addressing(b []byte) (room string, sender identity.PublicKey, err error) {
+	if len(b) < 3 || b[0] != Version {
+		return "", identity.PublicKey{}, fmt.Errorf("%w: not a version %d envelope", ErrMalformed, Version)
+	}
+	n := int(b[2])
+	if len(b) < 3+n+32 {
+		return "", identity.PublicKey{}, fmt.Errorf("%w: truncated envelope", ErrMalformed)
+	}
+	room = string(b[3 : 3+n])
+	if err := ValidRoom(room); err != nil {
+		return "", identity.PublicKey{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if sender, err = identity.PublicKeyFromBytes(b[3+n : 3+n+32]); err != nil {
+		return "", identity.PublicKey{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return room, sender, nil
+}
+
 // Parse parses an encoded envelope. It checks the size limit before
 // anything else, then the version, and accepts only the canonical encoding:
 // no trailing bytes, no truncated or over-long fields, no out-of-range

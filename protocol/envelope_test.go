@@ -275,3 +275,28 @@ func TestText(t *testing.T) {
 		t.Errorf("long text: %v, want ErrTooLarge", err)
 	}
 }
+
+// TestAddressing: the room and sender of an envelope, read without
+// parsing it, and a clear error for bytes that cannot hold them.
+func TestAddressing(t *testing.T) {
+	k := key(t, 1)
+	_, raw := signed(t, k, "general", 1, "hello")
+	room, sender, err := Addressing(raw)
+	if err != nil || room != "general" || !sender.Equal(k.Public()) {
+		t.Fatalf("Addressing = %q, %v, %v", room, sender, err)
+	}
+	zeroKey := append(append([]byte{Version, 1, 1, 'r'}, make([]byte, 32)...), 0)
+	badRoom := append([]byte{Version, 1, 2, 'R', '!'}, raw[3+len("general"):]...)
+	for name, b := range map[string][]byte{
+		"empty":         nil,
+		"version 2":     append([]byte{2}, raw[1:]...),
+		"cut in a room": raw[:5],
+		"cut in a key":  raw[:3+len("general")+31],
+		"bad room":      badRoom,
+		"zero key":      zeroKey,
+	} {
+		if _, _, err := Addressing(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}

@@ -273,20 +273,6 @@ const (
 	MaxProofHashes    = 64
 )
 
-func addReceipt(b *cryptobyte.Builder, r *Receipt) {
-	if r == nil {
-		b.AddUint8(0)
-		return
-	}
-	b.AddUint8(1)
-	b.AddUint64(r.Index)
-	b.AddUint64(uint64(r.Time))
-	b.AddUint64(r.PolicyVersion)
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(r.Checkpoint) })
-	addHashes(b, r.Proof)
-	b.AddUint8(r.Shared)
-}
-
 func addHashes(b *cryptobyte.Builder, hs [][32]byte) {
 	b.AddUint8(uint8(len(hs)))
 	for _, h := range hs {
@@ -309,17 +295,33 @@ func readHashes(s *cryptobyte.String, out *[][32]byte) bool {
 	return true
 }
 
-func (a *Ack) MarshalBinary() ([]byte, error) {
-	if r := a.Receipt; r != nil && (len(r.Checkpoint) > MaxCheckpointNote || len(r.Proof)+int(r.Shared) > MaxProofHashes || r.Time < 0) {
+func (a *Ack) MarshalBinary() ([]byte, error) { return a.AppendBinary(nil) }
+
+// AppendBinary appends the Ack's body to b: the relay writes one per
+// publish, so it is encoded field by field, without a builder.
+func (a *Ack) AppendBinary(b []byte) ([]byte, error) {
+	r := a.Receipt
+	if r != nil && (len(r.Checkpoint) > MaxCheckpointNote || len(r.Proof)+int(r.Shared) > MaxProofHashes || r.Time < 0) {
 		return nil, errors.New("protocol: receipt out of bounds")
 	}
-	return build(func(b *cryptobyte.Builder) {
-		b.AddBytes(a.ID[:])
-		b.AddUint8(uint8(a.Status))
-		b.AddUint64(a.Pos)
-		b.AddUint64(uint64(a.Time))
-		addReceipt(b, a.Receipt)
-	}), nil
+	b = append(b, a.ID[:]...)
+	b = append(b, uint8(a.Status))
+	b = binary.BigEndian.AppendUint64(b, a.Pos)
+	b = binary.BigEndian.AppendUint64(b, uint64(a.Time))
+	if r == nil {
+		return append(b, 0), nil
+	}
+	b = append(b, 1)
+	b = binary.BigEndian.AppendUint64(b, r.Index)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Time))
+	b = binary.BigEndian.AppendUint64(b, r.PolicyVersion)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Checkpoint)))
+	b = append(b, r.Checkpoint...)
+	b = append(b, uint8(len(r.Proof)))
+	for _, h := range r.Proof {
+		b = append(b, h[:]...)
+	}
+	return append(b, r.Shared), nil
 }
 
 // ParseAck parses an Ack body.

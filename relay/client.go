@@ -600,13 +600,13 @@ func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	}
 	// The record of this publish, as the relay must have written it:
 	// only its time and policy version come from the relay.
-	env, err := protocol.Parse(raw)
+	room, sender, err := protocol.Addressing(raw)
 	if err != nil {
 		return err
 	}
 	var buf [256]byte // a publish record is at most 153 bytes
-	record, err := (&audit.Record{Kind: audit.KindPublish, Time: r.Time, PolicyVersion: r.PolicyVersion, Identity: env.Sender,
-		Message: ack.ID, Size: uint32(len(raw)), Path: audit.PathRelay, Room: env.Room}).AppendBinary(buf[:0])
+	record, err := (&audit.Record{Kind: audit.KindPublish, Time: r.Time, PolicyVersion: r.PolicyVersion, Identity: sender,
+		Message: ack.ID, Size: uint32(len(raw)), Path: audit.PathRelay, Room: room}).AppendBinary(buf[:0])
 	if err != nil {
 		return fmt.Errorf("%w: receipt: %v", ErrAuditLog, err)
 	}

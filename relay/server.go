@@ -633,6 +633,9 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 	var (
 		lastCheckpoint []byte           // the checkpoint of the previous receipt on this stream
 		lastProof      tlog.RecordProof // and its whole proof
+		proof          [][32]byte       // the hashes a receipt sends, reused
+		body           []byte           // an Ack's body, reused
+		receipt        protocol.Receipt
 	)
 	for p := range inflight {
 		res := <-p.done
@@ -654,9 +657,9 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 				status, counter = protocol.AckDuplicate, s.metrics.publishDuplicate
 			}
 			counter.Inc()
-			var receipt *protocol.Receipt
+			ack := protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time}
 			if a := res.audited; a != nil {
-				receipt = &protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion}
+				receipt = protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion}
 				if !bytes.Equal(a.signed, lastCheckpoint) {
 					receipt.Checkpoint = a.signed // else the same as the previous receipt's
 					lastCheckpoint = a.signed
@@ -668,13 +671,19 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 				for k < len(full) && k < len(lastProof) && full[len(full)-1-k] == lastProof[len(lastProof)-1-k] {
 					k++
 				}
-				receipt.Proof = make([][32]byte, len(full)-k)
-				for i := range receipt.Proof {
-					receipt.Proof[i] = full[i]
+				proof = proof[:0]
+				for _, h := range full[:len(full)-k] {
+					proof = append(proof, h)
 				}
-				receipt.Shared, lastProof = uint8(k), full
+				receipt.Proof, receipt.Shared, lastProof = proof, uint8(k), full
+				ack.Receipt = &receipt
 			}
-			werr = fw.msg(protocol.FrameAck, &protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time, Receipt: receipt})
+			var err error
+			if body, err = ack.AppendBinary(body[:0]); err != nil {
+				werr = err
+			} else {
+				werr = fw.raw(protocol.FrameAck, body)
+			}
 		}
 		if werr == nil && len(inflight) == 0 {
 			str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
