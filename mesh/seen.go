@@ -69,6 +69,13 @@ func (s *seenIDs) decide(id protocol.ID, v verdict) {
 	s.state[id] = v
 }
 
+// known returns what is known of id, without claiming it.
+func (s *seenIDs) known(id protocol.ID) verdict {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state[id]
+}
+
 // isAccepted reports whether id is remembered as accepted.
 func (s *seenIDs) isAccepted(id protocol.ID) bool {
 	s.mu.Lock()

@@ -245,34 +245,32 @@ var errBadEnvelope = errors.New("bad envelope")
 // a few senders), the rest one by one. It returns how many it handed on;
 // at the first envelope no honest peer would send it stops, with an error
 // wrapping errBadEnvelope, after handing on those before it.
+//
+// An envelope's ID is claimed in the seen-set only just before it is
+// judged, never across the batch check or the hand-off of others: while
+// an ID is claimed, its live copies are ignored, and a page must not hold
+// back live envelopes (or, failing at a forgery, make them lost).
 func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, error) {
 	n := r.n
-	type claimed struct {
+	type candidate struct {
 		env *protocol.Envelope
 		id  protocol.ID
 		raw []byte
 	}
 	var (
-		page []claimed
+		page []candidate
 		bad  error // the first envelope that does not parse or is misplaced
 	)
 	for _, raw := range raws {
-		env, id, err := r.claimSynced(raw, since, until)
+		env, id, err := r.parseSynced(raw, since, until)
 		if err != nil {
 			bad = err
 			break
 		}
-		if env != nil {
-			page = append(page, claimed{env, id, raw})
+		if env != nil && n.seen.known(id) == unseen {
+			page = append(page, candidate{env, id, raw})
 		}
 	}
-	// Every claim is decided, whatever happens below.
-	done := 0
-	defer func() {
-		for _, c := range page[done:] {
-			n.seen.decide(c.id, unseen)
-		}
-	}()
 	envs := make([]*protocol.Envelope, len(page))
 	for i, c := range page {
 		envs[i] = c.env
@@ -281,10 +279,14 @@ func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, erro
 	sigErrs := protocol.VerifyBatch(envs)
 	got := 0
 	for i, c := range page {
-		done = i + 1
 		if sigErrs != nil && sigErrs[i] != nil {
-			n.seen.decide(c.id, refused) // the signature: the bytes alone
+			if n.seen.claim(c.id) == unseen {
+				n.seen.decide(c.id, refused) // the signature: the bytes alone
+			}
 			return got, fmt.Errorf("%w: %v", errBadEnvelope, sigErrs[i])
+		}
+		if n.seen.claim(c.id) != unseen {
+			continue // taken up meanwhile, live or by another sync
 		}
 		it := r.checkVerified(c.env, c.id, c.raw)
 		if it == nil {
@@ -304,10 +306,10 @@ func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, erro
 	return got, nil
 }
 
-// claimSynced parses one envelope of a sync page and claims its ID. It
-// returns nil for one to skip (known already, or not ours to judge), and
-// an error for one no honest peer would send.
-func (r *Room) claimSynced(raw []byte, since, until int64) (*protocol.Envelope, protocol.ID, error) {
+// parseSynced parses one envelope of a sync page. It returns nil for one
+// to skip (not ours to judge), and an error for one no honest peer would
+// send.
+func (r *Room) parseSynced(raw []byte, since, until int64) (*protocol.Envelope, protocol.ID, error) {
 	env, err := protocol.Parse(raw) // cheap: the signature comes later
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
@@ -318,11 +320,7 @@ func (r *Room) claimSynced(raw []byte, since, until int64) (*protocol.Envelope, 
 	if env.Room != r.name || env.Time < since || env.Time >= until {
 		return nil, protocol.ID{}, fmt.Errorf("envelope of %s at %d is outside the request", env.Room, env.Time)
 	}
-	id := protocol.IDOf(raw)
-	if r.n.seen.claim(id) != unseen {
-		return nil, protocol.ID{}, nil // taken up before, live or by an earlier page
-	}
-	return env, id, nil
+	return env, protocol.IDOf(raw), nil
 }
 
 // checkVerified checks the policy and replay state of an envelope not

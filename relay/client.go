@@ -604,7 +604,7 @@ func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
 	if err != nil {
 		return err
 	}
-	var buf [256]byte // a publish record is at most 153 bytes
+	var buf [256]byte // a publish record is at most 157 bytes
 	record, err := (&audit.Record{Kind: audit.KindPublish, Time: r.Time, PolicyVersion: r.PolicyVersion, Identity: sender,
 		Message: ack.ID, Size: uint32(len(raw)), Path: audit.PathRelay, Room: room}).AppendBinary(buf[:0])
 	if err != nil {
