@@ -171,6 +171,33 @@ func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 	return b, nil
 }
 
+// recordHead is the length of a record's fixed fields: version, kind,
+// time, policy version, identity, message, size, path and code.
+const recordHead = 1 + 1 + 8 + 8 + 32 + 32 + 4 + 1 + 2
+
+// RecordLen returns the length of the record that data begins with, read
+// from its length fields alone: the store keeps a commit's records one
+// after another and splits them with it. It checks nothing else.
+func RecordLen(data []byte) (int, error) {
+	n := recordHead
+	if len(data) < n+1 {
+		return 0, fmt.Errorf("%w: %d bytes", ErrMalformed, len(data))
+	}
+	n += 1 + int(data[n]) // room
+	if len(data) < n+1 {
+		return 0, fmt.Errorf("%w: cut in the room", ErrMalformed)
+	}
+	n += 1 + int(data[n]) // address
+	if len(data) < n+2 {
+		return 0, fmt.Errorf("%w: cut in the address", ErrMalformed)
+	}
+	n += 2 + int(binary.BigEndian.Uint16(data[n:])) // detail
+	if len(data) < n {
+		return 0, fmt.Errorf("%w: cut in the detail", ErrMalformed)
+	}
+	return n, nil
+}
+
 // ParseRecord parses an encoded record strictly: one encoding per record.
 func ParseRecord(data []byte) (*Record, error) {
 	if len(data) > MaxRecord {

@@ -141,6 +141,12 @@ func FuzzAuditRecord(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The store splits a row of records with RecordLen: it never
+		// reads past the input, and a record's length is its own.
+		n, lenErr := audit.RecordLen(b)
+		if lenErr == nil && (n < 1 || n > len(b)) {
+			t.Fatalf("RecordLen = %d of %d bytes", n, len(b))
+		}
 		r, err := audit.ParseRecord(b)
 		if err != nil {
 			if !errors.Is(err, audit.ErrMalformed) {
@@ -149,6 +155,9 @@ func FuzzAuditRecord(f *testing.F) {
 			return
 		}
 		sameBytes(t, b)(r.MarshalBinary())
+		if lenErr != nil || n != len(b) {
+			t.Fatalf("RecordLen = %d, %v of a record of %d bytes", n, lenErr, len(b))
+		}
 	})
 }
 

@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math/bits"
-	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -21,78 +19,98 @@ type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// Each record's row holds the tree hashes it completes: tlog stores, for
-// record n, its leaf hash (level 0) and one hash for each level L at which
-// n is the last leaf of a complete subtree. So the stored hash of level L,
-// node m lives in the row of record (m+1)<<L - 1, at offset L.
-func hashRow(index int64) (record int64, offset int) {
-	level, m := tlog.SplitStoredHashIndex(index)
-	return (m+1)<<level - 1, level
+// A row holds the records idx to idx+n-1 of the log (one commit's): their
+// encodings one after another, and the tree hashes they complete, in the
+// order tlog stores them. tlog stores, for record r, its leaf hash (level
+// 0) and one hash for each level L at which r is the last leaf of a
+// complete subtree, and the stored indexes of consecutive records are
+// consecutive: so the stored hash x lives in the row of the record that
+// completes it, at x minus the stored index of the row's first leaf.
+
+// holder returns the record whose row holds stored hash x: the last leaf
+// of the subtree whose hash it is.
+func holder(x int64) int64 {
+	level, m := tlog.SplitStoredHashIndex(x)
+	return (m+1)<<level - 1
+}
+
+// auditRow is one row of audit_records.
+type auditRow struct {
+	idx, n int64
+	data   []byte
+	hashes []byte
+}
+
+func (r *auditRow) holds(rec int64) bool { return rec >= r.idx && rec < r.idx+r.n }
+
+// rowOf reads the row that holds record rec, or nil if there is none.
+func rowOf(ctx context.Context, q queryer, rec int64) (*auditRow, error) {
+	rows, err := q.QueryContext(ctx, `SELECT idx, n, hashes FROM audit_records WHERE idx <= ? ORDER BY idx DESC LIMIT 1`, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	var r auditRow
+	if err := rows.Scan(&r.idx, &r.n, &r.hashes); err != nil {
+		return nil, err
+	}
+	if !r.holds(rec) {
+		return nil, nil
+	}
+	return &r, rows.Err()
 }
 
 func readHashes(ctx context.Context, q queryer, indexes []int64) ([]tlog.Hash, error) {
-	if len(indexes) == 0 {
-		return nil, nil
-	}
-	args := make([]any, len(indexes))
-	for i, x := range indexes {
-		args[i], _ = hashRow(x)
-	}
-	rows, err := q.QueryContext(ctx, `SELECT idx, hashes FROM audit_records WHERE idx IN (?`+strings.Repeat(",?", len(indexes)-1)+`)`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: audit hashes: %w", err)
-	}
-	defer rows.Close()
-	got := make(map[int64][]byte, len(indexes))
-	for rows.Next() {
-		var (
-			idx int64
-			h   []byte
-		)
-		if err := rows.Scan(&idx, &h); err != nil {
-			return nil, fmt.Errorf("store: audit hashes: %w", err)
-		}
-		got[idx] = h
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: audit hashes: %w", err)
-	}
 	out := make([]tlog.Hash, len(indexes))
+	var read []*auditRow // the rows read so far: a few, usually one
 	for i, x := range indexes {
-		rec, off := hashRow(x)
-		hs := got[rec]
-		if len(hs) < (off+1)*tlog.HashSize {
-			return nil, fmt.Errorf("store: audit hash %d (record %d, level %d) is missing", x, rec, off)
+		rec := holder(x)
+		var row *auditRow
+		for _, r := range read {
+			if r.holds(rec) {
+				row = r
+				break
+			}
 		}
-		out[i] = tlog.Hash(hs[off*tlog.HashSize : (off+1)*tlog.HashSize])
+		if row == nil {
+			var err error
+			if row, err = rowOf(ctx, q, rec); err != nil {
+				return nil, fmt.Errorf("store: audit hashes: %w", err)
+			}
+			if row == nil {
+				return nil, fmt.Errorf("store: audit hash %d (of record %d) is missing", x, rec)
+			}
+			read = append(read, row)
+		}
+		off := x - tlog.StoredHashIndex(0, row.idx)
+		if int64(len(row.hashes)) < (off+1)*tlog.HashSize {
+			return nil, fmt.Errorf("store: audit hash %d (of record %d) is missing", x, rec)
+		}
+		out[i] = tlog.Hash(row.hashes[off*tlog.HashSize : (off+1)*tlog.HashSize])
 	}
 	return out, nil
 }
 
-// auditStmts are the audit log's writes, prepared once. The records go in
-// 1, 2, 4, ... 64 a statement: a commit's records take a few statements
-// rather than one each, which was most of what they cost.
+// auditStmts are the audit log's writes, prepared once.
 type auditStmts struct {
-	records    [7]*sql.Stmt // records[k] inserts 1<<k records
+	records    *sql.Stmt
 	checkpoint *sql.Stmt
 }
 
-// insertAudit returns the statement that inserts n records.
-func insertAudit(n int) string {
-	return `INSERT INTO audit_records (idx, data, hashes) VALUES (?, ?, ?)` + strings.Repeat(", (?, ?, ?)", n-1)
-}
-
-const insertCheckpoint = `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)
+const (
+	insertAudit      = `INSERT INTO audit_records (idx, n, data, hashes) VALUES (?, ?, ?, ?)`
+	insertCheckpoint = `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)
 	ON CONFLICT (size) DO UPDATE SET note = excluded.note`
+)
 
 func prepareAudit(db *sql.DB) (auditStmts, error) {
 	var a auditStmts
 	var err error
-	for k := range a.records {
-		if a.records[k], err = db.Prepare(insertAudit(1 << k)); err != nil {
-			a.close()
-			return auditStmts{}, err
-		}
+	if a.records, err = db.Prepare(insertAudit); err != nil {
+		return auditStmts{}, err
 	}
 	if a.checkpoint, err = db.Prepare(insertCheckpoint); err != nil {
 		a.close()
@@ -103,7 +121,7 @@ func prepareAudit(db *sql.DB) (auditStmts, error) {
 
 func (a *auditStmts) close() error {
 	var errs []error
-	for _, st := range append(a.records[:], a.checkpoint) {
+	for _, st := range []*sql.Stmt{a.records, a.checkpoint} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -116,37 +134,46 @@ func (b *Batch) ReadAuditHashes(indexes []int64) ([]tlog.Hash, error) {
 	return readHashes(context.Background(), b.tx, indexes)
 }
 
-// PutAuditRecords implements audit.Tx. Each row's hashes must be the ones
-// tlog.StoredHashes gives for its record: consecutive from its leaf
-// hash's index.
+// PutAuditRecords implements audit.Tx: the records, consecutive, go into
+// one row. Each record's hashes must be the ones tlog.StoredHashes gives
+// for it, so that the row's hashes are consecutive from its first leaf
+// hash's stored index.
 func (b *Batch) PutAuditRecords(rows []audit.Row) error {
-	total := 0
-	for _, r := range rows {
-		total += len(r.Hashes)
+	if len(rows) == 0 {
+		return nil
 	}
-	blobs := make([]byte, 0, total*tlog.HashSize) // every row's hashes, in one array
-	args := make([]any, 0, 3*min(len(rows), 1<<(len(b.audit.records)-1)))
-	for len(rows) > 0 {
-		k := min(bits.Len(uint(len(rows)))-1, len(b.audit.records)-1)
-		n := 1 << k
-		args = args[:0]
-		for _, r := range rows[:n] {
-			at := len(blobs)
-			for i, h := range r.Hashes {
-				if h.Index != tlog.StoredHashIndex(0, r.Index)+int64(i) {
-					return fmt.Errorf("store: audit record %d: hash %d is not the record's", r.Index, h.Index)
-				}
-				blobs = append(blobs, h.Hash[:]...)
+	first := rows[0].Index
+	size, count := 0, 0
+	for _, r := range rows {
+		size += len(r.Data)
+		count += len(r.Hashes)
+	}
+	data := make([]byte, 0, size)
+	hashes := make([]byte, 0, count*tlog.HashSize)
+	for i, r := range rows {
+		if r.Index != first+int64(i) {
+			return fmt.Errorf("store: audit record %d follows %d", r.Index, first+int64(i)-1)
+		}
+		if n, err := audit.RecordLen(r.Data); err != nil || n != len(r.Data) {
+			return fmt.Errorf("store: audit record %d: not one record", r.Index)
+		}
+		from, to := tlog.StoredHashIndex(0, r.Index), tlog.StoredHashIndex(0, r.Index+1)
+		if int64(len(r.Hashes)) != to-from {
+			return fmt.Errorf("store: audit record %d: %d hashes, want %d", r.Index, len(r.Hashes), to-from)
+		}
+		for j, h := range r.Hashes {
+			if h.Index != from+int64(j) {
+				return fmt.Errorf("store: audit record %d: hash %d is not the record's", r.Index, h.Index)
 			}
-			args = append(args, r.Index, r.Data, blobs[at:len(blobs):len(blobs)])
+			hashes = append(hashes, h.Hash[:]...)
 		}
-		if b.audit.records[k] == nil {
-			b.audit.records[k] = b.tx.Stmt(b.s.audit.records[k])
-		}
-		if _, err := b.audit.records[k].Exec(args...); err != nil {
-			return fmt.Errorf("store: audit records %d to %d: %w", rows[0].Index, rows[n-1].Index, err)
-		}
-		rows = rows[n:]
+		data = append(data, r.Data...)
+	}
+	if b.audit.records == nil {
+		b.audit.records = b.tx.Stmt(b.s.audit.records)
+	}
+	if _, err := b.audit.records.Exec(first, len(rows), data, hashes); err != nil {
+		return fmt.Errorf("store: audit records %d to %d: %w", first, first+int64(len(rows))-1, err)
 	}
 	return nil
 }
@@ -169,14 +196,15 @@ func (s *Store) ReadAuditHashes(indexes []int64) ([]tlog.Hash, error) {
 
 // AuditSize is the number of records in the audit log.
 func (s *Store) AuditSize(ctx context.Context) (int64, error) {
-	var n sql.NullInt64
-	if err := s.r.QueryRowContext(ctx, `SELECT max(idx) FROM audit_records`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("store: audit size: %w", err)
-	}
-	if !n.Valid {
+	var n int64
+	err := s.r.QueryRowContext(ctx, `SELECT idx + n FROM audit_records ORDER BY idx DESC LIMIT 1`).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
-	return n.Int64 + 1, nil
+	if err != nil {
+		return 0, fmt.Errorf("store: audit size: %w", err)
+	}
+	return n, nil
 }
 
 // LatestCheckpoint returns the signed checkpoint of the largest tree, or
@@ -214,34 +242,61 @@ func (s *Store) Checkpoints(ctx context.Context) ([][]byte, error) {
 // AuditEntries returns the records with index >= from, at most limit,
 // in index order, each with its stored leaf hash.
 func (s *Store) AuditEntries(ctx context.Context, from int64, limit int) ([]audit.Entry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT idx, data, hashes FROM audit_records WHERE idx >= ? ORDER BY idx LIMIT ?`, from, limit)
+	// The row that holds record from, and the rows after it.
+	rows, err := s.r.QueryContext(ctx, `SELECT idx, n, data, hashes FROM audit_records
+		WHERE idx >= coalesce((SELECT max(idx) FROM audit_records WHERE idx <= ?), ?) ORDER BY idx`, from, from)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit records: %w", err)
 	}
 	defer rows.Close()
 	var out []audit.Entry
-	for rows.Next() {
-		var (
-			e  audit.Entry
-			hs []byte
-		)
-		if err := rows.Scan(&e.Index, &e.Data, &hs); err != nil {
+	for len(out) < limit && rows.Next() {
+		var r auditRow
+		if err := rows.Scan(&r.idx, &r.n, &r.data, &r.hashes); err != nil {
 			return nil, fmt.Errorf("store: audit records: %w", err)
 		}
-		if len(hs) >= tlog.HashSize {
-			leaf := tlog.Hash(hs[:tlog.HashSize])
-			e.Leaf = &leaf
-		}
-		for i := 0; i+tlog.HashSize <= len(hs); i += tlog.HashSize {
-			e.Stored = append(e.Stored, tlog.Hash(hs[i:i+tlog.HashSize]))
-		}
-		if len(hs)%tlog.HashSize != 0 {
-			e.Stored = append(e.Stored, tlog.Hash{}) // cannot match: a damaged row
-		}
-		out = append(out, e)
+		out = r.entries(out, from, limit)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: audit records: %w", err)
 	}
 	return out, nil
+}
+
+// entries appends to out the records of the row from index from on, until
+// out holds limit, each with the hashes stored for it. A damaged row still
+// gives each of its records an entry, which then does not check out: the
+// bytes of a record that does not delimit, or that trail the row's last,
+// go with that record, and a hash missing from the row is a zero hash.
+func (r *auditRow) entries(out []audit.Entry, from int64, limit int) []audit.Entry {
+	base := tlog.StoredHashIndex(0, r.idx)
+	data := r.data
+	for j := int64(0); j < r.n && len(out) < limit; j++ {
+		i := r.idx + j
+		e := audit.Entry{Index: i}
+		if k, err := audit.RecordLen(data); err == nil && j < r.n-1 {
+			e.Data, data = data[:k], data[k:]
+		} else {
+			e.Data, data = data, nil
+		}
+		lo, hi := tlog.StoredHashIndex(0, i)-base, tlog.StoredHashIndex(0, i+1)-base
+		for x := lo; x < hi; x++ {
+			if (x+1)*tlog.HashSize > int64(len(r.hashes)) {
+				e.Stored = append(e.Stored, tlog.Hash{}) // cannot match
+				break
+			}
+			e.Stored = append(e.Stored, tlog.Hash(r.hashes[x*tlog.HashSize:(x+1)*tlog.HashSize]))
+		}
+		if j == r.n-1 && int64(len(r.hashes)) > hi*tlog.HashSize {
+			e.Stored = append(e.Stored, tlog.Hash{}) // more hashes than records: cannot match
+		}
+		if (lo+1)*tlog.HashSize <= int64(len(r.hashes)) {
+			leaf := e.Stored[0]
+			e.Leaf = &leaf
+		}
+		if i >= from {
+			out = append(out, e)
+		}
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -138,4 +140,126 @@ func TestAuditAppendBatches(t *testing.T) {
 	if _, err := audit.Verify(k.Public(), entries, cps); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestAuditRowsTampered: a row holds a commit's records; a change inside
+// one is still named at its record, and rows of one record each (as the
+// relay wrote them before) read the same.
+func TestAuditRowsTampered(t *testing.T) {
+	ctx := context.Background()
+	k := key(t, 1)
+	build := func(t *testing.T) *Store {
+		s, err := Open(filepath.Join(t.TempDir(), "relay.db"), Durable())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		log, err := audit.NewLog(k, 0, nil, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, size := range []int{3, 6, 4} {
+			recs := make([]*audit.Record, size)
+			for i := range recs {
+				recs[i] = &audit.Record{Kind: audit.KindConnect, Time: t0.UnixMilli() + int64(n), Identity: k.Public(), Addr: fmt.Sprint("127.0.0.1:", 1000+n)}
+				n++
+			}
+			b, err := s.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := log.Append(b, recs); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := log.Seal(b); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			log.Commit()
+		}
+		return s
+	}
+	verify := func(t *testing.T, s *Store) error {
+		t.Helper()
+		entries, err := s.AuditEntries(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cps, err := s.Checkpoints(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = audit.Verify(k.Public(), entries, cps)
+		return err
+	}
+	named := func(t *testing.T, err error, want int64) {
+		t.Helper()
+		var p *audit.Problem
+		if !errors.As(err, &p) || p.Index != want {
+			t.Fatalf("verify: %v, want record %d named", err, want)
+		}
+	}
+	exec := func(t *testing.T, s *Store, q string, args ...any) {
+		t.Helper()
+		if _, err := s.w.ExecContext(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("intact", func(t *testing.T) {
+		s := build(t)
+		if err := verify(t, s); err != nil {
+			t.Fatal(err)
+		}
+		if size, err := s.AuditSize(ctx); err != nil || size != 13 {
+			t.Fatalf("AuditSize = %d, %v; want 13", size, err)
+		}
+		if es, err := s.AuditEntries(ctx, 5, 3); err != nil || len(es) != 3 || es[0].Index != 5 || es[2].Index != 7 {
+			t.Fatalf("AuditEntries(5, 3) = %d entries from %v, %v", len(es), es, err)
+		}
+	})
+	t.Run("a byte changed inside a row", func(t *testing.T) {
+		s := build(t)
+		// Record 5 is the third of the second row (records 3 to 8).
+		es, err := s.AuditEntries(ctx, 3, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := len(es[0].Data) + len(es[1].Data) + 40 // a byte of record 5's identity
+		exec(t, s, `UPDATE audit_records SET data = substr(data, 1, ?) || x'5a' || substr(data, ?) WHERE idx = 3`, at, at+2)
+		named(t, verify(t, s), 5)
+	})
+	t.Run("a hash changed inside a row", func(t *testing.T) {
+		s := build(t)
+		// The row of records 3 to 8 holds 3, 1, 2, 1, 4 and 1 hashes
+		// for them: its eleventh is record 7's last, the hash of records
+		// 0 to 7.
+		exec(t, s, `UPDATE audit_records SET hashes = substr(hashes, 1, 32*10) || zeroblob(32) || substr(hashes, 32*11 + 1) WHERE idx = 3`)
+		if err := verify(t, s); err == nil {
+			t.Fatal("a changed hash passed")
+		}
+	})
+	t.Run("one record a row", func(t *testing.T) {
+		s := build(t)
+		entries, err := s.AuditEntries(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(t, s, `DELETE FROM audit_records`)
+		for _, e := range entries {
+			var hs []byte
+			for _, h := range e.Stored {
+				hs = append(hs, h[:]...)
+			}
+			exec(t, s, `INSERT INTO audit_records (idx, n, data, hashes) VALUES (?, 1, ?, ?)`, e.Index, e.Data, hs)
+		}
+		if err := verify(t, s); err != nil {
+			t.Fatal(err)
+		}
+		exec(t, s, `DELETE FROM audit_records WHERE idx = 4`)
+		named(t, verify(t, s), 4)
+	})
 }

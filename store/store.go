@@ -220,6 +220,11 @@ var migrations = []string{
 		idx   INTEGER NOT NULL, -- its record's index in the relay's audit log
 		note  BLOB NOT NULL     -- the signed checkpoint the inclusion proof was checked against
 	) WITHOUT ROWID;`,
+	// A row of audit_records holds n records, idx to idx+n-1: their
+	// encodings one after another, and their tree hashes one after
+	// another. A relay writes one row per commit (audit.go); the rows
+	// written before hold one record each.
+	`ALTER TABLE audit_records ADD COLUMN n INTEGER NOT NULL DEFAULT 1;`,
 }
 
 func (s *Store) migrate() error {

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/mesh"
@@ -459,6 +462,13 @@ func TestAuditTamperStory(t *testing.T) {
 		}
 		t.Logf("%s: %s", what, strings.TrimSpace(out))
 	}
+	// The relay writes a commit's records in one row. Split them into one
+	// row each, as relays wrote them before: the log still checks out,
+	// and each change below hits one record.
+	oneRecordARow(t, db)
+	if out, code := relayCmd(t, "--data", dir, "audit", "verify"); code != 0 {
+		t.Fatalf("audit verify, one record a row: %d %s", code, out)
+	}
 	// Each change is earlier in the log than the one before, so it is the
 	// first bad record.
 	tamper("a byte added", `UPDATE audit_records SET data = data || x'00' WHERE idx = 9`, 9)
@@ -469,6 +479,60 @@ func TestAuditTamperStory(t *testing.T) {
 	// Record 1 completes the first subtree of two: its row holds that
 	// inner hash too.
 	tamper("an inner tree hash changed", `UPDATE audit_records SET hashes = substr(hashes, 1, 32) || zeroblob(32) WHERE idx = 1`, 1)
+}
+
+// oneRecordARow rewrites the audit log of the relay database db with one
+// record in each row.
+func oneRecordARow(t *testing.T, db *sql.DB) {
+	t.Helper()
+	rows, err := db.Query(`SELECT idx, n, data, hashes FROM audit_records ORDER BY idx`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		idx          int64
+		data, hashes []byte
+	}
+	var split []row
+	for rows.Next() {
+		var (
+			idx, n       int64
+			data, hashes []byte
+		)
+		if err := rows.Scan(&idx, &n, &data, &hashes); err != nil {
+			t.Fatal(err)
+		}
+		base := tlog.StoredHashIndex(0, idx)
+		for i := idx; i < idx+n; i++ {
+			k, err := audit.RecordLen(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lo, hi := tlog.StoredHashIndex(0, i)-base, tlog.StoredHashIndex(0, i+1)-base
+			split = append(split, row{i, data[:k], hashes[lo*tlog.HashSize : hi*tlog.HashSize]})
+			data = data[k:]
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`DELETE FROM audit_records`); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range split {
+		if _, err := tx.Exec(`INSERT INTO audit_records (idx, n, data, hashes) VALUES (?, 1, ?, ?)`, r.idx, r.data, r.hashes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestAbuse: garbage datagrams, malformed frames, oversized envelopes, a
