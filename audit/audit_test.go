@@ -157,6 +157,26 @@ func TestRecordEncoding(t *testing.T) {
 	}
 }
 
+// TestRecordLen: a record's length from its length fields, with what
+// follows it ignored, and ErrMalformed for a record cut anywhere.
+func TestRecordLen(t *testing.T) {
+	k := key(t, 1)
+	for i := range 14 {
+		b, err := sample(i, k).MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := RecordLen(append(b, "the next record"...)); err != nil || n != len(b) {
+			t.Fatalf("record %d: RecordLen = %d, %v; want %d", i, n, err, len(b))
+		}
+		for cut := range len(b) {
+			if _, err := RecordLen(b[:cut]); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("record %d cut to %d of %d bytes: %v, want ErrMalformed", i, cut, len(b), err)
+			}
+		}
+	}
+}
+
 func TestProofs(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	m, sizes := buildLog(t, 200, rng)
