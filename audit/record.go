@@ -30,7 +30,7 @@ const (
 	MaxAddr   = 64
 	MaxDetail = 1024
 	// MaxRecord bounds an encoded record.
-	MaxRecord = 1 + 1 + 8 + 8 + 32 + 32 + 4 + 1 + 2 + 1 + protocol.MaxRoomLen + 1 + MaxAddr + 2 + MaxDetail
+	MaxRecord = recordHead + 1 + protocol.MaxRoomLen + 1 + MaxAddr + 2 + MaxDetail
 )
 
 // Kind says what a record records.
@@ -128,7 +128,7 @@ func (r *Record) MarshalBinary() ([]byte, error) {
 
 // encodedLen is the length of the record's encoding.
 func (r *Record) encodedLen() int {
-	return 1 + 1 + 8 + 8 + 32 + 32 + 4 + 1 + 2 + 1 + len(r.Room) + 1 + len(r.Addr) + 2 + len(r.Detail)
+	return recordHead + 1 + len(r.Room) + 1 + len(r.Addr) + 2 + len(r.Detail)
 }
 
 // AppendBinary appends the record's encoding to b.

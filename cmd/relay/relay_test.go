@@ -19,9 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/tlog"
-
-	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/mesh"
@@ -465,7 +462,7 @@ func TestAuditTamperStory(t *testing.T) {
 	// The relay writes a commit's records in one row. Split them into one
 	// row each, as relays wrote them before: the log still checks out,
 	// and each change below hits one record.
-	oneRecordARow(t, db)
+	oneRecordARow(t, dir, db)
 	if out, code := relayCmd(t, "--data", dir, "audit", "verify"); code != 0 {
 		t.Fatalf("audit verify, one record a row: %d %s", code, out)
 	}
@@ -481,42 +478,19 @@ func TestAuditTamperStory(t *testing.T) {
 	tamper("an inner tree hash changed", `UPDATE audit_records SET hashes = substr(hashes, 1, 32) || zeroblob(32) WHERE idx = 1`, 1)
 }
 
-// oneRecordARow rewrites the audit log of the relay database db with one
-// record in each row.
-func oneRecordARow(t *testing.T, db *sql.DB) {
+// oneRecordARow rewrites the audit log of the stopped relay's database
+// db with one record in each row, as the store reads them.
+func oneRecordARow(t *testing.T, dir string, db *sql.DB) {
 	t.Helper()
-	rows, err := db.Query(`SELECT idx, n, data, hashes FROM audit_records ORDER BY idx`)
+	st, err := store.Open(filepath.Join(dir, relay.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	type row struct {
-		idx          int64
-		data, hashes []byte
-	}
-	var split []row
-	for rows.Next() {
-		var (
-			idx, n       int64
-			data, hashes []byte
-		)
-		if err := rows.Scan(&idx, &n, &data, &hashes); err != nil {
-			t.Fatal(err)
-		}
-		base := tlog.StoredHashIndex(0, idx)
-		for i := idx; i < idx+n; i++ {
-			k, err := audit.RecordLen(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lo, hi := tlog.StoredHashIndex(0, i)-base, tlog.StoredHashIndex(0, i+1)-base
-			split = append(split, row{i, data[:k], hashes[lo*tlog.HashSize : hi*tlog.HashSize]})
-			data = data[k:]
-		}
-	}
-	if err := rows.Err(); err != nil {
+	entries, err := st.AuditEntries(context.Background(), 0, 1_000_000)
+	st.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	rows.Close()
 	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)
@@ -525,8 +499,12 @@ func oneRecordARow(t *testing.T, db *sql.DB) {
 	if _, err := tx.Exec(`DELETE FROM audit_records`); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range split {
-		if _, err := tx.Exec(`INSERT INTO audit_records (idx, n, data, hashes) VALUES (?, 1, ?, ?)`, r.idx, r.data, r.hashes); err != nil {
+	for _, e := range entries {
+		var hashes []byte
+		for _, h := range e.Stored {
+			hashes = append(hashes, h[:]...)
+		}
+		if _, err := tx.Exec(`INSERT INTO audit_records (idx, n, data, hashes) VALUES (?, 1, ?, ?)`, e.Index, e.Data, hashes); err != nil {
 			t.Fatal(err)
 		}
 	}
