@@ -20,10 +20,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/parleychat/parley/protocol"
@@ -35,7 +37,18 @@ func main() {
 	idle := flag.Int("idle", 1000, "idle clients for the memory scenario")
 	natsBin := flag.String("nats", "nats-server", "nats-server binary")
 	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated (or latency at 1,000/s if -only is latency, fan-out to 100 if fanout, connections if connect, -idle clients held for 30 s if idle), and nothing else: for profiling")
+	floorListen := flag.String("floor", "", "serve as the quic-go floor forwarder on this UDP address (the load generator starts it so)")
 	flag.Parse()
+	if *floorListen != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err := serveFloor(ctx, *floorListen, func(a relay.Addr) { fmt.Printf("serving %s\n", a) })
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *external != "" {
 		if path := os.Getenv("PARLEY_LOADGEN_CPUPROFILE"); path != "" {
 			f, err := os.Create(path)
@@ -67,12 +80,16 @@ func run(only string, idle int, natsBin string) error {
 	// one leaves behind (memory, cached pages) does not count in the next.
 	// Two nats-servers: plain, as issue 4's targets compare with, and
 	// with TLS, which encrypts as the relay must.
-	var r *relayProc
+	var r, floor *relayProc
 	var nats []*natsProc
 	stop := func() {
 		if r != nil {
 			r.stop()
 			r = nil
+		}
+		if floor != nil {
+			floor.stop()
+			floor = nil
 		}
 		for _, n := range nats {
 			n.stop()
@@ -83,6 +100,10 @@ func run(only string, idle int, natsBin string) error {
 		stop()
 		var err error
 		if r, err = startRelay(work); err != nil {
+			return err
+		}
+		if floor, err = startFloor(); err != nil {
+			stop()
 			return err
 		}
 		for _, secure := range []bool{false, true} {
@@ -186,6 +207,11 @@ func run(only string, idle int, natsBin string) error {
 				return fmt.Errorf("relay fan-out to %d: %w", c.subs, err)
 			}
 			fmt.Printf("| parley relay | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, pr.rate, ms(pr.p50), ms(pr.p99), pr.lost)
+			fr, err := relayFanout(ctx, floor, c.subs, c.msgs)
+			if err != nil {
+				return fmt.Errorf("floor fan-out to %d: %w", c.subs, err)
+			}
+			fmt.Printf("| quic-go floor | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, fr.rate, ms(fr.p50), ms(fr.p99), fr.lost)
 			for _, n := range nats {
 				nr, err := natsFanout(n, c.subs, c.msgs)
 				if err != nil {
@@ -208,6 +234,11 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("relay latency: %w", err)
 		}
 		fmt.Printf("| parley relay | %s | %s | %d |\n", ms(pr.p50), ms(pr.p99), pr.lost)
+		fr, err := relayLatency(ctx, floor, 1000, 5000)
+		if err != nil {
+			return fmt.Errorf("floor latency: %w", err)
+		}
+		fmt.Printf("| quic-go floor | %s | %s | %d |\n", ms(fr.p50), ms(fr.p99), fr.lost)
 		for _, n := range nats {
 			nr, err := natsLatency(n, 1000, 5000)
 			if err != nil {
@@ -229,6 +260,10 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("relay idle: %w", err)
 		}
 		fmt.Printf("| parley relay | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
+		if before, after, err = relayIdle(ctx, floor, idle); err != nil {
+			return fmt.Errorf("floor idle: %w", err)
+		}
+		fmt.Printf("| quic-go floor | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
 		for _, n := range nats {
 			before, after, err = natsIdle(n, idle)
 			if err != nil {
@@ -250,6 +285,10 @@ func run(only string, idle int, natsBin string) error {
 			return fmt.Errorf("relay connect: %w", err)
 		}
 		fmt.Printf("| parley relay | %d | %.0f |\n", cnt, rate)
+		if cnt, rate, err = relayConnect(ctx, floor, 16, 5*time.Second); err != nil {
+			return fmt.Errorf("floor connect: %w", err)
+		}
+		fmt.Printf("| quic-go floor | %d | %.0f |\n", cnt, rate)
 		for _, n := range nats {
 			cnt, rate, err = natsConnect(n, 16, 5*time.Second)
 			if err != nil {

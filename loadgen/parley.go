@@ -24,6 +24,8 @@ import (
 type relayProc struct {
 	proc
 	addr relay.Addr
+	// floor: this is the floor forwarder (floor.go), not a relay.
+	floor bool
 }
 
 // The relay runs with its defaults but for limits that would stop a load
@@ -253,20 +255,21 @@ func relayPublish(ctx context.Context, r *relayProc, clients, each int) (result,
 	return result{n: clients * each, rate: float64(clients*each) / elapsed.Seconds(), cpu: cpu1 - cpu0}, nil
 }
 
-// fanout publishes msgs envelopes to subs subscribers; window is how many
-// may be unacknowledged. It returns deliveries per second and the
-// publish-to-delivery percentiles over every delivery.
-func relayFanoutRun(ctx context.Context, r *relayProc, subs, msgs, window int, interval time.Duration) (result, error) {
-	f, err := newFleet()
-	if err != nil {
-		return result{}, err
-	}
-	defer f.close()
-	if err := f.dial(ctx, r.addr, subs+1, 16); err != nil {
-		return result{}, err
+// fanoutRun publishes msgs envelopes to subs subscribers of the relay at
+// addr, or of the floor forwarder (floor.go) if floor is set; window is
+// how many relay publishes may be unacknowledged (the floor acknowledges
+// nothing). It returns deliveries per second and the publish-to-delivery
+// percentiles over every delivery.
+func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, window int, interval time.Duration) (result, error) {
+	keys := make([]identity.PrivateKey, subs+1)
+	for i := range keys {
+		var err error
+		if keys[i], err = identity.Generate(rand.Reader); err != nil {
+			return result{}, err
+		}
 	}
 	room := fmt.Sprintf("fanout-%d-%d", subs, time.Now().UnixNano())
-	raws, index, err := signed(f.keys[0], room, msgs)
+	raws, index, err := signed(keys[0], room, msgs)
 	if err != nil {
 		return result{}, err
 	}
@@ -275,18 +278,22 @@ func relayFanoutRun(ctx context.Context, r *relayProc, subs, msgs, window int, i
 	var got atomic.Int64
 	var last atomic.Int64
 	var wg sync.WaitGroup
-	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	// Subscribers read frames themselves and do not check signatures, as
 	// a NATS client does not: this measures the relay's fan-out, not the
 	// client library's verification (36 µs an envelope).
+	conns := make([]*quic.Conn, 0, subs)
+	defer func() {
+		for _, c := range conns {
+			c.CloseWithError(0, "")
+		}
+	}()
 	for s := range subs {
-		conn, err := relay.DialQUIC(subCtx, r.addr, f.keys[1+s])
+		conn, err := relay.DialQUIC(ctx, addr, keys[1+s])
 		if err != nil {
 			return result{}, err
 		}
-		defer conn.CloseWithError(0, "")
-		str, err := conn.OpenStreamSync(subCtx)
+		conns = append(conns, conn)
+		str, err := conn.OpenStreamSync(ctx)
 		if err != nil {
 			return result{}, err
 		}
@@ -338,11 +345,27 @@ func relayFanoutRun(ctx context.Context, r *relayProc, subs, msgs, window int, i
 		defer t.Stop()
 		tick = t.C
 	}
-	err = publishAll(ctx, f.clients[0], raws, window, func(int) {
+	pace := func(int) {
 		if tick != nil {
 			<-tick
 		}
-	}, func(i int) { sentAt[i].Store(time.Now().UnixNano()) })
+	}
+	sent := func(i int) { sentAt[i].Store(time.Now().UnixNano()) }
+	if floor {
+		var conn *quic.Conn
+		if conn, err = relay.DialQUIC(ctx, addr, keys[0]); err != nil {
+			return result{}, err
+		}
+		defer conn.CloseWithError(0, "")
+		err = floorPublish(ctx, conn, raws, pace, sent)
+	} else {
+		var c *relay.Client
+		if c, err = relay.Dial(ctx, addr, keys[0], relay.ClientOptions{}); err != nil {
+			return result{}, err
+		}
+		defer c.Close()
+		err = publishAll(ctx, c, raws, window, pace, sent)
+	}
 	if err != nil {
 		return result{}, err
 	}
@@ -351,7 +374,9 @@ func relayFanoutRun(ctx context.Context, r *relayProc, subs, msgs, window int, i
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		cancel()
+		for _, c := range conns { // ends the subscribers' reads
+			c.CloseWithError(0, "")
+		}
 		<-done
 	}
 	var all []time.Duration
@@ -365,14 +390,17 @@ func relayFanoutRun(ctx context.Context, r *relayProc, subs, msgs, window int, i
 }
 
 func relayFanout(ctx context.Context, r *relayProc, subs, msgs int) (result, error) {
-	return relayFanoutRun(ctx, r, subs, msgs, 256, 0)
+	return fanoutRun(ctx, r.addr, r.floor, subs, msgs, 256, 0)
 }
 
 func relayLatency(ctx context.Context, r *relayProc, rate, msgs int) (result, error) {
-	return relayFanoutRun(ctx, r, 1, msgs, 1<<20, time.Second/time.Duration(rate))
+	return fanoutRun(ctx, r.addr, r.floor, 1, msgs, 1<<20, time.Second/time.Duration(rate))
 }
 
 func relayIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
+	if r.floor {
+		return floorIdle(ctx, r, n)
+	}
 	f, err := newFleet()
 	if err != nil {
 		return 0, 0, err
@@ -406,8 +434,24 @@ func relayConnect(ctx context.Context, r *relayProc, conc int, d time.Duration) 
 	tr := &quic.Transport{Conn: udp}
 	defer udp.Close()
 	defer tr.Close()
+	if r.floor {
+		return connectLoop(conc, d, func(key identity.PrivateKey) error { return floorRequest(ctx, tr, r.addr, key) })
+	}
+	return connectLoop(conc, d, func(key identity.PrivateKey) error {
+		c, err := relay.Dial(ctx, r.addr, key, relay.ClientOptions{Transport: tr}) // handshake and an Info round trip
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// connectLoop runs conc workers, each with an identity of its own, that
+// call connect over and over for d, and counts the calls.
+func connectLoop(conc int, d time.Duration, connect func(identity.PrivateKey) error) (int, float64, error) {
 	keys := make([]identity.PrivateKey, conc)
 	for i := range keys {
+		var err error
 		if keys[i], err = identity.Generate(rand.Reader); err != nil {
 			return 0, 0, err
 		}
@@ -420,12 +464,10 @@ func relayConnect(ctx context.Context, r *relayProc, conc int, d time.Duration) 
 	for w := range conc {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				c, err := relay.Dial(ctx, r.addr, keys[w], relay.ClientOptions{Transport: tr}) // handshake and an Info round trip
-				if err != nil {
+				if err := connect(keys[w]); err != nil {
 					failed.CompareAndSwap(nil, &err)
 					return
 				}
-				c.Close()
 				count.Add(1)
 			}
 		})

@@ -175,14 +175,20 @@ func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
 }
 
 func (c *Client) dial(ctx context.Context) (*quic.Conn, error) {
-	if c.tr == nil {
-		return quic.DialAddr(ctx, c.addr.HostPort, c.tls, quicConfig(c.keepAlive))
+	return dialOn(ctx, c.tr, c.addr.HostPort, c.tls, c.keepAlive)
+}
+
+// dialOn dials hostPort on tr's socket, or on a socket of its own if tr
+// is nil.
+func dialOn(ctx context.Context, tr *quic.Transport, hostPort string, conf *tls.Config, keepAlive time.Duration) (*quic.Conn, error) {
+	if tr == nil {
+		return quic.DialAddr(ctx, hostPort, conf, quicConfig(keepAlive))
 	}
-	ua, err := net.ResolveUDPAddr("udp", c.addr.HostPort)
+	ua, err := net.ResolveUDPAddr("udp", hostPort)
 	if err != nil {
 		return nil, err
 	}
-	return c.tr.Dial(ctx, ua, c.tls, quicConfig(c.keepAlive))
+	return tr.Dial(ctx, ua, conf, quicConfig(keepAlive))
 }
 
 // wireError turns the QUIC error that ended a connection or stream into
@@ -223,11 +229,17 @@ func retryable(err error) bool {
 // speaking the relay protocol's ALPN, with the relay's key checked: for
 // tools and tests that write frames themselves.
 func DialQUIC(ctx context.Context, addr Addr, key identity.PrivateKey) (*quic.Conn, error) {
+	return DialQUICOn(ctx, nil, addr, key)
+}
+
+// DialQUICOn is DialQUIC on the UDP socket of tr, which many connections
+// may share; with tr nil it is DialQUIC.
+func DialQUICOn(ctx context.Context, tr *quic.Transport, addr Addr, key identity.PrivateKey) (*quic.Conn, error) {
 	conf, err := clientTLS(key, addr)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := quic.DialAddr(ctx, addr.HostPort, conf, quicConfig(15*time.Second))
+	conn, err := dialOn(ctx, tr, addr.HostPort, conf, 15*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to %s: %w", addr.HostPort, wireError(err))
 	}

@@ -1,0 +1,303 @@
+package main
+
+// The quic-go floor: a forwarder over the same QUIC and TLS as the relay
+// that does what any relay must do with an envelope, and nothing else.
+// It checks the envelope (protocol.ParseVerify) and writes it to the
+// room's subscribers: no store, no acknowledgement, no policy, no audit
+// log, no limits. What it measures is what quic-go, mutual TLS and one
+// signature check cost on this machine, beside nats-server in the same
+// run: a relay built on them cannot do better.
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
+	"github.com/quic-go/quic-go"
+)
+
+// startFloor starts the floor forwarder, this program run with -floor, on
+// a free loopback port.
+func startFloor() (*relayProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	listen, err := freePort("udp")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-floor", listen)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &relayProc{proc: proc{cmd}, floor: true}
+	sc := bufio.NewScanner(out)
+	if sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "serving "); ok {
+			if r.addr, err = relay.ParseAddr(a); err == nil {
+				return r, nil
+			}
+		}
+	}
+	r.stop()
+	return nil, fmt.Errorf("floor forwarder did not start: %v", err)
+}
+
+// serveFloor runs the floor forwarder on listen until ctx ends; ready
+// gets its address once it listens.
+func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) error {
+	key, err := identity.Generate(rand.Reader)
+	if err != nil {
+		return err
+	}
+	cert, err := floorCertificate(key)
+	if err != nil {
+		return err
+	}
+	// The relay's TLS and QUIC settings (relay/tls.go, relay/server.go).
+	tlsConf := &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{cert},
+		NextProtos:             []string{protocol.RelayALPN},
+		ClientAuth:             tls.RequireAnyClientCert,
+		SessionTicketsDisabled: true,
+	}
+	ln, err := quic.ListenAddr(listen, tlsConf, &quic.Config{
+		HandshakeIdleTimeout:           5 * time.Second,
+		MaxIdleTimeout:                 60 * time.Second,
+		MaxIncomingUniStreams:          -1,
+		InitialStreamReceiveWindow:     32 << 10,
+		MaxStreamReceiveWindow:         1 << 20,
+		InitialConnectionReceiveWindow: 64 << 10,
+		MaxConnectionReceiveWindow:     4 << 20,
+	})
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	ready(relay.AddrOf(key.Public(), ln.Addr().String()))
+	f := &floor{rooms: map[string]map[*quic.Stream]struct{}{}}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Go(func() { f.serve(ctx, conn, &wg) })
+	}
+}
+
+func floorCertificate(key identity.PrivateKey) (tls.Certificate, error) {
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	priv := key.Ed25519()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, nil
+}
+
+// floor is the forwarder's one piece of state: each room's subscribers.
+type floor struct {
+	mu    sync.Mutex
+	rooms map[string]map[*quic.Stream]struct{}
+}
+
+// serve takes a connection's streams. A stream's first frame says what it
+// is: Subscribe registers it (and it is answered with Live), Publish makes
+// it a publish stream, read on a goroutine of its own, and an info request
+// is answered and the stream closed. An idle subscriber costs quic-go's
+// goroutines and this one.
+func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) {
+	defer conn.CloseWithError(0, "")
+	for {
+		str, err := conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		rd := bufio.NewReader(str)
+		t, body, err := readFloorFrame(rd)
+		if err != nil {
+			str.CancelRead(0)
+			str.CancelWrite(0)
+			continue
+		}
+		switch t {
+		case protocol.FrameSubscribe:
+			m, err := protocol.ParseSubscribe(body)
+			if err != nil {
+				str.CancelWrite(0)
+				continue
+			}
+			// Live first: from here the publishers write to the stream.
+			if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameLive, nil)); err != nil {
+				continue
+			}
+			f.mu.Lock()
+			if f.rooms[m.Room] == nil {
+				f.rooms[m.Room] = map[*quic.Stream]struct{}{}
+			}
+			f.rooms[m.Room][str] = struct{}{}
+			f.mu.Unlock()
+			context.AfterFunc(str.Context(), func() {
+				f.mu.Lock()
+				delete(f.rooms[m.Room], str)
+				f.mu.Unlock()
+			})
+		case protocol.FramePublish:
+			wg.Go(func() { f.publish(rd, body) })
+		default:
+			str.Write(protocol.AppendFrame(nil, protocol.FrameInfo, nil))
+			str.Close()
+		}
+	}
+}
+
+// publish checks each envelope of a publish stream and writes it to the
+// subscribers of its room; first is the first frame's body.
+func (f *floor) publish(rd *bufio.Reader, first []byte) {
+	body := first
+	for {
+		if env, _, err := protocol.ParseVerify(body); err == nil {
+			frame := protocol.AppendFrame(nil, protocol.FrameEnvelope, body)
+			f.mu.Lock()
+			for s := range f.rooms[env.Room] {
+				s.Write(frame)
+			}
+			f.mu.Unlock()
+		}
+		t, b, err := readFloorFrame(rd)
+		if err != nil || t != protocol.FramePublish {
+			return
+		}
+		body = b
+	}
+}
+
+func readFloorFrame(rd *bufio.Reader) (protocol.FrameType, []byte, error) {
+	var h [protocol.FrameHeaderSize]byte
+	if _, err := io.ReadFull(rd, h[:]); err != nil {
+		return 0, nil, err
+	}
+	t, size, err := protocol.ParseFrameHeader(h)
+	if err != nil {
+		return 0, nil, err
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(rd, body); err != nil {
+		return 0, nil, err
+	}
+	return t, body, nil
+}
+
+// floorPublish publishes raws on a bare stream of conn, a connection to
+// the floor forwarder, which answers nothing: a publish is done when it is
+// written. It calls pace(i) before publish i and sent(i) just before
+// writing it. The caller keeps conn open until the subscribers have
+// everything: closing it drops what quic-go has not sent yet.
+func floorPublish(ctx context.Context, conn *quic.Conn, raws [][]byte, pace, sent func(int)) error {
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return err
+	}
+	var frame []byte
+	for i, raw := range raws {
+		pace(i)
+		sent(i)
+		frame = protocol.AppendFrame(frame[:0], protocol.FramePublish, raw)
+		if _, err := str.Write(frame); err != nil {
+			return err
+		}
+	}
+	return str.Close()
+}
+
+// floorRequest connects to the floor forwarder on tr's socket as key,
+// makes one request, waits for its answer and closes the connection.
+func floorRequest(ctx context.Context, tr *quic.Transport, addr relay.Addr, key identity.PrivateKey) error {
+	conn, err := relay.DialQUICOn(ctx, tr, addr, key)
+	if err != nil {
+		return err
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameInfoRequest, nil)); err != nil {
+		return err
+	}
+	str.Close()
+	t, _, err := readFloorFrame(bufio.NewReader(str))
+	if err == nil && t != protocol.FrameInfo {
+		err = fmt.Errorf("floor: answered %s", t)
+	}
+	return err
+}
+
+// floorIdle holds n connections to the floor forwarder, each subscribed
+// to a room, and returns the forwarder's resident memory before and
+// after, as relayIdle does for the relay.
+func floorIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, 0, err
+	}
+	tr := &quic.Transport{Conn: udp}
+	defer udp.Close()
+	defer tr.Close()
+	time.Sleep(2 * time.Second)
+	before, err := rss(r.cmd.Process.Pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	for i := range n {
+		key, err := identity.Generate(rand.Reader)
+		if err != nil {
+			return 0, 0, err
+		}
+		conn, err := relay.DialQUICOn(ctx, tr, r.addr, key)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer conn.CloseWithError(0, "")
+		str, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		body, _ := (&protocol.Subscribe{Room: fmt.Sprintf("idle-%d", i%100)}).MarshalBinary()
+		if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+			return 0, 0, err
+		}
+		if t, _, err := readFloorFrame(bufio.NewReader(str)); err != nil || t != protocol.FrameLive {
+			return 0, 0, fmt.Errorf("floor: subscribe: %v (%s)", err, t)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	after, err := rss(r.cmd.Process.Pid)
+	return before, after, err
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
+	"github.com/quic-go/quic-go"
+)
+
+// startTestFloor runs the floor forwarder in this process on loopback and
+// stops it when the test ends.
+func startTestFloor(t *testing.T) relay.Addr {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan relay.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- serveFloor(ctx, "127.0.0.1:0", func(a relay.Addr) { ready <- a }) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("floor: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("floor did not stop")
+		}
+	})
+	select {
+	case a := <-ready:
+		return a
+	case err := <-done:
+		t.Fatalf("floor: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("floor did not start")
+	}
+	return relay.Addr{}
+}
+
+func TestFloorFanout(t *testing.T) {
+	addr := startTestFloor(t)
+	res, err := fanoutRun(t.Context(), addr, true, 3, 200, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.lost != 0 || res.n != 600 {
+		t.Fatalf("delivered %d of 600, lost %d", res.n, res.lost)
+	}
+}
+
+// TestFloorChecksSignatures: the floor forwards only envelopes whose
+// signature holds, as a relay must; else it would not be a floor.
+func TestFloorChecksSignatures(t *testing.T) {
+	addr := startTestFloor(t)
+	ctx := t.Context()
+	key, err := identity.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raws, _, err := signed(key, "checked", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := append([]byte(nil), raws[0]...)
+	forged[len(forged)-1] ^= 1 // the signature's last byte
+
+	sub, err := relay.DialQUIC(ctx, addr, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.CloseWithError(0, "")
+	str, err := sub.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := (&protocol.Subscribe{Room: "checked"}).MarshalBinary()
+	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(str)
+	if ft, _, err := readFloorFrame(rd); err != nil || ft != protocol.FrameLive {
+		t.Fatalf("subscribe: %v, %s", err, ft)
+	}
+
+	pub, err := relay.DialQUIC(ctx, addr, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.CloseWithError(0, "")
+	if err := floorPublish(ctx, pub, [][]byte{forged, raws[1]}, func(int) {}, func(int) {}); err != nil {
+		t.Fatal(err)
+	}
+	ft, got, err := readFloorFrame(rd)
+	if err != nil || ft != protocol.FrameEnvelope {
+		t.Fatalf("read: %v, %s", err, ft)
+	}
+	if protocol.IDOf(got) != protocol.IDOf(raws[1]) {
+		t.Fatal("the first envelope forwarded is not the one with a good signature")
+	}
+}
+
+func TestFloorRequest(t *testing.T) {
+	addr := startTestFloor(t)
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	defer udp.Close()
+	defer tr.Close()
+	n, _, err := connectLoop(2, 200*time.Millisecond, func(key identity.PrivateKey) error {
+		return floorRequest(t.Context(), tr, addr, key)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("no connection made")
+	}
+}
