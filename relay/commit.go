@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"runtime"
+	"slices"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -78,6 +79,9 @@ func (s *Server) commit(in <-chan *pending) {
 				break gather
 			}
 		}
+		if !slices.ContainsFunc(batch, (*pending).envelope) {
+			batch = linger(batch, in)
+		}
 		start := time.Now()
 		f := s.commitBatch(batch)
 		s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
@@ -89,6 +93,35 @@ func (s *Server) commit(in <-chan *pending) {
 		}
 		done <- f
 	}
+}
+
+// auditLinger is how long a batch of audit records alone (connections,
+// refusals) waits for more before it commits. Nobody waits for those
+// records, and every commit costs a disk flush and a signed checkpoint:
+// under a flood of new connections, one commit every few milliseconds
+// instead of one per connection or two. An envelope ends the wait.
+const auditLinger = 5 * time.Millisecond
+
+// linger adds to batch what arrives on in within auditLinger, until an
+// envelope arrives, the batch is full or in is closed.
+func linger(batch []*pending, in <-chan *pending) []*pending {
+	t := time.NewTimer(auditLinger)
+	defer t.Stop()
+	for len(batch) < maxBatch {
+		select {
+		case p, ok := <-in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, p)
+			if p.envelope() {
+				return batch
+			}
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // finished is a batch that committed, or failed to, on its way to its
