@@ -11,9 +11,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -60,7 +62,13 @@ func startFloor() (*relayProc, error) {
 		}
 	}
 	r.stop()
-	return nil, fmt.Errorf("floor forwarder did not start: %v", err)
+	if err == nil {
+		err = sc.Err()
+	}
+	if err == nil {
+		err = errors.New("it exited")
+	}
+	return nil, fmt.Errorf("floor forwarder did not start: %w", err)
 }
 
 // serveFloor runs the floor forwarder on listen until ctx ends; ready
@@ -76,10 +84,24 @@ func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) erro
 	}
 	// The relay's TLS and QUIC settings (relay/tls.go, relay/server.go).
 	tlsConf := &tls.Config{
-		MinVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{cert},
-		NextProtos:             []string{protocol.RelayALPN},
-		ClientAuth:             tls.RequireAnyClientCert,
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{protocol.RelayALPN},
+		ClientAuth:   tls.RequireAnyClientCert,
+		// As the relay's peerIdentity: one certificate, an Ed25519 key.
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) != 1 {
+				return errors.New("floor: want one certificate")
+			}
+			cert, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			if _, ok := cert.PublicKey.(ed25519.PublicKey); !ok {
+				return errors.New("floor: the key is not Ed25519")
+			}
+			return nil
+		},
 		SessionTicketsDisabled: true,
 	}
 	ln, err := quic.ListenAddr(listen, tlsConf, &quic.Config{
@@ -96,7 +118,7 @@ func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) erro
 	}
 	defer ln.Close()
 	ready(relay.AddrOf(key.Public(), ln.Addr().String()))
-	f := &floor{rooms: map[string]map[*quic.Stream]struct{}{}}
+	f := &floor{rooms: map[string]map[*floorSub]struct{}{}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -124,7 +146,7 @@ func floorCertificate(key identity.PrivateKey) (tls.Certificate, error) {
 // floor is the forwarder's one piece of state: each room's subscribers.
 type floor struct {
 	mu    sync.Mutex
-	rooms map[string]map[*quic.Stream]struct{}
+	rooms map[string]map[*floorSub]struct{}
 }
 
 // serve takes a connection's streams. A stream's first frame says what it
@@ -134,6 +156,9 @@ type floor struct {
 // goroutines and this one.
 func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) {
 	defer conn.CloseWithError(0, "")
+	// At shutdown, also a read of a first frame that never comes ends.
+	stop := context.AfterFunc(ctx, func() { conn.CloseWithError(0, "") })
+	defer stop()
 	for {
 		str, err := conn.AcceptStream(ctx)
 		if err != nil {
@@ -150,24 +175,11 @@ func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) 
 		case protocol.FrameSubscribe:
 			m, err := protocol.ParseSubscribe(body)
 			if err != nil {
+				str.CancelRead(0)
 				str.CancelWrite(0)
 				continue
 			}
-			// Live first: from here the publishers write to the stream.
-			if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameLive, nil)); err != nil {
-				continue
-			}
-			f.mu.Lock()
-			if f.rooms[m.Room] == nil {
-				f.rooms[m.Room] = map[*quic.Stream]struct{}{}
-			}
-			f.rooms[m.Room][str] = struct{}{}
-			f.mu.Unlock()
-			context.AfterFunc(str.Context(), func() {
-				f.mu.Lock()
-				delete(f.rooms[m.Room], str)
-				f.mu.Unlock()
-			})
+			f.subscribe(m.Room, str)
 		case protocol.FramePublish:
 			wg.Go(func() { f.publish(rd, body) })
 		default:
@@ -177,7 +189,28 @@ func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) 
 	}
 }
 
-// publish checks each envelope of a publish stream and writes it to the
+// subscribe registers str as a subscriber of room, with Live the first
+// frame it is sent, and unregisters it when the stream ends.
+func (f *floor) subscribe(room string, str *quic.Stream) {
+	sub := &floorSub{str: str}
+	f.mu.Lock()
+	sub.send(protocol.AppendFrame(nil, protocol.FrameLive, nil))
+	if f.rooms[room] == nil {
+		f.rooms[room] = map[*floorSub]struct{}{}
+	}
+	f.rooms[room][sub] = struct{}{}
+	f.mu.Unlock()
+	context.AfterFunc(str.Context(), func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.rooms[room], sub)
+		if len(f.rooms[room]) == 0 {
+			delete(f.rooms, room)
+		}
+	})
+}
+
+// publish checks each envelope of a publish stream and hands it to the
 // subscribers of its room; first is the first frame's body.
 func (f *floor) publish(rd *bufio.Reader, first []byte) {
 	body := first
@@ -186,7 +219,7 @@ func (f *floor) publish(rd *bufio.Reader, first []byte) {
 			frame := protocol.AppendFrame(nil, protocol.FrameEnvelope, body)
 			f.mu.Lock()
 			for s := range f.rooms[env.Room] {
-				s.Write(frame)
+				s.send(frame)
 			}
 			f.mu.Unlock()
 		}
@@ -195,6 +228,65 @@ func (f *floor) publish(rd *bufio.Reader, first []byte) {
 			return
 		}
 		body = b
+	}
+}
+
+// floorSubQueue is the most frames a subscriber may have waiting; past
+// it, the subscriber is cut off, as the relay cuts off a slow consumer.
+const floorSubQueue = 4096
+
+// A floorSub is a subscriber's stream and the frames waiting for it. A
+// goroutine writes them, all that are waiting in one write, and ends when
+// none are left: an idle subscriber has none.
+type floorSub struct {
+	str     *quic.Stream
+	mu      sync.Mutex
+	queue   [][]byte
+	writing bool
+	dead    bool
+}
+
+// send queues frame for the subscriber; it never blocks.
+func (s *floorSub) send(frame []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.dead:
+		return
+	case len(s.queue) >= floorSubQueue:
+		s.dead, s.queue = true, nil
+		s.str.CancelWrite(0)
+		return
+	}
+	s.queue = append(s.queue, frame)
+	if !s.writing {
+		s.writing = true
+		go s.write()
+	}
+}
+
+func (s *floorSub) write() {
+	var buf []byte
+	for {
+		s.mu.Lock()
+		q := s.queue
+		s.queue = nil
+		if len(q) == 0 || s.dead {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		buf = buf[:0]
+		for _, fr := range q {
+			buf = append(buf, fr...)
+		}
+		if _, err := s.str.Write(buf); err != nil {
+			s.mu.Lock()
+			s.dead, s.queue, s.writing = true, nil, false
+			s.mu.Unlock()
+			return
+		}
 	}
 }
 

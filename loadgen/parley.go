@@ -338,6 +338,22 @@ func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, win
 			return result{}, err
 		}
 	}
+	// The publisher connects before the clock starts.
+	var (
+		c       *relay.Client
+		pubConn *quic.Conn
+	)
+	if floor {
+		if pubConn, err = relay.DialQUIC(ctx, addr, keys[0]); err != nil {
+			return result{}, err
+		}
+		defer pubConn.CloseWithError(0, "")
+	} else {
+		if c, err = relay.Dial(ctx, addr, keys[0], relay.ClientOptions{}); err != nil {
+			return result{}, err
+		}
+		defer c.Close()
+	}
 	start := time.Now()
 	var tick <-chan time.Time
 	if interval > 0 {
@@ -352,18 +368,8 @@ func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, win
 	}
 	sent := func(i int) { sentAt[i].Store(time.Now().UnixNano()) }
 	if floor {
-		var conn *quic.Conn
-		if conn, err = relay.DialQUIC(ctx, addr, keys[0]); err != nil {
-			return result{}, err
-		}
-		defer conn.CloseWithError(0, "")
-		err = floorPublish(ctx, conn, raws, pace, sent)
+		err = floorPublish(ctx, pubConn, raws, pace, sent)
 	} else {
-		var c *relay.Client
-		if c, err = relay.Dial(ctx, addr, keys[0], relay.ClientOptions{}); err != nil {
-			return result{}, err
-		}
-		defer c.Close()
 		err = publishAll(ctx, c, raws, window, pace, sent)
 	}
 	if err != nil {
