@@ -23,7 +23,10 @@ type pending struct {
 	audit *audit.Record // that audit record
 	// policy is the policy version that admitted the envelope.
 	policy uint64
-	done   chan committed // buffered: the committer never waits for it
+	// early: the envelope went to the live subscriptions before the
+	// committer (sequence.go); else it goes after its insert.
+	early bool
+	done  chan committed // buffered: the committer never waits for it
 }
 
 type committed struct {
@@ -176,6 +179,26 @@ func (s *Server) finish(f *finished) {
 	}
 }
 
+// settle tells the sequencer that the late envelopes of a batch that
+// failed will not go live, and ends the subscriptions if early ones did.
+func (s *Server) settle(batch []*pending) {
+	var late []*pending
+	early := false
+	for _, p := range batch {
+		switch {
+		case !p.envelope():
+		case p.early:
+			early = true
+		default:
+			late = append(late, p)
+		}
+	}
+	if early {
+		s.hub.fail()
+	}
+	s.seq.settled(late)
+}
+
 // commitBatch writes one batch in one transaction and returns the answer
 // to each item, without receipts, and the envelopes that are new.
 func (s *Server) commitBatch(batch []*pending) *finished {
@@ -199,33 +222,55 @@ func (s *Server) commitBatch(batch []*pending) *finished {
 		}
 	}
 	res := make([]committed, len(batch))
-	var fresh []store.Record
+	var (
+		fresh []store.Record
+		late  []*pending     // the envelopes that go live after their insert
+		live  []store.Record // those of them that are new
+		lost  bool           // an early envelope is not stored after all
+	)
 	if len(recs) > 0 {
 		out, err := b.Append(ctx, recs)
 		if err != nil {
 			b.Rollback()
+			s.settle(batch)
 			f.err = err
 			return f
 		}
 		for j, o := range out {
+			p := batch[owner[j]]
 			res[owner[j]].app = o
-			if o.Result == store.Stored {
+			if !p.early {
+				late = append(late, p)
+			}
+			switch {
+			case o.Result == store.Stored:
 				r := recs[j]
 				r.Pos = o.Pos
 				fresh = append(fresh, r)
+				if !p.early {
+					live = append(live, r)
+				}
+			case p.early:
+				lost = true
+				s.log.Error("an envelope sent live as new is not stored", "id", p.rec.ID, "result", o.Result)
 			}
 		}
 	}
+	if lost {
+		s.hub.fail()
+	}
 
-	// Live subscribers get the new envelopes now, before the audit
-	// records, the commit and the disk flush; Committed frames follow the
-	// flush. If the transaction fails, what went out is not stored: every
-	// subscription starts again from its last committed envelope.
-	if s.hub.deliver(fresh) {
+	// The envelopes the sequencer could not tell were new go to the live
+	// subscribers now that the store has: before the audit records, the
+	// commit and the disk flush. Committed frames follow the flush. If the
+	// transaction fails, what went out is not stored: every subscription
+	// starts again from its last committed envelope.
+	if s.hub.deliver(live) {
 		// The subscriptions' goroutines were made ready to run after this
 		// one; let them write now, not after the commit.
 		runtime.Gosched()
 	}
+	s.seq.settled(late)
 
 	// The audit records of the batch, in the same transaction.
 	var (

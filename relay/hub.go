@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -73,37 +74,46 @@ func (h *hub) subscribers(room string) int {
 	return len(h.rooms[room])
 }
 
-// deliver passes newly committed records, in position order, to every
-// subscription of their rooms. It reports whether it queued any.
+// deliver passes new records, in position order, to every subscription of
+// their rooms, before their commit. It reports whether it queued any.
 func (h *hub) deliver(recs []store.Record) (queued bool) {
 	if len(recs) == 0 {
 		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if room := recs[0].Env.Room; !slices.ContainsFunc(recs[1:], func(r store.Record) bool { return r.Env.Room != room }) {
+		return h.deliverRoom(room, recs)
 	}
 	byRoom := map[string][]store.Record{}
 	for _, r := range recs {
 		byRoom[r.Env.Room] = append(byRoom[r.Env.Room], r)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	for room, batch := range byRoom {
-		last := batch[len(batch)-1].Pos
-		h.inflight[room] = last
-		for s := range h.rooms[room] {
-			if !s.lagging.Load() {
-				select {
-				case s.ch <- batch:
-					queued = true
-					continue
-				default:
-					s.lagging.Store(true)
-					h.lags.Add(1)
-					signal(s.lagged)
-				}
-			}
-			if last > s.dropped.Load() {
-				s.dropped.Store(last) // only this goroutine writes it
+		if h.deliverRoom(room, batch) {
+			queued = true
+		}
+	}
+	return queued
+}
+
+// deliverRoom is deliver for records of one room. The caller holds h.mu.
+func (h *hub) deliverRoom(room string, batch []store.Record) (queued bool) {
+	last := batch[len(batch)-1].Pos
+	h.inflight[room] = last
+	for s := range h.rooms[room] {
+		if !s.lagging.Load() {
+			select {
+			case s.ch <- batch:
+				queued = true
+				continue
+			default:
+				s.lagging.Store(true)
+				h.lags.Add(1)
+				signal(s.lagged)
 			}
 		}
+		s.drop(last)
 	}
 	return queued
 }
@@ -117,7 +127,13 @@ func (h *hub) committed(recs []store.Record) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	clear(h.inflight)
+	for room, pos := range upTo {
+		// Envelopes of the room may have gone out since this batch was
+		// taken (early, sequence.go): those are still in flight.
+		if h.inflight[room] <= pos {
+			delete(h.inflight, room)
+		}
+	}
 	for room, pos := range upTo {
 		for s := range h.rooms[room] {
 			s.upTo.Store(pos)
@@ -135,6 +151,17 @@ func (h *hub) fail() {
 		for s := range subs {
 			s.failed.Store(true)
 			signal(s.commit)
+		}
+	}
+}
+
+// drop records that the subscription did not get the envelopes up to
+// position pos from the hub.
+func (s *subscription) drop(pos int64) {
+	for {
+		d := s.dropped.Load()
+		if pos <= d || s.dropped.CompareAndSwap(d, pos) {
+			return
 		}
 	}
 }

@@ -30,17 +30,22 @@ type testRelay struct {
 
 func startRelay(t testing.TB, edit func(*Config)) *testRelay {
 	t.Helper()
+	return startRelayAt(t, filepath.Join(t.TempDir(), "relay.db"), testkit.Key(t), edit)
+}
+
+// startRelayAt starts a relay with key on the store at path.
+func startRelayAt(t testing.TB, path string, key identity.PrivateKey, edit func(*Config)) *testRelay {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Admin = ""
 	if edit != nil {
 		edit(&cfg)
 	}
-	st, err := store.Open(filepath.Join(t.TempDir(), "relay.db"), store.Durable())
+	st, err := store.Open(path, store.Durable())
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := testkit.Key(t)
 	srv, err := NewServer(context.Background(), Options{Config: cfg, Key: key, Store: st, Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,11 @@ const (
 // embedded one. A Batch's Commit must be durable when it returns.
 type Storage interface {
 	Begin(ctx context.Context) (Batch, error)
+	// LastPos is the highest position stored, 0 if none.
+	LastPos(ctx context.Context) (int64, error)
+	// Heads calls f with each (sender, room)'s highest sequence number
+	// stored, at most limit of them, and reports whether that was all.
+	Heads(ctx context.Context, limit int, f func(store.Head)) (bool, error)
 	After(ctx context.Context, room string, pos int64, limit int) ([]store.Record, error)
 	Position(ctx context.Context, id protocol.ID) (string, int64, error)
 	Get(ctx context.Context, id protocol.ID) (store.Record, error)
@@ -90,6 +95,7 @@ type Server struct {
 	metrics *metrics
 	now     func() time.Time
 	hub     *hub
+	seq     *sequencer
 	bridge  Bridge
 	// audit is the tamper-evident log, nil when auditing is off;
 	// auditReader reads its committed hashes.
@@ -136,10 +142,16 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: policy: %w", err)
 	}
+	st := SQLiteStorage{o.Store}
+	seq, err := newSequencer(ctx, st, maxHeads)
+	if err != nil {
+		return nil, err
+	}
 	l := o.Config.Limits
 	return &Server{
-		cfg: o.Config, key: o.Key, st: SQLiteStorage{o.Store}, policy: pol, audit: log, auditReader: o.Store, log: o.Log, metrics: m, now: o.Now,
+		cfg: o.Config, key: o.Key, st: st, policy: pol, audit: log, auditReader: o.Store, log: o.Log, metrics: m, now: o.Now,
 		hub:      newHub(l.QueueSize),
+		seq:      seq,
 		clients:  map[*client]struct{}{},
 		commits:  make(chan *pending, 4*maxBatch),
 		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
@@ -165,12 +177,8 @@ func (s *Server) Ingest(ctx context.Context, env *protocol.Envelope, id protocol
 	if s.closed {
 		return errServerClosed
 	}
-	select {
-	case s.commits <- p:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	_, err := s.enqueue(ctx, []*pending{p})
+	return err
 }
 
 var errServerClosed = errors.New("relay: server is closed")
@@ -730,21 +738,31 @@ func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte) []*pen
 		}
 	}
 	out := make([]*pending, len(raws))
+	var queue []*pending
 	for i, raw := range raws {
-		out[i] = s.accept(ctx, c, raw, envs[i], errs[i])
+		var ok bool
+		if out[i], ok = s.accept(ctx, c, raw, envs[i], errs[i]); ok {
+			queue = append(queue, out[i])
+		}
+	}
+	if n, err := s.enqueue(ctx, queue); err != nil {
+		for _, p := range queue[n:] {
+			p.done <- committed{err: &protocol.RelayError{Code: protocol.CodeShuttingDown, Message: "the relay is shutting down"}}
+		}
 	}
 	return out
 }
 
 // accept takes one published envelope, with what parsing and verifying it
-// gave, and if it passes the relay's checks, queues it for the committer.
-// The pending it returns answers the client either way.
-func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protocol.Envelope, err error) *pending {
+// gave, and checks it against the relay's rules. The pending it returns
+// answers the client either way; queue says it passed, and is for the
+// committer.
+func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protocol.Envelope, err error) (p *pending, queue bool) {
 	id := protocol.IDOf(raw)
-	nack := func(code protocol.ErrorCode, format string, args ...any) *pending {
+	nack := func(code protocol.ErrorCode, format string, args ...any) (*pending, bool) {
 		p := refused(code, format, args...)
 		p.rec.ID = id
-		return p
+		return p, false
 	}
 	if len(raw) > s.cfg.Limits.MaxEnvelope {
 		return nack(protocol.CodeTooLarge, "envelope of %d bytes, limit %d", len(raw), s.cfg.Limits.MaxEnvelope)
@@ -776,13 +794,7 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	if s.bridge != nil {
 		s.bridge.Join(env.Room)
 	}
-	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaRelay, Received: now}, policy: d.Version, done: make(chan committed, 1)}
-	select {
-	case s.commits <- p:
-		return p
-	case <-ctx.Done():
-		return nack(protocol.CodeShuttingDown, "the relay is shutting down")
-	}
+	return &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaRelay, Received: now}, policy: d.Version, done: make(chan committed, 1)}, true
 }
 
 // subscribeStream sends a room's envelopes after the cursor, then Live,
@@ -903,15 +915,26 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	// behind: the hub dropped envelopes this subscription has not sent;
 	// the store has them once they are committed.
 	behind := func() bool { return sub.dropped.Load() > pos }
+	// live sends a batch from the hub, after what was dropped before it.
+	// While that is not committed yet (envelopes go live before their
+	// commit), the batch cannot go first: it is dropped too, and comes
+	// from the store after them.
+	live := func(batch []store.Record) error {
+		if behind() {
+			if err := catchUp(); err != nil {
+				return err
+			}
+		}
+		if behind() {
+			sub.drop(batch[len(batch)-1].Pos)
+			return nil
+		}
+		return write(batch, true)
+	}
 	for {
 		select {
 		case batch := <-sub.ch:
-			if behind() {
-				if err := catchUp(); err != nil {
-					return err
-				}
-			}
-			if err := write(batch, true); err != nil {
+			if err := live(batch); err != nil {
 				return err
 			}
 			if len(sub.ch) == 0 {
@@ -931,7 +954,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 			// The committed batch may still be queued: send it first, so
 			// that the Committed frame covers it.
 			for !sub.lagging.Load() && len(sub.ch) > 0 {
-				if err := write(<-sub.ch, true); err != nil {
+				if err := live(<-sub.ch); err != nil {
 					return err
 				}
 			}
@@ -948,7 +971,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 			// send it, take new batches again, and read the store for
 			// what was dropped (now, and at each commit until done).
 			for len(sub.ch) > 0 {
-				if err := write(<-sub.ch, true); err != nil {
+				if err := live(<-sub.ch); err != nil {
 					return err
 				}
 			}

@@ -264,7 +264,9 @@ type Record struct {
 	Received time.Time
 	// Pos is the envelope's position in this store: it grows with every
 	// new envelope, so a room's envelopes in Pos order are in the order
-	// they were committed (the relay's log order).
+	// they were committed (the relay's log order). Append stores a record
+	// whose Pos is above 0 at that position (the relay gives positions
+	// itself, before the insert); with 0 the store takes the next one.
 	Pos int64
 }
 
@@ -281,8 +283,9 @@ const (
 	Equivocation
 )
 
+// A NULL rowid is the next one.
 const insertEnvelope = `INSERT OR IGNORE INTO envelopes
-	(id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	(rowid, id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // Put stores the records in one transaction and reports, per record,
 // whether it was new. It returns once the transaction is on disk.
@@ -369,7 +372,11 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 	// ignored if the ID or the (sender, room, seq) is taken, and only then
 	// does a second look tell a duplicate from an equivocation.
 	for i, r := range recs {
-		out, err := insert.ExecContext(ctx, r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq), int64(r.Env.Lamport),
+		var at any // NULL: the next position
+		if r.Pos > 0 {
+			at = r.Pos
+		}
+		out, err := insert.ExecContext(ctx, at, r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq), int64(r.Env.Lamport),
 			r.Env.Time, r.Env.Prev[:], r.Raw, r.Via, r.Received.UnixMilli())
 		if err != nil {
 			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
@@ -483,6 +490,56 @@ func (s *Store) Range(ctx context.Context, room string, since, until int64, afte
 		return nil, fmt.Errorf("store: range of %s: %w", room, err)
 	}
 	return scan(rows)
+}
+
+// LastPos returns the highest position stored, 0 if there is none.
+func (s *Store) LastPos(ctx context.Context) (int64, error) {
+	var pos int64
+	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(max(rowid), 0) FROM envelopes`).Scan(&pos); err != nil {
+		return 0, fmt.Errorf("store: last position: %w", err)
+	}
+	return pos, nil
+}
+
+// A Head is the highest sequence number stored of one sender in one room.
+type Head struct {
+	Sender identity.PublicKey
+	Room   string
+	Seq    uint64
+}
+
+// Heads calls f with the head of each (sender, room) stored, at most limit
+// of them, and reports whether that was all of them.
+func (s *Store) Heads(ctx context.Context, limit int, f func(Head)) (all bool, err error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT sender, room, max(seq) FROM envelopes GROUP BY sender, room LIMIT ?`, limit+1)
+	if err != nil {
+		return false, fmt.Errorf("store: heads: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		if n == limit {
+			return false, nil
+		}
+		var (
+			sender []byte
+			h      Head
+			seq    int64
+		)
+		if err := rows.Scan(&sender, &h.Room, &seq); err != nil {
+			return false, fmt.Errorf("store: heads: %w", err)
+		}
+		if h.Sender, err = identity.PublicKeyFromBytes(sender); err != nil {
+			return false, fmt.Errorf("store: heads: %w", err)
+		}
+		h.Seq = uint64(seq)
+		f(h)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("store: heads: %w", err)
+	}
+	return true, nil
 }
 
 // After returns up to limit envelopes of room with a position above pos,

@@ -331,6 +331,59 @@ func TestPositions(t *testing.T) {
 	}
 }
 
+// TestGivenPositions: a record with a position is stored there, one
+// without takes the next; a duplicate given a position leaves it unused.
+// LastPos and Heads read what the relay's sequencer starts from.
+func TestGivenPositions(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	if last, err := s.LastPos(ctx); err != nil || last != 0 {
+		t.Fatalf("last position of nothing: %d, %v", last, err)
+	}
+	alice, bob := key(t, 1), key(t, 2)
+	now := time.Now()
+	given := record(t, alice, "a", 1, 1, now, "given")
+	given.Pos = 10
+	out, err := s.Append(ctx, []Record{given, record(t, alice, "a", 2, 2, now, "next")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0] != (Appended{Stored, 10}) || out[1] != (Appended{Stored, 11}) {
+		t.Fatalf("appended %+v, want positions 10 and 11", out)
+	}
+	dup := given
+	dup.Pos = 12
+	if out, err = s.Append(ctx, []Record{dup}); err != nil || out[0] != (Appended{Duplicate, 10}) {
+		t.Fatalf("duplicate at a given position: %+v, %v", out, err)
+	}
+	if _, err := s.Append(ctx, []Record{{ID: protocol.ID{1}, Env: record(t, bob, "b", 7, 7, now, "x").Env, Raw: []byte("x"), Via: "mesh", Received: now, Pos: 11}}); err == nil {
+		t.Fatal("a record stored at a position taken")
+	}
+	if _, err := s.Append(ctx, []Record{record(t, bob, "b", 5, 5, now, "b"), record(t, bob, "c", 3, 3, now, "c")}); err != nil {
+		t.Fatal(err)
+	}
+	if last, err := s.LastPos(ctx); err != nil || last != 13 {
+		t.Fatalf("last position %d, %v; want 13", last, err)
+	}
+	heads := map[string]uint64{}
+	all, err := s.Heads(ctx, 10, func(h Head) { heads[h.Sender.Fingerprint()[:12]+" "+h.Room] = h.Seq })
+	if err != nil || !all {
+		t.Fatalf("heads: all %v, %v", all, err)
+	}
+	want := map[string]uint64{
+		alice.Public().Fingerprint()[:12] + " a": 2,
+		bob.Public().Fingerprint()[:12] + " b":   5,
+		bob.Public().Fingerprint()[:12] + " c":   3,
+	}
+	if fmt.Sprint(heads) != fmt.Sprint(want) {
+		t.Fatalf("heads %v, want %v", heads, want)
+	}
+	n := 0
+	if all, err := s.Heads(ctx, 2, func(Head) { n++ }); err != nil || all || n != 2 {
+		t.Fatalf("two heads of three: %d, all %v, %v", n, all, err)
+	}
+}
+
 // TestPruneBytes keeps the newest envelopes within the byte budget, and
 // never those received after the cutoff, nor the newest.
 func TestPruneBytes(t *testing.T) {
