@@ -208,6 +208,7 @@ func (s *Server) commitBatch(batch []*pending) *finished {
 	ctx := context.Background()
 	b, err := s.st.Begin(ctx)
 	if err != nil {
+		s.settle(batch)
 		f.err = err
 		return f
 	}

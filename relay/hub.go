@@ -143,10 +143,12 @@ func (h *hub) committed(recs []store.Record) {
 }
 
 // fail ends every subscription: envelopes went out whose commit failed.
+// What is in flight stays so: envelopes sent early after the failed ones
+// may still be committed, and a subscription that starts now must wait
+// for them (a commit of the room clears it).
 func (h *hub) fail() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	clear(h.inflight)
 	for _, subs := range h.rooms {
 		for s := range subs {
 			s.failed.Store(true)

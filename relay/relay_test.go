@@ -33,8 +33,9 @@ func startRelay(t testing.TB, edit func(*Config)) *testRelay {
 	return startRelayAt(t, filepath.Join(t.TempDir(), "relay.db"), testkit.Key(t), edit)
 }
 
-// startRelayAt starts a relay with key on the store at path.
-func startRelayAt(t testing.TB, path string, key identity.PrivateKey, edit func(*Config)) *testRelay {
+// startRelayAt starts a relay with key on the store at path; prepare
+// functions change the server before it serves.
+func startRelayAt(t testing.TB, path string, key identity.PrivateKey, edit func(*Config), prepare ...func(*Server)) *testRelay {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -49,6 +50,9 @@ func startRelayAt(t testing.TB, path string, key identity.PrivateKey, edit func(
 	srv, err := NewServer(context.Background(), Options{Config: cfg, Key: key, Store: st, Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range prepare {
+		f(srv)
 	}
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)

@@ -3,15 +3,16 @@ package relay
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/store"
 )
 
-// maxHeads is the most (sender, room) pairs whose highest sequence number
-// the sequencer keeps: about 100 bytes each. A pair beyond it is not
-// known, and its envelopes wait for their insert before they go live.
+// maxHeads is the most (sender, room) pairs the sequencer keeps (about
+// 190 bytes each). A pair beyond it is not known, and its envelopes wait
+// for their insert before they go live.
 const maxHeads = 1 << 18
 
 // The sequencer gives every envelope on its way to the committer its
@@ -21,11 +22,12 @@ const maxHeads = 1 << 18
 // committed before an earlier one.
 //
 // An envelope the sequencer knows to be new goes to the live
-// subscriptions at once, before the committer (early). It is new when its
-// sequence number is above the highest stored, or on its way, of its
-// sender in its room: such an envelope is neither a duplicate nor an
-// equivocation, and its insert cannot fail but with the whole commit (and
-// then every subscription ends, as before). Any other envelope, a resend
+// subscriptions at once, before the committer (early). It is new when no
+// envelope of its sender in its room with its sequence number is stored
+// or on its way: the sequencer knows the highest stored when the relay
+// started, and every number since. Such an envelope is neither a
+// duplicate nor an equivocation, and its insert cannot fail but with the
+// whole commit (and then every subscription ends, as before). Any other envelope, a resend
 // for one, goes live after its insert, as the store decides (late); and
 // while an envelope of a room waits for its insert, the room's later
 // envelopes wait too, so that a room's envelopes go live in position
@@ -35,11 +37,11 @@ type sequencer struct {
 	next int64      // the next position
 
 	known sync.Mutex // guards what follows; the committer takes it too
-	heads map[head]uint64
-	// complete: heads has every (sender, room) stored, so a pair not in
+	seen  map[head]seen
+	// complete: seen has every (sender, room) stored, so a pair not in
 	// it has nothing stored.
 	complete bool
-	limit    int            // the most pairs heads holds
+	limit    int            // the most pairs seen holds
 	late     map[string]int // per room, the late envelopes not yet live
 }
 
@@ -48,16 +50,55 @@ type head struct {
 	room   string
 }
 
-// newSequencer reads the last position of st and the heads of up to
-// limit (sender, room) pairs.
+// seen is what the sequencer knows of one sender's envelopes in one room:
+// every sequence number up to base may be stored or on its way, and so
+// is each in above; any other is new.
+type seen struct {
+	base  uint64
+	above []uint64 // above base; up to maxAbove of them
+}
+
+// maxAbove bounds seen.above: a sender that skips numbers leaves them
+// there. Past it, base rises to the highest and above is emptied, and
+// the numbers skipped are taken as maybe stored (late) from then on.
+const maxAbove = 64
+
+// isNew reports whether seq is neither stored nor on its way.
+func (s seen) isNew(seq uint64) bool { return seq > s.base && !slices.Contains(s.above, seq) }
+
+// add records seq as on its way.
+func (s seen) add(seq uint64) seen {
+	if seq <= s.base || slices.Contains(s.above, seq) {
+		return s
+	}
+	s.above = append(s.above, seq)
+	for {
+		i := slices.Index(s.above, s.base+1)
+		if i < 0 {
+			break
+		}
+		s.base++
+		s.above = slices.Delete(s.above, i, i+1)
+	}
+	if len(s.above) > maxAbove {
+		s.base, s.above = slices.Max(s.above), nil
+	}
+	if len(s.above) == 0 {
+		s.above = nil
+	}
+	return s
+}
+
+// newSequencer reads the last position of st and the highest sequence
+// number stored of up to limit (sender, room) pairs.
 func newSequencer(ctx context.Context, st Storage, limit int) (*sequencer, error) {
 	last, err := st.LastPos(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("relay: sequencer: %w", err)
 	}
-	q := &sequencer{next: last + 1, heads: map[head]uint64{}, limit: limit, late: map[string]int{}}
+	q := &sequencer{next: last + 1, seen: map[head]seen{}, limit: limit, late: map[string]int{}}
 	q.complete, err = st.Heads(ctx, limit, func(h store.Head) {
-		q.heads[head{h.Sender, h.Room}] = h.Seq
+		q.seen[head{h.Sender, h.Room}] = seen{base: h.Seq}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: sequencer: %w", err)
@@ -65,42 +106,32 @@ func newSequencer(ctx context.Context, st Storage, limit int) (*sequencer, error
 	return q, nil
 }
 
-// place decides whether p goes live early, and records it on its way:
-// its sequence number as its stream's head, or the room's one more late
-// envelope. The caller holds q.mu.
+// place decides whether p goes live early, and records it as on its
+// way, and if late, as the room's one more late envelope. The caller
+// holds q.mu.
 func (q *sequencer) place(p *pending) (early bool) {
 	env := p.rec.Env
 	k := head{env.Sender, env.Room}
 	q.known.Lock()
 	defer q.known.Unlock()
-	top, ok := q.heads[k]
+	sn, ok := q.seen[k]
 	switch {
-	case q.late[env.Room] > 0:
-	case ok && env.Seq > top:
-		early = true
-	case !ok && q.complete:
-		early = true
+	case !ok && !q.complete:
+		// Not known: the store decides. Not added either, since what
+		// the store holds of the pair is not known.
+	case !ok && len(q.seen) >= q.limit:
+		// Nothing of the pair is stored, but seen is full: from now on,
+		// pairs not in it are not known.
+		early = q.late[env.Room] == 0
+		q.complete = false
+	default:
+		early = sn.isNew(env.Seq) && q.late[env.Room] == 0
+		q.seen[k] = sn.add(env.Seq)
 	}
-	q.raise(k, env.Seq)
 	if !early {
 		q.late[env.Room]++
 	}
 	return early
-}
-
-// raise makes seq the head of k if it is higher. The caller holds
-// q.known.
-func (q *sequencer) raise(k head, seq uint64) {
-	top, ok := q.heads[k]
-	switch {
-	case ok && seq > top:
-		q.heads[k] = seq
-	case !ok && len(q.heads) < q.limit:
-		q.heads[k] = seq
-	case !ok:
-		// Full: pairs not in heads are not known from now on.
-		q.complete = false
-	}
 }
 
 // settled tells the sequencer that the late envelopes of recs have gone
@@ -134,6 +165,12 @@ func (s *Server) enqueue(ctx context.Context, ps []*pending) (int, error) {
 	}
 	s.hub.deliver(early)
 	for i, p := range ps {
+		select {
+		case s.commits <- p: // while there is room, even at shutdown
+			q.next++
+			continue
+		default:
+		}
 		select {
 		case s.commits <- p:
 			q.next++

@@ -2,8 +2,12 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,6 +93,39 @@ func TestSequencer(t *testing.T) {
 		t.Fatalf("%d of the two streams' next envelopes early, want the one known", early)
 	}
 	place(envelopeAt(carol, "c", 1), false)
+}
+
+// TestSeen: out of order, with gaps, and past maxAbove.
+func TestSeen(t *testing.T) {
+	var s seen
+	for _, seq := range []uint64{3, 1, 5} {
+		if !s.isNew(seq) {
+			t.Fatalf("%d new, not seen as new", seq)
+		}
+		s = s.add(seq)
+	}
+	if s.base != 1 || !slices.Equal(s.above, []uint64{3, 5}) {
+		t.Fatalf("base %d above %v, want 1 [3 5]", s.base, s.above)
+	}
+	for seq, want := range map[uint64]bool{1: false, 2: true, 3: false, 4: true, 5: false, 6: true} {
+		if s.isNew(seq) != want {
+			t.Fatalf("%d: new %v, want %v", seq, !want, want)
+		}
+	}
+	s = s.add(2).add(4)
+	if s.base != 5 || s.above != nil {
+		t.Fatalf("base %d above %v after the gaps filled, want 5 []", s.base, s.above)
+	}
+	// A sender that skips every other number.
+	for i := range uint64(maxAbove + 1) {
+		s = s.add(7 + 2*i)
+	}
+	if want := uint64(7 + 2*maxAbove); s.base != want || s.above != nil {
+		t.Fatalf("base %d above %d numbers, want %d and none", s.base, len(s.above), want)
+	}
+	if s.isNew(8) {
+		t.Fatal("a number skipped, once above is full, is taken as new")
+	}
 }
 
 // TestSequencerFull: past its limit of pairs, the sequencer no longer
@@ -207,4 +244,259 @@ func TestLiveExactlyOnce(t *testing.T) {
 		t.Fatalf("delivered also %s", d.ID)
 	case <-time.After(100 * time.Millisecond):
 	}
+}
+
+// TestHubFailKeepsInFlight: when a commit fails, envelopes of later
+// batches that went out early are still in flight, and a subscription
+// that starts now must wait for them (it counts them as dropped).
+func TestHubFailKeepsInFlight(t *testing.T) {
+	h := newHub(4)
+	env := &protocol.Envelope{Room: "r"}
+	h.deliver([]store.Record{{Env: env, Pos: 10}}) // its commit fails
+	h.deliver([]store.Record{{Env: env, Pos: 11}}) // early, a later batch
+	h.fail()
+	if d := h.subscribe("r").dropped.Load(); d != 11 {
+		t.Fatalf("a subscription that starts after the failure counts %d as dropped, want 11", d)
+	}
+	h.committed([]store.Record{{Env: env, Pos: 11}})
+	if d := h.subscribe("r").dropped.Load(); d != 0 {
+		t.Fatalf("after the commit of 11: %d dropped, want 0", d)
+	}
+}
+
+// TestHubCommittedKeepsLater: a commit clears what it committed from the
+// in-flight positions, not what went out early after its batch.
+func TestHubCommittedKeepsLater(t *testing.T) {
+	h := newHub(4)
+	env := &protocol.Envelope{Room: "r"}
+	h.deliver([]store.Record{{Env: env, Pos: 10}})
+	h.deliver([]store.Record{{Env: env, Pos: 11}}) // early, a later batch
+	h.committed([]store.Record{{Env: env, Pos: 10}})
+	if d := h.subscribe("r").dropped.Load(); d != 11 {
+		t.Fatalf("a subscription that starts after the commit of 10 counts %d as dropped, want 11", d)
+	}
+}
+
+// failingBegin is a Storage whose next Begin fails when fail is set.
+type failingBegin struct {
+	Storage
+	fail *atomic.Bool
+}
+
+func (f failingBegin) Begin(ctx context.Context) (Batch, error) {
+	if f.fail.CompareAndSwap(true, false) {
+		return nil, errors.New("disk I/O error")
+	}
+	return f.Storage.Begin(ctx)
+}
+
+// TestEarlyThenNotStored: an envelope went out early and its batch could
+// not be written. The subscription that got it ends with code 12, so the
+// client resumes from its last Committed frame; and a resend in a batch
+// that could not be written does not leave its room late for good.
+func TestEarlyThenNotStored(t *testing.T) {
+	var fail atomic.Bool
+	r := startRelayAt(t, filepath.Join(t.TempDir(), "relay.db"), testkit.Key(t), nil, func(s *Server) {
+		s.st = failingBegin{s.st, &fail}
+	})
+	ctx := ctxT(t)
+	alice := testkit.Key(t)
+	ca := dial(t, r, alice)
+	a := &testkit.Author{Key: alice, Room: "lobby"}
+	first, _ := a.Next(t, "stored")
+	if _, err := ca.Publish(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := DialQUIC(ctx, r.addr, testkit.Key(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str.SetReadDeadline(time.Now().Add(20 * time.Second))
+	body, _ := (&protocol.Subscribe{Room: "lobby", Cursor: protocol.IDOf(first)}).MarshalBinary()
+	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+		t.Fatal(err)
+	}
+	fr := newFrameReader(str, protocol.MaxFrameBody)
+	if ft, _, err := fr.next(); err != nil || ft != protocol.FrameLive {
+		t.Fatalf("subscribe: %s, %v", ft, err)
+	}
+
+	lost, lostID := a.Next(t, "early, never stored")
+	fail.Store(true)
+	if _, err := ca.Publish(ctx, lost); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeInternal}) {
+		t.Fatalf("publish into a batch that cannot be written: %v", err)
+	}
+	var sent []protocol.ID
+	for {
+		ft, body, err := fr.next()
+		if err != nil {
+			t.Fatalf("after %d envelopes: %v", len(sent), err)
+		}
+		if ft == protocol.FrameEnvelope {
+			sent = append(sent, protocol.IDOf(body))
+			continue
+		}
+		if ft != protocol.FrameError {
+			t.Fatalf("%s frame after the failed batch", ft)
+		}
+		e, err := protocol.ParseErrorFrame(body)
+		if err != nil || e.Code != protocol.CodeInternal {
+			t.Fatalf("error frame: %+v, %v", e, err)
+		}
+		break
+	}
+	if len(sent) != 1 || sent[0] != lostID {
+		t.Fatalf("sent %v before the error, want the early envelope", sent)
+	}
+
+	// A resend is late; its batch fails too.
+	fail.Store(true)
+	if _, err := ca.Publish(ctx, first); err == nil {
+		t.Fatal("a resend into a batch that cannot be written succeeded")
+	}
+	r.srv.seq.known.Lock()
+	late := r.srv.seq.late["lobby"]
+	r.srv.seq.known.Unlock()
+	if late != 0 {
+		t.Fatalf("%d late envelopes of the room pending after their batch failed", late)
+	}
+}
+
+// TestLiveUnderStress: several senders publish to one room, pipelined
+// (so out of order), with resends and equivocations among them, while
+// subscriptions with queues of one batch start at different moments.
+// Every subscription gets exactly the room's stored envelopes, each once,
+// in position order.
+func TestLiveUnderStress(t *testing.T) {
+	r := startRelay(t, func(c *Config) {
+		c.Limits.QueueSize = 16
+		c.Limits.PublishRate, c.Limits.PublishBurst = 1e6, 1e6
+	})
+	r.srv.hub.size = 1 // below what the config allows: bursts overflow
+	ctx := ctxT(t)
+	const (
+		room    = "busy"
+		senders = 4
+		each    = 150
+	)
+	type subscriber struct {
+		fr  *frameReader
+		got []protocol.ID
+	}
+	var (
+		subsMu sync.Mutex
+		subs   []*subscriber
+	)
+	subscribe := func() {
+		conn, err := DialQUIC(ctx, r.addr, testkit.Key(t))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		t.Cleanup(func() { conn.CloseWithError(0, "") })
+		str, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		str.SetReadDeadline(time.Now().Add(25 * time.Second))
+		body, _ := (&protocol.Subscribe{Room: room}).MarshalBinary()
+		if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+			t.Error(err)
+			return
+		}
+		subsMu.Lock()
+		subs = append(subs, &subscriber{fr: newFrameReader(str, protocol.MaxFrameBody)})
+		subsMu.Unlock()
+	}
+	var published atomic.Int64
+	var wg sync.WaitGroup
+	for _, at := range []int64{0, 50, 200, 400, 550} {
+		wg.Go(func() {
+			for published.Load() < at {
+				time.Sleep(time.Millisecond)
+			}
+			subscribe()
+		})
+	}
+	for range senders {
+		key := testkit.Key(t)
+		c := dial(t, r, key)
+		a := &testkit.Author{Key: key, Room: room}
+		raws := make([][]byte, each)
+		for i := range raws {
+			raws[i], _ = a.Next(t, fmt.Sprint("n", i))
+		}
+		fork := &testkit.Author{Key: key, Room: room, Seq: each / 2}
+		forked, _ := fork.Next(t, "the other one")
+		wg.Go(func() {
+			sem := make(chan struct{}, 16)
+			var pub sync.WaitGroup
+			for i, raw := range raws {
+				sem <- struct{}{}
+				pub.Go(func() {
+					defer func() { <-sem }()
+					if _, err := c.Publish(ctx, raw); err != nil {
+						t.Error(err)
+					}
+					published.Add(1)
+					switch {
+					case i%10 == 9: // a resend of an earlier one
+						if ack, err := c.Publish(ctx, raws[i/2]); err != nil || ack.Status != protocol.AckDuplicate {
+							t.Errorf("resend: %+v, %v", ack, err)
+						}
+					case i == each-1:
+						if _, err := c.Publish(ctx, forked); err == nil {
+							t.Error("an equivocation was stored")
+						}
+					}
+				})
+			}
+			pub.Wait()
+		})
+	}
+	wg.Wait()
+
+	var stored []protocol.ID
+	for pos := int64(0); ; {
+		page, err := r.st.After(ctx, room, pos, protocol.MaxFetchLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range page {
+			stored = append(stored, rec.ID)
+			pos = rec.Pos
+		}
+		if len(page) < protocol.MaxFetchLimit {
+			break
+		}
+	}
+	if len(stored) != senders*each {
+		t.Fatalf("%d envelopes stored, want %d", len(stored), senders*each)
+	}
+	for n, s := range subs {
+		for len(s.got) < len(stored) {
+			ft, body, err := s.fr.next()
+			if err != nil {
+				t.Fatalf("subscription %d: after %d of %d envelopes: %v", n, len(s.got), len(stored), err)
+			}
+			switch ft {
+			case protocol.FrameEnvelope:
+				s.got = append(s.got, protocol.IDOf(body))
+			case protocol.FrameLive, protocol.FrameCommitted:
+			default:
+				t.Fatalf("subscription %d: %s frame", n, ft)
+			}
+		}
+		if !slices.Equal(s.got, stored) {
+			t.Fatalf("subscription %d: %d envelopes, not the %d stored in their order", n, len(s.got), len(stored))
+		}
+	}
+	t.Logf("subscriptions fell behind their queues %d times", r.srv.hub.lags.Load())
 }

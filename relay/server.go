@@ -878,7 +878,19 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	}
 	// catchUp reads the store past the last position sent. What it reads
 	// is committed, and so is everything sent before it.
+	// failed: a commit failed after its envelopes went out, perhaps to
+	// this subscription. Nothing more goes out, not even a Committed frame
+	// for a later envelope, which would confirm those.
+	failed := func() error {
+		if sub.failed.Load() {
+			return &protocol.RelayError{Code: protocol.CodeInternal, Message: "the relay failed to store envelopes it had sent; resume from the last committed one"}
+		}
+		return nil
+	}
 	catchUp := func() error {
+		if err := failed(); err != nil {
+			return err
+		}
 		for {
 			page, err := shallow(func() ([]store.Record, error) {
 				return s.st.After(ctx, m.Room, pos, protocol.MaxFetchLimit)
@@ -920,6 +932,9 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	// commit), the batch cannot go first: it is dropped too, and comes
 	// from the store after them.
 	live := func(batch []store.Record) error {
+		if err := failed(); err != nil {
+			return err
+		}
 		if behind() {
 			if err := catchUp(); err != nil {
 				return err
@@ -943,8 +958,8 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 				}
 			}
 		case <-sub.commit:
-			if sub.failed.Load() {
-				return &protocol.RelayError{Code: protocol.CodeInternal, Message: "the relay failed to store envelopes it had sent; resume from the last committed one"}
+			if err := failed(); err != nil {
+				return err
 			}
 			if behind() {
 				if err := catchUp(); err != nil {

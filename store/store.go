@@ -283,9 +283,11 @@ const (
 	Equivocation
 )
 
-// A NULL rowid is the next one.
-const insertEnvelope = `INSERT OR IGNORE INTO envelopes
-	(rowid, id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+// A NULL rowid is the next one. A taken ID or (sender, room, seq) makes
+// the insert do nothing; a taken rowid is an error.
+const insertEnvelope = `INSERT INTO envelopes
+	(rowid, id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (id) DO NOTHING ON CONFLICT (sender, room, seq) DO NOTHING`
 
 // Put stores the records in one transaction and reports, per record,
 // whether it was new. It returns once the transaction is on disk.
