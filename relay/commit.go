@@ -266,6 +266,7 @@ func (s *Server) commitBatch(batch []*pending) *finished {
 	// commit and the disk flush. Committed frames follow the flush. If the
 	// transaction fails, what went out is not stored: every subscription
 	// starts again from its last committed envelope.
+	s.metrics.liveLate.Add(float64(len(live)))
 	if s.hub.deliver(live) {
 		// The subscriptions' goroutines were made ready to run after this
 		// one; let them write now, not after the commit.

@@ -14,6 +14,7 @@ type metrics struct {
 	// up once.
 	publishStored, publishDuplicate prometheus.Counter
 	stored                          prometheus.Counter
+	liveEarly, liveLate             prometheus.Counter // new envelopes handed to live subscriptions
 	subscriptions                   prometheus.Gauge
 	dropped                         *prometheus.CounterVec // streams ended by the relay, by code
 	bridgeDropped                   prometheus.Counter
@@ -42,12 +43,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_batch_envelopes",
 			Help: "Envelopes per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 	}
+	live := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_relay_live_envelopes_total",
+		Help: "New envelopes handed to live subscriptions: early, as soon as checked; late, once written into the commit's transaction."}, []string{"when"})
+	m.liveEarly, m.liveLate = live.WithLabelValues("early"), live.WithLabelValues("late")
 	m.publishStored = m.publishes.WithLabelValues("stored")
 	m.publishDuplicate = m.publishes.WithLabelValues("duplicate")
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.refused, m.publishes, m.stored, m.subscriptions, m.dropped, m.bridgeDropped, m.commitSeconds, m.batchSize} {
+	for _, c := range []prometheus.Collector{m.connections, m.refused, m.publishes, m.stored, live, m.subscriptions, m.dropped, m.bridgeDropped, m.commitSeconds, m.batchSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -164,6 +164,7 @@ func (s *Server) enqueue(ctx context.Context, ps []*pending) (int, error) {
 		}
 	}
 	s.hub.deliver(early)
+	s.metrics.liveEarly.Add(float64(len(early)))
 	for i, p := range ps {
 		select {
 		case s.commits <- p: // while there is room, even at shutdown

@@ -15,6 +15,7 @@ import (
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // envelopeAt is a pending envelope of sender in room with sequence number
@@ -216,6 +217,11 @@ func TestLiveExactlyOnce(t *testing.T) {
 		if d.ID != want[i] || !d.Live {
 			t.Fatalf("delivery %d: %s (live %v), want %s", i, d.ID, d.Live, want[i])
 		}
+	}
+	// One at a time, each new one went early; the resend and the
+	// equivocation went to the store, which did not store them.
+	if early, late := testutil.ToFloat64(r.srv.metrics.liveEarly), testutil.ToFloat64(r.srv.metrics.liveLate); early != 4 || late != 0 {
+		t.Fatalf("%v early and %v late, want 4 and 0", early, late)
 	}
 	sub.Close()
 	ca.Close()
@@ -498,5 +504,6 @@ func TestLiveUnderStress(t *testing.T) {
 			t.Fatalf("subscription %d: %d envelopes, not the %d stored in their order", n, len(s.got), len(stored))
 		}
 	}
-	t.Logf("subscriptions fell behind their queues %d times", r.srv.hub.lags.Load())
+	t.Logf("subscriptions fell behind their queues %d times; %v envelopes went live early, %v late", r.srv.hub.lags.Load(),
+		testutil.ToFloat64(r.srv.metrics.liveEarly), testutil.ToFloat64(r.srv.metrics.liveLate))
 }
