@@ -22,7 +22,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,32 +42,12 @@ func startFloor() (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-floor", listen)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	r, err := serving(exec.Command(self, "-floor", listen))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("floor forwarder: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	r := &relayProc{proc: proc{cmd}, floor: true}
-	sc := bufio.NewScanner(out)
-	if sc.Scan() {
-		if a, ok := strings.CutPrefix(sc.Text(), "serving "); ok {
-			if r.addr, err = relay.ParseAddr(a); err == nil {
-				return r, nil
-			}
-		}
-	}
-	r.stop()
-	if err == nil {
-		err = sc.Err()
-	}
-	if err == nil {
-		err = errors.New("it exited")
-	}
-	return nil, fmt.Errorf("floor forwarder did not start: %w", err)
+	r.floor = true
+	return r, nil
 }
 
 // serveFloor runs the floor forwarder on listen until ctx ends; ready

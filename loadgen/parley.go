@@ -73,7 +73,12 @@ func startRelayAudit(work string, audited bool) (*relayProc, error) {
 	if err := os.WriteFile(filepath.Join(data, relay.ConfigFile), fmt.Appendf(nil, relayConfig, listen, os.Getenv("PARLEY_LOADGEN_ADMIN"), audited), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--data", data, "serve", "--log-level", "warn")
+	return serving(exec.Command(bin, "--data", data, "serve", "--log-level", "warn"))
+}
+
+// serving starts cmd, a relay or the floor, and waits for the line
+// "serving FINGERPRINT@HOST:PORT" that says it listens.
+func serving(cmd *exec.Cmd) (*relayProc, error) {
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -98,7 +103,10 @@ func startRelayAudit(work string, audited bool) (*relayProc, error) {
 		}
 	}
 	r.stop()
-	return nil, fmt.Errorf("relay exited before serving")
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", cmd.Path, err)
+	}
+	return nil, fmt.Errorf("%s exited before serving", cmd.Path)
 }
 
 // fleet holds many relay clients on one UDP socket.

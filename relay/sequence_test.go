@@ -297,8 +297,8 @@ func (f failingBegin) Begin(ctx context.Context) (Batch, error) {
 }
 
 // TestEarlyThenNotStored: an envelope went out early and its batch could
-// not be written. The subscription that got it ends with code 12, so the
-// client resumes from its last Committed frame; and a resend in a batch
+// not be written. The subscription that may have sent it ends with code
+// 12, so the client resumes from its last Committed frame; and a resend in a batch
 // that could not be written does not leave its room late for good.
 func TestEarlyThenNotStored(t *testing.T) {
 	var fail atomic.Bool
@@ -357,8 +357,10 @@ func TestEarlyThenNotStored(t *testing.T) {
 		}
 		break
 	}
-	if len(sent) != 1 || sent[0] != lostID {
-		t.Fatalf("sent %v before the error, want the early envelope", sent)
+	// The subscription may have sent the early envelope before it saw
+	// the failure, or not: either way the client resumes from before it.
+	if len(sent) > 1 || (len(sent) == 1 && sent[0] != lostID) {
+		t.Fatalf("sent %v before the error, want at most the early envelope", sent)
 	}
 
 	// A resend is late; its batch fails too.
