@@ -10,10 +10,10 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// maxHeads is the most (sender, room) pairs the sequencer keeps (about
+// maxPairs is the most (sender, room) pairs the sequencer keeps (about
 // 190 bytes each). A pair beyond it is not known, and its envelopes wait
 // for their insert before they go live.
-const maxHeads = 1 << 18
+const maxPairs = 1 << 18
 
 // The sequencer gives every envelope on its way to the committer its
 // position in the store, and queues it for the committer, in one step
@@ -27,66 +27,66 @@ const maxHeads = 1 << 18
 // or on its way: the sequencer knows the highest stored when the relay
 // started, and every number since. Such an envelope is neither a
 // duplicate nor an equivocation, and its insert cannot fail but with the
-// whole commit (and then every subscription ends, as before). Any other envelope, a resend
-// for one, goes live after its insert, as the store decides (late); and
-// while an envelope of a room waits for its insert, the room's later
-// envelopes wait too, so that a room's envelopes go live in position
-// order.
+// whole commit (and then every subscription ends, as before). Any other
+// envelope, a resend for one, goes live after its insert, as the store
+// decides (late); and while an envelope of a room waits for its insert,
+// the room's later envelopes wait too, so that a room's envelopes go live
+// in position order.
 type sequencer struct {
 	mu   sync.Mutex // held from giving a position to queueing
 	next int64      // the next position
 
 	known sync.Mutex // guards what follows; the committer takes it too
-	seen  map[head]seen
-	// complete: seen has every (sender, room) stored, so a pair not in
+	pairs map[pair]numbers
+	// complete: pairs has every (sender, room) stored, so a pair not in
 	// it has nothing stored.
 	complete bool
-	limit    int            // the most pairs seen holds
+	limit    int            // the most pairs it holds
 	late     map[string]int // per room, the late envelopes not yet live
 }
 
-type head struct {
+type pair struct {
 	sender identity.PublicKey
 	room   string
 }
 
-// seen is what the sequencer knows of one sender's envelopes in one room:
-// every sequence number up to base may be stored or on its way, and so
-// is each in above; any other is new.
-type seen struct {
+// numbers is what the sequencer knows of the sequence numbers of one
+// sender's envelopes in one room: every number up to base may be stored
+// or on its way, and so is each in above; any other is new.
+type numbers struct {
 	base  uint64
 	above []uint64 // above base; up to maxAbove of them
 }
 
-// maxAbove bounds seen.above: a sender that skips numbers leaves them
+// maxAbove bounds numbers.above: a sender that skips numbers leaves them
 // there. Past it, base rises to the highest and above is emptied, and
 // the numbers skipped are taken as maybe stored (late) from then on.
 const maxAbove = 64
 
 // isNew reports whether seq is neither stored nor on its way.
-func (s seen) isNew(seq uint64) bool { return seq > s.base && !slices.Contains(s.above, seq) }
+func (n numbers) isNew(seq uint64) bool { return seq > n.base && !slices.Contains(n.above, seq) }
 
 // add records seq as on its way.
-func (s seen) add(seq uint64) seen {
-	if seq <= s.base || slices.Contains(s.above, seq) {
-		return s
+func (n numbers) add(seq uint64) numbers {
+	if seq <= n.base || slices.Contains(n.above, seq) {
+		return n
 	}
-	s.above = append(s.above, seq)
+	n.above = append(n.above, seq)
 	for {
-		i := slices.Index(s.above, s.base+1)
+		i := slices.Index(n.above, n.base+1)
 		if i < 0 {
 			break
 		}
-		s.base++
-		s.above = slices.Delete(s.above, i, i+1)
+		n.base++
+		n.above = slices.Delete(n.above, i, i+1)
 	}
-	if len(s.above) > maxAbove {
-		s.base, s.above = slices.Max(s.above), nil
+	if len(n.above) > maxAbove {
+		n.base, n.above = slices.Max(n.above), nil
 	}
-	if len(s.above) == 0 {
-		s.above = nil
+	if len(n.above) == 0 {
+		n.above = nil
 	}
-	return s
+	return n
 }
 
 // newSequencer reads the last position of st and the highest sequence
@@ -96,9 +96,9 @@ func newSequencer(ctx context.Context, st Storage, limit int) (*sequencer, error
 	if err != nil {
 		return nil, fmt.Errorf("relay: sequencer: %w", err)
 	}
-	q := &sequencer{next: last + 1, seen: map[head]seen{}, limit: limit, late: map[string]int{}}
+	q := &sequencer{next: last + 1, pairs: map[pair]numbers{}, limit: limit, late: map[string]int{}}
 	q.complete, err = st.Heads(ctx, limit, func(h store.Head) {
-		q.seen[head{h.Sender, h.Room}] = seen{base: h.Seq}
+		q.pairs[pair{h.Sender, h.Room}] = numbers{base: h.Seq}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: sequencer: %w", err)
@@ -111,22 +111,22 @@ func newSequencer(ctx context.Context, st Storage, limit int) (*sequencer, error
 // holds q.mu.
 func (q *sequencer) place(p *pending) (early bool) {
 	env := p.rec.Env
-	k := head{env.Sender, env.Room}
+	k := pair{env.Sender, env.Room}
 	q.known.Lock()
 	defer q.known.Unlock()
-	sn, ok := q.seen[k]
+	n, ok := q.pairs[k]
 	switch {
 	case !ok && !q.complete:
 		// Not known: the store decides. Not added either, since what
 		// the store holds of the pair is not known.
-	case !ok && len(q.seen) >= q.limit:
-		// Nothing of the pair is stored, but seen is full: from now on,
+	case !ok && len(q.pairs) >= q.limit:
+		// Nothing of the pair is stored, but pairs is full: from now on,
 		// pairs not in it are not known.
 		early = q.late[env.Room] == 0
 		q.complete = false
 	default:
-		early = sn.isNew(env.Seq) && q.late[env.Room] == 0
-		q.seen[k] = sn.add(env.Seq)
+		early = n.isNew(env.Seq) && q.late[env.Room] == 0
+		q.pairs[k] = n.add(env.Seq)
 	}
 	if !early {
 		q.late[env.Room]++

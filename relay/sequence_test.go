@@ -47,7 +47,7 @@ func TestSequencer(t *testing.T) {
 		}
 	}
 
-	q, err := newSequencer(ctx, SQLiteStorage{st}, maxHeads)
+	q, err := newSequencer(ctx, SQLiteStorage{st}, maxPairs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,9 +96,9 @@ func TestSequencer(t *testing.T) {
 	place(envelopeAt(carol, "c", 1), false)
 }
 
-// TestSeen: out of order, with gaps, and past maxAbove.
-func TestSeen(t *testing.T) {
-	var s seen
+// TestNumbers: out of order, with gaps, and past maxAbove.
+func TestNumbers(t *testing.T) {
+	var s numbers
 	for _, seq := range []uint64{3, 1, 5} {
 		if !s.isNew(seq) {
 			t.Fatalf("%d new, not seen as new", seq)

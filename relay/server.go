@@ -143,7 +143,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("relay: policy: %w", err)
 	}
 	st := SQLiteStorage{o.Store}
-	seq, err := newSequencer(ctx, st, maxHeads)
+	seq, err := newSequencer(ctx, st, maxPairs)
 	if err != nil {
 		return nil, err
 	}
