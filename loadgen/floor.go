@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"sync"
@@ -334,13 +333,11 @@ func floorRequest(ctx context.Context, tr *quic.Transport, addr relay.Addr, key 
 // to a room, and returns the forwarder's resident memory before and
 // after, as relayIdle does for the relay.
 func floorIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	tr, done, err := loopbackTransport()
 	if err != nil {
 		return 0, 0, err
 	}
-	tr := &quic.Transport{Conn: udp}
-	defer udp.Close()
-	defer tr.Close()
+	defer done()
 	time.Sleep(2 * time.Second)
 	before, err := rss(r.cmd.Process.Pid)
 	if err != nil {

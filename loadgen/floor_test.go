@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
-	"github.com/quic-go/quic-go"
 )
 
 // startTestFloor runs the floor forwarder in this process on loopback.
@@ -119,13 +117,11 @@ func TestFloorChecksSignatures(t *testing.T) {
 
 func TestFloorRequest(t *testing.T) {
 	addr, _ := startTestFloor(t)
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	tr, done, err := loopbackTransport()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &quic.Transport{Conn: udp}
-	defer udp.Close()
-	defer tr.Close()
+	defer done()
 	n, _, err := connectLoop(2, 200*time.Millisecond, func(key identity.PrivateKey) error {
 		return floorRequest(t.Context(), tr, addr, key)
 	})

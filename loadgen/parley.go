@@ -117,11 +117,22 @@ type fleet struct {
 }
 
 func newFleet() (*fleet, error) {
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	tr, _, err := loopbackTransport()
 	if err != nil {
 		return nil, err
 	}
-	return &fleet{tr: &quic.Transport{Conn: udp}}, nil
+	return &fleet{tr: tr}, nil
+}
+
+// loopbackTransport is a QUIC transport for many connections on a UDP
+// socket of its own on loopback; done closes both.
+func loopbackTransport() (tr *quic.Transport, done func(), err error) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, nil, err
+	}
+	tr = &quic.Transport{Conn: udp}
+	return tr, func() { tr.Close(); udp.Close() }, nil
 }
 
 func (f *fleet) dial(ctx context.Context, addr relay.Addr, n int, conc int) error {
@@ -441,13 +452,11 @@ func relayIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
 }
 
 func relayConnect(ctx context.Context, r *relayProc, conc int, d time.Duration) (int, float64, error) {
-	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	tr, done, err := loopbackTransport()
 	if err != nil {
 		return 0, 0, err
 	}
-	tr := &quic.Transport{Conn: udp}
-	defer udp.Close()
-	defer tr.Close()
+	defer done()
 	if r.floor {
 		return connectLoop(conc, d, func(key identity.PrivateKey) error { return floorRequest(ctx, tr, r.addr, key) })
 	}
