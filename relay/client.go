@@ -32,6 +32,11 @@ type Client struct {
 	keepAlive time.Duration
 	tr        *quic.Transport
 
+	// life ends when Close is called, before Close takes mu: a dial in
+	// progress, which holds mu, ends with it.
+	life context.Context
+	end  context.CancelFunc
+
 	mu     sync.Mutex
 	conn   *quic.Conn
 	pub    *pubStream
@@ -93,8 +98,7 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 15 * time.Second
 	}
-	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport,
-		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1)}
+	c := newClient(addr, conf, opts)
 	if _, err := c.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -116,11 +120,18 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	return c, nil
 }
 
+func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
+	life, end := context.WithCancel(context.Background())
+	return &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, life: life, end: end,
+		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1)}
+}
+
 // Addr is the relay's address.
 func (c *Client) Addr() Addr { return c.addr }
 
 // Close closes the connection; subscriptions end.
 func (c *Client) Close() error {
+	c.end()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -161,6 +172,12 @@ func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
 	if c.conn != nil && c.conn.Context().Err() == nil {
 		return c.conn, nil
 	}
+	// A relay that does not answer holds the dial, and mu, until the
+	// handshake times out; Close ends it at once.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.life, cancel)
+	defer stop()
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
@@ -711,7 +728,7 @@ func (c *Client) checkLoop() {
 		}
 		for len(seen) > 0 {
 			n := min(len(seen), protocol.MaxProofs-1) // and the one kept
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(c.life, 30*time.Second)
 			err := c.check(ctx, seen[:n:n])
 			cancel()
 			seen = seen[n:]
