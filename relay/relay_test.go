@@ -92,6 +92,21 @@ func dial(t testing.TB, r *testRelay, key identity.PrivateKey) *Client {
 	return c
 }
 
+// pipelined runs f(0) to f(n-1), up to window of them at a time, and
+// returns when all have returned.
+func pipelined(n, window int, f func(i int)) {
+	sem := make(chan struct{}, window)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
+}
+
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -406,19 +421,12 @@ func TestSubscribeUnderLoad(t *testing.T) {
 			results <- result{got: got}
 		}()
 	}
-	sem := make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	for _, raw := range raws {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if _, err := ca.Publish(ctx, raw); err != nil {
-				t.Error(err)
-			}
-			published.Add(1)
-		})
-	}
-	wg.Wait()
+	pipelined(len(raws), 64, func(i int) {
+		if _, err := ca.Publish(ctx, raws[i]); err != nil {
+			t.Error(err)
+		}
+		published.Add(1)
+	})
 	defer func() { t.Logf("subscriptions fell behind their queues %d times", r.srv.hub.lags.Load()) }()
 	for range startAt {
 		res := <-results

@@ -444,29 +444,22 @@ func TestLiveUnderStress(t *testing.T) {
 		fork := &testkit.Author{Key: key, Room: room, Seq: each / 2}
 		forked, _ := fork.Next(t, "the other one")
 		wg.Go(func() {
-			sem := make(chan struct{}, 16)
-			var pub sync.WaitGroup
-			for i, raw := range raws {
-				sem <- struct{}{}
-				pub.Go(func() {
-					defer func() { <-sem }()
-					if _, err := c.Publish(ctx, raw); err != nil {
-						t.Error(err)
+			pipelined(len(raws), 16, func(i int) {
+				if _, err := c.Publish(ctx, raws[i]); err != nil {
+					t.Error(err)
+				}
+				published.Add(1)
+				switch {
+				case i%10 == 9: // a resend of an earlier one
+					if ack, err := c.Publish(ctx, raws[i/2]); err != nil || ack.Status != protocol.AckDuplicate {
+						t.Errorf("resend: %+v, %v", ack, err)
 					}
-					published.Add(1)
-					switch {
-					case i%10 == 9: // a resend of an earlier one
-						if ack, err := c.Publish(ctx, raws[i/2]); err != nil || ack.Status != protocol.AckDuplicate {
-							t.Errorf("resend: %+v, %v", ack, err)
-						}
-					case i == each-1:
-						if _, err := c.Publish(ctx, forked); err == nil {
-							t.Error("an equivocation was stored")
-						}
+				case i == each-1:
+					if _, err := c.Publish(ctx, forked); err == nil {
+						t.Error("an equivocation was stored")
 					}
-				})
-			}
-			pub.Wait()
+				}
+			})
 		})
 	}
 	wg.Wait()
