@@ -1071,12 +1071,20 @@ func (ps *pubStream) read() {
 	}
 }
 
-// Delivery is one envelope of a subscription.
+// Delivery is one envelope of a subscription, or a mark that what it
+// delivered is committed.
 type Delivery struct {
 	Envelope
 	// Live is false for history (sent before the relay's Live mark) and
-	// true for envelopes committed while subscribed.
+	// true for envelopes that arrived while subscribed.
 	Live bool
+	// Committed marks, instead of an envelope, that every envelope the
+	// subscription delivered up to and including ID is on the relay's
+	// disk (Env and Raw are nil). Live envelopes go out before their
+	// commit, and one whose commit fails may come again later in another
+	// position: a cursor kept for a later session must be a committed ID,
+	// never merely the last one delivered.
+	Committed bool
 }
 
 // Subscription is a room's envelopes from a cursor on, across
@@ -1252,6 +1260,11 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 				return err
 			}
 			st.committed(m.ID)
+			select {
+			case out <- Delivery{Envelope: Envelope{ID: m.ID}, Live: live, Committed: true}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		case protocol.FrameLive:
 			live = true
 			isLive()
