@@ -90,7 +90,7 @@ func (c *Client) deliverOut(ctx context.Context, r *room, env *protocol.Envelope
 		go func() {
 			res := result{via: ViaMesh}
 			if res.err = c.awaitPeer(pctx, r); res.err == nil {
-				if res.err = r.mesh.PublishRaw(pctx, raw); res.err == nil {
+				if res.err = r.mesh.Publish(pctx, raw); res.err == nil {
 					gossiped.Store(true)
 					var p peer.ID
 					p, res.err = r.mesh.Confirm(pctx, sent.ID, env.Time)

@@ -15,6 +15,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 )
@@ -121,9 +122,15 @@ func parleyNet(b *testing.B, n int) *benchNet {
 	waitMesh(b, rooms)
 	// The text payload is 256 bytes: nick and body with their lengths.
 	pad := fmt.Sprintf("%0*d", benchPayload-16-1-5-2, 0)
+	// Signing is part of what a publish costs, as in the client.
+	author := &testkit.Author{Key: nodes[0].cfg.Key, Room: "bench", Nick: "bench"}
 	bn.publish = func(ctx context.Context, seq uint64) error {
-		_, err := rooms[0].Publish(ctx, "bench", fmt.Sprintf("%016x", seq)+pad)
-		return err
+		raw, id := author.Next(b, fmt.Sprintf("%016x", seq)+pad)
+		e, err := protocol.Parse(raw)
+		if err != nil {
+			return err
+		}
+		return rooms[0].PublishChecked(ctx, e, id, raw)
 	}
 	bn.extra = func() map[string]float64 {
 		var v, d int64

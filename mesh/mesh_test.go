@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 )
@@ -166,12 +167,35 @@ func (rc *receiver) exactlyOnce(t testing.TB, who string, want []protocol.ID) {
 	}
 }
 
+// authors sign the tests' envelopes: one chain per (key, room), kept
+// across a node's restarts, as the client core's signer does.
+var authors struct {
+	sync.Mutex
+	m map[string]*testkit.Author
+}
+
 func publish(t testing.TB, r *Room, text string) protocol.ID {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	id, err := r.Publish(ctx, "tester", text)
+	key := r.n.cfg.Key
+	name := key.Public().Fingerprint() + " " + r.name
+	authors.Lock()
+	a, ok := authors.m[name]
+	if !ok {
+		a = &testkit.Author{Key: key, Room: r.name}
+		if authors.m == nil {
+			authors.m = make(map[string]*testkit.Author)
+		}
+		authors.m[name] = a
+	}
+	raw, id := a.Next(t, text)
+	authors.Unlock()
+	e, err := protocol.Parse(raw)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PublishChecked(ctx, e, id, raw); err != nil {
 		t.Fatal(err)
 	}
 	return id

@@ -28,8 +28,6 @@ type Node struct {
 	dht     *dht.IpfsDHT
 	store   *store.Store
 	guard   protocol.ReplayGuard
-	alloc   protocol.SeqAllocator
-	clock   protocol.LamportClock
 	metrics *metrics
 	log     *slog.Logger
 	limits  *peerLimits
@@ -75,7 +73,6 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:       cfg,
 		store:     cfg.Store,
 		guard:     protocol.ReplayGuard{Skew: cfg.skew(), Now: cfg.Now},
-		alloc:     protocol.SeqAllocator{Store: cfg.Store},
 		metrics:   m,
 		log:       log,
 		seen:      newSeenIDs(seenSize),

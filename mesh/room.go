@@ -40,9 +40,6 @@ type Room struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	pubMu sync.Mutex  // serialises Publish: numbers and chain in order
-	head  protocol.ID // the ID of our last envelope in this room
-
 	gaps    *seenIDs // predecessors already asked for
 	pending pendingSyncs
 }
@@ -80,23 +77,8 @@ func (n *Node) Join(room string) (*Room, error) {
 	}
 	r.ctx, r.cancel = context.WithCancel(n.ctx)
 
-	// Where our own hash chain and the room's Lamport clock stand.
-	last, err := n.store.Last(r.ctx, n.cfg.Key.Public(), room)
-	switch {
-	case err == nil:
-		r.head = last.ID
-	case !errors.Is(err, store.ErrNotFound):
-		r.cancel()
-		return nil, fmt.Errorf("mesh: join %s: %w", room, err)
-	}
-	lamport, err := n.store.MaxLamport(r.ctx, room)
-	if err != nil {
-		r.cancel()
-		return nil, fmt.Errorf("mesh: join %s: %w", room, err)
-	}
-	n.clock.Witness(lamport)
-
 	topic := topicName(room)
+	var err error
 	// Inline: the check is CPU-bound and short, so it runs on gossipsub's
 	// validation workers rather than on a goroutine per message.
 	if err := n.ps.RegisterTopicValidator(topic, n.validate, pubsub.WithValidatorInline(true)); err != nil {
@@ -156,68 +138,30 @@ func (r *Room) Peers() []peer.ID { return r.topic.ListPeers() }
 // mesh: those that forward the room's messages to this node and back.
 func (r *Room) MeshSize() int { return r.n.mesh.size(topicName(r.name)) }
 
-// Publish sends a text message: it takes the next sequence number, links
-// the envelope to our previous one, signs it, queues it for the store and
-// gossips it. It returns the envelope's ID.
-func (r *Room) Publish(ctx context.Context, nick, text string) (protocol.ID, error) {
-	payload, err := (&protocol.Text{Nick: nick, Body: text}).MarshalBinary()
-	if err != nil {
-		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
-	}
-	r.pubMu.Lock()
-	defer r.pubMu.Unlock()
-	seq, err := r.n.alloc.Next(r.name)
-	if err != nil {
-		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
-	}
-	e := &protocol.Envelope{
-		Kind:    protocol.KindText,
-		Room:    r.name,
-		Seq:     seq,
-		Prev:    r.head,
-		Lamport: r.n.clock.Tick(),
-		Time:    r.n.cfg.now().UnixMilli(),
-		Payload: payload,
-	}
-	id, err := e.Sign(r.n.cfg.Key)
-	if err != nil {
-		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
-	}
-	raw, err := e.MarshalBinary()
-	if err != nil {
-		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
-	}
-	// The envelope goes to the room's writer, which commits it with the
-	// next batch, and out to the mesh at once: waiting for the commit
-	// would add a disk flush to every message's latency. The sequence
-	// number was reserved durably before it was used, so a crash in the
-	// moment between can never make us reuse it; at worst our own copy is
-	// lost locally and comes back from a neighbour by sync.
-	r.head = id
-	if err := r.enqueue(inbound{env: e, id: id, raw: raw, via: "local", from: r.n.host.ID()}); err != nil {
-		return protocol.ID{}, fmt.Errorf("mesh: publish: %w", err)
-	}
-	if err := r.topic.Publish(ctx, raw, pubsub.WithValidatorData(&verified{env: e, id: id})); err != nil {
-		return id, fmt.Errorf("mesh: publish %s: %w", id, err)
-	}
-	return id, nil
-}
-
-// PublishRaw gossips an envelope signed elsewhere (by a relay's client, or
-// a test), unchanged. It goes through the same validation as any other.
-func (r *Room) PublishRaw(ctx context.Context, raw []byte) error {
+// Publish gossips an envelope signed elsewhere, unchanged: by the client
+// core, the one signer of a home folder (a node signs nothing itself, so
+// that two signers never hand out one sequence number twice), by a
+// relay's client, or by a test. It goes through the same validation as
+// any other, and the node stores it as a message of its own.
+func (r *Room) Publish(ctx context.Context, raw []byte) error {
 	if err := r.topic.Publish(ctx, raw); err != nil {
 		return fmt.Errorf("mesh: publish: %w", err)
 	}
 	return nil
 }
 
+// PublishChecked is Publish for an envelope this process signed or
+// verified a moment ago (e is raw parsed, id its ID): the validator takes
+// it as checked instead of verifying its signature again.
+func (r *Room) PublishChecked(ctx context.Context, e *protocol.Envelope, id protocol.ID, raw []byte) error {
+	if err := r.topic.Publish(ctx, raw, pubsub.WithValidatorData(&verified{env: e, id: id})); err != nil {
+		return fmt.Errorf("mesh: publish %s: %w", id, err)
+	}
+	return nil
+}
+
 // Leave unsubscribes from the room and stops its goroutines.
 func (r *Room) Leave() {
-	// No Publish is half done once this lock is held: its envelope is
-	// queued for the writer, which commits the queue before it ends.
-	r.pubMu.Lock()
-	defer r.pubMu.Unlock()
 	r.n.mu.Lock()
 	if r.n.rooms[r.name] != r {
 		r.n.mu.Unlock()
@@ -239,7 +183,6 @@ func (r *Room) Leave() {
 func (r *Room) read() {
 	defer r.wg.Done()
 	self := r.n.host.ID()
-	me := r.n.cfg.Key.Public()
 	for {
 		msg, err := r.sub.Next(r.ctx)
 		if err != nil {
@@ -249,12 +192,9 @@ func (r *Room) read() {
 		if !ok || v.known {
 			continue
 		}
-		if msg.ReceivedFrom == self && v.env.Sender == me {
-			continue // our own Publish, queued for the store already
-		}
 		via := "mesh"
 		if msg.ReceivedFrom == self {
-			via = "local" // PublishRaw: signed elsewhere, entered here
+			via = "local" // Publish: signed elsewhere, entered here
 		}
 		if r.accept(inbound{env: v.env, id: v.id, raw: msg.Data, via: via, from: msg.ReceivedFrom}) != nil {
 			return
@@ -294,8 +234,7 @@ const (
 )
 
 // write commits accepted envelopes in batches (group commit: one fsync for
-// as many envelopes as have queued), advances the Lamport clock, and looks
-// for gaps in the senders' hash chains.
+// as many envelopes as have queued), and looks for gaps in the senders' hash chains.
 func (r *Room) write() {
 	defer r.wg.Done()
 	self := r.n.cfg.Key.Public()
@@ -348,7 +287,6 @@ func (r *Room) write() {
 				continue
 			}
 			r.n.metrics.stored.WithLabelValues(it.via).Inc()
-			r.n.clock.Witness(it.env.Lamport)
 			if it.env.Sender != self && !it.env.Prev.IsZero() {
 				r.checkGap(it)
 			}

@@ -100,7 +100,8 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 		err error
 	)
 	if v, ok := msg.ValidatorData.(*verified); ok && msg.ReceivedFrom == n.host.ID() && v.id == id {
-		// Room.Publish signed this envelope a moment ago: no check needed.
+		// Signed or checked in this process a moment ago (PublishChecked):
+		// no check needed.
 		env = v.env
 	} else {
 		// Parse, then Verify: ParseVerify would hash the bytes once more

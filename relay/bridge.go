@@ -104,7 +104,7 @@ func (b *MeshBridge) forward() {
 			if r == nil {
 				continue
 			}
-			if err := r.PublishRaw(b.ctx, rec.Raw); err != nil && b.ctx.Err() == nil {
+			if err := r.PublishChecked(b.ctx, rec.Env, rec.ID, rec.Raw); err != nil && b.ctx.Err() == nil {
 				b.log.Debug("bridge: gossip failed", "id", rec.ID, "err", err)
 			}
 		case <-b.ctx.Done():

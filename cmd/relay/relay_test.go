@@ -731,8 +731,8 @@ func TestBridgeStory(t *testing.T) {
 	}
 
 	// Mesh to relay.
-	id, err := room.Publish(ctx, "peer", "hello from the mesh")
-	if err != nil {
+	mraw, id := (&testkit.Author{Key: peerKey, Room: "bridge"}).Next(t, "hello from the mesh")
+	if err := room.Publish(ctx, mraw); err != nil {
 		t.Fatal(err)
 	}
 	if got := receive(t, sub, 1); got[0].ID != id {

@@ -30,12 +30,17 @@ type Author struct {
 	Seq  uint64           // the last number used
 	Prev protocol.ID      // the last envelope's ID
 	Now  func() time.Time // nil: time.Now
+	Nick string           // on every text; empty: "tester"
 }
 
 // Next signs the next text envelope and returns it encoded, with its ID.
 func (a *Author) Next(t testing.TB, text string) ([]byte, protocol.ID) {
 	t.Helper()
-	payload, err := (&protocol.Text{Nick: "tester", Body: text}).MarshalBinary()
+	nick := a.Nick
+	if nick == "" {
+		nick = "tester"
+	}
+	payload, err := (&protocol.Text{Nick: nick, Body: text}).MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
