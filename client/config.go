@@ -6,11 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"slices"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/atomicfile"
 	"github.com/parleychat/parley/internal/strictoml"
 	"github.com/parleychat/parley/relay"
 )
@@ -49,21 +51,62 @@ type Config struct {
 	Listen []string `toml:"listen"`
 	// MDNS finds peers on the local network.
 	MDNS bool `toml:"mdns"`
+	// Identity is the key file used as the identity instead of the home
+	// folder's own, remembered from --identity: a home folder used with a
+	// key of its own never gets a fresh one.
+	Identity string `toml:"identity"`
 }
 
-// DefaultConfig is the configuration of an empty config file.
+// DefaultConfig is the configuration of an empty config file, before the
+// identity is known: its nickname is the login name, or "anon" for a
+// shared account (Home.Config makes that one from the key).
 func DefaultConfig() Config {
-	return Config{Nick: defaultNick(), Mode: ModeAuto, MDNS: true}
+	return Config{Nick: nickFor(loginName(), "anon"), Mode: ModeAuto, MDNS: true}
 }
 
-// defaultNick is the login name when it is a valid nickname, else "anon".
-func defaultNick() string {
+// DefaultNick is the nickname of a person who has not chosen one: the
+// login name, unless it is a shared or system account's (root, ubuntu,
+// ...), which many people have; then "anon-" and the start of the key's
+// fingerprint.
+func DefaultNick(key identity.PublicKey) string {
+	return nickFor(loginName(), anonNick(key))
+}
+
+func loginName() string {
 	if u, err := user.Current(); err == nil {
-		if n := strings.ToLower(u.Username); identity.ValidNick(n) == nil {
-			return n
-		}
+		return u.Username
 	}
-	return "anon"
+	return ""
+}
+
+// nickFor is login as a nickname, or anon if login is not valid as one or
+// names an account that many people share.
+func nickFor(login, anon string) string {
+	n := strings.ToLower(login)
+	if identity.ValidNick(n) != nil || sharedAccounts[n] {
+		return anon
+	}
+	return n
+}
+
+// sharedAccounts are login names that say nothing about who is typing:
+// system and cloud images' default accounts, and generic ones.
+var sharedAccounts = map[string]bool{
+	"root": true, "admin": true, "administrator": true, "user": true, "guest": true,
+	"ubuntu": true, "debian": true, "centos": true, "fedora": true, "rocky": true,
+	"almalinux": true, "alpine": true, "arch": true, "pi": true, "ec2-user": true,
+	"azureuser": true, "opc": true, "cloud-user": true, "vagrant": true, "kali": true,
+	"nobody": true, "daemon": true, "www-data": true, "runner": true, "test": true,
+	"demo": true, "default": true, "docker": true, "git": true, "anon": true,
+}
+
+// anonNick is "anon-" and the first 6 characters of the key's short
+// fingerprint, lower-cased, with the base64 characters that a nickname
+// cannot hold made "-" and "_".
+func anonNick(key identity.PublicKey) string {
+	fp := strings.ToLower(key.ShortFingerprint())
+	fp = strings.NewReplacer("+", "-", "/", "_").Replace(fp)
+	return "anon-" + fp[:min(6, len(fp))]
 }
 
 // ConfigTemplate is the config file a new home folder gets.
@@ -71,6 +114,8 @@ const ConfigTemplate = `# Parley chat client configuration. Flags override every
 
 # The nickname on your messages: 1 to 32 of a-z 0-9 - _ .
 # It is only a label: your identity is your key (chat id).
+# --nick NAME sets it here. If unset: your login name, or for a shared
+# account (root, ubuntu, ...) "anon-" and the start of your fingerprint.
 # nick = "alice"
 
 # Which paths carry messages:
@@ -92,19 +137,29 @@ const ConfigTemplate = `# Parley chat client configuration. Flags override every
 
 # Find peers on the local network.
 # mdns = true
+
+# The key file used as your identity instead of this folder's own
+# "identity" file: an OpenSSH Ed25519 key such as ~/.ssh/id_ed25519.
+# --identity FILE sets it. A folder that names a key here never gets a
+# new one: if the file is gone, chat says so and stops.
+# identity = "/home/alice/.ssh/id_ed25519"
 `
 
 // LoadConfig reads the config file at path over the defaults. A missing
 // file is the defaults; an unknown key is an error.
-func LoadConfig(path string) (Config, error) {
+func LoadConfig(path string) (Config, error) { return loadConfig(path, DefaultConfig().Nick) }
+
+// loadConfig is LoadConfig with nick as the default nickname.
+func loadConfig(path, nick string) (Config, error) {
+	c := DefaultConfig()
+	c.Nick = nick
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return DefaultConfig(), nil
+		return c, nil
 	}
 	if err != nil {
-		return DefaultConfig(), fmt.Errorf("%w: %w", ErrConfig, err)
+		return c, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	c := DefaultConfig()
 	if err := strictoml.Decode(data, &c); err != nil {
 		return c, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
 	}
@@ -171,4 +226,78 @@ func writeTemplate(path string) error {
 		return fmt.Errorf("client: create config file: %w", err)
 	}
 	return f.Close()
+}
+
+// setConfigValue sets key to the string value in the config file at path
+// and keeps the rest of the file, comments included: the line that sets
+// the key is replaced; else the value goes under the template's commented
+// example of it, else at the end. The file is replaced atomically, and
+// only if the result is a valid config file.
+func setConfigValue(path, key, value string) error {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	out := []byte(withValue(string(data), key, value))
+	var c Config
+	if err := strictoml.Decode(out, &c); err != nil {
+		return fmt.Errorf("%w: %s: setting %s: %w", ErrConfig, path, key, err)
+	}
+	if err := atomicfile.WriteFile(path, out, 0o600); err != nil {
+		return fmt.Errorf("client: config: %w", err)
+	}
+	return nil
+}
+
+// withValue is text with the line `key = "value"` set (setConfigValue).
+func withValue(text, key, value string) string {
+	set := key + " = " + tomlString(value) + "\n"
+	lines := strings.SplitAfter(text, "\n")
+	example := -1
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if setsKey(t, key) {
+			lines[i] = set
+			return strings.Join(lines, "")
+		}
+		if example < 0 && strings.HasPrefix(t, "#") && setsKey(strings.TrimSpace(strings.TrimPrefix(t, "#")), key) {
+			example = i
+		}
+	}
+	if example < 0 {
+		if text != "" && !strings.HasSuffix(text, "\n") {
+			text += "\n"
+		}
+		return text + set
+	}
+	if !strings.HasSuffix(lines[example], "\n") {
+		lines[example] += "\n"
+	}
+	lines = slices.Insert(lines, example+1, set)
+	return strings.Join(lines, "")
+}
+
+// setsKey reports whether the TOML line sets key.
+func setsKey(line, key string) bool {
+	rest, ok := strings.CutPrefix(line, key)
+	return ok && strings.HasPrefix(strings.TrimSpace(rest), "=")
+}
+
+// tomlString quotes s as a TOML basic string.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, "\\u%04X", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }

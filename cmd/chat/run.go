@@ -43,39 +43,53 @@ Usage:
 Commands:
   (none)               show who you are and how to start
   id [--json]          your fingerprint, public key and peer ID
-  send --room R TEXT   send TEXT to room R; exits 0 once delivered (a relay
-                       acknowledged it, or a mesh peer has it) and prints
-                       the message ID [--json] [--timeout D]
+  send --room R TEXT   send TEXT to room R (one --room); exits 0 once
+                       delivered (a relay acknowledged it, or a mesh peer
+                       has it) and prints the message ID [--json]
+                       [--timeout D]
   listen --room R      print messages as they arrive (--room repeatable)
                        [--json] [--count N] [--timeout D]
   talk --room R        send each line of standard input, and print
                        messages as they arrive [--json], until input ends
+                       (one --room)
   history --room R     the room's stored messages [--search WORDS]
                        [--limit N] [--json]
   rooms                the rooms joined in this home folder
   contacts [--json]    the people you have seen, and how far you trust them
   verify FINGERPRINT   mark the contact with this fingerprint as verified,
                        after comparing it with them out of band
-  help                 this text
+  redeem TOKEN         redeem a relay's invite token with the relay
+                       (--relay or config.toml), which puts you on its
+                       allow list [--timeout D]
+  check-config         check config.toml with the flags over it: "config
+                       ok: PATH" or what is wrong (exit 2); creates nothing
+  version              the version of chat and of Go
+  help [COMMAND]       this text, or a command's flags (also chat COMMAND
+                       --help)
 
 Global flags (before or after the command; they override config.toml in
 the home folder):
   --home DIR           home folder (default $PARLEY_HOME, else the user
                        config folder's "parley")
-  --identity FILE      use this OpenSSH Ed25519 key, such as ~/.ssh/id_ed25519
-  --nick NAME          the nickname on your messages (a-z 0-9 - _ .)
+  --identity FILE      use this OpenSSH Ed25519 key, such as ~/.ssh/id_ed25519;
+                       remembered in config.toml (identity)
+  --nick NAME          the nickname on your messages (a-z 0-9 - _ .);
+                       remembered in config.toml (nick)
   --mode MODE          auto (mesh, and relay if set), p2p, or relay
   --relay ADDR         a relay: FINGERPRINT@HOST:PORT
+  --invite TOKEN       redeem this invite with the relay before the command
   --peer MULTIADDR     a mesh peer to dial (repeatable)
   --listen MULTIADDR   where the mesh node listens (repeatable)
   --no-mdns            do not look for peers on the local network
   --verbose            log what the paths do, on standard error
+  --version            print the version and exit (before the command)
+  --check-config       check the configuration and exit (before the command)
 
 Exit codes: 0 ok, 1 error, 2 usage or config, 3 the identity key cannot be
-used, 4 the home folder is in use by another process, 5 the relay cannot
-be reached, 6 the relay's key is not the one in its address, 7 the relay
-refused us, 8 not delivered (send) or not received (listen --count) in
-time, 9 SECURITY: the relay's audit log does not check out.
+used or is missing, 4 the home folder is in use by another process, 5 the
+relay cannot be reached, 6 the relay's key is not the one in its address,
+7 the relay refused us, 8 not delivered (send) or not received (listen
+--count) in time, 9 SECURITY: the relay's audit log does not check out.
 `
 
 type globals struct {
@@ -84,6 +98,7 @@ type globals struct {
 	nick    string
 	mode    string
 	relay   string
+	invite  string
 	peers   multiFlag
 	listen  multiFlag
 	noMDNS  bool
@@ -102,6 +117,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.nick, "nick", g.nick, "nickname")
 	fs.StringVar(&g.mode, "mode", g.mode, "auto, p2p or relay")
 	fs.StringVar(&g.relay, "relay", g.relay, "relay address")
+	fs.StringVar(&g.invite, "invite", g.invite, "invite token to redeem with the relay first")
 	fs.Var(&g.peers, "peer", "mesh peer multiaddr (repeatable)")
 	fs.Var(&g.listen, "listen", "mesh listen multiaddr (repeatable)")
 	fs.BoolVar(&g.noMDNS, "no-mdns", g.noMDNS, "no mDNS discovery")
@@ -112,20 +128,34 @@ type cli struct {
 	stdin          *os.File
 	stdout, stderr io.Writer
 	g              globals
-	args           []string // a command's positional arguments, set by parse
+	args           []string      // a command's positional arguments, set by parse
+	fs             *flag.FlagSet // the flags being parsed: the command's, for its help
 }
 
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	fs := c.flags("chat")
+	version := fs.Bool("version", false, "print the version")
+	check := fs.Bool("check-config", false, "check the configuration")
 	if err := fs.Parse(args); err != nil {
 		return c.usageError(err)
 	}
 	args = fs.Args()
+	switch {
+	case *version:
+		return c.version(args)
+	case *check:
+		return c.checkConfig(args)
+	}
 	cmd := ""
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
 	}
+	return c.command(cmd, args)
+}
+
+// command runs the command cmd with its arguments.
+func (c *cli) command(cmd string, args []string) int {
 	switch cmd {
 	case "":
 		return c.welcome()
@@ -145,22 +175,48 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		return c.history(args)
 	case "rooms":
 		return c.rooms(args)
+	case "redeem":
+		return c.redeem(args)
+	case "version":
+		return c.version(args)
+	case "check-config":
+		return c.checkConfig(args)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
+		return c.help(args)
 	}
 	return c.usageError(fmt.Errorf("unknown command %q", cmd))
+}
+
+// help prints the overall usage, or with a command's name that command's
+// help: its flags, with what they do.
+func (c *cli) help(args []string) int {
+	switch {
+	case len(args) == 0 || args[0] == "help":
+		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	case len(args) > 1:
+		return c.usageError(fmt.Errorf("help takes at most 1 argument, got %d", len(args)))
+	}
+	if _, ok := about(args[0]); !ok {
+		return c.usageError(fmt.Errorf("no help for %q: not a command", args[0]))
+	}
+	// Every command parses its flags first, and --help stops it there.
+	return c.command(args[0], []string{"--help"})
 }
 
 func (c *cli) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	c.g.register(fs)
+	c.fs = fs
 	return fs
 }
 
 func (c *cli) usageError(err error) int {
 	if errors.Is(err, flag.ErrHelp) {
+		if c.fs != nil && c.fs.Name() != "chat" {
+			return c.commandHelp(c.fs)
+		}
 		fmt.Fprint(c.stdout, usage)
 		return exitOK
 	}
@@ -169,7 +225,7 @@ func (c *cli) usageError(err error) int {
 }
 
 func (c *cli) fail(err error) int {
-	fmt.Fprintf(c.stderr, "chat: %v\n", oneLine(err))
+	fmt.Fprintf(c.stderr, "chat: %v%s\n", oneLine(err), hint(err))
 	var refused *protocol.RelayError
 	switch {
 	case errors.Is(err, relay.ErrAuditLog):
@@ -186,7 +242,7 @@ func (c *cli) fail(err error) int {
 		return exitUndelivered
 	case errors.Is(err, client.ErrRelayUnreachable):
 		return exitRelayDown
-	case errors.Is(err, errNoKey), errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
+	case errors.Is(err, errNoKey), errors.Is(err, client.ErrIdentityMissing), errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
 		errors.Is(err, identity.ErrWrongPassphrase), errors.Is(err, identity.ErrMalformedKey),
 		errors.Is(err, identity.ErrNotEd25519):
 		return exitKey
@@ -194,20 +250,54 @@ func (c *cli) fail(err error) int {
 	return exitError
 }
 
-// open opens the home folder named by the global flags.
+// hint is what to do about err, when the error alone does not say it: a
+// relay that tells a newcomer to redeem an invite.
+func hint(err error) string {
+	var refused *protocol.RelayError
+	if errors.As(err, &refused) && refused.Code == protocol.CodeNotAllowed && strings.Contains(refused.Message, "redeem an invite") {
+		return " (with a token from the relay's operator: chat redeem TOKEN)"
+	}
+	return ""
+}
+
+// homeDir is the home folder named by --home, else the default.
+func (c *cli) homeDir() (string, error) {
+	if c.g.home != "" {
+		return c.g.home, nil
+	}
+	return client.DefaultHomeDir()
+}
+
+// open opens the home folder named by the global flags. A --nick is
+// remembered in its config file, as OpenHome remembers an --identity;
+// an --invite is redeemed with the relay.
 func (c *cli) open() (*client.Home, error) {
-	dir := c.g.home
-	if dir == "" {
-		var err error
-		if dir, err = client.DefaultHomeDir(); err != nil {
-			return nil, err
-		}
+	dir, err := c.homeDir()
+	if err != nil {
+		return nil, err
 	}
 	h, err := client.OpenHome(dir, client.HomeOptions{KeyFile: c.g.keyFile, Passphrase: c.passphrase})
 	if err != nil && c.g.keyFile != "" && errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: --identity %s: %w", errNoKey, c.g.keyFile, err)
 	}
-	return h, err
+	if err != nil {
+		return nil, err
+	}
+	if c.g.nick != "" {
+		if err := h.RememberNick(c.g.nick); err != nil {
+			return nil, err
+		}
+	}
+	if c.g.invite != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		addr, err := c.redeemWith(ctx, h, c.g.invite)
+		if err != nil {
+			return nil, fmt.Errorf("--invite: %w", err)
+		}
+		fmt.Fprintf(c.stderr, "chat: invite redeemed: the relay %s has you on its allow list\n", addr)
+	}
+	return h, nil
 }
 
 // errNoKey: the key file named by --identity does not exist.
