@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -72,6 +73,7 @@ Commands:
                              back from now, such as 24h)
   audit export [--out F]     write the log and its checkpoints to F
                              (default standard output)
+  version                    the version of relay and of Go (also --version)
   help                       this text
 
 The admin commands (allow ... acl) act on a running relay at once,
@@ -81,6 +83,7 @@ Global flags:
   --data DIR         data folder (default $PARLEY_RELAY_DATA, else
                      $XDG_DATA_HOME/parley-relay, else
                      ~/.local/share/parley-relay)
+  --version          print the version and exit
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 the relay's key cannot be used,
 4 bad configuration or no relay in the folder, 5 the data folder is in
@@ -95,10 +98,14 @@ type cli struct {
 func run(args []string, stdout, stderr io.Writer) int {
 	c := &cli{stdout: stdout, stderr: stderr}
 	fs := c.flags("relay")
+	version := fs.Bool("version", false, "print the version")
 	if err := fs.Parse(args); err != nil {
 		return c.usageError(err)
 	}
 	args = fs.Args()
+	if *version {
+		args = append([]string{"version"}, args...)
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
@@ -115,11 +122,51 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.admin(cmd, args)
 	case "audit":
 		return c.audit(args)
+	case "version":
+		return c.version(args)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
 	return c.usageError(fmt.Errorf("unknown command %q", cmd))
+}
+
+func (c *cli) version(args []string) int {
+	if len(args) > 0 {
+		return c.usageError(fmt.Errorf("version takes no arguments, got %d", len(args)))
+	}
+	fmt.Fprintln(c.stdout, versionLine("relay"))
+	return exitOK
+}
+
+// versionLine is "NAME VERSION GOVERSION": the module's version, else the
+// commit it was built from ("(modified)" if the tree had changes), else
+// "(devel)".
+func versionLine(name string) string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return name + " (devel), no build information"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value
+		case s.Key == "vcs.modified" && s.Value == "true":
+			modified = " (modified)"
+		}
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "(devel)"
+		if rev != "" {
+			v = rev[:min(12, len(rev))]
+		}
+	}
+	if strings.HasSuffix(v, "+dirty") {
+		modified = "" // the version says it already
+	}
+	return fmt.Sprintf("%s %s%s %s", name, v, modified, bi.GoVersion)
 }
 
 func (c *cli) flags(name string) *flag.FlagSet {
