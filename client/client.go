@@ -35,6 +35,9 @@ var ErrNoPath = errors.New("client: not delivered")
 // relay that answered with another key, or refused us).
 var ErrRelayUnreachable = errors.New("client: cannot reach the relay")
 
+// ErrClosed: the client is closed.
+var ErrClosed = errors.New("client: closed")
+
 // Options say how to open a Client.
 type Options struct {
 	// Config is the configuration, flags applied; it is validated.
@@ -51,50 +54,50 @@ type Options struct {
 	KeepPeers time.Duration
 	// Silent sessions show nothing (chat send): messages that arrive are
 	// stored and left unshown for the next session that shows them, and
-	// Messages delivers nothing.
+	// no MessageEvent is delivered.
 	Silent bool
 }
 
 // Client is a person's session: their home folder, held for this process,
 // the mesh node and the relay connection that the mode asks for, and the
-// rooms joined. Messages from every path arrive once, on Messages.
+// rooms joined. Everything a front end shows arrives on Events.
 type Client struct {
 	home *Home
 	cfg  Config
 	log  *slog.Logger
 	now  func() time.Time
 
-	lock      *lockfile.Lock
-	st        *store.Store
-	node      *mesh.Node    // nil in relay mode
-	relay     *relay.Client // nil without a relay, or when it could not be reached
-	relayName string        // the relay's key fingerprint: where its cursors and checkpoint are kept
-	relayErr  error         // why there is no relay connection although one is configured
-
-	alloc protocol.SeqAllocator
+	lock  *lockfile.Lock
+	st    *store.Store
+	node  *mesh.Node // nil in relay mode
+	relay *relayPath // nil without a relay
+	sign  *signer
 	clock protocol.LamportClock
+	ev    *eventQueue
+	merge *merger
 
-	in     chan arrival
-	out    chan Message
-	failed chan error // a path that stopped for good
+	in chan arrival // to the merger
 
-	joinMu    sync.Mutex // one Join at a time
-	mu        sync.Mutex
-	rooms     map[string]*room
-	contacts  *identity.Contacts
-	seen      *seenSet      // the merger's
-	pending   []pendingVia  // the merger's
-	silent    bool          // Messages delivers nothing: Options.Silent
+	joinMu   sync.Mutex // one Join at a time
+	mu       sync.Mutex
+	rooms    map[string]*room
+	contacts *identity.Contacts
+	inflight map[protocol.ID]bool // our messages being sent now
+	closed   bool
+
+	silent    bool          // Options.Silent
 	keepEvery time.Duration // Options.KeepPeers
+	kick      chan struct{} // a path came up: send the outbox now
 
 	shownMu sync.Mutex
 	shownQ  []protocol.ID // noted shown, not yet written
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // readers of the paths
-	mergeW sync.WaitGroup // the merger
-	closed bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // every goroutine but the merger and the pump: readers, sends, tending
+	mergeW  sync.WaitGroup // the merger
+	evStop  context.CancelFunc
+	evDoneW sync.WaitGroup // the pump
 }
 
 // room is a joined room.
@@ -102,32 +105,46 @@ type room struct {
 	name string
 	mesh *mesh.Room // nil without a mesh node
 	// caughtUp is closed once the relay's history of the room (up to the
-	// moment of joining) is merged; nil without a relay.
+	// moment of joining) is merged, or once the relay is known to be
+	// down; nil without a relay.
 	caughtUp   chan struct{}
 	caughtOnce sync.Once
-	pubMu      sync.Mutex         // serialises Send: numbers and chain in order
-	head       protocol.ID        // the ID of our last envelope in the room
 	stop       context.CancelFunc // ends the room's readers
 }
 
-// arrival is an envelope that a path delivered, not yet deduplicated.
+func (r *room) markCaughtUp() {
+	if r.caughtUp != nil {
+		r.caughtOnce.Do(func() { close(r.caughtUp) })
+	}
+}
+
+// arrival is what a path delivered, not yet deduplicated: an envelope, or
+// one of the relay subscription's marks.
 type arrival struct {
 	room string
 	id   protocol.ID
 	env  *protocol.Envelope
 	raw  []byte
 	via  string
+	// history: sent by the relay before its Live mark.
+	history bool
 	// caughtUp marks the end of the relay's history of room: no envelope.
 	caughtUp bool
+	// committed marks that the relay has every envelope up to id on its
+	// disk: the cursor a later session resumes from. No envelope.
+	committed bool
 	// stored is a message stored in an earlier session and never shown.
 	stored bool
 }
 
+func (a arrival) mark() bool { return a.caughtUp || a.committed }
+
 // Open opens a session on home with the options' configuration: it takes
 // the home folder's lock, opens the store, and starts the mesh node and
-// connects to the relay as the mode says. In relay mode a relay that
-// cannot be reached is an error; in auto mode it is logged, kept in
-// RelayError, and the mesh carries on alone.
+// the relay connection as the mode says. A relay that cannot be reached
+// is dialled again in the background, with backoff (RelayEvent says how
+// it goes); a relay with another key than its address names, or one that
+// refuses us, is an error.
 func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 	if err := o.Config.Validate(); err != nil {
 		return nil, err
@@ -138,18 +155,21 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		log:       o.Logger,
 		now:       o.Now,
 		in:        make(chan arrival, 1024),
-		out:       make(chan Message, 1024),
-		failed:    make(chan error, 1),
+		ev:        newEventQueue(),
 		rooms:     make(map[string]*room),
-		seen:      newSeenSet(seenMemory),
+		inflight:  make(map[protocol.ID]bool),
 		silent:    o.Silent,
 		keepEvery: o.KeepPeers,
+		kick:      make(chan struct{}, 1),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.keepEvery <= 0 {
+		c.keepEvery = defaultKeepPeers
 	}
 	if c.lock, err = home.Lock(); err != nil {
 		return nil, err
@@ -165,8 +185,16 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 	if c.st, err = store.Open(filepath.Join(home.Dir, StoreFile), store.Search()); err != nil {
 		return nil, err
 	}
-	c.alloc = protocol.SeqAllocator{Store: c.st}
+	c.sign = newSigner(home.Key, c.st, &c.clock, c.now)
+	c.merge = newMerger(c)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	evCtx, evStop := context.WithCancel(context.Background())
+	c.evStop = evStop
+	c.evDoneW.Add(1)
+	go func() {
+		defer c.evDoneW.Done()
+		c.ev.pump(evCtx)
+	}()
 
 	if !o.Offline && c.cfg.Mode != ModeRelay {
 		c.node, err = mesh.New(ctx, mesh.Config{
@@ -183,23 +211,12 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		}
 	}
 	if !o.Offline && c.cfg.Relay != "" && c.cfg.Mode != ModeP2P {
-		dctx := ctx
-		if d, ok := ctx.Deadline(); ok && c.cfg.Mode == ModeAuto {
-			// Leave the mesh half the time if the relay does not answer.
-			var cancel context.CancelFunc
-			dctx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
-			defer cancel()
-		}
-		if err := c.dialRelay(dctx); err != nil {
-			if c.cfg.Mode == ModeRelay {
-				return nil, err
-			}
-			c.relayErr = err
-			c.log.Debug("relay unreachable; the mesh carries on alone", "err", err)
+		if c.relay, err = c.openRelay(ctx); err != nil {
+			return nil, err
 		}
 	}
 	c.mergeW.Add(1)
-	go c.merge()
+	go c.merge.run()
 	if !o.Offline {
 		c.wg.Add(1)
 		go c.tend()
@@ -211,48 +228,49 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 // (Options.KeepPeers).
 const defaultKeepPeers = 10 * time.Second
 
-// tend runs, every KeepPeers, what keeps a session whole after a peer or
-// the relay restarts: dialling the configured peers again (the node dials
-// them only at start), asking the relay again for the peers of rooms that
-// have none, and sending what no path took (resendOutbox).
+// tend runs, every KeepPeers and whenever a path comes up, what keeps a
+// session whole after a peer or the relay restarts: dialling the
+// configured peers again (the node dials them only at start), asking the
+// relay again for the peers of rooms that have none, and sending what no
+// path took (resendOutbox).
 func (c *Client) tend() {
 	defer c.wg.Done()
-	every := c.keepEvery
-	if every <= 0 {
-		every = defaultKeepPeers
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(c.keepEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
-		}
-		if c.node != nil {
-			c.keepPeers(every)
+			if c.node != nil {
+				c.keepPeers()
+			}
+		case <-c.kick:
 		}
 		if !c.silent {
-			c.resendOutbox(every)
+			c.resendOutbox()
 		}
 	}
 }
 
+// kickOutbox asks tend to send the outbox now: a path came up.
+func (c *Client) kickOutbox() { notify(c.kick) }
+
 // keepPeers dials the configured peers that are not connected, and asks
 // the relay for the peers of rooms that have none.
-func (c *Client) keepPeers(every time.Duration) {
+func (c *Client) keepPeers() {
 	for _, a := range c.cfg.Peers {
 		ai, err := peer.AddrInfoFromString(a)
 		if err != nil || c.node.Host().Network().Connectedness(ai.ID) == network.Connected {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, max(every/2, time.Second))
+		ctx, cancel := context.WithTimeout(c.ctx, max(c.keepEvery/2, time.Second))
 		if err := c.node.Connect(ctx, a); err != nil {
 			c.log.Debug("peer unreachable", "addr", a, "err", err)
 		}
 		cancel()
 	}
-	if c.relay == nil {
+	if c.relay == nil || !c.relay.up() {
 		return
 	}
 	c.mu.Lock()
@@ -264,31 +282,8 @@ func (c *Client) keepPeers(every time.Duration) {
 	}
 	c.mu.Unlock()
 	for _, name := range lonely {
-		c.wg.Add(1)
 		c.meetPeers(c.ctx, name)
 	}
-}
-
-func (c *Client) dialRelay(ctx context.Context) error {
-	addr, err := relay.ParseAddr(c.cfg.Relay)
-	if err != nil {
-		return err
-	}
-	c.relayName = addr.Fingerprint
-	kept, err := c.st.RelayCheckpoint(ctx, c.relayName)
-	if err != nil {
-		return err
-	}
-	rc, err := relay.Dial(ctx, addr, c.home.Key, relay.ClientOptions{Log: c.log, Checkpoint: kept})
-	var refused *protocol.RelayError
-	switch {
-	case err == nil:
-		c.relay = rc
-		return nil
-	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog):
-		return err
-	}
-	return fmt.Errorf("%w %s: %w", ErrRelayUnreachable, addr, err)
 }
 
 // Home returns the client's home folder.
@@ -300,24 +295,39 @@ func (c *Client) Key() identity.PrivateKey { return c.home.Key }
 // Node returns the mesh node, or nil in relay mode.
 func (c *Client) Node() *mesh.Node { return c.node }
 
-// Relay returns the relay connection, or nil.
-func (c *Client) Relay() *relay.Client { return c.relay }
+// Relay returns the relay connection, or nil without a relay.
+func (c *Client) Relay() *relay.Client {
+	if c.relay == nil {
+		return nil
+	}
+	return c.relay.rc
+}
 
-// RelayError returns why the configured relay is not connected, or nil.
-func (c *Client) RelayError() error { return c.relayErr }
+// RelayError returns why the configured relay is not connected now, or
+// nil.
+func (c *Client) RelayError() error {
+	if c.relay == nil {
+		return nil
+	}
+	return c.relay.err()
+}
 
-// Messages returns the messages of others, from every path and every
-// joined room, each once, as they arrive. The application must keep
-// reading it.
-func (c *Client) Messages() <-chan Message { return c.out }
+// Events returns everything a front end shows, in order: messages (each
+// once, from every path and every joined room), what became of our own,
+// peers, the relay's state, catch-up progress and security alarms. The
+// application must keep reading it; it is closed by Close.
+func (c *Client) Events() <-chan Event { return c.ev.out }
+
+// emit queues a status event; it never waits.
+func (c *Client) emit(e Event) { c.ev.push(context.Background(), e) }
 
 // Rooms returns the rooms joined in this home folder, now or before.
 func (c *Client) Rooms(ctx context.Context) ([]string, error) { return c.st.Rooms(ctx) }
 
 // Join joins room on every path, adds it to the home's room list and
 // starts catching up: the relay subscription resumes after the last
-// envelope it delivered to this home, and the mesh syncs with each peer
-// of the room. Joining twice is joining once.
+// envelope the relay confirmed committed to this home, and the mesh syncs
+// with each peer of the room. Joining twice is joining once.
 func (c *Client) Join(ctx context.Context, name string) error {
 	if err := protocol.ValidRoom(name); err != nil {
 		return fmt.Errorf("client: join: %w", err)
@@ -332,36 +342,14 @@ func (c *Client) Join(ctx context.Context, name string) error {
 	c.mu.Unlock()
 	switch {
 	case closed:
-		return errors.New("client: closed")
+		return ErrClosed
 	case joined:
 		return nil
 	}
-	if err := c.st.AddRoom(ctx, name, c.now()); err != nil {
-		return err
-	}
-	r := &room{name: name}
-	if c.relay != nil {
-		r.caughtUp = make(chan struct{})
-	}
-	last, err := c.st.Last(ctx, c.home.Key.Public(), name)
-	switch {
-	case err == nil:
-		r.head = last.ID
-	case !errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("client: join %s: %w", name, err)
-	}
-	lamport, err := c.st.MaxLamport(ctx, name)
+	r, unshown, err := c.prepareRoom(ctx, name)
 	if err != nil {
 		return fmt.Errorf("client: join %s: %w", name, err)
 	}
-	c.clock.Witness(lamport)
-	var unshown []store.Record
-	if !c.silent {
-		if unshown, err = c.st.Unshown(ctx, name); err != nil {
-			return err
-		}
-	}
-
 	rctx, stop := context.WithCancel(c.ctx)
 	r.stop = stop
 	if c.node != nil {
@@ -370,26 +358,12 @@ func (c *Client) Join(ctx context.Context, name string) error {
 			return fmt.Errorf("client: join %s: %w", name, err)
 		}
 	}
-	var sub *relay.Subscription
-	if c.relay != nil {
-		cursor, err := c.st.RelayCursor(ctx, c.relayName, name)
-		if err == nil {
-			sub, err = c.relay.Subscribe(rctx, name, cursor)
-		}
-		if err != nil {
-			stop()
-			if r.mesh != nil {
-				r.mesh.Leave()
-			}
-			return fmt.Errorf("client: join %s on the relay: %w", name, err)
-		}
-	}
 	c.mu.Lock()
 	c.rooms[name] = r
 	c.mu.Unlock()
 	// What an earlier session stored and never showed comes first, then
 	// what the paths deliver. Not on this goroutine: the application
-	// reads Messages only once Join returns.
+	// reads Events only once Join returns.
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -399,26 +373,44 @@ func (c *Client) Join(ctx context.Context, name string) error {
 			}
 		}
 		if r.mesh != nil {
-			c.wg.Add(1)
+			c.wg.Add(2)
 			go c.readMesh(rctx, r)
+			go c.watchPeers(rctx, r)
 		}
-		if sub != nil {
+		if c.relay != nil {
 			c.wg.Add(1)
-			go c.readRelay(rctx, r, sub)
-			if c.node != nil {
-				// The relay as control plane: the mesh peers it knows
-				// in the room, to go peer-to-peer with.
-				c.wg.Add(1)
-				go c.meetPeers(rctx, name)
-			}
+			go c.relay.follow(rctx, r)
 		}
 	}()
 	return nil
 }
 
+// prepareRoom reads what the store knows of a room about to be joined.
+func (c *Client) prepareRoom(ctx context.Context, name string) (*room, []store.Record, error) {
+	if err := c.st.AddRoom(ctx, name, c.now()); err != nil {
+		return nil, nil, err
+	}
+	r := &room{name: name}
+	if c.relay != nil {
+		r.caughtUp = make(chan struct{})
+	}
+	lamport, err := c.st.MaxLamport(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.clock.Witness(lamport)
+	var unshown []store.Record
+	if !c.silent {
+		if unshown, err = c.st.Unshown(ctx, name); err != nil {
+			return nil, nil, err
+		}
+	}
+	return r, unshown, nil
+}
+
 // CaughtUp returns a channel closed once the relay's history of the room,
-// up to the moment of joining, is stored and shown; nil when there is no
-// relay.
+// up to the moment of joining, is stored and shown, or once the relay is
+// known to be down; nil when there is no relay.
 func (c *Client) CaughtUp(name string) <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -457,80 +449,31 @@ func (c *Client) readMesh(ctx context.Context, r *room) {
 	}
 }
 
-func (c *Client) readRelay(ctx context.Context, r *room, sub *relay.Subscription) {
+// watchPeers reports the room's mesh peers joining and leaving, and sends
+// the outbox when the first one comes.
+func (c *Client) watchPeers(ctx context.Context, r *room) {
 	defer c.wg.Done()
-	for attempt := 0; ; attempt++ {
-		err := c.drain(ctx, r, sub)
-		if ctx.Err() != nil {
+	for {
+		select {
+		case pc := <-r.mesh.PeerChanges():
+			n := len(r.mesh.Peers())
+			c.emit(&PeerEvent{Room: r.name, Peer: pc.Peer.String(), Joined: pc.Joined, Peers: n})
+			if pc.Joined {
+				c.kickOutbox()
+			}
+		case <-ctx.Done():
 			return
 		}
-		if errors.Is(err, &protocol.RelayError{Code: protocol.CodeUnknownCursor}) && attempt == 0 {
-			// The relay lost what the cursor names: restored from a
-			// backup, or it went down before committing what it had sent.
-			// From the start again; what is here already is not shown
-			// twice.
-			c.log.Warn("the relay does not know this home's cursor; catching up from the start", "room", r.name)
-			if sub, err = c.relay.Subscribe(ctx, r.name, protocol.ID{}); err == nil {
-				continue
-			}
-		}
-		// Ended for good: a Send waiting for the history must not wait.
-		c.deliver(ctx, arrival{room: r.name, caughtUp: true})
-		if err != nil {
-			c.log.Debug("relay subscription ended", "room", r.name, "err", err)
-			select {
-			case c.failed <- fmt.Errorf("relay subscription to %s: %w", r.name, err):
-			default:
-			}
-		}
+	}
+}
+
+// meetPeers dials the mesh peers that the relay knows in a room, to go
+// peer-to-peer with them.
+func (c *Client) meetPeers(ctx context.Context, name string) {
+	if c.node == nil || c.relay == nil {
 		return
 	}
-}
-
-// drain hands a subscription's envelopes to the merger, with a caught-up
-// mark after its history, until it ends, and returns why it ended.
-func (c *Client) drain(ctx context.Context, r *room, sub *relay.Subscription) error {
-	// The subscription puts the history on C before it closes Live: once
-	// Live is closed, the history is within what C holds at that moment.
-	live, left := sub.Live, -1
-	for {
-		if left == 0 {
-			if !c.deliver(ctx, arrival{room: r.name, caughtUp: true}) {
-				return ctx.Err()
-			}
-			left = -1
-		}
-		select {
-		case <-live:
-			live, left = nil, len(sub.C)
-			continue
-		case d, ok := <-sub.C:
-			if !ok {
-				return sub.Err()
-			}
-			if left > 0 {
-				left--
-			}
-			if d.Env.Room != r.name {
-				c.log.Warn("relay sent an envelope of another room; dropped", "room", r.name, "id", d.ID)
-				continue
-			}
-			if !c.deliver(ctx, arrival{room: r.name, id: d.ID, env: d.Env, raw: d.Raw, via: ViaRelay}) {
-				return ctx.Err()
-			}
-		}
-	}
-}
-
-// Failed delivers the error of a path that stopped for good: a relay
-// subscription the relay refused (a ban, a room rule), which retrying
-// cannot help. In auto mode the mesh carries on; in relay mode nothing
-// does.
-func (c *Client) Failed() <-chan error { return c.failed }
-
-func (c *Client) meetPeers(ctx context.Context, name string) {
-	defer c.wg.Done()
-	addrs, err := c.relay.Peers(ctx, name)
+	addrs, err := c.relay.rc.Peers(ctx, name)
 	if err != nil {
 		c.log.Debug("room peers from the relay", "room", name, "err", err)
 		return
@@ -549,6 +492,7 @@ func (c *Client) meetPeers(ctx context.Context, name string) {
 	}
 }
 
+// deliver hands an arrival to the merger.
 func (c *Client) deliver(ctx context.Context, a arrival) bool {
 	select {
 	case c.in <- a:
@@ -558,8 +502,10 @@ func (c *Client) deliver(ctx context.Context, a arrival) bool {
 	}
 }
 
-// Close leaves every room, stops the mesh node and the relay connection,
-// keeps the relay's newest audit checkpoint and releases the home folder.
+// Close leaves every room, ends the sends under way (what they did not
+// deliver stays in the outbox), stops the mesh node and the relay
+// connection, keeps the relay's newest audit checkpoint, closes Events and
+// releases the home folder.
 func (c *Client) Close() error {
 	c.joinMu.Lock() // a Join under way finishes first
 	c.mu.Lock()
@@ -578,11 +524,15 @@ func (c *Client) shutdown() error {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	c.wg.Wait() // the readers end with c.ctx, and so do the subscriptions
-	if c.ctx != nil {
+	c.wg.Wait() // readers, sends and tending end with c.ctx
+	if c.merge != nil && c.ctx != nil {
 		close(c.in)
 		c.mergeW.Wait()
 		c.flushShown()
+	}
+	if c.evStop != nil {
+		c.evStop()
+		c.evDoneW.Wait()
 	}
 	for _, r := range c.rooms {
 		if r.mesh != nil {
@@ -590,7 +540,7 @@ func (c *Client) shutdown() error {
 		}
 	}
 	if c.relay != nil {
-		errs = append(errs, c.keepCheckpoint(context.Background()), c.relay.Close())
+		errs = append(errs, c.relay.close(context.Background()))
 	}
 	if c.node != nil {
 		errs = append(errs, c.node.Close())
@@ -602,26 +552,4 @@ func (c *Client) shutdown() error {
 		errs = append(errs, c.lock.Release())
 	}
 	return errors.Join(errs...)
-}
-
-// keepCheckpoint stores the relay's newest audit checkpoint, so that the
-// next session holds the relay to it.
-func (c *Client) keepCheckpoint(ctx context.Context) error {
-	if c.relay.AuditError() != nil {
-		return nil // keep the last good one: the user has been told
-	}
-	cp := c.relay.Checkpoint()
-	if cp == nil {
-		return nil
-	}
-	return c.st.SetRelayCheckpoint(ctx, c.relayName, cp)
-}
-
-// AuditError returns the security error found in the relay's audit log:
-// a relay that forked or rewrote its log. The application must show it.
-func (c *Client) AuditError() error {
-	if c.relay == nil {
-		return nil
-	}
-	return c.relay.AuditError()
 }

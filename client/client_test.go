@@ -27,7 +27,7 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def := DefaultConfig(); cfg.Mode != def.Mode || cfg.Nick != def.Nick || !cfg.MDNS {
+	if def := DefaultConfig(); cfg.Mode != def.Mode || cfg.Nick != DefaultNick(h.Key.Public()) || !cfg.MDNS {
 		t.Fatalf("template config = %+v, want the defaults %+v", cfg, def)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -94,21 +94,31 @@ func openOffline(t *testing.T) *Client {
 
 func next(t *testing.T, c *Client) Message {
 	t.Helper()
-	select {
-	case m := <-c.Messages():
-		return m
-	case <-time.After(30 * time.Second):
-		t.Fatal("no message in 30 s")
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case e := <-c.Events():
+			if m, ok := e.(*MessageEvent); ok {
+				return m.Message
+			}
+		case <-timeout:
+			t.Fatal("no message in 30 s")
+		}
 	}
-	return Message{}
 }
 
 func noMore(t *testing.T, c *Client) {
 	t.Helper()
-	select {
-	case m := <-c.Messages():
-		t.Fatalf("extra message %s %q via %s", m.ID, m.Text, m.Via)
-	case <-time.After(200 * time.Millisecond):
+	quiet := time.After(200 * time.Millisecond)
+	for {
+		select {
+		case e := <-c.Events():
+			if m, ok := e.(*MessageEvent); ok {
+				t.Fatalf("extra message %s %q via %s", m.ID, m.Text, m.Via)
+			}
+		case <-quiet:
+			return
+		}
 	}
 }
 
@@ -185,11 +195,25 @@ func TestMergeShowsEachMessageOnce(t *testing.T) {
 	arrive(rawFork, ViaRelay)
 	noMore(t, c)
 
-	// Our own messages, echoed by the relay, are not shown.
-	me := &testkit.Author{Key: c.Key(), Room: "r"}
-	rawMe, _ := me.Next(t, "mine")
-	arrive(rawMe, ViaRelay)
+	// Our own messages, echoed by the relay, are not shown again; ours
+	// from another device with our identity are.
+	sent, err := c.Send(ctx, "r", "mine")
+	if !errors.Is(err, ErrNoPath) {
+		t.Fatalf("send offline: %v", err)
+	}
+	echo, err := c.st.Get(ctx, sent.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrive(echo.Raw, ViaRelay)
 	noMore(t, c)
+	other := &testkit.Author{Key: c.Key(), Room: "elsewhere"}
+	rawOther, idOther := other.Next(t, "from my laptop")
+	e, _ := protocol.Parse(rawOther)
+	c.in <- arrival{room: "elsewhere", id: idOther, env: e, raw: rawOther, via: ViaRelay}
+	if m := next(t, c); m.ID != idOther || !m.Own || m.Text != "from my laptop" {
+		t.Fatalf("ours from another device = %+v", m)
+	}
 
 	// History has them all in order, searchable, with their paths.
 	hist, err := c.History(ctx, "r", "", 10)
@@ -200,7 +224,7 @@ func TestMergeShowsEachMessageOnce(t *testing.T) {
 	for _, m := range hist {
 		texts = append(texts, m.Text+"/"+m.Via)
 	}
-	if got := strings.Join(texts, " "); got != "one/relay,mesh mine/relay two/mesh,relay four/relay" {
+	if got := strings.Join(texts, " "); got != "one/relay,mesh two/mesh,relay four/relay mine/local,relay" {
 		t.Errorf("history = %s", got)
 	}
 	if hist, err := c.History(ctx, "r", "FOUR", 10); err != nil || len(hist) != 1 || hist[0].ID != id4 {

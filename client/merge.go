@@ -4,37 +4,9 @@ import (
 	"context"
 	"time"
 
-	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 )
-
-// Message is a message as the person sees it.
-type Message struct {
-	ID      protocol.ID
-	Room    string
-	Sender  identity.PublicKey
-	Nick    string
-	Lamport uint64
-	Time    time.Time // the sender's clock
-	Text    string
-	// Via is the path that delivered it first (mesh, sync, relay) for a
-	// message that just arrived; for history, every path that delivered
-	// it, comma-separated in the order they did (local for our own).
-	Via string
-	// Trust is what the contact book says of the sender's key under the
-	// nickname it claims; zero for our own messages (Own).
-	Trust identity.Trust
-	// Own is set on the messages we sent, in History.
-	Own bool
-	// Receipt is, on our own messages in History, the relay's audit
-	// receipt, checked when the relay acknowledged the message.
-	Receipt *store.Receipt
-	// Gap is set when the sender's previous message in the room (its
-	// hash chain's link) is not here: something of theirs is missing
-	// until sync fills it.
-	Gap bool
-}
 
 // seenMemory is how many message IDs the merger remembers, to show each
 // message once whichever paths deliver it. An older message that comes
@@ -73,35 +45,70 @@ func (s *seenSet) add(id protocol.ID, via string) {
 // maxMerge bounds the arrivals handled (and stored) in one batch.
 const maxMerge = 512
 
-// merge is the one place where the paths meet. It takes the arrivals in
+// A note (a path, a search entry) on a message that the mesh node has not
+// stored yet (it commits right behind what it shows) is tried again every
+// noteRetry, up to noteTries times.
+const (
+	noteRetry = 100 * time.Millisecond
+	noteTries = 50
+)
+
+// Merge retries: a batch that could not be stored is tried again, after
+// a pause that doubles from mergeRetryMin up to mergeRetryMax, until it
+// is stored or the session ends.
+const (
+	mergeRetryMin = 50 * time.Millisecond
+	mergeRetryMax = 5 * time.Second
+)
+
+// note is something to write on a stored message once the mesh node has
+// stored it: another path that delivered it, or its search entry.
+type note struct {
+	id    protocol.ID
+	via   string         // a path, or empty
+	text  *protocol.Text // a search entry, or nil
+	tries int
+}
+
+// merger is the one place where the paths meet. It takes the arrivals in
 // batches, stores what the relay delivered (the mesh node stores what it
 // accepted itself), shows each message once, whichever path was first,
 // notes the other paths on the stored message, and moves the relay
-// cursors once what they point at is stored.
-func (c *Client) merge() {
-	defer c.mergeW.Done()
-	defer close(c.out)
+// cursors to what the relay confirmed committed. Its state changes only
+// once a batch's transaction has committed: a batch that fails is tried
+// again whole, so that nothing is swallowed.
+type merger struct {
+	c       *Client
+	seen    *seenSet
+	pending []note
+	// fault, if set (tests), is asked before each commit and fails it
+	// with its error.
+	fault func() error
+}
+
+func newMerger(c *Client) *merger { return &merger{c: c, seen: newSeenSet(seenMemory)} }
+
+func (m *merger) run() {
+	defer m.c.mergeW.Done()
 	batch := make([]arrival, 0, maxMerge)
-	retry := time.NewTicker(viaRetry)
-	defer retry.Stop()
+	tick := time.NewTicker(noteRetry)
+	defer tick.Stop()
 	for {
-		var a arrival
 		select {
-		case in, ok := <-c.in:
+		case a, ok := <-m.c.in:
 			if !ok {
 				return
 			}
-			a = in
-		case <-retry.C:
-			c.notePaths()
-			c.flushShown()
+			batch = append(batch[:0], a)
+		case <-tick.C:
+			m.writeNotes()
+			m.c.flushShown()
 			continue
 		}
-		batch = append(batch[:0], a)
 	more:
 		for len(batch) < maxMerge {
 			select {
-			case a, ok := <-c.in:
+			case a, ok := <-m.c.in:
 				if !ok {
 					break more
 				}
@@ -110,208 +117,312 @@ func (c *Client) merge() {
 				break more
 			}
 		}
-		if !c.mergeBatch(batch) {
+		if !m.mergeRetrying(batch) {
 			return
 		}
 	}
 }
 
-// A path noted on a message that the mesh node has not stored yet (it
-// commits right behind what it shows) is noted again every viaRetry,
-// up to viaTries times.
-const (
-	viaRetry = 100 * time.Millisecond
-	viaTries = 50
-)
-
-type pendingVia struct {
-	id    protocol.ID
-	via   string
-	tries int
-}
-
-// addVia queues the note that a message also came by path via; notePaths
-// writes it.
-func (c *Client) addVia(id protocol.ID, via string) {
-	c.pending = append(c.pending, pendingVia{id: id, via: via})
-}
-
-// notePaths notes the pending paths on the stored messages.
-func (c *Client) notePaths() {
-	keep := c.pending[:0]
-	for _, p := range c.pending {
-		ok, err := c.st.AddVia(context.WithoutCancel(c.ctx), p.id, p.via)
-		if err != nil {
-			c.log.Warn("note a message's path", "id", p.id, "err", err)
-			continue
+// mergeRetrying merges batch, trying again after a store error until it
+// succeeds; false if the session ended first.
+func (m *merger) mergeRetrying(batch []arrival) bool {
+	pause := mergeRetryMin
+	for {
+		err := m.mergeBatch(batch)
+		if err == nil {
+			return true
 		}
-		if p.tries++; !ok && p.tries < viaTries {
-			keep = append(keep, p)
+		m.c.log.Error("store what the paths delivered; trying again", "n", len(batch), "err", err)
+		select {
+		case <-time.After(pause):
+			pause = min(2*pause, mergeRetryMax)
+		case <-m.c.ctx.Done():
+			// Not shown: what the relay delivered comes again from the
+			// cursor, and what the mesh delivered by sync.
+			return false
 		}
 	}
-	clear(c.pending[len(keep):])
-	c.pending = keep
 }
 
-func (c *Client) mergeBatch(batch []arrival) bool {
+// outcome is what merging a batch decided, applied once it is committed.
+type outcome struct {
+	seen     map[protocol.ID]string // first paths, to add to the seen set
+	show     []arrival
+	also     []AlsoViaEvent
+	notes    []note
+	alarms   []AlarmEvent
+	synced   map[syncKey]int
+	caughtUp []string
+	unshown  map[string][]protocol.ID
+	cursors  map[string]protocol.ID
+}
+
+type syncKey struct{ room, path string }
+
+// seenVia returns the path that delivered id first: in this batch, or
+// before.
+func (m *merger) seenVia(o *outcome, id protocol.ID) (string, bool) {
+	if v, ok := o.seen[id]; ok {
+		return v, true
+	}
+	return m.seen.via(id)
+}
+
+func (m *merger) mergeBatch(batch []arrival) error {
+	c := m.c
 	// Store writes are not cancelled at Close: the merger finishes what
 	// it took, so that nothing it stored is left unnoted.
 	ctx := context.WithoutCancel(c.ctx)
-	me := c.home.Key.Public()
-	now := c.now()
+	o := &outcome{seen: map[protocol.ID]string{}, synced: map[syncKey]int{},
+		unshown: map[string][]protocol.ID{}, cursors: map[string]protocol.ID{}}
 
 	// What the relay delivered is stored, the relay cursors moved and
 	// the messages to show noted as unshown, all in one transaction: a
-	// crash keeps all of it or none, and nothing the cursor passed is
-	// lost or left unshown. A relay copy of a message the mesh showed
-	// first is stored too (with both paths), so that the cursor never
-	// passes one that the mesh node has not committed yet.
-	var (
-		recs     []store.Record
-		idx      []int
-		cursors  = make(map[string]protocol.ID)
-		show     []arrival
-		caughtUp []string
-		unshown  = make(map[string][]protocol.ID)
-		dirty    bool
-	)
-	for i, a := range batch {
-		if a.via == ViaRelay && !a.caughtUp {
-			via := ViaRelay
-			if first, ok := c.seen.via(a.id); ok && first != ViaRelay {
-				via = first + "," + ViaRelay
-			}
-			recs = append(recs, store.Record{ID: a.id, Env: a.env, Raw: a.raw, Via: via, Received: now})
-			idx = append(idx, i)
-		}
-	}
+	// crash keeps all of it or none.
 	b, err := c.st.Begin(ctx)
 	if err != nil {
-		c.log.Error("store the relay's envelopes", "err", err)
-		return c.ctx.Err() == nil
+		return err
 	}
 	defer b.Rollback()
-	stored := make(map[int]store.Result, len(idx))
-	if len(recs) > 0 {
-		res, err := b.Append(ctx, recs)
-		if err != nil {
-			// Nothing moves the relay cursor past an envelope that is
-			// not stored: the next session gets these again.
-			c.log.Error("store the relay's envelopes", "err", err)
-			c.markCaughtUp(batch)
-			return c.ctx.Err() == nil
-		}
-		for j, r := range res {
-			stored[idx[j]] = r.Result
-		}
+	stored, err := m.storeRelayed(ctx, b, o, batch)
+	if err != nil {
+		return err
 	}
 	for i, a := range batch {
-		switch {
-		case a.caughtUp:
-			caughtUp = append(caughtUp, a.room)
-			continue
-		case a.stored:
-			// Stored before and not shown then: shown now, once.
-			if !c.seen.has(a.id) {
-				c.seen.add(a.id, a.via)
-				show = append(show, a)
-			}
-			continue
-		}
-		c.clock.Witness(a.env.Lamport)
-		if a.via == ViaRelay {
-			cursors[a.room] = a.id
-			switch stored[i] {
-			case store.Stored:
-				if c.seen.has(a.id) {
-					continue // stored with the mesh's path and the relay's
-				}
-			case store.Duplicate:
-				// Stored before: by the mesh node (its path is noted
-				// here), by an earlier session, or by our own Send. If
-				// the mesh node stored it a moment ago and this is the
-				// first we hear of it, the mesh's copy, behind in the
-				// queue, is the one shown.
-				c.addVia(a.id, a.via)
-				continue
-			case store.Equivocation:
-				c.log.Warn("equivocation: the sender signed two messages with one number; the second is kept as evidence only",
-					"sender", a.env.Sender.Fingerprint(), "room", a.room, "seq", a.env.Seq)
-				continue
-			}
-		} else if c.seen.has(a.id) {
-			c.addVia(a.id, a.via)
-			continue
-		}
-		c.seen.add(a.id, a.via)
-		if a.env.Sender == me {
-			continue // our own, from another device or echoed by the relay
-		}
-		show = append(show, a)
-		unshown[a.room] = append(unshown[a.room], a.id)
+		m.decide(o, a, stored[i])
 	}
-	for room, ids := range unshown {
-		if err := b.AddUnshown(ctx, room, ids); err != nil {
-			c.log.Error("note unshown messages", "room", room, "err", err)
-			return c.ctx.Err() == nil
-		}
+	if err := m.write(ctx, b, o); err != nil {
+		return err
 	}
-	for room, id := range cursors {
-		if err := b.SetRelayCursor(ctx, c.relayName, room, id); err != nil {
-			c.log.Error("keep the relay cursor", "room", room, "err", err)
-			return c.ctx.Err() == nil
+	if m.fault != nil {
+		if err := m.fault(); err != nil {
+			return err
 		}
 	}
 	if err := b.Commit(); err != nil {
-		c.log.Error("store the relay's envelopes", "err", err)
-		c.markCaughtUp(batch)
-		return c.ctx.Err() == nil
+		return err
 	}
-	c.notePaths()
+	m.apply(ctx, o)
+	return nil
+}
 
-	for _, a := range show {
-		m, ok := c.message(ctx, a.id, a.env, a.via, now, &dirty)
+// storeRelayed appends the envelopes the relay delivered, and returns
+// what the store did with each (by index in batch).
+func (m *merger) storeRelayed(ctx context.Context, b *store.Batch, o *outcome, batch []arrival) (map[int]store.Result, error) {
+	var (
+		recs []store.Record
+		idx  []int
+	)
+	now := m.c.now()
+	first := map[protocol.ID]string{} // mesh paths earlier in this batch
+	for i, a := range batch {
+		switch {
+		case a.mark() || a.stored:
+		case a.via == ViaRelay:
+			via := ViaRelay
+			if f, ok := m.seen.via(a.id); ok && f != ViaRelay {
+				via = f + "," + ViaRelay
+			} else if f, ok := first[a.id]; ok {
+				via = f + "," + ViaRelay
+			}
+			recs = append(recs, store.Record{ID: a.id, Env: a.env, Raw: a.raw, Via: via, Received: now})
+			idx = append(idx, i)
+		default:
+			if _, ok := first[a.id]; !ok {
+				first[a.id] = a.via
+			}
+		}
+	}
+	stored := make(map[int]store.Result, len(idx))
+	if len(recs) == 0 {
+		return stored, nil
+	}
+	res, err := b.Append(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	for j, r := range res {
+		stored[idx[j]] = r.Result
+	}
+	return stored, nil
+}
+
+// decide says what becomes of one arrival: shown, noted as another path
+// of a message shown, kept as evidence, or a mark that moves a cursor.
+func (m *merger) decide(o *outcome, a arrival, res store.Result) {
+	switch {
+	case a.caughtUp:
+		o.caughtUp = append(o.caughtUp, a.room)
+		return
+	case a.committed:
+		o.cursors[a.room] = a.id
+		return
+	case a.stored:
+		// Stored before and not shown then: shown now, once.
+		if _, ok := m.seenVia(o, a.id); !ok {
+			o.seen[a.id] = a.via
+			o.show = append(o.show, a)
+		}
+		return
+	}
+	m.c.clock.Witness(a.env.Lamport)
+	if a.history || a.via == ViaSync {
+		path := a.via
+		o.synced[syncKey{a.room, path}]++
+	}
+	_, seen := m.seenVia(o, a.id)
+	if a.via == ViaRelay {
+		switch res {
+		case store.Stored:
+			if seen {
+				o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
+				return // stored with the mesh's path and the relay's
+			}
+		case store.Duplicate:
+			// Stored before: by the mesh node (its path is noted here),
+			// by an earlier session, or by our own Send. If the mesh
+			// node stored it a moment ago and this is the first we hear
+			// of it, the mesh's copy, behind in the queue, is the one
+			// shown.
+			o.notes = append(o.notes, note{id: a.id, via: a.via})
+			if seen {
+				o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
+			}
+			return
+		case store.Equivocation:
+			o.alarms = append(o.alarms, AlarmEvent{Kind: AlarmEquivocation, Room: a.room, Sender: a.env.Sender, ID: a.id})
+			return
+		}
+	} else if seen {
+		o.notes = append(o.notes, note{id: a.id, via: a.via})
+		o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
+		return
+	}
+	o.seen[a.id] = a.via
+	// Ours too, when it comes from another device with our identity: the
+	// mesh never hands back what this process published, and the relay's
+	// echo of it is a duplicate of what Send stored.
+	o.show = append(o.show, a)
+	o.unshown[a.room] = append(o.unshown[a.room], a.id)
+}
+
+// write adds a batch's unshown notes, search entries and cursors to its
+// transaction.
+func (m *merger) write(ctx context.Context, b *store.Batch, o *outcome) error {
+	for room, ids := range o.unshown {
+		if err := b.AddUnshown(ctx, room, ids); err != nil {
+			return err
+		}
+	}
+	for i := range o.show {
+		a := &o.show[i]
+		t, ok := textOf(a.env)
+		if !ok {
+			continue
+		}
+		// What the relay delivered is in this transaction; what the mesh
+		// node delivered may not be stored yet, and is noted later.
+		if done, err := b.IndexText(ctx, a.id, t.Nick, t.Body); err != nil {
+			return err
+		} else if !done {
+			o.notes = append(o.notes, note{id: a.id, text: t})
+		}
+	}
+	if m.c.relay == nil {
+		return nil
+	}
+	for room, id := range o.cursors {
+		if err := b.SetRelayCursor(ctx, m.c.relay.name, room, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply makes a committed batch's outcome seen and shown.
+func (m *merger) apply(ctx context.Context, o *outcome) {
+	c := m.c
+	for id, via := range o.seen {
+		m.seen.add(id, via)
+	}
+	m.pending = append(m.pending, o.notes...)
+	m.writeNotes()
+	dirty := false
+	for _, a := range o.show {
+		msg, ok := c.message(ctx, a.id, a.env, a.via, &dirty)
 		if !ok || c.silent {
 			continue
 		}
-		select {
-		case c.out <- m:
-		case <-c.ctx.Done():
-			return false
+		if !c.ev.push(c.ctx, &MessageEvent{msg}) {
+			return
 		}
 	}
 	if dirty {
 		c.saveContacts()
 	}
-	c.closeCaughtUp(caughtUp)
-	return true
-}
-
-// markCaughtUp passes on the caught-up marks of a batch that could not be
-// stored: a Send waiting for them must not wait for ever.
-func (c *Client) markCaughtUp(batch []arrival) {
-	var rooms []string
-	for _, a := range batch {
-		if a.caughtUp {
-			rooms = append(rooms, a.room)
-		}
+	for _, e := range o.also {
+		c.emit(&e)
 	}
-	c.closeCaughtUp(rooms)
-}
-
-func (c *Client) closeCaughtUp(rooms []string) {
-	for _, name := range rooms {
+	for i := range o.alarms {
+		c.log.Warn("equivocation: the sender signed two messages with one number; the second is kept as evidence only",
+			"sender", o.alarms[i].Sender.Fingerprint(), "room", o.alarms[i].Room)
+		c.emit(&o.alarms[i])
+	}
+	for k, n := range o.synced {
+		c.emit(&SyncEvent{Room: k.room, Path: k.path, N: n})
+	}
+	for _, name := range o.caughtUp {
 		c.mu.Lock()
-		if r, ok := c.rooms[name]; ok {
-			r.caughtOnce.Do(func() { close(r.caughtUp) })
-		}
+		r, ok := c.rooms[name]
 		c.mu.Unlock()
+		if ok {
+			r.markCaughtUp()
+		}
+		c.emit(&SyncEvent{Room: name, Path: ViaRelay, Done: true})
 	}
+}
+
+// writeNotes writes the pending notes on the stored messages; those whose
+// message is not stored yet wait for the next try.
+func (m *merger) writeNotes() {
+	ctx := context.WithoutCancel(m.c.ctx)
+	keep := m.pending[:0]
+	for _, n := range m.pending {
+		var (
+			ok  bool
+			err error
+		)
+		if n.text != nil {
+			ok, err = m.c.st.IndexText(ctx, n.id, n.text.Nick, n.text.Body)
+		} else {
+			ok, err = m.c.st.AddVia(ctx, n.id, n.via)
+		}
+		if err != nil {
+			m.c.log.Warn("note on a stored message", "id", n.id, "err", err)
+		}
+		if n.tries++; !ok && n.tries < noteTries {
+			keep = append(keep, n)
+		}
+	}
+	clear(m.pending[len(keep):])
+	m.pending = keep
+}
+
+// textOf decodes a text envelope's payload.
+func textOf(e *protocol.Envelope) (*protocol.Text, bool) {
+	if e.Kind != protocol.KindText {
+		return nil, false
+	}
+	t, err := protocol.ParseText(e.Payload)
+	if err != nil {
+		return nil, false
+	}
+	return &t, true
 }
 
 // Shown notes that the application showed these messages: they are not
 // shown again when the room is next joined. Messages handed out by
-// Messages and never noted shown come again in the next session.
+// Events and never noted shown come again in the next session.
 func (c *Client) Shown(ids ...protocol.ID) {
 	c.shownMu.Lock()
 	c.shownQ = append(c.shownQ, ids...)
@@ -330,89 +441,4 @@ func (c *Client) flushShown() {
 	if err := c.st.RemoveUnshown(context.WithoutCancel(c.ctx), ids); err != nil {
 		c.log.Warn("note shown messages", "err", err)
 	}
-}
-
-// message makes the Message of an envelope: its text, the sender's trust
-// (observing the sender in the contact book when observe is not nil) and
-// whether the sender's chain has a gap before it.
-func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelope, via string, now time.Time, observe *bool) (Message, bool) {
-	if e.Kind != protocol.KindText {
-		return Message{}, false
-	}
-	t, err := protocol.ParseText(e.Payload)
-	if err != nil {
-		c.log.Warn("a message's text does not parse", "id", id, "err", err)
-		return Message{}, false
-	}
-	m := Message{
-		ID: id, Room: e.Room, Sender: e.Sender, Nick: t.Nick, Lamport: e.Lamport,
-		Time: e.Timestamp(), Text: t.Body, Via: via,
-	}
-	c.mu.Lock()
-	switch {
-	case e.Sender == c.home.Key.Public():
-	case observe != nil:
-		m.Trust, _ = c.contacts.Observe(t.Nick, e.Sender, now)
-		*observe = *observe || m.Trust == identity.TrustNew // a contact added
-	default:
-		m.Trust = trustOf(c.contacts, t.Nick, e.Sender)
-	}
-	c.mu.Unlock()
-	// The seen set belongs to the merger: only its calls (observe set)
-	// may look at it.
-	if e.Prev != (protocol.ID{}) && (observe == nil || !c.seen.has(e.Prev)) {
-		has, err := c.st.Has(ctx, e.Prev)
-		m.Gap = err == nil && !has
-	}
-	return m, true
-}
-
-// trustOf is the trust of key under nick, without changing the book.
-func trustOf(book *identity.Contacts, nick string, key identity.PublicKey) identity.Trust {
-	ct, ok := book.Lookup(nick)
-	switch {
-	case !ok:
-		return identity.TrustNew
-	case ct.Key != key:
-		return identity.TrustKeyChanged
-	}
-	return ct.Trust()
-}
-
-func (c *Client) saveContacts() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.home.SaveContacts(c.contacts); err != nil {
-		c.log.Error("save the contact book", "err", err)
-	}
-}
-
-// History returns the last limit messages of room in display order
-// (Lamport clock, then time, then ID); with words in query, only those
-// whose text or nickname holds every word.
-func (c *Client) History(ctx context.Context, room, query string, limit int) ([]Message, error) {
-	recs, err := c.st.Search(ctx, room, query, limit)
-	if err != nil {
-		return nil, err
-	}
-	return c.messages(ctx, recs), nil
-}
-
-// messages makes the Messages of stored records.
-func (c *Client) messages(ctx context.Context, recs []store.Record) []Message {
-	var out []Message
-	for _, r := range recs {
-		m, ok := c.message(ctx, r.ID, r.Env, r.Via, time.Time{}, nil)
-		if !ok {
-			continue
-		}
-		m.Own = r.Env.Sender == c.home.Key.Public()
-		if m.Own {
-			if rc, ok, err := c.st.Receipt(ctx, r.ID); err == nil && ok {
-				m.Receipt = &rc
-			}
-		}
-		out = append(out, m)
-	}
-	return out
 }

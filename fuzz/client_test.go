@@ -63,7 +63,11 @@ func FuzzSearch(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			if _, err := st.Put(ctx, store.Record{ID: protocol.IDOf(raw), Env: e, Raw: raw, Via: "mesh", Received: time.Now()}); err != nil {
+			id := protocol.IDOf(raw)
+			if _, err := st.Put(ctx, store.Record{ID: id, Env: e, Raw: raw, Via: "mesh", Received: time.Now()}); err != nil {
+				f.Fatal(err)
+			}
+			if _, err := st.IndexText(ctx, id, "alice", body); err != nil {
 				f.Fatal(err)
 			}
 		}

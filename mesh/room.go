@@ -36,6 +36,7 @@ type Room struct {
 	in      chan inbound     // accepted envelopes, to the writer
 	out     chan Message     // stored envelopes, to the application
 	syncReq chan syncRequest // to the syncer
+	peers   chan PeerChange  // to the application
 	ctx     context.Context  // ended by Leave
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -73,6 +74,7 @@ func (n *Node) Join(room string) (*Room, error) {
 		in:      make(chan inbound, n.cfg.queueSize()),
 		out:     make(chan Message, n.cfg.queueSize()),
 		syncReq: make(chan syncRequest, 64),
+		peers:   make(chan PeerChange, 64),
 		gaps:    newSeenIDs(gapMemory),
 	}
 	r.ctx, r.cancel = context.WithCancel(n.ctx)
@@ -123,13 +125,25 @@ func (n *Node) Join(room string) (*Room, error) {
 // Name returns the room ID.
 func (r *Room) Name() string { return r.name }
 
-// Messages returns the envelopes of others as they are accepted: live ones
+// Messages returns the envelopes that this process did not publish itself
+// (others', and ours from another device) as they are accepted: live ones
 // at once, synced ones as their pages arrive. Each is committed to the
 // store right behind (group commit), so a crash in between can lose the
 // stored copy of a message already shown; sync restores it. The application
 // must keep reading: when it does not, the room's queues fill and gossipsub
 // drops (and counts) messages, which sync later recovers.
 func (r *Room) Messages() <-chan Message { return r.out }
+
+// PeerChange is a peer joining or leaving a room.
+type PeerChange struct {
+	Peer   peer.ID
+	Joined bool
+}
+
+// PeerChanges returns the peers joining and leaving the room. A change the
+// application does not take in time is dropped: Peers says where things
+// stand.
+func (r *Room) PeerChanges() <-chan PeerChange { return r.peers }
 
 // Peers returns the peers known to be in the room.
 func (r *Room) Peers() []peer.ID { return r.topic.ListPeers() }
@@ -202,12 +216,15 @@ func (r *Room) read() {
 	}
 }
 
-// accept delivers a new envelope to the application (unless it is ours)
+// accept delivers a new envelope to the application (unless this process
+// published it)
 // and queues it for the store. It blocks while the application or the
 // writer is behind, which pushes back on gossipsub's queues (whose drops
 // are counted) rather than losing anything silently here.
 func (r *Room) accept(it inbound) error {
-	if it.env.Sender != r.n.cfg.Key.Public() {
+	// What this process published itself is not handed back; our own
+	// envelopes from another device (the same identity elsewhere) are.
+	if it.via != "local" {
 		select {
 		case r.out <- Message{ID: it.id, Env: it.env, Via: it.via, From: it.from}:
 		case <-r.ctx.Done():
@@ -347,6 +364,10 @@ func (r *Room) watchPeers() {
 		ev, err := r.evh.NextPeerEvent(r.ctx)
 		if err != nil {
 			return
+		}
+		select {
+		case r.peers <- PeerChange{Peer: ev.Peer, Joined: ev.Type == pubsub.PeerJoin}:
+		default: // not taken in time: Peers says where things stand
 		}
 		if ev.Type != pubsub.PeerJoin {
 			continue

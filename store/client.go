@@ -15,27 +15,51 @@ import (
 // the rooms joined, where each relay subscription stands, and the newest
 // audit checkpoint of each relay.
 
-// Search makes the store index the text of every new text envelope, for
-// Store.Search. The chat client opens its store this way; the relay,
-// which never searches, does not pay for the index.
+// Search makes the store keep a full-text index of messages, for
+// Store.Search, which IndexText fills. The chat client opens its store
+// this way; the relay, which never searches, does not pay for the index.
 func Search() Option { return func(o *options) { o.search = true } }
 
-// index adds a new envelope's text to the full-text index, in the batch's
-// transaction. An envelope that is not text, or whose text does not parse,
-// is simply not indexed: it is stored all the same.
-func (b *Batch) index(ctx context.Context, pos int64, e *protocol.Envelope) error {
-	if e.Kind != protocol.KindText {
-		return nil
-	}
-	t, err := protocol.ParseText(e.Payload)
+// IndexText adds a stored envelope's text to the full-text index, in the
+// batch's transaction. The store never reads payloads: the client
+// decodes (and, in private rooms, decrypts) them and hands the text here.
+// It reports false if no envelope with this ID is stored (yet), and does
+// nothing in a store opened without Search. Indexing one twice is
+// indexing it once.
+func (b *Batch) IndexText(ctx context.Context, id protocol.ID, nick, body string) (bool, error) {
+	return indexText(ctx, b.tx, b.s.search, id, nick, body)
+}
+
+// IndexText is Batch.IndexText in a transaction of its own.
+func (s *Store) IndexText(ctx context.Context, id protocol.ID, nick, body string) (bool, error) {
+	b, err := s.Begin(ctx)
 	if err != nil {
-		return nil
+		return false, err
 	}
-	if _, err := b.tx.ExecContext(ctx, `INSERT INTO envelope_text (rowid, nick, body) VALUES (?, ?, ?)`,
-		pos, t.Nick, t.Body); err != nil {
-		return fmt.Errorf("store: index envelope %d: %w", pos, err)
+	defer b.Rollback()
+	ok, err := b.IndexText(ctx, id, nick, body)
+	if err != nil || !ok {
+		return ok, err
 	}
-	return nil
+	return true, b.Commit()
+}
+
+func indexText(ctx context.Context, tx *sql.Tx, search bool, id protocol.ID, nick, body string) (bool, error) {
+	if !search {
+		return true, nil
+	}
+	var pos int64
+	switch err := tx.QueryRowContext(ctx, `SELECT rowid FROM envelopes WHERE id = ?`, id[:]).Scan(&pos); {
+	case errors.Is(err, sql.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("store: index %s: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO envelope_text (rowid, nick, body)
+		SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM envelope_text WHERE rowid = ?)`, pos, nick, body, pos); err != nil {
+		return false, fmt.Errorf("store: index %s: %w", id, err)
+	}
+	return true, nil
 }
 
 // Search returns the last limit envelopes of room whose text or nickname

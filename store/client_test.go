@@ -32,8 +32,24 @@ func TestSearch(t *testing.T) {
 		textRecord(t, 3, "alice", `a "quoted" word AND an operator`),
 		record(t, key(t, 1), "r", 4, 4, t0, "not a text payload"),
 	}
+	// Indexed before it is stored: not indexed, and said so.
+	if ok, err := s.IndexText(ctx, recs[0].ID, "alice", "the Café opens at nine"); ok || err != nil {
+		t.Fatalf("IndexText of an envelope not stored = %v, %v; want false", ok, err)
+	}
 	if _, err := s.Put(ctx, recs...); err != nil {
 		t.Fatal(err)
+	}
+	// The store does not read payloads: the client hands it the text.
+	for _, r := range recs[:3] {
+		txt, err := protocol.ParseText(r.Env.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // twice is once
+			if ok, err := s.IndexText(ctx, r.ID, txt.Nick, txt.Body); !ok || err != nil {
+				t.Fatalf("IndexText = %v, %v", ok, err)
+			}
+		}
 	}
 	for _, tc := range []struct {
 		q    string

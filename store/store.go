@@ -391,11 +391,6 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 			}
 			res[i] = Appended{Stored, pos}
-			if b.s.search {
-				if err := b.index(ctx, pos, r.Env); err != nil {
-					return nil, err
-				}
-			}
 			continue
 		}
 		var (

@@ -128,19 +128,9 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 	return cl, nil
 }
 
-// pathFailed reports a path that stopped for good: the end in relay mode,
-// where no other path is left, and a warning otherwise.
-func (c *cli) pathFailed(cl *client.Client, err error) int {
-	if cl.Node() == nil {
-		return c.fail(err)
-	}
-	fmt.Fprintf(c.stderr, "chat: warning: %v; the mesh carries on\n", oneLine(err))
-	return exitOK
-}
-
 func (c *cli) roomFlags(name string) (*flag.FlagSet, *string, *bool) {
 	fs := c.flags(name)
-	room := fs.String("room", "", "room name")
+	room := onceString(fs, "room", "room name (once)")
 	asJSON := fs.Bool("json", false, "JSON output")
 	return fs, room, asJSON
 }
@@ -168,17 +158,18 @@ type receiptJSON struct {
 }
 
 type sentJSON struct {
-	ID       string   `json:"id"`
-	Room     string   `json:"room"`
-	Time     string   `json:"time"`
-	Via      []string `json:"via"`
-	Ack      *ackJSON `json:"ack,omitempty"`
-	MeshPeer string   `json:"mesh_peer,omitempty"`
-	Failed   []string `json:"failed,omitempty"`
+	ID        string   `json:"id"`
+	Delivered bool     `json:"delivered"`
+	Room      string   `json:"room"`
+	Time      string   `json:"time"`
+	Via       []string `json:"via"`
+	Ack       *ackJSON `json:"ack,omitempty"`
+	MeshPeer  string   `json:"mesh_peer,omitempty"`
+	Failed    []string `json:"failed,omitempty"`
 }
 
 func (c *cli) sentJSON(room string, s client.Sent, checkpoint []byte) sentJSON {
-	v := sentJSON{ID: s.ID.String(), Room: room, Time: s.Time.UTC().Format(time.RFC3339Nano), Via: s.Via, MeshPeer: s.MeshPeer}
+	v := sentJSON{ID: s.ID.String(), Delivered: s.Delivered(), Room: room, Time: s.Time.UTC().Format(time.RFC3339Nano), Via: s.Via, MeshPeer: s.MeshPeer}
 	if v.Via == nil {
 		v.Via = []string{}
 	}
@@ -238,10 +229,14 @@ func (c *cli) send(args []string) int {
 	}
 	if *asJSON {
 		c.printJSON(c.sentJSON(*room, sent, cp))
-	} else {
+	} else if err == nil {
 		fmt.Fprintln(c.stdout, sent.ID)
 	}
 	if err != nil {
+		if !client.IsAuditError(err) {
+			// Not on stdout, which names delivered messages only.
+			err = fmt.Errorf("message %s: %w", sent.ID, err)
+		}
 		return c.fail(err)
 	}
 	if err := cl.Close(); err != nil {
@@ -295,8 +290,10 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 	mark := ""
 	switch {
 	case m.Own:
+	case m.Trust == identity.TrustKeyChanged && m.Claims != nil:
+		mark = " [KEY CHANGED: not the verified key of " + m.Nick + ", " + m.Claims.Key.Fingerprint() + "]"
 	case m.Trust == identity.TrustKeyChanged:
-		mark = " [KEY CHANGED: not the key first seen as " + m.Nick + "]"
+		mark = " [KEY CHANGED: not the verified key of " + m.Nick + "]"
 	case m.Trust == identity.TrustNew:
 		mark = " [new]"
 	case m.Trust == identity.TrustVerified:
@@ -312,6 +309,81 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 	}
 	fmt.Fprintf(c.stdout, "%s #%s <%s>%s %s%s  (%s)\n", m.Time.Local().Format("2006-01-02 15:04:05"),
 		m.Room, m.Nick, mark, m.Text, gap, via)
+}
+
+// screen shows a session's events on standard output (messages) and
+// standard error (what became of ours, warnings, and with --verbose the
+// paths' state), for listen and talk.
+type screen struct {
+	c      *cli
+	cl     *client.Client
+	asJSON bool
+	mu     sync.Mutex // one line at a time
+}
+
+// printf writes a line on standard error.
+func (s *screen) printf(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fmt.Fprintf(s.c.stderr, format, args...)
+}
+
+// show shows one event. It reports an exit code and true when the
+// session must end: the relay's audit log failed its checks, or the only
+// path stopped for good.
+func (s *screen) show(e client.Event) (int, bool) {
+	switch e := e.(type) {
+	case *client.MessageEvent:
+		s.mu.Lock()
+		s.c.printMessage(e.Message, s.asJSON)
+		s.mu.Unlock()
+		s.cl.Shown(e.ID)
+	case *client.AlarmEvent:
+		switch e.Kind {
+		case client.AlarmAuditLog:
+			return s.fail(e.Err), true
+		case client.AlarmEquivocation:
+			s.printf("chat: SECURITY: %s signed two different messages with one number in #%s; the second is kept as evidence and not shown\n",
+				e.Sender.Fingerprint(), e.Room)
+		}
+	case *client.PathEvent:
+		if s.cl.Node() == nil {
+			return s.fail(e.Err), true // relay mode: no other path is left
+		}
+		s.printf("chat: warning: %v; the mesh carries on\n", oneLine(e.Err))
+	case *client.RelayEvent:
+		switch {
+		case !s.c.g.verbose:
+		case e.Connected:
+			s.printf("chat: relay connected (round trip %v)\n", e.RTT.Round(time.Millisecond))
+		default:
+			s.printf("chat: relay not connected: %v\n", oneLine(e.Err))
+		}
+	case *client.PeerEvent:
+		if s.c.g.verbose {
+			what := "left"
+			if e.Joined {
+				what = "joined"
+			}
+			s.printf("chat: peer %s %s #%s (%d in the room)\n", e.Peer, what, e.Room, e.Peers)
+		}
+	}
+	return exitOK, false
+}
+
+func (s *screen) fail(err error) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c.fail(err)
+}
+
+// auditError is the relay's audit error, if it has one: checked last, in
+// case the alarm is still on its way.
+func auditError(cl *client.Client) error {
+	if r := cl.Relay(); r != nil {
+		return r.AuditError()
+	}
+	return nil
 }
 
 func (c *cli) listen(args []string) int {
@@ -352,28 +424,22 @@ func (c *cli) listen(args []string) int {
 			return c.fail(ranOut(ctx, *timeout, err))
 		}
 	}
+	scr := &screen{c: c, cl: cl, asJSON: *asJSON}
 	got := 0
-	watch := time.NewTicker(time.Second)
-	defer watch.Stop()
 	for *count == 0 || got < *count {
 		select {
-		case m, ok := <-cl.Messages():
+		case e, ok := <-cl.Events():
 			if !ok {
 				return c.fail(errors.New("the session ended"))
 			}
-			c.printMessage(m, *asJSON)
-			cl.Shown(m.ID)
-			got++
-		case err := <-cl.Failed():
-			if code := c.pathFailed(cl, err); code != exitOK {
+			if _, isMsg := e.(*client.MessageEvent); isMsg {
+				got++
+			}
+			if code, end := scr.show(e); end {
 				return code
 			}
-		case <-watch.C:
-			if err := cl.AuditError(); err != nil {
-				return c.fail(err)
-			}
 		case <-ctx.Done():
-			if err := cl.AuditError(); err != nil {
+			if err := auditError(cl); err != nil {
 				return c.fail(err)
 			}
 			if *count > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -382,7 +448,7 @@ func (c *cli) listen(args []string) int {
 			return exitOK
 		}
 	}
-	if err := cl.AuditError(); err != nil {
+	if err := auditError(cl); err != nil {
 		return c.fail(err)
 	}
 	if err := cl.Close(); err != nil {
@@ -391,8 +457,15 @@ func (c *cli) listen(args []string) int {
 	return exitOK
 }
 
+// posted is a line of talk's input, posted to the room or not.
+type posted struct {
+	id  protocol.ID
+	err error
+}
+
 // talk sends each line of standard input and prints messages as they
-// arrive, until the input ends and the last send is done.
+// arrive, until the input ends and every line is delivered or its
+// --timeout has passed.
 func (c *cli) talk(args []string) int {
 	fs, room, asJSON := c.roomFlags("talk")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a message after this long")
@@ -415,105 +488,132 @@ func (c *cli) talk(args []string) int {
 	if err := cl.Join(ctx, *room); err != nil {
 		return c.fail(err)
 	}
-	var (
-		mu      sync.Mutex // one line at a time on stderr and stdout
-		failed  int
-		done    = make(chan struct{})
-		closing bool           // interrupted: no more sends
-		sending sync.WaitGroup // the send under way
-	)
-	go func() {
-		defer close(done)
-		in := bufio.NewReader(c.stdin)
-		for {
-			line, err := readLine(in, protocol.MaxTextLen)
-			if errors.Is(err, errLineTooLong) {
-				mu.Lock()
-				failed++
-				fmt.Fprintf(c.stderr, "chat: not sent: a line of more than %d bytes (the longest message); the next lines are\n", protocol.MaxTextLen)
-				mu.Unlock()
-				continue
-			}
-			if err != nil {
-				if err != io.EOF {
-					mu.Lock()
-					failed++
-					fmt.Fprintf(c.stderr, "chat: reading standard input: %v\n", err)
-					mu.Unlock()
-				}
-				return
-			}
-			if strings.TrimSpace(line) == "" {
-				continue
-			}
-			mu.Lock()
-			if closing {
-				mu.Unlock()
-				return
-			}
-			sending.Add(1)
-			mu.Unlock()
-			sctx, cancel := context.WithTimeout(ctx, *timeout)
-			sent, err := cl.Send(sctx, *room, line)
+	t := &talker{screen: screen{c: c, cl: cl, asJSON: *asJSON}, room: *room, timeout: *timeout,
+		pending: make(map[protocol.ID]time.Time)}
+	lines := make(chan posted)
+	go t.read(ctx, lines)
+	return t.run(ctx, lines)
+}
+
+// talker is talk's state: the lines posted and not yet delivered.
+type talker struct {
+	screen
+	room    string
+	timeout time.Duration
+	pending map[protocol.ID]time.Time // posted, not confirmed: until when talk waits
+	failed  int                       // lines that were not posted, or whose time ran out
+}
+
+// read posts each line of standard input, and closes lines at its end.
+func (t *talker) read(ctx context.Context, lines chan<- posted) {
+	defer close(lines)
+	in := bufio.NewReader(t.c.stdin)
+	for ctx.Err() == nil {
+		line, err := readLine(in, protocol.MaxTextLen)
+		switch {
+		case errors.Is(err, errLineTooLong):
+			err = fmt.Errorf("a line of more than %d bytes (the longest message); the next lines are", protocol.MaxTextLen)
+		case errors.Is(err, io.EOF):
+			return
+		case err != nil:
+			lines <- posted{err: fmt.Errorf("reading standard input: %w", err)}
+			return
+		case strings.TrimSpace(line) == "":
+			continue
+		default:
+			pctx, cancel := context.WithTimeout(ctx, t.timeout)
+			var id protocol.ID
+			id, err = t.cl.Post(pctx, t.room, line)
 			cancel()
-			sending.Done()
-			mu.Lock()
-			if err != nil {
-				failed++
-				fmt.Fprintf(c.stderr, "chat: not sent: %v\n", oneLine(err))
-			} else {
-				fmt.Fprintf(c.stderr, "sent %s via %s\n", sent.ID, strings.Join(sent.Via, ","))
-			}
-			mu.Unlock()
-			if ctx.Err() != nil || client.IsAuditError(err) {
-				return
+			if err == nil {
+				select {
+				case lines <- posted{id: id}:
+				case <-ctx.Done():
+				}
+				continue
 			}
 		}
-	}()
-	watch := time.NewTicker(time.Second)
-	defer watch.Stop()
-	for {
 		select {
-		case m, ok := <-cl.Messages():
-			if !ok {
-				return c.fail(errors.New("the session ended"))
-			}
-			mu.Lock()
-			c.printMessage(m, *asJSON)
-			mu.Unlock()
-			cl.Shown(m.ID)
-		case err := <-cl.Failed():
-			mu.Lock()
-			code := c.pathFailed(cl, err)
-			mu.Unlock()
-			if code != exitOK {
-				return code
-			}
-		case <-watch.C:
-			if err := cl.AuditError(); err != nil {
-				return c.fail(err)
-			}
-		case <-done:
-			if err := cl.AuditError(); err != nil {
-				return c.fail(err)
-			}
-			if failed > 0 {
-				return c.fail(fmt.Errorf("%w: %d message(s)", client.ErrNoPath, failed))
-			}
-			if err := cl.Close(); err != nil {
-				return c.fail(err)
-			}
-			return exitOK
+		case lines <- posted{err: err}:
 		case <-ctx.Done():
-			// Interrupted: the send under way ends with ctx; the session
-			// closes after it, never under it.
-			mu.Lock()
-			closing = true
-			mu.Unlock()
-			sending.Wait()
-			return exitOK
 		}
 	}
+}
+
+func (t *talker) run(ctx context.Context, lines <-chan posted) int {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case p, ok := <-lines:
+			switch {
+			case !ok:
+				lines = nil // the input ended: what is pending still counts
+			case p.err != nil:
+				t.failed++
+				t.printf("chat: not sent: %v\n", oneLine(p.err))
+			default:
+				t.pending[p.id] = time.Now().Add(t.timeout)
+			}
+		case e, ok := <-t.cl.Events():
+			if !ok {
+				return t.fail(errors.New("the session ended"))
+			}
+			if d, isDelivery := e.(*client.DeliveryEvent); isDelivery {
+				t.delivered(d)
+			} else if code, end := t.show(e); end {
+				return code
+			}
+		case <-tick.C:
+			t.expire()
+		case <-ctx.Done():
+			// Interrupted: what is not delivered stays in the outbox.
+			return exitOK
+		}
+		if lines == nil && len(t.pending) == 0 {
+			return t.finish()
+		}
+	}
+}
+
+// delivered notes what became of one of our lines. A line that no path
+// took stays pending: the outbox sends it again while talk runs.
+func (t *talker) delivered(d *client.DeliveryEvent) {
+	if _, ours := t.pending[d.Sent.ID]; !ours || !d.Done {
+		return
+	}
+	if d.Sent.Delivered() {
+		delete(t.pending, d.Sent.ID)
+		t.printf("sent %s via %s\n", d.Sent.ID, strings.Join(d.Sent.Via, ","))
+		return
+	}
+	t.printf("chat: not delivered yet: %s: %v (kept, and sent again when a path is there)\n",
+		d.Sent.ID, oneLine(errors.Join(d.Sent.Failed...)))
+}
+
+// expire gives up on the lines whose time has run out.
+func (t *talker) expire() {
+	now := time.Now()
+	for id, until := range t.pending {
+		if now.After(until) {
+			delete(t.pending, id)
+			t.failed++
+			t.printf("chat: not delivered in %v: %s (kept in the outbox)\n", t.timeout, id)
+		}
+	}
+}
+
+func (t *talker) finish() int {
+	if err := auditError(t.cl); err != nil {
+		return t.fail(err)
+	}
+	if t.failed > 0 {
+		return t.fail(fmt.Errorf("%w: %d message(s)", client.ErrNoPath, t.failed))
+	}
+	if err := t.cl.Close(); err != nil {
+		return t.fail(err)
+	}
+	return exitOK
 }
 
 func (c *cli) history(args []string) int {

@@ -1,0 +1,202 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/internal/testkit"
+	"github.com/parleychat/parley/protocol"
+)
+
+// withRelayName gives an offline client the relay identity its cursors
+// are kept under, as if a relay were configured.
+func withRelayName(c *Client) { c.relay = &relayPath{c: c, name: "SHA256:test-relay"} }
+
+// waitCursor waits until the kept relay cursor of room is want.
+func waitCursor(t *testing.T, c *Client, room string, want protocol.ID) {
+	t.Helper()
+	var got protocol.ID
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var err error
+		if got, err = c.st.RelayCursor(context.Background(), c.relay.name, room); err == nil && got == want {
+			return
+		}
+	}
+	t.Fatalf("cursor of %s = %s, want %s", room, got, want)
+}
+
+// TestCursorOnlyCommitted: the relay sends live envelopes before their
+// commit, and one whose commit fails may come again later in another
+// position. The cursor kept for the next session moves only to what the
+// relay confirmed committed, never merely to the last envelope delivered.
+func TestCursorOnlyCommitted(t *testing.T) {
+	c := openOffline(t)
+	withRelayName(c)
+	alice := &testkit.Author{Key: testkit.Key(t), Room: "r"}
+	raw1, id1 := alice.Next(t, "committed")
+	raw2, id2 := alice.Next(t, "early, its commit still to come")
+	for _, raw := range [][]byte{raw1, raw2} {
+		e, _ := protocol.Parse(raw)
+		c.in <- arrival{room: "r", id: protocol.IDOf(raw), env: e, raw: raw, via: ViaRelay}
+	}
+	c.in <- arrival{room: "r", id: id1, via: ViaRelay, committed: true}
+	next(t, c)
+	next(t, c)
+	waitCursor(t, c, "r", id1)
+	// The relay confirms the second: the cursor follows.
+	c.in <- arrival{room: "r", id: id2, via: ViaRelay, committed: true}
+	waitCursor(t, c, "r", id2)
+}
+
+// TestFailedMergeLosesNothing: a store error while merging leaves the
+// batch to be tried again whole: its message is shown once it is stored,
+// never swallowed, and a copy by another path is not taken for a message
+// already shown.
+func TestFailedMergeLosesNothing(t *testing.T) {
+	c := openOffline(t)
+	withRelayName(c)
+	var failures atomic.Int32
+	failures.Store(2)
+	c.merge.fault = func() error {
+		if failures.Add(-1) >= 0 {
+			return errors.New("disk I/O error (injected)")
+		}
+		return nil
+	}
+	r := &room{name: "r", caughtUp: make(chan struct{})}
+	c.mu.Lock()
+	c.rooms["r"] = r
+	c.mu.Unlock()
+	alice := &testkit.Author{Key: testkit.Key(t), Room: "r"}
+	raw, id := alice.Next(t, "through a bad moment")
+	e, _ := protocol.Parse(raw)
+	c.in <- arrival{room: "r", id: id, env: e, raw: raw, via: ViaRelay, history: true}
+	c.in <- arrival{room: "r", id: id, via: ViaRelay, committed: true}
+	c.in <- arrival{room: "r", caughtUp: true}
+	if m := next(t, c); m.ID != id || m.Text != "through a bad moment" {
+		t.Fatalf("shown %+v", m)
+	}
+	if failures.Load() >= 0 {
+		t.Fatal("no failure was injected")
+	}
+	select {
+	case <-r.caughtUp: // a Send waiting for the history goes on
+	case <-time.After(30 * time.Second):
+		t.Fatal("the history's end was never marked")
+	}
+	waitCursor(t, c, "r", id)
+	if has, err := c.st.Has(context.Background(), id); err != nil || !has {
+		t.Fatalf("stored: %v, %v", has, err)
+	}
+	// The mesh's copy, later, is another path of the same message.
+	c.in <- arrival{room: "r", id: id, env: e, via: ViaMesh}
+	noMore(t, c)
+	waitVia(t, c, id, "relay,mesh")
+}
+
+// TestOneSigner: the client is the one signer of a home folder. Across
+// reserved blocks of sequence numbers and a restart, its numbers never
+// repeat and its chain links each envelope to the one before.
+func TestOneSigner(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "home")
+	ctx := context.Background()
+	var prev protocol.ID
+	var last uint64
+	for session := range 2 {
+		h, err := OpenHome(dir, HomeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Nick = "me"
+		c, err := Open(ctx, h, Options{Config: cfg, Offline: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.sign.alloc.Block = 3
+		for i := range 7 {
+			id, err := c.Post(ctx, "r", "numbered")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec, err := c.st.Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Env.Seq <= last || rec.Env.Prev != prev {
+				t.Fatalf("session %d message %d: seq %d after %d, prev %s after %s", session, i, rec.Env.Seq, last, rec.Env.Prev, prev)
+			}
+			last, prev = rec.Env.Seq, id
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSendsBelongToTheClient: a send under way ends with Close, which
+// waits for it; a message whose send is under way is not sent a second
+// time by the outbox; and the outcome comes as events.
+func TestSendsBelongToTheClient(t *testing.T) {
+	ctx := context.Background()
+	h, err := OpenHome(filepath.Join(t.TempDir(), "a"), HomeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Nick, cfg.Mode, cfg.MDNS, cfg.Listen = "a", ModeP2P, false, []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+	c, err := Open(ctx, h, Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := c.Post(ctx, "r", "to nobody yet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	r, inflight := c.rooms["r"], c.inflight[id]
+	c.mu.Unlock()
+	if !inflight {
+		t.Fatal("the posted message is not on its way")
+	}
+	rec, err := c.st.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := &delivery{r: r, id: id, msg: signed{rec.Env, id, rec.Raw}, done: make(chan Sent, 1)}
+	if c.startDelivery(again, time.Second) {
+		t.Fatal("a message on its way was sent a second time")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Close did not end the send under way in 60 s")
+	}
+	var last *DeliveryEvent
+	for e := range c.Events() {
+		if d, ok := e.(*DeliveryEvent); ok && d.Sent.ID == id {
+			last = d
+		}
+	}
+	if last != nil && (!last.Done || last.Sent.Delivered()) {
+		t.Fatalf("the send's last event: %+v", last)
+	}
+	// Kept for the next session.
+	c2, err := Open(ctx, h, Options{Config: cfg, Offline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if out, err := c2.st.Outbox(ctx, "r"); err != nil || len(out) != 1 || out[0].ID != id {
+		t.Fatalf("outbox = %v, %v", out, err)
+	}
+}
