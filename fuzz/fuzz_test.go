@@ -186,23 +186,43 @@ func FuzzMessageID(f *testing.F) {
 	})
 }
 
-// FuzzContacts: a contacts file that parses encodes back to the input.
+// FuzzContacts: a contacts file that parses encodes back to the input; a
+// file of version 1 encodes as version 2, which encodes back to itself.
 func FuzzContacts(f *testing.F) {
 	var c identity.Contacts
 	t0 := time.Date(2026, 11, 26, 6, 11, 41, 0, time.UTC)
 	c.Observe("alice", testKey(f, 1).Public(), t0)
 	c.Observe("bob", testKey(f, 2).Public(), t0.Add(time.Hour))
+	c.Observe("alice", testKey(f, 3).Public(), t0.Add(2*time.Hour))
 	c.Verify(testKey(f, 2).Public().Fingerprint())
+	c.Verify(testKey(f, 1).Public().Fingerprint())
+	c.Accept(testKey(f, 3).Public().Fingerprint())
 	good, _ := c.MarshalText()
 	f.Add(good)
+	f.Add([]byte("# parley contacts v2\n"))
 	f.Add([]byte("# parley contacts v1\n"))
+	f.Add([]byte("# parley contacts v1\n" +
+		"al " + testKey(f, 1).Public().String() + " known 2026-11-20T00:00:00Z\n" +
+		"alice " + testKey(f, 1).Public().String() + " verified 2026-11-26T06:11:41Z\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := identity.ParseContacts(b)
 		if err != nil {
 			errorIsOneOf(t, err, identity.ErrMalformedContacts)
 			return
 		}
-		sameBytes(t, b)(c.MarshalText())
+		if bytes.HasPrefix(b, []byte("# parley contacts v2\n")) {
+			sameBytes(t, b)(c.MarshalText())
+			return
+		}
+		v2, err := c.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := identity.ParseContacts(v2)
+		if err != nil {
+			t.Fatalf("a migrated file does not parse: %v\n%s", err, v2)
+		}
+		sameBytes(t, v2)(again.MarshalText())
 	})
 }
 
