@@ -23,8 +23,14 @@ import (
 // Client is a connection to one relay, authenticated with the person's
 // identity key. It reconnects when the connection drops: a publish is
 // resent (the relay acknowledges a resent envelope as a duplicate), and a
-// subscription resumes after the last envelope it delivered. It is safe
-// for concurrent use.
+// subscription resumes after the last envelope it delivered. A
+// connection from which nothing has come for a keep-alive interval and a
+// few seconds more is taken for dead and replaced (a relay killed and
+// started again does not answer it). It is safe for concurrent use.
+//
+// Dial makes a client whose first connection is up; it dials again when a
+// request needs a connection. Start makes one that dials in the
+// background, whether or not the relay is up yet.
 type Client struct {
 	addr      Addr
 	tls       *tls.Config
@@ -44,12 +50,29 @@ type Client struct {
 	done   chan struct{}
 	relay  identity.PublicKey // the key the relay proved
 
+	background bool // made by Start: run dials, requests wait for it
+	onState    func(State)
+	notify     chan struct{} // wakes notifyLoop
+	ready      chan struct{} // closed at the first dial's outcome
+	readyOnce  sync.Once
+	readyErr   error
+
+	// The connection state, under stMu; changed is closed and replaced
+	// at each change of status or error.
+	stMu        sync.Mutex
+	state       State
+	stateConn   *quic.Conn // the connection while connected
+	dialFailed  bool       // down because the last dial failed, not merely lost
+	changed     chan struct{}
+	reportedRTT time.Duration // the RTT OnState was last told
+
 	// The newest audit checkpoint seen, against which every other one is
 	// checked for consistency.
 	ckMu     sync.Mutex
 	kept     *audit.Checkpoint  // checked consistent with every one before
 	proofs   audit.ProofChecker // the receipts' inclusion proofs
 	keptNote []byte
+	keptRaw  []byte            // ClientOptions.Checkpoint, opened once the relay's key is known
 	lastSeen *audit.Checkpoint // the last one queued for checking
 	auditErr error             // the security error found, sticky
 	// The checkpoints seen and not yet proved consistent, under ckMu;
@@ -57,6 +80,7 @@ type Client struct {
 	ckPending []checkpointSeen
 	ckWake    chan struct{}
 	ckTaken   chan struct{} // checkLoop took the pending list
+	ckStopped chan struct{} // checkLoop ended
 	// The last checkpoint opened, and its note: receipts of one commit
 	// share it.
 	openMu     sync.Mutex
@@ -66,12 +90,14 @@ type Client struct {
 	openerKey  identity.PublicKey
 }
 
-// ClientOptions configure Dial.
+// ClientOptions configure Dial and Start.
 type ClientOptions struct {
 	Log *slog.Logger
-	// KeepAlive is how often an idle connection is pinged, which is also
-	// how soon a relay that restarted is noticed (it answers the ping
-	// with a stateless reset). If zero, 15 seconds.
+	// KeepAlive is how often an idle connection is pinged. It also sets
+	// how soon a relay that went away (killed, restarted, unreachable) is
+	// noticed: when nothing has come from it for KeepAlive and 5 s more
+	// (silenceGrace), the connection is dropped and dialled again. If
+	// zero, 15 seconds.
 	KeepAlive time.Duration
 	// Transport, if not nil, carries the connection: many clients in one
 	// process (a load generator) can share one UDP socket. If nil, each
@@ -81,6 +107,14 @@ type ClientOptions struct {
 	// the application kept from an earlier session (Client.Checkpoint):
 	// the relay's log must be consistent with it.
 	Checkpoint []byte
+	// OnState, if not nil, is told each change of the connection state
+	// (State), and a round-trip time that moved by a fifth or more. It is
+	// called from a goroutine of the client's own, one call at a time,
+	// in order, with the newest state: states that change while a call
+	// runs are told as one. It must not block for long (a blocked call
+	// delays only the next calls) and must not call Close. The last call
+	// tells StatusClosed.
+	OnState func(State)
 }
 
 // Dial connects to the relay at addr as key. It returns once the relay has
@@ -88,27 +122,18 @@ type ClientOptions struct {
 // *protocol.RelayError saying why, and a relay whose key is not the one in
 // addr is an error wrapping ErrWrongRelay.
 func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOptions) (*Client, error) {
-	conf, err := clientTLS(key, addr)
+	c, err := makeClient(addr, key, opts)
 	if err != nil {
 		return nil, err
 	}
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
-	if opts.KeepAlive <= 0 {
-		opts.KeepAlive = 15 * time.Second
-	}
-	c := newClient(addr, conf, opts)
+	c.setReady(nil)
 	if _, err := c.connect(ctx); err != nil {
+		c.Close()
 		return nil, err
 	}
-	if opts.Checkpoint != nil {
-		cp, err := audit.Open(opts.Checkpoint, c.relayKey())
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("relay: the kept checkpoint: %w", err)
-		}
-		c.kept, c.keptNote = &cp, opts.Checkpoint
+	if err := c.openKept(c.relayKey()); err != nil {
+		c.Close()
+		return nil, err
 	}
 	go c.checkLoop()
 	// The relay refuses an identity it does not admit right after the
@@ -120,10 +145,31 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	return c, nil
 }
 
+func makeClient(addr Addr, key identity.PrivateKey, opts ClientOptions) (*Client, error) {
+	conf, err := clientTLS(key, addr)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 15 * time.Second
+	}
+	return newClient(addr, conf, opts), nil
+}
+
 func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
 	life, end := context.WithCancel(context.Background())
-	return &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, life: life, end: end,
-		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1)}
+	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, life: life, end: end,
+		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1), ckStopped: make(chan struct{}),
+		keptRaw: opts.Checkpoint, onState: opts.OnState, ready: make(chan struct{}), changed: make(chan struct{}),
+		state: State{Status: StatusConnecting, Since: time.Now()}}
+	if c.onState != nil {
+		c.notify = make(chan struct{}, 1)
+		go c.notifyLoop()
+	}
+	return c
 }
 
 // Addr is the relay's address.
@@ -133,14 +179,18 @@ func (c *Client) Addr() Addr { return c.addr }
 func (c *Client) Close() error {
 	c.end()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
 	close(c.done)
-	if c.conn != nil {
-		return c.conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+	conn := c.conn
+	c.mu.Unlock()
+	c.setState(StatusClosed, nil, nil, false)
+	c.setReady(errClientClosed)
+	if conn != nil {
+		return conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
 	}
 	return nil
 }
@@ -161,9 +211,26 @@ func quicConfig(keepAlive time.Duration) *quic.Config {
 	}
 }
 
-// connect returns the live connection, dialling a new one if the last
-// one is gone.
+// connect returns the live connection. A client made by Dial dials a new
+// one if the last one is gone; one made by Start waits for its dialler,
+// or fails at once with ErrNotConnected if its last dial failed.
 func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
+	if c.background {
+		return c.awaitConn(ctx, true)
+	}
+	return c.connectLazy(ctx)
+}
+
+// connectWait is connect for a subscription, which waits for a client
+// made by Start to connect, however long it takes.
+func (c *Client) connectWait(ctx context.Context) (*quic.Conn, error) {
+	if c.background {
+		return c.awaitConn(ctx, false)
+	}
+	return c.connectLazy(ctx)
+}
+
+func (c *Client) connectLazy(ctx context.Context) (*quic.Conn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -180,14 +247,23 @@ func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
 	defer stop()
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
-	}
-	if certs := conn.ConnectionState().TLS.PeerCertificates; len(certs) == 1 {
-		if k, err := certIdentity(certs[0]); err == nil {
-			c.relay = k // the TLS config checked it against the address
+		err = fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
+		// Dial's own first attempt returns its error and tells no one.
+		if c.life.Err() == nil && ctx.Err() == nil && c.State().Status != StatusConnecting {
+			if permanent(err) {
+				c.setState(StatusRefused, err, nil, true)
+			} else {
+				c.setState(StatusDown, err, nil, true)
+			}
 		}
+		return nil, err
+	}
+	if k, err := connIdentity(conn); err == nil {
+		c.relay = k
 	}
 	c.conn, c.pub = conn, nil
+	c.setState(StatusConnected, nil, conn, false)
+	go c.watchLazy(conn)
 	return conn, nil
 }
 
@@ -231,7 +307,7 @@ func retryable(err error) bool {
 	switch {
 	case errors.As(err, &re):
 		return re.Code == protocol.CodeShuttingDown || re.Code == protocol.CodeIdle || re.Code == protocol.CodeOK
-	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrBadCertificate),
+	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrBadCertificate), errors.Is(err, ErrNotConnected),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	}
@@ -702,7 +778,12 @@ const checkInterval = 50 * time.Millisecond
 // last request at once, so that its cost does not grow with the rate of
 // commits.
 func (c *Client) checkLoop() {
-	var last time.Time
+	defer close(c.ckStopped)
+	var (
+		last   time.Time
+		b      backoff // between attempts at a check that could not be done
+		warned string  // the last failure told, not told again
+	)
 	for {
 		select {
 		case <-c.ckWake:
@@ -731,17 +812,78 @@ func (c *Client) checkLoop() {
 			ctx, cancel := context.WithTimeout(c.life, 30*time.Second)
 			err := c.check(ctx, seen[:n:n])
 			cancel()
-			seen = seen[n:]
-			if err != nil && errors.Is(err, ErrAuditLog) {
-				c.ckMu.Lock()
-				c.auditErr = err
-				c.ckMu.Unlock()
-				c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
-			} else if err != nil {
-				c.log.Warn("relay audit: consistency check not done", "relay", c.addr.String(), "err", err)
+			if err == nil || errors.Is(err, ErrAuditLog) {
+				seen = seen[n:]
+				b.reset()
+				warned = ""
+				if err != nil {
+					c.ckMu.Lock()
+					c.auditErr = err
+					c.ckMu.Unlock()
+					c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
+				}
+				continue
 			}
+			if c.life.Err() != nil {
+				// Closing: the checkpoints not proved are not kept
+				// (Checkpoint returns the last one proved), and the
+				// next session proves the relay's log from that one.
+				return
+			}
+			// Not done, for want of a connection or an answer: these
+			// checkpoints wait for the next try, after a reconnection.
+			// A lost connection is told once, as a state change; a
+			// relay that answers but does not prove is told here,
+			// once until a check succeeds.
+			c.ckMu.Lock()
+			c.ckPending = slices.Concat(seen, c.ckPending)
+			c.ckMu.Unlock()
+			if c.State().Status == StatusConnected && errText(err) != warned {
+				warned = errText(err)
+				c.log.Warn("relay audit: consistency check failed; will try again", "relay", c.addr.String(), "err", err)
+			} else {
+				c.log.Debug("relay audit: consistency check waits", "relay", c.addr.String(), "err", err)
+			}
+			if !c.awaitRetry(&b) {
+				return
+			}
+			select {
+			case c.ckWake <- struct{}{}:
+			default:
+			}
+			break
 		}
 		last = time.Now()
+	}
+}
+
+// awaitRetry waits before another try at a consistency check: for a
+// client made by Start, until it is connected, and then a backoff. It
+// returns false once the client is closed.
+func (c *Client) awaitRetry(b *backoff) bool {
+	for c.background {
+		c.stMu.Lock()
+		changed, status := c.changed, c.state.Status
+		c.stMu.Unlock()
+		if status == StatusConnected {
+			break
+		}
+		if status == StatusRefused {
+			return false
+		}
+		select {
+		case <-changed:
+		case <-c.done:
+			return false
+		}
+	}
+	t := time.NewTimer(b.wait())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.done:
+		return false
 	}
 }
 
@@ -1119,9 +1261,13 @@ func (s *Subscription) Err() error {
 // Subscribe delivers a room's envelopes after cursor (the zero ID: all
 // the relay keeps), then new ones as they are committed. When the
 // connection drops it reconnects and resumes after the last envelope
-// delivered, so nothing is missed and nothing comes twice. C closes when
-// ctx ends, at Close, or at a refusal that retrying cannot help (Err says
-// which).
+// delivered, so nothing is missed and nothing comes twice: at once when
+// the relay ended the connection, and a keep-alive interval and a few
+// seconds after a relay went silent (killed, restarted); it backs off
+// from about 100 ms to at most 5 s between attempts, from the start again
+// once an attempt got through. On a client made by Start it waits for the
+// client to connect, however long. C closes when ctx ends, at Close, or
+// at a refusal that retrying cannot help (Err says which).
 func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID) (*Subscription, error) {
 	if err := protocol.ValidRoom(room); err != nil {
 		return nil, err
@@ -1136,11 +1282,16 @@ func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID)
 		defer cancel()
 		var liveOnce sync.Once
 		st := &subState{cursor: cursor, given: map[protocol.ID]bool{}}
-		for attempt := 0; ; attempt++ {
+		var b backoff
+		for {
 			cursor, given := st.cursor, len(st.order)
-			err := c.subscribeOnce(ctx, room, st, ch, func() { liveOnce.Do(func() { close(live) }) })
-			if st.cursor != cursor || len(st.order) != given {
-				attempt = 0 // it got somewhere: back off from the start again
+			reached := false
+			err := c.subscribeOnce(ctx, room, st, ch, func() {
+				reached = true
+				liveOnce.Do(func() { close(live) })
+			})
+			if reached || st.cursor != cursor || len(st.order) != given {
+				b.reset() // it got somewhere: back off from the start again
 			}
 			if ctx.Err() != nil {
 				return
@@ -1153,11 +1304,8 @@ func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID)
 				return
 			}
 			c.log.Debug("subscription resumes", "room", room, "err", err)
-			if attempt > 6 {
-				attempt = 6
-			}
 			select {
-			case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+			case <-time.After(b.wait()):
 			case <-ctx.Done():
 				return
 			case <-c.done:
@@ -1197,7 +1345,7 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 	if err != nil {
 		return err
 	}
-	conn, err := c.connect(ctx)
+	conn, err := c.connectWait(ctx)
 	if err != nil {
 		return err
 	}

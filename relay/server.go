@@ -102,8 +102,9 @@ type Server struct {
 	audit       *audit.Log
 	auditReader audit.Reader
 
-	tr *quic.Transport
-	ln *quic.Listener
+	udp net.PacketConn // the socket tr reads, which tr does not close
+	tr  *quic.Transport
+	ln  *quic.Listener
 
 	clientsMu sync.Mutex
 	clients   map[*client]struct{} // admitted connections, to apply policy changes to
@@ -199,6 +200,7 @@ func (s *Server) Listen() error {
 		udp.Close()
 		return err
 	}
+	s.udp = udp
 	s.tr = &quic.Transport{
 		Conn: udp,
 		// Keys derived from the relay's identity, so that after a restart
@@ -226,6 +228,7 @@ func (s *Server) Listen() error {
 	})
 	if err != nil {
 		s.tr.Close()
+		udp.Close()
 		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
 	}
 	return nil
@@ -286,7 +289,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	close(s.commits) // the committer commits what is queued, then ends
 	s.closing.Unlock()
 	<-commitDone
-	return s.tr.Close()
+	// A Transport given its socket does not close it: the port would stay
+	// bound, and a relay started again in this process could not listen.
+	return errors.Join(s.tr.Close(), s.udp.Close())
 }
 
 // client is one authenticated connection.

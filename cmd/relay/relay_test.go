@@ -883,3 +883,68 @@ func nextEnvelope(sub *relay.Subscription, wait time.Duration) (relay.Delivery, 
 		}
 	}
 }
+
+// TestKill9IdleListener kills the relay with SIGKILL while a subscriber
+// listens, idle, and starts it again on the same port: what is published
+// after the restart reaches the subscriber within a few seconds, not after
+// the QUIC idle timeout (60 s). The restarted relay does not answer the
+// subscriber's small keep-alive packets, so the client must notice the
+// silence itself. Both a client made by Dial and one made by Start.
+func TestKill9IdleListener(t *testing.T) {
+	dir := initRelay(t, "open", "")
+	listen := freePort(t)
+	p := startRelay(t, dir, listen)
+	ctx := timeout(t, 5*time.Minute)
+	sender := testkit.Key(t)
+	// A keep-alive of 1 s: a client without its own check for silence
+	// waits for the idle timeout however often it pings.
+	lazy, err := relay.Dial(ctx, p.addr, testkit.Key(t), relay.ClientOptions{KeepAlive: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lazy.Close()
+	bg, err := relay.Start(p.addr, testkit.Key(t), relay.ClientOptions{KeepAlive: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bg.Close()
+	if err := bg.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	author := &testkit.Author{Key: sender, Room: "idle"}
+	var subs []*relay.Subscription
+	for _, c := range []*relay.Client{lazy, bg} {
+		sub, err := c.Subscribe(ctx, "idle", protocol.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	raw, id := author.Next(t, "before")
+	if _, err := dial(t, p.addr, sender).Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range subs {
+		if d := receive(t, sub, 1); d[0].ID != id {
+			t.Fatalf("got %s, want %s", d[0].ID, id)
+		}
+	}
+	p.kill9(t)
+	p = startRelay(t, dir, listen)
+	restarted := time.Now()
+	raw, id = author.Next(t, "after")
+	if _, err := dial(t, p.addr, sender).Publish(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	// A keep-alive interval and the 5 s of silence the client allows,
+	// and ample time to reconnect: far below the 60 s idle timeout.
+	const bound = 16 * time.Second
+	for i, sub := range subs {
+		d, ok := nextEnvelope(sub, bound)
+		if !ok || d.ID != id {
+			t.Fatalf("subscriber %d: nothing within %s of the restart (%v)", i, bound, sub.Err())
+		}
+		t.Logf("subscriber %d: delivered %s after the restart", i, time.Since(restarted).Round(time.Millisecond))
+	}
+}
