@@ -71,6 +71,9 @@ type Client struct {
 	st    *store.Store
 	node  *mesh.Node // nil in relay mode
 	relay *relayPath // nil without a relay
+	// relayName is the relay's key fingerprint, under which its cursors
+	// and checkpoint are kept; empty without a relay.
+	relayName string
 	sign  *signer
 	clock protocol.LamportClock
 	ev    *eventQueue
@@ -82,7 +85,7 @@ type Client struct {
 	mu       sync.Mutex
 	rooms    map[string]*room
 	contacts *identity.Contacts
-	inflight map[protocol.ID]bool // our messages being sent now
+	inflight map[protocol.ID]*delivery // our messages being sent now
 	closed   bool
 
 	silent    bool          // Options.Silent
@@ -110,6 +113,10 @@ type room struct {
 	caughtUp   chan struct{}
 	caughtOnce sync.Once
 	stop       context.CancelFunc // ends the room's readers
+
+	postMu sync.Mutex     // our messages are queued for the paths in the order they are signed
+	meshQ  chan *delivery // to the room's mesh sender, under c.mu; nil until the first send
+	relayQ chan *delivery // to the room's relay sender, likewise
 }
 
 func (r *room) markCaughtUp() {
@@ -157,7 +164,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		in:        make(chan arrival, 1024),
 		ev:        newEventQueue(),
 		rooms:     make(map[string]*room),
-		inflight:  make(map[protocol.ID]bool),
+		inflight:  make(map[protocol.ID]*delivery),
 		silent:    o.Silent,
 		keepEvery: o.KeepPeers,
 		kick:      make(chan struct{}, 1),
@@ -214,6 +221,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		if c.relay, err = c.openRelay(ctx); err != nil {
 			return nil, err
 		}
+		c.relayName = c.relay.name
 	}
 	c.mergeW.Add(1)
 	go c.merge.run()

@@ -14,7 +14,7 @@ import (
 
 // withRelayName gives an offline client the relay identity its cursors
 // are kept under, as if a relay were configured.
-func withRelayName(c *Client) { c.relay = &relayPath{c: c, name: "SHA256:test-relay"} }
+func withRelayName(c *Client) { c.relayName = "SHA256:test-relay" }
 
 // waitCursor waits until the kept relay cursor of room is want.
 func waitCursor(t *testing.T, c *Client, room string, want protocol.ID) {
@@ -22,7 +22,7 @@ func waitCursor(t *testing.T, c *Client, room string, want protocol.ID) {
 	var got protocol.ID
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var err error
-		if got, err = c.st.RelayCursor(context.Background(), c.relay.name, room); err == nil && got == want {
+		if got, err = c.st.RelayCursor(context.Background(), c.relayName, room); err == nil && got == want {
 			return
 		}
 	}
@@ -160,15 +160,14 @@ func TestSendsBelongToTheClient(t *testing.T) {
 	c.mu.Lock()
 	r, inflight := c.rooms["r"], c.inflight[id]
 	c.mu.Unlock()
-	if !inflight {
+	if inflight == nil {
 		t.Fatal("the posted message is not on its way")
 	}
 	rec, err := c.st.Get(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again := &delivery{r: r, id: id, msg: signed{rec.Env, id, rec.Raw}, done: make(chan Sent, 1)}
-	if c.startDelivery(again, time.Second) {
+	if d, started := c.startDelivery(r, signed{rec.Env, id, rec.Raw}, time.Now().Add(time.Second)); started || d != inflight {
 		t.Fatal("a message on its way was sent a second time")
 	}
 	closed := make(chan error, 1)

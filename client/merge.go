@@ -328,11 +328,11 @@ func (m *merger) write(ctx context.Context, b *store.Batch, o *outcome) error {
 			o.notes = append(o.notes, note{id: a.id, text: t})
 		}
 	}
-	if m.c.relay == nil {
+	if m.c.relayName == "" {
 		return nil
 	}
 	for room, id := range o.cursors {
-		if err := b.SetRelayCursor(ctx, m.c.relay.name, room, id); err != nil {
+		if err := b.SetRelayCursor(ctx, m.c.relayName, room, id); err != nil {
 			return err
 		}
 	}

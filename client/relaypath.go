@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,55 +13,123 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// relayPath is the session's relay: the connection, where its cursors and
+// relayPath is the session's relay: the connection, dialled in the
+// background and again whenever it drops, where its cursors and
 // checkpoint are kept (under the relay's key fingerprint), and the
 // subscriptions of the joined rooms.
 type relayPath struct {
 	c    *Client
-	name string        // the relay's key fingerprint
-	rc   *relay.Client // nil if the relay could not be reached at start
+	name string // the relay's key fingerprint
+	addr relay.Addr
+	rc   *relay.Client
 
-	mu      sync.Mutex
-	lastErr error // why it is not connected, nil while it is
-	alarmed bool  // the audit alarm was raised
+	mu       sync.Mutex
+	state    relay.State
+	down     chan struct{} // closed while it is not connected
+	alarmed  bool          // the audit alarm was raised
+	keptNote []byte        // the checkpoint last stored
 }
 
-// openRelay connects to the configured relay. A relay that cannot be
-// reached is not an error here: the path stays down, each send on it
-// fails at once, and RelayError says why.
+// readyWait bounds how long Open waits for the first connection to the
+// relay when its context has no deadline: a relay that does not answer by
+// then is dialled again in the background.
+const readyWait = 10 * time.Second
+
+// openRelay starts the connection to the configured relay and waits for
+// the first try's outcome (half of ctx's time at most). A relay that
+// cannot be reached is not an error here: it is dialled again in the
+// background, each send on it fails at once meanwhile, and RelayError
+// says why. A relay with another key, or one that refuses us, is.
 func (c *Client) openRelay(ctx context.Context) (*relayPath, error) {
 	addr, err := relay.ParseAddr(c.cfg.Relay)
 	if err != nil {
 		return nil, err
 	}
-	p := &relayPath{c: c, name: addr.Fingerprint}
+	p := &relayPath{c: c, name: addr.Fingerprint, addr: addr, down: make(chan struct{})}
+	close(p.down) // not connected yet
 	kept, err := c.st.RelayCheckpoint(ctx, p.name)
 	if err != nil {
 		return nil, err
 	}
-	dctx := ctx
-	if d, ok := ctx.Deadline(); ok && c.cfg.Mode == ModeAuto {
-		// Leave the mesh half the time if the relay does not answer.
-		var cancel context.CancelFunc
-		dctx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
-		defer cancel()
+	p.keptNote = kept
+	p.rc, err = relay.Start(addr, c.home.Key, relay.ClientOptions{Log: c.log, Checkpoint: kept, OnState: p.onState})
+	if err != nil {
+		return nil, err
 	}
-	rc, err := relay.Dial(dctx, addr, c.home.Key, relay.ClientOptions{Log: c.log, Checkpoint: kept})
+	wait := readyWait
+	if d, ok := ctx.Deadline(); ok {
+		// Leave the rest of the time to the work itself.
+		wait = time.Until(d) / 2
+	}
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	err = p.rc.Ready(rctx)
 	var refused *protocol.RelayError
 	switch {
 	case err == nil:
-		p.rc = rc
-		c.emit(&RelayEvent{Connected: true})
-		c.wg.Add(1)
-		go p.watchAudit()
-		return p, nil
-	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog):
+		p.setState(p.rc.State()) // before OnState says so: Send waits for the history
+	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog),
+		errors.Is(err, relay.ErrBadCertificate):
+		p.rc.Close()
 		return nil, err
+	default:
+		c.log.Debug("relay not reached yet; dialling it again in the background", "err", err)
 	}
-	p.lastErr = fmt.Errorf("%w %s: %w", ErrRelayUnreachable, addr, err)
-	c.log.Debug("relay unreachable", "err", err)
-	c.emit(&RelayEvent{Err: p.lastErr})
+	c.wg.Add(1)
+	go p.watchAudit()
 	return p, nil
+}
+
+// onState follows the relay connection's state, on the relay client's
+// goroutine: it never blocks.
+func (p *relayPath) onState(st relay.State) {
+	came := p.setState(st)
+	if st.Status == relay.StatusClosed {
+		return
+	}
+	connected := st.Status == relay.StatusConnected
+	p.c.emit(&RelayEvent{Connected: connected, RTT: st.RTT, Err: p.stateErr(st)})
+	if came {
+		p.c.kickOutbox()
+	}
+	if st.Status == relay.StatusRefused {
+		p.raiseAudit()
+	}
+}
+
+// setState keeps the relay's state, and reports whether it just became
+// connected.
+func (p *relayPath) setState(st relay.State) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	was := p.state.Status
+	p.state = st
+	connected := st.Status == relay.StatusConnected
+	select {
+	case <-p.down:
+		if connected {
+			p.down = make(chan struct{})
+		}
+	default:
+		if !connected {
+			close(p.down)
+		}
+	}
+	return connected && was != relay.StatusConnected
+}
+
+// stateErr is why a relay in state st is not connected.
+func (p *relayPath) stateErr(st relay.State) error {
+	switch st.Status {
+	case relay.StatusConnected:
+		return nil
+	case relay.StatusRefused:
+		return st.Err
+	}
+	if st.Err == nil {
+		return fmt.Errorf("%w %s: connecting", ErrRelayUnreachable, p.addr)
+	}
+	return fmt.Errorf("%w %s: %w", ErrRelayUnreachable, p.addr, st.Err)
 }
 
 // up reports whether the relay is connected.
@@ -68,17 +137,20 @@ func (p *relayPath) up() bool { return p.err() == nil }
 
 func (p *relayPath) err() error {
 	p.mu.Lock()
+	st := p.state
+	p.mu.Unlock()
+	return p.stateErr(st)
+}
+
+// whenDown returns a channel closed while the relay is not connected.
+func (p *relayPath) whenDown() <-chan struct{} {
+	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.lastErr
+	return p.down
 }
 
 // auditErr returns the security error found in the relay's audit log.
-func (p *relayPath) auditErr() error {
-	if p.rc == nil {
-		return nil
-	}
-	return p.rc.AuditError()
-}
+func (p *relayPath) auditErr() error { return p.rc.AuditError() }
 
 // auditPoll is how often the relay's audit state is looked at, to raise
 // the alarm that the checks in the background may have found.
@@ -122,10 +194,12 @@ func (p *relayPath) raiseAudit() bool {
 // publish sends our envelope to the relay and returns its checked
 // acknowledgement, keeping the receipt and the relay's newest checkpoint.
 func (p *relayPath) publish(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {
-	if p.rc == nil {
-		return nil, fmt.Errorf("relay: %w", p.err())
-	}
 	ack, err := p.rc.Publish(ctx, raw)
+	var refused *protocol.RelayError
+	if err != nil && !p.up() && !errors.As(err, &refused) && !errors.Is(err, relay.ErrAuditLog) {
+		// Failed while the relay is not connected: that is why.
+		return nil, fmt.Errorf("%w: %w", p.err(), err)
+	}
 	if err != nil {
 		p.raiseAudit()
 		return nil, err
@@ -137,9 +211,9 @@ func (p *relayPath) publish(ctx context.Context, id protocol.ID, raw []byte) (*p
 		if err := p.c.st.PutReceipt(kctx, id, rc); err != nil {
 			p.c.log.Warn("keep the relay's receipt", "id", id, "err", err)
 		}
-	}
-	if err := p.keepCheckpoint(kctx); err != nil {
-		p.c.log.Warn("keep the relay's audit checkpoint", "err", err)
+		if err := p.keepCheckpoint(kctx); err != nil {
+			p.c.log.Warn("keep the relay's audit checkpoint", "err", err)
+		}
 	}
 	return ack, nil
 }
@@ -147,20 +221,26 @@ func (p *relayPath) publish(ctx context.Context, id protocol.ID, raw []byte) (*p
 // keepCheckpoint stores the relay's newest audit checkpoint, so that the
 // next session holds the relay to it.
 func (p *relayPath) keepCheckpoint(ctx context.Context) error {
-	if p.rc == nil || p.rc.AuditError() != nil {
+	if p.rc.AuditError() != nil {
 		return nil // keep the last good one: the person has been told
 	}
 	cp := p.rc.Checkpoint()
-	if cp == nil {
+	p.mu.Lock()
+	same := cp == nil || bytes.Equal(cp, p.keptNote)
+	p.mu.Unlock()
+	if same {
 		return nil
 	}
-	return p.c.st.SetRelayCheckpoint(ctx, p.name, cp)
+	if err := p.c.st.SetRelayCheckpoint(ctx, p.name, cp); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.keptNote = cp
+	p.mu.Unlock()
+	return nil
 }
 
 func (p *relayPath) close(ctx context.Context) error {
-	if p.rc == nil {
-		return nil
-	}
 	return errors.Join(p.keepCheckpoint(ctx), p.rc.Close())
 }
 
@@ -172,9 +252,6 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 	defer c.wg.Done()
 	// A Send waiting for the history must never wait for ever.
 	defer c.deliver(ctx, arrival{room: r.name, caughtUp: true})
-	if p.rc == nil {
-		return
-	}
 	cursor, err := c.st.RelayCursor(ctx, p.name, r.name)
 	if err != nil {
 		c.log.Error("the relay cursor", "room", r.name, "err", err)

@@ -115,6 +115,7 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 	if err != nil {
 		return nil, err
 	}
+	c.relayOnly = cl.Node() == nil && !offline
 	if err := cl.RelayError(); err != nil {
 		var refused *protocol.RelayError
 		if errors.Is(err, relay.ErrWrongRelay) || errors.As(err, &refused) {
@@ -123,7 +124,11 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 			cl.Close()
 			return nil, err
 		}
-		fmt.Fprintf(c.stderr, "chat: warning: %v; the mesh carries on alone\n", oneLine(err))
+		carry := "the mesh carries on alone"
+		if c.relayOnly {
+			carry = "trying again in the background"
+		}
+		fmt.Fprintf(c.stderr, "chat: warning: %v; %s\n", oneLine(err), carry)
 	}
 	return cl, nil
 }
@@ -457,10 +462,11 @@ func (c *cli) listen(args []string) int {
 	return exitOK
 }
 
-// posted is a line of talk's input, posted to the room or not.
+// posted is a line of talk's input: sent (delivered or not yet), or not
+// sent at all (err, and no ID).
 type posted struct {
-	id  protocol.ID
-	err error
+	sent client.Sent
+	err  error
 }
 
 // talk sends each line of standard input and prints messages as they
@@ -495,16 +501,16 @@ func (c *cli) talk(args []string) int {
 	return t.run(ctx, lines)
 }
 
-// talker is talk's state: the lines posted and not yet delivered.
+// talker is talk's state: the lines sent and not yet delivered.
 type talker struct {
 	screen
 	room    string
 	timeout time.Duration
-	pending map[protocol.ID]time.Time // posted, not confirmed: until when talk waits
-	failed  int                       // lines that were not posted, or whose time ran out
+	pending map[protocol.ID]time.Time // sent, not confirmed: until when talk waits for the outbox
+	failed  int                       // lines that were not sent, or whose time ran out
 }
 
-// read posts each line of standard input, and closes lines at its end.
+// read sends each line of standard input, and closes lines at its end.
 func (t *talker) read(ctx context.Context, lines chan<- posted) {
 	defer close(lines)
 	in := bufio.NewReader(t.c.stdin)
@@ -521,13 +527,15 @@ func (t *talker) read(ctx context.Context, lines chan<- posted) {
 		case strings.TrimSpace(line) == "":
 			continue
 		default:
+			// One line at a time, each sent once the one before is
+			// confirmed or its time ran out: the room sees them in the
+			// order they were typed.
 			pctx, cancel := context.WithTimeout(ctx, t.timeout)
-			var id protocol.ID
-			id, err = t.cl.Post(pctx, t.room, line)
+			sent, err := t.cl.Send(pctx, t.room, line)
 			cancel()
-			if err == nil {
+			if sent.ID != (protocol.ID{}) {
 				select {
-				case lines <- posted{id: id}:
+				case lines <- posted{sent: sent, err: err}:
 				case <-ctx.Done():
 				}
 				continue
@@ -549,11 +557,17 @@ func (t *talker) run(ctx context.Context, lines <-chan posted) int {
 			switch {
 			case !ok:
 				lines = nil // the input ended: what is pending still counts
-			case p.err != nil:
+			case p.sent.ID == (protocol.ID{}):
 				t.failed++
 				t.printf("chat: not sent: %v\n", oneLine(p.err))
+			case client.IsAuditError(p.err):
+				return t.fail(p.err)
+			case p.sent.Delivered():
+				t.printf("sent %s via %s\n", p.sent.ID, strings.Join(p.sent.Via, ","))
 			default:
-				t.pending[p.id] = time.Now().Add(t.timeout)
+				// The outbox sends it again while talk runs.
+				t.pending[p.sent.ID] = time.Now().Add(t.timeout)
+				t.printf("chat: not delivered yet: %s: %v\n", p.sent.ID, oneLine(p.err))
 			}
 		case e, ok := <-t.cl.Events():
 			if !ok {
@@ -576,19 +590,13 @@ func (t *talker) run(ctx context.Context, lines <-chan posted) int {
 	}
 }
 
-// delivered notes what became of one of our lines. A line that no path
-// took stays pending: the outbox sends it again while talk runs.
+// delivered notes that the outbox delivered a line that was not delivered
+// when it was sent.
 func (t *talker) delivered(d *client.DeliveryEvent) {
-	if _, ours := t.pending[d.Sent.ID]; !ours || !d.Done {
-		return
-	}
-	if d.Sent.Delivered() {
+	if _, ours := t.pending[d.Sent.ID]; ours && d.Done && d.Sent.Delivered() {
 		delete(t.pending, d.Sent.ID)
-		t.printf("sent %s via %s\n", d.Sent.ID, strings.Join(d.Sent.Via, ","))
-		return
+		t.printf("sent %s via %s (again)\n", d.Sent.ID, strings.Join(d.Sent.Via, ","))
 	}
-	t.printf("chat: not delivered yet: %s: %v (kept, and sent again when a path is there)\n",
-		d.Sent.ID, oneLine(errors.Join(d.Sent.Failed...)))
 }
 
 // expire gives up on the lines whose time has run out.

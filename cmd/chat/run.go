@@ -130,6 +130,7 @@ type cli struct {
 	g              globals
 	args           []string      // a command's positional arguments, set by parse
 	fs             *flag.FlagSet // the flags being parsed: the command's, for its help
+	relayOnly      bool          // the session's one path is the relay (relay mode)
 }
 
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
@@ -238,6 +239,8 @@ func (c *cli) fail(err error) int {
 		return exitUsage
 	case errors.As(err, &refused) && refused.Code != protocol.CodeUnknownCursor:
 		return exitRefused // the relay said no: before "not delivered", which it explains
+	case c.relayOnly && errors.Is(err, client.ErrRelayUnreachable):
+		return exitRelayDown // in relay mode, the reason nothing was delivered
 	case errors.Is(err, client.ErrNoPath), errors.Is(err, errNotReceived), errors.Is(err, errRanOut):
 		return exitUndelivered
 	case errors.Is(err, client.ErrRelayUnreachable):

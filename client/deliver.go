@@ -1,0 +1,305 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+// delivery is one of our messages on its way out.
+type delivery struct {
+	r    *room
+	id   protocol.ID
+	time time.Time
+	msg  signed
+	ctx  context.Context // bounds the paths' tries
+
+	results  chan pathResult // from the room's senders
+	gossiped chan struct{}   // closed once the mesh has published it
+	done     chan struct{}   // closed once sent is final
+	sent     Sent
+}
+
+// pathResult is what one path did with our message.
+type pathResult struct {
+	via  string
+	peer string
+	ack  *protocol.Ack
+	err  error
+}
+
+// sendQueue is how many messages of a room may wait for each path.
+const sendQueue = 256
+
+// startDelivery sends m on every path of room r, until the time given,
+// on goroutines of the client's. It returns the delivery under way: a new
+// one (true), or the one already on its way with m (false). It returns nil
+// if the client is closed. Called in the order the room's messages were
+// signed, it hands them to each path in that order.
+func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.ctx.Err() != nil {
+		return nil, false
+	}
+	if d, ok := c.inflight[m.id]; ok {
+		return d, false
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, until)
+	d := &delivery{r: r, id: m.id, time: m.env.Timestamp(), msg: m, ctx: ctx,
+		results: make(chan pathResult, 2), gossiped: make(chan struct{}), done: make(chan struct{})}
+	c.inflight[m.id] = d
+	paths := c.queue(d)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		d.sent = c.deliverOut(d, paths)
+		cancel()
+		c.mu.Lock()
+		delete(c.inflight, d.id)
+		c.mu.Unlock()
+		close(d.done)
+	}()
+	return d, true
+}
+
+// queue hands d to the room's senders, under c.mu, and returns the paths
+// that took it.
+func (c *Client) queue(d *delivery) []string {
+	r, paths := d.r, []string(nil)
+	if r.meshQ == nil && r.mesh != nil {
+		r.meshQ = make(chan *delivery, sendQueue)
+		c.wg.Add(1)
+		go c.meshSender(r)
+	}
+	if r.relayQ == nil && c.relay != nil {
+		r.relayQ = make(chan *delivery, sendQueue)
+		c.wg.Add(1)
+		go c.relaySender(r)
+	}
+	for i, q := range []chan *delivery{r.meshQ, r.relayQ} {
+		if q == nil {
+			continue
+		}
+		via := []string{ViaMesh, ViaRelay}[i]
+		select {
+		case q <- d:
+		default:
+			d.results <- pathResult{via: via, err: errors.New("too many messages waiting to go out")}
+		}
+		paths = append(paths, via)
+	}
+	return paths
+}
+
+// relaySender publishes the room's messages to the relay one at a time,
+// in the order they were queued: the relay gives positions in the order
+// it receives them, and every subscriber sees that order.
+func (c *Client) relaySender(r *room) {
+	defer c.wg.Done()
+	for {
+		select {
+		case d := <-r.relayQ:
+			ack, err := c.relay.publish(d.ctx, d.id, d.msg.raw)
+			d.results <- pathResult{via: ViaRelay, ack: ack, err: err}
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// meshSender gossips the room's messages one at a time, in the order they
+// were queued, and has a peer confirm each.
+func (c *Client) meshSender(r *room) {
+	defer c.wg.Done()
+	for {
+		select {
+		case d := <-r.meshQ:
+			if err := c.awaitPeer(d.ctx, r); err != nil {
+				d.results <- pathResult{via: ViaMesh, err: err}
+				continue
+			}
+			if err := r.mesh.PublishChecked(d.ctx, d.msg.env, d.id, d.msg.raw); err != nil {
+				d.results <- pathResult{via: ViaMesh, err: err}
+				continue
+			}
+			close(d.gossiped)
+			c.wg.Add(1)
+			go c.confirmMesh(d)
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// confirmMesh waits until a peer of the room confirms it has our message
+// stored.
+func (c *Client) confirmMesh(d *delivery) {
+	defer c.wg.Done()
+	p, err := d.r.mesh.Confirm(d.ctx, d.id, d.msg.env.Time)
+	if err != nil {
+		d.results <- pathResult{via: ViaMesh, err: fmt.Errorf("gossiped to the room, but no peer confirmed it has it: %w", err)}
+		return
+	}
+	d.results <- pathResult{via: ViaMesh, peer: p.String()}
+}
+
+// awaitPeer waits until the room has a mesh peer: right after start the
+// node is still dialling its peers and learning what they subscribe to.
+func (c *Client) awaitPeer(ctx context.Context, r *room) error {
+	if len(r.mesh.Peers()) > 0 {
+		return nil
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for len(r.mesh.Peers()) == 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mesh: no peer in room %s: %w", r.name, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// deliverOut collects what the paths did with d, reports each as a
+// DeliveryEvent, and returns the outcome once one path has confirmed it
+// and the others have had otherPaths to, or all failed. Once a path
+// confirms it, it leaves the outbox.
+func (c *Client) deliverOut(d *delivery, paths []string) Sent {
+	sent := Sent{ID: d.id, Time: d.time}
+	if len(paths) == 0 {
+		sent.Failed = append(sent.Failed, errors.New("no mesh and no relay"))
+		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Done: true})
+		return sent
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	defer cancel()
+	var grace <-chan time.Time
+	waiting := append([]string(nil), paths...)
+	for len(waiting) > 0 {
+		var res pathResult
+		select {
+		case res = <-d.results:
+		case <-grace:
+			res = pathResult{via: waiting[0], err: fmt.Errorf("%s: not confirmed within %v of the first path", waiting[0], otherPaths)}
+		case <-ctx.Done():
+			res = c.lastWord(d, waiting[0], ctx.Err())
+		}
+		waiting = slices.DeleteFunc(waiting, func(p string) bool { return p == res.via })
+		if res.err == nil && grace == nil {
+			grace = time.After(otherPaths)
+			if !gossiped(d) {
+				// The mesh has no peer in the room yet: the relay
+				// carries this one alone.
+				waiting = slices.DeleteFunc(waiting, func(p string) bool { return p == ViaMesh })
+				sent.Failed = append(sent.Failed, fmt.Errorf("mesh: no peer in room %s", d.r.name))
+			}
+		}
+		c.record(&sent, res)
+		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Path: res.via, Err: res.err, Done: len(waiting) == 0})
+	}
+	if sent.Delivered() {
+		if err := c.st.RemoveOutbox(context.WithoutCancel(ctx), sent.ID); err != nil {
+			c.log.Warn("take a sent message out of the outbox", "id", sent.ID, "err", err)
+		}
+	}
+	return sent
+}
+
+// lastWord is a path's result once the delivery's time is up: the
+// path's own, which says more, if it comes at once (the senders see the
+// same deadline), else that it did not confirm in time.
+func (c *Client) lastWord(d *delivery, via string, err error) pathResult {
+	select {
+	case res := <-d.results:
+		return res
+	case <-time.After(lastWordWait):
+		return pathResult{via: via, err: fmt.Errorf("%s: not confirmed in time: %w", via, err)}
+	}
+}
+
+// lastWordWait is how long lastWord waits for a path's own result.
+const lastWordWait = 100 * time.Millisecond
+
+// gossiped reports whether the mesh has published d, or has no part in
+// sending it.
+func gossiped(d *delivery) bool {
+	if d.r.mesh == nil {
+		return true
+	}
+	select {
+	case <-d.gossiped:
+		return true
+	default:
+		return false
+	}
+}
+
+// record adds a path's result to the outcome.
+func (c *Client) record(sent *Sent, res pathResult) {
+	if res.err != nil {
+		sent.Failed = append(sent.Failed, res.err)
+		return
+	}
+	sent.Via = append(sent.Via, res.via)
+	if res.ack != nil {
+		sent.Ack = res.ack
+	}
+	if res.peer != "" {
+		sent.MeshPeer = res.peer
+	}
+}
+
+func copySent(s Sent) Sent {
+	s.Via = append([]string(nil), s.Via...)
+	s.Failed = append([]error(nil), s.Failed...)
+	return s
+}
+
+// resendOutbox sends our messages that no path took when they were sent,
+// in order, room by room, when the room has a path: a peer in its mesh,
+// or the relay. A message whose send is still on its way is left to it.
+func (c *Client) resendOutbox() {
+	c.mu.Lock()
+	rooms := make([]*room, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		rooms = append(rooms, r)
+	}
+	c.mu.Unlock()
+	for _, r := range rooms {
+		relayUp := c.relay != nil && c.relay.up()
+		if !relayUp && (r.mesh == nil || len(r.mesh.Peers()) == 0) {
+			continue // no path yet
+		}
+		recs, err := c.st.Outbox(c.ctx, r.name)
+		if err != nil {
+			c.log.Warn("read the outbox", "room", r.name, "err", err)
+			continue
+		}
+		for _, rec := range recs {
+			r.postMu.Lock()
+			d, started := c.startDelivery(r, signed{rec.Env, rec.ID, rec.Raw}, time.Now().Add(c.keepEvery))
+			r.postMu.Unlock()
+			if d == nil {
+				return // closed
+			}
+			if !started {
+				continue // on its way already
+			}
+			select {
+			case <-d.done:
+			case <-c.ctx.Done():
+				return
+			}
+			if !d.sent.Delivered() {
+				break // in order: the next waits for this one
+			}
+			c.log.Info("sent a message that no path had taken before", "room", r.name, "id", d.id, "via", d.sent.Via)
+		}
+	}
+}
