@@ -74,10 +74,10 @@ type Client struct {
 	// relayName is the relay's key fingerprint, under which its cursors
 	// and checkpoint are kept; empty without a relay.
 	relayName string
-	sign  *signer
-	clock protocol.LamportClock
-	ev    *eventQueue
-	merge *merger
+	sign      *signer
+	clock     protocol.LamportClock
+	ev        *eventQueue
+	merge     *merger
 
 	in chan arrival // to the merger
 
