@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/parleychat/parley/protocol"
@@ -22,6 +23,72 @@ type delivery struct {
 	gossiped chan struct{}   // closed once the mesh has published it
 	done     chan struct{}   // closed once sent is final
 	sent     Sent
+
+	mu       sync.Mutex
+	finished bool // deliverOut has returned: a result now is a late one
+	open     int  // paths that have not reported yet
+}
+
+// report hands a path's result to deliverOut, or, once it has returned,
+// to late.
+func (c *Client) report(d *delivery, res pathResult) {
+	d.mu.Lock()
+	d.open--
+	if !d.finished {
+		d.results <- res // room for one result a path
+		d.mu.Unlock()
+		return
+	}
+	done := d.open == 0
+	d.mu.Unlock()
+	c.late(d, res)
+	if done {
+		c.release(d)
+	}
+}
+
+// release forgets d as on its way, once its outcome is final and every
+// path has reported: until then the outbox leaves it alone.
+func (c *Client) release(d *delivery) {
+	c.mu.Lock()
+	if c.inflight[d.id] == d {
+		delete(c.inflight, d.id)
+	}
+	c.mu.Unlock()
+}
+
+// finish marks d's outcome final, and takes the results that came too
+// late for it.
+func (c *Client) finish(d *delivery) {
+	d.mu.Lock()
+	d.finished = true
+	var late []pathResult
+	for len(d.results) > 0 {
+		late = append(late, <-d.results)
+	}
+	done := d.open == 0
+	d.mu.Unlock()
+	for _, res := range late {
+		c.late(d, res)
+	}
+	if done {
+		c.release(d)
+	}
+}
+
+// late takes a path's confirmation that came after its delivery gave up
+// waiting (a relay's acknowledgement after the caller's deadline, say):
+// the message leaves the outbox, and a DeliveryEvent says it arrived.
+func (c *Client) late(d *delivery, res pathResult) {
+	if res.err != nil {
+		return
+	}
+	sent := Sent{ID: d.id, Time: d.time}
+	c.record(&sent, res)
+	if err := c.st.RemoveOutbox(context.WithoutCancel(c.ctx), d.id); err != nil {
+		c.log.Warn("take a sent message out of the outbox", "id", d.id, "err", err)
+	}
+	c.emit(&DeliveryEvent{Room: d.r.name, Sent: sent, Path: res.via, Done: true})
 }
 
 // pathResult is what one path did with our message.
@@ -58,10 +125,8 @@ func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, b
 	go func() {
 		defer c.wg.Done()
 		d.sent = c.deliverOut(d, paths)
+		c.finish(d)
 		cancel()
-		c.mu.Lock()
-		delete(c.inflight, d.id)
-		c.mu.Unlock()
 		close(d.done)
 	}()
 	return d, true
@@ -86,10 +151,15 @@ func (c *Client) queue(d *delivery) []string {
 			continue
 		}
 		via := []string{ViaMesh, ViaRelay}[i]
+		// Counted before a sender can see it; a sender's report does not
+		// wait for c.mu before d is finished.
+		d.mu.Lock()
+		d.open++
+		d.mu.Unlock()
 		select {
 		case q <- d:
 		default:
-			d.results <- pathResult{via: via, err: errors.New("too many messages waiting to go out")}
+			c.report(d, pathResult{via: via, err: errors.New("too many messages waiting to go out")})
 		}
 		paths = append(paths, via)
 	}
@@ -104,8 +174,17 @@ func (c *Client) relaySender(r *room) {
 	for {
 		select {
 		case d := <-r.relayQ:
-			ack, err := c.relay.publish(d.ctx, d.id, d.msg.raw)
-			d.results <- pathResult{via: ViaRelay, ack: ack, err: err}
+			// The relay has until the delivery's deadline, or
+			// DefaultPatience at least: an acknowledgement that comes
+			// after the caller stopped waiting is kept all the same.
+			until, _ := d.ctx.Deadline()
+			if least := time.Now().Add(DefaultPatience); until.Before(least) {
+				until = least
+			}
+			ctx, cancel := context.WithDeadline(c.ctx, until)
+			ack, err := c.relay.publish(ctx, d.id, d.msg.raw)
+			cancel()
+			c.report(d, pathResult{via: ViaRelay, ack: ack, err: err})
 		case <-c.ctx.Done():
 			return
 		}
@@ -120,11 +199,11 @@ func (c *Client) meshSender(r *room) {
 		select {
 		case d := <-r.meshQ:
 			if err := c.awaitPeer(d.ctx, r); err != nil {
-				d.results <- pathResult{via: ViaMesh, err: err}
+				c.report(d, pathResult{via: ViaMesh, err: err})
 				continue
 			}
 			if err := r.mesh.PublishChecked(d.ctx, d.msg.env, d.id, d.msg.raw); err != nil {
-				d.results <- pathResult{via: ViaMesh, err: err}
+				c.report(d, pathResult{via: ViaMesh, err: err})
 				continue
 			}
 			close(d.gossiped)
@@ -142,10 +221,10 @@ func (c *Client) confirmMesh(d *delivery) {
 	defer c.wg.Done()
 	p, err := d.r.mesh.Confirm(d.ctx, d.id, d.msg.env.Time)
 	if err != nil {
-		d.results <- pathResult{via: ViaMesh, err: fmt.Errorf("gossiped to the room, but no peer confirmed it has it: %w", err)}
+		c.report(d, pathResult{via: ViaMesh, err: fmt.Errorf("gossiped to the room, but no peer confirmed it has it: %w", err)})
 		return
 	}
-	d.results <- pathResult{via: ViaMesh, peer: p.String()}
+	c.report(d, pathResult{via: ViaMesh, peer: p.String()})
 }
 
 // awaitPeer waits until the room has a mesh peer: right after start the
