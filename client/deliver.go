@@ -298,6 +298,9 @@ func (c *Client) lastWord(d *delivery, via string, err error) pathResult {
 	case res := <-d.results:
 		return res
 	case <-time.After(lastWordWait):
+		if via == ViaRelay && !c.relay.up() {
+			return pathResult{via: via, err: fmt.Errorf("%w (%w)", c.relay.err(), err)}
+		}
 		return pathResult{via: via, err: fmt.Errorf("%s: not confirmed in time: %w", via, err)}
 	}
 }
