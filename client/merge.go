@@ -364,7 +364,7 @@ func (m *merger) apply(ctx context.Context, o *outcome) {
 		c.emit(&e)
 	}
 	for i := range o.alarms {
-		c.log.Warn("equivocation: the sender signed two messages with one number; the second is kept as evidence only",
+		c.log.Info("equivocation: the sender signed two messages with one number; the second is kept as evidence only",
 			"sender", o.alarms[i].Sender.Fingerprint(), "room", o.alarms[i].Room)
 		c.emit(&o.alarms[i])
 	}

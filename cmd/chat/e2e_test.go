@@ -729,3 +729,67 @@ func TestRelayKilledUnderListener(t *testing.T) {
 	}
 	relayP.stop(t)
 }
+
+// TestRelayDownAtStart: a relay-mode listener and a talker start while
+// their relay is down. They warn and keep dialling it in the background,
+// with backoff; the talker's line is kept in its outbox. Once the relay
+// is up, the line goes out by itself, talk counts it as delivered (exit
+// 0), and the listener shows it.
+func TestRelayDownAtStart(t *testing.T) {
+	dir := initRelay(t)
+	hostPort := freeUDP(t)
+	addr := relayAddrOf(t, dir, hostPort)
+	listenerPeer := newPeer(t, "listener", "--mode", "relay", "--relay", addr)
+	listener := listenerPeer.start(t, "listen", "--room", "late", "--json", "--count", "1", "--timeout", "170s")
+	talker := newPeer(t, "talker", "--mode", "relay", "--relay", addr).start(t, "talk", "--room", "late", "--json", "--timeout", "170s")
+	fmt.Fprintln(talker.stdin, "said while the relay was down")
+	talker.stdin.Close()
+	for _, p := range []*proc{listener, talker} {
+		waitLog(t, p, "trying again in the background")
+	}
+	relayP, _, _ := serveRelay(t, dir, hostPort)
+	got := collect(t, listener, 1)
+	if got[0].Text != "said while the relay was down" || got[0].Nick != "talker" {
+		t.Fatalf("listener got %+v", got[0])
+	}
+	if code := listener.wait(t); code != 0 {
+		t.Fatalf("listener: exit %d\n%s", code, listener.log())
+	}
+	if code := talker.wait(t); code != 0 {
+		t.Fatalf("talker: exit %d\n%s", code, talker.log())
+	}
+	if !strings.Contains(talker.log(), "sent ") {
+		t.Fatalf("talk did not say the line was delivered:\n%s", talker.log())
+	}
+	relayP.stop(t)
+}
+
+// relayAddrOf is the address of the relay whose data folder is dir, as it
+// will serve on hostPort.
+func relayAddrOf(t *testing.T, dir, hostPort string) string {
+	t.Helper()
+	out, err := exec.Command(buildRelay(t), "--data", dir, "addr").Output()
+	if err != nil {
+		t.Fatalf("relay addr: %v\n%s", err, out)
+	}
+	fp, _, ok := strings.Cut(strings.TrimSpace(string(out)), "@")
+	if !ok {
+		t.Fatalf("relay addr printed %q", out)
+	}
+	return fp + "@" + hostPort
+}
+
+// waitLog waits until a process has written want on its standard error.
+func waitLog(t *testing.T, p *proc, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(p.log(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not say %q in 90 s:\n%s", p.name, want, p.log())
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("%s exited before saying %q:\n%s", p.name, want, p.log())
+		default:
+		}
+	}
+}

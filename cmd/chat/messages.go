@@ -106,7 +106,9 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 	if err != nil {
 		return nil, err
 	}
-	level := slog.LevelWarn // what the person should know: a lost cursor, an equivocation
+	// What the person must know arrives as the session's events and is
+	// shown as such; the logs are for --verbose, but for errors.
+	level := slog.LevelError
 	if c.g.verbose {
 		level = slog.LevelDebug
 	}
