@@ -200,10 +200,15 @@ func TestPublishSubscribe(t *testing.T) {
 	if again[0].ID != ids[3] || again[1].ID != ids[4] {
 		t.Fatalf("resumed with %s, %s", again[0].ID, again[1].ID)
 	}
-	select {
-	case d := <-sub2.C:
-		t.Fatalf("unexpected delivery %s", d.ID)
-	case <-sub2.Live:
+	for live := false; !live; {
+		select {
+		case d := <-sub2.C:
+			if !d.Committed {
+				t.Fatalf("unexpected delivery %s", d.ID)
+			}
+		case <-sub2.Live:
+			live = true
+		}
 	}
 
 	// Fetch by time range, in pages.
