@@ -92,8 +92,9 @@ type Client struct {
 	keepEvery time.Duration // Options.KeepPeers
 	kick      chan struct{} // a path came up: send the outbox now
 
-	shownMu sync.Mutex
-	shownQ  []protocol.ID // noted shown, not yet written
+	shownMu    sync.Mutex
+	shownQ     []protocol.ID // noted shown, not yet written
+	shownAgain []shownNote   // written before their message was stored
 
 	ctx     context.Context
 	cancel  context.CancelFunc

@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
 )
 
 // withRelayName gives an offline client the relay identity its cursors
@@ -198,4 +199,96 @@ func TestSendsBelongToTheClient(t *testing.T) {
 	if out, err := c2.st.Outbox(ctx, "r"); err != nil || len(out) != 1 || out[0].ID != id {
 		t.Fatalf("outbox = %v, %v", out, err)
 	}
+}
+
+// TestEventQueueKeepsWhatPumpHandsOut: when the queue is full, dropping a
+// status event never drops the first one, which the pump may be handing
+// out (it then removes the first: another event would be lost), nor a
+// relay state; a message waits for room instead of being dropped.
+func TestEventQueueKeepsWhatPumpHandsOut(t *testing.T) {
+	q := newEventQueue()
+	head := &PeerEvent{Room: "r", Peer: "head"}
+	q.q = append(q.q, head, &RelayEvent{Connected: false})
+	for len(q.q) < maxQueued-1 {
+		q.q = append(q.q, &DeliveryEvent{Room: "r"})
+	}
+	q.q = append(q.q, &SyncEvent{Room: "r", N: 1})
+	if !q.push(context.Background(), &PeerEvent{Room: "r", Peer: "new"}) {
+		t.Fatal("push refused")
+	}
+	if q.q[0] != head {
+		t.Fatalf("the first event was dropped: %#v", q.q[0])
+	}
+	if _, ok := q.q[1].(*RelayEvent); !ok {
+		t.Fatalf("the relay state was dropped: %#v", q.q[1])
+	}
+	for _, e := range q.q {
+		if s, ok := e.(*SyncEvent); ok && s.N == 1 {
+			t.Fatal("the sync progress event was kept and another dropped")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if q.push(ctx, &MessageEvent{}) {
+		t.Fatal("a message was queued past the bound")
+	}
+}
+
+// TestMeshStoredIsShownLater: a message that the mesh node stored but
+// the client never merged (it closed, or was killed, a moment after the
+// node's group commit) is shown by the next session, once; one shown
+// before the node stored it is not shown again.
+func TestMeshStoredIsShownLater(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "home")
+	ctx := context.Background()
+	open := func() *Client {
+		h, err := OpenHome(dir, HomeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := DefaultConfig()
+		cfg.Nick = "me"
+		c, err := Open(ctx, h, Options{Config: cfg, Offline: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	alice := &testkit.Author{Key: testkit.Key(t), Room: "r"}
+	meshStores := func(c *Client, raw []byte) {
+		e, _ := protocol.Parse(raw)
+		if _, err := c.st.Put(ctx, store.Record{ID: protocol.IDOf(raw), Env: e, Raw: raw, Via: ViaMesh, Received: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := open()
+	if err := c.Join(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	rawLost, idLost := alice.Next(t, "stored by the node, never merged")
+	meshStores(c, rawLost)
+	// Shown first, stored by the node after the shown note was written.
+	rawShown, idShown := alice.Next(t, "shown before the node stored it")
+	e, _ := protocol.Parse(rawShown)
+	c.in <- arrival{room: "r", id: idShown, env: e, via: ViaMesh}
+	if m := next(t, c); m.ID != idShown {
+		t.Fatalf("shown %s, want %s", m.ID, idShown)
+	}
+	c.Shown(idShown)
+	c.flushShown()
+	meshStores(c, rawShown)
+	c.flushShown()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c = open()
+	defer c.Close()
+	if err := c.Join(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, c); m.ID != idLost {
+		t.Fatalf("next session showed %s %q, want the one never merged", m.ID, m.Text)
+	}
+	noMore(t, c)
 }

@@ -57,9 +57,9 @@ func (c *Client) release(d *delivery) {
 	c.mu.Unlock()
 }
 
-// finish marks d's outcome final, and takes the results that came too
-// late for it.
-func (c *Client) finish(d *delivery) {
+// finish marks d's outcome final, taking into it the confirmations that
+// came while deliverOut was giving up.
+func (c *Client) finish(d *delivery, sent *Sent) {
 	d.mu.Lock()
 	d.finished = true
 	var late []pathResult
@@ -69,26 +69,35 @@ func (c *Client) finish(d *delivery) {
 	done := d.open == 0
 	d.mu.Unlock()
 	for _, res := range late {
-		c.late(d, res)
+		if res.err == nil {
+			c.record(sent, res)
+			c.confirmedLate(d, *sent, res.via)
+		}
 	}
 	if done {
 		c.release(d)
 	}
 }
 
-// late takes a path's confirmation that came after its delivery gave up
-// waiting (a relay's acknowledgement after the caller's deadline, say):
-// the message leaves the outbox, and a DeliveryEvent says it arrived.
+// late takes a path's confirmation that came after its delivery's outcome
+// was final (a relay's acknowledgement after the caller's deadline, say).
 func (c *Client) late(d *delivery, res pathResult) {
 	if res.err != nil {
 		return
 	}
 	sent := Sent{ID: d.id, Time: d.time}
 	c.record(&sent, res)
+	c.confirmedLate(d, sent, res.via)
+}
+
+// confirmedLate says that a path confirmed d after deliverOut gave up
+// waiting for it: the message leaves the outbox, and a second
+// DeliveryEvent with Done set says it arrived.
+func (c *Client) confirmedLate(d *delivery, sent Sent, via string) {
 	if err := c.st.RemoveOutbox(context.WithoutCancel(c.ctx), d.id); err != nil {
 		c.log.Warn("take a sent message out of the outbox", "id", d.id, "err", err)
 	}
-	c.emit(&DeliveryEvent{Room: d.r.name, Sent: sent, Path: res.via, Done: true})
+	c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Path: via, Done: true})
 }
 
 // pathResult is what one path did with our message.
@@ -124,8 +133,9 @@ func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, b
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		d.sent = c.deliverOut(d, paths)
-		c.finish(d)
+		sent := c.deliverOut(d, paths)
+		c.finish(d, &sent)
+		d.sent = sent
 		cancel()
 		close(d.done)
 	}()
@@ -344,8 +354,8 @@ func copySent(s Sent) Sent {
 }
 
 // resendOutbox sends our messages that no path took when they were sent,
-// in order, room by room, when the room has a path: a peer in its mesh,
-// or the relay. A message whose send is still on its way is left to it.
+// room by room, when the room has a path: a peer in its mesh, or the
+// relay.
 func (c *Client) resendOutbox() {
 	c.mu.Lock()
 	rooms := make([]*room, 0, len(c.rooms))
@@ -358,30 +368,27 @@ func (c *Client) resendOutbox() {
 		if !relayUp && (r.mesh == nil || len(r.mesh.Peers()) == 0) {
 			continue // no path yet
 		}
-		recs, err := c.st.Outbox(c.ctx, r.name)
+		r.postMu.Lock()
+		err := c.queueOutbox(c.ctx, r, time.Now().Add(c.keepEvery))
+		r.postMu.Unlock()
 		if err != nil {
-			c.log.Warn("read the outbox", "room", r.name, "err", err)
-			continue
-		}
-		for _, rec := range recs {
-			r.postMu.Lock()
-			d, started := c.startDelivery(r, signed{rec.Env, rec.ID, rec.Raw}, time.Now().Add(c.keepEvery))
-			r.postMu.Unlock()
-			if d == nil {
-				return // closed
-			}
-			if !started {
-				continue // on its way already
-			}
-			select {
-			case <-d.done:
-			case <-c.ctx.Done():
-				return
-			}
-			if !d.sent.Delivered() {
-				break // in order: the next waits for this one
-			}
-			c.log.Info("sent a message that no path had taken before", "room", r.name, "id", d.id, "via", d.sent.Via)
+			c.log.Warn("send the outbox", "room", r.name, "err", err)
 		}
 	}
+}
+
+// queueOutbox starts sending, in the order they were signed, the room's
+// messages in the outbox whose send is not under way, under r.postMu: so
+// that a new message never overtakes an older one that no path took.
+func (c *Client) queueOutbox(ctx context.Context, r *room, until time.Time) error {
+	recs, err := c.st.Outbox(ctx, r.name)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if d, _ := c.startDelivery(r, signed{rec.Env, rec.ID, rec.Raw}, until); d == nil {
+			return ErrClosed
+		}
+	}
+	return nil
 }

@@ -108,8 +108,8 @@ func (*AlarmEvent) event()    {}
 // maxQueued bounds the events waiting for the application. Messages wait
 // for room (the paths behind them slow down, and what they deliver is in
 // the store meanwhile); other events never wait, and past the bound the
-// oldest status events (peers, relay state, sync progress) are dropped
-// first, since a newer one of each says where things stand.
+// oldest peer and sync progress events are dropped first, since a newer
+// one of each says where things stand.
 const maxQueued = 4096
 
 // eventQueue is the ordered queue behind Client.Events: any goroutine
@@ -157,13 +157,21 @@ func (q *eventQueue) push(ctx context.Context, e Event) bool {
 	}
 }
 
-// dropStatus drops the oldest status event, under mu.
+// dropStatus drops the oldest peer or sync progress event, under mu.
+// Never the first, which pump may be handing out, and never a relay
+// state: the last one of those may be the only one saying the relay is
+// down.
 func (q *eventQueue) dropStatus() {
-	for i, e := range q.q {
-		switch e.(type) {
-		case *PeerEvent, *RelayEvent, *SyncEvent:
+	for i := 1; i < len(q.q); i++ {
+		switch e := q.q[i].(type) {
+		case *PeerEvent:
 			q.q = append(q.q[:i], q.q[i+1:]...)
 			return
+		case *SyncEvent:
+			if !e.Done {
+				q.q = append(q.q[:i], q.q[i+1:]...)
+				return
+			}
 		}
 	}
 }

@@ -137,8 +137,9 @@ func (m *merger) mergeRetrying(batch []arrival) bool {
 		case <-time.After(pause):
 			pause = min(2*pause, mergeRetryMax)
 		case <-m.c.ctx.Done():
-			// Not shown: what the relay delivered comes again from the
-			// cursor, and what the mesh delivered by sync.
+			// Not shown now: what the relay delivered comes again from
+			// the cursor (which did not move), and what the mesh node
+			// stored is noted unshown by the store itself.
 			return false
 		}
 	}
@@ -354,7 +355,7 @@ func (m *merger) apply(ctx context.Context, o *outcome) {
 			continue
 		}
 		if !c.ev.push(c.ctx, &MessageEvent{msg}) {
-			return
+			break // closing: the rest stay unshown for the next session
 		}
 	}
 	if dirty {
@@ -429,16 +430,43 @@ func (c *Client) Shown(ids ...protocol.ID) {
 	c.shownMu.Unlock()
 }
 
-// flushShown writes the shown notes.
+// flushShown writes the shown notes. A message the mesh node has not
+// stored yet gets its unshown note when it is stored (the store's
+// trigger): its shown note is written again on the next flushes, until
+// it is stored.
 func (c *Client) flushShown() {
+	ctx := context.WithoutCancel(c.ctx)
 	c.shownMu.Lock()
-	ids := c.shownQ
-	c.shownQ = nil
+	ids, again := c.shownQ, c.shownAgain
+	c.shownQ, c.shownAgain = nil, nil
 	c.shownMu.Unlock()
+	for _, s := range again {
+		ids = append(ids, s.id)
+	}
 	if len(ids) == 0 {
 		return
 	}
-	if err := c.st.RemoveUnshown(context.WithoutCancel(c.ctx), ids); err != nil {
+	if err := c.st.RemoveUnshown(ctx, ids); err != nil {
 		c.log.Warn("note shown messages", "err", err)
 	}
+	tries := make(map[protocol.ID]int, len(again))
+	for _, s := range again {
+		tries[s.id] = s.tries
+	}
+	var later []shownNote
+	for _, id := range ids {
+		if has, err := c.st.Has(ctx, id); err == nil && !has && tries[id] < noteTries {
+			later = append(later, shownNote{id, tries[id] + 1})
+		}
+	}
+	c.shownMu.Lock()
+	c.shownAgain = append(c.shownAgain, later...)
+	c.shownMu.Unlock()
+}
+
+// shownNote is a shown note to write again: its message was not stored
+// yet.
+type shownNote struct {
+	id    protocol.ID
+	tries int
 }

@@ -196,9 +196,12 @@ func (p *relayPath) raiseAudit() bool {
 func (p *relayPath) publish(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {
 	ack, err := p.rc.Publish(ctx, raw)
 	var refused *protocol.RelayError
-	if err != nil && !p.up() && !errors.As(err, &refused) && !errors.Is(err, relay.ErrAuditLog) {
+	if err != nil && (errors.Is(err, relay.ErrNotConnected) || !p.up()) && !errors.As(err, &refused) && !errors.Is(err, relay.ErrAuditLog) {
 		// Failed while the relay is not connected: that is why.
-		return nil, fmt.Errorf("%w: %w", p.err(), err)
+		if why := p.err(); why != nil {
+			return nil, fmt.Errorf("%w: %w", why, err)
+		}
+		return nil, fmt.Errorf("%w %s: %w", ErrRelayUnreachable, p.addr, err)
 	}
 	if err != nil {
 		p.raiseAudit()

@@ -120,6 +120,10 @@ func (c *Client) post(ctx context.Context, roomName, text string) (*delivery, er
 	if err != nil {
 		return nil, fmt.Errorf("client: send: %w", err)
 	}
+	// What no path took before goes first, then this one.
+	if err := c.queueOutbox(context.WithoutCancel(ctx), r, patience(ctx)); err != nil {
+		c.log.Warn("send the outbox", "room", r.name, "err", err)
+	}
 	d, _ := c.startDelivery(r, m, patience(ctx))
 	if d == nil {
 		return nil, ErrClosed
@@ -139,6 +143,8 @@ func (c *Client) awaitHistory(ctx context.Context, r *room) error {
 		return nil
 	case <-c.relay.whenDown():
 		return nil // the history comes once the relay is back
+	case <-c.ctx.Done():
+		return ErrClosed
 	case <-ctx.Done():
 		return fmt.Errorf("%w: the relay's history of %s did not arrive: %w", ErrNoPath, r.name, ctx.Err())
 	}

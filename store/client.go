@@ -15,10 +15,22 @@ import (
 // the rooms joined, where each relay subscription stands, and the newest
 // audit checkpoint of each relay.
 
-// Search makes the store keep a full-text index of messages, for
-// Store.Search, which IndexText fills. The chat client opens its store
-// this way; the relay, which never searches, does not pay for the index.
+// Search makes the store a chat client's: it keeps a full-text index of
+// messages, for Store.Search, which IndexText fills, and notes what the
+// mesh node stores as unshown (clientTriggers). The relay, which never
+// searches or shows, does not pay for either.
 func Search() Option { return func(o *options) { o.search = true } }
+
+// clientTriggers note each envelope that the mesh node stores (via mesh or
+// sync) as unshown, in the transaction that stores it. The mesh node
+// hands a message to the client before its group commit, and the client
+// notes what it shows in its own transactions: without this, a message
+// stored by the node but never merged by the client (the client closing,
+// or killed, a moment after the node's commit) would be stored and never
+// shown, and no path would bring it again.
+const clientTriggers = `CREATE TRIGGER IF NOT EXISTS client_unshown_on_store AFTER INSERT ON envelopes
+	WHEN new.via IN ('mesh', 'sync') BEGIN
+	INSERT OR IGNORE INTO client_unshown (id, room) VALUES (new.id, new.room); END;`
 
 // IndexText adds a stored envelope's text to the full-text index, in the
 // batch's transaction. The store never reads payloads: the client

@@ -100,6 +100,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	if o.search {
+		if _, err := w.Exec(clientTriggers); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("store: open %s: %w", path, err)
+		}
+	}
 	if s.insert, err = w.Prepare(insertEnvelope); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

@@ -497,9 +497,11 @@ func (c *cli) talk(args []string) int {
 		return c.fail(err)
 	}
 	t := &talker{screen: screen{c: c, cl: cl, asJSON: *asJSON}, room: *room, timeout: *timeout,
-		pending: make(map[protocol.ID]time.Time)}
+		pending: make(map[protocol.ID]time.Time), confirmed: make(map[protocol.ID]bool)}
 	lines := make(chan posted)
-	go t.read(ctx, lines)
+	rctx, stopReading := context.WithCancel(ctx)
+	defer stopReading() // the reader ends with talk
+	go t.read(rctx, lines)
 	return t.run(ctx, lines)
 }
 
@@ -508,8 +510,9 @@ type talker struct {
 	screen
 	room    string
 	timeout time.Duration
-	pending map[protocol.ID]time.Time // sent, not confirmed: until when talk waits for the outbox
-	failed  int                       // lines that were not sent, or whose time ran out
+	pending   map[protocol.ID]time.Time // sent, not confirmed: until when talk waits for the outbox
+	confirmed map[protocol.ID]bool      // confirmed by a late DeliveryEvent, maybe before Send said otherwise
+	failed    int                       // lines that were not sent, or whose time ran out
 }
 
 // read sends each line of standard input, and closes lines at its end.
@@ -566,6 +569,8 @@ func (t *talker) run(ctx context.Context, lines <-chan posted) int {
 				return t.fail(p.err)
 			case p.sent.Delivered():
 				t.printf("sent %s via %s\n", p.sent.ID, strings.Join(p.sent.Via, ","))
+			case t.confirmed[p.sent.ID]:
+				t.printf("sent %s (confirmed late)\n", p.sent.ID)
 			default:
 				// The outbox sends it again while talk runs.
 				t.pending[p.sent.ID] = time.Now().Add(t.timeout)
@@ -584,7 +589,8 @@ func (t *talker) run(ctx context.Context, lines <-chan posted) int {
 			t.expire()
 		case <-ctx.Done():
 			// Interrupted: what is not delivered stays in the outbox.
-			return exitOK
+			t.failed += len(t.pending)
+			return t.finish()
 		}
 		if lines == nil && len(t.pending) == 0 {
 			return t.finish()
@@ -595,10 +601,17 @@ func (t *talker) run(ctx context.Context, lines <-chan posted) int {
 // delivered notes that the outbox delivered a line that was not delivered
 // when it was sent.
 func (t *talker) delivered(d *client.DeliveryEvent) {
-	if _, ours := t.pending[d.Sent.ID]; ours && d.Done && d.Sent.Delivered() {
+	if !d.Done || !d.Sent.Delivered() {
+		return
+	}
+	if _, ours := t.pending[d.Sent.ID]; ours {
 		delete(t.pending, d.Sent.ID)
 		t.printf("sent %s via %s (again)\n", d.Sent.ID, strings.Join(d.Sent.Via, ","))
+		return
 	}
+	// Perhaps a line whose Send has not returned yet, and will say it
+	// was not confirmed in time.
+	t.confirmed[d.Sent.ID] = true
 }
 
 // expire gives up on the lines whose time has run out.
@@ -618,7 +631,11 @@ func (t *talker) finish() int {
 		return t.fail(err)
 	}
 	if t.failed > 0 {
-		return t.fail(fmt.Errorf("%w: %d message(s)", client.ErrNoPath, t.failed))
+		err := fmt.Errorf("%w: %d message(s)", client.ErrNoPath, t.failed)
+		if why := t.cl.RelayError(); why != nil && t.c.relayOnly {
+			err = fmt.Errorf("%w: %w", err, why) // exit 5: the reason
+		}
+		return t.fail(err)
 	}
 	if err := t.cl.Close(); err != nil {
 		return t.fail(err)
