@@ -508,8 +508,8 @@ func (c *cli) talk(args []string) int {
 // talker is talk's state: the lines sent and not yet delivered.
 type talker struct {
 	screen
-	room    string
-	timeout time.Duration
+	room      string
+	timeout   time.Duration
 	pending   map[protocol.ID]time.Time // sent, not confirmed: until when talk waits for the outbox
 	confirmed map[protocol.ID]bool      // confirmed by a late DeliveryEvent, maybe before Send said otherwise
 	failed    int                       // lines that were not sent, or whose time ran out
