@@ -10,11 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
-
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 func key(t testing.TB, n byte) identity.PrivateKey {
@@ -87,7 +87,7 @@ func sample(i int, k identity.PrivateKey) *Record {
 	r := &Record{Kind: Kind(1 + i%7), Time: 1764137501000 + int64(i), PolicyVersion: uint64(i / 10), Identity: k.Public(),
 		Message: protocol.ID{byte(i), byte(i >> 8)}, Size: uint32(100 + i), Path: Path(i % 3), Room: "room", Addr: "127.0.0.1:4433", Detail: fmt.Sprint("record ", i)}
 	if r.Kind == KindRefuse || r.Kind == KindPublishRefused {
-		r.Code = protocol.CodeForbidden
+		r.Code = wire.CodeForbidden
 	}
 	return r
 }
@@ -139,7 +139,7 @@ func TestRecordEncoding(t *testing.T) {
 				"8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c" +
 				"0102030000000000000000000000000000000000000000000000000000000000" +
 				"0000012c" + "01" + "0000" + "0767656e6572616c" + "00" + "0000"},
-		{Record{Kind: KindRefuse, Time: 1, PolicyVersion: 1 << 40, Code: protocol.CodeForbidden, Addr: "[::1]:4433", Detail: "not on the allow list"},
+		{Record{Kind: KindRefuse, Time: 1, PolicyVersion: 1 << 40, Code: wire.CodeForbidden, Addr: "[::1]:4433", Detail: "not on the allow list"},
 			"0104" + "0000000000000001" + "0000010000000000" + strings.Repeat("00", 64) +
 				"00000000" + "00" + "0005" + "00" + "0a5b3a3a315d3a34343333" + "0015" + "6e6f74206f6e2074686520616c6c6f77206c697374"},
 	} {

@@ -16,10 +16,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/crypto/cryptobyte"
-
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Version is the record format version.
@@ -100,7 +100,7 @@ type Record struct {
 	Message  protocol.ID // the envelope ID of a publish
 	Size     uint32      // the envelope's size in bytes
 	Path     Path
-	Code     protocol.ErrorCode // why a refusal
+	Code     wire.ErrorCode // why a refusal
 	Room     string
 	Addr     string // the client's IP address and port
 	Detail   string // the decision's reason, or the admin command
@@ -221,7 +221,7 @@ func ParseRecord(data []byte) (*Record, error) {
 		!s.ReadUint8LengthPrefixed(&addr) || !s.ReadUint16LengthPrefixed(&detail) || !s.Empty() {
 		return nil, fmt.Errorf("%w: layout", ErrMalformed)
 	}
-	r.Kind, r.Time, r.Path, r.Code = Kind(kind), int64(t), Path(path), protocol.ErrorCode(code)
+	r.Kind, r.Time, r.Path, r.Code = Kind(kind), int64(t), Path(path), wire.ErrorCode(code)
 	r.Room, r.Addr, r.Detail = string(room), string(addr), string(detail)
 	if r.Kind < KindStart || r.Kind > KindAdmin || r.Path > PathMesh || r.Time < 0 {
 		return nil, fmt.Errorf("%w: kind, path or time out of range", ErrMalformed)
@@ -268,7 +268,7 @@ func (r *Record) View(index int64) View {
 	if r.Message != (protocol.ID{}) {
 		v.Message = r.Message.String()
 	}
-	if r.Code != protocol.CodeOK {
+	if r.Code != wire.CodeOK {
 		v.Code = r.Code.String()
 	}
 	return v

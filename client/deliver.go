@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // delivery is one of our messages on its way out.
@@ -104,7 +105,7 @@ func (c *Client) confirmedLate(d *delivery, sent Sent, via string) {
 type pathResult struct {
 	via  string
 	peer string
-	ack  *protocol.Ack
+	ack  *wire.Ack
 	err  error
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 )
 
@@ -64,7 +65,7 @@ func (c *Client) openRelay(ctx context.Context) (*relayPath, error) {
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	err = p.rc.Ready(rctx)
-	var refused *protocol.RelayError
+	var refused *wire.RelayError
 	switch {
 	case err == nil:
 		p.setState(p.rc.State()) // before OnState says so: Send waits for the history
@@ -193,9 +194,9 @@ func (p *relayPath) raiseAudit() bool {
 
 // publish sends our envelope to the relay and returns its checked
 // acknowledgement, keeping the receipt and the relay's newest checkpoint.
-func (p *relayPath) publish(ctx context.Context, id protocol.ID, raw []byte) (*protocol.Ack, error) {
+func (p *relayPath) publish(ctx context.Context, id protocol.ID, raw []byte) (*wire.Ack, error) {
 	ack, err := p.rc.Publish(ctx, raw)
-	var refused *protocol.RelayError
+	var refused *wire.RelayError
 	if err != nil && (errors.Is(err, relay.ErrNotConnected) || !p.up()) && !errors.As(err, &refused) && !errors.Is(err, relay.ErrAuditLog) {
 		// Failed while the relay is not connected: that is why.
 		if why := p.err(); why != nil {
@@ -277,7 +278,7 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, &protocol.RelayError{Code: protocol.CodeUnknownCursor}) && attempt == 0 {
+		if errors.Is(err, &wire.RelayError{Code: wire.CodeUnknownCursor}) && attempt == 0 {
 			// The relay lost what the cursor names: restored from a
 			// backup. From the start again; what is here already is not
 			// shown twice.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // Sent is what became of a message sent.
@@ -21,7 +22,7 @@ type Sent struct {
 	// Ack is the relay's acknowledgement, its audit receipt (if the relay
 	// keeps a log) checked against the relay's key and the checkpoints
 	// kept before; nil if the relay did not acknowledge.
-	Ack *protocol.Ack
+	Ack *wire.Ack
 	// MeshPeer is the mesh peer that confirmed it, if one did.
 	MeshPeer string
 	// Failed says why each other path did not confirm.

@@ -9,11 +9,12 @@ import (
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // Relay frames: every body parser is strict, so a body that parses
 // encodes back to exactly the input, and one that does not is refused
-// with protocol.ErrBadFrame.
+// with wire.ErrBadFrame.
 
 func fuzzFrame[T encoding.BinaryMarshaler](f *testing.F, parse func([]byte) (T, error), seeds ...encoding.BinaryMarshaler) {
 	for _, s := range seeds {
@@ -27,7 +28,7 @@ func fuzzFrame[T encoding.BinaryMarshaler](f *testing.F, parse func([]byte) (T, 
 	f.Fuzz(func(t *testing.T, b []byte) {
 		v, err := parse(b)
 		if err != nil {
-			if !errors.Is(err, protocol.ErrBadFrame) {
+			if !errors.Is(err, wire.ErrBadFrame) {
 				t.Fatalf("error %v does not wrap ErrBadFrame", err)
 			}
 			return
@@ -41,92 +42,92 @@ func FuzzFrameHeader(f *testing.F) {
 	f.Add([]byte{99, 0, 0, 0, 0})
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var h [protocol.FrameHeaderSize]byte
+		var h [wire.FrameHeaderSize]byte
 		copy(h[:], b)
-		ft, n, err := protocol.ParseFrameHeader(h)
+		ft, n, err := wire.ParseFrameHeader(h)
 		if err != nil {
-			if !errors.Is(err, protocol.ErrBadFrame) {
+			if !errors.Is(err, wire.ErrBadFrame) {
 				t.Fatalf("error %v does not wrap ErrBadFrame", err)
 			}
 			return
 		}
-		if !ft.Known() || n < 0 || n > protocol.MaxFrameBody {
+		if !ft.Known() || n < 0 || n > wire.MaxFrameBody {
 			t.Fatalf("accepted type %d with a body of %d", ft, n)
 		}
-		again := protocol.AppendFrame(nil, ft, make([]byte, n))
-		if [protocol.FrameHeaderSize]byte(again[:protocol.FrameHeaderSize]) != h {
-			t.Fatalf("header %x encodes back as %x", h, again[:protocol.FrameHeaderSize])
+		again := wire.AppendFrame(nil, ft, make([]byte, n))
+		if [wire.FrameHeaderSize]byte(again[:wire.FrameHeaderSize]) != h {
+			t.Fatalf("header %x encodes back as %x", h, again[:wire.FrameHeaderSize])
 		}
 	})
 }
 
 func FuzzAck(f *testing.F) {
-	fuzzFrame(f, protocol.ParseAck, &protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000},
-		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 7, Time: 1764137501000,
-			Receipt: &protocol.Receipt{Index: 3, Time: 1764137501000, PolicyVersion: 2, Checkpoint: []byte("origin\n4\nroot\n\n— sig\n"), Proof: [][32]byte{{1}, {2}}}},
-		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 8, Time: 1764137501000,
-			Receipt: &protocol.Receipt{Index: 4, Time: 1764137501000, Proof: [][32]byte{{1}, {2}}}},
-		&protocol.Ack{ID: protocol.ID{1}, Status: protocol.AckStored, Pos: 9, Time: 1764137501000,
-			Receipt: &protocol.Receipt{Index: 5, Time: 1764137501000, Proof: [][32]byte{{3}}, Shared: 19}})
+	fuzzFrame(f, wire.ParseAck, &wire.Ack{ID: protocol.ID{1}, Status: wire.AckStored, Pos: 7, Time: 1764137501000},
+		&wire.Ack{ID: protocol.ID{1}, Status: wire.AckStored, Pos: 7, Time: 1764137501000,
+			Receipt: &wire.Receipt{Index: 3, Time: 1764137501000, PolicyVersion: 2, Checkpoint: []byte("origin\n4\nroot\n\n— sig\n"), Proof: [][32]byte{{1}, {2}}}},
+		&wire.Ack{ID: protocol.ID{1}, Status: wire.AckStored, Pos: 8, Time: 1764137501000,
+			Receipt: &wire.Receipt{Index: 4, Time: 1764137501000, Proof: [][32]byte{{1}, {2}}}},
+		&wire.Ack{ID: protocol.ID{1}, Status: wire.AckStored, Pos: 9, Time: 1764137501000,
+			Receipt: &wire.Receipt{Index: 5, Time: 1764137501000, Proof: [][32]byte{{3}}, Shared: 19}})
 }
 
 func FuzzProveTree(f *testing.F) {
-	fuzzFrame(f, protocol.ParseProveTree, &protocol.ProveTree{New: 9, Old: []uint64{3, 9, 1}})
+	fuzzFrame(f, wire.ParseProveTree, &wire.ProveTree{New: 9, Old: []uint64{3, 9, 1}})
 }
 
 func FuzzTreeProof(f *testing.F) {
-	fuzzFrame(f, protocol.ParseTreeProof, &protocol.TreeProof{Proofs: [][][32]byte{{{1}, {2}, {3}}, {}}})
+	fuzzFrame(f, wire.ParseTreeProof, &wire.TreeProof{Proofs: [][][32]byte{{{1}, {2}, {3}}, {}}})
 }
 
 func FuzzNack(f *testing.F) {
-	fuzzFrame(f, protocol.ParseNack, &protocol.Nack{ID: protocol.ID{2}, Err: protocol.RelayError{Code: protocol.CodeStale, Message: "late"}})
+	fuzzFrame(f, wire.ParseNack, &wire.Nack{ID: protocol.ID{2}, Err: wire.RelayError{Code: wire.CodeStale, Message: "late"}})
 }
 
-type errorFrame struct{ *protocol.RelayError }
+type errorFrame struct{ *wire.RelayError }
 
-func (e errorFrame) MarshalBinary() ([]byte, error) { return protocol.MarshalErrorFrame(e.RelayError) }
+func (e errorFrame) MarshalBinary() ([]byte, error) { return wire.MarshalErrorFrame(e.RelayError) }
 
 func FuzzErrorFrame(f *testing.F) {
 	fuzzFrame(f, func(b []byte) (errorFrame, error) {
-		e, err := protocol.ParseErrorFrame(b)
+		e, err := wire.ParseErrorFrame(b)
 		return errorFrame{e}, err
-	}, errorFrame{&protocol.RelayError{Code: protocol.CodeForbidden, Message: "no posting in news"}})
+	}, errorFrame{&wire.RelayError{Code: wire.CodeForbidden, Message: "no posting in news"}})
 }
 
 func FuzzSubscribe(f *testing.F) {
-	fuzzFrame(f, protocol.ParseSubscribe, &protocol.Subscribe{Room: "lobby", Cursor: protocol.ID{3}})
+	fuzzFrame(f, wire.ParseSubscribe, &wire.Subscribe{Room: "lobby", Cursor: protocol.ID{3}})
 }
 
 func FuzzFetchRange(f *testing.F) {
-	fuzzFrame(f, protocol.ParseFetchRange, &protocol.FetchRange{Room: "lobby", Since: 5, Until: 9, After: protocol.ID{4}, Limit: 10})
+	fuzzFrame(f, wire.ParseFetchRange, &wire.FetchRange{Room: "lobby", Since: 5, Until: 9, After: protocol.ID{4}, Limit: 10})
 }
 
 func FuzzFetchIDs(f *testing.F) {
-	fuzzFrame(f, protocol.ParseFetchIDs, &protocol.FetchIDs{IDs: []protocol.ID{{5}, {6}}})
+	fuzzFrame(f, wire.ParseFetchIDs, &wire.FetchIDs{IDs: []protocol.ID{{5}, {6}}})
 }
 
 func FuzzEnd(f *testing.F) {
-	fuzzFrame(f, protocol.ParseEnd, &protocol.End{More: true})
+	fuzzFrame(f, wire.ParseEnd, &wire.End{More: true})
 }
 
 func FuzzPeersRequest(f *testing.F) {
-	fuzzFrame(f, protocol.ParsePeersRequest, &protocol.PeersRequest{Room: "lobby"})
+	fuzzFrame(f, wire.ParsePeersRequest, &wire.PeersRequest{Room: "lobby"})
 }
 
 func FuzzPeers(f *testing.F) {
-	fuzzFrame(f, protocol.ParsePeers, &protocol.Peers{Addrs: []string{"/ip4/127.0.0.1/udp/4434/quic-v1/p2p/12D3KooWDLdC7P1fWXNSD2XB1bcyqomd9n6mVUqgLACLUNCFcAd8"}})
+	fuzzFrame(f, wire.ParsePeers, &wire.Peers{Addrs: []string{"/ip4/127.0.0.1/udp/4434/quic-v1/p2p/12D3KooWDLdC7P1fWXNSD2XB1bcyqomd9n6mVUqgLACLUNCFcAd8"}})
 }
 
 func FuzzInfo(f *testing.F) {
-	fuzzFrame(f, protocol.ParseInfo, &protocol.Info{Versions: []uint8{1}, MaxEnvelope: 65536, PublishRate: 200, PublishBurst: 1000, RetentionDays: 30, Policy: protocol.PolicyInvite, PolicyVersion: 4})
+	fuzzFrame(f, wire.ParseInfo, &wire.Info{Versions: []uint8{1}, MaxEnvelope: 65536, PublishRate: 200, PublishBurst: 1000, RetentionDays: 30, Policy: wire.PolicyInvite, PolicyVersion: 4})
 }
 
 func FuzzRedeem(f *testing.F) {
-	fuzzFrame(f, protocol.ParseRedeem, &protocol.Redeem{Token: "parley-invite-abc"})
+	fuzzFrame(f, wire.ParseRedeem, &wire.Redeem{Token: "parley-invite-abc"})
 }
 
 func FuzzCommitted(f *testing.F) {
-	fuzzFrame(f, protocol.ParseCommitted, &protocol.Committed{ID: protocol.ID{9}})
+	fuzzFrame(f, wire.ParseCommitted, &wire.Committed{ID: protocol.ID{9}})
 }
 
 // FuzzAuditRecord: an audit record that parses encodes back to the input.

@@ -27,6 +27,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 )
 
@@ -64,7 +65,7 @@ func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) erro
 	tlsConf := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{protocol.RelayALPN},
+		NextProtos:   []string{wire.RelayALPN},
 		ClientAuth:   tls.RequireAnyClientCert,
 		// As the relay's peerIdentity: one certificate, an Ed25519 key.
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
@@ -150,18 +151,18 @@ func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) 
 			continue
 		}
 		switch t {
-		case protocol.FrameSubscribe:
-			m, err := protocol.ParseSubscribe(body)
+		case wire.FrameSubscribe:
+			m, err := wire.ParseSubscribe(body)
 			if err != nil {
 				str.CancelRead(0)
 				str.CancelWrite(0)
 				continue
 			}
 			f.subscribe(m.Room, str)
-		case protocol.FramePublish:
+		case wire.FramePublish:
 			wg.Go(func() { f.publish(rd, body) })
 		default:
-			str.Write(protocol.AppendFrame(nil, protocol.FrameInfo, nil))
+			str.Write(wire.AppendFrame(nil, wire.FrameInfo, nil))
 			str.Close()
 		}
 	}
@@ -172,7 +173,7 @@ func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) 
 func (f *floor) subscribe(room string, str *quic.Stream) {
 	sub := &floorSub{str: str}
 	f.mu.Lock()
-	sub.send(protocol.AppendFrame(nil, protocol.FrameLive, nil))
+	sub.send(wire.AppendFrame(nil, wire.FrameLive, nil))
 	if f.rooms[room] == nil {
 		f.rooms[room] = map[*floorSub]struct{}{}
 	}
@@ -194,7 +195,7 @@ func (f *floor) publish(rd *bufio.Reader, first []byte) {
 	body := first
 	for {
 		if env, _, err := protocol.ParseVerify(body); err == nil {
-			frame := protocol.AppendFrame(nil, protocol.FrameEnvelope, body)
+			frame := wire.AppendFrame(nil, wire.FrameEnvelope, body)
 			f.mu.Lock()
 			for s := range f.rooms[env.Room] {
 				s.send(frame)
@@ -202,7 +203,7 @@ func (f *floor) publish(rd *bufio.Reader, first []byte) {
 			f.mu.Unlock()
 		}
 		t, b, err := readFloorFrame(rd)
-		if err != nil || t != protocol.FramePublish {
+		if err != nil || t != wire.FramePublish {
 			return
 		}
 		body = b
@@ -268,12 +269,12 @@ func (s *floorSub) write() {
 	}
 }
 
-func readFloorFrame(rd *bufio.Reader) (protocol.FrameType, []byte, error) {
-	var h [protocol.FrameHeaderSize]byte
+func readFloorFrame(rd *bufio.Reader) (wire.FrameType, []byte, error) {
+	var h [wire.FrameHeaderSize]byte
 	if _, err := io.ReadFull(rd, h[:]); err != nil {
 		return 0, nil, err
 	}
-	t, size, err := protocol.ParseFrameHeader(h)
+	t, size, err := wire.ParseFrameHeader(h)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -298,7 +299,7 @@ func floorPublish(ctx context.Context, conn *quic.Conn, raws [][]byte, pace, sen
 	for i, raw := range raws {
 		pace(i)
 		sent(i)
-		frame = protocol.AppendFrame(frame[:0], protocol.FramePublish, raw)
+		frame = wire.AppendFrame(frame[:0], wire.FramePublish, raw)
 		if _, err := str.Write(frame); err != nil {
 			return err
 		}
@@ -318,12 +319,12 @@ func floorRequest(ctx context.Context, tr *quic.Transport, addr relay.Addr, key 
 	if err != nil {
 		return err
 	}
-	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameInfoRequest, nil)); err != nil {
+	if _, err := str.Write(wire.AppendFrame(nil, wire.FrameInfoRequest, nil)); err != nil {
 		return err
 	}
 	str.Close()
 	t, _, err := readFloorFrame(bufio.NewReader(str))
-	if err == nil && t != protocol.FrameInfo {
+	if err == nil && t != wire.FrameInfo {
 		err = fmt.Errorf("floor: answered %s", t)
 	}
 	return err
@@ -357,11 +358,11 @@ func floorIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		body, _ := (&protocol.Subscribe{Room: fmt.Sprintf("idle-%d", i%100)}).MarshalBinary()
-		if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+		body, _ := (&wire.Subscribe{Room: fmt.Sprintf("idle-%d", i%100)}).MarshalBinary()
+		if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
 			return 0, 0, err
 		}
-		if t, _, err := readFloorFrame(bufio.NewReader(str)); err != nil || t != protocol.FrameLive {
+		if t, _, err := readFloorFrame(bufio.NewReader(str)); err != nil || t != wire.FrameLive {
 			return 0, 0, fmt.Errorf("floor: subscribe: %v (%s)", err, t)
 		}
 	}

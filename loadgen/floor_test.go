@@ -12,6 +12,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // startTestFloor runs the floor forwarder in this process on loopback.
@@ -88,13 +89,13 @@ func TestFloorChecksSignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := (&protocol.Subscribe{Room: "checked"}).MarshalBinary()
-	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+	body, _ := (&wire.Subscribe{Room: "checked"}).MarshalBinary()
+	if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
 		t.Fatal(err)
 	}
 	str.SetReadDeadline(time.Now().Add(10 * time.Second))
 	rd := bufio.NewReader(str)
-	if ft, _, err := readFloorFrame(rd); err != nil || ft != protocol.FrameLive {
+	if ft, _, err := readFloorFrame(rd); err != nil || ft != wire.FrameLive {
 		t.Fatalf("subscribe: %v, %s", err, ft)
 	}
 
@@ -107,7 +108,7 @@ func TestFloorChecksSignatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	ft, got, err := readFloorFrame(rd)
-	if err != nil || ft != protocol.FrameEnvelope {
+	if err != nil || ft != wire.FrameEnvelope {
 		t.Fatalf("read: %v, %s", err, ft)
 	}
 	if protocol.IDOf(got) != protocol.IDOf(raws[1]) {
@@ -152,19 +153,19 @@ func TestFloorStopsWithClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := (&protocol.Subscribe{Room: "open"}).MarshalBinary()
-	if _, err := sub.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+	body, _ := (&wire.Subscribe{Room: "open"}).MarshalBinary()
+	if _, err := sub.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
 		t.Fatal(err)
 	}
 	sub.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if ft, _, err := readFloorFrame(bufio.NewReader(sub)); err != nil || ft != protocol.FrameLive {
+	if ft, _, err := readFloorFrame(bufio.NewReader(sub)); err != nil || ft != wire.FrameLive {
 		t.Fatalf("subscribe: %v, %s", err, ft)
 	}
 	half, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := protocol.AppendFrame(nil, protocol.FrameSubscribe, body)
+	frame := wire.AppendFrame(nil, wire.FrameSubscribe, body)
 	if _, err := half.Write(frame[:len(frame)-1]); err != nil {
 		t.Fatal(err)
 	}

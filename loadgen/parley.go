@@ -18,6 +18,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 )
 
@@ -316,22 +317,22 @@ func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, win
 		if err != nil {
 			return result{}, err
 		}
-		body, _ := (&protocol.Subscribe{Room: room}).MarshalBinary()
-		if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+		body, _ := (&wire.Subscribe{Room: room}).MarshalBinary()
+		if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
 			return result{}, err
 		}
 		rd := bufio.NewReaderSize(str, 64<<10)
 		live := make(chan error, 1)
 		wg.Go(func() {
 			defer str.CancelRead(0)
-			var h [protocol.FrameHeaderSize]byte
-			buf := make([]byte, protocol.MaxFrameBody)
+			var h [wire.FrameHeaderSize]byte
+			buf := make([]byte, wire.MaxFrameBody)
 			for n := 0; n < msgs; {
 				if _, err := io.ReadFull(rd, h[:]); err != nil {
 					live <- err
 					return
 				}
-				t, size, err := protocol.ParseFrameHeader(h)
+				t, size, err := wire.ParseFrameHeader(h)
 				if err != nil {
 					live <- err
 					return
@@ -341,9 +342,9 @@ func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, win
 					return
 				}
 				switch t {
-				case protocol.FrameLive:
+				case wire.FrameLive:
 					live <- nil
-				case protocol.FrameEnvelope:
+				case wire.FrameEnvelope:
 					now := time.Now()
 					i := index[protocol.IDOf(buf[:size])]
 					lat[s] = append(lat[s], now.Sub(time.Unix(0, sentAt[i].Load())))

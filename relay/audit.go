@@ -8,7 +8,7 @@ import (
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
-	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 )
 
@@ -101,18 +101,18 @@ func addrOf(a net.Addr) string {
 }
 
 // proveTree answers a client's ProveTree request.
-func (s *Server) proveTree(fw *frameWriter, body []byte) error {
-	m, err := protocol.ParseProveTree(body)
+func (s *Server) proveTree(fw *wire.Writer, body []byte) error {
+	m, err := wire.ParseProveTree(body)
 	if err != nil {
 		return err
 	}
 	if s.audit == nil {
-		return &protocol.RelayError{Code: protocol.CodeUnsupported, Message: "this relay keeps no audit log"}
+		return &wire.RelayError{Code: wire.CodeUnsupported, Message: "this relay keeps no audit log"}
 	}
 	if _, size := s.audit.Latest(); int64(m.New) > size {
-		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("the audit log has %d records, not %d", size, m.New)}
+		return &wire.RelayError{Code: wire.CodeBadFrame, Message: fmt.Sprintf("the audit log has %d records, not %d", size, m.New)}
 	}
-	out := &protocol.TreeProof{Proofs: make([][][32]byte, len(m.Old))}
+	out := &wire.TreeProof{Proofs: make([][][32]byte, len(m.Old))}
 	for i, old := range m.Old {
 		p, err := s.audit.ProveTree(int64(m.New), int64(old), s.auditReader)
 		if err != nil {
@@ -123,5 +123,5 @@ func (s *Server) proveTree(fw *frameWriter, body []byte) error {
 			out.Proofs[i][j] = h
 		}
 	}
-	return fw.msg(protocol.FrameTreeProof, out)
+	return fw.Msg(wire.FrameTreeProof, out)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -119,7 +120,7 @@ type ClientOptions struct {
 
 // Dial connects to the relay at addr as key. It returns once the relay has
 // admitted the identity: a refusal (not on the allow list, banned) is a
-// *protocol.RelayError saying why, and a relay whose key is not the one in
+// *wire.RelayError saying why, and a relay whose key is not the one in
 // addr is an error wrapping ErrWrongRelay.
 func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOptions) (*Client, error) {
 	c, err := makeClient(addr, key, opts)
@@ -190,7 +191,7 @@ func (c *Client) Close() error {
 	c.setState(StatusClosed, nil, nil, false)
 	c.setReady(errClientClosed)
 	if conn != nil {
-		return conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+		return conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
 	}
 	return nil
 }
@@ -289,11 +290,11 @@ func dialOn(ctx context.Context, tr *quic.Transport, hostPort string, conf *tls.
 func wireError(err error) error {
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.Remote {
-		return &protocol.RelayError{Code: protocol.ErrorCode(ae.ErrorCode), Message: ae.ErrorMessage}
+		return &wire.RelayError{Code: wire.ErrorCode(ae.ErrorCode), Message: ae.ErrorMessage}
 	}
 	var se *quic.StreamError
 	if errors.As(err, &se) && se.Remote {
-		return &protocol.RelayError{Code: protocol.ErrorCode(se.ErrorCode)}
+		return &wire.RelayError{Code: wire.ErrorCode(se.ErrorCode)}
 	}
 	return err
 }
@@ -303,10 +304,10 @@ func wireError(err error) error {
 // A refusal by the relay's policy or checks, a relay with the wrong key,
 // and a closed client are not.
 func retryable(err error) bool {
-	var re *protocol.RelayError
+	var re *wire.RelayError
 	switch {
 	case errors.As(err, &re):
-		return re.Code == protocol.CodeShuttingDown || re.Code == protocol.CodeIdle || re.Code == protocol.CodeOK
+		return re.Code == wire.CodeShuttingDown || re.Code == wire.CodeIdle || re.Code == wire.CodeOK
 	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrBadCertificate), errors.Is(err, ErrNotConnected),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
@@ -341,7 +342,7 @@ func DialQUICOn(ctx context.Context, tr *quic.Transport, addr Addr, key identity
 
 // request opens a stream, sends one frame and closes its side. The
 // caller reads the answer and then calls done.
-func (c *Client) request(ctx context.Context, t protocol.FrameType, body []byte) (fr *frameReader, done func(), err error) {
+func (c *Client) request(ctx context.Context, t wire.FrameType, body []byte) (fr *wire.Reader, done func(), err error) {
 	conn, err := c.connect(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -356,23 +357,23 @@ func (c *Client) request(ctx context.Context, t protocol.FrameType, body []byte)
 		stop()
 		str.CancelRead(0)
 	}
-	if _, err := str.Write(protocol.AppendFrame(nil, t, body)); err != nil {
+	if _, err := str.Write(wire.AppendFrame(nil, t, body)); err != nil {
 		done()
 		str.CancelWrite(0)
 		return nil, nil, fmt.Errorf("relay: send %s: %w", t, wireError(err))
 	}
 	str.Close()
-	return newFrameReader(str, protocol.MaxFrameBody), done, nil
+	return wire.NewReader(str, wire.MaxFrameBody), done, nil
 }
 
 // readFrame reads one frame, turning an Error frame into its error.
-func readFrame(fr *frameReader) (protocol.FrameType, []byte, error) {
-	t, body, err := fr.next()
+func readFrame(fr *wire.Reader) (wire.FrameType, []byte, error) {
+	t, body, err := fr.Next()
 	if err != nil {
 		return t, nil, wireError(err)
 	}
-	if t == protocol.FrameError {
-		e, err := protocol.ParseErrorFrame(body)
+	if t == wire.FrameError {
+		e, err := wire.ParseErrorFrame(body)
 		if err != nil {
 			return t, nil, err
 		}
@@ -382,7 +383,7 @@ func readFrame(fr *frameReader) (protocol.FrameType, []byte, error) {
 }
 
 // Info asks the relay for its versions, limits and policy.
-func (c *Client) Info(ctx context.Context) (info *protocol.Info, err error) {
+func (c *Client) Info(ctx context.Context) (info *wire.Info, err error) {
 	err = c.retry(ctx, "info", func() (err error) {
 		info, err = c.infoOnce(ctx)
 		return err
@@ -390,8 +391,8 @@ func (c *Client) Info(ctx context.Context) (info *protocol.Info, err error) {
 	return info, err
 }
 
-func (c *Client) infoOnce(ctx context.Context) (*protocol.Info, error) {
-	fr, done, err := c.request(ctx, protocol.FrameInfoRequest, nil)
+func (c *Client) infoOnce(ctx context.Context) (*wire.Info, error) {
+	fr, done, err := c.request(ctx, wire.FrameInfoRequest, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -400,19 +401,19 @@ func (c *Client) infoOnce(ctx context.Context) (*protocol.Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: info: %w", err)
 	}
-	if t != protocol.FrameInfo {
+	if t != wire.FrameInfo {
 		return nil, fmt.Errorf("relay: info: answered with %s", t)
 	}
-	return protocol.ParseInfo(body)
+	return wire.ParseInfo(body)
 }
 
 // Redeem joins the relay's allow list with an invite token.
 func (c *Client) Redeem(ctx context.Context, token string) error {
-	body, err := (&protocol.Redeem{Token: token}).MarshalBinary()
+	body, err := (&wire.Redeem{Token: token}).MarshalBinary()
 	if err != nil {
 		return err
 	}
-	fr, done, err := c.request(ctx, protocol.FrameRedeem, body)
+	fr, done, err := c.request(ctx, wire.FrameRedeem, body)
 	if err != nil {
 		return err
 	}
@@ -421,7 +422,7 @@ func (c *Client) Redeem(ctx context.Context, token string) error {
 	if err != nil {
 		return fmt.Errorf("relay: redeem: %w", err)
 	}
-	if t != protocol.FrameRedeemed {
+	if t != wire.FrameRedeemed {
 		return fmt.Errorf("relay: redeem: answered with %s", t)
 	}
 	return nil
@@ -437,11 +438,11 @@ func (c *Client) Peers(ctx context.Context, room string) (addrs []string, err er
 }
 
 func (c *Client) peersOnce(ctx context.Context, room string) ([]string, error) {
-	body, err := (&protocol.PeersRequest{Room: room}).MarshalBinary()
+	body, err := (&wire.PeersRequest{Room: room}).MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	fr, done, err := c.request(ctx, protocol.FramePeersRequest, body)
+	fr, done, err := c.request(ctx, wire.FramePeersRequest, body)
 	if err != nil {
 		return nil, err
 	}
@@ -450,10 +451,10 @@ func (c *Client) peersOnce(ctx context.Context, room string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: peers: %w", err)
 	}
-	if t != protocol.FramePeers {
+	if t != wire.FramePeers {
 		return nil, fmt.Errorf("relay: peers: answered with %s", t)
 	}
-	p, err := protocol.ParsePeers(b)
+	p, err := wire.ParsePeers(b)
 	if err != nil {
 		return nil, err
 	}
@@ -495,7 +496,7 @@ func parseEnvelopes(raws [][]byte) ([]Envelope, error) {
 const subBuffer = 16 << 10
 
 // fetch sends a fetch request and reads Envelope frames up to End.
-func (c *Client) fetch(ctx context.Context, t protocol.FrameType, body []byte) (out []Envelope, more bool, err error) {
+func (c *Client) fetch(ctx context.Context, t wire.FrameType, body []byte) (out []Envelope, more bool, err error) {
 	err = c.retry(ctx, "fetch", func() (err error) {
 		out, more, err = c.fetchOnce(ctx, t, body)
 		return err
@@ -503,23 +504,23 @@ func (c *Client) fetch(ctx context.Context, t protocol.FrameType, body []byte) (
 	return out, more, err
 }
 
-func (c *Client) fetchOnce(ctx context.Context, t protocol.FrameType, body []byte) ([]Envelope, bool, error) {
+func (c *Client) fetchOnce(ctx context.Context, t wire.FrameType, body []byte) ([]Envelope, bool, error) {
 	fr, done, err := c.request(ctx, t, body)
 	if err != nil {
 		return nil, false, err
 	}
 	defer done()
 	var raws [][]byte
-	for range protocol.MaxFetchIDs + 1 {
+	for range wire.MaxFetchIDs + 1 {
 		ft, b, err := readFrame(fr)
 		if err != nil {
 			return nil, false, fmt.Errorf("relay: fetch: %w", err)
 		}
 		switch ft {
-		case protocol.FrameEnvelope:
+		case wire.FrameEnvelope:
 			raws = append(raws, bytes.Clone(b))
-		case protocol.FrameEnd:
-			end, err := protocol.ParseEnd(b)
+		case wire.FrameEnd:
+			end, err := wire.ParseEnd(b)
 			if err != nil {
 				return nil, false, err
 			}
@@ -539,13 +540,13 @@ func (c *Client) fetchOnce(ctx context.Context, t protocol.FrameType, body []byt
 // (time, ID) order, following the relay's pages up to max envelopes.
 func (c *Client) FetchRange(ctx context.Context, room string, since, until int64, max int) ([]Envelope, error) {
 	var out []Envelope
-	req := protocol.FetchRange{Room: room, Since: since, Until: until, Limit: protocol.MaxFetchLimit}
+	req := wire.FetchRange{Room: room, Since: since, Until: until, Limit: wire.MaxFetchLimit}
 	for len(out) < max {
 		body, err := req.MarshalBinary()
 		if err != nil {
 			return nil, err
 		}
-		page, more, err := c.fetch(ctx, protocol.FrameFetchRange, body)
+		page, more, err := c.fetch(ctx, wire.FrameFetchRange, body)
 		if err != nil {
 			return nil, err
 		}
@@ -564,11 +565,11 @@ func (c *Client) FetchRange(ctx context.Context, room string, since, until int64
 
 // FetchIDs returns the envelopes with these IDs that the relay has.
 func (c *Client) FetchIDs(ctx context.Context, ids ...protocol.ID) ([]Envelope, error) {
-	body, err := (&protocol.FetchIDs{IDs: ids}).MarshalBinary()
+	body, err := (&wire.FetchIDs{IDs: ids}).MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	out, _, err := c.fetch(ctx, protocol.FrameFetchIDs, body)
+	out, _, err := c.fetch(ctx, wire.FrameFetchIDs, body)
 	return out, err
 }
 
@@ -593,9 +594,9 @@ func (c *Client) retry(ctx context.Context, what string, f func() error) error {
 
 // Publish sends an envelope and returns the relay's acknowledgement, which
 // it sends only once the envelope is committed to disk. A refusal is a
-// *protocol.RelayError. A lost connection is retried, within ctx, on a new
+// *wire.RelayError. A lost connection is retried, within ctx, on a new
 // one.
-func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error) {
+func (c *Client) Publish(ctx context.Context, raw []byte) (*wire.Ack, error) {
 	id := protocol.IDOf(raw)
 	var res pubResult
 	err := c.retry(ctx, "publish", func() error {
@@ -614,7 +615,7 @@ func (c *Client) Publish(ctx context.Context, raw []byte) (*protocol.Ack, error)
 
 // checkAck checks an acknowledgement's receipt; a security error found is
 // kept (AuditError), whether or not the publish still waits for it.
-func (c *Client) checkAck(ack *protocol.Ack, raw []byte) error {
+func (c *Client) checkAck(ack *wire.Ack, raw []byte) error {
 	err := c.checkReceipt(ack, raw)
 	if errors.Is(err, ErrAuditLog) {
 		c.ckMu.Lock()
@@ -688,13 +689,13 @@ func (c *Client) Checkpoint() []byte {
 // relay, a record of exactly this publish, and the proof that the record
 // is in the checkpoint's tree; then that the checkpoint is consistent
 // with the newest one seen.
-func (c *Client) checkReceipt(ack *protocol.Ack, raw []byte) error {
+func (c *Client) checkReceipt(ack *wire.Ack, raw []byte) error {
 	r := ack.Receipt
 	if r == nil {
 		c.ckMu.Lock()
 		kept := c.kept
 		c.ckMu.Unlock()
-		if kept != nil && ack.Status == protocol.AckStored {
+		if kept != nil && ack.Status == wire.AckStored {
 			return fmt.Errorf("%w: an acknowledgement without its audit receipt from a relay that gave them before", ErrAuditLog)
 		}
 		return nil
@@ -760,7 +761,7 @@ func (c *Client) observe(cp audit.Checkpoint, note []byte) error {
 
 // maxPendingCheckpoints bounds the checkpoints waiting for their
 // consistency check.
-const maxPendingCheckpoints = 4 * protocol.MaxProofs
+const maxPendingCheckpoints = 4 * wire.MaxProofs
 
 type checkpointSeen struct {
 	cp   audit.Checkpoint
@@ -808,7 +809,7 @@ func (c *Client) checkLoop() {
 		default:
 		}
 		for len(seen) > 0 {
-			n := min(len(seen), protocol.MaxProofs-1) // and the one kept
+			n := min(len(seen), wire.MaxProofs-1) // and the one kept
 			ctx, cancel := context.WithTimeout(c.life, 30*time.Second)
 			err := c.check(ctx, seen[:n:n])
 			cancel()
@@ -926,8 +927,8 @@ func (c *Client) check(ctx context.Context, seen []checkpointSeen) error {
 			sizes[i] = o.cp.Size
 		}
 		proofs, err := c.proveTree(ctx, newest.cp.Size, sizes)
-		var re *protocol.RelayError
-		if errors.As(err, &re) && re.Code != protocol.CodeShuttingDown && re.Code != protocol.CodeIdle {
+		var re *wire.RelayError
+		if errors.As(err, &re) && re.Code != wire.CodeShuttingDown && re.Code != wire.CodeIdle {
 			// It signed these sizes, and will not prove them: a log
 			// rolled back or restored from a backup looks like this.
 			return fmt.Errorf("%w: the relay will not prove its log of %d records: %v", ErrAuditLog, newest.cp.Size, err)
@@ -951,7 +952,7 @@ func (c *Client) check(ctx context.Context, seen []checkpointSeen) error {
 }
 
 func (c *Client) proveTree(ctx context.Context, newSize int64, olds []int64) ([]tlog.TreeProof, error) {
-	req := &protocol.ProveTree{New: uint64(newSize), Old: make([]uint64, len(olds))}
+	req := &wire.ProveTree{New: uint64(newSize), Old: make([]uint64, len(olds))}
 	for i, o := range olds {
 		req.Old[i] = uint64(o)
 	}
@@ -961,7 +962,7 @@ func (c *Client) proveTree(ctx context.Context, newSize int64, olds []int64) ([]
 	}
 	var proofs []tlog.TreeProof
 	err = c.retry(ctx, "prove tree", func() error {
-		fr, done, err := c.request(ctx, protocol.FrameProveTree, body)
+		fr, done, err := c.request(ctx, wire.FrameProveTree, body)
 		if err != nil {
 			return err
 		}
@@ -970,10 +971,10 @@ func (c *Client) proveTree(ctx context.Context, newSize int64, olds []int64) ([]
 		if err != nil {
 			return err
 		}
-		if t != protocol.FrameTreeProof {
+		if t != wire.FrameTreeProof {
 			return fmt.Errorf("relay: prove tree: answered with %s", t)
 		}
-		m, err := protocol.ParseTreeProof(b)
+		m, err := wire.ParseTreeProof(b)
 		if err != nil {
 			return err
 		}
@@ -1025,14 +1026,14 @@ func (c *Client) publisher(ctx context.Context) (*pubStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: open stream: %w", wireError(err))
 	}
-	ps := &pubStream{str: str, fw: newFrameWriter(str), waiters: map[protocol.ID][]waiter{}, gone: make(chan struct{}), check: c.checkAck}
+	ps := &pubStream{str: str, fw: wire.NewWriter(str), waiters: map[protocol.ID][]waiter{}, gone: make(chan struct{}), check: c.checkAck}
 	go ps.read()
 	c.pub = ps
 	return ps, nil
 }
 
 type pubResult struct {
-	ack     *protocol.Ack
+	ack     *wire.Ack
 	err     error // the publish failed: refused, or the stream broke
 	receipt error // acknowledged, but its audit receipt did not check out
 }
@@ -1048,7 +1049,7 @@ type waiter struct {
 type pubStream struct {
 	str *quic.Stream
 	wmu sync.Mutex
-	fw  *frameWriter
+	fw  *wire.Writer
 
 	mu      sync.Mutex
 	waiters map[protocol.ID][]waiter
@@ -1058,7 +1059,7 @@ type pubStream struct {
 	// check checks an acknowledgement's receipt against the publish. The
 	// reader calls it, in the order the answers come: no lock is
 	// contended by hundreds of pipelined publishes.
-	check func(ack *protocol.Ack, raw []byte) error
+	check func(ack *wire.Ack, raw []byte) error
 }
 
 func (ps *pubStream) dead() bool {
@@ -1100,10 +1101,10 @@ func (ps *pubStream) forget(id protocol.ID, ch chan pubResult) {
 func (ps *pubStream) send(raw []byte) error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
-	if err := ps.fw.raw(protocol.FramePublish, raw); err != nil {
+	if err := ps.fw.Raw(wire.FramePublish, raw); err != nil {
 		return wireError(err)
 	}
-	return wireError(ps.fw.flush())
+	return wireError(ps.fw.Flush())
 }
 
 // oldest takes the oldest waiter for id.
@@ -1131,7 +1132,7 @@ func (ps *pubStream) answer(id protocol.ID, r pubResult) {
 
 // acknowledged checks an acknowledgement's receipt and hands both to the
 // oldest waiter for its ID.
-func (ps *pubStream) acknowledged(a *protocol.Ack) {
+func (ps *pubStream) acknowledged(a *wire.Ack) {
 	if w, ok := ps.oldest(a.ID); ok {
 		w.ch <- pubResult{ack: a, receipt: ps.check(a, w.raw)}
 	}
@@ -1157,7 +1158,7 @@ func (ps *pubStream) fail(err error) {
 }
 
 func (ps *pubStream) read() {
-	fr := newFrameReader(ps.str, protocol.MaxFrameBody)
+	fr := wire.NewReader(ps.str, wire.MaxFrameBody)
 	var (
 		lastCheckpoint []byte     // receipts send it only when it changes
 		lastProof      [][32]byte // and only the hashes not ending the previous proof
@@ -1172,8 +1173,8 @@ func (ps *pubStream) read() {
 			return
 		}
 		switch t {
-		case protocol.FrameAck:
-			a, err := protocol.ParseAck(body)
+		case wire.FrameAck:
+			a, err := wire.ParseAck(body)
 			if err != nil {
 				ps.fail(err)
 				return
@@ -1198,8 +1199,8 @@ func (ps *pubStream) read() {
 				lastProof = r.Proof
 			}
 			ps.acknowledged(a)
-		case protocol.FrameNack:
-			n, err := protocol.ParseNack(body)
+		case wire.FrameNack:
+			n, err := wire.ParseNack(body)
 			if err != nil {
 				ps.fail(err)
 				return
@@ -1296,8 +1297,8 @@ func (c *Client) Subscribe(ctx context.Context, room string, cursor protocol.ID)
 			if ctx.Err() != nil {
 				return
 			}
-			if err != nil && !retryable(err) && !errors.Is(err, &protocol.RelayError{Code: protocol.CodeSlowConsumer}) &&
-				!errors.Is(err, &protocol.RelayError{Code: protocol.CodeInternal}) {
+			if err != nil && !retryable(err) && !errors.Is(err, &wire.RelayError{Code: wire.CodeSlowConsumer}) &&
+				!errors.Is(err, &wire.RelayError{Code: wire.CodeInternal}) {
 				s.mu.Lock()
 				s.err = err
 				s.mu.Unlock()
@@ -1341,7 +1342,7 @@ func (s *subState) committed(id protocol.ID) {
 }
 
 func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, out chan<- Delivery, isLive func()) error {
-	body, err := (&protocol.Subscribe{Room: room, Cursor: st.cursor}).MarshalBinary()
+	body, err := (&wire.Subscribe{Room: room, Cursor: st.cursor}).MarshalBinary()
 	if err != nil {
 		return err
 	}
@@ -1357,11 +1358,11 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 	stop := context.AfterFunc(ctx, func() { str.CancelRead(0); str.CancelWrite(0) })
 	defer stop()
 	// The write side stays open: closing it ends the subscription.
-	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+	if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
 		return wireError(err)
 	}
 	defer str.CancelWrite(0)
-	fr := newFrameReaderSize(str, protocol.MaxFrameBody, subBuffer)
+	fr := wire.NewReaderSize(str, wire.MaxFrameBody, subBuffer)
 	live := false
 	for {
 		t, b, err := readFrame(fr)
@@ -1372,12 +1373,12 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 			return err
 		}
 		switch t {
-		case protocol.FrameEnvelope:
+		case wire.FrameEnvelope:
 			// This and the envelopes already here after it, checked
 			// together.
 			raws := [][]byte{bytes.Clone(b)}
 			for len(raws) < 64 {
-				if t, ok := fr.bufferedType(); !ok || t != protocol.FrameEnvelope {
+				if t, ok := fr.BufferedType(); !ok || t != wire.FrameEnvelope {
 					break
 				}
 				_, b, err := readFrame(fr)
@@ -1402,8 +1403,8 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 			if perr != nil {
 				return perr
 			}
-		case protocol.FrameCommitted:
-			m, err := protocol.ParseCommitted(b)
+		case wire.FrameCommitted:
+			m, err := wire.ParseCommitted(b)
 			if err != nil {
 				return err
 			}
@@ -1413,7 +1414,7 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		case protocol.FrameLive:
+		case wire.FrameLive:
 			live = true
 			isLive()
 		default:

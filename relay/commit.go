@@ -6,11 +6,10 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/mod/sumdb/tlog"
-
 	"github.com/parleychat/parley/audit"
-	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // maxBatch is the most envelopes one transaction commits.
@@ -303,7 +302,7 @@ func (s *Server) commitBatch(batch []*pending) *finished {
 				}
 				arecs = append(arecs, &audit.Record{Kind: audit.KindPublishRefused, Time: now.UnixMilli(), PolicyVersion: p.policy,
 					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room,
-					Code: protocol.CodeEquivocation, Detail: "another envelope has this sender, room and sequence number"})
+					Code: wire.CodeEquivocation, Detail: "another envelope has this sender, room and sequence number"})
 				aowner = append(aowner, -1) // a refusal: no receipt
 				continue
 			default:

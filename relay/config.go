@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleychat/parley/internal/strictoml"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // Config is a relay's configuration: the file config.toml in its data
@@ -165,7 +166,7 @@ func (c *Config) Validate() error {
 			bad("admin %q: %v", c.Admin, err)
 		}
 	}
-	if _, err := protocol.ParsePolicyMode(c.Policy.Mode); err != nil {
+	if _, err := wire.ParsePolicyMode(c.Policy.Mode); err != nil {
 		bad("policy.mode: %v", err)
 	}
 	checkFP := func(where, fp string) {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
-	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 )
 
@@ -227,9 +227,9 @@ func (c *Client) notifyLoop() {
 // permanent reports whether a failed dial or a lost connection is a
 // refusal that dialling again cannot help.
 func permanent(err error) bool {
-	var re *protocol.RelayError
+	var re *wire.RelayError
 	if errors.As(err, &re) {
-		return re.Code == protocol.CodeNotAllowed || re.Code == protocol.CodeBanned
+		return re.Code == wire.CodeNotAllowed || re.Code == wire.CodeBanned
 	}
 	if errors.Is(err, ErrWrongRelay) || errors.Is(err, ErrBadCertificate) || errors.Is(err, ErrAuditLog) || errors.Is(err, errKeptCheckpoint) {
 		return true
@@ -265,7 +265,7 @@ func (c *Client) run() {
 		conn, err := c.establish(c.life)
 		if c.life.Err() != nil {
 			if conn != nil {
-				conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+				conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
 			}
 			c.setReady(errClientClosed)
 			return
@@ -317,7 +317,7 @@ func (c *Client) establish(ctx context.Context) (*quic.Conn, error) {
 		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
 	}
 	fail := func(err error) (*quic.Conn, error) {
-		conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+		conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
 		return nil, err
 	}
 	key, err := connIdentity(conn)
@@ -371,7 +371,7 @@ func (c *Client) openKept(key identity.PublicKey) error {
 }
 
 // infoOn asks for the relay's Info on conn.
-func (c *Client) infoOn(ctx context.Context, conn *quic.Conn) (*protocol.Info, error) {
+func (c *Client) infoOn(ctx context.Context, conn *quic.Conn) (*wire.Info, error) {
 	str, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, wireError(err)
@@ -379,22 +379,22 @@ func (c *Client) infoOn(ctx context.Context, conn *quic.Conn) (*protocol.Info, e
 	stop := context.AfterFunc(ctx, func() { str.CancelRead(0) })
 	defer stop()
 	defer str.CancelRead(0)
-	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameInfoRequest, nil)); err != nil {
+	if _, err := str.Write(wire.AppendFrame(nil, wire.FrameInfoRequest, nil)); err != nil {
 		str.CancelWrite(0)
 		return nil, wireError(err)
 	}
 	str.Close()
-	t, body, err := readFrame(newFrameReader(str, protocol.MaxFrameBody))
+	t, body, err := readFrame(wire.NewReader(str, wire.MaxFrameBody))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("info: %w", err)
 	}
-	if t != protocol.FrameInfo {
+	if t != wire.FrameInfo {
 		return nil, fmt.Errorf("info: answered with %s", t)
 	}
-	return protocol.ParseInfo(body)
+	return wire.ParseInfo(body)
 }
 
 // watch watches a connection until it ends, and returns why. It ends the
@@ -425,7 +425,7 @@ func (c *Client) watch(conn *quic.Conn) error {
 			limit := c.keepAlive + max(silenceGrace, 10*stats.SmoothedRTT)
 			if silent := now.Sub(heard); silent > limit {
 				err := fmt.Errorf("%w: nothing from %s for %s", errSilent, c.addr.HostPort, silent.Round(100*time.Millisecond))
-				conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "no answer")
+				conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "no answer")
 				return err
 			}
 		}

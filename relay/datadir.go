@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/parleychat/parley/identity"
-	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 )
 
@@ -51,14 +51,14 @@ var ErrInitialized = errors.New("relay: the data folder has a relay already")
 
 // InitOptions say what relay init writes.
 type InitOptions struct {
-	Policy protocol.PolicyMode
+	Policy wire.PolicyMode
 }
 
 // Init makes a relay in dir: its identity and a commented config file. It
 // refuses a folder that has either already, so it never replaces a key.
 func Init(dir string, o InitOptions) (identity.PublicKey, error) {
 	if o.Policy == 0 {
-		o.Policy = protocol.PolicyOpen
+		o.Policy = wire.PolicyOpen
 	}
 	for _, f := range []string{KeyFile, ConfigFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
-	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 )
 
@@ -22,7 +22,7 @@ import (
 // names the version it applied.
 type Policy struct {
 	st   *store.Store
-	mode protocol.PolicyMode
+	mode wire.PolicyMode
 	now  func() time.Time
 
 	mu      sync.RWMutex
@@ -46,7 +46,7 @@ func set(fps []string) map[string]bool {
 // NewPolicy loads the policy of cfg and of the store, raising the version
 // if cfg's policy differs from the one last recorded.
 func NewPolicy(ctx context.Context, cfg PolicyConfig, st *store.Store, now func() time.Time) (*Policy, error) {
-	mode, err := protocol.ParsePolicyMode(cfg.Mode)
+	mode, err := wire.ParsePolicyMode(cfg.Mode)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func (p *Policy) reload(ctx context.Context) error {
 // Decision is the answer to one question asked of the policy.
 type Decision struct {
 	Allow   bool
-	Code    protocol.ErrorCode // why not, when not
+	Code    wire.ErrorCode // why not, when not
 	Reason  string
 	Version uint64 // the policy version that decided
 }
@@ -101,11 +101,11 @@ func (d Decision) Err() error {
 	if d.Allow {
 		return nil
 	}
-	return &protocol.RelayError{Code: d.Code, Message: fmt.Sprintf("%s (policy version %d)", d.Reason, d.Version)}
+	return &wire.RelayError{Code: d.Code, Message: fmt.Sprintf("%s (policy version %d)", d.Reason, d.Version)}
 }
 
 // Mode is how the relay admits identities.
-func (p *Policy) Mode() protocol.PolicyMode { return p.mode }
+func (p *Policy) Mode() wire.PolicyMode { return p.mode }
 
 // Version is the policy version now.
 func (p *Policy) Version() uint64 {
@@ -137,15 +137,15 @@ func (p *Policy) connect(fp string) Decision {
 	case p.admins[fp]:
 		d.Allow, d.Reason = true, "admin"
 	case p.banned[fp]:
-		d.Code, d.Reason = protocol.CodeBanned, fmt.Sprintf("identity %s is banned from this relay", fp)
-	case p.mode == protocol.PolicyOpen:
+		d.Code, d.Reason = wire.CodeBanned, fmt.Sprintf("identity %s is banned from this relay", fp)
+	case p.mode == wire.PolicyOpen:
 		d.Allow, d.Reason = true, "open relay"
 	case p.allowed[fp]:
 		d.Allow, d.Reason = true, "on the allow list"
-	case p.mode == protocol.PolicyInvite:
-		d.Code, d.Reason = protocol.CodeNotAllowed, fmt.Sprintf("identity %s is not on this relay's allow list; redeem an invite to join", fp)
+	case p.mode == wire.PolicyInvite:
+		d.Code, d.Reason = wire.CodeNotAllowed, fmt.Sprintf("identity %s is not on this relay's allow list; redeem an invite to join", fp)
 	default:
-		d.Code, d.Reason = protocol.CodeNotAllowed, fmt.Sprintf("identity %s is not on this relay's allow list", fp)
+		d.Code, d.Reason = wire.CodeNotAllowed, fmt.Sprintf("identity %s is not on this relay's allow list", fp)
 	}
 	return d
 }
@@ -179,7 +179,7 @@ func (p *Policy) room(fp, room, what string, list func(roomRule) map[string]bool
 		case list(r)[fp]:
 			d.Reason = "on the room's " + what + " list"
 		default:
-			d.Allow, d.Code = false, protocol.CodeForbidden
+			d.Allow, d.Code = false, wire.CodeForbidden
 			d.Reason = fmt.Sprintf("identity %s may not %s in room %s", fp, what, room)
 		}
 	}
@@ -246,15 +246,15 @@ func (p *Policy) Redeem(ctx context.Context, id identity.PublicKey, token string
 	switch d := p.Connect(id); {
 	case d.Allow:
 		return nil // admitted already: the invite stays for someone else
-	case d.Code == protocol.CodeBanned:
+	case d.Code == wire.CodeBanned:
 		return d.Err() // no invite lifts a ban
 	}
-	if !strings.HasPrefix(token, InvitePrefix) || len(token) > protocol.MaxInviteToken {
-		return &protocol.RelayError{Code: protocol.CodeNotAllowed, Message: "not an invite token"}
+	if !strings.HasPrefix(token, InvitePrefix) || len(token) > wire.MaxInviteToken {
+		return &wire.RelayError{Code: wire.CodeNotAllowed, Message: "not an invite token"}
 	}
 	_, err := p.st.RedeemInvite(ctx, sha256.Sum256([]byte(token)), id, p.now())
 	if errors.Is(err, store.ErrBadInvite) {
-		return &protocol.RelayError{Code: protocol.CodeNotAllowed, Message: "the invite is unknown, used up or expired"}
+		return &wire.RelayError{Code: wire.CodeNotAllowed, Message: "the invite is unknown, used up or expired"}
 	}
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // restartable is a relay that a test can kill, without a goodbye to its
@@ -242,8 +243,8 @@ func TestStartRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var re *protocol.RelayError
-	if err := c.Ready(ctx); !errors.As(err, &re) || re.Code != protocol.CodeNotAllowed {
+	var re *wire.RelayError
+	if err := c.Ready(ctx); !errors.As(err, &re) || re.Code != wire.CodeNotAllowed {
 		t.Fatalf("Ready: %v, want not allowed", err)
 	}
 	if s := c.State(); s.Status != StatusRefused || !errors.As(s.Err, &re) {

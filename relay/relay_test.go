@@ -16,6 +16,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -147,7 +148,7 @@ func TestPublishSubscribe(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ack.ID != id || ack.Status != protocol.AckStored {
+		if ack.ID != id || ack.Status != wire.AckStored {
 			t.Fatalf("ack %+v for %s", ack, id)
 		}
 		ids = append(ids, id)
@@ -187,7 +188,7 @@ func TestPublishSubscribe(t *testing.T) {
 		t.Fatalf("fetch by ID: %v, %d envelopes", err, len(raw))
 	}
 	ack, err := ca.Publish(ctx, raw[0].Raw)
-	if err != nil || ack.Status != protocol.AckDuplicate {
+	if err != nil || ack.Status != wire.AckDuplicate {
 		t.Fatalf("republish: %+v, %v", ack, err)
 	}
 	// Resume after the third envelope: the fourth and fifth, nothing else.
@@ -227,7 +228,7 @@ func TestUnknownCursor(t *testing.T) {
 	}
 	for range sub.C {
 	}
-	if !errors.Is(sub.Err(), &protocol.RelayError{Code: protocol.CodeUnknownCursor}) {
+	if !errors.Is(sub.Err(), &wire.RelayError{Code: wire.CodeUnknownCursor}) {
 		t.Fatalf("err %v, want unknown cursor", sub.Err())
 	}
 }
@@ -237,8 +238,8 @@ func TestAllowList(t *testing.T) {
 	mallory := testkit.Key(t)
 	ctx := ctxT(t)
 	_, err := Dial(ctx, r.addr, mallory, ClientOptions{})
-	var re *protocol.RelayError
-	if !errors.As(err, &re) || re.Code != protocol.CodeNotAllowed {
+	var re *wire.RelayError
+	if !errors.As(err, &re) || re.Code != wire.CodeNotAllowed {
 		t.Fatalf("dial of a stranger: %v, want not allowed", err)
 	}
 	t.Log(err)
@@ -274,7 +275,7 @@ func TestInvite(t *testing.T) {
 	cc := dial(t, r, carol)
 	a := &testkit.Author{Key: carol, Room: "lobby"}
 	raw, _ := a.Next(t, "before")
-	if _, err := cc.Publish(ctx, raw); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeNotAllowed}) {
+	if _, err := cc.Publish(ctx, raw); !errors.Is(err, &wire.RelayError{Code: wire.CodeNotAllowed}) {
 		t.Fatalf("publish before redeeming: %v", err)
 	}
 	if err := cc.Redeem(ctx, token); err != nil {
@@ -286,7 +287,7 @@ func TestInvite(t *testing.T) {
 	}
 	// Used up.
 	cd := dial(t, r, dave)
-	if err := cd.Redeem(ctx, token); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeNotAllowed}) {
+	if err := cd.Redeem(ctx, token); !errors.Is(err, &wire.RelayError{Code: wire.CodeNotAllowed}) {
 		t.Fatalf("second redemption: %v", err)
 	}
 }
@@ -300,24 +301,24 @@ func TestPublishRefusals(t *testing.T) {
 	ctx := ctxT(t)
 	a := &testkit.Author{Key: alice, Room: "lobby"}
 
-	refused := func(what string, raw []byte, c *Client, code protocol.ErrorCode) {
+	refused := func(what string, raw []byte, c *Client, code wire.ErrorCode) {
 		t.Helper()
 		_, err := c.Publish(ctx, raw)
-		if !errors.Is(err, &protocol.RelayError{Code: code}) {
+		if !errors.Is(err, &wire.RelayError{Code: code}) {
 			t.Fatalf("%s: %v, want %s", what, err, code)
 		}
 		t.Logf("%s: %v", what, err)
 	}
 	raw, _ := a.Next(t, "mine")
-	refused("someone else's envelope", raw, cb, protocol.CodeNotSender)
+	refused("someone else's envelope", raw, cb, wire.CodeNotSender)
 	forged := append([]byte(nil), raw...)
 	forged[len(forged)-1] ^= 1
-	refused("forged", forged, ca, protocol.CodeBadEnvelope)
-	refused("garbage", []byte{protocol.Version, 1, 2, 3}, ca, protocol.CodeBadEnvelope)
-	refused("newer version", []byte{protocol.Version + 1, 1, 2, 3}, ca, protocol.CodeUnsupported)
+	refused("forged", forged, ca, wire.CodeBadEnvelope)
+	refused("garbage", []byte{protocol.Version, 1, 2, 3}, ca, wire.CodeBadEnvelope)
+	refused("newer version", []byte{protocol.Version + 1, 1, 2, 3}, ca, wire.CodeUnsupported)
 	old := &testkit.Author{Key: alice, Room: "lobby", Seq: 100, Now: func() time.Time { return time.Now().Add(-time.Hour) }}
 	stale, _ := old.Next(t, "late")
-	refused("stale", stale, ca, protocol.CodeStale)
+	refused("stale", stale, ca, wire.CodeStale)
 	// The refusals did not end the stream: the envelope still goes in.
 	if _, err := ca.Publish(ctx, raw); err != nil {
 		t.Fatal(err)
@@ -327,7 +328,7 @@ func TestPublishRefusals(t *testing.T) {
 	var limited bool
 	for range 30 {
 		raw, _ := a.Next(t, "flood")
-		if _, err := ca.Publish(ctx, raw); errors.Is(err, &protocol.RelayError{Code: protocol.CodeRateLimited}) {
+		if _, err := ca.Publish(ctx, raw); errors.Is(err, &wire.RelayError{Code: wire.CodeRateLimited}) {
 			limited = true
 			break
 		}
@@ -356,7 +357,7 @@ func TestRoomRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw, _ = b.Next(t, "bob tries")
-	if _, err := cb.Publish(ctx, raw); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeForbidden}) {
+	if _, err := cb.Publish(ctx, raw); !errors.Is(err, &wire.RelayError{Code: wire.CodeForbidden}) {
 		t.Fatalf("bob posting: %v", err)
 	}
 	sub, err := cb.Subscribe(ctx, "news", protocol.ID{})
@@ -366,7 +367,7 @@ func TestRoomRules(t *testing.T) {
 	for range sub.C {
 		t.Fatal("bob read a room closed to him")
 	}
-	if !errors.Is(sub.Err(), &protocol.RelayError{Code: protocol.CodeForbidden}) {
+	if !errors.Is(sub.Err(), &wire.RelayError{Code: wire.CodeForbidden}) {
 		t.Fatalf("bob reading: %v", sub.Err())
 	}
 }
@@ -469,7 +470,7 @@ func TestEquivocation(t *testing.T) {
 	if _, err := c.Publish(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Publish(ctx, second); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeEquivocation}) {
+	if _, err := c.Publish(ctx, second); !errors.Is(err, &wire.RelayError{Code: wire.CodeEquivocation}) {
 		t.Fatalf("equivocating publish: %v", err)
 	}
 	// The stream still works.
@@ -519,7 +520,7 @@ func TestBanClosesConnections(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the banned identity's subscription did not end in 30 s")
 	}
-	if !errors.Is(sub.Err(), &protocol.RelayError{Code: protocol.CodeBanned}) {
+	if !errors.Is(sub.Err(), &wire.RelayError{Code: wire.CodeBanned}) {
 		t.Fatalf("subscription ended with %v, want banned", sub.Err())
 	}
 }
@@ -686,24 +687,24 @@ func TestPublishBatchWithForgeries(t *testing.T) {
 	const n = 150 // more than one batch
 	var (
 		frames []byte
-		want   []protocol.ErrorCode // CodeOK: an Ack
+		want   []wire.ErrorCode // CodeOK: an Ack
 		ids    []protocol.ID
 	)
 	for i := range n {
 		raw, _ := a.Next(t, fmt.Sprint(i))
-		code := protocol.CodeOK
+		code := wire.CodeOK
 		switch i % 7 {
 		case 3:
 			raw[len(raw)-1] ^= 1 // the signature
-			code = protocol.CodeBadEnvelope
+			code = wire.CodeBadEnvelope
 		case 5:
 			raw[len(raw)-70] ^= 1 // the last byte of the payload
-			code = protocol.CodeBadEnvelope
+			code = wire.CodeBadEnvelope
 		}
 		if i == 100 {
-			raw, code = []byte{protocol.Version, 1, 2, 3}, protocol.CodeBadEnvelope
+			raw, code = []byte{protocol.Version, 1, 2, 3}, wire.CodeBadEnvelope
 		}
-		frames = protocol.AppendFrame(frames, protocol.FramePublish, raw)
+		frames = wire.AppendFrame(frames, wire.FramePublish, raw)
 		want = append(want, code)
 		ids = append(ids, protocol.IDOf(raw))
 	}
@@ -711,23 +712,23 @@ func TestPublishBatchWithForgeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	str.Close()
-	fr := newFrameReader(str, protocol.MaxFrameBody)
+	fr := wire.NewReader(str, wire.MaxFrameBody)
 	for i := range n {
-		ft, body, err := fr.next()
+		ft, body, err := fr.Next()
 		if err != nil {
 			t.Fatalf("answer %d: %v", i, err)
 		}
 		switch ft {
-		case protocol.FrameAck:
-			ack, err := protocol.ParseAck(body)
+		case wire.FrameAck:
+			ack, err := wire.ParseAck(body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want[i] != protocol.CodeOK || ack.ID != ids[i] {
+			if want[i] != wire.CodeOK || ack.ID != ids[i] {
 				t.Fatalf("publish %d: acknowledged (%s), want %s", i, ack.ID, want[i])
 			}
-		case protocol.FrameNack:
-			nack, err := protocol.ParseNack(body)
+		case wire.FrameNack:
+			nack, err := wire.ParseNack(body)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -740,7 +741,7 @@ func TestPublishBatchWithForgeries(t *testing.T) {
 	}
 	stored := 0
 	for i, code := range want {
-		if code != protocol.CodeOK {
+		if code != wire.CodeOK {
 			continue
 		}
 		stored++
@@ -756,13 +757,13 @@ func TestPublishBatchWithForgeries(t *testing.T) {
 // the first of the second request's included.
 func TestCheckLoopSeesEveryCheckpoint(t *testing.T) {
 	r := startRelay(t, nil)
-	for _, forkAt := range []int{0, protocol.MaxProofs - 2, protocol.MaxProofs - 1, protocol.MaxProofs, 2*protocol.MaxProofs - 1} {
+	for _, forkAt := range []int{0, wire.MaxProofs - 2, wire.MaxProofs - 1, wire.MaxProofs, 2*wire.MaxProofs - 1} {
 		c := dial(t, r, testkit.Key(t))
 		kept := audit.Checkpoint{Origin: "x", Size: 10, Root: [32]byte{1}}
 		c.ckMu.Lock()
 		c.kept, c.keptNote = &kept, []byte("kept")
-		pending := make([]checkpointSeen, 0, 3*protocol.MaxProofs)
-		for i := range 2*protocol.MaxProofs + 5 {
+		pending := make([]checkpointSeen, 0, 3*wire.MaxProofs)
+		for i := range 2*wire.MaxProofs + 5 {
 			cp := kept
 			if i == forkAt {
 				cp.Root = [32]byte{2} // the same size, another root: a fork

@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -181,7 +182,7 @@ func TestLiveExactlyOnce(t *testing.T) {
 		want []protocol.ID
 		pos  []uint64
 	)
-	publish := func(c *Client, raw []byte, status protocol.AckStatus) *protocol.Ack {
+	publish := func(c *Client, raw []byte, status wire.AckStatus) *wire.Ack {
 		t.Helper()
 		ack, err := c.Publish(ctx, raw)
 		if err != nil {
@@ -195,9 +196,9 @@ func TestLiveExactlyOnce(t *testing.T) {
 	for i := range 3 {
 		raw, id := a.Next(t, fmt.Sprint("new ", i))
 		raws, want = append(raws, raw), append(want, id)
-		pos = append(pos, publish(ca, raw, protocol.AckStored).Pos)
+		pos = append(pos, publish(ca, raw, wire.AckStored).Pos)
 	}
-	if dup := publish(ca, raws[1], protocol.AckDuplicate); dup.Pos != pos[1] {
+	if dup := publish(ca, raws[1], wire.AckDuplicate); dup.Pos != pos[1] {
 		t.Fatalf("duplicate at position %d, the envelope is at %d", dup.Pos, pos[1])
 	}
 	other := &testkit.Author{Key: alice, Room: "lobby", Seq: 2, Prev: want[1]}
@@ -207,7 +208,7 @@ func TestLiveExactlyOnce(t *testing.T) {
 	}
 	raw, id := a.Next(t, "after them")
 	want = append(want, id)
-	pos = append(pos, publish(ca, raw, protocol.AckStored).Pos)
+	pos = append(pos, publish(ca, raw, wire.AckStored).Pos)
 	for i := 1; i < len(pos); i++ {
 		if pos[i] <= pos[i-1] {
 			t.Fatalf("positions %v do not grow", pos)
@@ -237,9 +238,9 @@ func TestLiveExactlyOnce(t *testing.T) {
 	}
 	defer sub.Close()
 	<-sub.Live
-	publish(ca, raws[0], protocol.AckDuplicate)
+	publish(ca, raws[0], wire.AckDuplicate)
 	raw, id = a.Next(t, "after the restart")
-	if ack := publish(ca, raw, protocol.AckStored); ack.Pos <= pos[len(pos)-1] {
+	if ack := publish(ca, raw, wire.AckStored); ack.Pos <= pos[len(pos)-1] {
 		t.Fatalf("position %d after the restart, %d before it", ack.Pos, pos[len(pos)-1])
 	}
 	if d := receive(t, sub, 1)[0]; d.ID != id {
@@ -322,35 +323,35 @@ func TestEarlyThenNotStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	str.SetReadDeadline(time.Now().Add(20 * time.Second))
-	body, _ := (&protocol.Subscribe{Room: "lobby", Cursor: protocol.IDOf(first)}).MarshalBinary()
-	if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+	body, _ := (&wire.Subscribe{Room: "lobby", Cursor: protocol.IDOf(first)}).MarshalBinary()
+	if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
 		t.Fatal(err)
 	}
-	fr := newFrameReader(str, protocol.MaxFrameBody)
-	if ft, _, err := fr.next(); err != nil || ft != protocol.FrameLive {
+	fr := wire.NewReader(str, wire.MaxFrameBody)
+	if ft, _, err := fr.Next(); err != nil || ft != wire.FrameLive {
 		t.Fatalf("subscribe: %s, %v", ft, err)
 	}
 
 	lost, lostID := a.Next(t, "early, never stored")
 	fail.Store(true)
-	if _, err := ca.Publish(ctx, lost); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeInternal}) {
+	if _, err := ca.Publish(ctx, lost); !errors.Is(err, &wire.RelayError{Code: wire.CodeInternal}) {
 		t.Fatalf("publish into a batch that cannot be written: %v", err)
 	}
 	var sent []protocol.ID
 	for {
-		ft, body, err := fr.next()
+		ft, body, err := fr.Next()
 		if err != nil {
 			t.Fatalf("after %d envelopes: %v", len(sent), err)
 		}
-		if ft == protocol.FrameEnvelope {
+		if ft == wire.FrameEnvelope {
 			sent = append(sent, protocol.IDOf(body))
 			continue
 		}
-		if ft != protocol.FrameError {
+		if ft != wire.FrameError {
 			t.Fatalf("%s frame after the failed batch", ft)
 		}
-		e, err := protocol.ParseErrorFrame(body)
-		if err != nil || e.Code != protocol.CodeInternal {
+		e, err := wire.ParseErrorFrame(body)
+		if err != nil || e.Code != wire.CodeInternal {
 			t.Fatalf("error frame: %+v, %v", e, err)
 		}
 		break
@@ -392,7 +393,7 @@ func TestLiveUnderStress(t *testing.T) {
 		each    = 150
 	)
 	type subscriber struct {
-		fr  *frameReader
+		fr  *wire.Reader
 		got []protocol.ID
 	}
 	var (
@@ -412,13 +413,13 @@ func TestLiveUnderStress(t *testing.T) {
 			return
 		}
 		str.SetReadDeadline(time.Now().Add(25 * time.Second))
-		body, _ := (&protocol.Subscribe{Room: room}).MarshalBinary()
-		if _, err := str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body)); err != nil {
+		body, _ := (&wire.Subscribe{Room: room}).MarshalBinary()
+		if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
 			t.Error(err)
 			return
 		}
 		subsMu.Lock()
-		subs = append(subs, &subscriber{fr: newFrameReader(str, protocol.MaxFrameBody)})
+		subs = append(subs, &subscriber{fr: wire.NewReader(str, wire.MaxFrameBody)})
 		subsMu.Unlock()
 	}
 	var published atomic.Int64
@@ -449,7 +450,7 @@ func TestLiveUnderStress(t *testing.T) {
 				published.Add(1)
 				switch {
 				case i%10 == 9: // a resend of an earlier one
-					if ack, err := c.Publish(ctx, raws[i/2]); err != nil || ack.Status != protocol.AckDuplicate {
+					if ack, err := c.Publish(ctx, raws[i/2]); err != nil || ack.Status != wire.AckDuplicate {
 						t.Errorf("resend: %+v, %v", ack, err)
 					}
 				case i == each-1:
@@ -464,7 +465,7 @@ func TestLiveUnderStress(t *testing.T) {
 
 	var stored []protocol.ID
 	for pos := int64(0); ; {
-		page, err := r.st.After(ctx, room, pos, protocol.MaxFetchLimit)
+		page, err := r.st.After(ctx, room, pos, wire.MaxFetchLimit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -472,7 +473,7 @@ func TestLiveUnderStress(t *testing.T) {
 			stored = append(stored, rec.ID)
 			pos = rec.Pos
 		}
-		if len(page) < protocol.MaxFetchLimit {
+		if len(page) < wire.MaxFetchLimit {
 			break
 		}
 	}
@@ -481,14 +482,14 @@ func TestLiveUnderStress(t *testing.T) {
 	}
 	for n, s := range subs {
 		for len(s.got) < len(stored) {
-			ft, body, err := s.fr.next()
+			ft, body, err := s.fr.Next()
 			if err != nil {
 				t.Fatalf("subscription %d: after %d of %d envelopes: %v", n, len(s.got), len(stored), err)
 			}
 			switch ft {
-			case protocol.FrameEnvelope:
+			case wire.FrameEnvelope:
 				s.got = append(s.got, protocol.IDOf(body))
-			case protocol.FrameLive, protocol.FrameCommitted:
+			case wire.FrameLive, wire.FrameCommitted:
 			default:
 				t.Fatalf("subscription %d: %s frame", n, ft)
 			}

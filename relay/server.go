@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -19,6 +18,7 @@ import (
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
@@ -304,12 +304,12 @@ type client struct {
 	log      *slog.Logger
 }
 
-func (s *Server) refuse(conn *quic.Conn, log *slog.Logger, code protocol.ErrorCode, msg string) {
+func (s *Server) refuse(conn *quic.Conn, log *slog.Logger, code wire.ErrorCode, msg string) {
 	s.refuseAs(conn, log, identity.PublicKey{}, code, msg)
 }
 
 // refuseAs closes conn after authentication, recording the refusal.
-func (s *Server) refuseAs(conn *quic.Conn, log *slog.Logger, id identity.PublicKey, code protocol.ErrorCode, msg string) {
+func (s *Server) refuseAs(conn *quic.Conn, log *slog.Logger, id identity.PublicKey, code wire.ErrorCode, msg string) {
 	s.record(context.Background(), &audit.Record{Kind: audit.KindRefuse, PolicyVersion: s.policy.Version(), Identity: id,
 		Addr: addrOf(conn.RemoteAddr()), Code: code, Detail: msg})
 	s.metrics.refused.WithLabelValues(code.String()).Inc()
@@ -322,12 +322,12 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	log := s.log.With("addr", addr.String())
 	state := conn.ConnectionState().TLS
 	if len(state.PeerCertificates) != 1 {
-		s.refuse(conn, log, protocol.CodeNotAllowed, "no client certificate")
+		s.refuse(conn, log, wire.CodeNotAllowed, "no client certificate")
 		return
 	}
 	id, err := certIdentity(state.PeerCertificates[0])
 	if err != nil { // the TLS config checked it already
-		s.refuse(conn, log, protocol.CodeNotAllowed, err.Error())
+		s.refuse(conn, log, wire.CodeNotAllowed, err.Error())
 		return
 	}
 	c := &client{id: id, fp: id.Fingerprint(), addr: addr, conn: conn, log: log.With("identity", id.Fingerprint())}
@@ -336,12 +336,12 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		host = ua.IP.String()
 	}
 	if !s.addrRate.allow(host, s.now()) {
-		s.refuseAs(conn, c.log, id, protocol.CodeRateLimited, "too many new connections from "+host)
+		s.refuseAs(conn, c.log, id, wire.CodeRateLimited, "too many new connections from "+host)
 		return
 	}
 	if n := s.conns.Add(1); n > int64(s.cfg.Limits.MaxConnections) {
 		s.conns.Add(-1)
-		s.refuseAs(conn, c.log, id, protocol.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", s.cfg.Limits.MaxConnections))
+		s.refuseAs(conn, c.log, id, wire.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", s.cfg.Limits.MaxConnections))
 		return
 	}
 	defer s.conns.Add(-1)
@@ -349,10 +349,10 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	switch {
 	case d.Allow:
 		c.admitted.Store(true)
-	case d.Code == protocol.CodeNotAllowed && s.policy.Mode() == protocol.PolicyInvite:
+	case d.Code == wire.CodeNotAllowed && s.policy.Mode() == wire.PolicyInvite:
 		// May redeem an invite, nothing else.
 	default:
-		s.refuseAs(conn, c.log, id, d.Code, d.Err().(*protocol.RelayError).Message)
+		s.refuseAs(conn, c.log, id, d.Code, d.Err().(*wire.RelayError).Message)
 		return
 	}
 	s.record(ctx, &audit.Record{Kind: audit.KindConnect, PolicyVersion: d.Version, Identity: id, Addr: addrOf(addr), Detail: d.Reason})
@@ -378,10 +378,10 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeShuttingDown), "the relay is shutting down")
+		conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeShuttingDown), "the relay is shutting down")
 		return
 	}
-	conn.CloseWithError(quic.ApplicationErrorCode(protocol.CodeOK), "")
+	conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
 }
 
 // deadlineWriter sets a write deadline before each write.
@@ -395,7 +395,7 @@ func (w deadlineWriter) Write(b []byte) (int, error) {
 	n, err := w.str.Write(b)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		err = &protocol.RelayError{Code: protocol.CodeSlowConsumer, Message: "the client did not read for " + w.timeout.String()}
+		err = &wire.RelayError{Code: wire.CodeSlowConsumer, Message: "the client did not read for " + w.timeout.String()}
 	}
 	return n, err
 }
@@ -408,18 +408,18 @@ func (s *Server) Enforce() {
 	defer s.clientsMu.Unlock()
 	for c := range s.clients {
 		d := s.policy.Connect(c.id)
-		if !c.admitted.Load() && d.Code != protocol.CodeBanned {
+		if !c.admitted.Load() && d.Code != wire.CodeBanned {
 			continue // an invite-mode newcomer that may still redeem
 		}
 		if !d.Allow {
 			c.admitted.Store(false)
-			s.refuseAs(c.conn, c.log, c.id, d.Code, d.Err().(*protocol.RelayError).Message)
+			s.refuseAs(c.conn, c.log, c.id, d.Code, d.Err().(*wire.RelayError).Message)
 		}
 	}
 }
 
 // truncate makes msg fit an error frame: printable, at most
-// protocol.MaxErrorMessage bytes.
+// wire.MaxErrorMessage bytes.
 func truncate(msg string) string {
 	msg = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
@@ -427,8 +427,8 @@ func truncate(msg string) string {
 		}
 		return r
 	}, msg)
-	if len(msg) > protocol.MaxErrorMessage {
-		msg = msg[:protocol.MaxErrorMessage-3]
+	if len(msg) > wire.MaxErrorMessage {
+		msg = msg[:wire.MaxErrorMessage-3]
 		for len(msg) > 0 && !utf8ValidEnd(msg) {
 			msg = msg[:len(msg)-1]
 		}
@@ -441,12 +441,12 @@ func utf8ValidEnd(s string) bool { return strings.ToValidUTF8(s, "\x00") == s }
 
 // endStream ends a stream with an error: an Error frame, then the
 // stream's close, and both directions reset with the code.
-func (s *Server) endStream(c *client, str *quic.Stream, fw *frameWriter, e *protocol.RelayError) {
+func (s *Server) endStream(c *client, str *quic.Stream, fw *wire.Writer, e *wire.RelayError) {
 	s.metrics.dropped.WithLabelValues(e.Code.String()).Inc()
 	c.log.Debug("stream ended", "code", e.Code.String(), "reason", e.Message)
-	e = &protocol.RelayError{Code: e.Code, Message: truncate(e.Message)}
+	e = &wire.RelayError{Code: e.Code, Message: truncate(e.Message)}
 	str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
-	if fw.error(e) == nil && fw.flush() == nil {
+	if fw.WriteError(e) == nil && fw.Flush() == nil {
 		str.Close()
 	} else {
 		str.CancelWrite(quic.StreamErrorCode(e.Code))
@@ -455,103 +455,101 @@ func (s *Server) endStream(c *client, str *quic.Stream, fw *frameWriter, e *prot
 }
 
 func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
-	fr := newFrameReader(str, protocol.MaxFrameBody)
+	fr := wire.NewReader(str, wire.MaxFrameBody)
 	// Every write gets the write timeout: a client that stops reading
 	// holds a stream for that long, never longer.
-	fw := newFrameWriter(deadlineWriter{str, s.cfg.Limits.WriteTimeout.Duration})
+	fw := wire.NewWriter(deadlineWriter{str, s.cfg.Limits.WriteTimeout.Duration})
 	// A client gets the handshake timeout to say what the stream is for,
 	// and no longer once the relay shuts down.
 	str.SetReadDeadline(time.Now().Add(s.cfg.Limits.HandshakeTimeout.Duration))
-	stopWait := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(protocol.CodeShuttingDown)) })
-	t, body, err := fr.next()
+	stopWait := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(wire.CodeShuttingDown)) })
+	t, body, err := fr.Next()
 	if !stopWait() {
 		return // shutting down: the connection closes with the code
 	}
 	if errors.Is(err, io.EOF) || (err != nil && isStreamEnd(err) && !errors.Is(err, io.ErrUnexpectedEOF)) {
-		str.CancelRead(quic.StreamErrorCode(protocol.CodeOK))
+		str.CancelRead(quic.StreamErrorCode(wire.CodeOK))
 		str.Close() // an empty stream: nothing asked, nothing to say
 		return
 	}
 	if err != nil {
-		s.endStream(c, str, fw, asRelayError(err))
+		s.endStream(c, str, fw, wire.AsRelayError(err))
 		return
 	}
 	str.SetReadDeadline(time.Time{})
-	if !c.admitted.Load() && t != protocol.FrameRedeem && t != protocol.FrameInfoRequest {
+	if !c.admitted.Load() && t != wire.FrameRedeem && t != wire.FrameInfoRequest {
 		// The operator may have allowed the identity since it connected.
 		if d := s.policy.Connect(c.id); d.Allow {
 			c.admitted.Store(true)
 		} else {
-			s.endStream(c, str, fw, d.Err().(*protocol.RelayError))
+			s.endStream(c, str, fw, d.Err().(*wire.RelayError))
 			return
 		}
 	}
 	var rerr error
 	switch t {
-	case protocol.FramePublish:
+	case wire.FramePublish:
 		s.publishStream(ctx, c, str, fr, fw, body)
 		return
-	case protocol.FrameSubscribe:
+	case wire.FrameSubscribe:
 		rerr = s.subscribeStream(ctx, c, str, fw, body)
-	case protocol.FrameFetchRange:
+	case wire.FrameFetchRange:
 		rerr = s.fetchRange(ctx, c, fw, body)
-	case protocol.FrameFetchIDs:
+	case wire.FrameFetchIDs:
 		rerr = s.fetchIDs(ctx, c, fw, body)
-	case protocol.FramePeersRequest:
+	case wire.FramePeersRequest:
 		rerr = s.peers(c, fw, body)
-	case protocol.FrameInfoRequest:
+	case wire.FrameInfoRequest:
 		rerr = s.info(fw, body)
-	case protocol.FrameRedeem:
+	case wire.FrameRedeem:
 		rerr = s.redeem(ctx, c, fw, body)
-	case protocol.FrameProveTree:
+	case wire.FrameProveTree:
 		rerr = s.proveTree(fw, body)
 	default:
-		rerr = &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("a stream cannot start with a %s frame", t)}
+		rerr = &wire.RelayError{Code: wire.CodeBadFrame, Message: fmt.Sprintf("a stream cannot start with a %s frame", t)}
 	}
 	if rerr != nil && ctx.Err() == nil && (errors.Is(rerr, context.Canceled) || isStreamEnd(rerr)) {
 		// The client went away (a subscription it ended, a reset).
-		str.CancelRead(quic.StreamErrorCode(protocol.CodeOK))
-		str.CancelWrite(quic.StreamErrorCode(protocol.CodeOK))
+		str.CancelRead(quic.StreamErrorCode(wire.CodeOK))
+		str.CancelWrite(quic.StreamErrorCode(wire.CodeOK))
 		return
 	}
 	if rerr != nil {
 		if ctx.Err() != nil {
-			rerr = &protocol.RelayError{Code: protocol.CodeShuttingDown, Message: "the relay is shutting down"}
+			rerr = &wire.RelayError{Code: wire.CodeShuttingDown, Message: "the relay is shutting down"}
 		}
-		s.endStream(c, str, fw, asRelayError(rerr))
+		s.endStream(c, str, fw, wire.AsRelayError(rerr))
 		return
 	}
 	str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
-	if err := fw.flush(); err != nil {
-		str.CancelWrite(quic.StreamErrorCode(protocol.CodeSlowConsumer))
+	if err := fw.Flush(); err != nil {
+		str.CancelWrite(quic.StreamErrorCode(wire.CodeSlowConsumer))
 	} else {
 		str.Close()
 	}
-	str.CancelRead(quic.StreamErrorCode(protocol.CodeOK))
+	str.CancelRead(quic.StreamErrorCode(wire.CodeOK))
 }
 
 // publishStream takes publishes from a stream, pipelined: the client may
 // send many before the first acknowledgement, and gets each Ack (after
 // the commit) or Nack in the order it sent them.
-func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream, fr *frameReader, fw *frameWriter, first []byte) {
+func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream, fr *wire.Reader, fw *wire.Writer, first []byte) {
 	inflight := make(chan *pending, maxBatch)
 	writeErr := make(chan error, 1)
 	go func() { writeErr <- s.acks(str, fw, inflight) }()
 	// At shutdown, stop reading: what was read is still committed and
 	// acknowledged.
-	stop := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(protocol.CodeShuttingDown)) })
+	stop := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(wire.CodeShuttingDown)) })
 	defer stop()
 	// A bigger buffer than other streams get, so that a pipelining
 	// client's publishes are read, and their signatures checked, many at
 	// a time.
-	left := make([]byte, fr.r.Buffered())
-	fr.r.Read(left) // what is buffered already: no read of the stream
-	fr.r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(left), str), publishBuffer)
-	var end *protocol.RelayError
+	fr.Resize(str, publishBuffer)
+	var end *wire.RelayError
 	raws := [][]byte{bytes.Clone(first)}
 	for end == nil {
 		// Take every publish already here, then check them together.
-		for end == nil && len(raws) < maxVerifyBatch && fr.buffered() {
+		for end == nil && len(raws) < maxVerifyBatch && fr.Buffered() {
 			raw, err := nextPublish(fr)
 			if err != nil {
 				end = err
@@ -573,14 +571,14 @@ func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream,
 		}
 		raws = append(raws, raw)
 	}
-	if end != nil && end.Code == protocol.CodeOK {
+	if end != nil && end.Code == wire.CodeOK {
 		end = nil
 	}
 	close(inflight)
 	if err := <-writeErr; err != nil {
-		s.metrics.dropped.WithLabelValues(protocol.CodeSlowConsumer.String()).Inc()
-		str.CancelWrite(quic.StreamErrorCode(protocol.CodeSlowConsumer))
-		str.CancelRead(quic.StreamErrorCode(protocol.CodeSlowConsumer))
+		s.metrics.dropped.WithLabelValues(wire.CodeSlowConsumer.String()).Inc()
+		str.CancelWrite(quic.StreamErrorCode(wire.CodeSlowConsumer))
+		str.CancelRead(quic.StreamErrorCode(wire.CodeSlowConsumer))
 		return
 	}
 	if end != nil {
@@ -601,15 +599,15 @@ const (
 // nextPublish reads the next frame of a publish stream and returns a copy
 // of its body. At the stream's end it returns an error with CodeOK; a
 // frame that is not a publish, or a broken one, gets the error to send.
-func nextPublish(fr *frameReader) ([]byte, *protocol.RelayError) {
-	t, b, err := fr.next()
+func nextPublish(fr *wire.Reader) ([]byte, *wire.RelayError) {
+	t, b, err := fr.Next()
 	switch {
 	case err != nil && isStreamEnd(err):
-		return nil, &protocol.RelayError{Code: protocol.CodeOK}
+		return nil, &wire.RelayError{Code: wire.CodeOK}
 	case err != nil:
-		return nil, asRelayError(err)
-	case t != protocol.FramePublish:
-		return nil, &protocol.RelayError{Code: protocol.CodeBadFrame, Message: fmt.Sprintf("%s frame on a publish stream", t)}
+		return nil, wire.AsRelayError(err)
+	case t != wire.FramePublish:
+		return nil, &wire.RelayError{Code: wire.CodeBadFrame, Message: fmt.Sprintf("%s frame on a publish stream", t)}
 	}
 	return bytes.Clone(b), nil
 }
@@ -641,14 +639,14 @@ func isStreamEnd(err error) bool {
 
 // acks writes the answer to each publish in order, flushing whenever no
 // answer is waiting.
-func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pending) error {
+func (s *Server) acks(str *quic.Stream, fw *wire.Writer, inflight <-chan *pending) error {
 	var werr error
 	var (
 		lastCheckpoint []byte           // the checkpoint of the previous receipt on this stream
 		lastProof      tlog.RecordProof // and its whole proof
 		proof          [][32]byte       // the hashes a receipt sends, reused
 		body           []byte           // an Ack's body, reused
-		receipt        protocol.Receipt
+		receipt        wire.Receipt
 	)
 	for p := range inflight {
 		res := <-p.done
@@ -656,23 +654,23 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 			continue // drain: the senders' channels are buffered
 		}
 		if res.err == nil && res.app.Result == store.Equivocation {
-			res.err = &protocol.RelayError{Code: protocol.CodeEquivocation,
+			res.err = &wire.RelayError{Code: wire.CodeEquivocation,
 				Message: "another envelope of this sender has the same room and sequence number; it is kept as evidence"}
 		}
 		if res.err != nil {
-			nack := &protocol.Nack{ID: p.rec.ID, Err: *asRelayError(res.err)}
+			nack := &wire.Nack{ID: p.rec.ID, Err: *wire.AsRelayError(res.err)}
 			nack.Err.Message = truncate(nack.Err.Message)
 			s.metrics.publishes.WithLabelValues(nack.Err.Code.String()).Inc()
-			werr = fw.msg(protocol.FrameNack, nack)
+			werr = fw.Msg(wire.FrameNack, nack)
 		} else {
-			status, counter := protocol.AckStored, s.metrics.publishStored
+			status, counter := wire.AckStored, s.metrics.publishStored
 			if res.app.Result == store.Duplicate {
-				status, counter = protocol.AckDuplicate, s.metrics.publishDuplicate
+				status, counter = wire.AckDuplicate, s.metrics.publishDuplicate
 			}
 			counter.Inc()
-			ack := protocol.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time}
+			ack := wire.Ack{ID: p.rec.ID, Status: status, Pos: uint64(res.app.Pos), Time: res.time}
 			if a := res.audited; a != nil {
-				receipt = protocol.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion}
+				receipt = wire.Receipt{Index: uint64(a.index), Time: a.record.Time, PolicyVersion: a.record.PolicyVersion}
 				if !bytes.Equal(a.signed, lastCheckpoint) {
 					receipt.Checkpoint = a.signed // else the same as the previous receipt's
 					lastCheckpoint = a.signed
@@ -695,24 +693,24 @@ func (s *Server) acks(str *quic.Stream, fw *frameWriter, inflight <-chan *pendin
 			if body, err = ack.AppendBinary(body[:0]); err != nil {
 				werr = err
 			} else {
-				werr = fw.raw(protocol.FrameAck, body)
+				werr = fw.Raw(wire.FrameAck, body)
 			}
 		}
 		if werr == nil && len(inflight) == 0 {
 			str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
-			werr = fw.flush()
+			werr = fw.Flush()
 		}
 	}
 	if werr == nil {
 		str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
-		werr = fw.flush()
+		werr = fw.Flush()
 	}
 	return werr
 }
 
-func refused(code protocol.ErrorCode, format string, args ...any) *pending {
+func refused(code wire.ErrorCode, format string, args ...any) *pending {
 	p := &pending{done: make(chan committed, 1)}
-	p.done <- committed{err: &protocol.RelayError{Code: code, Message: fmt.Sprintf(format, args...)}}
+	p.done <- committed{err: &wire.RelayError{Code: code, Message: fmt.Sprintf(format, args...)}}
 	return p
 }
 
@@ -752,7 +750,7 @@ func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte) []*pen
 	}
 	if n, err := s.enqueue(ctx, queue); err != nil {
 		for _, p := range queue[n:] {
-			p.done <- committed{err: &protocol.RelayError{Code: protocol.CodeShuttingDown, Message: "the relay is shutting down"}}
+			p.done <- committed{err: &wire.RelayError{Code: wire.CodeShuttingDown, Message: "the relay is shutting down"}}
 		}
 	}
 	return out
@@ -764,24 +762,24 @@ func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte) []*pen
 // committer.
 func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protocol.Envelope, err error) (p *pending, queue bool) {
 	id := protocol.IDOf(raw)
-	nack := func(code protocol.ErrorCode, format string, args ...any) (*pending, bool) {
+	nack := func(code wire.ErrorCode, format string, args ...any) (*pending, bool) {
 		p := refused(code, format, args...)
 		p.rec.ID = id
 		return p, false
 	}
 	if len(raw) > s.cfg.Limits.MaxEnvelope {
-		return nack(protocol.CodeTooLarge, "envelope of %d bytes, limit %d", len(raw), s.cfg.Limits.MaxEnvelope)
+		return nack(wire.CodeTooLarge, "envelope of %d bytes, limit %d", len(raw), s.cfg.Limits.MaxEnvelope)
 	}
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
-		return nack(protocol.CodeUnsupported, "%v", err)
+		return nack(wire.CodeUnsupported, "%v", err)
 	case errors.Is(err, protocol.ErrTooLarge):
-		return nack(protocol.CodeTooLarge, "%v", err)
+		return nack(wire.CodeTooLarge, "%v", err)
 	case err != nil:
-		return nack(protocol.CodeBadEnvelope, "%v", err)
+		return nack(wire.CodeBadEnvelope, "%v", err)
 	}
 	if !env.Sender.Equal(c.id) {
-		return nack(protocol.CodeNotSender, "the envelope is signed by %s, the connection is %s", env.Sender.Fingerprint(), c.fp)
+		return nack(wire.CodeNotSender, "the envelope is signed by %s, the connection is %s", env.Sender.Fingerprint(), c.fp)
 	}
 	d := s.policy.post(c.fp, env.Room)
 	if !d.Allow {
@@ -791,10 +789,10 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	}
 	now := s.now()
 	if !s.policy.admin(c.fp) && !s.idRates.allow(c.fp, now) {
-		return nack(protocol.CodeRateLimited, "over %g envelopes per second", s.cfg.Limits.PublishRate)
+		return nack(wire.CodeRateLimited, "over %g envelopes per second", s.cfg.Limits.PublishRate)
 	}
 	if skew := time.Duration(now.UnixMilli()-env.Time) * time.Millisecond; skew > s.cfg.Limits.Skew.Duration || -skew > s.cfg.Limits.Skew.Duration {
-		return nack(protocol.CodeStale, "the envelope's time is %s from the relay's clock, limit %s", skew.Round(time.Millisecond), s.cfg.Limits.Skew.Duration)
+		return nack(wire.CodeStale, "the envelope's time is %s from the relay's clock, limit %s", skew.Round(time.Millisecond), s.cfg.Limits.Skew.Duration)
 	}
 	if s.bridge != nil {
 		s.bridge.Join(env.Room)
@@ -806,8 +804,8 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 // then each new one as it is committed: no gap and no duplicate at the
 // switch, because the subscription is registered before history is read
 // and every live record at or below the last position sent is skipped.
-func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Stream, fw *frameWriter, body []byte) error {
-	m, err := protocol.ParseSubscribe(body)
+func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Stream, fw *wire.Writer, body []byte) error {
+	m, err := wire.ParseSubscribe(body)
 	if err != nil {
 		return err
 	}
@@ -834,7 +832,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	if m.Cursor != (protocol.ID{}) {
 		room, p, err := s.st.Position(ctx, m.Cursor)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && room != m.Room) {
-			return &protocol.RelayError{Code: protocol.CodeUnknownCursor, Message: fmt.Sprintf("no envelope %s in room %s", m.Cursor, m.Room)}
+			return &wire.RelayError{Code: wire.CodeUnknownCursor, Message: fmt.Sprintf("no envelope %s in room %s", m.Cursor, m.Room)}
 		}
 		if err != nil {
 			return err
@@ -853,7 +851,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 			if r.Pos <= pos {
 				continue
 			}
-			if err := fw.raw(protocol.FrameEnvelope, r.Raw); err != nil {
+			if err := fw.Raw(wire.FrameEnvelope, r.Raw); err != nil {
 				return err
 			}
 			pos = r.Pos
@@ -876,10 +874,10 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 		}
 		id := sent[i].id
 		sent = sent[i+1:]
-		return fw.msg(protocol.FrameCommitted, &protocol.Committed{ID: id})
+		return fw.Msg(wire.FrameCommitted, &wire.Committed{ID: id})
 	}
 	flush := func() error {
-		return fw.flush() // a timeout is a RelayError with CodeSlowConsumer (deadlineWriter)
+		return fw.Flush() // a timeout is a RelayError with CodeSlowConsumer (deadlineWriter)
 	}
 	// catchUp reads the store past the last position sent. What it reads
 	// is committed, and so is everything sent before it.
@@ -888,7 +886,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	// for a later envelope, which would confirm those.
 	failed := func() error {
 		if sub.failed.Load() {
-			return &protocol.RelayError{Code: protocol.CodeInternal, Message: "the relay failed to store envelopes it had sent; resume from the last committed one"}
+			return &wire.RelayError{Code: wire.CodeInternal, Message: "the relay failed to store envelopes it had sent; resume from the last committed one"}
 		}
 		return nil
 	}
@@ -898,7 +896,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 		}
 		for {
 			page, err := shallow(func() ([]store.Record, error) {
-				return s.st.After(ctx, m.Room, pos, protocol.MaxFetchLimit)
+				return s.st.After(ctx, m.Room, pos, wire.MaxFetchLimit)
 			})
 			if err != nil {
 				return err
@@ -908,14 +906,14 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 			}
 			if len(page) > 0 {
 				sent = sent[:0]
-				if err := fw.msg(protocol.FrameCommitted, &protocol.Committed{ID: page[len(page)-1].ID}); err != nil {
+				if err := fw.Msg(wire.FrameCommitted, &wire.Committed{ID: page[len(page)-1].ID}); err != nil {
 					return err
 				}
 			}
 			if err := flush(); err != nil {
 				return err
 			}
-			if len(page) < protocol.MaxFetchLimit {
+			if len(page) < wire.MaxFetchLimit {
 				return nil
 			}
 		}
@@ -923,7 +921,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	if err := catchUp(); err != nil {
 		return err
 	}
-	if err := fw.raw(protocol.FrameLive, nil); err != nil {
+	if err := fw.Raw(wire.FrameLive, nil); err != nil {
 		return err
 	}
 	if err := flush(); err != nil {
@@ -1005,8 +1003,8 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	}
 }
 
-func (s *Server) fetchRange(ctx context.Context, c *client, fw *frameWriter, body []byte) error {
-	m, err := protocol.ParseFetchRange(body)
+func (s *Server) fetchRange(ctx context.Context, c *client, fw *wire.Writer, body []byte) error {
+	m, err := wire.ParseFetchRange(body)
 	if err != nil {
 		return err
 	}
@@ -1022,15 +1020,15 @@ func (s *Server) fetchRange(ctx context.Context, c *client, fw *frameWriter, bod
 		recs = recs[:m.Limit]
 	}
 	for _, r := range recs {
-		if err := fw.raw(protocol.FrameEnvelope, r.Raw); err != nil {
+		if err := fw.Raw(wire.FrameEnvelope, r.Raw); err != nil {
 			return err
 		}
 	}
-	return fw.msg(protocol.FrameEnd, &protocol.End{More: more})
+	return fw.Msg(wire.FrameEnd, &wire.End{More: more})
 }
 
-func (s *Server) fetchIDs(ctx context.Context, c *client, fw *frameWriter, body []byte) error {
-	m, err := protocol.ParseFetchIDs(body)
+func (s *Server) fetchIDs(ctx context.Context, c *client, fw *wire.Writer, body []byte) error {
+	m, err := wire.ParseFetchIDs(body)
 	if err != nil {
 		return err
 	}
@@ -1045,15 +1043,15 @@ func (s *Server) fetchIDs(ctx context.Context, c *client, fw *frameWriter, body 
 		if !s.policy.Read(c.id, r.Env.Room).Allow {
 			continue // as if absent: which IDs exist in a closed room is not told
 		}
-		if err := fw.raw(protocol.FrameEnvelope, r.Raw); err != nil {
+		if err := fw.Raw(wire.FrameEnvelope, r.Raw); err != nil {
 			return err
 		}
 	}
-	return fw.msg(protocol.FrameEnd, &protocol.End{})
+	return fw.Msg(wire.FrameEnd, &wire.End{})
 }
 
-func (s *Server) peers(c *client, fw *frameWriter, body []byte) error {
-	m, err := protocol.ParsePeersRequest(body)
+func (s *Server) peers(c *client, fw *wire.Writer, body []byte) error {
+	m, err := wire.ParsePeersRequest(body)
 	if err != nil {
 		return err
 	}
@@ -1065,16 +1063,16 @@ func (s *Server) peers(c *client, fw *frameWriter, body []byte) error {
 		s.bridge.Join(m.Room)
 		addrs = s.bridge.Peers(m.Room)
 	}
-	if len(addrs) > protocol.MaxPeerAddrs {
-		addrs = addrs[:protocol.MaxPeerAddrs]
+	if len(addrs) > wire.MaxPeerAddrs {
+		addrs = addrs[:wire.MaxPeerAddrs]
 	}
-	return fw.msg(protocol.FramePeers, &protocol.Peers{Addrs: addrs})
+	return fw.Msg(wire.FramePeers, &wire.Peers{Addrs: addrs})
 }
 
 // Info describes this relay.
-func (s *Server) Info() *protocol.Info {
+func (s *Server) Info() *wire.Info {
 	l := s.cfg.Limits
-	return &protocol.Info{
+	return &wire.Info{
 		Versions:      []uint8{protocol.Version},
 		MaxEnvelope:   uint32(l.MaxEnvelope),
 		PublishRate:   uint32(math.Round(l.PublishRate)),
@@ -1085,15 +1083,15 @@ func (s *Server) Info() *protocol.Info {
 	}
 }
 
-func (s *Server) info(fw *frameWriter, body []byte) error {
+func (s *Server) info(fw *wire.Writer, body []byte) error {
 	if len(body) != 0 {
-		return &protocol.RelayError{Code: protocol.CodeBadFrame, Message: "info request with a body"}
+		return &wire.RelayError{Code: wire.CodeBadFrame, Message: "info request with a body"}
 	}
-	return fw.msg(protocol.FrameInfo, s.Info())
+	return fw.Msg(wire.FrameInfo, s.Info())
 }
 
-func (s *Server) redeem(ctx context.Context, c *client, fw *frameWriter, body []byte) error {
-	m, err := protocol.ParseRedeem(body)
+func (s *Server) redeem(ctx context.Context, c *client, fw *wire.Writer, body []byte) error {
+	m, err := wire.ParseRedeem(body)
 	if err != nil {
 		return err
 	}
@@ -1102,7 +1100,7 @@ func (s *Server) redeem(ctx context.Context, c *client, fw *frameWriter, body []
 	}
 	c.log.Info("invite redeemed", "policy_version", s.policy.Version())
 	c.admitted.Store(true)
-	return fw.raw(protocol.FrameRedeemed, nil)
+	return fw.Raw(wire.FrameRedeemed, nil)
 }
 
 // limiters are token buckets by key (an identity, an address). Buckets

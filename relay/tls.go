@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
-	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // Both ends of a relay connection prove their identity the way libp2p's TLS
@@ -91,7 +91,7 @@ func serverTLS(key identity.PrivateKey) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{protocol.RelayALPN},
+		NextProtos:   []string{wire.RelayALPN},
 		// The chain is checked by peerIdentity, not against CAs: any
 		// self-signed Ed25519 certificate proves an identity, and the
 		// policy decides what that identity may do.
@@ -112,7 +112,7 @@ func clientTLS(key identity.PrivateKey, relay Addr) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{cert},
-		NextProtos:         []string{protocol.RelayALPN},
+		NextProtos:         []string{wire.RelayALPN},
 		ServerName:         "parley-relay",
 		InsecureSkipVerify: true, // no CA check: the pinned key is checked below
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 var errNotReceived = errors.New("not received in time")
@@ -119,7 +120,7 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 	}
 	c.relayOnly = cl.Node() == nil && !offline
 	if err := cl.RelayError(); err != nil {
-		var refused *protocol.RelayError
+		var refused *wire.RelayError
 		if errors.Is(err, relay.ErrWrongRelay) || errors.As(err, &refused) {
 			// Never carry on quietly past a relay that is not the one
 			// named, or one that turned us away.
@@ -185,7 +186,7 @@ func (c *cli) sentJSON(room string, s client.Sent, checkpoint []byte) sentJSON {
 	}
 	if a := s.Ack; a != nil {
 		status := "stored"
-		if a.Status != protocol.AckStored {
+		if a.Status != wire.AckStored {
 			status = "duplicate"
 		}
 		v.Ack = &ackJSON{Status: status, Pos: a.Pos, Time: time.UnixMilli(a.Time).UTC()}

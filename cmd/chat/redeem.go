@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/client"
-	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // redeem redeems a relay's invite token: the relay puts the key on its
@@ -69,7 +69,7 @@ func (c *cli) redeemWith(ctx context.Context, h *client.Home, token string) (rel
 // relay that is not the one named, one that said no, or an audit error
 // stay what they are; anything else is a relay that cannot be reached.
 func relayError(addr relay.Addr, err error) error {
-	var refused *protocol.RelayError
+	var refused *wire.RelayError
 	if errors.Is(err, relay.ErrWrongRelay) || errors.As(err, &refused) || errors.Is(err, relay.ErrAuditLog) {
 		return err
 	}

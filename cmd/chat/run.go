@@ -16,8 +16,8 @@ import (
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
-	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 	"golang.org/x/term"
 )
 
@@ -227,7 +227,7 @@ func (c *cli) usageError(err error) int {
 
 func (c *cli) fail(err error) int {
 	fmt.Fprintf(c.stderr, "chat: %v%s\n", oneLine(err), hint(err))
-	var refused *protocol.RelayError
+	var refused *wire.RelayError
 	switch {
 	case errors.Is(err, relay.ErrAuditLog):
 		return exitAudit
@@ -237,7 +237,7 @@ func (c *cli) fail(err error) int {
 		return exitWrongRelay
 	case errors.Is(err, client.ErrConfig):
 		return exitUsage
-	case errors.As(err, &refused) && refused.Code != protocol.CodeUnknownCursor:
+	case errors.As(err, &refused) && refused.Code != wire.CodeUnknownCursor:
 		return exitRefused // the relay said no: before "not delivered", which it explains
 	case c.relayOnly && errors.Is(err, client.ErrRelayUnreachable):
 		return exitRelayDown // in relay mode, the reason nothing was delivered
@@ -256,8 +256,8 @@ func (c *cli) fail(err error) int {
 // hint is what to do about err, when the error alone does not say it: a
 // relay that tells a newcomer to redeem an invite.
 func hint(err error) string {
-	var refused *protocol.RelayError
-	if errors.As(err, &refused) && refused.Code == protocol.CodeNotAllowed && strings.Contains(refused.Message, "redeem an invite") {
+	var refused *wire.RelayError
+	if errors.As(err, &refused) && refused.Code == wire.CodeNotAllowed && strings.Contains(refused.Message, "redeem an invite") {
 		return " (with a token from the relay's operator: chat redeem TOKEN)"
 	}
 	return ""

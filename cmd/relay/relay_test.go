@@ -24,6 +24,7 @@ import (
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/quic-go/quic-go"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -251,7 +252,7 @@ func TestAllowListStory(t *testing.T) {
 	ctx := timeout(t, time.Minute)
 
 	_, err := relay.Dial(ctx, p.addr, alice, relay.ClientOptions{})
-	if !errors.Is(err, &protocol.RelayError{Code: protocol.CodeNotAllowed}) || !strings.Contains(err.Error(), "not on this relay's allow list") {
+	if !errors.Is(err, &wire.RelayError{Code: wire.CodeNotAllowed}) || !strings.Contains(err.Error(), "not on this relay's allow list") {
 		t.Fatalf("stranger: %v", err)
 	}
 	out, code := relayCmd(t, "--data", dir, "allow", alice.Public().String())
@@ -278,7 +279,7 @@ func TestAllowListStory(t *testing.T) {
 	if out, code := relayCmd(t, "--data", dir, "ban", alice.Public().String()); code != 0 {
 		t.Fatalf("ban: %d %s", code, out)
 	}
-	if _, err := relay.Dial(ctx, p.addr, alice, relay.ClientOptions{}); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeBanned}) {
+	if _, err := relay.Dial(ctx, p.addr, alice, relay.ClientOptions{}); !errors.Is(err, &wire.RelayError{Code: wire.CodeBanned}) {
 		t.Fatalf("banned identity: %v", err)
 	}
 	p.stop(t)
@@ -583,19 +584,19 @@ func TestAbuse(t *testing.T) {
 		str.Close()
 		return bufio.NewReader(str), nil
 	}
-	expectError := func(t *testing.T, r *bufio.Reader, code protocol.ErrorCode) {
+	expectError := func(t *testing.T, r *bufio.Reader, code wire.ErrorCode) {
 		t.Helper()
-		var h [protocol.FrameHeaderSize]byte
+		var h [wire.FrameHeaderSize]byte
 		if _, err := io.ReadFull(r, h[:]); err != nil {
 			t.Fatalf("no answer: %v", err)
 		}
-		ft, n, err := protocol.ParseFrameHeader(h)
-		if err != nil || ft != protocol.FrameError {
+		ft, n, err := wire.ParseFrameHeader(h)
+		if err != nil || ft != wire.FrameError {
 			t.Fatalf("answer %s, %v; want an error frame", ft, err)
 		}
 		body := make([]byte, n)
 		io.ReadFull(r, body)
-		e, err := protocol.ParseErrorFrame(body)
+		e, err := wire.ParseErrorFrame(body)
 		if err != nil || e.Code != code {
 			t.Fatalf("error %v (%v), want %s", e, err, code)
 		}
@@ -605,25 +606,25 @@ func TestAbuse(t *testing.T) {
 
 	t.Run("unknown frame type", func(t *testing.T) {
 		r, _ := raw(t, mallory, []byte{99, 0, 0, 0, 0})
-		expectError(t, r, protocol.CodeBadFrame)
+		expectError(t, r, wire.CodeBadFrame)
 	})
 	t.Run("frame over the size limit", func(t *testing.T) {
-		r, _ := raw(t, mallory, []byte{byte(protocol.FramePublish), 0x7f, 0, 0, 0})
-		expectError(t, r, protocol.CodeTooLarge)
+		r, _ := raw(t, mallory, []byte{byte(wire.FramePublish), 0x7f, 0, 0, 0})
+		expectError(t, r, wire.CodeTooLarge)
 	})
 	t.Run("truncated frame", func(t *testing.T) {
-		r, _ := raw(t, mallory, []byte{byte(protocol.FrameSubscribe), 0, 0, 0, 40, 1, 2})
-		expectError(t, r, protocol.CodeBadFrame)
+		r, _ := raw(t, mallory, []byte{byte(wire.FrameSubscribe), 0, 0, 0, 40, 1, 2})
+		expectError(t, r, wire.CodeBadFrame)
 	})
 	t.Run("malformed subscribe", func(t *testing.T) {
-		r, _ := raw(t, mallory, protocol.AppendFrame(nil, protocol.FrameSubscribe, []byte{3, 'A', 'B', 'C'}))
-		expectError(t, r, protocol.CodeBadFrame)
+		r, _ := raw(t, mallory, wire.AppendFrame(nil, wire.FrameSubscribe, []byte{3, 'A', 'B', 'C'}))
+		expectError(t, r, wire.CodeBadFrame)
 	})
 	t.Run("oversized envelope", func(t *testing.T) {
 		cm := dial(t, p.addr, mallory)
 		big := make([]byte, protocol.MaxEnvelopeSize+1)
 		big[0] = protocol.Version
-		if _, err := cm.Publish(ctx, big); !errors.Is(err, &protocol.RelayError{Code: protocol.CodeTooLarge}) {
+		if _, err := cm.Publish(ctx, big); !errors.Is(err, &wire.RelayError{Code: wire.CodeTooLarge}) {
 			t.Fatalf("oversized envelope: %v", err)
 		}
 	})
@@ -633,7 +634,7 @@ func TestAbuse(t *testing.T) {
 		limited := 0
 		for range 100 {
 			raw, _ := m.Next(t, "flood")
-			if _, err := cm.Publish(ctx, raw); errors.Is(err, &protocol.RelayError{Code: protocol.CodeRateLimited}) {
+			if _, err := cm.Publish(ctx, raw); errors.Is(err, &wire.RelayError{Code: wire.CodeRateLimited}) {
 				limited++
 			}
 		}
@@ -643,7 +644,7 @@ func TestAbuse(t *testing.T) {
 		t.Logf("%d of 100 refused as over the rate", limited)
 	})
 	t.Run("client that never reads", func(t *testing.T) {
-		body, _ := (&protocol.Subscribe{Room: "firehose"}).MarshalBinary()
+		body, _ := (&wire.Subscribe{Room: "firehose"}).MarshalBinary()
 		conn, err := relay.DialQUIC(ctx, p.addr, testkit.Key(t))
 		if err != nil {
 			t.Fatal(err)
@@ -653,7 +654,7 @@ func TestAbuse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		str.Write(protocol.AppendFrame(nil, protocol.FrameSubscribe, body))
+		str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body))
 		// Fill the room with more than the stream's window holds.
 		writer := testkit.Key(t)
 		cw := dial(t, p.addr, writer)
@@ -669,8 +670,8 @@ func TestAbuse(t *testing.T) {
 		time.Sleep(3 * time.Second) // the relay's write timeout is 1 s
 		_, err = io.Copy(io.Discard, str)
 		var se *quic.StreamError
-		if !errors.As(err, &se) || protocol.ErrorCode(se.ErrorCode) != protocol.CodeSlowConsumer {
-			t.Fatalf("the never-reading subscription ended with %v, want a reset with code %d (slow consumer)", err, protocol.CodeSlowConsumer)
+		if !errors.As(err, &se) || wire.ErrorCode(se.ErrorCode) != wire.CodeSlowConsumer {
+			t.Fatalf("the never-reading subscription ended with %v, want a reset with code %d (slow consumer)", err, wire.CodeSlowConsumer)
 		}
 		t.Logf("never-reading client: %v", err)
 	})
@@ -853,8 +854,8 @@ func (l *publishLoad) acknowledged() []protocol.ID {
 // assertStored fails t unless the relay has every envelope of ids.
 func assertStored(ctx context.Context, t *testing.T, c *relay.Client, ids []protocol.ID) {
 	t.Helper()
-	for i := 0; i < len(ids); i += protocol.MaxFetchIDs {
-		batch := ids[i:min(i+protocol.MaxFetchIDs, len(ids))]
+	for i := 0; i < len(ids); i += wire.MaxFetchIDs {
+		batch := ids[i:min(i+wire.MaxFetchIDs, len(ids))]
 		got, err := c.FetchIDs(ctx, batch...)
 		if err != nil {
 			t.Fatal(err)

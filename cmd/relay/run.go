@@ -19,8 +19,8 @@ import (
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
-	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // Exit codes, documented in "relay help" and docs/operations.md.
@@ -233,7 +233,7 @@ func (c *cli) init(args []string) int {
 	if len(pos) != 0 {
 		return c.usageError(fmt.Errorf("init takes no arguments"))
 	}
-	mode, err := protocol.ParsePolicyMode(*policy)
+	mode, err := wire.ParsePolicyMode(*policy)
 	if err != nil {
 		return c.usageError(err)
 	}

@@ -1,4 +1,4 @@
-package protocol
+package wire
 
 import (
 	"encoding/binary"
@@ -7,15 +7,9 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
-)
 
-// Relay frames: what a client and a relay say to each other over QUIC
-// streams. Every frame is a 1-byte type, a 4-byte big-endian body length
-// and the body; docs/relay-protocol.md gives each body's layout. The
-// parsers here are strict: a body has exactly one valid encoding, and
-// trailing bytes, short fields, out-of-range values and unknown types are
-// errors. The frame header is read by the transport (relay/), which must
-// check the length against MaxFrameBody before it reads the body.
+	"github.com/parleychat/parley/protocol"
+)
 
 // RelayALPN is the TLS application protocol of this version of the relay
 // protocol. A relay that speaks another version fails the handshake.
@@ -27,12 +21,12 @@ const FrameHeaderSize = 5
 // MaxFrameBody is the largest body any frame may have: an envelope of the
 // maximum size with room to spare. The transport refuses a longer one
 // before reading it.
-const MaxFrameBody = MaxEnvelopeSize + 1024
+const MaxFrameBody = protocol.MaxEnvelopeSize + 1024
 
 // Limits of the list frames.
 const (
 	MaxFetchIDs      = 256 // IDs in one FetchIDs
-	MaxFetchLimit    = MaxSyncPage
+	MaxFetchLimit    = protocol.MaxSyncPage
 	MaxPeerAddrs     = 64  // addresses in one Peers frame
 	MaxPeerAddrLen   = 512 // bytes of one address
 	MaxErrorMessage  = 512 // bytes of an error's text
@@ -43,27 +37,75 @@ const (
 // FrameType says what a frame's body holds.
 type FrameType uint8
 
-// The frame types. Requests go from client to relay, the rest back.
+// The frame types. Requests go from client to relay, the rest back. Each
+// body's layout is beside its type: sizes in bytes, integers big-endian;
+// room is a u8 length then the name, text a u16 length then UTF-8, ID 32
+// bytes (zeros: none). docs/relay-protocol.md has each field's rules.
 const (
-	FramePublish      FrameType = 1  // request: an envelope to store and pass on
-	FrameAck          FrameType = 2  // a publish is committed
-	FrameNack         FrameType = 3  // a publish was refused
-	FrameError        FrameType = 4  // the stream ends with an error
-	FrameSubscribe    FrameType = 5  // request: a room's history from a cursor, then live
-	FrameEnvelope     FrameType = 6  // one envelope, as stored
-	FrameLive         FrameType = 7  // a subscription's history is done; live from here
-	FrameFetchRange   FrameType = 8  // request: a room's envelopes in a time range
-	FrameFetchIDs     FrameType = 9  // request: envelopes by ID
-	FrameEnd          FrameType = 10 // a fetch is done
-	FramePeersRequest FrameType = 11 // request: mesh addresses of a room's peers
-	FramePeers        FrameType = 12
-	FrameInfoRequest  FrameType = 13 // request: the relay's versions, limits and policy
-	FrameInfo         FrameType = 14
-	FrameRedeem       FrameType = 15 // request: join the allow list with an invite token
-	FrameRedeemed     FrameType = 16 // the invite worked
-	FrameCommitted    FrameType = 17 // a subscription's envelopes up to one are on disk
-	FrameProveTree    FrameType = 18 // request: a consistency proof between two audit log sizes
-	FrameTreeProof    FrameType = 19
+	// FramePublish (request): an envelope to store and pass on.
+	//	envelope  0..65,536  the encoded envelope, as signed
+	FramePublish FrameType = 1
+	// FrameAck: a publish is committed.
+	//	id 32 | status 1 (1 stored, 2 duplicate) | pos 8 | time 8
+	//	| has receipt 1 | [receipt index 8 | receipt time 8
+	//	| policy version 8 | checkpoint u16+c (empty: the previous one's)
+	//	| proof u8 count p, 32p | shared 1 (last s hashes of the previous)]
+	FrameAck FrameType = 2
+	// FrameNack: a publish was refused.
+	//	id 32 (of the bytes sent) | code 2 (not 0) | message text ≤ 512
+	FrameNack FrameType = 3
+	// FrameError: the stream ends with an error.
+	//	code 2 | message text ≤ 512
+	FrameError FrameType = 4
+	// FrameSubscribe (request): a room's history from a cursor, then live.
+	//	room 1+n | cursor 32 (zeros: from the oldest kept)
+	FrameSubscribe FrameType = 5
+	// FrameEnvelope: one stored envelope.
+	//	envelope  ≤ 65,536  byte for byte as its sender signed it
+	FrameEnvelope FrameType = 6
+	// FrameLive: a subscription's history is done; live from here.
+	//	(empty)
+	FrameLive FrameType = 7
+	// FrameFetchRange (request): a room's envelopes in a time range.
+	//	room 1+n | since 8 | until 8 (≥ since) | after 32 (paging cursor)
+	//	| limit 2 (1..256)
+	FrameFetchRange FrameType = 8
+	// FrameFetchIDs (request): envelopes by ID.
+	//	count k 2 (1..256) | ids 32k
+	FrameFetchIDs FrameType = 9
+	// FrameEnd: a fetch is done.
+	//	more 1 (0 or 1)
+	FrameEnd FrameType = 10
+	// FramePeersRequest (request): mesh addresses of a room's peers.
+	//	room 1+n
+	FramePeersRequest FrameType = 11
+	// FramePeers: the addresses.
+	//	count k 1 (0..64) | k × text (1..512 bytes, starts with /)
+	FramePeers FrameType = 12
+	// FrameInfoRequest (request): the relay's versions, limits and policy.
+	//	(empty)
+	FrameInfoRequest FrameType = 13
+	// FrameInfo: the answer.
+	//	versions u8 v (1..16), v bytes | max envelope 4 | publish rate 4
+	//	| publish burst 4 | retention days 4 | policy 1 (1..3)
+	//	| policy version 8
+	FrameInfo FrameType = 14
+	// FrameRedeem (request): join the allow list with an invite token.
+	//	token 1..64 bytes of 0x21..0x7E, not length-prefixed
+	FrameRedeem FrameType = 15
+	// FrameRedeemed: the invite worked.
+	//	(empty)
+	FrameRedeemed FrameType = 16
+	// FrameCommitted: a subscription's envelopes up to one are on disk.
+	//	id 32
+	FrameCommitted FrameType = 17
+	// FrameProveTree (request): consistency proofs between audit log
+	// sizes.
+	//	new 8 | count k 1 (1..64) | old 8k (each 1..new)
+	FrameProveTree FrameType = 18
+	// FrameTreeProof: the proofs, in the order asked.
+	//	count k 1 (1..64) | k × (u8 count p ≤ 64, 32p)
+	FrameTreeProof FrameType = 19
 )
 
 var frameNames = [...]string{
@@ -87,7 +129,7 @@ func (t FrameType) String() string {
 }
 
 // ErrBadFrame: a frame that does not parse.
-var ErrBadFrame = errors.New("protocol: malformed frame")
+var ErrBadFrame = errors.New("wire: malformed frame")
 
 // ErrFrameTooLarge: a frame header names a body over the limit. It wraps
 // ErrBadFrame too.
@@ -208,14 +250,14 @@ func addRoom(b *cryptobyte.Builder, room string) {
 
 func readRoom(s *cryptobyte.String, out *string) bool {
 	var v cryptobyte.String
-	if !s.ReadUint8LengthPrefixed(&v) || ValidRoom(string(v)) != nil {
+	if !s.ReadUint8LengthPrefixed(&v) || protocol.ValidRoom(string(v)) != nil {
 		return false
 	}
 	*out = string(v)
 	return true
 }
 
-func readID(s *cryptobyte.String, id *ID) bool { return s.CopyBytes(id[:]) }
+func readID(s *cryptobyte.String, id *protocol.ID) bool { return s.CopyBytes(id[:]) }
 
 func build(f func(*cryptobyte.Builder)) []byte {
 	b := cryptobyte.NewBuilder(nil)
@@ -236,7 +278,7 @@ const (
 
 // Ack acknowledges a publish once the envelope is committed to disk.
 type Ack struct {
-	ID     ID
+	ID     protocol.ID
 	Status AckStatus
 	// Pos is the envelope's position in the relay's log: the order in
 	// which subscribers get it.
@@ -302,7 +344,7 @@ func (a *Ack) MarshalBinary() ([]byte, error) { return a.AppendBinary(nil) }
 func (a *Ack) AppendBinary(b []byte) ([]byte, error) {
 	r := a.Receipt
 	if r != nil && (len(r.Checkpoint) > MaxCheckpointNote || len(r.Proof)+int(r.Shared) > MaxProofHashes || r.Time < 0) {
-		return nil, errors.New("protocol: receipt out of bounds")
+		return nil, errors.New("wire: receipt out of bounds")
 	}
 	b = append(b, a.ID[:]...)
 	b = append(b, uint8(a.Status))
@@ -364,7 +406,7 @@ func ParseAck(body []byte) (*Ack, error) {
 // Nack refuses one publish: the envelope with ID (the hash of the bytes
 // sent, even if they do not parse) was not committed.
 type Nack struct {
-	ID  ID
+	ID  protocol.ID
 	Err RelayError
 }
 
@@ -396,13 +438,13 @@ func ParseNack(body []byte) (*Nack, error) {
 
 func checkError(e *RelayError) error {
 	if len(e.Message) > MaxErrorMessage {
-		return fmt.Errorf("protocol: error message of %d bytes, limit %d", len(e.Message), MaxErrorMessage)
+		return fmt.Errorf("wire: error message of %d bytes, limit %d", len(e.Message), MaxErrorMessage)
 	}
 	var s string
 	b := build(func(b *cryptobyte.Builder) { addText(b, e.Message) })
 	str := cryptobyte.String(b)
 	if !readText(&str, MaxErrorMessage, &s) {
-		return errors.New("protocol: error message is not printable UTF-8")
+		return errors.New("wire: error message is not printable UTF-8")
 	}
 	return nil
 }
@@ -435,11 +477,11 @@ func ParseErrorFrame(body []byte) (*RelayError, error) {
 // then for each new one as it is committed. A Live frame marks the switch.
 type Subscribe struct {
 	Room   string
-	Cursor ID
+	Cursor protocol.ID
 }
 
 func (m *Subscribe) MarshalBinary() ([]byte, error) {
-	if err := ValidRoom(m.Room); err != nil {
+	if err := protocol.ValidRoom(m.Room); err != nil {
 		return nil, err
 	}
 	return build(func(b *cryptobyte.Builder) {
@@ -465,12 +507,12 @@ func ParseSubscribe(body []byte) (*Subscribe, error) {
 type FetchRange struct {
 	Room         string
 	Since, Until int64
-	After        ID
+	After        protocol.ID
 	Limit        uint16
 }
 
 func (m *FetchRange) MarshalBinary() ([]byte, error) {
-	if err := ValidRoom(m.Room); err != nil {
+	if err := protocol.ValidRoom(m.Room); err != nil {
 		return nil, err
 	}
 	return build(func(b *cryptobyte.Builder) {
@@ -502,12 +544,12 @@ func ParseFetchRange(body []byte) (*FetchRange, error) {
 // the relay answers with an Envelope frame for each it has, in the order
 // asked, and an End. A client confirms its message is stored this way.
 type FetchIDs struct {
-	IDs []ID
+	IDs []protocol.ID
 }
 
 func (m *FetchIDs) MarshalBinary() ([]byte, error) {
 	if len(m.IDs) == 0 || len(m.IDs) > MaxFetchIDs {
-		return nil, fmt.Errorf("protocol: %d IDs in a fetch, want 1 to %d", len(m.IDs), MaxFetchIDs)
+		return nil, fmt.Errorf("wire: %d IDs in a fetch, want 1 to %d", len(m.IDs), MaxFetchIDs)
 	}
 	return build(func(b *cryptobyte.Builder) {
 		b.AddUint16(uint16(len(m.IDs)))
@@ -521,10 +563,10 @@ func (m *FetchIDs) MarshalBinary() ([]byte, error) {
 func ParseFetchIDs(body []byte) (*FetchIDs, error) {
 	s := cryptobyte.String(body)
 	var n uint16
-	if !s.ReadUint16(&n) || n == 0 || n > MaxFetchIDs || len(s) != int(n)*len(ID{}) {
+	if !s.ReadUint16(&n) || n == 0 || n > MaxFetchIDs || len(s) != int(n)*len(protocol.ID{}) {
 		return nil, badFrame(FrameFetchIDs, "bad layout")
 	}
-	m := &FetchIDs{IDs: make([]ID, n)}
+	m := &FetchIDs{IDs: make([]protocol.ID, n)}
 	for i := range m.IDs {
 		readID(&s, &m.IDs[i])
 	}
@@ -558,7 +600,7 @@ type PeersRequest struct {
 }
 
 func (m *PeersRequest) MarshalBinary() ([]byte, error) {
-	if err := ValidRoom(m.Room); err != nil {
+	if err := protocol.ValidRoom(m.Room); err != nil {
 		return nil, err
 	}
 	return build(func(b *cryptobyte.Builder) { addRoom(b, m.Room) }), nil
@@ -583,11 +625,11 @@ type Peers struct {
 
 func (m *Peers) MarshalBinary() ([]byte, error) {
 	if len(m.Addrs) > MaxPeerAddrs {
-		return nil, fmt.Errorf("protocol: %d peer addresses, limit %d", len(m.Addrs), MaxPeerAddrs)
+		return nil, fmt.Errorf("wire: %d peer addresses, limit %d", len(m.Addrs), MaxPeerAddrs)
 	}
 	for _, a := range m.Addrs {
 		if !validAddr(a) {
-			return nil, fmt.Errorf("protocol: peer address %q is not a multiaddr string", a)
+			return nil, fmt.Errorf("wire: peer address %q is not a multiaddr string", a)
 		}
 	}
 	return build(func(b *cryptobyte.Builder) {
@@ -659,7 +701,7 @@ func ParsePolicyMode(s string) (PolicyMode, error) {
 			return m, nil
 		}
 	}
-	return 0, fmt.Errorf("protocol: unknown policy %q (want open, allowlist or invite)", s)
+	return 0, fmt.Errorf("wire: unknown policy %q (want open, allowlist or invite)", s)
 }
 
 // Info describes a relay: what it speaks, its limits, its policy.
@@ -675,7 +717,7 @@ type Info struct {
 
 func (m *Info) MarshalBinary() ([]byte, error) {
 	if len(m.Versions) == 0 || len(m.Versions) > MaxRelayVersions {
-		return nil, fmt.Errorf("protocol: %d versions in info, want 1 to %d", len(m.Versions), MaxRelayVersions)
+		return nil, fmt.Errorf("wire: %d versions in info, want 1 to %d", len(m.Versions), MaxRelayVersions)
 	}
 	return build(func(b *cryptobyte.Builder) {
 		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(m.Versions) })
@@ -718,7 +760,7 @@ type Redeem struct {
 
 func (m *Redeem) MarshalBinary() ([]byte, error) {
 	if !validToken(m.Token) {
-		return nil, errors.New("protocol: invite token is not 1 to 64 printable ASCII bytes")
+		return nil, errors.New("wire: invite token is not 1 to 64 printable ASCII bytes")
 	}
 	return []byte(m.Token), nil
 }
@@ -749,17 +791,17 @@ func ParseRedeem(body []byte) (*Redeem, error) {
 // not wait for the disk; a subscriber resumes from the last committed
 // one, and skips what it had already been given.
 type Committed struct {
-	ID ID
+	ID protocol.ID
 }
 
 func (m *Committed) MarshalBinary() ([]byte, error) { return append([]byte(nil), m.ID[:]...), nil }
 
 // ParseCommitted parses a Committed body.
 func ParseCommitted(body []byte) (*Committed, error) {
-	if len(body) != len(ID{}) {
+	if len(body) != len(protocol.ID{}) {
 		return nil, badFrame(FrameCommitted, "bad layout")
 	}
-	return &Committed{ID: ID(body)}, nil
+	return &Committed{ID: protocol.ID(body)}, nil
 }
 
 // ProveTree asks for the proofs that the relay's audit log of size New
@@ -775,11 +817,11 @@ const MaxProofs = 64
 
 func (m *ProveTree) MarshalBinary() ([]byte, error) {
 	if len(m.Old) == 0 || len(m.Old) > MaxProofs || m.New > 1<<63-1 {
-		return nil, fmt.Errorf("protocol: prove tree: %d sizes in %d", len(m.Old), m.New)
+		return nil, fmt.Errorf("wire: prove tree: %d sizes in %d", len(m.Old), m.New)
 	}
 	for _, o := range m.Old {
 		if o == 0 || o > m.New {
-			return nil, fmt.Errorf("protocol: prove tree %d in %d", o, m.New)
+			return nil, fmt.Errorf("wire: prove tree %d in %d", o, m.New)
 		}
 	}
 	return build(func(b *cryptobyte.Builder) {
@@ -818,11 +860,11 @@ type TreeProof struct {
 
 func (m *TreeProof) MarshalBinary() ([]byte, error) {
 	if len(m.Proofs) == 0 || len(m.Proofs) > MaxProofs {
-		return nil, fmt.Errorf("protocol: %d tree proofs", len(m.Proofs))
+		return nil, fmt.Errorf("wire: %d tree proofs", len(m.Proofs))
 	}
 	for _, p := range m.Proofs {
 		if len(p) > MaxProofHashes {
-			return nil, fmt.Errorf("protocol: proof of %d hashes", len(p))
+			return nil, fmt.Errorf("wire: proof of %d hashes", len(p))
 		}
 	}
 	return build(func(b *cryptobyte.Builder) {

@@ -1,0 +1,85 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// TestFrameWriterRoundTrip: frames of every size class, written with
+// flushes here and there, read back as they were.
+func TestFrameWriterRoundTrip(t *testing.T) {
+	var out bytes.Buffer
+	fw := NewWriter(&out)
+	sizes := []int{0, 1, 300, writeBuffer - FrameHeaderSize, writeBuffer, 5000, 60000, 2, 4000, 4000}
+	for i, n := range sizes {
+		body := bytes.Repeat([]byte{byte(i + 1)}, n)
+		if err := fw.Raw(FrameEnvelope, body); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 2 {
+			if err := fw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := fw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fr := NewReader(&out, MaxFrameBody)
+	for i, n := range sizes {
+		ft, body, err := fr.Next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if ft != FrameEnvelope || !bytes.Equal(body, bytes.Repeat([]byte{byte(i + 1)}, n)) {
+			t.Fatalf("frame %d: type %s, %d bytes, want %d bytes of %d", i, ft, len(body), n, i+1)
+		}
+	}
+	if out.Len() != 0 {
+		t.Fatalf("%d bytes left over", out.Len())
+	}
+}
+
+// failAfter takes n bytes, then fails every write.
+type failAfter struct {
+	n   int
+	got bytes.Buffer
+}
+
+var errCut = errors.New("cut")
+
+func (w *failAfter) Write(b []byte) (int, error) {
+	if len(b) > w.n {
+		w.got.Write(b[:w.n])
+		k := w.n
+		w.n = 0
+		return k, errCut
+	}
+	w.n -= len(b)
+	return w.got.Write(b)
+}
+
+// TestFrameWriterStopsAtError: once a write fails, inside a frame, the
+// writer sends nothing more (a frame after the cut would be read as part
+// of the cut one): every later call returns the first error.
+func TestFrameWriterStopsAtError(t *testing.T) {
+	w := &failAfter{n: 100}
+	fw := NewWriter(w)
+	if err := fw.Raw(FrameEnvelope, make([]byte, 300)); err != nil {
+		t.Fatal(err) // buffered
+	}
+	if err := fw.Flush(); !errors.Is(err, errCut) {
+		t.Fatalf("flush: %v, want the cut", err)
+	}
+	w.n = 1 << 20 // the writer would take more now
+	if err := fw.Raw(FrameError, []byte("late")); !errors.Is(err, errCut) {
+		t.Fatalf("raw after the cut: %v", err)
+	}
+	if err := fw.Flush(); !errors.Is(err, errCut) {
+		t.Fatalf("flush after the cut: %v", err)
+	}
+	if w.got.Len() != 100 {
+		t.Fatalf("%d bytes went out, want the 100 before the cut", w.got.Len())
+	}
+}
