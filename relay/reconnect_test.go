@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay/wire"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // restartable is a relay that a test can kill, without a goodbye to its
@@ -253,11 +254,19 @@ func TestStartRefused(t *testing.T) {
 	if _, err := c.Publish(ctx, []byte("x")); !errors.As(err, &re) {
 		t.Fatalf("publish after a refusal: %v", err)
 	}
-	// It dials no more: the relay sees no new connection.
-	conns := r.srv.conns.Load()
+	// It dials no more: the relay refuses no other connection. (The
+	// count of open connections would not do: the refused one closes.)
+	refused := func() float64 {
+		return testutil.ToFloat64(r.srv.metrics.refused.WithLabelValues(wire.CodeNotAllowed.String()))
+	}
+	for deadline := time.Now().Add(30 * time.Second); refused() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay never counted the refusal")
+		}
+	}
 	time.Sleep(500 * time.Millisecond) // several backoffs, had it gone on dialling
-	if n := r.srv.conns.Load(); n != conns {
-		t.Fatalf("connections went from %d to %d after the refusal", conns, n)
+	if n := refused(); n != 1 {
+		t.Fatalf("the relay refused %v connections, want 1: the client dialled again", n)
 	}
 
 	w, err := Start(AddrOf(testkit.Key(t).Public(), r.addr.HostPort), testkit.Key(t), ClientOptions{})
