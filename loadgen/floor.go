@@ -61,7 +61,7 @@ func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) erro
 	if err != nil {
 		return err
 	}
-	// The relay's TLS and QUIC settings (relay/tls.go, relay/server.go).
+	// The relay's TLS and QUIC settings (relay/tls.go, relay/server/server.go).
 	tlsConf := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},

@@ -18,6 +18,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/server"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 )
@@ -71,7 +72,7 @@ func startRelayAudit(work string, audited bool) (*relayProc, error) {
 	}
 	// PARLEY_LOADGEN_ADMIN=127.0.0.1:PORT turns on the relay's admin
 	// listener, to take profiles while the load runs.
-	if err := os.WriteFile(filepath.Join(data, relay.ConfigFile), fmt.Appendf(nil, relayConfig, listen, os.Getenv("PARLEY_LOADGEN_ADMIN"), audited), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(data, server.ConfigFile), fmt.Appendf(nil, relayConfig, listen, os.Getenv("PARLEY_LOADGEN_ADMIN"), audited), 0o600); err != nil {
 		return nil, err
 	}
 	return serving(exec.Command(bin, "--data", data, "serve", "--log-level", "warn"))

@@ -351,7 +351,7 @@ func connIdentity(conn *quic.Conn) (identity.PublicKey, error) {
 	if len(certs) != 1 {
 		return identity.PublicKey{}, fmt.Errorf("%w: %d certificates", ErrBadCertificate, len(certs))
 	}
-	return certIdentity(certs[0])
+	return CertIdentity(certs[0])
 }
 
 // openKept opens the checkpoint the application kept from an earlier

@@ -64,10 +64,11 @@ func peerIdentity(rawCerts [][]byte) (identity.PublicKey, error) {
 	if err != nil {
 		return identity.PublicKey{}, fmt.Errorf("%w: %v", ErrBadCertificate, err)
 	}
-	return certIdentity(cert)
+	return CertIdentity(cert)
 }
 
-func certIdentity(cert *x509.Certificate) (identity.PublicKey, error) {
+// CertIdentity returns the identity whose key a certificate holds.
+func CertIdentity(cert *x509.Certificate) (identity.PublicKey, error) {
 	pub, ok := cert.PublicKey.(ed25519.PublicKey)
 	if !ok {
 		return identity.PublicKey{}, fmt.Errorf("%w: key is not Ed25519", ErrBadCertificate)
@@ -83,7 +84,10 @@ func certIdentity(cert *x509.Certificate) (identity.PublicKey, error) {
 // names.
 var ErrWrongRelay = errors.New("relay: the relay's key is not the one in its address")
 
-func serverTLS(key identity.PrivateKey) (*tls.Config, error) {
+// ServerTLS is the relay's TLS configuration: its identity's certificate,
+// TLS 1.3, the protocol's ALPN, and a client certificate required (any
+// self-signed Ed25519 one: it names the client's identity).
+func ServerTLS(key identity.PrivateKey) (*tls.Config, error) {
 	cert, err := certificate(key)
 	if err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ import (
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/server"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/quic-go/quic-go"
@@ -88,7 +89,7 @@ func initRelay(t *testing.T, policy, extra string) string {
 		t.Fatalf("relay init: exit %d: %s", code, out)
 	}
 	cfg := fmt.Sprintf("admin = \"\"\nmdns = false\n%s\n[policy]\nmode = %q\n", extra, policy)
-	if err := os.WriteFile(filepath.Join(dir, relay.ConfigFile), []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, server.ConfigFile), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -440,7 +441,7 @@ func TestAuditTamperStory(t *testing.T) {
 		t.Fatalf("verify the export with another key: exit %d, want %d: %s", code, exitAudit, out)
 	}
 
-	db, err := sql.Open("sqlite", filepath.Join(dir, relay.DBFile))
+	db, err := sql.Open("sqlite", filepath.Join(dir, server.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,7 +487,7 @@ func TestAuditTamperStory(t *testing.T) {
 // db with one record in each row, as the store reads them.
 func oneRecordARow(t *testing.T, dir string, db *sql.DB) {
 	t.Helper()
-	st, err := store.Open(filepath.Join(dir, relay.DBFile))
+	st, err := store.Open(filepath.Join(dir, server.DBFile))
 	if err != nil {
 		t.Fatal(err)
 	}

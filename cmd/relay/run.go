@@ -20,6 +20,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/server"
 	"github.com/parleychat/parley/relay/wire"
 )
 
@@ -207,7 +208,7 @@ func (c *cli) fail(err error) int {
 	switch {
 	case errors.Is(err, lockfile.ErrLocked):
 		return exitLocked
-	case errors.Is(err, relay.ErrNotInitialized), errors.Is(err, relay.ErrInitialized), errors.Is(err, relay.ErrConfig):
+	case errors.Is(err, server.ErrNotInitialized), errors.Is(err, server.ErrInitialized), errors.Is(err, server.ErrConfig):
 		return exitConfig
 	case errors.Is(err, identity.ErrKeyPermissions), errors.Is(err, identity.ErrPassphraseRequired),
 		errors.Is(err, identity.ErrMalformedKey), errors.Is(err, identity.ErrNotEd25519):
@@ -220,7 +221,7 @@ func (c *cli) dir() (string, error) {
 	if c.data != "" {
 		return c.data, nil
 	}
-	return relay.DefaultDataDir()
+	return server.DefaultDataDir()
 }
 
 func (c *cli) init(args []string) int {
@@ -241,18 +242,18 @@ func (c *cli) init(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	key, err := relay.Init(dir, relay.InitOptions{Policy: mode})
+	key, err := server.Init(dir, server.InitOptions{Policy: mode})
 	if err != nil {
 		return c.fail(err)
 	}
-	cfg, err := relay.LoadDirConfig(dir)
+	cfg, err := server.LoadDirConfig(dir)
 	if err != nil {
 		return c.fail(err)
 	}
-	addr, guessed := relay.ShareAddr(key, cfg)
-	fmt.Fprintf(c.stderr, "relay: created in %s (policy %s); edit %s/%s, then run: relay serve\n", dir, mode, dir, relay.ConfigFile)
+	addr, guessed := server.ShareAddr(key, cfg)
+	fmt.Fprintf(c.stderr, "relay: created in %s (policy %s); edit %s/%s, then run: relay serve\n", dir, mode, dir, server.ConfigFile)
 	if guessed {
-		fmt.Fprintf(c.stderr, "relay: the host name in the address is this machine's name; set advertise in %s if clients use another\n", relay.ConfigFile)
+		fmt.Fprintf(c.stderr, "relay: the host name in the address is this machine's name; set advertise in %s if clients use another\n", server.ConfigFile)
 	}
 	fmt.Fprintln(c.stdout, addr)
 	return exitOK
@@ -271,15 +272,15 @@ func (c *cli) addr(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	key, err := relay.LoadKey(dir)
+	key, err := server.LoadKey(dir)
 	if err != nil {
 		return c.fail(err)
 	}
-	cfg, err := relay.LoadDirConfig(dir)
+	cfg, err := server.LoadDirConfig(dir)
 	if err != nil {
 		return c.fail(err)
 	}
-	addr, _ := relay.ShareAddr(key.Public(), cfg)
+	addr, _ := server.ShareAddr(key.Public(), cfg)
 	fmt.Fprintln(c.stdout, addr)
 	return exitOK
 }
@@ -316,7 +317,7 @@ func (c *cli) serve(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	cfg, err := relay.LoadDirConfig(dir)
+	cfg, err := server.LoadDirConfig(dir)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -335,7 +336,7 @@ func (c *cli) serve(args []string) int {
 	if err := cfg.Validate(); err != nil {
 		return c.fail(err)
 	}
-	if _, err := relay.LoadKey(dir); err != nil {
+	if _, err := server.LoadKey(dir); err != nil {
 		return c.fail(err)
 	}
 	if check {
@@ -345,7 +346,7 @@ func (c *cli) serve(args []string) int {
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err = relay.Run(ctx, relay.RunOptions{Dir: dir, Config: cfg, Log: log, Ready: func(addr relay.Addr, mesh []string) {
+	err = server.Run(ctx, server.RunOptions{Dir: dir, Config: cfg, Log: log, Ready: func(addr relay.Addr, mesh []string) {
 		fmt.Fprintf(c.stdout, "serving %s\n", addr)
 		for _, m := range mesh {
 			fmt.Fprintf(c.stdout, "mesh %s\n", m)
@@ -359,7 +360,7 @@ func (c *cli) serve(args []string) int {
 
 func (c *cli) admin(cmd string, args []string) int {
 	fs := c.flags(cmd)
-	var req relay.AdminRequest
+	var req server.AdminRequest
 	req.Cmd = cmd
 	var asJSON bool
 	switch cmd {
@@ -392,7 +393,7 @@ func (c *cli) admin(cmd string, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	resp, err := relay.RunAdmin(context.Background(), dir, req)
+	resp, err := server.RunAdmin(context.Background(), dir, req)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -475,7 +476,7 @@ func (c *cli) audit(args []string) int {
 				return c.fail(err)
 			}
 			defer f.Close()
-			res, err = relay.VerifyExport(f, k)
+			res, err = server.VerifyExport(f, k)
 			if err != nil {
 				return c.auditFail(err)
 			}
@@ -484,7 +485,7 @@ func (c *cli) audit(args []string) int {
 			if err != nil {
 				return c.fail(err)
 			}
-			if res, err = relay.AuditVerify(ctx, dir); err != nil {
+			if res, err = server.AuditVerify(ctx, dir); err != nil {
 				return c.auditFail(err)
 			}
 		}
@@ -495,7 +496,7 @@ func (c *cli) audit(args []string) int {
 		if err != nil {
 			return c.fail(err)
 		}
-		f := relay.AuditFilter{Identity: who, Room: room, Limit: limit}
+		f := server.AuditFilter{Identity: who, Room: room, Limit: limit}
 		if since != "" {
 			if d, err := time.ParseDuration(since); err == nil {
 				f.Since = time.Now().Add(-d)
@@ -510,7 +511,7 @@ func (c *cli) audit(args []string) int {
 				return c.usageError(err)
 			}
 		}
-		views, err := relay.AuditShow(ctx, dir, f)
+		views, err := server.AuditShow(ctx, dir, f)
 		if err != nil {
 			return c.fail(err)
 		}
@@ -549,11 +550,11 @@ func (c *cli) audit(args []string) int {
 			defer f.Close()
 			w = f
 		}
-		n, err := relay.AuditExport(ctx, dir, w)
+		n, err := server.AuditExport(ctx, dir, w)
 		if err != nil {
 			return c.fail(err)
 		}
-		key, err := relay.LoadKey(dir)
+		key, err := server.LoadKey(dir)
 		if err != nil {
 			return c.fail(err)
 		}

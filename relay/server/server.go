@@ -1,4 +1,4 @@
-package relay
+package server
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -190,7 +191,7 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
 	}
-	tlsConf, err := serverTLS(s.key)
+	tlsConf, err := relay.ServerTLS(s.key)
 	if err != nil {
 		udp.Close()
 		return err
@@ -251,6 +252,14 @@ func transportKeys(key identity.PrivateKey) (*quic.StatelessResetKey, *quic.Toke
 
 // Addr returns the address the relay listens on, once Listen returned.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Key returns the relay's identity.
+func (s *Server) Key() identity.PrivateKey { return s.key }
+
+// Abort drops every connection at once, without a goodbye to the clients
+// (no CONNECTION_CLOSE), as a killed process would; Serve then returns.
+// For tests of what clients do when a relay dies.
+func (s *Server) Abort() { s.tr.Close() }
 
 // Serve serves clients until ctx ends, then shuts down gracefully: it
 // stops accepting connections and requests, commits and acknowledges
@@ -325,7 +334,7 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 		s.refuse(conn, log, wire.CodeNotAllowed, "no client certificate")
 		return
 	}
-	id, err := certIdentity(state.PeerCertificates[0])
+	id, err := relay.CertIdentity(state.PeerCertificates[0])
 	if err != nil { // the TLS config checked it already
 		s.refuse(conn, log, wire.CodeNotAllowed, err.Error())
 		return

@@ -1,4 +1,4 @@
-package relay
+package server
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/mesh"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,7 +32,7 @@ type RunOptions struct {
 	Log    *slog.Logger
 	// Ready, if not nil, is called once the relay listens, with the
 	// address clients can use (the listen address with its real port).
-	Ready func(addr Addr, meshAddrs []string)
+	Ready func(addr relay.Addr, meshAddrs []string)
 }
 
 // Run runs the relay in o.Dir until ctx ends, then shuts it down

@@ -1,10 +1,9 @@
-package relay
+package server
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +24,7 @@ import (
 // testRelay is a relay on loopback with its store in a temporary folder.
 type testRelay struct {
 	srv  *Server
-	addr Addr
+	addr relay.Addr
 	key  identity.PrivateKey
 	st   *store.Store
 	stop func()
@@ -62,7 +62,7 @@ func startRelayAt(t testing.TB, path string, key identity.PrivateKey, edit func(
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
-	tr := &testRelay{srv: srv, addr: AddrOf(key.Public(), srv.Addr().String()), key: key, st: st}
+	tr := &testRelay{srv: srv, addr: relay.AddrOf(key.Public(), srv.Addr().String()), key: key, st: st}
 	var once bool
 	tr.stop = func() {
 		if once {
@@ -81,11 +81,11 @@ func startRelayAt(t testing.TB, path string, key identity.PrivateKey, edit func(
 	return tr
 }
 
-func dial(t testing.TB, r *testRelay, key identity.PrivateKey) *Client {
+func dial(t testing.TB, r *testRelay, key identity.PrivateKey) *relay.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, r.addr, key, ClientOptions{})
+	c, err := relay.Dial(ctx, r.addr, key, relay.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,9 +114,9 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
-func receive(t testing.TB, sub *Subscription, n int) []Delivery {
+func receive(t testing.TB, sub *relay.Subscription, n int) []relay.Delivery {
 	t.Helper()
-	var out []Delivery
+	var out []relay.Delivery
 	timeout := time.After(30 * time.Second)
 	for len(out) < n {
 		select {
@@ -237,7 +237,7 @@ func TestAllowList(t *testing.T) {
 	r := startRelay(t, func(c *Config) { c.Policy.Mode = "allowlist" })
 	mallory := testkit.Key(t)
 	ctx := ctxT(t)
-	_, err := Dial(ctx, r.addr, mallory, ClientOptions{})
+	_, err := relay.Dial(ctx, r.addr, mallory, relay.ClientOptions{})
 	var re *wire.RelayError
 	if !errors.As(err, &re) || re.Code != wire.CodeNotAllowed {
 		t.Fatalf("dial of a stranger: %v, want not allowed", err)
@@ -256,8 +256,8 @@ func TestAllowList(t *testing.T) {
 
 func TestWrongRelayKey(t *testing.T) {
 	r := startRelay(t, nil)
-	other := AddrOf(testkit.Key(t).Public(), r.addr.HostPort)
-	_, err := Dial(ctxT(t), other, testkit.Key(t), ClientOptions{})
+	other := relay.AddrOf(testkit.Key(t).Public(), r.addr.HostPort)
+	_, err := relay.Dial(ctxT(t), other, testkit.Key(t), relay.ClientOptions{})
 	if err == nil {
 		t.Fatal("dialled a relay whose key is not the one in the address")
 	}
@@ -301,7 +301,7 @@ func TestPublishRefusals(t *testing.T) {
 	ctx := ctxT(t)
 	a := &testkit.Author{Key: alice, Room: "lobby"}
 
-	refused := func(what string, raw []byte, c *Client, code wire.ErrorCode) {
+	refused := func(what string, raw []byte, c *relay.Client, code wire.ErrorCode) {
 		t.Helper()
 		_, err := c.Publish(ctx, raw)
 		if !errors.Is(err, &wire.RelayError{Code: code}) {
@@ -599,7 +599,7 @@ func TestReceipts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := Dial(ctx, r.addr, alice, ClientOptions{Checkpoint: forked})
+	c2, err := relay.Dial(ctx, r.addr, alice, relay.ClientOptions{Checkpoint: forked})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,7 +607,7 @@ func TestReceipts(t *testing.T) {
 	// The check runs behind the publish; it finds the fork, and every
 	// publish after fails with it.
 	raw, _ = a.Next(t, "three")
-	if _, err := c2.Publish(ctx, raw); err != nil && !errors.Is(err, ErrAuditLog) {
+	if _, err := c2.Publish(ctx, raw); err != nil && !errors.Is(err, relay.ErrAuditLog) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); c2.AuditError() == nil; time.Sleep(10 * time.Millisecond) {
@@ -617,12 +617,12 @@ func TestReceipts(t *testing.T) {
 	}
 	t.Log(c2.AuditError())
 	raw, _ = a.Next(t, "four")
-	if _, err := c2.Publish(ctx, raw); !errors.Is(err, ErrAuditLog) {
+	if _, err := c2.Publish(ctx, raw); !errors.Is(err, relay.ErrAuditLog) {
 		t.Fatalf("publish after the fork was found: %v", err)
 	}
 	// A checkpoint not signed by the relay is refused at once.
 	other, _ := audit.Sign(audit.Checkpoint{Origin: kept.Origin, Size: 1}, testkit.Key(t))
-	if _, err := Dial(ctx, r.addr, alice, ClientOptions{Checkpoint: other}); !errors.Is(err, audit.ErrCheckpoint) {
+	if _, err := relay.Dial(ctx, r.addr, alice, relay.ClientOptions{Checkpoint: other}); !errors.Is(err, audit.ErrCheckpoint) {
 		t.Fatalf("a kept checkpoint of another key: %v", err)
 	}
 }
@@ -674,7 +674,7 @@ func TestPublishBatchWithForgeries(t *testing.T) {
 	r := startRelay(t, nil)
 	alice := testkit.Key(t)
 	ctx := ctxT(t)
-	conn, err := DialQUIC(ctx, r.addr, alice)
+	conn, err := relay.DialQUIC(ctx, r.addr, alice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -752,75 +752,9 @@ func TestPublishBatchWithForgeries(t *testing.T) {
 	t.Logf("%d of %d stored", stored, n)
 }
 
-// TestCheckLoopSeesEveryCheckpoint: more checkpoints wait than one
-// consistency request proves; a fork shown in any of them is reported,
-// the first of the second request's included.
-func TestCheckLoopSeesEveryCheckpoint(t *testing.T) {
-	r := startRelay(t, nil)
-	for _, forkAt := range []int{0, wire.MaxProofs - 2, wire.MaxProofs - 1, wire.MaxProofs, 2*wire.MaxProofs - 1} {
-		c := dial(t, r, testkit.Key(t))
-		kept := audit.Checkpoint{Origin: "x", Size: 10, Root: [32]byte{1}}
-		c.ckMu.Lock()
-		c.kept, c.keptNote = &kept, []byte("kept")
-		pending := make([]checkpointSeen, 0, 3*wire.MaxProofs)
-		for i := range 2*wire.MaxProofs + 5 {
-			cp := kept
-			if i == forkAt {
-				cp.Root = [32]byte{2} // the same size, another root: a fork
-			}
-			pending = append(pending, checkpointSeen{cp, []byte("note")})
-		}
-		c.ckPending = pending
-		c.ckMu.Unlock()
-		c.ckWake <- struct{}{}
-		deadline := time.Now().Add(10 * time.Second)
-		for c.AuditError() == nil && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if err := c.AuditError(); !errors.Is(err, ErrAuditLog) {
-			t.Fatalf("fork in pending checkpoint %d: AuditError = %v", forkAt, err)
-		}
-	}
-}
-
-// TestCloseEndsADial: Close does not wait for a dial in progress to a
-// relay that does not answer (which holds the client's lock until the
-// handshake times out); the dial ends with it.
-func TestCloseEndsADial(t *testing.T) {
-	quiet, err := net.ListenPacket("udp", "127.0.0.1:0") // reads nothing, answers nothing
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer quiet.Close()
-	key := testkit.Key(t)
-	addr := AddrOf(testkit.Key(t).Public(), quiet.LocalAddr().String())
-	conf, err := clientTLS(key, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newClient(addr, conf, ClientOptions{KeepAlive: time.Second})
-	dialed := make(chan error, 1)
-	go func() {
-		_, err := c.connect(context.Background())
-		dialed <- err
-	}()
-	// Wait until the dial holds the lock.
-	for i := 0; c.mu.TryLock(); i++ {
-		c.mu.Unlock()
-		if i == 5000 {
-			t.Fatal("the dial did not start")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	c.Close()
-	if err := <-dialed; !errors.Is(err, context.Canceled) {
-		t.Fatalf("the dial ended with %v, want it cancelled by Close", err)
-	}
-}
-
 // nextEnvelope returns the next envelope (not a Committed mark) that sub
 // delivers within wait, if one comes.
-func nextEnvelope(sub *Subscription, wait time.Duration) (Delivery, bool) {
+func nextEnvelope(sub *relay.Subscription, wait time.Duration) (relay.Delivery, bool) {
 	deadline := time.After(wait)
 	for {
 		select {
@@ -832,7 +766,7 @@ func nextEnvelope(sub *Subscription, wait time.Duration) (Delivery, bool) {
 				return d, true
 			}
 		case <-deadline:
-			return Delivery{}, false
+			return relay.Delivery{}, false
 		}
 	}
 }

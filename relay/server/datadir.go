@@ -1,4 +1,4 @@
-package relay
+package server
 
 import (
 	"crypto/rand"
@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 )
@@ -103,9 +104,9 @@ func LoadDirConfig(dir string) (Config, error) {
 // ShareAddr is the address to give clients: Advertise, else Listen with
 // an unspecified host replaced by this machine's name. The second result
 // says whether that replacement was a guess.
-func ShareAddr(key identity.PublicKey, cfg Config) (Addr, bool) {
+func ShareAddr(key identity.PublicKey, cfg Config) (relay.Addr, bool) {
 	if cfg.Advertise != "" {
-		return AddrOf(key, cfg.Advertise), false
+		return relay.AddrOf(key, cfg.Advertise), false
 	}
 	host, port, _ := net.SplitHostPort(cfg.Listen)
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
@@ -113,9 +114,9 @@ func ShareAddr(key identity.PublicKey, cfg Config) (Addr, bool) {
 		if err != nil || name == "" {
 			name = "localhost"
 		}
-		return AddrOf(key, net.JoinHostPort(name, port)), true
+		return relay.AddrOf(key, net.JoinHostPort(name, port)), true
 	}
-	return AddrOf(key, cfg.Listen), false
+	return relay.AddrOf(key, cfg.Listen), false
 }
 
 // openStore opens a database of the data folder, creating it first with

@@ -1,4 +1,4 @@
-package relay
+package server
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -182,7 +183,7 @@ func TestLiveExactlyOnce(t *testing.T) {
 		want []protocol.ID
 		pos  []uint64
 	)
-	publish := func(c *Client, raw []byte, status wire.AckStatus) *wire.Ack {
+	publish := func(c *relay.Client, raw []byte, status wire.AckStatus) *wire.Ack {
 		t.Helper()
 		ack, err := c.Publish(ctx, raw)
 		if err != nil {
@@ -313,7 +314,7 @@ func TestEarlyThenNotStored(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	conn, err := DialQUIC(ctx, r.addr, testkit.Key(t))
+	conn, err := relay.DialQUIC(ctx, r.addr, testkit.Key(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +402,7 @@ func TestLiveUnderStress(t *testing.T) {
 		subs   []*subscriber
 	)
 	subscribe := func() {
-		conn, err := DialQUIC(ctx, r.addr, testkit.Key(t))
+		conn, err := relay.DialQUIC(ctx, r.addr, testkit.Key(t))
 		if err != nil {
 			t.Error(err)
 			return

@@ -1,4 +1,4 @@
-package relay
+package server
 
 import (
 	"crypto/sha256"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleychat/parley/internal/strictoml"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
 )
 
@@ -170,7 +171,7 @@ func (c *Config) Validate() error {
 		bad("policy.mode: %v", err)
 	}
 	checkFP := func(where, fp string) {
-		if _, err := ParseAddr(fp + "@h:1"); err != nil {
+		if _, err := relay.ParseAddr(fp + "@h:1"); err != nil {
 			bad("%s: %q is not a key fingerprint (SHA256:...)", where, fp)
 		}
 	}

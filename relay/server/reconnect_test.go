@@ -1,18 +1,17 @@
-package relay
+package server
 
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -40,7 +39,7 @@ func startRestartable(t testing.TB, edit func(*Config)) *restartable {
 // and the relay stops.
 func (r *restartable) kill() {
 	r.t.Helper()
-	r.srv.tr.Close()
+	r.srv.Abort()
 	r.stop()
 }
 
@@ -71,7 +70,7 @@ func TestSubscriptionAfterRelayKill(t *testing.T) {
 	// A keep-alive of 1 s rather than the default 15 s keeps the test
 	// short; without the client's check for silence it makes no
 	// difference: the client waits for the 60 s idle timeout either way.
-	sub, err := dialWith(t, r.testRelay, bob, ClientOptions{KeepAlive: time.Second}).Subscribe(ctx, "lobby", protocol.ID{})
+	sub, err := dialWith(t, r.testRelay, bob, relay.ClientOptions{KeepAlive: time.Second}).Subscribe(ctx, "lobby", protocol.ID{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,10 +91,12 @@ func TestSubscriptionAfterRelayKill(t *testing.T) {
 	if _, err := dial(t, r.testRelay, alice).Publish(ctx, raw); err != nil {
 		t.Fatal(err)
 	}
-	// The keep-alive finds the relay silent, and a few seconds more
-	// (silenceGrace) decide it is gone: well under the 60 s idle timeout,
-	// which is what a client without the check waits for.
-	const bound = time.Second + silenceGrace + 10*time.Second
+	// The keep-alive finds the relay silent, and a few seconds more (the
+	// client's silence grace, 5 s) decide it is gone: well under the 60 s
+	// idle timeout, which is what a client without the check waits for.
+	// The bound is generous for a loaded machine, and still tells them
+	// apart.
+	const bound = 40 * time.Second
 	d, ok := nextEnvelope(sub, bound)
 	if !ok {
 		t.Fatalf("nothing delivered within %s of the restart (subscription error: %v)", bound, sub.Err())
@@ -106,11 +107,11 @@ func TestSubscriptionAfterRelayKill(t *testing.T) {
 	t.Logf("delivered %s after the restart", time.Since(killed).Round(time.Millisecond))
 }
 
-func dialWith(t testing.TB, r *testRelay, key identity.PrivateKey, opts ClientOptions) *Client {
+func dialWith(t testing.TB, r *testRelay, key identity.PrivateKey, opts relay.ClientOptions) *relay.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, r.addr, key, opts)
+	c, err := relay.Dial(ctx, r.addr, key, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,15 +121,15 @@ func dialWith(t testing.TB, r *testRelay, key identity.PrivateKey, opts ClientOp
 
 // states collects what OnState tells, for a test to wait on.
 type states struct {
-	ch chan State
+	ch chan relay.State
 }
 
-func newStates() *states { return &states{ch: make(chan State, 1000)} }
+func newStates() *states { return &states{ch: make(chan relay.State, 1000)} }
 
-func (s *states) on(st State) { s.ch <- st }
+func (s *states) on(st relay.State) { s.ch <- st }
 
 // await waits for a state with status, failing after 30 s; it returns it.
-func (s *states) await(t testing.TB, status Status) State {
+func (s *states) await(t testing.TB, status relay.Status) relay.State {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
@@ -166,16 +167,16 @@ func TestStartWhileRelayDown(t *testing.T) {
 	hostPort := freeUDP(t)
 	st := newStates()
 	bob := testkit.Key(t)
-	c, err := Start(AddrOf(key.Public(), hostPort), bob, ClientOptions{KeepAlive: time.Second, OnState: st.on})
+	c, err := relay.Start(relay.AddrOf(key.Public(), hostPort), bob, relay.ClientOptions{KeepAlive: time.Second, OnState: st.on})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	ctx := ctxT(t)
-	if err := c.Ready(ctx); !errors.Is(err, ErrNotConnected) {
-		t.Fatalf("Ready with the relay down: %v, want ErrNotConnected", err)
+	if err := c.Ready(ctx); !errors.Is(err, relay.ErrNotConnected) {
+		t.Fatalf("Ready with the relay down: %v, want relay.ErrNotConnected", err)
 	}
-	if s := c.State(); s.Status != StatusDown || s.Err == nil {
+	if s := c.State(); s.Status != relay.StatusDown || s.Err == nil {
 		t.Fatalf("state %+v, want down with its error", s)
 	}
 	sub, err := c.Subscribe(ctx, "lobby", protocol.ID{})
@@ -188,8 +189,8 @@ func TestStartWhileRelayDown(t *testing.T) {
 	a := &testkit.Author{Key: alice, Room: "lobby"}
 	raw, _ := a.Next(t, "while down")
 	started := time.Now()
-	if _, err := c.Publish(ctx, raw); !errors.Is(err, ErrNotConnected) {
-		t.Fatalf("publish while down: %v, want ErrNotConnected", err)
+	if _, err := c.Publish(ctx, raw); !errors.Is(err, relay.ErrNotConnected) {
+		t.Fatalf("publish while down: %v, want relay.ErrNotConnected", err)
 	}
 	if d := time.Since(started); d > 5*time.Second {
 		t.Fatalf("publish while down took %s", d)
@@ -197,7 +198,7 @@ func TestStartWhileRelayDown(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "relay.db")
 	r := &restartable{t: t, path: path, key: key, testRelay: startRelayAt(t, path, key, func(c *Config) { c.Listen = hostPort })}
-	if s := st.await(t, StatusConnected); s.RTT <= 0 {
+	if s := st.await(t, relay.StatusConnected); s.RTT <= 0 {
 		t.Fatalf("connected with RTT %s", s.RTT)
 	}
 	select {
@@ -217,11 +218,11 @@ func TestStartWhileRelayDown(t *testing.T) {
 	}
 
 	r.kill()
-	if s := st.await(t, StatusDown); s.Err == nil {
+	if s := st.await(t, relay.StatusDown); s.Err == nil {
 		t.Fatal("down without a reason")
 	}
 	r.restart()
-	st.await(t, StatusConnected)
+	st.await(t, relay.StatusConnected)
 	raw, id = a.Next(t, "after the restart")
 	if _, err := dial(t, r.testRelay, alice).Publish(ctx, raw); err != nil {
 		t.Fatal(err)
@@ -230,7 +231,7 @@ func TestStartWhileRelayDown(t *testing.T) {
 		t.Fatalf("got %s, want %s", d[0].ID, id)
 	}
 	c.Close()
-	st.await(t, StatusClosed)
+	st.await(t, relay.StatusClosed)
 }
 
 // TestStartRefused: a client made by Start that the relay refuses for
@@ -239,7 +240,7 @@ func TestStartWhileRelayDown(t *testing.T) {
 func TestStartRefused(t *testing.T) {
 	r := startRelay(t, func(c *Config) { c.Policy.Mode = "allowlist" })
 	ctx := ctxT(t)
-	c, err := Start(r.addr, testkit.Key(t), ClientOptions{})
+	c, err := relay.Start(r.addr, testkit.Key(t), relay.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +249,7 @@ func TestStartRefused(t *testing.T) {
 	if err := c.Ready(ctx); !errors.As(err, &re) || re.Code != wire.CodeNotAllowed {
 		t.Fatalf("Ready: %v, want not allowed", err)
 	}
-	if s := c.State(); s.Status != StatusRefused || !errors.As(s.Err, &re) {
+	if s := c.State(); s.Status != relay.StatusRefused || !errors.As(s.Err, &re) {
 		t.Fatalf("state %+v, want refused", s)
 	}
 	if _, err := c.Publish(ctx, []byte("x")); !errors.As(err, &re) {
@@ -269,80 +270,15 @@ func TestStartRefused(t *testing.T) {
 		t.Fatalf("the relay refused %v connections, want 1: the client dialled again", n)
 	}
 
-	w, err := Start(AddrOf(testkit.Key(t).Public(), r.addr.HostPort), testkit.Key(t), ClientOptions{})
+	w, err := relay.Start(relay.AddrOf(testkit.Key(t).Public(), r.addr.HostPort), testkit.Key(t), relay.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	if err := w.Ready(ctx); !errors.Is(err, ErrWrongRelay) {
-		t.Fatalf("Ready: %v, want ErrWrongRelay", err)
+	if err := w.Ready(ctx); !errors.Is(err, relay.ErrWrongRelay) {
+		t.Fatalf("Ready: %v, want relay.ErrWrongRelay", err)
 	}
-	if s := w.State(); s.Status != StatusRefused {
+	if s := w.State(); s.Status != relay.StatusRefused {
 		t.Fatalf("state %+v, want refused", s)
-	}
-}
-
-// TestNoWarningWhenClosedDuringCheck: a client closed while a
-// consistency check of the relay's audit log waits for its answer says
-// nothing about it: nothing failed, and the next session proves the log
-// from the checkpoint kept. (Every short-lived sender used to log
-// "consistency check not done".)
-func TestNoWarningWhenClosedDuringCheck(t *testing.T) {
-	r := startRestartable(t, nil)
-	var logs testkit.LogBuffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	alice := testkit.Key(t)
-	c := dialWith(t, r.testRelay, alice, ClientOptions{Log: log})
-	ctx := ctxT(t)
-	a := &testkit.Author{Key: alice, Room: "lobby"}
-	raw, _ := a.Next(t, "one")
-	if _, err := c.Publish(ctx, raw); err != nil {
-		t.Fatal(err)
-	}
-	// The checkpoint of that publish, for the check to prove against a
-	// newer one.
-	var first checkpointSeen
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		c.ckMu.Lock()
-		if c.kept != nil {
-			first = checkpointSeen{*c.kept, c.keptNote}
-		}
-		c.ckMu.Unlock()
-		if first.note != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no checkpoint kept in 30 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	raw, _ = a.Next(t, "two")
-	if _, err := c.Publish(ctx, raw); err != nil {
-		t.Fatal(err)
-	}
-	// The relay goes silent; a check of the first checkpoint against
-	// the newest waits for an answer that does not come.
-	r.kill()
-	select {
-	case <-c.ckTaken: // drain: the loop signals when it takes the list
-	default:
-	}
-	c.ckMu.Lock()
-	c.ckPending = append(c.ckPending, first)
-	c.ckMu.Unlock()
-	c.ckWake <- struct{}{}
-	select {
-	case <-c.ckTaken:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the check did not start")
-	}
-	c.Close()
-	select {
-	case <-c.ckStopped:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the check loop did not end with Close")
-	}
-	if strings.Contains(logs.String(), "consistency") {
-		t.Fatalf("logged:\n%s", logs.String())
 	}
 }
