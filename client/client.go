@@ -537,16 +537,20 @@ func (c *Client) shutdown() error {
 	if c.merge != nil && c.ctx != nil {
 		close(c.in)
 		c.mergeW.Wait()
-		c.flushShown()
 	}
 	if c.evStop != nil {
 		c.evStop()
 		c.evDoneW.Wait()
 	}
+	// Leaving commits what the mesh node still holds, which the store
+	// notes unshown: the last shown notes are written after it.
 	for _, r := range c.rooms {
 		if r.mesh != nil {
 			r.mesh.Leave()
 		}
+	}
+	if c.merge != nil && c.ctx != nil {
+		c.flushShown()
 	}
 	if c.relay != nil {
 		errs = append(errs, c.relay.close(context.Background()))
