@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -67,28 +66,12 @@ type Client struct {
 	changed     chan struct{}
 	reportedRTT time.Duration // the RTT OnState was last told
 
-	// The newest audit checkpoint seen, against which every other one is
-	// checked for consistency.
-	ckMu     sync.Mutex
-	kept     *audit.Checkpoint  // checked consistent with every one before
-	proofs   audit.ProofChecker // the receipts' inclusion proofs
-	keptNote []byte
-	keptRaw  []byte            // ClientOptions.Checkpoint, opened once the relay's key is known
-	lastSeen *audit.Checkpoint // the last one queued for checking
-	auditErr error             // the security error found, sticky
-	// The checkpoints seen and not yet proved consistent, under ckMu;
-	// ckWake tells checkLoop there are some.
-	ckPending []checkpointSeen
-	ckWake    chan struct{}
-	ckTaken   chan struct{} // checkLoop took the pending list
+	// The witness holds the relay to its audit log; checkLoop asks the
+	// relay for the consistency proofs it needs.
+	witness   *audit.Witness
+	ckWake    chan struct{} // tells checkLoop that checkpoints wait
+	ckTaken   chan struct{} // checkLoop took the waiting ones
 	ckStopped chan struct{} // checkLoop ended
-	// The last checkpoint opened, and its note: receipts of one commit
-	// share it.
-	openMu     sync.Mutex
-	lastNote   []byte
-	lastOpened audit.Checkpoint
-	opener     *audit.Opener // under openMu, for openerKey
-	openerKey  identity.PublicKey
 }
 
 // ClientOptions configure Dial and Start.
@@ -164,7 +147,7 @@ func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
 	life, end := context.WithCancel(context.Background())
 	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, life: life, end: end,
 		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1), ckStopped: make(chan struct{}),
-		keptRaw: opts.Checkpoint, onState: opts.OnState, ready: make(chan struct{}), changed: make(chan struct{}),
+		witness: audit.NewWitness(opts.Checkpoint), onState: opts.OnState, ready: make(chan struct{}), changed: make(chan struct{}),
 		state: State{Status: StatusConnecting, Since: time.Now()}}
 	if c.onState != nil {
 		c.notify = make(chan struct{}, 1)
@@ -308,7 +291,7 @@ func retryable(err error) bool {
 	switch {
 	case errors.As(err, &re):
 		return re.Code == wire.CodeShuttingDown || re.Code == wire.CodeIdle || re.Code == wire.CodeOK
-	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrBadCertificate), errors.Is(err, ErrNotConnected),
+	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrBadCertificate), errors.Is(err, ErrAuditLog), errors.Is(err, ErrNotConnected),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	}
@@ -600,6 +583,9 @@ func (c *Client) Publish(ctx context.Context, raw []byte) (*wire.Ack, error) {
 	id := protocol.IDOf(raw)
 	var res pubResult
 	err := c.retry(ctx, "publish", func() error {
+		if err := c.witness.Err(); err != nil {
+			return err // final: the relay's log does not check out
+		}
 		res = c.publishOnce(ctx, id, raw)
 		return res.err
 	})
@@ -613,54 +599,35 @@ func (c *Client) Publish(ctx context.Context, raw []byte) (*wire.Ack, error) {
 	return ack, nil
 }
 
-// checkAck checks an acknowledgement's receipt; a security error found is
-// kept (AuditError), whether or not the publish still waits for it.
+// checkAck checks an acknowledgement's receipt with the witness, which
+// keeps a security error found, whether or not the publish still waits
+// for it. A publish does not wait for the consistency check of the
+// checkpoint: a round trip per checkpoint would stall pipelined
+// publishing; but when the checks lag too far behind, it waits for them.
 func (c *Client) checkAck(ack *wire.Ack, raw []byte) error {
-	err := c.checkReceipt(ack, raw)
-	if errors.Is(err, ErrAuditLog) {
-		c.ckMu.Lock()
-		if c.auditErr == nil {
-			c.auditErr = err
+	var r *audit.Receipt
+	if ar := ack.Receipt; ar != nil {
+		r = &audit.Receipt{Index: ar.Index, Time: ar.Time, PolicyVersion: ar.PolicyVersion, Checkpoint: ar.Checkpoint, Proof: ar.Proof}
+	}
+	if err := c.witness.CheckReceipt(ack.ID, ack.Status == wire.AckStored, r, raw); err != nil {
+		return err
+	}
+	for c.witness.Pending() >= audit.MaxPending {
+		select {
+		case c.ckWake <- struct{}{}:
+		default:
 		}
-		c.ckMu.Unlock()
-	}
-	return err
-}
-
-// openCheckpoint opens a signed checkpoint, remembering the last one: the
-// acknowledgements of one commit share it, and its signature is checked
-// once.
-func (c *Client) openCheckpoint(note []byte) (audit.Checkpoint, error) {
-	last := func() (audit.Checkpoint, bool) {
-		c.ckMu.Lock()
-		defer c.ckMu.Unlock()
-		return c.lastOpened, c.lastNote != nil && bytes.Equal(c.lastNote, note)
-	}
-	if cp, ok := last(); ok {
-		return cp, nil
-	}
-	// The acknowledgements of one commit arrive together: one of them
-	// checks the signature, the others wait for it.
-	c.openMu.Lock()
-	defer c.openMu.Unlock()
-	if cp, ok := last(); ok {
-		return cp, nil
-	}
-	if key := c.relayKey(); c.opener == nil || !c.openerKey.Equal(key) {
-		o, err := audit.NewOpener(key)
-		if err != nil {
-			return audit.Checkpoint{}, err
+		select {
+		case <-c.ckTaken:
+		case <-c.done:
+			return errClientClosed
 		}
-		c.opener, c.openerKey = o, key
 	}
-	cp, err := c.opener.Open(note)
-	if err != nil {
-		return cp, err
+	select {
+	case c.ckWake <- struct{}{}:
+	default: // already woken
 	}
-	c.ckMu.Lock()
-	c.lastNote, c.lastOpened = note, cp
-	c.ckMu.Unlock()
-	return cp, nil
+	return nil
 }
 
 // relayKey is the key the relay proved.
@@ -672,101 +639,15 @@ func (c *Client) relayKey() identity.PublicKey {
 
 // ErrAuditLog: the relay showed an audit receipt or checkpoint that does
 // not check out, or a log inconsistent with one it showed before: it
-// forked or rewrote its log. This is a security error, for the user to
-// see, not a failure to retry.
-var ErrAuditLog = errors.New("relay: SECURITY: the relay's audit log does not check out")
+// forked or rewrote its log (audit.ErrSecurity). This is a security
+// error, for the user to see, not a failure to retry; once found, every
+// publish fails with it.
+var ErrAuditLog = audit.ErrSecurity
 
-// Checkpoint returns the newest signed audit checkpoint seen, for the
-// application to keep (ClientOptions.Checkpoint) so that the next session
-// holds the relay to it too. Nil before the first receipt.
-func (c *Client) Checkpoint() []byte {
-	c.ckMu.Lock()
-	defer c.ckMu.Unlock()
-	return c.keptNote
-}
-
-// checkReceipt checks a publish's audit receipt: a checkpoint signed by the
-// relay, a record of exactly this publish, and the proof that the record
-// is in the checkpoint's tree; then that the checkpoint is consistent
-// with the newest one seen.
-func (c *Client) checkReceipt(ack *wire.Ack, raw []byte) error {
-	r := ack.Receipt
-	if r == nil {
-		c.ckMu.Lock()
-		kept := c.kept
-		c.ckMu.Unlock()
-		if kept != nil && ack.Status == wire.AckStored {
-			return fmt.Errorf("%w: an acknowledgement without its audit receipt from a relay that gave them before", ErrAuditLog)
-		}
-		return nil
-	}
-	cp, err := c.openCheckpoint(r.Checkpoint)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrAuditLog, err)
-	}
-	// The record of this publish, as the relay must have written it:
-	// only its time and policy version come from the relay.
-	room, sender, err := protocol.Addressing(raw)
-	if err != nil {
-		return err
-	}
-	var buf [256]byte // a publish record is at most 157 bytes
-	record, err := (&audit.Record{Kind: audit.KindPublish, Time: r.Time, PolicyVersion: r.PolicyVersion, Identity: sender,
-		Message: ack.ID, Size: uint32(len(raw)), Path: audit.PathRelay, Room: room}).AppendBinary(buf[:0])
-	if err != nil {
-		return fmt.Errorf("%w: receipt: %v", ErrAuditLog, err)
-	}
-	if int64(r.Index) >= cp.Size {
-		return fmt.Errorf("%w: record %d is outside the checkpoint's %d records", ErrAuditLog, r.Index, cp.Size)
-	}
-	if err := c.proofs.CheckHashes(r.Proof, cp.Size, cp.Root, int64(r.Index), tlog.RecordHash(record)); err != nil {
-		return fmt.Errorf("%w: record %d is not in the signed tree: %v", ErrAuditLog, r.Index, err)
-	}
-	return c.observe(cp, r.Checkpoint)
-}
-
-// observe queues a signed checkpoint whose signature and receipt checked
-// out, for the consistency check. A publish does not wait for it: a round
-// trip per checkpoint would stall pipelined publishing. A failed check is
-// sticky: AuditError reports it and every later Publish fails with it.
-func (c *Client) observe(cp audit.Checkpoint, note []byte) error {
-	if err := c.AuditError(); err != nil {
-		return err
-	}
-	c.ckMu.Lock()
-	if c.lastSeen != nil && c.lastSeen.Size == cp.Size && c.lastSeen.Root == cp.Root {
-		c.ckMu.Unlock()
-		return nil // the same checkpoint as the last: checked or queued
-	}
-	c.lastSeen = &cp
-	for len(c.ckPending) >= maxPendingCheckpoints {
-		// The checks lag (a relay slow to prove its log): wait for
-		// them rather than let the list grow.
-		c.ckMu.Unlock()
-		select {
-		case <-c.ckTaken:
-		case <-c.done:
-			return errClientClosed
-		}
-		c.ckMu.Lock()
-	}
-	c.ckPending = append(c.ckPending, checkpointSeen{cp, note})
-	c.ckMu.Unlock()
-	select {
-	case c.ckWake <- struct{}{}:
-	default: // already woken
-	}
-	return nil
-}
-
-// maxPendingCheckpoints bounds the checkpoints waiting for their
-// consistency check.
-const maxPendingCheckpoints = 4 * wire.MaxProofs
-
-type checkpointSeen struct {
-	cp   audit.Checkpoint
-	note []byte
-}
+// Checkpoint returns the newest signed audit checkpoint proved
+// consistent, for the application to keep (ClientOptions.Checkpoint) so
+// that the next session holds the relay to it too. Nil before the first.
+func (c *Client) Checkpoint() []byte { return c.witness.Checkpoint() }
 
 // checkInterval is the least time between two consistency requests. The
 // checkpoints seen meanwhile are proved in one request: at a few hundred
@@ -800,10 +681,7 @@ func (c *Client) checkLoop() {
 				return
 			}
 		}
-		c.ckMu.Lock()
-		seen := c.ckPending
-		c.ckPending = nil
-		c.ckMu.Unlock()
+		seen := c.witness.Take()
 		select {
 		case c.ckTaken <- struct{}{}:
 		default:
@@ -811,17 +689,17 @@ func (c *Client) checkLoop() {
 		for len(seen) > 0 {
 			n := min(len(seen), wire.MaxProofs-1) // and the one kept
 			ctx, cancel := context.WithTimeout(c.life, 30*time.Second)
-			err := c.check(ctx, seen[:n:n])
+			err := c.witness.Check(seen[:n:n], func(newSize int64, olds []int64) ([]tlog.TreeProof, error) {
+				return c.proveTree(ctx, newSize, olds)
+			})
 			cancel()
 			if err == nil || errors.Is(err, ErrAuditLog) {
 				seen = seen[n:]
 				b.reset()
 				warned = ""
 				if err != nil {
-					c.ckMu.Lock()
-					c.auditErr = err
-					c.ckMu.Unlock()
 					c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
+					return // final: nothing more to check
 				}
 				continue
 			}
@@ -836,9 +714,7 @@ func (c *Client) checkLoop() {
 			// A lost connection is told once, as a state change; a
 			// relay that answers but does not prove is told here,
 			// once until a check succeeds.
-			c.ckMu.Lock()
-			c.ckPending = slices.Concat(seen, c.ckPending)
-			c.ckMu.Unlock()
+			c.witness.PutBack(seen)
 			if c.State().Status == StatusConnected && errText(err) != warned {
 				warned = errText(err)
 				c.log.Warn("relay audit: consistency check failed; will try again", "relay", c.addr.String(), "err", err)
@@ -890,67 +766,12 @@ func (c *Client) awaitRetry(b *backoff) bool {
 
 // AuditError returns the security error found in the relay's audit log, if
 // any: a fork or a rewrite, which the application must show to its user.
-func (c *Client) AuditError() error {
-	c.ckMu.Lock()
-	defer c.ckMu.Unlock()
-	return c.auditErr
-}
+func (c *Client) AuditError() error { return c.witness.Err() }
 
-// check proves every checkpoint in seen, and the one kept, consistent
-// with the newest of them, and keeps that one.
-func (c *Client) check(ctx context.Context, seen []checkpointSeen) error {
-	c.ckMu.Lock()
-	if c.kept != nil {
-		// Clip: seen may be a part of a longer list, whose next
-		// element append would overwrite.
-		seen = append(slices.Clip(seen), checkpointSeen{*c.kept, c.keptNote})
-	}
-	c.ckMu.Unlock()
-	newest := seen[0]
-	for _, s := range seen[1:] {
-		if s.cp.Size > newest.cp.Size {
-			newest = s
-		}
-	}
-	var olds []checkpointSeen
-	for _, s := range seen {
-		switch {
-		case s.cp.Size == newest.cp.Size && s.cp.Root != newest.cp.Root:
-			return fmt.Errorf("%w: two different logs of %d records (a fork)", ErrAuditLog, s.cp.Size)
-		case s.cp.Size < newest.cp.Size:
-			olds = append(olds, s)
-		}
-	}
-	if len(olds) > 0 {
-		sizes := make([]int64, len(olds))
-		for i, o := range olds {
-			sizes[i] = o.cp.Size
-		}
-		proofs, err := c.proveTree(ctx, newest.cp.Size, sizes)
-		var re *wire.RelayError
-		if errors.As(err, &re) && re.Code != wire.CodeShuttingDown && re.Code != wire.CodeIdle {
-			// It signed these sizes, and will not prove them: a log
-			// rolled back or restored from a backup looks like this.
-			return fmt.Errorf("%w: the relay will not prove its log of %d records: %v", ErrAuditLog, newest.cp.Size, err)
-		}
-		if err != nil {
-			return err
-		}
-		for i, o := range olds {
-			if err := tlog.CheckTree(proofs[i], newest.cp.Size, newest.cp.Root, o.cp.Size, o.cp.Root); err != nil {
-				return fmt.Errorf("%w: the log of %d records does not extend the log of %d records it showed: %v", ErrAuditLog, newest.cp.Size, o.cp.Size, err)
-			}
-		}
-	}
-	c.ckMu.Lock()
-	if c.kept == nil || newest.cp.Size > c.kept.Size {
-		cp := newest.cp
-		c.kept, c.keptNote = &cp, newest.note
-	}
-	c.ckMu.Unlock()
-	return nil
-}
-
+// proveTree asks the relay for proofs that its log of newSize records
+// extends its logs of the sizes in olds. A relay that will not prove
+// sizes it signed is a security error (a log rolled back or restored from
+// a backup looks like this); a lost connection is not.
 func (c *Client) proveTree(ctx context.Context, newSize int64, olds []int64) ([]tlog.TreeProof, error) {
 	req := &wire.ProveTree{New: uint64(newSize), Old: make([]uint64, len(olds))}
 	for i, o := range olds {
@@ -968,6 +789,10 @@ func (c *Client) proveTree(ctx context.Context, newSize int64, olds []int64) ([]
 		}
 		defer done()
 		t, b, err := readFrame(fr)
+		var re *wire.RelayError
+		if errors.As(err, &re) && re.Code != wire.CodeShuttingDown && re.Code != wire.CodeIdle {
+			return fmt.Errorf("%w: the relay will not prove its log of %d records: %w", ErrAuditLog, newSize, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -1026,7 +851,8 @@ func (c *Client) publisher(ctx context.Context) (*pubStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: open stream: %w", wireError(err))
 	}
-	ps := &pubStream{str: str, fw: wire.NewWriter(str), waiters: map[protocol.ID][]waiter{}, gone: make(chan struct{}), check: c.checkAck}
+	ps := &pubStream{str: str, fw: wire.NewWriter(str), waiters: map[protocol.ID][]waiter{}, gone: make(chan struct{}),
+		check: c.checkAck, witness: c.witness}
 	go ps.read()
 	c.pub = ps
 	return ps, nil
@@ -1059,7 +885,8 @@ type pubStream struct {
 	// check checks an acknowledgement's receipt against the publish. The
 	// reader calls it, in the order the answers come: no lock is
 	// contended by hundreds of pipelined publishes.
-	check func(ack *wire.Ack, raw []byte) error
+	check   func(ack *wire.Ack, raw []byte) error
+	witness *audit.Witness // the one funnel of what read finds wrong in receipts
 }
 
 func (ps *pubStream) dead() bool {
@@ -1182,14 +1009,14 @@ func (ps *pubStream) read() {
 			if r := a.Receipt; r != nil {
 				if r.Checkpoint == nil {
 					if lastCheckpoint == nil {
-						ps.fail(fmt.Errorf("%w: a receipt that names no checkpoint", ErrAuditLog))
+						ps.fail(ps.witness.Fail(errors.New("a receipt that names no checkpoint")))
 						return
 					}
 					r.Checkpoint = lastCheckpoint
 				}
 				lastCheckpoint = r.Checkpoint
 				if int(r.Shared) > len(lastProof) {
-					ps.fail(fmt.Errorf("%w: a receipt that shares %d hashes with a proof of %d", ErrAuditLog, r.Shared, len(lastProof)))
+					ps.fail(ps.witness.Fail(fmt.Errorf("a receipt that shares %d hashes with a proof of %d", r.Shared, len(lastProof))))
 					return
 				}
 				if r.Shared > 0 {

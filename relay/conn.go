@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
@@ -354,19 +353,13 @@ func connIdentity(conn *quic.Conn) (identity.PublicKey, error) {
 	return CertIdentity(certs[0])
 }
 
-// openKept opens the checkpoint the application kept from an earlier
-// session (ClientOptions.Checkpoint) with the relay's key, once.
+// openKept gives the witness the key the relay proved, with which it
+// opens the checkpoint the application kept from an earlier session
+// (ClientOptions.Checkpoint).
 func (c *Client) openKept(key identity.PublicKey) error {
-	c.ckMu.Lock()
-	defer c.ckMu.Unlock()
-	if c.keptRaw == nil || c.kept != nil {
-		return nil
-	}
-	cp, err := audit.Open(c.keptRaw, key)
-	if err != nil {
+	if err := c.witness.SetRelay(key); err != nil {
 		return fmt.Errorf("%w: %w", errKeptCheckpoint, err)
 	}
-	c.kept, c.keptNote = &cp, c.keptRaw
 	return nil
 }
 
