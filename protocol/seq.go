@@ -34,32 +34,41 @@ type SeqAllocator struct {
 	// DefaultSeqBlock.
 	Block uint64
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards rooms only
 	rooms map[string]*seqRoom
 }
 
 type seqRoom struct {
+	mu       sync.Mutex // held across a reservation: the room's next numbers wait for it
+	loaded   bool
 	next     uint64 // the next number to hand out
 	reserved uint64 // numbers up to this are durably reserved
 }
 
-// Next returns the next sequence number for room.
+// Next returns the next sequence number for room. A reservation's disk
+// write holds up that room's numbers only, never another room's.
 func (a *SeqAllocator) Next(room string) (uint64, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	r, ok := a.rooms[room]
 	if !ok {
+		r = &seqRoom{}
+		if a.rooms == nil {
+			a.rooms = make(map[string]*seqRoom)
+		}
+		a.rooms[room] = r
+	}
+	a.mu.Unlock()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.loaded {
 		reserved, err := a.Store.Reserved(room)
 		if err != nil {
 			return 0, fmt.Errorf("sequence numbers of %s: %w", room, err)
 		}
 		// Whatever of the last block was handed out before a restart is
 		// unknown, so none of it is used again.
-		r = &seqRoom{next: min(reserved, MaxCounter) + 1, reserved: reserved}
-		if a.rooms == nil {
-			a.rooms = make(map[string]*seqRoom)
-		}
-		a.rooms[room] = r
+		r.next, r.reserved, r.loaded = min(reserved, MaxCounter)+1, reserved, true
 	}
 	if r.next > MaxCounter {
 		return 0, fmt.Errorf("sequence numbers of %s are used up", room)

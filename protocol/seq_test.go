@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 )
 
 // memReservations is a SeqReservations in memory that can be told to fail,
@@ -128,5 +129,55 @@ func TestSeqAllocatorHugeBlock(t *testing.T) {
 	}
 	if r, _ := a.Store.Reserved("r"); r != MaxCounter {
 		t.Fatalf("reserved %d, want MaxCounter", r)
+	}
+}
+
+// slowReservations holds every reservation of one room until released,
+// as a disk flush that takes its time.
+type slowReservations struct {
+	memReservations
+	slowRoom string
+	entered  chan struct{}
+	release  chan struct{}
+}
+
+func (s *slowReservations) Reserve(room string, n uint64) error {
+	if room == s.slowRoom {
+		s.entered <- struct{}{}
+		<-s.release
+	}
+	return s.memReservations.Reserve(room, n)
+}
+
+// TestSeqAllocatorRoomsDoNotWaitForEachOther: a reservation being written
+// for one room holds up that room's numbers only.
+func TestSeqAllocatorRoomsDoNotWaitForEachOther(t *testing.T) {
+	st := &slowReservations{slowRoom: "slow", entered: make(chan struct{}), release: make(chan struct{})}
+	a := &SeqAllocator{Store: st}
+	slow := make(chan error, 1)
+	go func() {
+		_, err := a.Next("slow")
+		slow <- err
+	}()
+	<-st.entered
+	fast := make(chan uint64, 1)
+	go func() {
+		n, _ := a.Next("fast")
+		fast <- n
+	}()
+	select {
+	case n := <-fast:
+		if n != 1 {
+			t.Fatalf("fast room: %d, want 1", n)
+		}
+	case <-slow:
+		t.Fatal("the slow reservation ended first")
+	case <-time.After(30 * time.Second):
+		close(st.release)
+		t.Fatal("the fast room waited for the slow room's reservation")
+	}
+	close(st.release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
 	}
 }
