@@ -170,6 +170,9 @@ func (b *Batch) PutAuditRecords(rows []audit.Row) error {
 		data = append(data, r.Data...)
 	}
 	if b.audit.records == nil {
+		if b.s.audit.records == nil {
+			return errNotRelay
+		}
 		b.audit.records = b.tx.Stmt(b.s.audit.records)
 	}
 	if _, err := b.audit.records.Exec(first, len(rows), data, hashes); err != nil {
@@ -181,6 +184,9 @@ func (b *Batch) PutAuditRecords(rows []audit.Row) error {
 // PutCheckpoint implements audit.Tx.
 func (b *Batch) PutCheckpoint(size int64, signed []byte) error {
 	if b.audit.checkpoint == nil {
+		if b.s.audit.checkpoint == nil {
+			return errNotRelay
+		}
 		b.audit.checkpoint = b.tx.Stmt(b.s.audit.checkpoint)
 	}
 	if _, err := b.audit.checkpoint.Exec(size, signed); err != nil {

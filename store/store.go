@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/parleychat/parley/identity"
@@ -47,8 +48,25 @@ type Option func(*options)
 
 type options struct {
 	sync   string
-	search bool
-	wal    int // wal_autocheckpoint, in pages; 0: SQLite's 1,000
+	search bool // the chat client's part (Search)
+	relay  bool // the relay's part (Relay)
+	wal    int  // wal_autocheckpoint, in pages; 0: SQLite's 1,000
+}
+
+// Relay makes the store a relay's: its part of the database (policy,
+// audit log) is there, and the chat client's is not. A store opened with
+// neither Relay nor Search has both, for tools and tests.
+func Relay() Option { return func(o *options) { o.relay = true } }
+
+// parts are the parts of the database the options ask for.
+func (o options) parts() []schema {
+	switch {
+	case o.search && !o.relay:
+		return []schema{schemaEnvelopes, schemaClient}
+	case o.relay && !o.search:
+		return []schema{schemaEnvelopes, schemaRelay}
+	}
+	return []schema{schemaEnvelopes, schemaRelay, schemaClient}
 }
 
 // Durable makes every commit wait for the disk (synchronous=FULL): a
@@ -96,7 +114,8 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	w.SetMaxOpenConns(1)
 	s := &Store{w: w, sync: o.sync, search: o.search}
-	if err := s.migrate(); err != nil {
+	parts := o.parts()
+	if err := migrate(w, parts); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -110,7 +129,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if s.audit, err = prepareAudit(w); err != nil {
+	if !slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaRelay.name }) {
+		// No audit log here: its statements are not prepared, and its
+		// methods say so (errNotRelay).
+	} else if s.audit, err = prepareAudit(w); err != nil {
 		s.insert.Close()
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -128,137 +150,6 @@ func Open(path string, opts ...Option) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error {
 	return errors.Join(s.insert.Close(), s.audit.close(), s.r.Close(), s.w.Close())
-}
-
-var migrations = []string{
-	// A rowid table, not WITHOUT ROWID: rows are a few hundred bytes, and
-	// appending them in rowid order beats inserting them at random places
-	// of a table clustered by a hash.
-	`CREATE TABLE envelopes (
-		id       BLOB NOT NULL UNIQUE, -- SHA-256 of raw
-		room     TEXT NOT NULL,
-		sender   BLOB NOT NULL,      -- Ed25519 public key
-		seq      INTEGER NOT NULL,
-		lamport  INTEGER NOT NULL,
-		time     INTEGER NOT NULL,   -- sender's clock, Unix ms
-		prev     BLOB NOT NULL,      -- ID of the sender's previous envelope in the room, or zeros
-		raw      BLOB NOT NULL,      -- the envelope exactly as signed
-		via      TEXT NOT NULL,      -- how it first arrived: local, mesh, sync, relay
-		received INTEGER NOT NULL    -- receiver's clock, Unix ms
-	);
-	CREATE UNIQUE INDEX envelopes_stream ON envelopes(sender, room, seq);
-	CREATE INDEX envelopes_room_time ON envelopes(room, time, id);
-	CREATE INDEX envelopes_received ON envelopes(received);
-	CREATE TABLE equivocations (
-		first_id BLOB PRIMARY KEY,   -- the envelope stored under that (sender, room, seq)
-		second   BLOB NOT NULL,      -- the first other envelope seen under it, raw: one is proof enough
-		seen     INTEGER NOT NULL
-	) WITHOUT ROWID;
-	CREATE TABLE seq_reservations (
-		room     TEXT PRIMARY KEY,
-		reserved INTEGER NOT NULL
-	) WITHOUT ROWID;`,
-	// A room's envelopes in commit order (the index holds the rowid):
-	// relay subscriptions read from a cursor with it.
-	`CREATE INDEX envelopes_room ON envelopes(room);`,
-	// The relay's access lists, invites and policy version (relay.go).
-	`CREATE TABLE relay_acl (
-		list  TEXT NOT NULL,    -- allow or ban
-		key   BLOB NOT NULL,    -- Ed25519 public key
-		note  TEXT NOT NULL,
-		added INTEGER NOT NULL, -- Unix ms
-		PRIMARY KEY (list, key)
-	) WITHOUT ROWID;
-	CREATE TABLE relay_invites (
-		hash    BLOB PRIMARY KEY, -- SHA-256 of the token: the token itself is never stored
-		note    TEXT NOT NULL,
-		expires INTEGER NOT NULL, -- Unix ms
-		uses    INTEGER NOT NULL  -- redemptions left
-	) WITHOUT ROWID;
-	CREATE TABLE relay_meta (
-		k TEXT PRIMARY KEY,
-		v BLOB NOT NULL
-	) WITHOUT ROWID;`,
-	// The relay's audit log (audit.go).
-	`CREATE TABLE audit_records (
-		idx    INTEGER PRIMARY KEY, -- the record's index in the log, from 0
-		data   BLOB NOT NULL,       -- audit.Record, encoded
-		hashes BLOB NOT NULL        -- the tree hashes this record completes, level 0 (its leaf hash) first
-	);
-	CREATE TABLE audit_checkpoints (
-		size INTEGER PRIMARY KEY, -- the tree size it signs
-		note BLOB NOT NULL        -- the signed note
-	);`,
-	// The chat client's full-text index, rooms, relay cursors and kept
-	// audit checkpoints (client.go). The index is contentless: its rowid
-	// is the envelope's, and the text stays only in the envelope.
-	`CREATE VIRTUAL TABLE envelope_text USING fts5(nick, body,
-		content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2');
-	CREATE TRIGGER envelope_text_delete AFTER DELETE ON envelopes
-		BEGIN DELETE FROM envelope_text WHERE rowid = old.rowid; END;
-	CREATE TABLE client_rooms (
-		name   TEXT PRIMARY KEY,
-		joined INTEGER NOT NULL -- Unix ms
-	) WITHOUT ROWID;
-	CREATE TABLE client_relay_cursors (
-		relay  TEXT NOT NULL, -- the relay's key fingerprint
-		room   TEXT NOT NULL,
-		cursor BLOB NOT NULL, -- the ID of the last envelope the relay delivered
-		PRIMARY KEY (relay, room)
-	) WITHOUT ROWID;
-	CREATE TABLE client_checkpoints (
-		relay TEXT PRIMARY KEY, -- the relay's key fingerprint
-		note  BLOB NOT NULL     -- its newest signed audit checkpoint seen
-	) WITHOUT ROWID;
-	CREATE TABLE client_unshown (
-		id   BLOB PRIMARY KEY, -- a message of someone else, stored or about to be, not yet shown
-		room TEXT NOT NULL
-	) WITHOUT ROWID;
-	CREATE INDEX client_unshown_room ON client_unshown(room);
-	CREATE TABLE client_outbox (
-		id   BLOB PRIMARY KEY, -- our envelope that no path has confirmed yet
-		room TEXT NOT NULL
-	) WITHOUT ROWID;
-	CREATE TABLE client_receipts (
-		id    BLOB PRIMARY KEY, -- our envelope
-		relay TEXT NOT NULL,    -- the relay's key fingerprint
-		pos   INTEGER NOT NULL, -- its position in the relay's log of envelopes
-		idx   INTEGER NOT NULL, -- its record's index in the relay's audit log
-		note  BLOB NOT NULL     -- the signed checkpoint the inclusion proof was checked against
-	) WITHOUT ROWID;`,
-	// A row of audit_records holds n records, idx to idx+n-1: their
-	// encodings one after another, and their tree hashes one after
-	// another. A relay writes one row per commit (audit.go); the rows
-	// written before hold one record each.
-	`ALTER TABLE audit_records ADD COLUMN n INTEGER NOT NULL DEFAULT 1;`,
-}
-
-func (s *Store) migrate() error {
-	var version int
-	if err := s.w.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
-		return err
-	}
-	if version > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this program (%d)", version, len(migrations))
-	}
-	for i := version; i < len(migrations); i++ {
-		tx, err := s.w.Begin()
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(migrations[i]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migration %d: %w", i+1, err)
-		}
-		if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Record is one stored envelope.
