@@ -166,7 +166,7 @@ func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pu
 		n.penalise(msg.ReceivedFrom)
 		return n.result(pubsub.ValidationReject, "room")
 	}
-	if d := n.cfg.now().Sub(env.Timestamp()); d > n.cfg.skew() || d < -n.cfg.skew() {
+	if !protocol.WithinSkew(n.cfg.now(), env.Time, n.cfg.skew()) {
 		return n.result(pubsub.ValidationIgnore, "expired")
 	}
 	msg.ValidatorData = &verified{env: env, id: id, known: true}

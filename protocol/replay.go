@@ -143,6 +143,25 @@ func (g *ReplayGuard) Check(e *Envelope, id ID, how Delivery) error {
 	return nil
 }
 
+// Age is how long before now the time t (Unix milliseconds, an
+// envelope's Time) is: negative for a time in the future. It saturates at
+// the largest and smallest time.Duration instead of overflowing, so a time
+// millions of years away is far from now, never near it. Compare
+// envelope times with the clock through Age (or time.Time.Sub), never as
+// time.Duration(now.UnixMilli()-t) * time.Millisecond, which wraps for
+// |now-t| above 2^63 ns (about 292 years): an envelope dated 2^58 ms in the
+// past would then look as if it were sent now.
+func Age(now time.Time, t int64) time.Duration {
+	return now.Sub(time.UnixMilli(t)) // time.Time.Sub saturates
+}
+
+// WithinSkew reports whether time t (Unix milliseconds) is within skew of now,
+// either side, without overflow (Age).
+func WithinSkew(now time.Time, t int64, skew time.Duration) bool {
+	d := Age(now, t)
+	return d <= skew && d >= -skew
+}
+
 func (g *ReplayGuard) checkTime(e *Envelope) error {
 	now := time.Now
 	if g.Now != nil {
@@ -152,7 +171,7 @@ func (g *ReplayGuard) checkTime(e *Envelope) error {
 	if skew == 0 {
 		skew = DefaultSkew
 	}
-	d := now().Sub(e.Timestamp())
+	d := Age(now(), e.Time)
 	switch {
 	case d > skew:
 		return fmt.Errorf("%w: envelope is %v old, limit %v", ErrExpired, d.Round(time.Millisecond), skew)
