@@ -203,6 +203,11 @@ func (c *cli) usageError(err error) int {
 }
 
 func (c *cli) fail(err error) int {
+	if p := (*audit.Problem)(nil); errors.Is(err, server.ErrAuditCheck) && errors.As(err, &p) {
+		fmt.Fprintf(c.stderr, "relay: audit log does NOT verify: %v\n", strings.TrimPrefix(p.Error(), "audit: "))
+		fmt.Fprintf(c.stderr, "relay: it does not check out against its newest signed checkpoint, so the relay will not serve on it; relay audit verify checks it all (docs/audit.md)\n")
+		return exitAudit
+	}
 	msg := strings.TrimPrefix(err.Error(), "relay: ")
 	fmt.Fprintf(c.stderr, "relay: %v\n", msg)
 	switch {

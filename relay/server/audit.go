@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -49,6 +51,76 @@ func OpenAudit(ctx context.Context, key identity.PrivateKey, st *store.Store) (*
 		}, nil
 	})
 	return log, nil
+}
+
+// checkProgress is how often CheckAuditLog logs how far it got, and
+// bigAuditLog the size from which it says it starts.
+const (
+	checkProgress = 2 * time.Second
+	bigAuditLog   = 100_000
+)
+
+// CheckAuditLog checks the audit log in st against its newest signed
+// checkpoint, before the relay appends to it: every record's leaf hash is
+// recomputed from its bytes and compared with the stored one, the stored
+// tree hashes with the ones the records give, and the tree rebuilt to the
+// checkpoint's root. It reads the log page by page and keeps only the
+// tree's right edge; on a big log it logs its progress. A log that does
+// not check out is an error wrapping the *audit.Problem that names the
+// first bad record.
+func CheckAuditLog(ctx context.Context, st *store.Store, key identity.PublicKey, log *slog.Logger) (audit.Result, error) {
+	latest, err := st.LatestCheckpoint(ctx)
+	if err != nil {
+		return audit.Result{}, err
+	}
+	c, err := audit.NewChecker(key, latest)
+	if err != nil {
+		return audit.Result{}, err
+	}
+	start := time.Now()
+	last := start
+	if c.Size() >= bigAuditLog {
+		log.Info("audit log check: starting", "records", c.Size())
+	}
+	for {
+		page, err := st.AuditEntries(ctx, c.Checked(), auditPage)
+		if err != nil {
+			return audit.Result{}, err
+		}
+		if err := c.Add(page); err != nil {
+			return audit.Result{}, narrow(ctx, st, key, err)
+		}
+		if len(page) < auditPage {
+			break
+		}
+		if now := time.Now(); now.Sub(last) >= checkProgress {
+			last = now
+			log.Info("audit log check", "checked", c.Checked(), "of", c.Size())
+		}
+	}
+	res, err := c.Done()
+	if err != nil {
+		return audit.Result{}, narrow(ctx, st, key, err)
+	}
+	log.Info("audit log checked", "records", res.Records, "took", time.Since(start).Round(time.Millisecond))
+	return res, nil
+}
+
+// narrow turns a Checker's problem into the first bad record: when the
+// stored hashes were rewritten too, only the older checkpoints (Verify)
+// narrow it down from record 0.
+func narrow(ctx context.Context, st *store.Store, key identity.PublicKey, err error) error {
+	var p *audit.Problem
+	if errors.As(err, &p) && p.Index == 0 {
+		if cps, cerr := st.Checkpoints(ctx); cerr == nil {
+			if entries, eerr := allEntries(ctx, st); eerr == nil {
+				if _, verr := audit.Verify(key, entries, cps); verr != nil {
+					err = verr
+				}
+			}
+		}
+	}
+	return err
 }
 
 func truncateDetail(s string) string {

@@ -25,6 +25,10 @@ import (
 // copies it into the database (store.CheckpointEvery): about 40 MiB.
 const walPages = 10000
 
+// ErrAuditCheck: at start, the audit log did not check out against its
+// newest signed checkpoint; the relay refuses to serve.
+var ErrAuditCheck = errors.New("relay: the audit log does not check out against its newest signed checkpoint; the relay will not serve on it")
+
 // RunOptions say how to run the relay of a data folder.
 type RunOptions struct {
 	Dir    string
@@ -57,6 +61,15 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	defer st.Close()
+
+	if o.Config.Audit.Enabled {
+		// Before anything is appended (NewServer records a change of the
+		// config's policy; Serve its start): a relay never extends a log
+		// that does not check out, nor serves receipts from it.
+		if _, err := CheckAuditLog(ctx, st, key.Public(), log); err != nil {
+			return fmt.Errorf("%w: %w", ErrAuditCheck, err)
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
