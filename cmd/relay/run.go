@@ -45,7 +45,9 @@ Commands:
   init [--policy open|allowlist|invite]
                      create the relay's identity and a commented config
                      file in the data folder, and print its address
-  addr               print the address clients use: FINGERPRINT@HOST:PORT
+  addr [--key]       print the address clients use: FINGERPRINT@HOST:PORT
+                     (and the relay's public key, ed25519:..., on standard
+                     error); --key: the public key only
   serve [flags]      run the relay until SIGTERM or SIGINT
       --listen HOST:PORT      QUIC (UDP) address for clients
       --p2p-listen MULTIADDR  the mesh node's address (repeatable;
@@ -54,8 +56,11 @@ Commands:
                               ("" turns it off)
       --log-level LEVEL       debug, info, warn or error
       --check-config          check the configuration and exit
-  allow KEY [--note TEXT]    put an identity (ed25519:..., as "chat id"
-                             prints it) on the allow list
+  allow KEY [--note TEXT]    put an identity on the allow list. KEY is
+                             its public key (ed25519:..., as "chat id"
+                             prints it) or its fingerprint (SHA256:...,
+                             as logs and audit records print it) if the
+                             relay has seen the key
   deny KEY                   take it off the allow list
   ban KEY [--note TEXT]      ban an identity
   unban KEY                  lift a ban
@@ -260,12 +265,14 @@ func (c *cli) init(args []string) int {
 	if guessed {
 		fmt.Fprintf(c.stderr, "relay: the host name in the address is this machine's name; set advertise in %s if clients use another\n", server.ConfigFile)
 	}
+	fmt.Fprintf(c.stderr, "relay: its public key (for relay audit verify --key): %s\n", key)
 	fmt.Fprintln(c.stdout, addr)
 	return exitOK
 }
 
 func (c *cli) addr(args []string) int {
 	fs := c.flags("addr")
+	onlyKey := fs.Bool("key", false, "print the public key only")
 	pos, err := c.parse(fs, args)
 	if err != nil {
 		return c.usageError(err)
@@ -285,7 +292,12 @@ func (c *cli) addr(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
+	if *onlyKey {
+		fmt.Fprintln(c.stdout, key.Public())
+		return exitOK
+	}
 	addr, _ := server.ShareAddr(key.Public(), cfg)
+	fmt.Fprintf(c.stderr, "relay: its public key (for relay audit verify --key): %s\n", key.Public())
 	fmt.Fprintln(c.stdout, addr)
 	return exitOK
 }
@@ -386,7 +398,7 @@ func (c *cli) admin(cmd string, args []string) int {
 	switch cmd {
 	case "allow", "deny", "ban", "unban":
 		if len(pos) != 1 {
-			return c.usageError(fmt.Errorf("%s takes one public key (ed25519:...)", cmd))
+			return c.usageError(fmt.Errorf("%s takes one identity: its public key (ed25519:...) or fingerprint (SHA256:...)", cmd))
 		}
 		req.Key = pos[0]
 	default:

@@ -10,12 +10,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/store"
 )
 
@@ -27,7 +30,7 @@ import (
 // AdminRequest is one admin command: a JSON object on one line.
 type AdminRequest struct {
 	Cmd  string `json:"cmd"`            // allow, deny, ban, unban, invite, acl
-	Key  string `json:"key,omitempty"`  // ed25519:... for allow, deny, ban, unban
+	Key  string `json:"key,omitempty"`  // ed25519:... or SHA256:... for allow, deny, ban, unban
 	Note string `json:"note,omitempty"` // why, for the operator's records
 	TTL  string `json:"ttl,omitempty"`  // invite: how long it is valid ("168h")
 	Uses int    `json:"uses,omitempty"` // invite: how many may redeem it
@@ -59,8 +62,8 @@ func apply(ctx context.Context, p *Policy, req AdminRequest) AdminResponse {
 	switch req.Cmd {
 	case "allow", "deny", "ban", "unban":
 		var err error
-		if key, err = identity.ParsePublicKey(req.Key); err != nil {
-			return fail(fmt.Errorf("%s: %w (give the public key that chat id prints, ed25519:...)", req.Cmd, err))
+		if key, err = resolveKey(ctx, p.st, req.Key); err != nil {
+			return fail(fmt.Errorf("%s: %w", req.Cmd, err))
 		}
 	}
 	switch req.Cmd {
@@ -129,6 +132,58 @@ func apply(ctx context.Context, p *Policy, req AdminRequest) AdminResponse {
 	}
 	return fail(fmt.Errorf("unknown admin command %q", req.Cmd))
 }
+
+// ErrUnknownFingerprint: an admin command named an identity by a
+// fingerprint of a key the relay has never seen.
+var ErrUnknownFingerprint = errors.New("no identity with this fingerprint is known to this relay")
+
+// resolveKey reads the identity an admin command names: its public key
+// (ed25519:..., as chat id prints it) or its fingerprint (SHA256:..., as
+// the relay's logs, refusals and audit records print it). A fingerprint
+// is looked up in the allow and ban lists, then in the audit log (every
+// connection and refusal is recorded with the key), newest first.
+func resolveKey(ctx context.Context, st *store.Store, s string) (identity.PublicKey, error) {
+	if !strings.HasPrefix(s, fingerprintPrefix) {
+		k, err := identity.ParsePublicKey(s)
+		if err != nil {
+			return k, fmt.Errorf("%w (give the public key that chat id prints, ed25519:..., or its fingerprint, SHA256:...)", err)
+		}
+		return k, nil
+	}
+	if _, err := relay.ParseAddr(s + "@h:1"); err != nil {
+		return identity.PublicKey{}, fmt.Errorf("%q is not a key fingerprint (SHA256: and 43 characters of base64)", s)
+	}
+	acl, err := st.ACL(ctx)
+	if err != nil {
+		return identity.PublicKey{}, err
+	}
+	for _, e := range acl {
+		if e.Key.Fingerprint() == s {
+			return e.Key, nil
+		}
+	}
+	size, err := st.AuditSize(ctx)
+	if err != nil {
+		return identity.PublicKey{}, err
+	}
+	for end := size; end > 0; {
+		from := max(0, end-auditPage)
+		page, err := st.AuditEntries(ctx, from, int(end-from))
+		if err != nil {
+			return identity.PublicKey{}, err
+		}
+		for i := len(page) - 1; i >= 0; i-- {
+			r, err := audit.ParseRecord(page[i].Data)
+			if err == nil && !r.Identity.IsZero() && r.Identity.Fingerprint() == s {
+				return r.Identity, nil
+			}
+		}
+		end = from
+	}
+	return identity.PublicKey{}, fmt.Errorf("%w: %s is not on the allow or ban list and not in the audit log; give its public key (ed25519:..., as chat id prints it)", ErrUnknownFingerprint, s)
+}
+
+const fingerprintPrefix = "SHA256:"
 
 // ServeAdmin answers admin commands on a Unix socket at path (mode 0600)
 // until ctx ends.

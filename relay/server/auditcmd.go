@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -173,6 +174,9 @@ func AuditExport(ctx context.Context, dir string, w io.Writer) (int, error) {
 	return len(ex.Records), enc.Encode(ex)
 }
 
+// ErrNotExport: the file given to VerifyExport is not an audit export.
+var ErrNotExport = errors.New("audit: not an audit export (relay audit export writes them)")
+
 // VerifyExport checks an exported log against the relay's key, with no
 // access to the relay.
 func VerifyExport(r io.Reader, relay identity.PublicKey) (audit.Result, error) {
@@ -180,7 +184,18 @@ func VerifyExport(r io.Reader, relay identity.PublicKey) (audit.Result, error) {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&ex); err != nil {
-		return audit.Result{}, fmt.Errorf("audit: export: %w", err)
+		return audit.Result{}, fmt.Errorf("%w: %w", ErrNotExport, err)
+	}
+	if dec.More() {
+		return audit.Result{}, fmt.Errorf("%w: more after the export's JSON object", ErrNotExport)
+	}
+	if ex.Relay == "" || ex.Origin == "" {
+		return audit.Result{}, fmt.Errorf("%w: it names no relay or origin", ErrNotExport)
+	}
+	if len(ex.Checkpoints) == 0 {
+		// Even an empty log's export: with no signed checkpoint there is
+		// nothing the relay vouched for, and nothing to verify.
+		return audit.Result{}, &audit.Problem{Index: -1, Reason: fmt.Sprintf("the export holds no signed checkpoint (and %d records): nothing the relay signed to check it against", len(ex.Records))}
 	}
 	cps := make([][]byte, len(ex.Checkpoints))
 	for i, c := range ex.Checkpoints {
