@@ -252,16 +252,21 @@ func (c *cli) init(args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	key, err := server.Init(dir, server.InitOptions{Policy: mode})
+	res, err := server.Init(dir, server.InitOptions{Policy: mode})
 	if err != nil {
 		return c.fail(err)
 	}
+	key := res.Key
 	cfg, err := server.LoadDirConfig(dir)
 	if err != nil {
 		return c.fail(err)
 	}
 	addr, guessed := server.ShareAddr(key, cfg)
-	fmt.Fprintf(c.stderr, "relay: created in %s (policy %s); edit %s/%s, then run: relay serve\n", dir, mode, dir, server.ConfigFile)
+	if res.Completed {
+		fmt.Fprintf(c.stderr, "relay: %s had the relay's identity but no %s: wrote a new %s (policy %s) and kept the identity; edit it, then run: relay serve\n", dir, server.ConfigFile, server.ConfigFile, mode)
+	} else {
+		fmt.Fprintf(c.stderr, "relay: created in %s (policy %s); edit %s/%s, then run: relay serve\n", dir, mode, dir, server.ConfigFile)
+	}
 	if guessed {
 		fmt.Fprintf(c.stderr, "relay: the host name in the address is this machine's name; set advertise in %s if clients use another\n", server.ConfigFile)
 	}

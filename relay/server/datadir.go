@@ -44,7 +44,8 @@ func DefaultDataDir() (string, error) {
 	return filepath.Join(home, ".local", "share", "parley-relay"), nil
 }
 
-// ErrNotInitialized: the data folder has no relay in it yet.
+// ErrNotInitialized: the data folder has no relay in it yet, or lacks
+// its identity or config file.
 var ErrNotInitialized = errors.New("relay: the data folder has no relay (run relay init)")
 
 // ErrInitialized: relay init found a relay in the folder already.
@@ -55,32 +56,55 @@ type InitOptions struct {
 	Policy wire.PolicyMode
 }
 
-// Init makes a relay in dir: its identity and a commented config file. It
-// refuses a folder that has either already, so it never replaces a key.
-func Init(dir string, o InitOptions) (identity.PublicKey, error) {
+// InitResult is what Init did.
+type InitResult struct {
+	Key identity.PublicKey
+	// Completed: the folder had the identity but no config file; Init
+	// wrote the config file and kept the identity.
+	Completed bool
+}
+
+// Init makes a relay in dir: its identity and a commented config file. A
+// folder that has the identity but no config file (lost or removed) is
+// completed: the config file is written, the identity kept. A folder
+// with a config file is refused, so Init never replaces a key, nor makes
+// a new one for a relay whose key is missing.
+func Init(dir string, o InitOptions) (InitResult, error) {
 	if o.Policy == 0 {
 		o.Policy = wire.PolicyOpen
 	}
-	for _, f := range []string{KeyFile, ConfigFile} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
-			return identity.PublicKey{}, fmt.Errorf("%w: %s exists", ErrInitialized, filepath.Join(dir, f))
+	cfgPath, keyPath := filepath.Join(dir, ConfigFile), filepath.Join(dir, KeyFile)
+	if _, err := os.Stat(cfgPath); err == nil {
+		if _, err := os.Stat(keyPath); err != nil {
+			return InitResult{}, fmt.Errorf("%w: %s exists, but not %s: restore the relay's identity from a backup (a new key would be another relay to its clients)", ErrInitialized, cfgPath, KeyFile)
 		}
+		return InitResult{}, fmt.Errorf("%w: %s exists", ErrInitialized, cfgPath)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return identity.PublicKey{}, fmt.Errorf("relay: init: %w", err)
-	}
-	key, err := identity.Generate(rand.Reader)
-	if err != nil {
-		return identity.PublicKey{}, err
-	}
-	if err := identity.Save(filepath.Join(dir, KeyFile), key, nil, "parley relay"); err != nil {
-		return identity.PublicKey{}, fmt.Errorf("relay: init: %w", err)
+	var res InitResult
+	if _, err := os.Stat(keyPath); err == nil {
+		key, err := LoadKey(dir) // a key the relay can use, or no config
+		if err != nil {
+			return InitResult{}, err
+		}
+		res = InitResult{Key: key.Public(), Completed: true}
+	} else {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return InitResult{}, fmt.Errorf("relay: init: %w", err)
+		}
+		key, err := identity.Generate(rand.Reader)
+		if err != nil {
+			return InitResult{}, err
+		}
+		if err := identity.Save(keyPath, key, nil, "parley relay"); err != nil {
+			return InitResult{}, fmt.Errorf("relay: init: %w", err)
+		}
+		res.Key = key.Public()
 	}
 	cfg := fmt.Sprintf(ConfigTemplate, o.Policy)
-	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(cfg), 0o600); err != nil {
-		return identity.PublicKey{}, fmt.Errorf("relay: init: %w", err)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return InitResult{}, fmt.Errorf("relay: init: %w", err)
 	}
-	return key.Public(), nil
+	return res, nil
 }
 
 // LoadKey reads the relay's key from dir.
@@ -96,6 +120,9 @@ func LoadKey(dir string) (identity.PrivateKey, error) {
 func LoadDirConfig(dir string) (Config, error) {
 	c, err := LoadConfig(filepath.Join(dir, ConfigFile))
 	if errors.Is(err, fs.ErrNotExist) {
+		if _, kerr := os.Stat(filepath.Join(dir, KeyFile)); kerr == nil {
+			return c, fmt.Errorf("%w: %s has the relay's identity but no %s: run relay init to write a new one (it keeps the identity)", ErrNotInitialized, dir, ConfigFile)
+		}
 		return c, fmt.Errorf("%w: %s", ErrNotInitialized, dir)
 	}
 	return c, err
