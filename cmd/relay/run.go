@@ -267,6 +267,7 @@ func (c *cli) init(args []string) int {
 	} else {
 		fmt.Fprintf(c.stderr, "relay: created in %s (policy %s); edit %s/%s, then run: relay serve\n", dir, mode, dir, server.ConfigFile)
 	}
+	fmt.Fprintf(c.stderr, "relay: mDNS (finding mesh peers on the local network) is off; for a relay on a LAN, set mdns = true in %s\n", server.ConfigFile)
 	if guessed {
 		fmt.Fprintf(c.stderr, "relay: the host name in the address is this machine's name; set advertise in %s if clients use another\n", server.ConfigFile)
 	}

@@ -29,7 +29,9 @@ type Config struct {
 	P2PListen []string `toml:"p2p_listen"`
 	// Bootstrap are mesh peers to dial at start (multiaddrs with /p2p/).
 	Bootstrap []string `toml:"bootstrap"`
-	// MDNS finds mesh peers on the local network.
+	// MDNS finds mesh peers on the local network. Off by default: a
+	// relay is a public server, and has no business announcing itself
+	// on the network it runs in; turn it on for a relay on a LAN.
 	MDNS bool `toml:"mdns"`
 	// Admin is the HTTP address of /metrics, /healthz and /debug/pprof/;
 	// empty turns it off.
@@ -110,7 +112,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:    "0.0.0.0:4433",
 		P2PListen: []string{"/ip4/0.0.0.0/udp/4434/quic-v1", "/ip4/0.0.0.0/tcp/4434"},
-		MDNS:      true,
+		MDNS:      false,
 		Admin:     "127.0.0.1:4435",
 		Policy:    PolicyConfig{Mode: "open"},
 		Limits: Limits{
@@ -240,10 +242,12 @@ const ConfigTemplate = `# Parley relay configuration. Every setting below shows 
 # advertise = "relay.example.org:4433"
 
 # The relay's mesh node: libp2p listen addresses, peers to dial at start,
-# and discovery on the local network.
+# and discovery on the local network (mDNS). mDNS is off: a public relay
+# should not announce itself on its network. For a relay on a LAN, whose
+# peers should find it by themselves, set mdns = true.
 # p2p_listen = ["/ip4/0.0.0.0/udp/4434/quic-v1", "/ip4/0.0.0.0/tcp/4434"]
 # bootstrap = []
-# mdns = true
+# mdns = false
 
 # /metrics (Prometheus), /healthz and /debug/pprof/ (profiles). Keep it on
 # loopback, or behind a firewall; "" turns it off.
