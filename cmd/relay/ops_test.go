@@ -2,13 +2,19 @@ package main
 
 import (
 	"database/sql"
+	"encoding/json"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/internal/testkit"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/server"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 // TestServeRefusesTamperedAuditLog: the relay checks its audit log against
@@ -50,4 +56,64 @@ func TestServeRefusesTamperedAuditLog(t *testing.T) {
 		t.Fatalf("serve on a tampered log: exit %d, want %d naming record 7:\n%s", code, exitAudit, out)
 	}
 	t.Logf("serve on a tampered log: %s", out)
+}
+
+// TestReloadStory: the running relay reads config.toml again on SIGHUP and
+// on relay reload, applies its policy at once, and records each reload in
+// the audit log. Its log is JSON with --log-format json.
+func TestReloadStory(t *testing.T) {
+	dir := initRelay(t, "allowlist", "")
+	p := startRelay(t, dir, "127.0.0.1:0", "--log-format", "json")
+	ctx := timeout(t, time.Minute)
+	alice := testkit.Key(t)
+	if _, err := relay.Dial(ctx, p.addr, alice, relay.ClientOptions{}); !errors.Is(err, &wire.RelayError{Code: wire.CodeNotAllowed}) {
+		t.Fatalf("a stranger on an allowlist relay: %v", err)
+	}
+
+	// The policy becomes open: SIGHUP.
+	cfg := "admin = \"\"\nmdns = false\n[policy]\nmode = \"open\"\n"
+	if err := os.WriteFile(filepath.Join(dir, server.ConfigFile), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(p.log(), "config reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload after SIGHUP:\n%s", p.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dial(t, p.addr, alice) // admitted now
+
+	// relay reload, with nothing changed; and with a broken config, which
+	// changes nothing.
+	out, code := relayCmd(t, "--data", dir, "reload")
+	if code != 0 || !strings.Contains(out, "reloaded: the policy is unchanged") || !strings.Contains(out, "running relay") {
+		t.Fatalf("relay reload: exit %d: %s", code, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, server.ConfigFile), []byte(cfg+"bogus = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := relayCmd(t, "--data", dir, "reload"); code == 0 || !strings.Contains(out, "nothing changed") {
+		t.Fatalf("relay reload of a bad config: exit %d: %s", code, out)
+	}
+	dial(t, p.addr, testkit.Key(t)) // still open
+	p.stop(t)
+
+	// Every line of the log is a JSON object.
+	for _, line := range strings.Split(strings.TrimSpace(p.log()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil || m["msg"] == nil {
+			t.Fatalf("--log-format json: a line that is not a JSON log record: %q", line)
+		}
+	}
+	out, code = relayCmd(t, "--data", dir, "audit", "show", "--kind", "admin")
+	if code != 0 || !strings.Contains(out, "reload (SIGHUP): the policy changed") || !strings.Contains(out, "reload (relay reload): the policy is unchanged") ||
+		!strings.Contains(out, "config: the policy in the config file changed") {
+		t.Fatalf("audit show --kind admin: exit %d:\n%s", code, out)
+	}
+	// On a stopped relay there is nothing to reload.
+	if out, code := relayCmd(t, "--data", dir, "reload"); code == 0 || !strings.Contains(out, "no relay runs") {
+		t.Fatalf("reload on a stopped relay: exit %d: %s", code, out)
+	}
 }

@@ -55,6 +55,7 @@ Commands:
       --admin HOST:PORT       /metrics, /healthz and /debug/pprof/
                               ("" turns it off)
       --log-level LEVEL       debug, info, warn or error
+      --log-format FORMAT     text (default) or json: one JSON object a line
       --check-config          check the configuration and exit
   allow KEY [--note TEXT]    put an identity on the allow list. KEY is
                              its public key (ed25519:..., as "chat id"
@@ -67,6 +68,9 @@ Commands:
   invite [--ttl 168h] [--uses 1] [--note TEXT]
                              make an invite token (invite policy)
   acl [--json]               list the allow and ban lists
+  reload                     make the running relay read config.toml again
+                             and apply its policy (as SIGHUP does); limits
+                             and the rest take effect at the next start
   audit verify               check the whole audit log against its signed
                              checkpoints; name the first bad record
   audit verify --file F --key KEY
@@ -124,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.addr(args)
 	case "serve":
 		return c.serve(args)
-	case "allow", "deny", "ban", "unban", "invite", "acl":
+	case "allow", "deny", "ban", "unban", "invite", "acl", "reload":
 		return c.admin(cmd, args)
 	case "audit":
 		return c.audit(args)
@@ -316,7 +320,7 @@ func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 func (c *cli) serve(args []string) int {
 	fs := c.flags("serve")
 	var (
-		listen, admin, level string
+		listen, admin, level, format string
 		p2p                  multi
 		check                bool
 	)
@@ -324,6 +328,7 @@ func (c *cli) serve(args []string) int {
 	fs.Var(&p2p, "p2p-listen", "mesh multiaddr")
 	fs.StringVar(&admin, "admin", "\x00", "metrics and health address")
 	fs.StringVar(&level, "log-level", "info", "log level")
+	fs.StringVar(&format, "log-format", "text", "text or json")
 	fs.BoolVar(&check, "check-config", false, "check the configuration and exit")
 	pos, err := c.parse(fs, args)
 	if err != nil {
@@ -335,6 +340,9 @@ func (c *cli) serve(args []string) int {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return c.usageError(fmt.Errorf("--log-level %q: want debug, info, warn or error", level))
+	}
+	if format != "text" && format != "json" {
+		return c.usageError(fmt.Errorf("--log-format %q: want text or json", format))
 	}
 	dir, err := c.dir()
 	if err != nil {
@@ -366,10 +374,26 @@ func (c *cli) serve(args []string) int {
 		fmt.Fprintf(c.stdout, "relay: configuration of %s is valid\n", dir)
 		return exitOK
 	}
-	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl}))
+	var h slog.Handler = slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl})
+	if format == "json" {
+		h = slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl})
+	}
+	log := slog.New(h)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err = server.Run(ctx, server.RunOptions{Dir: dir, Config: cfg, Log: log, Ready: func(addr relay.Addr, mesh []string) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // one is pending already
+			}
+		}
+	}()
+	err = server.Run(ctx, server.RunOptions{Dir: dir, Config: cfg, Log: log, Reload: reload, Ready: func(addr relay.Addr, mesh []string) {
 		fmt.Fprintf(c.stdout, "serving %s\n", addr)
 		for _, m := range mesh {
 			fmt.Fprintf(c.stdout, "mesh %s\n", m)

@@ -29,7 +29,7 @@ import (
 
 // AdminRequest is one admin command: a JSON object on one line.
 type AdminRequest struct {
-	Cmd  string `json:"cmd"`            // allow, deny, ban, unban, invite, acl
+	Cmd  string `json:"cmd"`            // allow, deny, ban, unban, invite, acl, reload
 	Key  string `json:"key,omitempty"`  // ed25519:... or SHA256:... for allow, deny, ban, unban
 	Note string `json:"note,omitempty"` // why, for the operator's records
 	TTL  string `json:"ttl,omitempty"`  // invite: how long it is valid ("168h")
@@ -185,9 +185,38 @@ func resolveKey(ctx context.Context, st *store.Store, s string) (identity.Public
 
 const fingerprintPrefix = "SHA256:"
 
+// Reload applies cfg, the config file read again, to the running relay:
+// the policy part (mode, admins, room rules) at once, to open connections
+// too. It is recorded in the audit log (an admin record naming what asked
+// for it, by, after the config change's own record when the policy
+// changed). The other settings, limits included, are read at start only:
+// Reload says so when they differ.
+func (s *Server) Reload(ctx context.Context, cfg Config, by string) AdminResponse {
+	if err := cfg.Validate(); err != nil {
+		return AdminResponse{Error: fmt.Sprintf("reload: %v; nothing changed", err), PolicyVersion: s.policy.Version()}
+	}
+	changed, err := s.policy.SetConfig(ctx, cfg.Policy)
+	if err != nil {
+		return AdminResponse{Error: fmt.Sprintf("reload: %v", err), PolicyVersion: s.policy.Version()}
+	}
+	s.Enforce()
+	msg := "reloaded: the policy is unchanged"
+	if changed {
+		msg = "reloaded: the policy changed"
+	}
+	if cfg.Limits != s.cfg.Limits || cfg.Retention != s.cfg.Retention || cfg.Audit != s.cfg.Audit {
+		msg += "; limits, retention and audit settings take effect at the next start"
+	}
+	v := s.policy.Version()
+	s.record(ctx, &audit.Record{Kind: audit.KindAdmin, PolicyVersion: v, Detail: fmt.Sprintf("reload (%s): %s", by, strings.TrimPrefix(msg, "reloaded: "))})
+	s.log.Info("config reloaded", "by", by, "policy_changed", changed, "policy", s.policy.Mode().String(), "policy_version", v)
+	return AdminResponse{Message: msg, PolicyVersion: v}
+}
+
 // ServeAdmin answers admin commands on a Unix socket at path (mode 0600)
-// until ctx ends.
-func (s *Server) ServeAdmin(ctx context.Context, path string) error {
+// until ctx ends. reload, if not nil, reads the config file again and
+// applies it (Reload), for the reload command.
+func (s *Server) ServeAdmin(ctx context.Context, path string, reload func(context.Context) AdminResponse) error {
 	os.Remove(path) // a socket left by a relay that was killed
 	old := syscall.Umask(0o177)
 	ln, err := net.Listen("unix", path)
@@ -215,7 +244,15 @@ func (s *Server) ServeAdmin(ctx context.Context, path string) error {
 				json.NewEncoder(conn).Encode(AdminResponse{Error: "bad request: " + err.Error()})
 				return
 			}
-			resp := apply(ctx, s.policy, req)
+			var resp AdminResponse
+			switch {
+			case req.Cmd == "reload" && reload != nil:
+				resp = reload(ctx)
+			case req.Cmd == "reload":
+				resp = AdminResponse{Error: "reload: this relay cannot reload its config"}
+			default:
+				resp = apply(ctx, s.policy, req)
+			}
 			resp.Running = true
 			if resp.Error == "" {
 				s.Enforce()
@@ -249,6 +286,9 @@ func RunAdmin(ctx context.Context, dir string, req AdminRequest) (AdminResponse,
 	}
 	if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ECONNREFUSED) {
 		return AdminResponse{}, fmt.Errorf("relay: admin socket: %w", err)
+	}
+	if req.Cmd == "reload" {
+		return AdminResponse{}, fmt.Errorf("relay: reload: no relay runs on %s (a relay reads its config when it starts)", dir)
 	}
 	// No admin socket. Holding the data folder's lock tells that no relay
 	// runs (one that starts meanwhile is refused until the command is

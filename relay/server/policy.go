@@ -105,7 +105,39 @@ func (d Decision) Err() error {
 }
 
 // Mode is how the relay admits identities.
-func (p *Policy) Mode() wire.PolicyMode { return p.mode }
+func (p *Policy) Mode() wire.PolicyMode {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.mode
+}
+
+// SetConfig replaces the part of the policy that the config file holds
+// (mode, admins, room rules), as a reload of the config does. A change
+// raises the policy version and, with the audit log on, is recorded
+// (store.NotePolicyConfig); the caller then applies it to the open
+// connections (Server.Enforce). It reports whether anything changed.
+func (p *Policy) SetConfig(ctx context.Context, cfg PolicyConfig) (bool, error) {
+	mode, err := wire.ParsePolicyMode(cfg.Mode)
+	if err != nil {
+		return false, err
+	}
+	before := p.Version()
+	c := Config{Policy: cfg}
+	if _, err := p.st.NotePolicyConfig(ctx, c.policyHash()); err != nil {
+		return false, err
+	}
+	rooms := map[string]roomRule{}
+	for room, r := range cfg.Rooms {
+		rooms[room] = roomRule{read: set(r.Read), post: set(r.Post)}
+	}
+	p.mu.Lock()
+	p.mode, p.admins, p.rooms = mode, set(cfg.Admins), rooms
+	p.mu.Unlock()
+	if err := p.reload(ctx); err != nil {
+		return false, err
+	}
+	return p.Version() != before, nil
+}
 
 // Version is the policy version now.
 func (p *Policy) Version() uint64 {

@@ -37,6 +37,9 @@ type RunOptions struct {
 	// Ready, if not nil, is called once the relay listens, with the
 	// address clients can use (the listen address with its real port).
 	Ready func(addr relay.Addr, meshAddrs []string)
+	// Reload, if not nil, asks for the config file to be read again and
+	// applied (Server.Reload), as SIGHUP does.
+	Reload <-chan struct{}
 }
 
 // Run runs the relay in o.Dir until ctx ends, then shuts it down
@@ -136,8 +139,29 @@ func Run(ctx context.Context, o RunOptions) error {
 		context.AfterFunc(run, func() { hs.Close() })
 		log.Info("admin listener", "addr", ln.Addr().String())
 	}
+	reload := func(ctx context.Context, by string) AdminResponse {
+		cfg, err := LoadDirConfig(o.Dir)
+		if err != nil {
+			return AdminResponse{Error: fmt.Sprintf("reload: %v; nothing changed", err), PolicyVersion: srv.policy.Version()}
+		}
+		return srv.Reload(ctx, cfg, by)
+	}
+	if o.Reload != nil {
+		wg.Go(func() {
+			for {
+				select {
+				case <-o.Reload:
+					if r := reload(run, "SIGHUP"); r.Error != "" {
+						log.Error("config reload", "err", r.Error)
+					}
+				case <-run.Done():
+					return
+				}
+			}
+		})
+	}
 	wg.Go(func() {
-		if err := srv.ServeAdmin(run, filepath.Join(o.Dir, SocketFile)); err != nil {
+		if err := srv.ServeAdmin(run, filepath.Join(o.Dir, SocketFile), func(ctx context.Context) AdminResponse { return reload(ctx, "relay reload") }); err != nil {
 			log.Error("admin socket", "err", err)
 		}
 	})
