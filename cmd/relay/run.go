@@ -321,8 +321,8 @@ func (c *cli) serve(args []string) int {
 	fs := c.flags("serve")
 	var (
 		listen, admin, level, format string
-		p2p                  multi
-		check                bool
+		p2p                          multi
+		check                        bool
 	)
 	fs.StringVar(&listen, "listen", "", "QUIC address")
 	fs.Var(&p2p, "p2p-listen", "mesh multiaddr")
