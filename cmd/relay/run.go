@@ -67,6 +67,9 @@ Commands:
   unban KEY                  lift a ban
   invite [--ttl 168h] [--uses 1] [--note TEXT]
                              make an invite token (invite policy)
+  invite list [--json]       list the invites: ID, expiry, uses left
+  invite revoke TOKEN|ID     delete an invite, named by its token or by
+                             its ID (or the first 6 or more digits of it)
   acl [--json]               list the allow and ban lists
   reload                     make the running relay read config.toml again
                              and apply its policy (as SIGHUP does); limits
@@ -410,6 +413,10 @@ func (c *cli) admin(cmd string, args []string) int {
 	var req server.AdminRequest
 	req.Cmd = cmd
 	var asJSON bool
+	if cmd == "invite" && len(args) > 0 && (args[0] == "list" || args[0] == "revoke") {
+		cmd, args = "invite-"+args[0], args[1:]
+		req.Cmd = cmd
+	}
 	switch cmd {
 	case "allow", "ban", "invite":
 		fs.StringVar(&req.Note, "note", "", "note")
@@ -418,7 +425,7 @@ func (c *cli) admin(cmd string, args []string) int {
 		fs.StringVar(&req.TTL, "ttl", "168h", "how long the invite is valid")
 		fs.IntVar(&req.Uses, "uses", 1, "how many identities may redeem it")
 	}
-	if cmd == "acl" {
+	if cmd == "acl" || cmd == "invite-list" {
 		fs.BoolVar(&asJSON, "json", false, "JSON output")
 	}
 	pos, err := c.parse(fs, args)
@@ -431,6 +438,11 @@ func (c *cli) admin(cmd string, args []string) int {
 			return c.usageError(fmt.Errorf("%s takes one identity: its public key (ed25519:...) or fingerprint (SHA256:...)", cmd))
 		}
 		req.Key = pos[0]
+	case "invite-revoke":
+		if len(pos) != 1 {
+			return c.usageError(fmt.Errorf("invite revoke takes one invite: its token or its ID, as invite list shows it"))
+		}
+		req.Invite = pos[0]
 	default:
 		if len(pos) != 0 {
 			return c.usageError(fmt.Errorf("%s takes no arguments", cmd))
@@ -452,6 +464,16 @@ func (c *cli) admin(cmd string, args []string) int {
 	case cmd == "invite":
 		fmt.Fprintln(c.stdout, resp.Token)
 		fmt.Fprintf(c.stderr, "relay: invite %s (policy version %d)\n", resp.Message, resp.PolicyVersion)
+	case cmd == "invite-list" && asJSON:
+		json.NewEncoder(c.stdout).Encode(resp)
+	case cmd == "invite-list":
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tEXPIRES\tUSES LEFT\tSTATE\tNOTE")
+		for _, e := range resp.Invites {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", e.ID, e.Expires.UTC().Format("2006-01-02 15:04"), e.Uses, e.State, e.Note)
+		}
+		tw.Flush()
+		fmt.Fprintf(c.stderr, "relay: policy version %d\n", resp.PolicyVersion)
 	case cmd == "acl" && asJSON:
 		json.NewEncoder(c.stdout).Encode(resp)
 	case cmd == "acl":

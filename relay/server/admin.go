@@ -3,6 +3,8 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,16 +36,20 @@ type AdminRequest struct {
 	Note string `json:"note,omitempty"` // why, for the operator's records
 	TTL  string `json:"ttl,omitempty"`  // invite: how long it is valid ("168h")
 	Uses int    `json:"uses,omitempty"` // invite: how many may redeem it
+	// Invite is the token or the ID of the invite to revoke
+	// (invite-revoke).
+	Invite string `json:"invite,omitempty"`
 }
 
 // AdminResponse is the answer, a JSON object on one line.
 type AdminResponse struct {
-	Error         string     `json:"error,omitempty"`
-	Message       string     `json:"message,omitempty"`
-	PolicyVersion uint64     `json:"policy_version"`
-	Token         string     `json:"token,omitempty"` // invite
-	Entries       []ACLEntry `json:"entries,omitempty"`
-	Running       bool       `json:"running"` // answered by a running relay
+	Error         string        `json:"error,omitempty"`
+	Message       string        `json:"message,omitempty"`
+	PolicyVersion uint64        `json:"policy_version"`
+	Token         string        `json:"token,omitempty"` // invite
+	Entries       []ACLEntry    `json:"entries,omitempty"`
+	Invites       []InviteEntry `json:"invites,omitempty"` // invite-list
+	Running       bool          `json:"running"`           // answered by a running relay
 }
 
 // ACLEntry is one identity on an access list, as acl lists it.
@@ -53,6 +59,59 @@ type ACLEntry struct {
 	Fingerprint string    `json:"fingerprint"`
 	Note        string    `json:"note"`
 	Added       time.Time `json:"added"`
+}
+
+// InviteEntry is one stored invite, as invite list lists it. Its token
+// is not stored; ID names it (the start of the token's hash).
+type InviteEntry struct {
+	ID      string    `json:"id"`
+	Note    string    `json:"note"`
+	Expires time.Time `json:"expires"`
+	Uses    int       `json:"uses"` // redemptions left
+	State   string    `json:"state"`
+}
+
+// inviteIDLen is the length of an invite's ID: hex digits of its token's
+// hash. A shorter prefix, of at least minInviteID, names it too.
+const (
+	inviteIDLen = 16
+	minInviteID = 6
+)
+
+// InviteID is the ID of the invite of token: what invite list shows.
+func InviteID(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])[:inviteIDLen]
+}
+
+// findInvite finds the invite a token or an ID (or a prefix of one)
+// names.
+func findInvite(ctx context.Context, st *store.Store, s string) (store.Invite, error) {
+	if strings.HasPrefix(s, InvitePrefix) {
+		h := sha256.Sum256([]byte(s))
+		s = hex.EncodeToString(h[:])
+	}
+	s = strings.ToLower(s)
+	if len(s) < minInviteID {
+		return store.Invite{}, fmt.Errorf("invite revoke: %q: give the token (%s...) or its ID, as invite list shows it", s, InvitePrefix)
+	}
+	all, err := st.Invites(ctx)
+	if err != nil {
+		return store.Invite{}, err
+	}
+	var found []store.Invite
+	for _, inv := range all {
+		if strings.HasPrefix(hex.EncodeToString(inv.Hash[:]), s) {
+			found = append(found, inv)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return store.Invite{}, fmt.Errorf("invite revoke: no invite %s (relay invite list shows them)", s[:min(len(s), inviteIDLen)])
+	case 1:
+		return found[0], nil
+	}
+	return store.Invite{}, fmt.Errorf("invite revoke: %s names %d invites; give more of the ID", s, len(found))
 }
 
 // apply carries out one admin command on a policy.
@@ -118,7 +177,42 @@ func apply(ctx context.Context, p *Policy, req AdminRequest) AdminResponse {
 		if err := p.reload(ctx); err != nil {
 			return fail(err)
 		}
-		return AdminResponse{Token: token, Message: fmt.Sprintf("valid for %s, %d use(s)", ttl, uses), PolicyVersion: p.Version()}
+		return AdminResponse{Token: token, Message: fmt.Sprintf("%s valid for %s, %d use(s)", InviteID(token), ttl, uses), PolicyVersion: p.Version()}
+	case "invite-list":
+		all, err := p.st.Invites(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		out := AdminResponse{PolicyVersion: p.Version(), Invites: []InviteEntry{}}
+		now := p.now()
+		for _, inv := range all {
+			state := "valid"
+			switch {
+			case inv.Uses < 1:
+				state = "used up"
+			case !now.Before(inv.Expires):
+				state = "expired"
+			}
+			out.Invites = append(out.Invites, InviteEntry{ID: hex.EncodeToString(inv.Hash[:])[:inviteIDLen], Note: inv.Note, Expires: inv.Expires, Uses: inv.Uses, State: state})
+		}
+		return out
+	case "invite-revoke":
+		inv, err := findInvite(ctx, p.st, req.Invite)
+		if err != nil {
+			return fail(err)
+		}
+		id := hex.EncodeToString(inv.Hash[:])[:inviteIDLen]
+		note := id
+		if inv.Note != "" {
+			note += ": " + inv.Note
+		}
+		if _, _, err := p.st.RevokeInvite(ctx, inv.Hash, note); err != nil {
+			return fail(err)
+		}
+		if err := p.reload(ctx); err != nil {
+			return fail(err)
+		}
+		return AdminResponse{Message: "invite " + id + " is revoked", PolicyVersion: p.Version()}
 	case "acl":
 		acl, err := p.st.ACL(ctx)
 		if err != nil {
