@@ -156,5 +156,6 @@ func openStore(dir, name string, opts ...store.Option) (*store.Store, error) {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	f.Close()
-	return store.Open(path, opts...)
+	// The relay's part of the database, and not the chat client's.
+	return store.Open(path, append([]store.Option{store.Relay()}, opts...)...)
 }
