@@ -106,6 +106,7 @@ use by another relay process, 6 the audit log does not verify.
 type cli struct {
 	stdout, stderr io.Writer
 	data           string
+	cmd            string // the command whose flags are parsed, for its help
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -138,10 +139,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		return c.version(args)
 	case "help", "-h", "--help":
+		if len(args) > 0 {
+			return c.help(strings.Join(args, " "))
+		}
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
 	return c.usageError(fmt.Errorf("unknown command %q", cmd))
+}
+
+// help prints what the usage says of one command ("serve", "audit
+// verify", "invite"), with the global flags: for "relay help CMD" and
+// "relay CMD --help".
+func (c *cli) help(cmd string) int {
+	part, ok := commandUsage(cmd)
+	if !ok {
+		return c.usageError(fmt.Errorf("no command %q", cmd))
+	}
+	fmt.Fprintf(c.stdout, "Usage: relay [--data DIR] %s\n\n%s\nrelay help lists every command, the global flags and the exit codes.\n", cmd, part)
+	return exitOK
+}
+
+// commandUsage is the part of the usage's command list about cmd: its
+// lines, and those of its subcommands.
+func commandUsage(cmd string) (string, bool) {
+	list := usage[strings.Index(usage, "Commands:\n"):strings.Index(usage, "\nThe admin commands")]
+	var b strings.Builder
+	in := false
+	for _, l := range strings.Split(list, "\n") {
+		if rest, isCmd := strings.CutPrefix(l, "  "); isCmd && rest != "" && rest[0] != ' ' {
+			in = rest == cmd || strings.HasPrefix(rest, cmd+" ")
+		}
+		if in {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String(), b.Len() > 0
 }
 
 func (c *cli) version(args []string) int {
@@ -183,6 +216,9 @@ func versionLine(name string) string {
 }
 
 func (c *cli) flags(name string) *flag.FlagSet {
+	if name != "relay" {
+		c.cmd = name
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.data, "data", c.data, "data folder")
@@ -207,6 +243,9 @@ func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 func (c *cli) usageError(err error) int {
 	if errors.Is(err, flag.ErrHelp) {
+		if c.cmd != "" {
+			return c.help(c.cmd)
+		}
 		fmt.Fprint(c.stdout, usage)
 		return exitOK
 	}
