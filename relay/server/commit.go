@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"runtime"
 	"slices"
 	"time"
 
@@ -54,8 +53,9 @@ func (p *pending) envelope() bool { return p.rec.Env != nil }
 // checkpoint. New envelopes go to live subscribers before the flush.
 // Answering the senders is left to a goroutine of its own (finish), so
 // that the next transaction starts as soon as this one is committed. It
-// returns when in is closed and drained and every sender is answered.
-func (s *Server) commit(in <-chan *pending) {
+// returns when records and envs are closed and drained and every sender
+// is answered.
+func (s *Server) commit(records, envs <-chan *pending) {
 	// One batch is answered while the next commits, and one more waits.
 	done := make(chan *finished, 1)
 	finishing := make(chan struct{})
@@ -66,35 +66,107 @@ func (s *Server) commit(in <-chan *pending) {
 		}
 	}()
 	defer func() { close(done); <-finishing }()
-	for p := range in {
-		batch := make([]*pending, 1, maxBatch)
-		batch[0] = p
-	gather:
-		for len(batch) < maxBatch {
-			select {
-			case p, ok := <-in:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, p)
-			default:
-				break gather
-			}
+	in := &commitQueue{s: s, records: records, envs: envs}
+	for {
+		p, ok := in.next()
+		if !ok {
+			return
 		}
-		if !slices.ContainsFunc(batch, (*pending).envelope) {
-			batch = linger(batch, in)
-		}
+		batch := in.gather(p)
 		start := time.Now()
 		f := s.commitBatch(batch)
 		s.metrics.commitSeconds.Observe(time.Since(start).Seconds())
-		s.metrics.batchSize.Observe(float64(len(batch)))
 		if f.err != nil {
 			s.log.Error("commit failed", "items", len(batch), "err", f.err)
-		} else {
+		} else if n := countEnvelopes(batch); n > 0 {
+			// A batch of audit records alone (the start record, a
+			// connection's) is not a batch of envelopes.
+			s.metrics.batchSize.Observe(float64(n))
 			s.metrics.stored.Add(float64(len(f.fresh)))
 		}
 		done <- f
 	}
+}
+
+func countEnvelopes(batch []*pending) int {
+	n := 0
+	for _, p := range batch {
+		if p.envelope() {
+			n++
+		}
+	}
+	return n
+}
+
+// commitQueue is what the committer takes its batches from: the audit
+// records of events, and the envelopes in position order, each of which
+// gives back its slot (sequence.go) as it is taken.
+type commitQueue struct {
+	s             *Server
+	records, envs <-chan *pending // nil once closed
+}
+
+// next waits for the next item, and reports false once both queues are
+// closed and empty.
+func (q *commitQueue) next() (*pending, bool) {
+	for q.records != nil || q.envs != nil {
+		select {
+		case p, ok := <-q.records:
+			if !ok {
+				q.records = nil
+				continue
+			}
+			return p, true
+		case p, ok := <-q.envs:
+			if !ok {
+				q.envs = nil
+				continue
+			}
+			q.s.envSlots.Release(1)
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+// poll takes an item that is waiting, if any, without waiting.
+func (q *commitQueue) poll() (*pending, bool) {
+	select {
+	case p, ok := <-q.envs:
+		if ok {
+			q.s.envSlots.Release(1)
+			return p, true
+		}
+		q.envs = nil
+	default:
+	}
+	select {
+	case p, ok := <-q.records:
+		if ok {
+			return p, true
+		}
+		q.records = nil
+	default:
+	}
+	return nil, false
+}
+
+// gather makes a batch of p and what else is waiting, up to maxBatch. A
+// batch of audit records alone lingers for more (linger).
+func (q *commitQueue) gather(p *pending) []*pending {
+	batch := make([]*pending, 1, maxBatch)
+	batch[0] = p
+	for len(batch) < maxBatch {
+		p, ok := q.poll()
+		if !ok {
+			break
+		}
+		batch = append(batch, p)
+	}
+	if !slices.ContainsFunc(batch, (*pending).envelope) {
+		batch = q.linger(batch)
+	}
+	return batch
 }
 
 // auditLinger is how long a batch of audit records alone (connections,
@@ -104,21 +176,29 @@ func (s *Server) commit(in <-chan *pending) {
 // instead of one per connection or two. An envelope ends the wait.
 const auditLinger = 5 * time.Millisecond
 
-// linger adds to batch what arrives on in within auditLinger, until an
-// envelope arrives, the batch is full or in is closed.
-func linger(batch []*pending, in <-chan *pending) []*pending {
+// linger adds to batch what arrives within auditLinger, until an
+// envelope arrives, the batch is full or the queues are closed.
+func (q *commitQueue) linger(batch []*pending) []*pending {
 	t := time.NewTimer(auditLinger)
 	defer t.Stop()
-	for len(batch) < maxBatch {
+	for len(batch) < maxBatch && (q.records != nil || q.envs != nil) {
 		select {
-		case p, ok := <-in:
+		case p, ok := <-q.records:
 			if !ok {
-				return batch
+				q.records = nil
+				continue
 			}
 			batch = append(batch, p)
 			if p.envelope() {
 				return batch
 			}
+		case p, ok := <-q.envs:
+			if !ok {
+				q.envs = nil
+				continue
+			}
+			q.s.envSlots.Release(1)
+			return append(batch, p)
 		case <-t.C:
 			return batch
 		}
@@ -211,122 +291,30 @@ func (s *Server) commitBatch(batch []*pending) *finished {
 		f.err = err
 		return f
 	}
-	var (
-		recs  []store.Record
-		owner []int // recs[j] is batch[owner[j]]'s
-	)
-	for i, p := range batch {
-		if p.envelope() {
-			recs = append(recs, p.rec)
-			owner = append(owner, i)
-		}
+	res, fresh, err := s.appendEnvelopes(ctx, b, batch)
+	if err != nil {
+		b.Rollback()
+		s.settle(batch)
+		f.err = err
+		return f
 	}
-	res := make([]committed, len(batch))
-	var (
-		fresh []store.Record
-		late  []*pending     // the envelopes that go live after their insert
-		live  []store.Record // those of them that are new
-		lost  bool           // an early envelope is not stored after all
-	)
-	if len(recs) > 0 {
-		out, err := b.Append(ctx, recs)
-		if err != nil {
-			b.Rollback()
-			s.settle(batch)
-			f.err = err
-			return f
-		}
-		for j, o := range out {
-			p := batch[owner[j]]
-			res[owner[j]].app = o
-			if !p.early {
-				late = append(late, p)
-			}
-			switch {
-			case o.Result == store.Stored:
-				r := recs[j]
-				r.Pos = o.Pos
-				fresh = append(fresh, r)
-				if !p.early {
-					live = append(live, r)
-				}
-			case p.early:
-				lost = true
-				s.log.Error("an envelope sent live as new is not stored", "id", p.rec.ID, "result", o.Result)
-			}
-		}
-	}
-	if lost {
-		s.hub.fail()
-	}
-
-	// The envelopes the sequencer could not tell were new go to the live
-	// subscribers now that the store has: before the audit records, the
-	// commit and the disk flush. Committed frames follow the flush. If the
-	// transaction fails, what went out is not stored: every subscription
-	// starts again from its last committed envelope.
-	s.metrics.liveLate.Add(float64(len(live)))
-	if s.hub.deliver(live) {
-		// The subscriptions' goroutines were made ready to run after this
-		// one; let them write now, not after the commit.
-		runtime.Gosched()
-	}
-	s.seq.settled(late)
-
-	// The audit records of the batch, in the same transaction.
+	now := s.now().UnixMilli()
 	var (
 		arecs  []*audit.Record
 		aowner []int
 		first  int64
 		signed []byte
 	)
-	now := s.now()
 	if s.audit != nil {
-		for i, p := range batch {
-			switch {
-			case !p.envelope():
-				arecs = append(arecs, p.audit)
-				aowner = append(aowner, -1)
-				continue
-			case res[i].app.Result == store.Stored:
-				path := audit.PathRelay
-				if p.rec.Via == viaMesh {
-					path = audit.PathMesh
-				}
-				arecs = append(arecs, &audit.Record{Kind: audit.KindPublish, Time: now.UnixMilli(), PolicyVersion: p.policy,
-					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room})
-			case res[i].app.Result == store.Equivocation:
-				path := audit.PathRelay
-				if p.rec.Via == viaMesh {
-					path = audit.PathMesh
-				}
-				arecs = append(arecs, &audit.Record{Kind: audit.KindPublishRefused, Time: now.UnixMilli(), PolicyVersion: p.policy,
-					Identity: p.rec.Env.Sender, Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room,
-					Code: wire.CodeEquivocation, Detail: "another envelope has this sender, room and sequence number"})
-				aowner = append(aowner, -1) // a refusal: no receipt
-				continue
-			default:
-				continue // a duplicate: recorded when it was first stored
-			}
-			aowner = append(aowner, i)
-		}
-		if len(arecs) > 0 {
-			if first, err = s.audit.Append(b, arecs); err != nil {
-				b.Rollback()
-				s.hub.fail()
-				f.err = err
-				return f
-			}
-			if signed, err = s.audit.Seal(b); err != nil {
-				b.Rollback()
-				s.audit.Abort()
-				s.hub.fail()
-				f.err = err
-				return f
-			}
+		arecs, aowner = auditRecords(batch, res, now)
+	}
+	if len(arecs) > 0 {
+		if first, signed, err = s.appendAudit(b, arecs); err != nil {
+			s.hub.fail()
+			f.err = err
+			return f
 		}
 	}
-
 	if err := b.Commit(); err != nil {
 		if len(arecs) > 0 {
 			s.audit.Abort()
@@ -341,9 +329,125 @@ func (s *Server) commitBatch(batch []*pending) *finished {
 	s.hub.committed(fresh)
 
 	for i := range res {
-		res[i].time = now.UnixMilli()
+		res[i].time = now
 	}
 	f.res, f.fresh = res, fresh
 	f.size, f.signed, f.arecs, f.aowner = first+int64(len(arecs)), signed, arecs, aowner
 	return f
+}
+
+// appendEnvelopes inserts the batch's envelopes in b, and returns each
+// item's answer and the envelopes that are new. The late ones among them
+// (sequence.go) go to the live subscriptions now that the store has
+// decided, before the audit records, the commit and the disk flush;
+// Committed frames follow the flush. If the transaction fails after, what
+// went out is not stored: every subscription starts again from its last
+// committed envelope. If the insert fails, the caller rolls back and
+// settles the batch.
+func (s *Server) appendEnvelopes(ctx context.Context, b Batch, batch []*pending) ([]committed, []store.Record, error) {
+	res := make([]committed, len(batch))
+	var (
+		recs  []store.Record
+		owner []int // recs[j] is batch[owner[j]]'s
+	)
+	for i, p := range batch {
+		if p.envelope() {
+			recs = append(recs, p.rec)
+			owner = append(owner, i)
+		}
+	}
+	if len(recs) == 0 {
+		return res, nil, nil
+	}
+	out, err := b.Append(ctx, recs)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		fresh []store.Record
+		late  []*pending     // the envelopes that go live after their insert
+		live  []store.Record // those of them that are new
+		lost  bool           // an early envelope is not stored after all
+	)
+	for j, o := range out {
+		p := batch[owner[j]]
+		res[owner[j]].app = o
+		if !p.early {
+			late = append(late, p)
+		}
+		switch {
+		case o.Result == store.Stored:
+			r := recs[j]
+			r.Pos = o.Pos
+			fresh = append(fresh, r)
+			if !p.early {
+				live = append(live, r)
+			}
+		case p.early:
+			lost = true
+			s.log.Error("an envelope sent live as new is not stored", "id", p.rec.ID, "result", o.Result)
+		}
+	}
+	if lost {
+		s.hub.fail()
+	}
+	// No yield to the subscriptions woken here: the new envelopes of a
+	// publisher the sequencer knows went live before the committer saw
+	// them, from the publisher's goroutine; the late ones (resends,
+	// envelopes of pairs it does not know, or queued behind one) are
+	// written when the scheduler runs their subscriptions, on the other
+	// core or when the committer waits for the disk.
+	s.metrics.liveLate.Add(float64(len(live)))
+	s.hub.deliver(live)
+	s.seq.settled(late)
+	return res, fresh, nil
+}
+
+// auditRecords makes the audit records of a batch committed at now (Unix
+// ms): each event's, a record of each new envelope and of each
+// equivocation, none for a duplicate (recorded when it was first stored).
+// aowner[k] is the batch item whose receipt arecs[k] makes, -1 for none.
+func auditRecords(batch []*pending, res []committed, now int64) (arecs []*audit.Record, aowner []int) {
+	for i, p := range batch {
+		switch {
+		case !p.envelope():
+			arecs = append(arecs, p.audit)
+			aowner = append(aowner, -1)
+		case res[i].app.Result == store.Stored:
+			arecs = append(arecs, publishRecord(p, audit.KindPublish, now))
+			aowner = append(aowner, i)
+		case res[i].app.Result == store.Equivocation:
+			r := publishRecord(p, audit.KindPublishRefused, now)
+			r.Code, r.Detail = wire.CodeEquivocation, "another envelope has this sender, room and sequence number"
+			arecs = append(arecs, r)
+			aowner = append(aowner, -1) // a refusal: no receipt
+		}
+	}
+	return arecs, aowner
+}
+
+// publishRecord is the audit record of kind of the envelope p.
+func publishRecord(p *pending, kind audit.Kind, now int64) *audit.Record {
+	path := audit.PathRelay
+	if p.rec.Via == viaMesh {
+		path = audit.PathMesh
+	}
+	return &audit.Record{Kind: kind, Time: now, PolicyVersion: p.policy, Identity: p.rec.Env.Sender,
+		Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room}
+}
+
+// appendAudit appends arecs to the audit log in b and seals it with a
+// signed checkpoint; it returns the index of the first record and the
+// checkpoint. If it fails, it has rolled b back.
+func (s *Server) appendAudit(b Batch, arecs []*audit.Record) (first int64, signed []byte, err error) {
+	if first, err = s.audit.Append(b, arecs); err != nil {
+		b.Rollback()
+		return 0, nil, err
+	}
+	if signed, err = s.audit.Seal(b); err != nil {
+		b.Rollback()
+		s.audit.Abort()
+		return 0, nil, err
+	}
+	return first, signed, nil
 }

@@ -39,3 +39,9 @@ func TestLinger(t *testing.T) {
 		t.Fatalf("took %d from a closed queue, want the 1 it had", len(got))
 	}
 }
+
+// linger is the committer's linger on a queue of audit records alone.
+func linger(batch []*pending, in <-chan *pending) []*pending {
+	q := &commitQueue{records: in}
+	return q.linger(batch)
+}

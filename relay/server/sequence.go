@@ -33,7 +33,7 @@ const maxPairs = 1 << 18
 // the room's later envelopes wait too, so that a room's envelopes go live
 // in position order.
 type sequencer struct {
-	mu   sync.Mutex // held from giving a position to queueing
+	mu   sync.Mutex // held from giving a position to queueing, which never waits (enqueue)
 	next int64      // the next position
 
 	known sync.Mutex // guards what follows; the committer takes it too
@@ -147,47 +147,46 @@ func (q *sequencer) settled(recs []*pending) {
 	}
 }
 
+// maxQueued is the most envelopes queued for the committer: a publisher
+// that would queue more waits for the committer to take some (envSlots).
+const maxQueued = 4 * maxBatch
+
 // enqueue gives each of ps its position and queues them for the
 // committer, in order; those known to be new are with the live
-// subscriptions before enqueue returns. It returns how many it queued,
-// all of them unless ctx ends first.
+// subscriptions before enqueue returns. It returns how many it queued:
+// all of them, or none if ctx ends while it waits for room in the queue.
+//
+// The wait for room is before the sequencer's lock, in envSlots, not
+// under it: the lock is held only to place, number and queue, which
+// never waits, so no publisher waits on the lock for another one's wait
+// for the committer (and its disk flush), and one whose stream ends
+// while it waits for room leaves at once.
 func (s *Server) enqueue(ctx context.Context, ps []*pending) (int, error) {
+	if len(ps) == 0 {
+		return 0, nil
+	}
+	// While there is room, even at shutdown: what was read is committed.
+	if n := int64(len(ps)); !s.envSlots.TryAcquire(n) {
+		if err := s.envSlots.Acquire(ctx, n); err != nil {
+			return 0, err
+		}
+	}
 	q := s.seq
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var early []store.Record
-	for i, p := range ps {
+	for _, p := range ps {
 		p.early = q.place(p)
-		p.rec.Pos = q.next + int64(i)
+		p.rec.Pos = q.next
+		q.next++
 		if p.early {
 			early = append(early, p.rec)
 		}
 	}
 	s.hub.deliver(early)
 	s.metrics.liveEarly.Add(float64(len(early)))
-	for i, p := range ps {
-		select {
-		case s.commits <- p: // while there is room, even at shutdown
-			q.next++
-			continue
-		default:
-		}
-		select {
-		case s.commits <- p:
-			q.next++
-		case <-ctx.Done():
-			var late []*pending
-			for _, p := range ps[i:] {
-				if !p.early {
-					late = append(late, p)
-				}
-			}
-			if len(late) < len(ps[i:]) {
-				s.hub.fail() // early ones went out and will not be stored
-			}
-			q.settled(late)
-			return i, ctx.Err()
-		}
+	for _, p := range ps {
+		s.envs <- p // never waits: each has its slot
 	}
 	return len(ps), nil
 }

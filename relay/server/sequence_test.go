@@ -333,6 +333,28 @@ func TestEarlyThenNotStored(t *testing.T) {
 		t.Fatalf("subscribe: %s, %v", ft, err)
 	}
 
+	// The second connection's audit record is queued before its
+	// subscription is served, and a batch of audit records alone waits up
+	// to auditLinger for more: left alone, it could be the batch that
+	// fails, on a loaded machine. An envelope published and acknowledged
+	// now is committed with it or after it; the subscription sends it and
+	// its Committed frame.
+	barrier, barrierID := a.Next(t, "after the connection's record")
+	if _, err := ca.Publish(ctx, barrier); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ft, body, err := fr.Next()
+		if err != nil {
+			t.Fatalf("before the failed batch: %v", err)
+		}
+		if ft == wire.FrameCommitted {
+			if c, err := wire.ParseCommitted(body); err == nil && c.ID == barrierID {
+				break
+			}
+		}
+	}
+
 	lost, lostID := a.Next(t, "early, never stored")
 	fail.Store(true)
 	if _, err := ca.Publish(ctx, lost); !errors.Is(err, &wire.RelayError{Code: wire.CodeInternal}) {

@@ -1,0 +1,45 @@
+package server
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// limiters are token buckets by key (an identity, an address). Buckets
+// that have refilled are dropped when the table grows, so it stays bounded
+// by the keys active within a refill time.
+type limiters struct {
+	mu    sync.Mutex
+	m     map[string]*rate.Limiter
+	r     rate.Limit
+	burst int
+}
+
+const maxLimiters = 1 << 16
+
+func newLimiters(r rate.Limit, burst int) *limiters {
+	return &limiters{m: map[string]*rate.Limiter{}, r: r, burst: burst}
+}
+
+func (l *limiters) allow(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.m[key]
+	if !ok {
+		if len(l.m) >= maxLimiters {
+			for k, v := range l.m {
+				if v.TokensAt(now) >= float64(l.burst) {
+					delete(l.m, k)
+				}
+			}
+		}
+		if len(l.m) >= maxLimiters {
+			return false // every bucket is in use: refuse rather than grow
+		}
+		lim = rate.NewLimiter(l.r, l.burst)
+		l.m[key] = lim
+	}
+	return lim.AllowN(now, 1)
+}
