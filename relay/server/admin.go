@@ -116,115 +116,147 @@ func findInvite(ctx context.Context, st *store.Store, s string) (store.Invite, e
 
 // apply carries out one admin command on a policy.
 func apply(ctx context.Context, p *Policy, req AdminRequest) AdminResponse {
-	fail := func(err error) AdminResponse { return AdminResponse{Error: err.Error(), PolicyVersion: p.Version()} }
-	var key identity.PublicKey
 	switch req.Cmd {
 	case "allow", "deny", "ban", "unban":
-		var err error
-		if key, err = resolveKey(ctx, p.st, req.Key); err != nil {
-			return fail(fmt.Errorf("%s: %w", req.Cmd, err))
+		key, err := resolveKey(ctx, p.st, req.Key)
+		if err != nil {
+			return adminFailure(p, fmt.Errorf("%s: %w", req.Cmd, err))
 		}
+		return applyToKey(ctx, p, req, key)
+	case "invite":
+		return createInvite(ctx, p, req)
+	case "invite-list":
+		return listInvites(ctx, p)
+	case "invite-revoke":
+		return revokeInvite(ctx, p, req.Invite)
+	case "acl":
+		return listACL(ctx, p)
+	}
+	return adminFailure(p, fmt.Errorf("unknown admin command %q", req.Cmd))
+}
+
+// adminFailure is the answer to an admin command that failed with err.
+func adminFailure(p *Policy, err error) AdminResponse {
+	return AdminResponse{Error: err.Error(), PolicyVersion: p.Version()}
+}
+
+// applyToKey carries out allow, deny, ban or unban of key.
+func applyToKey(ctx context.Context, p *Policy, req AdminRequest, key identity.PublicKey) AdminResponse {
+	said := func(msg string) AdminResponse {
+		return AdminResponse{Message: key.Fingerprint() + msg, PolicyVersion: p.Version()}
 	}
 	switch req.Cmd {
 	case "allow":
 		if _, err := p.Allow(ctx, key, req.Note); err != nil {
-			return fail(err)
+			return adminFailure(p, err)
 		}
-		return AdminResponse{Message: key.Fingerprint() + " is on the allow list", PolicyVersion: p.Version()}
+		return said(" is on the allow list")
 	case "deny":
 		was, err := p.Deny(ctx, key)
 		if err != nil {
-			return fail(err)
+			return adminFailure(p, err)
 		}
 		if !was {
-			return AdminResponse{Message: key.Fingerprint() + " was not on the allow list", PolicyVersion: p.Version()}
+			return said(" was not on the allow list")
 		}
-		return AdminResponse{Message: key.Fingerprint() + " is off the allow list", PolicyVersion: p.Version()}
+		return said(" is off the allow list")
 	case "ban":
 		if err := p.Ban(ctx, key, req.Note); err != nil {
-			return fail(err)
+			return adminFailure(p, err)
 		}
-		return AdminResponse{Message: key.Fingerprint() + " is banned", PolicyVersion: p.Version()}
-	case "unban":
+		return said(" is banned")
+	default: // unban
 		was, err := p.Unban(ctx, key)
 		if err != nil {
-			return fail(err)
+			return adminFailure(p, err)
 		}
 		if !was {
-			return AdminResponse{Message: key.Fingerprint() + " was not banned", PolicyVersion: p.Version()}
+			return said(" was not banned")
 		}
-		return AdminResponse{Message: key.Fingerprint() + " is no longer banned", PolicyVersion: p.Version()}
-	case "invite":
-		ttl := 7 * 24 * time.Hour
-		if req.TTL != "" {
-			d, err := time.ParseDuration(req.TTL)
-			if err != nil || d <= 0 {
-				return fail(fmt.Errorf("invite: ttl %q is not a positive duration", req.TTL))
-			}
-			ttl = d
-		}
-		uses := req.Uses
-		if uses == 0 {
-			uses = 1
-		}
-		if uses < 1 {
-			return fail(fmt.Errorf("invite: %d uses", uses))
-		}
-		token, err := NewInvite(ctx, p.st, req.Note, ttl, uses, p.now())
-		if err != nil {
-			return fail(err)
-		}
-		if err := p.reload(ctx); err != nil {
-			return fail(err)
-		}
-		return AdminResponse{Token: token, Message: fmt.Sprintf("%s valid for %s, %d use(s)", InviteID(token), ttl, uses), PolicyVersion: p.Version()}
-	case "invite-list":
-		all, err := p.st.Invites(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		out := AdminResponse{PolicyVersion: p.Version(), Invites: []InviteEntry{}}
-		now := p.now()
-		for _, inv := range all {
-			state := "valid"
-			switch {
-			case inv.Uses < 1:
-				state = "used up"
-			case !now.Before(inv.Expires):
-				state = "expired"
-			}
-			out.Invites = append(out.Invites, InviteEntry{ID: hex.EncodeToString(inv.Hash[:])[:inviteIDLen], Note: inv.Note, Expires: inv.Expires, Uses: inv.Uses, State: state})
-		}
-		return out
-	case "invite-revoke":
-		inv, err := findInvite(ctx, p.st, req.Invite)
-		if err != nil {
-			return fail(err)
-		}
-		id := hex.EncodeToString(inv.Hash[:])[:inviteIDLen]
-		note := id
-		if inv.Note != "" {
-			note += ": " + inv.Note
-		}
-		if _, _, err := p.st.RevokeInvite(ctx, inv.Hash, note); err != nil {
-			return fail(err)
-		}
-		if err := p.reload(ctx); err != nil {
-			return fail(err)
-		}
-		return AdminResponse{Message: "invite " + id + " is revoked", PolicyVersion: p.Version()}
-	case "acl":
-		acl, err := p.st.ACL(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		out := AdminResponse{PolicyVersion: p.Version(), Entries: []ACLEntry{}}
-		for _, e := range acl {
-			out.Entries = append(out.Entries, ACLEntry{List: e.List, Key: e.Key.String(), Fingerprint: e.Key.Fingerprint(), Note: e.Note, Added: e.Added})
-		}
-		return out
+		return said(" is no longer banned")
 	}
-	return fail(fmt.Errorf("unknown admin command %q", req.Cmd))
+}
+
+// createInvite makes an invite token valid for req.TTL (a week if not
+// given) and req.Uses redemptions (one if not given).
+func createInvite(ctx context.Context, p *Policy, req AdminRequest) AdminResponse {
+	ttl := 7 * 24 * time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return adminFailure(p, fmt.Errorf("invite: ttl %q is not a positive duration", req.TTL))
+		}
+		ttl = d
+	}
+	uses := req.Uses
+	if uses == 0 {
+		uses = 1
+	}
+	if uses < 1 {
+		return adminFailure(p, fmt.Errorf("invite: %d uses", uses))
+	}
+	token, err := NewInvite(ctx, p.st, req.Note, ttl, uses, p.now())
+	if err != nil {
+		return adminFailure(p, err)
+	}
+	if err := p.reload(ctx); err != nil {
+		return adminFailure(p, err)
+	}
+	return AdminResponse{Token: token, Message: fmt.Sprintf("%s valid for %s, %d use(s)", InviteID(token), ttl, uses), PolicyVersion: p.Version()}
+}
+
+// listInvites lists every invite with its state: valid, used up or expired.
+func listInvites(ctx context.Context, p *Policy) AdminResponse {
+	all, err := p.st.Invites(ctx)
+	if err != nil {
+		return adminFailure(p, err)
+	}
+	out := AdminResponse{PolicyVersion: p.Version(), Invites: []InviteEntry{}}
+	now := p.now()
+	for _, inv := range all {
+		state := "valid"
+		switch {
+		case inv.Uses < 1:
+			state = "used up"
+		case !now.Before(inv.Expires):
+			state = "expired"
+		}
+		out.Invites = append(out.Invites, InviteEntry{ID: hex.EncodeToString(inv.Hash[:])[:inviteIDLen], Note: inv.Note, Expires: inv.Expires, Uses: inv.Uses, State: state})
+	}
+	return out
+}
+
+// revokeInvite revokes the invite named by its token or ID (findInvite).
+func revokeInvite(ctx context.Context, p *Policy, name string) AdminResponse {
+	inv, err := findInvite(ctx, p.st, name)
+	if err != nil {
+		return adminFailure(p, err)
+	}
+	id := hex.EncodeToString(inv.Hash[:])[:inviteIDLen]
+	note := id
+	if inv.Note != "" {
+		note += ": " + inv.Note
+	}
+	if _, _, err := p.st.RevokeInvite(ctx, inv.Hash, note); err != nil {
+		return adminFailure(p, err)
+	}
+	if err := p.reload(ctx); err != nil {
+		return adminFailure(p, err)
+	}
+	return AdminResponse{Message: "invite " + id + " is revoked", PolicyVersion: p.Version()}
+}
+
+// listACL lists every entry of every access list.
+func listACL(ctx context.Context, p *Policy) AdminResponse {
+	acl, err := p.st.ACL(ctx)
+	if err != nil {
+		return adminFailure(p, err)
+	}
+	out := AdminResponse{PolicyVersion: p.Version(), Entries: []ACLEntry{}}
+	for _, e := range acl {
+		out.Entries = append(out.Entries, ACLEntry{List: e.List, Key: e.Key.String(), Fingerprint: e.Key.Fingerprint(), Note: e.Note, Added: e.Added})
+	}
+	return out
 }
 
 // ErrUnknownFingerprint: an admin command named an identity by a

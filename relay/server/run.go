@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/relay"
@@ -83,111 +84,177 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	r := &relayRun{o: o, log: log, key: key, st: st, reg: reg, srv: srv}
+	return r.serve(ctx)
+}
 
+// relayRun is one run of a listening relay: its server, and the parts
+// Run starts around it (the mesh bridge, the admin listener and socket,
+// config reloads, retention).
+type relayRun struct {
+	o   RunOptions
+	log *slog.Logger
+	key identity.PrivateKey
+	st  *store.Store
+	reg *prometheus.Registry
+	srv *Server
+	// run ends after Serve returns; wg waits for what was started on it.
+	run context.Context
+	wg  sync.WaitGroup
+}
+
+// serve starts the parts around the server, serves until ctx ends and
+// stops them.
+func (r *relayRun) serve(ctx context.Context) error {
 	// Everything below ends with run, which ends after Serve returns: the
 	// bridge, the admin socket and /healthz go on while the relay drains,
 	// and never outlive it.
 	run, stop := context.WithCancel(context.WithoutCancel(ctx))
+	r.run = run
 	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer r.wg.Wait()
 
 	var meshAddrs []string
-	var bridge *MeshBridge
-	if len(o.Config.P2PListen) > 0 {
-		mst, err := openStore(o.Dir, MeshDBFile)
+	if len(r.o.Config.P2PListen) > 0 {
+		addrs, closeMesh, err := r.startMesh()
 		if err != nil {
 			return err
 		}
-		defer mst.Close()
-		node, err := mesh.New(run, mesh.Config{
-			Key: key, Store: mst, ListenAddrs: o.Config.P2PListen, Bootstrap: o.Config.Bootstrap,
-			MDNS: o.Config.MDNS, DHT: true, Skew: o.Config.Limits.Skew.Duration,
-			Retention: o.Config.Retention.MaxAge.Duration, Registerer: reg, Logger: log.With("part", "mesh"),
-		})
-		if err != nil {
-			return fmt.Errorf("relay: mesh node: %w", err)
-		}
-		defer node.Close()
-		meshAddrs = node.Addrs()
-		bridge = NewMeshBridge(run, srv, node, log.With("part", "bridge"))
-		defer bridge.Close()
-		srv.SetBridge(bridge)
+		defer closeMesh()
+		meshAddrs = addrs
 	}
+	if r.o.Config.Admin != "" {
+		if err := r.startAdminListener(ctx); err != nil {
+			return err
+		}
+	}
+	if r.o.Reload != nil {
+		r.wg.Go(r.reloadOnRequest)
+	}
+	r.wg.Go(r.serveAdminSocket)
+	r.wg.Go(func() { retain(run, r.st, r.o.Config.Retention, 2*r.o.Config.Limits.Skew.Duration, r.log) })
 
-	if o.Config.Admin != "" {
-		ln, err := net.Listen("tcp", o.Config.Admin)
-		if err != nil {
-			return fmt.Errorf("relay: admin listener: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		// Profiles, for operators chasing a slow relay: the listener is
-		// on loopback by default, and nothing here changes state.
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-			if ctx.Err() != nil {
-				http.Error(w, "stopping", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ok")
-		})
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		wg.Go(func() { hs.Serve(ln) })
-		context.AfterFunc(run, func() { hs.Close() })
-		log.Info("admin listener", "addr", ln.Addr().String())
+	addr := r.sharedAddr()
+	r.log.Info("relay serving", "addr", addr.String(), "policy", r.srv.policy.Mode().String(), "policy_version", r.srv.policy.Version(), "mesh", meshAddrs)
+	if r.o.Ready != nil {
+		r.o.Ready(addr, meshAddrs)
 	}
-	reload := func(ctx context.Context, by string) AdminResponse {
-		cfg, err := LoadDirConfig(o.Dir)
-		if err != nil {
-			return AdminResponse{Error: fmt.Sprintf("reload: %v; nothing changed", err), PolicyVersion: srv.policy.Version()}
-		}
-		return srv.Reload(ctx, cfg, by)
-	}
-	if o.Reload != nil {
-		wg.Go(func() {
-			for {
-				select {
-				case <-o.Reload:
-					if r := reload(run, "SIGHUP"); r.Error != "" {
-						log.Error("config reload", "err", r.Error)
-					}
-				case <-run.Done():
-					return
-				}
-			}
-		})
-	}
-	wg.Go(func() {
-		if err := srv.ServeAdmin(run, filepath.Join(o.Dir, SocketFile), func(ctx context.Context) AdminResponse { return reload(ctx, "relay reload") }); err != nil {
-			log.Error("admin socket", "err", err)
-		}
-	})
-	wg.Go(func() { retain(run, st, o.Config.Retention, 2*o.Config.Limits.Skew.Duration, log) })
-
-	// The address to share: the real port, and the advertised or this
-	// machine's name when the relay listens on every interface.
-	shared := o.Config
-	shared.Listen = srv.Addr().String()
-	if host, _, _ := net.SplitHostPort(o.Config.Listen); host != "" && net.ParseIP(host) != nil && !net.ParseIP(host).IsUnspecified() {
-		shared.Listen = net.JoinHostPort(host, portOf(srv.Addr().String()))
-	} else {
-		shared.Listen = net.JoinHostPort("", portOf(srv.Addr().String()))
-	}
-	addr, _ := ShareAddr(key.Public(), shared)
-	log.Info("relay serving", "addr", addr.String(), "policy", srv.policy.Mode().String(), "policy_version", srv.policy.Version(), "mesh", meshAddrs)
-	if o.Ready != nil {
-		o.Ready(addr, meshAddrs)
-	}
-	err = srv.Serve(ctx)
+	err := r.srv.Serve(ctx)
 	stop()
-	log.Info("relay stopped")
+	r.log.Info("relay stopped")
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	return nil
+}
+
+// startMesh starts the mesh node, on a store of its own, and bridges it
+// to the server. closeMesh closes the bridge, the node and its store, in
+// that order.
+func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
+	mst, err := openStore(r.o.Dir, MeshDBFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := r.o.Config
+	node, err := mesh.New(r.run, mesh.Config{
+		Key: r.key, Store: mst, ListenAddrs: cfg.P2PListen, Bootstrap: cfg.Bootstrap,
+		MDNS: cfg.MDNS, DHT: true, Skew: cfg.Limits.Skew.Duration,
+		Retention: cfg.Retention.MaxAge.Duration, Registerer: r.reg, Logger: r.log.With("part", "mesh"),
+	})
+	if err != nil {
+		mst.Close()
+		return nil, nil, fmt.Errorf("relay: mesh node: %w", err)
+	}
+	addrs = node.Addrs()
+	bridge := NewMeshBridge(r.run, r.srv, node, r.log.With("part", "bridge"))
+	r.srv.SetBridge(bridge)
+	return addrs, func() {
+		bridge.Close()
+		node.Close()
+		mst.Close()
+	}, nil
+}
+
+// startAdminListener serves metrics, profiles and /healthz on the admin
+// address until r.run ends; /healthz fails once ctx ends.
+func (r *relayRun) startAdminListener(ctx context.Context) error {
+	ln, err := net.Listen("tcp", r.o.Config.Admin)
+	if err != nil {
+		return fmt.Errorf("relay: admin listener: %w", err)
+	}
+	hs := &http.Server{Handler: adminHTTPHandler(ctx, r.reg), ReadHeaderTimeout: 5 * time.Second}
+	r.wg.Go(func() { hs.Serve(ln) })
+	context.AfterFunc(r.run, func() { hs.Close() })
+	r.log.Info("admin listener", "addr", ln.Addr().String())
+	return nil
+}
+
+// adminHTTPHandler serves the admin listener: metrics of reg, profiles,
+// and /healthz, which answers "stopping" once ctx ends.
+func adminHTTPHandler(ctx context.Context, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Profiles, for operators chasing a slow relay: the listener is
+	// on loopback by default, and nothing here changes state.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if ctx.Err() != nil {
+			http.Error(w, "stopping", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// reload reads the config file again and applies it; by says who asked.
+func (r *relayRun) reload(ctx context.Context, by string) AdminResponse {
+	cfg, err := LoadDirConfig(r.o.Dir)
+	if err != nil {
+		return AdminResponse{Error: fmt.Sprintf("reload: %v; nothing changed", err), PolicyVersion: r.srv.policy.Version()}
+	}
+	return r.srv.Reload(ctx, cfg, by)
+}
+
+// reloadOnRequest reloads the config each time r.o.Reload asks (SIGHUP),
+// until r.run ends.
+func (r *relayRun) reloadOnRequest() {
+	for {
+		select {
+		case <-r.o.Reload:
+			if resp := r.reload(r.run, "SIGHUP"); resp.Error != "" {
+				r.log.Error("config reload", "err", resp.Error)
+			}
+		case <-r.run.Done():
+			return
+		}
+	}
+}
+
+// serveAdminSocket serves the admin commands (relay allow, reload...) on
+// the data folder's socket until r.run ends.
+func (r *relayRun) serveAdminSocket() {
+	reload := func(ctx context.Context) AdminResponse { return r.reload(ctx, "relay reload") }
+	if err := r.srv.ServeAdmin(r.run, filepath.Join(r.o.Dir, SocketFile), reload); err != nil {
+		r.log.Error("admin socket", "err", err)
+	}
+}
+
+// sharedAddr is the address to share: the real port, and the advertised
+// or this machine's name when the relay listens on every interface.
+func (r *relayRun) sharedAddr() relay.Addr {
+	shared := r.o.Config
+	port := portOf(r.srv.Addr().String())
+	if host, _, _ := net.SplitHostPort(r.o.Config.Listen); host != "" && net.ParseIP(host) != nil && !net.ParseIP(host).IsUnspecified() {
+		shared.Listen = net.JoinHostPort(host, port)
+	} else {
+		shared.Listen = net.JoinHostPort("", port)
+	}
+	addr, _ := ShareAddr(r.key.Public(), shared)
+	return addr
 }
 
 func portOf(hostPort string) string {
