@@ -359,133 +359,139 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
+// serveFlags are the flags of relay serve.
+type serveFlags struct {
+	listen string
+	admin  string // "\x00" if not given: "" turns the admin listener off
+	p2p    multi
+	level  slog.Level
+	format string
+	check  bool
+}
+
 func (c *cli) serve(args []string) int {
-	fs := c.flags("serve")
-	var (
-		listen, admin, level, format string
-		p2p                          multi
-		check                        bool
-	)
-	fs.StringVar(&listen, "listen", "", "QUIC address")
-	fs.Var(&p2p, "p2p-listen", "mesh multiaddr")
-	fs.StringVar(&admin, "admin", "\x00", "metrics and health address")
-	fs.StringVar(&level, "log-level", "info", "log level")
-	fs.StringVar(&format, "log-format", "text", "text or json")
-	fs.BoolVar(&check, "check-config", false, "check the configuration and exit")
-	pos, err := c.parse(fs, args)
+	f, err := c.parseServe(args)
 	if err != nil {
 		return c.usageError(err)
-	}
-	if len(pos) != 0 {
-		return c.usageError(fmt.Errorf("serve takes no arguments"))
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return c.usageError(fmt.Errorf("--log-level %q: want debug, info, warn or error", level))
-	}
-	if format != "text" && format != "json" {
-		return c.usageError(fmt.Errorf("--log-format %q: want text or json", format))
 	}
 	dir, err := c.dir()
 	if err != nil {
 		return c.fail(err)
 	}
-	cfg, err := server.LoadDirConfig(dir)
+	cfg, err := f.config(dir)
 	if err != nil {
 		return c.fail(err)
 	}
-	if listen != "" {
-		cfg.Listen = listen
-	}
-	if admin != "\x00" {
-		cfg.Admin = admin
-	}
-	switch {
-	case len(p2p) == 1 && p2p[0] == "none":
-		cfg.P2PListen = nil
-	case len(p2p) > 0:
-		cfg.P2PListen = p2p
-	}
-	if err := cfg.Validate(); err != nil {
-		return c.fail(err)
-	}
-	if _, err := server.LoadKey(dir); err != nil {
-		return c.fail(err)
-	}
-	if check {
+	if f.check {
 		fmt.Fprintf(c.stdout, "relay: configuration of %s is valid\n", dir)
 		return exitOK
 	}
-	var h slog.Handler = slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: lvl})
-	if format == "json" {
-		h = slog.NewJSONHandler(c.stderr, &slog.HandlerOptions{Level: lvl})
-	}
-	log := slog.New(h)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer func() { signal.Stop(hup); close(hup) }()
-	reload := make(chan struct{}, 1)
-	go func() {
-		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default: // one is pending already
-			}
-		}
-	}()
-	err = server.Run(ctx, server.RunOptions{Dir: dir, Config: cfg, Log: log, Reload: reload, Ready: func(addr relay.Addr, mesh []string) {
-		fmt.Fprintf(c.stdout, "serving %s\n", addr)
-		for _, m := range mesh {
-			fmt.Fprintf(c.stdout, "mesh %s\n", m)
-		}
-	}})
-	if err != nil {
+	if err := c.runRelay(dir, cfg, f.logger(c.stderr)); err != nil {
 		return c.fail(err)
 	}
 	return exitOK
 }
 
-func (c *cli) admin(cmd string, args []string) int {
-	fs := c.flags(cmd)
-	var req server.AdminRequest
-	req.Cmd = cmd
-	var asJSON bool
-	if cmd == "invite" && len(args) > 0 && (args[0] == "list" || args[0] == "revoke") {
-		cmd, args = "invite-"+args[0], args[1:]
-		req.Cmd = cmd
-	}
-	switch cmd {
-	case "allow", "ban", "invite":
-		fs.StringVar(&req.Note, "note", "", "note")
-	}
-	if cmd == "invite" {
-		fs.StringVar(&req.TTL, "ttl", "168h", "how long the invite is valid")
-		fs.IntVar(&req.Uses, "uses", 1, "how many identities may redeem it")
-	}
-	if cmd == "acl" || cmd == "invite-list" {
-		fs.BoolVar(&asJSON, "json", false, "JSON output")
-	}
+// parseServe reads serve's flags; every error is a usage error.
+func (c *cli) parseServe(args []string) (serveFlags, error) {
+	fs := c.flags("serve")
+	var f serveFlags
+	var level string
+	fs.StringVar(&f.listen, "listen", "", "QUIC address")
+	fs.Var(&f.p2p, "p2p-listen", "mesh multiaddr")
+	fs.StringVar(&f.admin, "admin", "\x00", "metrics and health address")
+	fs.StringVar(&level, "log-level", "info", "log level")
+	fs.StringVar(&f.format, "log-format", "text", "text or json")
+	fs.BoolVar(&f.check, "check-config", false, "check the configuration and exit")
 	pos, err := c.parse(fs, args)
 	if err != nil {
-		return c.usageError(err)
+		return f, err
 	}
-	switch cmd {
-	case "allow", "deny", "ban", "unban":
-		if len(pos) != 1 {
-			return c.usageError(fmt.Errorf("%s takes one identity: its public key (ed25519:...) or fingerprint (SHA256:...)", cmd))
+	if len(pos) != 0 {
+		return f, fmt.Errorf("serve takes no arguments")
+	}
+	if err := f.level.UnmarshalText([]byte(level)); err != nil {
+		return f, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	if f.format != "text" && f.format != "json" {
+		return f, fmt.Errorf("--log-format %q: want text or json", f.format)
+	}
+	return f, nil
+}
+
+// config is the data folder's configuration with the flags' changes,
+// checked, as is the relay's key.
+func (f serveFlags) config(dir string) (server.Config, error) {
+	cfg, err := server.LoadDirConfig(dir)
+	if err != nil {
+		return cfg, err
+	}
+	if f.listen != "" {
+		cfg.Listen = f.listen
+	}
+	if f.admin != "\x00" {
+		cfg.Admin = f.admin
+	}
+	switch {
+	case len(f.p2p) == 1 && f.p2p[0] == "none":
+		cfg.P2PListen = nil
+	case len(f.p2p) > 0:
+		cfg.P2PListen = f.p2p
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	if _, err := server.LoadKey(dir); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// logger logs to w at the flags' level, in their format.
+func (f serveFlags) logger(w io.Writer) *slog.Logger {
+	var h slog.Handler = slog.NewTextHandler(w, &slog.HandlerOptions{Level: f.level})
+	if f.format == "json" {
+		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: f.level})
+	}
+	return slog.New(h)
+}
+
+// runRelay runs the relay of dir until SIGTERM or SIGINT, reloading its
+// config on SIGHUP, and prints the addresses it serves on.
+func (c *cli) runRelay(dir string, cfg server.Config, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	reload, stopReloads := reloadOnSIGHUP()
+	defer stopReloads()
+	return server.Run(ctx, server.RunOptions{Dir: dir, Config: cfg, Log: log, Reload: reload, Ready: func(addr relay.Addr, mesh []string) {
+		fmt.Fprintf(c.stdout, "serving %s\n", addr)
+		for _, m := range mesh {
+			fmt.Fprintf(c.stdout, "mesh %s\n", m)
 		}
-		req.Key = pos[0]
-	case "invite-revoke":
-		if len(pos) != 1 {
-			return c.usageError(fmt.Errorf("invite revoke takes one invite: its token or its ID, as invite list shows it"))
+	}})
+}
+
+// reloadOnSIGHUP asks for a reload on the channel it returns at each
+// SIGHUP, until stop is called.
+func reloadOnSIGHUP() (reload <-chan struct{}, stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	asks := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case asks <- struct{}{}:
+			default: // one is pending already
+			}
 		}
-		req.Invite = pos[0]
-	default:
-		if len(pos) != 0 {
-			return c.usageError(fmt.Errorf("%s takes no arguments", cmd))
-		}
+	}()
+	return asks, func() { signal.Stop(hup); close(hup) }
+}
+
+func (c *cli) admin(cmd string, args []string) int {
+	req, asJSON, err := c.parseAdmin(cmd, args)
+	if err != nil {
+		return c.usageError(err)
 	}
 	dir, err := c.dir()
 	if err != nil {
@@ -499,11 +505,60 @@ func (c *cli) admin(cmd string, args []string) int {
 		fmt.Fprintf(c.stderr, "relay: %s\n", resp.Error)
 		return exitError
 	}
+	c.printAdmin(req.Cmd, resp, asJSON)
+	return exitOK
+}
+
+// parseAdmin reads an admin command's flags and arguments into its
+// request ("invite list" and "invite revoke" become the commands
+// invite-list and invite-revoke); every error is a usage error.
+func (c *cli) parseAdmin(cmd string, args []string) (req server.AdminRequest, asJSON bool, err error) {
+	fs := c.flags(cmd)
+	if cmd == "invite" && len(args) > 0 && (args[0] == "list" || args[0] == "revoke") {
+		cmd, args = "invite-"+args[0], args[1:]
+	}
+	req.Cmd = cmd
+	switch cmd {
+	case "allow", "ban", "invite":
+		fs.StringVar(&req.Note, "note", "", "note")
+	}
+	if cmd == "invite" {
+		fs.StringVar(&req.TTL, "ttl", "168h", "how long the invite is valid")
+		fs.IntVar(&req.Uses, "uses", 1, "how many identities may redeem it")
+	}
+	if cmd == "acl" || cmd == "invite-list" {
+		fs.BoolVar(&asJSON, "json", false, "JSON output")
+	}
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return req, asJSON, err
+	}
+	switch cmd {
+	case "allow", "deny", "ban", "unban":
+		if len(pos) != 1 {
+			return req, asJSON, fmt.Errorf("%s takes one identity: its public key (ed25519:...) or fingerprint (SHA256:...)", cmd)
+		}
+		req.Key = pos[0]
+	case "invite-revoke":
+		if len(pos) != 1 {
+			return req, asJSON, fmt.Errorf("invite revoke takes one invite: its token or its ID, as invite list shows it")
+		}
+		req.Invite = pos[0]
+	default:
+		if len(pos) != 0 {
+			return req, asJSON, fmt.Errorf("%s takes no arguments", cmd)
+		}
+	}
+	return req, asJSON, nil
+}
+
+// printAdmin prints the answer to admin command cmd.
+func (c *cli) printAdmin(cmd string, resp server.AdminResponse, asJSON bool) {
 	switch {
 	case cmd == "invite":
 		fmt.Fprintln(c.stdout, resp.Token)
 		fmt.Fprintf(c.stderr, "relay: invite %s (policy version %d)\n", resp.Message, resp.PolicyVersion)
-	case cmd == "invite-list" && asJSON:
+	case (cmd == "invite-list" || cmd == "acl") && asJSON:
 		json.NewEncoder(c.stdout).Encode(resp)
 	case cmd == "invite-list":
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -513,8 +568,6 @@ func (c *cli) admin(cmd string, args []string) int {
 		}
 		tw.Flush()
 		fmt.Fprintf(c.stderr, "relay: policy version %d\n", resp.PolicyVersion)
-	case cmd == "acl" && asJSON:
-		json.NewEncoder(c.stdout).Encode(resp)
 	case cmd == "acl":
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "LIST\tFINGERPRINT\tADDED\tNOTE")
@@ -530,7 +583,15 @@ func (c *cli) admin(cmd string, args []string) int {
 		}
 		fmt.Fprintf(c.stdout, "%s (policy version %d, %s)\n", resp.Message, resp.PolicyVersion, where)
 	}
-	return exitOK
+}
+
+// auditFlags are the flags of relay audit's commands; each has some.
+type auditFlags struct {
+	file, key              string // verify
+	since, who, room, kind string // show
+	limit                  int
+	asJSON                 bool
+	out                    string // export
 }
 
 func (c *cli) audit(args []string) int {
@@ -538,137 +599,176 @@ func (c *cli) audit(args []string) int {
 		return c.usageError(fmt.Errorf("audit wants verify, show or export"))
 	}
 	sub, args := args[0], args[1:]
-	fs := c.flags("audit " + sub)
-	var (
-		file, key, out, since, who, room, kind string
-		limit                                  int
-		asJSON                                 bool
-	)
-	switch sub {
-	case "verify":
-		fs.StringVar(&file, "file", "", "an exported log")
-		fs.StringVar(&key, "key", "", "the relay's public key")
-	case "show":
-		fs.StringVar(&since, "since", "", "records from this time on")
-		fs.StringVar(&who, "identity", "", "records of this fingerprint")
-		fs.StringVar(&room, "room", "", "records of this room")
-		fs.StringVar(&kind, "kind", "", "records of this kind")
-		fs.IntVar(&limit, "limit", 0, "the newest N records")
-		fs.BoolVar(&asJSON, "json", false, "one JSON object a line")
-	case "export":
-		fs.StringVar(&out, "out", "", "file to write")
-	default:
-		return c.usageError(fmt.Errorf("unknown audit command %q", sub))
-	}
-	pos, err := c.parse(fs, args)
+	f, err := c.parseAudit(sub, args)
 	if err != nil {
 		return c.usageError(err)
-	}
-	if len(pos) != 0 {
-		return c.usageError(fmt.Errorf("audit %s takes no arguments", sub))
 	}
 	ctx := context.Background()
 	switch sub {
 	case "verify":
-		var res audit.Result
-		if file != "" || key != "" {
-			if file == "" || key == "" {
-				return c.usageError(fmt.Errorf("audit verify --file and --key go together"))
-			}
-			k, err := identity.ParsePublicKey(key)
-			if err != nil {
-				return c.usageError(fmt.Errorf("--key: %w", err))
-			}
-			f, err := os.Open(file)
-			if err != nil {
-				return c.fail(err)
-			}
-			defer f.Close()
-			res, err = server.VerifyExport(f, k)
-			if err != nil {
-				return c.auditFail(err)
-			}
-		} else {
-			dir, err := c.dir()
-			if err != nil {
-				return c.fail(err)
-			}
-			if res, err = server.AuditVerify(ctx, dir); err != nil {
-				return c.auditFail(err)
-			}
-		}
-		fmt.Fprintf(c.stdout, "audit log ok: %d records, %d signed checkpoints, the newest of size %d\n", res.Records, res.Checkpoints, res.Newest.Size)
-		return exitOK
+		return c.auditVerify(ctx, f.file, f.key)
 	case "show":
+		return c.auditShow(ctx, f)
+	default:
+		return c.auditExport(ctx, f.out)
+	}
+}
+
+// parseAudit reads the flags of audit command sub; every error is a
+// usage error.
+func (c *cli) parseAudit(sub string, args []string) (auditFlags, error) {
+	fs := c.flags("audit " + sub)
+	var f auditFlags
+	switch sub {
+	case "verify":
+		fs.StringVar(&f.file, "file", "", "an exported log")
+		fs.StringVar(&f.key, "key", "", "the relay's public key")
+	case "show":
+		fs.StringVar(&f.since, "since", "", "records from this time on")
+		fs.StringVar(&f.who, "identity", "", "records of this fingerprint")
+		fs.StringVar(&f.room, "room", "", "records of this room")
+		fs.StringVar(&f.kind, "kind", "", "records of this kind")
+		fs.IntVar(&f.limit, "limit", 0, "the newest N records")
+		fs.BoolVar(&f.asJSON, "json", false, "one JSON object a line")
+	case "export":
+		fs.StringVar(&f.out, "out", "", "file to write")
+	default:
+		return f, fmt.Errorf("unknown audit command %q", sub)
+	}
+	pos, err := c.parse(fs, args)
+	if err != nil {
+		return f, err
+	}
+	if len(pos) != 0 {
+		return f, fmt.Errorf("audit %s takes no arguments", sub)
+	}
+	return f, nil
+}
+
+// auditVerify verifies an exported log file against the relay's key, or
+// if neither is given, the log of the data folder.
+func (c *cli) auditVerify(ctx context.Context, file, key string) int {
+	var res audit.Result
+	if file != "" || key != "" {
+		if file == "" || key == "" {
+			return c.usageError(fmt.Errorf("audit verify --file and --key go together"))
+		}
+		k, err := identity.ParsePublicKey(key)
+		if err != nil {
+			return c.usageError(fmt.Errorf("--key: %w", err))
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return c.fail(err)
+		}
+		defer f.Close()
+		res, err = server.VerifyExport(f, k)
+		if err != nil {
+			return c.auditFail(err)
+		}
+	} else {
 		dir, err := c.dir()
 		if err != nil {
 			return c.fail(err)
 		}
-		f := server.AuditFilter{Identity: who, Room: room, Limit: limit}
-		if since != "" {
-			if d, err := time.ParseDuration(since); err == nil {
-				f.Since = time.Now().Add(-d)
-			} else if t, err := time.Parse(time.RFC3339, since); err == nil {
-				f.Since = t
-			} else {
-				return c.usageError(fmt.Errorf("--since %q: want RFC 3339 or a duration", since))
-			}
+		if res, err = server.AuditVerify(ctx, dir); err != nil {
+			return c.auditFail(err)
 		}
-		if kind != "" {
-			if f.Kind, err = audit.ParseKind(kind); err != nil {
-				return c.usageError(err)
-			}
-		}
-		views, err := server.AuditShow(ctx, dir, f)
-		if err != nil {
-			return c.fail(err)
-		}
-		if asJSON {
-			enc := json.NewEncoder(c.stdout)
-			for _, v := range views {
-				enc.Encode(v)
-			}
-			return exitOK
-		}
-		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "INDEX\tTIME\tKIND\tIDENTITY\tROOM\tDETAIL")
+	}
+	fmt.Fprintf(c.stdout, "audit log ok: %d records, %d signed checkpoints, the newest of size %d\n", res.Records, res.Checkpoints, res.Newest.Size)
+	return exitOK
+}
+
+// auditShow prints the data folder's audit records that f selects.
+func (c *cli) auditShow(ctx context.Context, f auditFlags) int {
+	dir, err := c.dir()
+	if err != nil {
+		return c.fail(err)
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return c.usageError(err)
+	}
+	views, err := server.AuditShow(ctx, dir, filter)
+	if err != nil {
+		return c.fail(err)
+	}
+	if f.asJSON {
+		enc := json.NewEncoder(c.stdout)
 		for _, v := range views {
-			detail := v.Detail
-			if v.Message != "" {
-				detail = strings.TrimSpace(fmt.Sprintf("%s %s %s", v.Message[:16], v.Path, detail))
-			}
-			if v.Code != "" {
-				detail = v.Code + ": " + detail
-			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", v.Index, v.Time, v.Kind, v.Identity, v.Room, detail)
+			enc.Encode(v)
 		}
-		tw.Flush()
-		return exitOK
-	default: // export
-		dir, err := c.dir()
-		if err != nil {
-			return c.fail(err)
-		}
-		w := c.stdout
-		if out != "" {
-			f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-			if err != nil {
-				return c.fail(err)
-			}
-			defer f.Close()
-			w = f
-		}
-		n, err := server.AuditExport(ctx, dir, w)
-		if err != nil {
-			return c.fail(err)
-		}
-		key, err := server.LoadKey(dir)
-		if err != nil {
-			return c.fail(err)
-		}
-		fmt.Fprintf(c.stderr, "relay: exported %d audit records; check them anywhere with: relay audit verify --file FILE --key %s\n", n, key.Public())
 		return exitOK
 	}
+	c.printAuditTable(views)
+	return exitOK
+}
+
+// filter is the selection of audit show's flags; its errors are usage
+// errors.
+func (f auditFlags) filter() (server.AuditFilter, error) {
+	filter := server.AuditFilter{Identity: f.who, Room: f.room, Limit: f.limit}
+	if f.since != "" {
+		if d, err := time.ParseDuration(f.since); err == nil {
+			filter.Since = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, f.since); err == nil {
+			filter.Since = t
+		} else {
+			return filter, fmt.Errorf("--since %q: want RFC 3339 or a duration", f.since)
+		}
+	}
+	if f.kind != "" {
+		var err error
+		if filter.Kind, err = audit.ParseKind(f.kind); err != nil {
+			return filter, err
+		}
+	}
+	return filter, nil
+}
+
+// printAuditTable prints audit records as a table, one a line.
+func (c *cli) printAuditTable(views []audit.View) {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INDEX\tTIME\tKIND\tIDENTITY\tROOM\tDETAIL")
+	for _, v := range views {
+		detail := v.Detail
+		if v.Message != "" {
+			detail = strings.TrimSpace(fmt.Sprintf("%s %s %s", v.Message[:16], v.Path, detail))
+		}
+		if v.Code != "" {
+			detail = v.Code + ": " + detail
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", v.Index, v.Time, v.Kind, v.Identity, v.Room, detail)
+	}
+	tw.Flush()
+}
+
+// auditExport writes the data folder's audit log to the file out, or to
+// stdout if out is "".
+func (c *cli) auditExport(ctx context.Context, out string) int {
+	dir, err := c.dir()
+	if err != nil {
+		return c.fail(err)
+	}
+	w := c.stdout
+	if out != "" {
+		f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return c.fail(err)
+		}
+		defer f.Close()
+		w = f
+	}
+	n, err := server.AuditExport(ctx, dir, w)
+	if err != nil {
+		return c.fail(err)
+	}
+	key, err := server.LoadKey(dir)
+	if err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stderr, "relay: exported %d audit records; check them anywhere with: relay audit verify --file FILE --key %s\n", n, key.Public())
+	return exitOK
 }
 
 // auditFail reports a log that does not verify.
