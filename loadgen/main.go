@@ -76,48 +76,9 @@ func run(only string, idle int, natsBin string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	// Each scenario gets servers of its own, started fresh, so that what
-	// one leaves behind (memory, cached pages) does not count in the next.
-	// Two nats-servers: plain, as issue 4's targets compare with, and
-	// with TLS, which encrypts as the relay must.
-	var r, floor *relayProc
-	var nats []*natsProc
-	stop := func() {
-		if r != nil {
-			r.stop()
-			r = nil
-		}
-		if floor != nil {
-			floor.stop()
-			floor = nil
-		}
-		for _, n := range nats {
-			n.stop()
-		}
-		nats = nil
-	}
-	fresh := func() error {
-		stop()
-		var err error
-		if r, err = startRelay(work); err != nil {
-			return err
-		}
-		if floor, err = startFloor(); err != nil {
-			stop()
-			return err
-		}
-		for _, secure := range []bool{false, true} {
-			n, err := startNATS(work, natsBin, secure)
-			if err != nil {
-				stop()
-				return err
-			}
-			nats = append(nats, n)
-		}
-		return nil
-	}
-	defer stop()
-	if err := fresh(); err != nil {
+	b := &bench{ctx: context.Background(), work: work, natsBin: natsBin}
+	defer b.stop()
+	if err := b.fresh(); err != nil {
 		return err
 	}
 	fmt.Printf("relay and nats-server (plain and with TLS) on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
@@ -125,179 +86,275 @@ func run(only string, idle int, natsBin string) error {
 	for _, s := range strings.Split(only, ",") {
 		want[strings.TrimSpace(s)] = true
 	}
-	ctx := context.Background()
-	if want["publish"] {
-		if err := fresh(); err != nil {
+	scenarios := []struct {
+		name string
+		run  func() error
+	}{
+		{"publish", b.publish},
+		{"audit", b.auditCost},
+		{"fanout", b.fanout},
+		{"latency", b.latency},
+		{"idle", func() error { return b.idle(idle) }},
+		{"connect", b.connect},
+	}
+	for _, s := range scenarios {
+		if !want[s.name] {
+			continue
+		}
+		if err := s.run(); err != nil {
 			return err
 		}
-		fmt.Println("## publish: 4 clients, 256-byte payloads, 256 outstanding each")
-		fmt.Println("| system | messages | msgs/s | note |")
-		fmt.Println("|---|---|---|---|")
-		pr, err := relayPublish(ctx, r, 4, 10000)
-		if err != nil {
-			return fmt.Errorf("relay publish: %w", err)
-		}
-		fmt.Printf("| parley relay | %d | %.0f | each acknowledged after a durable commit (synchronous=FULL), signature verified |\n", pr.n, pr.rate)
-		for _, n := range nats {
-			nr, err := natsPublish(n, 4, 10000)
-			if err != nil {
-				return fmt.Errorf("%s publish: %w", n.name, err)
-			}
-			fmt.Printf("| %s | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n", n.name, nr.n, nr.rate)
-		}
-		fmt.Println()
 	}
-	if want["audit"] {
-		fmt.Println("## durable publish with the audit log on and off: 4 clients, 5 runs each, alternating, a fresh relay each")
-		fmt.Println("| audit log | runs (msgs/s) | median msgs/s | relay CPU per publish | clients' CPU per publish |")
-		fmt.Println("|---|---|---|---|---|")
-		const runs = 5
-		rates := map[bool][]float64{}
-		cpus := map[bool][]float64{}
-		clients := map[bool][]float64{}
-		for range runs {
-			for _, on := range []bool{true, false} {
-				rp, err := startRelayAudit(work, on)
-				if err != nil {
-					return err
-				}
-				cpu0, err := cpuTime(rp.cmd.Process.Pid)
-				if err != nil {
-					rp.stop()
-					return err
-				}
-				res, err := relayPublish(ctx, rp, 4, 10000)
-				cpu1, cerr := cpuTime(rp.cmd.Process.Pid)
-				rp.stop()
-				if err != nil {
-					return fmt.Errorf("relay publish (audit %v): %w", on, err)
-				}
-				if cerr != nil {
-					return cerr
-				}
-				rates[on] = append(rates[on], res.rate)
-				cpus[on] = append(cpus[on], float64((cpu1-cpu0).Microseconds())/float64(res.n))
-				clients[on] = append(clients[on], float64(res.cpu.Microseconds())/float64(res.n))
-			}
+	return nil
+}
+
+// bench runs the scenarios and prints their tables. Each scenario gets
+// servers of its own, started fresh, so that what one leaves behind
+// (memory, cached pages) does not count in the next. Two nats-servers:
+// plain, as issue 4's targets compare with, and with TLS, which encrypts
+// as the relay must.
+type bench struct {
+	ctx      context.Context
+	work     string
+	natsBin  string
+	r, floor *relayProc
+	nats     []*natsProc
+}
+
+// stop stops the servers that are running.
+func (b *bench) stop() {
+	if b.r != nil {
+		b.r.stop()
+		b.r = nil
+	}
+	if b.floor != nil {
+		b.floor.stop()
+		b.floor = nil
+	}
+	for _, n := range b.nats {
+		n.stop()
+	}
+	b.nats = nil
+}
+
+// fresh stops the servers that are running and starts new ones: the
+// relay, the floor forwarder and both nats-servers.
+func (b *bench) fresh() error {
+	b.stop()
+	var err error
+	if b.r, err = startRelay(b.work); err != nil {
+		return err
+	}
+	if b.floor, err = startFloor(); err != nil {
+		b.stop()
+		return err
+	}
+	for _, secure := range []bool{false, true} {
+		n, err := startNATS(b.work, b.natsBin, secure)
+		if err != nil {
+			b.stop()
+			return err
 		}
-		median := func(xs []float64) float64 {
-			s := slices.Clone(xs)
-			slices.Sort(s)
-			return s[len(s)/2]
+		b.nats = append(b.nats, n)
+	}
+	return nil
+}
+
+func (b *bench) publish() error {
+	if err := b.fresh(); err != nil {
+		return err
+	}
+	fmt.Println("## publish: 4 clients, 256-byte payloads, 256 outstanding each")
+	fmt.Println("| system | messages | msgs/s | note |")
+	fmt.Println("|---|---|---|---|")
+	pr, err := relayPublish(b.ctx, b.r, 4, 10000)
+	if err != nil {
+		return fmt.Errorf("relay publish: %w", err)
+	}
+	fmt.Printf("| parley relay | %d | %.0f | each acknowledged after a durable commit (synchronous=FULL), signature verified |\n", pr.n, pr.rate)
+	for _, n := range b.nats {
+		nr, err := natsPublish(n, 4, 10000)
+		if err != nil {
+			return fmt.Errorf("%s publish: %w", n.name, err)
 		}
+		fmt.Printf("| %s | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n", n.name, nr.n, nr.rate)
+	}
+	fmt.Println()
+	return nil
+}
+
+// auditCost compares durable publishes with the relay's audit log on and
+// off, on relays of their own.
+func (b *bench) auditCost() error {
+	fmt.Println("## durable publish with the audit log on and off: 4 clients, 5 runs each, alternating, a fresh relay each")
+	fmt.Println("| audit log | runs (msgs/s) | median msgs/s | relay CPU per publish | clients' CPU per publish |")
+	fmt.Println("|---|---|---|---|---|")
+	const runs = 5
+	rates := map[bool][]float64{}
+	cpus := map[bool][]float64{}
+	clients := map[bool][]float64{}
+	for range runs {
 		for _, on := range []bool{true, false} {
-			var each []string
-			for _, r := range rates[on] {
-				each = append(each, fmt.Sprintf("%.0f", r))
-			}
-			fmt.Printf("| %v | %s | %.0f | %.1f µs | %.1f µs |\n", map[bool]string{true: "on", false: "off"}[on], strings.Join(each, ", "), median(rates[on]), median(cpus[on]), median(clients[on]))
-		}
-		fmt.Printf("\ncost of the audit log: %.1f%% of durable throughput (medians)\n\n", 100*(1-median(rates[true])/median(rates[false])))
-	}
-	if want["fanout"] {
-		if err := fresh(); err != nil {
-			return err
-		}
-		fmt.Println("## fan-out: 1 publisher, 256-byte payloads")
-		fmt.Println("| system | subscribers | messages | deliveries/s | p50 | p99 | lost |")
-		fmt.Println("|---|---|---|---|---|---|---|")
-		for _, c := range []struct{ subs, msgs int }{{1, 20000}, {10, 5000}, {100, 1000}} {
-			pr, err := relayFanout(ctx, r, c.subs, c.msgs)
+			res, relayCPU, err := b.publishAudited(on)
 			if err != nil {
-				return fmt.Errorf("relay fan-out to %d: %w", c.subs, err)
+				return err
 			}
-			fmt.Printf("| parley relay | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, pr.rate, ms(pr.p50), ms(pr.p99), pr.lost)
-			fr, err := relayFanout(ctx, floor, c.subs, c.msgs)
-			if err != nil {
-				return fmt.Errorf("floor fan-out to %d: %w", c.subs, err)
-			}
-			fmt.Printf("| quic-go floor | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, fr.rate, ms(fr.p50), ms(fr.p99), fr.lost)
-			for _, n := range nats {
-				nr, err := natsFanout(n, c.subs, c.msgs)
-				if err != nil {
-					return fmt.Errorf("%s fan-out to %d: %w", n.name, c.subs, err)
-				}
-				fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %d |\n", n.name, c.subs, c.msgs, nr.rate, ms(nr.p50), ms(nr.p99), nr.lost)
-			}
+			rates[on] = append(rates[on], res.rate)
+			cpus[on] = append(cpus[on], float64(relayCPU.Microseconds())/float64(res.n))
+			clients[on] = append(clients[on], float64(res.cpu.Microseconds())/float64(res.n))
 		}
-		fmt.Println()
 	}
-	if want["latency"] {
-		if err := fresh(); err != nil {
-			return err
+	for _, on := range []bool{true, false} {
+		var each []string
+		for _, r := range rates[on] {
+			each = append(each, fmt.Sprintf("%.0f", r))
 		}
-		fmt.Println("## latency: 1 publisher, 1 subscriber, 1,000 messages/s for 5 s")
-		fmt.Println("| system | p50 | p99 | lost |")
-		fmt.Println("|---|---|---|---|")
-		pr, err := relayLatency(ctx, r, 1000, 5000)
+		fmt.Printf("| %v | %s | %.0f | %.1f µs | %.1f µs |\n", map[bool]string{true: "on", false: "off"}[on], strings.Join(each, ", "), median(rates[on]), median(cpus[on]), median(clients[on]))
+	}
+	fmt.Printf("\ncost of the audit log: %.1f%% of durable throughput (medians)\n\n", 100*(1-median(rates[true])/median(rates[false])))
+	return nil
+}
+
+// publishAudited measures publishes on a relay of its own with its audit
+// log on or off, and the relay's CPU time over them.
+func (b *bench) publishAudited(on bool) (result, time.Duration, error) {
+	rp, err := startRelayAudit(b.work, on)
+	if err != nil {
+		return result{}, 0, err
+	}
+	cpu0, err := cpuTime(rp.cmd.Process.Pid)
+	if err != nil {
+		rp.stop()
+		return result{}, 0, err
+	}
+	res, err := relayPublish(b.ctx, rp, 4, 10000)
+	cpu1, cerr := cpuTime(rp.cmd.Process.Pid)
+	rp.stop()
+	if err != nil {
+		return result{}, 0, fmt.Errorf("relay publish (audit %v): %w", on, err)
+	}
+	if cerr != nil {
+		return result{}, 0, cerr
+	}
+	return res, cpu1 - cpu0, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func (b *bench) fanout() error {
+	if err := b.fresh(); err != nil {
+		return err
+	}
+	fmt.Println("## fan-out: 1 publisher, 256-byte payloads")
+	fmt.Println("| system | subscribers | messages | deliveries/s | p50 | p99 | lost |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, c := range []struct{ subs, msgs int }{{1, 20000}, {10, 5000}, {100, 1000}} {
+		pr, err := relayFanout(b.ctx, b.r, c.subs, c.msgs)
 		if err != nil {
-			return fmt.Errorf("relay latency: %w", err)
+			return fmt.Errorf("relay fan-out to %d: %w", c.subs, err)
 		}
-		fmt.Printf("| parley relay | %s | %s | %d |\n", ms(pr.p50), ms(pr.p99), pr.lost)
-		fr, err := relayLatency(ctx, floor, 1000, 5000)
+		fmt.Printf("| parley relay | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, pr.rate, ms(pr.p50), ms(pr.p99), pr.lost)
+		fr, err := relayFanout(b.ctx, b.floor, c.subs, c.msgs)
 		if err != nil {
-			return fmt.Errorf("floor latency: %w", err)
+			return fmt.Errorf("floor fan-out to %d: %w", c.subs, err)
 		}
-		fmt.Printf("| quic-go floor | %s | %s | %d |\n", ms(fr.p50), ms(fr.p99), fr.lost)
-		for _, n := range nats {
-			nr, err := natsLatency(n, 1000, 5000)
+		fmt.Printf("| quic-go floor | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, fr.rate, ms(fr.p50), ms(fr.p99), fr.lost)
+		for _, n := range b.nats {
+			nr, err := natsFanout(n, c.subs, c.msgs)
 			if err != nil {
-				return fmt.Errorf("%s latency: %w", n.name, err)
+				return fmt.Errorf("%s fan-out to %d: %w", n.name, c.subs, err)
 			}
-			fmt.Printf("| %s | %s | %s | %d |\n", n.name, ms(nr.p50), ms(nr.p99), nr.lost)
+			fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %d |\n", n.name, c.subs, c.msgs, nr.rate, ms(nr.p50), ms(nr.p99), nr.lost)
 		}
-		fmt.Println()
 	}
-	if want["idle"] {
-		if err := fresh(); err != nil {
-			return err
-		}
-		fmt.Printf("## idle clients: %d, each authenticated and subscribed to a room\n", idle)
-		fmt.Println("| system | server RSS before | after | per client |")
-		fmt.Println("|---|---|---|---|")
-		before, after, err := relayIdle(ctx, r, idle)
+	fmt.Println()
+	return nil
+}
+
+func (b *bench) latency() error {
+	if err := b.fresh(); err != nil {
+		return err
+	}
+	fmt.Println("## latency: 1 publisher, 1 subscriber, 1,000 messages/s for 5 s")
+	fmt.Println("| system | p50 | p99 | lost |")
+	fmt.Println("|---|---|---|---|")
+	pr, err := relayLatency(b.ctx, b.r, 1000, 5000)
+	if err != nil {
+		return fmt.Errorf("relay latency: %w", err)
+	}
+	fmt.Printf("| parley relay | %s | %s | %d |\n", ms(pr.p50), ms(pr.p99), pr.lost)
+	fr, err := relayLatency(b.ctx, b.floor, 1000, 5000)
+	if err != nil {
+		return fmt.Errorf("floor latency: %w", err)
+	}
+	fmt.Printf("| quic-go floor | %s | %s | %d |\n", ms(fr.p50), ms(fr.p99), fr.lost)
+	for _, n := range b.nats {
+		nr, err := natsLatency(n, 1000, 5000)
 		if err != nil {
-			return fmt.Errorf("relay idle: %w", err)
+			return fmt.Errorf("%s latency: %w", n.name, err)
 		}
-		fmt.Printf("| parley relay | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
-		if before, after, err = relayIdle(ctx, floor, idle); err != nil {
-			return fmt.Errorf("floor idle: %w", err)
-		}
-		fmt.Printf("| quic-go floor | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
-		for _, n := range nats {
-			before, after, err = natsIdle(n, idle)
-			if err != nil {
-				return fmt.Errorf("%s idle: %w", n.name, err)
-			}
-			fmt.Printf("| %s | %s | %s | %.1f KB |\n", n.name, mb(before), mb(after), float64(after-before)/float64(idle)/1024)
-		}
-		fmt.Println()
+		fmt.Printf("| %s | %s | %s | %d |\n", n.name, ms(nr.p50), ms(nr.p99), nr.lost)
 	}
-	if want["connect"] {
-		if err := fresh(); err != nil {
-			return err
-		}
-		fmt.Println("## new connections: 16 at a time for 5 s, each authenticated, one request, closed")
-		fmt.Println("| system | connections | per second |")
-		fmt.Println("|---|---|---|")
-		cnt, rate, err := relayConnect(ctx, r, 16, 5*time.Second)
+	fmt.Println()
+	return nil
+}
+
+// idle measures each server's memory per client with idle clients held.
+func (b *bench) idle(idle int) error {
+	if err := b.fresh(); err != nil {
+		return err
+	}
+	fmt.Printf("## idle clients: %d, each authenticated and subscribed to a room\n", idle)
+	fmt.Println("| system | server RSS before | after | per client |")
+	fmt.Println("|---|---|---|---|")
+	before, after, err := relayIdle(b.ctx, b.r, idle)
+	if err != nil {
+		return fmt.Errorf("relay idle: %w", err)
+	}
+	fmt.Printf("| parley relay | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
+	if before, after, err = relayIdle(b.ctx, b.floor, idle); err != nil {
+		return fmt.Errorf("floor idle: %w", err)
+	}
+	fmt.Printf("| quic-go floor | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
+	for _, n := range b.nats {
+		before, after, err = natsIdle(n, idle)
 		if err != nil {
-			return fmt.Errorf("relay connect: %w", err)
+			return fmt.Errorf("%s idle: %w", n.name, err)
 		}
-		fmt.Printf("| parley relay | %d | %.0f |\n", cnt, rate)
-		if cnt, rate, err = relayConnect(ctx, floor, 16, 5*time.Second); err != nil {
-			return fmt.Errorf("floor connect: %w", err)
-		}
-		fmt.Printf("| quic-go floor | %d | %.0f |\n", cnt, rate)
-		for _, n := range nats {
-			cnt, rate, err = natsConnect(n, 16, 5*time.Second)
-			if err != nil {
-				return fmt.Errorf("%s connect: %w", n.name, err)
-			}
-			fmt.Printf("| %s | %d | %.0f |\n", n.name, cnt, rate)
-		}
-		fmt.Println()
+		fmt.Printf("| %s | %s | %s | %.1f KB |\n", n.name, mb(before), mb(after), float64(after-before)/float64(idle)/1024)
 	}
+	fmt.Println()
+	return nil
+}
+
+func (b *bench) connect() error {
+	if err := b.fresh(); err != nil {
+		return err
+	}
+	fmt.Println("## new connections: 16 at a time for 5 s, each authenticated, one request, closed")
+	fmt.Println("| system | connections | per second |")
+	fmt.Println("|---|---|---|")
+	cnt, rate, err := relayConnect(b.ctx, b.r, 16, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("relay connect: %w", err)
+	}
+	fmt.Printf("| parley relay | %d | %.0f |\n", cnt, rate)
+	if cnt, rate, err = relayConnect(b.ctx, b.floor, 16, 5*time.Second); err != nil {
+		return fmt.Errorf("floor connect: %w", err)
+	}
+	fmt.Printf("| quic-go floor | %d | %.0f |\n", cnt, rate)
+	for _, n := range b.nats {
+		cnt, rate, err = natsConnect(n, 16, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("%s connect: %w", n.name, err)
+		}
+		fmt.Printf("| %s | %d | %.0f |\n", n.name, cnt, rate)
+	}
+	fmt.Println()
 	return nil
 }
 

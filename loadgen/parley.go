@@ -282,138 +282,195 @@ func relayPublish(ctx context.Context, r *relayProc, clients, each int) (result,
 // nothing). It returns deliveries per second and the publish-to-delivery
 // percentiles over every delivery.
 func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, window int, interval time.Duration) (result, error) {
-	keys := make([]identity.PrivateKey, subs+1)
-	for i := range keys {
-		var err error
-		if keys[i], err = identity.Generate(rand.Reader); err != nil {
-			return result{}, err
-		}
+	keys, err := generateKeys(subs + 1)
+	if err != nil {
+		return result{}, err
 	}
 	room := fmt.Sprintf("fanout-%d-%d", subs, time.Now().UnixNano())
 	raws, index, err := signed(keys[0], room, msgs)
 	if err != nil {
 		return result{}, err
 	}
-	sentAt := make([]atomic.Int64, msgs)
-	lat := make([][]time.Duration, subs)
-	var got atomic.Int64
-	var last atomic.Int64
-	var wg sync.WaitGroup
-	// Subscribers read frames themselves and do not check signatures, as
-	// a NATS client does not: this measures the relay's fan-out, not the
-	// client library's verification (36 µs an envelope).
-	conns := make([]*quic.Conn, 0, subs)
-	defer func() {
-		for _, c := range conns {
-			c.CloseWithError(0, "")
-		}
-	}()
+	sub := &subscribers{room: room, msgs: msgs, index: index, sentAt: make([]atomic.Int64, msgs), lat: make([][]time.Duration, subs)}
+	defer sub.closeConns()
 	for s := range subs {
-		conn, err := relay.DialQUIC(ctx, addr, keys[1+s])
-		if err != nil {
-			return result{}, err
-		}
-		conns = append(conns, conn)
-		str, err := conn.OpenStreamSync(ctx)
-		if err != nil {
-			return result{}, err
-		}
-		body, _ := (&wire.Subscribe{Room: room}).MarshalBinary()
-		if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
-			return result{}, err
-		}
-		rd := bufio.NewReaderSize(str, 64<<10)
-		live := make(chan error, 1)
-		wg.Go(func() {
-			defer str.CancelRead(0)
-			var h [wire.FrameHeaderSize]byte
-			buf := make([]byte, wire.MaxFrameBody)
-			for n := 0; n < msgs; {
-				if _, err := io.ReadFull(rd, h[:]); err != nil {
-					live <- err
-					return
-				}
-				t, size, err := wire.ParseFrameHeader(h)
-				if err != nil {
-					live <- err
-					return
-				}
-				if _, err := io.ReadFull(rd, buf[:size]); err != nil {
-					live <- err
-					return
-				}
-				switch t {
-				case wire.FrameLive:
-					live <- nil
-				case wire.FrameEnvelope:
-					now := time.Now()
-					i := index[protocol.IDOf(buf[:size])]
-					lat[s] = append(lat[s], now.Sub(time.Unix(0, sentAt[i].Load())))
-					got.Add(1)
-					last.Store(now.UnixNano())
-					n++
-				}
-			}
-		})
-		if err := <-live; err != nil {
+		if err := sub.subscribe(ctx, addr, keys[1+s], s); err != nil {
 			return result{}, err
 		}
 	}
 	// The publisher connects before the clock starts.
-	var (
-		c       *relay.Client
-		pubConn *quic.Conn
-	)
-	if floor {
-		if pubConn, err = relay.DialQUIC(ctx, addr, keys[0]); err != nil {
-			return result{}, err
-		}
-		defer pubConn.CloseWithError(0, "")
-	} else {
-		if c, err = relay.Dial(ctx, addr, keys[0], relay.ClientOptions{}); err != nil {
-			return result{}, err
-		}
-		defer c.Close()
-	}
-	start := time.Now()
-	var tick <-chan time.Time
-	if interval > 0 {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		tick = t.C
-	}
-	pace := func(int) {
-		if tick != nil {
-			<-tick
-		}
-	}
-	sent := func(i int) { sentAt[i].Store(time.Now().UnixNano()) }
-	if floor {
-		err = floorPublish(ctx, pubConn, raws, pace, sent)
-	} else {
-		err = publishAll(ctx, c, raws, window, pace, sent)
-	}
+	publish, closePublisher, err := dialPublisher(ctx, addr, floor, keys[0], window)
 	if err != nil {
 		return result{}, err
 	}
+	defer closePublisher()
+	start := time.Now()
+	pace, stopPacing := pacer(interval)
+	defer stopPacing()
+	if err := publish(raws, pace, sub.sent); err != nil {
+		return result{}, err
+	}
+	sub.await(30 * time.Second)
+	return sub.result(start), nil
+}
+
+func generateKeys(n int) ([]identity.PrivateKey, error) {
+	keys := make([]identity.PrivateKey, n)
+	for i := range keys {
+		var err error
+		if keys[i], err = identity.Generate(rand.Reader); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// dialPublisher connects the publisher of a fan-out run, to the relay
+// (a client publishing with up to window unacknowledged) or to the floor
+// forwarder. publish sends raws, calling pace before and sent after each.
+func dialPublisher(ctx context.Context, addr relay.Addr, floor bool, key identity.PrivateKey, window int) (publish func(raws [][]byte, pace, sent func(int)) error, hangUp func(), err error) {
+	if floor {
+		conn, err := relay.DialQUIC(ctx, addr, key)
+		if err != nil {
+			return nil, nil, err
+		}
+		publish = func(raws [][]byte, pace, sent func(int)) error { return floorPublish(ctx, conn, raws, pace, sent) }
+		return publish, func() { conn.CloseWithError(0, "") }, nil
+	}
+	c, err := relay.Dial(ctx, addr, key, relay.ClientOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	publish = func(raws [][]byte, pace, sent func(int)) error { return publishAll(ctx, c, raws, window, pace, sent) }
+	return publish, func() { c.Close() }, nil
+}
+
+// pacer returns a pace for publishAll and floorPublish that waits for
+// each tick of interval, or does not wait if interval is not positive;
+// stop stops its ticker.
+func pacer(interval time.Duration) (pace func(int), stop func()) {
+	if interval <= 0 {
+		return func(int) {}, func() {}
+	}
+	t := time.NewTicker(interval)
+	return func(int) { <-t.C }, t.Stop
+}
+
+// subscribers are the subscribers of one fan-out run, and what they
+// received: each envelope's publish-to-delivery latency, from when the
+// publisher sent it (sentAt, by its index in the run). They read frames
+// themselves and do not check signatures, as a NATS client does not: this
+// measures the relay's fan-out, not the client library's verification
+// (36 µs an envelope).
+type subscribers struct {
+	room   string
+	msgs   int // each subscriber reads until it has this many
+	index  map[protocol.ID]int
+	sentAt []atomic.Int64 // unix nanoseconds
+	lat    [][]time.Duration
+	got    atomic.Int64
+	last   atomic.Int64 // when the newest envelope arrived, unix nanoseconds
+	conns  []*quic.Conn
+	wg     sync.WaitGroup
+}
+
+// sent records that the publisher sent envelope i now.
+func (sub *subscribers) sent(i int) { sub.sentAt[i].Store(time.Now().UnixNano()) }
+
+// subscribe connects subscriber s with key, subscribes it to the room
+// and starts its reader; it returns once the subscription is live.
+func (sub *subscribers) subscribe(ctx context.Context, addr relay.Addr, key identity.PrivateKey, s int) error {
+	conn, err := relay.DialQUIC(ctx, addr, key)
+	if err != nil {
+		return err
+	}
+	sub.conns = append(sub.conns, conn)
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return err
+	}
+	body, _ := (&wire.Subscribe{Room: sub.room}).MarshalBinary()
+	if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
+		return err
+	}
+	rd := bufio.NewReaderSize(str, 64<<10)
+	live := make(chan error, 1)
+	sub.wg.Go(func() {
+		defer str.CancelRead(0)
+		sub.read(s, rd, live)
+	})
+	return <-live
+}
+
+// read reads subscriber s's frames until it has msgs envelopes. It sends
+// nil on live when the subscription goes live, or the error that ended
+// the reading.
+func (sub *subscribers) read(s int, rd *bufio.Reader, live chan<- error) {
+	var h [wire.FrameHeaderSize]byte
+	buf := make([]byte, wire.MaxFrameBody)
+	for n := 0; n < sub.msgs; {
+		if _, err := io.ReadFull(rd, h[:]); err != nil {
+			live <- err
+			return
+		}
+		t, size, err := wire.ParseFrameHeader(h)
+		if err != nil {
+			live <- err
+			return
+		}
+		if _, err := io.ReadFull(rd, buf[:size]); err != nil {
+			live <- err
+			return
+		}
+		switch t {
+		case wire.FrameLive:
+			live <- nil
+		case wire.FrameEnvelope:
+			sub.received(s, buf[:size])
+			n++
+		}
+	}
+}
+
+// received records that subscriber s received envelope raw now.
+func (sub *subscribers) received(s int, raw []byte) {
+	now := time.Now()
+	i := sub.index[protocol.IDOf(raw)]
+	sub.lat[s] = append(sub.lat[s], now.Sub(time.Unix(0, sub.sentAt[i].Load())))
+	sub.got.Add(1)
+	sub.last.Store(now.UnixNano())
+}
+
+// await waits until every subscriber has read every envelope, or for
+// timeout, then ends their reads.
+func (sub *subscribers) await(timeout time.Duration) {
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { sub.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
-		for _, c := range conns { // ends the subscribers' reads
-			c.CloseWithError(0, "")
-		}
+	case <-time.After(timeout):
+		sub.closeConns() // ends the subscribers' reads
 		<-done
 	}
+}
+
+func (sub *subscribers) closeConns() {
+	for _, c := range sub.conns {
+		c.CloseWithError(0, "")
+	}
+}
+
+// result is the run's deliveries per second, from start to the last
+// delivery, and the latency percentiles over every delivery.
+func (sub *subscribers) result(start time.Time) result {
 	var all []time.Duration
-	for _, l := range lat {
+	for _, l := range sub.lat {
 		all = append(all, l...)
 	}
 	p50, p99 := percentiles(all)
-	n := got.Load()
-	elapsed := time.Unix(0, last.Load()).Sub(start)
-	return result{n: int(n), rate: float64(n) / elapsed.Seconds(), p50: p50, p99: p99, lost: subs*msgs - int(n)}, nil
+	n := sub.got.Load()
+	elapsed := time.Unix(0, sub.last.Load()).Sub(start)
+	return result{n: int(n), rate: float64(n) / elapsed.Seconds(), p50: p50, p99: p99, lost: len(sub.lat)*sub.msgs - int(n)}
 }
 
 func relayFanout(ctx context.Context, r *relayProc, subs, msgs int) (result, error) {
