@@ -85,11 +85,22 @@ func TestReloadStory(t *testing.T) {
 	}
 	dial(t, p.addr, alice) // admitted now
 
-	// relay reload, with nothing changed; and with a broken config, which
-	// changes nothing.
+	// relay reload, with nothing changed; with new limits; and with a
+	// broken config, which changes nothing.
 	out, code := relayCmd(t, "--data", dir, "reload")
-	if code != 0 || !strings.Contains(out, "reloaded: the policy is unchanged") || !strings.Contains(out, "running relay") {
+	if code != 0 || !strings.Contains(out, "reloaded: nothing changed") || !strings.Contains(out, "running relay") {
 		t.Fatalf("relay reload: exit %d: %s", code, out)
+	}
+	cfg += "[limits]\nmax_envelope = 600\n"
+	if err := os.WriteFile(filepath.Join(dir, server.ConfigFile), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code = relayCmd(t, "--data", dir, "reload")
+	if code != 0 || !strings.Contains(out, "reloaded: the limits changed") {
+		t.Fatalf("relay reload with a new max_envelope: exit %d: %s", code, out)
+	}
+	if info, err := dial(t, p.addr, alice).Info(ctx); err != nil || info.MaxEnvelope != 600 {
+		t.Fatalf("max_envelope after the reload: %+v, %v", info, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, server.ConfigFile), []byte(cfg+"bogus = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -108,7 +119,8 @@ func TestReloadStory(t *testing.T) {
 		}
 	}
 	out, code = relayCmd(t, "--data", dir, "audit", "show", "--kind", "admin")
-	if code != 0 || !strings.Contains(out, "reload (SIGHUP): the policy changed") || !strings.Contains(out, "reload (relay reload): the policy is unchanged") ||
+	if code != 0 || !strings.Contains(out, "reload (SIGHUP): the policy changed") || !strings.Contains(out, "reload (relay reload): nothing changed") ||
+		!strings.Contains(out, "reload (relay reload): the limits changed") ||
 		!strings.Contains(out, "config: the policy in the config file changed") {
 		t.Fatalf("audit show --kind admin: exit %d:\n%s", code, out)
 	}

@@ -72,8 +72,8 @@ Commands:
                              its ID (or the first 6 or more digits of it)
   acl [--json]               list the allow and ban lists
   reload                     make the running relay read config.toml again
-                             and apply its policy (as SIGHUP does); limits
-                             and the rest take effect at the next start
+                             and apply its policy and limits (as SIGHUP
+                             does); the rest takes effect at the next start
   audit verify               check the whole audit log against its signed
                              checkpoints; name the first bad record
   audit verify --file F --key KEY

@@ -49,7 +49,7 @@ func (s *Server) acks(str *quic.Stream, fw *wire.Writer, inflight <-chan *pendin
 }
 
 func (a *acker) flush() error {
-	a.str.SetWriteDeadline(time.Now().Add(a.s.cfg.Limits.WriteTimeout.Duration))
+	a.str.SetWriteDeadline(time.Now().Add(a.s.lim().WriteTimeout.Duration))
 	return a.fw.Flush()
 }
 

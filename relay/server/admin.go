@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -313,30 +314,72 @@ const fingerprintPrefix = "SHA256:"
 
 // Reload applies cfg, the config file read again, to the running relay:
 // the policy part (mode, admins, room rules) at once, to open connections
-// too. It is recorded in the audit log (an admin record naming what asked
-// for it, by, after the config change's own record when the policy
-// changed). The other settings, limits included, are read at start only:
-// Reload says so when they differ.
+// too, and the limits for what is decided from now on (setLimits). It is
+// recorded in the audit log (an admin record naming what asked for it,
+// by, after the config change's own record when the policy changed).
+// The other settings are read at start only (startOnly): Reload names
+// those that differ. A file that does not validate changes nothing.
 func (s *Server) Reload(ctx context.Context, cfg Config, by string) AdminResponse {
 	if err := cfg.Validate(); err != nil {
 		return AdminResponse{Error: fmt.Sprintf("reload: %v; nothing changed", err), PolicyVersion: s.policy.Version()}
 	}
+	later := s.startOnly(cfg)
 	changed, err := s.policy.SetConfig(ctx, cfg.Policy)
 	if err != nil {
 		return AdminResponse{Error: fmt.Sprintf("reload: %v", err), PolicyVersion: s.policy.Version()}
 	}
 	s.Enforce()
-	msg := "reloaded: the policy is unchanged"
+	var did []string
 	if changed {
-		msg = "reloaded: the policy changed"
+		did = append(did, "the policy changed")
 	}
-	if cfg.Limits != s.cfg.Limits || cfg.Retention != s.cfg.Retention || cfg.Audit != s.cfg.Audit {
-		msg += "; limits, retention and audit settings take effect at the next start"
+	lim := cfg.Limits
+	lim.Skew = s.lim().Skew
+	limitsChanged := lim != *s.lim()
+	if limitsChanged {
+		s.setLimits(lim)
+		did = append(did, "the limits changed")
+	}
+	msg := "nothing changed"
+	if len(did) > 0 {
+		msg = strings.Join(did, ", ")
+	}
+	if len(later) > 0 {
+		msg += "; at the next start: " + strings.Join(later, ", ")
 	}
 	v := s.policy.Version()
-	s.record(ctx, &audit.Record{Kind: audit.KindAdmin, PolicyVersion: v, Detail: fmt.Sprintf("reload (%s): %s", by, strings.TrimPrefix(msg, "reloaded: "))})
-	s.log.Info("config reloaded", "by", by, "policy_changed", changed, "policy", s.policy.Mode().String(), "policy_version", v)
-	return AdminResponse{Message: msg, PolicyVersion: v}
+	s.record(ctx, &audit.Record{Kind: audit.KindAdmin, PolicyVersion: v, Detail: fmt.Sprintf("reload (%s): %s", by, msg)})
+	s.log.Info("config reloaded", "by", by, "policy_changed", changed, "limits_changed", limitsChanged,
+		"policy", s.policy.Mode().String(), "policy_version", v, "at_next_start", later)
+	return AdminResponse{Message: "reloaded: " + msg, PolicyVersion: v}
+}
+
+// startOnly names the settings of cfg that differ from those the relay
+// started with and that only a restart applies: the addresses, the mesh,
+// retention, auditing and limits.skew (the relay's mesh node and its
+// retention keep the skew they started with, and must agree with the
+// relay's own).
+func (s *Server) startOnly(cfg Config) []string {
+	var d []string
+	for _, c := range []struct {
+		name string
+		same bool
+	}{
+		{"listen", cfg.Listen == s.cfg.Listen},
+		{"advertise", cfg.Advertise == s.cfg.Advertise},
+		{"p2p_listen", slices.Equal(cfg.P2PListen, s.cfg.P2PListen)},
+		{"bootstrap", slices.Equal(cfg.Bootstrap, s.cfg.Bootstrap)},
+		{"mdns", cfg.MDNS == s.cfg.MDNS},
+		{"admin", cfg.Admin == s.cfg.Admin},
+		{"limits.skew", cfg.Limits.Skew == s.cfg.Limits.Skew},
+		{"retention", cfg.Retention == s.cfg.Retention},
+		{"audit", cfg.Audit == s.cfg.Audit},
+	} {
+		if !c.same {
+			d = append(d, c.name)
+		}
+	}
+	return d
 }
 
 // ServeAdmin answers admin commands on a Unix socket at path (mode 0600)

@@ -103,9 +103,9 @@ func (s *Server) admit(conn *quic.Conn) (*client, Decision, bool) {
 		s.refuseAs(conn, c.log, id, wire.CodeRateLimited, "too many new connections from "+host)
 		return nil, Decision{}, false
 	}
-	if n := s.conns.Add(1); n > int64(s.cfg.Limits.MaxConnections) {
+	if n, most := s.conns.Add(1), s.lim().MaxConnections; n > int64(most) {
 		s.conns.Add(-1)
-		s.refuseAs(conn, c.log, id, wire.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", s.cfg.Limits.MaxConnections))
+		s.refuseAs(conn, c.log, id, wire.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", most))
 		return nil, Decision{}, false
 	}
 	d := s.policy.Connect(id)

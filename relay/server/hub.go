@@ -15,7 +15,7 @@ import (
 type hub struct {
 	mu    sync.Mutex
 	rooms map[string]map[*subscription]struct{}
-	size  int // queue capacity of a subscription, in batches
+	size  atomic.Int64 // queue capacity of a new subscription, in batches
 	// inflight is, per room, the highest position delivered but not yet
 	// committed: a subscription that starts now reads the store for its
 	// history and would not find those, so it counts them as dropped.
@@ -43,11 +43,16 @@ type subscription struct {
 }
 
 func newHub(size int) *hub {
-	return &hub{rooms: map[string]map[*subscription]struct{}{}, size: size, inflight: map[string]int64{}}
+	h := &hub{rooms: map[string]map[*subscription]struct{}{}, inflight: map[string]int64{}}
+	h.size.Store(int64(size))
+	return h
 }
 
+// setSize sets the queue capacity of subscriptions made from now on.
+func (h *hub) setSize(size int) { h.size.Store(int64(size)) }
+
 func (h *hub) subscribe(room string) *subscription {
-	s := &subscription{room: room, ch: make(chan []store.Record, h.size), lagged: make(chan struct{}, 1), commit: make(chan struct{}, 1)}
+	s := &subscription{room: room, ch: make(chan []store.Record, h.size.Load()), lagged: make(chan struct{}, 1), commit: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.rooms[room] == nil {

@@ -43,3 +43,18 @@ func (l *limiters) allow(key string, now time.Time) bool {
 	}
 	return lim.AllowN(now, 1)
 }
+
+// set changes the rate and burst of every bucket, those in use included:
+// a bucket keeps the tokens it has, up to the new burst.
+func (l *limiters) set(r rate.Limit, burst int, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.r == r && l.burst == burst {
+		return
+	}
+	l.r, l.burst = r, burst
+	for _, lim := range l.m {
+		lim.SetLimitAt(now, r)
+		lim.SetBurstAt(now, burst)
+	}
+}

@@ -1,10 +1,16 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/parleychat/parley/internal/testkit"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
 )
 
@@ -30,5 +36,76 @@ func TestMDNSOffByDefault(t *testing.T) {
 	}
 	if cfg, err = LoadDirConfig(dir); err != nil || !cfg.MDNS {
 		t.Fatalf("mdns = true: %v, %v", cfg.MDNS, err)
+	}
+}
+
+// TestReloadLimits: a reload puts new limits in force for what is decided
+// from then on, on connections already open too: a publisher's bucket
+// shrinks to the new burst, an envelope over the new size is refused, a
+// connection over the new maximum is refused, and new clients are told
+// the new figures. The skew stays as the relay started (its mesh node
+// and retention window use it), and the reload says so. A config that
+// does not validate changes nothing.
+func TestReloadLimits(t *testing.T) {
+	r := startRelay(t, nil)
+	ctx := ctxT(t)
+	alice := testkit.Key(t)
+	ca := dial(t, r, alice)
+	a := &testkit.Author{Key: alice, Room: "lobby"}
+	publish := func(text string) error {
+		raw, _ := a.Next(t, text)
+		_, err := ca.Publish(ctx, raw)
+		return err
+	}
+	if err := publish("before"); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := r.srv.cfg
+	bad.Limits.MaxEnvelope = 100
+	if resp := r.srv.Reload(ctx, bad, "test"); resp.Error == "" || !strings.Contains(resp.Error, "nothing changed") {
+		t.Fatalf("reload of an invalid config: %+v", resp)
+	}
+
+	cfg := r.srv.cfg
+	cfg.Limits.MaxEnvelope = 600
+	cfg.Limits.PublishRate, cfg.Limits.PublishBurst = 1e-3, 2 // two more, then one per 1000 s
+	cfg.Limits.MaxConnections = 1
+	cfg.Limits.Skew.Duration = time.Minute
+	resp := r.srv.Reload(ctx, cfg, "test")
+	if resp.Error != "" || !strings.Contains(resp.Message, "the limits changed") || !strings.Contains(resp.Message, "at the next start: limits.skew") {
+		t.Fatalf("reload: %+v", resp)
+	}
+	t.Log(resp.Message)
+	if got := r.srv.lim().Skew.Duration; got != DefaultConfig().Limits.Skew.Duration {
+		t.Fatalf("skew %s after a reload, want the one the relay started with", got)
+	}
+
+	if err := publish(strings.Repeat("x", 700)); !errors.Is(err, &wire.RelayError{Code: wire.CodeTooLarge}) {
+		t.Fatalf("an envelope over the new max_envelope: %v", err)
+	}
+	for i := range 2 {
+		if err := publish("in the new burst"); err != nil {
+			t.Fatalf("publish %d of the new burst of 2: %v", i+1, err)
+		}
+	}
+	if err := publish("over"); !errors.Is(err, &wire.RelayError{Code: wire.CodeRateLimited}) {
+		t.Fatalf("a third publish with a burst of 2: %v", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := relay.Dial(dctx, r.addr, testkit.Key(t), relay.ClientOptions{}); !errors.Is(err, &wire.RelayError{Code: wire.CodeTooMany}) {
+		t.Fatalf("a second connection with max_connections = 1: %v", err)
+	}
+	info, err := ca.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.MaxEnvelope != 600 || info.PublishBurst != 2 {
+		t.Fatalf("info after the reload: max envelope %d, burst %d; want 600, 2", info.MaxEnvelope, info.PublishBurst)
+	}
+
+	if resp := r.srv.Reload(ctx, cfg, "test"); resp.Message != "reloaded: nothing changed; at the next start: limits.skew" {
+		t.Fatalf("the same config again: %+v", resp)
 	}
 }

@@ -116,7 +116,7 @@ func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte) []*pen
 		at     []int // parsed[j] is envs[at[j]]
 	)
 	for i, raw := range raws {
-		if len(raw) > s.cfg.Limits.MaxEnvelope {
+		if len(raw) > s.lim().MaxEnvelope {
 			continue // accept says so
 		}
 		if envs[i], errs[i] = protocol.Parse(raw); errs[i] == nil {
@@ -158,8 +158,9 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 		p.rec.ID = id
 		return p, false
 	}
-	if len(raw) > s.cfg.Limits.MaxEnvelope {
-		return nack(wire.CodeTooLarge, "envelope of %d bytes, limit %d", len(raw), s.cfg.Limits.MaxEnvelope)
+	lim := s.lim()
+	if len(raw) > lim.MaxEnvelope {
+		return nack(wire.CodeTooLarge, "envelope of %d bytes, limit %d", len(raw), lim.MaxEnvelope)
 	}
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
@@ -180,11 +181,11 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	}
 	now := s.now()
 	if !s.policy.admin(c.fp) && !s.idRates.allow(c.fp, now) {
-		return nack(wire.CodeRateLimited, "over %g envelopes per second", s.cfg.Limits.PublishRate)
+		return nack(wire.CodeRateLimited, "over %g envelopes per second", lim.PublishRate)
 	}
-	if skewed(now.UnixMilli(), env.Time, s.cfg.Limits.Skew.Duration) {
+	if skewed(now.UnixMilli(), env.Time, lim.Skew.Duration) {
 		return nack(wire.CodeStale, "the envelope's time is %s from the relay's clock, limit %s",
-			protocol.Age(now, env.Time).Round(time.Millisecond), s.cfg.Limits.Skew.Duration)
+			protocol.Age(now, env.Time).Round(time.Millisecond), lim.Skew.Duration)
 	}
 	if s.bridge != nil {
 		s.bridge.Join(env.Room)

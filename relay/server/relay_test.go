@@ -380,7 +380,7 @@ func TestSubscribeUnderLoad(t *testing.T) {
 		c.Limits.QueueSize = 16
 		c.Limits.PublishRate, c.Limits.PublishBurst = 1e6, 1e6
 	})
-	r.srv.hub.size = 1 // below what the config allows: every burst overflows
+	r.srv.hub.setSize(1) // below what the config allows: every burst overflows
 	ctx := ctxT(t)
 	alice := testkit.Key(t)
 	ca := dial(t, r, alice)

@@ -81,7 +81,7 @@ func (s *Server) peers(c *client, fw *wire.Writer, body []byte) error {
 
 // Info describes this relay.
 func (s *Server) Info() *wire.Info {
-	l := s.cfg.Limits
+	l := s.lim()
 	return &wire.Info{
 		Versions:      []uint8{protocol.Version},
 		MaxEnvelope:   uint32(l.MaxEnvelope),

@@ -408,7 +408,7 @@ func TestLiveUnderStress(t *testing.T) {
 		c.Limits.QueueSize = 16
 		c.Limits.PublishRate, c.Limits.PublishBurst = 1e6, 1e6
 	})
-	r.srv.hub.size = 1 // below what the config allows: bursts overflow
+	r.srv.hub.setSize(1) // below what the config allows: bursts overflow
 	ctx := ctxT(t)
 	const (
 		room    = "busy"

@@ -84,7 +84,10 @@ type Options struct {
 
 // Server is a relay: a QUIC listener, the policy, the store and the hub.
 type Server struct {
+	// cfg is the config the relay started with; its Limits are read
+	// from limits instead, which Reload replaces.
 	cfg     Config
+	limits  atomic.Pointer[Limits]
 	key     identity.PrivateKey
 	st      Storage
 	policy  *Policy
@@ -154,7 +157,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	l := o.Config.Limits
-	return &Server{
+	s := &Server{
 		cfg: o.Config, key: o.Key, st: st, policy: pol, audit: log, auditReader: o.Store, log: o.Log, metrics: m, now: o.Now,
 		hub:      newHub(l.QueueSize),
 		seq:      seq,
@@ -165,7 +168,28 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
 		addrRate: newLimiters(rate.Limit(l.AddrRate), l.AddrBurst),
 		retry:    rate.NewLimiter(rate.Limit(l.RetryAbove), l.RetryAbove),
-	}, nil
+	}
+	s.limits.Store(&l)
+	return s, nil
+}
+
+// lim returns the limits in force. Read it once per decision: a reload
+// may replace it between two calls.
+func (s *Server) lim() *Limits { return s.limits.Load() }
+
+// setLimits puts l in force: for what is decided from now on (publishes,
+// new connections and streams, write deadlines), the token buckets of
+// identities and addresses included; QUIC's own settings (idle and
+// handshake timeouts, streams per connection) apply to connections made
+// from now on.
+func (s *Server) setLimits(l Limits) {
+	now := s.now()
+	s.idRates.set(rate.Limit(l.PublishRate), l.PublishBurst, now)
+	s.addrRate.set(rate.Limit(l.AddrRate), l.AddrBurst, now)
+	s.retry.SetLimitAt(now, rate.Limit(l.RetryAbove))
+	s.retry.SetBurstAt(now, l.RetryAbove)
+	s.hub.setSize(l.QueueSize)
+	s.limits.Store(&l)
 }
 
 // Policy returns the relay's policy, for admin commands.
@@ -221,8 +245,21 @@ func (s *Server) Listen() error {
 		// on them.
 		VerifySourceAddress: func(net.Addr) bool { return !s.retry.Allow() },
 	}
-	l := s.cfg.Limits
-	s.ln, err = s.tr.Listen(tlsConf, &quic.Config{
+	qc := quicConfig(s.lim())
+	// Each new connection gets the limits in force when it arrives.
+	qc.GetConfigForClient = func(*quic.ClientInfo) (*quic.Config, error) { return quicConfig(s.lim()), nil }
+	s.ln, err = s.tr.Listen(tlsConf, qc)
+	if err != nil {
+		s.tr.Close()
+		udp.Close()
+		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
+	}
+	return nil
+}
+
+// quicConfig is the QUIC side of limits l.
+func quicConfig(l *Limits) *quic.Config {
+	return &quic.Config{
 		HandshakeIdleTimeout:           l.HandshakeTimeout.Duration / 2, // quic-go allows twice this for the handshake
 		MaxIdleTimeout:                 l.IdleTimeout.Duration,
 		MaxIncomingStreams:             int64(l.MaxStreams),
@@ -232,13 +269,7 @@ func (s *Server) Listen() error {
 		InitialConnectionReceiveWindow: 64 << 10,
 		MaxConnectionReceiveWindow:     4 << 20,
 		Allow0RTT:                      false,
-	})
-	if err != nil {
-		s.tr.Close()
-		udp.Close()
-		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
 	}
-	return nil
 }
 
 func transportKeys(key identity.PrivateKey) (*quic.StatelessResetKey, *quic.TokenGeneratorKey, error) {

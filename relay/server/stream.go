@@ -59,7 +59,7 @@ func (s *Server) endStream(c *client, str *quic.Stream, fw *wire.Writer, e *wire
 	s.metrics.dropped.WithLabelValues(e.Code.String()).Inc()
 	c.log.Debug("stream ended", "code", e.Code.String(), "reason", e.Message)
 	e = &wire.RelayError{Code: e.Code, Message: truncate(e.Message)}
-	str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
+	str.SetWriteDeadline(time.Now().Add(s.lim().WriteTimeout.Duration))
 	if fw.WriteError(e) == nil && fw.Flush() == nil {
 		str.Close()
 	} else {
@@ -73,7 +73,7 @@ func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 	fr := wire.NewReader(str, wire.MaxFrameBody)
 	// Every write gets the write timeout: a client that stops reading
 	// holds a stream for that long, never longer.
-	fw := wire.NewWriter(deadlineWriter{str, s.cfg.Limits.WriteTimeout.Duration})
+	fw := wire.NewWriter(deadlineWriter{str, s.lim().WriteTimeout.Duration})
 	t, body, ok := s.firstFrame(ctx, c, str, fr, fw)
 	if !ok {
 		return
@@ -91,7 +91,7 @@ func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 func (s *Server) firstFrame(ctx context.Context, c *client, str *quic.Stream, fr *wire.Reader, fw *wire.Writer) (wire.FrameType, []byte, bool) {
 	// A client gets the handshake timeout to say what the stream is for,
 	// and no longer once the relay shuts down.
-	str.SetReadDeadline(time.Now().Add(s.cfg.Limits.HandshakeTimeout.Duration))
+	str.SetReadDeadline(time.Now().Add(s.lim().HandshakeTimeout.Duration))
 	stopWait := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(wire.CodeShuttingDown)) })
 	t, body, err := fr.Next()
 	if !stopWait() {
@@ -156,7 +156,7 @@ func (s *Server) endRequest(ctx context.Context, c *client, str *quic.Stream, fw
 		s.endStream(c, str, fw, wire.AsRelayError(rerr))
 		return
 	}
-	str.SetWriteDeadline(time.Now().Add(s.cfg.Limits.WriteTimeout.Duration))
+	str.SetWriteDeadline(time.Now().Add(s.lim().WriteTimeout.Duration))
 	if err := fw.Flush(); err != nil {
 		str.CancelWrite(quic.StreamErrorCode(wire.CodeSlowConsumer))
 	} else {
