@@ -449,13 +449,18 @@ func (c *Client) flushShown() {
 	if err := c.st.RemoveUnshown(ctx, ids); err != nil {
 		c.log.Warn("note shown messages", "err", err)
 	}
+	missing, err := c.st.Missing(ctx, ids)
+	if err != nil {
+		c.log.Warn("note shown messages", "err", err)
+		return
+	}
 	tries := make(map[protocol.ID]int, len(again))
 	for _, s := range again {
 		tries[s.id] = s.tries
 	}
 	var later []shownNote
-	for _, id := range ids {
-		if has, err := c.st.Has(ctx, id); err == nil && !has && tries[id] < noteTries {
+	for _, id := range missing {
+		if tries[id] < noteTries {
 			later = append(later, shownNote{id, tries[id] + 1})
 		}
 	}

@@ -437,3 +437,22 @@ func TestCheckpointEvery(t *testing.T) {
 		}
 	}
 }
+
+// TestMissing: Missing names the IDs that are not stored, in their order.
+func TestMissing(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	a := record(t, key(t, 1), "r", 1, 1, t0, "a")
+	b := record(t, key(t, 1), "r", 2, 2, t0, "b")
+	c := record(t, key(t, 1), "r", 3, 3, t0, "c")
+	if _, err := s.Put(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Missing(ctx, []protocol.ID{a.ID, b.ID, c.ID})
+	if err != nil || len(got) != 2 || got[0] != a.ID || got[1] != c.ID {
+		t.Fatalf("Missing = %v, %v; want [a c]", got, err)
+	}
+	if got, err := s.Missing(ctx, nil); got != nil || err != nil {
+		t.Fatalf("Missing(nil) = %v, %v", got, err)
+	}
+}
