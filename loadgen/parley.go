@@ -44,6 +44,8 @@ publish_burst = 1000000
 addr_rate = 100000.0
 addr_burst = 100000
 max_connections = 20000
+conns_per_identity = 20000
+conns_per_address = 20000
 [audit]
 enabled = %v
 `

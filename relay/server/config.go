@@ -72,19 +72,21 @@ type RoomRule struct {
 
 // Limits protect the relay and the clients it serves from each other.
 type Limits struct {
-	MaxEnvelope      int      `toml:"max_envelope"`      // bytes
-	PublishRate      float64  `toml:"publish_rate"`      // envelopes per second per identity
-	PublishBurst     int      `toml:"publish_burst"`     //
-	AddrRate         float64  `toml:"addr_rate"`         // new connections per second per IP address
-	AddrBurst        int      `toml:"addr_burst"`        //
-	MaxConnections   int      `toml:"max_connections"`   // at once, in all
-	MaxStreams       int      `toml:"max_streams"`       // concurrent streams per connection
-	HandshakeTimeout Duration `toml:"handshake_timeout"` //
-	IdleTimeout      Duration `toml:"idle_timeout"`      //
-	WriteTimeout     Duration `toml:"write_timeout"`     // a client that reads nothing for this long is dropped
-	QueueSize        int      `toml:"queue_size"`        // envelopes queued per subscription
-	RetryAbove       int      `toml:"retry_above"`       // handshakes in progress above which QUIC Retry checks addresses
-	Skew             Duration `toml:"skew"`              // accepted difference of an envelope's clock from the relay's
+	MaxEnvelope      int      `toml:"max_envelope"`       // bytes
+	PublishRate      float64  `toml:"publish_rate"`       // envelopes per second per identity
+	PublishBurst     int      `toml:"publish_burst"`      //
+	AddrRate         float64  `toml:"addr_rate"`          // new connections per second per IP address
+	AddrBurst        int      `toml:"addr_burst"`         //
+	MaxConnections   int      `toml:"max_connections"`    // at once, in all
+	ConnsPerIdentity int      `toml:"conns_per_identity"` // at once, per client identity
+	ConnsPerAddr     int      `toml:"conns_per_address"`  // at once, per IP address
+	MaxStreams       int      `toml:"max_streams"`        // concurrent streams per connection
+	HandshakeTimeout Duration `toml:"handshake_timeout"`  //
+	IdleTimeout      Duration `toml:"idle_timeout"`       //
+	WriteTimeout     Duration `toml:"write_timeout"`      // a client that reads nothing for this long is dropped
+	QueueSize        int      `toml:"queue_size"`         // envelopes queued per subscription
+	RetryAbove       int      `toml:"retry_above"`        // handshakes in progress above which QUIC Retry checks addresses
+	Skew             Duration `toml:"skew"`               // accepted difference of an envelope's clock from the relay's
 }
 
 // RetentionConfig says how much history the relay keeps.
@@ -122,6 +124,8 @@ func DefaultConfig() Config {
 			AddrRate:         20,
 			AddrBurst:        100,
 			MaxConnections:   10000,
+			ConnsPerIdentity: 8,
+			ConnsPerAddr:     64,
 			MaxStreams:       100,
 			HandshakeTimeout: Duration{10 * time.Second},
 			IdleTimeout:      Duration{60 * time.Second},
@@ -201,6 +205,9 @@ func (c *Config) Validate() error {
 	if l.MaxConnections < 1 || l.MaxStreams < 4 || l.QueueSize < 16 || l.RetryAbove < 0 {
 		bad("limits: max_connections >= 1, max_streams >= 4, queue_size >= 16, retry_above >= 0")
 	}
+	if l.ConnsPerIdentity < 1 || l.ConnsPerAddr < 1 {
+		bad("limits: conns_per_identity and conns_per_address must be positive")
+	}
 	if l.HandshakeTimeout.Duration <= 0 || l.IdleTimeout.Duration <= 0 || l.WriteTimeout.Duration <= 0 || l.Skew.Duration <= 0 {
 		bad("limits: timeouts and skew must be positive")
 	}
@@ -274,6 +281,8 @@ mode = "%s"
 # addr_rate = 20.0           # new connections per second per IP address
 # addr_burst = 100
 # max_connections = 10000
+# conns_per_identity = 8     # open at once per client identity
+# conns_per_address = 64     # open at once per IP address (people behind NAT)
 # max_streams = 100          # concurrent streams per connection
 # handshake_timeout = "10s"
 # idle_timeout = "1m0s"

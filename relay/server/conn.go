@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -47,7 +46,7 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	if !ok {
 		return
 	}
-	defer s.conns.Add(-1)
+	defer s.conns.release(c.fp, hostOf(c.addr))
 	s.record(ctx, &audit.Record{Kind: audit.KindConnect, PolicyVersion: d.Version, Identity: c.id, Addr: addrOf(c.addr), Detail: d.Reason})
 	s.metrics.connections.Inc()
 	defer s.metrics.connections.Dec()
@@ -79,7 +78,8 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 
 // admit checks a new connection: its certificate, its address's rate of
 // new connections, the relay's connection limit and the policy. A
-// connection it admits counts in s.conns; one it refuses is closed, with
+// connection it admits counts in s.conns (for its identity and its
+// address too); one it refuses is closed, with
 // the refusal recorded.
 func (s *Server) admit(conn *quic.Conn) (*client, Decision, bool) {
 	addr := conn.RemoteAddr()
@@ -95,17 +95,13 @@ func (s *Server) admit(conn *quic.Conn) (*client, Decision, bool) {
 		return nil, Decision{}, false
 	}
 	c := &client{id: id, fp: id.Fingerprint(), addr: addr, conn: conn, log: log.With("identity", id.Fingerprint())}
-	host := addr.String()
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		host = ua.IP.String()
-	}
+	host := hostOf(addr)
 	if !s.addrRate.allow(host, s.now()) {
 		s.refuseAs(conn, c.log, id, wire.CodeRateLimited, "too many new connections from "+host)
 		return nil, Decision{}, false
 	}
-	if n, most := s.conns.Add(1), s.lim().MaxConnections; n > int64(most) {
-		s.conns.Add(-1)
-		s.refuseAs(conn, c.log, id, wire.CodeTooMany, fmt.Sprintf("the relay is at its limit of %d connections", most))
+	if ok, why := s.conns.take(c.fp, host, s.lim()); !ok {
+		s.refuseAs(conn, c.log, id, wire.CodeTooMany, why)
 		return nil, Decision{}, false
 	}
 	d := s.policy.Connect(id)
@@ -115,11 +111,20 @@ func (s *Server) admit(conn *quic.Conn) (*client, Decision, bool) {
 	case d.Code == wire.CodeNotAllowed && s.policy.Mode() == wire.PolicyInvite:
 		// May redeem an invite, nothing else.
 	default:
-		s.conns.Add(-1)
+		s.conns.release(c.fp, host)
 		s.refuseAs(conn, c.log, id, d.Code, d.Err().(*wire.RelayError).Message)
 		return nil, Decision{}, false
 	}
 	return c, d, true
+}
+
+// hostOf is the IP address of a client's address, what per-address
+// limits count by.
+func hostOf(addr net.Addr) string {
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		return ua.IP.String()
+	}
+	return addr.String()
 }
 
 // Enforce applies the policy as it is now to the open connections: one

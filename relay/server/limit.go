@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -56,5 +57,58 @@ func (l *limiters) set(r rate.Limit, burst int, now time.Time) {
 	for _, lim := range l.m {
 		lim.SetLimitAt(now, r)
 		lim.SetBurstAt(now, burst)
+	}
+}
+
+// openConns counts the open connections of each identity and address, so
+// that no one of either takes every slot of the relay.
+type openConns struct {
+	mu     sync.Mutex
+	total  int
+	byID   map[string]int
+	byAddr map[string]int
+}
+
+func newOpenConns() *openConns {
+	return &openConns{byID: map[string]int{}, byAddr: map[string]int{}}
+}
+
+// reserve is the share of max_connections kept for identities that have
+// no connection open: when the relay is that full, only they get in, so
+// that one identity (or a few) with connections to spare cannot lock
+// out people who have none.
+const reserve = 10 // percent
+
+// take counts a new connection of identity fp from address host, or says
+// why the limits l refuse it.
+func (o *openConns) take(fp, host string, l *Limits) (ok bool, why string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case o.total >= l.MaxConnections:
+		return false, fmt.Sprintf("the relay is at its limit of %d connections", l.MaxConnections)
+	case o.byID[fp] >= l.ConnsPerIdentity:
+		return false, fmt.Sprintf("this identity has %d connections open, the limit", o.byID[fp])
+	case o.byAddr[host] >= l.ConnsPerAddr:
+		return false, fmt.Sprintf("%s has %d connections open, the limit", host, o.byAddr[host])
+	case o.byID[fp] > 0 && o.total >= l.MaxConnections-l.MaxConnections*reserve/100:
+		return false, "the relay is nearly full; its last connections are kept for identities that have none open"
+	}
+	o.total++
+	o.byID[fp]++
+	o.byAddr[host]++
+	return true, ""
+}
+
+// release uncounts a connection that take counted.
+func (o *openConns) release(fp, host string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.total--
+	if o.byID[fp]--; o.byID[fp] <= 0 {
+		delete(o.byID, fp)
+	}
+	if o.byAddr[host]--; o.byAddr[host] <= 0 {
+		delete(o.byAddr, host)
 	}
 }

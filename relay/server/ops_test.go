@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
@@ -107,5 +109,84 @@ func TestReloadLimits(t *testing.T) {
 
 	if resp := r.srv.Reload(ctx, cfg, "test"); resp.Message != "reloaded: nothing changed; at the next start: limits.skew" {
 		t.Fatalf("the same config again: %+v", resp)
+	}
+}
+
+// TestConnectionsPerIdentityAndAddress: one identity cannot take every
+// connection slot of the relay (issue 16, finding 5): it is capped, an
+// address is capped, and the last tenth of the slots is kept for
+// identities that have none open. A closed connection frees its slot.
+func TestConnectionsPerIdentityAndAddress(t *testing.T) {
+	r := startRelay(t, func(c *Config) {
+		c.Limits.MaxConnections, c.Limits.ConnsPerIdentity, c.Limits.ConnsPerAddr = 10, 3, 100
+	})
+	ctx := ctxT(t)
+	try := func(key identity.PrivateKey) (*relay.Client, error) {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c, err := relay.Dial(dctx, r.addr, key, relay.ClientOptions{})
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	tooMany := &wire.RelayError{Code: wire.CodeTooMany}
+	mallory := testkit.Key(t)
+	var first *relay.Client
+	for i := range 3 {
+		c, err := try(mallory)
+		if err != nil {
+			t.Fatalf("connection %d of an identity allowed 3: %v", i+1, err)
+		}
+		first = cmp.Or(first, c)
+	}
+	if _, err := try(mallory); !errors.Is(err, tooMany) {
+		t.Fatalf("a 4th connection of one identity: %v", err)
+	}
+	others := make([]identity.PrivateKey, 7)
+	for i := range 6 {
+		others[i] = testkit.Key(t)
+		if _, err := try(others[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 9 of 10 open: the last is kept for an identity with none.
+	if _, err := try(others[0]); !errors.Is(err, tooMany) || !strings.Contains(err.Error(), "kept for identities that have none") {
+		t.Fatalf("a second connection into the reserve: %v", err)
+	}
+	others[6] = testkit.Key(t)
+	if _, err := try(others[6]); err != nil {
+		t.Fatalf("a newcomer into the reserve: %v", err)
+	}
+	if _, err := try(testkit.Key(t)); !errors.Is(err, tooMany) {
+		t.Fatalf("an 11th connection: %v", err)
+	}
+
+	// A closed connection frees its slot, once the relay has seen it end.
+	first.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := try(testkit.Key(t))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, tooMany) || time.Now().After(deadline) {
+			t.Fatalf("after a close, a new connection: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestConnectionsPerAddress: an address is capped whatever the
+// identities it uses.
+func TestConnectionsPerAddress(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.Limits.ConnsPerAddr = 2 })
+	for range 2 {
+		dial(t, r, testkit.Key(t))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := relay.Dial(ctx, r.addr, testkit.Key(t), relay.ClientOptions{}); !errors.Is(err, &wire.RelayError{Code: wire.CodeTooMany}) {
+		t.Fatalf("a third connection from an address allowed 2: %v", err)
 	}
 }

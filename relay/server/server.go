@@ -120,7 +120,7 @@ type Server struct {
 	closing  sync.RWMutex // held to send on commits or envs outside a connection
 	closed   bool         // commits and envs are closed
 	readers  *readers     // the subscriptions' store reads, while serving
-	conns    atomic.Int64
+	conns    *openConns
 	idRates  *limiters
 	addrRate *limiters
 	retry    *rate.Limiter
@@ -165,6 +165,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		commits:  make(chan *pending, 4*maxBatch),
 		envs:     make(chan *pending, maxQueued),
 		envSlots: semaphore.NewWeighted(maxQueued),
+		conns:    newOpenConns(),
 		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
 		addrRate: newLimiters(rate.Limit(l.AddrRate), l.AddrBurst),
 		retry:    rate.NewLimiter(rate.Limit(l.RetryAbove), l.RetryAbove),
