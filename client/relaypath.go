@@ -222,6 +222,24 @@ func (p *relayPath) publish(ctx context.Context, id protocol.ID, raw []byte) (*w
 	return ack, nil
 }
 
+// settle finishes the audit checks of what the relay acknowledged
+// (relay.Client.Settle) and keeps the newest checkpoint proved. It
+// returns the relay's audit error; a check that cannot be made now is
+// logged, and the next session makes it from the checkpoint kept.
+func (p *relayPath) settle(ctx context.Context) error {
+	err := p.rc.Settle(ctx)
+	if errors.Is(err, relay.ErrAuditLog) {
+		return err
+	}
+	if err != nil {
+		p.c.log.Warn("relay audit: the consistency check could not be made now; the next session makes it", "err", err)
+	}
+	if err := p.keepCheckpoint(ctx); err != nil {
+		p.c.log.Warn("keep the relay's audit checkpoint", "err", err)
+	}
+	return nil
+}
+
 // keepCheckpoint stores the relay's newest audit checkpoint, so that the
 // next session holds the relay to it.
 func (p *relayPath) keepCheckpoint(ctx context.Context) error {

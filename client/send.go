@@ -62,7 +62,9 @@ func (c *Client) Post(ctx context.Context, roomName, text string) (protocol.ID, 
 // ErrNoPath and says why each failed; the message stays in the outbox
 // and is sent again when a path is there. A relay whose audit log does
 // not check out is an error wrapping relay.ErrAuditLog, whatever else
-// happened. Sent.ID is set whenever the message was stored.
+// happened: the relay's receipts are proved consistent with the
+// checkpoint kept before Send returns (settle). Sent.ID is set whenever
+// the message was stored.
 func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) {
 	d, err := c.post(ctx, roomName, text)
 	if err != nil {
@@ -70,6 +72,7 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 	}
 	select {
 	case <-d.done:
+		c.settle(ctx)
 		return d.sent, c.sentErr(d.sent)
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -77,11 +80,27 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 			// least), and end now or very soon: their own errors say
 			// more.
 			<-d.done
+			c.settle(ctx)
 			return d.sent, c.sentErr(d.sent)
 		}
 		s := Sent{ID: d.id, Time: d.time, Failed: []error{ctx.Err()}}
 		return s, fmt.Errorf("%w: no path confirmed it in time: %w (kept, and sent again when a path is there)", ErrNoPath, ctx.Err())
 	}
+}
+
+// settleTime bounds the audit check that Send finishes after delivery,
+// when the caller's ctx leaves it less.
+const settleTime = 10 * time.Second
+
+// settle finishes the relay's audit checks of a delivery; sentErr then
+// reports a log that does not check out.
+func (c *Client) settle(ctx context.Context) {
+	if c.relay == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTime)
+	defer cancel()
+	c.relay.settle(sctx)
 }
 
 // sentErr is the error of a finished delivery.

@@ -74,6 +74,7 @@ type Client struct {
 	ckWake    chan struct{} // tells checkLoop that checkpoints wait
 	ckTaken   chan struct{} // checkLoop took the waiting ones
 	ckStopped chan struct{} // checkLoop ended
+	checkMu   sync.Mutex    // held while checkpoints are proved (checkLoop, Settle)
 }
 
 // ClientOptions configure Dial and Start.

@@ -94,40 +94,32 @@ func (c *Client) checkLoop() {
 				return
 			}
 		}
+		c.checkMu.Lock()
 		seen := c.witness.Take()
 		select {
 		case c.ckTaken <- struct{}{}:
 		default:
 		}
-		for len(seen) > 0 {
-			n := min(len(seen), wire.MaxProofs-1) // and the one kept
-			ctx, cancel := context.WithTimeout(c.life, 30*time.Second)
-			err := c.witness.Check(seen[:n:n], func(newSize int64, olds []int64) ([]tlog.TreeProof, error) {
-				return c.proveTree(ctx, newSize, olds)
-			})
-			cancel()
-			if err == nil || errors.Is(err, ErrAuditLog) {
-				seen = seen[n:]
-				b.reset()
-				warned = ""
-				if err != nil {
-					c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
-					return // final: nothing more to check
-				}
-				continue
-			}
-			if c.life.Err() != nil {
-				// Closing: the checkpoints not proved are not kept
-				// (Checkpoint returns the last one proved), and the
-				// next session proves the relay's log from that one.
-				return
-			}
-			// Not done, for want of a connection or an answer: these
+		err := c.proveSeen(c.life, seen)
+		c.checkMu.Unlock()
+		switch {
+		case err == nil:
+			b.reset()
+			warned = ""
+		case errors.Is(err, ErrAuditLog):
+			c.log.Error("relay audit log", "relay", c.addr.String(), "err", err)
+			return // final: nothing more to check
+		case c.life.Err() != nil:
+			// Closing: the checkpoints not proved are not kept
+			// (Checkpoint returns the last one proved), and the next
+			// session proves the relay's log from that one.
+			return
+		default:
+			// Not done, for want of a connection or an answer: the
 			// checkpoints wait for the next try, after a reconnection.
 			// A lost connection is told once, as a state change; a
-			// relay that answers but does not prove is told here,
-			// once until a check succeeds.
-			c.witness.PutBack(seen)
+			// relay that answers but does not prove is told here, once
+			// until a check succeeds.
 			if c.State().Status == StatusConnected && errText(err) != warned {
 				warned = errText(err)
 				c.log.Warn("relay audit: consistency check failed; will try again", "relay", c.addr.String(), "err", err)
@@ -141,10 +133,56 @@ func (c *Client) checkLoop() {
 			case c.ckWake <- struct{}{}:
 			default:
 			}
-			break
 		}
 		last = time.Now()
 	}
+}
+
+// proveSeen proves the checkpoints seen consistent with each other and
+// the one kept, in requests of at most wire.MaxProofs. A request that
+// could not be made or answered puts back what it did not prove, for a
+// later try, and returns its error; an error wrapping ErrAuditLog is
+// final. The caller holds checkMu.
+func (c *Client) proveSeen(ctx context.Context, seen []audit.Seen) error {
+	for len(seen) > 0 {
+		n := min(len(seen), wire.MaxProofs-1) // and the one kept
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := c.witness.Check(seen[:n:n], func(newSize int64, olds []int64) ([]tlog.TreeProof, error) {
+			return c.proveTree(rctx, newSize, olds)
+		})
+		cancel()
+		switch {
+		case errors.Is(err, ErrAuditLog):
+			return err
+		case err != nil:
+			c.witness.PutBack(seen)
+			return err
+		}
+		seen = seen[n:]
+	}
+	return nil
+}
+
+// Settle proves, now, every audit checkpoint seen so far (those of the
+// receipts of this session's publishes) consistent with each other and
+// with the one kept from earlier sessions, and returns the relay's audit
+// error if it has one. A command that ends after its publish calls it
+// before it reports success: the background check would not have run
+// yet, and a truncated or rewritten log would go unnoticed. An error that
+// does not wrap ErrAuditLog means the check could not be made now (no
+// connection, ctx ended): the checkpoints wait, and Checkpoint still
+// returns the last one proved.
+func (c *Client) Settle(ctx context.Context) error {
+	c.checkMu.Lock()
+	defer c.checkMu.Unlock()
+	err := c.proveSeen(ctx, c.witness.Take())
+	if werr := c.witness.Err(); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return fmt.Errorf("relay: audit: consistency check: %w", err)
+	}
+	return nil
 }
 
 // awaitRetry waits before another try at a consistency check: for a

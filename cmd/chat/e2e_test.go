@@ -798,3 +798,56 @@ func waitLog(t *testing.T, p *proc, want string) {
 		}
 	}
 }
+
+// TestSendNoticesACutLog: the relay's operator cuts its audit log back
+// (here: the relay's key on a fresh data folder, its log started over)
+// between two sends. The next send proves the relay's new checkpoint
+// against the one kept before it reports success, and exits 9; so does
+// the one after it, since the kept checkpoint is never replaced by one
+// that does not check out (issue 16, finding 6: send used to exit 0,
+// its check left to the background, which a one-shot command never
+// waited for).
+func TestSendNoticesACutLog(t *testing.T) {
+	dir := initRelay(t)
+	hostPort := freeUDP(t)
+	addr := relayAddrOf(t, dir, hostPort)
+	relayP, _, _ := serveRelay(t, dir, hostPort)
+	alice := newPeer(t, "alice", "--mode", "relay", "--relay", addr)
+	for i := range 3 {
+		if out, code := alice.run(t, "send", "--room", "lobby", fmt.Sprint("honest ", i)); code != 0 {
+			t.Fatalf("send %d: exit %d: %s", i, code, out)
+		}
+	}
+	relayP.stop(t)
+
+	cut := initRelay(t)
+	key, err := os.ReadFile(filepath.Join(dir, "identity"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cut, "identity"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	relayP, _, _ = serveRelay(t, cut, hostPort)
+	defer relayP.stop(t)
+	for i := range 2 {
+		out, code := alice.run(t, "send", "--room", "lobby", fmt.Sprint("after the cut ", i))
+		if code != exitAudit || !strings.Contains(out, "audit") {
+			t.Fatalf("send %d after the log was cut: exit %d, want %d: %s", i, code, exitAudit, out)
+		}
+		t.Logf("send after the cut: %s", out)
+	}
+	// The new log grows past the size alice kept: another history under
+	// the same key, which no consistency proof joins to hers.
+	bob := newPeer(t, "bob", "--mode", "relay", "--relay", addr)
+	for i := range 4 {
+		if out, code := bob.run(t, "send", "--room", "lobby", fmt.Sprint("rewritten ", i)); code != 0 {
+			t.Fatalf("bob's send %d: exit %d: %s", i, code, out)
+		}
+	}
+	if out, code := alice.run(t, "send", "--room", "lobby", "after the rewrite"); code != exitAudit {
+		t.Fatalf("send after the log was rewritten: exit %d, want %d: %s", code, exitAudit, out)
+	} else {
+		t.Logf("send after the rewrite: %s", out)
+	}
+}
