@@ -333,6 +333,13 @@ func (c *Client) emit(e Event) { c.ev.push(context.Background(), e) }
 // Rooms returns the rooms joined in this home folder, now or before.
 func (c *Client) Rooms(ctx context.Context) ([]string, error) { return c.st.Rooms(ctx) }
 
+// KeptCheckpoints returns the newest audit checkpoint kept for each
+// relay: what this home holds each relay's log to, for a person to
+// compare with a relay's export or with other people's.
+func (c *Client) KeptCheckpoints(ctx context.Context) ([]store.KeptCheckpoint, error) {
+	return c.st.RelayCheckpoints(ctx)
+}
+
 // Join joins room on every path, adds it to the home's room list and
 // starts catching up: the relay subscription resumes after the last
 // envelope the relay confirmed committed to this home, and the mesh syncs

@@ -262,6 +262,33 @@ func (s *Store) RelayCheckpoint(ctx context.Context, relay string) ([]byte, erro
 	return b, nil
 }
 
+// KeptCheckpoint is the newest audit checkpoint kept for one relay.
+type KeptCheckpoint struct {
+	Relay string // the relay's key fingerprint
+	Note  []byte // the relay's signed checkpoint
+}
+
+// RelayCheckpoints returns the checkpoint kept for each relay, by relay.
+func (s *Store) RelayCheckpoints(ctx context.Context) ([]KeptCheckpoint, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT relay, note FROM client_checkpoints ORDER BY relay`)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var kept []KeptCheckpoint
+	for rows.Next() {
+		var k KeptCheckpoint
+		if err := rows.Scan(&k.Relay, &k.Note); err != nil {
+			return nil, fmt.Errorf("store: audit checkpoints: %w", err)
+		}
+		kept = append(kept, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: audit checkpoints: %w", err)
+	}
+	return kept, nil
+}
+
 // SetRelayCheckpoint keeps note as relay's newest audit checkpoint. The
 // caller has checked that it is consistent with the one kept before.
 func (s *Store) SetRelayCheckpoint(ctx context.Context, relay string, note []byte) error {

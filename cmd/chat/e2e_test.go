@@ -818,6 +818,10 @@ func TestSendNoticesACutLog(t *testing.T) {
 			t.Fatalf("send %d: exit %d: %s", i, code, out)
 		}
 	}
+	before := keptCheckpoints(t, alice)
+	if len(before) != 1 || before[0].Size == 0 || !strings.HasPrefix(before[0].Note, before[0].Origin+"\n") {
+		t.Fatalf("kept checkpoints after three sends: %+v", before)
+	}
 	relayP.stop(t)
 
 	cut := initRelay(t)
@@ -850,4 +854,25 @@ func TestSendNoticesACutLog(t *testing.T) {
 	} else {
 		t.Logf("send after the rewrite: %s", out)
 	}
+	if after := keptCheckpoints(t, alice); len(after) != 1 || after[0] != before[0] {
+		t.Fatalf("the kept checkpoint changed to one that does not check out: %+v, was %+v", after, before)
+	}
+}
+
+// keptCheckpoints runs chat audit checkpoints --json.
+func keptCheckpoints(t *testing.T, p *peer) []keptCheckpoint {
+	t.Helper()
+	out, code := p.run(t, "audit", "checkpoints", "--json")
+	if code != 0 {
+		t.Fatalf("chat audit checkpoints: exit %d: %s", code, out)
+	}
+	var kept []keptCheckpoint
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var k keptCheckpoint
+		if err := json.Unmarshal([]byte(line), &k); err != nil {
+			t.Fatalf("chat audit checkpoints --json: %v: %q", err, line)
+		}
+		kept = append(kept, k)
+	}
+	return kept
 }

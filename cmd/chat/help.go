@@ -32,6 +32,13 @@ func about(cmd string) (string, bool) {
 			"The room's stored messages, oldest first.", true
 	case "rooms":
 		return "chat rooms\n\nThe rooms joined in this home folder.", true
+	case "audit":
+		return "chat audit checkpoints [--json]\n\n" +
+			"The newest checkpoint of each relay's audit log that this home\n" +
+			"proved consistent with every one before it: relay, size, root (and\n" +
+			"the signed note, with --json). Compare it with the relay's export\n" +
+			"(relay audit export) or with other people's: one relay's checkpoints\n" +
+			"must all be consistent.", true
 	case "contacts":
 		return "chat contacts [--json]\n\nThe people you have seen, and how far you trust them: new, known,\n" +
 			"verified, key changed.", true

@@ -55,6 +55,8 @@ Commands:
   history --room R     the room's stored messages [--search WORDS]
                        [--limit N] [--json]
   rooms                the rooms joined in this home folder
+  audit checkpoints    the newest audit checkpoint kept for each relay, to
+                       compare with its export or other people's [--json]
   contacts [--json]    the people you have seen, and how far you trust them
   verify FINGERPRINT   mark the contact with this fingerprint as verified,
                        after comparing it with them out of band
@@ -176,6 +178,8 @@ func (c *cli) command(cmd string, args []string) int {
 		return c.history(args)
 	case "rooms":
 		return c.rooms(args)
+	case "audit":
+		return c.audit(args)
 	case "redeem":
 		return c.redeem(args)
 	case "version":
