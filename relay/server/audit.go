@@ -154,6 +154,24 @@ func (s *Server) record(ctx context.Context, r *audit.Record) {
 	}
 }
 
+// recordRefusal records a refusal of something a client did (a
+// connection, a publish), at most refusalRate a second per key (an
+// identity's fingerprint, an address) in bursts of refusalBurst: a
+// client must not grow the audit log, which is never pruned, faster than
+// that by sending what it knows will be refused. The refusals past it are
+// counted, and the next record of that key says how many there were.
+func (s *Server) recordRefusal(ctx context.Context, key string, r *audit.Record) {
+	ok, unrecorded := s.refusals.admit(key, s.now())
+	if !ok {
+		s.metrics.unrecorded.Inc()
+		return
+	}
+	if unrecorded > 0 {
+		r.Detail = fmt.Sprintf("%s (and %d refusals of %s before it, not recorded one by one)", r.Detail, unrecorded, key)
+	}
+	s.record(ctx, r)
+}
+
 // recordSync queues an audit record and waits for its commit.
 func (s *Server) recordSync(r *audit.Record) error {
 	if s.audit == nil {

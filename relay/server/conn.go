@@ -33,7 +33,7 @@ func (s *Server) refuse(conn *quic.Conn, log *slog.Logger, code wire.ErrorCode, 
 
 // refuseAs closes conn after authentication, recording the refusal.
 func (s *Server) refuseAs(conn *quic.Conn, log *slog.Logger, id identity.PublicKey, code wire.ErrorCode, msg string) {
-	s.record(context.Background(), &audit.Record{Kind: audit.KindRefuse, PolicyVersion: s.policy.Version(), Identity: id,
+	s.recordRefusal(context.Background(), hostOf(conn.RemoteAddr()), &audit.Record{Kind: audit.KindRefuse, PolicyVersion: s.policy.Version(), Identity: id,
 		Addr: addrOf(conn.RemoteAddr()), Code: code, Detail: msg})
 	s.metrics.refused.WithLabelValues(code.String()).Inc()
 	log.Info("connection refused", "code", code.String(), "reason", msg)

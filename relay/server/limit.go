@@ -112,3 +112,38 @@ func (o *openConns) release(fp, host string) {
 		delete(o.byAddr, host)
 	}
 }
+
+// Refusals recorded in the audit log per key (recordRefusal).
+const (
+	refusalRate  = 5
+	refusalBurst = 20
+)
+
+// refusalGate limits the audit records of refusals per key, and counts
+// those it holds back until the next one it lets through.
+type refusalGate struct {
+	lim        *limiters
+	mu         sync.Mutex
+	unrecorded map[string]int
+}
+
+func newRefusalGate() *refusalGate {
+	return &refusalGate{lim: newLimiters(refusalRate, refusalBurst), unrecorded: map[string]int{}}
+}
+
+// admit says whether a refusal of key may be recorded now, and how many
+// were held back since the last that was.
+func (g *refusalGate) admit(key string, now time.Time) (ok bool, unrecorded int) {
+	allowed := g.lim.allow(key, now)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if allowed {
+		n := g.unrecorded[key]
+		delete(g.unrecorded, key)
+		return true, n
+	}
+	if _, counted := g.unrecorded[key]; counted || len(g.unrecorded) < maxLimiters {
+		g.unrecorded[key]++
+	}
+	return false, 0
+}

@@ -18,6 +18,7 @@ type metrics struct {
 	subscriptions                   prometheus.Gauge
 	dropped                         *prometheus.CounterVec // streams ended by the relay, by code
 	bridgeDropped                   prometheus.Counter
+	unrecorded                      prometheus.Counter // refusals past recordRefusal's rate
 	commitSeconds                   prometheus.Histogram
 	batchSize                       prometheus.Histogram
 }
@@ -38,6 +39,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Streams the relay ended with an error, by reason."}, []string{"reason"}),
 		bridgeDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_relay_bridge_dropped_total",
 			Help: "Envelopes of relay clients not gossiped into the mesh because the bridge's queue was full."}),
+		unrecorded: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_relay_audit_refusals_unrecorded_total",
+			Help: "Refusals not recorded one by one in the audit log, past the rate per identity or address; the next record counts them."}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_seconds",
 			Help: "Time of one group commit.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_relay_commit_batch_envelopes",
@@ -51,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.refused, m.publishes, m.stored, live, m.subscriptions, m.dropped, m.bridgeDropped, m.commitSeconds, m.batchSize} {
+	for _, c := range []prometheus.Collector{m.connections, m.refused, m.publishes, m.stored, live, m.subscriptions, m.dropped, m.bridgeDropped, m.unrecorded, m.commitSeconds, m.batchSize} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

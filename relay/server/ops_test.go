@@ -4,12 +4,15 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/relay"
@@ -188,5 +191,65 @@ func TestConnectionsPerAddress(t *testing.T) {
 	defer cancel()
 	if _, err := relay.Dial(ctx, r.addr, testkit.Key(t), relay.ClientOptions{}); !errors.Is(err, &wire.RelayError{Code: wire.CodeTooMany}) {
 		t.Fatalf("a third connection from an address allowed 2: %v", err)
+	}
+}
+
+// TestRefusalsDoNotFloodTheAuditLog: an admitted identity that may not
+// post in a room pipelines 300 envelopes to it (issue 16, finding 3).
+// Each is refused, but the audit log, which is never pruned, gets at most
+// a burst of refusal records per identity; the next record, once the
+// rate allows it, counts those not recorded one by one. The relay's clock
+// stands still here, so the rate gives no more.
+func TestRefusalsDoNotFloodTheAuditLog(t *testing.T) {
+	var clock atomic.Pointer[time.Time]
+	now := time.Now()
+	clock.Store(&now)
+	alice, mallory := testkit.Key(t), testkit.Key(t)
+	r := startRelayAt(t, filepath.Join(t.TempDir(), "relay.db"), testkit.Key(t), func(c *Config) {
+		c.Limits.PublishRate, c.Limits.PublishBurst = 1e6, 1e6 // the refusals are what is limited
+		c.Policy.Rooms = map[string]RoomRule{"news": {Post: []string{alice.Public().Fingerprint()}}}
+	}, func(s *Server) { s.now = func() time.Time { return *clock.Load() } })
+	ctx := ctxT(t)
+	cm := dial(t, r, mallory)
+	a := &testkit.Author{Key: mallory, Room: "news"}
+	const flood = 300
+	for i := range flood {
+		raw, _ := a.Next(t, fmt.Sprint("spam ", i))
+		if _, err := cm.Publish(ctx, raw); !errors.Is(err, &wire.RelayError{Code: wire.CodeForbidden}) {
+			t.Fatalf("publish %d to a room mallory may not post in: %v", i, err)
+		}
+	}
+	refusals := func(want int) []audit.Record {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			entries, err := r.st.AuditEntries(ctx, 0, 10_000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []audit.Record
+			for _, e := range entries {
+				if rec, err := audit.ParseRecord(e.Data); err == nil && rec.Kind == audit.KindPublishRefused {
+					got = append(got, *rec)
+				}
+			}
+			if len(got) >= want || time.Now().After(deadline) {
+				return got
+			}
+		}
+	}
+	if got := refusals(refusalBurst); len(got) != refusalBurst {
+		t.Fatalf("%d refusal records, want the burst of %d", len(got), refusalBurst)
+	}
+	later := now.Add(time.Second)
+	clock.Store(&later)
+	raw, _ := a.Next(t, "one more")
+	cm.Publish(ctx, raw)
+	got := refusals(refusalBurst + 1)
+	if len(got) != refusalBurst+1 {
+		t.Fatalf("%d refusal records after a second, want %d", len(got), refusalBurst+1)
+	}
+	want := fmt.Sprintf("(and %d refusals of %s before it, not recorded one by one)", flood-refusalBurst, mallory.Public().Fingerprint())
+	if last := got[len(got)-1]; !strings.Contains(last.Detail, want) {
+		t.Fatalf("the record after the held-back refusals: %q, want it to say %q", last.Detail, want)
 	}
 }

@@ -173,15 +173,17 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	if !env.Sender.Equal(c.id) {
 		return nack(wire.CodeNotSender, "the envelope is signed by %s, the connection is %s", env.Sender.Fingerprint(), c.fp)
 	}
-	d := s.policy.post(c.fp, env.Room)
-	if !d.Allow {
-		s.record(ctx, &audit.Record{Kind: audit.KindPublishRefused, PolicyVersion: d.Version, Identity: c.id, Message: id,
-			Size: uint32(len(raw)), Room: env.Room, Addr: addrOf(c.addr), Code: d.Code, Detail: d.Reason})
-		return nack(d.Code, "%s (policy version %d)", d.Reason, d.Version)
-	}
+	// The rate first: a publish the policy refuses is an audit record,
+	// and no client may write records faster than its rate allows.
 	now := s.now()
 	if !s.policy.admin(c.fp) && !s.idRates.allow(c.fp, now) {
 		return nack(wire.CodeRateLimited, "over %g envelopes per second", lim.PublishRate)
+	}
+	d := s.policy.post(c.fp, env.Room)
+	if !d.Allow {
+		s.recordRefusal(ctx, c.fp, &audit.Record{Kind: audit.KindPublishRefused, PolicyVersion: d.Version, Identity: c.id, Message: id,
+			Size: uint32(len(raw)), Room: env.Room, Addr: addrOf(c.addr), Code: d.Code, Detail: d.Reason})
+		return nack(d.Code, "%s (policy version %d)", d.Reason, d.Version)
 	}
 	if skewed(now.UnixMilli(), env.Time, lim.Skew.Duration) {
 		return nack(wire.CodeStale, "the envelope's time is %s from the relay's clock, limit %s",

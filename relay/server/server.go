@@ -121,6 +121,7 @@ type Server struct {
 	closed   bool         // commits and envs are closed
 	readers  *readers     // the subscriptions' store reads, while serving
 	conns    *openConns
+	refusals *refusalGate
 	idRates  *limiters
 	addrRate *limiters
 	retry    *rate.Limiter
@@ -166,6 +167,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		envs:     make(chan *pending, maxQueued),
 		envSlots: semaphore.NewWeighted(maxQueued),
 		conns:    newOpenConns(),
+		refusals: newRefusalGate(),
 		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
 		addrRate: newLimiters(rate.Limit(l.AddrRate), l.AddrBurst),
 		retry:    rate.NewLimiter(rate.Limit(l.RetryAbove), l.RetryAbove),
