@@ -253,3 +253,39 @@ func TestRefusalsDoNotFloodTheAuditLog(t *testing.T) {
 		t.Fatalf("the record after the held-back refusals: %q, want it to say %q", last.Detail, want)
 	}
 }
+
+// TestStalledFrameBodyIsEnded: on a publish stream, after a first frame
+// that is answered, a header promising 60,000 bytes and nothing more
+// (issue 16, finding 4). The relay does not wait for the body for longer
+// than the handshake timeout: it ends the stream as idle, and the slot
+// and whatever it held go with it.
+func TestStalledFrameBodyIsEnded(t *testing.T) {
+	r := startRelay(t, func(c *Config) { c.Limits.HandshakeTimeout = Duration{2 * time.Second} })
+	ctx := ctxT(t)
+	alice := testkit.Key(t)
+	conn, err := relay.DialQUIC(ctx, r.addr, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	promise := wire.AppendFrame(nil, wire.FramePublish, make([]byte, 60_000))[:wire.FrameHeaderSize+10]
+	if _, err := str.Write(append(wire.AppendFrame(nil, wire.FramePublish, []byte{1}), promise...)); err != nil {
+		t.Fatal(err)
+	}
+	str.SetReadDeadline(time.Now().Add(25 * time.Second)) // far past the relay's 2 s
+	fr := wire.NewReader(str, wire.MaxFrameBody)
+	if ft, _, err := fr.Next(); err != nil || ft != wire.FrameNack {
+		t.Fatalf("the answer to a 1-byte publish: %s, %v; want a Nack", ft, err)
+	}
+	ft, body, err := fr.Next()
+	if err != nil || ft != wire.FrameError {
+		t.Fatalf("after a stalled body: %s, %v; want an Error frame", ft, err)
+	}
+	if re, err := wire.ParseErrorFrame(body); err != nil || re.Code != wire.CodeIdle {
+		t.Fatalf("after a stalled body: %v, %v; want code %s", re, err, wire.CodeIdle)
+	}
+}

@@ -71,6 +71,9 @@ func (s *Server) endStream(c *client, str *quic.Stream, fw *wire.Writer, e *wire
 // serveStream reads a stream's first frame and serves what it asks.
 func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 	fr := wire.NewReader(str, wire.MaxFrameBody)
+	// Every frame's body gets the handshake timeout once its header has
+	// come: a stream may idle between frames, never inside one.
+	fr.SetBodyTimeout(s.lim().HandshakeTimeout.Duration)
 	// Every write gets the write timeout: a client that stops reading
 	// holds a stream for that long, never longer.
 	fw := wire.NewWriter(deadlineWriter{str, s.lim().WriteTimeout.Duration})

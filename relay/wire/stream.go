@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // Reader reads frames from one stream, reusing its buffer.
@@ -17,22 +18,42 @@ type Reader struct {
 	r   *bufio.Reader
 	buf []byte
 	max int // body limit
+	// A frame's body must arrive within bodyTime of its header, when
+	// set (SetBodyTimeout) and the stream has read deadlines (dl).
+	dl       readDeadliner
+	bodyTime time.Duration
 }
+
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
 
 func NewReader(r io.Reader, max int) *Reader {
 	// Small buffers: an idle subscription holds them for as long as it
-	// lives, and a large body is read straight into its own buffer.
+	// lives, and a large body is read into a buffer that grows with it.
 	return NewReaderSize(r, max, 2<<10)
 }
 
 // NewReaderSize is NewReader with a read buffer of size bytes,
 // for a stream that is read a batch at a time.
 func NewReaderSize(r io.Reader, max, size int) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, size), max: max}
+	dl, _ := r.(readDeadliner)
+	return &Reader{r: bufio.NewReaderSize(r, size), max: max, dl: dl}
 }
+
+// SetBodyTimeout bounds the time from a frame's header to the end of its
+// body, on a stream with read deadlines; between frames the stream may
+// stay idle. A body that does not come in time is a timeout error
+// (AsRelayError: CodeIdle).
+func (fr *Reader) SetBodyTimeout(d time.Duration) { fr.bodyTime = d }
+
+// bodyGrowth is the least a body's buffer grows by.
+const bodyGrowth = 4 << 10
 
 // Next returns the next frame. Its body is valid until the next call. At a
 // clean end of the stream it returns io.EOF.
+//
+// A header only promises a body: its buffer grows with what arrives, at
+// most doubling, so a peer that sends a header and stalls holds 4 KiB,
+// not the 64 KiB it promised, and the body timeout ends it.
 func (fr *Reader) Next() (FrameType, []byte, error) {
 	var h [FrameHeaderSize]byte
 	if _, err := io.ReadFull(fr.r, h[:]); err != nil {
@@ -45,17 +66,38 @@ func (fr *Reader) Next() (FrameType, []byte, error) {
 	if n > fr.max {
 		return t, nil, fmt.Errorf("%w: %s frame of %d bytes, limit %d", ErrFrameTooLarge, t, n, fr.max)
 	}
-	if cap(fr.buf) < n {
-		fr.buf = make([]byte, n)
+	if fr.dl != nil && fr.bodyTime > 0 && fr.r.Buffered() < n {
+		fr.dl.SetReadDeadline(time.Now().Add(fr.bodyTime))
+		defer fr.dl.SetReadDeadline(time.Time{})
 	}
-	body := fr.buf[:n]
-	if _, err := io.ReadFull(fr.r, body); err != nil {
+	body, err := fr.readBody(n)
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return t, nil, err
 	}
 	return t, body, nil
+}
+
+// readBody reads a body of n bytes into the reader's buffer, growing it
+// only as the bytes arrive.
+func (fr *Reader) readBody(n int) ([]byte, error) {
+	body := fr.buf[:0]
+	for len(body) < n {
+		if len(body) == cap(body) {
+			grown := make([]byte, len(body), min(n, max(2*cap(body), bodyGrowth)))
+			copy(grown, body)
+			body = grown
+			fr.buf = grown
+		}
+		k, err := fr.r.Read(body[len(body):min(n, cap(body))])
+		body = body[:len(body)+k]
+		if err != nil && len(body) < n {
+			return nil, err
+		}
+	}
+	return body, nil
 }
 
 // Resize gives the reader a read buffer of size bytes from now on, for a

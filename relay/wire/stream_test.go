@@ -83,3 +83,41 @@ func TestFrameWriterStopsAtError(t *testing.T) {
 		t.Fatalf("%d bytes went out, want the 100 before the cut", w.got.Len())
 	}
 }
+
+// stalled gives its bytes, then a timeout, as a stream whose read
+// deadline passed.
+type stalled struct{ r *bytes.Reader }
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func (s stalled) Read(p []byte) (int, error) {
+	if s.r.Len() == 0 {
+		return 0, timeoutErr{}
+	}
+	return s.r.Read(p)
+}
+
+// TestReaderDoesNotAllocatePromisedBody: a header promising 60,000 bytes,
+// then 10 of them and nothing more (issue 16, finding 4). The reader
+// holds a buffer that grew with what came, not one of the size promised,
+// and the stall is a timeout, which the relay answers as idle.
+func TestReaderDoesNotAllocatePromisedBody(t *testing.T) {
+	frame := AppendFrame(nil, FramePublish, make([]byte, 60_000))
+	fr := NewReader(stalled{bytes.NewReader(frame[:FrameHeaderSize+10])}, MaxFrameBody)
+	_, _, err := fr.Next()
+	if re := AsRelayError(err); re.Code != CodeIdle {
+		t.Fatalf("a stalled body: %v (%s), want a timeout", err, re.Code)
+	}
+	if cap(fr.buf) > bodyGrowth {
+		t.Fatalf("the reader holds %d bytes for 10 received, more than %d", cap(fr.buf), bodyGrowth)
+	}
+	// A whole body still reads, however it arrives.
+	fr = NewReader(bytes.NewReader(frame), MaxFrameBody)
+	if _, body, err := fr.Next(); err != nil || len(body) != 60_000 {
+		t.Fatalf("a whole 60,000-byte body: %d bytes, %v", len(body), err)
+	}
+}
