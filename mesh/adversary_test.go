@@ -392,3 +392,26 @@ func TestSyncPageWithForgery(t *testing.T) {
 	waitFor(t, "all four", func() bool { return rc.has(ids...) })
 	rc.exactlyOnce(t, "victim", ids)
 }
+
+// TestWrongTopicCopyDoesNotHideMessage: a node in rooms lobby and other.
+// An outsider publishes the exact bytes of a lobby message on other's
+// topic; the node rejects that copy (wrong room), and must still take the
+// true copy when it comes on lobby's topic (issue 16, finding 1). A
+// verdict about where a copy came is not a verdict about the message:
+// neither gossipsub's seen IDs (the message ID has the topic's room) nor
+// the node's own (a wrong room is not remembered) may keep it.
+func TestWrongTopicCopyDoesNotHideMessage(t *testing.T) {
+	victim := start(t, newSpec(t, 0))
+	lobby := receive(t, join(t, victim, "lobby"))
+	receive(t, join(t, victim, "other"))
+	outsider := newRawPeer(t, "other", victim)
+	honest := newRawPeer(t, "lobby", victim)
+
+	raw, id := envelope(t, testKey(t, 3), "lobby", 1, protocol.ID{}, "mine, in lobby")
+	outsider.publish(t, raw)
+	waitFor(t, "the copy on the wrong topic to be rejected", func() bool {
+		return validated(victim, "reject", "room") == 1
+	})
+	honest.publish(t, raw)
+	waitFor(t, "the message, on its own topic, to be delivered", func() bool { return lobby.has(id) })
+}

@@ -22,18 +22,25 @@ func roomOf(topic string) (string, bool) {
 }
 
 // messageID is gossipsub's message ID: the envelope ID, so that the same
-// envelope is the same message on every path (content addressing).
+// envelope is the same message on every path (content addressing),
+// followed by the room of the topic it came on. Gossipsub marks an ID
+// seen before the validator runs, and remembers it for minutes: with the
+// envelope ID alone, a copy published by anyone on another room's topic
+// (rejected there) made the node drop the true copy on the right topic as
+// a duplicate, which is censorship by a third party. An honest envelope
+// has one room, so it still has one ID.
 func messageID(m *pb.Message) string {
 	id := protocol.IDOf(m.Data)
-	return string(id[:])
+	room, _ := roomOf(m.GetTopic())
+	return string(id[:]) + room
 }
 
 // envelopeID returns the message's envelope ID. Gossipsub has computed it
 // with messageID before it calls the validator and keeps it in msg.ID, so
 // the hash is not taken twice on the hot path.
 func envelopeID(msg *pubsub.Message) protocol.ID {
-	if len(msg.ID) == len(protocol.ID{}) {
-		return protocol.ID([]byte(msg.ID))
+	if len(msg.ID) >= len(protocol.ID{}) {
+		return protocol.ID([]byte(msg.ID[:len(protocol.ID{})]))
 	}
 	return protocol.IDOf(msg.Data)
 }
@@ -91,8 +98,10 @@ func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pu
 }
 
 // bytesVerdict are the refusals that follow from the bytes alone, the
-// same for every copy whenever it comes.
-var bytesVerdict = map[string]bool{"version": true, "signature": true, "malformed": true, "room": true, "kind": true}
+// same for every copy whenever it comes. Not "room": that verdict is
+// about the topic a copy came on, not the envelope, and remembering it by
+// ID let anyone hide a message by publishing it on another room's topic.
+var bytesVerdict = map[string]bool{"version": true, "signature": true, "malformed": true, "kind": true}
 
 func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.ValidationResult, string) {
 	var (
