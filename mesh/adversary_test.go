@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -414,4 +415,67 @@ func TestWrongTopicCopyDoesNotHideMessage(t *testing.T) {
 	})
 	honest.publish(t, raw)
 	waitFor(t, "the message, on its own topic, to be delivered", func() bool { return lobby.has(id) })
+}
+
+// TestSyncNotStarvedByStalledRequests: a peer opens more sync streams
+// than the server serves at once, writes one byte on each and stalls
+// (issue 16, finding 2). A request takes a slot only once it is whole,
+// and no peer holds more than maxSyncOfPeer: an honest peer's sync is
+// served meanwhile.
+func TestSyncNotStarvedByStalledRequests(t *testing.T) {
+	server := start(t, newSpec(t, 0))
+	room := join(t, server, "general")
+	id := publish(t, room, "kept")
+	waitFor(t, "the message to be stored", func() bool { ok, _ := server.store.Has(context.Background(), id); return ok })
+
+	attacker := start(t, newSpec(t, 1))
+	connect(t, attacker, server)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	for i := range 2 * maxSyncServed {
+		s, err := attacker.host.NewStream(ctx, server.ID(), syncProtocol)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		defer s.Reset()
+		if _, err := s.Write([]byte{0}); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+
+	honest := start(t, newSpec(t, 2))
+	connect(t, honest, server)
+	hroom := join(t, honest, "general")
+	if _, err := hroom.SyncFrom(ctx, server.ID(), 0, time.Now().Add(time.Minute).UnixMilli()); err != nil {
+		t.Fatalf("an honest sync while another peer stalls %d requests: %v", 2*maxSyncServed, err)
+	}
+	waitFor(t, "the honest peer to store the envelope", func() bool { ok, _ := honest.store.Has(ctx, id); return ok })
+}
+
+// TestSyncSlotsPerPeer: one peer holds at most maxSyncOfPeer of the
+// slots; the others stay free for other peers.
+func TestSyncSlotsPerPeer(t *testing.T) {
+	n := &Node{syncOfPeer: map[peer.ID]int{}}
+	var releases []func()
+	for range maxSyncOfPeer {
+		release, ok := n.takeSyncSlot("a")
+		if !ok {
+			t.Fatal("a peer refused a slot under its share")
+		}
+		releases = append(releases, release)
+	}
+	if _, ok := n.takeSyncSlot("a"); ok {
+		t.Fatalf("a peer got more than %d slots", maxSyncOfPeer)
+	}
+	if release, ok := n.takeSyncSlot("b"); !ok {
+		t.Fatal("another peer was refused while slots were free")
+	} else {
+		release()
+	}
+	for _, r := range releases {
+		r()
+	}
+	if n.syncServing != 0 || len(n.syncOfPeer) != 0 {
+		t.Fatalf("after every release: %d serving, %v", n.syncServing, n.syncOfPeer)
+	}
 }

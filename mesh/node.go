@@ -36,7 +36,10 @@ type Node struct {
 	pens    penalties
 	topics  topicCap
 
-	syncSlots chan struct{} // bounds the sync requests served at once
+	// The sync requests served at once, in all and by peer (takeSyncSlot).
+	syncMu      sync.Mutex
+	syncServing int
+	syncOfPeer  map[peer.ID]int
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -70,16 +73,16 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
-		cfg:       cfg,
-		store:     cfg.Store,
-		guard:     protocol.ReplayGuard{Skew: cfg.skew(), Now: cfg.Now},
-		metrics:   m,
-		log:       log,
-		seen:      newSeenIDs(seenSize),
-		syncSlots: make(chan struct{}, maxSyncServed),
-		rooms:     make(map[string]*Room),
-		scores:    make(map[peer.ID]float64),
-		evidenceQ: make(chan store.Record, 64),
+		cfg:        cfg,
+		store:      cfg.Store,
+		guard:      protocol.ReplayGuard{Skew: cfg.skew(), Now: cfg.Now},
+		metrics:    m,
+		log:        log,
+		seen:       newSeenIDs(seenSize),
+		syncOfPeer: map[peer.ID]int{},
+		rooms:      make(map[string]*Room),
+		scores:     make(map[peer.ID]float64),
+		evidenceQ:  make(chan store.Record, 64),
 	}
 	// Every clock of the node is the one in n.cfg.
 	n.limits = newPeerLimits(syncRate, syncBurst, n.cfg.now)

@@ -29,6 +29,8 @@ const (
 	syncBurst     = 80
 	syncRetries   = 3                // a failed page (the peer busy, or its limit hit) is asked again
 	maxSyncServed = 8                // requests served at once, from all peers
+	maxSyncOfPeer = 2                // of them, from one peer
+	syncReadTime  = 5 * time.Second  // for a request to arrive whole, before it takes a slot
 	syncTimeout   = 15 * time.Second // for one request and its response
 	maxSyncPages  = 1000             // per SyncFrom call
 	syncPageLimit = protocol.MaxSyncPage
@@ -63,11 +65,37 @@ func readFrame(r io.Reader, limit int) ([]byte, error) {
 	if n > uint32(limit) {
 		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", protocol.ErrTooLarge, n, limit)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	// The body grows as it arrives: a peer that promises a large frame
+	// and stalls holds little.
+	body, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
 		return nil, err
 	}
+	if len(body) < int(n) {
+		return nil, io.ErrUnexpectedEOF
+	}
 	return body, nil
+}
+
+// takeSyncSlot takes one of the slots of requests served at once, if one
+// is free and remote holds fewer than maxSyncOfPeer; release gives it
+// back.
+func (n *Node) takeSyncSlot(remote peer.ID) (release func(), ok bool) {
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
+	if n.syncServing >= maxSyncServed || n.syncOfPeer[remote] >= maxSyncOfPeer {
+		return nil, false
+	}
+	n.syncServing++
+	n.syncOfPeer[remote]++
+	return func() {
+		n.syncMu.Lock()
+		defer n.syncMu.Unlock()
+		n.syncServing--
+		if n.syncOfPeer[remote]--; n.syncOfPeer[remote] <= 0 {
+			delete(n.syncOfPeer, remote)
+		}
+	}, true
 }
 
 // handleSync serves one sync request: a page of a joined room's stored
@@ -82,21 +110,24 @@ func (n *Node) handleSync(s network.Stream) {
 		s.Reset()
 		return
 	}
-	select {
-	case n.syncSlots <- struct{}{}:
-		defer func() { <-n.syncSlots }()
-	default:
-		result = "busy"
-		s.Reset()
-		return
-	}
-	s.SetDeadline(time.Now().Add(syncTimeout))
+	// The request is read whole, in bounded time, before it takes a slot:
+	// a peer that writes a byte and stalls holds no slot, and no peer
+	// holds more than maxSyncOfPeer, so one cannot starve the rest.
+	s.SetDeadline(time.Now().Add(syncReadTime))
 	body, err := readFrame(s, protocol.MaxSyncRequest)
 	if err != nil {
 		result = "bad-frame"
 		s.Reset()
 		return
 	}
+	release, ok := n.takeSyncSlot(remote)
+	if !ok {
+		result = "busy"
+		s.Reset()
+		return
+	}
+	defer release()
+	s.SetDeadline(time.Now().Add(syncTimeout))
 	req, err := protocol.ParseSyncRequest(body)
 	if err != nil {
 		result = "malformed"
