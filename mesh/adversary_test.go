@@ -479,3 +479,26 @@ func TestSyncSlotsPerPeer(t *testing.T) {
 		t.Fatalf("after every release: %d serving, %v", n.syncServing, n.syncOfPeer)
 	}
 }
+
+// TestBadTextPayloadIsRejected: kind 1 is strict, as the envelope is: a
+// validly signed text envelope whose payload is not a Text is rejected,
+// with the penalty of any malformed envelope, and never delivered.
+func TestBadTextPayloadIsRejected(t *testing.T) {
+	victim := start(t, newSpec(t, 0))
+	rc := receive(t, join(t, victim, "general"))
+	sender := newRawPeer(t, "general", victim)
+	e := &protocol.Envelope{Kind: protocol.KindText, Room: "general", Seq: 1, Lamport: 1, Time: time.Now().UnixMilli(), Payload: []byte("not a text payload")}
+	id, err := e.Sign(testKey(t, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender.publish(t, raw)
+	waitFor(t, "the envelope to be rejected for its payload", func() bool { return validated(victim, "reject", "payload") == 1 })
+	if rc.has(id) {
+		t.Fatal("a text envelope with a bad payload was delivered")
+	}
+}

@@ -359,7 +359,7 @@ func (r *Room) parseSynced(raw []byte, since, until int64) (*protocol.Envelope, 
 // take.
 func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte) *inbound {
 	n := r.n
-	if !env.Kind.Known() {
+	if !env.Kind.Known() || protocol.CheckPayload(env) != nil {
 		return nil
 	}
 	if n.cfg.Policy != nil {

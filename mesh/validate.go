@@ -101,7 +101,7 @@ func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pu
 // same for every copy whenever it comes. Not "room": that verdict is
 // about the topic a copy came on, not the envelope, and remembering it by
 // ID let anyone hide a message by publishing it on another room's topic.
-var bytesVerdict = map[string]bool{"version": true, "signature": true, "malformed": true, "kind": true}
+var bytesVerdict = map[string]bool{"version": true, "signature": true, "malformed": true, "kind": true, "payload": true}
 
 func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.ValidationResult, string) {
 	var (
@@ -133,6 +133,9 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 	}
 	if !env.Kind.Known() {
 		return pubsub.ValidationIgnore, "kind"
+	}
+	if protocol.CheckPayload(env) != nil {
+		return pubsub.ValidationReject, "payload"
 	}
 	if n.cfg.Policy != nil {
 		if err := n.cfg.Policy(env); err != nil {

@@ -58,6 +58,21 @@ func (t *Text) AppendBinary(b []byte) ([]byte, error) {
 // MarshalBinary returns the encoding of t.
 func (t *Text) MarshalBinary() ([]byte, error) { return t.AppendBinary(nil) }
 
+// CheckPayload checks the payload of an envelope of a known kind as
+// strictly as the envelope itself: a text envelope whose payload is not a
+// valid Text is malformed, refused by the mesh and the relay alike, not
+// only hidden by the client, so that nobody stores or forwards what
+// nobody can show. A payload whose length is over the limit is too large.
+func CheckPayload(e *Envelope) error {
+	if e.Kind != KindText {
+		return nil
+	}
+	if _, err := ParseText(e.Payload); err != nil {
+		return fmt.Errorf("text payload: %w", err)
+	}
+	return nil
+}
+
 // ParseText parses a KindText payload, strictly: no trailing bytes, valid
 // UTF-8, a valid nickname.
 func ParseText(b []byte) (Text, error) {

@@ -170,6 +170,9 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	case err != nil:
 		return nack(wire.CodeBadEnvelope, "%v", err)
 	}
+	if err := protocol.CheckPayload(env); err != nil {
+		return nack(wire.CodeBadEnvelope, "%v", err)
+	}
 	if !env.Sender.Equal(c.id) {
 		return nack(wire.CodeNotSender, "the envelope is signed by %s, the connection is %s", env.Sender.Fingerprint(), c.fp)
 	}

@@ -316,6 +316,15 @@ func TestPublishRefusals(t *testing.T) {
 	refused("forged", forged, ca, wire.CodeBadEnvelope)
 	refused("garbage", []byte{protocol.Version, 1, 2, 3}, ca, wire.CodeBadEnvelope)
 	refused("newer version", []byte{protocol.Version + 1, 1, 2, 3}, ca, wire.CodeUnsupported)
+	badText := &protocol.Envelope{Kind: protocol.KindText, Room: "lobby", Seq: 500, Lamport: 500, Time: time.Now().UnixMilli(), Payload: []byte("not a text payload")}
+	if _, err := badText.Sign(alice); err != nil {
+		t.Fatal(err)
+	}
+	badRaw, err := badText.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("a text envelope whose payload is not a text", badRaw, ca, wire.CodeBadEnvelope)
 	old := &testkit.Author{Key: alice, Room: "lobby", Seq: 100, Now: func() time.Time { return time.Now().Add(-time.Hour) }}
 	stale, _ := old.Next(t, "late")
 	refused("stale", stale, ca, wire.CodeStale)

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 )
@@ -120,4 +121,33 @@ func TestReaderDoesNotAllocatePromisedBody(t *testing.T) {
 	if _, body, err := fr.Next(); err != nil || len(body) != 60_000 {
 		t.Fatalf("a whole 60,000-byte body: %d bytes, %v", len(body), err)
 	}
+}
+
+// TestProveTreeSizes: a ProveTree asking for an old size of 0, or one
+// larger than new, does not parse (Error 1), as docs/relay-protocol.md
+// says in both its tables.
+func TestProveTreeSizes(t *testing.T) {
+	for _, m := range []*ProveTree{{New: 9, Old: []uint64{0}}, {New: 9, Old: []uint64{3, 10}}} {
+		// By hand: MarshalBinary refuses to write these.
+		body := binary.BigEndian.AppendUint64(nil, m.New)
+		body = append(body, byte(len(m.Old)))
+		for _, o := range m.Old {
+			body = binary.BigEndian.AppendUint64(body, o)
+		}
+		if _, err := ParseProveTree(body); !errors.Is(err, ErrBadFrame) || AsRelayError(err).Code != CodeBadFrame {
+			t.Fatalf("ProveTree %+v: %v, want a bad frame", m, err)
+		}
+	}
+	if _, err := ParseProveTree(mustMarshal(t, &ProveTree{New: 9, Old: []uint64{9, 1}})); err != nil {
+		t.Fatalf("a good ProveTree: %v", err)
+	}
+}
+
+func mustMarshal(t *testing.T, m interface{ MarshalBinary() ([]byte, error) }) []byte {
+	t.Helper()
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
