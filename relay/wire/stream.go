@@ -45,8 +45,12 @@ func NewReaderSize(r io.Reader, max, size int) *Reader {
 // (AsRelayError: CodeIdle).
 func (fr *Reader) SetBodyTimeout(d time.Duration) { fr.bodyTime = d }
 
-// bodyGrowth is the least a body's buffer grows by.
-const bodyGrowth = 4 << 10
+// bodyGrowth is the least a body's buffer grows by; keepBody the most
+// kept from one frame to the next.
+const (
+	bodyGrowth = 4 << 10
+	keepBody   = 8 << 10
+)
 
 // Next returns the next frame. Its body is valid until the next call. At a
 // clean end of the stream it returns io.EOF.
@@ -55,6 +59,11 @@ const bodyGrowth = 4 << 10
 // most doubling, so a peer that sends a header and stalls holds 4 KiB,
 // not the 64 KiB it promised, and the body timeout ends it.
 func (fr *Reader) Next() (FrameType, []byte, error) {
+	if cap(fr.buf) > keepBody {
+		// A large body's buffer is not kept between frames: a stream
+		// that sent one and idles holds keepBody at most.
+		fr.buf = nil
+	}
 	var h [FrameHeaderSize]byte
 	if _, err := io.ReadFull(fr.r, h[:]); err != nil {
 		return 0, nil, err // io.EOF before a header: a clean end

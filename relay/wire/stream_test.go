@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"testing"
 )
 
@@ -120,6 +121,10 @@ func TestReaderDoesNotAllocatePromisedBody(t *testing.T) {
 	fr = NewReader(bytes.NewReader(frame), MaxFrameBody)
 	if _, body, err := fr.Next(); err != nil || len(body) != 60_000 {
 		t.Fatalf("a whole 60,000-byte body: %d bytes, %v", len(body), err)
+	}
+	// And its buffer is not kept while the stream idles after it.
+	if _, _, err := fr.Next(); !errors.Is(err, io.EOF) || cap(fr.buf) > keepBody {
+		t.Fatalf("after a large frame: %v, holding %d bytes", err, cap(fr.buf))
 	}
 }
 
