@@ -19,6 +19,7 @@ type metrics struct {
 	drops     *prometheus.CounterVec // by where: validation queue, subscriber, outbound, writer
 	syncs     *prometheus.CounterVec // by side and result
 	dups      prometheus.Counter     // copies gossipsub dropped by message ID
+	repairs   prometheus.Counter     // connections closed to repair a peer's rooms
 
 	// Plain counters that tests and benchmarks read without a registry.
 	verifications atomic.Int64
@@ -47,9 +48,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "parley", Subsystem: "mesh", Name: "duplicates_total",
 			Help: "Copies of a message that gossipsub dropped because it had seen its ID.",
 		}),
+		repairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "peer_repairs_total",
+			Help: "Connections to a peer closed and dialled again because gossipsub lost the peer's rooms while it stayed connected.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.validated, m.stored, m.drops, m.syncs, m.dups} {
+		for _, c := range []prometheus.Collector{m.validated, m.stored, m.drops, m.syncs, m.dups, m.repairs} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -67,8 +72,9 @@ func (m *metrics) drop(queue string) {
 // each topic's mesh. Gossipsub calls it synchronously from its event loop,
 // so it only counts and records.
 type tracer struct {
-	m    *metrics
-	mesh *meshView
+	m       *metrics
+	mesh    *meshView
+	repairs *repairs
 }
 
 // meshView is which peers gossipsub has grafted into each topic's mesh.
@@ -130,5 +136,5 @@ func (tracer) ThrottlePeer(peer.ID)                                 {}
 func (tracer) RecvRPC(*pubsub.RPC)                                  {}
 func (tracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
 func (tracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (tracer) OnClosedOutboundStream(peer.ID)                       {}
+func (t tracer) OnClosedOutboundStream(p peer.ID)                   { t.repairs.streamClosed(p) }
 func (tracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}

@@ -35,6 +35,7 @@ type Node struct {
 	mesh    meshView
 	pens    penalties
 	topics  topicCap
+	repairs *repairs
 
 	// The sync requests served at once, in all and by peer (takeSyncSlot).
 	syncMu      sync.Mutex
@@ -83,6 +84,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		rooms:      make(map[string]*Room),
 		scores:     make(map[peer.ID]float64),
 		evidenceQ:  make(chan store.Record, 64),
+		repairs:    newRepairs(),
 	}
 	// Every clock of the node is the one in n.cfg.
 	n.limits = newPeerLimits(syncRate, syncBurst, n.cfg.now)
@@ -136,6 +138,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 
 	n.wg.Add(1)
 	go n.keepEvidence()
+
+	n.wg.Add(1)
+	go n.keepRooms()
 	if len(bootstrap) > 0 {
 		n.AddPeers(bootstrap...)
 	}
@@ -168,7 +173,7 @@ func (n *Node) pubsubOptions() []pubsub.Option {
 		pubsub.WithValidateQueueSize(q),
 		pubsub.WithValidateThrottle(q),
 		pubsub.WithPeerOutboundQueueSize(q),
-		pubsub.WithRawTracer(tracer{m: n.metrics, mesh: &n.mesh}),
+		pubsub.WithRawTracer(tracer{m: n.metrics, mesh: &n.mesh, repairs: n.repairs}),
 	}
 }
 

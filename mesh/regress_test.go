@@ -3,8 +3,13 @@ package mesh
 import (
 	"context"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
@@ -128,5 +133,63 @@ func TestBelowWindowEquivocationBySyncNotShown(t *testing.T) {
 	}
 	if got, ok, _ := v.store.AtSeq(context.Background(), k.Public(), "general", 1); !ok || got == forkID {
 		t.Fatal("the stored envelope under number 1 changed")
+	}
+}
+
+// gossipsub forgets a connected peer's rooms when its own stream to the
+// peer dies while the connection stays up (a peer killed and back on the
+// same address; here: the peer resets our stream), and the peer has no
+// reason to send them again. The node notices and reconnects, so that
+// the room is whole again: we see the peer and our messages reach it.
+func TestLostRoomsAreRepaired(t *testing.T) {
+	a, b := start(t, newSpec(t, 0)), start(t, newSpec(t, 1))
+	ra, rb := join(t, a, "den"), join(t, b, "den")
+	rcB := receive(t, rb)
+	connect(t, a, b)
+	inRoom := func(r *Room, p peer.ID) func() bool {
+		return func() bool { return slices.Contains(r.Peers(), p) }
+	}
+	waitFor(t, "each to see the other in the room", func() bool {
+		return inRoom(ra, b.ID())() && inRoom(rb, a.ID())()
+	})
+
+	// b resets the gossipsub stream that a opened to it: a's writer
+	// dies while the connection lives.
+	reset := 0
+	for _, c := range b.Host().Network().ConnsToPeer(a.ID()) {
+		for _, s := range c.GetStreams() {
+			if s.Stat().Direction == network.DirInbound && strings.HasPrefix(string(s.Protocol()), "/meshsub/") {
+				s.Reset()
+				reset++
+			}
+		}
+	}
+	if reset == 0 {
+		t.Fatal("no gossipsub stream from a to b to reset")
+	}
+	// a forgets that b is in the room, then (repaired) learns it again.
+	for _, joined := range []bool{false, true} {
+		awaitChange(t, ra, PeerChange{Peer: b.ID(), Joined: joined})
+	}
+	id := publish(t, ra, "after the repair")
+	waitFor(t, "b to get a's message", func() bool { return rcB.has(id) })
+	if got := testutil.ToFloat64(a.metrics.repairs); got < 1 {
+		t.Errorf("repairs counted %v, want at least 1", got)
+	}
+}
+
+// awaitChange waits, within patience, for the room to report want.
+func awaitChange(t testing.TB, r *Room, want PeerChange) {
+	t.Helper()
+	deadline := time.After(patience)
+	for {
+		select {
+		case c := <-r.PeerChanges():
+			if c == want {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("room %s: no %+v in %v", r.Name(), want, patience)
+		}
 	}
 }

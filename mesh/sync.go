@@ -236,15 +236,17 @@ func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncReques
 	if err != nil {
 		return nil, err
 	}
+	// The whole exchange is bounded, opening the stream included: on a
+	// connection whose peer is gone, opening waits for an answer that
+	// never comes, and Confirm would ask that peer until its own end.
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
 	s, err := n.host.NewStream(ctx, p, syncProtocol)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
 	}
 	defer s.Close()
-	deadline := time.Now().Add(syncTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
+	deadline, _ := ctx.Deadline()
 	s.SetDeadline(deadline)
 	if err := writeFrame(s, body); err != nil {
 		s.Reset()
