@@ -117,7 +117,8 @@ func (c *Client) sentErr(s Sent) error {
 }
 
 func (c *Client) post(ctx context.Context, roomName, text string) (*delivery, error) {
-	payload, err := (&protocol.Text{Nick: c.cfg.Nick, Body: text}).MarshalBinary()
+	nick := c.Nick()
+	payload, err := (&protocol.Text{Nick: nick, Body: text}).MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("client: send: %w", err)
 	}
@@ -136,7 +137,7 @@ func (c *Client) post(ctx context.Context, roomName, text string) (*delivery, er
 	// to its paths in the order they are signed.
 	r.postMu.Lock()
 	defer r.postMu.Unlock()
-	m, err := c.sign.sign(context.WithoutCancel(ctx), r.name, protocol.KindText, payload, &protocol.Text{Nick: c.cfg.Nick, Body: text})
+	m, err := c.sign.sign(context.WithoutCancel(ctx), r.name, protocol.KindText, payload, &protocol.Text{Nick: nick, Body: text})
 	if err != nil {
 		return nil, fmt.Errorf("client: send: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os/signal"
 	"strings"
 	"sync"
@@ -109,12 +108,7 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 	}
 	// What the person must know arrives as the session's events and is
 	// shown as such; the logs are for --verbose, but for errors.
-	level := slog.LevelError
-	if c.g.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
-	cl, err := client.Open(ctx, h, client.Options{Config: cfg, Logger: log, Offline: offline, Silent: len(silent) > 0 && silent[0]})
+	cl, err := client.Open(ctx, h, client.Options{Config: cfg, Logger: c.sessionLog(), Offline: offline, Silent: len(silent) > 0 && silent[0]})
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +125,11 @@ func (c *cli) session(ctx context.Context, offline bool, silent ...bool) (*clien
 		if c.relayOnly {
 			carry = "trying again in the background"
 		}
-		fmt.Fprintf(c.stderr, "chat: warning: %v; %s\n", oneLine(err), carry)
+		if c.logTo != nil { // the UI shows the relay's state
+			c.sessionLog().Warn("relay", "err", err)
+		} else {
+			fmt.Fprintf(c.stderr, "chat: warning: %v; %s\n", oneLine(err), carry)
+		}
 	}
 	return cl, nil
 }

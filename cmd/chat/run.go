@@ -133,6 +133,8 @@ type cli struct {
 	args           []string      // a command's positional arguments, set by parse
 	fs             *flag.FlagSet // the flags being parsed: the command's, for its help
 	relayOnly      bool          // the session's one path is the relay (relay mode)
+	logTo          io.Writer     // the UI's log file; nil: standard error
+	room           string        // chat --room R: the room the UI opens on
 }
 
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
@@ -140,6 +142,7 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs := c.flags("chat")
 	version := fs.Bool("version", false, "print the version")
 	check := fs.Bool("check-config", false, "check the configuration")
+	fs.StringVar(&c.room, "room", "", "the room the terminal UI opens on")
 	if err := fs.Parse(args); err != nil {
 		return c.usageError(err)
 	}
@@ -161,6 +164,12 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 func (c *cli) command(cmd string, args []string) int {
 	switch cmd {
 	case "":
+		if c.onTerminal() {
+			return c.ui(c.room)
+		}
+		if c.room != "" {
+			return c.usageError(errors.New("--room without a command opens the terminal UI, which needs a terminal"))
+		}
 		return c.welcome()
 	case "id":
 		return c.id(args)
