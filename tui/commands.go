@@ -199,7 +199,7 @@ func (m *Model) cmdRelay(string) tea.Cmd {
 }
 
 func (m *Model) cmdHelp(string) tea.Cmd {
-	m.screen = screenHelp
+	m.screen, m.helpTop = screenHelp, 0
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"time"
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/parleychat/parley/client"
@@ -254,7 +253,7 @@ func (m *Model) post(text string) tea.Cmd {
 	r := m.room()
 	m.posts++
 	seq := m.posts
-	msg := &client.Message{Room: r.name, Nick: m.nick, Text: text, Own: true, Time: time.Now()}
+	msg := &client.Message{Room: r.name, Nick: m.nick, Text: text, Own: true, Time: m.opt.now()}
 	e := &entry{msg: msg, del: &delivery{}}
 	r.entries = append(r.entries, e)
 	r.toBottom()

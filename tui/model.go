@@ -38,6 +38,7 @@ type Model struct {
 	width, height int
 	screen        screen
 	search        searchView
+	helpTop       int // the help view's first row shown
 	nick          string
 
 	relay struct {
@@ -240,10 +241,20 @@ func (m *Model) show(i int) tea.Cmd {
 func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 	switch m.screen {
 	case screenHelp:
-		if key.Matches(k, m.keys.Quit) {
+		switch {
+		case key.Matches(k, m.keys.Quit):
 			return m.cmdQuit("")
+		case key.Matches(k, m.keys.HistoryPrev):
+			m.helpTop = max(m.helpTop-1, 0)
+		case key.Matches(k, m.keys.HistoryNext):
+			m.helpTop++
+		case key.Matches(k, m.keys.PageUp):
+			m.helpTop = max(m.helpTop-m.paneHeight()/2, 0)
+		case key.Matches(k, m.keys.PageDown):
+			m.helpTop += m.paneHeight() / 2
+		default:
+			m.screen = screenChat // any other key closes the help
 		}
-		m.screen = screenChat // any key closes the help
 		return nil
 	case screenSearch:
 		if cmd, done := m.searchKey(k); done {
@@ -256,7 +267,7 @@ func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(k, m.keys.Quit):
 		return m.cmdQuit("")
 	case key.Matches(k, m.keys.Help):
-		m.screen = screenHelp
+		return m.cmdHelp("")
 	case key.Matches(k, m.keys.Close):
 		m.screen = screenChat
 	case key.Matches(k, m.keys.Redraw):

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"time"
 
 	"github.com/parleychat/parley/client"
 )
@@ -49,6 +50,25 @@ type Options struct {
 	// HistoryLimit is how many messages of a room are loaded when it is
 	// opened; more come as the person scrolls to the top. If zero, 500.
 	HistoryLimit int
+
+	// Now is the clock of the messages we post; nil: time.Now.
+	Now func() time.Time
+	// Location is the time zone times show in; nil: the local one.
+	Location *time.Location
+}
+
+func (o Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+func (o Options) location() *time.Location {
+	if o.Location != nil {
+		return o.Location
+	}
+	return time.Local
 }
 
 func (o Options) historyLimit() int {

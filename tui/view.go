@@ -261,7 +261,7 @@ func (m *Model) messageLines(e *entry, width int) []string {
 	} else if msg.Trust == client.TrustNew && !msg.Own {
 		who += m.st.dim.Render(" (new)")
 	}
-	head := msg.Time.Local().Format("15:04") + " " + mark + who + " "
+	head := msg.Time.In(m.opt.location()).Format("15:04") + " " + mark + who + " "
 	text := strings.ReplaceAll(msg.Text, "\n", "\n      ")
 	rows := strings.Split(ansi.Wordwrap(head+text, width, ""), "\n")
 	for i := 1; i < len(rows); i++ {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"charm.land/lipgloss/v2"
+	"github.com/charmbracelet/x/ansi"
 )
 
 // sortedMembers lists a room's members: those here first, then by
@@ -28,23 +29,43 @@ func sortedMembers(r *room) []*member {
 	return out
 }
 
-// helpRows is the help view: the key map, the commands and the marks.
+// helpRows is the help view: the key map, the commands and the marks,
+// in two columns where the window is wide enough; Up and Down scroll it
+// where it is not tall enough.
 func (m *Model) helpRows(height int) []string {
 	bold := lipgloss.NewStyle().Bold(true)
-	rows := []string{bold.Render("Keys") + m.st.dim.Render("  (any key closes this help)")}
+	keys := []string{bold.Render("Keys")}
 	for _, b := range m.keys.bindings() {
 		h := b.Help()
-		rows = append(rows, fmt.Sprintf("  %-14s %s", h.Key, h.Desc))
+		keys = append(keys, fmt.Sprintf("  %-14s %s", h.Key, h.Desc))
 	}
-	rows = append(rows, "", bold.Render("Commands")+m.st.dim.Render("  (a line starting with / is never sent; // sends one /)"))
+	cmds := []string{bold.Render("Commands") + " (a line starting with / is never sent: // sends one)"}
 	for _, c := range commands() {
-		rows = append(rows, fmt.Sprintf("  %-26s %s", "/"+c.name+" "+c.args, c.help))
+		cmds = append(cmds, fmt.Sprintf("  %-22s %s", "/"+c.name+" "+c.args, c.help))
 	}
-	rows = append(rows, "", bold.Render("Marks"),
-		"  ✓ verified   + new   ! KEY CHANGED (not the key you verified)   • in the room now",
-		"  under your messages: sending, stored by N mesh peers, relayed (receipt checked),",
-		"  or not delivered yet (kept in the outbox and sent again when a path is there)")
-	return fitRows(rows, m.width, height)
+	marks := []string{bold.Render("Marks"),
+		"  ✓ verified  + new  ! KEY CHANGED (not the key you verified)  • here now",
+		"  under your messages: sending, stored by N mesh peers, relayed (receipt",
+		"  checked), or not delivered yet (kept in the outbox, sent again later)"}
+	var rows []string
+	if m.width >= 150 {
+		right := append(append(cmds, ""), marks...)
+		for i := range max(len(keys), len(right)) {
+			l, r := "", ""
+			if i < len(keys) {
+				l = keys[i]
+			}
+			if i < len(right) {
+				r = right[i]
+			}
+			rows = append(rows, pad(l, 62)+r)
+		}
+	} else {
+		rows = append(append(append(append(keys, ""), cmds...), ""), marks...)
+	}
+	head := m.st.dim.Render("Parley help: ↑↓ pgup pgdn scroll, any other key closes")
+	m.helpTop = min(m.helpTop, max(len(rows)-(height-1), 0))
+	return fitRows(append([]string{head}, rows[m.helpTop:]...), m.width, height)
 }
 
 // searchRows is the search view: the results, the selected one marked.
@@ -57,7 +78,7 @@ func (m *Model) searchRows(height int) []string {
 	first := max(0, min(sv.sel-n/2, len(sv.results)-n))
 	for i := first; i < len(sv.results) && len(rows) < height; i++ {
 		r := sv.results[i]
-		row := pad(fmt.Sprintf("%s %s: %s", r.Time.Local().Format("01-02 15:04"), r.Nick, strings.ReplaceAll(r.Text, "\n", " ")), m.width)
+		row := pad(fmt.Sprintf("%s %s: %s", r.Time.In(m.opt.location()).Format("01-02 15:04"), r.Nick, strings.ReplaceAll(r.Text, "\n", " ")), m.width)
 		if i == sv.sel {
 			row = m.st.selected.Render(row)
 		}
@@ -80,7 +101,11 @@ func (m *Model) firstRunRows(height int) []string {
 		"Choose the nickname your messages carry (a-z 0-9 - _ .), then Enter.",
 		"Others see it beside your key's colour; it is not unique, the key is.",
 	}
-	return fitRows(text, m.paneWidth(), height)
+	var rows []string
+	for _, t := range text {
+		rows = append(rows, strings.Split(ansi.Wordwrap(t, m.paneWidth(), ""), "\n")...)
+	}
+	return fitRows(rows, m.paneWidth(), height)
 }
 
 // fitRows pads rows to width and height.

@@ -1,0 +1,187 @@
+package tui
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/identity"
+)
+
+// fakeSession is a Session in memory: the tests hand it events and read
+// what the UI asked of it.
+type fakeSession struct {
+	events chan client.Event
+
+	mu       sync.Mutex
+	rooms    []string
+	history  map[string][]client.Message
+	posts    []string // room: text
+	shown    int
+	nick     string
+	contacts []client.Contact
+	peers    map[string][]string
+	left     []string
+	postErr  error
+}
+
+func newFake() *fakeSession {
+	return &fakeSession{events: make(chan client.Event, 4096), history: map[string][]client.Message{}, peers: map[string][]string{}}
+}
+
+func (f *fakeSession) Events() <-chan client.Event { return f.events }
+
+func (f *fakeSession) Post(_ context.Context, room, text string) (client.ID, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.postErr != nil {
+		return client.ID{}, f.postErr
+	}
+	f.posts = append(f.posts, room+": "+text)
+	return client.ID(sha256.Sum256([]byte(fmt.Sprint(len(f.posts), room, text)))), nil
+}
+
+func (f *fakeSession) Join(_ context.Context, room string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !slices.Contains(f.rooms, room) {
+		f.rooms = append(f.rooms, room)
+	}
+	return nil
+}
+
+func (f *fakeSession) Leave(_ context.Context, room string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.left = append(f.left, room)
+	f.rooms = slices.DeleteFunc(f.rooms, func(r string) bool { return r == room })
+	return nil
+}
+
+func (f *fakeSession) History(_ context.Context, room, query string, limit int) ([]client.Message, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []client.Message
+	for _, m := range f.history[room] {
+		if query == "" || strings.Contains(m.Text, query) {
+			out = append(out, m)
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
+}
+
+func (f *fakeSession) Rooms(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.rooms), nil
+}
+
+func (f *fakeSession) Shown(ids ...client.ID) {
+	f.mu.Lock()
+	f.shown += len(ids)
+	f.mu.Unlock()
+}
+
+func (f *fakeSession) RoomPeers(room string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.peers[room]
+}
+
+func (f *fakeSession) Contacts() []client.Contact {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.contacts)
+}
+
+func (f *fakeSession) Verify(prefix string) (client.Contact, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, ct := range f.contacts {
+		if strings.HasPrefix(ct.Key.Fingerprint(), prefix) {
+			f.contacts[i].Verified = true
+			return f.contacts[i], nil
+		}
+	}
+	return client.Contact{}, fmt.Errorf("no contact %s", prefix)
+}
+
+func (f *fakeSession) SetNick(nick string) error {
+	if err := identity.ValidNick(nick); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.nick = nick
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeSession) postsMade() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.posts)
+}
+
+// person is a sender of the tests: a fixed key, so that fingerprints
+// and nickname colours are the same in every run.
+type person struct {
+	nick string
+	key  identity.PublicKey
+}
+
+func newPerson(t testing.TB, nick string, seed byte) person {
+	t.Helper()
+	k, err := identity.PrivateKeyFromSeed(bytesOf(seed, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return person{nick, k.Public()}
+}
+
+func bytesOf(b byte, n int) []byte {
+	out := make([]byte, n)
+	for i := range out {
+		out[i] = b
+	}
+	return out
+}
+
+// t0 is the time of the tests' first message.
+var t0 = time.Date(2026, 12, 4, 9, 30, 0, 0, time.UTC)
+
+// msg is message n of p in room, at t0 plus n minutes.
+func (p person) msg(room string, n int, text string) client.Message {
+	return client.Message{
+		ID:      client.ID(sha256.Sum256([]byte(fmt.Sprint(p.nick, room, n, text)))),
+		Room:    room,
+		Sender:  p.key,
+		Nick:    p.nick,
+		Lamport: uint64(n),
+		Time:    t0.Add(time.Duration(n) * time.Minute),
+		Text:    text,
+		Via:     client.ViaMesh,
+		Trust:   client.TrustKnown,
+	}
+}
+
+// testOptions are the options of the tests' UIs: fixed clock and zone.
+func testOptions() Options {
+	return Options{
+		Room:        "lobby",
+		Fingerprint: "SHA256:TESTtestTESTtestTESTtestTESTtestTESTtest123",
+		Nick:        "me",
+		Mode:        "auto",
+		Relay:       "SHA256:relayKEYrelayKEYrelayKEYrelayKEYrelayKEY12@127.0.0.1:4433",
+		Now:         func() time.Time { return t0.Add(time.Hour) },
+		Location:    time.UTC,
+	}
+}
