@@ -44,7 +44,12 @@ func (f *fakeSession) Post(_ context.Context, room, text string) (client.ID, err
 		return client.ID{}, f.postErr
 	}
 	f.posts = append(f.posts, room+": "+text)
-	return client.ID(sha256.Sum256([]byte(fmt.Sprint(len(f.posts), room, text)))), nil
+	return postID(len(f.posts), room, text), nil
+}
+
+// postID is the ID the fake gives the n-th post.
+func postID(n int, room, text string) client.ID {
+	return client.ID(sha256.Sum256([]byte(fmt.Sprint(n, room, text))))
 }
 
 func (f *fakeSession) Join(_ context.Context, room string) error {
@@ -134,8 +139,9 @@ func (f *fakeSession) postsMade() []string {
 // person is a sender of the tests: a fixed key, so that fingerprints
 // and nickname colours are the same in every run.
 type person struct {
-	nick string
-	key  identity.PublicKey
+	nick  string
+	key   identity.PublicKey
+	trust client.Trust
 }
 
 func newPerson(t testing.TB, nick string, seed byte) person {
@@ -144,7 +150,7 @@ func newPerson(t testing.TB, nick string, seed byte) person {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return person{nick, k.Public()}
+	return person{nick, k.Public(), client.TrustKnown}
 }
 
 func bytesOf(b byte, n int) []byte {

@@ -83,7 +83,7 @@ func (m *Model) alarmRows() []string {
 		return nil
 	}
 	var out []string
-	for _, r := range strings.Split(ansi.Wordwrap(m.alarm, m.width-2, ""), "\n") {
+	for _, r := range strings.Split(ansi.Wordwrap(clean(m.alarm), m.width-2, ""), "\n") {
 		out = append(out, m.st.alarm.Render(pad(" "+r, m.width)))
 	}
 	return out
@@ -236,7 +236,7 @@ func (m *Model) entryRows(e *entry, width int) []string {
 		if e.warn {
 			style = m.st.warn
 		}
-		for _, r := range strings.Split(ansi.Wordwrap("-- "+e.notice, width, ""), "\n") {
+		for _, r := range wrap("-- "+clean(e.notice), width, width) {
 			rows = append(rows, style.Render(r))
 		}
 	} else {
@@ -245,6 +245,9 @@ func (m *Model) entryRows(e *entry, width int) []string {
 	e.rows, e.width = rows, width
 	return rows
 }
+
+// indent is where the rows of a message after its first begin.
+const indent = 6
 
 // messageLines is a message: its time, the sender's trust mark and
 // nickname, its text wrapped under it, then what became of it (ours) or
@@ -262,15 +265,17 @@ func (m *Model) messageLines(e *entry, width int) []string {
 		who += m.st.dim.Render(" (new)")
 	}
 	head := msg.Time.In(m.opt.location()).Format("15:04") + " " + mark + who + " "
-	text := strings.ReplaceAll(msg.Text, "\n", "\n      ")
-	rows := strings.Split(ansi.Wordwrap(head+text, width, ""), "\n")
-	for i := 1; i < len(rows); i++ {
-		if !strings.HasPrefix(rows[i], " ") {
-			rows[i] = "      " + rows[i]
+	headW := ansi.StringWidth(head)
+	var rows []string
+	for i, r := range wrap(clean(msg.Text), width-headW, width-indent) {
+		if i == 0 {
+			rows = append(rows, head+r)
+		} else {
+			rows = append(rows, strings.Repeat(" ", indent)+r)
 		}
 	}
 	if e.del != nil {
-		state := "      ⋯ " + e.del.String()
+		state := strings.Repeat(" ", indent) + "⋯ " + e.del.String()
 		style := m.st.dim
 		if e.del.kept {
 			style = m.st.warn
@@ -282,7 +287,7 @@ func (m *Model) messageLines(e *entry, width int) []string {
 	}
 	if e.gap {
 		rows = append(rows, m.st.warn.Render(ansi.Truncate(
-			fmt.Sprintf("      ↑ a message of %s's before this one has not arrived yet", msg.Nick), width, "…")))
+			strings.Repeat(" ", indent)+fmt.Sprintf("↑ a message of %s's before this one has not arrived yet", msg.Nick), width, "…")))
 	}
 	return rows
 }

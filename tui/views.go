@@ -78,7 +78,7 @@ func (m *Model) searchRows(height int) []string {
 	first := max(0, min(sv.sel-n/2, len(sv.results)-n))
 	for i := first; i < len(sv.results) && len(rows) < height; i++ {
 		r := sv.results[i]
-		row := pad(fmt.Sprintf("%s %s: %s", r.Time.In(m.opt.location()).Format("01-02 15:04"), r.Nick, strings.ReplaceAll(r.Text, "\n", " ")), m.width)
+		row := pad(fmt.Sprintf("%s %s: %s", r.Time.In(m.opt.location()).Format("01-02 15:04"), r.Nick, strings.ReplaceAll(clean(r.Text), "\n", " ")), m.width)
 		if i == sv.sel {
 			row = m.st.selected.Render(row)
 		}
