@@ -41,7 +41,8 @@ Usage:
   chat [global flags] [command] [flags]
 
 Commands:
-  (none)               show who you are and how to start
+  (none)               on a terminal: the chat screen [--room R];
+                       otherwise show who you are and how to start
   id [--json]          your fingerprint, public key and peer ID
   send --room R TEXT   send TEXT to room R (one --room); exits 0 once
                        delivered (a relay acknowledged it, or a mesh peer
@@ -379,8 +380,8 @@ func (c *cli) welcome() int {
 	pk := h.Key.Public()
 	fmt.Fprintf(c.stdout, "You are %s (home: %s).\n\n", pk.Fingerprint(), h.Dir)
 	fmt.Fprintln(c.stdout, "Share your fingerprint with the people you talk to, and compare theirs")
-	fmt.Fprintln(c.stdout, "out of band. The terminal UI comes next; until then, rooms from the")
-	fmt.Fprintln(c.stdout, "command line:")
+	fmt.Fprintln(c.stdout, "out of band. On a terminal, chat opens the chat screen (chat --room R")
+	fmt.Fprintln(c.stdout, "opens on room R). From scripts and pipes:")
 	fmt.Fprintln(c.stdout, "  chat talk --room lobby                  type lines to send, see replies")
 	fmt.Fprintln(c.stdout, "  chat send --room lobby 'hello'          send one message")
 	fmt.Fprintln(c.stdout, "  chat listen --room lobby                print messages as they arrive")

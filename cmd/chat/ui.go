@@ -3,14 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/parleychat/parley/tui"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
@@ -39,16 +40,25 @@ func (c *cli) ui(room string) int {
 	}
 	defer logs.Close()
 	c.logTo = logs
+	// From here to the end of the UI, standard error is the log file:
+	// put back before any error is shown.
+	restore, err := quietStderr(logs)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer restore()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	cl, err := c.session(ctx, false)
 	if err != nil {
+		restore()
 		return c.fail(err)
 	}
 	h := cl.Home()
 	cfg, err := c.config(h)
 	if err != nil {
 		cl.Close()
+		restore()
 		return c.fail(err)
 	}
 	pk := h.Key.Public()
@@ -57,6 +67,7 @@ func (c *cli) ui(room string) int {
 	runErr := tui.Run(ctx, cl, opt, c.stdin, c.stdout)
 	auditErr := auditError(cl)
 	closeErr := cl.Close()
+	restore()
 	switch {
 	case auditErr != nil:
 		return c.fail(auditErr)
@@ -68,9 +79,31 @@ func (c *cli) ui(room string) int {
 	return exitOK
 }
 
+// quietStderr sends what is written to the process's standard error
+// (by libraries that log on their own, such as quic-go's warnings) to the
+// log file while the UI draws the terminal, and returns the function that
+// puts it back.
+func quietStderr(logs *os.File) (restore func(), err error) {
+	saved, err := unix.Dup(2)
+	if err != nil {
+		return nil, fmt.Errorf("standard error: %w", err)
+	}
+	if err := unix.Dup2(int(logs.Fd()), 2); err != nil {
+		unix.Close(saved)
+		return nil, fmt.Errorf("standard error: %w", err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			unix.Dup2(saved, 2)
+			unix.Close(saved)
+		})
+	}, nil
+}
+
 // openLog opens the UI's log file in the home folder, creating the
 // folder on first use.
-func (c *cli) openLog() (io.WriteCloser, error) {
+func (c *cli) openLog() (*os.File, error) {
 	dir, err := c.homeDir()
 	if err != nil {
 		return nil, err
