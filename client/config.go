@@ -51,6 +51,9 @@ type Config struct {
 	Listen []string `toml:"listen"`
 	// MDNS finds peers on the local network.
 	MDNS bool `toml:"mdns"`
+	// Bell rings the terminal's bell in the chat screen on a message
+	// that names us and on a security alarm.
+	Bell bool `toml:"bell"`
 	// Identity is the key file used as the identity instead of the home
 	// folder's own, remembered from --identity: a home folder used with a
 	// key of its own never gets a fresh one.
@@ -61,7 +64,7 @@ type Config struct {
 // identity is known: its nickname is the login name, or "anon" for a
 // shared account (Home.Config makes that one from the key).
 func DefaultConfig() Config {
-	return Config{Nick: nickFor(loginName(), "anon"), Mode: ModeAuto, MDNS: true}
+	return Config{Nick: nickFor(loginName(), "anon"), Mode: ModeAuto, MDNS: true, Bell: true}
 }
 
 // DefaultNick is the nickname of a person who has not chosen one: the
@@ -137,6 +140,10 @@ const ConfigTemplate = `# Parley chat client configuration. Flags override every
 
 # Find peers on the local network.
 # mdns = true
+
+# The chat screen rings the terminal's bell on a message that names you
+# and on a security alarm.
+# bell = true
 
 # The key file used as your identity instead of this folder's own
 # "identity" file: an OpenSSH Ed25519 key such as ~/.ssh/id_ed25519.

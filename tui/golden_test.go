@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -208,3 +210,29 @@ func waitPosts(t *testing.T, f *fakeSession, n int) []string {
 		}
 	}
 }
+
+// With NO_COLOR set, the screen has no colour at all (bold and reverse
+// stay: they are not colours). TTY_FORCE makes the test's output count
+// as a 256-colour terminal, where the same run without NO_COLOR draws
+// colours.
+func TestNoColor(t *testing.T) {
+	f, _ := busyRoom(t)
+	w := &watched{Model: New(context.Background(), f, testOptions())}
+	tm := teatest.NewTestModel(t, w, teatest.WithInitialTermSize(100, 24),
+		teatest.WithProgramOptions(tea.WithEnvironment([]string{"NO_COLOR=1", "TERM=xterm-256color", "TTY_FORCE=1"})))
+	waitScreen(t, w, "message 59 from")
+	if err := tm.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(tm.FinalOutput(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := colourSGR.FindIndex(out); i != nil {
+		t.Errorf("a colour with NO_COLOR set: %q", out[max(i[0]-20, 0):i[1]])
+	}
+}
+
+// colourSGR matches an SGR sequence that sets a colour: 30-37, 38;...,
+// 40-47, 48;..., 90-97, 100-107 as one of its parameters.
+var colourSGR = regexp.MustCompile(`\x1b\[(?:[0-9;]*;)?(?:3[0-8]|4[0-8]|9[0-7]|10[0-7])(?:;[0-9;]*)?m`)

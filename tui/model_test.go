@@ -335,3 +335,57 @@ func TestMentionRingsAndMarks(t *testing.T) {
 		t.Errorf("the room list does not mark the mention:\n%s", screenText(m))
 	}
 }
+
+func TestPasteKeepsLinesInOneMessage(t *testing.T) {
+	f := newFake()
+	m := newModel(t, f, testOptions())
+	step(t, m, tea.PasteMsg{Content: "line one\r\nline two\nline three"})
+	press(t, m, tea.KeyEnter, 0)
+	if got := f.postsMade(); len(got) != 1 || got[0] != "lobby: line one\nline two\nline three" {
+		t.Errorf("posted %q, want one message of three lines", got)
+	}
+}
+
+func TestSearchJumpsToTheMessage(t *testing.T) {
+	f := newFake()
+	alice := newPerson(t, "alice", 1)
+	for i := range 300 {
+		text := fmt.Sprintf("chatter %d", i)
+		if i == 20 {
+			text = "the door code is 4711"
+		}
+		f.history["lobby"] = append(f.history["lobby"], alice.msg("lobby", i, text))
+	}
+	opt := testOptions()
+	opt.HistoryLimit = 100 // the message is older than what is loaded
+	m := newModel(t, f, opt)
+	enter(t, m, "/search door code")
+	if m.screen != screenSearch || !strings.Contains(screenText(m), "the door code is 4711") {
+		t.Fatalf("no search view:\n%s", screenText(m))
+	}
+	press(t, m, tea.KeyEnter, 0)
+	if m.screen != screenChat {
+		t.Fatalf("enter did not leave the search view")
+	}
+	r := m.room()
+	if e := r.entries[r.bottom()]; e.msg == nil || e.msg.Text != "the door code is 4711" {
+		t.Errorf("the view is not on the message found")
+	}
+	if !strings.Contains(screenText(m), "the door code is 4711") {
+		t.Errorf("the message found is not on screen:\n%s", screenText(m))
+	}
+}
+
+func TestPartAndJoin(t *testing.T) {
+	f := newFake()
+	f.rooms = []string{"lobby", "den"}
+	m := newModel(t, f, testOptions())
+	enter(t, m, "/part den")
+	if m.find("den") >= 0 || len(f.left) != 1 {
+		t.Errorf("/part den: rooms %v, left %v", m.rooms, f.left)
+	}
+	enter(t, m, "/join #den")
+	if m.room().name != "den" {
+		t.Errorf("/join #den shows #%s", m.room().name)
+	}
+}
