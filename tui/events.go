@@ -66,14 +66,20 @@ func (m *Model) mentions(text string) bool {
 	if m.nick == "" {
 		return false
 	}
-	re, err := regexp.Compile(`(?i)(^|[^a-z0-9_.-])@?` + regexp.QuoteMeta(m.nick) + `($|[^a-z0-9_-])`)
-	return err == nil && re.MatchString(text)
+	if m.mention == nil || m.mentionOf != m.nick {
+		m.mention = regexp.MustCompile(`(?i)(^|[^a-z0-9_.-])@?` + regexp.QuoteMeta(m.nick) + `($|[^a-z0-9_-])`)
+		m.mentionOf = m.nick
+	}
+	return m.mention.MatchString(text)
 }
 
 // delivered updates the delivery state of one of our messages.
 func (m *Model) delivered(e *client.DeliveryEvent) {
 	for _, r := range m.rooms {
-		if en, ok := r.byID[e.Sent.ID]; ok && en.del != nil {
+		if en, ok := r.byID[e.Sent.ID]; ok && en.msg.Own {
+			if en.del == nil { // from history: the outbox sends it again
+				en.del = &delivery{}
+			}
 			en.del.apply(e)
 			return
 		}

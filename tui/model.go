@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -49,12 +50,15 @@ type Model struct {
 	}
 	alarm string // the relay's audit log failed its checks: shown until quit
 
-	posts    int                                   // our lines posted, for postedMsg
-	sending  map[int]*entry                        // posted, ID not known yet
-	early    map[client.ID][]*client.DeliveryEvent // for a post whose ID is not known yet
-	quitting bool
-	bell     bool // ring the bell after these events
-	bells    int  // rung (or not, without Options.Bell): for tests
+	posts     int                                   // our lines posted, for postedMsg
+	sending   map[int]*entry                        // posted, ID not known yet
+	early     map[client.ID][]*client.DeliveryEvent // for a post whose ID is not known yet
+	quitting  bool
+	mention   *regexp.Regexp // a mention of mentionOf, our nickname
+	mentionOf string
+	firstErr  string // why the nickname typed at the first run was refused
+	bell      bool   // ring the bell after these events
+	bells     int    // rung (or not, without Options.Bell): for tests
 }
 
 // New makes the UI's model for session s. ctx bounds everything the UI
@@ -170,6 +174,10 @@ func (m *Model) result(msg tea.Msg) tea.Cmd {
 	case leftMsg:
 		m.left(msg)
 	case nickMsg:
+		if msg.err != nil && m.screen == screenFirstRun {
+			m.firstErr = msg.err.Error()
+			break
+		}
 		if msg.err != nil {
 			m.noticeWarn(msg.err.Error())
 			break

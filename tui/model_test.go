@@ -389,3 +389,26 @@ func TestPartAndJoin(t *testing.T) {
 		t.Errorf("/join #den shows #%s", m.room().name)
 	}
 }
+
+func TestFirstRunAsksForANickname(t *testing.T) {
+	f := newFake()
+	opt := testOptions()
+	opt.FirstRun, opt.Nick = true, "anon-2xvcqr"
+	m := newModel(t, f, opt)
+	if !strings.Contains(screenText(m), opt.Fingerprint) || m.input.String() != "anon-2xvcqr" {
+		t.Fatalf("first run: fingerprint or default nickname missing:\n%s", screenText(m))
+	}
+	press(t, m, 'u', tea.ModCtrl)
+	enter(t, m, "Not Valid")
+	if m.screen != screenFirstRun || !strings.Contains(screenText(m), "invalid nickname") {
+		t.Errorf("a refused nickname is not said on the first-run screen:\n%s", screenText(m))
+	}
+	press(t, m, 'u', tea.ModCtrl)
+	enter(t, m, "zoe")
+	if m.screen != screenChat || f.nick != "zoe" || m.nick != "zoe" {
+		t.Errorf("after zoe: screen %v, session nick %q, shown %q", m.screen, f.nick, m.nick)
+	}
+	if len(f.postsMade()) != 0 {
+		t.Errorf("the nickname was sent as a message: %q", f.postsMade())
+	}
+}

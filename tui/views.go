@@ -101,6 +101,9 @@ func (m *Model) firstRunRows(height int) []string {
 		"Choose the nickname your messages carry (a-z 0-9 - _ .), then Enter.",
 		"Others see it beside your key's colour; it is not unique, the key is.",
 	}
+	if m.firstErr != "" {
+		text = append(text, "", m.st.warn.Render(m.firstErr))
+	}
 	var rows []string
 	for _, t := range text {
 		rows = append(rows, strings.Split(ansi.Wordwrap(t, m.paneWidth(), ""), "\n")...)
