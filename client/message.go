@@ -113,6 +113,17 @@ func (c *Client) History(ctx context.Context, room, query string, limit int) ([]
 	return c.messages(ctx, recs), nil
 }
 
+// HistoryBefore returns, in display order, the last limit messages of
+// room that come before msg: the page of history above it, for a front
+// end that loads history as the person scrolls back.
+func (c *Client) HistoryBefore(ctx context.Context, room string, msg Message, limit int) ([]Message, error) {
+	recs, err := c.st.HistoryBefore(ctx, room, msg.Lamport, msg.Time.UnixMilli(), msg.ID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return c.messages(ctx, recs), nil
+}
+
 // messages makes the Messages of stored records.
 func (c *Client) messages(ctx context.Context, recs []store.Record) []Message {
 	var out []Message

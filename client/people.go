@@ -23,6 +23,9 @@ const (
 	TrustKeyChanged = identity.TrustKeyChanged
 )
 
+// PublicKey is a person's identity key (identity.PublicKey).
+type PublicKey = identity.PublicKey
+
 // Contact is one person of the contact book (identity.Contact).
 type Contact = identity.Contact
 

@@ -124,6 +124,10 @@ var schemaClient = schema{"client", []string{
 		idx   INTEGER NOT NULL, -- its record's index in the relay's audit log
 		note  BLOB NOT NULL     -- the signed checkpoint the inclusion proof was checked against
 	) WITHOUT ROWID;`,
+	// A room's envelopes in display order (Lamport clock, then time,
+	// then ID): the last page of a room's history, and the page before
+	// a message, are index range reads, not a sort of the whole room.
+	`CREATE INDEX client_display_order ON envelopes(room, lamport, time, id);`,
 }}
 
 // legacyVersion is the user_version of a database from before the parts

@@ -519,6 +519,21 @@ func (s *Store) History(ctx context.Context, room string, limit int) ([]Record, 
 	return scan(rows)
 }
 
+// HistoryBefore returns, in display order, the last limit envelopes of
+// room that come before the one of Lamport clock lamport, time t (Unix
+// ms) and ID id in that order: the page of history above it.
+func (s *Store) HistoryBefore(ctx context.Context, room string, lamport uint64, t int64, id protocol.ID, limit int) ([]Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, raw, via, received FROM (
+		SELECT rowid, raw, via, received, lamport, time, id FROM envelopes
+		WHERE room = ? AND (lamport, time, id) < (?, ?, ?)
+		ORDER BY lamport DESC, time DESC, id DESC LIMIT ?) ORDER BY lamport, time, id`,
+		room, int64(lamport), t, id[:], limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: history of %s before %s: %w", room, id, err)
+	}
+	return scan(rows)
+}
+
 // Last returns the envelope with the highest sequence number that sender
 // has in room, or ErrNotFound: where the sender's hash chain continues.
 func (s *Store) Last(ctx context.Context, sender identity.PublicKey, room string) (Record, error) {

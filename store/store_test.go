@@ -155,6 +155,25 @@ func TestHistoryOrderAndLast(t *testing.T) {
 	if want := "a1 b7 a2"; join(got) != want {
 		t.Fatalf("History = %s, want %s (by Lamport clock, newest 3)", join(got), want)
 	}
+	// The pages above a message, as a screen loads them scrolling back.
+	for _, tc := range []struct {
+		before Record
+		limit  int
+		want   string
+	}{{recs[2], 2, "a1 b7"}, {recs[3], 5, "b1 a1"}, {recs[1], 5, ""}} {
+		e := tc.before.Env
+		h, err := s.HistoryBefore(ctx, "r", e.Lamport, e.Time, tc.before.ID, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, r := range h {
+			got = append(got, string(r.Env.Payload))
+		}
+		if join(got) != tc.want {
+			t.Errorf("HistoryBefore(%s, %d) = %q, want %q", e.Payload, tc.limit, join(got), tc.want)
+		}
+	}
 	last, err := s.Last(ctx, bob.Public(), "r")
 	if err != nil || string(last.Env.Payload) != "b7" {
 		t.Fatalf("Last(bob) = %v, %v", last.Env, err)

@@ -122,13 +122,13 @@ func (m *Model) alarmed(e *client.AlarmEvent) {
 
 // retrust updates the trust marks after a verification.
 func (m *Model) retrust() {
-	book := map[string]client.Contact{}
+	book := map[client.PublicKey]client.Contact{}
 	for _, ct := range m.s.Contacts() {
-		book[ct.Key.Fingerprint()] = ct
+		book[ct.Key] = ct
 	}
 	for _, r := range m.rooms {
-		for fp, mb := range r.members {
-			if ct, ok := book[fp]; ok && ct.Verified && !ct.Replaced {
+		for key, mb := range r.members {
+			if ct, ok := book[key]; ok && ct.Verified && !ct.Replaced {
 				mb.trust = client.TrustVerified
 			}
 		}
@@ -136,7 +136,7 @@ func (m *Model) retrust() {
 			if e.msg == nil || e.msg.Own {
 				continue
 			}
-			if ct, ok := book[e.msg.Sender.Fingerprint()]; ok && ct.Verified && !ct.Replaced {
+			if ct, ok := book[e.msg.Sender]; ok && ct.Verified && !ct.Replaced {
 				e.msg.Trust, e.rows = client.TrustVerified, nil
 			}
 		}
@@ -202,7 +202,8 @@ func (m *Model) joined(msg joinedMsg) tea.Cmd {
 	return m.loadHistory(m.rooms[i], m.opt.historyLimit())
 }
 
-// historyMsg is a room's stored history, the last limit messages.
+// historyMsg is a page of a room's stored history: the last limit
+// messages, or the last limit before a message the room holds.
 type historyMsg struct {
 	room  string
 	limit int
@@ -210,8 +211,14 @@ type historyMsg struct {
 	err   error
 }
 
+// historyPage is how many older messages one scroll to the top loads:
+// a page takes a few milliseconds of the screen's time, whatever the
+// size of the room.
+const historyPage = 1000
+
+// loadHistory loads the last limit messages of r.
 func (m *Model) loadHistory(r *room, limit int) tea.Cmd {
-	r.loaded = limit
+	r.loading = true
 	name, s, ctx := r.name, m.s, m.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -221,28 +228,47 @@ func (m *Model) loadHistory(r *room, limit int) tea.Cmd {
 	}
 }
 
-func (m *Model) historyLoaded(msg historyMsg) {
+func (m *Model) historyLoaded(msg historyMsg) tea.Cmd {
 	i := m.find(msg.room)
 	if i < 0 {
-		return
+		return nil
 	}
 	r := m.rooms[i]
+	r.loading = false
 	if msg.err != nil {
 		r.add(&entry{notice: "history: " + msg.err.Error(), warn: true})
-		return
+		return nil
 	}
 	r.complete = len(msg.msgs) < msg.limit
 	r.addHistory(msg.msgs)
+	if r.wantTop {
+		r.toTop()
+		if i == m.cur {
+			return m.moreHistory()
+		}
+	}
+	return nil
 }
 
-// moreHistory loads older messages once the top of what the room holds
-// is in view.
+// moreHistory loads the page above the oldest message the room holds,
+// once the top of what it holds is in view.
 func (m *Model) moreHistory() tea.Cmd {
 	r := m.room()
-	if !r.atTop() || r.complete || r.loaded == 0 || r.loaded > len(r.byID) {
-		return nil // a load is under way, or everything is here
+	if !r.atTop() || r.complete || r.loading {
+		return nil
 	}
-	return m.loadHistory(r, r.loaded*4)
+	oldest, ok := r.oldest()
+	if !ok {
+		return nil
+	}
+	r.loading = true
+	name, s, ctx := r.name, m.s, m.ctx
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, opTimeout)
+		defer cancel()
+		msgs, err := s.HistoryBefore(ctx, name, oldest, historyPage)
+		return historyMsg{room: name, limit: historyPage, msgs: msgs, err: err}
+	}
 }
 
 // postedMsg says a post of ours was signed and stored (or not).

@@ -84,6 +84,17 @@ func (f *fakeSession) History(_ context.Context, room, query string, limit int) 
 	return out, nil
 }
 
+func (f *fakeSession) HistoryBefore(_ context.Context, room string, before client.Message, limit int) ([]client.Message, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	all := f.history[room]
+	i := slices.IndexFunc(all, func(m client.Message) bool { return m.ID == before.ID })
+	if i < 0 {
+		return nil, fmt.Errorf("no message %s in %s", before.ID, room)
+	}
+	return slices.Clone(all[max(0, i-limit):i]), nil
+}
+
 func (f *fakeSession) Rooms(context.Context) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -54,7 +54,8 @@ type Model struct {
 	sending   map[int]*entry                        // posted, ID not known yet
 	early     map[client.ID][]*client.DeliveryEvent // for a post whose ID is not known yet
 	quitting  bool
-	mention   *regexp.Regexp // a mention of mentionOf, our nickname
+	fps       map[client.PublicKey]string // fingerprints computed: a hash each
+	mention   *regexp.Regexp              // a mention of mentionOf, our nickname
 	mentionOf string
 	firstErr  string // why the nickname typed at the first run was refused
 	bell      bool   // ring the bell after these events
@@ -66,7 +67,7 @@ type Model struct {
 func New(ctx context.Context, s Session, opt Options) *Model {
 	m := &Model{s: s, opt: opt, keys: DefaultKeyMap(), st: newStyles(), ctx: ctx,
 		input: newInput(), nick: opt.Nick,
-		sending: map[int]*entry{}, early: map[client.ID][]*client.DeliveryEvent{}}
+		sending: map[int]*entry{}, fps: map[client.PublicKey]string{}, early: map[client.ID][]*client.DeliveryEvent{}}
 	if opt.FirstRun {
 		m.screen = screenFirstRun
 		m.input.set(opt.Nick)
@@ -139,7 +140,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.PasteMsg:
 		m.input.insert(msg.Content)
 	case tea.MouseWheelMsg:
-		m.wheel(msg)
+		return m, m.wheel(msg)
 	case eventsMsg:
 		for _, ev := range msg {
 			m.event(ev)
@@ -168,7 +169,7 @@ func (m *Model) result(msg tea.Msg) tea.Cmd {
 	case joinedMsg:
 		return m.joined(msg)
 	case historyMsg:
-		m.historyLoaded(msg)
+		return m.historyLoaded(msg)
 	case postedMsg:
 		m.posted(msg)
 	case leftMsg:
@@ -289,14 +290,18 @@ func (m *Model) key(k tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(k, m.keys.Activity):
 		return m.nextActive()
 	case key.Matches(k, m.keys.PageUp):
+		m.room().wantTop = false
 		m.room().scrollUp(max(m.paneHeight()/2, 1))
 		return m.moreHistory()
 	case key.Matches(k, m.keys.PageDown):
+		m.room().wantTop = false
 		m.room().scrollDown(max(m.paneHeight()/2, 1))
 	case key.Matches(k, m.keys.Top):
+		m.room().wantTop = true
 		m.room().toTop()
 		return m.moreHistory()
 	case key.Matches(k, m.keys.Bottom):
+		m.room().wantTop = false
 		m.room().toBottom()
 	case key.Matches(k, m.keys.Send):
 		return m.enter(m.input.take())
@@ -341,13 +346,16 @@ func (m *Model) edit(k tea.KeyPressMsg) {
 }
 
 // wheel scrolls the message pane.
-func (m *Model) wheel(w tea.MouseWheelMsg) {
+func (m *Model) wheel(w tea.MouseWheelMsg) tea.Cmd {
+	m.room().wantTop = false
 	switch w.Button {
 	case tea.MouseWheelUp:
 		m.room().scrollUp(3)
+		return m.moreHistory()
 	case tea.MouseWheelDown:
 		m.room().scrollDown(3)
 	}
+	return nil
 }
 
 // nextActive shows the next room with unread messages, mentions first.
@@ -378,4 +386,14 @@ func (m *Model) firstRunKey(k tea.KeyPressMsg) tea.Cmd {
 		m.edit(k)
 	}
 	return nil
+}
+
+// fingerprint is key's fingerprint, computed once.
+func (m *Model) fingerprint(key client.PublicKey) string {
+	fp, ok := m.fps[key]
+	if !ok {
+		fp = key.Fingerprint()
+		m.fps[key] = fp
+	}
+	return fp
 }

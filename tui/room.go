@@ -33,12 +33,13 @@ type room struct {
 	unread  int  // messages that arrived while the room was not shown
 	mention bool // one of them names us
 
-	loaded   int  // how many messages of history were asked for
+	loading  bool // a page of history is on its way
 	complete bool // the whole stored history is loaded
+	wantTop  bool // Home was pressed: go on to the oldest as pages arrive
 
-	gaps    []*entry           // the entries showing a gap before them
-	peers   map[string]bool    // mesh peer IDs in the room
-	members map[string]*member // by fingerprint: who spoke here
+	gaps    []*entry                     // the entries showing a gap before them
+	peers   map[string]bool              // mesh peer IDs in the room
+	members map[client.PublicKey]*member // who spoke here
 }
 
 // member is someone seen in a room.
@@ -52,7 +53,7 @@ type member struct {
 
 func newRoom(name string) *room {
 	return &room{name: name, byID: map[client.ID]*entry{}, anchor: -1,
-		peers: map[string]bool{}, members: map[string]*member{}}
+		peers: map[string]bool{}, members: map[client.PublicKey]*member{}}
 }
 
 // add appends an entry at the bottom; it returns false for a message
@@ -76,15 +77,18 @@ func (r *room) add(e *entry) bool {
 // addHistory puts older messages, in display order, above what the room
 // holds; those it holds already are skipped. The view stays where it is.
 func (r *room) addHistory(msgs []client.Message) {
-	var older []*entry
+	// One allocation for the entries of a page, which may be thousands.
+	es := make([]entry, len(msgs))
+	older := make([]*entry, 0, len(msgs))
 	for i := range msgs {
-		m := msgs[i]
+		m := &msgs[i]
 		if _, dup := r.byID[m.ID]; dup {
 			continue
 		}
-		e := &entry{msg: &m}
+		e := &es[i]
+		e.msg = m
 		r.byID[m.ID] = e
-		r.see(&m)
+		r.see(m)
 		r.noteGap(e)
 		older = append(older, e)
 	}
@@ -100,11 +104,10 @@ func (r *room) addHistory(msgs []client.Message) {
 // see notes the sender of m among the room's members, and closes the gap
 // before a later message of theirs that m may fill.
 func (r *room) see(m *client.Message) {
-	fp := m.Sender.Fingerprint()
-	mb, ok := r.members[fp]
-	if !ok {
-		mb = &member{fingerprint: fp, peerID: m.Sender.PeerID()}
-		r.members[fp] = mb
+	mb, ok := r.members[m.Sender]
+	if !ok { // a fingerprint costs a hash: once per person
+		mb = &member{fingerprint: m.Sender.Fingerprint(), peerID: m.Sender.PeerID()}
+		r.members[m.Sender] = mb
 	}
 	mb.nick, mb.trust, mb.own = m.Nick, m.Trust, m.Own
 	kept := r.gaps[:0]
@@ -161,6 +164,16 @@ func (r *room) toTop() {
 }
 
 func (r *room) toBottom() { r.anchor, r.newBelow = -1, 0 }
+
+// oldest is the oldest message the room holds, if it holds one.
+func (r *room) oldest() (client.Message, bool) {
+	for _, e := range r.entries {
+		if e.msg != nil && e.msg.ID != (client.ID{}) {
+			return *e.msg, true
+		}
+	}
+	return client.Message{}, false
+}
 
 // atTop reports whether the oldest entry held is in view: time to load
 // more history.

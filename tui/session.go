@@ -16,6 +16,7 @@ type Session interface {
 	Join(ctx context.Context, room string) error
 	Leave(ctx context.Context, room string) error
 	History(ctx context.Context, room, query string, limit int) ([]client.Message, error)
+	HistoryBefore(ctx context.Context, room string, before client.Message, limit int) ([]client.Message, error)
 	Rooms(ctx context.Context) ([]string, error)
 	Shown(ids ...client.ID)
 	RoomPeers(room string) []string

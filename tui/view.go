@@ -71,8 +71,12 @@ func fit(text string, width, height int) string {
 
 // pad cuts or pads a row to exactly width cells.
 func pad(s string, width int) string {
-	s = ansi.Truncate(s, width, "…")
-	if w := ansi.StringWidth(s); w < width {
+	w := ansi.StringWidth(s)
+	if w > width {
+		s = ansi.Truncate(s, width, "…")
+		w = ansi.StringWidth(s)
+	}
+	if w < width {
 		s += strings.Repeat(" ", width-w)
 	}
 	return s
@@ -254,7 +258,7 @@ const indent = 6
 // the gap before it.
 func (m *Model) messageLines(e *entry, width int) []string {
 	msg := e.msg
-	who := nickStyle(msg.Sender.Fingerprint()).Render(msg.Nick)
+	who := nickStyle(m.fingerprint(msg.Sender)).Render(msg.Nick)
 	if msg.Own {
 		who = lipgloss.NewStyle().Bold(true).Render(msg.Nick)
 	}
