@@ -1,7 +1,9 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -190,6 +192,40 @@ func awaitChange(t testing.TB, r *Room, want PeerChange) {
 			}
 		case <-deadline:
 			t.Fatalf("room %s: no %+v in %v", r.Name(), want, patience)
+		}
+	}
+}
+
+// One sender's messages of one millisecond come by sync in the order
+// they were sent, not in the order of their IDs (a sync page is in
+// (time, ID) order, its cursor's): a person who was away reads them as
+// written.
+func TestSyncedMessagesOfOneMillisecondInSendOrder(t *testing.T) {
+	k := testKey(t, 7)
+	at := time.Now().Add(-time.Minute)
+	var raws [][]byte
+	var ids []protocol.ID
+	prev := protocol.ID{}
+	for seq := uint64(1); seq <= 8; seq++ {
+		raw, id := envelopeAt(t, k, "den", seq, prev, fmt.Sprintf("line %d", seq), at)
+		raws, ids, prev = append(raws, raw), append(ids, id), id
+	}
+	if slices.IsSortedFunc(ids, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) }) {
+		t.Fatal("the IDs happen to be in send order: the test proves nothing")
+	}
+	holder := newSpec(t, 1)
+	preload(t, holder.dir, raws...)
+	h := start(t, holder)
+	join(t, h, "den")
+	v := start(t, newSpec(t, 0))
+	rc := receive(t, join(t, v, "den"))
+	connect(t, v, h)
+	waitFor(t, "the eight messages, by sync", func() bool { return rc.has(ids...) })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for i, m := range rc.msgs {
+		if m.ID != ids[i] {
+			t.Fatalf("message %d shown is seq %d, want seq %d", i, m.Env.Seq, i+1)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -304,6 +305,13 @@ func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, erro
 			page = append(page, candidate{env, id, raw})
 		}
 	}
+	// A page comes in (time, ID) order, the order its cursor pages by;
+	// it is taken in display order (Lamport clock first), so that one
+	// sender's messages of one millisecond are shown in the order they
+	// were sent, not by their IDs.
+	slices.SortStableFunc(page, func(a, b candidate) int {
+		return cmp.Or(cmp.Compare(a.env.Lamport, b.env.Lamport), cmp.Compare(a.env.Time, b.env.Time), bytes.Compare(a.id[:], b.id[:]))
+	})
 	envs := make([]*protocol.Envelope, len(page))
 	for i, c := range page {
 		envs[i] = c.env
