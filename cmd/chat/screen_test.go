@@ -1,12 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -15,27 +13,26 @@ import (
 // chat) in a tmux server of the test's own, typed into with send-keys and
 // read back with capture-pane, as a person at two terminals would.
 
-// tmuxServer is a tmux server of one test: its own socket, no config
-// file, killed (with every process in it) when the test ends.
+// tmuxServer is a tmux server of one test: its own socket in the test's
+// temporary folder, no config file, killed (with every process in it)
+// when the test ends.
 type tmuxServer struct {
 	t    *testing.T
 	sock string
 }
-
-var tmuxServers atomic.Int64
 
 func newTmux(t *testing.T) *tmuxServer {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed (.ci/run installs it): the chat screen's end-to-end tests need it")
 	}
-	s := &tmuxServer{t: t, sock: fmt.Sprintf("parley-test-%d-%d", os.Getpid(), tmuxServers.Add(1))}
-	t.Cleanup(func() { exec.Command("tmux", "-L", s.sock, "kill-server").Run() })
+	s := &tmuxServer{t: t, sock: filepath.Join(t.TempDir(), "tmux")}
+	t.Cleanup(func() { exec.Command("tmux", "-S", s.sock, "kill-server").Run() })
 	return s
 }
 
 func (s *tmuxServer) run(args ...string) (string, error) {
-	out, err := exec.Command("tmux", append([]string{"-L", s.sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
+	out, err := exec.Command("tmux", append([]string{"-S", s.sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
