@@ -285,9 +285,12 @@ func (m *Model) post(text string) tea.Cmd {
 	r := m.room()
 	m.posts++
 	seq := m.posts
-	msg := &client.Message{Room: r.name, Nick: m.nick, Text: text, Own: true, Time: m.opt.now()}
+	msg := &client.Message{Room: r.name, Sender: m.opt.Key, Nick: m.nick, Text: text, Own: true, Time: m.opt.now()}
 	e := &entry{msg: msg, del: &delivery{}}
 	r.entries = append(r.entries, e)
+	if m.opt.Key != (client.PublicKey{}) {
+		r.see(msg) // we are among the room's members as soon as we speak
+	}
 	r.toBottom()
 	m.sending[seq] = e
 	name, s, ctx := r.name, m.s, m.ctx

@@ -412,3 +412,18 @@ func TestFirstRunAsksForANickname(t *testing.T) {
 		t.Errorf("the nickname was sent as a message: %q", f.postsMade())
 	}
 }
+
+// We are in the member list of a room as soon as we speak in it.
+func TestOwnPostMakesUsAMember(t *testing.T) {
+	opt := testOptions()
+	opt.Key = newPerson(t, "me", 5).key
+	m := newModel(t, newFake(), opt)
+	enter(t, m, "hello")
+	mb, ok := m.room().members[opt.Key]
+	if !ok || !mb.own || mb.nick != "me" {
+		t.Fatalf("not a member after speaking: %+v", mb)
+	}
+	if !strings.Contains(screenText(m), "0 here, 1 seen") {
+		t.Errorf("the member list does not count us:\n%s", screenText(m))
+	}
+}

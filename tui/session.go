@@ -36,6 +36,9 @@ type Options struct {
 	Fingerprint string
 	// PeerID is our mesh peer ID, for the member list.
 	PeerID string
+	// Key is our identity's public key: we are a member of the rooms we
+	// speak in.
+	Key client.PublicKey
 	// Nick is our nickname now.
 	Nick string
 	// Mode is auto, p2p or relay.

@@ -62,7 +62,7 @@ func (c *cli) ui(room string) int {
 		return c.fail(err)
 	}
 	pk := h.Key.Public()
-	opt := tui.Options{Room: room, Fingerprint: pk.Fingerprint(), PeerID: pk.PeerID(), Nick: cl.Nick(),
+	opt := tui.Options{Room: room, Fingerprint: pk.Fingerprint(), PeerID: pk.PeerID(), Key: pk, Nick: cl.Nick(),
 		Mode: cfg.Mode, Relay: cfg.Relay, FirstRun: h.Created, Bell: cfg.Bell}
 	runErr := tui.Run(ctx, cl, opt, c.stdin, c.stdout)
 	auditErr := auditError(cl)
