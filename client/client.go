@@ -16,6 +16,7 @@ import (
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 )
 
@@ -85,6 +86,7 @@ type Client struct {
 	mu       sync.Mutex
 	rooms    map[string]*room
 	contacts *identity.Contacts
+	rosters  *roster.Book              // member lists of private rooms, shared with the mesh node
 	inflight map[protocol.ID]*delivery // our messages being sent now
 	closed   bool
 
@@ -169,6 +171,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		silent:    o.Silent,
 		keepEvery: o.KeepPeers,
 		kick:      make(chan struct{}, 1),
+		rosters:   roster.NewBook(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -211,6 +214,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 			ListenAddrs: c.cfg.Listen,
 			Bootstrap:   c.cfg.Peers,
 			MDNS:        c.cfg.MDNS,
+			Rosters:     c.rosters,
 			Now:         o.Now,
 			Logger:      c.log,
 		})

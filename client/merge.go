@@ -185,6 +185,7 @@ func (m *merger) mergeBatch(batch []arrival) error {
 		return err
 	}
 	defer b.Rollback()
+	batch = m.c.judgeRelayed(ctx, batch)
 	stored, err := m.storeRelayed(ctx, b, o, batch)
 	if err != nil {
 		return err
@@ -409,16 +410,18 @@ func (m *merger) writeNotes() {
 	m.pending = keep
 }
 
-// textOf decodes a text envelope's payload.
+// textOf decodes the text of a message: a public room's text envelope,
+// or a private room's post. Member-list changes have none.
 func textOf(e *protocol.Envelope) (*protocol.Text, bool) {
-	if e.Kind != protocol.KindText {
-		return nil, false
+	switch e.Kind {
+	case protocol.KindText:
+		t, err := protocol.ParseText(e.Payload)
+		return &t, err == nil
+	case protocol.KindPost:
+		p, err := protocol.ParsePost(e.Payload)
+		return &p.Text, err == nil
 	}
-	t, err := protocol.ParseText(e.Payload)
-	if err != nil {
-		return nil, false
-	}
-	return &t, true
+	return nil, false
 }
 
 // Shown notes that the application showed these messages: they are not

@@ -6,6 +6,7 @@ import (
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/roster"
 )
 
 // ID is a message's ID (protocol.ID), named here for front ends.
@@ -28,6 +29,9 @@ type PublicKey = identity.PublicKey
 
 // Contact is one person of the contact book (identity.Contact).
 type Contact = identity.Contact
+
+// InviteCode is an invite to a private room (Invite, JoinCode).
+type InviteCode = roster.Code
 
 // Contacts returns the contact book as this session holds it, with the
 // trust each contact's messages show now.
@@ -60,11 +64,11 @@ func (c *Client) Verify(prefix string) (Contact, error) {
 	return ct, nil
 }
 
-// Leave leaves room on every path and takes it off the home folder's
+// leavePaths leaves room on every path and takes it off the home folder's
 // room list. Its history stays; what it did not deliver stays in the
 // outbox, and goes out when the room is joined again. Leaving a room not
 // joined only takes it off the list.
-func (c *Client) Leave(ctx context.Context, name string) error {
+func (c *Client) leavePaths(ctx context.Context, name string) error {
 	c.joinMu.Lock()
 	defer c.joinMu.Unlock()
 	c.mu.Lock()
@@ -123,3 +127,6 @@ func (c *Client) RoomPeers(name string) []string {
 	}
 	return out
 }
+
+// IsPrivateRoom reports whether room is the ID of a private room.
+func IsPrivateRoom(room string) bool { return protocol.IsPrivateRoom(room) }

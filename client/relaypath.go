@@ -269,6 +269,10 @@ func (p *relayPath) close(ctx context.Context) error {
 // follow subscribes to a room on the relay from the cursor this home
 // kept, and hands what comes to the merger until ctx ends or the relay
 // refuses the room for good.
+// notMemberRetries is how often follow asks again for a private room's
+// subscription that the relay refused because we are not a member (yet).
+const notMemberRetries = 40
+
 func (p *relayPath) follow(ctx context.Context, r *room) {
 	c := p.c
 	defer c.wg.Done()
@@ -295,6 +299,21 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, &wire.RelayError{Code: wire.CodeNotMember}) && attempt < notMemberRetries {
+			// A private room whose member list does not have us yet at
+			// the relay (our join is on its way): nothing to catch up
+			// on now, so a send need not wait; ask again, with growing
+			// pauses, for a few minutes.
+			if !c.deliver(ctx, arrival{room: r.name, caughtUp: true}) {
+				return
+			}
+			select {
+			case <-time.After(min(time.Duration(attempt+1)*250*time.Millisecond, 10*time.Second)):
+				continue
+			case <-ctx.Done():
+				return
+			}
 		}
 		if errors.Is(err, &wire.RelayError{Code: wire.CodeUnknownCursor}) && attempt == 0 {
 			// The relay lost what the cursor names: restored from a

@@ -117,11 +117,19 @@ func (c *Client) sentErr(s Sent) error {
 }
 
 func (c *Client) post(ctx context.Context, roomName, text string) (*delivery, error) {
-	nick := c.Nick()
-	payload, err := (&protocol.Text{Nick: nick, Body: text}).MarshalBinary()
-	if err != nil {
+	t := &protocol.Text{Nick: c.Nick(), Body: text}
+	if _, err := t.MarshalBinary(); err != nil {
 		return nil, fmt.Errorf("client: send: %w", err)
 	}
+	return c.publish(ctx, roomName, t, nil)
+}
+
+// publish signs our next envelope in room (joining it first if need be):
+// text t as the room's kind of message (a post naming the member-list
+// head in a private room), or else member-list change ch. It stores it,
+// in the outbox until a path confirms it, and starts sending it on every
+// path.
+func (c *Client) publish(ctx context.Context, roomName string, t *protocol.Text, ch *protocol.Change) (*delivery, error) {
 	if err := c.Join(ctx, roomName); err != nil {
 		return nil, err
 	}
@@ -137,9 +145,18 @@ func (c *Client) post(ctx context.Context, roomName, text string) (*delivery, er
 	// to its paths in the order they are signed.
 	r.postMu.Lock()
 	defer r.postMu.Unlock()
-	m, err := c.sign.sign(context.WithoutCancel(ctx), r.name, protocol.KindText, payload, &protocol.Text{Nick: nick, Body: text})
+	kind, payload, err := c.payload(context.WithoutCancel(ctx), roomName, t, ch)
 	if err != nil {
 		return nil, fmt.Errorf("client: send: %w", err)
+	}
+	m, err := c.sign.sign(context.WithoutCancel(ctx), r.name, kind, payload, t)
+	if err != nil {
+		return nil, fmt.Errorf("client: send: %w", err)
+	}
+	if ch != nil {
+		if err := c.addChange(ctx, m); err != nil {
+			return nil, fmt.Errorf("client: send: %w", err)
+		}
 	}
 	// What no path took before goes first, then this one.
 	if err := c.queueOutbox(context.WithoutCancel(ctx), r, patience(ctx)); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,6 +31,12 @@ type Config struct {
 	// DHT turns on the Kademlia DHT (on the /parley prefix, never mixed
 	// with the public IPFS DHT) as a rendezvous for the peers of a room.
 	DHT bool
+
+	// Rosters holds the member lists of private rooms, shared with the
+	// client core so that both judge with one list. If nil, the node
+	// keeps its own. A private room's list is loaded from Store when the
+	// room is joined, unless Rosters has it already.
+	Rosters *roster.Book
 
 	// Policy, if not nil, is asked about every envelope that passed the
 	// signature and replay checks; an error rejects it. The relay and

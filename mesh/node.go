@@ -17,6 +17,7 @@ import (
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 )
 
@@ -36,6 +37,7 @@ type Node struct {
 	pens    penalties
 	topics  topicCap
 	repairs *repairs
+	rosters *roster.Book
 
 	// The sync requests served at once, in all and by peer (takeSyncSlot).
 	syncMu      sync.Mutex
@@ -85,6 +87,10 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		scores:     make(map[peer.ID]float64),
 		evidenceQ:  make(chan store.Record, 64),
 		repairs:    newRepairs(),
+		rosters:    cfg.Rosters,
+	}
+	if n.rosters == nil {
+		n.rosters = roster.NewBook()
 	}
 	// Every clock of the node is the one in n.cfg.
 	n.limits = newPeerLimits(syncRate, syncBurst, n.cfg.now)

@@ -42,6 +42,7 @@ type Room struct {
 	wg      sync.WaitGroup
 
 	gaps    *seenIDs // predecessors already asked for
+	priv    *private // nil in a public room
 	pending pendingSyncs
 }
 
@@ -78,6 +79,14 @@ func (n *Node) Join(room string) (*Room, error) {
 		gaps:    newSeenIDs(gapMemory),
 	}
 	r.ctx, r.cancel = context.WithCancel(n.ctx)
+	if protocol.IsPrivateRoom(room) {
+		p, err := n.openPrivate(r.ctx, room)
+		if err != nil {
+			r.cancel()
+			return nil, fmt.Errorf("mesh: join %s: %w", room, err)
+		}
+		r.priv = p
+	}
 
 	topic := topicName(room)
 	var err error
@@ -119,6 +128,10 @@ func (n *Node) Join(room string) (*Room, error) {
 	go r.write()
 	go r.watchPeers()
 	go r.syncer()
+	if r.priv != nil {
+		r.wg.Add(1)
+		go r.resume()
+	}
 	return r, nil
 }
 

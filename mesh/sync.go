@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 )
 
@@ -136,10 +137,17 @@ func (n *Node) handleSync(s network.Stream) {
 		return
 	}
 	n.mu.Lock()
-	_, joined := n.rooms[req.Room]
+	r, joined := n.rooms[req.Room]
 	n.mu.Unlock()
 	if !joined {
 		result = "not-joined"
+		s.Reset()
+		return
+	}
+	if r.priv != nil && !r.priv.memberOf(remote) {
+		// A private room's history is for its members only: an outsider,
+		// or a member since removed, gets nothing.
+		result = "not-member"
 		s.Reset()
 		return
 	}
@@ -377,6 +385,15 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 			return nil
 		}
 	}
+	if r.priv != nil {
+		switch missing, err := r.priv.judge(env, id); {
+		case errors.Is(err, roster.ErrWaiting):
+			r.hold(inbound{env: env, id: id, raw: raw, via: "sync"}, missing)
+			return nil
+		case err != nil:
+			return nil
+		}
+	}
 	err := n.guard.Check(env, id, protocol.History)
 	switch {
 	case err == nil:
@@ -398,6 +415,9 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 		return nil
 	default: // duplicate
 		return nil
+	}
+	if r.priv != nil {
+		r.release(r.priv.commit(env, id, n.cfg.now()))
 	}
 	return &inbound{env: env, id: id, raw: raw, via: "sync"}
 }

@@ -9,6 +9,7 @@ import (
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/roster"
 )
 
 // Topic names carry the protocol version, so that a network can run two
@@ -142,10 +143,23 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 			return pubsub.ValidationReject, "policy"
 		}
 	}
+	r := n.privateRoom(room)
+	if r != nil {
+		switch missing, err := r.priv.judge(env, id); {
+		case errors.Is(err, roster.ErrWaiting):
+			r.hold(inbound{env: env, id: id, raw: msg.Data, via: "mesh", from: msg.ReceivedFrom}, missing)
+			return pubsub.ValidationIgnore, "waiting"
+		case err != nil:
+			return pubsub.ValidationReject, "member"
+		}
+	}
 	err = n.guard.Check(env, id, protocol.Live)
 	switch {
 	case err == nil:
 		msg.ValidatorData = &verified{env: env, id: id}
+		if r != nil {
+			r.release(r.priv.commit(env, id, n.cfg.now()))
+		}
 		return pubsub.ValidationAccept, ""
 	case errors.Is(err, protocol.ErrDuplicate):
 		// Accepted before (the seen set forgot it): pass it on, once more,
@@ -183,6 +197,19 @@ func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pu
 	}
 	msg.ValidatorData = &verified{env: env, id: id, known: true}
 	return n.result(pubsub.ValidationAccept, "known")
+}
+
+// privateRoom returns the joined private room room, or nil.
+func (n *Node) privateRoom(room string) *Room {
+	if !protocol.IsPrivateRoom(room) {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r := n.rooms[room]; r != nil && r.priv != nil {
+		return r
+	}
+	return nil
 }
 
 var resultNames = map[pubsub.ValidationResult]string{

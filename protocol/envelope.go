@@ -46,17 +46,28 @@ type Kind uint8
 
 // Envelope kinds. Zero is not a kind.
 const (
-	// KindText: the payload is a chat message (see Text).
+	// KindText: the payload is a chat message in a public room (see
+	// Text).
 	KindText Kind = 1
+	// KindMember: the payload is a change of a private room's member
+	// list (see Change).
+	KindMember Kind = 2
+	// KindPost: the payload is a chat message in a private room, naming
+	// the member-list head it was made under (see Post).
+	KindPost Kind = 3
 )
 
 // Known reports whether this code knows kind k.
-func (k Kind) Known() bool { return k == KindText }
+func (k Kind) Known() bool { return KindText <= k && k <= KindPost }
 
 func (k Kind) String() string {
 	switch k {
 	case KindText:
 		return "text"
+	case KindMember:
+		return "member"
+	case KindPost:
+		return "post"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

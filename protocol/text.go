@@ -63,12 +63,38 @@ func (t *Text) MarshalBinary() ([]byte, error) { return t.AppendBinary(nil) }
 // valid Text is malformed, refused by the mesh and the relay alike, not
 // only hidden by the client, so that nobody stores or forwards what
 // nobody can show. A payload whose length is over the limit is too large.
+//
+// The kinds of a room follow from its ID: text in a public room, member
+// changes and posts in a private one (IsPrivateRoom). A member change is
+// also checked for what its bytes alone decide (CheckChange); whether
+// its author may make it is the member list's to say (package roster).
 func CheckPayload(e *Envelope) error {
-	if e.Kind != KindText {
+	if !e.Kind.Known() {
 		return nil
 	}
-	if _, err := ParseText(e.Payload); err != nil {
-		return fmt.Errorf("text payload: %w", err)
+	if private := IsPrivateRoom(e.Room); private != (e.Kind != KindText) {
+		if private {
+			return fmt.Errorf("%w: %s envelope in private room %s", ErrMalformed, e.Kind, e.Room)
+		}
+		return fmt.Errorf("%w: %s envelope in public room %s", ErrMalformed, e.Kind, e.Room)
+	}
+	switch e.Kind {
+	case KindMember:
+		c, err := ParseChange(e.Payload)
+		if err != nil {
+			return fmt.Errorf("member change: %w", err)
+		}
+		if err := CheckChange(e, c); err != nil {
+			return fmt.Errorf("member change: %w", err)
+		}
+	case KindPost:
+		if _, err := ParsePost(e.Payload); err != nil {
+			return fmt.Errorf("post payload: %w", err)
+		}
+	default:
+		if _, err := ParseText(e.Payload); err != nil {
+			return fmt.Errorf("text payload: %w", err)
+		}
 	}
 	return nil
 }

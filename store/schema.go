@@ -48,6 +48,10 @@ var schemaEnvelopes = schema{"envelopes", []string{
 	// A room's envelopes in commit order (the index holds the rowid):
 	// relay subscriptions read from a cursor with it.
 	`CREATE INDEX envelopes_room ON envelopes(room);`,
+	// The member-list changes of private rooms (kind 2, the envelope's
+	// second byte), in resolution order: a room's list is read whole at
+	// start, never by scanning its messages. Retention keeps them.
+	`CREATE INDEX envelopes_changes ON envelopes(room, lamport, id) WHERE substr(raw, 2, 1) = x'02';`,
 }}
 
 var schemaRelay = schema{"relay", []string{

@@ -622,12 +622,32 @@ func (s *Store) RestoreReplay(ctx context.Context, g *protocol.ReplayGuard) erro
 	return nil
 }
 
+// isChange selects the member-list changes of private rooms (kind 2, the
+// envelope's second byte), as the index envelopes_changes does; notChange
+// the rest. Retention never deletes a change: without its whole log, a
+// private room has no member list.
+const (
+	isChange  = "substr(raw, 2, 1) = x'02'"
+	notChange = "substr(raw, 2, 1) != x'02'"
+)
+
+// Changes returns the member-list changes of private room room in
+// resolution order (Lamport clock, then ID).
+func (s *Store) Changes(ctx context.Context, room string) ([]Record, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT rowid, raw, via, received FROM envelopes
+		WHERE room = ? AND `+isChange+` ORDER BY lamport, id`, room)
+	if err != nil {
+		return nil, fmt.Errorf("store: member list of %s: %w", room, err)
+	}
+	return scan(rows)
+}
+
 // Prune deletes the envelopes received before cutoff and returns how many.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	// The newest envelope stays, so that positions never go back to 1 and
 	// a position is never reused.
 	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE received < ?
-		AND rowid < (SELECT max(rowid) FROM envelopes)`, cutoff.UnixMilli())
+		AND rowid < (SELECT max(rowid) FROM envelopes) AND `+notChange, cutoff.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("store: prune: %w", err)
 	}
@@ -649,7 +669,7 @@ func (s *Store) PruneBytes(ctx context.Context, max int64, keepAfter time.Time) 
 		return 0, nil
 	}
 	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE rowid <= ? AND received < ?
-		AND rowid < (SELECT max(rowid) FROM envelopes)`, cut.Int64, keepAfter.UnixMilli())
+		AND rowid < (SELECT max(rowid) FROM envelopes) AND `+notChange, cut.Int64, keepAfter.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("store: prune to %d bytes: %w", max, err)
 	}

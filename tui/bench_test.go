@@ -433,3 +433,15 @@ func benchTyping(b *testing.B, batch int) {
 	b.ReportMetric(benchMs(benchQuantile(queued, 0.99)), "ms/key-queued-p99")
 	b.ReportMetric(100*float64(busy)/float64(simulated), "busy-%")
 }
+
+func (s *benchSession) CreateRoom(context.Context, string) (string, client.Sent, error) {
+	return "", client.Sent{}, nil
+}
+
+func (s *benchSession) Invite(context.Context, string, int, time.Duration) (*client.InviteCode, error) {
+	return nil, nil
+}
+
+func (s *benchSession) JoinCode(context.Context, string) (string, error) { return "", nil }
+
+func (s *benchSession) RoomName(room string) string { return room }

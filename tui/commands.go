@@ -20,11 +20,12 @@ type command struct {
 // commands are the slash commands, in the order /help lists them.
 func commands() []command {
 	return []command{
-		{"join", "ROOM", "join a room and show it", (*Model).cmdJoin},
+		{"join", "ROOM|CODE", "join a room and show it, or a private room with an invite code", (*Model).cmdJoin},
+		{"create", "NAME", "make a private room, with you as its admin", (*Model).cmdCreate},
 		{"part", "[ROOM]", "leave this room (or ROOM); its history stays", (*Model).cmdPart},
 		{"nick", "NAME", "change your nickname (a-z 0-9 - _ .)", (*Model).cmdNick},
 		{"msg", "FINGERPRINT TEXT", "a direct message (not yet: it comes with end-to-end encryption)", (*Model).cmdMsg},
-		{"invite", "", "how to bring someone into this room", (*Model).cmdInvite},
+		{"invite", "", "an invite code for this private room, or how to bring someone into a public one", (*Model).cmdInvite},
 		{"peers", "", "the mesh peers in this room", (*Model).cmdPeers},
 		{"verify", "FINGERPRINT", "mark a contact verified, after comparing fingerprints out of band", (*Model).cmdVerify},
 		{"contacts", "", "the people you have seen, and how far you trust them", (*Model).cmdContacts},
@@ -75,6 +76,9 @@ func (m *Model) cmdJoin(arg string) tea.Cmd {
 		m.noticeWarn("usage: /join ROOM")
 		return nil
 	}
+	if isCode(arg) {
+		return m.joinCode(arg)
+	}
 	name := strings.TrimPrefix(arg, "#")
 	return m.join(name, true)
 }
@@ -112,7 +116,10 @@ func (m *Model) cmdMsg(string) tea.Cmd {
 }
 
 func (m *Model) cmdInvite(string) tea.Cmd {
-	m.notice(fmt.Sprintf("#%s is a public room: tell them its name (/join %s) and your fingerprint %s. Private rooms with invite codes are not there yet.",
+	if isPrivate(m.room().name) {
+		return m.invitePrivate(m.room().name)
+	}
+	m.notice(fmt.Sprintf("#%s is a public room: tell them its name (/join %s) and your fingerprint %s. For a closed group, /create a private room.",
 		m.room().name, m.room().name, m.opt.Fingerprint))
 	return nil
 }

@@ -3,6 +3,7 @@ package tui
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -202,3 +203,17 @@ func testOptions() Options {
 		Location:    time.UTC,
 	}
 }
+
+func (f *fakeSession) CreateRoom(_ context.Context, name string) (string, client.Sent, error) {
+	return "", client.Sent{}, errors.New("fake: no private rooms")
+}
+
+func (f *fakeSession) Invite(context.Context, string, int, time.Duration) (*client.InviteCode, error) {
+	return nil, errors.New("fake: no private rooms")
+}
+
+func (f *fakeSession) JoinCode(context.Context, string) (string, error) {
+	return "", errors.New("fake: no private rooms")
+}
+
+func (f *fakeSession) RoomName(room string) string { return room }

@@ -168,6 +168,12 @@ func (m *Model) result(msg tea.Msg) tea.Cmd {
 		return m.roomsOpened(msg)
 	case joinedMsg:
 		return m.joined(msg)
+	case createdMsg:
+		return m.created(msg)
+	case codeJoinedMsg:
+		return m.codeJoined(msg)
+	case inviteMsg:
+		return m.invited(msg)
 	case historyMsg:
 		return m.historyLoaded(msg)
 	case postedMsg:

@@ -23,6 +23,10 @@ type Session interface {
 	Contacts() []client.Contact
 	Verify(prefix string) (client.Contact, error)
 	SetNick(nick string) error
+	CreateRoom(ctx context.Context, name string) (string, client.Sent, error)
+	Invite(ctx context.Context, room string, uses int, ttl time.Duration) (*client.InviteCode, error)
+	JoinCode(ctx context.Context, code string) (string, error)
+	RoomName(room string) string
 }
 
 var _ Session = (*client.Client)(nil)

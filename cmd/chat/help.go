@@ -50,6 +50,23 @@ func about(cmd string) (string, bool) {
 			"Redeem an invite token from a relay's operator with the relay\n" +
 			"(--relay, or relay in config.toml), which puts your key on its allow\n" +
 			"list. --invite TOKEN before another command does the same first.", true
+	case "room":
+		return "chat room create NAME | invite NAME [--uses N] [--expires D] | invites NAME |\n" +
+			"          revoke NAME INVITE | members NAME [--json] | leave NAME |\n" +
+			"          remove NAME FINGERPRINT | admin NAME FINGERPRINT | unadmin NAME FINGERPRINT |\n" +
+			"          rename NAME NEW-NAME\n\n" +
+			"Private rooms: only their members can post in them or read their\n" +
+			"history, on the mesh and on the relay alike. create makes one, with\n" +
+			"you as its admin, and prints its ID and name; invite prints a code\n" +
+			"that lets --uses people in until --expires (send it as you would a\n" +
+			"password; joining needs no admin online); members lists who is in,\n" +
+			"with admin and trust marks. NAME is the room's name or ID;\n" +
+			"FINGERPRINT and INVITE the start of a fingerprint (see members,\n" +
+			"invites).", true
+	case "join":
+		return "chat join [--timeout D] CODE\n\n" +
+			"Join the private room of an invite code, and print its ID and name\n" +
+			"once its member list has you in it.", true
 	case "version":
 		return "chat version\n\nThe version of chat, and the Go it was built with (also chat --version).", true
 	case "check-config":

@@ -141,11 +141,23 @@ func (c *cli) roomFlags(name string) (*flag.FlagSet, *string, *bool) {
 	return fs, room, asJSON
 }
 
+// needRoom checks that --room was given. Its value is a room ID or the
+// name of a private room, which the session resolves (resolveRoom).
 func needRoom(room string) error {
 	if room == "" {
 		return errors.New("--room is required")
 	}
-	return protocol.ValidRoom(room)
+	return nil
+}
+
+// resolveRoom turns --room's value into the room's ID.
+func resolveRoom(ctx context.Context, cl *client.Client, room *string) error {
+	id, err := cl.ResolveRoom(ctx, *room)
+	if err != nil {
+		return err
+	}
+	*room = id
+	return nil
 }
 
 type ackJSON struct {
@@ -225,6 +237,9 @@ func (c *cli) send(args []string) int {
 		return c.fail(ranOut(ctx, *timeout, err))
 	}
 	defer cl.Close()
+	if err := resolveRoom(ctx, cl, room); err != nil {
+		return c.fail(err)
+	}
 	sent, err := cl.Send(ctx, *room, text)
 	if err != nil && sent.ID == (protocol.ID{}) {
 		return c.fail(ranOut(ctx, *timeout, err))
@@ -425,6 +440,11 @@ func (c *cli) listen(args []string) int {
 		return c.fail(ranOut(ctx, *timeout, err))
 	}
 	defer cl.Close()
+	for i := range rooms {
+		if err := resolveRoom(ctx, cl, &rooms[i]); err != nil {
+			return c.fail(err)
+		}
+	}
 	for _, r := range rooms {
 		if err := cl.Join(ctx, r); err != nil {
 			return c.fail(ranOut(ctx, *timeout, err))
@@ -492,6 +512,9 @@ func (c *cli) talk(args []string) int {
 		return c.fail(err)
 	}
 	defer cl.Close()
+	if err := resolveRoom(ctx, cl, room); err != nil {
+		return c.fail(err)
+	}
 	if err := cl.Join(ctx, *room); err != nil {
 		return c.fail(err)
 	}
@@ -661,6 +684,9 @@ func (c *cli) history(args []string) int {
 		return c.fail(err)
 	}
 	defer cl.Close()
+	if err := resolveRoom(ctx, cl, room); err != nil {
+		return c.fail(err)
+	}
 	msgs, err := cl.History(ctx, *room, *search, *limit)
 	if err != nil {
 		return c.fail(err)
@@ -690,6 +716,10 @@ func (c *cli) rooms(args []string) int {
 		return c.fail(err)
 	}
 	for _, r := range rooms {
+		if protocol.IsPrivateRoom(r) {
+			fmt.Fprintf(c.stdout, "%s\t%s (private)\n", r, cl.RoomName(r))
+			continue
+		}
 		fmt.Fprintln(c.stdout, r)
 	}
 	return exitOK

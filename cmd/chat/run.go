@@ -18,6 +18,7 @@ import (
 	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
+	"github.com/parleychat/parley/roster"
 	"golang.org/x/term"
 )
 
@@ -30,7 +31,7 @@ const (
 	exitLocked      = 4 // another process is using the home folder
 	exitRelayDown   = 5 // the relay cannot be reached (in relay mode)
 	exitWrongRelay  = 6 // the relay's key is not the one in its address
-	exitRefused     = 7 // the relay refused us: not allowed, banned, over a limit
+	exitRefused     = 7 // the relay refused us (not allowed, banned, over a limit), or a private room did (not a member, not an admin, invite not valid)
 	exitUndelivered = 8 // send: no path confirmed delivery; listen: fewer than --count in --timeout
 	exitAudit       = 9 // SECURITY: the relay's audit log does not check out
 )
@@ -56,6 +57,11 @@ Commands:
   history --room R     the room's stored messages [--search WORDS]
                        [--limit N] [--json]
   rooms                the rooms joined in this home folder
+  room create NAME     make a private room (you its admin); also: room
+                       invite NAME [--uses N] [--expires D], invites,
+                       revoke, members [--json], leave, remove, admin,
+                       unadmin, rename (chat help room)
+  join CODE            join a private room with an invite code
   audit checkpoints    the newest audit checkpoint kept for each relay, to
                        compare with its export or other people's [--json]
   contacts [--json]    the people you have seen, and how far you trust them
@@ -192,6 +198,10 @@ func (c *cli) command(cmd string, args []string) int {
 		return c.audit(args)
 	case "redeem":
 		return c.redeem(args)
+	case "room":
+		return c.roomCommand(args)
+	case "join":
+		return c.join(args)
 	case "version":
 		return c.version(args)
 	case "check-config":
@@ -253,6 +263,10 @@ func (c *cli) fail(err error) int {
 		return exitUsage
 	case errors.As(err, &refused) && refused.Code != wire.CodeUnknownCursor:
 		return exitRefused // the relay said no: before "not delivered", which it explains
+	case errors.Is(err, client.ErrNotMember), errors.Is(err, client.ErrNotAdmin), errors.Is(err, client.ErrJoinRefused):
+		return exitRefused
+	case errors.Is(err, roster.ErrBadCode):
+		return exitUsage
 	case c.relayOnly && errors.Is(err, client.ErrRelayUnreachable):
 		return exitRelayDown // in relay mode, the reason nothing was delivered
 	case errors.Is(err, client.ErrNoPath), errors.Is(err, errNotReceived), errors.Is(err, errRanOut):

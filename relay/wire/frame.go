@@ -185,6 +185,7 @@ const (
 	CodeTooMany       ErrorCode = 15 // the relay is at its connection limit
 	CodeUnsupported   ErrorCode = 16 // an envelope of a newer version
 	CodeIdle          ErrorCode = 17 // a stream that asked nothing in time
+	CodeNotMember     ErrorCode = 18 // not a member of this private room
 )
 
 var codeNames = [...]string{
@@ -195,7 +196,7 @@ var codeNames = [...]string{
 	CodeUnknownCursor: "unknown cursor", CodeSlowConsumer: "slow consumer",
 	CodeShuttingDown: "shutting down", CodeInternal: "internal error",
 	CodeNotAllowed: "not allowed", CodeBanned: "banned", CodeTooMany: "too many",
-	CodeUnsupported: "unsupported", CodeIdle: "idle",
+	CodeUnsupported: "unsupported", CodeIdle: "idle", CodeNotMember: "not a member",
 }
 
 func (c ErrorCode) String() string {

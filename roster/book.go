@@ -1,0 +1,103 @@
+package roster
+
+import (
+	"bytes"
+	"cmp"
+	"slices"
+	"sync"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+// Book holds the member lists of the private rooms a process knows: one
+// Log per room, shared by the paths that process uses (the mesh node and
+// the client core judge with the same list). It is safe for concurrent
+// use.
+type Book struct {
+	mu   sync.Mutex
+	logs map[string]*opened
+}
+
+type opened struct {
+	log  *Log
+	once sync.Once
+	err  error
+}
+
+// NewBook returns an empty book.
+func NewBook() *Book { return &Book{logs: make(map[string]*opened)} }
+
+// Open returns the log of private room room. The first call for a room
+// fills it with what load returns (a store's changes of the room); calls
+// made meanwhile wait for it, so that nobody judges with half a list. A
+// load that fails is tried again by the next call.
+func (b *Book) Open(room string, load func() ([]Stored, error)) (*Log, int, error) {
+	b.mu.Lock()
+	o, ok := b.logs[room]
+	if !ok {
+		o = &opened{log: NewLog(room)}
+		b.logs[room] = o
+	}
+	b.mu.Unlock()
+	left := 0
+	o.once.Do(func() {
+		var changes []Stored
+		if changes, o.err = load(); o.err == nil {
+			left = o.log.Load(changes)
+		}
+	})
+	if o.err != nil {
+		b.mu.Lock()
+		if b.logs[room] == o {
+			delete(b.logs, room)
+		}
+		b.mu.Unlock()
+		return nil, 0, o.err
+	}
+	return o.log, left, nil
+}
+
+// Log returns the log of private room room, and whether the book had it,
+// without loading anything: for a process with two stores (the relay and
+// its mesh node), which loads its own into it with Load (adding a change
+// twice is nothing).
+func (b *Book) Log(room string) (*Log, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if o, ok := b.logs[room]; ok {
+		return o.log, true
+	}
+	o := &opened{log: NewLog(room)}
+	b.logs[room] = o
+	return o.log, false
+}
+
+// Stored is a change as a store hands it back.
+type Stored struct {
+	Env *protocol.Envelope
+	ID  protocol.ID
+}
+
+// Load adds changes read from a store (verified when they were stored)
+// to l, in resolution order so that parents come before their children.
+// It returns how many it could not add (refused, or still waiting).
+func (l *Log) Load(changes []Stored) int {
+	slices.SortFunc(changes, func(a, b Stored) int {
+		return cmp.Or(cmp.Compare(a.Env.Lamport, b.Env.Lamport), bytes.Compare(a.ID[:], b.ID[:]))
+	})
+	var left []Stored
+	for _, c := range changes {
+		if _, err := l.Add(c.Env, c.ID); err != nil {
+			left = append(left, c)
+		}
+	}
+	// A join sorts by its own clock, which may be below the room's
+	// first change's when its joiner's clock was behind: once more.
+	failed := 0
+	for _, c := range left {
+		if _, err := l.Add(c.Env, c.ID); err != nil {
+			failed++
+		}
+	}
+	return failed
+}
