@@ -160,9 +160,17 @@ func (w *Witness) CheckReceipt(id protocol.ID, stored bool, r *Receipt, raw []by
 	if err != nil {
 		return err // not the relay's doing: the bytes are ours
 	}
-	var buf [256]byte // a publish record is at most 157 bytes
+	var detail string
+	if len(raw) > 1 && protocol.Kind(raw[1]) == protocol.KindMember {
+		env, err := protocol.Parse(raw)
+		if err != nil {
+			return err
+		}
+		detail = MemberDetail(env)
+	}
+	var buf [256]byte // a publish record is at most 157 bytes, but a member change's
 	record, err := (&Record{Kind: KindPublish, Time: r.Time, PolicyVersion: r.PolicyVersion, Identity: sender,
-		Message: id, Size: uint32(len(raw)), Path: PathRelay, Room: room}).AppendBinary(buf[:0])
+		Message: id, Size: uint32(len(raw)), Path: PathRelay, Room: room, Detail: detail}).AppendBinary(buf[:0])
 	if err != nil {
 		return w.Fail(fmt.Errorf("receipt: %w", err))
 	}

@@ -123,6 +123,17 @@ func (c *Client) CreateRoom(ctx context.Context, name string) (string, Sent, err
 		return "", Sent{}, fmt.Errorf("client: create room: %w", err)
 	}
 	room := protocol.PrivateRoomID(c.home.Key.Public(), ch.Nonce)
+	if c.relay == nil {
+		// A new room has no peer yet: its list goes to the first
+		// member who joins, from our store. Nothing to wait for.
+		d, err := c.publish(ctx, room, nil, ch)
+		if err != nil {
+			return "", Sent{}, err
+		}
+		return room, Sent{ID: d.id, Time: d.time}, nil
+	}
+	// With a relay, the relay must have it before we may go offline:
+	// newcomers join through it.
 	sent, err := c.change(ctx, room, ch)
 	return room, sent, err
 }

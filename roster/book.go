@@ -1,8 +1,6 @@
 package roster
 
 import (
-	"bytes"
-	"cmp"
 	"slices"
 	"sync"
 
@@ -82,9 +80,7 @@ type Stored struct {
 // to l, in resolution order so that parents come before their children.
 // It returns how many it could not add (refused, or still waiting).
 func (l *Log) Load(changes []Stored) int {
-	slices.SortFunc(changes, func(a, b Stored) int {
-		return cmp.Or(cmp.Compare(a.Env.Lamport, b.Env.Lamport), bytes.Compare(a.ID[:], b.ID[:]))
-	})
+	slices.SortFunc(changes, func(a, b Stored) int { return order(a.Env, b.Env, a.ID, b.ID) })
 	var left []Stored
 	for _, c := range changes {
 		if _, err := l.Add(c.Env, c.ID); err != nil {

@@ -9,8 +9,8 @@
 //
 // The changes of a room form a graph: each names the heads its author
 // had seen (its parents), and its Lamport clock is above theirs. All
-// changes are put in one order, by Lamport clock then ID, which puts
-// every change after its parents; they are applied one by one in that
+// changes are put in one order, by Lamport clock, then signed time, then
+// ID, which puts every change after its parents; they are applied one by one in that
 // order, each judged by the state the ones before it left. The same set
 // of changes gives the same member set everywhere, since the order does
 // not depend on when a change arrived.

@@ -193,7 +193,16 @@ func (l *Log) admissible(env *protocol.Envelope, c *protocol.Change) ([]protocol
 func less(a, b *change) bool { return compare(a, b) < 0 }
 
 func compare(a, b *change) int {
-	return cmp.Or(cmp.Compare(a.env.Lamport, b.env.Lamport), bytes.Compare(a.id[:], b.id[:]))
+	return order(a.env, b.env, a.id, b.id)
+}
+
+// order is the resolution order: Lamport clock, then signed time, then
+// ID. Time settles changes of one clock value, such as the joins of one
+// invite, whose joiners all knew only the invite's clock: the first made
+// comes first, so a later joiner cannot take an earlier one's place
+// (but by dating their join back, within the live skew).
+func order(a, b *protocol.Envelope, aid, bid protocol.ID) int {
+	return cmp.Or(cmp.Compare(a.Lamport, b.Lamport), cmp.Compare(a.Time, b.Time), bytes.Compare(aid[:], bid[:]))
 }
 
 // insert puts ch in its place in the order and resolves the state: in one
@@ -231,7 +240,7 @@ func (l *Log) apply(ch *change) {
 			st.add(c.Target, ch)
 		}
 	case protocol.OpJoin:
-		if l.joinCounts(ch) {
+		if l.joinVoid(ch) == "" {
 			inv := st.invite(c.Cap.Key, c.Cap.Issuer)
 			inv.Used++
 			st.add(env.Sender, ch)
@@ -265,31 +274,85 @@ func (l *Log) apply(ch *change) {
 	}
 }
 
-// joinCounts reports whether a join, at its place in the order, makes its
-// author a member: the issuer is an admin there, the invite was valid
-// when the join was made, is not revoked or used up, and was not signed
-// before the joiner's removal.
-func (l *Log) joinCounts(ch *change) bool {
+// joinVoid says why a join, at its place in the order, does not make its
+// author a member, or "" if it does: the issuer must be an admin there,
+// the invite valid when the join was made, not revoked or used up, and
+// not signed before the joiner's removal.
+func (l *Log) joinVoid(ch *change) string {
 	st, env, c := &l.st, ch.env, ch.c
 	issuer := st.members[c.Cap.Issuer]
-	if issuer == nil || issuer.removed || !issuer.Admin {
-		return false
-	}
-	if env.Time/1000 >= int64(c.Cap.Expires) {
-		return false
-	}
-	if inv := st.invites[c.Cap.Key]; inv != nil && (inv.Revoked || inv.Used >= int(c.Cap.Uses)) {
-		return false
+	switch inv := st.invites[c.Cap.Key]; {
+	case issuer == nil || issuer.removed || !issuer.Admin:
+		return "its issuer " + c.Cap.Issuer.ShortFingerprint() + " is not an admin of the room"
+	case env.Time/1000 >= int64(c.Cap.Expires):
+		return "the invite had expired"
+	case inv != nil && inv.Revoked:
+		return "the invite was revoked"
+	case inv != nil && inv.Used >= int(c.Cap.Uses):
+		return fmt.Sprintf("the invite is used up (%d of %d)", inv.Used, c.Cap.Uses)
 	}
 	if m := st.members[env.Sender]; m != nil {
 		if !m.removed {
-			return false // a member already; the use is not spent
+			return "already a member" // the use is not spent
 		}
 		if r := l.changes[m.removedBy]; r != nil && r.env.Lamport >= c.Cap.Lamport {
-			return false // invited before the removal: remove beats add
+			return "the invite was made before the joiner's removal" // remove beats add
 		}
 	}
-	return true
+	return ""
+}
+
+// JoinEffect tells whether a verified join (OpJoin) that Check accepts
+// would make its author a member if it were added now: nil, or an error
+// wrapping ErrRefused that says why not (used up, revoked, expired, an
+// issuer no longer admin). A relay answers a join with it, so that the
+// joiner learns at once; mesh peers do not refuse such a join, since
+// with changes they have not seen yet it might count (Add keeps it, and
+// the order decides).
+func (l *Log) JoinEffect(env *protocol.Envelope, id protocol.ID) error {
+	c, err := protocol.ParseChange(env.Payload)
+	if err != nil || c.Op != protocol.OpJoin {
+		return fmt.Errorf("%w: not a join", ErrRefused)
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.genesis == nil {
+		return fmt.Errorf("%w: the room %s is not known here", ErrRefused, l.room)
+	}
+	// A scratch copy of the log, with the join in its place: the join may
+	// sort before changes known already, which then see it.
+	s := &Log{room: l.room, changes: make(map[protocol.ID]*change, len(l.changes)+1), genesis: l.genesis}
+	for id, ch := range l.changes {
+		cp := *ch
+		s.changes[id] = &cp
+	}
+	s.genesis = s.changes[l.genesis.id]
+	s.order = make([]*change, 0, len(l.order)+1)
+	for _, ch := range l.order {
+		s.order = append(s.order, s.changes[ch.id])
+	}
+	j := &change{id: id, env: env, c: c}
+	if _, ok := s.changes[id]; !ok {
+		s.changes[id] = j
+		i, _ := slices.BinarySearchFunc(s.order, j, compare)
+		s.order = slices.Insert(s.order, i, j)
+	}
+	s.st = newState()
+	var why string
+	for i, ch := range s.order {
+		ch.pos = i
+		if ch.id == id {
+			why = s.joinVoid(ch)
+		}
+		s.apply(ch)
+	}
+	if why != "" {
+		return fmt.Errorf("%w: the join of %s does not count: %s", ErrRefused, env.Sender.ShortFingerprint(), why)
+	}
+	if m := s.st.members[env.Sender]; m == nil || m.removed {
+		return fmt.Errorf("%w: the join of %s is undone by a later change", ErrRefused, env.Sender.ShortFingerprint())
+	}
+	return nil
 }
 
 func (st *state) add(key identity.PublicKey, ch *change) {

@@ -432,8 +432,13 @@ func publishRecord(p *pending, kind audit.Kind, now int64) *audit.Record {
 	if p.rec.Via == viaMesh {
 		path = audit.PathMesh
 	}
-	return &audit.Record{Kind: kind, Time: now, PolicyVersion: p.policy, Identity: p.rec.Env.Sender,
+	r := &audit.Record{Kind: kind, Time: now, PolicyVersion: p.policy, Identity: p.rec.Env.Sender,
 		Message: p.rec.ID, Size: uint32(len(p.rec.Raw)), Path: path, Room: p.rec.Env.Room}
+	// What a change of a private room's member list did, to whom: the
+	// audit log is where an operator looks. A client that checks its
+	// receipt rebuilds the same text (audit.MemberDetail).
+	r.Detail = audit.MemberDetail(p.rec.Env)
+	return r
 }
 
 // appendAudit appends arecs to the audit log in b and seals it with a

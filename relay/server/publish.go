@@ -44,9 +44,7 @@ func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream,
 			}
 			raws = append(raws, raw)
 		}
-		for _, p := range s.acceptAll(ctx, c, raws) {
-			inflight <- p
-		}
+		s.acceptAll(ctx, c, raws, inflight)
 		raws = raws[:0]
 		if end != nil {
 			break
@@ -106,9 +104,10 @@ func refused(code wire.ErrorCode, format string, args ...any) *pending {
 }
 
 // acceptAll checks publishes of one stream, their signatures in one
-// batch, and queues each that passes for the committer, in order. The
-// pendings it returns answer the client either way.
-func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte) []*pending {
+// batch, and queues each that passes for the committer, in order. It
+// sends to answers, in order, a pending of each that answers the client
+// either way.
+func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte, answers chan<- *pending) {
 	envs := make([]*protocol.Envelope, len(raws))
 	errs := make([]error, len(raws))
 	var (
@@ -131,27 +130,55 @@ func (s *Server) acceptAll(ctx context.Context, c *client, raws [][]byte) []*pen
 			}
 		}
 	}
-	out := make([]*pending, len(raws))
-	var queue []*pending
+	b := &publishBatch{s: s, ctx: ctx, answers: answers, out: make([]*pending, 0, len(raws))}
 	for i, raw := range raws {
-		var ok bool
-		if out[i], ok = s.accept(ctx, c, raw, envs[i], errs[i]); ok {
-			queue = append(queue, out[i])
+		p, ok := s.accept(ctx, c, raw, envs[i], errs[i], b)
+		if ok {
+			b.queue = append(b.queue, p)
 		}
+		b.out = append(b.out, p)
 	}
-	if n, err := s.enqueue(ctx, queue); err != nil {
-		for _, p := range queue[n:] {
+	b.flush()
+}
+
+// publishBatch is the publishes of one acceptAll on their way to the
+// committer and to the stream's answers.
+type publishBatch struct {
+	s       *Server
+	ctx     context.Context
+	answers chan<- *pending
+	// out has the publishes checked so far, in order; those before
+	// out[sent] are with answers. queue has those that passed and are
+	// not queued for the committer yet.
+	out   []*pending
+	sent  int
+	queue []*pending
+	// until is when the batch's publishes stop waiting for member-list
+	// changes (private.go); zero until one waits.
+	until time.Time
+}
+
+// flush queues for the committer, in order, what passed so far, and
+// hands every publish checked so far to the answers: before a publish
+// waits, so that the ones before it are not held up.
+func (b *publishBatch) flush() {
+	if n, err := b.s.enqueue(b.ctx, b.queue); err != nil {
+		for _, p := range b.queue[n:] {
 			p.done <- committed{err: &wire.RelayError{Code: wire.CodeShuttingDown, Message: "the relay is shutting down"}}
 		}
 	}
-	return out
+	b.queue = nil
+	for _, p := range b.out[b.sent:] {
+		b.answers <- p
+	}
+	b.sent = len(b.out)
 }
 
 // accept takes one published envelope, with what parsing and verifying it
 // gave, and checks it against the relay's rules. The pending it returns
 // answers the client either way; queue says it passed, and is for the
-// committer.
-func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protocol.Envelope, err error) (p *pending, queue bool) {
+// committer, to be queued in b after the publishes before it.
+func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protocol.Envelope, err error, b *publishBatch) (p *pending, queue bool) {
 	id := protocol.IDOf(raw)
 	nack := func(code wire.ErrorCode, format string, args ...any) (*pending, bool) {
 		p := refused(code, format, args...)
@@ -191,6 +218,13 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	if skewed(now.UnixMilli(), env.Time, lim.Skew.Duration) {
 		return nack(wire.CodeStale, "the envelope's time is %s from the relay's clock, limit %s",
 			protocol.Age(now, env.Time).Round(time.Millisecond), lim.Skew.Duration)
+	}
+	// Last, the member list of a private room (private.go), which may
+	// wait for a change; a change that passes is on the list from now on.
+	if protocol.IsPrivateRoom(env.Room) {
+		if code, msg := s.judgePublish(ctx, env, id, b); code != wire.CodeOK {
+			return nack(code, "%s", msg)
+		}
 	}
 	if s.bridge != nil {
 		s.bridge.Join(env.Room)

@@ -21,6 +21,11 @@ func (s *Server) fetchRange(ctx context.Context, c *client, fw *wire.Writer, bod
 	if d := s.policy.Read(c.id, m.Room); !d.Allow {
 		return d.Err()
 	}
+	if protocol.IsPrivateRoom(m.Room) {
+		if _, err := s.member(ctx, c.id, m.Room); err != nil {
+			return err
+		}
+	}
 	recs, err := s.st.Range(ctx, m.Room, m.Since, m.Until, store.Cursor{Time: m.Since, ID: m.After}, int(m.Limit)+1)
 	if err != nil {
 		return err
@@ -42,6 +47,7 @@ func (s *Server) fetchIDs(ctx context.Context, c *client, fw *wire.Writer, body 
 	if err != nil {
 		return err
 	}
+	member := map[string]bool{} // private rooms asked about: is c a member?
 	for _, id := range m.IDs {
 		r, err := s.st.Get(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -52,6 +58,21 @@ func (s *Server) fetchIDs(ctx context.Context, c *client, fw *wire.Writer, body 
 		}
 		if !s.policy.Read(c.id, r.Env.Room).Allow {
 			continue // as if absent: which IDs exist in a closed room is not told
+		}
+		if room := r.Env.Room; protocol.IsPrivateRoom(room) {
+			ok, asked := member[room]
+			if !asked {
+				_, err := s.member(ctx, c.id, room)
+				var re *wire.RelayError
+				if err != nil && !errors.As(err, &re) {
+					return err
+				}
+				ok = err == nil
+				member[room] = ok
+			}
+			if !ok {
+				continue // as if absent, as in a closed room
+			}
 		}
 		if err := fw.Raw(wire.FrameEnvelope, r.Raw); err != nil {
 			return err

@@ -161,6 +161,9 @@ func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 		Key: r.key, Store: mst, ListenAddrs: cfg.P2PListen, Bootstrap: cfg.Bootstrap,
 		MDNS: cfg.MDNS, DHT: true, Skew: cfg.Limits.Skew.Duration,
 		Retention: cfg.Retention.MaxAge.Duration, Registerer: r.reg, Logger: r.log.With("part", "mesh"),
+		// One member list per private room for the node and the
+		// server: what either learns, both judge by.
+		Rosters: r.srv.Rosters(),
 	})
 	if err != nil {
 		mst.Close()

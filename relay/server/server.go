@@ -16,6 +16,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
@@ -43,6 +44,9 @@ type Storage interface {
 	Position(ctx context.Context, id protocol.ID) (string, int64, error)
 	Get(ctx context.Context, id protocol.ID) (store.Record, error)
 	Range(ctx context.Context, room string, since, until int64, after store.Cursor, limit int) ([]store.Record, error)
+	// Changes returns the member-list changes of a private room, in
+	// resolution order.
+	Changes(ctx context.Context, room string) ([]store.Record, error)
 }
 
 // Batch is one write transaction: appended envelopes have their positions
@@ -80,6 +84,11 @@ type Options struct {
 	Log      *slog.Logger
 	Registry prometheus.Registerer // nil: metrics are kept but not exported
 	Now      func() time.Time      // nil: time.Now
+	// Rosters holds the member lists of private rooms, which the relay
+	// judges their envelopes and readers by; the relay's mesh node must
+	// share it (mesh.Config.Rosters). nil: the server makes its own
+	// (Server.Rosters returns it).
+	Rosters *roster.Book
 }
 
 // Server is a relay: a QUIC listener, the policy, the store and the hub.
@@ -97,6 +106,13 @@ type Server struct {
 	hub     *hub
 	seq     *sequencer
 	bridge  Bridge
+	// private has the member lists of private rooms (private.go).
+	private *privateRooms
+	// memberWait bounds a publish's wait for the member-list change it
+	// names; onMemberWait, if set (by tests, before Serve), is called
+	// when a publish starts to wait.
+	memberWait   time.Duration
+	onMemberWait func(room string, missing protocol.ID)
 	// audit is the tamper-evident log, nil when auditing is off;
 	// auditReader reads its committed hashes.
 	audit       *audit.Log
@@ -160,17 +176,19 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	l := o.Config.Limits
 	s := &Server{
 		cfg: o.Config, key: o.Key, st: st, policy: pol, audit: log, auditReader: o.Store, log: o.Log, metrics: m, now: o.Now,
-		hub:      newHub(l.QueueSize),
-		seq:      seq,
-		clients:  map[*client]struct{}{},
-		commits:  make(chan *pending, 4*maxBatch),
-		envs:     make(chan *pending, maxQueued),
-		envSlots: semaphore.NewWeighted(maxQueued),
-		conns:    newOpenConns(),
-		refusals: newRefusalGate(),
-		idRates:  newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
-		addrRate: newLimiters(rate.Limit(l.AddrRate), l.AddrBurst),
-		retry:    rate.NewLimiter(rate.Limit(l.RetryAbove), l.RetryAbove),
+		hub:        newHub(l.QueueSize),
+		seq:        seq,
+		private:    newPrivateRooms(o.Rosters),
+		memberWait: memberWait,
+		clients:    map[*client]struct{}{},
+		commits:    make(chan *pending, 4*maxBatch),
+		envs:       make(chan *pending, maxQueued),
+		envSlots:   semaphore.NewWeighted(maxQueued),
+		conns:      newOpenConns(),
+		refusals:   newRefusalGate(),
+		idRates:    newLimiters(rate.Limit(l.PublishRate), l.PublishBurst),
+		addrRate:   newLimiters(rate.Limit(l.AddrRate), l.AddrBurst),
+		retry:      rate.NewLimiter(rate.Limit(l.RetryAbove), l.RetryAbove),
 	}
 	s.limits.Store(&l)
 	return s, nil
@@ -204,8 +222,14 @@ func (s *Server) SetBridge(b Bridge) { s.bridge = b }
 // Ingest queues an envelope that came from the mesh (already verified by
 // the mesh node) for the committer, which stores it and hands it to the
 // relay's subscribers; a duplicate is dropped there. It does not wait for
-// the commit, so mesh traffic gets group commit too.
+// the commit, so mesh traffic gets group commit too. An envelope of a
+// private room is judged by the room's member list first, as a publish
+// is: one it refuses, or one that names a change the relay does not
+// have, is dropped (the mesh's sync brings the latter again).
 func (s *Server) Ingest(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte) error {
+	if protocol.IsPrivateRoom(env.Room) && !s.judgeIngest(ctx, env, id) {
+		return nil
+	}
 	p := &pending{rec: store.Record{ID: id, Env: env, Raw: raw, Via: viaMesh, Received: s.now()}, policy: s.policy.Version(), done: make(chan committed, 1)}
 	s.closing.RLock()
 	defer s.closing.RUnlock()

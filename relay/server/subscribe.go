@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
@@ -23,6 +24,14 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	if d := s.policy.Read(c.id, m.Room); !d.Allow {
 		return d.Err()
 	}
+	// A private room's envelopes are for its current members only: not
+	// even whether a cursor is one of its envelopes is told to others.
+	var priv *privateRoom
+	if protocol.IsPrivateRoom(m.Room) {
+		if priv, err = s.member(ctx, c.id, m.Room); err != nil {
+			return err
+		}
+	}
 	if s.bridge != nil {
 		s.bridge.Join(m.Room)
 	}
@@ -39,7 +48,7 @@ func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Strea
 	stop := context.AfterFunc(str.Context(), cancel)
 	defer stop()
 
-	ss := &subStream{s: s, ctx: ctx, fw: fw, sub: sub, room: m.Room}
+	ss := &subStream{s: s, ctx: ctx, fw: fw, sub: sub, room: m.Room, id: c.id, priv: priv}
 	if m.Cursor != (protocol.ID{}) {
 		if ss.pos, err = ss.cursor(m.Cursor); err != nil {
 			return err
@@ -56,6 +65,10 @@ type subStream struct {
 	fw   *wire.Writer
 	sub  *subscription
 	room string
+	// id is the connection's identity; priv, in a private room, the
+	// room's member list, which id must stay on for the stream to go on.
+	id   identity.PublicKey
+	priv *privateRoom
 	// pos is the last position sent.
 	pos int64
 	// sent are the live envelopes sent before their commit; a Committed
@@ -159,8 +172,12 @@ func (ss *subStream) onLagged() error {
 }
 
 // write sends the records past the last position sent; live ones wait
-// for their Committed frame.
+// for their Committed frame. In a private room, an identity removed from
+// the member list gets nothing more: the stream ends.
 func (ss *subStream) write(recs []store.Record, live bool) error {
+	if ss.priv != nil && len(recs) > 0 && !ss.priv.log.IsMember(ss.id) {
+		return notMember(ss.id, ss.room)
+	}
 	for _, r := range recs {
 		if r.Pos <= ss.pos {
 			continue
