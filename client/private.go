@@ -74,12 +74,7 @@ func (c *Client) payload(ctx context.Context, room string, t *protocol.Text, ch 
 		return protocol.KindPost, b, err
 	}
 	if ch.Op != protocol.OpCreate && ch.Op != protocol.OpJoin {
-		parents, top := l.Parents()
-		ch.Parents = parents
-		c.clock.Witness(top) // our change sorts after its parents
-	}
-	if ch.Op == protocol.OpJoin {
-		c.clock.Witness(ch.Cap.Lamport)
+		ch.Parents, _ = l.Parents()
 	}
 	b, err := ch.MarshalBinary()
 	return protocol.KindMember, b, err
@@ -154,13 +149,16 @@ func (c *Client) admin(ctx context.Context, room string) (*roster.Log, error) {
 // until ttl from now, and records it on the member list so that every
 // admin can list and revoke it. Joining with it needs no admin online.
 func (c *Client) Invite(ctx context.Context, room string, uses int, ttl time.Duration) (*roster.Code, error) {
-	if _, err := c.admin(ctx, room); err != nil {
+	l, err := c.admin(ctx, room)
+	if err != nil {
 		return nil, err
 	}
 	if ttl <= 0 {
 		return nil, fmt.Errorf("client: invite: expiry %s is not in the future", ttl)
 	}
-	code, err := roster.NewCode(rand.Reader, c.home.Key, room, c.clock.Tick(), c.now().Add(ttl), uses)
+	// The member list's next clock: its joins sort after all we have
+	// seen, and a removal we have seen is older than the invite.
+	code, err := roster.NewCode(rand.Reader, c.home.Key, room, l.Clock()+1, c.now().Add(ttl), uses)
 	if err != nil {
 		return nil, fmt.Errorf("client: invite: %w", err)
 	}

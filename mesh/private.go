@@ -90,7 +90,12 @@ func (p *private) commit(env *protocol.Envelope, id protocol.ID, now time.Time) 
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.waiting.Release(id, now)
+	released := p.waiting.Release(id, now)
+	if op := env.Payload[0]; protocol.Op(op) == protocol.OpCreate || protocol.Op(op) == protocol.OpAdmin {
+		// A new admin: the joins whose issuer was not known as one.
+		released = append(released, p.waiting.Release(protocol.ID{}, now)...)
+	}
+	return released
 }
 
 // hold keeps an envelope that waits for change missing, and asks the peer

@@ -1,7 +1,7 @@
 package roster
 
 import (
-	"slices"
+	"errors"
 	"sync"
 
 	"github.com/parleychat/parley/protocol"
@@ -77,21 +77,28 @@ type Stored struct {
 }
 
 // Load adds changes read from a store (verified when they were stored)
-// to l, in resolution order so that parents come before their children.
-// It returns how many it could not add (refused, or still waiting).
+// to l. Parents come before their children in a store's order (Lamport
+// clock, then ID) when their signers' clocks were honest; what waits for
+// a change later in the list is offered again until nothing more can be
+// added. It returns how many it could not add (refused, or still
+// waiting).
 func (l *Log) Load(changes []Stored) int {
-	slices.SortFunc(changes, func(a, b Stored) int { return order(a.Env, b.Env, a.ID, b.ID) })
-	var left []Stored
-	for _, c := range changes {
-		if _, err := l.Add(c.Env, c.ID); err != nil {
-			left = append(left, c)
+	left := changes
+	for len(left) > 0 {
+		var again []Stored
+		for _, c := range left {
+			if _, err := l.Add(c.Env, c.ID); errors.Is(err, ErrWaiting) {
+				again = append(again, c)
+			}
 		}
+		if len(again) == len(left) {
+			break // no progress: what is left waits for what is not here
+		}
+		left = again
 	}
-	// A join sorts by its own clock, which may be below the room's
-	// first change's when its joiner's clock was behind: once more.
 	failed := 0
-	for _, c := range left {
-		if _, err := l.Add(c.Env, c.ID); err != nil {
+	for _, c := range changes {
+		if !l.Has(c.ID) {
 			failed++
 		}
 	}

@@ -5,41 +5,54 @@
 // invite codes. It does no I/O: the mesh, the relay and the client feed
 // it envelopes they have verified and stored.
 //
-// # Resolution
+// # Order
 //
 // The changes of a room form a graph: each names the heads its author
-// had seen (its parents), and its Lamport clock is above theirs. All
-// changes are put in one order, by Lamport clock, then signed time, then
-// ID, which puts every change after its parents; they are applied one by one in that
-// order, each judged by the state the ones before it left. The same set
-// of changes gives the same member set everywhere, since the order does
-// not depend on when a change arrived.
+// had seen (its parents). Each change has a clock that the graph gives
+// it, not its signer: one above the highest of its parents', and for a
+// join, which names no parent (a newcomer knows nothing of the room),
+// one above its invite's clock, which the issuer set to its own list's
+// clock when it signed. All changes are put in one order, by that clock,
+// then by signed time, then by ID; every change comes after its parents.
+// They are applied one by one in that order, each judged by the state the
+// ones before it left. The same set of changes gives the same member set
+// everywhere, since the order does not depend on when a change arrived,
+// and nobody can freeze the list by dating a change at the end of time.
 //
 // Concurrent changes (neither an ancestor of the other) take their place
-// in that order. Two rules settle the cases people care about:
+// in that order; signed time settles those of one clock, such as two
+// joins of one invite. Rules settle the cases people care about:
 //
-//   - Remove beats add: an add of someone whom an earlier change in the
-//     order removed is void unless the removal is among the add's
-//     ancestors (its author saw the removal and re-added them on
+//   - Remove beats add: an add of someone whom any earlier change in the
+//     order removed is void unless every such removal is among the add's
+//     ancestors (its author saw the removals and re-added them on
 //     purpose). A removal after a concurrent add still removes. A join
-//     with an invite signed before the removal (by Lamport clock) is
-//     void the same way.
+//     with an invite signed before the joiner's removal is void too.
 //   - A removed or demoted admin's changes that come after the removal in
 //     the order are void: authority is judged at each change's place.
+//   - A revocation of an invite voids every join with it that it did not
+//     see (that is not its ancestor), wherever the join sorts; so does a
+//     removal or demotion of the invite's issuer made after the invite
+//     was signed. Joins the revoker had seen stay.
+//
+// # Refused, and waiting
 //
 // A change is refused outright (its peer scored down) when no state could
-// make it count: its author has never been made an admin by any change
-// known (for admin operations), it names a parent that is not a change of
-// the room, or its clock is not above its parents'. A change whose
-// parents are not known yet waits for them.
+// make it count, judged by its own ancestors so that every peer judges it
+// alike: an admin's change whose author was not made an admin by any of
+// its ancestors, a leave by someone no ancestor shows as a member, a
+// change naming a refused change as its parent. A change whose parents
+// are not known yet waits for them; a join whose issuer is not known as
+// an admin yet waits for a change that makes one (ErrWaiting with the
+// zero ID). Waiting is bounded (Waiting): what never resolves expires.
 //
 // # Posts
 //
 // A post names the member-list head its sender had seen. It is admitted
-// when that head is known, its sender was a member at that head's place
-// in the order, and, if its sender has been removed since, it was made
-// before the removal (by its signed time). A post naming an unknown head
-// waits for it. A removed member can so still post, for as long as the
-// live skew lets an envelope be dated back to before the removal, and no
-// longer.
+// when that head is known and a stretch of its sender's membership covers
+// that head's place in the order: still a member, or removed later than
+// the head and after the post was made (by its signed time). A post
+// naming an unknown head waits for it. A removed member can so still
+// post, for as long as the live skew lets an envelope be dated back to
+// before the removal, and no longer.
 package roster

@@ -44,8 +44,10 @@ type Code struct {
 	Secret [secretSize]byte
 }
 
-// NewCode makes an invite to room signed by issuer, whose Lamport clock
-// is at lamport, valid until expires for uses joins.
+// NewCode makes an invite to room signed by issuer, valid until expires
+// for uses joins. lamport is the room's member-list clock plus one
+// (Log.Clock()+1): its joins sort after every change the issuer has seen,
+// and a removal or demotion the issuer has seen is older than it.
 func NewCode(rand io.Reader, issuer identity.PrivateKey, room string, lamport uint64, expires time.Time, uses int) (*Code, error) {
 	if !protocol.IsPrivateRoom(room) {
 		return nil, fmt.Errorf("roster: invite to %s: not a private room", room)
@@ -107,6 +109,11 @@ func ParseCode(s string) (*Code, error) {
 		return nil, fmt.Errorf("%w: %d characters, too long", ErrBadCode, len(s))
 	}
 	b, err := codeEncoding.DecodeString(rest)
+	if err == nil && codeEncoding.EncodeToString(b) != rest {
+		// The last character has bits the bytes do not use: one code,
+		// one spelling.
+		err = errors.New("not canonical")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: not base32 (a character was changed or cut?)", ErrBadCode)
 	}

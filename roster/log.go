@@ -16,12 +16,16 @@ import (
 // wraps exactly one of them.
 var (
 	// ErrRefused: no state of the room could let this change or post count
-	// (not a change of this room, a wrong parent, an author who was never
-	// an admin, a sender who is not a member). The peer that sent it is
-	// at fault; a relay answers with wire.CodeNotMember.
+	// (not a change of this room, a parent that was refused, an author
+	// with no admin role among the change's ancestors, a sender who is
+	// not a member). The peer that sent it is at fault; a relay answers
+	// with wire.CodeNotMember.
 	ErrRefused = errors.New("roster: refused")
 	// ErrWaiting: the change or post names a change not known yet. Hold
-	// it (bounded) and offer it again when that change arrives.
+	// it (bounded) and offer it again when that change arrives. The zero
+	// ID stands for "an admin role not known yet", which a join whose
+	// issuer is not known as an admin waits for: offer it again after
+	// any change that makes an admin.
 	ErrWaiting = errors.New("roster: waiting for an earlier change")
 )
 
@@ -31,12 +35,19 @@ type Member struct {
 	Admin bool
 	// Since is the change that (last) made them a member.
 	Since protocol.ID
-	added int // place in the order of that change
 
-	removed     bool
-	removedAt   int   // place of the removal
-	removedTime int64 // signed time of the removal, Unix ms
-	removedBy   protocol.ID
+	periods  []period  // of membership, in order; the last open while a member
+	removals []*change // every removal of them by someone allowed to, in order
+}
+
+// period is one stretch of membership, by places in the order.
+type period struct {
+	added, removedAt int // removedAt is -1 while open
+	removedTime      int64
+}
+
+func (m *Member) current() bool {
+	return len(m.periods) > 0 && m.periods[len(m.periods)-1].removedAt < 0
 }
 
 // Invite is an invite as the member list knows it: recorded by its
@@ -52,10 +63,11 @@ type Invite struct {
 
 // change is one accepted change of the log.
 type change struct {
-	id  protocol.ID
-	env *protocol.Envelope
-	c   *protocol.Change
-	pos int // place in the order
+	id    protocol.ID
+	env   *protocol.Envelope
+	c     *protocol.Change
+	clock uint64 // its place in the graph: above every parent's (see doc.go)
+	pos   int    // its place in the order
 }
 
 // Log is one private room's member list: the changes accepted so far and
@@ -65,11 +77,18 @@ type Log struct {
 
 	mu      sync.RWMutex
 	changes map[protocol.ID]*change
-	order   []*change // by (Lamport, ID)
+	order   []*change // by (clock, time, ID)
 	heads   map[protocol.ID]bool
-	granted map[identity.PublicKey]bool // ever made admin by a known change
+	granted map[identity.PublicKey]bool // made an admin by some known change
+	refused map[protocol.ID]bool        // changes refused: a change naming one is refused too
 	genesis *change
-	st      state
+	// The revocations of each invite and the removals and demotions of
+	// each person, whatever their place: they void the joins they did
+	// not see (joinVoid).
+	revokes, demotions map[identity.PublicKey][]*change
+	joinsBy            map[identity.PublicKey]bool // issuers and invite keys that joins used
+	st                 state
+	dirty              bool // st must be resolved again from the start
 }
 
 // state is what the changes in order resolve to.
@@ -79,10 +98,15 @@ type state struct {
 	invites map[identity.PublicKey]*Invite
 }
 
+// maxRefused bounds the memory of refused changes.
+const maxRefused = 4096
+
 // NewLog returns the empty log of private room room.
 func NewLog(room string) *Log {
 	return &Log{room: room, changes: make(map[protocol.ID]*change), heads: make(map[protocol.ID]bool),
-		granted: make(map[identity.PublicKey]bool), st: newState()}
+		granted: make(map[identity.PublicKey]bool), refused: make(map[protocol.ID]bool),
+		revokes: make(map[identity.PublicKey][]*change), demotions: make(map[identity.PublicKey][]*change),
+		joinsBy: make(map[identity.PublicKey]bool), st: newState()}
 }
 
 func newState() state {
@@ -92,12 +116,7 @@ func newState() state {
 // Room returns the room's ID.
 func (l *Log) Room() string { return l.room }
 
-// Add adds a verified KindMember envelope of the room (its signature and
-// payload checked: protocol.CheckPayload) to the log and resolves the
-// member list again. It returns the IDs the change waits for with an
-// error wrapping ErrWaiting, or an error wrapping ErrRefused. Adding a
-// change twice is not an error.
-func (l *Log) Add(env *protocol.Envelope, id protocol.ID) (missing []protocol.ID, err error) {
+func (l *Log) parse(env *protocol.Envelope) (*protocol.Change, error) {
 	if env.Kind != protocol.KindMember || env.Room != l.room {
 		return nil, fmt.Errorf("%w: %s envelope of room %s is not a change of %s", ErrRefused, env.Kind, env.Room, l.room)
 	}
@@ -105,31 +124,7 @@ func (l *Log) Add(env *protocol.Envelope, id protocol.ID) (missing []protocol.ID
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.changes[id]; ok {
-		return nil, nil
-	}
-	if missing, err := l.admissible(env, c); err != nil {
-		return missing, err
-	}
-	ch := &change{id: id, env: env, c: c}
-	l.changes[id] = ch
-	for _, p := range c.Parents {
-		delete(l.heads, p)
-	}
-	l.heads[id] = true
-	switch c.Op {
-	case protocol.OpCreate:
-		l.granted[env.Sender] = true
-		if l.genesis == nil || less(ch, l.genesis) {
-			l.genesis = ch
-		}
-	case protocol.OpAdmin:
-		l.granted[c.Target] = true
-	}
-	l.insert(ch)
-	return nil, nil
+	return c, nil
 }
 
 // Check judges a verified KindMember envelope as Add would, without
@@ -137,12 +132,9 @@ func (l *Log) Add(env *protocol.Envelope, id protocol.ID) (missing []protocol.ID
 // with an error wrapping ErrWaiting, or an error wrapping ErrRefused. A
 // validator checks first and adds once the replay guard has passed it.
 func (l *Log) Check(env *protocol.Envelope, id protocol.ID) ([]protocol.ID, error) {
-	if env.Kind != protocol.KindMember || env.Room != l.room {
-		return nil, fmt.Errorf("%w: %s envelope of room %s is not a change of %s", ErrRefused, env.Kind, env.Room, l.room)
-	}
-	c, err := protocol.ParseChange(env.Payload)
+	c, err := l.parse(env)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+		return nil, err
 	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -152,74 +144,230 @@ func (l *Log) Check(env *protocol.Envelope, id protocol.ID) ([]protocol.ID, erro
 	return l.admissible(env, c)
 }
 
+// Add adds a verified KindMember envelope of the room (its signature and
+// payload checked: protocol.CheckPayload) to the log. It returns the IDs
+// the change waits for with an error wrapping ErrWaiting, or an error
+// wrapping ErrRefused. Adding a change twice is not an error.
+func (l *Log) Add(env *protocol.Envelope, id protocol.ID) (missing []protocol.ID, err error) {
+	c, err := l.parse(env)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.changes[id]; ok {
+		return nil, nil
+	}
+	if missing, err := l.admissible(env, c); err != nil {
+		if errors.Is(err, ErrRefused) {
+			if len(l.refused) >= maxRefused {
+				clear(l.refused)
+			}
+			l.refused[id] = true
+		}
+		return missing, err
+	}
+	ch := &change{id: id, env: env, c: c, clock: l.clockOf(c)}
+	l.changes[id] = ch
+	for _, p := range c.Parents {
+		delete(l.heads, p)
+	}
+	l.heads[id] = true
+	l.index(ch)
+	l.insert(ch)
+	return nil, nil
+}
+
+// clockOf is a new change's clock: one above its parents' and, for a
+// join, above its invite's, which is the issuer's clock when it signed.
+// The graph sets it, not the signer, so nobody can freeze the list by
+// dating a change at the end of time.
+func (l *Log) clockOf(c *protocol.Change) uint64 {
+	var top uint64
+	if c.Op == protocol.OpJoin {
+		top = c.Cap.Lamport
+	}
+	for _, p := range c.Parents {
+		top = max(top, l.changes[p].clock)
+	}
+	return top + 1
+}
+
+// index records what a change means beyond its place: the admins it
+// makes, the invites it revokes, the people it removes or demotes, the
+// invites joins use. It runs under mu.
+func (l *Log) index(ch *change) {
+	env, c := ch.env, ch.c
+	switch c.Op {
+	case protocol.OpCreate:
+		l.granted[env.Sender] = true
+		if l.genesis == nil || compare(ch, l.genesis) < 0 {
+			l.genesis = ch
+		}
+	case protocol.OpAdmin:
+		l.granted[c.Target] = true
+	case protocol.OpRevoke:
+		l.revokes[c.Target] = append(l.revokes[c.Target], ch)
+		l.dirty = l.dirty || l.joinsBy[c.Target]
+	case protocol.OpRemove, protocol.OpUnadmin:
+		l.demotions[c.Target] = append(l.demotions[c.Target], ch)
+		l.dirty = l.dirty || l.joinsBy[c.Target]
+	case protocol.OpJoin:
+		l.joinsBy[c.Cap.Issuer], l.joinsBy[c.Cap.Key] = true, true
+	}
+}
+
 // admissible checks what does not depend on the order: the parents, and
-// whether the author could ever be allowed the change. It runs under mu.
+// whether the author could ever be allowed the change, judged by the
+// change's own ancestors so that every peer judges it alike, whatever
+// else it knows. It runs under mu.
 func (l *Log) admissible(env *protocol.Envelope, c *protocol.Change) ([]protocol.ID, error) {
 	var missing []protocol.ID
 	for _, p := range c.Parents {
-		pc, ok := l.changes[p]
-		if !ok {
-			missing = append(missing, p)
-			continue
+		if l.refused[p] {
+			return nil, fmt.Errorf("%w: %s change names refused change %s as its parent", ErrRefused, c.Op, p)
 		}
-		if pc.env.Lamport >= env.Lamport {
-			return nil, fmt.Errorf("%w: change's Lamport clock %d is not after its parent %s's %d", ErrRefused, env.Lamport, p, pc.env.Lamport)
+		if _, ok := l.changes[p]; !ok {
+			missing = append(missing, p)
 		}
 	}
 	if len(missing) > 0 {
 		return missing, fmt.Errorf("%w: %d parent(s) of a %s change not known yet", ErrWaiting, len(missing), c.Op)
 	}
-	switch c.Op {
-	case protocol.OpCreate, protocol.OpRemove, protocol.OpUnadmin:
-		if c.Op == protocol.OpCreate || c.Target == env.Sender {
-			return nil, nil // creating; leaving; stepping down
+	switch {
+	case c.Op == protocol.OpCreate:
+		return nil, nil
+	case c.Op == protocol.OpJoin:
+		if c.Cap.Lamport > protocol.MaxCounter {
+			return nil, fmt.Errorf("%w: invite's clock %d is above %d", ErrRefused, c.Cap.Lamport, uint64(protocol.MaxCounter))
 		}
-	case protocol.OpJoin:
 		// A joiner knows nothing of the room but its invite: its own
 		// join is the first change its log holds, and resolves once the
-		// rest arrives. Where the room is known, an issuer who was never
-		// an admin makes the join worthless.
+		// rest arrives. Where the room is known, a join waits until its
+		// issuer is known as an admin; one that never is expires.
 		if l.genesis != nil && !l.granted[c.Cap.Issuer] {
-			return nil, fmt.Errorf("%w: invite issued by %s, never an admin of %s", ErrRefused, c.Cap.Issuer.ShortFingerprint(), l.room)
+			return []protocol.ID{{}}, fmt.Errorf("%w: invite issued by %s, not known as an admin of %s", ErrWaiting, c.Cap.Issuer.ShortFingerprint(), l.room)
+		}
+		return nil, nil
+	case selfChange(env, c):
+		if !l.evidence(c.Parents, env.Sender, memberEvidence) {
+			return nil, fmt.Errorf("%w: %s of %s, who is not a member among the change's ancestors", ErrRefused, c.Op, env.Sender.ShortFingerprint())
 		}
 		return nil, nil
 	}
-	if !l.granted[env.Sender] {
-		return nil, fmt.Errorf("%w: %s by %s, never an admin of %s", ErrRefused, c.Op, env.Sender.ShortFingerprint(), l.room)
+	if !l.evidence(c.Parents, env.Sender, adminEvidence) {
+		return nil, fmt.Errorf("%w: %s by %s, not an admin among the change's ancestors", ErrRefused, c.Op, env.Sender.ShortFingerprint())
 	}
 	return nil, nil
 }
 
-func less(a, b *change) bool { return compare(a, b) < 0 }
+// selfChange reports whether c is its author leaving or stepping down,
+// which any member may do.
+func selfChange(env *protocol.Envelope, c *protocol.Change) bool {
+	return (c.Op == protocol.OpRemove || c.Op == protocol.OpUnadmin) && c.Target == env.Sender
+}
+
+// adminEvidence reports whether change ch shows that key was made an
+// admin: it made them one, or they made an admin's change (which was
+// admitted only with such evidence before it).
+func adminEvidence(ch *change, key identity.PublicKey) bool {
+	switch c := ch.c; {
+	case c.Op == protocol.OpCreate:
+		return ch.env.Sender == key
+	case c.Op == protocol.OpAdmin && c.Target == key:
+		return true
+	case c.Op == protocol.OpJoin, selfChange(ch.env, c):
+		return false
+	}
+	return ch.env.Sender == key
+}
+
+// memberEvidence reports whether change ch shows that key was a member:
+// it added them, or they made it.
+func memberEvidence(ch *change, key identity.PublicKey) bool {
+	switch c := ch.c; c.Op {
+	case protocol.OpAdd, protocol.OpAdmin:
+		if c.Target == key {
+			return true
+		}
+	}
+	return ch.env.Sender == key
+}
+
+// evidence reports whether a change among parents and their ancestors
+// satisfies is for key. An honest author's evidence is near: usually
+// their own previous change.
+func (l *Log) evidence(parents []protocol.ID, key identity.PublicKey, is func(*change, identity.PublicKey) bool) bool {
+	stack := slices.Clone(parents)
+	visited := make(map[protocol.ID]bool)
+	for len(stack) > 0 {
+		id := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		ch := l.changes[id]
+		if ch == nil || visited[id] {
+			continue
+		}
+		if is(ch, key) {
+			return true
+		}
+		visited[id] = true
+		stack = append(stack, ch.c.Parents...)
+	}
+	return false
+}
 
 func compare(a, b *change) int {
-	return order(a.env, b.env, a.id, b.id)
+	return cmp.Or(cmp.Compare(a.clock, b.clock), cmp.Compare(a.env.Time, b.env.Time), bytes.Compare(a.id[:], b.id[:]))
 }
 
-// order is the resolution order: Lamport clock, then signed time, then
-// ID. Time settles changes of one clock value, such as the joins of one
-// invite, whose joiners all knew only the invite's clock: the first made
-// comes first, so a later joiner cannot take an earlier one's place
-// (but by dating their join back, within the live skew).
-func order(a, b *protocol.Envelope, aid, bid protocol.ID) int {
-	return cmp.Or(cmp.Compare(a.Lamport, b.Lamport), cmp.Compare(a.Time, b.Time), bytes.Compare(aid[:], bid[:]))
-}
-
-// insert puts ch in its place in the order and resolves the state: in one
-// step when it sorts last (a change made after every one known, the
-// usual case), from the start otherwise.
+// insert puts ch in its place in the order and resolves it: in one step
+// when it sorts last (a change made after every one known, the usual
+// case) and voids no join already applied; otherwise the state is
+// resolved again from the start at the next look (resolve).
 func (l *Log) insert(ch *change) {
 	i, _ := slices.BinarySearchFunc(l.order, ch, compare)
 	l.order = slices.Insert(l.order, i, ch)
-	if i == len(l.order)-1 {
+	if i == len(l.order)-1 && !l.dirty {
 		ch.pos = i
 		l.apply(ch)
 		return
 	}
+	l.dirty = true
+}
+
+// resolve applies every change again, in order, if the state needs it.
+// It runs under mu (write).
+func (l *Log) resolve() {
+	if !l.dirty {
+		return
+	}
 	l.st = newState()
-	for j, c := range l.order {
-		c.pos = j
+	for i, c := range l.order {
+		c.pos = i
 		l.apply(c)
+	}
+	l.dirty = false
+}
+
+// rlock read-locks the log with its state resolved.
+func (l *Log) rlock() {
+	l.mu.RLock()
+	if !l.dirty {
+		return
+	}
+	l.mu.RUnlock()
+	l.mu.Lock()
+	l.resolve()
+	l.mu.Unlock()
+	l.mu.RLock()
+	// Another Add may have come in between: resolve under the write
+	// lock once more if so (rare; a loop would be unbounded).
+	if l.dirty {
+		l.mu.RUnlock()
+		l.mu.Lock()
+		l.resolve()
+		l.mu.Unlock()
+		l.mu.RLock()
 	}
 }
 
@@ -228,12 +376,12 @@ func (l *Log) insert(ch *change) {
 func (l *Log) apply(ch *change) {
 	st, env, c := &l.st, ch.env, ch.c
 	author := st.members[env.Sender]
-	admin := author != nil && !author.removed && author.Admin
+	admin := author != nil && author.current() && author.Admin
 	switch c.Op {
 	case protocol.OpCreate:
 		if len(st.members) == 0 && ch == l.genesis {
 			st.name = c.Name
-			st.members[env.Sender] = &Member{Key: env.Sender, Admin: true, Since: ch.id, added: ch.pos}
+			st.add(env.Sender, ch).Admin = true
 		}
 	case protocol.OpAdd:
 		if admin && !l.removalUnseen(c.Target, ch) {
@@ -241,21 +389,26 @@ func (l *Log) apply(ch *change) {
 		}
 	case protocol.OpJoin:
 		if l.joinVoid(ch) == "" {
-			inv := st.invite(c.Cap.Key, c.Cap.Issuer)
-			inv.Used++
+			st.invite(c.Cap.Key, c.Cap.Issuer).Used++
 			st.add(env.Sender, ch)
 		}
 	case protocol.OpRemove:
-		if m := st.members[c.Target]; m != nil && !m.removed && (admin || c.Target == env.Sender) {
-			m.removed, m.Admin = true, false
-			m.removedAt, m.removedTime, m.removedBy = ch.pos, env.Time, ch.id
+		m := st.members[c.Target]
+		if m == nil || !(admin || c.Target == env.Sender) {
+			break
+		}
+		m.removals = append(m.removals, ch)
+		if m.current() {
+			p := &m.periods[len(m.periods)-1]
+			p.removedAt, p.removedTime = ch.pos, env.Time
+			m.Admin = false
 		}
 	case protocol.OpAdmin:
-		if m := st.members[c.Target]; admin && m != nil && !m.removed {
+		if m := st.members[c.Target]; admin && m != nil && m.current() {
 			m.Admin = true
 		}
 	case protocol.OpUnadmin:
-		if m := st.members[c.Target]; m != nil && !m.removed && (admin || c.Target == env.Sender) {
+		if m := st.members[c.Target]; m != nil && m.current() && (admin || c.Target == env.Sender) {
 			m.Admin = false
 		}
 	case protocol.OpRename:
@@ -276,13 +429,16 @@ func (l *Log) apply(ch *change) {
 
 // joinVoid says why a join, at its place in the order, does not make its
 // author a member, or "" if it does: the issuer must be an admin there,
-// the invite valid when the join was made, not revoked or used up, and
-// not signed before the joiner's removal.
+// the invite valid when the join was made, not revoked or used up, not
+// signed before the joiner's removal; and no revocation of the invite,
+// and no removal or demotion of its issuer after it signed, may have been
+// made without seeing the join, wherever they sort (a joiner knows only
+// the invite's clock, so its join sorts early).
 func (l *Log) joinVoid(ch *change) string {
 	st, env, c := &l.st, ch.env, ch.c
 	issuer := st.members[c.Cap.Issuer]
 	switch inv := st.invites[c.Cap.Key]; {
-	case issuer == nil || issuer.removed || !issuer.Admin:
+	case issuer == nil || !issuer.current() || !issuer.Admin:
 		return "its issuer " + c.Cap.Issuer.ShortFingerprint() + " is not an admin of the room"
 	case env.Time/1000 >= int64(c.Cap.Expires):
 		return "the invite had expired"
@@ -291,75 +447,48 @@ func (l *Log) joinVoid(ch *change) string {
 	case inv != nil && inv.Used >= int(c.Cap.Uses):
 		return fmt.Sprintf("the invite is used up (%d of %d)", inv.Used, c.Cap.Uses)
 	}
+	for _, r := range l.revokes[c.Cap.Key] {
+		if l.allowed(r) && !l.ancestor(ch, r) {
+			return "the invite was revoked"
+		}
+	}
+	for _, r := range l.demotions[c.Cap.Issuer] {
+		if r.clock >= c.Cap.Lamport && l.allowed(r) && !l.ancestor(ch, r) {
+			return "its issuer " + c.Cap.Issuer.ShortFingerprint() + " was removed or stepped down"
+		}
+	}
 	if m := st.members[env.Sender]; m != nil {
-		if !m.removed {
+		if m.current() {
 			return "already a member" // the use is not spent
 		}
-		if r := l.changes[m.removedBy]; r != nil && r.env.Lamport >= c.Cap.Lamport {
-			return "the invite was made before the joiner's removal" // remove beats add
+		for _, r := range m.removals {
+			if r.clock >= c.Cap.Lamport {
+				return "the invite was made before the joiner's removal" // remove beats add
+			}
 		}
 	}
 	return ""
 }
 
-// JoinEffect tells whether a verified join (OpJoin) that Check accepts
-// would make its author a member if it were added now: nil, or an error
-// wrapping ErrRefused that says why not (used up, revoked, expired, an
-// issuer no longer admin). A relay answers a join with it, so that the
-// joiner learns at once; mesh peers do not refuse such a join, since
-// with changes they have not seen yet it might count (Add keeps it, and
-// the order decides).
-func (l *Log) JoinEffect(env *protocol.Envelope, id protocol.ID) error {
-	c, err := protocol.ParseChange(env.Payload)
-	if err != nil || c.Op != protocol.OpJoin {
-		return fmt.Errorf("%w: not a join", ErrRefused)
-	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if l.genesis == nil {
-		return fmt.Errorf("%w: the room %s is not known here", ErrRefused, l.room)
-	}
-	// A scratch copy of the log, with the join in its place: the join may
-	// sort before changes known already, which then see it.
-	s := &Log{room: l.room, changes: make(map[protocol.ID]*change, len(l.changes)+1), genesis: l.genesis}
-	for id, ch := range l.changes {
-		cp := *ch
-		s.changes[id] = &cp
-	}
-	s.genesis = s.changes[l.genesis.id]
-	s.order = make([]*change, 0, len(l.order)+1)
-	for _, ch := range l.order {
-		s.order = append(s.order, s.changes[ch.id])
-	}
-	j := &change{id: id, env: env, c: c}
-	if _, ok := s.changes[id]; !ok {
-		s.changes[id] = j
-		i, _ := slices.BinarySearchFunc(s.order, j, compare)
-		s.order = slices.Insert(s.order, i, j)
-	}
-	s.st = newState()
-	var why string
-	for i, ch := range s.order {
-		ch.pos = i
-		if ch.id == id {
-			why = s.joinVoid(ch)
-		}
-		s.apply(ch)
-	}
-	if why != "" {
-		return fmt.Errorf("%w: the join of %s does not count: %s", ErrRefused, env.Sender.ShortFingerprint(), why)
-	}
-	if m := s.st.members[env.Sender]; m == nil || m.removed {
-		return fmt.Errorf("%w: the join of %s is undone by a later change", ErrRefused, env.Sender.ShortFingerprint())
-	}
-	return nil
+// allowed reports whether a revocation, removal or demotion could have
+// been made by its author: admins, or the person themselves. Its place
+// in the order does not matter here; that it was admitted with evidence
+// of the author's role (admissible) is what counts.
+func (l *Log) allowed(r *change) bool {
+	return r.c.Op != protocol.OpRevoke || l.granted[r.env.Sender]
 }
 
-func (st *state) add(key identity.PublicKey, ch *change) {
-	if m := st.members[key]; m != nil && !m.removed {
-		return
+func (st *state) add(key identity.PublicKey, ch *change) *Member {
+	m := st.members[key]
+	if m == nil {
+		m = &Member{Key: key}
+		st.members[key] = m
 	}
-	st.members[key] = &Member{Key: key, Since: ch.id, added: ch.pos}
+	if !m.current() {
+		m.periods = append(m.periods, period{added: ch.pos, removedAt: -1})
+		m.Since = ch.id
+	}
+	return m
 }
 
 func (st *state) invite(key, issuer identity.PublicKey) *Invite {
@@ -374,16 +503,20 @@ func (st *state) invite(key, issuer identity.PublicKey) *Invite {
 	return inv
 }
 
-// removalUnseen reports whether target was removed by a change earlier in
-// the order that is not an ancestor of ch: an add that did not see the
-// removal does not undo it.
+// removalUnseen reports whether a removal of target earlier in the order
+// is not an ancestor of ch: an add that did not see a removal does not
+// undo it, even when another removal came between.
 func (l *Log) removalUnseen(target identity.PublicKey, ch *change) bool {
 	m := l.st.members[target]
-	if m == nil || !m.removed {
+	if m == nil {
 		return false
 	}
-	r := l.changes[m.removedBy]
-	return r != nil && !l.ancestor(r, ch)
+	for _, r := range m.removals {
+		if !l.ancestor(r, ch) {
+			return true
+		}
+	}
+	return false
 }
 
 // ancestor reports whether a is an ancestor of b. The search prunes
@@ -399,7 +532,7 @@ func (l *Log) ancestor(a, b *change) bool {
 			return true
 		}
 		c := l.changes[id]
-		if visited[id] || c == nil || c.env.Lamport <= a.env.Lamport {
+		if visited[id] || c == nil || c.clock <= a.clock {
 			continue
 		}
 		visited[id] = true
@@ -412,28 +545,38 @@ func (l *Log) ancestor(a, b *change) bool {
 // (Unix ms): nil if it may be shown, an error wrapping ErrWaiting if the
 // head is not known yet, ErrRefused otherwise. See the package comment.
 func (l *Log) Admit(sender identity.PublicKey, head protocol.ID, t int64) error {
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	h, ok := l.changes[head]
 	if !ok {
 		return fmt.Errorf("%w: post names member-list head %s", ErrWaiting, head)
 	}
 	m := l.st.members[sender]
-	switch {
-	case m == nil || m.added > h.pos:
-		return fmt.Errorf("%w: %s was not a member of %s at the head its post names", ErrRefused, sender.ShortFingerprint(), l.room)
-	case m.removed && (m.removedAt <= h.pos || t >= m.removedTime):
-		return fmt.Errorf("%w: %s was removed from %s before this post", ErrRefused, sender.ShortFingerprint(), l.room)
+	if m == nil {
+		return fmt.Errorf("%w: %s is not a member of %s", ErrRefused, sender.ShortFingerprint(), l.room)
 	}
-	return nil
+	for _, p := range m.periods {
+		if p.added <= h.pos && (p.removedAt < 0 || (h.pos < p.removedAt && t < p.removedTime)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s was not a member of %s at the head its post names, or was removed before this post", ErrRefused, sender.ShortFingerprint(), l.room)
 }
 
 // IsMember reports whether key is a member now.
 func (l *Log) IsMember(key identity.PublicKey) bool {
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	m := l.st.members[key]
-	return m != nil && !m.removed
+	return m != nil && m.current()
+}
+
+// IsAdmin reports whether key is an admin now.
+func (l *Log) IsAdmin(key identity.PublicKey) bool {
+	l.rlock()
+	defer l.mu.RUnlock()
+	m := l.st.members[key]
+	return m != nil && m.current() && m.Admin
 }
 
 // Has reports whether the change with ID id is in the log.
@@ -462,10 +605,22 @@ func (l *Log) Head() protocol.ID {
 	return l.order[len(l.order)-1].id
 }
 
+// Clock returns the highest clock of the log's changes: an invite signed
+// now carries it, so that its joins sort after every change its issuer
+// had seen.
+func (l *Log) Clock() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if len(l.order) == 0 {
+		return 0
+	}
+	return l.order[len(l.order)-1].clock
+}
+
 // Parents returns what a new change names: the heads of the graph (the
-// changes no other names), in ascending order, at most
+// changes no other names), in ascending order of ID, at most
 // protocol.MaxParents of them (the latest in the order), and the highest
-// Lamport clock among them, which the new change's must exceed.
+// clock among them.
 func (l *Log) Parents() ([]protocol.ID, uint64) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -483,7 +638,7 @@ func (l *Log) Parents() ([]protocol.ID, uint64) {
 	)
 	for _, h := range heads {
 		ids = append(ids, h.id)
-		top = max(top, h.env.Lamport)
+		top = max(top, h.clock)
 	}
 	slices.SortFunc(ids, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) })
 	return ids, top
@@ -491,7 +646,7 @@ func (l *Log) Parents() ([]protocol.ID, uint64) {
 
 // Name returns the room's display name; empty before its first change.
 func (l *Log) Name() string {
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	return l.st.name
 }
@@ -509,12 +664,12 @@ func (l *Log) Creator() (identity.PublicKey, bool) {
 
 // Members returns the current members, admins first, then by key.
 func (l *Log) Members() []Member {
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	var out []Member
 	for _, m := range l.st.members {
-		if !m.removed {
-			out = append(out, *m)
+		if m.current() {
+			out = append(out, Member{Key: m.Key, Admin: m.Admin, Since: m.Since})
 		}
 	}
 	slices.SortFunc(out, func(a, b Member) int {
@@ -529,17 +684,9 @@ func (l *Log) Members() []Member {
 	return out
 }
 
-// IsAdmin reports whether key is an admin now.
-func (l *Log) IsAdmin(key identity.PublicKey) bool {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	m := l.st.members[key]
-	return m != nil && !m.removed && m.Admin
-}
-
 // Invites returns the invites the log knows, by key.
 func (l *Log) Invites() []Invite {
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	out := make([]Invite, 0, len(l.st.invites))
 	for _, inv := range l.st.invites {
@@ -547,4 +694,61 @@ func (l *Log) Invites() []Invite {
 	}
 	slices.SortFunc(out, func(a, b Invite) int { return bytes.Compare(a.Key.Bytes(), b.Key.Bytes()) })
 	return out
+}
+
+// JoinEffect tells whether a verified join (OpJoin) that Check accepts
+// would make its author a member if it were added now: nil, or an error
+// wrapping ErrRefused that says why not (used up, revoked, expired, an
+// issuer no longer admin). A relay answers a join with it, so that the
+// joiner learns at once; mesh peers do not refuse such a join, since
+// with changes they have not seen yet it might count (Add keeps it, and
+// the order decides).
+func (l *Log) JoinEffect(env *protocol.Envelope, id protocol.ID) error {
+	c, err := l.parse(env)
+	if err != nil {
+		return err
+	}
+	if c.Op != protocol.OpJoin {
+		return fmt.Errorf("%w: a %s change, not a join", ErrRefused, c.Op)
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.genesis == nil {
+		return fmt.Errorf("%w: the room %s is not known here", ErrRefused, l.room)
+	}
+	// A scratch copy of the log, with the join in its place: the join may
+	// sort before changes known already, which then see it.
+	s := &Log{room: l.room, changes: make(map[protocol.ID]*change, len(l.changes)+1), granted: l.granted,
+		revokes: l.revokes, demotions: l.demotions, st: newState()}
+	for id, ch := range l.changes {
+		cp := *ch
+		s.changes[id] = &cp
+	}
+	s.genesis = s.changes[l.genesis.id]
+	s.order = make([]*change, 0, len(l.order)+1)
+	for _, ch := range l.order {
+		s.order = append(s.order, s.changes[ch.id])
+	}
+	j, ok := s.changes[id]
+	if !ok {
+		j = &change{id: id, env: env, c: c, clock: l.clockOf(c)}
+		s.changes[id] = j
+		i, _ := slices.BinarySearchFunc(s.order, j, compare)
+		s.order = slices.Insert(s.order, i, j)
+	}
+	var why string
+	for i, ch := range s.order {
+		ch.pos = i
+		if ch == j {
+			why = s.joinVoid(ch)
+		}
+		s.apply(ch)
+	}
+	if why != "" {
+		return fmt.Errorf("%w: the join of %s does not count: %s", ErrRefused, env.Sender.ShortFingerprint(), why)
+	}
+	if m := s.st.members[env.Sender]; m == nil || !m.current() {
+		return fmt.Errorf("%w: the join of %s is undone by a later change", ErrRefused, env.Sender.ShortFingerprint())
+	}
+	return nil
 }

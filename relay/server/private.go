@@ -272,7 +272,7 @@ func (s *Server) awaitChange(ctx context.Context, pr *privateRoom, env *protocol
 func unknownChange(env *protocol.Envelope, missing protocol.ID) string {
 	switch {
 	case missing.IsZero():
-		return fmt.Sprintf("the first change of private room %s is unknown to the relay", env.Room)
+		return fmt.Sprintf("the invite's issuer is not known to the relay as an admin of private room %s", env.Room)
 	case env.Kind == protocol.KindPost:
 		return fmt.Sprintf("the member-list head %s this post names is unknown to the relay", missing)
 	}
