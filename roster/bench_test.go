@@ -326,6 +326,7 @@ func BenchmarkResolve10000(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+				l.Members() // the member set, resolved (the log resolves lazily)
 			}
 			if l.Len() != len(r.items) || len(l.Members()) != len(want) {
 				b.Fatalf("resolved %d changes, %d members; want %d, %d", l.Len(), len(l.Members()), len(r.items), len(want))
@@ -368,6 +369,7 @@ func BenchmarkResolve10000Shuffled(b *testing.B) {
 		if w.Len() != 0 {
 			b.Fatalf("%d changes still waiting", w.Len())
 		}
+		l.Members() // the member set, resolved (the log resolves lazily)
 	}
 	if l.Len() != len(r.items) || !slicesEqualMembers(l.Members(), want) {
 		b.Fatalf("resolved %d changes, %d members; want %d, %d", l.Len(), len(l.Members()), len(r.items), len(want))

@@ -298,6 +298,11 @@ func memberEvidence(ch *change, key identity.PublicKey) bool {
 // satisfies is for key. An honest author's evidence is near: usually
 // their own previous change.
 func (l *Log) evidence(parents []protocol.ID, key identity.PublicKey, is func(*change, identity.PublicKey) bool) bool {
+	for _, p := range parents { // the usual case, without a search
+		if ch := l.changes[p]; ch != nil && is(ch, key) {
+			return true
+		}
+	}
 	stack := slices.Clone(parents)
 	visited := make(map[protocol.ID]bool)
 	for len(stack) > 0 {
@@ -523,6 +528,9 @@ func (l *Log) removalUnseen(target identity.PublicKey, ch *change) bool {
 // changes whose clock is not above a's: none of them can have a as an
 // ancestor.
 func (l *Log) ancestor(a, b *change) bool {
+	if slices.Contains(b.c.Parents, a.id) { // the usual case, without a search
+		return true
+	}
 	stack := slices.Clone(b.c.Parents)
 	visited := make(map[protocol.ID]bool)
 	for len(stack) > 0 {
