@@ -199,6 +199,9 @@ func (m *Model) joined(msg joinedMsg) tea.Cmd {
 	for _, p := range m.s.RoomPeers(msg.room) {
 		m.rooms[i].peers[p] = true
 	}
+	if isPrivate(msg.room) {
+		m.rooms[i].title = m.s.RoomName(msg.room)
+	}
 	return m.loadHistory(m.rooms[i], m.opt.historyLimit())
 }
 

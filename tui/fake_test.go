@@ -2,8 +2,8 @@ package tui
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/roster"
 )
 
 // fakeSession is a Session in memory: the tests hand it events and read
@@ -30,6 +31,7 @@ type fakeSession struct {
 	peers    map[string][]string
 	left     []string
 	postErr  error
+	private  string // the name of the private room made or joined
 }
 
 func newFake() *fakeSession {
@@ -204,16 +206,40 @@ func testOptions() Options {
 	}
 }
 
+// fakePrivate is the ID of the private room the fake makes and joins.
+const fakePrivate = "p:abcdefghijklmnopqrstuvwxyz234567"
+
 func (f *fakeSession) CreateRoom(_ context.Context, name string) (string, client.Sent, error) {
-	return "", client.Sent{}, errors.New("fake: no private rooms")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.private = name
+	return fakePrivate, client.Sent{}, nil
 }
 
-func (f *fakeSession) Invite(context.Context, string, int, time.Duration) (*client.InviteCode, error) {
-	return nil, errors.New("fake: no private rooms")
+func (f *fakeSession) Invite(_ context.Context, room string, uses int, ttl time.Duration) (*client.InviteCode, error) {
+	key, err := identity.PrivateKeyFromSeed(make([]byte, 32))
+	if err != nil {
+		return nil, err
+	}
+	return roster.NewCode(rand.Reader, key, room, 1, time.Now().Add(ttl), uses)
 }
 
-func (f *fakeSession) JoinCode(context.Context, string) (string, error) {
-	return "", errors.New("fake: no private rooms")
+func (f *fakeSession) JoinCode(_ context.Context, code string) (string, error) {
+	c, err := roster.ParseCode(code)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.private = "joined"
+	return c.Room, nil
 }
 
-func (f *fakeSession) RoomName(room string) string { return room }
+func (f *fakeSession) RoomName(room string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if room == fakePrivate && f.private != "" {
+		return f.private
+	}
+	return room
+}

@@ -10,6 +10,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/roster"
 )
 
 // The model tests drive Update by hand: step runs the commands it returns
@@ -425,5 +426,38 @@ func TestOwnPostMakesUsAMember(t *testing.T) {
 	}
 	if !strings.Contains(screenText(m), "0 here, 1 seen") {
 		t.Errorf("the member list does not count us:\n%s", screenText(m))
+	}
+}
+
+// A private room: /create makes one and shows it by its name, /invite in
+// it prints a code, /join with a code joins the code's room.
+func TestPrivateRoomCommands(t *testing.T) {
+	f := newFake()
+	m := newModel(t, f, testOptions())
+	enter(t, m, "/create Plans 2027")
+	if m.room().name != fakePrivate || m.room().label() != "~Plans 2027" {
+		t.Fatalf("/create shows %q (%s)", m.room().name, m.room().label())
+	}
+	if s := screenText(m); !strings.Contains(s, `created the private room "Plans 2027"`) || !strings.Contains(s, "~Plans 2027>") {
+		t.Errorf("/create: the screen does not say so:\n%s", s)
+	}
+	enter(t, m, "/invite")
+	var code string
+	for _, e := range m.room().entries {
+		if i := strings.Index(e.notice, "invite-"); i >= 0 {
+			code = e.notice[i:]
+		}
+	}
+	if _, err := roster.ParseCode(code); err != nil {
+		t.Fatalf("/invite in a private room: no code in %q: %v", code, err)
+	}
+	enter(t, m, "/join lobby")
+	enter(t, m, "/join "+code)
+	if m.room().name != fakePrivate || f.private != "joined" {
+		t.Errorf("/join CODE shows %q; session %q", m.room().name, f.private)
+	}
+	enter(t, m, "/join invite-notacode")
+	if s := screenText(m); !strings.Contains(s, "could not join with the code") {
+		t.Errorf("/join with a bad code: not said:\n%s", s)
 	}
 }

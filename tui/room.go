@@ -21,6 +21,7 @@ type entry struct {
 // is in it, what they have not read, and who is there.
 type room struct {
 	name    string
+	title   string // a private room's name, from its member list; empty for a public room
 	entries []*entry
 	byID    map[client.ID]*entry
 
@@ -54,6 +55,18 @@ type member struct {
 func newRoom(name string) *room {
 	return &room{name: name, byID: map[client.ID]*entry{}, anchor: -1,
 		peers: map[string]bool{}, members: map[client.PublicKey]*member{}}
+}
+
+// label is how the room is shown: #name for a public room, ~title for a
+// private one (its ID until its member list has arrived).
+func (r *room) label() string {
+	switch {
+	case !isPrivate(r.name):
+		return "#" + r.name
+	case r.title != "":
+		return "~" + r.title
+	}
+	return "~" + r.name
 }
 
 // add appends an entry at the bottom; it returns false for a message

@@ -147,7 +147,7 @@ func (m *Model) roomRows(height int) []string {
 		case r.unread > 0:
 			mark = fmt.Sprintf(" %d", r.unread)
 		}
-		name := "#" + r.name
+		name := r.label()
 		if w := roomsWidth - 1 - len(mark) - 2; ansi.StringWidth(name) > w {
 			name = ansi.Truncate(name, w, "…")
 		}
@@ -303,7 +303,7 @@ func (m *Model) statusRow() string {
 		fp = fp[:15]
 	}
 	parts := []string{fp, m.nick, m.opt.Mode,
-		fmt.Sprintf("#%s %d mesh %s", r.name, len(r.peers), plural(len(r.peers), "peer", "peers"))}
+		fmt.Sprintf("%s %d mesh %s", r.label(), len(r.peers), plural(len(r.peers), "peer", "peers"))}
 	if m.opt.Relay != "" {
 		parts = append(parts, "relay "+m.relayState())
 	}
@@ -330,7 +330,7 @@ func (m *Model) relayDetail() string {
 
 // inputLine is the input as one row: new lines show as ↵.
 func (m *Model) inputLine() (prompt string, text []rune) {
-	prompt = "#" + m.room().name + "> "
+	prompt = m.room().label() + "> "
 	if m.screen == screenFirstRun {
 		prompt = "nickname> "
 	}
