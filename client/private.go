@@ -62,11 +62,13 @@ func (c *Client) payload(ctx context.Context, room string, t *protocol.Text, ch 
 		return 0, nil, err
 	}
 	if ch == nil {
-		head := l.Head()
+		// A post names the change that let us in: whoever holds it can
+		// judge the post, whatever else they have seen.
+		head, member := l.MemberSince(c.home.Key.Public())
 		switch {
-		case head.IsZero():
+		case l.Len() == 0:
 			return 0, nil, fmt.Errorf("%w: %s: its member list has not arrived", ErrNotMember, room)
-		case !l.IsMember(c.home.Key.Public()):
+		case !member:
 			// Members and the relay would refuse it: say so now.
 			return 0, nil, fmt.Errorf("%w: %s (removed, or never let in)", ErrNotMember, c.RoomName(room))
 		}

@@ -38,6 +38,9 @@ type Node struct {
 	topics  topicCap
 	repairs *repairs
 	rosters *roster.Book
+	// legacy makes the node behave as a peer from before private rooms,
+	// which knows only text envelopes: the upgrade tests set it.
+	legacy bool
 
 	// The sync requests served at once, in all and by peer (takeSyncSlot).
 	syncMu      sync.Mutex

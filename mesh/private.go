@@ -16,10 +16,17 @@ import (
 
 // Bounds of the envelopes of a private room that wait for a member-list
 // change not known yet (a post naming a head, a change naming a parent):
-// how many a room holds, and for how long.
+// how many a room holds, how many of one sender, and for how long.
+// Senders the list has never known as members (outsiders, or newcomers
+// whose join is on its way) share a small quota of their own, so that
+// they can never take the places of members' envelopes.
 const (
-	maxWaiting = 1024
-	heldFor    = 2 * time.Minute
+	maxWaiting      = 1024
+	maxWaitingOf    = 16
+	maxStrangers    = 64
+	maxStrangersOf  = 4
+	heldFor         = 2 * time.Minute
+	releasedBacklog = 64
 )
 
 // private is a private room's part of a Room: its member list (shared
@@ -27,13 +34,21 @@ const (
 type private struct {
 	log *roster.Log
 
-	mu       sync.Mutex
-	waiting  *roster.Waiting[inbound]
-	released chan []inbound // to resume
+	mu        sync.Mutex
+	waiting   *roster.Waiting[inbound] // of senders the list knows
+	strangers *roster.Waiting[inbound] // of senders it does not
+	released  chan []inbound           // to resume
 }
 
-// openPrivate loads the member list of private room room from the store,
-// unless the book has it already.
+// waiter is an envelope to hold once the validator has decided on it.
+type waiter struct {
+	r       *Room
+	it      inbound
+	missing protocol.ID
+}
+
+// openPrivate opens the member list of private room room: loaded from the
+// store by the first to open it in this process (the book is shared).
 func (n *Node) openPrivate(ctx context.Context, room string) (*private, error) {
 	l, left, err := n.rosters.Open(room, func() ([]roster.Stored, error) { return storedChanges(ctx, n.store, room) })
 	if err != nil {
@@ -42,7 +57,10 @@ func (n *Node) openPrivate(ctx context.Context, room string) (*private, error) {
 	if left > 0 {
 		n.log.Warn("member-list changes in the store that do not resolve", "room", room, "n", left)
 	}
-	return &private{log: l, waiting: roster.NewWaiting[inbound](maxWaiting, heldFor), released: make(chan []inbound, 64)}, nil
+	return &private{log: l,
+		waiting:   roster.NewWaiting[inbound](maxWaiting, maxWaitingOf, heldFor),
+		strangers: roster.NewWaiting[inbound](maxStrangers, maxStrangersOf, heldFor),
+		released:  make(chan []inbound, releasedBacklog)}, nil
 }
 
 // storedChanges reads the member-list changes of room from st.
@@ -59,8 +77,8 @@ func storedChanges(ctx context.Context, st *store.Store, room string) ([]roster.
 }
 
 // judge asks the member list about a verified envelope of the room: nil,
-// or an error wrapping roster.ErrWaiting (with the ID waited for) or
-// roster.ErrRefused.
+// or an error wrapping roster.ErrWaiting (with the ID waited for),
+// roster.ErrRemoved or roster.ErrRefused.
 func (p *private) judge(env *protocol.Envelope, id protocol.ID) (protocol.ID, error) {
 	switch env.Kind {
 	case protocol.KindMember:
@@ -80,37 +98,72 @@ func (p *private) judge(env *protocol.Envelope, id protocol.ID) (protocol.ID, er
 }
 
 // commit adds an accepted change to the member list and returns what
-// waited for it.
-func (p *private) commit(env *protocol.Envelope, id protocol.ID, now time.Time) []inbound {
+// waited for it. When the change makes this node's identity a member, the
+// room's history, refused to it until now, is asked of every peer.
+func (r *Room) commit(env *protocol.Envelope, id protocol.ID) []inbound {
 	if env.Kind != protocol.KindMember {
 		return nil
 	}
+	p, self := r.priv, r.n.cfg.Key.Public()
+	was := p.log.IsMember(self)
 	if _, err := p.log.Add(env, id); err != nil {
 		return nil // judged a moment ago; a concurrent change cannot undo that
 	}
+	if !was && p.log.IsMember(self) {
+		r.catchUpAll()
+	}
+	now := r.n.cfg.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	released := p.waiting.Release(id, now)
-	if op := env.Payload[0]; protocol.Op(op) == protocol.OpCreate || protocol.Op(op) == protocol.OpAdmin {
+	released := append(p.waiting.Release(id, now), p.strangers.Release(id, now)...)
+	if op := protocol.Op(env.Payload[0]); op == protocol.OpCreate || op == protocol.OpAdmin {
 		// A new admin: the joins whose issuer was not known as one.
 		released = append(released, p.waiting.Release(protocol.ID{}, now)...)
+		released = append(released, p.strangers.Release(protocol.ID{}, now)...)
 	}
 	return released
 }
 
+// catchUpAll asks every peer of the room for its whole history: the
+// member list and messages that were refused to a non-member.
+func (r *Room) catchUpAll() {
+	until := r.n.cfg.now().Add(r.n.cfg.skew()).UnixMilli()
+	for _, p := range r.topic.ListPeers() {
+		r.requestSync(syncRequest{peer: p, since: 0, until: until})
+	}
+}
+
 // hold keeps an envelope that waits for change missing, and asks the peer
-// it came from for the room's recent past, where the change must be.
+// it came from for the room's past, where the change must be. Called once
+// the envelope's ID is decided in the seen set, so that its release finds
+// it free.
 func (r *Room) hold(it inbound, missing protocol.ID) {
 	p := r.priv
+	now := r.n.cfg.now()
 	p.mu.Lock()
-	ok := p.waiting.Hold(missing, it, r.n.cfg.now())
+	w := p.strangers
+	if p.log.Known(it.env.Sender) {
+		w = p.waiting
+	}
+	ok := w.Hold(missing, it, string(it.env.Sender.Bytes()), now)
+	var again []inbound
+	if ok {
+		// The change may have come between the judgement and now, and
+		// found nothing to release: look once more.
+		if _, err := p.judge(it.env, it.id); !errors.Is(err, roster.ErrWaiting) {
+			again = w.Release(missing, now)
+		}
+	}
 	p.mu.Unlock()
 	if !ok {
 		r.n.metrics.drop("waiting")
 		return
 	}
-	if it.from != "" && it.from != r.n.host.ID() && r.gaps.claim(missing) == unseen {
-		r.requestSync(syncRequest{peer: it.from, since: it.env.Time - maxGapRange.Milliseconds(), until: it.env.Time + 1, gap: true})
+	r.release(again)
+	if it.from != "" && it.from != r.n.host.ID() && !missing.IsZero() && r.gaps.claim(missing) == unseen {
+		// A member-list change may be older than anything else: all of
+		// the room's past (a private room's list is never pruned).
+		r.requestSync(syncRequest{peer: it.from, since: 0, until: it.env.Time + 1, gap: true})
 	}
 }
 
@@ -130,9 +183,10 @@ func (r *Room) release(items []inbound) {
 }
 
 // resume judges again, in order, the envelopes whose change has arrived,
-// and delivers those the member list admits now. They were held rather
-// than accepted, so gossipsub does not forward them: their other copies
-// reach the rest of the room.
+// and delivers those the member list admits now. They were ignored while
+// they waited, so gossipsub did not forward them: each is published again
+// here while it is live, which passes it on (the validator finds it
+// accepted: forwardKnown), without showing it twice.
 func (r *Room) resume() {
 	defer r.wg.Done()
 	for {
@@ -158,6 +212,11 @@ func (r *Room) resume() {
 			if r.accept(it) != nil {
 				return
 			}
+			if it.via == "mesh" && protocol.WithinSkew(r.n.cfg.now(), it.env.Time, r.n.cfg.skew()) {
+				if err := r.topic.Publish(r.ctx, it.raw); err != nil {
+					r.n.log.Debug("forward an envelope that waited", "room", r.name, "id", it.id, "err", err)
+				}
+			}
 		}
 	}
 }
@@ -177,7 +236,7 @@ func (r *Room) admitHeld(it inbound) ([]inbound, bool) {
 	if err := r.n.guard.Check(it.env, it.id, protocol.History); err != nil {
 		return nil, false
 	}
-	return r.priv.commit(it.env, it.id, r.n.cfg.now()), true
+	return r.commit(it.env, it.id), true
 }
 
 // memberOf reports whether peer p is a member of the private room.

@@ -79,7 +79,7 @@ func (n *Node) Join(room string) (*Room, error) {
 		gaps:    newSeenIDs(gapMemory),
 	}
 	r.ctx, r.cancel = context.WithCancel(n.ctx)
-	if protocol.IsPrivateRoom(room) {
+	if protocol.IsPrivateRoom(room) && !n.legacy {
 		p, err := n.openPrivate(r.ctx, room)
 		if err != nil {
 			r.cancel()

@@ -190,7 +190,10 @@ func (n *Node) handleSync(s network.Stream) {
 // shown. It returns how many new envelopes it handed to the writer.
 func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int, error) {
 	n := r.n
-	since = max(since, n.cfg.now().Add(-n.cfg.retention()).UnixMilli())
+	if r.priv == nil {
+		// A private room's member list is never pruned, and may be older.
+		since = max(since, n.cfg.now().Add(-n.cfg.retention()).UnixMilli())
+	}
 	if since >= until {
 		return 0, nil
 	}
@@ -337,9 +340,13 @@ func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, erro
 		if n.seen.claim(c.id) != unseen {
 			continue // taken up meanwhile, live or by another sync
 		}
-		it := r.checkVerified(c.env, c.id, c.raw)
+		it, w := r.checkVerified(c.env, c.id, c.raw)
 		if it == nil {
 			n.seen.decide(c.id, unseen)
+			if w != nil {
+				w.it.from = p
+				r.hold(w.it, w.missing)
+			}
 			continue
 		}
 		n.seen.decide(c.id, accepted)
@@ -374,24 +381,24 @@ func (r *Room) parseSynced(raw []byte, since, until int64) (*protocol.Envelope, 
 
 // checkVerified checks the policy and replay state of an envelope not
 // seen before whose signature is good. It returns nil for one not to
-// take.
-func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte) *inbound {
+// take, and then, for one that waits for a member-list change, what to
+// hold once its ID is decided.
+func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte) (*inbound, *waiter) {
 	n := r.n
-	if !env.Kind.Known() || protocol.CheckPayload(env) != nil {
-		return nil
+	if !n.knows(env.Kind) || protocol.CheckPayload(env) != nil {
+		return nil, nil
 	}
 	if n.cfg.Policy != nil {
 		if err := n.cfg.Policy(env); err != nil {
-			return nil
+			return nil, nil
 		}
 	}
 	if r.priv != nil {
 		switch missing, err := r.priv.judge(env, id); {
 		case errors.Is(err, roster.ErrWaiting):
-			r.hold(inbound{env: env, id: id, raw: raw, via: "sync"}, missing)
-			return nil
+			return nil, &waiter{r, inbound{env: env, id: id, raw: raw, via: "sync"}, missing}
 		case err != nil:
-			return nil
+			return nil, nil
 		}
 	}
 	err := n.guard.Check(env, id, protocol.History)
@@ -403,23 +410,23 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 		stored, found, serr := n.store.AtSeq(r.ctx, env.Sender, env.Room, env.Seq)
 		switch {
 		case serr != nil:
-			return nil
+			return nil, nil
 		case found && stored == id:
-			return nil // have it
+			return nil, nil // have it
 		case found:
 			n.evidence(env, id, raw)
-			return nil
+			return nil, nil
 		}
 	case errors.Is(err, protocol.ErrEquivocation):
 		n.evidence(env, id, raw)
-		return nil
+		return nil, nil
 	default: // duplicate
-		return nil
+		return nil, nil
 	}
 	if r.priv != nil {
-		r.release(r.priv.commit(env, id, n.cfg.now()))
+		r.release(r.commit(env, id))
 	}
-	return &inbound{env: env, id: id, raw: raw, via: "sync"}
+	return &inbound{env: env, id: id, raw: raw, via: "sync"}, nil
 }
 
 // Confirm waits until a peer of the room has stored the envelope with ID

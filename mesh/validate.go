@@ -83,7 +83,7 @@ func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pu
 	case pending, refused:
 		return n.result(pubsub.ValidationIgnore, "seen")
 	}
-	res, reason := n.check(room, msg, id)
+	res, reason, w := n.check(room, msg, id)
 	switch {
 	case res == pubsub.ValidationAccept:
 		n.seen.decide(id, accepted)
@@ -91,6 +91,9 @@ func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pu
 		n.seen.decide(id, refused)
 	default:
 		n.seen.decide(id, unseen)
+	}
+	if w != nil {
+		w.r.hold(w.it, w.missing)
 	}
 	if res == pubsub.ValidationReject {
 		n.penalise(from)
@@ -104,7 +107,10 @@ func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pu
 // ID let anyone hide a message by publishing it on another room's topic.
 var bytesVerdict = map[string]bool{"version": true, "signature": true, "malformed": true, "kind": true, "payload": true}
 
-func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.ValidationResult, string) {
+// check is validate's judgement of an envelope not seen before: the
+// result, its reason, and, for one that waits for a member-list change,
+// what to hold once its ID is decided.
+func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.ValidationResult, string, *waiter) {
 	var (
 		env *protocol.Envelope
 		err error
@@ -123,34 +129,37 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 	}
 	switch {
 	case errors.Is(err, protocol.ErrUnknownVersion):
-		return pubsub.ValidationIgnore, "version"
+		return pubsub.ValidationIgnore, "version", nil
 	case errors.Is(err, protocol.ErrBadSignature):
-		return pubsub.ValidationReject, "signature"
+		return pubsub.ValidationReject, "signature", nil
 	case err != nil:
-		return pubsub.ValidationReject, "malformed"
+		return pubsub.ValidationReject, "malformed", nil
 	}
 	if env.Room != room {
-		return pubsub.ValidationReject, "room"
+		return pubsub.ValidationReject, "room", nil
 	}
-	if !env.Kind.Known() {
-		return pubsub.ValidationIgnore, "kind"
+	if !n.knows(env.Kind) {
+		return pubsub.ValidationIgnore, "kind", nil
 	}
 	if protocol.CheckPayload(env) != nil {
-		return pubsub.ValidationReject, "payload"
+		return pubsub.ValidationReject, "payload", nil
 	}
 	if n.cfg.Policy != nil {
 		if err := n.cfg.Policy(env); err != nil {
-			return pubsub.ValidationReject, "policy"
+			return pubsub.ValidationReject, "policy", nil
 		}
 	}
 	r := n.privateRoom(room)
 	if r != nil {
 		switch missing, err := r.priv.judge(env, id); {
 		case errors.Is(err, roster.ErrWaiting):
-			r.hold(inbound{env: env, id: id, raw: msg.Data, via: "mesh", from: msg.ReceivedFrom}, missing)
-			return pubsub.ValidationIgnore, "waiting"
+			return pubsub.ValidationIgnore, "waiting", &waiter{r, inbound{env: env, id: id, raw: msg.Data, via: "mesh", from: msg.ReceivedFrom}, missing}
+		case errors.Is(err, roster.ErrRemoved):
+			// Its sender was removed, which the peer that passed it on
+			// may not have heard of yet: not forwarded, not punished.
+			return pubsub.ValidationIgnore, "removed", nil
 		case err != nil:
-			return pubsub.ValidationReject, "member"
+			return pubsub.ValidationReject, "member", nil
 		}
 	}
 	err = n.guard.Check(env, id, protocol.Live)
@@ -158,22 +167,22 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 	case err == nil:
 		msg.ValidatorData = &verified{env: env, id: id}
 		if r != nil {
-			r.release(r.priv.commit(env, id, n.cfg.now()))
+			r.release(r.commit(env, id))
 		}
-		return pubsub.ValidationAccept, ""
+		return pubsub.ValidationAccept, "", nil
 	case errors.Is(err, protocol.ErrDuplicate):
 		// Accepted before (the seen set forgot it): pass it on, once more,
 		// but do not show it again. Its timestamp is live, so this is not
 		// an old replay being spread.
 		msg.ValidatorData = &verified{env: env, id: id, known: true}
-		return pubsub.ValidationAccept, "known"
+		return pubsub.ValidationAccept, "known", nil
 	case errors.Is(err, protocol.ErrEquivocation):
 		n.evidence(env, id, msg.Data)
-		return pubsub.ValidationIgnore, "equivocation"
+		return pubsub.ValidationIgnore, "equivocation", nil
 	case errors.Is(err, protocol.ErrExpired):
-		return pubsub.ValidationIgnore, "expired"
+		return pubsub.ValidationIgnore, "expired", nil
 	default:
-		return pubsub.ValidationIgnore, "replay"
+		return pubsub.ValidationIgnore, "replay", nil
 	}
 }
 
@@ -199,9 +208,17 @@ func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pu
 	return n.result(pubsub.ValidationAccept, "known")
 }
 
+// knows reports whether the node knows envelopes of kind k.
+func (n *Node) knows(k protocol.Kind) bool {
+	if n.legacy {
+		return k == protocol.KindText
+	}
+	return k.Known()
+}
+
 // privateRoom returns the joined private room room, or nil.
 func (n *Node) privateRoom(room string) *Room {
-	if !protocol.IsPrivateRoom(room) {
+	if n.legacy || !protocol.IsPrivateRoom(room) {
 		return nil
 	}
 	n.mu.Lock()

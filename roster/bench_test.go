@@ -348,7 +348,7 @@ func BenchmarkResolve10000Shuffled(b *testing.B) {
 	var l *Log
 	for b.Loop() {
 		l = NewLog(r.room)
-		w := NewWaiting[item](len(items), time.Hour)
+		w := NewWaiting[item](len(items), len(items), time.Hour)
 		queue := make([]item, 0, len(items))
 		for _, it := range items {
 			queue = append(queue[:0], it)
@@ -360,7 +360,7 @@ func BenchmarkResolve10000Shuffled(b *testing.B) {
 				case err == nil:
 					queue = append(queue, w.Release(it.id, t0)...)
 				case len(missing) > 0:
-					w.Hold(missing[0], it, t0)
+					w.Hold(missing[0], it, "", t0)
 				default:
 					b.Fatal(err)
 				}

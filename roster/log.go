@@ -27,6 +27,11 @@ var (
 	// issuer is not known as an admin waits for: offer it again after
 	// any change that makes an admin.
 	ErrWaiting = errors.New("roster: waiting for an earlier change")
+	// ErrRemoved: the post's sender was a member at the head it names
+	// but was removed before it was made, or was removed before that
+	// head. A peer that had not heard of the removal forwarded it in
+	// good faith: refuse it, do not punish the forwarder.
+	ErrRemoved = errors.New("roster: sender removed")
 )
 
 // Member is one person on a room's member list, as resolved.
@@ -563,12 +568,42 @@ func (l *Log) Admit(sender identity.PublicKey, head protocol.ID, t int64) error 
 	if m == nil {
 		return fmt.Errorf("%w: %s is not a member of %s", ErrRefused, sender.ShortFingerprint(), l.room)
 	}
+	removed := false
 	for _, p := range m.periods {
-		if p.added <= h.pos && (p.removedAt < 0 || (h.pos < p.removedAt && t < p.removedTime)) {
+		if p.added > h.pos {
+			continue
+		}
+		if p.removedAt < 0 || (h.pos < p.removedAt && t < p.removedTime) {
 			return nil
 		}
+		removed = true
 	}
-	return fmt.Errorf("%w: %s was not a member of %s at the head its post names, or was removed before this post", ErrRefused, sender.ShortFingerprint(), l.room)
+	if removed {
+		return fmt.Errorf("%w: %s was removed from %s before this post", ErrRemoved, sender.ShortFingerprint(), l.room)
+	}
+	return fmt.Errorf("%w: %s was not a member of %s at the head its post names", ErrRefused, sender.ShortFingerprint(), l.room)
+}
+
+// MemberSince returns the change that made key a member (the last time),
+// and false if key is not a member now. A post names it as its head: a
+// peer that holds the head holds the change that let its sender in, so
+// two peers judge the post alike whatever else each has seen.
+func (l *Log) MemberSince(key identity.PublicKey) (protocol.ID, bool) {
+	l.rlock()
+	defer l.mu.RUnlock()
+	m := l.st.members[key]
+	if m == nil || !m.current() {
+		return protocol.ID{}, false
+	}
+	return m.Since, true
+}
+
+// Known reports whether key has ever been a member, as far as the log
+// knows.
+func (l *Log) Known(key identity.PublicKey) bool {
+	l.rlock()
+	defer l.mu.RUnlock()
+	return l.st.members[key] != nil
 }
 
 // IsMember reports whether key is a member now.

@@ -1212,14 +1212,16 @@ func TestAdmit(t *testing.T) {
 	check("never a member", l.Admit(dave.pub, l.Head(), now), ErrRefused)
 	check("unknown head", l.Admit(bob.pub, protocol.ID{1}, now), ErrWaiting)
 	check("unknown head, non-member", l.Admit(dave.pub, protocol.ID{1}, now), ErrWaiting)
-	// Carol, removed: a post made before the removal, arriving late.
+	// Carol, removed: a post made before the removal, arriving late,
+	// counts; one made after it does not, and says she was removed (a
+	// peer that had not heard of it forwarded it in good faith).
 	check("removed, earlier head, made before", l.Admit(carol.pub, before.id, removal.env.Time-1), nil)
 	check("removed, head of her add, made before", l.Admit(carol.pub, addCarol.id, addCarol.env.Time), nil)
-	check("removed, earlier head, made at the removal", l.Admit(carol.pub, before.id, removal.env.Time), ErrRefused)
-	check("removed, earlier head, made after", l.Admit(carol.pub, before.id, now), ErrRefused)
-	check("removed, the removal as head", l.Admit(carol.pub, removal.id, removal.env.Time-1), ErrRefused)
-	check("removed, later head", l.Admit(carol.pub, after.id, removal.env.Time-1), ErrRefused)
-	check("removed, later head, made after", l.Admit(carol.pub, after.id, now), ErrRefused)
+	check("removed, earlier head, made at the removal", l.Admit(carol.pub, before.id, removal.env.Time), ErrRemoved)
+	check("removed, earlier head, made after", l.Admit(carol.pub, before.id, now), ErrRemoved)
+	check("removed, the removal as head", l.Admit(carol.pub, removal.id, removal.env.Time-1), ErrRemoved)
+	check("removed, later head", l.Admit(carol.pub, after.id, removal.env.Time-1), ErrRemoved)
+	check("removed, later head, made after", l.Admit(carol.pub, after.id, now), ErrRemoved)
 }
 
 // TestAdmitReAdded: carol, removed and added again, posted while she was

@@ -78,7 +78,8 @@ func (pr *privateRoom) notify() {
 
 // judge asks the member list about a verified envelope of the room: nil,
 // or an error wrapping roster.ErrWaiting (with the ID waited for; the
-// zero ID is the room's first change) or roster.ErrRefused.
+// zero ID: an admin role not known yet), roster.ErrRemoved or
+// roster.ErrRefused.
 func (pr *privateRoom) judge(env *protocol.Envelope, id protocol.ID) (protocol.ID, error) {
 	switch env.Kind {
 	case protocol.KindMember:
@@ -237,7 +238,7 @@ func (s *Server) judgePublish(ctx context.Context, env *protocol.Envelope, id pr
 		return wire.CodeOK, ""
 	case errors.Is(err, roster.ErrWaiting):
 		return wire.CodeNotMember, unknownChange(env, missing)
-	case errors.Is(err, roster.ErrRefused):
+	case errors.Is(err, roster.ErrRefused), errors.Is(err, roster.ErrRemoved):
 		return wire.CodeNotMember, err.Error()
 	case ctx.Err() != nil:
 		return wire.CodeShuttingDown, "the relay is shutting down"
