@@ -330,27 +330,29 @@ func compare(a, b *change) int {
 	return cmp.Or(cmp.Compare(a.clock, b.clock), cmp.Compare(a.env.Time, b.env.Time), bytes.Compare(a.id[:], b.id[:]))
 }
 
-// insert puts ch in its place in the order and resolves it: in one step
-// when it sorts last (a change made after every one known, the usual
-// case) and voids no join already applied; otherwise the state is
-// resolved again from the start at the next look (resolve).
+// insert adds ch to the order and resolves it: in one step when it sorts
+// last (a change made after every one known, the usual case) and voids no
+// join already applied; otherwise the order is sorted and the state
+// resolved again from the start at the next look (resolve), once for
+// however many changes came meanwhile (a page of sync).
 func (l *Log) insert(ch *change) {
-	i, _ := slices.BinarySearchFunc(l.order, ch, compare)
-	l.order = slices.Insert(l.order, i, ch)
-	if i == len(l.order)-1 && !l.dirty {
-		ch.pos = i
+	last := len(l.order) == 0 || compare(l.order[len(l.order)-1], ch) < 0
+	l.order = append(l.order, ch)
+	if last && !l.dirty {
+		ch.pos = len(l.order) - 1
 		l.apply(ch)
 		return
 	}
 	l.dirty = true
 }
 
-// resolve applies every change again, in order, if the state needs it.
-// It runs under mu (write).
+// resolve sorts the order and applies every change again, if the state
+// needs it. It runs under mu (write).
 func (l *Log) resolve() {
 	if !l.dirty {
 		return
 	}
+	slices.SortFunc(l.order, compare)
 	l.st = newState()
 	for i, c := range l.order {
 		c.pos = i
@@ -640,7 +642,7 @@ func (l *Log) Len() int {
 // Head returns the last change in the order: what a post names. It is
 // zero while the log is empty.
 func (l *Log) Head() protocol.ID {
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	if len(l.order) == 0 {
 		return protocol.ID{}
@@ -652,7 +654,7 @@ func (l *Log) Head() protocol.ID {
 // now carries it, so that its joins sort after every change its issuer
 // had seen.
 func (l *Log) Clock() uint64 {
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	if len(l.order) == 0 {
 		return 0
@@ -754,7 +756,7 @@ func (l *Log) JoinEffect(env *protocol.Envelope, id protocol.ID) error {
 	if c.Op != protocol.OpJoin {
 		return fmt.Errorf("%w: a %s change, not a join", ErrRefused, c.Op)
 	}
-	l.mu.RLock()
+	l.rlock()
 	defer l.mu.RUnlock()
 	if l.genesis == nil {
 		return fmt.Errorf("%w: the room %s is not known here", ErrRefused, l.room)
