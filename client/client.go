@@ -215,6 +215,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 			Bootstrap:   c.cfg.Peers,
 			MDNS:        c.cfg.MDNS,
 			Rosters:     c.rosters,
+			MaySync:     c.relayMaySync(),
 			Now:         o.Now,
 			Logger:      c.log,
 		})

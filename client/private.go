@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/roster"
 )
 
@@ -50,6 +51,16 @@ func (c *Client) roster(ctx context.Context, room string) (*roster.Log, error) {
 	return l, err
 }
 
+// relayMaySync is the mesh's MaySync: the relay we use may catch up our
+// private rooms from our node.
+func (c *Client) relayMaySync() func(identity.PublicKey) bool {
+	addr, err := relay.ParseAddr(c.cfg.Relay)
+	if c.cfg.Relay == "" || err != nil {
+		return nil
+	}
+	return func(key identity.PublicKey) bool { return key.Fingerprint() == addr.Fingerprint }
+}
+
 // payload encodes what publish signs: text t as the room's kind of
 // message, or change ch with the member list's heads as parents.
 func (c *Client) payload(ctx context.Context, room string, t *protocol.Text, ch *protocol.Change) (protocol.Kind, []byte, error) {
@@ -76,7 +87,7 @@ func (c *Client) payload(ctx context.Context, room string, t *protocol.Text, ch 
 		return protocol.KindPost, b, err
 	}
 	if ch.Op != protocol.OpCreate && ch.Op != protocol.OpJoin {
-		ch.Parents, _ = l.Parents()
+		ch.Parents, _ = l.ParentsFor(c.home.Key.Public())
 	}
 	b, err := ch.MarshalBinary()
 	return protocol.KindMember, b, err
@@ -220,7 +231,8 @@ func (c *Client) awaitMembership(ctx context.Context, room string) error {
 			if l.Len() > 1 {
 				return fmt.Errorf("%w: the room's member list arrived without our join taking effect", ErrJoinRefused)
 			}
-			return fmt.Errorf("%w: no member or relay confirmed our join: %w", ErrJoinRefused, ctx.Err())
+			// Nobody answered: not a refusal, and the join is kept.
+			return fmt.Errorf("%w: no member or relay has confirmed our join yet: %w", ErrNoPath, ctx.Err())
 		case <-c.ctx.Done():
 			return ErrClosed
 		}

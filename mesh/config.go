@@ -37,6 +37,12 @@ type Config struct {
 	// keeps its own. A private room's list is loaded from Store when the
 	// room is joined, unless Rosters has it already.
 	Rosters *roster.Book
+	// MaySync, if not nil, says who besides a private room's members may
+	// catch up its history from this node: the client allows the relays
+	// it uses, whose mesh nodes are no members but keep the room for
+	// those who are (and would otherwise miss what was said peer to peer
+	// while they were down).
+	MaySync func(identity.PublicKey) bool
 
 	// Policy, if not nil, is asked about every envelope that passed the
 	// signature and replay checks; an error rejects it. The relay and

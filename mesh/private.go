@@ -15,11 +15,13 @@ import (
 )
 
 // Bounds of the envelopes of a private room that wait for a member-list
-// change not known yet (a post naming a head, a change naming a parent):
+// change not known yet (a change naming a parent, a post naming a head):
 // how many a room holds, how many of one sender, and for how long.
-// Senders the list has never known as members (outsiders, or newcomers
-// whose join is on its way) share a small quota of their own, so that
-// they can never take the places of members' envelopes.
+// Changes have places of their own (an admin's burst, come out of order,
+// must not be cut short); posts of senders the list has never known as
+// members (outsiders, or newcomers whose join is on its way) share a
+// small quota, so that they can never take the places of members' posts,
+// and do not make the node ask its peers for anything.
 const (
 	maxWaiting      = 1024
 	maxWaitingOf    = 16
@@ -35,8 +37,9 @@ type private struct {
 	log *roster.Log
 
 	mu        sync.Mutex
-	waiting   *roster.Waiting[inbound] // of senders the list knows
-	strangers *roster.Waiting[inbound] // of senders it does not
+	changes   *roster.Waiting[inbound] // member-list changes
+	waiting   *roster.Waiting[inbound] // posts of senders the list knows
+	strangers *roster.Waiting[inbound] // posts of senders it does not
 	released  chan []inbound           // to resume
 }
 
@@ -58,6 +61,7 @@ func (n *Node) openPrivate(ctx context.Context, room string) (*private, error) {
 		n.log.Warn("member-list changes in the store that do not resolve", "room", room, "n", left)
 	}
 	return &private{log: l,
+		changes:   roster.NewWaiting[inbound](maxWaiting, maxWaiting, heldFor),
 		waiting:   roster.NewWaiting[inbound](maxWaiting, maxWaitingOf, heldFor),
 		strangers: roster.NewWaiting[inbound](maxStrangers, maxStrangersOf, heldFor),
 		released:  make(chan []inbound, releasedBacklog)}, nil
@@ -115,11 +119,13 @@ func (r *Room) commit(env *protocol.Envelope, id protocol.ID) []inbound {
 	now := r.n.cfg.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	released := append(p.waiting.Release(id, now), p.strangers.Release(id, now)...)
+	var released []inbound
+	for _, w := range []*roster.Waiting[inbound]{p.changes, p.waiting, p.strangers} {
+		released = append(released, w.Release(id, now)...)
+	}
 	if op := protocol.Op(env.Payload[0]); op == protocol.OpCreate || op == protocol.OpAdmin {
 		// A new admin: the joins whose issuer was not known as one.
-		released = append(released, p.waiting.Release(protocol.ID{}, now)...)
-		released = append(released, p.strangers.Release(protocol.ID{}, now)...)
+		released = append(released, p.changes.Release(protocol.ID{}, now)...)
 	}
 	return released
 }
@@ -142,7 +148,10 @@ func (r *Room) hold(it inbound, missing protocol.ID) {
 	now := r.n.cfg.now()
 	p.mu.Lock()
 	w := p.strangers
-	if p.log.Known(it.env.Sender) {
+	switch {
+	case it.env.Kind == protocol.KindMember:
+		w = p.changes
+	case p.log.Known(it.env.Sender):
 		w = p.waiting
 	}
 	ok := w.Hold(missing, it, string(it.env.Sender.Bytes()), now)
@@ -160,7 +169,9 @@ func (r *Room) hold(it inbound, missing protocol.ID) {
 		return
 	}
 	r.release(again)
-	if it.from != "" && it.from != r.n.host.ID() && !missing.IsZero() && r.gaps.claim(missing) == unseen {
+	// Only for a sender the list knows: an outsider's post naming made-up
+	// changes must not buy a sync of the room's whole past.
+	if w != p.strangers && it.from != "" && it.from != r.n.host.ID() && !missing.IsZero() && r.gaps.claim(missing) == unseen {
 		// A member-list change may be older than anything else: all of
 		// the room's past (a private room's list is never pruned).
 		r.requestSync(syncRequest{peer: it.from, since: 0, until: it.env.Time + 1, gap: true})
@@ -239,10 +250,11 @@ func (r *Room) admitHeld(it inbound) ([]inbound, bool) {
 	return r.commit(it.env, it.id), true
 }
 
-// memberOf reports whether peer p is a member of the private room.
-func (p *private) memberOf(id peer.ID) bool {
+// maySync reports whether peer id may catch up the private room from
+// this node: a member, or one that allowed says may.
+func (p *private) maySync(id peer.ID, allowed func(identity.PublicKey) bool) bool {
 	key, err := identityOf(id)
-	return err == nil && p.log.IsMember(key)
+	return err == nil && (p.log.IsMember(key) || allowed != nil && allowed(key))
 }
 
 // identityOf returns the identity whose key is peer ID p's.

@@ -144,7 +144,7 @@ func (n *Node) handleSync(s network.Stream) {
 		s.Reset()
 		return
 	}
-	if r.priv != nil && !r.priv.memberOf(remote) {
+	if r.priv != nil && !r.priv.maySync(remote, n.cfg.MaySync) {
 		// A private room's history is for its members only: an outsider,
 		// or a member since removed, gets nothing.
 		result = "not-member"

@@ -29,8 +29,10 @@ const (
 	NonceSize = 16
 	// MaxRoomNameLen is the longest display name of a private room.
 	MaxRoomNameLen = 64
-	// MaxParents is the most member-list heads a change names.
-	MaxParents = 8
+	// MaxParents is the most member-list heads a change names: enough
+	// for the joins of a busy invite (each is a head until a change
+	// names it) beside the author's own latest change.
+	MaxParents = 64
 )
 
 // Signing contexts of the two invite signatures: neither means anything
@@ -377,6 +379,10 @@ func CheckChange(e *Envelope, c *Change) error {
 		}
 		if c.Cap.Lamport > MaxCounter {
 			return fmt.Errorf("%w: invite's clock %d above %d", ErrMalformed, c.Cap.Lamport, uint64(MaxCounter))
+		}
+		if e.Time/1000 >= int64(c.Cap.Expires) {
+			// By its own signed time: the same verdict for every copy.
+			return fmt.Errorf("%w: join made after its invite expired", ErrMalformed)
 		}
 	}
 	return nil

@@ -30,6 +30,14 @@
 //     with an invite signed before the joiner's removal is void too.
 //   - A removed or demoted admin's changes that come after the removal in
 //     the order are void: authority is judged at each change's place.
+//   - Seniority: the creator outranks every admin, and an admin made
+//     earlier (by the clock of the change that made them one) outranks one
+//     made later. A removal or demotion by a senior admin voids every
+//     admin change of the removed one that it did not see and that did not
+//     see it, wherever that change sorts: a removed admin cannot name old
+//     parents, pretend not to have seen the removal, and so sort before it
+//     (and, say, remove the creator). Of two admins who remove each other
+//     at once, the senior stays.
 //   - A revocation of an invite voids every join with it that it did not
 //     see (that is not its ancestor), wherever the join sorts; so does a
 //     removal or demotion of the invite's issuer made after the invite
@@ -41,7 +49,12 @@
 // make it count, judged by its own ancestors so that every peer judges it
 // alike: an admin's change whose author was not made an admin by any of
 // its ancestors, a leave by someone no ancestor shows as a member, a
-// change naming a refused change as its parent. A change whose parents
+// change naming a refused change as its parent. (A change names up to 64
+// heads; when there are more, one place goes to the author's own latest
+// change, so that a crowd of joins, each a head, cannot hide their role.)
+// A join that cannot count (its invite revoked or used up) is kept all
+// the same, since whether it counts depends on the order; one made after
+// its invite expired is refused by its bytes. A change whose parents
 // are not known yet waits for them; a join whose issuer is not known as
 // an admin yet waits for a change that makes one (ErrWaiting with the
 // zero ID). Waiting is bounded (Waiting): what never resolves expires.

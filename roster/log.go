@@ -92,8 +92,15 @@ type Log struct {
 	// not see (joinVoid).
 	revokes, demotions map[identity.PublicKey][]*change
 	joinsBy            map[identity.PublicKey]bool // issuers and invite keys that joins used
-	st                 state
-	dirty              bool // st must be resolved again from the start
+	// rank is each admin's seniority: 0 for the creator, else the
+	// lowest clock of a change that made them an admin. A removal by a
+	// senior admin voids the removed admin's changes it did not see
+	// (outranked).
+	rank     map[identity.PublicKey]uint64
+	authored map[identity.PublicKey]bool    // made an admin's change
+	latest   map[identity.PublicKey]*change // the latest change that shows their role (own, or adding them)
+	st       state
+	dirty    bool // st must be resolved again from the start
 }
 
 // state is what the changes in order resolve to.
@@ -111,7 +118,9 @@ func NewLog(room string) *Log {
 	return &Log{room: room, changes: make(map[protocol.ID]*change), heads: make(map[protocol.ID]bool),
 		granted: make(map[identity.PublicKey]bool), refused: make(map[protocol.ID]bool),
 		revokes: make(map[identity.PublicKey][]*change), demotions: make(map[identity.PublicKey][]*change),
-		joinsBy: make(map[identity.PublicKey]bool), st: newState()}
+		joinsBy: make(map[identity.PublicKey]bool),
+		rank:    make(map[identity.PublicKey]uint64), authored: make(map[identity.PublicKey]bool),
+		latest: make(map[identity.PublicKey]*change), st: newState()}
 }
 
 func newState() state {
@@ -203,23 +212,48 @@ func (l *Log) clockOf(c *protocol.Change) uint64 {
 // invites joins use. It runs under mu.
 func (l *Log) index(ch *change) {
 	env, c := ch.env, ch.c
+	l.noteLatest(env.Sender, ch)
 	switch c.Op {
 	case protocol.OpCreate:
 		l.granted[env.Sender] = true
+		l.rank[env.Sender] = 0
 		if l.genesis == nil || compare(ch, l.genesis) < 0 {
 			l.genesis = ch
 		}
+	case protocol.OpAdd:
+		l.noteLatest(c.Target, ch)
 	case protocol.OpAdmin:
 		l.granted[c.Target] = true
+		l.noteLatest(c.Target, ch)
+		if r, ok := l.rank[c.Target]; !ok || ch.clock < r {
+			l.rank[c.Target] = ch.clock
+			l.dirty = l.dirty || len(l.demotions[c.Target]) > 0 || l.authored[c.Target]
+		}
 	case protocol.OpRevoke:
 		l.revokes[c.Target] = append(l.revokes[c.Target], ch)
 		l.dirty = l.dirty || l.joinsBy[c.Target]
 	case protocol.OpRemove, protocol.OpUnadmin:
 		l.demotions[c.Target] = append(l.demotions[c.Target], ch)
-		l.dirty = l.dirty || l.joinsBy[c.Target]
+		l.dirty = l.dirty || l.joinsBy[c.Target] || l.authored[c.Target]
 	case protocol.OpJoin:
 		l.joinsBy[c.Cap.Issuer], l.joinsBy[c.Cap.Key] = true, true
 	}
+	if adminOp(env, c) {
+		l.authored[env.Sender] = true
+	}
+}
+
+// noteLatest remembers ch as the latest change that shows key's role, if
+// it sorts after the one remembered.
+func (l *Log) noteLatest(key identity.PublicKey, ch *change) {
+	if old := l.latest[key]; old == nil || compare(old, ch) < 0 {
+		l.latest[key] = ch
+	}
+}
+
+// adminOp reports whether c is a change only an admin may make.
+func adminOp(env *protocol.Envelope, c *protocol.Change) bool {
+	return c.Op != protocol.OpCreate && c.Op != protocol.OpJoin && !selfChange(env, c)
 }
 
 // admissible checks what does not depend on the order: the parents, and
@@ -253,6 +287,10 @@ func (l *Log) admissible(env *protocol.Envelope, c *protocol.Change) ([]protocol
 		if l.genesis != nil && !l.granted[c.Cap.Issuer] {
 			return []protocol.ID{{}}, fmt.Errorf("%w: invite issued by %s, not known as an admin of %s", ErrWaiting, c.Cap.Issuer.ShortFingerprint(), l.room)
 		}
+		// A join that cannot count (revoked, used up) is kept all the
+		// same: whether it counts depends on the order, and a peer that
+		// dropped what another kept would refuse the changes that name
+		// it. An expired one is refused by its bytes (CheckChange).
 		return nil, nil
 	case selfChange(env, c):
 		if !l.evidence(c.Parents, env.Sender, memberEvidence) {
@@ -361,26 +399,19 @@ func (l *Log) resolve() {
 	l.dirty = false
 }
 
-// rlock read-locks the log with its state resolved.
-func (l *Log) rlock() {
+// rlock locks the log for reading with its state resolved, and returns
+// the unlock: a read lock when the state is resolved already, else the
+// write lock under which it was resolved (so that no Add can slip in
+// between resolving and reading).
+func (l *Log) rlock() (unlock func()) {
 	l.mu.RLock()
 	if !l.dirty {
-		return
+		return l.mu.RUnlock
 	}
 	l.mu.RUnlock()
 	l.mu.Lock()
 	l.resolve()
-	l.mu.Unlock()
-	l.mu.RLock()
-	// Another Add may have come in between: resolve under the write
-	// lock once more if so (rare; a loop would be unbounded).
-	if l.dirty {
-		l.mu.RUnlock()
-		l.mu.Lock()
-		l.resolve()
-		l.mu.Unlock()
-		l.mu.RLock()
-	}
+	return l.mu.Unlock
 }
 
 // apply applies one change, in order, to the state: the rules of the
@@ -388,7 +419,7 @@ func (l *Log) rlock() {
 func (l *Log) apply(ch *change) {
 	st, env, c := &l.st, ch.env, ch.c
 	author := st.members[env.Sender]
-	admin := author != nil && author.current() && author.Admin
+	admin := author != nil && author.current() && author.Admin && !l.outranked(ch)
 	switch c.Op {
 	case protocol.OpCreate:
 		if len(st.members) == 0 && ch == l.genesis {
@@ -437,6 +468,34 @@ func (l *Log) apply(ch *change) {
 			st.invite(c.Target, identity.PublicKey{}).Revoked = true
 		}
 	}
+}
+
+// outranked reports whether an admin's change ch is void because a more
+// senior admin removed or demoted its author without seeing it (the
+// removal is not its ancestor, nor it the removal's), wherever each
+// sorts: a removed admin who names old parents, pretending not to have
+// seen the removal, gets a clock that sorts before it, and must not
+// thereby keep acting as an admin. Seniority settles it: the creator
+// outranks everyone, an admin made earlier one made later.
+func (l *Log) outranked(ch *change) bool {
+	author := ch.env.Sender
+	if !adminOp(ch.env, ch.c) || len(l.demotions[author]) == 0 {
+		return false
+	}
+	mine, ok := l.rank[author]
+	if !ok {
+		return false
+	}
+	for _, r := range l.demotions[author] {
+		theirs, ok := l.rank[r.env.Sender]
+		if r == ch || !ok || theirs >= mine || r.env.Sender == author {
+			continue
+		}
+		if !l.ancestor(r, ch) && !l.ancestor(ch, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // joinVoid says why a join, at its place in the order, does not make its
@@ -560,8 +619,7 @@ func (l *Log) ancestor(a, b *change) bool {
 // (Unix ms): nil if it may be shown, an error wrapping ErrWaiting if the
 // head is not known yet, ErrRefused otherwise. See the package comment.
 func (l *Log) Admit(sender identity.PublicKey, head protocol.ID, t int64) error {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	h, ok := l.changes[head]
 	if !ok {
 		return fmt.Errorf("%w: post names member-list head %s", ErrWaiting, head)
@@ -591,8 +649,7 @@ func (l *Log) Admit(sender identity.PublicKey, head protocol.ID, t int64) error 
 // peer that holds the head holds the change that let its sender in, so
 // two peers judge the post alike whatever else each has seen.
 func (l *Log) MemberSince(key identity.PublicKey) (protocol.ID, bool) {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	m := l.st.members[key]
 	if m == nil || !m.current() {
 		return protocol.ID{}, false
@@ -603,23 +660,20 @@ func (l *Log) MemberSince(key identity.PublicKey) (protocol.ID, bool) {
 // Known reports whether key has ever been a member, as far as the log
 // knows.
 func (l *Log) Known(key identity.PublicKey) bool {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	return l.st.members[key] != nil
 }
 
 // IsMember reports whether key is a member now.
 func (l *Log) IsMember(key identity.PublicKey) bool {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	m := l.st.members[key]
 	return m != nil && m.current()
 }
 
 // IsAdmin reports whether key is an admin now.
 func (l *Log) IsAdmin(key identity.PublicKey) bool {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	m := l.st.members[key]
 	return m != nil && m.current() && m.Admin
 }
@@ -642,8 +696,7 @@ func (l *Log) Len() int {
 // Head returns the last change in the order: what a post names. It is
 // zero while the log is empty.
 func (l *Log) Head() protocol.ID {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	if len(l.order) == 0 {
 		return protocol.ID{}
 	}
@@ -654,8 +707,7 @@ func (l *Log) Head() protocol.ID {
 // now carries it, so that its joins sort after every change its issuer
 // had seen.
 func (l *Log) Clock() uint64 {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	if len(l.order) == 0 {
 		return 0
 	}
@@ -666,7 +718,14 @@ func (l *Log) Clock() uint64 {
 // changes no other names), in ascending order of ID, at most
 // protocol.MaxParents of them (the latest in the order), and the highest
 // clock among them.
-func (l *Log) Parents() ([]protocol.ID, uint64) {
+func (l *Log) Parents() ([]protocol.ID, uint64) { return l.ParentsFor(identity.PublicKey{}) }
+
+// ParentsFor is Parents for a change by author: when there are more heads
+// than a change may name, one place goes to the latest change that shows
+// the author's role (their own, or the one that added them), so that the
+// change carries its evidence (a crowd of joins, each a head, would
+// otherwise hide it).
+func (l *Log) ParentsFor(author identity.PublicKey) ([]protocol.ID, uint64) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	heads := make([]*change, 0, len(l.heads))
@@ -676,6 +735,9 @@ func (l *Log) Parents() ([]protocol.ID, uint64) {
 	slices.SortFunc(heads, compare)
 	if len(heads) > protocol.MaxParents {
 		heads = heads[len(heads)-protocol.MaxParents:]
+		if own := l.latest[author]; own != nil && !slices.Contains(heads, own) {
+			heads[0] = own
+		}
 	}
 	var (
 		ids []protocol.ID
@@ -691,8 +753,7 @@ func (l *Log) Parents() ([]protocol.ID, uint64) {
 
 // Name returns the room's display name; empty before its first change.
 func (l *Log) Name() string {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	return l.st.name
 }
 
@@ -709,8 +770,7 @@ func (l *Log) Creator() (identity.PublicKey, bool) {
 
 // Members returns the current members, admins first, then by key.
 func (l *Log) Members() []Member {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	var out []Member
 	for _, m := range l.st.members {
 		if m.current() {
@@ -731,8 +791,7 @@ func (l *Log) Members() []Member {
 
 // Invites returns the invites the log knows, by key.
 func (l *Log) Invites() []Invite {
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	out := make([]Invite, 0, len(l.st.invites))
 	for _, inv := range l.st.invites {
 		out = append(out, *inv)
@@ -756,15 +815,14 @@ func (l *Log) JoinEffect(env *protocol.Envelope, id protocol.ID) error {
 	if c.Op != protocol.OpJoin {
 		return fmt.Errorf("%w: a %s change, not a join", ErrRefused, c.Op)
 	}
-	l.rlock()
-	defer l.mu.RUnlock()
+	defer l.rlock()()
 	if l.genesis == nil {
 		return fmt.Errorf("%w: the room %s is not known here", ErrRefused, l.room)
 	}
 	// A scratch copy of the log, with the join in its place: the join may
 	// sort before changes known already, which then see it.
 	s := &Log{room: l.room, changes: make(map[protocol.ID]*change, len(l.changes)+1), granted: l.granted,
-		revokes: l.revokes, demotions: l.demotions, st: newState()}
+		revokes: l.revokes, demotions: l.demotions, rank: l.rank, authored: l.authored, st: newState()}
 	for id, ch := range l.changes {
 		cp := *ch
 		s.changes[id] = &cp

@@ -99,12 +99,11 @@ func (pr *privateRoom) judge(env *protocol.Envelope, id protocol.ID) (protocol.I
 }
 
 // isJoin reports whether env is a member-list change of op OpJoin.
-func isJoin(env *protocol.Envelope) bool {
-	if env.Kind != protocol.KindMember {
-		return false
-	}
-	c, err := protocol.ParseChange(env.Payload)
-	return err == nil && c.Op == protocol.OpJoin
+func isJoin(env *protocol.Envelope) bool { return isOp(env, protocol.OpJoin) }
+
+// isOp reports whether env is a member-list change of operation op.
+func isOp(env *protocol.Envelope, op protocol.Op) bool {
+	return env.Kind == protocol.KindMember && len(env.Payload) > 0 && protocol.Op(env.Payload[0]) == op
 }
 
 // commit adds a change that judge passed to the list, and wakes what
@@ -201,12 +200,17 @@ func notMember(id identity.PublicKey, room string) *wire.RelayError {
 // change the relay does not have waits for it, within the batch's bound,
 // after b's publishes that passed so far are queued.
 func (s *Server) judgePublish(ctx context.Context, env *protocol.Envelope, id protocol.ID, b *publishBatch) (wire.ErrorCode, string) {
-	pr, err := s.openPrivate(ctx, env.Room, true)
+	// Only a room's first change makes the relay keep a list for a room
+	// it does not know: made-up room IDs cost it nothing.
+	pr, err := s.openPrivate(ctx, env.Room, isOp(env, protocol.OpCreate))
 	if err != nil {
 		if ctx.Err() != nil {
 			return wire.CodeShuttingDown, "the relay is shutting down"
 		}
 		return wire.CodeInternal, err.Error()
+	}
+	if pr == nil {
+		return wire.CodeNotMember, fmt.Sprintf("private room %s is not known to the relay (its first change never reached it)", env.Room)
 	}
 	missing, err := pr.judge(env, id)
 	if errors.Is(err, roster.ErrWaiting) {

@@ -89,6 +89,14 @@ func (s *Server) peers(c *client, fw *wire.Writer, body []byte) error {
 	if d := s.policy.Read(c.id, m.Room); !d.Allow {
 		return d.Err()
 	}
+	if protocol.IsPrivateRoom(m.Room) {
+		if _, err := s.member(context.Background(), c.id, m.Room); err != nil {
+			// A non-member learns nobody's address, and the relay's node
+			// does not join the room for them. (A newcomer asks before
+			// its join lands: an empty answer, not an error.)
+			return fw.Msg(wire.FramePeers, &wire.Peers{})
+		}
+	}
 	var addrs []string
 	if s.bridge != nil {
 		s.bridge.Join(m.Room)
