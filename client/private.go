@@ -110,13 +110,7 @@ func (c *Client) change(ctx context.Context, room string, ch *protocol.Change) (
 	if err != nil {
 		return Sent{}, err
 	}
-	select {
-	case <-d.done:
-		c.settle(ctx)
-		return d.sent, c.sentErr(d.sent)
-	case <-ctx.Done():
-		return Sent{ID: d.id}, fmt.Errorf("%w: no path confirmed the change in time: %w (kept, and sent again when a path is there)", ErrNoPath, ctx.Err())
-	}
+	return c.await(ctx, d)
 }
 
 // CreateRoom makes a private room named name, with us as its first member
@@ -426,18 +420,12 @@ func (c *Client) admitRelayed(ctx context.Context, env *protocol.Envelope, id pr
 	if err != nil {
 		return err
 	}
-	switch env.Kind {
-	case protocol.KindMember:
+	if env.Kind == protocol.KindMember {
 		_, err := l.Add(env, id)
 		return err
-	case protocol.KindPost:
-		post, err := protocol.ParsePost(env.Payload)
-		if err != nil {
-			return err
-		}
-		return l.Admit(env.Sender, post.Head, env.Time)
 	}
-	return fmt.Errorf("%w: %s envelope in a private room", roster.ErrRefused, env.Kind)
+	_, err = l.Judge(env, id)
+	return err
 }
 
 // ResolveRoom returns the room ID that text names: a room ID, or the name

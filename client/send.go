@@ -70,6 +70,13 @@ func (c *Client) Send(ctx context.Context, roomName, text string) (Sent, error) 
 	if err != nil {
 		return Sent{}, err
 	}
+	return c.await(ctx, d)
+}
+
+// await waits until a path has confirmed a delivery and the others have
+// had a moment to, or until ctx ends, and settles the relay's audit
+// checks: the end of Send, and of a member-list change.
+func (c *Client) await(ctx context.Context, d *delivery) (Sent, error) {
 	select {
 	case <-d.done:
 		c.settle(ctx)

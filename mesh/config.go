@@ -113,6 +113,14 @@ func (c *Config) antiEntropy() time.Duration {
 	return c.AntiEntropy
 }
 
+// rosters is Rosters, or a book of the node's own.
+func (c *Config) rosters() *roster.Book {
+	if c.Rosters != nil {
+		return c.Rosters
+	}
+	return roster.NewBook()
+}
+
 func (c *Config) queueSize() int {
 	if c.QueueSize > 0 {
 		return c.QueueSize

@@ -90,10 +90,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		scores:     make(map[peer.ID]float64),
 		evidenceQ:  make(chan store.Record, 64),
 		repairs:    newRepairs(),
-		rosters:    cfg.Rosters,
-	}
-	if n.rosters == nil {
-		n.rosters = roster.NewBook()
+		rosters:    cfg.rosters(),
 	}
 	// Every clock of the node is the one in n.cfg.
 	n.limits = newPeerLimits(syncRate, syncBurst, n.cfg.now)

@@ -80,25 +80,10 @@ func storedChanges(ctx context.Context, st *store.Store, room string) ([]roster.
 	return changes, nil
 }
 
-// judge asks the member list about a verified envelope of the room: nil,
-// or an error wrapping roster.ErrWaiting (with the ID waited for),
-// roster.ErrRemoved or roster.ErrRefused.
+// judge asks the member list about a verified envelope of the room
+// (roster.Log.Judge).
 func (p *private) judge(env *protocol.Envelope, id protocol.ID) (protocol.ID, error) {
-	switch env.Kind {
-	case protocol.KindMember:
-		missing, err := p.log.Check(env, id)
-		if len(missing) > 0 {
-			return missing[0], err
-		}
-		return protocol.ID{}, err
-	case protocol.KindPost:
-		post, err := protocol.ParsePost(env.Payload)
-		if err != nil {
-			return protocol.ID{}, fmt.Errorf("%w: %v", roster.ErrRefused, err)
-		}
-		return post.Head, p.log.Admit(env.Sender, post.Head, env.Time)
-	}
-	return protocol.ID{}, fmt.Errorf("%w: %s envelope in a private room", roster.ErrRefused, env.Kind)
+	return p.log.Judge(env, id)
 }
 
 // commit adds an accepted change to the member list and returns what

@@ -644,6 +644,28 @@ func (l *Log) Admit(sender identity.PublicKey, head protocol.ID, t int64) error 
 	return fmt.Errorf("%w: %s was not a member of %s at the head its post names", ErrRefused, sender.ShortFingerprint(), l.room)
 }
 
+// Judge judges a verified envelope of the room as a receiver does before
+// it keeps it: a change as Check does (without adding it), a post as
+// Admit does. It returns nil, or the ID waited for with an error
+// wrapping ErrWaiting, or an error wrapping ErrRemoved or ErrRefused.
+func (l *Log) Judge(env *protocol.Envelope, id protocol.ID) (protocol.ID, error) {
+	switch env.Kind {
+	case protocol.KindMember:
+		missing, err := l.Check(env, id)
+		if len(missing) > 0 {
+			return missing[0], err
+		}
+		return protocol.ID{}, err
+	case protocol.KindPost:
+		post, err := protocol.ParsePost(env.Payload)
+		if err != nil {
+			return protocol.ID{}, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
+		return post.Head, l.Admit(env.Sender, post.Head, env.Time)
+	}
+	return protocol.ID{}, fmt.Errorf("%w: %s envelope in a private room", ErrRefused, env.Kind)
+}
+
 // MemberSince returns the change that made key a member (the last time),
 // and false if key is not a member now. A post names it as its head: a
 // peer that holds the head holds the change that let its sender in, so

@@ -88,6 +88,30 @@ func TestPrivateRoomThroughRelay(t *testing.T) {
 	if rc != exitRefused || !strings.Contains(out, "used up") {
 		t.Errorf("carol: join with a used-up code: exit %d, want %d saying used up: %s", rc, exitRefused, out)
 	}
+	// A second code, revoked before anyone uses it: refused, saying so.
+	code2 := inviteCode(t, alice, room, "--uses", "5")
+	out, rc = alice.run(t, "room", "invites", room, "--json")
+	var open []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var inv struct{ Invite, State string }
+		if err := json.Unmarshal([]byte(line), &inv); err != nil {
+			t.Fatalf("room invites: exit %d: %q: %v", rc, line, err)
+		}
+		if inv.State == "open" {
+			open = append(open, inv.Invite)
+		}
+	}
+	if len(open) != 1 {
+		t.Fatalf("room invites: want one open (the first is used up): %s", out)
+	}
+	if out, rc := alice.run(t, "room", "revoke", room, open[0][:20]); rc != 0 {
+		t.Fatalf("alice: room revoke: exit %d: %s", rc, out)
+	}
+	out, rc = carol.run(t, "join", code2, "--timeout", "20s")
+	if rc != exitRefused || !strings.Contains(out, "revoked") {
+		t.Errorf("carol: join with a revoked code: exit %d, want %d saying revoked: %s", rc, exitRefused, out)
+	}
+
 	// An outsider who knows the room's ID gets nothing of it.
 	out, rc = carol.run(t, "send", "--room", room, "let me in")
 	if rc != exitRefused {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/roster"
 )
 
 // room is "chat room SUBCOMMAND ...": private rooms and their members.
@@ -173,11 +174,7 @@ func (rc roomCmd) revoke(prefix string) error {
 	if err != nil {
 		return err
 	}
-	var keys []identity.PublicKey
-	for _, inv := range list {
-		keys = append(keys, inv.Key)
-	}
-	key, err := pick(keys, prefix, "invite")
+	key, err := pick(list, func(inv roster.Invite) identity.PublicKey { return inv.Key }, prefix, "invite")
 	if err != nil {
 		return err
 	}
@@ -192,11 +189,7 @@ func (rc roomCmd) member(sub, prefix string) error {
 	if err != nil {
 		return err
 	}
-	var keys []identity.PublicKey
-	for _, m := range members {
-		keys = append(keys, m.Key)
-	}
-	key, err := pick(keys, prefix, "member")
+	key, err := pick(members, func(m client.RoomMember) identity.PublicKey { return m.Key }, prefix, "member")
 	if err != nil {
 		return err
 	}
@@ -209,9 +202,9 @@ func (rc roomCmd) member(sub, prefix string) error {
 	return err
 }
 
-// pick returns the one key whose fingerprint (SHA256:...) starts with
-// prefix (the "SHA256:" may be left out).
-func pick(keys []identity.PublicKey, prefix, what string) (identity.PublicKey, error) {
+// pick returns the key of the one item whose key's fingerprint
+// (SHA256:...) starts with prefix (the "SHA256:" may be left out).
+func pick[T any](items []T, keyOf func(T) identity.PublicKey, prefix, what string) (identity.PublicKey, error) {
 	if !strings.HasPrefix(prefix, "SHA256:") {
 		prefix = "SHA256:" + prefix
 	}
@@ -219,8 +212,8 @@ func pick(keys []identity.PublicKey, prefix, what string) (identity.PublicKey, e
 		return identity.PublicKey{}, fmt.Errorf("%q: give at least %d characters of the fingerprint", prefix, identity.MinFingerprintPrefix)
 	}
 	var found []identity.PublicKey
-	for _, k := range keys {
-		if strings.HasPrefix(k.Fingerprint(), prefix) {
+	for _, it := range items {
+		if k := keyOf(it); strings.HasPrefix(k.Fingerprint(), prefix) {
 			found = append(found, k)
 		}
 	}

@@ -76,26 +76,12 @@ func (pr *privateRoom) notify() {
 	pr.grown = make(chan struct{})
 }
 
-// judge asks the member list about a verified envelope of the room: nil,
-// or an error wrapping roster.ErrWaiting (with the ID waited for; the
-// zero ID: an admin role not known yet), roster.ErrRemoved or
-// roster.ErrRefused.
+// judge asks the member list about a verified envelope of the room
+// (roster.Log.Judge): nil, or an error wrapping roster.ErrWaiting (with
+// the ID waited for; the zero ID: an admin role not known yet),
+// roster.ErrRemoved or roster.ErrRefused.
 func (pr *privateRoom) judge(env *protocol.Envelope, id protocol.ID) (protocol.ID, error) {
-	switch env.Kind {
-	case protocol.KindMember:
-		missing, err := pr.log.Check(env, id)
-		if len(missing) > 0 {
-			return missing[0], err
-		}
-		return protocol.ID{}, err
-	case protocol.KindPost:
-		post, err := protocol.ParsePost(env.Payload)
-		if err != nil {
-			return protocol.ID{}, fmt.Errorf("%w: %v", roster.ErrRefused, err)
-		}
-		return post.Head, pr.log.Admit(env.Sender, post.Head, env.Time)
-	}
-	return protocol.ID{}, fmt.Errorf("%w: %s envelope in a private room", roster.ErrRefused, env.Kind)
+	return pr.log.Judge(env, id)
 }
 
 // isJoin reports whether env is a member-list change of op OpJoin.
