@@ -31,7 +31,21 @@ type rawPeer struct {
 
 func newRawPeer(t testing.TB, room string, victims ...*Node) *rawPeer {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"), libp2p.DisableMetrics())
+	return newRawPeerAs(t, nil, room, victims...)
+}
+
+// newRawPeerAs is newRawPeer with the libp2p identity of key, if not nil.
+func newRawPeerAs(t testing.TB, key *identity.PrivateKey, room string, victims ...*Node) *rawPeer {
+	t.Helper()
+	opts := []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"), libp2p.DisableMetrics()}
+	if key != nil {
+		lk, err := libp2pKey(*key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, libp2p.Identity(lk))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

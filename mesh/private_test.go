@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
@@ -442,67 +440,26 @@ func TestRemovedMemberRefused(t *testing.T) {
 
 // outsider is a peer that publishes whatever it is given on a room's
 // topic, its libp2p identity the key that signs its posts (a non-member
-// running modified software). It is lighter than a node: no store, no
-// validator.
+// running modified software): a raw gossipsub peer, with no store and no
+// validator, that drains what it receives.
 type outsider struct {
-	h     host.Host
-	topic *pubsub.Topic
-	who   *privAuthor
+	*rawPeer
+	who *privAuthor
 }
 
 func newOutsider(t testing.TB, key identity.PrivateKey, room string) *outsider {
 	t.Helper()
-	lk, err := libp2pKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := libp2p.New(libp2p.Identity(lk), libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rp := newRawPeerAs(t, &key, room)
 	ctx, cancel := context.WithCancel(context.Background())
-	ps, err := pubsub.NewGossipSub(ctx, h,
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(messageID), pubsub.WithFloodPublish(true),
-		pubsub.WithPeerOutboundQueueSize(4096))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join(topicName(room))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := topic.Subscribe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(cancel)
 	go func() { // drain
 		for {
-			if _, err := sub.Next(ctx); err != nil {
+			if _, err := rp.sub.Next(ctx); err != nil {
 				return
 			}
 		}
 	}()
-	t.Cleanup(func() {
-		sub.Cancel()
-		topic.Close()
-		cancel()
-		h.Close()
-	})
-	return &outsider{h: h, topic: topic, who: &privAuthor{key: key, room: room}}
-}
-
-func (o *outsider) connect(t testing.TB, n *Node) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	ais, err := parseAddrs(n.Addrs()[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := o.h.Connect(ctx, ais[0]); err != nil {
-		t.Fatal(err)
-	}
+	return &outsider{rawPeer: rp, who: &privAuthor{key: key, room: room}}
 }
 
 func (o *outsider) inTopicWith(n *Node) bool {
