@@ -14,6 +14,7 @@ import (
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
@@ -32,8 +33,7 @@ type privAuthor struct {
 	room string
 
 	mu      sync.Mutex
-	seq     uint64
-	prev    protocol.ID
+	chain   testkit.Author // sequence numbers and hash chain
 	lamport uint64
 }
 
@@ -43,18 +43,9 @@ func (a *privAuthor) sign(t testing.TB, kind protocol.Kind, payload []byte, floo
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.seq++
 	a.lamport = max(a.lamport, floor) + 1
-	e := &protocol.Envelope{Kind: kind, Room: a.room, Seq: a.seq, Prev: a.prev, Lamport: a.lamport, Time: at.UnixMilli(), Payload: payload}
-	id, err := e.Sign(a.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := e.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.prev = id
+	a.chain.Key, a.chain.Room = a.key, a.room
+	raw, id, _ := a.chain.Sign(t, kind, payload, a.lamport, at)
 	return raw, id
 }
 

@@ -30,6 +30,23 @@ var errRanOut = errors.New("--timeout ran out")
 // ranOut names err as the timeout running out if ctx's deadline passed:
 // the error it caused (a store read) is only a symptom. A relay that did
 // not answer in time stays that (exit 5): it says more.
+// timedSession opens a silent session for a command bounded by timeout
+// and ended by SIGINT or SIGTERM: what arrives meanwhile is kept for
+// listen. It returns the command's context, the client, and what to call
+// when the command is done.
+func (c *cli) timedSession(timeout time.Duration, offline bool) (context.Context, *client.Client, func(), error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	cl, err := c.session(ctx, offline, true)
+	if err != nil {
+		err = ranOut(ctx, timeout, err)
+		cancel()
+		stop()
+		return nil, nil, nil, err
+	}
+	return ctx, cl, func() { cl.Close(); cancel(); stop() }, nil
+}
+
 func ranOut(ctx context.Context, timeout time.Duration, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, client.ErrRelayUnreachable) {
 		return fmt.Errorf("%w (%v) while starting: %w", errRanOut, timeout, err)
@@ -227,16 +244,12 @@ func (c *cli) send(args []string) int {
 		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
 	}
 	text := strings.Join(c.args, " ")
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	// send shows nothing: what arrives meanwhile is kept for listen.
-	cl, err := c.session(ctx, false, true)
+	ctx, cl, done, err := c.timedSession(*timeout, false)
 	if err != nil {
-		return c.fail(ranOut(ctx, *timeout, err))
+		return c.fail(err)
 	}
-	defer cl.Close()
+	defer done()
 	if err := resolveRoom(ctx, cl, room); err != nil {
 		return c.fail(err)
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -43,16 +41,11 @@ func (c *cli) roomCommand(args []string) int {
 	if *timeout <= 0 {
 		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	offline := sub == "members" || sub == "invites"
-	cl, err := c.session(ctx, offline, true)
+	ctx, cl, done, err := c.timedSession(*timeout, sub == "members" || sub == "invites")
 	if err != nil {
-		return c.fail(ranOut(ctx, *timeout, err))
+		return c.fail(err)
 	}
-	defer cl.Close()
+	defer done()
 	if sub == "create" {
 		return c.roomCreate(ctx, cl, c.args[0], *asJSON)
 	}
@@ -277,15 +270,11 @@ func (c *cli) join(args []string) int {
 	if *timeout <= 0 {
 		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	cl, err := c.session(ctx, false, true)
+	ctx, cl, done, err := c.timedSession(*timeout, false)
 	if err != nil {
-		return c.fail(ranOut(ctx, *timeout, err))
+		return c.fail(err)
 	}
-	defer cl.Close()
+	defer done()
 	room, err := cl.JoinCode(ctx, c.args[0])
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

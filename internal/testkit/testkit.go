@@ -44,12 +44,21 @@ func (a *Author) Next(t testing.TB, text string) ([]byte, protocol.ID) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Seq++
 	now := time.Now
 	if a.Now != nil {
 		now = a.Now
 	}
-	e := &protocol.Envelope{Kind: protocol.KindText, Room: a.Room, Seq: a.Seq, Prev: a.Prev, Lamport: a.Seq, Time: now().UnixMilli(), Payload: payload}
+	raw, id, _ := a.Sign(t, protocol.KindText, payload, a.Seq+1, now())
+	return raw, id
+}
+
+// Sign signs the author's next envelope of kind with payload, Lamport
+// clock lamport and time at, and returns it encoded, with its ID and
+// the envelope.
+func (a *Author) Sign(t testing.TB, kind protocol.Kind, payload []byte, lamport uint64, at time.Time) ([]byte, protocol.ID, *protocol.Envelope) {
+	t.Helper()
+	a.Seq++
+	e := &protocol.Envelope{Kind: kind, Room: a.Room, Seq: a.Seq, Prev: a.Prev, Lamport: lamport, Time: at.UnixMilli(), Payload: payload}
 	id, err := e.Sign(a.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -59,5 +68,5 @@ func (a *Author) Next(t testing.TB, text string) ([]byte, protocol.ID) {
 		t.Fatal(err)
 	}
 	a.Prev = id
-	return raw, id
+	return raw, id, e
 }

@@ -31,8 +31,7 @@ type privRoom struct {
 type privAuthor struct {
 	key     identity.PrivateKey
 	room    *privRoom
-	seq     uint64
-	prev    protocol.ID
+	chain   testkit.Author // sequence numbers and hash chain
 	lamport uint64
 }
 
@@ -57,20 +56,9 @@ func (r *privRoom) author(key identity.PrivateKey) *privAuthor {
 // lamport.
 func (a *privAuthor) sign(t testing.TB, kind protocol.Kind, payload []byte, lamport uint64) ([]byte, protocol.ID, *protocol.Envelope) {
 	t.Helper()
-	a.seq++
 	a.lamport = max(a.lamport+1, lamport)
-	e := &protocol.Envelope{Kind: kind, Room: a.room.id, Seq: a.seq, Prev: a.prev, Lamport: a.lamport,
-		Time: time.Now().UnixMilli(), Payload: payload}
-	id, err := e.Sign(a.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := e.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.prev = id
-	return raw, id, e
+	a.chain.Key, a.chain.Room = a.key, a.room.id
+	return a.chain.Sign(t, kind, payload, a.lamport, time.Now())
 }
 
 // change signs a change naming the list's heads (a create or a join
