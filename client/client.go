@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
+	"github.com/parleychat/parley/keyring"
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
@@ -76,6 +77,7 @@ type Client struct {
 	// and checkpoint are kept; empty without a relay.
 	relayName string
 	sign      *signer
+	ring      *keyring.Ring // our end-to-end keys
 	clock     protocol.LamportClock
 	ev        *eventQueue
 	merge     *merger
@@ -197,6 +199,9 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		return nil, err
 	}
 	c.sign = newSigner(home.Key, c.st, &c.clock, c.now)
+	if c.ring, err = keyring.Open(ctx, c.st, home.Key, c.now); err != nil {
+		return nil, err
+	}
 	c.merge = newMerger(c)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	evCtx, evStop := context.WithCancel(context.Background())
@@ -228,6 +233,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 			return nil, err
 		}
 		c.relayName = c.relay.name
+		c.putPackage()
 	}
 	c.mergeW.Add(1)
 	go c.merge.run()
@@ -382,6 +388,7 @@ func (c *Client) Join(ctx context.Context, name string) error {
 	c.mu.Lock()
 	c.rooms[name] = r
 	c.mu.Unlock()
+	c.announceIfMember(ctx, name)
 	// What an earlier session stored and never showed comes first, then
 	// what the paths deliver. Not on this goroutine: the application
 	// reads Events only once Join returns.

@@ -9,14 +9,19 @@ import (
 	"github.com/parleychat/parley/protocol"
 )
 
-// Event is one thing a front end shows: a *MessageEvent, *DeliveryEvent,
-// *AlsoViaEvent, *PeerEvent, *RelayEvent, *SyncEvent, *PathEvent or
-// *AlarmEvent. Client.Events delivers them in the order they happened.
+// Event is one thing a front end shows: a *MessageEvent, *OpenedEvent,
+// *DeliveryEvent, *AlsoViaEvent, *PeerEvent, *RelayEvent, *SyncEvent,
+// *PathEvent or *AlarmEvent. Client.Events delivers them in the order they happened.
 type Event interface{ event() }
 
 // MessageEvent is a message to show, once, whichever paths deliver it:
 // someone else's, or our own sent from another device (Own is set).
 type MessageEvent struct{ Message }
+
+// OpenedEvent is a sealed message shown before as waiting for its key
+// that opened now that the key came, or that will never open (Never
+// says why): the front end shows it in place of the waiting one.
+type OpenedEvent struct{ Message }
 
 // DeliveryEvent is what became of our own message on one path (Path and
 // Err), with what all paths did so far (Sent). Done is set on the last
@@ -97,6 +102,7 @@ type AlarmEvent struct {
 }
 
 func (*MessageEvent) event()  {}
+func (*OpenedEvent) event()   {}
 func (*DeliveryEvent) event() {}
 func (*AlsoViaEvent) event()  {}
 func (*PeerEvent) event()     {}

@@ -156,6 +156,7 @@ type outcome struct {
 	caughtUp []string
 	unshown  map[string][]protocol.ID
 	cursors  map[string]protocol.ID
+	opened   []store.Sealed // sealed messages shown before, opened or marked now
 }
 
 type syncKey struct{ room, path string }
@@ -192,6 +193,9 @@ func (m *merger) mergeBatch(batch []arrival) error {
 	}
 	for i, a := range batch {
 		m.decide(o, a, stored[i])
+	}
+	if err := m.receiveSealed(ctx, b, o); err != nil {
+		return err
 	}
 	if err := m.write(ctx, b, o); err != nil {
 		return err
@@ -361,6 +365,9 @@ func (m *merger) apply(ctx context.Context, o *outcome) {
 	}
 	if dirty {
 		c.saveContacts()
+	}
+	for _, s := range o.opened {
+		c.emitOpened(ctx, s)
 	}
 	for _, e := range o.also {
 		c.emit(&e)

@@ -39,6 +39,13 @@ type Message struct {
 	// hash chain's link) is not here: something of theirs is missing
 	// until sync fills it.
 	Gap bool
+	// Sealed is set on a message that was sealed end to end (a private
+	// room's). Waiting is set while its key has not arrived: its text is
+	// empty, and an OpenedEvent brings it once the key comes. Never
+	// says why one will never open; its text is empty too.
+	Sealed  bool
+	Waiting bool
+	Never   string
 }
 
 // message makes the Message of an envelope: its text, the sender's trust
@@ -47,6 +54,14 @@ type Message struct {
 // and whether the sender's chain has a gap before it.
 func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelope, via string, observe *bool) (Message, bool) {
 	t, ok := textOf(e)
+	var sealed store.Sealed
+	if e.Kind == protocol.KindSealed {
+		var err error
+		if sealed, err = c.sealedText(ctx, id); err != nil {
+			c.log.Warn("a sealed message", "id", id, "err", err)
+		}
+		t, ok = &protocol.Text{Nick: sealed.Nick, Body: sealed.Body}, true
+	}
 	if !ok {
 		c.log.Debug("not a text message; not shown", "id", id, "kind", e.Kind)
 		return Message{}, false
@@ -54,6 +69,16 @@ func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelo
 	m := Message{
 		ID: id, Room: e.Room, Sender: e.Sender, Nick: t.Nick, Lamport: e.Lamport,
 		Time: e.Timestamp(), Text: t.Body, Via: via, Own: e.Sender == c.home.Key.Public(),
+	}
+	if e.Kind == protocol.KindSealed {
+		m.Sealed = true
+		switch sealed.Status {
+		case store.SealedOpened:
+		case store.SealedNever:
+			m.Text, m.Never = "", sealed.Body
+		default:
+			m.Text, m.Waiting = "", true
+		}
 	}
 	if !m.Own {
 		c.trust(&m, observe)

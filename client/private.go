@@ -61,8 +61,9 @@ func (c *Client) relayMaySync() func(identity.PublicKey) bool {
 	return func(key identity.PublicKey) bool { return key.Fingerprint() == addr.Fingerprint }
 }
 
-// payload encodes what publish signs: text t as the room's kind of
-// message, or change ch with the member list's heads as parents.
+// payload encodes what publish signs in the clear: text t in a public
+// room, or change ch of a private room's member list with the list's
+// heads as parents. (A private room's text is sealed: signSealed.)
 func (c *Client) payload(ctx context.Context, room string, t *protocol.Text, ch *protocol.Change) (protocol.Kind, []byte, error) {
 	if !protocol.IsPrivateRoom(room) {
 		b, err := t.MarshalBinary()
@@ -72,21 +73,7 @@ func (c *Client) payload(ctx context.Context, room string, t *protocol.Text, ch 
 	if err != nil {
 		return 0, nil, err
 	}
-	if ch == nil {
-		// A post names the change that let us in: whoever holds it can
-		// judge the post, whatever else they have seen.
-		head, member := l.MemberSince(c.home.Key.Public())
-		switch {
-		case l.Len() == 0:
-			return 0, nil, fmt.Errorf("%w: %s: its member list has not arrived", ErrNotMember, room)
-		case !member:
-			// Members and the relay would refuse it: say so now.
-			return 0, nil, fmt.Errorf("%w: %s (removed, or never let in)", ErrNotMember, c.RoomName(room))
-		}
-		b, err := (&protocol.Post{Head: head, Text: *t}).MarshalBinary()
-		return protocol.KindPost, b, err
-	}
-	if ch.Op != protocol.OpCreate && ch.Op != protocol.OpJoin {
+	if ch.Op != protocol.OpCreate && ch.Op != protocol.OpJoin && ch.Op != protocol.OpDirect {
 		ch.Parents, _ = l.ParentsFor(c.home.Key.Public())
 	}
 	b, err := ch.MarshalBinary()
@@ -132,11 +119,15 @@ func (c *Client) CreateRoom(ctx context.Context, name string) (string, Sent, err
 		if err != nil {
 			return "", Sent{}, err
 		}
+		c.announceIfMember(ctx, room)
 		return room, Sent{ID: d.id, Time: d.time}, nil
 	}
 	// With a relay, the relay must have it before we may go offline:
 	// newcomers join through it.
 	sent, err := c.change(ctx, room, ch)
+	if err == nil {
+		c.announceIfMember(ctx, room)
+	}
 	return room, sent, err
 }
 
@@ -200,7 +191,11 @@ func (c *Client) JoinCode(ctx context.Context, text string) (string, error) {
 	if _, err := c.change(ctx, code.Room, ch); err != nil {
 		return "", err
 	}
-	return code.Room, c.awaitMembership(ctx, code.Room)
+	if err := c.awaitMembership(ctx, code.Room); err != nil {
+		return code.Room, err
+	}
+	c.announceIfMember(ctx, code.Room)
+	return code.Room, nil
 }
 
 // awaitMembership waits until the member list of room has us as a
@@ -376,8 +371,15 @@ func (c *Client) RoomName(room string) string {
 	if !protocol.IsPrivateRoom(room) {
 		return room
 	}
-	if l, err := c.roster(context.Background(), room); err == nil && l.Name() != "" {
+	l, err := c.roster(context.Background(), room)
+	switch {
+	case err != nil:
+	case l.Name() != "":
 		return l.Name()
+	default:
+		if other, ok := l.Direct(c.home.Key.Public()); ok {
+			return c.directName(other)
+		}
 	}
 	return room
 }
@@ -428,7 +430,8 @@ func (c *Client) admitRelayed(ctx context.Context, env *protocol.Envelope, id pr
 	return err
 }
 
-// ResolveRoom returns the room ID that text names: a room ID, or the name
+// ResolveRoom returns the room ID that text names: a room ID, "@" and a
+// person (the direct room with them: Person says how), or the name
 // of a private room of this home. A name that is also a public room this
 // home joined, or the name of two private rooms, is ambiguous: the error
 // lists the IDs to use instead (a room's admin chooses its name, which
@@ -436,6 +439,9 @@ func (c *Client) admitRelayed(ctx context.Context, env *protocol.Envelope, id pr
 func (c *Client) ResolveRoom(ctx context.Context, text string) (string, error) {
 	if protocol.IsPrivateRoom(text) {
 		return text, nil
+	}
+	if room, ok, err := c.directRoom(text); ok {
+		return room, err
 	}
 	rooms, err := c.st.Rooms(ctx)
 	if err != nil {

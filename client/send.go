@@ -152,11 +152,7 @@ func (c *Client) publish(ctx context.Context, roomName string, t *protocol.Text,
 	// to its paths in the order they are signed.
 	r.postMu.Lock()
 	defer r.postMu.Unlock()
-	kind, payload, err := c.payload(context.WithoutCancel(ctx), roomName, t, ch)
-	if err != nil {
-		return nil, fmt.Errorf("client: send: %w", err)
-	}
-	m, err := c.sign.sign(context.WithoutCancel(ctx), r.name, kind, payload, t)
+	m, err := c.signOne(context.WithoutCancel(ctx), r, t, ch)
 	if err != nil {
 		return nil, fmt.Errorf("client: send: %w", err)
 	}
@@ -174,6 +170,19 @@ func (c *Client) publish(ctx context.Context, roomName string, t *protocol.Text,
 		return nil, ErrClosed
 	}
 	return d, nil
+}
+
+// signOne signs text t or change ch in room r: text in a private room
+// sealed end to end.
+func (c *Client) signOne(ctx context.Context, r *room, t *protocol.Text, ch *protocol.Change) (signed, error) {
+	if ch == nil && protocol.IsPrivateRoom(r.name) {
+		return c.signSealed(ctx, r, t)
+	}
+	kind, payload, err := c.payload(ctx, r.name, t, ch)
+	if err != nil {
+		return signed{}, err
+	}
+	return c.sign.sign(ctx, r.name, kind, payload, t, nil)
 }
 
 // awaitHistory waits until the relay's history of the room is merged

@@ -44,7 +44,10 @@ type signed struct {
 // sign makes our next envelope of kind in room and stores it, in the
 // outbox until a path confirms it, in one transaction with its search
 // entry (text, as the person wrote it): nothing leaves that is not kept.
-func (s *signer) sign(ctx context.Context, room string, kind protocol.Kind, payload []byte, text *protocol.Text) (signed, error) {
+// seal, if not nil, sets the payload (a sealed message's depends on the
+// header): it is called with every field set but the payload and the
+// signature.
+func (s *signer) sign(ctx context.Context, room string, kind protocol.Kind, payload []byte, text *protocol.Text, seal func(*protocol.Envelope) error) (signed, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	prev, err := s.head(ctx, room)
@@ -63,6 +66,12 @@ func (s *signer) sign(ctx context.Context, room string, kind protocol.Kind, payl
 		Lamport: s.clock.Tick(),
 		Time:    s.now().UnixMilli(),
 		Payload: payload,
+	}
+	e.Sender = s.key.Public()
+	if seal != nil {
+		if err := seal(e); err != nil {
+			return signed{}, err
+		}
 	}
 	id, err := e.Sign(s.key)
 	if err != nil {
@@ -106,6 +115,14 @@ func (s *signer) keep(ctx context.Context, room string, m signed, text *protocol
 	}
 	if text != nil {
 		if _, err := b.IndexText(ctx, m.id, text.Nick, text.Body); err != nil {
+			return err
+		}
+	}
+	if text != nil && m.env.Kind == protocol.KindSealed {
+		// Its keys are gone once it is sealed: what we wrote is kept as
+		// an opened message, as a member who received it keeps it.
+		if err := b.SetSealed(ctx, store.Sealed{ID: m.id, Status: store.SealedOpened, Room: room,
+			Sender: m.env.Sender, Nick: text.Nick, Body: text.Body}); err != nil {
 			return err
 		}
 	}

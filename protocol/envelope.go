@@ -55,10 +55,19 @@ const (
 	// KindPost: the payload is a chat message in a private room, naming
 	// the member-list head it was made under (see Post).
 	KindPost Kind = 3
+	// KindKeyPackage: the payload is the sender's key package, announced
+	// in a private room (see Announce).
+	KindKeyPackage Kind = 4
+	// KindKeys: the payload is the sender's new sender key, sealed to
+	// members of a private room (see Keys).
+	KindKeys Kind = 5
+	// KindSealed: the payload is a private room's message, sealed end to
+	// end (see Sealed).
+	KindSealed Kind = 6
 )
 
 // Known reports whether this code knows kind k.
-func (k Kind) Known() bool { return KindText <= k && k <= KindPost }
+func (k Kind) Known() bool { return KindText <= k && k <= KindSealed }
 
 func (k Kind) String() string {
 	switch k {
@@ -68,6 +77,12 @@ func (k Kind) String() string {
 		return "member"
 	case KindPost:
 		return "post"
+	case KindKeyPackage:
+		return "key-package"
+	case KindKeys:
+		return "keys"
+	case KindSealed:
+		return "sealed"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

@@ -38,9 +38,10 @@ const (
 // Signing contexts of the two invite signatures: neither means anything
 // as an envelope signature or in any other protocol.
 const (
-	inviteContext = "parley invite capability v1\x00"
-	proofContext  = "parley invite proof v1\x00"
-	roomIDContext = "parley private room v1\x00"
+	inviteContext   = "parley invite capability v1\x00"
+	proofContext    = "parley invite proof v1\x00"
+	roomIDContext   = "parley private room v1\x00"
+	directIDContext = "parley direct room v1\x00"
 )
 
 var roomEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
@@ -52,6 +53,21 @@ func PrivateRoomID(creator identity.PublicKey, nonce [NonceSize]byte) string {
 	h.Write([]byte(roomIDContext))
 	h.Write(creator.Bytes())
 	h.Write(nonce[:])
+	return privatePrefix + roomEncoding.EncodeToString(h.Sum(nil)[:privateHashLen])
+}
+
+// DirectRoomID returns the ID of the direct room of a and b: the same
+// whichever of the two asks. It is a private room's ID, in a hash domain
+// of its own, so that no creation of an ordinary room can claim it.
+func DirectRoomID(a, b identity.PublicKey) string {
+	lo, hi := a.Bytes(), b.Bytes()
+	if string(lo) > string(hi) {
+		lo, hi = hi, lo
+	}
+	h := sha256.New()
+	h.Write([]byte(directIDContext))
+	h.Write(lo)
+	h.Write(hi)
 	return privatePrefix + roomEncoding.EncodeToString(h.Sum(nil)[:privateHashLen])
 }
 
@@ -118,10 +134,16 @@ const (
 	// OpJoin: the author joins with an invite: the admin-signed
 	// capability and the author's proof of the invite's secret.
 	OpJoin
+	// OpDirect starts a direct room: a private room of two people whose
+	// ID both derive from their keys (DirectRoomID), so that either can
+	// start it on first use without asking. Its author and Target are
+	// its members; its list takes no other change. Both may make one:
+	// the first in the order counts, the other changes nothing.
+	OpDirect
 )
 
 var opNames = [...]string{OpCreate: "create", OpAdd: "add", OpRemove: "remove", OpAdmin: "admin",
-	OpUnadmin: "unadmin", OpRename: "rename", OpInvite: "invite", OpRevoke: "revoke", OpJoin: "join"}
+	OpUnadmin: "unadmin", OpRename: "rename", OpInvite: "invite", OpRevoke: "revoke", OpJoin: "join", OpDirect: "direct"}
 
 func (o Op) String() string {
 	if o >= OpCreate && int(o) < len(opNames) {
@@ -182,7 +204,7 @@ func JoinProofInput(room string, joiner identity.PublicKey) []byte {
 // private room's member list. Which fields are set depends on Op.
 //
 // Encoding: op (1 byte), parents (1-byte count, then 32 bytes each), then
-// by op: create: nonce (16), name; add, remove, admin, unadmin: target
+// by op: create: nonce (16), name; add, remove, admin, unadmin, direct: target
 // key (32); rename: name; invite: invite key (32), expires (4), uses (2);
 // revoke: invite key (32); join: the capability (issuer 32, key 32,
 // lamport 8, expires 4, uses 2, signature 64), then the proof (64). A
@@ -190,11 +212,12 @@ func JoinProofInput(room string, joiner identity.PublicKey) []byte {
 type Change struct {
 	Op Op
 	// Parents are the member-list heads the author had seen: IDs of
-	// earlier changes of the room. Only OpCreate and OpJoin may have none.
+	// earlier changes of the room. Only OpCreate, OpJoin and OpDirect may
+	// have none; OpCreate and OpDirect have none.
 	Parents []ID
 	Nonce   [NonceSize]byte    // OpCreate
 	Name    string             // OpCreate, OpRename
-	Target  identity.PublicKey // OpAdd, OpRemove, OpAdmin, OpUnadmin; the invite key of OpInvite, OpRevoke
+	Target  identity.PublicKey // OpAdd, OpRemove, OpAdmin, OpUnadmin, OpDirect; the invite key of OpInvite, OpRevoke
 	Expires uint32             // OpInvite
 	Uses    uint16             // OpInvite
 	Cap     Capability         // OpJoin
@@ -202,14 +225,14 @@ type Change struct {
 }
 
 func (c *Change) check() error {
-	if c.Op < OpCreate || c.Op > OpJoin {
+	if c.Op < OpCreate || c.Op > OpDirect {
 		return fmt.Errorf("%w: member-list operation %d", ErrMalformed, uint8(c.Op))
 	}
 	if len(c.Parents) > MaxParents {
 		return fmt.Errorf("%w: change names %d parents, limit %d", ErrMalformed, len(c.Parents), MaxParents)
 	}
 	switch c.Op {
-	case OpCreate:
+	case OpCreate, OpDirect:
 		if len(c.Parents) != 0 {
 			return fmt.Errorf("%w: a room's first change has no parents", ErrMalformed)
 		}
@@ -265,7 +288,7 @@ func (c *Change) AppendBinary(b []byte) ([]byte, error) {
 	case OpCreate:
 		b = append(b, c.Nonce[:]...)
 		b = appendName(b, c.Name)
-	case OpAdd, OpRemove, OpAdmin, OpUnadmin, OpRevoke:
+	case OpAdd, OpRemove, OpAdmin, OpUnadmin, OpRevoke, OpDirect:
 		b = append(b, c.Target.Bytes()...)
 	case OpRename:
 		b = appendName(b, c.Name)
@@ -332,7 +355,7 @@ func ParseChange(b []byte) (*Change, error) {
 	switch c.Op {
 	case OpCreate:
 		ok = s.CopyBytes(c.Nonce[:]) && s.ReadUint8LengthPrefixed(&name)
-	case OpAdd, OpRemove, OpAdmin, OpUnadmin, OpRevoke:
+	case OpAdd, OpRemove, OpAdmin, OpUnadmin, OpRevoke, OpDirect:
 		ok = readKey(&c.Target)
 	case OpRename:
 		ok = s.ReadUint8LengthPrefixed(&name)
@@ -369,6 +392,10 @@ func CheckChange(e *Envelope, c *Change) error {
 	case OpCreate:
 		if PrivateRoomID(e.Sender, c.Nonce) != e.Room {
 			return fmt.Errorf("%w: creation of %s by %s does not hash to the room's ID", ErrMalformed, e.Room, e.Sender.ShortFingerprint())
+		}
+	case OpDirect:
+		if c.Target == e.Sender || DirectRoomID(e.Sender, c.Target) != e.Room {
+			return fmt.Errorf("%w: direct room of %s and %s is not %s", ErrMalformed, e.Sender.ShortFingerprint(), c.Target.ShortFingerprint(), e.Room)
 		}
 	case OpJoin:
 		if err := c.Cap.Verify(e.Room); err != nil {

@@ -101,7 +101,7 @@ func TestChangeRoundTrip(t *testing.T) {
 }
 
 func TestOpString(t *testing.T) {
-	want := []string{"op(0)", "create", "add", "remove", "admin", "unadmin", "rename", "invite", "revoke", "join", "op(10)"}
+	want := []string{"op(0)", "create", "add", "remove", "admin", "unadmin", "rename", "invite", "revoke", "join", "direct", "op(11)"}
 	for i, w := range want {
 		if got := Op(i).String(); got != w {
 			t.Errorf("Op(%d) = %q, want %q", i, got, w)
@@ -110,8 +110,9 @@ func TestOpString(t *testing.T) {
 	if Op(255).String() != "op(255)" {
 		t.Errorf("Op(255) = %q", Op(255))
 	}
-	for k, w := range map[Kind]string{KindText: "text", KindMember: "member", KindPost: "post", 4: "kind(4)"} {
-		if k.String() != w || k.Known() != (w != "kind(4)") {
+	for k, w := range map[Kind]string{KindText: "text", KindMember: "member", KindPost: "post",
+		KindKeyPackage: "key-package", KindKeys: "keys", KindSealed: "sealed", 7: "kind(7)"} {
+		if k.String() != w || k.Known() != (w != "kind(7)") {
 			t.Errorf("Kind %d: %q, known %v", k, k, k.Known())
 		}
 	}

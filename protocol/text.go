@@ -91,6 +91,8 @@ func CheckPayload(e *Envelope) error {
 		if _, err := ParsePost(e.Payload); err != nil {
 			return fmt.Errorf("post payload: %w", err)
 		}
+	case KindKeyPackage, KindKeys, KindSealed:
+		return checkSealedKinds(e)
 	default:
 		if _, err := ParseText(e.Payload); err != nil {
 			return fmt.Errorf("text payload: %w", err)

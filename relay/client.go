@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/parleychat/parley/audit"
+	"github.com/parleychat/parley/crypto/keypackage"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay/wire"
@@ -610,4 +612,155 @@ func (c *Client) retry(ctx context.Context, what string, f func() error) error {
 			return errClientClosed
 		}
 	}
+}
+
+// ErrUnsupported: the relay does not know a request, being older than
+// this client. It answered the request's frame type as unknown.
+var ErrUnsupported = errors.New("relay: the relay does not support this request")
+
+// unsupported turns a relay's refusal of a frame type t it does not know
+// into an error wrapping ErrUnsupported (and the relay's error). A relay
+// refuses such a frame with Error 1 (bad frame) saying "unknown type N"
+// (wire.ParseFrameHeader), and gives no other sign: its Info lists no
+// requests.
+func unsupported(t wire.FrameType, err error) error {
+	var re *wire.RelayError
+	if errors.As(err, &re) && re.Code == wire.CodeBadFrame && strings.Contains(re.Message, fmt.Sprintf("unknown type %d", uint8(t))) {
+		return fmt.Errorf("%w: %s (the relay is older than this client): %w", ErrUnsupported, t, err)
+	}
+	return err
+}
+
+// PutKeyPackage gives the relay raw, the client's identity's newest key
+// package (keypackage.Package, encoded), which it keeps in place of the
+// one it had and serves to anyone who asks (KeyPackages). The relay
+// refuses, with a *wire.RelayError, a package of another identity
+// (wire.CodeNotSender), one that does not parse or verify
+// (wire.CodeBadKeyPackage), an expired or future-dated one
+// (wire.CodeExpired), and one that is not newer than the one it has
+// (wire.CodeStale); putting the package it has already is a success. A
+// relay older than this client gives an error wrapping ErrUnsupported.
+func (c *Client) PutKeyPackage(ctx context.Context, raw []byte) error {
+	body, err := (&wire.PutKeys{Package: raw}).MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("relay: put key package: %w", err)
+	}
+	// Sending the same package again is harmless: a retry after a lost
+	// answer finds it stored, and succeeds.
+	return c.retry(ctx, "put keys", func() error {
+		fr, done, err := c.request(ctx, wire.FramePutKeys, body)
+		if err != nil {
+			return fmt.Errorf("relay: put key package: %w", err)
+		}
+		defer done()
+		t, b, err := readFrame(fr)
+		if err != nil {
+			return fmt.Errorf("relay: put key package: %w", unsupported(wire.FramePutKeys, err))
+		}
+		if t != wire.FrameKeysStored || len(b) != 0 {
+			return fmt.Errorf("relay: put key package: answered with %s", t)
+		}
+		return nil
+	})
+}
+
+// KeyPackages asks the relay for the newest key packages of keys, and
+// returns, encoded, those it has that check out, at most one per key, in
+// the order of keys. A key whose package the relay does not have (or has
+// only expired) is left out.
+//
+// Each package is parsed again here (keypackage.Parse, which verifies
+// its identity's signature), and one that does not parse, or is not of
+// a key asked for, is dropped. A relay cannot forge a package, since its
+// identity signs it; it can only withhold one, or serve an older one
+// that has not expired. Whether a package is still valid when it is used
+// (keypackage.Package.Valid) is for the caller to check.
+func (c *Client) KeyPackages(ctx context.Context, keys []identity.PublicKey) ([][]byte, error) {
+	// Each key once, the zero key never: the relay refuses either.
+	asked := make(map[[32]byte]bool, len(keys))
+	var uniq []identity.PublicKey
+	for _, k := range keys {
+		if !k.IsZero() && !asked[k.Array()] {
+			asked[k.Array()] = true
+			uniq = append(uniq, k)
+		}
+	}
+	got := make(map[[32]byte]*keyPackage, len(uniq))
+	for len(uniq) > 0 {
+		batch := uniq[:min(len(uniq), wire.MaxGetKeys)]
+		uniq = uniq[len(batch):]
+		body, err := (&wire.GetKeys{Keys: batch}).MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("relay: key packages: %w", err)
+		}
+		var raws [][]byte
+		err = c.retry(ctx, "get keys", func() (err error) {
+			raws, err = c.keyPackagesOnce(ctx, body)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range raws {
+			p, err := keypackage.Parse(raw)
+			if err != nil {
+				c.log.Warn("the relay sent a key package that does not check out", "relay", c.addr.String(), "err", err)
+				continue
+			}
+			id := p.Identity.Array()
+			if !asked[id] {
+				c.log.Warn("the relay sent a key package not asked for", "relay", c.addr.String(), "identity", p.Identity.Fingerprint())
+				continue
+			}
+			if old := got[id]; old == nil || p.Newer(old.p) {
+				got[id] = &keyPackage{p, raw}
+			}
+		}
+	}
+	var out [][]byte
+	for _, k := range keys {
+		if kp := got[k.Array()]; kp != nil {
+			out = append(out, kp.raw)
+			delete(got, k.Array())
+		}
+	}
+	return out, nil
+}
+
+type keyPackage struct {
+	p   *keypackage.Package
+	raw []byte
+}
+
+// keyPackagesOnce sends one GetKeys and reads the KeyPackage frames up
+// to the End.
+func (c *Client) keyPackagesOnce(ctx context.Context, body []byte) ([][]byte, error) {
+	fr, done, err := c.request(ctx, wire.FrameGetKeys, body)
+	if err != nil {
+		return nil, fmt.Errorf("relay: key packages: %w", err)
+	}
+	defer done()
+	var raws [][]byte
+	for range wire.MaxGetKeys + 1 {
+		t, b, err := readFrame(fr)
+		if err != nil {
+			return nil, fmt.Errorf("relay: key packages: %w", unsupported(wire.FrameGetKeys, err))
+		}
+		switch t {
+		case wire.FrameKeyPackage:
+			m, err := wire.ParseKeyPackage(b)
+			if err != nil {
+				return nil, fmt.Errorf("relay: key packages: %w", err)
+			}
+			raws = append(raws, m.Package)
+		case wire.FrameEnd:
+			if _, err := wire.ParseEnd(b); err != nil {
+				return nil, fmt.Errorf("relay: key packages: %w", err)
+			}
+			return raws, nil
+		default:
+			return nil, fmt.Errorf("relay: key packages: unexpected %s frame", t)
+		}
+	}
+	return nil, errors.New("relay: key packages: more packages than keys asked for")
 }

@@ -220,6 +220,11 @@ func (l *Log) index(ch *change) {
 		if l.genesis == nil || compare(ch, l.genesis) < 0 {
 			l.genesis = ch
 		}
+	case protocol.OpDirect:
+		// A direct room has no admins: nobody may change its list.
+		if l.genesis == nil || compare(ch, l.genesis) < 0 {
+			l.genesis = ch
+		}
 	case protocol.OpAdd:
 		l.noteLatest(c.Target, ch)
 	case protocol.OpAdmin:
@@ -253,7 +258,7 @@ func (l *Log) noteLatest(key identity.PublicKey, ch *change) {
 
 // adminOp reports whether c is a change only an admin may make.
 func adminOp(env *protocol.Envelope, c *protocol.Change) bool {
-	return c.Op != protocol.OpCreate && c.Op != protocol.OpJoin && !selfChange(env, c)
+	return c.Op != protocol.OpCreate && c.Op != protocol.OpJoin && c.Op != protocol.OpDirect && !selfChange(env, c)
 }
 
 // admissible checks what does not depend on the order: the parents, and
@@ -273,8 +278,13 @@ func (l *Log) admissible(env *protocol.Envelope, c *protocol.Change) ([]protocol
 	if len(missing) > 0 {
 		return missing, fmt.Errorf("%w: %d parent(s) of a %s change not known yet", ErrWaiting, len(missing), c.Op)
 	}
+	for _, p := range c.Parents {
+		if l.changes[p].c.Op == protocol.OpDirect {
+			return nil, fmt.Errorf("%w: %s change in direct room %s, whose list never changes", ErrRefused, c.Op, l.room)
+		}
+	}
 	switch {
-	case c.Op == protocol.OpCreate:
+	case c.Op == protocol.OpCreate, c.Op == protocol.OpDirect:
 		return nil, nil
 	case c.Op == protocol.OpJoin:
 		if c.Cap.Lamport > protocol.MaxCounter {
@@ -319,7 +329,7 @@ func adminEvidence(ch *change, key identity.PublicKey) bool {
 		return ch.env.Sender == key
 	case c.Op == protocol.OpAdmin && c.Target == key:
 		return true
-	case c.Op == protocol.OpJoin, selfChange(ch.env, c):
+	case c.Op == protocol.OpJoin, c.Op == protocol.OpDirect, selfChange(ch.env, c):
 		return false
 	}
 	return ch.env.Sender == key
@@ -329,7 +339,7 @@ func adminEvidence(ch *change, key identity.PublicKey) bool {
 // it added them, or they made it.
 func memberEvidence(ch *change, key identity.PublicKey) bool {
 	switch c := ch.c; c.Op {
-	case protocol.OpAdd, protocol.OpAdmin:
+	case protocol.OpAdd, protocol.OpAdmin, protocol.OpDirect:
 		if c.Target == key {
 			return true
 		}
@@ -425,6 +435,11 @@ func (l *Log) apply(ch *change) {
 		if len(st.members) == 0 && ch == l.genesis {
 			st.name = c.Name
 			st.add(env.Sender, ch).Admin = true
+		}
+	case protocol.OpDirect:
+		if len(st.members) == 0 && ch == l.genesis {
+			st.add(env.Sender, ch)
+			st.add(c.Target, ch)
 		}
 	case protocol.OpAdd:
 		if admin && !l.removalUnseen(c.Target, ch) {
@@ -656,12 +671,12 @@ func (l *Log) Judge(env *protocol.Envelope, id protocol.ID) (protocol.ID, error)
 			return missing[0], err
 		}
 		return protocol.ID{}, err
-	case protocol.KindPost:
-		post, err := protocol.ParsePost(env.Payload)
+	case protocol.KindPost, protocol.KindKeyPackage, protocol.KindKeys, protocol.KindSealed:
+		head, err := protocol.HeadOf(env)
 		if err != nil {
 			return protocol.ID{}, fmt.Errorf("%w: %v", ErrRefused, err)
 		}
-		return post.Head, l.Admit(env.Sender, post.Head, env.Time)
+		return head, l.Admit(env.Sender, head, env.Time)
 	}
 	return protocol.ID{}, fmt.Errorf("%w: %s envelope in a private room", ErrRefused, env.Kind)
 }
@@ -788,6 +803,22 @@ func (l *Log) Creator() (identity.PublicKey, bool) {
 		return identity.PublicKey{}, false
 	}
 	return l.genesis.env.Sender, true
+}
+
+// Direct returns, for a direct room (started by protocol.OpDirect), the
+// other person than key; false for any other room, or before its first
+// change is known.
+func (l *Log) Direct(key identity.PublicKey) (identity.PublicKey, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.genesis == nil || l.genesis.c.Op != protocol.OpDirect {
+		return identity.PublicKey{}, false
+	}
+	if a, b := l.genesis.env.Sender, l.genesis.c.Target; a != key {
+		return a, true
+	} else {
+		return b, true
+	}
 }
 
 // Members returns the current members, admins first, then by key.

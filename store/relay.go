@@ -3,10 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/parleychat/parley/identity"
@@ -254,4 +256,89 @@ func (s *Store) policyChange(ctx context.Context, ev PolicyEvent, change func(*s
 		return 0, fmt.Errorf("store: policy change: commit: %w", err)
 	}
 	return v, nil
+}
+
+// Key packages: the newest end-to-end encryption key package of each
+// identity, which the relay serves to anyone who asks, so that someone
+// can encrypt to a person before they share a room. The store does not
+// parse packages (package crypto/keypackage does, in the relay): it keeps
+// the bytes with the fields it orders them by. Nothing of a package is
+// secret.
+
+// ErrStaleKeyPackage: PutKeyPackage was given a package that is not newer
+// than the one stored for its identity.
+var ErrStaleKeyPackage = errors.New("store: the key package is not newer than the one stored")
+
+// PutKeyPackage stores raw, the encoded key package of key made at created
+// and expiring at expires (Unix seconds, the package's own fields), as
+// key's newest, in place of the one stored, if it is newer than that one:
+// made later, or in the same second with the larger SHA-256 of its
+// encoding (keypackage.Package.Newer). Otherwise it returns
+// ErrStaleKeyPackage and changes nothing. Storing the very package stored
+// already is a success, so that a client may send it again when the
+// answer was lost. The rule is applied in the statement that writes, so
+// that two puts at once cannot both win.
+//
+// One package per identity for now: a package of another device of key
+// replaces the one stored like any other. Several devices will need one
+// per (identity, device).
+func (s *Store) PutKeyPackage(ctx context.Context, key identity.PublicKey, created, expires int64, raw []byte) error {
+	id := sha256.Sum256(raw)
+	res, err := s.w.ExecContext(ctx, `INSERT INTO relay_key_packages (identity, created, expires, id, raw) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (identity) DO UPDATE SET created = excluded.created, expires = excluded.expires, id = excluded.id, raw = excluded.raw
+		WHERE excluded.created > relay_key_packages.created
+			OR (excluded.created = relay_key_packages.created AND excluded.id >= relay_key_packages.id)`,
+		key.Bytes(), created, expires, id[:], raw)
+	if err != nil {
+		return fmt.Errorf("store: put key package: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: put key package: %w", err)
+	}
+	if n == 0 {
+		return ErrStaleKeyPackage
+	}
+	return nil
+}
+
+// KeyPackages returns the stored key packages of keys that have one not
+// expired at now (its expiry after now), in the order of keys; a key
+// without one is left out, and a key named twice is answered once.
+func (s *Store) KeyPackages(ctx context.Context, keys []identity.PublicKey, now time.Time) ([][]byte, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(keys)+1)
+	args = append(args, now.Unix())
+	for _, k := range keys {
+		args = append(args, k.Bytes())
+	}
+	q := `SELECT identity, raw FROM relay_key_packages WHERE expires > ? AND identity IN (?` + strings.Repeat(", ?", len(keys)-1) + `)`
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: key packages: %w", err)
+	}
+	defer rows.Close()
+	found := map[[32]byte][]byte{}
+	for rows.Next() {
+		var key, raw []byte
+		if err := rows.Scan(&key, &raw); err != nil {
+			return nil, fmt.Errorf("store: key packages: %w", err)
+		}
+		if len(key) == 32 {
+			found[[32]byte(key)] = raw
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: key packages: %w", err)
+	}
+	out := make([][]byte, 0, len(found))
+	for _, k := range keys {
+		if raw, ok := found[k.Array()]; ok {
+			out = append(out, raw)
+			delete(found, k.Array())
+		}
+	}
+	return out, nil
 }

@@ -88,6 +88,18 @@ var schemaRelay = schema{"relay", []string{
 	// another. A relay writes one row per commit (audit.go); the rows
 	// written before hold one record each.
 	`ALTER TABLE audit_records ADD COLUMN n INTEGER NOT NULL DEFAULT 1;`,
+	// The newest key package of each identity (relay.go), which the relay
+	// serves so that someone can encrypt to a person before they share a
+	// room. One row per identity for now: the latest package of any of
+	// its devices. Several devices will need one row per (identity,
+	// device). A rowid table: a row is about 1.4 KB.
+	`CREATE TABLE relay_key_packages (
+		identity BLOB PRIMARY KEY, -- Ed25519 public key: the package's signer
+		created  INTEGER NOT NULL, -- the package's, Unix s
+		expires  INTEGER NOT NULL, -- the package's, Unix s
+		id       BLOB NOT NULL,    -- SHA-256 of raw: which of two made in one second wins
+		raw      BLOB NOT NULL     -- the encoded package, as signed
+	);`,
 }}
 
 var schemaClient = schema{"client", []string{

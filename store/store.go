@@ -63,11 +63,11 @@ func Relay() Option { return func(o *options) { o.relay = true } }
 func (o options) parts() []schema {
 	switch {
 	case o.search && !o.relay:
-		return []schema{schemaEnvelopes, schemaClient}
+		return []schema{schemaEnvelopes, schemaClient, schemaKeys}
 	case o.relay && !o.search:
 		return []schema{schemaEnvelopes, schemaRelay}
 	}
-	return []schema{schemaEnvelopes, schemaRelay, schemaClient}
+	return []schema{schemaEnvelopes, schemaRelay, schemaClient, schemaKeys}
 }
 
 // Durable makes every commit wait for the disk (synchronous=FULL): a
@@ -103,6 +103,11 @@ func Open(path string, opts ...Option) (*Store, error) {
 		}
 		if o.wal > 0 {
 			v.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", o.wal))
+		}
+		if o.search {
+			// The chat client keeps secrets it must erase (end-to-end
+			// keys): what it deletes is overwritten, not only freed.
+			v.Add("_pragma", "secure_delete(1)")
 		}
 		if extra != "" {
 			v.Add("_pragma", extra)

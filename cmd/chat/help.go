@@ -18,6 +18,12 @@ func about(cmd string) (string, bool) {
 			"after committing it, or a mesh peer has it stored) and prints the\n" +
 			"message ID; exit 8 if no path confirmed it within --timeout (the\n" +
 			"message is kept and sent again later). One --room only.", true
+	case "msg":
+		return "chat msg [--json] [--timeout D] PERSON TEXT\n\n" +
+			"Send TEXT to PERSON alone, sealed end to end: their key (ed25519:...),\n" +
+			"or the fingerprint prefix or nickname of a contact. The direct room of\n" +
+			"the two of you is started on first use; read it with --room @PERSON\n" +
+			"(history, listen, talk). Exits as send does.", true
 	case "listen":
 		return "chat listen --room R [--room R2 ...] [--json] [--count N] [--timeout D]\n\n" +
 			"Print the rooms' messages as they arrive, what this home folder has\n" +

@@ -253,16 +253,22 @@ func (c *cli) send(args []string) int {
 	if err := resolveRoom(ctx, cl, room); err != nil {
 		return c.fail(err)
 	}
-	sent, err := cl.Send(ctx, *room, text)
+	return c.sendText(ctx, cl, *room, text, *asJSON, *timeout)
+}
+
+// sendText sends text to room in session cl and prints what became of
+// it, for send and msg.
+func (c *cli) sendText(ctx context.Context, cl *client.Client, room, text string, asJSON bool, timeout time.Duration) int {
+	sent, err := cl.Send(ctx, room, text)
 	if err != nil && sent.ID == (protocol.ID{}) {
-		return c.fail(ranOut(ctx, *timeout, err))
+		return c.fail(ranOut(ctx, timeout, err))
 	}
 	var cp []byte
 	if r := cl.Relay(); r != nil {
 		cp = r.Checkpoint()
 	}
-	if *asJSON {
-		c.printJSON(c.sentJSON(*room, sent, cp))
+	if asJSON {
+		c.printJSON(c.sentJSON(room, sent, cp))
 	} else if err == nil {
 		fmt.Fprintln(c.stdout, sent.ID)
 	}
@@ -290,6 +296,11 @@ type messageJSON struct {
 	Via     string `json:"via"`
 	Trust   string `json:"trust"`
 	Gap     bool   `json:"gap,omitempty"`
+	// Sealed: sealed end to end; Waiting: its key has not arrived (no
+	// text yet); Never: why it will never open (no text).
+	Sealed  bool   `json:"sealed,omitempty"`
+	Waiting bool   `json:"waiting,omitempty"`
+	Never   string `json:"never,omitempty"`
 	// Receipt is the relay's audit receipt of our own message (history).
 	Receipt *storedReceiptJSON `json:"receipt,omitempty"`
 }
@@ -313,7 +324,7 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 		v := messageJSON{
 			ID: m.ID.String(), Room: m.Room, Sender: m.Sender.Fingerprint(), Nick: m.Nick,
 			Lamport: m.Lamport, Time: m.Time.UTC().Format(time.RFC3339Nano), Text: m.Text,
-			Via: m.Via, Trust: trustName(m), Gap: m.Gap,
+			Via: m.Via, Trust: trustName(m), Gap: m.Gap, Sealed: m.Sealed, Waiting: m.Waiting, Never: m.Never,
 		}
 		if r := m.Receipt; r != nil {
 			v.Receipt = &storedReceiptJSON{r.Relay, r.Pos, r.Index, string(r.Checkpoint)}
@@ -342,7 +353,28 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 		via += fmt.Sprintf("; audit record %d", m.Receipt.Index)
 	}
 	fmt.Fprintf(c.stdout, "%s #%s <%s>%s %s%s  (%s)\n", m.Time.Local().Format("2006-01-02 15:04:05"),
-		m.Room, m.Nick, mark, m.Text, gap, via)
+		m.Room, nickOf(m), mark, textOf(m), gap, via)
+}
+
+// nickOf is the nickname a message is shown with: a sealed message not
+// open has none yet, and shows its sender's short fingerprint.
+func nickOf(m client.Message) string {
+	if m.Nick == "" {
+		return m.Sender.ShortFingerprint()
+	}
+	return m.Nick
+}
+
+// textOf is a message's text as shown: a sealed message not open says
+// so, and why.
+func textOf(m client.Message) string {
+	switch {
+	case m.Waiting:
+		return "[waiting for key]"
+	case m.Never != "":
+		return "[cannot be opened: " + m.Never + "]"
+	}
+	return m.Text
 }
 
 // screen shows a session's events on standard output (messages) and
@@ -372,6 +404,12 @@ func (s *screen) show(e client.Event) (int, bool) {
 		s.c.printMessage(e.Message, s.asJSON)
 		s.mu.Unlock()
 		s.cl.Shown(e.ID)
+	case *client.OpenedEvent:
+		// A message shown as waiting for its key, again: open now, or
+		// never to open.
+		s.mu.Lock()
+		s.c.printMessage(e.Message, s.asJSON)
+		s.mu.Unlock()
 	case *client.AlarmEvent:
 		switch e.Kind {
 		case client.AlarmAuditLog:

@@ -49,6 +49,9 @@ Commands:
                        delivered (a relay acknowledged it, or a mesh peer
                        has it) and prints the message ID [--json]
                        [--timeout D]
+  msg PERSON TEXT      a direct message, sealed end to end, to PERSON (a
+                       key, or a contact's fingerprint or nickname); read
+                       the conversation with --room @PERSON [--json]
   listen --room R      print messages as they arrive (--room repeatable)
                        [--json] [--count N] [--timeout D]
   talk --room R        send each line of standard input, and print
@@ -186,6 +189,8 @@ func (c *cli) command(cmd string, args []string) int {
 		return c.verify(args)
 	case "send":
 		return c.send(args)
+	case "msg":
+		return c.msg(args)
 	case "listen":
 		return c.listen(args)
 	case "talk":

@@ -3,8 +3,8 @@
 // live before their commit (sequence.go), the committer that makes them
 // durable with their audit records in one transaction and acknowledges
 // after (commit.go), live delivery to subscribers (hub.go), policy
-// (policy.go), the member lists of private rooms (private.go), the
-// admin socket (admin.go), the bridge into the mesh
+// (policy.go), the member lists of private rooms (private.go), the key
+// packages it keeps and serves (keys.go), the admin socket (admin.go), the bridge into the mesh
 // (bridge.go), the data folder and configuration (datadir.go, config.go),
 // the audit commands (auditcmd.go) and the daemon (run.go).
 //

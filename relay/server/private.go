@@ -186,9 +186,10 @@ func notMember(id identity.PublicKey, room string) *wire.RelayError {
 // change the relay does not have waits for it, within the batch's bound,
 // after b's publishes that passed so far are queued.
 func (s *Server) judgePublish(ctx context.Context, env *protocol.Envelope, id protocol.ID, b *publishBatch) (wire.ErrorCode, string) {
-	// Only a room's first change makes the relay keep a list for a room
-	// it does not know: made-up room IDs cost it nothing.
-	pr, err := s.openPrivate(ctx, env.Room, isOp(env, protocol.OpCreate))
+	// Only a room's first change (a creation, or a direct room's start)
+	// makes the relay keep a list for a room it does not know: made-up
+	// room IDs cost it nothing.
+	pr, err := s.openPrivate(ctx, env.Room, isOp(env, protocol.OpCreate) || isOp(env, protocol.OpDirect))
 	if err != nil {
 		if ctx.Err() != nil {
 			return wire.CodeShuttingDown, "the relay is shutting down"

@@ -47,6 +47,11 @@ type Storage interface {
 	// Changes returns the member-list changes of a private room, in
 	// resolution order.
 	Changes(ctx context.Context, room string) ([]store.Record, error)
+	// PutKeyPackage stores an identity's key package if it is newer
+	// than the one stored, else returns store.ErrStaleKeyPackage;
+	// KeyPackages returns those of keys not expired at now (keys.go).
+	PutKeyPackage(ctx context.Context, key identity.PublicKey, created, expires int64, raw []byte) error
+	KeyPackages(ctx context.Context, keys []identity.PublicKey, now time.Time) ([][]byte, error)
 }
 
 // Batch is one write transaction: appended envelopes have their positions

@@ -139,6 +139,10 @@ func (s *Server) request(ctx context.Context, c *client, str *quic.Stream, fw *w
 		return s.redeem(ctx, c, fw, body)
 	case wire.FrameProveTree:
 		return s.proveTree(fw, body)
+	case wire.FramePutKeys:
+		return s.putKeys(ctx, c, fw, body)
+	case wire.FrameGetKeys:
+		return s.getKeys(ctx, c, fw, body)
 	}
 	return &wire.RelayError{Code: wire.CodeBadFrame, Message: fmt.Sprintf("a stream cannot start with a %s frame", t)}
 }

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 
+	"github.com/parleychat/parley/crypto/keypackage"
 	"github.com/parleychat/parley/protocol"
 )
 
@@ -31,7 +32,11 @@ const (
 	MaxPeerAddrLen   = 512 // bytes of one address
 	MaxErrorMessage  = 512 // bytes of an error's text
 	MaxRelayVersions = 16
-	MaxInviteToken   = 64 // bytes of an invite token
+	MaxInviteToken   = 64  // bytes of an invite token
+	MaxGetKeys       = 256 // identities in one GetKeys
+	// MaxKeyPackage is the largest key package a PutKeys or KeyPackage
+	// frame carries: the encoding of package crypto/keypackage.
+	MaxKeyPackage = keypackage.MaxSize
 )
 
 // FrameType says what a frame's body holds.
@@ -106,6 +111,19 @@ const (
 	// FrameTreeProof: the proofs, in the order asked.
 	//	count k 1 (1..64) | k × (u8 count p ≤ 64, 32p)
 	FrameTreeProof FrameType = 19
+	// FramePutKeys (request): store the connection's identity's key
+	// package, its newest, for others to encrypt to.
+	//	package 1..MaxKeyPackage  the encoded key package, as signed
+	FramePutKeys FrameType = 20
+	// FrameKeysStored: the key package is stored.
+	//	(empty)
+	FrameKeysStored FrameType = 21
+	// FrameGetKeys (request): the newest key packages of identities.
+	//	count k 2 (1..256) | keys 32k (identity public keys, distinct)
+	FrameGetKeys FrameType = 22
+	// FrameKeyPackage: one stored key package, in answer to GetKeys.
+	//	package 1..MaxKeyPackage  byte for byte as its identity signed it
+	FrameKeyPackage FrameType = 23
 )
 
 var frameNames = [...]string{
@@ -116,10 +134,15 @@ var frameNames = [...]string{
 	FrameInfoRequest: "info-request", FrameInfo: "info",
 	FrameRedeem: "redeem", FrameRedeemed: "redeemed", FrameCommitted: "committed",
 	FrameProveTree: "prove-tree", FrameTreeProof: "tree-proof",
+	FramePutKeys: "put-keys", FrameKeysStored: "keys-stored", FrameGetKeys: "get-keys", FrameKeyPackage: "key-package",
 }
 
-// Known reports whether t is a frame type of this protocol version.
-func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameTreeProof }
+// Known reports whether t is a frame type of this protocol version. A
+// relay refuses a frame of a type it does not know with an Error frame,
+// code CodeBadFrame, whose text contains "unknown type N" (ParseFrameHeader):
+// a relay older than a request answers it so, and a client tells the
+// user (relay.ErrUnsupported) by that text, so it must not change.
+func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameKeyPackage }
 
 func (t FrameType) String() string {
 	if t.Known() {
@@ -186,6 +209,8 @@ const (
 	CodeUnsupported   ErrorCode = 16 // an envelope of a newer version
 	CodeIdle          ErrorCode = 17 // a stream that asked nothing in time
 	CodeNotMember     ErrorCode = 18 // not a member of this private room
+	CodeBadKeyPackage ErrorCode = 19 // a key package that does not parse or verify
+	CodeExpired       ErrorCode = 20 // a key package that has expired, or is made too far in the future
 )
 
 var codeNames = [...]string{
@@ -197,6 +222,7 @@ var codeNames = [...]string{
 	CodeShuttingDown: "shutting down", CodeInternal: "internal error",
 	CodeNotAllowed: "not allowed", CodeBanned: "banned", CodeTooMany: "too many",
 	CodeUnsupported: "unsupported", CodeIdle: "idle", CodeNotMember: "not a member",
+	CodeBadKeyPackage: "bad key package", CodeExpired: "expired",
 }
 
 func (c ErrorCode) String() string {

@@ -1,0 +1,243 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+)
+
+// End-to-end encryption in the client: a private room's messages are
+// sealed here, just before they are signed, and opened in the merger,
+// as they are stored (package keyring keeps the keys and says what to
+// do).
+
+// askRelayFor bounds the wait for the relay's key packages of members
+// whose package we do not have before a sender key is sealed.
+const askRelayFor = 3 * time.Second
+
+// signSealed signs text t as a sealed message of private room r: after
+// our key package's announcement, if the room has not seen our current
+// one, and a new sender key, if ours must be replaced. All of them go
+// to the outbox, in this order, and leave in it.
+func (c *Client) signSealed(ctx context.Context, r *room, t *protocol.Text) (signed, error) {
+	head, members, err := c.postHead(ctx, r.name)
+	if err != nil {
+		return signed{}, err
+	}
+	if err := c.announce(ctx, r.name, head); err != nil {
+		return signed{}, err
+	}
+	c.askPackages(ctx, members)
+	ep, err := c.ring.Prepare(ctx, r.name, head, members)
+	if err != nil {
+		return signed{}, err
+	}
+	if ep != nil {
+		for i := range ep.Keys {
+			b, err := ep.Keys[i].MarshalBinary()
+			if err != nil {
+				return signed{}, err
+			}
+			if _, err := c.sign.sign(ctx, r.name, protocol.KindKeys, b, nil, nil); err != nil {
+				return signed{}, err
+			}
+		}
+		if err := ep.Commit(ctx); err != nil {
+			return signed{}, err
+		}
+	}
+	return c.sign.sign(ctx, r.name, protocol.KindSealed, nil, t, func(e *protocol.Envelope) error {
+		return c.ring.Seal(ctx, e, head, t)
+	})
+}
+
+// postHead returns the head a message of ours in private room names
+// (the change that let us in: whoever holds it can judge the message,
+// whatever else they have seen) and the room's current members.
+func (c *Client) postHead(ctx context.Context, room string) (protocol.ID, []identity.PublicKey, error) {
+	l, err := c.roster(ctx, room)
+	if err != nil {
+		return protocol.ID{}, nil, err
+	}
+	head, member := l.MemberSince(c.home.Key.Public())
+	switch {
+	case l.Len() == 0:
+		return protocol.ID{}, nil, fmt.Errorf("%w: %s: its member list has not arrived", ErrNotMember, room)
+	case !member:
+		// Members and the relay would refuse it: say so now.
+		return protocol.ID{}, nil, fmt.Errorf("%w: %s (removed, or never let in)", ErrNotMember, c.RoomName(room))
+	}
+	var keys []identity.PublicKey
+	for _, m := range l.Members() {
+		keys = append(keys, m.Key)
+	}
+	return head, keys, nil
+}
+
+// announce signs the announcement of our current key package in room,
+// unless the room has it, and hands a new package to the relay.
+func (c *Client) announce(ctx context.Context, room string, head protocol.ID) error {
+	pkg, fresh, err := c.ring.Current(ctx)
+	if err != nil {
+		return err
+	}
+	if fresh {
+		c.putPackage()
+	}
+	if last, err := c.st.Announced(ctx, room); err != nil || last == pkg.ID() {
+		return err
+	}
+	b, err := (&protocol.Announce{Head: head, Package: pkg}).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if _, err := c.sign.sign(ctx, room, protocol.KindKeyPackage, b, nil, nil); err != nil {
+		return err
+	}
+	return c.st.SetAnnounced(ctx, room, pkg.ID())
+}
+
+// announceIfMember announces our key package in private room if we are
+// a member, so that the others seal their sender keys to us before we
+// say anything, and sends it.
+func (c *Client) announceIfMember(ctx context.Context, room string) {
+	if !protocol.IsPrivateRoom(room) {
+		return
+	}
+	head, _, err := c.postHead(ctx, room)
+	if err != nil {
+		return
+	}
+	if err := c.announce(ctx, room, head); err != nil {
+		c.log.Warn("announce our key package", "room", room, "err", err)
+		return
+	}
+	c.kickOutbox()
+}
+
+// putPackage hands our current key package to the relay, in the
+// background: someone who shares no room with us yet finds it there.
+func (c *Client) putPackage() {
+	if c.relay == nil {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		pkg, _, err := c.ring.Current(c.ctx)
+		if err != nil {
+			return
+		}
+		raw, err := pkg.MarshalBinary()
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
+		defer cancel()
+		if err := c.relay.rc.Ready(ctx); err != nil {
+			return
+		}
+		if err := c.relay.rc.PutKeyPackage(ctx, raw); err != nil {
+			c.log.Info("hand our key package to the relay", "err", err)
+		}
+	}()
+}
+
+// askPackages asks the relay for the key packages of members we have
+// none of, for a short while: a member not found gets no copy of our
+// sender key until their package comes.
+func (c *Client) askPackages(ctx context.Context, members []identity.PublicKey) {
+	if c.relay == nil || !c.relay.up() {
+		return
+	}
+	var missing []identity.PublicKey
+	for _, m := range members {
+		if m == c.home.Key.Public() {
+			continue
+		}
+		if _, ok, err := c.ring.PackageOf(ctx, m); err == nil && !ok {
+			missing = append(missing, m)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, askRelayFor)
+	defer cancel()
+	raws, err := c.relay.rc.KeyPackages(actx, missing)
+	if err != nil {
+		c.log.Info("ask the relay for key packages", "n", len(missing), "err", err)
+		return
+	}
+	for _, raw := range raws {
+		if _, err := c.ring.LearnRaw(ctx, raw); err != nil {
+			c.log.Info("a key package from the relay", "err", err)
+		}
+	}
+}
+
+// receiveSealed hands a batch's arrivals of the end-to-end kinds to the
+// key ring, in the batch's transaction: key packages and sender keys
+// first, then sealed messages, so that a message that came with its key
+// opens at once. What it opened or marked is indexed and noted for the
+// events.
+func (m *merger) receiveSealed(ctx context.Context, b *store.Batch, o *outcome) error {
+	for pass := range 2 {
+		for i := range o.show {
+			a := &o.show[i]
+			if !isE2E(a.env.Kind) || (a.env.Kind == protocol.KindSealed) != (pass == 1) {
+				continue
+			}
+			changed, err := m.c.ring.Receive(ctx, b, a.env, a.id, a.raw)
+			if err != nil {
+				return fmt.Errorf("client: %s envelope %s: %w", a.env.Kind, a.id, err)
+			}
+			for _, s := range changed {
+				if s.Status == store.SealedOpened {
+					if done, err := b.IndexText(ctx, s.ID, s.Nick, s.Body); err != nil {
+						return err
+					} else if !done {
+						o.notes = append(o.notes, note{id: s.ID, text: &protocol.Text{Nick: s.Nick, Body: s.Body}})
+					}
+				}
+				if s.ID != a.id {
+					o.opened = append(o.opened, s)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func isE2E(k protocol.Kind) bool {
+	return k == protocol.KindKeyPackage || k == protocol.KindKeys || k == protocol.KindSealed
+}
+
+// sealedText returns the text of a sealed message as the person sees
+// it: opened, waiting for its key, or never to open and why.
+func (c *Client) sealedText(ctx context.Context, id protocol.ID) (store.Sealed, error) {
+	s, ok, err := c.st.Sealed(ctx, id)
+	switch {
+	case err != nil:
+		return store.Sealed{}, err
+	case !ok:
+		return store.Sealed{ID: id, Status: store.SealedWaiting}, nil
+	}
+	return s, nil
+}
+
+// emitOpened shows again a sealed message that opened, or never will.
+func (c *Client) emitOpened(ctx context.Context, s store.Sealed) {
+	rec, err := c.st.Get(ctx, s.ID)
+	if err != nil {
+		c.log.Warn("a sealed message that opened", "id", s.ID, "err", err)
+		return
+	}
+	if msg, ok := c.message(ctx, s.ID, rec.Env, rec.Via, nil); ok && !c.silent {
+		c.emit(&OpenedEvent{msg})
+	}
+}

@@ -1,0 +1,82 @@
+// Package ratchet implements sender chains: the one-way hash ratchet from
+// which each member of a private room derives one key per message it
+// sends.
+//
+// A chain key yields a message key and the next chain key, each an
+// HMAC-SHA256 of the chain key with its own one-byte label (domain
+// separation: neither output tells anything about the other). Once the old
+// chain key is erased, nobody can go back: a device stolen today does not
+// give up the messages it already sent or read. That is forward secrecy
+// within an epoch; a new epoch, with a fresh chain key sealed to each
+// member's key package, also heals after a compromise.
+//
+// Forward secrecy holds only if the caller erases: the state is persisted
+// after every Key (the old chain key and each used message key gone from
+// memory and from the store), and a message key is thrown away once its
+// message is opened.
+//
+// The types here are not safe for concurrent use.
+package ratchet
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+)
+
+// Errors that callers branch on with errors.Is. An error from this package
+// wraps exactly one of them and adds the detail.
+var (
+	// ErrTooFar: the message is more than MaxSkip ahead of the chain.
+	// The state is unchanged; the message is most likely forged or from a
+	// sender gone wild.
+	ErrTooFar = errors.New("ratchet: message too far ahead")
+	// ErrGone: the key of the message was handed out already (a replay)
+	// or dropped (skipped too long ago).
+	ErrGone = errors.New("ratchet: message key gone")
+	// ErrExhausted: the chain has reached MaxIndex; a new epoch must
+	// start.
+	ErrExhausted = errors.New("ratchet: chain exhausted")
+	// ErrMalformed: a state encoding is not valid.
+	ErrMalformed = errors.New("ratchet: malformed state")
+)
+
+const (
+	// MaxSkip is the most keys a Receiver derives past in one step.
+	MaxSkip = 1000
+	// MaxSkipped is the most skipped keys a Receiver keeps; beyond it
+	// the keys of the lowest indexes are dropped.
+	MaxSkipped = 2000
+	// MaxIndex is the highest message index of a chain.
+	MaxIndex = 1<<32 - 2
+)
+
+// ChainKey is a key of a sender chain.
+type ChainKey [32]byte
+
+// MessageKey is the key of one message.
+type MessageKey [32]byte
+
+// Labels of the two HMACs of Step.
+const (
+	labelMessage = 0x01
+	labelChain   = 0x02
+)
+
+// Step returns the message key of ck and the chain key that follows it:
+// mk = HMAC-SHA256(ck, 0x01), next = HMAC-SHA256(ck, 0x02). The caller
+// must erase ck once it has stored next: as long as ck exists, every later
+// key can be derived from it.
+func Step(ck ChainKey) (next ChainKey, mk MessageKey) {
+	h := hmac.New(sha256.New, ck[:])
+	h.Write([]byte{labelMessage})
+	h.Sum(mk[:0])
+	h.Reset()
+	h.Write([]byte{labelChain})
+	h.Sum(next[:0])
+	return next, mk
+}
+
+// clear overwrites k. The compiler may keep copies elsewhere (registers,
+// the stack); this is the best Go offers.
+func clear32(k *[32]byte) { *k = [32]byte{} }
