@@ -136,11 +136,13 @@ func (c *Client) putPackage() {
 		if err != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
-		defer cancel()
-		if err := c.relay.rc.Ready(ctx); err != nil {
-			return
+		if err := c.relay.rc.Ready(c.ctx); err != nil {
+			return // closed before the relay was there: the next session puts it
 		}
+		// Once begun, the put finishes, even if the session is closing: a
+		// short-lived command (chat send) must leave its package behind.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), askRelayFor)
+		defer cancel()
 		if err := c.relay.rc.PutKeyPackage(ctx, raw); err != nil {
 			c.log.Info("hand our key package to the relay", "err", err)
 		}

@@ -215,6 +215,7 @@ type peer struct {
 	flags []string
 	id    struct {
 		Fingerprint string `json:"fingerprint"`
+		PublicKey   string `json:"public_key"`
 		PeerID      string `json:"peer_id"`
 	}
 	listen string // mesh multiaddr with /p2p/, if it listens
