@@ -19,6 +19,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -445,3 +446,9 @@ func (s *benchSession) Invite(context.Context, string, int, time.Duration) (*cli
 func (s *benchSession) JoinCode(context.Context, string) (string, error) { return "", nil }
 
 func (s *benchSession) RoomName(room string) string { return room }
+func (s *benchSession) Person(text string) (client.PublicKey, error) {
+	return client.PublicKey{}, errors.New("no people in a benchmark")
+}
+func (s *benchSession) Direct(context.Context, client.PublicKey) (string, error) {
+	return "", errors.New("no direct rooms in a benchmark")
+}

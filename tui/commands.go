@@ -24,7 +24,7 @@ func commands() []command {
 		{"create", "NAME", "make a private room, with you as its admin", (*Model).cmdCreate},
 		{"part", "[ROOM]", "leave this room (or ROOM); its history stays", (*Model).cmdPart},
 		{"nick", "NAME", "change your nickname (a-z 0-9 - _ .)", (*Model).cmdNick},
-		{"msg", "FINGERPRINT TEXT", "a direct message (not yet: it comes with end-to-end encryption)", (*Model).cmdMsg},
+		{"msg", "PERSON [TEXT]", "a direct message, sealed end to end, to a contact or a key", (*Model).cmdMsg},
 		{"invite", "", "an invite code for this private room, or how to bring someone into a public one", (*Model).cmdInvite},
 		{"peers", "", "the mesh peers in this room", (*Model).cmdPeers},
 		{"verify", "FINGERPRINT", "mark a contact verified, after comparing fingerprints out of band", (*Model).cmdVerify},
@@ -108,11 +108,6 @@ func (m *Model) cmdNick(arg string) tea.Cmd {
 	}
 	s := m.s
 	return func() tea.Msg { return nickMsg{nick: arg, err: s.SetNick(arg)} }
-}
-
-func (m *Model) cmdMsg(string) tea.Cmd {
-	m.noticeWarn("/msg is not there yet: direct messages come with end-to-end encryption. Until then, a room whose name you both know is public to anyone who guesses it.")
-	return nil
 }
 
 func (m *Model) cmdInvite(string) tea.Cmd {

@@ -14,6 +14,8 @@ func (m *Model) event(ev client.Event) {
 	switch e := ev.(type) {
 	case *client.MessageEvent:
 		m.message(e.Message)
+	case *client.OpenedEvent:
+		m.opened(e.Message)
 	case *client.DeliveryEvent:
 		m.delivered(e)
 	case *client.PeerEvent:

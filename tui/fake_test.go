@@ -243,3 +243,25 @@ func (f *fakeSession) RoomName(room string) string {
 	}
 	return room
 }
+
+// Person takes a contact's nickname or a key, as the client does.
+func (f *fakeSession) Person(text string) (client.PublicKey, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.contacts {
+		if c.Nick == text {
+			return c.Key, nil
+		}
+	}
+	return identity.ParsePublicKey(text)
+}
+
+// fakeDirect is the ID of the direct room the fake starts.
+const fakeDirect = "p:directdirectdirectdirectdirect2"
+
+func (f *fakeSession) Direct(_ context.Context, who client.PublicKey) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rooms = append(f.rooms, fakeDirect)
+	return fakeDirect, nil
+}

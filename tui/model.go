@@ -172,6 +172,8 @@ func (m *Model) result(msg tea.Msg) tea.Cmd {
 		return m.created(msg)
 	case codeJoinedMsg:
 		return m.codeJoined(msg)
+	case directMsg:
+		return m.directOpened(msg)
 	case inviteMsg:
 		return m.invited(msg)
 	case historyMsg:

@@ -178,7 +178,7 @@ func TestSlashLinesAreNeverSent(t *testing.T) {
 		}
 	}
 	all := strings.Join(notices, "\n")
-	for _, want := range []string{"no command /jion", "/msg is not there yet"} {
+	for _, want := range []string{"no command /jion", "no direct room with SHA256:x"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no notice %q in #lobby: %q", want, all)
 		}

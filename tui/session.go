@@ -27,6 +27,8 @@ type Session interface {
 	Invite(ctx context.Context, room string, uses int, ttl time.Duration) (*client.InviteCode, error)
 	JoinCode(ctx context.Context, code string) (string, error)
 	RoomName(room string) string
+	Person(text string) (client.PublicKey, error)
+	Direct(ctx context.Context, who client.PublicKey) (string, error)
 }
 
 var _ Session = (*client.Client)(nil)

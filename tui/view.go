@@ -258,9 +258,13 @@ const indent = 6
 // the gap before it.
 func (m *Model) messageLines(e *entry, width int) []string {
 	msg := e.msg
-	who := nickStyle(m.fingerprint(msg.Sender)).Render(msg.Nick)
+	nick := msg.Nick
+	if nick == "" { // a sealed message not open: its nickname is sealed too
+		nick = msg.Sender.ShortFingerprint()
+	}
+	who := nickStyle(m.fingerprint(msg.Sender)).Render(nick)
 	if msg.Own {
-		who = lipgloss.NewStyle().Bold(true).Render(msg.Nick)
+		who = lipgloss.NewStyle().Bold(true).Render(nick)
 	}
 	mark := trustMark(msg.Trust, msg.Own)
 	if msg.Trust == client.TrustKeyChanged && !msg.Own {
@@ -271,11 +275,19 @@ func (m *Model) messageLines(e *entry, width int) []string {
 	head := msg.Time.In(m.opt.location()).Format("15:04") + " " + mark + who + " "
 	headW := ansi.StringWidth(head)
 	var rows []string
-	for i, r := range wrap(clean(msg.Text), width-headW, width-indent) {
+	text, render := msg.Text, func(r string) string { return r }
+	if s := sealedText(msg); s != "" {
+		style := m.st.dim
+		if msg.Never != "" {
+			style = m.st.warn
+		}
+		text, render = s, func(r string) string { return style.Render(r) }
+	}
+	for i, r := range wrap(clean(text), width-headW, width-indent) {
 		if i == 0 {
-			rows = append(rows, head+r)
+			rows = append(rows, head+render(r))
 		} else {
-			rows = append(rows, strings.Repeat(" ", indent)+r)
+			rows = append(rows, strings.Repeat(" ", indent)+render(r))
 		}
 	}
 	if e.del != nil {

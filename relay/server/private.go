@@ -265,8 +265,8 @@ func unknownChange(env *protocol.Envelope, missing protocol.ID) string {
 	switch {
 	case missing.IsZero():
 		return fmt.Sprintf("the invite's issuer is not known to the relay as an admin of private room %s", env.Room)
-	case env.Kind == protocol.KindPost:
-		return fmt.Sprintf("the member-list head %s this post names is unknown to the relay", missing)
+	case env.Kind.HasHead():
+		return fmt.Sprintf("the member-list head %s this %s names is unknown to the relay", missing, env.Kind)
 	}
 	return fmt.Sprintf("the member-list change %s this change names is unknown to the relay", missing)
 }
