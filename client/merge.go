@@ -157,6 +157,7 @@ type outcome struct {
 	unshown  map[string][]protocol.ID
 	cursors  map[string]protocol.ID
 	opened   []store.Sealed // sealed messages shown before, opened or marked now
+	sealed   map[protocol.ID]store.Sealed // what became of the sealed messages shown now
 }
 
 type syncKey struct{ room, path string }
@@ -176,7 +177,7 @@ func (m *merger) mergeBatch(batch []arrival) error {
 	// it took, so that nothing it stored is left unnoted.
 	ctx := context.WithoutCancel(c.ctx)
 	o := &outcome{seen: map[protocol.ID]string{}, synced: map[syncKey]int{},
-		unshown: map[string][]protocol.ID{}, cursors: map[string]protocol.ID{}}
+		unshown: map[string][]protocol.ID{}, cursors: map[string]protocol.ID{}, sealed: map[protocol.ID]store.Sealed{}}
 
 	// What the relay delivered is stored, the relay cursors moved and
 	// the messages to show noted as unshown, all in one transaction: a
@@ -355,7 +356,11 @@ func (m *merger) apply(ctx context.Context, o *outcome) {
 	m.writeNotes()
 	dirty := false
 	for _, a := range o.show {
-		msg, ok := c.message(ctx, a.id, a.env, a.via, &dirty)
+		var known *store.Sealed
+		if s, ok := o.sealed[a.id]; ok {
+			known = &s
+		}
+		msg, ok := c.message(ctx, a.id, a.env, a.via, &dirty, known)
 		if !ok || c.silent {
 			continue
 		}

@@ -52,12 +52,17 @@ type Message struct {
 // (observing the sender in the contact book when observe is not nil, and
 // raising the alarm of a key that claims a verified contact's nickname)
 // and whether the sender's chain has a gap before it.
-func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelope, via string, observe *bool) (Message, bool) {
+//
+// A sealed message's text is known if the caller has it; if nil, it is
+// looked up in the store.
+func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelope, via string, observe *bool, known *store.Sealed) (Message, bool) {
 	t, ok := textOf(e)
 	var sealed store.Sealed
 	if e.Kind == protocol.KindSealed {
 		var err error
-		if sealed, err = c.sealedText(ctx, id); err != nil {
+		if known != nil {
+			sealed = *known
+		} else if sealed, err = c.sealedText(ctx, id); err != nil {
 			c.log.Warn("a sealed message", "id", id, "err", err)
 		}
 		t, ok = &protocol.Text{Nick: sealed.Nick, Body: sealed.Body}, true
@@ -153,7 +158,7 @@ func (c *Client) HistoryBefore(ctx context.Context, room string, msg Message, li
 func (c *Client) messages(ctx context.Context, recs []store.Record) []Message {
 	var out []Message
 	for _, r := range recs {
-		m, ok := c.message(ctx, r.ID, r.Env, r.Via, nil)
+		m, ok := c.message(ctx, r.ID, r.Env, r.Via, nil, nil)
 		if !ok {
 			continue
 		}

@@ -188,13 +188,14 @@ func (c *Client) askPackages(ctx context.Context, members []identity.PublicKey) 
 // opens at once. What it opened or marked is indexed and noted for the
 // events.
 func (m *merger) receiveSealed(ctx context.Context, b *store.Batch, o *outcome) error {
+	op := m.c.ring.Opener(b)
 	for pass := range 2 {
 		for i := range o.show {
 			a := &o.show[i]
 			if !isE2E(a.env.Kind) || (a.env.Kind == protocol.KindSealed) != (pass == 1) {
 				continue
 			}
-			changed, err := m.c.ring.Receive(ctx, b, a.env, a.id, a.raw)
+			changed, err := op.Receive(ctx, a.env, a.id, a.raw)
 			if err != nil {
 				return fmt.Errorf("client: %s envelope %s: %w", a.env.Kind, a.id, err)
 			}
@@ -208,11 +209,13 @@ func (m *merger) receiveSealed(ctx context.Context, b *store.Batch, o *outcome) 
 				}
 				if s.ID != a.id {
 					o.opened = append(o.opened, s)
+				} else {
+					o.sealed[s.ID] = s
 				}
 			}
 		}
 	}
-	return nil
+	return op.Flush(ctx)
 }
 
 func isE2E(k protocol.Kind) bool {
@@ -239,7 +242,7 @@ func (c *Client) emitOpened(ctx context.Context, s store.Sealed) {
 		c.log.Warn("a sealed message that opened", "id", s.ID, "err", err)
 		return
 	}
-	if msg, ok := c.message(ctx, s.ID, rec.Env, rec.Via, nil); ok && !c.silent {
+	if msg, ok := c.message(ctx, s.ID, rec.Env, rec.Via, nil, &s); ok && !c.silent {
 		c.emit(&OpenedEvent{msg})
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/parleychat/parley/crypto/ratchet"
 	"github.com/parleychat/parley/crypto/seal"
 	"github.com/parleychat/parley/crypto/senderkey"
+	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 )
@@ -31,25 +33,76 @@ const (
 
 var whyOf = map[byte]string{noteNotSealedToUs: whyNotSealedToUs, notePackageGone: whyPackageGone, noteDoesNotOpen: whyDoesNotOpen}
 
-// Receive handles, in batch b, an arrived envelope of the kinds of
-// end-to-end encryption: it keeps an announced key package, takes a
-// sender key sealed to us (and opens the messages that waited for it),
-// and opens a sealed message, or keeps it waiting for its key. It
-// returns the sealed messages whose state it changed. It does not judge
-// whether the sender may send in the room: the member list did that.
-func (r *Ring) Receive(ctx context.Context, b *store.Batch, env *protocol.Envelope, id protocol.ID, raw []byte) ([]store.Sealed, error) {
+// Opener takes the arrivals of one store batch: it keeps the receiving
+// chains it uses in memory and writes each back once, at Flush, in the
+// batch. A batch that fails is taken again whole with a new Opener.
+type Opener struct {
+	r      *Ring
+	b      *store.Batch
+	chains map[chainID]*chain
+}
+
+type chainID struct {
+	room   string
+	sender [32]byte
+	epoch  protocol.Epoch
+}
+
+// chain is a receiving chain as the batch has it: a Receiver, or the
+// note of one that will never be; nil entries were looked up and are
+// not there.
+type chain struct {
+	recv  *ratchet.Receiver
+	note  byte
+	dirty bool
+}
+
+// Opener returns an Opener for batch b.
+func (r *Ring) Opener(b *store.Batch) *Opener {
+	return &Opener{r: r, b: b, chains: make(map[chainID]*chain)}
+}
+
+// Flush writes the chains the batch changed.
+func (o *Opener) Flush(ctx context.Context) error {
+	for id, ch := range o.chains {
+		if ch == nil || !ch.dirty {
+			continue
+		}
+		raw := []byte{ch.note}
+		if ch.recv != nil {
+			var err error
+			if raw, err = ch.recv.MarshalBinary(); err != nil {
+				return err
+			}
+		}
+		sender, _ := identity.PublicKeyFromBytes(id.sender[:])
+		if err := o.b.SetChain(ctx, id.room, sender, id.epoch, raw); err != nil {
+			return err
+		}
+		ch.dirty = false
+	}
+	return nil
+}
+
+// Receive handles an arrived envelope of the kinds of end-to-end
+// encryption: it keeps an announced key package, takes a sender key
+// sealed to us (and opens the messages that waited for it), and opens a
+// sealed message, or keeps it waiting for its key. It returns the
+// sealed messages whose state it changed. It does not judge whether the
+// sender may send in the room: the member list did that.
+func (o *Opener) Receive(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte) ([]store.Sealed, error) {
 	switch env.Kind {
 	case protocol.KindKeyPackage:
 		a, err := protocol.ParseAnnounce(env.Payload)
 		if err != nil {
 			return nil, nil // the mesh and the relay refuse it; nothing to keep
 		}
-		_, err = r.Learn(ctx, b, a.Package)
+		_, err = o.r.Learn(ctx, o.b, a.Package)
 		return nil, err
 	case protocol.KindKeys:
-		return r.receiveKeys(ctx, b, env)
+		return o.receiveKeys(ctx, env)
 	case protocol.KindSealed:
-		m, err := r.receiveSealed(ctx, b, env, id, raw)
+		m, err := o.receiveSealed(ctx, env, id, raw)
 		if err != nil || m == nil {
 			return nil, err
 		}
@@ -59,19 +112,20 @@ func (r *Ring) Receive(ctx context.Context, b *store.Batch, env *protocol.Envelo
 }
 
 // receiveKeys takes the copy of a sender key sealed to us.
-func (r *Ring) receiveKeys(ctx context.Context, b *store.Batch, env *protocol.Envelope) ([]store.Sealed, error) {
+func (o *Opener) receiveKeys(ctx context.Context, env *protocol.Envelope) ([]store.Sealed, error) {
+	r := o.r
 	self := r.key.Public()
 	k, err := protocol.ParseKeys(env.Payload)
 	if err != nil || env.Sender == self {
 		return nil, nil
 	}
-	if _, ok, err := b.Chain(ctx, env.Room, env.Sender, k.Epoch); err != nil || ok {
+	if ch, err := o.chain(ctx, env, k.Epoch); err != nil || ch != nil {
 		return nil, err
 	}
 	sk, ok, none := k.For(self)
 	switch {
 	case none:
-		return r.never(ctx, b, env, k.Epoch, noteNotSealedToUs)
+		return o.never(ctx, env, k.Epoch, noteNotSealedToUs)
 	case !ok:
 		// A large room's key comes in several envelopes: ours may be in
 		// another. What waits for it stays waiting.
@@ -79,28 +133,24 @@ func (r *Ring) receiveKeys(ctx context.Context, b *store.Batch, env *protocol.En
 	}
 	priv, ok := r.private(sk.Package)
 	if !ok {
-		return r.never(ctx, b, env, k.Epoch, notePackageGone)
+		return o.never(ctx, env, k.Epoch, notePackageGone)
 	}
 	info := senderkey.Info{Room: env.Room, Sender: env.Sender, Recipient: self, Epoch: k.Epoch, Package: sk.Package}
 	ck, err := senderkey.Open(priv, info, sk.Key)
 	if err != nil {
-		return r.never(ctx, b, env, k.Epoch, noteDoesNotOpen)
+		return o.never(ctx, env, k.Epoch, noteDoesNotOpen)
 	}
-	recv := ratchet.NewReceiver(ck)
+	o.chains[idOf(env, k.Epoch)] = &chain{recv: ratchet.NewReceiver(ck), dirty: true}
 	clear(ck[:])
-	if err := r.saveChain(ctx, b, env, k.Epoch, recv); err != nil {
-		return nil, err
-	}
-	return r.openWaiting(ctx, b, env, k.Epoch)
+	return o.openWaiting(ctx, env, k.Epoch)
 }
 
 // never notes that sender key epoch of env's sender will never open
 // here (a one-byte chain state: note), and marks what waits for it, and
 // what comes later, as never to open.
-func (r *Ring) never(ctx context.Context, b *store.Batch, env *protocol.Envelope, epoch protocol.Epoch, note byte) ([]store.Sealed, error) {
-	if err := b.SetChain(ctx, env.Room, env.Sender, epoch, []byte{note}); err != nil {
-		return nil, err
-	}
+func (o *Opener) never(ctx context.Context, env *protocol.Envelope, epoch protocol.Epoch, note byte) ([]store.Sealed, error) {
+	b := o.b
+	o.chains[idOf(env, epoch)] = &chain{note: note, dirty: true}
 	why := whyOf[note]
 	waiting, err := b.WaitingFor(ctx, env.Room, env.Sender, epoch)
 	if err != nil {
@@ -117,8 +167,8 @@ func (r *Ring) never(ctx context.Context, b *store.Batch, env *protocol.Envelope
 }
 
 // openWaiting opens what waited for a sender key that just came.
-func (r *Ring) openWaiting(ctx context.Context, b *store.Batch, env *protocol.Envelope, epoch protocol.Epoch) ([]store.Sealed, error) {
-	waiting, err := b.WaitingFor(ctx, env.Room, env.Sender, epoch)
+func (o *Opener) openWaiting(ctx context.Context, env *protocol.Envelope, epoch protocol.Epoch) ([]store.Sealed, error) {
+	waiting, err := o.b.WaitingFor(ctx, env.Room, env.Sender, epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +178,7 @@ func (r *Ring) openWaiting(ctx context.Context, b *store.Batch, env *protocol.En
 		if err != nil {
 			return nil, fmt.Errorf("keyring: a kept sealed message: %w", err)
 		}
-		m, err := r.receiveSealed(ctx, b, we, w.ID, nil)
+		m, err := o.receiveSealed(ctx, we, w.ID, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -143,7 +193,8 @@ func (r *Ring) openWaiting(ctx context.Context, b *store.Batch, env *protocol.En
 // (raw is the envelope, kept while it waits), or marks it as never to
 // open. It returns what it recorded, nil if the message was handled
 // before.
-func (r *Ring) receiveSealed(ctx context.Context, b *store.Batch, env *protocol.Envelope, id protocol.ID, raw []byte) (*store.Sealed, error) {
+func (o *Opener) receiveSealed(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte) (*store.Sealed, error) {
+	r, b := o.r, o.b
 	p, err := protocol.ParseSealed(env.Payload)
 	if err != nil {
 		return nil, nil
@@ -159,36 +210,43 @@ func (r *Ring) receiveSealed(ctx context.Context, b *store.Batch, env *protocol.
 		m.Status, m.Body = store.SealedNever, whyOwnElsewhere
 		return &m, b.SetSealed(ctx, m)
 	}
-	recv, ok, err := r.loadChain(ctx, b, env, p.Epoch)
+	ch, err := o.chain(ctx, env, p.Epoch)
 	switch {
 	case err != nil:
 		return nil, err
-	case !ok:
+	case ch == nil:
 		m.Status, m.Raw = store.SealedWaiting, raw
 		return &m, b.SetSealed(ctx, m)
-	case recv == nil:
-		m.Status, m.Body = store.SealedNever, whyOf[r.noteOf(ctx, b, env, p.Epoch)]
+	case ch.recv == nil:
+		m.Status, m.Body = store.SealedNever, whyOf[ch.note]
 		return &m, b.SetSealed(ctx, m)
 	}
-	t, why, err := r.open(recv, env, &p)
+	t, why, err := r.open(ch.recv, env, &p)
 	switch {
 	case err != nil:
 		return nil, err
 	case why != "":
 		m.Status, m.Body = store.SealedNever, why
 	default:
-		if err := r.saveChain(ctx, b, env, p.Epoch, recv); err != nil {
-			return nil, err
-		}
+		ch.dirty = true
 		m.Status, m.Nick, m.Body = store.SealedOpened, t.Nick, t.Body
 	}
 	return &m, b.SetSealed(ctx, m)
 }
 
 // open takes the message key of p from recv and opens p with it. It
-// returns the text, or why it never opens. recv is saved only if it
-// opened: a message that does not open uses up no key.
+// returns the text, or why it never opens. A message that does not open
+// uses up no key: recv is as it was.
 func (r *Ring) open(recv *ratchet.Receiver, env *protocol.Envelope, p *protocol.Sealed) (protocol.Text, string, error) {
+	before := ratchet.Receiver{Chain: recv.Chain, Next: recv.Next, Skipped: maps.Clone(recv.Skipped)}
+	t, why, err := r.openWith(recv, env, p)
+	if why != "" || err != nil {
+		*recv = before
+	}
+	return t, why, err
+}
+
+func (r *Ring) openWith(recv *ratchet.Receiver, env *protocol.Envelope, p *protocol.Sealed) (protocol.Text, string, error) {
 	mk, err := recv.Key(p.Index)
 	switch {
 	case errors.Is(err, ratchet.ErrGone):
@@ -210,34 +268,33 @@ func (r *Ring) open(recv *ratchet.Receiver, env *protocol.Envelope, p *protocol.
 	return t, "", nil
 }
 
-func (r *Ring) loadChain(ctx context.Context, b *store.Batch, env *protocol.Envelope, epoch protocol.Epoch) (*ratchet.Receiver, bool, error) {
-	raw, ok, err := b.Chain(ctx, env.Room, env.Sender, epoch)
-	if err != nil || !ok {
-		return nil, false, err
-	}
-	if len(raw) == 1 {
-		return nil, true, nil // a note: it will never be
-	}
-	recv := new(ratchet.Receiver)
-	if err := recv.UnmarshalBinary(raw); err != nil {
-		return nil, false, fmt.Errorf("keyring: kept chain of %s: %w", env.Sender.ShortFingerprint(), err)
-	}
-	return recv, true, nil
+func idOf(env *protocol.Envelope, epoch protocol.Epoch) chainID {
+	return chainID{room: env.Room, sender: env.Sender.Array(), epoch: epoch}
 }
 
-// noteOf returns the note kept in place of a chain that will never be.
-func (r *Ring) noteOf(ctx context.Context, b *store.Batch, env *protocol.Envelope, epoch protocol.Epoch) byte {
-	raw, _, _ := b.Chain(ctx, env.Room, env.Sender, epoch)
-	if len(raw) == 1 {
-		return raw[0]
+// chain returns the receiving chain of env's sender's epoch: from the
+// batch's memory, else from the store; nil if there is none.
+func (o *Opener) chain(ctx context.Context, env *protocol.Envelope, epoch protocol.Epoch) (*chain, error) {
+	id := idOf(env, epoch)
+	if ch, ok := o.chains[id]; ok {
+		return ch, nil
 	}
-	return noteDoesNotOpen
-}
-
-func (r *Ring) saveChain(ctx context.Context, b *store.Batch, env *protocol.Envelope, epoch protocol.Epoch, recv *ratchet.Receiver) error {
-	raw, err := recv.MarshalBinary()
+	raw, ok, err := o.b.Chain(ctx, env.Room, env.Sender, epoch)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return b.SetChain(ctx, env.Room, env.Sender, epoch, raw)
+	var ch *chain
+	switch {
+	case !ok:
+	case len(raw) == 1:
+		ch = &chain{note: raw[0]} // it will never be
+	default:
+		recv := new(ratchet.Receiver)
+		if err := recv.UnmarshalBinary(raw); err != nil {
+			return nil, fmt.Errorf("keyring: kept chain of %s: %w", env.Sender.ShortFingerprint(), err)
+		}
+		ch = &chain{recv: recv}
+	}
+	o.chains[id] = ch
+	return ch, nil
 }

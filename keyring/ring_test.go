@@ -3,6 +3,7 @@ package keyring
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,13 +121,17 @@ func (p *person) receive(envs ...*protocol.Envelope) []store.Sealed {
 	}
 	defer b.Rollback()
 	var out []store.Sealed
+	o := p.ring.Opener(b)
 	for _, e := range envs {
 		raw, _ := e.MarshalBinary()
-		got, err := p.ring.Receive(ctx, b, e, e.ID(), raw)
+		got, err := o.Receive(ctx, e, e.ID(), raw)
 		if err != nil {
 			p.t.Fatal(err)
 		}
 		out = append(out, got...)
+	}
+	if err := o.Flush(ctx); err != nil {
+		p.t.Fatal(err)
 	}
 	if err := b.Commit(); err != nil {
 		p.t.Fatal(err)
@@ -139,6 +144,11 @@ func want(t *testing.T, got []store.Sealed, status store.SealedStatus, bodies ..
 	if len(got) != len(bodies) {
 		t.Fatalf("%d messages changed, want %d: %+v", len(got), len(bodies), got)
 	}
+	// In any order: what waited for a key opens in the store's order.
+	got = slices.Clone(got)
+	slices.SortFunc(got, func(a, b store.Sealed) int { return strings.Compare(a.Body, b.Body) })
+	bodies = slices.Clone(bodies)
+	slices.Sort(bodies)
 	for i, m := range got {
 		if m.Status != status || (status == store.SealedOpened && m.Body != bodies[i]) {
 			t.Errorf("message %d: status %d %q, want %d %q", i, m.Status, m.Body, status, bodies[i])

@@ -19,7 +19,6 @@
 package ratchet
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
 )
@@ -68,15 +67,32 @@ const (
 // must erase ck once it has stored next: as long as ck exists, every later
 // key can be derived from it.
 func Step(ck ChainKey) (next ChainKey, mk MessageKey) {
-	h := hmac.New(sha256.New, ck[:])
-	h.Write([]byte{labelMessage})
-	h.Sum(mk[:0])
-	h.Reset()
-	h.Write([]byte{labelChain})
-	h.Sum(next[:0])
-	return next, mk
+	return ChainKey(HMAC(ck, []byte{labelChain})), MessageKey(HMAC(ck, []byte{labelMessage}))
 }
 
-// clear overwrites k. The compiler may keep copies elsewhere (registers,
-// the stack); this is the best Go offers.
-func clear32(k *[32]byte) { *k = [32]byte{} }
+// HMAC returns HMAC-SHA256 (RFC 2104) of msg under a 32-byte key, without
+// allocating: a message costs two of these, and the standard library's
+// hmac.New allocates a hash state per call.
+func HMAC(key [32]byte, msg []byte) [32]byte {
+	var block [sha256.BlockSize]byte
+	for i, k := range key {
+		block[i] = k ^ 0x36
+	}
+	for i := len(key); i < len(block); i++ {
+		block[i] = 0x36
+	}
+	inner := sha256.New()
+	inner.Write(block[:])
+	inner.Write(msg)
+	var sum [32]byte
+	inner.Sum(sum[:0])
+	for i := range block {
+		block[i] ^= 0x36 ^ 0x5c
+	}
+	outer := sha256.New()
+	outer.Write(block[:])
+	outer.Write(sum[:])
+	outer.Sum(sum[:0])
+	clear(block[:])
+	return sum
+}

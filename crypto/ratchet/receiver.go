@@ -49,20 +49,21 @@ func (r *Receiver) Key(index uint32) (MessageKey, error) {
 		r.Skipped = make(map[uint32]MessageKey)
 	}
 	r.dropLowest(len(r.Skipped) + int(index-r.Next) - MaxSkipped)
-	var mk MessageKey
-	for {
-		next, k := Step(r.Chain)
-		clear32((*[32]byte)(&r.Chain))
-		r.Chain = next
-		if r.Next == index {
-			mk = k
-			break
-		}
+	return r.advance(index), nil
+}
+
+// advance steps the chain past index, keeping the keys of the indexes
+// before it, and returns its key. Each step overwrites the old chain key.
+func (r *Receiver) advance(index uint32) MessageKey {
+	for ; r.Next < index; r.Next++ {
+		var k MessageKey
+		r.Chain, k = Step(r.Chain)
 		r.Skipped[r.Next] = k
-		r.Next++
 	}
+	var mk MessageKey
+	r.Chain, mk = Step(r.Chain)
 	r.Next++
-	return mk, nil
+	return mk
 }
 
 // takeSkipped hands out and forgets the skipped key of index.
@@ -75,7 +76,9 @@ func (r *Receiver) takeSkipped(index uint32) (MessageKey, error) {
 	return mk, nil
 }
 
-// forget erases and deletes the skipped key of index.
+// forget erases and deletes the skipped key of index. Overwriting the
+// entry first clears the bytes in the map's memory; copies the runtime
+// made elsewhere are beyond reach, as always in Go.
 func (r *Receiver) forget(index uint32) {
 	r.Skipped[index] = MessageKey{}
 	delete(r.Skipped, index)

@@ -23,8 +23,7 @@ func (s *Sender) Key() (index uint32, mk MessageKey, err error) {
 	}
 	next, mk := Step(s.Chain)
 	index = s.Next
-	s.Chain, s.Next = next, s.Next+1
-	clear32((*[32]byte)(&next))
+	s.Chain, s.Next = next, s.Next+1 // the old chain key is gone
 	return index, mk, nil
 }
 
