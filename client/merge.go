@@ -156,7 +156,7 @@ type outcome struct {
 	caughtUp []string
 	unshown  map[string][]protocol.ID
 	cursors  map[string]protocol.ID
-	opened   []store.Sealed // sealed messages shown before, opened or marked now
+	opened   []store.Sealed               // sealed messages shown before, opened or marked now
 	sealed   map[protocol.ID]store.Sealed // what became of the sealed messages shown now
 }
 
