@@ -95,6 +95,7 @@ type Client struct {
 	silent    bool          // Options.Silent
 	keepEvery time.Duration // Options.KeepPeers
 	kick      chan struct{} // a path came up: send the outbox now
+	found     foundRooms    // private rooms the relay says we are in (tend's own)
 
 	shownMu    sync.Mutex
 	shownQ     []protocol.ID // noted shown, not yet written
@@ -269,6 +270,7 @@ func (c *Client) tend() {
 		}
 		if !c.silent {
 			c.resendOutbox()
+			c.findRooms()
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
@@ -19,16 +20,28 @@ import (
 const DirectPrefix = "@"
 
 // Person returns the key that text names: a public key in full
-// (identity.ParsePublicKey's forms), or the fingerprint prefix or
-// nickname of one contact.
+// (identity.ParsePublicKey's forms), the nickname of one verified
+// contact, or the fingerprint prefix of one contact. A nickname is
+// self-asserted: only one the person verified names anyone, and two
+// verified contacts with one nickname are an error, never a guess.
 func (c *Client) Person(text string) (identity.PublicKey, error) {
 	if k, err := identity.ParsePublicKey(text); err == nil {
 		return k, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ct, ok := c.contacts.Lookup(text); ok {
-		return ct.Key, nil
+	var named []identity.Contact
+	for _, ct := range c.contacts.List() {
+		if ct.Verified && ct.Nick == text {
+			named = append(named, ct)
+		}
+	}
+	switch len(named) {
+	case 1:
+		return named[0].Key, nil
+	case 0:
+	default:
+		return identity.PublicKey{}, fmt.Errorf("client: %d verified contacts go by %q: give a fingerprint prefix", len(named), text)
 	}
 	ct, err := c.contacts.Find(text)
 	if err != nil {
@@ -83,4 +96,51 @@ func (c *Client) directName(other identity.PublicKey) string {
 		return DirectPrefix + ct.Nick
 	}
 	return DirectPrefix + other.ShortFingerprint()
+}
+
+// findEvery is how often a session asks the relay for the private rooms
+// it is in.
+const findEvery = time.Minute
+
+// foundRooms is what findRooms remembers: when it last asked, and what
+// it reported, so that each room is reported once a session.
+type foundRooms struct {
+	asked    time.Time
+	reported map[string]bool
+}
+
+// findRooms asks the relay, at most every findEvery, for the private
+// rooms we are in, and reports those this home has not joined
+// (RoomFoundEvent): someone who writes to us first is seen without our
+// knowing the room's ID. It runs on tend's goroutine.
+func (c *Client) findRooms() {
+	f := &c.found
+	if c.relay == nil || !c.relay.up() || (!f.asked.IsZero() && c.now().Sub(f.asked) < findEvery) {
+		return
+	}
+	f.asked = c.now()
+	ctx, cancel := context.WithTimeout(c.ctx, askRelayFor)
+	defer cancel()
+	rooms, err := c.relay.rc.PrivateRooms(ctx)
+	if err != nil {
+		c.log.Info("ask the relay for our private rooms", "err", err)
+		return
+	}
+	known, err := c.st.Rooms(ctx)
+	if err != nil {
+		return
+	}
+	joined := make(map[string]bool, len(known))
+	for _, r := range known {
+		joined[r] = true
+	}
+	if f.reported == nil {
+		f.reported = make(map[string]bool)
+	}
+	for _, r := range rooms {
+		if !joined[r] && !f.reported[r] {
+			f.reported[r] = true
+			c.emit(&RoomFoundEvent{Room: r})
+		}
+	}
 }

@@ -10,13 +10,19 @@ import (
 )
 
 // Event is one thing a front end shows: a *MessageEvent, *OpenedEvent,
-// *DeliveryEvent, *AlsoViaEvent, *PeerEvent, *RelayEvent, *SyncEvent,
+// *RoomFoundEvent, *DeliveryEvent, *AlsoViaEvent, *PeerEvent, *RelayEvent, *SyncEvent,
 // *PathEvent or *AlarmEvent. Client.Events delivers them in the order they happened.
 type Event interface{ event() }
 
 // MessageEvent is a message to show, once, whichever paths deliver it:
 // someone else's, or our own sent from another device (Own is set).
 type MessageEvent struct{ Message }
+
+// RoomFoundEvent is a private room this home has not joined whose
+// member list, the relay says, has us: a direct room someone started
+// with us, or a room we were added to, while we were away. Joining it
+// shows it; its member list, once there, is what decides.
+type RoomFoundEvent struct{ Room string }
 
 // OpenedEvent is a sealed message shown before as waiting for its key
 // that opened now that the key came, or that will never open (Never
@@ -101,15 +107,16 @@ type AlarmEvent struct {
 	Err    error
 }
 
-func (*MessageEvent) event()  {}
-func (*OpenedEvent) event()   {}
-func (*DeliveryEvent) event() {}
-func (*AlsoViaEvent) event()  {}
-func (*PeerEvent) event()     {}
-func (*RelayEvent) event()    {}
-func (*SyncEvent) event()     {}
-func (*PathEvent) event()     {}
-func (*AlarmEvent) event()    {}
+func (*MessageEvent) event()   {}
+func (*OpenedEvent) event()    {}
+func (*RoomFoundEvent) event() {}
+func (*DeliveryEvent) event()  {}
+func (*AlsoViaEvent) event()   {}
+func (*PeerEvent) event()      {}
+func (*RelayEvent) event()     {}
+func (*SyncEvent) event()      {}
+func (*PathEvent) event()      {}
+func (*AlarmEvent) event()     {}
 
 // maxQueued bounds the events waiting for the application. Messages wait
 // for room (the paths behind them slow down, and what they deliver is in

@@ -85,6 +85,9 @@ func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelo
 			m.Text, m.Waiting = "", true
 		}
 	}
+	if m.Sealed && m.Nick == "" {
+		observe = nil // not open: no nickname to note yet (its OpenedEvent notes it)
+	}
 	if !m.Own {
 		c.trust(&m, observe)
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,6 +33,9 @@ func (c *Client) signSealed(ctx context.Context, r *room, t *protocol.Text) (sig
 		return signed{}, err
 	}
 	c.askPackages(ctx, members)
+	if err := c.directReachable(ctx, r.name); err != nil {
+		return signed{}, err
+	}
 	ep, err := c.ring.Prepare(ctx, r.name, head, members)
 	if err != nil {
 		return signed{}, err
@@ -53,6 +57,30 @@ func (c *Client) signSealed(ctx context.Context, r *room, t *protocol.Text) (sig
 	return c.sign.sign(ctx, r.name, protocol.KindSealed, nil, t, func(e *protocol.Envelope) error {
 		return c.ring.Seal(ctx, e, head, t)
 	})
+}
+
+// ErrNoKeyPackage: the other person of a direct room has no key package
+// we know of (from a room we share, or the relay): nothing sent to them
+// could be opened, so nothing is sent.
+var ErrNoKeyPackage = errors.New("client: no key package known")
+
+// directReachable checks, in a direct room, that the other person's key
+// package is known: the first message to someone must not be one they
+// can never open.
+func (c *Client) directReachable(ctx context.Context, room string) error {
+	l, err := c.roster(ctx, room)
+	if err != nil {
+		return err
+	}
+	other, ok := l.Direct(c.home.Key.Public())
+	if !ok {
+		return nil
+	}
+	if _, ok, err := c.ring.PackageOf(ctx, other); err != nil || ok {
+		return err
+	}
+	return fmt.Errorf("%w for %s: they have not used the relay, nor announced one in a room you share (direct messages to someone new need a relay both use)",
+		ErrNoKeyPackage, other.ShortFingerprint())
 }
 
 // postHead returns the head a message of ours in private room names
@@ -195,7 +223,17 @@ func (m *merger) receiveSealed(ctx context.Context, b *store.Batch, o *outcome) 
 			if !isE2E(a.env.Kind) || (a.env.Kind == protocol.KindSealed) != (pass == 1) {
 				continue
 			}
-			changed, err := op.Receive(ctx, a.env, a.id, a.raw)
+			raw := a.raw
+			if raw == nil {
+				// The mesh hands over the parsed envelope only; a sealed
+				// message kept waiting for its key is kept whole. The
+				// parser is strict: the encoding is the signed bytes.
+				var err error
+				if raw, err = a.env.MarshalBinary(); err != nil {
+					return fmt.Errorf("client: %s envelope %s: %w", a.env.Kind, a.id, err)
+				}
+			}
+			changed, err := op.Receive(ctx, a.env, a.id, raw)
 			if err != nil {
 				return fmt.Errorf("client: %s envelope %s: %w", a.env.Kind, a.id, err)
 			}
@@ -238,11 +276,20 @@ func (c *Client) sealedText(ctx context.Context, id protocol.ID) (store.Sealed, 
 // emitOpened shows again a sealed message that opened, or never will.
 func (c *Client) emitOpened(ctx context.Context, s store.Sealed) {
 	rec, err := c.st.Get(ctx, s.ID)
+	if errors.Is(err, store.ErrNotFound) && s.Raw != nil {
+		// The mesh node stores what it delivered right behind: the
+		// envelope the key ring kept while it waited stands in.
+		rec.Env, err = protocol.Parse(s.Raw)
+	}
 	if err != nil {
 		c.log.Warn("a sealed message that opened", "id", s.ID, "err", err)
 		return
 	}
-	if msg, ok := c.message(ctx, s.ID, rec.Env, rec.Via, nil, &s); ok && !c.silent {
+	dirty := false
+	if msg, ok := c.message(ctx, s.ID, rec.Env, rec.Via, &dirty, &s); ok && !c.silent {
 		c.emit(&OpenedEvent{msg})
+	}
+	if dirty {
+		c.saveContacts()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/crypto/ratchet"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
@@ -283,4 +284,27 @@ func TestLargeRoomKeysTakeSeveralEnvelopes(t *testing.T) {
 	m, _, _ := alice.post("all")
 	last := members[len(members)-1]
 	want(t, last.receive(append(keys, m)...), store.SealedOpened, "all")
+}
+
+// TestIndexOutOfRangeNeverOpens: a member's message at the last possible
+// index (or beyond the window) is marked, and the batch goes on: it must
+// not stop the receiver's merger.
+func TestIndexOutOfRangeNeverOpens(t *testing.T) {
+	alice, bob := newPerson(t, time.Now), newPerson(t, time.Now)
+	bob.announce(alice)
+	keys := alice.sendKeys(alice, bob)
+	m, _, _ := alice.post("fine")
+	for _, index := range []uint32{1<<32 - 1, 1<<32 - 2, ratchet.MaxSkip + 5} {
+		bad, _, _ := alice.envelope(protocol.KindSealed, func(e *protocol.Envelope) {
+			p, err := protocol.ParseSealed(m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Index = index
+			e.Payload, _ = p.MarshalBinary()
+		})
+		got := bob.receive(append(keys, bad)...)
+		want(t, got, store.SealedNever, "")
+	}
+	want(t, bob.receive(m), store.SealedOpened, "fine")
 }

@@ -189,13 +189,16 @@ func (r *Ring) recipients(ctx context.Context, members []identity.PublicKey) ([]
 // protocol.MaxRecipients copies.
 func (r *Ring) sealTo(room string, s *sending, pkgs []*keypackage.Package, head protocol.ID) ([]protocol.Keys, error) {
 	var out []protocol.Keys
-	parts := (len(pkgs) + protocol.MaxRecipients - 1) / protocol.MaxRecipients
-	if parts > 255 {
-		return nil, fmt.Errorf("keyring: %d members: a sender key reaches at most %d", len(pkgs), 255*protocol.MaxRecipients)
-	}
 	for i, p := range pkgs {
 		if i%protocol.MaxRecipients == 0 {
-			out = append(out, protocol.Keys{Head: head, Epoch: s.epoch, Parts: uint8(parts)})
+			// Each envelope covers the keys from its first recipient's
+			// (the first from zero) to the next envelope's first.
+			k := protocol.Keys{Head: head, Epoch: s.epoch}
+			if i > 0 {
+				k.From = p.Identity.Array()
+				out[len(out)-1].To = k.From
+			}
+			out = append(out, k)
 		}
 		info := senderkey.Info{Room: room, Sender: r.key.Public(), Recipient: p.Identity, Epoch: s.epoch, Package: s.to[i].pkg}
 		sealed, err := senderkey.Seal(p, info, s.chain.Chain)

@@ -141,7 +141,12 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 	if !n.knows(env.Kind) {
 		return pubsub.ValidationIgnore, "kind", nil
 	}
-	if protocol.CheckPayload(env) != nil {
+	switch err := protocol.CheckPayload(env); {
+	case errors.Is(err, protocol.ErrUnknownVersion):
+		// A newer peer's payload (a key package of a suite this code
+		// does not know): skipped, not punished.
+		return pubsub.ValidationIgnore, "version", nil
+	case err != nil:
 		return pubsub.ValidationReject, "payload", nil
 	}
 	if n.cfg.Policy != nil {

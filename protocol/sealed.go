@@ -136,28 +136,34 @@ type SealedKey struct {
 // key (Epoch), sealed to each member it reaches.
 //
 // A sender key that reaches more than MaxRecipients members takes
-// several envelopes (Parts of them), each with a stretch of the
-// recipients in ascending order: a member whose key falls within a
-// stretch but is not in it, or who is not in the only part, knows the
-// key was not sealed to them.
+// several envelopes, each for one stretch of the key space, From (the
+// lowest key it covers) up to To (the lowest key of the next stretch;
+// zero: to the end), which together cover every key: a member whose key
+// falls in an envelope's stretch and is not in it knows that the key
+// was not sealed to them, whichever parts have arrived.
 //
-// Encoding: head (32), epoch (16), parts (1 byte, at least 1), count (1
-// byte, 1 to MaxRecipients), then for each, in ascending order of
-// recipient: recipient (32), package ID (32), sealed key (2-byte length,
-// then bytes).
+// Encoding: head (32), epoch (16), from (32), to (32), count (1 byte, 1
+// to MaxRecipients), then for each, in ascending order of recipient:
+// recipient (32), package ID (32), sealed key (2-byte length, then
+// bytes).
 type Keys struct {
-	Head   ID
-	Epoch  Epoch
-	Parts  uint8
-	Sealed []SealedKey
+	Head     ID
+	Epoch    Epoch
+	From, To [32]byte
+	Sealed   []SealedKey
+}
+
+// covers reports whether key falls in k's stretch of the key space.
+func (k *Keys) covers(key []byte) bool {
+	return cmpBytes(k.From[:], key) <= 0 && (k.To == [32]byte{} || cmpBytes(key, k.To[:]) < 0)
 }
 
 func (k *Keys) check() error {
 	if k.Head.IsZero() {
 		return fmt.Errorf("%w: sender key names no member-list head", ErrMalformed)
 	}
-	if k.Parts == 0 {
-		return fmt.Errorf("%w: sender key in 0 parts", ErrMalformed)
+	if k.To != [32]byte{} && cmpBytes(k.From[:], k.To[:]) >= 0 {
+		return fmt.Errorf("%w: sender key's stretch of keys is empty", ErrMalformed)
 	}
 	if len(k.Sealed) == 0 || len(k.Sealed) > MaxRecipients {
 		return fmt.Errorf("%w: sender key sealed to %d members, want 1 to %d", ErrMalformed, len(k.Sealed), MaxRecipients)
@@ -169,6 +175,9 @@ func (k *Keys) check() error {
 		if i > 0 && string(k.Sealed[i-1].Recipient.Bytes()) >= string(s.Recipient.Bytes()) {
 			return fmt.Errorf("%w: recipients not in ascending order, or repeated", ErrMalformed)
 		}
+		if !k.covers(s.Recipient.Bytes()) {
+			return fmt.Errorf("%w: recipient outside the sender key's stretch of keys", ErrMalformed)
+		}
 	}
 	return nil
 }
@@ -179,7 +188,8 @@ func (k *Keys) AppendBinary(b []byte) ([]byte, error) {
 		return b, err
 	}
 	b = append(append(b, k.Head[:]...), k.Epoch[:]...)
-	b = append(b, k.Parts, byte(len(k.Sealed)))
+	b = append(append(b, k.From[:]...), k.To[:]...)
+	b = append(b, byte(len(k.Sealed)))
 	for _, s := range k.Sealed {
 		b = append(append(b, s.Recipient.Bytes()...), s.Package[:]...)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(s.Key)))
@@ -199,7 +209,7 @@ func ParseKeys(b []byte) (*Keys, error) {
 	k := new(Keys)
 	s := cryptobyte.String(b)
 	var n uint8
-	if !s.CopyBytes(k.Head[:]) || !s.CopyBytes(k.Epoch[:]) || !s.ReadUint8(&k.Parts) || !s.ReadUint8(&n) {
+	if !s.CopyBytes(k.Head[:]) || !s.CopyBytes(k.Epoch[:]) || !s.CopyBytes(k.From[:]) || !s.CopyBytes(k.To[:]) || !s.ReadUint8(&n) {
 		return nil, fmt.Errorf("%w: truncated sender key", ErrMalformed)
 	}
 	k.Sealed = make([]SealedKey, 0, min(int(n), MaxRecipients))
@@ -237,7 +247,7 @@ func (k *Keys) For(recipient identity.PublicKey) (sk SealedKey, ok, none bool) {
 	if ok {
 		return k.Sealed[i], true, false
 	}
-	return SealedKey{}, false, k.Parts == 1 || (0 < i && i < len(k.Sealed))
+	return SealedKey{}, false, k.covers(recipient.Bytes())
 }
 
 func cmpBytes(a, b []byte) int {

@@ -764,3 +764,99 @@ func (c *Client) keyPackagesOnce(ctx context.Context, body []byte) ([][]byte, er
 	}
 	return nil, errors.New("relay: key packages: more packages than keys asked for")
 }
+
+// maxRoomPages bounds the pages PrivateRooms follows: wire.MaxRooms
+// rooms each, 65,536 in all.
+const maxRoomPages = 16
+
+// PrivateRooms asks the relay for the private rooms the client's
+// identity is a member of now, by the member lists the relay has: a
+// direct room someone started with it, a room it was added to, while it
+// was away. It returns their IDs in ascending order. The relay lists at
+// most wire.MaxRooms rooms per answer; PrivateRooms asks for the next
+// page after the last room, up to 65,536 rooms in all, past which the
+// rest are left out (and a warning logged).
+//
+// Only private room IDs (protocol.IsPrivateRoom) are kept; anything
+// else the relay sends is dropped. A relay can leave rooms out, or name
+// rooms the client is not a member of: whether a room is one's is the
+// member list's to say, which the client reads from the room. A relay
+// older than this client gives an error wrapping ErrUnsupported.
+func (c *Client) PrivateRooms(ctx context.Context) ([]string, error) {
+	var out []string
+	req := wire.RoomsRequest{}
+	for range maxRoomPages {
+		body, err := req.MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("relay: private rooms: %w", err)
+		}
+		var (
+			page []string
+			more bool
+		)
+		err = c.retry(ctx, "private rooms", func() (err error) {
+			page, more, err = c.privateRoomsOnce(ctx, body, req.After)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		next := ""
+		for _, r := range page {
+			if protocol.IsPrivateRoom(r) {
+				out = append(out, r)
+				next = r
+			}
+		}
+		if !more || next == "" {
+			return out, nil
+		}
+		req.After = next // the relay sends rooms after it only
+	}
+	c.log.Warn("more private rooms than a client asks for; the rest are left out", "relay", c.addr.String(), "rooms", len(out))
+	return out, nil
+}
+
+// privateRoomsOnce sends one RoomsRequest and reads the Rooms frames up
+// to the End. The rooms must come in ascending order, after after.
+func (c *Client) privateRoomsOnce(ctx context.Context, body []byte, after string) ([]string, bool, error) {
+	fr, done, err := c.request(ctx, wire.FrameRoomsRequest, body)
+	if err != nil {
+		return nil, false, fmt.Errorf("relay: private rooms: %w", err)
+	}
+	defer done()
+	var rooms []string
+	last := after
+	for range wire.MaxRooms/wire.MaxRoomsFrame + 2 {
+		t, b, err := readFrame(fr)
+		if err != nil {
+			return nil, false, fmt.Errorf("relay: private rooms: %w", unsupported(wire.FrameRoomsRequest, err))
+		}
+		switch t {
+		case wire.FrameRooms:
+			m, err := wire.ParseRooms(b)
+			if err != nil {
+				return nil, false, fmt.Errorf("relay: private rooms: %w", err)
+			}
+			if len(rooms)+len(m.Rooms) > wire.MaxRooms {
+				return nil, false, fmt.Errorf("relay: private rooms: more than %d rooms in one answer", wire.MaxRooms)
+			}
+			for _, r := range m.Rooms {
+				if r <= last {
+					return nil, false, fmt.Errorf("relay: private rooms: %q after %q, not in ascending order", r, last)
+				}
+				last = r
+			}
+			rooms = append(rooms, m.Rooms...)
+		case wire.FrameEnd:
+			end, err := wire.ParseEnd(b)
+			if err != nil {
+				return nil, false, fmt.Errorf("relay: private rooms: %w", err)
+			}
+			return rooms, end.More, nil
+		default:
+			return nil, false, fmt.Errorf("relay: private rooms: unexpected %s frame", t)
+		}
+	}
+	return nil, false, errors.New("relay: private rooms: more Rooms frames than an answer holds")
+}

@@ -38,6 +38,7 @@ type Store struct {
 	insert *sql.Stmt  // the envelope insert, prepared once
 	audit  auditStmts // the audit log's writes, prepared once
 	index  indexStmts // the text index's, prepared once (Search)
+	keys   keysStmts  // the sealed messages' and chains', prepared once (Search)
 	sync   string     // the synchronous pragma of envelope commits
 	search bool       // index the text of new envelopes (Search)
 
@@ -140,6 +141,13 @@ func Open(path string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("store: open %s: %w", path, err)
 		}
 	}
+	if slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaKeys.name }) {
+		if s.keys, err = prepareKeys(w); err != nil {
+			s.index.close()
+			w.Close()
+			return nil, fmt.Errorf("store: open %s: %w", path, err)
+		}
+	}
 	if s.insert, err = w.Prepare(insertEnvelope); err != nil {
 		s.index.close()
 		w.Close()
@@ -166,7 +174,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.insert.Close(), s.audit.close(), s.index.close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.insert.Close(), s.audit.close(), s.index.close(), s.keys.close(), s.r.Close(), s.w.Close())
 }
 
 // Record is one stored envelope.
@@ -251,6 +259,7 @@ type Batch struct {
 	insert *sql.Stmt
 	audit  auditStmts // each made on first use
 	index  indexStmts // each made on first use
+	keys   keysStmts  // likewise
 }
 
 // Begin starts a Batch.
@@ -268,6 +277,7 @@ func (b *Batch) Commit() error {
 	b.insert.Close()
 	b.audit.close()
 	b.index.close()
+	b.keys.close()
 	if err := b.tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
@@ -279,6 +289,7 @@ func (b *Batch) Rollback() {
 	b.insert.Close()
 	b.audit.close()
 	b.index.close()
+	b.keys.close()
 	b.tx.Rollback()
 }
 

@@ -80,3 +80,14 @@ func (m *Model) opened(msg client.Message) {
 	*e.msg = msg
 	e.rows = nil
 }
+
+// found joins a private room the relay says we are in and this home had
+// not joined (someone wrote to us first), without leaving the room on
+// screen, and says so.
+func (m *Model) found(room string) tea.Cmd {
+	if m.find(room) >= 0 {
+		return nil
+	}
+	m.notice(fmt.Sprintf("you are in a private room this home had not joined (%s): joined; ctrl+n shows it", room))
+	return m.join(room, false)
+}

@@ -50,3 +50,18 @@ func TestSealedMessageWaitsThenOpens(t *testing.T) {
 		t.Errorf("a message that never opens shows as:\n%s", screen)
 	}
 }
+
+func TestFoundRoomIsJoinedNotShown(t *testing.T) {
+	f := newFake()
+	m := newModel(t, f, testOptions())
+	events(m, &client.RoomFoundEvent{Room: fakeDirect})
+	if m.find(fakeDirect) < 0 {
+		t.Fatal("a room found on the relay was not joined")
+	}
+	if got := m.room().name; got != "lobby" {
+		t.Errorf("the screen moved to #%s; it stays where the person was", got)
+	}
+	if !strings.Contains(screenText(m), "you are in a private room this home had not joined") {
+		t.Errorf("no notice of the room found:\n%s", screenText(m))
+	}
+}

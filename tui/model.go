@@ -142,14 +142,19 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.MouseWheelMsg:
 		return m, m.wheel(msg)
 	case eventsMsg:
+		cmds := []tea.Cmd{m.readEvents()}
 		for _, ev := range msg {
+			if f, ok := ev.(*client.RoomFoundEvent); ok {
+				cmds = append(cmds, m.found(f.Room))
+				continue
+			}
 			m.event(ev)
 		}
 		if m.bell {
 			m.bell = false
-			return m, tea.Batch(m.readEvents(), tea.Raw("\a"))
+			cmds = append(cmds, tea.Raw("\a"))
 		}
-		return m, m.readEvents()
+		return m, tea.Batch(cmds...)
 	case eventsEndedMsg:
 		if !m.quitting {
 			m.quitting = true

@@ -32,9 +32,11 @@ const (
 	memberPoll = 250 * time.Millisecond
 )
 
-// privateRooms are the member lists the relay has opened.
+// privateRooms are the member lists the relay has opened, and the index
+// of who was made a member where (rooms.go).
 type privateRooms struct {
-	book *roster.Book
+	book    *roster.Book
+	members *memberIndex
 
 	mu    sync.Mutex
 	rooms map[string]*privateRoom
@@ -44,12 +46,13 @@ func newPrivateRooms(book *roster.Book) *privateRooms {
 	if book == nil {
 		book = roster.NewBook()
 	}
-	return &privateRooms{book: book, rooms: map[string]*privateRoom{}}
+	return &privateRooms{book: book, members: newMemberIndex(), rooms: map[string]*privateRoom{}}
 }
 
 // privateRoom is one private room's member list, as the relay uses it.
 type privateRoom struct {
-	log *roster.Log
+	log     *roster.Log
+	members *memberIndex // what commit tells of the changes it adds
 
 	load   sync.Mutex // held while the list is read from the store
 	loaded bool       // guarded by load
@@ -92,7 +95,8 @@ func isOp(env *protocol.Envelope, op protocol.Op) bool {
 	return env.Kind == protocol.KindMember && len(env.Payload) > 0 && protocol.Op(env.Payload[0]) == op
 }
 
-// commit adds a change that judge passed to the list, and wakes what
+// commit adds a change that judge passed to the list, notes whom it
+// makes a member in the index of members (rooms.go), and wakes what
 // waits for it. A post has nothing to add.
 func (pr *privateRoom) commit(env *protocol.Envelope, id protocol.ID) error {
 	if env.Kind != protocol.KindMember {
@@ -100,6 +104,9 @@ func (pr *privateRoom) commit(env *protocol.Envelope, id protocol.ID) error {
 	}
 	if _, err := pr.log.Add(env, id); err != nil {
 		return err
+	}
+	if pr.members != nil {
+		pr.members.note(env)
 	}
 	pr.notify()
 	return nil
@@ -135,7 +142,7 @@ func (s *Server) openPrivate(ctx context.Context, room string, create bool) (*pr
 			// store into it all the same. Adding a change twice is
 			// nothing.
 			l, _ := p.book.Log(room)
-			pr = &privateRoom{log: l, grown: make(chan struct{})}
+			pr = &privateRoom{log: l, members: p.members, grown: make(chan struct{})}
 			p.rooms[room] = pr
 		}
 		p.mu.Unlock()

@@ -197,7 +197,10 @@ func (s *Server) accept(ctx context.Context, c *client, raw []byte, env *protoco
 	case err != nil:
 		return nack(wire.CodeBadEnvelope, "%v", err)
 	}
-	if err := protocol.CheckPayload(env); err != nil {
+	switch err := protocol.CheckPayload(env); {
+	case errors.Is(err, protocol.ErrUnknownVersion):
+		return nack(wire.CodeUnsupported, "%v", err)
+	case err != nil:
 		return nack(wire.CodeBadEnvelope, "%v", err)
 	}
 	if !env.Sender.Equal(c.id) {

@@ -346,6 +346,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.commit(s.commits, s.envs)
 	}()
 	s.readers = startReaders(numReaders())
+	indexDone := s.startMemberIndex(ctx) // rooms.go
 	if err := s.recordSync(&audit.Record{Kind: audit.KindStart, PolicyVersion: s.policy.Version(),
 		Detail: fmt.Sprintf("listening on %s, policy %s", s.ln.Addr(), s.policy.Mode())}); err != nil {
 		s.log.Error("audit: start record", "err", err)
@@ -360,6 +361,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.ln.Close()
 	wg.Wait() // every handler has ended
+	indexDone()
 	s.readers.stop()
 	if err := s.recordSync(&audit.Record{Kind: audit.KindStop, PolicyVersion: s.policy.Version(), Detail: "stopped cleanly"}); err != nil {
 		s.log.Error("audit: stop record", "err", err)

@@ -143,6 +143,8 @@ func (s *Server) request(ctx context.Context, c *client, str *quic.Stream, fw *w
 		return s.putKeys(ctx, c, fw, body)
 	case wire.FrameGetKeys:
 		return s.getKeys(ctx, c, fw, body)
+	case wire.FrameRoomsRequest:
+		return s.privateRoomsOf(ctx, c, fw, body)
 	}
 	return &wire.RelayError{Code: wire.CodeBadFrame, Message: fmt.Sprintf("a stream cannot start with a %s frame", t)}
 }

@@ -34,6 +34,11 @@ const (
 	MaxRelayVersions = 16
 	MaxInviteToken   = 64  // bytes of an invite token
 	MaxGetKeys       = 256 // identities in one GetKeys
+	MaxRoomsFrame    = 512 // rooms in one Rooms frame
+	// MaxRooms is the most rooms the relay lists in answer to one
+	// RoomsRequest, in several Rooms frames: past it, End says more, and
+	// the client asks again after the last room it got.
+	MaxRooms = 4096
 	// MaxKeyPackage is the largest key package a PutKeys or KeyPackage
 	// frame carries: the encoding of package crypto/keypackage.
 	MaxKeyPackage = keypackage.MaxSize
@@ -124,6 +129,14 @@ const (
 	// FrameKeyPackage: one stored key package, in answer to GetKeys.
 	//	package 1..MaxKeyPackage  byte for byte as its identity signed it
 	FrameKeyPackage FrameType = 23
+	// FrameRoomsRequest (request): the private rooms the connection's
+	// identity is a member of, after a room (paging).
+	//	(empty) or after 1+n (a private room ID)
+	FrameRoomsRequest FrameType = 24
+	// FrameRooms: some of those rooms, in ascending order; one or more
+	// Rooms frames answer a RoomsRequest, then an End.
+	//	count k 2 (0..512) | k × room 1+n
+	FrameRooms FrameType = 25
 )
 
 var frameNames = [...]string{
@@ -135,6 +148,7 @@ var frameNames = [...]string{
 	FrameRedeem: "redeem", FrameRedeemed: "redeemed", FrameCommitted: "committed",
 	FrameProveTree: "prove-tree", FrameTreeProof: "tree-proof",
 	FramePutKeys: "put-keys", FrameKeysStored: "keys-stored", FrameGetKeys: "get-keys", FrameKeyPackage: "key-package",
+	FrameRoomsRequest: "rooms-request", FrameRooms: "rooms",
 }
 
 // Known reports whether t is a frame type of this protocol version. A
@@ -142,7 +156,7 @@ var frameNames = [...]string{
 // code CodeBadFrame, whose text contains "unknown type N" (ParseFrameHeader):
 // a relay older than a request answers it so, and a client tells the
 // user (relay.ErrUnsupported) by that text, so it must not change.
-func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameKeyPackage }
+func (t FrameType) Known() bool { return t >= FramePublish && t <= FrameRooms }
 
 func (t FrameType) String() string {
 	if t.Known() {

@@ -110,8 +110,8 @@ func TestFrameNames(t *testing.T) {
 			t.Errorf("frame type %d has no name", uint8(ft))
 		}
 	}
-	_, _, err := ParseFrameHeader([FrameHeaderSize]byte{byte(FrameKeyPackage + 1)})
-	if !errors.Is(err, ErrBadFrame) || !strings.Contains(err.Error(), "unknown type 24") {
+	_, _, err := ParseFrameHeader([FrameHeaderSize]byte{byte(FrameRooms + 1)})
+	if !errors.Is(err, ErrBadFrame) || !strings.Contains(err.Error(), "unknown type 26") {
 		t.Fatalf("an unknown type: %v", err)
 	}
 }
