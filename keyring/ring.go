@@ -26,6 +26,7 @@ import (
 	"context"
 	"crypto/hpke"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
@@ -53,6 +54,10 @@ type Ring struct {
 	mu     sync.Mutex
 	device [keypackage.DeviceSize]byte
 	own    []ownPackage // newest first
+	// parsed are the packages of others parsed before, by the hash of
+	// their encoding: a new epoch in a large room looks up every
+	// member's, and checking each signature again cost a third of it.
+	parsed map[[32]byte]*keypackage.Package
 }
 
 type ownPackage struct {
@@ -63,7 +68,7 @@ type ownPackage struct {
 
 // Open loads the keys kept in st for key.
 func Open(ctx context.Context, st *store.Store, key identity.PrivateKey, now func() time.Time) (*Ring, error) {
-	r := &Ring{key: key, st: st, now: now}
+	r := &Ring{key: key, st: st, now: now, parsed: make(map[[32]byte]*keypackage.Package)}
 	dev, ok, err := st.KeysMeta(ctx, "device")
 	if err != nil {
 		return nil, err
@@ -187,13 +192,38 @@ func (r *Ring) LearnRaw(ctx context.Context, raw []byte) (bool, error) {
 	return true, b.Commit()
 }
 
+// maxParsed bounds the packages remembered parsed.
+const maxParsed = 4096
+
+// parse parses a kept package, or returns it parsed before.
+func (r *Ring) parse(raw []byte) (*keypackage.Package, error) {
+	h := sha256.Sum256(raw)
+	r.mu.Lock()
+	p, ok := r.parsed[h]
+	r.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	p, err := keypackage.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if len(r.parsed) >= maxParsed {
+		clear(r.parsed)
+	}
+	r.parsed[h] = p
+	r.mu.Unlock()
+	return p, nil
+}
+
 // PackageOf returns who's latest package, if one is known and valid now.
 func (r *Ring) PackageOf(ctx context.Context, who identity.PublicKey) (*keypackage.Package, bool, error) {
 	raw, ok, err := r.st.Package(ctx, who)
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	p, err := keypackage.Parse(raw)
+	p, err := r.parse(raw)
 	if err != nil {
 		return nil, false, fmt.Errorf("keyring: kept key package of %s: %w", who.ShortFingerprint(), err)
 	}

@@ -21,7 +21,7 @@ var head = protocol.ID{1}
 
 // person is one member's device: a key, a store and a ring.
 type person struct {
-	t    *testing.T
+	t    testing.TB
 	key  identity.PrivateKey
 	st   *store.Store
 	ring *Ring
@@ -29,7 +29,7 @@ type person struct {
 	prev protocol.ID
 }
 
-func newPerson(t *testing.T, now func() time.Time) *person {
+func newPerson(t testing.TB, now func() time.Time) *person {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Search())
 	if err != nil {
@@ -307,4 +307,27 @@ func TestIndexOutOfRangeNeverOpens(t *testing.T) {
 		want(t, got, store.SealedNever, "")
 	}
 	want(t, bob.receive(m), store.SealedOpened, "fine")
+}
+
+// TestReplayedSenderKeyDoesNotOpen: a member who copies another's sealed
+// sender key into an envelope of their own (to pass it off as theirs, or
+// into another room) gets nothing opened with it: the HPKE info binds
+// the room and the sender.
+func TestReplayedSenderKeyDoesNotOpen(t *testing.T) {
+	alice, bob, mallory := newPerson(t, time.Now), newPerson(t, time.Now), newPerson(t, time.Now)
+	bob.announce(alice)
+	keys := alice.sendKeys(alice, bob)
+	m, _, _ := alice.post("for bob")
+	// Mallory signs Alice's payload as her own: same epoch, her name.
+	stolen, _, _ := mallory.envelope(protocol.KindKeys, func(e *protocol.Envelope) { e.Payload = keys[0].Payload })
+	// And Alice's own envelope, replayed into another room.
+	moved := *keys[0]
+	moved.Room = "p:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	if _, err := moved.Sign(alice.key); err != nil {
+		t.Fatal(err)
+	}
+	want(t, bob.receive(stolen, &moved), store.SealedOpened)
+	// Neither gave Bob a chain: Alice's message waits for her key.
+	want(t, bob.receive(m), store.SealedWaiting, "")
+	want(t, bob.receive(keys...), store.SealedOpened, "for bob")
 }
