@@ -58,7 +58,7 @@ type Message struct {
 func (c *Client) message(ctx context.Context, id protocol.ID, e *protocol.Envelope, via string, observe *bool, known *store.Sealed) (Message, bool) {
 	t, ok := textOf(e)
 	var sealed store.Sealed
-	if e.Kind == protocol.KindSealed {
+	if e.Kind == protocol.KindSealed && protocol.IsPrivateRoom(e.Room) {
 		var err error
 		if known != nil {
 			sealed = *known

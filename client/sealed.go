@@ -36,6 +36,11 @@ func (c *Client) signSealed(ctx context.Context, r *room, t *protocol.Text) (sig
 	if err := c.directReachable(ctx, r.name); err != nil {
 		return signed{}, err
 	}
+	// The list again, as it is now: a removal that arrived while the
+	// relay was asked for packages must not get this message's key.
+	if head, members, err = c.postHead(ctx, r.name); err != nil {
+		return signed{}, err
+	}
 	ep, err := c.ring.Prepare(ctx, r.name, head, members)
 	if err != nil {
 		return signed{}, err
@@ -220,7 +225,10 @@ func (m *merger) receiveSealed(ctx context.Context, b *store.Batch, o *outcome) 
 	for pass := range 2 {
 		for i := range o.show {
 			a := &o.show[i]
-			if !isE2E(a.env.Kind) || (a.env.Kind == protocol.KindSealed) != (pass == 1) {
+			// The end-to-end kinds belong to private rooms (the mesh and
+			// the relay refuse them elsewhere; a relay that serves one
+			// anyway is not believed).
+			if !isE2E(a.env.Kind) || !protocol.IsPrivateRoom(a.env.Room) || (a.env.Kind == protocol.KindSealed) != (pass == 1) {
 				continue
 			}
 			raw := a.raw

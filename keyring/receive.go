@@ -76,7 +76,7 @@ func (o *Opener) Flush(ctx context.Context) error {
 			}
 		}
 		sender, _ := identity.PublicKeyFromBytes(id.sender[:])
-		if err := o.b.SetChain(ctx, id.room, sender, id.epoch, raw); err != nil {
+		if err := o.b.SetChain(ctx, id.room, sender, id.epoch, raw, o.r.now().Unix()); err != nil {
 			return err
 		}
 		ch.dirty = false
@@ -94,7 +94,7 @@ func (o *Opener) Receive(ctx context.Context, env *protocol.Envelope, id protoco
 	switch env.Kind {
 	case protocol.KindKeyPackage:
 		a, err := protocol.ParseAnnounce(env.Payload)
-		if err != nil {
+		if err != nil || a.Package.Identity != env.Sender {
 			return nil, nil // the mesh and the relay refuse it; nothing to keep
 		}
 		_, err = o.r.Learn(ctx, o.b, a.Package)

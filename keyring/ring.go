@@ -5,18 +5,20 @@
 // Its parts:
 //   - our key packages (package crypto/keypackage): a new one every
 //     keypackage.Rotate, each living keypackage.Lifetime; the private key
-//     of an expired one is erased, and the sender keys sealed to it with
-//     it;
+//     of one expired for a week is erased (a sender key sealed to it after
+//     that never opens);
 //   - the latest package of each person we share a room with, learned from
 //     their announcements in those rooms or from the relay;
 //   - our sender key in each private room (an epoch: a fresh chain key,
 //     sealed to every member's package, package crypto/senderkey), replaced
 //     when the members change, when a member's package changes, after
 //     EpochAge, and after EpochMessages messages;
-//   - the receiving chain of each sender key sealed to us, and what became
-//     of each sealed message: opened (its text kept for the history and the
-//     search index: the keys are erased, the text is not), waiting for its
-//     key, or never to open (and why).
+//   - the receiving chain of each sender key sealed to us, erased 30 days
+//     after it came, and what became of each sealed message: opened (its
+//     text kept for the history and the search index: the keys are
+//     erased, the text is not), waiting for its key, or never to open (and
+//     why). Erasing is done when a session opens the ring, and at each new
+//     package.
 //
 // Package keyring does no I/O of its own beyond the store: the client
 // publishes what it prepares and hands it what arrives.
@@ -42,8 +44,13 @@ var ErrNoKey = errors.New("keyring: no key")
 
 // keepExpired is how long the private key of an expired package is kept:
 // a sender key sealed to it just before it expired may still be on its
-// way.
-const keepExpired = 7 * 24 * time.Hour
+// way. keepChains is how long a receiving chain is kept: an epoch lasts
+// at most EpochAge, and its late messages come within days; after that
+// the chain is erased, and a message of it that still comes never opens.
+const (
+	keepExpired = 7 * 24 * time.Hour
+	keepChains  = 30 * 24 * time.Hour
+)
 
 // Ring is one person's keys on one device. It is safe for concurrent use.
 type Ring struct {
@@ -82,6 +89,10 @@ func Open(ctx context.Context, st *store.Store, key identity.PrivateKey, now fun
 		}
 	} else {
 		copy(r.device[:], dev)
+	}
+	n := now()
+	if err := st.EraseOld(ctx, n.Add(-keepExpired).Unix(), n.Add(-keepChains).Unix()); err != nil {
+		return nil, err
 	}
 	kept, err := st.OwnPackages(ctx)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleychat/parley/crypto/keypackage"
 	"github.com/parleychat/parley/crypto/ratchet"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
@@ -330,4 +331,28 @@ func TestReplayedSenderKeyDoesNotOpen(t *testing.T) {
 	// Neither gave Bob a chain: Alice's message waits for her key.
 	want(t, bob.receive(m), store.SealedWaiting, "")
 	want(t, bob.receive(keys...), store.SealedOpened, "for bob")
+}
+
+// TestOldKeysAreErased: a receiving chain 30 days old and the private key
+// of a package expired for a week are gone once a session opens the
+// ring: what they would open is past.
+func TestOldKeysAreErased(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	alice, bob := newPerson(t, clock), newPerson(t, clock)
+	bob.announce(alice)
+	bob.receive(alice.sendKeys(alice, bob)...)
+	late, _, _ := alice.post("late")
+	now = now.Add(keypackage.Lifetime + keepExpired + time.Hour)
+	ring, err := Open(context.Background(), bob.st, bob.key, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.ring = ring
+	if own, err := bob.st.OwnPackages(context.Background()); err != nil || len(own) != 0 {
+		t.Errorf("our expired packages kept: %d, %v", len(own), err)
+	}
+	// The chain is gone: a message of its epoch waits for a key that
+	// was taken, and never comes again.
+	want(t, bob.receive(late), store.SealedWaiting, "")
 }

@@ -45,6 +45,7 @@ var schemaKeys = schema{"keys", []string{
 		sender BLOB NOT NULL,
 		epoch  BLOB NOT NULL,
 		state  BLOB NOT NULL,      -- the receiving chain: ratchet.Receiver
+		since  INTEGER NOT NULL,   -- when it came, Unix s: old chains are erased
 		PRIMARY KEY (room, sender, epoch)
 	) WITHOUT ROWID;
 	-- A rowid table: rows are appended in arrival order, as the
@@ -124,6 +125,19 @@ func (s *Store) AddOwnPackage(ctx context.Context, p OwnPackage, dropBefore int6
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM keys_own WHERE expires < ?`, dropBefore)
+		return err
+	})
+}
+
+// EraseOld erases our key packages that expired before packagesBefore
+// and the receiving chains that came before chainsBefore (Unix s): what
+// they would open is past, and keeping them is keeping keys.
+func (s *Store) EraseOld(ctx context.Context, packagesBefore, chainsBefore int64) error {
+	return s.keysTx(ctx, "erase old keys", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM keys_own WHERE expires < ?`, packagesBefore); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM keys_chains WHERE since < ?`, chainsBefore)
 		return err
 	})
 }
@@ -250,7 +264,7 @@ func prepareKeys(db *sql.DB) (keysStmts, error) {
 		query string
 	}{
 		{&x.chain, `SELECT state FROM keys_chains WHERE room = ? AND sender = ? AND epoch = ?`},
-		{&x.setChain, `INSERT INTO keys_chains (room, sender, epoch, state) VALUES (?, ?, ?, ?)
+		{&x.setChain, `INSERT INTO keys_chains (room, sender, epoch, state, since) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (room, sender, epoch) DO UPDATE SET state = excluded.state`},
 		{&x.sealed, sealedQuery + ` WHERE id = ?`},
 		{&x.setSealed, `INSERT INTO keys_opened (id, status, room, sender, epoch, nick, body, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -300,10 +314,11 @@ func (b *Batch) Chain(ctx context.Context, room string, sender identity.PublicKe
 	return st, true, nil
 }
 
-// SetChain replaces the receiving chain of sender's epoch in room.
-func (b *Batch) SetChain(ctx context.Context, room string, sender identity.PublicKey, epoch protocol.Epoch, state []byte) error {
+// SetChain replaces the receiving chain of sender's epoch in room; now
+// (Unix s) is when a new one came.
+func (b *Batch) SetChain(ctx context.Context, room string, sender identity.PublicKey, epoch protocol.Epoch, state []byte, now int64) error {
 	b.keys.prepare(ctx, b.tx, &b.s.keys)
-	_, err := b.keys.setChain.ExecContext(ctx, room, sender.Bytes(), epoch[:], state)
+	_, err := b.keys.setChain.ExecContext(ctx, room, sender.Bytes(), epoch[:], state, now)
 	if err != nil {
 		return fmt.Errorf("store: chain of %s in %s: %w", sender.ShortFingerprint(), room, err)
 	}

@@ -109,6 +109,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 			// The chat client keeps secrets it must erase (end-to-end
 			// keys): what it deletes is overwritten, not only freed.
 			v.Add("_pragma", "secure_delete(1)")
+			// And the write-ahead log, which holds the pages as they
+			// were, is cut back to nothing each time it starts over.
+			v.Add("_pragma", "journal_size_limit(0)")
 		}
 		if extra != "" {
 			v.Add("_pragma", extra)

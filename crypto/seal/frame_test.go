@@ -10,8 +10,7 @@ import (
 
 // sealFrame seals a hand-made frame, which Seal would never make.
 func sealFrame(mk ratchet.MessageKey, frame []byte) []byte {
-	aead, nonce := derive(mk)
-	return aead.Seal(nil, nonce, frame, nil)
+	return derive(mk, nil).Seal(nil, nonce[:], frame, nil)
 }
 
 // TestOpenRefusesFraming: authentic ciphertexts whose frame Seal would not

@@ -34,15 +34,15 @@ func testKey(n byte) ratchet.MessageKey {
 }
 
 // TestKnownAnswer pins the key derivation (HMAC-SHA256(mk, "parley
-// message v1" || 0x01), zero nonce), the framing and the
+// message v1" || SHA-256(aad) || 0x01), zero nonce), the framing and the
 // AEAD: the message key 20 21 .. 3f, the associated data "parley aad" and
 // the plaintext "hello, parley" seal to exactly this. It was computed once
 // and checked against an independent implementation (Python's hmac and
 // cryptography); a change makes every stored message unreadable.
 func TestKnownAnswer(t *testing.T) {
-	const want = "73811acc345834458bb865a63c4a648d262061f4a8d5015e29e330bdbeab74cb" +
-		"326bc74a5fd602f2954684697af0f51015e68749977e0a5109dfb925d3f4d4cd" +
-		"6f34735284a5bac71fa77beed0ae2238"
+	const want = "743f09bf3d58701012400fca322b62ddc6545b6d260dcc30f313128b72359dd5" +
+		"8d194405c29e4f8f534dcb55026230e9e6474ac7ad43b751c17c190cd53ae5f5" +
+		"6128dacc921b4fd4ba5db6ee69816fce"
 	ct, err := seal.Seal(testKey(0x20), []byte("parley aad"), []byte("hello, parley"))
 	if err != nil {
 		t.Fatal(err)
@@ -123,4 +123,28 @@ func TestOpenRefusesSizes(t *testing.T) {
 		_, err := seal.Open(mk, nil, c)
 		isOnly(t, err, seal.ErrMalformed)
 	}
+}
+
+// TestSameKeyOtherPlaceOtherKeystream: a message key used a second time
+// (a sender whose store was rolled back seals another text at the same
+// index) with other associated data (the envelope's number and time
+// differ) gives another keystream: the two boxes do not XOR to the two
+// texts.
+func TestSameKeyOtherPlaceOtherKeystream(t *testing.T) {
+	mk := testKey(1)
+	p1, p2 := bytes.Repeat([]byte("a"), 40), bytes.Repeat([]byte("b"), 40)
+	c1, err := seal.Seal(mk, []byte("envelope 7 at 12:00"), p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := seal.Seal(mk, []byte("envelope 8 at 12:01"), p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 4; i < 4+len(p1); i++ {
+		if c1[i]^c2[i] != p1[i-4]^p2[i-4] {
+			return // another keystream
+		}
+	}
+	t.Fatal("two texts sealed with one key at two places share a keystream")
 }
