@@ -19,6 +19,11 @@ func TestMsgOpensTheDirectRoomAndSends(t *testing.T) {
 	if got := f.postsMade(); len(got) != 1 || got[0] != fakeDirect+": hello bob" {
 		t.Errorf("posted %q, want the text in the direct room", got)
 	}
+	r := m.rooms[m.find(fakeDirect)]
+	r.title = "@bob" // what the client names it
+	if got := r.label(); got != "@bob" {
+		t.Errorf("the direct room shows as %q, want @bob", got)
+	}
 	enter(t, m, "/msg")
 	if !strings.Contains(screenText(m), "usage: /msg PERSON") {
 		t.Errorf("/msg alone does not say how: %s", screenText(m))

@@ -257,7 +257,7 @@ func (f *fakeSession) Person(text string) (client.PublicKey, error) {
 }
 
 // fakeDirect is the ID of the direct room the fake starts.
-const fakeDirect = "p:directdirectdirectdirectdirect2"
+const fakeDirect = "p:directdirectdirectdirectdirect22"
 
 func (f *fakeSession) Direct(_ context.Context, who client.PublicKey) (string, error) {
 	f.mu.Lock()

@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"strings"
+
 	"github.com/parleychat/parley/client"
 )
 
@@ -58,11 +60,14 @@ func newRoom(name string) *room {
 }
 
 // label is how the room is shown: #name for a public room, ~title for a
-// private one (its ID until its member list has arrived).
+// private one (its ID until its member list has arrived), @nick for a
+// direct room (its title already says so).
 func (r *room) label() string {
 	switch {
 	case !isPrivate(r.name):
 		return "#" + r.name
+	case strings.HasPrefix(r.title, client.DirectPrefix):
+		return r.title
 	case r.title != "":
 		return "~" + r.title
 	}
