@@ -121,8 +121,7 @@ func (s *signer) keep(ctx context.Context, room string, m signed, text *protocol
 	if text != nil && m.env.Kind == protocol.KindSealed {
 		// Its keys are gone once it is sealed: what we wrote is kept as
 		// an opened message, as a member who received it keeps it.
-		if err := b.SetSealed(ctx, store.Sealed{ID: m.id, Status: store.SealedOpened, Room: room,
-			Sender: m.env.Sender, Nick: text.Nick, Body: text.Body}); err != nil {
+		if err := b.PutOpened(ctx, m.id, text.Nick, text.Body, false); err != nil {
 			return err
 		}
 	}

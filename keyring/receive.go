@@ -102,7 +102,7 @@ func (o *Opener) Receive(ctx context.Context, env *protocol.Envelope, id protoco
 	case protocol.KindKeys:
 		return o.receiveKeys(ctx, env)
 	case protocol.KindSealed:
-		m, err := o.receiveSealed(ctx, env, id, raw)
+		m, err := o.receiveSealed(ctx, env, id, raw, false)
 		if err != nil || m == nil {
 			return nil, err
 		}
@@ -185,7 +185,7 @@ func (o *Opener) openWaiting(ctx context.Context, env *protocol.Envelope, epoch 
 			out = append(out, w)
 			continue
 		}
-		m, err := o.receiveSealed(ctx, we, w.ID, w.Raw)
+		m, err := o.receiveSealed(ctx, we, w.ID, w.Raw, true)
 		if err != nil {
 			return nil, err
 		}
@@ -200,7 +200,7 @@ func (o *Opener) openWaiting(ctx context.Context, env *protocol.Envelope, epoch 
 // (raw is the envelope, kept while it waits), or marks it as never to
 // open. It returns what it recorded, nil if the message was handled
 // before.
-func (o *Opener) receiveSealed(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte) (*store.Sealed, error) {
+func (o *Opener) receiveSealed(ctx context.Context, env *protocol.Envelope, id protocol.ID, raw []byte, waited bool) (*store.Sealed, error) {
 	r, b := o.r, o.b
 	p, err := protocol.ParseSealed(env.Payload)
 	if err != nil {
@@ -244,6 +244,7 @@ func (o *Opener) receiveSealed(ctx context.Context, env *protocol.Envelope, id p
 	default:
 		ch.dirty = true
 		m.Status, m.Nick, m.Body = store.SealedOpened, t.Nick, t.Body
+		return &m, b.PutOpened(ctx, id, t.Nick, t.Body, waited)
 	}
 	return &m, b.SetSealed(ctx, m)
 }

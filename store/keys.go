@@ -62,7 +62,18 @@ var schemaKeys = schema{"keys", []string{
 		body   TEXT NOT NULL,        -- opened: the text; never opens: why
 		raw    BLOB NOT NULL         -- waiting: the envelope, to open when its key comes; else empty
 	);
-	CREATE INDEX keys_opened_waiting ON keys_opened(room, sender, epoch) WHERE status = 2;`,
+	CREATE INDEX keys_opened_waiting ON keys_opened(room, sender, epoch) WHERE status = 2;
+	-- The text of an opened message, under its envelope's row, as the
+	-- search index keeps its words: appended in order, no index of IDs
+	-- to write (keys_opened keeps one that is not stored yet, and those
+	-- waiting or never to open). It goes when its envelope goes.
+	CREATE TABLE keys_text (
+		pos  INTEGER PRIMARY KEY, -- the envelope's rowid
+		nick TEXT NOT NULL,
+		body TEXT NOT NULL
+	);
+	CREATE TRIGGER keys_text_delete AFTER DELETE ON envelopes
+		BEGIN DELETE FROM keys_text WHERE pos = old.rowid; END;`,
 }}
 
 // Sealed is what the store knows of a sealed message.
@@ -255,6 +266,7 @@ func (s *Store) SetSendingKey(ctx context.Context, room string, state []byte) er
 // sealed catch-up.
 type keysStmts struct {
 	chain, setChain, sealed, setSealed *sql.Stmt
+	position, text, setText, unwait    *sql.Stmt
 }
 
 func prepareKeys(db *sql.DB) (keysStmts, error) {
@@ -270,6 +282,10 @@ func prepareKeys(db *sql.DB) (keysStmts, error) {
 		{&x.setSealed, `INSERT INTO keys_opened (id, status, room, sender, epoch, nick, body, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET status = excluded.status, nick = excluded.nick, body = excluded.body, raw = excluded.raw
 			WHERE keys_opened.status != 1`},
+		{&x.position, `SELECT rowid FROM envelopes WHERE id = ?`},
+		{&x.text, `SELECT nick, body FROM keys_text WHERE pos = ?`},
+		{&x.setText, `INSERT OR REPLACE INTO keys_text (pos, nick, body) VALUES (?, ?, ?)`},
+		{&x.unwait, `DELETE FROM keys_opened WHERE id = ?`},
 	} {
 		st, err := db.Prepare(p.query)
 		if err != nil {
@@ -288,11 +304,13 @@ func (x *keysStmts) prepare(ctx context.Context, tx *sql.Tx, of *keysStmts) {
 	}
 	x.chain, x.setChain = tx.StmtContext(ctx, of.chain), tx.StmtContext(ctx, of.setChain)
 	x.sealed, x.setSealed = tx.StmtContext(ctx, of.sealed), tx.StmtContext(ctx, of.setSealed)
+	x.position, x.text = tx.StmtContext(ctx, of.position), tx.StmtContext(ctx, of.text)
+	x.setText, x.unwait = tx.StmtContext(ctx, of.setText), tx.StmtContext(ctx, of.unwait)
 }
 
 func (x *keysStmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{x.chain, x.setChain, x.sealed, x.setSealed} {
+	for _, st := range []*sql.Stmt{x.chain, x.setChain, x.sealed, x.setSealed, x.position, x.text, x.setText, x.unwait} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -347,16 +365,73 @@ func (b *Batch) SetSealed(ctx context.Context, m Sealed) error {
 	return nil
 }
 
+// PutOpened keeps the text of sealed message id, opened, in the batch's
+// transaction: under its envelope's row if the envelope is stored (the
+// mesh node stores what it delivered a moment later), else in
+// keys_opened. waited says it was kept waiting for its key: that row
+// goes.
+func (b *Batch) PutOpened(ctx context.Context, id protocol.ID, nick, body string, waited bool) error {
+	b.keys.prepare(ctx, b.tx, &b.s.keys)
+	var pos int64
+	switch err := b.keys.position.QueryRowContext(ctx, id[:]).Scan(&pos); {
+	case errors.Is(err, sql.ErrNoRows):
+		return b.SetSealed(ctx, Sealed{ID: id, Status: SealedOpened, Nick: nick, Body: body})
+	case err != nil:
+		return fmt.Errorf("store: opened message %s: %w", id, err)
+	}
+	if _, err := b.keys.setText.ExecContext(ctx, pos, nick, body); err != nil {
+		return fmt.Errorf("store: opened message %s: %w", id, err)
+	}
+	if waited {
+		if _, err := b.keys.unwait.ExecContext(ctx, id[:]); err != nil {
+			return fmt.Errorf("store: opened message %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // Sealed returns what the store knows of sealed message id, in the
 // batch's transaction.
 func (b *Batch) Sealed(ctx context.Context, id protocol.ID) (Sealed, bool, error) {
 	b.keys.prepare(ctx, b.tx, &b.s.keys)
-	return scanSealed(b.keys.sealed.QueryRowContext(ctx, id[:]))
+	m, ok, err := scanSealed(b.keys.sealed.QueryRowContext(ctx, id[:]))
+	if ok || err != nil {
+		return m, ok, err
+	}
+	return openedText(id, b.keys.position.QueryRowContext(ctx, id[:]), func(pos int64) *sql.Row {
+		return b.keys.text.QueryRowContext(ctx, pos)
+	})
 }
 
 // Sealed returns what the store knows of sealed message id.
 func (s *Store) Sealed(ctx context.Context, id protocol.ID) (Sealed, bool, error) {
-	return scanSealed(s.r.QueryRowContext(ctx, sealedQuery+` WHERE id = ?`, id[:]))
+	m, ok, err := scanSealed(s.r.QueryRowContext(ctx, sealedQuery+` WHERE id = ?`, id[:]))
+	if ok || err != nil {
+		return m, ok, err
+	}
+	return openedText(id, s.r.QueryRowContext(ctx, `SELECT rowid FROM envelopes WHERE id = ?`, id[:]), func(pos int64) *sql.Row {
+		return s.r.QueryRowContext(ctx, `SELECT nick, body FROM keys_text WHERE pos = ?`, pos)
+	})
+}
+
+// openedText reads an opened message's text kept under its envelope's
+// row: pos is the row's query, text the text's.
+func openedText(id protocol.ID, pos *sql.Row, text func(int64) *sql.Row) (Sealed, bool, error) {
+	var p int64
+	switch err := pos.Scan(&p); {
+	case errors.Is(err, sql.ErrNoRows):
+		return Sealed{}, false, nil
+	case err != nil:
+		return Sealed{}, false, fmt.Errorf("store: sealed message %s: %w", id, err)
+	}
+	m := Sealed{ID: id, Status: SealedOpened}
+	switch err := text(p).Scan(&m.Nick, &m.Body); {
+	case errors.Is(err, sql.ErrNoRows):
+		return Sealed{}, false, nil
+	case err != nil:
+		return Sealed{}, false, fmt.Errorf("store: sealed message %s: %w", id, err)
+	}
+	return m, true, nil
 }
 
 // WaitingFor returns the sealed messages waiting for sender's key epoch
