@@ -494,9 +494,14 @@ func tapCheckCapture(t *testing.T, e *tapEavesdropper, room string, members []id
 	}
 	t.Logf("%s: captured %d wire records; %d envelopes: %d sealed, %d sender keys, %d key packages",
 		room, len(wire), len(parsed), sealed, keys, packages)
+	tapRingOpensNothing(t, e, parsed, raws)
+}
 
-	// The eavesdropper's own key ring, fed as the merger feeds a
-	// member's: packages and sender keys first, then sealed messages.
+// tapRingOpensNothing feeds the captured envelopes to the eavesdropper's
+// own key ring, as the merger feeds a member's (packages and sender keys
+// first, then sealed messages), and fails t if any sealed one opens.
+func tapRingOpensNothing(t *testing.T, e *tapEavesdropper, parsed []*protocol.Envelope, raws [][]byte) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(filepath.Join(t.TempDir(), "eavesdropper.db"), store.Search())
 	if err != nil {
@@ -742,6 +747,39 @@ func (l *tapLog) String() string {
 	return l.b.String()
 }
 
+// tapOffline opens an offline session of a new home, logging its
+// warnings to logs.
+func tapOffline(t *testing.T, nick string, logs *tapLog) *Client {
+	t.Helper()
+	h, err := OpenHome(filepath.Join(t.TempDir(), nick), HomeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Nick = nick
+	c, err := Open(context.Background(), h, Options{Config: cfg, Offline: true, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// tapRing opens a key ring of key's, in a store of its own.
+func tapRing(t *testing.T, key identity.PrivateKey) *keyring.Ring {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "ring.db"), store.Search())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ring, err := keyring.Open(context.Background(), st, key, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ring
+}
+
 // TestSealedBeforeItsKeyOverMesh: gossip does not keep a sender's
 // order (the validator runs on several goroutines), so a sealed message
 // may arrive before the sender key it is sealed with. It is shown
@@ -752,27 +790,9 @@ func (l *tapLog) String() string {
 func TestSealedBeforeItsKeyOverMesh(t *testing.T) {
 	ctx := context.Background()
 	var logs tapLog
-	h, err := OpenHome(filepath.Join(t.TempDir(), "bob"), HomeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Nick = "bob"
-	bob, err := Open(ctx, h, Options{Config: cfg, Offline: true, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bob.Close() })
+	bob := tapOffline(t, "bob", &logs)
 	alice := testkit.Key(t)
-	st, err := store.Open(filepath.Join(t.TempDir(), "alice.db"), store.Search())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ring, err := keyring.Open(ctx, st, alice, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring := tapRing(t, alice)
 	pkg, _, err := bob.ring.Current(ctx)
 	if err != nil {
 		t.Fatal(err)
