@@ -403,6 +403,7 @@ func (c *cli) welcome() int {
 	fmt.Fprintln(c.stdout, "opens on room R). From scripts and pipes:")
 	fmt.Fprintln(c.stdout, "  chat talk --room lobby                  type lines to send, see replies")
 	fmt.Fprintln(c.stdout, "  chat send --room lobby 'hello'          send one message")
+	fmt.Fprintln(c.stdout, "  chat msg ed25519:KEY 'hi'               a direct message, sealed end to end")
 	fmt.Fprintln(c.stdout, "  chat listen --room lobby                print messages as they arrive")
 	fmt.Fprintln(c.stdout, "  chat history --room lobby --search hi   search what you have")
 	fmt.Fprintln(c.stdout, "Add --relay FINGERPRINT@HOST:PORT to go through a relay (chat help).")
