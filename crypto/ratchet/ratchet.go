@@ -74,25 +74,53 @@ func Step(ck ChainKey) (next ChainKey, mk MessageKey) {
 // allocating: a message costs two of these, and the standard library's
 // hmac.New allocates a hash state per call.
 func HMAC(key [32]byte, msg []byte) [32]byte {
-	var block [sha256.BlockSize]byte
+	if len(msg) > maxHMACMsg {
+		return hmacLong(key, msg)
+	}
+	// One buffer for both hashes: the padded key, then the message
+	// (inner) or the inner hash (outer), hashed in one call each.
+	var buf [sha256.BlockSize + maxHMACMsg]byte
+	padKey(buf[:sha256.BlockSize], key, &ipad)
+	n := copy(buf[sha256.BlockSize:], msg)
+	sum := sha256.Sum256(buf[:sha256.BlockSize+n])
+	padKey(buf[:sha256.BlockSize], key, &opad)
+	copy(buf[sha256.BlockSize:], sum[:])
+	sum = sha256.Sum256(buf[:sha256.BlockSize+len(sum)])
+	clear(buf[:])
+	return sum
+}
+
+// padKey writes key XOR pad, then the rest of pad, into dst.
+func padKey(dst []byte, key [32]byte, pad *[sha256.BlockSize]byte) {
 	for i, k := range key {
-		block[i] = k ^ 0x36
+		dst[i] = k ^ pad[i]
 	}
-	for i := len(key); i < len(block); i++ {
-		block[i] = 0x36
+	copy(dst[len(key):], pad[len(key):])
+}
+
+// maxHMACMsg is the longest message HMAC hashes without allocating: the
+// ratchet's labels and the seal's key info are shorter.
+const maxHMACMsg = 64
+
+// ipad and opad are RFC 2104's pads. Never written.
+var ipad, opad = pad(0x36), pad(0x5c)
+
+func pad(b byte) (p [sha256.BlockSize]byte) {
+	for i := range p {
+		p[i] = b
 	}
-	inner := sha256.New()
-	inner.Write(block[:])
-	inner.Write(msg)
-	var sum [32]byte
-	inner.Sum(sum[:0])
-	for i := range block {
-		block[i] ^= 0x36 ^ 0x5c
-	}
-	outer := sha256.New()
-	outer.Write(block[:])
-	outer.Write(sum[:])
-	outer.Sum(sum[:0])
-	clear(block[:])
+	return p
+}
+
+// hmacLong is HMAC of a message too long for HMAC's buffer.
+func hmacLong(key [32]byte, msg []byte) [32]byte {
+	buf := make([]byte, sha256.BlockSize+len(msg))
+	padKey(buf, key, &ipad)
+	copy(buf[sha256.BlockSize:], msg)
+	sum := sha256.Sum256(buf)
+	padKey(buf, key, &opad)
+	n := copy(buf[sha256.BlockSize:], sum[:])
+	sum = sha256.Sum256(buf[:sha256.BlockSize+n])
+	clear(buf)
 	return sum
 }

@@ -2,6 +2,8 @@ package ratchet_test
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -266,5 +268,22 @@ func TestSenderRoundTrip(t *testing.T) {
 	}
 	if q != s {
 		t.Fatal("a failed UnmarshalBinary changed the state")
+	}
+}
+
+// TestHMACIsRFC2104: the allocation-free HMAC is the standard library's,
+// for messages that fit its buffer and longer ones.
+func TestHMACIsRFC2104(t *testing.T) {
+	key := [32]byte{1, 2, 3}
+	for _, n := range []int{0, 1, 17, 50, 64, 65, 200} {
+		msg := make([]byte, n)
+		for i := range msg {
+			msg[i] = byte(i * 7)
+		}
+		h := hmac.New(sha256.New, key[:])
+		h.Write(msg)
+		if got := ratchet.HMAC(key, msg); !bytes.Equal(got[:], h.Sum(nil)) {
+			t.Errorf("%d bytes: HMAC = %x, want %x", n, got, h.Sum(nil))
+		}
 	}
 }
