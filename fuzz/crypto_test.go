@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/hpke"
 	"crypto/sha256"
-	"errors"
 	"testing"
 	"time"
 
@@ -13,20 +12,6 @@ import (
 	"github.com/parleychat/parley/crypto/seal"
 	"github.com/parleychat/parley/crypto/senderkey"
 )
-
-// oneSentinel fails t unless err wraps exactly one of the sentinels.
-func oneSentinel(t *testing.T, err error, sentinels ...error) {
-	t.Helper()
-	n := 0
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			n++
-		}
-	}
-	if n != 1 {
-		t.Fatalf("error %v wraps %d of the documented sentinels, want 1", err, n)
-	}
-}
 
 // testPackage derives the key package of the crypto packages' known-answer
 // tests (identity from seed 01..01, ikm 42..42) and its private key.
@@ -77,7 +62,7 @@ func FuzzKeyPackage(f *testing.F) {
 		b := splice(good, edit, at, cut)
 		p, err := keypackage.Parse(b)
 		if err != nil {
-			oneSentinel(t, err, keypackage.ErrMalformed, keypackage.ErrUnknownVersion, keypackage.ErrBadSignature)
+			exactlyOneOf(t, err, keypackage.ErrMalformed, keypackage.ErrUnknownVersion, keypackage.ErrBadSignature)
 			return
 		}
 		sameBytes(t, b)(p.MarshalBinary())
@@ -112,7 +97,7 @@ func FuzzSealed(f *testing.F) {
 		pt = append(pt, make([]byte, grow)...)
 		ct, err := seal.Seal(mk, aad, pt)
 		if err != nil {
-			oneSentinel(t, err, seal.ErrTooLarge)
+			exactlyOneOf(t, err, seal.ErrTooLarge)
 			if len(pt) <= seal.MaxPlaintext {
 				t.Fatalf("a %d-byte plaintext does not seal: %v", len(pt), err)
 			}
@@ -122,7 +107,7 @@ func FuzzSealed(f *testing.F) {
 		c := splice(ct, edit, at, cut)
 		got, err := seal.Open(mk, aad, c)
 		if err != nil {
-			oneSentinel(t, err, seal.ErrOpen, seal.ErrMalformed, seal.ErrTooLarge)
+			exactlyOneOf(t, err, seal.ErrOpen, seal.ErrMalformed, seal.ErrTooLarge)
 			return
 		}
 		if again, err := seal.Seal(mk, aad, got); err != nil || !bytes.Equal(again, c) {
@@ -143,12 +128,12 @@ func FuzzReceiverState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, index uint32) {
 		var r ratchet.Receiver
 		if err := r.UnmarshalBinary(b); err != nil {
-			oneSentinel(t, err, ratchet.ErrTooFar, ratchet.ErrGone, ratchet.ErrExhausted, ratchet.ErrMalformed)
+			exactlyOneOf(t, err, ratchet.ErrTooFar, ratchet.ErrGone, ratchet.ErrExhausted, ratchet.ErrMalformed)
 			return
 		}
 		sameBytes(t, b)(r.MarshalBinary())
 		if _, err := r.Key(index); err != nil {
-			oneSentinel(t, err, ratchet.ErrTooFar, ratchet.ErrGone, ratchet.ErrExhausted, ratchet.ErrMalformed)
+			exactlyOneOf(t, err, ratchet.ErrTooFar, ratchet.ErrGone, ratchet.ErrExhausted, ratchet.ErrMalformed)
 		}
 		after := marshalOrFail(t, &r)
 		var q ratchet.Receiver
@@ -178,7 +163,7 @@ func FuzzSenderKey(f *testing.F) {
 		b := splice(sealed, edit, at, cut)
 		got, err := senderkey.Open(priv, info, b)
 		if err != nil {
-			oneSentinel(t, err, senderkey.ErrOpen, senderkey.ErrMalformed)
+			exactlyOneOf(t, err, senderkey.ErrOpen, senderkey.ErrMalformed)
 			return
 		}
 		if got != ck || !bytes.Equal(b, sealed) {

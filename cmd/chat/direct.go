@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"time"
 )
@@ -15,8 +14,8 @@ func (c *cli) msg(args []string) int {
 	if err := c.parseMin(fs, args, 2); err != nil {
 		return c.usageError(err)
 	}
-	if *timeout <= 0 {
-		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
+	if err := positive(*timeout); err != nil {
+		return c.usageError(err)
 	}
 	ctx, cl, done, err := c.timedSession(*timeout, false)
 	if err != nil {

@@ -158,6 +158,14 @@ func (c *cli) roomFlags(name string) (*flag.FlagSet, *string, *bool) {
 	return fs, room, asJSON
 }
 
+// positive checks a --timeout's value.
+func positive(timeout time.Duration) error {
+	if timeout <= 0 {
+		return fmt.Errorf("--timeout %v: must be positive", timeout)
+	}
+	return nil
+}
+
 // needRoom checks that --room was given. Its value is a room ID or the
 // name of a private room, which the session resolves (resolveRoom).
 func needRoom(room string) error {
@@ -240,8 +248,8 @@ func (c *cli) send(args []string) int {
 	if err := needRoom(*room); err != nil {
 		return c.usageError(err)
 	}
-	if *timeout <= 0 {
-		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
+	if err := positive(*timeout); err != nil {
+		return c.usageError(err)
 	}
 	text := strings.Join(c.args, " ")
 	// send shows nothing: what arrives meanwhile is kept for listen.
@@ -550,8 +558,8 @@ func (c *cli) talk(args []string) int {
 	if err := c.parse(fs, args, 0); err != nil {
 		return c.usageError(err)
 	}
-	if *timeout <= 0 {
-		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
+	if err := positive(*timeout); err != nil {
+		return c.usageError(err)
 	}
 	if err := needRoom(*room); err != nil {
 		return c.usageError(err)

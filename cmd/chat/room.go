@@ -38,8 +38,8 @@ func (c *cli) roomCommand(args []string) int {
 	if err := c.parse(fs, args, n); err != nil {
 		return c.usageError(err)
 	}
-	if *timeout <= 0 {
-		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
+	if err := positive(*timeout); err != nil {
+		return c.usageError(err)
 	}
 	ctx, cl, done, err := c.timedSession(*timeout, sub == "members" || sub == "invites")
 	if err != nil {
@@ -267,8 +267,8 @@ func (c *cli) join(args []string) int {
 	if err := c.parse(fs, args, 1); err != nil {
 		return c.usageError(err)
 	}
-	if *timeout <= 0 {
-		return c.usageError(fmt.Errorf("--timeout %v: must be positive", *timeout))
+	if err := positive(*timeout); err != nil {
+		return c.usageError(err)
 	}
 	ctx, cl, done, err := c.timedSession(*timeout, false)
 	if err != nil {
