@@ -10,12 +10,14 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/crypto/keypackage"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 )
@@ -37,6 +39,8 @@ type Client struct {
 	log       *slog.Logger
 	keepAlive time.Duration
 	tr        *quic.Transport
+	via       Via
+	worked    atomic.Uint32 // the transport.Kind of the last connection made
 
 	// life ends when Close is called: a dial in progress ends with it.
 	life context.Context
@@ -46,7 +50,7 @@ type Client struct {
 	// publish stream is done by one caller outside it (dialing, opening),
 	// and the others wait for its outcome.
 	mu      sync.Mutex
-	conn    *quic.Conn
+	conn    transport.Conn
 	pub     *pubStream
 	dialing chan struct{} // closed when the dial in progress ends; nil if none
 	opening chan struct{} // likewise for the publish stream
@@ -65,8 +69,8 @@ type Client struct {
 	// at each change of status or error.
 	stMu        sync.Mutex
 	state       State
-	stateConn   *quic.Conn // the connection while connected
-	dialFailed  bool       // down because the last dial failed, not merely lost
+	stateConn   transport.Conn // the connection while connected
+	dialFailed  bool           // down because the last dial failed, not merely lost
 	changed     chan struct{}
 	reportedRTT time.Duration // the RTT OnState was last told
 
@@ -88,10 +92,13 @@ type ClientOptions struct {
 	// (silenceGrace), the connection is dropped and dialled again. If
 	// zero, 15 seconds.
 	KeepAlive time.Duration
-	// Transport, if not nil, carries the connection: many clients in one
-	// process (a load generator) can share one UDP socket. If nil, each
-	// connection has a socket of its own.
+	// Transport, if not nil, carries QUIC connections: many clients in
+	// one process (a load generator) can share one UDP socket. If nil,
+	// each connection has a socket of its own.
 	Transport *quic.Transport
+	// Via says which transports to reach the relay over: by default
+	// QUIC and TCP together, QUIC preferred (ViaAuto).
+	Via Via
 	// Checkpoint is the newest signed audit checkpoint of this relay that
 	// the application kept from an earlier session (Client.Checkpoint):
 	// the relay's log must be consistent with it.
@@ -150,7 +157,7 @@ func makeClient(addr Addr, key identity.PrivateKey, opts ClientOptions) (*Client
 
 func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
 	life, end := context.WithCancel(context.Background())
-	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, life: life, end: end,
+	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, via: opts.Via, life: life, end: end,
 		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1), ckStopped: make(chan struct{}),
 		witness: audit.NewWitness(opts.Checkpoint), onState: opts.OnState, ready: make(chan struct{}), changed: make(chan struct{}),
 		state: State{Status: StatusConnecting, Since: time.Now()}}
@@ -179,7 +186,7 @@ func (c *Client) Close() error {
 	c.setState(StatusClosed, nil, nil, false)
 	c.setReady(errClientClosed)
 	if conn != nil {
-		return conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
+		return conn.Close(wire.CodeOK, "")
 	}
 	return nil
 }
@@ -203,7 +210,7 @@ func quicConfig(keepAlive time.Duration) *quic.Config {
 // connect returns the live connection. A client made by Dial dials a new
 // one if the last one is gone; one made by Start waits for its dialler,
 // or fails at once with ErrNotConnected if its last dial failed.
-func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
+func (c *Client) connect(ctx context.Context) (transport.Conn, error) {
 	if c.background {
 		return c.awaitConn(ctx, true)
 	}
@@ -212,7 +219,7 @@ func (c *Client) connect(ctx context.Context) (*quic.Conn, error) {
 
 // connectWait is connect for a subscription, which waits for a client
 // made by Start to connect, however long it takes.
-func (c *Client) connectWait(ctx context.Context) (*quic.Conn, error) {
+func (c *Client) connectWait(ctx context.Context) (transport.Conn, error) {
 	if c.background {
 		return c.awaitConn(ctx, false)
 	}
@@ -221,7 +228,7 @@ func (c *Client) connectWait(ctx context.Context) (*quic.Conn, error) {
 
 // connectLazy returns the live connection, or dials one: one caller
 // dials, outside mu, and the others wait for it.
-func (c *Client) connectLazy(ctx context.Context) (*quic.Conn, error) {
+func (c *Client) connectLazy(ctx context.Context) (transport.Conn, error) {
 	for {
 		c.mu.Lock()
 		switch {
@@ -254,7 +261,7 @@ func (c *Client) connectLazy(ctx context.Context) (*quic.Conn, error) {
 }
 
 // dialLazy dials a connection for connectLazy, and makes it the client's.
-func (c *Client) dialLazy(ctx context.Context) (*quic.Conn, error) {
+func (c *Client) dialLazy(ctx context.Context) (transport.Conn, error) {
 	// A relay that does not answer holds the dial until the handshake
 	// times out; Close ends it at once.
 	ctx, cancel := context.WithCancel(ctx)
@@ -277,7 +284,7 @@ func (c *Client) dialLazy(ctx context.Context) (*quic.Conn, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
+		conn.Close(wire.CodeOK, "")
 		return nil, errClientClosed
 	}
 	if k, err := connIdentity(conn); err == nil {
@@ -288,10 +295,6 @@ func (c *Client) dialLazy(ctx context.Context) (*quic.Conn, error) {
 	c.setState(StatusConnected, nil, conn, false)
 	go c.watchLazy(conn)
 	return conn, nil
-}
-
-func (c *Client) dial(ctx context.Context) (*quic.Conn, error) {
-	return dialOn(ctx, c.tr, c.addr.HostPort, c.tls, c.keepAlive)
 }
 
 // dialOn dials hostPort on tr's socket, or on a socket of its own if tr
@@ -307,19 +310,9 @@ func dialOn(ctx context.Context, tr *quic.Transport, hostPort string, conf *tls.
 	return tr.Dial(ctx, ua, conf, quicConfig(keepAlive))
 }
 
-// wireError turns the QUIC error that ended a connection or stream into
-// the relay's error code, where there is one.
-func wireError(err error) error {
-	var ae *quic.ApplicationError
-	if errors.As(err, &ae) && ae.Remote {
-		return &wire.RelayError{Code: wire.ErrorCode(ae.ErrorCode), Message: ae.ErrorMessage}
-	}
-	var se *quic.StreamError
-	if errors.As(err, &se) && se.Remote {
-		return &wire.RelayError{Code: wire.ErrorCode(se.ErrorCode)}
-	}
-	return err
-}
+// wireError turns the error that ended a connection or stream into the
+// relay's error code, where there is one.
+func wireError(err error) error { return transport.RemoteError(err) }
 
 // retryable reports whether err is worth another try on a new
 // connection: a lost or refused connection, or a relay that is stopping.
@@ -334,11 +327,8 @@ func retryable(err error) bool {
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	}
-	var te *quic.TransportError
-	if errors.As(err, &te) && te.ErrorCode.IsCryptoError() {
-		return false // the TLS handshake failed: a wrong key, or an old relay
-	}
-	return true
+	// A failed TLS handshake: a wrong key, or an old relay.
+	return !transport.IsHandshakeError(err)
 }
 
 // DialQUIC opens a bare QUIC connection to the relay at addr as key,
@@ -362,6 +352,21 @@ func DialQUICOn(ctx context.Context, tr *quic.Transport, addr Addr, key identity
 	return conn, nil
 }
 
+// DialTCP opens a bare connection to the relay at addr over TCP with TLS
+// as key, with the relay's key checked and its admission read: for tools
+// and tests that write frames themselves, as DialQUIC is over QUIC.
+func DialTCP(ctx context.Context, addr Addr, key identity.PrivateKey) (transport.Conn, error) {
+	conf, err := clientTLS(key, addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := transport.DialTCP(ctx, addr.HostPort, conf, transport.TCPOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("relay: connect to %s over TCP: %w", addr.HostPort, err)
+	}
+	return conn, nil
+}
+
 // request opens a stream, sends one frame and closes its side. The
 // caller reads the answer and then calls done.
 func (c *Client) request(ctx context.Context, t wire.FrameType, body []byte) (fr *wire.Reader, done func(), err error) {
@@ -369,7 +374,7 @@ func (c *Client) request(ctx context.Context, t wire.FrameType, body []byte) (fr
 	if err != nil {
 		return nil, nil, err
 	}
-	str, err := conn.OpenStreamSync(ctx)
+	str, err := conn.OpenStream(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("relay: open stream: %w", wireError(err))
 	}

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
-	"github.com/quic-go/quic-go"
 )
 
 // Status is where a client's connection to its relay stands.
@@ -60,6 +60,9 @@ type State struct {
 	RTT time.Duration
 	// Since is when Status last changed.
 	Since time.Time
+	// Transport is what the connection runs over while connected
+	// (transport.QUIC or transport.TCP), zero otherwise.
+	Transport transport.Kind
 }
 
 // ErrNotConnected: a client made by Start is not connected to its relay
@@ -124,14 +127,15 @@ func (c *Client) State() State {
 	st, conn := c.state, c.stateConn
 	c.stMu.Unlock()
 	if st.Status == StatusConnected && conn != nil {
-		st.RTT = conn.ConnectionStats().SmoothedRTT
+		st.RTT = conn.Stats().RTT
+		st.Transport = conn.Kind()
 	}
 	return st
 }
 
 // setState moves the client to status, with err; conn is the connection
 // when connected. A status that does not change keeps its Since.
-func (c *Client) setState(status Status, err error, conn *quic.Conn, dialFailed bool) {
+func (c *Client) setState(status Status, err error, conn transport.Conn, dialFailed bool) {
 	c.stMu.Lock()
 	old := c.state
 	if old.Status == StatusClosed || (old.Status == StatusRefused && status != StatusClosed && c.background) {
@@ -143,7 +147,9 @@ func (c *Client) setState(status Status, err error, conn *quic.Conn, dialFailed 
 		st.Since = time.Now()
 	}
 	if conn != nil {
-		st.RTT = conn.ConnectionStats().SmoothedRTT
+		st.RTT = conn.Stats().RTT
+		st.Transport = conn.Kind()
+		c.worked.Store(uint32(conn.Kind()))
 	}
 	c.state, c.stateConn, c.dialFailed = st, conn, dialFailed
 	changed := status != old.Status || errText(err) != errText(old.Err)
@@ -159,7 +165,7 @@ func (c *Client) setState(status Status, err error, conn *quic.Conn, dialFailed 
 	c.wake()
 	switch status {
 	case StatusConnected:
-		c.log.Info("relay connected", "relay", c.addr.String(), "rtt", st.RTT.Round(time.Microsecond))
+		c.log.Info("relay connected", "relay", c.addr.String(), "transport", st.Transport.String(), "rtt", st.RTT.Round(time.Microsecond))
 	case StatusDown:
 		if old.Status != StatusDown {
 			c.log.Warn("relay connection down", "relay", c.addr.String(), "err", err)
@@ -212,7 +218,7 @@ func (c *Client) notifyLoop() {
 	var last State
 	for range c.notify {
 		st := c.State()
-		if st.Status == last.Status && st.Since.Equal(last.Since) && errText(st.Err) == errText(last.Err) && st.RTT == last.RTT {
+		if st.Status == last.Status && st.Since.Equal(last.Since) && errText(st.Err) == errText(last.Err) && st.RTT == last.RTT && st.Transport == last.Transport {
 			continue
 		}
 		last = st
@@ -233,8 +239,7 @@ func permanent(err error) bool {
 	if errors.Is(err, ErrWrongRelay) || errors.Is(err, ErrBadCertificate) || errors.Is(err, ErrAuditLog) || errors.Is(err, errKeptCheckpoint) {
 		return true
 	}
-	var te *quic.TransportError
-	return errors.As(err, &te) && te.ErrorCode.IsCryptoError()
+	return transport.IsHandshakeError(err)
 }
 
 var errKeptCheckpoint = errors.New("relay: the kept checkpoint")
@@ -264,7 +269,7 @@ func (c *Client) run() {
 		conn, err := c.establish(c.life)
 		if c.life.Err() != nil {
 			if conn != nil {
-				conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
+				conn.Close(wire.CodeOK, "")
 			}
 			c.setReady(errClientClosed)
 			return
@@ -310,13 +315,13 @@ func (c *Client) setReady(err error) {
 // key is known, and asks for the relay's Info: the relay refuses an
 // identity it does not admit right after the handshake. It returns the
 // connection, now the client's, or, on failure, a nil connection.
-func (c *Client) establish(ctx context.Context) (*quic.Conn, error) {
+func (c *Client) establish(ctx context.Context) (transport.Conn, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
 	}
-	fail := func(err error) (*quic.Conn, error) {
-		conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
+	fail := func(err error) (transport.Conn, error) {
+		conn.Close(wire.CodeOK, "")
 		return nil, err
 	}
 	key, err := connIdentity(conn)
@@ -345,8 +350,8 @@ func (c *Client) establish(ctx context.Context) (*quic.Conn, error) {
 
 // connIdentity is the key the relay proved; the TLS config checked it
 // against the address.
-func connIdentity(conn *quic.Conn) (identity.PublicKey, error) {
-	certs := conn.ConnectionState().TLS.PeerCertificates
+func connIdentity(conn transport.Conn) (identity.PublicKey, error) {
+	certs := conn.TLS().PeerCertificates
 	if len(certs) != 1 {
 		return identity.PublicKey{}, fmt.Errorf("%w: %d certificates", ErrBadCertificate, len(certs))
 	}
@@ -364,8 +369,8 @@ func (c *Client) openKept(key identity.PublicKey) error {
 }
 
 // infoOn asks for the relay's Info on conn.
-func (c *Client) infoOn(ctx context.Context, conn *quic.Conn) (*wire.Info, error) {
-	str, err := conn.OpenStreamSync(ctx)
+func (c *Client) infoOn(ctx context.Context, conn transport.Conn) (*wire.Info, error) {
+	str, err := conn.OpenStream(ctx)
 	if err != nil {
 		return nil, wireError(err)
 	}
@@ -396,12 +401,12 @@ func (c *Client) infoOn(ctx context.Context, conn *quic.Conn) (*wire.Info, error
 // acknowledges the keep-alive within a round trip, while a relay that
 // restarted, or a path that broke, stays silent until the idle timeout.
 // Meanwhile it follows the round-trip time.
-func (c *Client) watch(conn *quic.Conn) error {
+func (c *Client) watch(conn transport.Conn) error {
 	tick := min(time.Second, max(c.keepAlive/4, 20*time.Millisecond))
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	stats := conn.ConnectionStats()
-	heard, last := time.Now(), stats.PacketsReceived
+	stats := conn.Stats()
+	heard, last := time.Now(), stats.Received
 	for {
 		select {
 		case <-conn.Context().Done():
@@ -409,16 +414,16 @@ func (c *Client) watch(conn *quic.Conn) error {
 		case <-c.life.Done():
 			return errClientClosed
 		case now := <-t.C:
-			stats := conn.ConnectionStats()
-			if stats.PacketsReceived != last {
-				heard, last = now, stats.PacketsReceived
-				c.rttChanged(stats.SmoothedRTT)
+			stats := conn.Stats()
+			if stats.Received != last {
+				heard, last = now, stats.Received
+				c.rttChanged(stats.RTT)
 				continue
 			}
-			limit := c.keepAlive + max(silenceGrace, 10*stats.SmoothedRTT)
+			limit := c.keepAlive + max(silenceGrace, 10*stats.RTT)
 			if silent := now.Sub(heard); silent > limit {
 				err := fmt.Errorf("%w: nothing from %s for %s", errSilent, c.addr.HostPort, silent.Round(100*time.Millisecond))
-				conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "no answer")
+				conn.Close(wire.CodeOK, "no answer")
 				return err
 			}
 		}
@@ -427,7 +432,7 @@ func (c *Client) watch(conn *quic.Conn) error {
 
 // watchLazy watches a connection of a client made by Dial, which dials
 // again when a request needs it: it only reports the state.
-func (c *Client) watchLazy(conn *quic.Conn) {
+func (c *Client) watchLazy(conn transport.Conn) {
 	err := c.watch(conn)
 	if c.life.Err() != nil {
 		return
@@ -447,7 +452,7 @@ func (c *Client) watchLazy(conn *quic.Conn) {
 
 // liveConn returns the client's connection if it is up, and the channel
 // that the next state change closes.
-func (c *Client) liveConn() (*quic.Conn, State, bool, <-chan struct{}, error) {
+func (c *Client) liveConn() (transport.Conn, State, bool, <-chan struct{}, error) {
 	c.stMu.Lock()
 	changed, st, dialFailed := c.changed, c.state, c.dialFailed
 	c.stMu.Unlock()
@@ -465,7 +470,7 @@ func (c *Client) liveConn() (*quic.Conn, State, bool, <-chan struct{}, error) {
 // awaitConn returns the connection of a client made by Start, waiting
 // within ctx for the background dialler. With failFast, a client whose
 // last dial failed returns ErrNotConnected at once.
-func (c *Client) awaitConn(ctx context.Context, failFast bool) (*quic.Conn, error) {
+func (c *Client) awaitConn(ctx context.Context, failFast bool) (transport.Conn, error) {
 	for {
 		conn, st, dialFailed, changed, err := c.liveConn()
 		switch {

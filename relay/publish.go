@@ -9,8 +9,8 @@ import (
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
-	"github.com/quic-go/quic-go"
 )
 
 // Publish sends an envelope and returns the relay's acknowledgement, which
@@ -95,8 +95,8 @@ func (c *Client) publisher(ctx context.Context) (*pubStream, error) {
 }
 
 // openPublisher opens the publish stream on conn and starts its reader.
-func (c *Client) openPublisher(ctx context.Context, conn *quic.Conn) (*pubStream, error) {
-	str, err := conn.OpenStreamSync(ctx)
+func (c *Client) openPublisher(ctx context.Context, conn transport.Conn) (*pubStream, error) {
+	str, err := conn.OpenStream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("relay: open stream: %w", wireError(err))
 	}
@@ -121,7 +121,7 @@ type waiter struct {
 // pubStream is the one stream a client publishes on; answers come back
 // in order and are matched to waiters by envelope ID.
 type pubStream struct {
-	str *quic.Stream
+	str transport.Stream
 	wmu sync.Mutex
 	fw  *wire.Writer
 

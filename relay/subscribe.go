@@ -149,7 +149,7 @@ func (c *Client) subscribeOnce(ctx context.Context, room string, st *subState, o
 	if err != nil {
 		return err
 	}
-	str, err := conn.OpenStreamSync(ctx)
+	str, err := conn.OpenStream(ctx)
 	if err != nil {
 		return wireError(err)
 	}

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"time"
 
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
-	"github.com/quic-go/quic-go"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -16,7 +16,7 @@ import (
 // the hashes its proof ends with).
 type acker struct {
 	s   *Server
-	str *quic.Stream
+	str transport.Stream
 	fw  *wire.Writer
 
 	lastCheckpoint []byte           // the checkpoint of the previous receipt on this stream
@@ -29,7 +29,7 @@ type acker struct {
 // acks writes the answer to each publish in order, flushing whenever no
 // answer is waiting. After a write fails it still waits for every answer
 // (the committer never waits for the stream) and returns that error.
-func (s *Server) acks(str *quic.Stream, fw *wire.Writer, inflight <-chan *pending) error {
+func (s *Server) acks(str transport.Stream, fw *wire.Writer, inflight <-chan *pending) error {
 	a := &acker{s: s, str: str, fw: fw}
 	var werr error
 	for p := range inflight {

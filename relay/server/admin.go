@@ -366,6 +366,7 @@ func (s *Server) startOnly(cfg Config) []string {
 		same bool
 	}{
 		{"listen", cfg.Listen == s.cfg.Listen},
+		{"listen_tcp", cfg.ListenTCP == s.cfg.ListenTCP},
 		{"advertise", cfg.Advertise == s.cfg.Advertise},
 		{"p2p_listen", slices.Equal(cfg.P2PListen, s.cfg.P2PListen)},
 		{"bootstrap", slices.Equal(cfg.Bootstrap, s.cfg.Bootstrap)},

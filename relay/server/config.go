@@ -22,6 +22,10 @@ import (
 type Config struct {
 	// Listen is the QUIC (UDP) address clients connect to.
 	Listen string `toml:"listen"`
+	// ListenTCP is the TCP address of the relay over TLS, for clients
+	// whose network blocks UDP. Empty: Listen's address and port, so
+	// that a relay address stays one address; "off": none.
+	ListenTCP string `toml:"listen_tcp"`
 	// Advertise is the HOST:PORT put in the address that `relay addr`
 	// prints, when Listen's host is not one clients can reach.
 	Advertise string `toml:"advertise"`
@@ -139,6 +143,9 @@ func DefaultConfig() Config {
 	}
 }
 
+// ListenTCP off: the relay listens on QUIC only.
+const ListenTCPOff = "off"
+
 // ErrConfig: the configuration does not load or is not valid.
 var ErrConfig = errors.New("relay: config")
 
@@ -162,6 +169,11 @@ func (c *Config) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen %q: %v", c.Listen, err)
+	}
+	if c.ListenTCP != "" && c.ListenTCP != ListenTCPOff {
+		if _, _, err := net.SplitHostPort(c.ListenTCP); err != nil {
+			bad("listen_tcp %q: %v (or \"off\")", c.ListenTCP, err)
+		}
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
@@ -243,6 +255,11 @@ const ConfigTemplate = `# Parley relay configuration. Every setting below shows 
 
 # QUIC (UDP) address clients connect to.
 # listen = "0.0.0.0:4433"
+
+# TCP address of the relay over TLS 1.3, for clients whose network blocks
+# UDP: "" is listen's address and port (one address for both), "off"
+# turns it off. Port 443 gets through most firewalls.
+# listen_tcp = ""
 
 # HOST:PORT that "relay addr" prints, when clients reach the relay by
 # another name than the listen address (a DNS name, a public IP).

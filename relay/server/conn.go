@@ -10,8 +10,8 @@ import (
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
-	"github.com/quic-go/quic-go"
 )
 
 // A connection's admission: its client certificate, the per-address rate,
@@ -22,26 +22,26 @@ type client struct {
 	id       identity.PublicKey
 	fp       string
 	addr     net.Addr
-	conn     *quic.Conn
+	conn     transport.Conn
 	admitted atomic.Bool // false: an invite-mode newcomer, which may only redeem
 	log      *slog.Logger
 }
 
-func (s *Server) refuse(conn *quic.Conn, log *slog.Logger, code wire.ErrorCode, msg string) {
+func (s *Server) refuse(conn transport.Conn, log *slog.Logger, code wire.ErrorCode, msg string) {
 	s.refuseAs(conn, log, identity.PublicKey{}, code, msg)
 }
 
 // refuseAs closes conn after authentication, recording the refusal.
-func (s *Server) refuseAs(conn *quic.Conn, log *slog.Logger, id identity.PublicKey, code wire.ErrorCode, msg string) {
+func (s *Server) refuseAs(conn transport.Conn, log *slog.Logger, id identity.PublicKey, code wire.ErrorCode, msg string) {
 	s.recordRefusal(context.Background(), hostOf(conn.RemoteAddr()), &audit.Record{Kind: audit.KindRefuse, PolicyVersion: s.policy.Version(), Identity: id,
 		Addr: addrOf(conn.RemoteAddr()), Code: code, Detail: msg})
 	s.metrics.refused.WithLabelValues(code.String()).Inc()
 	log.Info("connection refused", "code", code.String(), "reason", msg)
-	conn.CloseWithError(quic.ApplicationErrorCode(code), truncate(msg))
+	conn.Close(code, truncate(msg))
 }
 
 // serveConn admits a connection and serves its streams until it ends.
-func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
+func (s *Server) serveConn(ctx context.Context, conn transport.Conn) {
 	c, d, ok := s.admit(conn)
 	if !ok {
 		return
@@ -70,10 +70,10 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeShuttingDown), "the relay is shutting down")
+		conn.Close(wire.CodeShuttingDown, "the relay is shutting down")
 		return
 	}
-	conn.CloseWithError(quic.ApplicationErrorCode(wire.CodeOK), "")
+	conn.Close(wire.CodeOK, "")
 }
 
 // admit checks a new connection: its certificate, its address's rate of
@@ -81,10 +81,10 @@ func (s *Server) serveConn(ctx context.Context, conn *quic.Conn) {
 // connection it admits counts in s.conns (for its identity and its
 // address too); one it refuses is closed, with
 // the refusal recorded.
-func (s *Server) admit(conn *quic.Conn) (*client, Decision, bool) {
+func (s *Server) admit(conn transport.Conn) (*client, Decision, bool) {
 	addr := conn.RemoteAddr()
 	log := s.log.With("addr", addr.String())
-	state := conn.ConnectionState().TLS
+	state := conn.TLS()
 	if len(state.PeerCertificates) != 1 {
 		s.refuse(conn, log, wire.CodeNotAllowed, "no client certificate")
 		return nil, Decision{}, false
@@ -121,8 +121,11 @@ func (s *Server) admit(conn *quic.Conn) (*client, Decision, bool) {
 // hostOf is the IP address of a client's address, what per-address
 // limits count by.
 func hostOf(addr net.Addr) string {
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		return ua.IP.String()
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		return a.IP.String()
+	case *net.TCPAddr:
+		return a.IP.String()
 	}
 	return addr.String()
 }

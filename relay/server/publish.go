@@ -9,9 +9,9 @@ import (
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
-	"github.com/quic-go/quic-go"
 )
 
 // The publish stream: publishes read and checked in batches, queued for
@@ -20,13 +20,13 @@ import (
 // publishStream takes publishes from a stream, pipelined: the client may
 // send many before the first acknowledgement, and gets each Ack (after
 // the commit) or Nack in the order it sent them.
-func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream, fr *wire.Reader, fw *wire.Writer, first []byte) {
+func (s *Server) publishStream(ctx context.Context, c *client, str transport.Stream, fr *wire.Reader, fw *wire.Writer, first []byte) {
 	inflight := make(chan *pending, maxBatch)
 	writeErr := make(chan error, 1)
 	go func() { writeErr <- s.acks(str, fw, inflight) }()
 	// At shutdown, stop reading: what was read is still committed and
 	// acknowledged.
-	stop := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(wire.CodeShuttingDown)) })
+	stop := context.AfterFunc(ctx, func() { str.CancelRead(wire.CodeShuttingDown) })
 	defer stop()
 	// A bigger buffer than other streams get, so that a pipelining
 	// client's publishes are read, and their signatures checked, many at
@@ -62,8 +62,8 @@ func (s *Server) publishStream(ctx context.Context, c *client, str *quic.Stream,
 	close(inflight)
 	if err := <-writeErr; err != nil {
 		s.metrics.dropped.WithLabelValues(wire.CodeSlowConsumer.String()).Inc()
-		str.CancelWrite(quic.StreamErrorCode(wire.CodeSlowConsumer))
-		str.CancelRead(quic.StreamErrorCode(wire.CodeSlowConsumer))
+		str.CancelWrite(wire.CodeSlowConsumer)
+		str.CancelRead(wire.CodeSlowConsumer)
 		return
 	}
 	if end != nil {

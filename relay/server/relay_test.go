@@ -83,9 +83,15 @@ func startRelayAt(t testing.TB, path string, key identity.PrivateKey, edit func(
 
 func dial(t testing.TB, r *testRelay, key identity.PrivateKey) *relay.Client {
 	t.Helper()
+	return dialVia(t, r, key, relay.ViaAuto)
+}
+
+// dialVia dials over the transport via.
+func dialVia(t testing.TB, r *testRelay, key identity.PrivateKey, via relay.Via) *relay.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := relay.Dial(ctx, r.addr, key, relay.ClientOptions{})
+	c, err := relay.Dial(ctx, r.addr, key, relay.ClientOptions{Via: via})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,10 +140,22 @@ func receive(t testing.TB, sub *relay.Subscription, n int) []relay.Delivery {
 	return out
 }
 
-func TestPublishSubscribe(t *testing.T) {
+// overBoth runs test over QUIC and over TCP.
+func overBoth(t *testing.T, test func(t *testing.T, via relay.Via)) {
+	for _, via := range []relay.Via{relay.ViaQUIC, relay.ViaTCP} {
+		t.Run(via.String(), func(t *testing.T) { test(t, via) })
+	}
+}
+
+func TestPublishSubscribe(t *testing.T) { overBoth(t, testPublishSubscribe) }
+
+func testPublishSubscribe(t *testing.T, via relay.Via) {
 	r := startRelay(t, nil)
 	alice, bob := testkit.Key(t), testkit.Key(t)
-	ca, cb := dial(t, r, alice), dial(t, r, bob)
+	ca, cb := dialVia(t, r, alice, via), dialVia(t, r, bob, via)
+	if got := ca.State().Transport.String(); got != via.String() {
+		t.Fatalf("connected over %s, want %s", got, via)
+	}
 	ctx := ctxT(t)
 	a := &testkit.Author{Key: alice, Room: "lobby"}
 
@@ -233,20 +251,22 @@ func TestUnknownCursor(t *testing.T) {
 	}
 }
 
-func TestAllowList(t *testing.T) {
+func TestAllowList(t *testing.T) { overBoth(t, testAllowList) }
+
+func testAllowList(t *testing.T, via relay.Via) {
 	r := startRelay(t, func(c *Config) { c.Policy.Mode = "allowlist" })
 	mallory := testkit.Key(t)
 	ctx := ctxT(t)
-	_, err := relay.Dial(ctx, r.addr, mallory, relay.ClientOptions{})
+	_, err := relay.Dial(ctx, r.addr, mallory, relay.ClientOptions{Via: via})
 	var re *wire.RelayError
-	if !errors.As(err, &re) || re.Code != wire.CodeNotAllowed {
-		t.Fatalf("dial of a stranger: %v, want not allowed", err)
+	if !errors.As(err, &re) || re.Code != wire.CodeNotAllowed || re.Message == "" {
+		t.Fatalf("dial of a stranger: %v, want not allowed, with the reason", err)
 	}
 	t.Log(err)
 	if _, err := r.srv.Policy().Allow(ctx, mallory.Public(), "test"); err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, r, mallory)
+	c := dialVia(t, r, mallory, via)
 	a := &testkit.Author{Key: mallory, Room: "lobby"}
 	raw, _ := a.Next(t, "hello")
 	if _, err := c.Publish(ctx, raw); err != nil {
@@ -255,6 +275,18 @@ func TestAllowList(t *testing.T) {
 }
 
 func TestWrongRelayKey(t *testing.T) {
+	overBoth(t, func(t *testing.T, via relay.Via) {
+		r := startRelay(t, nil)
+		other := relay.AddrOf(testkit.Key(t).Public(), r.addr.HostPort)
+		_, err := relay.Dial(ctxT(t), other, testkit.Key(t), relay.ClientOptions{Via: via})
+		if !errors.Is(err, relay.ErrWrongRelay) {
+			t.Fatalf("dial of a relay whose key is not the one in the address: %v, want ErrWrongRelay", err)
+		}
+		t.Log(err)
+	})
+}
+
+func TestWrongRelayKeyAuto(t *testing.T) {
 	r := startRelay(t, nil)
 	other := relay.AddrOf(testkit.Key(t).Public(), r.addr.HostPort)
 	_, err := relay.Dial(ctxT(t), other, testkit.Key(t), relay.ClientOptions{})
@@ -507,10 +539,12 @@ func TestAllowedWhileConnected(t *testing.T) {
 }
 
 // TestBanClosesConnections: a ban takes effect on open connections.
-func TestBanClosesConnections(t *testing.T) {
+func TestBanClosesConnections(t *testing.T) { overBoth(t, testBanClosesConnections) }
+
+func testBanClosesConnections(t *testing.T, via relay.Via) {
 	r := startRelay(t, nil)
 	mallory := testkit.Key(t)
-	c := dial(t, r, mallory)
+	c := dialVia(t, r, mallory, via)
 	ctx := ctxT(t)
 	sub, err := c.Subscribe(ctx, "lobby", protocol.ID{})
 	if err != nil {

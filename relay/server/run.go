@@ -135,7 +135,7 @@ func (r *relayRun) serve(ctx context.Context) error {
 	r.wg.Go(func() { retain(run, r.st, r.o.Config.Retention, 2*r.o.Config.Limits.Skew.Duration, r.log) })
 
 	addr := r.sharedAddr()
-	r.log.Info("relay serving", "addr", addr.String(), "policy", r.srv.policy.Mode().String(), "policy_version", r.srv.policy.Version(), "mesh", meshAddrs)
+	r.log.Info("relay serving", "addr", addr.String(), "transports", r.srv.listening(), "policy", r.srv.policy.Mode().String(), "policy_version", r.srv.policy.Version(), "mesh", meshAddrs)
 	if r.o.Ready != nil {
 		r.o.Ready(addr, meshAddrs)
 	}

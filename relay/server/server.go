@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -126,6 +129,7 @@ type Server struct {
 	udp net.PacketConn // the socket tr reads, which tr does not close
 	tr  *quic.Transport
 	ln  *quic.Listener
+	tcp *transport.TCPListener // nil: QUIC only (listen_tcp = "off")
 
 	clientsMu sync.Mutex
 	clients   map[*client]struct{} // admitted connections, to apply policy changes to
@@ -247,16 +251,47 @@ func (s *Server) Ingest(ctx context.Context, env *protocol.Envelope, id protocol
 
 var errServerClosed = errors.New("relay: server is closed")
 
-// Listen binds the QUIC listener on the configured address.
+// Listen binds the QUIC listener on the configured address, and the TCP
+// one: by default on the same port number, so that one address names
+// both.
 func (s *Server) Listen() error {
+	tlsConf, err := relay.ServerTLS(s.key)
+	if err != nil {
+		return err
+	}
+	if err := s.listenQUIC(tlsConf); err != nil {
+		return err
+	}
+	if s.cfg.ListenTCP == ListenTCPOff {
+		return nil
+	}
+	addr := s.cfg.ListenTCP
+	if addr == "" {
+		host, _, _ := net.SplitHostPort(s.cfg.Listen)
+		addr = net.JoinHostPort(host, strconv.Itoa(s.udp.LocalAddr().(*net.UDPAddr).Port))
+	}
+	s.tcp, err = transport.ListenTCP(addr, tlsConf, s.tcpOptions)
+	if err != nil {
+		s.tr.Close()
+		s.udp.Close()
+		return fmt.Errorf("relay: listen on TCP %s: %w", addr, err)
+	}
+	return nil
+}
+
+// tcpOptions are the TCP side of the limits in force.
+func (s *Server) tcpOptions() transport.ListenOptions {
+	l := s.lim()
+	return transport.ListenOptions{
+		TCPOptions:       transport.TCPOptions{KeepAlive: l.IdleTimeout.Duration / 2, MaxStreams: l.MaxStreams},
+		HandshakeTimeout: l.HandshakeTimeout.Duration,
+	}
+}
+
+func (s *Server) listenQUIC(tlsConf *tls.Config) error {
 	udp, err := net.ListenPacket("udp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
-	}
-	tlsConf, err := relay.ServerTLS(s.key)
-	if err != nil {
-		udp.Close()
-		return err
 	}
 	resetKey, tokenKey, err := transportKeys(s.key)
 	if err != nil {
@@ -287,6 +322,30 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("relay: listen %s: %w", s.cfg.Listen, err)
 	}
 	return nil
+}
+
+// acceptQUIC serves the connections that come over QUIC until ctx ends
+// or the listener is closed.
+func (s *Server) acceptQUIC(ctx context.Context, wg *sync.WaitGroup) {
+	for {
+		conn, err := s.ln.Accept(ctx)
+		if err != nil {
+			return
+		}
+		wg.Go(func() { s.serveConn(ctx, transport.FromQUIC(conn)) })
+	}
+}
+
+// acceptTCP serves the connections that come over TCP until ctx ends or
+// the listener is closed.
+func (s *Server) acceptTCP(ctx context.Context, wg *sync.WaitGroup) {
+	for {
+		conn, err := s.tcp.Accept(ctx)
+		if err != nil {
+			return
+		}
+		wg.Go(func() { s.serveConn(ctx, conn) })
+	}
 }
 
 // quicConfig is the QUIC side of limits l.
@@ -322,13 +381,35 @@ func transportKeys(key identity.PrivateKey) (*quic.StatelessResetKey, *quic.Toke
 // Addr returns the address the relay listens on, once Listen returned.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// TCPAddr returns the address the relay listens on over TCP, nil if it
+// does not.
+func (s *Server) TCPAddr() net.Addr {
+	if s.tcp == nil {
+		return nil
+	}
+	return s.tcp.Addr()
+}
+
 // Key returns the relay's identity.
 func (s *Server) Key() identity.PrivateKey { return s.key }
 
 // Abort drops every connection at once, without a goodbye to the clients
 // (no CONNECTION_CLOSE), as a killed process would; Serve then returns.
 // For tests of what clients do when a relay dies.
-func (s *Server) Abort() { s.tr.Close() }
+func (s *Server) Abort() {
+	s.tr.Close()
+	if s.tcp != nil {
+		s.tcp.Abort()
+	}
+}
+
+// listening says where the relay listens, for its start record.
+func (s *Server) listening() string {
+	if s.tcp == nil {
+		return s.ln.Addr().String() + " (QUIC)"
+	}
+	return fmt.Sprintf("%s (QUIC) and %s (TCP)", s.ln.Addr(), s.tcp.Addr())
+}
 
 // Serve serves clients until ctx ends, then shuts down gracefully: it
 // stops accepting connections and requests, commits and acknowledges
@@ -348,18 +429,23 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.readers = startReaders(numReaders())
 	indexDone := s.startMemberIndex(ctx) // rooms.go
 	if err := s.recordSync(&audit.Record{Kind: audit.KindStart, PolicyVersion: s.policy.Version(),
-		Detail: fmt.Sprintf("listening on %s, policy %s", s.ln.Addr(), s.policy.Mode())}); err != nil {
+		Detail: fmt.Sprintf("listening on %s, policy %s", s.listening(), s.policy.Mode())}); err != nil {
 		s.log.Error("audit: start record", "err", err)
 	}
 	var wg sync.WaitGroup
-	for {
-		conn, err := s.ln.Accept(ctx)
-		if err != nil {
-			break
-		}
-		wg.Go(func() { s.serveConn(ctx, conn) })
+	quicDone := make(chan struct{}) // ctx ended, or Abort
+	wg.Go(func() {
+		defer close(quicDone)
+		s.acceptQUIC(ctx, &wg)
+	})
+	if s.tcp != nil {
+		wg.Go(func() { s.acceptTCP(ctx, &wg) })
 	}
+	<-quicDone
 	s.ln.Close()
+	if s.tcp != nil {
+		s.tcp.Close()
+	}
 	wg.Wait() // every handler has ended
 	indexDone()
 	s.readers.stop()

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
-	"github.com/quic-go/quic-go"
 )
 
 // A stream: its first frame says what it is for (a publish stream, a
@@ -18,7 +18,7 @@ import (
 
 // deadlineWriter sets a write deadline before each write.
 type deadlineWriter struct {
-	str     *quic.Stream
+	str     transport.Stream
 	timeout time.Duration
 }
 
@@ -55,7 +55,7 @@ func utf8ValidEnd(s string) bool { return strings.ToValidUTF8(s, "\x00") == s }
 
 // endStream ends a stream with an error: an Error frame, then the
 // stream's close, and both directions reset with the code.
-func (s *Server) endStream(c *client, str *quic.Stream, fw *wire.Writer, e *wire.RelayError) {
+func (s *Server) endStream(c *client, str transport.Stream, fw *wire.Writer, e *wire.RelayError) {
 	s.metrics.dropped.WithLabelValues(e.Code.String()).Inc()
 	c.log.Debug("stream ended", "code", e.Code.String(), "reason", e.Message)
 	e = &wire.RelayError{Code: e.Code, Message: truncate(e.Message)}
@@ -63,13 +63,13 @@ func (s *Server) endStream(c *client, str *quic.Stream, fw *wire.Writer, e *wire
 	if fw.WriteError(e) == nil && fw.Flush() == nil {
 		str.Close()
 	} else {
-		str.CancelWrite(quic.StreamErrorCode(e.Code))
+		str.CancelWrite(e.Code)
 	}
-	str.CancelRead(quic.StreamErrorCode(e.Code))
+	str.CancelRead(e.Code)
 }
 
 // serveStream reads a stream's first frame and serves what it asks.
-func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
+func (s *Server) serveStream(ctx context.Context, c *client, str transport.Stream) {
 	fr := wire.NewReader(str, wire.MaxFrameBody)
 	// Every frame's body gets the handshake timeout once its header has
 	// come: a stream may idle between frames, never inside one.
@@ -91,17 +91,17 @@ func (s *Server) serveStream(ctx context.Context, c *client, str *quic.Stream) {
 // firstFrame reads the frame that says what a stream is for, and checks
 // that the client may ask it. If not, or if there is none, it has ended
 // the stream.
-func (s *Server) firstFrame(ctx context.Context, c *client, str *quic.Stream, fr *wire.Reader, fw *wire.Writer) (wire.FrameType, []byte, bool) {
+func (s *Server) firstFrame(ctx context.Context, c *client, str transport.Stream, fr *wire.Reader, fw *wire.Writer) (wire.FrameType, []byte, bool) {
 	// A client gets the handshake timeout to say what the stream is for,
 	// and no longer once the relay shuts down.
 	str.SetReadDeadline(time.Now().Add(s.lim().HandshakeTimeout.Duration))
-	stopWait := context.AfterFunc(ctx, func() { str.CancelRead(quic.StreamErrorCode(wire.CodeShuttingDown)) })
+	stopWait := context.AfterFunc(ctx, func() { str.CancelRead(wire.CodeShuttingDown) })
 	t, body, err := fr.Next()
 	if !stopWait() {
 		return 0, nil, false // shutting down: the connection closes with the code
 	}
 	if errors.Is(err, io.EOF) || (err != nil && isStreamEnd(err) && !errors.Is(err, io.ErrUnexpectedEOF)) {
-		str.CancelRead(quic.StreamErrorCode(wire.CodeOK))
+		str.CancelRead(wire.CodeOK)
 		str.Close() // an empty stream: nothing asked, nothing to say
 		return 0, nil, false
 	}
@@ -123,7 +123,7 @@ func (s *Server) firstFrame(ctx context.Context, c *client, str *quic.Stream, fr
 }
 
 // request serves a stream that is not a publish stream.
-func (s *Server) request(ctx context.Context, c *client, str *quic.Stream, fw *wire.Writer, t wire.FrameType, body []byte) error {
+func (s *Server) request(ctx context.Context, c *client, str transport.Stream, fw *wire.Writer, t wire.FrameType, body []byte) error {
 	switch t {
 	case wire.FrameSubscribe:
 		return s.subscribeStream(ctx, c, str, fw, body)
@@ -151,11 +151,11 @@ func (s *Server) request(ctx context.Context, c *client, str *quic.Stream, fw *w
 
 // endRequest ends a request's stream: with the error it ended in, if
 // any, else with what is still buffered and the stream's close.
-func (s *Server) endRequest(ctx context.Context, c *client, str *quic.Stream, fw *wire.Writer, rerr error) {
+func (s *Server) endRequest(ctx context.Context, c *client, str transport.Stream, fw *wire.Writer, rerr error) {
 	if rerr != nil && ctx.Err() == nil && (errors.Is(rerr, context.Canceled) || isStreamEnd(rerr)) {
 		// The client went away (a subscription it ended, a reset).
-		str.CancelRead(quic.StreamErrorCode(wire.CodeOK))
-		str.CancelWrite(quic.StreamErrorCode(wire.CodeOK))
+		str.CancelRead(wire.CodeOK)
+		str.CancelWrite(wire.CodeOK)
 		return
 	}
 	if rerr != nil {
@@ -167,17 +167,15 @@ func (s *Server) endRequest(ctx context.Context, c *client, str *quic.Stream, fw
 	}
 	str.SetWriteDeadline(time.Now().Add(s.lim().WriteTimeout.Duration))
 	if err := fw.Flush(); err != nil {
-		str.CancelWrite(quic.StreamErrorCode(wire.CodeSlowConsumer))
+		str.CancelWrite(wire.CodeSlowConsumer)
 	} else {
 		str.Close()
 	}
-	str.CancelRead(quic.StreamErrorCode(wire.CodeOK))
+	str.CancelRead(wire.CodeOK)
 }
 
 // isStreamEnd reports whether err is the client ending or resetting the
 // stream, or the relay stopping reads at shutdown: no error to report.
 func isStreamEnd(err error) bool {
-	var se *quic.StreamError
-	var ae *quic.ApplicationError
-	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.As(err, &se) || errors.As(err, &ae)
+	return transport.IsStreamEnd(err)
 }

@@ -7,16 +7,16 @@ import (
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
-	"github.com/quic-go/quic-go"
 )
 
 // subscribeStream sends a room's envelopes after the cursor, then Live,
 // then each new one as it is committed: no gap and no duplicate at the
 // switch, because the subscription is registered before history is read
 // and every live record at or below the last position sent is skipped.
-func (s *Server) subscribeStream(ctx context.Context, c *client, str *quic.Stream, fw *wire.Writer, body []byte) error {
+func (s *Server) subscribeStream(ctx context.Context, c *client, str transport.Stream, fw *wire.Writer, body []byte) error {
 	m, err := wire.ParseSubscribe(body)
 	if err != nil {
 		return err
