@@ -50,6 +50,9 @@ Commands:
                      error); --key: the public key only
   serve [flags]      run the relay until SIGTERM or SIGINT
       --listen HOST:PORT      QUIC (UDP) address for clients
+      --listen-tcp HOST:PORT  TCP address of the relay over TLS, for
+                              clients whose network blocks UDP (default:
+                              the QUIC address and port; "off": none)
       --p2p-listen MULTIADDR  the mesh node's address (repeatable;
                               "none" runs no mesh node)
       --admin HOST:PORT       /metrics, /healthz and /debug/pprof/
@@ -361,12 +364,13 @@ func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
 // serveFlags are the flags of relay serve.
 type serveFlags struct {
-	listen string
-	admin  string // "\x00" if not given: "" turns the admin listener off
-	p2p    multi
-	level  slog.Level
-	format string
-	check  bool
+	listen    string
+	listenTCP string
+	admin     string // "\x00" if not given: "" turns the admin listener off
+	p2p       multi
+	level     slog.Level
+	format    string
+	check     bool
 }
 
 func (c *cli) serve(args []string) int {
@@ -398,6 +402,7 @@ func (c *cli) parseServe(args []string) (serveFlags, error) {
 	var f serveFlags
 	var level string
 	fs.StringVar(&f.listen, "listen", "", "QUIC address")
+	fs.StringVar(&f.listenTCP, "listen-tcp", "", "TCP address (off: none)")
 	fs.Var(&f.p2p, "p2p-listen", "mesh multiaddr")
 	fs.StringVar(&f.admin, "admin", "\x00", "metrics and health address")
 	fs.StringVar(&level, "log-level", "info", "log level")
@@ -428,6 +433,9 @@ func (f serveFlags) config(dir string) (server.Config, error) {
 	}
 	if f.listen != "" {
 		cfg.Listen = f.listen
+	}
+	if f.listenTCP != "" {
+		cfg.ListenTCP = f.listenTCP
 	}
 	if f.admin != "\x00" {
 		cfg.Admin = f.admin
