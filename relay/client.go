@@ -99,6 +99,10 @@ type ClientOptions struct {
 	// Via says which transports to reach the relay over: by default
 	// QUIC and TCP together, QUIC preferred (ViaAuto).
 	Via Via
+	// Prefer is the transport ViaAuto tries first until one connects:
+	// the one that reached this relay last time, which the application
+	// kept (State.Transport). Zero: QUIC.
+	Prefer transport.Kind
 	// Checkpoint is the newest signed audit checkpoint of this relay that
 	// the application kept from an earlier session (Client.Checkpoint):
 	// the relay's log must be consistent with it.
@@ -161,6 +165,7 @@ func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
 		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1), ckStopped: make(chan struct{}),
 		witness: audit.NewWitness(opts.Checkpoint), onState: opts.OnState, ready: make(chan struct{}), changed: make(chan struct{}),
 		state: State{Status: StatusConnecting, Since: time.Now()}}
+	c.worked.Store(uint32(opts.Prefer))
 	if c.onState != nil {
 		c.notify = make(chan struct{}, 1)
 		go c.notifyLoop()

@@ -299,6 +299,29 @@ func (s *Store) SetRelayCheckpoint(ctx context.Context, relay string, note []byt
 	return nil
 }
 
+// RelayTransport returns the transport ("quic" or "tcp") that last
+// reached relay, "" if none did.
+func (s *Store) RelayTransport(ctx context.Context, relay string) (string, error) {
+	var t string
+	err := s.r.QueryRowContext(ctx, `SELECT transport FROM client_relay_transport WHERE relay = ?`, relay).Scan(&t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: transport of relay %s: %w", relay, err)
+	}
+	return t, nil
+}
+
+// SetRelayTransport keeps the transport that reached relay.
+func (s *Store) SetRelayTransport(ctx context.Context, relay, transport string) error {
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO client_relay_transport (relay, transport) VALUES (?, ?)
+		ON CONFLICT (relay) DO UPDATE SET transport = excluded.transport`, relay, transport); err != nil {
+		return fmt.Errorf("store: keep transport of relay %s: %w", relay, err)
+	}
+	return nil
+}
+
 // Receipt is a relay's proof that it stored one of our envelopes: its
 // position, and the index of its record in the relay's audit log with the
 // signed checkpoint that the record was proved included in.

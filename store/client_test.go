@@ -150,6 +150,18 @@ func TestClientState(t *testing.T) {
 		t.Fatalf("checkpoint = %q, %v; want two", cp, err)
 	}
 
+	if tr, err := s.RelayTransport(ctx, "relay1"); err != nil || tr != "" {
+		t.Fatalf("transport before any = %q, %v", tr, err)
+	}
+	for _, tr := range []string{"quic", "tcp"} {
+		if err := s.SetRelayTransport(ctx, "relay1", tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tr, err := s.RelayTransport(ctx, "relay1"); err != nil || tr != "tcp" {
+		t.Fatalf("transport = %q, %v; want the last set", tr, err)
+	}
+
 	// Unshown messages: noted, listed if stored, cleared once shown.
 	r2 := textRecord(t, 2, "alice", "later")
 	if err := s.AddUnshown(ctx, "r", []protocol.ID{r2.ID, r.ID}); err != nil {

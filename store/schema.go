@@ -144,6 +144,12 @@ var schemaClient = schema{"client", []string{
 	// then ID): the last page of a room's history, and the page before
 	// a message, are index range reads, not a sort of the whole room.
 	`CREATE INDEX client_display_order ON envelopes(room, lamport, time, id);`,
+	// The transport (quic or tcp) that last reached each relay, tried
+	// first the next time (client.go).
+	`CREATE TABLE client_relay_transport (
+		relay     TEXT PRIMARY KEY, -- the relay's key fingerprint
+		transport TEXT NOT NULL
+	) WITHOUT ROWID;`,
 }}
 
 // legacyVersion is the user_version of a database from before the parts

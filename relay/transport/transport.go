@@ -55,6 +55,17 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
+// ParseKind parses "quic" or "tcp"; anything else is zero.
+func ParseKind(s string) Kind {
+	switch s {
+	case "quic":
+		return QUIC
+	case "tcp":
+		return TCP
+	}
+	return 0
+}
+
 // Conn is one authenticated connection between a client and a relay.
 type Conn interface {
 	// OpenStream opens a stream, waiting within ctx while the other
