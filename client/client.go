@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,8 +223,12 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 			MDNS:        c.cfg.MDNS,
 			Rosters:     c.rosters,
 			MaySync:     c.relayMaySync(),
-			Now:         o.Now,
-			Logger:      c.log,
+			// Behind a NAT, peers reach this node through a circuit on
+			// the relay's mesh node (useRelayCircuit), then directly
+			// once hole punching succeeds.
+			AutoRelay: c.cfg.Relay != "" && c.cfg.Mode != ModeP2P,
+			Now:       o.Now,
+			Logger:    c.log,
 		})
 		if err != nil {
 			return nil, err
@@ -241,6 +246,10 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 	if !o.Offline {
 		c.wg.Add(1)
 		go c.tend()
+	}
+	if c.node != nil && !c.silent {
+		c.wg.Add(1)
+		go c.watchPaths()
 	}
 	return c, nil
 }
@@ -313,6 +322,9 @@ func (c *Client) Home() *Home { return c.home }
 
 // Key returns the identity the client speaks as.
 func (c *Client) Key() identity.PrivateKey { return c.home.Key }
+
+// Config returns the session's configuration.
+func (c *Client) Config() Config { return c.cfg }
 
 // Node returns the mesh node, or nil in relay mode.
 func (c *Client) Node() *mesh.Node { return c.node }
@@ -508,6 +520,7 @@ func (c *Client) meetPeers(ctx context.Context, name string) {
 		c.log.Debug("room peers from the relay", "room", name, "err", err)
 		return
 	}
+	c.useRelayCircuit(addrs)
 	self := c.node.ID().String()
 	for _, a := range addrs {
 		if ctx.Err() != nil {
@@ -519,6 +532,34 @@ func (c *Client) meetPeers(ctx context.Context, name string) {
 		if err := c.node.Connect(ctx, a); err != nil {
 			c.log.Debug("room peer from the relay unreachable", "addr", a, "err", err)
 		}
+	}
+}
+
+// useRelayCircuit gives the mesh node the relay's own mesh addresses,
+// found among those the relay answered, as a circuit relay: peers behind
+// NATs reach each other through it first, then hole punching makes the
+// connection direct.
+func (c *Client) useRelayCircuit(addrs []string) {
+	key := c.relay.rc.RelayKey()
+	if key.IsZero() {
+		return
+	}
+	id, err := mesh.PeerID(key)
+	if err != nil {
+		return
+	}
+	suffix := "/p2p/" + id.String()
+	var own []string
+	for _, a := range addrs {
+		if strings.HasSuffix(a, suffix) {
+			own = append(own, a)
+		}
+	}
+	if len(own) == 0 {
+		return
+	}
+	if err := c.node.AddRelay(own); err != nil {
+		c.log.Debug("the relay's mesh node as a circuit relay", "err", err)
 	}
 }
 

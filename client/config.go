@@ -44,6 +44,10 @@ type Config struct {
 	Mode string `toml:"mode"`
 	// Relay is the address of a relay (FINGERPRINT@HOST:PORT), or empty.
 	Relay string `toml:"relay"`
+	// RelayTransport is how to reach the relay: auto (QUIC and TCP
+	// together, QUIC preferred), quic, or tcp (for networks that block
+	// UDP). Empty is auto.
+	RelayTransport string `toml:"relay_transport"`
 	// Peers are mesh peers to dial at start (multiaddrs ending in /p2p/).
 	Peers []string `toml:"peers"`
 	// Listen are the mesh node's multiaddrs; empty: QUIC and TCP on
@@ -202,6 +206,9 @@ func (c *Config) Validate() error {
 		if _, err := relay.ParseAddr(c.Relay); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if _, err := relay.ParseVia(c.RelayTransport); err != nil {
+		errs = append(errs, fmt.Errorf("relay_transport: %w", err))
 	}
 	for _, p := range c.Peers {
 		if _, err := peer.AddrInfoFromString(p); err != nil {

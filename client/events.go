@@ -58,10 +58,11 @@ type PeerEvent struct {
 	Peers  int
 }
 
-// RelayEvent is a change in the relay connection: connected (with the
-// round-trip time), or not and why.
+// RelayEvent is a change in the relay connection: connected (over which
+// transport, "quic" or "tcp", with the round-trip time), or not and why.
 type RelayEvent struct {
 	Connected bool
+	Transport string
 	RTT       time.Duration
 	Err       error
 }

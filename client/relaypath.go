@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/store"
 )
@@ -29,6 +30,9 @@ type relayPath struct {
 	down     chan struct{} // closed while it is not connected
 	alarmed  bool          // the audit alarm was raised
 	keptNote []byte        // the checkpoint last stored
+	// transport is the one kept as having reached the relay last
+	// ("quic", "tcp" or ""), tried first.
+	transport string
 }
 
 // readyWait bounds how long Open waits for the first connection to the
@@ -53,7 +57,16 @@ func (c *Client) openRelay(ctx context.Context) (*relayPath, error) {
 		return nil, err
 	}
 	p.keptNote = kept
-	p.rc, err = relay.Start(addr, c.home.Key, relay.ClientOptions{Log: c.log, Checkpoint: kept, OnState: p.onState})
+	via, err := relay.ParseVia(c.cfg.RelayTransport)
+	if err != nil {
+		return nil, err
+	}
+	// The transport that reached this relay last time is tried first.
+	if p.transport, err = c.st.RelayTransport(ctx, p.name); err != nil {
+		return nil, err
+	}
+	p.rc, err = relay.Start(addr, c.home.Key, relay.ClientOptions{Log: c.log, Checkpoint: kept, OnState: p.onState,
+		Via: via, Prefer: transport.ParseKind(p.transport)})
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +81,9 @@ func (c *Client) openRelay(ctx context.Context) (*relayPath, error) {
 	var refused *wire.RelayError
 	switch {
 	case err == nil:
-		p.setState(p.rc.State()) // before OnState says so: Send waits for the history
+		st := p.rc.State()
+		p.setState(st) // before OnState says so: Send waits for the history
+		p.keepTransport(ctx, st.Transport.String())
 	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog),
 		errors.Is(err, relay.ErrBadCertificate):
 		p.rc.Close()
@@ -89,12 +104,35 @@ func (p *relayPath) onState(st relay.State) {
 		return
 	}
 	connected := st.Status == relay.StatusConnected
-	p.c.emit(&RelayEvent{Connected: connected, RTT: st.RTT, Err: p.stateErr(st)})
+	ev := &RelayEvent{Connected: connected, RTT: st.RTT, Err: p.stateErr(st)}
+	if connected {
+		ev.Transport = st.Transport.String()
+		p.keepTransport(p.c.ctx, ev.Transport)
+	}
+	p.c.emit(ev)
 	if came {
 		p.c.kickOutbox()
 	}
 	if st.Status == relay.StatusRefused {
 		p.raiseAudit()
+	}
+}
+
+// keepTransport keeps the transport that reached the relay, when it is
+// not the one kept: the next session tries it first.
+func (p *relayPath) keepTransport(ctx context.Context, t string) {
+	if transport.ParseKind(t) == 0 {
+		return
+	}
+	p.mu.Lock()
+	same := t == p.transport
+	p.transport = t
+	p.mu.Unlock()
+	if same {
+		return
+	}
+	if err := p.c.st.SetRelayTransport(ctx, p.name, t); err != nil {
+		p.c.log.Warn("relay transport not kept", "err", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/roster"
@@ -70,6 +71,31 @@ type Config struct {
 	// outbound queue and of each room's subscription buffer. Gossipsub's
 	// default of 32 drops messages silently under load. If zero, 8192.
 	QueueSize int
+
+	// Circuit, if not nil, makes the node a circuit relay (v2): peers
+	// behind NATs reserve a slot on it, and others reach them through it
+	// until hole punching connects them directly. The relay's mesh node
+	// sets it; people's nodes do not.
+	Circuit *CircuitConfig
+	// NATService answers AutoNAT dial-back requests, by which a peer that
+	// leaves AutoNAT to decide learns whether it is reachable from outside.
+	NATService bool
+	// AutoRelay makes the node reachable behind a NAT: it keeps a slot on
+	// one of its relays (Relays, and those AddRelay adds) and advertises
+	// addresses through it, and hole punching turns the relayed
+	// connections peers make into direct ones. The node then takes itself
+	// to be unreachable from outside from the start, as most people's
+	// machines are, rather than waiting for AutoNAT's verdict, which takes
+	// a minute and more and needs peers that run the AutoNAT service.
+	AutoRelay bool
+	// Relays are circuit relays, multiaddrs ending in /p2p/<peer ID>, known
+	// at start; AddRelay adds more. Connect and AddPeers dial through them
+	// too when a peer has no direct address that works.
+	Relays []string
+	// OnHolePunch, if not nil, is called after each hole punching attempt
+	// with peer p: err is nil when it made a direct connection. It runs on
+	// libp2p's goroutine and must not block.
+	OnHolePunch func(p peer.ID, err error)
 
 	// Registerer receives the node's Prometheus metrics and libp2p's. If
 	// nil, no metrics are registered (never on the global registry).

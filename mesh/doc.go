@@ -4,6 +4,10 @@
 // Parley's own protocol prefix, and peers handed in by a relay), and a
 // catch-up sync protocol through which a peer that was away, or that sees a
 // gap in a sender's hash chain, fetches what it missed from its neighbours.
+// Peers behind NATs meet through circuit relays (circuit.go, relays.go),
+// share their rooms over a relayed connection with the feed protocol
+// (feed.go), and move to a direct connection by hole punching (paths.go
+// reports which way each connection goes).
 //
 // A message travels: Room.Publish signs an envelope and stores it, gossipsub
 // carries it, each receiving node's validator (validate.go) parses, verifies

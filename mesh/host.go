@@ -2,13 +2,16 @@ package mesh
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	lcrypto "github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/parleychat/parley/identity"
 )
 
@@ -41,8 +44,10 @@ func PeerID(pk identity.PublicKey) (peer.ID, error) {
 
 // newHost makes the libp2p host: the identity key as host key, QUIC and
 // TCP, resource and connection limits set here rather than left to
-// defaults, hole punching and the circuit relay v2 client on.
-func newHost(cfg *Config) (host.Host, error) {
+// defaults, hole punching (traced by punches) and the circuit relay v2
+// client on; AutoRelay, drawing on relays, and the AutoNAT service as cfg
+// says.
+func newHost(cfg *Config, punches *punches, relays *relaySet) (host.Host, error) {
 	key, err := libp2pKey(cfg.Key)
 	if err != nil {
 		return nil, err
@@ -103,9 +108,10 @@ func newHost(cfg *Config) (host.Host, error) {
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.EnableRelay(),
-		libp2p.EnableHolePunching(),
+		libp2p.EnableHolePunching(holePunchTracer(cfg, punches)),
 		libp2p.UserAgent("parley/1"),
 	}
+	opts = append(opts, natOptions(cfg, relays)...)
 	if cfg.Registerer != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
 	} else {
@@ -116,4 +122,40 @@ func newHost(cfg *Config) (host.Host, error) {
 		return nil, fmt.Errorf("mesh: libp2p host: %w", err)
 	}
 	return h, nil
+}
+
+// holePunchTracer has the hole punching service report to punches, and to
+// its Prometheus metrics when the node has a registry.
+func holePunchTracer(cfg *Config, punches *punches) holepunch.Option {
+	if cfg.Registerer == nil {
+		return holepunch.WithTracer(punches)
+	}
+	mt := holepunch.NewMetricsTracer(holepunch.WithRegisterer(cfg.Registerer))
+	return holepunch.WithMetricsAndEventTracer(mt, punches)
+}
+
+// natOptions are the host options for reaching and being reached across
+// NATs: AutoRelay with the node's relays as candidates, and the AutoNAT
+// service.
+func natOptions(cfg *Config, relays *relaySet) []libp2p.Option {
+	var opts []libp2p.Option
+	if cfg.AutoRelay {
+		opts = append(opts,
+			libp2p.EnableAutoRelayWithPeerSource(relays.source,
+				// One relay is enough to start with: AutoRelay's default
+				// waits minutes for four candidates.
+				autorelay.WithMinCandidates(1),
+				// A refused reservation is asked again after a minute,
+				// not AutoRelay's default hour.
+				autorelay.WithBackoff(time.Minute),
+			),
+			// AutoRelay runs only while AutoNAT thinks the node
+			// unreachable; see Config.AutoRelay.
+			libp2p.ForceReachabilityPrivate(),
+		)
+	}
+	if cfg.NATService {
+		opts = append(opts, libp2p.EnableNATService())
+	}
+	return opts
 }

@@ -20,6 +20,8 @@ type metrics struct {
 	syncs     *prometheus.CounterVec // by side and result
 	dups      prometheus.Counter     // copies gossipsub dropped by message ID
 	repairs   prometheus.Counter     // connections closed to repair a peer's rooms
+	punches   *prometheus.CounterVec // hole punching attempts, by result
+	feeds     *prometheus.CounterVec // circuit feeds, by side and result
 
 	// Plain counters that tests and benchmarks read without a registry.
 	verifications atomic.Int64
@@ -52,9 +54,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "parley", Subsystem: "mesh", Name: "peer_repairs_total",
 			Help: "Connections to a peer closed and dialled again because gossipsub lost the peer's rooms while it stayed connected.",
 		}),
+		punches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "hole_punches_total",
+			Help: "Hole punching attempts (DCUtR) with peers reached through a circuit relay, by result.",
+		}, []string{"result"}),
+		feeds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "parley", Subsystem: "mesh", Name: "circuit_feeds_total",
+			Help: "Feeds of a room's envelopes over circuit relay connections, by side (served, followed) and how they ended.",
+		}, []string{"side", "result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.validated, m.stored, m.drops, m.syncs, m.dups, m.repairs} {
+		for _, c := range []prometheus.Collector{m.validated, m.stored, m.drops, m.syncs, m.dups, m.repairs, m.punches, m.feeds} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -11,10 +11,13 @@ import (
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/roster"
@@ -23,21 +26,26 @@ import (
 
 // Node is one Parley peer on the mesh.
 type Node struct {
-	cfg     Config
-	host    host.Host
-	ps      *pubsub.PubSub
-	dht     *dht.IpfsDHT
-	store   *store.Store
-	guard   protocol.ReplayGuard
-	metrics *metrics
-	log     *slog.Logger
-	limits  *peerLimits
-	seen    *seenIDs
-	mesh    meshView
-	pens    penalties
-	topics  topicCap
-	repairs *repairs
-	rosters *roster.Book
+	cfg       Config
+	host      host.Host
+	ps        *pubsub.PubSub
+	dht       *dht.IpfsDHT
+	store     *store.Store
+	guard     protocol.ReplayGuard
+	metrics   *metrics
+	log       *slog.Logger
+	limits    *peerLimits
+	seen      *seenIDs
+	mesh      meshView
+	pens      penalties
+	topics    topicCap
+	repairs   *repairs
+	rosters   *roster.Book
+	relays    *relaySet
+	punches   *punches
+	circuit   *relayv2.Relay // nil unless Config.Circuit
+	follows   *follows
+	feedSlots feedSlots
 	// legacy makes the node behave as a peer from before private rooms,
 	// which knows only text envelopes: the upgrade tests set it.
 	legacy bool
@@ -70,6 +78,14 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("mesh: no store")
 	}
+	if cfg.Circuit != nil {
+		if cfg.AutoRelay {
+			return nil, errors.New("mesh: a circuit relay does not reserve slots on relays itself")
+		}
+		if err := cfg.Circuit.Check(); err != nil {
+			return nil, err
+		}
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: metrics: %w", err)
@@ -91,6 +107,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		evidenceQ:  make(chan store.Record, 64),
 		repairs:    newRepairs(),
 		rosters:    cfg.rosters(),
+		relays:     newRelaySet(),
+		punches:    newPunches(cfg.OnHolePunch, m),
+		follows:    newFollows(),
 	}
 	// Every clock of the node is the one in n.cfg.
 	n.limits = newPeerLimits(syncRate, syncBurst, n.cfg.now)
@@ -102,17 +121,38 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.host, err = newHost(&cfg); err != nil {
+	if _, err := parseAddrs(cfg.Relays); err != nil {
 		return nil, err
 	}
+	if n.host, err = newHost(&cfg, n.punches, n.relays); err != nil {
+		return nil, err
+	}
+	n.punches.attach(n.host.Network())
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Node, error) {
 		n.cancel()
 		if n.dht != nil {
 			n.dht.Close()
 		}
+		if n.circuit != nil {
+			n.circuit.Close()
+		}
 		n.host.Close()
 		return nil, err
+	}
+	if len(cfg.Relays) > 0 {
+		if err := n.AddRelay(cfg.Relays); err != nil {
+			return fail(err)
+		}
+	}
+	if cfg.Circuit != nil {
+		var mt relayv2.MetricsTracer
+		if cfg.Registerer != nil {
+			mt = relayv2.NewMetricsTracer(relayv2.WithRegisterer(cfg.Registerer))
+		}
+		if n.circuit, err = startCircuit(n.host, cfg.Circuit, mt); err != nil {
+			return fail(err)
+		}
 	}
 
 	psOpts := n.pubsubOptions()
@@ -132,6 +172,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(fmt.Errorf("mesh: gossipsub: %w", err))
 	}
 	n.host.SetStreamHandler(syncProtocol, n.handleSync)
+	n.host.SetStreamHandler(feedProtocol, n.handleFeed)
+	conns, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.BufSize(64))
+	if err != nil {
+		return fail(fmt.Errorf("mesh: connectedness events: %w", err))
+	}
+	n.wg.Add(1)
+	go n.watchCircuits(conns)
 	n.host.Network().Notify(&network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
@@ -251,7 +298,7 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	if err := n.host.Connect(ctx, ais[0]); err != nil {
+	if err := n.host.Connect(ctx, n.throughRelays(ais[0])); err != nil {
 		return fmt.Errorf("mesh: connect %s: %w", addr, err)
 	}
 	return nil
@@ -274,7 +321,7 @@ func (n *Node) AddPeers(peers ...peer.AddrInfo) {
 			defer n.wg.Done()
 			cctx, cancel := context.WithTimeout(n.ctx, 20*time.Second)
 			defer cancel()
-			if err := n.host.Connect(cctx, ai); err != nil {
+			if err := n.host.Connect(cctx, n.throughRelays(ai)); err != nil {
 				n.log.Debug("dial peer", "peer", ai.ID, "err", err)
 			}
 		}()
@@ -350,6 +397,9 @@ func (n *Node) Close() error {
 	var errs []error
 	if n.dht != nil {
 		errs = append(errs, n.dht.Close())
+	}
+	if n.circuit != nil {
+		errs = append(errs, n.circuit.Close())
 	}
 	errs = append(errs, n.host.Close())
 	return errors.Join(errs...)

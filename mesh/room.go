@@ -19,7 +19,8 @@ import (
 type Message struct {
 	ID  protocol.ID
 	Env *protocol.Envelope
-	// Via is how it arrived: "mesh" (live gossip) or "sync" (catch-up).
+	// Via is how it arrived: "mesh" (live gossip), "sync" (catch-up) or
+	// "circuit" (a feed over a circuit relay, ViaCircuit).
 	Via string
 	// From is the peer that passed it on; not necessarily its sender.
 	From peer.ID
@@ -44,6 +45,7 @@ type Room struct {
 	gaps    *seenIDs // predecessors already asked for
 	priv    *private // nil in a public room
 	pending pendingSyncs
+	feeds   feedSubs // peers behind a circuit that follow the room
 }
 
 type inbound struct {
@@ -132,6 +134,7 @@ func (n *Node) Join(room string) (*Room, error) {
 		r.wg.Add(1)
 		go r.resume()
 	}
+	n.follows.joined()
 	return r, nil
 }
 
@@ -235,6 +238,7 @@ func (r *Room) read() {
 // writer is behind, which pushes back on gossipsub's queues (whose drops
 // are counted) rather than losing anything silently here.
 func (r *Room) accept(it inbound) error {
+	r.feeds.offer(it, r.n.cfg.now())
 	// What this process published itself is not handed back; our own
 	// envelopes from another device (the same identity elsewhere) are.
 	if it.via != "local" {
@@ -385,17 +389,24 @@ func (r *Room) watchPeers() {
 		if ev.Type != pubsub.PeerJoin {
 			continue
 		}
-		since := r.n.cfg.now().Add(-r.n.cfg.retention())
-		if last, err := r.n.store.LastReceived(r.ctx, r.name); err == nil && !last.IsZero() {
-			// Anything sent while we were away carries a time after our
-			// last receipt, give or take both clocks' skew.
-			if from := last.Add(-2 * r.n.cfg.skew()); from.After(since) {
-				since = from
-			}
-		}
-		r.requestSync(syncRequest{peer: ev.Peer, since: since.UnixMilli(),
+		r.requestSync(syncRequest{peer: ev.Peer, since: r.catchUpSince().UnixMilli(),
 			until: r.n.cfg.now().Add(r.n.cfg.skew()).UnixMilli()})
 	}
+}
+
+// catchUpSince is where a catch-up sync with a peer that has just joined
+// starts: twice the skew before the room's last receipt, or the retention
+// horizon when that is later or nothing was received.
+func (r *Room) catchUpSince() time.Time {
+	since := r.n.cfg.now().Add(-r.n.cfg.retention())
+	if last, err := r.n.store.LastReceived(r.ctx, r.name); err == nil && !last.IsZero() {
+		// Anything sent while we were away carries a time after our
+		// last receipt, give or take both clocks' skew.
+		if from := last.Add(-2 * r.n.cfg.skew()); from.After(since) {
+			since = from
+		}
+	}
+	return since
 }
 
 // requestSync queues a sync, unless one like it is queued already: a peer

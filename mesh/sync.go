@@ -222,7 +222,7 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 			n.metrics.syncs.WithLabelValues("made", "error").Inc()
 			return got, err
 		}
-		accepted, err := r.takePage(resp.Envelopes, since, until, p)
+		accepted, err := r.takeEnvelopes(resp.Envelopes, since, until, p, "sync")
 		got += accepted
 		if errors.Is(err, errBadEnvelope) {
 			n.metrics.syncs.WithLabelValues("made", "bad-peer").Inc()
@@ -253,7 +253,9 @@ func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncReques
 	// never comes, and Confirm would ask that peer until its own end.
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	s, err := n.host.NewStream(ctx, p, syncProtocol)
+	// Over a circuit relay too: a peer reached only through one has no
+	// gossipsub, and sync is bounded by its own limits and the relay's.
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley sync"), p, syncProtocol)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
 	}
@@ -284,8 +286,9 @@ func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncReques
 // would send.
 var errBadEnvelope = errors.New("bad envelope")
 
-// takePage checks the envelopes of one sync page from peer p, in order,
-// and hands each new one that passes to the writer. The signatures of the
+// takeEnvelopes checks the envelopes of one sync page (or one envelope of
+// a feed) from peer p, in order, and hands each new one that passes to the
+// writer, as arrived by via. The signatures of the
 // page are checked in one batch (protocol.VerifyBatch; a page usually has
 // a few senders), the rest one by one. It returns how many it handed on;
 // at the first envelope no honest peer would send it stops, with an error
@@ -295,7 +298,7 @@ var errBadEnvelope = errors.New("bad envelope")
 // judged, never across the batch check or the hand-off of others: while
 // an ID is claimed, its live copies are ignored, and a page must not hold
 // back live envelopes (or, failing at a forgery, make them lost).
-func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, error) {
+func (r *Room) takeEnvelopes(raws [][]byte, since, until int64, p peer.ID, via string) (int, error) {
 	n := r.n
 	type candidate struct {
 		env *protocol.Envelope
@@ -344,13 +347,13 @@ func (r *Room) takePage(raws [][]byte, since, until int64, p peer.ID) (int, erro
 		if it == nil {
 			n.seen.decide(c.id, unseen)
 			if w != nil {
-				w.it.from = p
+				w.it.from, w.it.via = p, via
 				r.hold(w.it, w.missing)
 			}
 			continue
 		}
 		n.seen.decide(c.id, accepted)
-		it.from = p
+		it.from, it.via = p, via
 		if err := r.accept(*it); err != nil {
 			return got, err
 		}

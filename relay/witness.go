@@ -43,6 +43,9 @@ func (c *Client) checkAck(ack *wire.Ack, raw []byte) error {
 	return nil
 }
 
+// RelayKey is the key the relay proved, zero before the first connection.
+func (c *Client) RelayKey() identity.PublicKey { return c.relayKey() }
+
 // relayKey is the key the relay proved.
 func (c *Client) relayKey() identity.PublicKey {
 	c.mu.Lock()

@@ -21,11 +21,13 @@ func (m *Model) event(ev client.Event) {
 	case *client.PeerEvent:
 		m.peer(e)
 	case *client.RelayEvent:
-		m.relay.known, m.relay.connected, m.relay.rtt = true, e.Connected, e.RTT
+		m.relay.known, m.relay.connected, m.relay.rtt, m.relay.transport = true, e.Connected, e.RTT, e.Transport
 		m.relay.err = ""
 		if e.Err != nil {
 			m.relay.err = e.Err.Error()
 		}
+	case *client.PathsEvent:
+		m.paths = *e
 	case *client.PathEvent:
 		if i := m.find(e.Room); i >= 0 {
 			m.rooms[i].add(&entry{notice: fmt.Sprintf("the %s stopped carrying #%s: %v", e.Path, e.Room, e.Err), warn: true})

@@ -170,7 +170,7 @@ func TestGoldenAuditAlarm(t *testing.T) {
 	f, _ := busyRoom(t)
 	_, w := ui(t, f, testOptions(), 100, 24)
 	waitScreen(t, w, "message 59 from")
-	f.events <- &client.RelayEvent{Connected: true, RTT: 12 * time.Millisecond}
+	f.events <- &client.RelayEvent{Connected: true, Transport: "quic", RTT: 12 * time.Millisecond}
 	f.events <- &client.AlarmEvent{Kind: client.AlarmAuditLog, Err: errors.New("relay: audit log: the log of 16 records does not extend the log of 8")}
 	waitScreen(t, w, "SECURITY", "rewriting")
 	requireScreen(t, w)

@@ -46,9 +46,11 @@ type Model struct {
 		known     bool
 		connected bool
 		rtt       time.Duration
+		transport string // quic or tcp, while connected
 		err       string
 	}
-	alarm string // the relay's audit log failed its checks: shown until quit
+	paths client.PathsEvent // how the mesh peers are reached
+	alarm string            // the relay's audit log failed its checks: shown until quit
 
 	posts     int                                   // our lines posted, for postedMsg
 	sending   map[int]*entry                        // posted, ID not known yet

@@ -461,3 +461,19 @@ func TestPrivateRoomCommands(t *testing.T) {
 		t.Errorf("/join with a bad code: not said:\n%s", s)
 	}
 }
+
+func TestPathsState(t *testing.T) {
+	for _, c := range []struct {
+		in   client.PathsEvent
+		want string
+	}{
+		{client.PathsEvent{}, ""},
+		{client.PathsEvent{Direct: 2}, "2 direct"},
+		{client.PathsEvent{Direct: 1, HolePunched: 2, Circuit: 1}, "1 direct, 2 hole-punched, 1 circuit"},
+		{client.PathsEvent{Circuit: 3}, "3 circuit"},
+	} {
+		if got := pathsState(c.in); got != c.want {
+			t.Errorf("pathsState(%+v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -316,10 +316,28 @@ func (m *Model) statusRow() string {
 	}
 	parts := []string{fp, m.nick, m.opt.Mode,
 		fmt.Sprintf("%s %d mesh %s", r.label(), len(r.peers), plural(len(r.peers), "peer", "peers"))}
+	if p := pathsState(m.paths); p != "" {
+		parts = append(parts, p)
+	}
 	if m.opt.Relay != "" {
 		parts = append(parts, "relay "+m.relayState())
 	}
 	return m.st.status.Render(pad(" "+strings.Join(parts, " · "), m.width))
+}
+
+// pathsState says how the mesh peers are reached: "1 direct,
+// 2 hole-punched, 1 circuit"; nothing without any.
+func pathsState(p client.PathsEvent) string {
+	var out []string
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{p.Direct, "direct"}, {p.HolePunched, "hole-punched"}, {p.Circuit, "circuit"}} {
+		if c.n > 0 {
+			out = append(out, fmt.Sprintf("%d %s", c.n, c.what))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // relayState is the relay's state in a few words.
@@ -328,7 +346,7 @@ func (m *Model) relayState() string {
 	case !m.relay.known:
 		return "connecting"
 	case m.relay.connected:
-		return fmt.Sprintf("connected %dms", m.relay.rtt.Milliseconds())
+		return fmt.Sprintf("connected %s %dms", m.relay.transport, m.relay.rtt.Milliseconds())
 	}
 	return "down"
 }

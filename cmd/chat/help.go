@@ -38,6 +38,13 @@ func about(cmd string) (string, bool) {
 			"The room's stored messages, oldest first.", true
 	case "rooms":
 		return "chat rooms\n\nThe rooms joined in this home folder.", true
+	case "status":
+		return "chat status [--json] [--timeout D]\n\n" +
+			"Start a session and say how it reaches the network: the relay's state,\n" +
+			"the transport it connected over (quic or tcp) and the round trip;\n" +
+			"the mesh node's peer ID and each connection to a peer, with its path\n" +
+			"(direct, hole-punched, or circuit through a relay) and transport.\n" +
+			"Waits up to --timeout for the relay and the configured peers.", true
 	case "audit":
 		return "chat audit checkpoints [--json]\n\n" +
 			"The newest checkpoint of each relay's audit log that this home\n" +

@@ -100,6 +100,9 @@ func (c *cli) config(h *client.Home) (client.Config, error) {
 	if g.relay != "" {
 		cfg.Relay = g.relay
 	}
+	if g.via != "" {
+		cfg.RelayTransport = g.via
+	}
 	if len(g.peers) > 0 {
 		cfg.Peers = g.peers
 	}
@@ -435,9 +438,13 @@ func (s *screen) show(e client.Event) (int, bool) {
 		switch {
 		case !s.c.g.verbose:
 		case e.Connected:
-			s.printf("chat: relay connected (round trip %v)\n", e.RTT.Round(time.Millisecond))
+			s.printf("chat: relay connected over %s (round trip %v)\n", e.Transport, e.RTT.Round(time.Millisecond))
 		default:
 			s.printf("chat: relay not connected: %v\n", oneLine(e.Err))
+		}
+	case *client.PathsEvent:
+		if s.c.g.verbose {
+			s.printf("chat: mesh peers reached: %d direct, %d hole-punched, %d through a circuit\n", e.Direct, e.HolePunched, e.Circuit)
 		}
 	case *client.PeerEvent:
 		if s.c.g.verbose {

@@ -60,6 +60,10 @@ Commands:
   history --room R     the room's stored messages [--search WORDS]
                        [--limit N] [--json]
   rooms                the rooms joined in this home folder
+  status               how the relay and the mesh peers are reached: the
+                       relay's transport (QUIC or TCP), each peer's path
+                       (direct, hole-punched, circuit) [--json]
+                       [--timeout D]
   room create NAME     make a private room (you its admin); also: room
                        invite NAME [--uses N] [--expires D], invites,
                        revoke, members [--json], leave, remove, admin,
@@ -89,6 +93,9 @@ the home folder):
                        remembered in config.toml (nick)
   --mode MODE          auto (mesh, and relay if set), p2p, or relay
   --relay ADDR         a relay: FINGERPRINT@HOST:PORT
+  --relay-transport T  reach the relay over auto (QUIC and TCP together,
+                       QUIC preferred), quic, or tcp (for networks that
+                       block UDP); config.toml: relay_transport
   --invite TOKEN       redeem this invite with the relay before the command
   --peer MULTIADDR     a mesh peer to dial (repeatable)
   --listen MULTIADDR   where the mesh node listens (repeatable)
@@ -110,6 +117,7 @@ type globals struct {
 	nick    string
 	mode    string
 	relay   string
+	via     string // --relay-transport
 	invite  string
 	peers   multiFlag
 	listen  multiFlag
@@ -129,6 +137,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.nick, "nick", g.nick, "nickname")
 	fs.StringVar(&g.mode, "mode", g.mode, "auto, p2p or relay")
 	fs.StringVar(&g.relay, "relay", g.relay, "relay address")
+	fs.StringVar(&g.via, "relay-transport", g.via, "reach the relay over auto (QUIC and TCP together), quic or tcp")
 	fs.StringVar(&g.invite, "invite", g.invite, "invite token to redeem with the relay first")
 	fs.Var(&g.peers, "peer", "mesh peer multiaddr (repeatable)")
 	fs.Var(&g.listen, "listen", "mesh listen multiaddr (repeatable)")
@@ -199,6 +208,8 @@ func (c *cli) command(cmd string, args []string) int {
 		return c.history(args)
 	case "rooms":
 		return c.rooms(args)
+	case "status":
+		return c.status(args)
 	case "audit":
 		return c.audit(args)
 	case "redeem":

@@ -375,6 +375,7 @@ func (s *Server) startOnly(cfg Config) []string {
 		{"limits.skew", cfg.Limits.Skew == s.cfg.Limits.Skew},
 		{"retention", cfg.Retention == s.cfg.Retention},
 		{"audit", cfg.Audit == s.cfg.Audit},
+		{"circuit", cfg.Circuit == s.cfg.Circuit},
 	} {
 		if !c.same {
 			d = append(d, c.name)

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/strictoml"
+	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
@@ -45,6 +47,37 @@ type Config struct {
 	Limits    Limits          `toml:"limits"`
 	Retention RetentionConfig `toml:"retention"`
 	Audit     AuditConfig     `toml:"audit"`
+	Circuit   CircuitConfig   `toml:"circuit"`
+}
+
+// CircuitConfig is the mesh node's circuit relay (v2) service, through
+// which people behind NATs reach each other until hole punching connects
+// them directly. Its settings take effect when the relay starts.
+type CircuitConfig struct {
+	// Enabled runs the service, and the AutoNAT service with it. On by
+	// default; only identities the relay admits may use it.
+	Enabled         bool     `toml:"enabled"`
+	MaxReservations int      `toml:"max_reservations"` // peers holding a slot at once
+	MaxCircuits     int      `toml:"max_circuits"`     // relayed connections open at once, per peer
+	ReservationTTL  Duration `toml:"reservation_ttl"`  // a slot's life; peers renew theirs before its end
+	Duration        Duration `toml:"duration"`         // each relayed connection, at most
+	DataBytes       int64    `toml:"data_bytes"`       // each relayed connection, each direction, at most
+}
+
+// meshConfig is c for the mesh node, admitting whom allow admits; nil
+// when the service is off.
+func (c CircuitConfig) meshConfig(allow func(identity.PublicKey) bool) *mesh.CircuitConfig {
+	if !c.Enabled {
+		return nil
+	}
+	return &mesh.CircuitConfig{
+		MaxReservations: c.MaxReservations,
+		MaxCircuits:     c.MaxCircuits,
+		ReservationTTL:  c.ReservationTTL.Duration,
+		Duration:        c.Duration.Duration,
+		Data:            c.DataBytes,
+		Allow:           allow,
+	}
 }
 
 // AuditConfig turns the tamper-evident audit log on or off.
@@ -140,6 +173,18 @@ func DefaultConfig() Config {
 		},
 		Retention: RetentionConfig{MaxAge: Duration{30 * 24 * time.Hour}},
 		Audit:     AuditConfig{Enabled: true},
+		// A relayed conversation lasts until hole punching, seconds
+		// away, moves it to a direct connection; behind symmetric NATs,
+		// where it cannot, ten minutes and 1 MiB each way carry a long
+		// chat, and the relay's own path carries the rest.
+		Circuit: CircuitConfig{
+			Enabled:         true,
+			MaxReservations: mesh.DefaultCircuitReservations,
+			MaxCircuits:     mesh.DefaultCircuitsPerPeer,
+			ReservationTTL:  Duration{mesh.DefaultCircuitTTL},
+			Duration:        Duration{mesh.DefaultCircuitDuration},
+			DataBytes:       mesh.DefaultCircuitData,
+		},
 	}
 }
 
@@ -231,6 +276,20 @@ func (c *Config) Validate() error {
 		// while its time is still accepted could be stored twice.
 		bad("retention.max_age %s: want at least twice limits.skew (%s)", c.Retention.MaxAge, l.Skew)
 	}
+	if ci := c.Circuit; ci.Enabled {
+		if ci.MaxReservations < 1 || ci.MaxCircuits < 1 {
+			bad("circuit: max_reservations and max_circuits must be positive")
+		}
+		if ci.ReservationTTL.Duration < mesh.MinCircuitTTL {
+			bad("circuit.reservation_ttl %s: want at least %s", ci.ReservationTTL, mesh.MinCircuitTTL)
+		}
+		if ci.Duration.Duration < mesh.MinCircuitDuration {
+			bad("circuit.duration %s: want at least %s, time for hole punching", ci.Duration, mesh.MinCircuitDuration)
+		}
+		if ci.DataBytes < mesh.MinCircuitData {
+			bad("circuit.data_bytes %d: want at least %d, the largest envelope", ci.DataBytes, mesh.MinCircuitData)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
@@ -319,4 +378,16 @@ mode = "%s"
 # every acknowledged publish (docs/audit.md). Turn it off only to measure
 # what it costs.
 # enabled = true
+
+[circuit]
+# The mesh node relays connections between people behind NATs, who then
+# try to connect directly (hole punching); it answers AutoNAT probes too.
+# Only identities the relay admits may use it. The relay sees encrypted
+# bytes only, but learns who talks to whom. Read at start.
+# enabled = true
+# max_reservations = 1024    # people holding a slot at once
+# max_circuits = 16          # relayed connections at once, per person
+# reservation_ttl = "1h0m0s" # renewed by the client before it ends
+# duration = "10m0s"         # each relayed connection, at most
+# data_bytes = 1048576       # each relayed connection, each way, at most
 `

@@ -157,6 +157,8 @@ func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 		return nil, nil, err
 	}
 	cfg := r.o.Config
+	// Whom the relay admits may use its circuits, as the policy says now.
+	circuit := cfg.Circuit.meshConfig(func(id identity.PublicKey) bool { return r.srv.policy.Connect(id).Allow })
 	node, err := mesh.New(r.run, mesh.Config{
 		Key: r.key, Store: mst, ListenAddrs: cfg.P2PListen, Bootstrap: cfg.Bootstrap,
 		MDNS: cfg.MDNS, DHT: true, Skew: cfg.Limits.Skew.Duration,
@@ -164,6 +166,7 @@ func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 		// One member list per private room for the node and the
 		// server: what either learns, both judge by.
 		Rosters: r.srv.Rosters(),
+		Circuit: circuit, NATService: circuit != nil,
 	})
 	if err != nil {
 		mst.Close()
