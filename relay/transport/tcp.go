@@ -24,6 +24,15 @@ const goAwayBase = 0x1000
 // the handshake.
 const preambleTimeout = 10 * time.Second
 
+const (
+	// acceptBacklog is how many streams a yamux session queues for
+	// AcceptStream, and how many it opens unanswered at once.
+	acceptBacklog = 32
+	// pingBacklog is how many answers to pings yamux queues: pings come
+	// from keep-alives and round-trip measurements, one at a time.
+	pingBacklog = 4
+)
+
 // TCPOptions configure yamux on a connection.
 type TCPOptions struct {
 	// KeepAlive is how often an idle connection is pinged, which also
@@ -43,6 +52,13 @@ func (o TCPOptions) yamux() *yamux.Config {
 		c.KeepAliveInterval = 15 * time.Second
 	}
 	c.MeasureRTTInterval = c.KeepAliveInterval
+	// Both ends hold a queue of acceptBacklog streams per connection:
+	// an opener waits while that many it opened are not accepted yet,
+	// so the other end's queue never overflows (which would reset the
+	// stream). The relay accepts at once; the default, 256, is memory
+	// an idle connection holds.
+	c.AcceptBacklog = acceptBacklog
+	c.PingBacklog = pingBacklog
 	if o.MaxStreams > 0 {
 		c.MaxIncomingStreams = uint32(o.MaxStreams)
 		c.AcceptBacklog = min(c.AcceptBacklog, o.MaxStreams)
@@ -138,28 +154,40 @@ func readAdmission(ctx context.Context, tc *tls.Conn) error {
 	defer tc.SetReadDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { tc.SetReadDeadline(time.Now()) })
 	defer stop()
-	// No buffering: what follows the frame is yamux's.
+	err := ReadAdmission(tc)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return handshakeError(err)
+}
+
+// ReadAdmission reads the relay's admission frame from r, and not a byte
+// more (what follows is yamux's): nil if it admits the client (CodeOK),
+// its refusal as a *wire.RelayError, an error wrapping ErrHandshake if
+// the bytes are not an admission frame, or the read's error.
+func ReadAdmission(r io.Reader) error {
 	var hdr [5]byte
-	if _, err := io.ReadFull(tc, hdr[:]); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return handshakeError(err)
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return err
 	}
 	t, n, err := wire.ParseFrameHeader(hdr)
 	if err != nil || t != wire.FrameError || n > 2+2+wire.MaxErrorMessage {
 		return fmt.Errorf("%w: the relay's first frame is not its admission", ErrHandshake)
 	}
 	body := make([]byte, n)
-	if _, err := io.ReadFull(tc, body); err != nil {
-		return handshakeError(err)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return err
 	}
 	e, err := wire.ParseErrorFrame(body)
-	if err != nil {
+	switch {
+	case err != nil:
 		return fmt.Errorf("%w: %w", ErrHandshake, err)
-	}
-	if e.Code != wire.CodeOK {
+	case e.Code != wire.CodeOK:
 		return e
+	case e.Message != "":
+		// One encoding of an admission: a text with it would be read
+		// by no one.
+		return fmt.Errorf("%w: an admission with a text", ErrHandshake)
 	}
 	return nil
 }
@@ -168,6 +196,9 @@ func readAdmission(ctx context.Context, tc *tls.Conn) error {
 // refused, no common protocol) as ErrHandshake; other errors (a reset, a
 // timeout) stay as they are, worth another try.
 func handshakeError(err error) error {
+	if err == nil {
+		return nil
+	}
 	var ae tls.AlertError
 	var re *net.OpError
 	if errors.As(err, &ae) || (errors.As(err, &re) && re.Op == "remote error") {
