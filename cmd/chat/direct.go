@@ -11,15 +11,9 @@ func (c *cli) msg(args []string) int {
 	fs := c.flags("msg")
 	asJSON := fs.Bool("json", false, "JSON output")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	if err := c.parseMin(fs, args, 2); err != nil {
-		return c.usageError(err)
-	}
-	if err := positive(*timeout); err != nil {
-		return c.usageError(err)
-	}
-	ctx, cl, done, err := c.timedSession(*timeout, false)
-	if err != nil {
-		return c.fail(err)
+	ctx, cl, done, code := c.parsedSession(func() error { return c.parseMin(fs, args, 2) }, timeout)
+	if code != exitOK {
+		return code
 	}
 	defer done()
 	who, err := cl.Person(c.args[0])

@@ -47,6 +47,23 @@ func (c *cli) timedSession(timeout time.Duration, offline bool) (context.Context
 	return ctx, cl, func() { cl.Close(); cancel(); stop() }, nil
 }
 
+// parsedSession parses a command's flags and arguments (parse), checks
+// its --timeout, and opens a session bounded by it. A code other than
+// exitOK is the command's exit code, with the error shown.
+func (c *cli) parsedSession(parse func() error, timeout *time.Duration) (context.Context, *client.Client, func(), int) {
+	if err := parse(); err != nil {
+		return nil, nil, nil, c.usageError(err)
+	}
+	if err := positive(*timeout); err != nil {
+		return nil, nil, nil, c.usageError(err)
+	}
+	ctx, cl, done, err := c.timedSession(*timeout, false)
+	if err != nil {
+		return nil, nil, nil, c.fail(err)
+	}
+	return ctx, cl, done, exitOK
+}
+
 func ranOut(ctx context.Context, timeout time.Duration, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, client.ErrRelayUnreachable) {
 		return fmt.Errorf("%w (%v) while starting: %w", errRanOut, timeout, err)

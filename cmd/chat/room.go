@@ -264,15 +264,9 @@ func (c *cli) join(args []string) int {
 	fs := c.flags("join")
 	asJSON := fs.Bool("json", false, "JSON output")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
-	if err := c.parse(fs, args, 1); err != nil {
-		return c.usageError(err)
-	}
-	if err := positive(*timeout); err != nil {
-		return c.usageError(err)
-	}
-	ctx, cl, done, err := c.timedSession(*timeout, false)
-	if err != nil {
-		return c.fail(err)
+	ctx, cl, done, code := c.parsedSession(func() error { return c.parse(fs, args, 1) }, timeout)
+	if code != exitOK {
+		return code
 	}
 	defer done()
 	room, err := cl.JoinCode(ctx, c.args[0])

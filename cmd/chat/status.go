@@ -55,15 +55,9 @@ func (c *cli) status(args []string) int {
 	fs := c.flags("status")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the relay and the configured peers")
-	if err := c.parse(fs, args, 0); err != nil {
-		return c.usageError(err)
-	}
-	if err := positive(*timeout); err != nil {
-		return c.usageError(err)
-	}
-	ctx, cl, done, err := c.timedSession(*timeout, false)
-	if err != nil {
-		return c.fail(err)
+	ctx, cl, done, code := c.parsedSession(func() error { return c.parse(fs, args, 0) }, timeout)
+	if code != exitOK {
+		return code
 	}
 	defer done()
 	c.awaitPeers(ctx, cl)
