@@ -78,11 +78,30 @@ func (c *CircuitConfig) Check() error {
 	return nil
 }
 
-// resources are the relay service's limits: go-libp2p's defaults (8 slots
-// per IP address, 32 per AS), with those of c over them.
+// slots is how many peers may hold a slot on the node at once: 0 if it
+// is no circuit relay.
+func (c *CircuitConfig) slots() int {
+	if c == nil {
+		return 0
+	}
+	return cmp.Or(c.MaxReservations, DefaultCircuitReservations)
+}
+
+// Slots per IP address and per AS (IPv6). go-libp2p's defaults, 8 and 32,
+// would leave the ninth person behind one office or carrier NAT without a
+// slot; a community's relay serves many behind one.
+const (
+	circuitSlotsPerIP  = 64
+	circuitSlotsPerASN = 256
+)
+
+// resources are the relay service's limits: go-libp2p's defaults, with
+// those of c over them.
 func (c *CircuitConfig) resources() relayv2.Resources {
 	rc := relayv2.DefaultResources()
-	rc.MaxReservations = cmp.Or(c.MaxReservations, DefaultCircuitReservations)
+	rc.MaxReservations = c.slots()
+	rc.MaxReservationsPerIP = min(circuitSlotsPerIP, rc.MaxReservations)
+	rc.MaxReservationsPerASN = min(circuitSlotsPerASN, rc.MaxReservations)
 	rc.MaxCircuits = cmp.Or(c.MaxCircuits, DefaultCircuitsPerPeer)
 	rc.ReservationTTL = cmp.Or(c.ReservationTTL, DefaultCircuitTTL)
 	rc.Limit = &relayv2.RelayLimit{

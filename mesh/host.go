@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -12,6 +13,8 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/parleychat/parley/identity"
 )
 
@@ -59,18 +62,21 @@ func newHost(cfg *Config, punches *punches, relays *relaySet) (host.Host, error)
 
 	// Start from go-libp2p's scaled defaults, then bound what a chat node
 	// needs: a few hundred connections, a few thousand streams, 512 MiB.
+	// A circuit relay holds a connection to each peer with a slot on
+	// it, on top.
+	slots := rcmgr.LimitVal(cfg.Circuit.slots())
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
 	limits := rcmgr.PartialLimitConfig{
 		System: rcmgr.ResourceLimits{
-			Conns:           512,
-			ConnsInbound:    256,
+			Conns:           512 + slots,
+			ConnsInbound:    256 + slots,
 			ConnsOutbound:   256,
 			Streams:         8192,
 			StreamsInbound:  4096,
 			StreamsOutbound: 4096,
 			Memory:          512 << 20,
-			FD:              1024,
+			FD:              1024 + slots,
 		},
 		ProtocolDefault: rcmgr.ResourceLimits{Streams: 2048, StreamsInbound: 1024, StreamsOutbound: 1024},
 		PeerDefault:     rcmgr.ResourceLimits{Conns: 8, Streams: 512, StreamsInbound: 256, StreamsOutbound: 256},
@@ -92,10 +98,10 @@ func newHost(cfg *Config, punches *punches, relays *relaySet) (host.Host, error)
 	}
 	low, high := cfg.ConnLow, cfg.ConnHigh
 	if low == 0 {
-		low = defaultConnLow
+		low = defaultConnLow + int(slots)
 	}
 	if high == 0 {
-		high = defaultConnHigh
+		high = defaultConnHigh + int(slots)
 	}
 	cm, err := connmgr.NewConnManager(low, high)
 	if err != nil {
@@ -134,6 +140,32 @@ func holePunchTracer(cfg *Config, punches *punches) holepunch.Option {
 	return holepunch.WithMetricsAndEventTracer(mt, punches)
 }
 
+// hasPublicAddr reports whether the node will listen on a public address:
+// one of listen, or, for an unspecified one (0.0.0.0, ::) or none given,
+// one of the machine's interfaces.
+func hasPublicAddr(listen []string) bool {
+	wild := len(listen) == 0
+	for _, l := range listen {
+		a, err := multiaddr.NewMultiaddr(l)
+		if err != nil {
+			continue
+		}
+		if manet.IsIPUnspecified(a) {
+			wild = true
+		} else if manet.IsPublicAddr(a) {
+			return true
+		}
+	}
+	if !wild {
+		return false
+	}
+	ifaces, err := manet.InterfaceMultiaddrs()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(ifaces, manet.IsPublicAddr)
+}
+
 // natOptions are the host options for reaching and being reached across
 // NATs: AutoRelay with the node's relays as candidates, and the AutoNAT
 // service.
@@ -149,10 +181,16 @@ func natOptions(cfg *Config, relays *relaySet) []libp2p.Option {
 				// not AutoRelay's default hour.
 				autorelay.WithBackoff(time.Minute),
 			),
-			// AutoRelay runs only while AutoNAT thinks the node
-			// unreachable; see Config.AutoRelay.
-			libp2p.ForceReachabilityPrivate(),
 		)
+		// AutoRelay runs only while AutoNAT thinks the node unreachable,
+		// which takes AutoNAT minutes and several peers to decide; see
+		// Config.AutoRelay. A node with a public address of its own is
+		// left to AutoNAT: forced private, go-libp2p would advertise
+		// only its circuit addresses while it holds a slot, and every
+		// peer would reach it through the relay first.
+		if !hasPublicAddr(cfg.ListenAddrs) {
+			opts = append(opts, libp2p.ForceReachabilityPrivate())
+		}
 	}
 	if cfg.NATService {
 		opts = append(opts, libp2p.EnableNATService())
