@@ -1,10 +1,13 @@
 package main
 
-// The quic-go floor: a forwarder over the same QUIC and TLS as the relay
+// The floor: a forwarder over the same transports and TLS as the relay
 // that does what any relay must do with an envelope, and nothing else.
 // It checks the envelope (protocol.ParseVerify) and writes it to the
 // room's subscribers: no store, no acknowledgement, no policy, no audit
-// log, no limits. What it measures is what quic-go, mutual TLS and one
+// log, no limits. It serves over QUIC (the quic-go floor) and, on the
+// same port number, over TCP with TLS 1.3, the relay's admission frame
+// and yamux (the TCP+TLS floor), both from package relay/transport as the
+// relay does. What it measures is what each transport, mutual TLS and one
 // signature check cost on this machine, beside nats-server in the same
 // run: a relay built on them cannot do better.
 
@@ -27,6 +30,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 )
@@ -38,7 +42,7 @@ func startFloor() (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	listen, err := freePort("udp")
+	listen, err := freePort()
 	if err != nil {
 		return nil, err
 	}
@@ -50,19 +54,76 @@ func startFloor() (*relayProc, error) {
 	return r, nil
 }
 
-// serveFloor runs the floor forwarder on listen until ctx ends; ready
-// gets its address once it listens.
+// serveFloor runs the floor forwarder until ctx ends: over QUIC on the
+// UDP address listen, and over TCP with TLS on the same port number.
+// ready gets its address once it listens on both.
 func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) error {
 	key, err := identity.Generate(rand.Reader)
 	if err != nil {
 		return err
 	}
-	cert, err := floorCertificate(key)
+	tlsConf, err := floorTLS(key)
 	if err != nil {
 		return err
 	}
-	// The relay's TLS and QUIC settings (relay/tls.go, relay/server/server.go).
-	tlsConf := &tls.Config{
+	// The relay's QUIC settings (relay/server/server.go).
+	ln, err := quic.ListenAddr(listen, tlsConf, &quic.Config{
+		HandshakeIdleTimeout:           5 * time.Second,
+		MaxIdleTimeout:                 60 * time.Second,
+		MaxIncomingUniStreams:          -1,
+		InitialStreamReceiveWindow:     32 << 10,
+		MaxStreamReceiveWindow:         1 << 20,
+		InitialConnectionReceiveWindow: 64 << 10,
+		MaxConnectionReceiveWindow:     4 << 20,
+	})
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	// The relay's TCP settings with its default limits: keep-alive at
+	// half the idle timeout, 100 streams.
+	tcp, err := transport.ListenTCP(ln.Addr().String(), tlsConf, func() transport.ListenOptions {
+		return transport.ListenOptions{
+			TCPOptions:       transport.TCPOptions{KeepAlive: 30 * time.Second, MaxStreams: 100},
+			HandshakeTimeout: 10 * time.Second,
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("floor: listen on TCP: %w", err)
+	}
+	defer tcp.Close()
+	ready(relay.AddrOf(key.Public(), ln.Addr().String()))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f := &floor{rooms: map[string]map[*floorSub]struct{}{}}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	acceptQUIC := func(ctx context.Context) (transport.Conn, error) {
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return transport.FromQUIC(c), nil
+	}
+	errs := make(chan error, 2)
+	for _, accept := range []func(context.Context) (transport.Conn, error){acceptQUIC, tcp.Accept} {
+		wg.Go(func() { errs <- f.acceptLoop(ctx, accept, &wg) })
+	}
+	// The first loop to end ends the other: ctx ended, or a listener
+	// failed.
+	err = <-errs
+	cancel()
+	return err
+}
+
+// floorTLS is the relay's TLS configuration (relay.ServerTLS) for key.
+func floorTLS(key identity.PrivateKey) (*tls.Config, error) {
+	cert, err := floorCertificate(key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{wire.RelayALPN},
@@ -82,34 +143,7 @@ func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) erro
 			return nil
 		},
 		SessionTicketsDisabled: true,
-	}
-	ln, err := quic.ListenAddr(listen, tlsConf, &quic.Config{
-		HandshakeIdleTimeout:           5 * time.Second,
-		MaxIdleTimeout:                 60 * time.Second,
-		MaxIncomingUniStreams:          -1,
-		InitialStreamReceiveWindow:     32 << 10,
-		MaxStreamReceiveWindow:         1 << 20,
-		InitialConnectionReceiveWindow: 64 << 10,
-		MaxConnectionReceiveWindow:     4 << 20,
-	})
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	ready(relay.AddrOf(key.Public(), ln.Addr().String()))
-	f := &floor{rooms: map[string]map[*floorSub]struct{}{}}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		conn, err := ln.Accept(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		wg.Go(func() { f.serve(ctx, conn, &wg) })
-	}
+	}, nil
 }
 
 func floorCertificate(key identity.PrivateKey) (tls.Certificate, error) {
@@ -128,15 +162,31 @@ type floor struct {
 	rooms map[string]map[*floorSub]struct{}
 }
 
+// acceptLoop serves the connections accept returns until ctx ends (nil)
+// or accept fails.
+func (f *floor) acceptLoop(ctx context.Context, accept func(context.Context) (transport.Conn, error), wg *sync.WaitGroup) error {
+	for {
+		conn, err := accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Go(func() { f.serve(ctx, conn, wg) })
+	}
+}
+
 // serve takes a connection's streams. A stream's first frame says what it
 // is: Subscribe registers it (and it is answered with Live), Publish makes
 // it a publish stream, read on a goroutine of its own, and an info request
-// is answered and the stream closed. An idle subscriber costs quic-go's
-// goroutines and this one.
-func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) {
-	defer conn.CloseWithError(0, "")
+// is answered and the stream closed. An idle subscriber costs the
+// transport's connection and stream, and this goroutine. Over TCP, the
+// first AcceptStream admits the connection (the relay's admission frame).
+func (f *floor) serve(ctx context.Context, conn transport.Conn, wg *sync.WaitGroup) {
+	defer conn.Close(wire.CodeOK, "")
 	// At shutdown, also a read of a first frame that never comes ends.
-	stop := context.AfterFunc(ctx, func() { conn.CloseWithError(0, "") })
+	stop := context.AfterFunc(ctx, func() { conn.Close(wire.CodeOK, "") })
 	defer stop()
 	for {
 		str, err := conn.AcceptStream(ctx)
@@ -146,16 +196,14 @@ func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) 
 		rd := bufio.NewReader(str)
 		t, body, err := readFloorFrame(rd)
 		if err != nil {
-			str.CancelRead(0)
-			str.CancelWrite(0)
+			reset(str)
 			continue
 		}
 		switch t {
 		case wire.FrameSubscribe:
 			m, err := wire.ParseSubscribe(body)
 			if err != nil {
-				str.CancelRead(0)
-				str.CancelWrite(0)
+				reset(str)
 				continue
 			}
 			f.subscribe(m.Room, str)
@@ -168,9 +216,14 @@ func (f *floor) serve(ctx context.Context, conn *quic.Conn, wg *sync.WaitGroup) 
 	}
 }
 
+func reset(str transport.Stream) {
+	str.CancelRead(wire.CodeOK)
+	str.CancelWrite(wire.CodeOK)
+}
+
 // subscribe registers str as a subscriber of room, with Live the first
 // frame it is sent, and unregisters it when the stream ends.
-func (f *floor) subscribe(room string, str *quic.Stream) {
+func (f *floor) subscribe(room string, str transport.Stream) {
 	sub := &floorSub{str: str}
 	f.mu.Lock()
 	sub.send(wire.AppendFrame(nil, wire.FrameLive, nil))
@@ -218,7 +271,7 @@ const floorSubQueue = 4096
 // goroutine writes them, all that are waiting in one write, and ends when
 // none are left: an idle subscriber has none.
 type floorSub struct {
-	str     *quic.Stream
+	str     transport.Stream
 	mu      sync.Mutex
 	queue   [][]byte
 	writing bool
@@ -234,7 +287,7 @@ func (s *floorSub) send(frame []byte) {
 		return
 	case len(s.queue) >= floorSubQueue:
 		s.dead, s.queue = true, nil
-		s.str.CancelWrite(0)
+		s.str.CancelWrite(wire.CodeOK)
 		return
 	}
 	s.queue = append(s.queue, frame)
@@ -289,9 +342,9 @@ func readFloorFrame(rd *bufio.Reader) (wire.FrameType, []byte, error) {
 // the floor forwarder, which answers nothing: a publish is done when it is
 // written. It calls pace(i) before publish i and sent(i) just before
 // writing it. The caller keeps conn open until the subscribers have
-// everything: closing it drops what quic-go has not sent yet.
-func floorPublish(ctx context.Context, conn *quic.Conn, raws [][]byte, pace, sent func(int)) error {
-	str, err := conn.OpenStreamSync(ctx)
+// everything: closing it drops what the transport has not sent yet.
+func floorPublish(ctx context.Context, conn transport.Conn, raws [][]byte, pace, sent func(int)) error {
+	str, err := conn.OpenStream(ctx)
 	if err != nil {
 		return err
 	}
@@ -307,15 +360,16 @@ func floorPublish(ctx context.Context, conn *quic.Conn, raws [][]byte, pace, sen
 	return str.Close()
 }
 
-// floorRequest connects to the floor forwarder on tr's socket as key,
-// makes one request, waits for its answer and closes the connection.
-func floorRequest(ctx context.Context, tr *quic.Transport, addr relay.Addr, key identity.PrivateKey) error {
-	conn, err := relay.DialQUICOn(ctx, tr, addr, key)
+// floorRequest connects to the floor forwarder at e as key (over QUIC on
+// tr's socket), makes one request, waits for its answer and closes the
+// connection.
+func floorRequest(ctx context.Context, tr *quic.Transport, e endpoint, key identity.PrivateKey) error {
+	conn, err := dialBare(ctx, tr, e, key)
 	if err != nil {
 		return err
 	}
-	defer conn.CloseWithError(0, "")
-	str, err := conn.OpenStreamSync(ctx)
+	defer conn.Close(wire.CodeOK, "")
+	str, err := conn.OpenStream(ctx)
 	if err != nil {
 		return err
 	}
@@ -330,43 +384,58 @@ func floorRequest(ctx context.Context, tr *quic.Transport, addr relay.Addr, key 
 	return err
 }
 
-// floorIdle holds n connections to the floor forwarder, each subscribed
-// to a room, and returns the forwarder's resident memory before and
-// after, as relayIdle does for the relay.
-func floorIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
+// floorIdle holds n connections to the floor forwarder at e, each
+// subscribed to a room, and returns the forwarder's resident memory before
+// and after, as relayIdle does for the relay.
+func floorIdle(ctx context.Context, e endpoint, n int) (int64, int64, error) {
 	tr, done, err := loopbackTransport()
 	if err != nil {
 		return 0, 0, err
 	}
 	defer done()
 	time.Sleep(2 * time.Second)
-	before, err := rss(r.cmd.Process.Pid)
+	before, err := rss(e.cmd.Process.Pid)
 	if err != nil {
 		return 0, 0, err
 	}
 	for i := range n {
-		key, err := identity.Generate(rand.Reader)
+		conn, err := floorSubscribe(ctx, tr, e, fmt.Sprintf("idle-%d", i%100))
 		if err != nil {
 			return 0, 0, err
 		}
-		conn, err := relay.DialQUICOn(ctx, tr, r.addr, key)
-		if err != nil {
-			return 0, 0, err
-		}
-		defer conn.CloseWithError(0, "")
-		str, err := conn.OpenStreamSync(ctx)
-		if err != nil {
-			return 0, 0, err
-		}
-		body, _ := (&wire.Subscribe{Room: fmt.Sprintf("idle-%d", i%100)}).MarshalBinary()
-		if _, err := str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body)); err != nil {
-			return 0, 0, err
-		}
-		if t, _, err := readFloorFrame(bufio.NewReader(str)); err != nil || t != wire.FrameLive {
-			return 0, 0, fmt.Errorf("floor: subscribe: %v (%s)", err, t)
-		}
+		defer conn.Close(wire.CodeOK, "")
 	}
 	time.Sleep(2 * time.Second)
-	after, err := rss(r.cmd.Process.Pid)
+	after, err := rss(e.cmd.Process.Pid)
 	return before, after, err
+}
+
+// floorSubscribe connects to the floor forwarder at e with a new
+// identity and subscribes to room; it returns once the subscription is
+// live.
+func floorSubscribe(ctx context.Context, tr *quic.Transport, e endpoint, room string) (transport.Conn, error) {
+	key, err := identity.Generate(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := dialBare(ctx, tr, e, key)
+	if err != nil {
+		return nil, err
+	}
+	str, err := conn.OpenStream(ctx)
+	if err == nil {
+		body, _ := (&wire.Subscribe{Room: room}).MarshalBinary()
+		_, err = str.Write(wire.AppendFrame(nil, wire.FrameSubscribe, body))
+	}
+	if err == nil {
+		var t wire.FrameType
+		if t, _, err = readFloorFrame(bufio.NewReader(str)); err == nil && t != wire.FrameLive {
+			err = fmt.Errorf("floor: answered %s", t)
+		}
+	}
+	if err != nil {
+		conn.Close(wire.CodeOK, "")
+		return nil, fmt.Errorf("floor: subscribe: %w", err)
+	}
+	return conn, nil
 }

@@ -2,10 +2,12 @@
 // machine in the same run: durable publish throughput, fan-out from one
 // publisher to 1, 10 and 100 subscribers, publish-to-delivery latency at a
 // fixed rate, memory per idle authenticated client, and new authenticated
-// connections per second. It builds and starts both servers itself, on
-// loopback, and stops them at the end.
+// connections per second. The relay is measured over each of its
+// transports, QUIC and TCP with TLS, each beside a floor forwarder over
+// the same transport (floor.go). It builds and starts the servers itself,
+// on loopback, and stops them at the end.
 //
-//	cd loadgen && go run . [-only publish,fanout,latency,idle,connect]
+//	cd loadgen && go run . [-only publish,audit,fanout,latency,idle,connect]
 //
 // It is a module of its own so that the NATS client it compares against
 // is no dependency of Parley.
@@ -17,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -28,7 +31,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 )
 
@@ -37,7 +39,8 @@ func main() {
 	idle := flag.Int("idle", 1000, "idle clients for the memory scenario")
 	natsBin := flag.String("nats", "nats-server", "nats-server binary")
 	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated (or latency at 1,000/s if -only is latency, fan-out to 100 if fanout, connections if connect, -idle clients held for 30 s if idle), and nothing else: for profiling")
-	floorListen := flag.String("floor", "", "serve as the quic-go floor forwarder on this UDP address (the load generator starts it so)")
+	viaName := flag.String("via", "quic", "with -relay: the transport its clients use, quic or tcp")
+	floorListen := flag.String("floor", "", "serve as the floor forwarder over QUIC on this UDP address and over TCP on the same port number (the load generator starts it so)")
 	flag.Parse()
 	if *floorListen != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -57,7 +60,14 @@ func main() {
 				defer pprof.StopCPUProfile()
 			}
 		}
-		if err := profileLoad(*external, *only, *idle); err != nil {
+		via, err := relay.ParseVia(*viaName)
+		if err == nil && via == relay.ViaAuto {
+			err = errors.New("-via: quic or tcp")
+		}
+		if err == nil {
+			err = profileLoad(*external, *only, *idle, via)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen:", err)
 			pprof.StopCPUProfile()
 			os.Exit(1)
@@ -81,7 +91,7 @@ func run(only string, idle int, natsBin string) error {
 	if err := b.fresh(); err != nil {
 		return err
 	}
-	fmt.Printf("relay and nats-server (plain and with TLS) on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("relay and floor (over QUIC and over TCP with TLS) and nats-server (plain and with TLS) on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	want := map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		want[strings.TrimSpace(s)] = true
@@ -138,7 +148,8 @@ func (b *bench) stop() {
 }
 
 // fresh stops the servers that are running and starts new ones: the
-// relay, the floor forwarder and both nats-servers.
+// relay and the floor forwarder, each serving both transports, and both
+// nats-servers.
 func (b *bench) fresh() error {
 	b.stop()
 	var err error
@@ -160,33 +171,67 @@ func (b *bench) fresh() error {
 	return nil
 }
 
+// endpoints are the relay and the floor forwarder over each transport,
+// in the tables' order: over QUIC, then over TCP.
+func (b *bench) endpoints() []endpoint {
+	return []endpoint{b.r.over(relay.ViaQUIC), b.floor.over(relay.ViaQUIC), b.r.over(relay.ViaTCP), b.floor.over(relay.ViaTCP)}
+}
+
+// publishRounds is how many times the publish scenario measures the relay
+// over each transport, alternating, on a fresh relay each time.
+const publishRounds = 3
+
 func (b *bench) publish() error {
 	if err := b.fresh(); err != nil {
 		return err
 	}
-	fmt.Println("## publish: 4 clients, 256-byte payloads, 256 outstanding each")
-	fmt.Println("| system | messages | msgs/s | note |")
-	fmt.Println("|---|---|---|---|")
-	pr, err := relayPublish(b.ctx, b.r, 4, 10000)
-	if err != nil {
-		return fmt.Errorf("relay publish: %w", err)
-	}
-	fmt.Printf("| parley relay | %d | %.0f | each acknowledged after a durable commit (synchronous=FULL), signature verified |\n", pr.n, pr.rate)
-	for _, n := range b.nats {
-		nr, err := natsPublish(n, 4, 10000)
-		if err != nil {
-			return fmt.Errorf("%s publish: %w", n.name, err)
+	fmt.Printf("## publish: 4 clients, 256-byte payloads, 256 outstanding each; the relay %d times over each transport, alternating, a fresh relay each\n", publishRounds)
+	fmt.Println("| system | messages | msgs/s (median) | runs | note |")
+	fmt.Println("|---|---|---|---|---|")
+	vias := []relay.Via{relay.ViaQUIC, relay.ViaTCP}
+	rates := map[relay.Via][]float64{}
+	var n int
+	for range publishRounds {
+		for _, via := range vias {
+			rp, err := startRelay(b.work)
+			if err != nil {
+				return err
+			}
+			res, err := relayPublish(b.ctx, rp.over(via), 4, 10000)
+			rp.stop()
+			if err != nil {
+				return fmt.Errorf("relay publish over %s: %w", via, err)
+			}
+			rates[via] = append(rates[via], res.rate)
+			n = res.n
 		}
-		fmt.Printf("| %s | %d | %.0f | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n", n.name, nr.n, nr.rate)
+	}
+	for _, via := range vias {
+		fmt.Printf("| %s | %d | %.0f | %s | each acknowledged after a durable commit (synchronous=FULL), signature verified, audit log on |\n", b.r.over(via), n, median(rates[via]), joinRates(rates[via]))
+	}
+	for _, nt := range b.nats {
+		nr, err := natsPublish(nt, 4, 10000)
+		if err != nil {
+			return fmt.Errorf("%s publish: %w", nt.name, err)
+		}
+		fmt.Printf("| %s | %d | %.0f | 1 | core NATS: nothing stored, no acknowledgement (one flush at the end) |\n", nt.name, nr.n, nr.rate)
 	}
 	fmt.Println()
 	return nil
 }
 
+func joinRates(rates []float64) string {
+	each := make([]string, len(rates))
+	for i, r := range rates {
+		each[i] = fmt.Sprintf("%.0f", r)
+	}
+	return strings.Join(each, ", ")
+}
+
 // auditCost compares durable publishes with the relay's audit log on and
 // off, on relays of their own.
 func (b *bench) auditCost() error {
-	fmt.Println("## durable publish with the audit log on and off: 4 clients, 5 runs each, alternating, a fresh relay each")
+	fmt.Println("## durable publish with the audit log on and off, over QUIC: 4 clients, 5 runs each, alternating, a fresh relay each")
 	fmt.Println("| audit log | runs (msgs/s) | median msgs/s | relay CPU per publish | clients' CPU per publish |")
 	fmt.Println("|---|---|---|---|---|")
 	const runs = 5
@@ -205,11 +250,7 @@ func (b *bench) auditCost() error {
 		}
 	}
 	for _, on := range []bool{true, false} {
-		var each []string
-		for _, r := range rates[on] {
-			each = append(each, fmt.Sprintf("%.0f", r))
-		}
-		fmt.Printf("| %v | %s | %.0f | %.1f µs | %.1f µs |\n", map[bool]string{true: "on", false: "off"}[on], strings.Join(each, ", "), median(rates[on]), median(cpus[on]), median(clients[on]))
+		fmt.Printf("| %v | %s | %.0f | %.1f µs | %.1f µs |\n", map[bool]string{true: "on", false: "off"}[on], joinRates(rates[on]), median(rates[on]), median(cpus[on]), median(clients[on]))
 	}
 	fmt.Printf("\ncost of the audit log: %.1f%% of durable throughput (medians)\n\n", 100*(1-median(rates[true])/median(rates[false])))
 	return nil
@@ -227,7 +268,7 @@ func (b *bench) publishAudited(on bool) (result, time.Duration, error) {
 		rp.stop()
 		return result{}, 0, err
 	}
-	res, err := relayPublish(b.ctx, rp, 4, 10000)
+	res, err := relayPublish(b.ctx, rp.over(relay.ViaQUIC), 4, 10000)
 	cpu1, cerr := cpuTime(rp.cmd.Process.Pid)
 	rp.stop()
 	if err != nil {
@@ -253,16 +294,13 @@ func (b *bench) fanout() error {
 	fmt.Println("| system | subscribers | messages | deliveries/s | p50 | p99 | lost |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, c := range []struct{ subs, msgs int }{{1, 20000}, {10, 5000}, {100, 1000}} {
-		pr, err := relayFanout(b.ctx, b.r, c.subs, c.msgs)
-		if err != nil {
-			return fmt.Errorf("relay fan-out to %d: %w", c.subs, err)
+		for _, e := range b.endpoints() {
+			r, err := relayFanout(b.ctx, e, c.subs, c.msgs)
+			if err != nil {
+				return fmt.Errorf("%s fan-out to %d: %w", e, c.subs, err)
+			}
+			fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %d |\n", e, c.subs, c.msgs, r.rate, ms(r.p50), ms(r.p99), r.lost)
 		}
-		fmt.Printf("| parley relay | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, pr.rate, ms(pr.p50), ms(pr.p99), pr.lost)
-		fr, err := relayFanout(b.ctx, b.floor, c.subs, c.msgs)
-		if err != nil {
-			return fmt.Errorf("floor fan-out to %d: %w", c.subs, err)
-		}
-		fmt.Printf("| quic-go floor | %d | %d | %.0f | %s | %s | %d |\n", c.subs, c.msgs, fr.rate, ms(fr.p50), ms(fr.p99), fr.lost)
 		for _, n := range b.nats {
 			nr, err := natsFanout(n, c.subs, c.msgs)
 			if err != nil {
@@ -282,16 +320,13 @@ func (b *bench) latency() error {
 	fmt.Println("## latency: 1 publisher, 1 subscriber, 1,000 messages/s for 5 s")
 	fmt.Println("| system | p50 | p99 | lost |")
 	fmt.Println("|---|---|---|---|")
-	pr, err := relayLatency(b.ctx, b.r, 1000, 5000)
-	if err != nil {
-		return fmt.Errorf("relay latency: %w", err)
+	for _, e := range b.endpoints() {
+		r, err := relayLatency(b.ctx, e, 1000, 5000)
+		if err != nil {
+			return fmt.Errorf("%s latency: %w", e, err)
+		}
+		fmt.Printf("| %s | %s | %s | %d |\n", e, ms(r.p50), ms(r.p99), r.lost)
 	}
-	fmt.Printf("| parley relay | %s | %s | %d |\n", ms(pr.p50), ms(pr.p99), pr.lost)
-	fr, err := relayLatency(b.ctx, b.floor, 1000, 5000)
-	if err != nil {
-		return fmt.Errorf("floor latency: %w", err)
-	}
-	fmt.Printf("| quic-go floor | %s | %s | %d |\n", ms(fr.p50), ms(fr.p99), fr.lost)
 	for _, n := range b.nats {
 		nr, err := natsLatency(n, 1000, 5000)
 		if err != nil {
@@ -304,24 +339,36 @@ func (b *bench) latency() error {
 }
 
 // idle measures each server's memory per client with idle clients held.
+// Each row has a server process of its own: memory a process took for
+// one row's clients would serve the next row's.
 func (b *bench) idle(idle int) error {
 	if err := b.fresh(); err != nil {
 		return err
 	}
+	// The fresh relay and floor serve the QUIC rows; these the TCP rows.
+	tcpRelay, err := startRelay(b.work)
+	if err != nil {
+		return err
+	}
+	defer tcpRelay.stop()
+	tcpFloor, err := startFloor()
+	if err != nil {
+		return err
+	}
+	defer tcpFloor.stop()
 	fmt.Printf("## idle clients: %d, each authenticated and subscribed to a room\n", idle)
 	fmt.Println("| system | server RSS before | after | per client |")
 	fmt.Println("|---|---|---|---|")
-	before, after, err := relayIdle(b.ctx, b.r, idle)
-	if err != nil {
-		return fmt.Errorf("relay idle: %w", err)
+	endpoints := []endpoint{b.r.over(relay.ViaQUIC), b.floor.over(relay.ViaQUIC), tcpRelay.over(relay.ViaTCP), tcpFloor.over(relay.ViaTCP)}
+	for _, e := range endpoints {
+		before, after, err := relayIdle(b.ctx, e, idle)
+		if err != nil {
+			return fmt.Errorf("%s idle: %w", e, err)
+		}
+		fmt.Printf("| %s | %s | %s | %.1f KB |\n", e, mb(before), mb(after), float64(after-before)/float64(idle)/1024)
 	}
-	fmt.Printf("| parley relay | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
-	if before, after, err = relayIdle(b.ctx, b.floor, idle); err != nil {
-		return fmt.Errorf("floor idle: %w", err)
-	}
-	fmt.Printf("| quic-go floor | %s | %s | %.1f KB |\n", mb(before), mb(after), float64(after-before)/float64(idle)/1024)
 	for _, n := range b.nats {
-		before, after, err = natsIdle(n, idle)
+		before, after, err := natsIdle(n, idle)
 		if err != nil {
 			return fmt.Errorf("%s idle: %w", n.name, err)
 		}
@@ -338,17 +385,15 @@ func (b *bench) connect() error {
 	fmt.Println("## new connections: 16 at a time for 5 s, each authenticated, one request, closed")
 	fmt.Println("| system | connections | per second |")
 	fmt.Println("|---|---|---|")
-	cnt, rate, err := relayConnect(b.ctx, b.r, 16, 5*time.Second)
-	if err != nil {
-		return fmt.Errorf("relay connect: %w", err)
+	for _, e := range b.endpoints() {
+		cnt, rate, err := relayConnect(b.ctx, e, 16, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("%s connect: %w", e, err)
+		}
+		fmt.Printf("| %s | %d | %.0f |\n", e, cnt, rate)
 	}
-	fmt.Printf("| parley relay | %d | %.0f |\n", cnt, rate)
-	if cnt, rate, err = relayConnect(b.ctx, b.floor, 16, 5*time.Second); err != nil {
-		return fmt.Errorf("floor connect: %w", err)
-	}
-	fmt.Printf("| quic-go floor | %d | %.0f |\n", cnt, rate)
 	for _, n := range b.nats {
-		cnt, rate, err = natsConnect(n, 16, 5*time.Second)
+		cnt, rate, err := natsConnect(n, 16, 5*time.Second)
 		if err != nil {
 			return fmt.Errorf("%s connect: %w", n.name, err)
 		}
@@ -415,21 +460,54 @@ func rss(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-func freePort(network string) (string, error) {
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
+// freePort returns a loopback address whose port is free over both UDP
+// and TCP, for a server that listens on both (the relay and the floor
+// listen over TCP on their QUIC port number). It is below the kernel's
+// range of ports for outgoing connections: the load generator's
+// thousands of TCP clients take ports from that range, and one of them
+// could hold the port by the time the server binds it.
+func freePort() (string, error) {
+	lo := ephemeralLow()
+	for range 200 {
+		port := 10000 + rand.IntN(lo-10000)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if portFree(addr) {
+			return addr, nil
 		}
-		defer c.Close()
-		return c.LocalAddr().String(), nil
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return "", errors.New("no free port below the ephemeral range")
+}
+
+// ephemeralLow is the lowest port the kernel gives outgoing connections.
+func ephemeralLow() int {
+	const fallback = 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		return "", err
+		return fallback
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return fallback
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil || lo <= 11000 {
+		return fallback
+	}
+	return lo
+}
+
+func portFree(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
 	}
 	defer l.Close()
-	return l.Addr().String(), nil
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // proc is a server process the load generator started.
@@ -454,13 +532,14 @@ func goBuild(out, pkg string) error {
 }
 
 // profileLoad loads a relay started by hand with one scenario, repeated,
-// so that a profile of the relay can be taken meanwhile.
-func profileLoad(addr, only string, idle int) error {
+// so that a profile of the relay can be taken meanwhile; its clients
+// connect over via.
+func profileLoad(addr, only string, idle int, via relay.Via) error {
 	a, err := relay.ParseAddr(addr)
 	if err != nil {
 		return err
 	}
-	r := &relayProc{addr: a}
+	e := (&relayProc{addr: a}).over(via)
 	ctx := context.Background()
 	// repeat runs a scenario n times and prints each result.
 	repeat := func(n int, run func() (result, error), show func(result)) error {
@@ -475,17 +554,17 @@ func profileLoad(addr, only string, idle int) error {
 	}
 	switch only {
 	case "connect":
-		n, rate, err := relayConnect(ctx, r, 16, 10*time.Second)
+		n, rate, err := relayConnect(ctx, e, 16, 10*time.Second)
 		fmt.Printf("%d connections, %.0f/s\n", n, rate)
 		return err
 	case "latency":
-		return repeat(3, func() (result, error) { return relayLatency(ctx, r, 1000, 5000) },
+		return repeat(3, func() (result, error) { return relayLatency(ctx, e, 1000, 5000) },
 			func(res result) { fmt.Printf("latency at 1,000/s: p50 %s, p99 %s\n", ms(res.p50), ms(res.p99)) })
 	case "fanout":
-		return repeat(5, func() (result, error) { return relayFanout(ctx, r, 100, 1000) },
+		return repeat(5, func() (result, error) { return relayFanout(ctx, e, 100, 1000) },
 			func(res result) { fmt.Printf("1 to 100: %.0f deliveries/s, p50 %s\n", res.rate, ms(res.p50)) })
 	case "idle":
-		f, err := newFleet()
+		f, err := newFleet(via)
 		if err != nil {
 			return err
 		}
@@ -493,17 +572,13 @@ func profileLoad(addr, only string, idle int) error {
 		if err := f.dial(ctx, a, idle, 32); err != nil {
 			return err
 		}
-		for i, c := range f.clients {
-			sub, err := c.Subscribe(ctx, fmt.Sprintf("idle-%d", i%100), protocol.ID{})
-			if err != nil {
-				return err
-			}
-			<-sub.Live
+		if err := f.subscribeAll(ctx); err != nil {
+			return err
 		}
 		fmt.Printf("%d idle clients connected and subscribed; holding them 30 s\n", idle)
 		time.Sleep(30 * time.Second)
 		return nil
 	}
-	return repeat(5, func() (result, error) { return relayPublish(ctx, r, 4, 10000) },
+	return repeat(5, func() (result, error) { return relayPublish(ctx, e, 4, 10000) },
 		func(res result) { fmt.Printf("%d publishes, %.0f/s\n", res.n, res.rate) })
 }

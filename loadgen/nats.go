@@ -35,7 +35,7 @@ func (n *natsProc) connect() (*nats.Conn, error) { return nats.Connect(n.url, n.
 // secure: clients then encrypt and authenticate the server, as the relay's
 // do over QUIC.
 func startNATS(work, bin string, secure bool) (*natsProc, error) {
-	addr, err := freePort("tcp")
+	addr, err := freePort()
 	if err != nil {
 		return nil, err
 	}

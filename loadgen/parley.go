@@ -19,6 +19,7 @@ import (
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/server"
+	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 	"github.com/quic-go/quic-go"
 )
@@ -28,6 +29,42 @@ type relayProc struct {
 	addr relay.Addr
 	// floor: this is the floor forwarder (floor.go), not a relay.
 	floor bool
+}
+
+// over is r reached over via (relay.ViaQUIC or relay.ViaTCP).
+func (r *relayProc) over(via relay.Via) endpoint { return endpoint{r, via} }
+
+// endpoint is a relay or the floor forwarder reached over one transport:
+// a row of the tables. Its clients use that transport only.
+type endpoint struct {
+	*relayProc
+	via relay.Via
+}
+
+func (e endpoint) String() string {
+	switch {
+	case e.floor && e.via == relay.ViaTCP:
+		return "TCP+TLS floor"
+	case e.floor:
+		return "quic-go floor"
+	case e.via == relay.ViaTCP:
+		return "parley relay, TCP+TLS"
+	}
+	return "parley relay, QUIC"
+}
+
+// dialBare opens a bare connection to e as key, for code that writes
+// frames itself: over QUIC on tr's socket (a socket of its own if tr is
+// nil), or over TCP.
+func dialBare(ctx context.Context, tr *quic.Transport, e endpoint, key identity.PrivateKey) (transport.Conn, error) {
+	if e.via == relay.ViaTCP {
+		return relay.DialTCP(ctx, e.addr, key)
+	}
+	conn, err := relay.DialQUICOn(ctx, tr, e.addr, key)
+	if err != nil {
+		return nil, err
+	}
+	return transport.FromQUIC(conn), nil
 }
 
 // The relay runs with its defaults but for limits that would stop a load
@@ -68,7 +105,7 @@ func startRelayAudit(work string, audited bool) (*relayProc, error) {
 	if out, err := exec.Command(bin, "--data", data, "init").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("relay init: %v: %s", err, out)
 	}
-	listen, err := freePort("udp")
+	listen, err := freePort()
 	if err != nil {
 		return nil, err
 	}
@@ -113,19 +150,21 @@ func serving(cmd *exec.Cmd) (*relayProc, error) {
 	return nil, fmt.Errorf("%s exited before serving", cmd.Path)
 }
 
-// fleet holds many relay clients on one UDP socket.
+// fleet holds many relay clients over one transport: over QUIC, on one
+// UDP socket.
 type fleet struct {
 	tr      *quic.Transport
+	via     relay.Via
 	clients []*relay.Client
 	keys    []identity.PrivateKey
 }
 
-func newFleet() (*fleet, error) {
+func newFleet(via relay.Via) (*fleet, error) {
 	tr, _, err := loopbackTransport()
 	if err != nil {
 		return nil, err
 	}
-	return &fleet{tr: tr}, nil
+	return &fleet{tr: tr, via: via}, nil
 }
 
 // loopbackTransport is a QUIC transport for many connections on a UDP
@@ -151,7 +190,7 @@ func (f *fleet) dial(ctx context.Context, addr relay.Addr, n int, conc int) erro
 			k, err := identity.Generate(rand.Reader)
 			if err == nil {
 				var c *relay.Client
-				c, err = relay.Dial(ctx, addr, k, relay.ClientOptions{Transport: f.tr})
+				c, err = relay.Dial(ctx, addr, k, relay.ClientOptions{Transport: f.tr, Via: f.via})
 				if err == nil {
 					mu.Lock()
 					f.clients = append(f.clients, c)
@@ -238,13 +277,13 @@ func publishAll(ctx context.Context, c *relay.Client, raws [][]byte, window int,
 	return nil
 }
 
-func relayPublish(ctx context.Context, r *relayProc, clients, each int) (result, error) {
-	f, err := newFleet()
+func relayPublish(ctx context.Context, e endpoint, clients, each int) (result, error) {
+	f, err := newFleet(e.via)
 	if err != nil {
 		return result{}, err
 	}
 	defer f.close()
-	if err := f.dial(ctx, r.addr, clients, clients); err != nil {
+	if err := f.dial(ctx, e.addr, clients, clients); err != nil {
 		return result{}, err
 	}
 	batches := make([][][]byte, clients)
@@ -278,12 +317,12 @@ func relayPublish(ctx context.Context, r *relayProc, clients, each int) (result,
 	return result{n: clients * each, rate: float64(clients*each) / elapsed.Seconds(), cpu: cpu1 - cpu0}, nil
 }
 
-// fanoutRun publishes msgs envelopes to subs subscribers of the relay at
-// addr, or of the floor forwarder (floor.go) if floor is set; window is
-// how many relay publishes may be unacknowledged (the floor acknowledges
-// nothing). It returns deliveries per second and the publish-to-delivery
-// percentiles over every delivery.
-func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, window int, interval time.Duration) (result, error) {
+// fanoutRun publishes msgs envelopes to subs subscribers of e, the relay
+// or the floor forwarder (floor.go); window is how many relay publishes
+// may be unacknowledged (the floor acknowledges nothing). Publisher and
+// subscribers connect over e's transport. It returns deliveries per
+// second and the publish-to-delivery percentiles over every delivery.
+func fanoutRun(ctx context.Context, e endpoint, subs, msgs, window int, interval time.Duration) (result, error) {
 	keys, err := generateKeys(subs + 1)
 	if err != nil {
 		return result{}, err
@@ -296,12 +335,12 @@ func fanoutRun(ctx context.Context, addr relay.Addr, floor bool, subs, msgs, win
 	sub := &subscribers{room: room, msgs: msgs, index: index, sentAt: make([]atomic.Int64, msgs), lat: make([][]time.Duration, subs)}
 	defer sub.closeConns()
 	for s := range subs {
-		if err := sub.subscribe(ctx, addr, keys[1+s], s); err != nil {
+		if err := sub.subscribe(ctx, e, keys[1+s], s); err != nil {
 			return result{}, err
 		}
 	}
 	// The publisher connects before the clock starts.
-	publish, closePublisher, err := dialPublisher(ctx, addr, floor, keys[0], window)
+	publish, closePublisher, err := dialPublisher(ctx, e, keys[0], window)
 	if err != nil {
 		return result{}, err
 	}
@@ -330,16 +369,16 @@ func generateKeys(n int) ([]identity.PrivateKey, error) {
 // dialPublisher connects the publisher of a fan-out run, to the relay
 // (a client publishing with up to window unacknowledged) or to the floor
 // forwarder. publish sends raws, calling pace before and sent after each.
-func dialPublisher(ctx context.Context, addr relay.Addr, floor bool, key identity.PrivateKey, window int) (publish func(raws [][]byte, pace, sent func(int)) error, hangUp func(), err error) {
-	if floor {
-		conn, err := relay.DialQUIC(ctx, addr, key)
+func dialPublisher(ctx context.Context, e endpoint, key identity.PrivateKey, window int) (publish func(raws [][]byte, pace, sent func(int)) error, hangUp func(), err error) {
+	if e.floor {
+		conn, err := dialBare(ctx, nil, e, key)
 		if err != nil {
 			return nil, nil, err
 		}
 		publish = func(raws [][]byte, pace, sent func(int)) error { return floorPublish(ctx, conn, raws, pace, sent) }
-		return publish, func() { conn.CloseWithError(0, "") }, nil
+		return publish, func() { conn.Close(wire.CodeOK, "") }, nil
 	}
-	c, err := relay.Dial(ctx, addr, key, relay.ClientOptions{})
+	c, err := relay.Dial(ctx, e.addr, key, relay.ClientOptions{Via: e.via})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -372,7 +411,7 @@ type subscribers struct {
 	lat    [][]time.Duration
 	got    atomic.Int64
 	last   atomic.Int64 // when the newest envelope arrived, unix nanoseconds
-	conns  []*quic.Conn
+	conns  []transport.Conn
 	wg     sync.WaitGroup
 }
 
@@ -381,13 +420,13 @@ func (sub *subscribers) sent(i int) { sub.sentAt[i].Store(time.Now().UnixNano())
 
 // subscribe connects subscriber s with key, subscribes it to the room
 // and starts its reader; it returns once the subscription is live.
-func (sub *subscribers) subscribe(ctx context.Context, addr relay.Addr, key identity.PrivateKey, s int) error {
-	conn, err := relay.DialQUIC(ctx, addr, key)
+func (sub *subscribers) subscribe(ctx context.Context, e endpoint, key identity.PrivateKey, s int) error {
+	conn, err := dialBare(ctx, nil, e, key)
 	if err != nil {
 		return err
 	}
 	sub.conns = append(sub.conns, conn)
-	str, err := conn.OpenStreamSync(ctx)
+	str, err := conn.OpenStream(ctx)
 	if err != nil {
 		return err
 	}
@@ -398,7 +437,7 @@ func (sub *subscribers) subscribe(ctx context.Context, addr relay.Addr, key iden
 	rd := bufio.NewReaderSize(str, 64<<10)
 	live := make(chan error, 1)
 	sub.wg.Go(func() {
-		defer str.CancelRead(0)
+		defer str.CancelRead(wire.CodeOK)
 		sub.read(s, rd, live)
 	})
 	return <-live
@@ -458,7 +497,7 @@ func (sub *subscribers) await(timeout time.Duration) {
 
 func (sub *subscribers) closeConns() {
 	for _, c := range sub.conns {
-		c.CloseWithError(0, "")
+		c.Close(wire.CodeOK, "")
 	}
 }
 
@@ -475,54 +514,65 @@ func (sub *subscribers) result(start time.Time) result {
 	return result{n: int(n), rate: float64(n) / elapsed.Seconds(), p50: p50, p99: p99, lost: len(sub.lat)*sub.msgs - int(n)}
 }
 
-func relayFanout(ctx context.Context, r *relayProc, subs, msgs int) (result, error) {
-	return fanoutRun(ctx, r.addr, r.floor, subs, msgs, 256, 0)
+func relayFanout(ctx context.Context, e endpoint, subs, msgs int) (result, error) {
+	return fanoutRun(ctx, e, subs, msgs, 256, 0)
 }
 
-func relayLatency(ctx context.Context, r *relayProc, rate, msgs int) (result, error) {
-	return fanoutRun(ctx, r.addr, r.floor, 1, msgs, 1<<20, time.Second/time.Duration(rate))
+func relayLatency(ctx context.Context, e endpoint, rate, msgs int) (result, error) {
+	return fanoutRun(ctx, e, 1, msgs, 1<<20, time.Second/time.Duration(rate))
 }
 
-func relayIdle(ctx context.Context, r *relayProc, n int) (int64, int64, error) {
-	if r.floor {
-		return floorIdle(ctx, r, n)
+// relayIdle holds n clients of e, each subscribed to a room, and returns
+// e's resident memory before and after.
+func relayIdle(ctx context.Context, e endpoint, n int) (int64, int64, error) {
+	if e.floor {
+		return floorIdle(ctx, e, n)
 	}
-	f, err := newFleet()
+	f, err := newFleet(e.via)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer f.close()
 	time.Sleep(2 * time.Second)
-	before, err := rss(r.cmd.Process.Pid)
+	before, err := rss(e.cmd.Process.Pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := f.dial(ctx, r.addr, n, 32); err != nil {
+	if err := f.dial(ctx, e.addr, n, 32); err != nil {
 		return 0, 0, err
 	}
-	for i, c := range f.clients {
-		sub, err := c.Subscribe(ctx, fmt.Sprintf("idle-%d", i%100), protocol.ID{})
-		if err != nil {
-			return 0, 0, err
-		}
-		<-sub.Live
+	if err := f.subscribeAll(ctx); err != nil {
+		return 0, 0, err
 	}
 	time.Sleep(2 * time.Second)
-	after, err := rss(r.cmd.Process.Pid)
+	after, err := rss(e.cmd.Process.Pid)
 	return before, after, err
 }
 
-func relayConnect(ctx context.Context, r *relayProc, conc int, d time.Duration) (int, float64, error) {
+// subscribeAll subscribes each client of f to one of 100 rooms and waits
+// until each subscription is live.
+func (f *fleet) subscribeAll(ctx context.Context) error {
+	for i, c := range f.clients {
+		sub, err := c.Subscribe(ctx, fmt.Sprintf("idle-%d", i%100), protocol.ID{})
+		if err != nil {
+			return err
+		}
+		<-sub.Live
+	}
+	return nil
+}
+
+func relayConnect(ctx context.Context, e endpoint, conc int, d time.Duration) (int, float64, error) {
 	tr, done, err := loopbackTransport()
 	if err != nil {
 		return 0, 0, err
 	}
 	defer done()
-	if r.floor {
-		return connectLoop(conc, d, func(key identity.PrivateKey) error { return floorRequest(ctx, tr, r.addr, key) })
+	if e.floor {
+		return connectLoop(conc, d, func(key identity.PrivateKey) error { return floorRequest(ctx, tr, e, key) })
 	}
 	return connectLoop(conc, d, func(key identity.PrivateKey) error {
-		c, err := relay.Dial(ctx, r.addr, key, relay.ClientOptions{Transport: tr}) // handshake and an Info round trip
+		c, err := relay.Dial(ctx, e.addr, key, relay.ClientOptions{Transport: tr, Via: e.via}) // handshake and an Info round trip
 		if err != nil {
 			return err
 		}

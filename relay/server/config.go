@@ -363,8 +363,9 @@ mode = "%s"
 # handshake_timeout = "10s"
 # idle_timeout = "1m0s"
 # write_timeout = "10s"      # a client that reads nothing this long is dropped
-# queue_size = 64            # commit batches queued per subscription; past it
-#                            # a subscription reads the store instead
+# queue_size = 64            # batches queued per subscription (more while they
+#                            # hold at most 512 envelopes); past it a
+#                            # subscription reads the store instead
 # retry_above = 256          # new connection attempts per second above which
 #                            # QUIC Retry checks client addresses
 # skew = "5m0s"              # accepted difference of an envelope's clock

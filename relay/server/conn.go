@@ -25,6 +25,9 @@ type client struct {
 	conn     transport.Conn
 	admitted atomic.Bool // false: an invite-mode newcomer, which may only redeem
 	log      *slog.Logger
+	// streams counts the streams being served: their handlers, and the
+	// subscriptions, which outlive theirs.
+	streams sync.WaitGroup
 }
 
 func (s *Server) refuse(conn transport.Conn, log *slog.Logger, code wire.ErrorCode, msg string) {
@@ -60,15 +63,14 @@ func (s *Server) serveConn(ctx context.Context, conn transport.Conn) {
 	}()
 	c.log.Debug("connected", "policy_version", d.Version, "decision", d.Reason)
 
-	var wg sync.WaitGroup
 	for {
 		str, err := conn.AcceptStream(ctx)
 		if err != nil {
 			break
 		}
-		wg.Go(func() { s.serveStream(ctx, c, str) })
+		c.streams.Go(func() { s.serveStream(ctx, c, str) })
 	}
-	wg.Wait()
+	c.streams.Wait()
 	if ctx.Err() != nil {
 		conn.Close(wire.CodeShuttingDown, "the relay is shutting down")
 		return

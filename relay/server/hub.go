@@ -24,22 +24,25 @@ type hub struct {
 }
 
 type subscription struct {
-	room string
-	ch   chan []store.Record
-	// lagged is signalled when a batch did not fit. From then on the hub
+	room  string
+	queue batches
+	// lagged is set when a batch did not fit. From then on the hub
 	// queues nothing for the subscription (lagging) until it has emptied
 	// its queue, and dropped is the highest position it did not get: the
 	// subscription reads the store up to there before it sends anything
 	// newer.
-	lagged  chan struct{}
+	lagged  atomic.Bool
 	lagging atomic.Bool
 	dropped atomic.Int64
-	// commit is signalled after a commit of envelopes of the room;
-	// upTo is the highest position then committed. failed is set when a
-	// commit failed after its envelopes went out.
-	commit chan struct{}
+	// commit is set after a commit of envelopes of the room; upTo is the
+	// highest position then committed. failed is set when a commit
+	// failed after its envelopes went out.
+	commit atomic.Bool
 	upTo   atomic.Int64
 	failed atomic.Bool
+	// wake is called after each change above, and after a batch is
+	// queued: the subscription has something to do. It must not block.
+	wake func()
 }
 
 func newHub(size int) *hub {
@@ -51,8 +54,11 @@ func newHub(size int) *hub {
 // setSize sets the queue capacity of subscriptions made from now on.
 func (h *hub) setSize(size int) { h.size.Store(int64(size)) }
 
-func (h *hub) subscribe(room string) *subscription {
-	s := &subscription{room: room, ch: make(chan []store.Record, h.size.Load()), lagged: make(chan struct{}, 1), commit: make(chan struct{}, 1)}
+// subscribe registers a subscription of room; wake is its
+// subscription.wake.
+func (h *hub) subscribe(room string, wake func()) *subscription {
+	s := &subscription{room: room, wake: wake}
+	s.queue.init(int(h.size.Load()))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.rooms[room] == nil {
@@ -108,15 +114,15 @@ func (h *hub) deliverRoom(room string, batch []store.Record) (queued bool) {
 	h.inflight[room] = last
 	for s := range h.rooms[room] {
 		if !s.lagging.Load() {
-			select {
-			case s.ch <- batch:
+			if s.queue.put(batch) {
 				queued = true
+				s.wake()
 				continue
-			default:
-				s.lagging.Store(true)
-				h.lags.Add(1)
-				signal(s.lagged)
 			}
+			s.lagging.Store(true)
+			h.lags.Add(1)
+			s.lagged.Store(true)
+			s.wake()
 		}
 		s.drop(last)
 	}
@@ -142,7 +148,8 @@ func (h *hub) committed(recs []store.Record) {
 	for room, pos := range upTo {
 		for s := range h.rooms[room] {
 			s.upTo.Store(pos)
-			signal(s.commit)
+			s.commit.Store(true)
+			s.wake()
 		}
 	}
 }
@@ -157,7 +164,8 @@ func (h *hub) fail() {
 	for _, subs := range h.rooms {
 		for s := range subs {
 			s.failed.Store(true)
-			signal(s.commit)
+			s.commit.Store(true)
+			s.wake()
 		}
 	}
 }
@@ -173,9 +181,64 @@ func (s *subscription) drop(pos int64) {
 	}
 }
 
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
+// batches is a subscription's queue of batches from the hub: size of
+// them, or more while they hold no more envelopes than one commit
+// (maxBatch). The queue was sized for the committer's batches; since
+// envelopes go live early (sequence.go), most batches are a publish
+// stream's read, a few envelopes each, and size of them fill up in a
+// burst that size commit batches took in their stride: the subscription
+// would read the store for what it missed, which costs more than all the
+// rest of a delivery. The batches are shared with the room's other
+// subscriptions; a slot costs 24 bytes.
+//
+// Its slice grows as batches come and goes back to a small array of its
+// own when emptied: an idle subscription holds no queue beyond that (a
+// channel of size would hold size slots all along).
+type batches struct {
+	mu    sync.Mutex
+	q     [][]store.Record
+	small [2][]store.Record
+	n     int // envelopes in q
+	size  int
+}
+
+func (b *batches) init(size int) {
+	b.size = size
+	b.q = b.small[:0]
+}
+
+// put queues batch, unless the queue is full.
+func (b *batches) put(batch []store.Record) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.q) >= b.size && b.n+len(batch) > maxBatch {
+		return false
 	}
+	b.q = append(b.q, batch)
+	b.n += len(batch)
+	return true
+}
+
+// take returns the oldest batch queued, if any.
+func (b *batches) take() ([]store.Record, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.q) == 0 {
+		return nil, false
+	}
+	batch := b.q[0]
+	b.q[0] = nil
+	b.n -= len(batch)
+	if b.q = b.q[1:]; len(b.q) == 0 {
+		b.small = [2][]store.Record{}
+		b.q = b.small[:0]
+	}
+	return batch, true
+}
+
+// len is how many batches are queued.
+func (b *batches) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.q)
 }

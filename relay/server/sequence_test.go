@@ -261,11 +261,11 @@ func TestHubFailKeepsInFlight(t *testing.T) {
 	h.deliver([]store.Record{{Env: env, Pos: 10}}) // its commit fails
 	h.deliver([]store.Record{{Env: env, Pos: 11}}) // early, a later batch
 	h.fail()
-	if d := h.subscribe("r").dropped.Load(); d != 11 {
+	if d := h.subscribe("r", func() {}).dropped.Load(); d != 11 {
 		t.Fatalf("a subscription that starts after the failure counts %d as dropped, want 11", d)
 	}
 	h.committed([]store.Record{{Env: env, Pos: 11}})
-	if d := h.subscribe("r").dropped.Load(); d != 0 {
+	if d := h.subscribe("r", func() {}).dropped.Load(); d != 0 {
 		t.Fatalf("after the commit of 11: %d dropped, want 0", d)
 	}
 }
@@ -278,7 +278,7 @@ func TestHubCommittedKeepsLater(t *testing.T) {
 	h.deliver([]store.Record{{Env: env, Pos: 10}})
 	h.deliver([]store.Record{{Env: env, Pos: 11}}) // early, a later batch
 	h.committed([]store.Record{{Env: env, Pos: 10}})
-	if d := h.subscribe("r").dropped.Load(); d != 11 {
+	if d := h.subscribe("r", func() {}).dropped.Load(); d != 11 {
 		t.Fatalf("a subscription that starts after the commit of 10 counts %d as dropped, want 11", d)
 	}
 }

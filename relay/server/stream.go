@@ -81,11 +81,14 @@ func (s *Server) serveStream(ctx context.Context, c *client, str transport.Strea
 	if !ok {
 		return
 	}
-	if t == wire.FramePublish {
+	switch t {
+	case wire.FramePublish:
 		s.publishStream(ctx, c, str, fr, fw, body)
-		return
+	case wire.FrameSubscribe:
+		s.subscribeStream(ctx, c, str, fw, body) // ends the stream itself
+	default:
+		s.endRequest(ctx, c, str, fw, s.request(ctx, c, fw, t, body))
 	}
-	s.endRequest(ctx, c, str, fw, s.request(ctx, c, str, fw, t, body))
 }
 
 // firstFrame reads the frame that says what a stream is for, and checks
@@ -122,11 +125,10 @@ func (s *Server) firstFrame(ctx context.Context, c *client, str transport.Stream
 	return t, body, true
 }
 
-// request serves a stream that is not a publish stream.
-func (s *Server) request(ctx context.Context, c *client, str transport.Stream, fw *wire.Writer, t wire.FrameType, body []byte) error {
+// request serves a stream that is neither a publish stream nor a
+// subscription.
+func (s *Server) request(ctx context.Context, c *client, fw *wire.Writer, t wire.FrameType, body []byte) error {
 	switch t {
-	case wire.FrameSubscribe:
-		return s.subscribeStream(ctx, c, str, fw, body)
 	case wire.FrameFetchRange:
 		return s.fetchRange(ctx, c, fw, body)
 	case wire.FrameFetchIDs:

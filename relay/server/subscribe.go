@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
@@ -12,68 +13,170 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// subscribeStream sends a room's envelopes after the cursor, then Live,
-// then each new one as it is committed: no gap and no duplicate at the
-// switch, because the subscription is registered before history is read
-// and every live record at or below the last position sent is skipped.
-func (s *Server) subscribeStream(ctx context.Context, c *client, str transport.Stream, fw *wire.Writer, body []byte) error {
+// subscribeStream serves a subscription: a room's envelopes after the
+// cursor, then Live, then each new one as it is committed: no gap and no
+// duplicate at the switch, because the subscription is registered before
+// history is read and every live record at or below the last position
+// sent is skipped. It ends the stream itself, now if the subscription is
+// refused, else when the subscription ends, perhaps long after it
+// returns (subStream).
+func (s *Server) subscribeStream(ctx context.Context, c *client, str transport.Stream, fw *wire.Writer, body []byte) {
+	m, priv, err := s.admitSubscription(ctx, c, body)
+	if err != nil {
+		s.endRequest(ctx, c, str, fw, err)
+		return
+	}
+	if s.bridge != nil {
+		s.bridge.Join(m.Room)
+	}
+	ss := &subStream{s: s, c: c, str: str, parent: ctx, fw: fw, room: m.Room, cursorID: m.Cursor, id: c.id, priv: priv, running: true}
+	// The client ends a subscription by stopping to read (STOP_SENDING),
+	// which ends the stream's context, as a closed connection does. No
+	// goroutine waits on the stream's read side.
+	ss.ctx, ss.cancel = context.WithCancel(ctx)
+	ss.stopWatch = context.AfterFunc(str.Context(), ss.cancel)
+	ss.stopWake = context.AfterFunc(ss.ctx, ss.kick)
+	ss.sub = s.hub.subscribe(m.Room, ss.kick)
+	s.metrics.subscriptions.Inc()
+	c.streams.Add(1) // until ss.finish: the connection waits for it
+	ss.work()
+}
+
+// admitSubscription parses a Subscribe frame and checks that the client
+// may read the room; priv is a private room's member list.
+func (s *Server) admitSubscription(ctx context.Context, c *client, body []byte) (*wire.Subscribe, *privateRoom, error) {
 	m, err := wire.ParseSubscribe(body)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if d := s.policy.Read(c.id, m.Room); !d.Allow {
-		return d.Err()
+		return nil, nil, d.Err()
 	}
 	// A private room's envelopes are for its current members only: not
 	// even whether a cursor is one of its envelopes is told to others.
 	var priv *privateRoom
 	if protocol.IsPrivateRoom(m.Room) {
 		if priv, err = s.member(ctx, c.id, m.Room); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
-	if s.bridge != nil {
-		s.bridge.Join(m.Room)
-	}
-	sub := s.hub.subscribe(m.Room)
-	defer s.hub.unsubscribe(sub)
-	s.metrics.subscriptions.Inc()
-	defer s.metrics.subscriptions.Dec()
-	// The client ends a subscription by stopping to read (STOP_SENDING),
-	// which cancels the stream's context, as a closed connection does. No
-	// goroutine waits on the stream's read side: an idle subscription costs
-	// one goroutine, this one.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(str.Context(), cancel)
-	defer stop()
-
-	ss := &subStream{s: s, ctx: ctx, fw: fw, sub: sub, room: m.Room, id: c.id, priv: priv}
-	if m.Cursor != (protocol.ID{}) {
-		if ss.pos, err = ss.cursor(m.Cursor); err != nil {
-			return err
-		}
-	}
-	return ss.run()
+	return m, priv, nil
 }
 
 // subStream is one subscription's stream: what it has sent, and the
 // steps of sending more.
+//
+// No goroutine waits for an idle subscription. Each event (a batch from
+// the hub, a commit, a lag, the stream's end) calls kick, which starts
+// a goroutine to work through what is due, unless one is at it; the
+// goroutine ends when nothing more is (work). The stream's handler is the
+// first such goroutine: it sends the history and Live.
 type subStream struct {
-	s    *Server
-	ctx  context.Context // ends with the stream
-	fw   *wire.Writer
-	sub  *subscription
-	room string
+	s      *Server
+	c      *client
+	str    transport.Stream
+	parent context.Context // the relay's: ends at shutdown
+	ctx    context.Context // ends with the stream, or the relay
+	cancel context.CancelFunc
+	// stopWatch and stopWake stop the AfterFuncs that end ctx with the
+	// stream and kick at ctx's end.
+	stopWatch, stopWake func() bool
+	fw                  *wire.Writer
+	sub                 *subscription
+	room                string
+	cursorID            protocol.ID // the envelope the client resumes after
 	// id is the connection's identity; priv, in a private room, the
 	// room's member list, which id must stay on for the stream to go on.
 	id   identity.PublicKey
 	priv *privateRoom
+
+	// Under mu: running while a goroutine works for the subscription,
+	// which then owns everything below; woken if an event came since
+	// that goroutine last looked.
+	mu      sync.Mutex
+	running bool
+	woken   bool
+
+	begun bool
 	// pos is the last position sent.
 	pos int64
 	// sent are the live envelopes sent before their commit; a Committed
 	// frame confirms them once the disk has them.
 	sent []sentRec
+}
+
+// kick tells the subscription that something happened: a goroutine works
+// on it, unless one is already at it (it looks again) or it has ended
+// (running stays true).
+func (ss *subStream) kick() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.running {
+		ss.woken = true
+		return
+	}
+	ss.running = true
+	go ss.work()
+}
+
+// work does what is due, again while events came meanwhile, then lets
+// the goroutine go; or ends the subscription.
+func (ss *subStream) work() {
+	for {
+		if done, err := ss.step(); done {
+			ss.finish(err)
+			return
+		}
+		ss.mu.Lock()
+		if !ss.woken {
+			ss.running = false
+			ss.mu.Unlock()
+			return
+		}
+		ss.woken = false
+		ss.mu.Unlock()
+	}
+}
+
+// step does what is due: at first the history and Live, then what the
+// hub brought. done: the subscription ends, with err.
+func (ss *subStream) step() (done bool, err error) {
+	if ss.ctx.Err() != nil {
+		return true, nil
+	}
+	if !ss.begun {
+		ss.begun = true
+		if err := ss.begin(); err != nil {
+			return true, err
+		}
+	}
+	if ss.sub.lagged.Swap(false) {
+		if err := ss.onLagged(); err != nil {
+			return true, err
+		}
+	}
+	if ss.sub.commit.Swap(false) {
+		if err := ss.onCommit(); err != nil {
+			return true, err
+		}
+	}
+	if ss.sub.queue.len() > 0 {
+		if err := ss.onBatches(); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
+// finish ends the subscription and its stream.
+func (ss *subStream) finish(err error) {
+	ss.stopWatch()
+	ss.stopWake()
+	ss.cancel()
+	ss.s.hub.unsubscribe(ss.sub)
+	ss.s.metrics.subscriptions.Dec()
+	ss.s.endRequest(ss.parent, ss.c, ss.str, ss.fw, err)
+	ss.c.streams.Done()
 }
 
 type sentRec struct {
@@ -97,42 +200,44 @@ func (ss *subStream) cursor(id protocol.ID) (int64, error) {
 	return pos, err
 }
 
-// run sends the history, then Live, then what the hub brings, until the
-// stream or the relay ends.
-func (ss *subStream) run() error {
+// begin sends the history after the cursor, then Live.
+func (ss *subStream) begin() error {
+	if ss.cursorID != (protocol.ID{}) {
+		pos, err := ss.cursor(ss.cursorID)
+		if err != nil {
+			return err
+		}
+		ss.pos = pos
+	}
 	if err := ss.catchUp(); err != nil {
 		return err
 	}
 	if err := ss.fw.Raw(wire.FrameLive, nil); err != nil {
 		return err
 	}
-	if err := ss.flush(); err != nil {
-		return err
-	}
-	for {
-		var err error
-		select {
-		case batch := <-ss.sub.ch:
-			err = ss.onBatch(batch)
-		case <-ss.sub.commit:
-			err = ss.onCommit()
-		case <-ss.sub.lagged:
-			err = ss.onLagged()
-		case <-ss.ctx.Done():
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
+	return ss.flush()
 }
 
-// onBatch sends a batch from the hub, and flushes if no other waits.
-func (ss *subStream) onBatch(batch []store.Record) error {
-	if err := ss.live(batch); err != nil {
+// onBatches sends the batches queued by the hub, then flushes.
+func (ss *subStream) onBatches() error {
+	if err := ss.liveQueued(func() bool { return true }); err != nil {
 		return err
 	}
 	return ss.flushIdle()
+}
+
+// liveQueued sends the batches queued by the hub while more() holds.
+func (ss *subStream) liveQueued(more func() bool) error {
+	for more() {
+		batch, ok := ss.sub.queue.take()
+		if !ok {
+			return nil
+		}
+		if err := ss.live(batch); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // onCommit confirms what a commit of the room put on disk.
@@ -147,10 +252,8 @@ func (ss *subStream) onCommit() error {
 	}
 	// The committed batch may still be queued: send it first, so that
 	// the Committed frame covers it.
-	for !ss.sub.lagging.Load() && len(ss.sub.ch) > 0 {
-		if err := ss.live(<-ss.sub.ch); err != nil {
-			return err
-		}
+	if err := ss.liveQueued(func() bool { return !ss.sub.lagging.Load() }); err != nil {
+		return err
 	}
 	if err := ss.confirm(ss.sub.upTo.Load()); err != nil {
 		return err
@@ -162,10 +265,8 @@ func (ss *subStream) onCommit() error {
 // Send it, take new batches again, and read the store for what was
 // dropped (now, and at each commit until done).
 func (ss *subStream) onLagged() error {
-	for len(ss.sub.ch) > 0 {
-		if err := ss.live(<-ss.sub.ch); err != nil {
-			return err
-		}
+	if err := ss.liveQueued(func() bool { return true }); err != nil {
+		return err
 	}
 	ss.sub.lagging.Store(false)
 	return ss.catchUp()
@@ -217,7 +318,7 @@ func (ss *subStream) flush() error {
 
 // flushIdle flushes when no batch is waiting in the queue.
 func (ss *subStream) flushIdle() error {
-	if len(ss.sub.ch) > 0 {
+	if ss.sub.queue.len() > 0 {
 		return nil
 	}
 	return ss.flush()

@@ -75,8 +75,12 @@ type frameConn struct {
 	// frame at a time: its next read of a header means it is done.
 	last    frameHeader
 	pending bool
+	// handled, if not nil, is closed when yamux is done with last.
+	handled chan struct{}
 	watched map[uint32]*streamWatch
-	ended   bool // the connection's reads failed: every stream has ended
+	// ended: the connection's reads failed, or yamux closed it (which
+	// it does whenever its session ends): every stream has ended.
+	ended bool
 }
 
 // streamWatch is a watched stream's context.
@@ -91,7 +95,7 @@ type streamWatch struct {
 func (c *frameConn) Read(b []byte) (int, error) {
 	c.mu.Lock()
 	if c.have == 0 && c.body == 0 {
-		c.pending = false
+		c.done()
 	}
 	c.mu.Unlock()
 	n, err := c.Conn.Read(b)
@@ -114,17 +118,49 @@ func (c *frameConn) Read(b []byte) (int, error) {
 			fire = c.note(fire, c.last.stream, c.last.event)
 		}
 	}
-	if err != nil && !c.ended {
-		c.ended = true
-		for id := range c.watched {
-			fire = c.note(fire, id, eventEnd)
-		}
+	if err != nil {
+		fire = c.end(fire)
 	}
 	c.mu.Unlock()
 	for _, f := range fire {
 		f.run()
 	}
 	return n, err
+}
+
+// Close ends every watch: yamux closes the connection whenever its
+// session ends, also after a frame it refused, with no read failing.
+func (c *frameConn) Close() error {
+	c.mu.Lock()
+	fire := c.end(nil)
+	c.mu.Unlock()
+	for _, f := range fire {
+		f.run()
+	}
+	return c.Conn.Close()
+}
+
+// done records that yamux is done with the last frame. The caller holds
+// c.mu.
+func (c *frameConn) done() {
+	c.pending = false
+	if c.handled != nil {
+		close(c.handled)
+		c.handled = nil
+	}
+}
+
+// end ends every watch, appending them to fire. The caller holds c.mu.
+func (c *frameConn) end(fire []fired) []fired {
+	if c.ended {
+		return fire
+	}
+	c.ended = true
+	c.done()
+	for id := range c.watched {
+		fire = c.note(fire, id, eventEnd)
+	}
+	return fire
 }
 
 // fired is an event to act on once c.mu is let go.
@@ -165,6 +201,20 @@ func (c *frameConn) watch(str *tcpStream) context.Context {
 	id := str.StreamID()
 	w := &streamWatch{str: str, cancel: cancel, starting: true}
 	c.mu.Lock()
+	// A data frame of str that yamux may not have handled yet: wait
+	// until it has, so that the poll below finds its data if it is
+	// unread. (The relay watches a stream right after reading its first
+	// frame, while yamux may still be on the way back from handing it
+	// over.)
+	for !c.ended && c.pending && c.last.stream == id && c.last.event&eventData != 0 {
+		if c.handled == nil {
+			c.handled = make(chan struct{})
+		}
+		handled := c.handled
+		c.mu.Unlock()
+		<-handled
+		c.mu.Lock()
+	}
 	if c.ended {
 		c.mu.Unlock()
 		cancel()
@@ -175,7 +225,7 @@ func (c *frameConn) watch(str *tcpStream) context.Context {
 	}
 	c.watched[id] = w
 	if c.pending && c.last.stream == id {
-		w.noted |= c.last.event
+		w.noted |= c.last.event // an end: data was waited for above
 	}
 	c.mu.Unlock()
 	// What yamux handled before the watch began: data waiting, or the
