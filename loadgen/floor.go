@@ -14,14 +14,9 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"os"
 	"os/exec"
 	"sync"
@@ -62,7 +57,7 @@ func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) erro
 	if err != nil {
 		return err
 	}
-	tlsConf, err := floorTLS(key)
+	tlsConf, err := relay.ServerTLS(key) // the relay's own TLS configuration
 	if err != nil {
 		return err
 	}
@@ -115,45 +110,6 @@ func serveFloor(ctx context.Context, listen string, ready func(relay.Addr)) erro
 	err = <-errs
 	cancel()
 	return err
-}
-
-// floorTLS is the relay's TLS configuration (relay.ServerTLS) for key.
-func floorTLS(key identity.PrivateKey) (*tls.Config, error) {
-	cert, err := floorCertificate(key)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{wire.RelayALPN},
-		ClientAuth:   tls.RequireAnyClientCert,
-		// As the relay's peerIdentity: one certificate, an Ed25519 key.
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) != 1 {
-				return errors.New("floor: want one certificate")
-			}
-			cert, err := x509.ParseCertificate(raw[0])
-			if err != nil {
-				return err
-			}
-			if _, ok := cert.PublicKey.(ed25519.PublicKey); !ok {
-				return errors.New("floor: the key is not Ed25519")
-			}
-			return nil
-		},
-		SessionTicketsDisabled: true,
-	}, nil
-}
-
-func floorCertificate(key identity.PrivateKey) (tls.Certificate, error) {
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	priv := key.Ed25519()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, nil
 }
 
 // floor is the forwarder's one piece of state: each room's subscribers.
