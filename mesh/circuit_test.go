@@ -346,3 +346,33 @@ func peerIDOf(t *testing.T, n int) peer.ID {
 	}
 	return id
 }
+
+// TestFeedOncePerPeer: a peer gets one feed of a room at a time; a
+// second would have every envelope sent to it twice (review finding: 32
+// feeds of one room were served to one peer).
+func TestFeedOncePerPeer(t *testing.T) {
+	relay, a, b := circuitTrio(t)
+	dialThroughRelay(t, b, a, relay)
+	join(t, a, "behind")
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	open := func() error {
+		s, err := b.Host().NewStream(network.WithAllowLimitedConn(ctx, "feed"), a.ID(), feedProtocol)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { s.Reset() })
+		s.SetDeadline(time.Now().Add(patience))
+		if err := writeFrame(s, []byte("behind")); err != nil {
+			return err
+		}
+		_, err = readFrame(s, 0)
+		return err
+	}
+	if err := open(); err != nil {
+		t.Fatalf("the first feed: %v", err)
+	}
+	if err := open(); err == nil {
+		t.Fatal("a second feed of the room to the same peer was served")
+	}
+}

@@ -100,11 +100,18 @@ type fedEnvelope struct {
 // the last feedBacklogAge: an envelope accepted, but not yet committed,
 // when the follower's catch-up sync reads the store would otherwise
 // reach it by neither.
+// A peer has at most one feed of a room: add returns nil for a second
+// one, which would only have every envelope sent to it twice.
 func (f *feedSubs) add(p peer.ID, now time.Time) *feedSub {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.subs == nil {
 		f.subs = make(map[*feedSub]struct{})
+	}
+	for s := range f.subs {
+		if s.peer == p {
+			return nil
+		}
 	}
 	s := &feedSub{peer: p, ch: make(chan []byte, feedQueue)}
 	for i := range feedBacklog {
@@ -187,6 +194,13 @@ func (n *Node) handleFeed(s network.Stream) {
 		refuse("direct") // gossipsub serves a direct connection
 		return
 	}
+	// Any directly connected peer can pose as a relay and open a
+	// "relayed" connection: only one through a relay this node uses
+	// is a circuit that the relay's limits and policy bound.
+	if !n.relays.has(relayOf(s.Conn().RemoteMultiaddr())) {
+		refuse("unknown-relay")
+		return
+	}
 	if !n.limits.allow(remote) {
 		refuse("rate-limited")
 		return
@@ -215,6 +229,10 @@ func (n *Node) handleFeed(s network.Stream) {
 	}
 	defer release()
 	sub := r.feeds.add(remote, n.cfg.now())
+	if sub == nil {
+		refuse("duplicate")
+		return
+	}
 	defer r.feeds.remove(sub)
 	if err := writeFrame(s, nil); err != nil { // yes: envelopes follow
 		refuse("write")
@@ -335,6 +353,17 @@ func (n *Node) watchCircuits(sub event.Subscription) {
 	}
 }
 
+// viaKnownRelay reports whether a connection to p is a circuit through
+// one of the node's relays.
+func (n *Node) viaKnownRelay(p peer.ID) bool {
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if n.relays.has(relayOf(c.RemoteMultiaddr())) {
+			return true
+		}
+	}
+	return false
+}
+
 // followCircuits starts following, in every joined room, the feed of
 // each peer reached only through a circuit (only of peer only, if not
 // empty), unless it is followed already or refused it lately.
@@ -360,7 +389,7 @@ func (n *Node) followCircuits(only peer.ID) {
 		}
 	}
 	for _, p := range peers {
-		if n.host.Network().Connectedness(p) != network.Limited {
+		if n.host.Network().Connectedness(p) != network.Limited || !n.viaKnownRelay(p) {
 			continue
 		}
 		for _, r := range rooms {
