@@ -72,19 +72,8 @@ type Node struct {
 // service. It restores the replay state from the store first, so that no
 // envelope stored before a restart is accepted again. Close stops it.
 func New(ctx context.Context, cfg Config) (*Node, error) {
-	if cfg.Key.IsZero() {
-		return nil, errors.New("mesh: no identity key")
-	}
-	if cfg.Store == nil {
-		return nil, errors.New("mesh: no store")
-	}
-	if cfg.Circuit != nil {
-		if cfg.AutoRelay {
-			return nil, errors.New("mesh: a circuit relay does not reserve slots on relays itself")
-		}
-		if err := cfg.Circuit.Check(); err != nil {
-			return nil, err
-		}
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -121,9 +110,6 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := parseAddrs(cfg.Relays); err != nil {
-		return nil, err
-	}
 	if n.host, err = newHost(&cfg, n.punches, n.relays); err != nil {
 		return nil, err
 	}
@@ -140,19 +126,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		n.host.Close()
 		return nil, err
 	}
-	if len(cfg.Relays) > 0 {
-		if err := n.AddRelay(cfg.Relays); err != nil {
-			return fail(err)
-		}
-	}
-	if cfg.Circuit != nil {
-		var mt relayv2.MetricsTracer
-		if cfg.Registerer != nil {
-			mt = relayv2.NewMetricsTracer(relayv2.WithRegisterer(cfg.Registerer))
-		}
-		if n.circuit, err = startCircuit(n.host, cfg.Circuit, mt); err != nil {
-			return fail(err)
-		}
+	if err := n.startRelaying(); err != nil {
+		return fail(err)
 	}
 
 	psOpts := n.pubsubOptions()
@@ -171,21 +146,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mesh: gossipsub: %w", err))
 	}
-	n.host.SetStreamHandler(syncProtocol, n.handleSync)
-	n.host.SetStreamHandler(feedProtocol, n.handleFeed)
-	conns, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.BufSize(64))
-	if err != nil {
-		return fail(fmt.Errorf("mesh: connectedness events: %w", err))
+	if err := n.serveStreams(); err != nil {
+		return fail(err)
 	}
-	n.wg.Add(1)
-	go n.watchCircuits(conns)
-	n.host.Network().Notify(&network.NotifyBundle{
-		DisconnectedF: func(nw network.Network, c network.Conn) {
-			if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
-				n.topics.forget(p)
-			}
-		},
-	})
 	n.wg.Add(1)
 	go n.prune()
 
@@ -208,6 +171,67 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// check reports what makes c unusable.
+func (c *Config) check() error {
+	if c.Key.IsZero() {
+		return errors.New("mesh: no identity key")
+	}
+	if c.Store == nil {
+		return errors.New("mesh: no store")
+	}
+	if c.Circuit != nil {
+		if c.AutoRelay {
+			return errors.New("mesh: a circuit relay does not reserve slots on relays itself")
+		}
+		if err := c.Circuit.Check(); err != nil {
+			return err
+		}
+	}
+	_, err := parseAddrs(c.Relays)
+	return err
+}
+
+// startRelaying makes the node use its configured relays and, if it is
+// one, serve as a circuit relay.
+func (n *Node) startRelaying() error {
+	if len(n.cfg.Relays) > 0 {
+		if err := n.AddRelay(n.cfg.Relays); err != nil {
+			return err
+		}
+	}
+	if n.cfg.Circuit == nil {
+		return nil
+	}
+	var mt relayv2.MetricsTracer
+	if n.cfg.Registerer != nil {
+		mt = relayv2.NewMetricsTracer(relayv2.WithRegisterer(n.cfg.Registerer))
+	}
+	var err error
+	n.circuit, err = startCircuit(n.host, n.cfg.Circuit, mt)
+	return err
+}
+
+// serveStreams serves the node's own protocols (sync, feed) and follows
+// its peers' connections: feeds over circuits, topics of peers gone.
+func (n *Node) serveStreams() error {
+	n.host.SetStreamHandler(syncProtocol, n.handleSync)
+	n.host.SetStreamHandler(feedProtocol, n.handleFeed)
+	conns, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.BufSize(64))
+	if err != nil {
+		return fmt.Errorf("mesh: connectedness events: %w", err)
+	}
+	n.wg.Add(1)
+	go n.watchCircuits(conns)
+	n.host.Network().Notify(&network.NotifyBundle{
+		DisconnectedF: func(nw network.Network, c network.Conn) {
+			if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
+				n.topics.forget(p)
+			}
+		},
+	})
+	return nil
 }
 
 func (n *Node) pubsubOptions() []pubsub.Option {
