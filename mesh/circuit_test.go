@@ -159,15 +159,17 @@ func TestFeedRefusals(t *testing.T) {
 	relay, a, b := circuitTrio(t)
 	dialThroughRelay(t, b, a, relay)
 	rb := join(t, b, "behind")
-	// a has not joined: refused, and not asked again at once.
-	if got := rb.follow(context.Background(), a.ID()); got != "refused" {
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	// a has not joined: refused.
+	if got := rb.follow(ctx, a.ID()); got != "refused" {
 		t.Errorf("follow where the room is not joined: %s, want refused", got)
 	}
 	// Over a direct connection, gossipsub serves the room.
 	c := start(t, newSpec(t, 3))
 	join(t, c, "behind")
 	connect(t, b, c)
-	if got := rb.follow(context.Background(), c.ID()); got != "refused" {
+	if got := rb.follow(ctx, c.ID()); got != "refused" {
 		t.Errorf("follow over a direct connection: %s, want refused", got)
 	}
 }

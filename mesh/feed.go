@@ -261,6 +261,11 @@ func (r *Room) serveFeed(s network.Stream, sub *feedSub) string {
 				s.Reset()
 				return "overflow"
 			}
+			// A member removed since the feed opened gets nothing more.
+			if r.priv != nil && !r.priv.maySync(sub.peer, r.n.cfg.MaySync) {
+				s.Reset()
+				return "not-member"
+			}
 			s.SetWriteDeadline(time.Now().Add(syncTimeout))
 			if err := writeFrame(s, raw); err != nil {
 				s.Reset()
@@ -434,6 +439,10 @@ func (r *Room) follow(ctx context.Context, p peer.ID) string {
 		return "open"
 	}
 	defer s.Close()
+	if s.Conn().Stat().Limited && !n.relays.has(relayOf(s.Conn().RemoteMultiaddr())) {
+		s.Reset() // the stream took a circuit through a relay not ours
+		return "unknown-relay"
+	}
 	// Ending ctx ends the feed: a read in progress returns.
 	defer context.AfterFunc(ctx, func() { s.Reset() })()
 
