@@ -37,3 +37,25 @@ func TestCircuitSlots(t *testing.T) {
 		t.Fatalf("10 slots: %d per IP, %d per AS", small.MaxReservationsPerIP, small.MaxReservationsPerASN)
 	}
 }
+
+// TestRelaySetAddsOnlyNews: AddRelay runs at each meeting of a room's
+// peers; giving a known relay again wakes no one waiting for relays.
+func TestRelaySetAddsOnlyNews(t *testing.T) {
+	rs := newRelaySet()
+	ai, err := parseAddrs([]string{"/ip4/127.0.0.1/udp/4434/quic-v1/p2p/12D3KooWNDQCEcGFGyHnJLP7S1XaKUr1qemcXf7Pi9y1D74E4uHP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.add(ai...); err != nil {
+		t.Fatal(err)
+	}
+	_, changed := rs.list()
+	if err := rs.add(ai...); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+		t.Fatal("a known relay given again counted as a change")
+	default:
+	}
+}

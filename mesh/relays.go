@@ -44,14 +44,15 @@ func (rs *relaySet) add(ais ...peer.AddrInfo) error {
 		}
 		if !known {
 			rs.order = append(rs.order, ai.ID)
+			grew = true
 		}
 		for _, a := range ai.Addrs {
 			if !slices.ContainsFunc(old, a.Equal) {
 				old = append(old, a)
+				grew = true
 			}
 		}
 		rs.addrs[ai.ID] = old
-		grew = true
 	}
 	if grew {
 		close(rs.changed)
