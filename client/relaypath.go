@@ -85,7 +85,7 @@ func (c *Client) openRelay(ctx context.Context) (*relayPath, error) {
 		p.setState(st) // before OnState says so: Send waits for the history
 		p.keepTransport(ctx, st.Transport.String())
 	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog),
-		errors.Is(err, relay.ErrBadCertificate):
+		errors.Is(err, relay.ErrBadCertificate), errors.Is(err, relay.ErrVersion):
 		p.rc.Close()
 		return nil, err
 	default:

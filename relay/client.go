@@ -138,7 +138,11 @@ func Dial(ctx context.Context, addr Addr, key identity.PrivateKey, opts ClientOp
 	go c.checkLoop()
 	// The relay refuses an identity it does not admit right after the
 	// handshake; asking for its Info waits for that, or for the answer.
-	if _, err := c.Info(ctx); err != nil {
+	info, err := c.Info(ctx)
+	if err == nil {
+		err = acceptsOurs(info)
+	}
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -275,7 +279,7 @@ func (c *Client) dialLazy(ctx context.Context) (transport.Conn, error) {
 	defer stop()
 	conn, err := c.dial(ctx)
 	if err != nil {
-		err = fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, wireError(err))
+		err = fmt.Errorf("relay: connect to %s: %w", c.addr.HostPort, versionError(wireError(err)))
 		// Dial's own first attempt returns its error and tells no one.
 		if c.life.Err() == nil && ctx.Err() == nil && c.State().Status != StatusConnecting {
 			if permanent(err) {
@@ -315,6 +319,20 @@ func dialOn(ctx context.Context, tr *quic.Transport, hostPort string, conf *tls.
 	return tr.Dial(ctx, ua, conf, quicConfig(keepAlive))
 }
 
+// ErrVersion: the relay speaks none of the relay protocol versions this
+// client speaks, and is too old to say which it does (a newer relay
+// refuses such a client with a *wire.RelayError, code unsupported,
+// naming both).
+var ErrVersion = errors.New("relay: no relay protocol version in common")
+
+func versionError(err error) error {
+	if !transport.NoCommonVersion(err) {
+		return err
+	}
+	return fmt.Errorf("%w: this client speaks relay protocol %s, the relay none of them; a relay that speaks other versions says which, so this one is older than version %d: upgrade the relay, or use an older client: %w",
+		ErrVersion, wire.Current, wire.Current.Min, err)
+}
+
 // wireError turns the error that ended a connection or stream into the
 // relay's error code, where there is one.
 func wireError(err error) error { return transport.RemoteError(err) }
@@ -328,7 +346,7 @@ func retryable(err error) bool {
 	switch {
 	case errors.As(err, &re):
 		return re.Code == wire.CodeShuttingDown || re.Code == wire.CodeIdle || re.Code == wire.CodeOK
-	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrBadCertificate), errors.Is(err, ErrAuditLog), errors.Is(err, ErrNotConnected),
+	case errors.Is(err, errClientClosed), errors.Is(err, ErrWrongRelay), errors.Is(err, ErrVersion), errors.Is(err, ErrBadCertificate), errors.Is(err, ErrAuditLog), errors.Is(err, ErrNotConnected),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	}
@@ -352,7 +370,7 @@ func DialQUICOn(ctx context.Context, tr *quic.Transport, addr Addr, key identity
 	}
 	conn, err := dialOn(ctx, tr, addr.HostPort, conf, 15*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("relay: connect to %s: %w", addr.HostPort, wireError(err))
+		return nil, fmt.Errorf("relay: connect to %s: %w", addr.HostPort, versionError(wireError(err)))
 	}
 	return conn, nil
 }
@@ -367,7 +385,7 @@ func DialTCP(ctx context.Context, addr Addr, key identity.PrivateKey) (transport
 	}
 	conn, err := transport.DialTCP(ctx, addr.HostPort, conf, transport.TCPOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("relay: connect to %s over TCP: %w", addr.HostPort, err)
+		return nil, fmt.Errorf("relay: connect to %s over TCP: %w", addr.HostPort, versionError(err))
 	}
 	return conn, nil
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
 )
@@ -234,9 +236,11 @@ func (c *Client) notifyLoop() {
 func permanent(err error) bool {
 	var re *wire.RelayError
 	if errors.As(err, &re) {
-		return re.Code == wire.CodeNotAllowed || re.Code == wire.CodeBanned
+		// Unsupported, for a connection: no relay protocol version in
+		// common.
+		return re.Code == wire.CodeNotAllowed || re.Code == wire.CodeBanned || re.Code == wire.CodeUnsupported
 	}
-	if errors.Is(err, ErrWrongRelay) || errors.Is(err, ErrBadCertificate) || errors.Is(err, ErrAuditLog) || errors.Is(err, errKeptCheckpoint) {
+	if errors.Is(err, ErrWrongRelay) || errors.Is(err, ErrVersion) || errors.Is(err, ErrBadCertificate) || errors.Is(err, ErrAuditLog) || errors.Is(err, errKeptCheckpoint) {
 		return true
 	}
 	return transport.IsHandshakeError(err)
@@ -392,7 +396,26 @@ func (c *Client) infoOn(ctx context.Context, conn transport.Conn) (*wire.Info, e
 	if t != wire.FrameInfo {
 		return nil, fmt.Errorf("info: answered with %s", t)
 	}
-	return wire.ParseInfo(body)
+	info, err := wire.ParseInfo(body)
+	if err != nil {
+		return nil, err
+	}
+	return info, acceptsOurs(info)
+}
+
+// acceptsOurs checks that the relay takes the envelope version this
+// client writes (its Info's versions): a relay that does not could only
+// refuse every publish.
+func acceptsOurs(info *wire.Info) error {
+	if slices.Contains(info.Versions, protocol.Version) {
+		return nil
+	}
+	older := "client"
+	if slices.Max(info.Versions) < protocol.Version {
+		older = "relay"
+	}
+	return fmt.Errorf("%w: the relay accepts envelope versions %v, this client writes version %d: upgrade the %s",
+		ErrVersion, info.Versions, protocol.Version, older)
 }
 
 // watch watches a connection until it ends, and returns why. It ends the

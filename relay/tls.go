@@ -85,17 +85,26 @@ func CertIdentity(cert *x509.Certificate) (identity.PublicKey, error) {
 var ErrWrongRelay = errors.New("relay: the relay's key is not the one in its address")
 
 // ServerTLS is the relay's TLS configuration: its identity's certificate,
-// TLS 1.3, the protocol's ALPN, and a client certificate required (any
-// self-signed Ed25519 one: it names the client's identity).
+// TLS 1.3, the relay protocol's ALPNs, and a client certificate required
+// (any self-signed Ed25519 one: it names the client's identity).
 func ServerTLS(key identity.PrivateKey) (*tls.Config, error) {
+	return ServerTLSVersions(key, wire.Current)
+}
+
+// ServerTLSVersions is ServerTLS for a relay that speaks the relay
+// protocol versions vs. The ALPN chosen is vs.Choose of the client's:
+// a client that offers relay versions but none of vs completes the
+// handshake, for the relay to refuse it saying both versions
+// (wire.Versions.Refusal); one that offers no relay version fails it.
+func ServerTLSVersions(key identity.PrivateKey, vs wire.Versions) (*tls.Config, error) {
 	cert, err := certificate(key)
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{
+	conf := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{wire.RelayALPN},
+		NextProtos:   vs.ALPNs(),
 		// The chain is checked by peerIdentity, not against CAs: any
 		// self-signed Ed25519 certificate proves an identity, and the
 		// policy decides what that identity may do.
@@ -105,10 +114,26 @@ func ServerTLS(key identity.PrivateKey) (*tls.Config, error) {
 			return err
 		},
 		SessionTicketsDisabled: true, // no resumption: every connection proves its key
-	}, nil
+	}
+	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c := conf.Clone()
+		c.GetConfigForClient = nil
+		if p := vs.Choose(hello.SupportedProtos); p != "" {
+			c.NextProtos = []string{p}
+		}
+		return c, nil
+	}
+	return conf, nil
 }
 
+// clientTLS is a client's TLS configuration for the relay at relay: its
+// identity's certificate, TLS 1.3, every relay protocol version this
+// code speaks, highest first, and the relay's key checked.
 func clientTLS(key identity.PrivateKey, relay Addr) (*tls.Config, error) {
+	return clientTLSVersions(key, relay, wire.Current)
+}
+
+func clientTLSVersions(key identity.PrivateKey, relay Addr, vs wire.Versions) (*tls.Config, error) {
 	cert, err := certificate(key)
 	if err != nil {
 		return nil, err
@@ -116,7 +141,7 @@ func clientTLS(key identity.PrivateKey, relay Addr) (*tls.Config, error) {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{cert},
-		NextProtos:         []string{wire.RelayALPN},
+		NextProtos:         vs.ALPNs(),
 		ServerName:         "parley-relay",
 		InsecureSkipVerify: true, // no CA check: the pinned key is checked below
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {

@@ -277,6 +277,8 @@ func (c *cli) fail(err error) int {
 		return exitWrongRelay
 	case errors.Is(err, client.ErrConfig):
 		return exitUsage
+	case errors.Is(err, relay.ErrVersion):
+		return exitRefused // no relay protocol version in common
 	case errors.As(err, &refused) && refused.Code != wire.CodeUnknownCursor:
 		return exitRefused // the relay said no: before "not delivered", which it explains
 	case errors.Is(err, client.ErrNotMember), errors.Is(err, client.ErrNotAdmin), errors.Is(err, client.ErrJoinRefused):

@@ -78,7 +78,8 @@ func (s *Server) serveConn(ctx context.Context, conn transport.Conn) {
 	conn.Close(wire.CodeOK, "")
 }
 
-// admit checks a new connection: its certificate, its address's rate of
+// admit checks a new connection: its relay protocol version, its
+// certificate, its address's rate of
 // new connections, the relay's connection limit and the policy. A
 // connection it admits counts in s.conns (for its identity and its
 // address too); one it refuses is closed, with
@@ -87,6 +88,10 @@ func (s *Server) admit(conn transport.Conn) (*client, Decision, bool) {
 	addr := conn.RemoteAddr()
 	log := s.log.With("addr", addr.String())
 	state := conn.TLS()
+	if msg, bad := s.versions.Refusal(state.NegotiatedProtocol); bad {
+		s.refuse(conn, log, wire.CodeUnsupported, msg)
+		return nil, Decision{}, false
+	}
 	if len(state.PeerCertificates) != 1 {
 		s.refuse(conn, log, wire.CodeNotAllowed, "no client certificate")
 		return nil, Decision{}, false

@@ -19,6 +19,7 @@ import (
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/transport"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,17 +104,20 @@ type Options struct {
 type Server struct {
 	// cfg is the config the relay started with; its Limits are read
 	// from limits instead, which Reload replaces.
-	cfg     Config
-	limits  atomic.Pointer[Limits]
-	key     identity.PrivateKey
-	st      Storage
-	policy  *Policy
-	log     *slog.Logger
-	metrics *metrics
-	now     func() time.Time
-	hub     *hub
-	seq     *sequencer
-	bridge  Bridge
+	cfg    Config
+	limits atomic.Pointer[Limits]
+	key    identity.PrivateKey
+	// versions are the relay protocol versions it speaks (tests set
+	// others before Start).
+	versions wire.Versions
+	st       Storage
+	policy   *Policy
+	log      *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
+	hub      *hub
+	seq      *sequencer
+	bridge   Bridge
 	// private has the member lists of private rooms (private.go).
 	private *privateRooms
 	// memberWait bounds a publish's wait for the member-list change it
@@ -184,7 +188,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 	}
 	l := o.Config.Limits
 	s := &Server{
-		cfg: o.Config, key: o.Key, st: st, policy: pol, audit: log, auditReader: o.Store, log: o.Log, metrics: m, now: o.Now,
+		cfg: o.Config, key: o.Key, st: st, policy: pol, audit: log, auditReader: o.Store, log: o.Log, metrics: m, now: o.Now, versions: wire.Current,
 		hub:        newHub(l.QueueSize),
 		seq:        seq,
 		private:    newPrivateRooms(o.Rosters),
@@ -255,7 +259,7 @@ var errServerClosed = errors.New("relay: server is closed")
 // one: by default on the same port number, so that one address names
 // both.
 func (s *Server) Listen() error {
-	tlsConf, err := relay.ServerTLS(s.key)
+	tlsConf, err := relay.ServerTLSVersions(s.key, s.versions)
 	if err != nil {
 		return err
 	}

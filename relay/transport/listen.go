@@ -41,7 +41,7 @@ type TCPListener struct {
 }
 
 // ListenTCP listens on addr. conf must require TLS 1.3 and a client
-// certificate, and name the relay protocol's ALPN.
+// certificate, and name the relay protocol's ALPNs.
 func ListenTCP(addr string, conf *tls.Config, opts func() ListenOptions) (*TCPListener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -88,9 +88,11 @@ func (l *TCPListener) handshake(nc net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, o.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
-	if err != nil || tc.ConnectionState().NegotiatedProtocol != wire.RelayALPN {
+	if _, ok := wire.ParseALPN(tc.ConnectionState().NegotiatedProtocol); err != nil || !ok {
 		// A client that offered no ALPN gets a handshake; it gets
-		// nothing more.
+		// nothing more. One that offered a relay version the relay
+		// does not speak is refused with both versions by the relay
+		// (wire.Versions.Refusal).
 		tc.Close()
 		return
 	}

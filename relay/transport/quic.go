@@ -85,3 +85,21 @@ func IsHandshakeError(err error) bool {
 	var te *quic.TransportError
 	return errors.As(err, &te) && te.ErrorCode.IsCryptoError()
 }
+
+// NoCommonVersion reports whether err is a handshake the server failed
+// because the client offered none of its protocols (TLS alert 120,
+// no_application_protocol), over either transport: a relay that speaks
+// other relay protocol versions than the client, and is too old to say
+// which (a relay of this code completes the handshake to say it).
+func NoCommonVersion(err error) bool {
+	var te *quic.TransportError
+	if errors.As(err, &te) {
+		return te.Remote && te.ErrorCode == quic.TransportErrorCode(0x100+alertNoApplicationProtocol)
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && oe.Err.Error() == "tls: no application protocol"
+}
+
+// alertNoApplicationProtocol is TLS alert 120 (RFC 7301); QUIC carries a
+// TLS alert as the transport error 0x100 plus the alert (RFC 9001).
+const alertNoApplicationProtocol = 120

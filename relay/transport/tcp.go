@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,8 +130,8 @@ func DialTCP(ctx context.Context, hostPort string, conf *tls.Config, opts TCPOpt
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fail(handshakeError(err))
 	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != wire.RelayALPN {
-		return fail(fmt.Errorf("%w: the server speaks %q, not %q", ErrHandshake, p, wire.RelayALPN))
+	if p := tc.ConnectionState().NegotiatedProtocol; !slices.Contains(conf.NextProtos, p) {
+		return fail(fmt.Errorf("%w: the server speaks %q, not one of %q", ErrHandshake, p, conf.NextProtos))
 	}
 	if err := readAdmission(ctx, tc); err != nil {
 		return fail(err)

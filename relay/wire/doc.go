@@ -12,5 +12,6 @@
 // ErrBadFrame. A Reader checks a frame's length against its limit
 // (MaxFrameBody at most) before it reads the body.
 //
-// The version is in RelayALPN: a wire-incompatible change gets a new one.
+// The version is in the TLS application protocol, "parley-relay/N"
+// (version.go): a wire-incompatible change gets a new one.
 package wire

@@ -12,10 +12,6 @@ import (
 	"github.com/parleychat/parley/protocol"
 )
 
-// RelayALPN is the TLS application protocol of this version of the relay
-// protocol. A relay that speaks another version fails the handshake.
-const RelayALPN = "parley-relay/1"
-
 // FrameHeaderSize is the size of a frame header: type and body length.
 const FrameHeaderSize = 5
 

@@ -1,0 +1,287 @@
+package upgrade
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/internal/testkit"
+)
+
+// wait is the bound on every wait for a process: generous, since the
+// machine may be slow and busy.
+const wait = 90 * time.Second
+
+// proc is a running command: its stdout line by line, its stderr kept.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string // closed at the end of stdout
+	stderr testkit.LogBuffer
+	exited chan struct{}
+	err    error
+}
+
+// start starts bin; the test's cleanup kills it if it still runs.
+func start(t testing.TB, name, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), lines: make(chan string, 1024), exited: make(chan struct{})}
+	p.cmd.Stderr = &p.stderr
+	var err error
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// exit waits for the process to end and fails the test unless it
+// exited with 0.
+func (p *proc) exit(t testing.TB) {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(wait):
+		t.Fatalf("%s did not exit within %v\n%s", p.name, wait, p.stderr.String())
+	}
+	if p.err != nil {
+		t.Fatalf("%s: %v\n%s", p.name, p.err, p.stderr.String())
+	}
+}
+
+// stop ends the process with SIGTERM, as an operator would, and checks
+// it exits cleanly.
+func (p *proc) stop(t testing.TB) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.exit(t)
+}
+
+// relayProc is a relay's data folder and, while it serves, its process.
+type relayProc struct {
+	dir, hostPort string
+	addr          string // FINGERPRINT@HOST:PORT
+	p             *proc
+}
+
+// newRelay makes a relay data folder with bin (relay init), for a relay
+// that will listen on a fixed loopback port, so that another release can
+// serve the same folder at the same address.
+func newRelay(t *testing.T, bin string) *relayProc {
+	t.Helper()
+	r := &relayProc{dir: filepath.Join(t.TempDir(), "relay"), hostPort: freePort(t)}
+	if out, err := run("", bin, "--data", r.dir, "init", "--policy", "open"); err != nil {
+		t.Fatalf("relay init: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "config.toml"), []byte("admin = \"\"\nmdns = false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// serve starts bin serving the folder, and waits until it says so.
+func (r *relayProc) serve(t *testing.T, name, bin string) {
+	t.Helper()
+	r.p = start(t, name, bin, "--data", r.dir, "serve", "--listen", r.hostPort, "--p2p-listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	deadline := time.After(wait)
+	for {
+		select {
+		case line, ok := <-r.p.lines:
+			if !ok {
+				t.Fatalf("%s exited before serving: %v\n%s", name, r.p.err, r.p.stderr.String())
+			}
+			if a, ok := strings.CutPrefix(line, "serving "); ok {
+				r.addr = a
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%s not serving after %v\n%s", name, wait, r.p.stderr.String())
+		}
+	}
+}
+
+// freePort is a loopback port free for UDP and TCP both (the relay
+// listens on both) when asked.
+func freePort(t *testing.T) string {
+	t.Helper()
+	for range 50 {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hostPort := u.LocalAddr().String()
+		l, err := net.Listen("tcp", hostPort)
+		u.Close()
+		if err == nil {
+			l.Close()
+			return hostPort
+		}
+	}
+	t.Fatal("no loopback port free for both UDP and TCP in 50 tries")
+	return ""
+}
+
+// person is a home folder, and the flags chat runs with on it; which
+// release runs it is chosen per command.
+type person struct {
+	name, home string
+	flags      []string
+}
+
+func newPerson(t *testing.T, name string, flags ...string) *person {
+	return &person{name: name, home: filepath.Join(t.TempDir(), name),
+		flags: append([]string{"--nick", name, "--no-mdns"}, flags...)}
+}
+
+func (p *person) args(args ...string) []string {
+	return append(append([]string{"--home", p.home}, p.flags...), args...)
+}
+
+// chat runs bin as the person to completion, and fails the test on a
+// non-zero exit.
+func (p *person) chat(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := runEnv("", nil, bin, p.args(args...)...)
+	if err != nil {
+		t.Fatalf("%s: chat %s: %v\n%s", p.name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// talk starts bin's talk in room as the person.
+func (p *person) talk(t *testing.T, bin, room string) *proc {
+	t.Helper()
+	return start(t, p.name, bin, p.args("talk", "--room", room, "--json", "--timeout", "170s")...)
+}
+
+// message is one line of talk --json or history --json.
+type message struct {
+	ID   string `json:"id"`
+	Nick string `json:"nick"`
+	Text string `json:"text"`
+}
+
+// expect reads p's lines until it has every text in want, failing on a
+// text shown twice or after the bound.
+func expect(t *testing.T, p *proc, want ...string) {
+	t.Helper()
+	missing := make(map[string]bool)
+	for _, w := range want {
+		missing[w] = true
+	}
+	seen := make(map[string]bool)
+	deadline := time.After(wait)
+	for len(missing) > 0 {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("%s ended still waiting for %v: %v\n%s", p.name, keys(missing), p.err, p.stderr.String())
+			}
+			m := parseMessage(t, p.name, line)
+			if seen[m.ID] {
+				t.Fatalf("%s was shown %q twice", p.name, m.Text)
+			}
+			seen[m.ID] = true
+			delete(missing, m.Text)
+		case <-deadline:
+			t.Fatalf("%s still waiting for %v after %v\n%s", p.name, keys(missing), wait, p.stderr.String())
+		}
+	}
+}
+
+func parseMessage(t *testing.T, who, line string) message {
+	t.Helper()
+	var m message
+	if err := json.Unmarshal([]byte(line), &m); err != nil || m.ID == "" {
+		t.Fatalf("%s printed %q, not a message: %v", who, line, err)
+	}
+	return m
+}
+
+// texts are the texts of history --json's output, failing on one twice.
+func texts(t *testing.T, who, out string) map[string]bool {
+	t.Helper()
+	got := make(map[string]bool)
+	for line := range strings.Lines(strings.TrimSpace(out)) {
+		m := parseMessage(t, who, strings.TrimSpace(line))
+		if got[m.Text] {
+			t.Errorf("%s's history has %q twice", who, m.Text)
+		}
+		got[m.Text] = true
+	}
+	return got
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// say writes lines to a talk process, as a person types them.
+func say(t *testing.T, p *proc, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(p.stdin, l); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
+}
+
+// done closes a talk's input and checks it exits with 0.
+func done(t *testing.T, ps ...*proc) {
+	t.Helper()
+	for _, p := range ps {
+		p.stdin.Close()
+	}
+	for _, p := range ps {
+		p.exit(t)
+	}
+}
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// waitLog waits until p's standard error says want.
+func waitLog(t *testing.T, p *proc, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); !strings.Contains(p.stderr.String(), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not say %q within %v\n%s", p.name, want, wait, p.stderr.String())
+		}
+	}
+}
