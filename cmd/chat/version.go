@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay/wire"
 )
 
 func (c *cli) version(args []string) int {
@@ -12,6 +15,7 @@ func (c *cli) version(args []string) int {
 		return c.usageError(err)
 	}
 	fmt.Fprintln(c.stdout, versionLine("chat"))
+	fmt.Fprintln(c.stdout, protocolsLine())
 	return exitOK
 }
 
@@ -43,4 +47,10 @@ func versionLine(name string) string {
 		modified = "" // the version says it already
 	}
 	return fmt.Sprintf("%s %s%s %s", name, v, modified, bi.GoVersion)
+}
+
+// protocolsLine names the wire versions this build speaks, which decide
+// what it can talk to (docs/protocol.md, "Versions and upgrades").
+func protocolsLine() string {
+	return fmt.Sprintf("envelope version %d, relay protocol %s", protocol.Version, wire.Current)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
+	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/server"
 	"github.com/parleychat/parley/relay/wire"
@@ -185,6 +186,9 @@ func (c *cli) version(args []string) int {
 		return c.usageError(fmt.Errorf("version takes no arguments, got %d", len(args)))
 	}
 	fmt.Fprintln(c.stdout, versionLine("relay"))
+	// The wire versions it speaks (docs/protocol.md, "Versions and
+	// upgrades").
+	fmt.Fprintf(c.stdout, "envelope version %d, relay protocol %s\n", protocol.Version, wire.Current)
 	return exitOK
 }
 
