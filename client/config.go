@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"reflect"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
@@ -252,13 +254,52 @@ func setConfigValue(path, key, value string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	out := []byte(withValue(string(data), key, value))
-	var c Config
-	if err := strictoml.Decode(out, &c); err != nil {
+	out, err := setValue(data, key, value)
+	if err != nil {
 		return fmt.Errorf("%w: %s: setting %s: %w", ErrConfig, path, key, err)
 	}
 	if err := atomicfile.WriteFile(path, out, 0o600); err != nil {
 		return fmt.Errorf("client: config: %w", err)
+	}
+	return nil
+}
+
+// setValue is the config file data with key set to value
+// (setConfigValue), or an error if the result would not be a valid
+// config file that sets key to value and changes nothing else.
+func setValue(data []byte, key, value string) ([]byte, error) {
+	if !utf8.ValidString(value) {
+		return nil, fmt.Errorf("%q is not UTF-8, which a config file cannot hold", value)
+	}
+	out := []byte(withValue(string(data), key, value))
+	var c Config
+	if err := strictoml.Decode(out, &c); err != nil {
+		return nil, err
+	}
+	if err := onlyKeyChanged(data, out, key, value); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// onlyKeyChanged checks that the file after sets key to value and
+// changes no other setting of the file before: a line that looks like
+// the key's but is inside a multi-line string must not be taken for it.
+func onlyKeyChanged(before, after []byte, key, value string) error {
+	var was, is map[string]any
+	if err := strictoml.Decode(after, &is); err != nil {
+		return err
+	}
+	if is[key] != value {
+		return errors.New("the file's text hides the setting (a multi-line string?)")
+	}
+	if strictoml.Decode(before, &was) != nil {
+		return nil // a broken file: what it said is unknown
+	}
+	delete(was, key)
+	delete(is, key)
+	if !reflect.DeepEqual(was, is) {
+		return errors.New("the change would touch other settings (a multi-line string?)")
 	}
 	return nil
 }

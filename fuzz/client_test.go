@@ -1,12 +1,16 @@
 package fuzz
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/parleychat/parley/client"
 	"github.com/parleychat/parley/identity"
@@ -14,8 +18,10 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// FuzzClientConfig: any config file parses to a config or to ErrConfig,
-// and a config that passes Validate is one the client can run with.
+// FuzzClientConfig: any config file parses to a config or to ErrConfig;
+// parsing is deterministic, and a config written out as TOML parses back
+// to itself; a config that passes Validate is one the client can run
+// with.
 func FuzzClientConfig(f *testing.F) {
 	f.Add([]byte("# a comment\nnick = \"bob\"\n"))
 	f.Add([]byte("nick = \"alice\"\nmode = \"relay\"\nrelay = \"SHA256:5jV9gJBjzXqNYZCm7iKTZC6XL5PqDH1RCOJS3SBkjtc@relay.example.org:4433\"\n"))
@@ -28,6 +34,17 @@ func FuzzClientConfig(f *testing.F) {
 				t.Fatalf("error %v is not ErrConfig", err)
 			}
 			return
+		}
+		if again, err := client.ParseConfig(data); err != nil || !reflect.DeepEqual(again, c) {
+			t.Fatalf("parsed twice, the same file gives %+v and %+v, %v", c, again, err)
+		}
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+			t.Fatalf("a parsed config does not encode: %v", err)
+		}
+		back, err := client.ParseConfig(buf.Bytes())
+		if err != nil || !reflect.DeepEqual(clientEmptyIsNil(back), clientEmptyIsNil(c)) {
+			t.Fatalf("written out and parsed back, %+v becomes %+v, %v\n%s", c, back, err, buf.Bytes())
 		}
 		if err := c.Validate(); err != nil {
 			if !errors.Is(err, client.ErrConfig) {
@@ -45,6 +62,17 @@ func FuzzClientConfig(f *testing.F) {
 			t.Fatal("relay mode without a relay passed")
 		}
 	})
+}
+
+// clientEmptyIsNil is c with empty lists as none: TOML writes both alike.
+func clientEmptyIsNil(c client.Config) client.Config {
+	if len(c.Peers) == 0 {
+		c.Peers = nil
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = nil
+	}
+	return c
 }
 
 // FuzzSearch: whatever a person types into history --search is a search,

@@ -10,4 +10,7 @@
 //
 // and one with go test -run '^$' -fuzz '^FuzzEnvelope$' -fuzztime 60s ./fuzz.
 // Seed corpora live in testdata/fuzz; go test ./... runs them as tests.
+// FUZZ_KEEP=1 fuzz/run 30m keeps what a campaign found there, within a
+// cap per target. docs/fuzzing.md lists the targets and their
+// properties, and records the campaigns.
 package fuzz

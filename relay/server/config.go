@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -256,8 +257,8 @@ func (c *Config) Validate() error {
 	if l.MaxEnvelope < 512 || l.MaxEnvelope > protocol.MaxEnvelopeSize {
 		bad("limits.max_envelope %d: want 512 to %d", l.MaxEnvelope, protocol.MaxEnvelopeSize)
 	}
-	if l.PublishRate <= 0 || l.PublishBurst < 1 || l.AddrRate <= 0 || l.AddrBurst < 1 {
-		bad("limits: rates and bursts must be positive")
+	if !finitePositive(l.PublishRate) || l.PublishBurst < 1 || !finitePositive(l.AddrRate) || l.AddrBurst < 1 {
+		bad("limits: rates and bursts must be positive (rates finite)")
 	}
 	if l.MaxConnections < 1 || l.MaxStreams < 4 || l.QueueSize < 16 || l.RetryAbove < 0 {
 		bad("limits: max_connections >= 1, max_streams >= 4, queue_size >= 16, retry_above >= 0")
@@ -271,9 +272,10 @@ func (c *Config) Validate() error {
 	if c.Retention.MaxAge.Duration < 0 || c.Retention.MaxBytes < 0 {
 		bad("retention: max_age and max_bytes must not be negative")
 	}
-	if c.Retention.MaxAge.Duration > 0 && c.Retention.MaxAge.Duration < 2*l.Skew.Duration {
+	if c.Retention.MaxAge.Duration > 0 && c.Retention.MaxAge.Duration/2 < l.Skew.Duration {
 		// History must outlive the skew window, or an envelope pruned
 		// while its time is still accepted could be stored twice.
+		// (max_age/2 < skew: 2*skew overflows for a skew of 292 years.)
 		bad("retention.max_age %s: want at least twice limits.skew (%s)", c.Retention.MaxAge, l.Skew)
 	}
 	if ci := c.Circuit; ci.Enabled {
@@ -295,6 +297,10 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// finitePositive reports whether r is a rate: above zero and finite.
+// NaN fails every comparison, so "r <= 0" alone lets it through.
+func finitePositive(r float64) bool { return r > 0 && !math.IsInf(r, 1) }
 
 // policyHash identifies the policy part of the configuration, so that a
 // change to it raises the policy version.
