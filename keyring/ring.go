@@ -119,7 +119,7 @@ func (r *Ring) Current(ctx context.Context) (*keypackage.Package, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
-	if len(r.own) > 0 && now.Sub(time.Unix(r.own[0].pkg.Created, 0)) < keypackage.Rotate {
+	if len(r.own) > 0 && fresh(now, r.own[0].pkg.Created, keypackage.Rotate) {
 		return r.own[0].pkg, false, nil
 	}
 	p, priv, err := keypackage.New(r.key, r.device, now, now.Add(keypackage.Lifetime))
@@ -148,6 +148,17 @@ func (r *Ring) Current(ctx context.Context) (*keypackage.Package, bool, error) {
 	}
 	r.own = keep
 	return p, true, nil
+}
+
+// fresh reports whether something made at created (Unix s, by our own
+// clock) is younger than limit at now. Something dated more than
+// keypackage.MaxSkew after now is not: our clock was wrong when it was
+// made (others refuse a package made that far ahead, and its age is
+// unknown), so it is replaced rather than kept until the clock gets
+// there. time.Time.Sub saturates, so no created wraps to young.
+func fresh(now time.Time, created int64, limit time.Duration) bool {
+	age := now.Sub(time.Unix(created, 0))
+	return age >= -keypackage.MaxSkew && age < limit
 }
 
 // private returns the private key of our package id.

@@ -135,7 +135,7 @@ func (r *Ring) Prepare(ctx context.Context, room string, head protocol.ID, membe
 		return nil, err
 	}
 	if cur != nil && slices.Equal(cur.to, to) && cur.sent < EpochMessages &&
-		r.now().Sub(time.Unix(cur.created, 0)) < EpochAge {
+		fresh(r.now(), cur.created, EpochAge) {
 		return nil, nil
 	}
 	s := &sending{created: r.now().Unix(), to: to}

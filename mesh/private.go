@@ -159,7 +159,7 @@ func (r *Room) hold(it inbound, missing protocol.ID) {
 	if w != p.strangers && it.from != "" && it.from != r.n.host.ID() && !missing.IsZero() && r.gaps.claim(missing) == unseen {
 		// A member-list change may be older than anything else: all of
 		// the room's past (a private room's list is never pruned).
-		r.requestSync(syncRequest{peer: it.from, since: 0, until: it.env.Time + 1, gap: true})
+		r.requestSync(syncRequest{peer: it.from, since: 0, until: later(it.env.Time), gap: true})
 	}
 }
 

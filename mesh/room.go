@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -366,11 +367,11 @@ func (r *Room) checkGap(it inbound) {
 	if err != nil || has || r.gaps.claim(it.env.Prev) != unseen {
 		return
 	}
-	since := it.env.Time - maxGapRange.Milliseconds()
+	since := earlier(it.env.Time, maxGapRange.Milliseconds())
 	if prev, err := r.n.store.Before(r.ctx, it.env.Sender, r.name, it.env.Seq); err == nil {
 		since = max(since, prev.Env.Time)
 	}
-	r.requestSync(syncRequest{peer: it.from, since: since, until: it.env.Time + 1, gap: true})
+	r.requestSync(syncRequest{peer: it.from, since: since, until: later(it.env.Time), gap: true})
 }
 
 // watchPeers starts a catch-up sync with every peer that joins the room:
@@ -514,4 +515,21 @@ func (r *Room) runSync(req syncRequest) {
 		}
 		r.n.log.Debug("sync", "room", r.name, "peer", p, "err", err)
 	}
+}
+
+// earlier is t less d milliseconds, or the start of time if that is
+// before it: an envelope's time is anything a signer chose.
+func earlier(t, d int64) int64 {
+	if t < math.MinInt64+d {
+		return math.MinInt64
+	}
+	return t - d
+}
+
+// later is the millisecond after t, or t at the end of time.
+func later(t int64) int64 {
+	if t == math.MaxInt64 {
+		return t
+	}
+	return t + 1
 }

@@ -435,7 +435,9 @@ type Cursor struct {
 // after the cursor (exclusive; a zero cursor starts at since), ordered by
 // (time, ID): the page order of catch-up sync.
 func (s *Store) Range(ctx context.Context, room string, since, until int64, after Cursor, limit int) ([]Record, error) {
-	if after.Time < since {
+	// The zero cursor is "from since" even when since is negative (as
+	// Time 0 it would skip the times from since to 0).
+	if after.Time < since || after == (Cursor{}) {
 		after = Cursor{Time: since}
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT rowid, raw, via, received FROM envelopes

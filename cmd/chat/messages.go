@@ -208,7 +208,7 @@ func resolveRoom(ctx context.Context, cl *client.Client, room *string) error {
 type ackJSON struct {
 	Status  string       `json:"status"`
 	Pos     uint64       `json:"pos"`
-	Time    time.Time    `json:"time"`
+	Time    string       `json:"time"` // RFC 3339, as the relay's clock said (any year: a string, not time.Time, whose JSON stops at 9999)
 	Receipt *receiptJSON `json:"receipt,omitempty"`
 }
 
@@ -244,7 +244,7 @@ func (c *cli) sentJSON(room string, s client.Sent, checkpoint []byte) sentJSON {
 		if a.Status != wire.AckStored {
 			status = "duplicate"
 		}
-		v.Ack = &ackJSON{Status: status, Pos: a.Pos, Time: time.UnixMilli(a.Time).UTC()}
+		v.Ack = &ackJSON{Status: status, Pos: a.Pos, Time: time.UnixMilli(a.Time).UTC().Format(time.RFC3339Nano)}
 		if r := a.Receipt; r != nil {
 			cp := r.Checkpoint
 			if len(cp) == 0 {

@@ -23,8 +23,10 @@ func (p *Package) checkFields() error {
 	if p.Expires <= p.Created {
 		return fmt.Errorf("%w: expires %d is not after created %d", ErrMalformed, p.Expires, p.Created)
 	}
+	// Both times are in [0, maxTime], so life cannot overflow; as a
+	// time.Duration it could (2^62 s wraps to 0 ns), hence seconds.
 	if life := p.Expires - p.Created; life > int64(MaxLifetime/time.Second) {
-		return fmt.Errorf("%w: lifetime of %v, limit %v", ErrMalformed, time.Duration(life)*time.Second, MaxLifetime)
+		return fmt.Errorf("%w: lifetime of %ds, limit %v", ErrMalformed, life, MaxLifetime)
 	}
 	if len(p.Public) != PublicKeySize {
 		return fmt.Errorf("%w: public key of %d bytes, want %d", ErrMalformed, len(p.Public), PublicKeySize)

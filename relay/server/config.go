@@ -257,8 +257,8 @@ func (c *Config) Validate() error {
 	if l.MaxEnvelope < 512 || l.MaxEnvelope > protocol.MaxEnvelopeSize {
 		bad("limits.max_envelope %d: want 512 to %d", l.MaxEnvelope, protocol.MaxEnvelopeSize)
 	}
-	if !finitePositive(l.PublishRate) || l.PublishBurst < 1 || !finitePositive(l.AddrRate) || l.AddrBurst < 1 {
-		bad("limits: rates and bursts must be positive (rates finite)")
+	if !rateOK(l.PublishRate) || l.PublishBurst < 1 || !rateOK(l.AddrRate) || l.AddrBurst < 1 {
+		bad("limits: rates and bursts must be positive, rates at most %d (what Info carries)", uint32(math.MaxUint32))
 	}
 	if l.MaxConnections < 1 || l.MaxStreams < 4 || l.QueueSize < 16 || l.RetryAbove < 0 {
 		bad("limits: max_connections >= 1, max_streams >= 4, queue_size >= 16, retry_above >= 0")
@@ -268,6 +268,9 @@ func (c *Config) Validate() error {
 	}
 	if l.HandshakeTimeout.Duration <= 0 || l.IdleTimeout.Duration <= 0 || l.WriteTimeout.Duration <= 0 || l.Skew.Duration <= 0 {
 		bad("limits: timeouts and skew must be positive")
+	}
+	if l.Skew.Duration > maxSkew {
+		bad("limits.skew %s: at most %s", l.Skew, maxSkew)
 	}
 	if c.Retention.MaxAge.Duration < 0 || c.Retention.MaxBytes < 0 {
 		bad("retention: max_age and max_bytes must not be negative")
@@ -298,9 +301,15 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// finitePositive reports whether r is a rate: above zero and finite.
-// NaN fails every comparison, so "r <= 0" alone lets it through.
-func finitePositive(r float64) bool { return r > 0 && !math.IsInf(r, 1) }
+// rateOK reports whether r is a rate: above zero and at most what the
+// Info frame carries (a u32). NaN fails every comparison, so "r <= 0"
+// alone lets it through; this does not.
+func rateOK(r float64) bool { return r > 0 && r <= math.MaxUint32 }
+
+// maxSkew bounds limits.skew: a day is far more than any clock is off,
+// and the relay computes twice the skew (retention, its mesh node's sync
+// windows), which must not overflow.
+const maxSkew = 24 * time.Hour
 
 // policyHash identifies the policy part of the configuration, so that a
 // change to it raises the policy version.

@@ -94,6 +94,9 @@ func (a *Ack) AppendBinary(b []byte) ([]byte, error) {
 	if r != nil && (len(r.Checkpoint) > MaxCheckpointNote || len(r.Proof)+int(r.Shared) > MaxProofHashes || r.Time < 0) {
 		return nil, errors.New("wire: receipt out of bounds")
 	}
+	if a.Time < 0 { // ParseAck refuses it: never send what the client drops
+		return nil, errors.New("wire: ack time before 1970")
+	}
 	b = append(b, a.ID[:]...)
 	b = append(b, uint8(a.Status))
 	b = binary.BigEndian.AppendUint64(b, a.Pos)

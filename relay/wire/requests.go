@@ -53,6 +53,9 @@ func (m *FetchRange) MarshalBinary() ([]byte, error) {
 	if err := protocol.ValidRoom(m.Room); err != nil {
 		return nil, err
 	}
+	if m.Since < 0 || m.Until < m.Since { // as ParseFetchRange
+		return nil, fmt.Errorf("wire: fetch range %d to %d out of bounds", m.Since, m.Until)
+	}
 	return build(func(b *cryptobyte.Builder) {
 		addRoom(b, m.Room)
 		b.AddUint64(uint64(m.Since))
