@@ -58,7 +58,7 @@ type Node struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-	evidenceQ chan store.Record
+	evidenceQ chan equivocation
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -93,7 +93,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		syncOfPeer: map[peer.ID]int{},
 		rooms:      make(map[string]*Room),
 		scores:     make(map[peer.ID]float64),
-		evidenceQ:  make(chan store.Record, 64),
+		evidenceQ:  make(chan equivocation, 64),
 		repairs:    newRepairs(),
 		rosters:    cfg.rosters(),
 		relays:     newRelaySet(),
@@ -380,20 +380,33 @@ func (n *Node) keepEvidence() {
 		select {
 		case <-n.ctx.Done():
 			return
-		case rec := <-n.evidenceQ:
-			if _, err := n.store.Put(n.ctx, rec); err != nil && n.ctx.Err() == nil {
+		case ev := <-n.evidenceQ:
+			// Only as evidence: the accepted envelope may still be on
+			// its way to the store, and must keep its slot.
+			if err := n.store.PutEquivocation(n.ctx, ev.first, ev.raw, ev.seen); err != nil && n.ctx.Err() == nil {
 				n.log.Error("store equivocation evidence", "err", err)
 			}
 			n.log.Warn("equivocation: a sender signed two envelopes with one sequence number",
-				"sender", rec.Env.Sender.Fingerprint(), "room", rec.Env.Room, "seq", rec.Env.Seq, "second", rec.ID)
+				"sender", ev.env.Sender.Fingerprint(), "room", ev.env.Room, "seq", ev.env.Seq, "first", ev.first, "second", ev.id)
 		}
 	}
 }
 
-func (n *Node) evidence(env *protocol.Envelope, id protocol.ID, raw []byte) {
-	rec := store.Record{ID: id, Env: env, Raw: raw, Via: "mesh", Received: n.cfg.now()}
+// equivocation is the proof that a sender signed two envelopes with one
+// number: the one accepted (first), and the other's bytes.
+type equivocation struct {
+	first, id protocol.ID
+	env       *protocol.Envelope
+	raw       []byte
+	seen      time.Time
+}
+
+// evidence hands env (id, raw), which equivocates against the accepted
+// envelope first, to keepEvidence.
+func (n *Node) evidence(first protocol.ID, env *protocol.Envelope, id protocol.ID, raw []byte) {
+	ev := equivocation{first: first, id: id, env: env, raw: raw, seen: n.cfg.now()}
 	select {
-	case n.evidenceQ <- rec:
+	case n.evidenceQ <- ev:
 	default:
 		n.metrics.drop("evidence")
 	}

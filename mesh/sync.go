@@ -405,6 +405,7 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 		}
 	}
 	err := n.guard.Check(env, id, protocol.History)
+	var eq *protocol.EquivocationError
 	switch {
 	case err == nil:
 	case errors.Is(err, protocol.ErrBelowWindow):
@@ -417,11 +418,11 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 		case found && stored == id:
 			return nil, nil // have it
 		case found:
-			n.evidence(env, id, raw)
+			n.evidence(stored, env, id, raw)
 			return nil, nil
 		}
-	case errors.Is(err, protocol.ErrEquivocation):
-		n.evidence(env, id, raw)
+	case errors.As(err, &eq):
+		n.evidence(eq.First, env, id, raw)
 		return nil, nil
 	default: // duplicate
 		return nil, nil

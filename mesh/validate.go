@@ -71,9 +71,11 @@ type verified struct {
 func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	room, ok := roomOf(msg.GetTopic())
 	if !ok {
+		n.penalise(from)
 		return n.result(pubsub.ValidationReject, "topic")
 	}
 	if len(msg.Data) > protocol.MaxEnvelopeSize {
+		n.penalise(from) // as every Reject: gossipsub's own count fades in minutes
 		return n.result(pubsub.ValidationReject, "size")
 	}
 	id := envelopeID(msg)
@@ -168,6 +170,7 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 		}
 	}
 	err = n.guard.Check(env, id, protocol.Live)
+	var eq *protocol.EquivocationError
 	switch {
 	case err == nil:
 		msg.ValidatorData = &verified{env: env, id: id}
@@ -181,8 +184,8 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 		// an old replay being spread.
 		msg.ValidatorData = &verified{env: env, id: id, known: true}
 		return pubsub.ValidationAccept, "known", nil
-	case errors.Is(err, protocol.ErrEquivocation):
-		n.evidence(env, id, msg.Data)
+	case errors.As(err, &eq):
+		n.evidence(eq.First, env, id, msg.Data)
 		return pubsub.ValidationIgnore, "equivocation", nil
 	case errors.Is(err, protocol.ErrExpired):
 		return pubsub.ValidationIgnore, "expired", nil

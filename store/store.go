@@ -347,6 +347,20 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 	return res, nil
 }
 
+// PutEquivocation records second (raw) as proof that the sender of the
+// envelope first signed another with the same number, without touching
+// the envelopes: first is the one the caller accepted, which may not be
+// committed yet. (Put of the second envelope would take the slot if it
+// committed before the first.) The first proof for first is kept.
+func (s *Store) PutEquivocation(ctx context.Context, first protocol.ID, second []byte, seen time.Time) error {
+	_, err := s.w.ExecContext(ctx, `INSERT OR IGNORE INTO equivocations (first_id, second, seen) VALUES (?, ?, ?)`,
+		first[:], second, seen.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("store: put equivocation of %s: %w", first, err)
+	}
+	return nil
+}
+
 // Has reports whether the envelope with ID id is stored.
 func (s *Store) Has(ctx context.Context, id protocol.ID) (bool, error) {
 	var one int

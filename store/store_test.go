@@ -475,3 +475,30 @@ func TestMissing(t *testing.T) {
 		t.Fatalf("Missing(nil) = %v, %v", got, err)
 	}
 }
+
+// TestEquivocationEvidenceBeforeTheFirst: evidence of an equivocation
+// recorded before the envelope it proves against is committed does not
+// take that envelope's place (the mesh's validator hands both over on
+// different goroutines).
+func TestEquivocationEvidenceBeforeTheFirst(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	first := record(t, key(t, 1), "r", 1, 1, t0, "shown")
+	second := record(t, key(t, 1), "r", 1, 1, t0, "the other")
+	if err := s.PutEquivocation(ctx, first.ID, second.Raw, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutEquivocation(ctx, first.ID, second.Raw, t0); err != nil {
+		t.Fatalf("the same proof again: %v", err)
+	}
+	if _, err := s.Get(ctx, second.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the evidence was stored as a message: %v", err)
+	}
+	res, err := s.Put(ctx, first)
+	if err != nil || res[0] != Stored {
+		t.Fatalf("the first envelope after its evidence: %v, %v", res, err)
+	}
+	if id, ok, err := s.AtSeq(ctx, first.Env.Sender, "r", 1); err != nil || !ok || id != first.ID {
+		t.Fatalf("the slot holds %s (%v, %v), want the first envelope %s", id, ok, err, first.ID)
+	}
+}
