@@ -123,7 +123,7 @@ type Limits struct {
 	IdleTimeout      Duration `toml:"idle_timeout"`       //
 	WriteTimeout     Duration `toml:"write_timeout"`      // a client that reads nothing for this long is dropped
 	QueueSize        int      `toml:"queue_size"`         // envelopes queued per subscription
-	RetryAbove       int      `toml:"retry_above"`        // handshakes in progress above which QUIC Retry checks addresses
+	RetryAbove       int      `toml:"retry_above"`        // new QUIC connections per second above which Retry checks addresses (0: always)
 	Skew             Duration `toml:"skew"`               // accepted difference of an envelope's clock from the relay's
 }
 
