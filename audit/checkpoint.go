@@ -140,6 +140,16 @@ func (o *Opener) Open(signed []byte) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("%w: not signed by relay %s: %v", ErrCheckpoint, o.relay.Fingerprint(), err)
 	}
+	// note.Open decodes the signature with lax base64, which ignores
+	// the padding bits of its last character: the relay's signature line
+	// must be the one encoding of its bytes, so that a stored or kept
+	// note cannot be changed and still open.
+	for _, sig := range n.Sigs {
+		raw, err := base64.StdEncoding.DecodeString(sig.Base64)
+		if err != nil || base64.StdEncoding.EncodeToString(raw) != sig.Base64 {
+			return Checkpoint{}, fmt.Errorf("%w: the signature of relay %s is not in canonical base64", ErrCheckpoint, o.relay.Fingerprint())
+		}
+	}
 	c, err := parseText(n.Text)
 	if err != nil {
 		return Checkpoint{}, err

@@ -64,6 +64,17 @@ type Config struct {
 	// revealed as a gap. If zero, one minute; if negative, never.
 	AntiEntropy time.Duration
 
+	// SenderRate and SenderBurst limit the live envelopes each sender
+	// identity may have accepted: a token bucket per identity, filled at
+	// SenderRate per second up to SenderBurst, whichever peers forward
+	// them. An envelope over the rate is ignored (not shown, not
+	// forwarded, no peer penalised) and not remembered, so catch-up sync
+	// can still bring it; the node's own publishes and sync are not
+	// counted. If zero (or negative), 200 and 1000, the relay's
+	// publish_rate and burst.
+	SenderRate  float64
+	SenderBurst int
+
 	// ConnLow and ConnHigh are the connection manager's watermarks: above
 	// high it closes connections down to low. If zero, 64 and 128.
 	ConnLow, ConnHigh int
@@ -109,6 +120,9 @@ const (
 	defaultQueue     = 8192
 	defaultConnLow   = 64
 	defaultConnHigh  = 128
+
+	defaultSenderRate  = 200
+	defaultSenderBurst = 1000
 )
 
 func (c *Config) now() time.Time {
@@ -145,6 +159,20 @@ func (c *Config) rosters() *roster.Book {
 		return c.Rosters
 	}
 	return roster.NewBook()
+}
+
+func (c *Config) senderRate() float64 {
+	if c.SenderRate > 0 { // NaN too is not > 0
+		return c.SenderRate
+	}
+	return defaultSenderRate
+}
+
+func (c *Config) senderBurst() int {
+	if c.SenderBurst > 0 {
+		return c.SenderBurst
+	}
+	return defaultSenderBurst
 }
 
 func (c *Config) queueSize() int {

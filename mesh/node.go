@@ -35,6 +35,7 @@ type Node struct {
 	metrics   *metrics
 	log       *slog.Logger
 	limits    *peerLimits
+	senders   *senderLimits
 	seen      *seenIDs
 	mesh      meshView
 	pens      penalties
@@ -102,6 +103,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	// Every clock of the node is the one in n.cfg.
 	n.limits = newPeerLimits(syncRate, syncBurst, n.cfg.now)
+	n.senders = newSenderLimits(cfg.senderRate(), cfg.senderBurst(), maxSenders, n.cfg.now)
 	n.pens.now = n.cfg.now
 	if err := cfg.Store.RestoreReplay(ctx, &n.guard); err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)

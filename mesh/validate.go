@@ -68,6 +68,8 @@ type verified struct {
 // well forward: a newer version or kind, a late or early envelope, a replay
 // older than the live window, and the second of two equivocating
 // envelopes, which honest peers forward before they know of the first.
+// An envelope over its sender's rate (allowSender) is ignored too: the
+// peer that forwards it may be honest, and a later copy may be taken.
 func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	room, ok := roomOf(msg.GetTopic())
 	if !ok {
@@ -169,6 +171,9 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 			return pubsub.ValidationReject, "member", nil
 		}
 	}
+	if !n.allowSender(msg, env) {
+		return pubsub.ValidationIgnore, "rate", nil
+	}
 	err = n.guard.Check(env, id, protocol.Live)
 	var eq *protocol.EquivocationError
 	switch {
@@ -192,6 +197,27 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 	default:
 		return pubsub.ValidationIgnore, "replay", nil
 	}
+}
+
+// allowSender takes a token from the bucket of env's sender (Config.SenderRate)
+// and reports whether there was one. It is asked last before the replay
+// guard, which records what it accepts: what is refused for its rate must
+// leave no trace, neither there nor in the seen set ("rate" is no bytes
+// verdict), so that sync can bring the envelope later. Being last, it costs
+// a sender no token for what is refused anyway: forged (a forgery spends
+// nobody's tokens), for another room (a copy on another topic), by policy or
+// member list, or out of the live window (a stale replay). The node's own
+// publishes are not counted: a relay's node publishes what its clients
+// sent, which the relay has limited per identity already, and a person's
+// node what its owner wrote.
+func (n *Node) allowSender(msg *pubsub.Message, env *protocol.Envelope) bool {
+	if msg.ReceivedFrom == n.host.ID() {
+		return true
+	}
+	if !protocol.WithinSkew(n.cfg.now(), env.Time, n.cfg.skew()) {
+		return true // the guard refuses it as expired
+	}
+	return n.senders.allow(env.Sender)
 }
 
 // forwardKnown handles a live copy of an envelope the node accepted before,

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/store"
 )
 
@@ -50,14 +52,24 @@ func allEntries(ctx context.Context, st *store.Store) ([]audit.Entry, error) {
 // AuditVerify checks the whole audit log of the relay in dir against its
 // signed checkpoints; a *audit.Problem names the first bad record.
 func AuditVerify(ctx context.Context, dir string) (audit.Result, error) {
+	// A stopped relay has a checkpoint over every record (a commit
+	// writes both; serve refuses a log that has more): only while a relay
+	// runs, holding the data folder's lock, may records lie beyond the
+	// newest checkpoint. Held here, the lock keeps a relay from starting
+	// meanwhile.
+	lock, lockErr := lockfile.Acquire(filepath.Join(dir, LockFile))
+	if lockErr == nil {
+		defer lock.Release()
+	}
+	running := lockErr != nil
 	st, relay, err := openAuditStore(dir)
 	if err != nil {
 		return audit.Result{}, err
 	}
 	defer st.Close()
-	// The checkpoints first, then the records: records committed in
-	// between are beyond the newest checkpoint read, and left for the
-	// next run (a running relay appends all the time).
+	// The checkpoints first, then the records: on a running relay,
+	// records committed in between are beyond the newest checkpoint read,
+	// and left for the next run (it appends all the time).
 	cps, err := st.Checkpoints(ctx)
 	if err != nil {
 		return audit.Result{}, err
@@ -72,7 +84,7 @@ func AuditVerify(ctx context.Context, dir string) (audit.Result, error) {
 			newest = cp.Size
 		}
 	}
-	for len(entries) > 0 && entries[len(entries)-1].Index >= newest && int64(len(entries)) > newest {
+	for running && len(entries) > 0 && entries[len(entries)-1].Index >= newest && int64(len(entries)) > newest {
 		entries = entries[:len(entries)-1]
 	}
 	return audit.Verify(relay, entries, cps)
