@@ -103,7 +103,12 @@ type crashRun struct {
 
 func newCrashRun(t *testing.T, seed uint64) *crashRun {
 	c := &crashRun{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), acked: make(map[string]string), began: time.Now()}
-	c.relayDir = initRelay(t, "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000")
+	// A process killed with -9 leaves its QUIC connection open on the
+	// relay until the idle timeout (60 s): a listener killed 8 times in a
+	// minute would hit conns_per_identity (8) and be refused "too many"
+	// until those time out, which is the limit working, not a lost
+	// message.
+	c.relayDir = initRelay(t, "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000\nconns_per_identity = 64")
 	c.hostPort = freeUDP(t)
 	var raddr string
 	c.relay, raddr, _ = serveRelay(t, c.relayDir, c.hostPort)
@@ -309,6 +314,7 @@ func (r *reader) waitFor(round string, acked map[string]string, from string) {
 		select {
 		case l, ok := <-r.p.lines:
 			if !ok {
+				<-r.p.exited // p.err is set before exited closes
 				r.t.Fatalf("%s: %s's process ended while waiting for %s: %v\n%s", round, r.name, missing, r.p.err, r.p.log())
 			}
 			r.line(l)
