@@ -151,13 +151,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.serveStreams(); err != nil {
 		return fail(err)
 	}
-	n.wg.Add(1)
+	n.wg.Add(3)
 	go n.prune()
-
-	n.wg.Add(1)
 	go n.keepEvidence()
-
-	n.wg.Add(1)
 	go n.keepRooms()
 	if len(bootstrap) > 0 {
 		n.AddPeers(bootstrap...)
