@@ -20,14 +20,8 @@ var timeExtremes = []int64{math.MinInt64, math.MinInt64 + 1, -1, 0, 1, math.MaxI
 // arithmetic) are found by Range exactly when since <= time < until, for
 // since and until at the extremes too.
 func TestRangeTimeExtremes(t *testing.T) {
-	s, _ := open(t)
+	s := atExtremes(t)
 	ctx := context.Background()
-	k := key(t, 1)
-	for i, at := range timeExtremes {
-		if _, err := s.Put(ctx, record(t, k, "r", uint64(i+1), uint64(i+1), time.UnixMilli(at), "x")); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, since := range timeExtremes {
 		for _, until := range timeExtremes {
 			recs, err := s.Range(ctx, "r", since, until, Cursor{}, 100)
@@ -54,14 +48,8 @@ func TestRangeTimeExtremes(t *testing.T) {
 // one at the largest everything but the newest envelope (which Prune
 // always keeps), whatever the envelopes' times and receipt times.
 func TestPruneTimeExtremes(t *testing.T) {
-	s, _ := open(t)
+	s := atExtremes(t)
 	ctx := context.Background()
-	k := key(t, 1)
-	for i, at := range timeExtremes {
-		if _, err := s.Put(ctx, record(t, k, "r", uint64(i+1), uint64(i+1), time.UnixMilli(at), "x")); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if n, err := s.Prune(ctx, time.UnixMilli(math.MinInt64)); err != nil || n != 0 {
 		t.Fatalf("Prune at the smallest time = %d, %v; want 0", n, err)
 	}
@@ -135,4 +123,18 @@ func TestKeyPackageTimeExtremes(t *testing.T) {
 	if err := s.PutKeyPackage(ctx, alice, time.Now().Unix(), 1<<62, []byte("now")); !errors.Is(err, ErrStaleKeyPackage) {
 		t.Fatalf("a package of now after one made at the end of time: %v, want ErrStaleKeyPackage", err)
 	}
+}
+
+// atExtremes is a store holding one envelope of key 1 in room "r" at each
+// of timeExtremes, numbered in that order.
+func atExtremes(t *testing.T) *Store {
+	t.Helper()
+	s, _ := open(t)
+	k := key(t, 1)
+	for i, at := range timeExtremes {
+		if _, err := s.Put(context.Background(), record(t, k, "r", uint64(i+1), uint64(i+1), time.UnixMilli(at), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
 }
