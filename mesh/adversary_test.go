@@ -29,6 +29,15 @@ type rawPeer struct {
 	sub   *pubsub.Subscription
 }
 
+// uncheckedGossipSub is gossipsub on h with Parley's message IDs and
+// signature policy and no validator: what an attacker runs.
+func uncheckedGossipSub(ctx context.Context, h host.Host) (*pubsub.PubSub, error) {
+	return pubsub.NewGossipSub(ctx, h,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(messageID), pubsub.WithFloodPublish(true),
+		pubsub.WithPeerOutboundQueueSize(4096))
+}
+
 func newRawPeer(t testing.TB, room string, victims ...*Node) *rawPeer {
 	t.Helper()
 	return newRawPeerAs(t, nil, room, victims...)
@@ -50,10 +59,7 @@ func newRawPeerAs(t testing.TB, key *identity.PrivateKey, room string, victims .
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ps, err := pubsub.NewGossipSub(ctx, h,
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(messageID), pubsub.WithFloodPublish(true),
-		pubsub.WithPeerOutboundQueueSize(4096))
+	ps, err := uncheckedGossipSub(ctx, h)
 	if err != nil {
 		t.Fatal(err)
 	}

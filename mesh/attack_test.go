@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
@@ -127,10 +126,7 @@ func newAttacker(t *testing.T, kind attackKind, key identity.PrivateKey, room st
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ps, err := pubsub.NewGossipSub(ctx, h,
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
-		pubsub.WithMessageIdFn(messageID), pubsub.WithFloodPublish(true),
-		pubsub.WithPeerOutboundQueueSize(4096))
+	ps, err := uncheckedGossipSub(ctx, h)
 	if err != nil {
 		cancel()
 		h.Close()
