@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/protocol"
@@ -46,8 +47,11 @@ type Config struct {
 	MaySync func(identity.PublicKey) bool
 
 	// Policy, if not nil, is asked about every envelope that passed the
-	// signature and replay checks; an error rejects it. The relay and
-	// private rooms use it.
+	// signature check, live or by sync; an error refuses it: the node
+	// neither keeps nor forwards it, nor serves it by sync. A refusal is
+	// no fault of the peer that passed it on, which is not penalised: a
+	// relay's node sets it to the relay's policy, and the relays of one
+	// network may have different policies.
 	Policy func(*protocol.Envelope) error
 
 	// Skew is the largest accepted clock difference for live envelopes.
@@ -107,6 +111,12 @@ type Config struct {
 	// with peer p: err is nil when it made a direct connection. It runs on
 	// libp2p's goroutine and must not block.
 	OnHolePunch func(p peer.ID, err error)
+	// Host, if not nil, is the libp2p host to run on instead of one the
+	// node makes: a simulation's in-process host (go-libp2p's mocknet).
+	// Its identity must be Key's; ListenAddrs, Circuit, NATService,
+	// AutoRelay and hole punching are then the host's business. The node
+	// closes it.
+	Host host.Host
 
 	// Registerer receives the node's Prometheus metrics and libp2p's. If
 	// nil, no metrics are registered (never on the global registry).

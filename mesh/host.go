@@ -50,6 +50,22 @@ func PeerID(pk identity.PublicKey) (peer.ID, error) {
 // defaults, hole punching (traced by punches) and the circuit relay v2
 // client on; AutoRelay, drawing on relays, and the AutoNAT service as cfg
 // says.
+// hostFor returns the host cfg gives, checked against its key, or a new
+// one.
+func hostFor(cfg *Config, punches *punches, relays *relaySet) (host.Host, error) {
+	if cfg.Host == nil {
+		return newHost(cfg, punches, relays)
+	}
+	want, err := PeerID(cfg.Key.Public())
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Host.ID() != want {
+		return nil, fmt.Errorf("mesh: the host is %s, the key's peer is %s", cfg.Host.ID(), want)
+	}
+	return cfg.Host, nil
+}
+
 func newHost(cfg *Config, punches *punches, relays *relaySet) (host.Host, error) {
 	key, err := libp2pKey(cfg.Key)
 	if err != nil {

@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.host, err = newHost(&cfg, n.punches, n.relays); err != nil {
+	if n.host, err = hostFor(&cfg, n.punches, n.relays); err != nil {
 		return nil, err
 	}
 	n.punches.attach(n.host.Network())

@@ -155,7 +155,10 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 	}
 	if n.cfg.Policy != nil {
 		if err := n.cfg.Policy(env); err != nil {
-			return pubsub.ValidationReject, "policy", nil
+			// This node's own rule, which the peer that passed it on
+			// need not share (another relay's policy may allow it): not
+			// kept, not forwarded, not punished.
+			return pubsub.ValidationIgnore, "policy", nil
 		}
 	}
 	r := n.privateRoom(room)
