@@ -376,6 +376,7 @@ func (s *Server) startOnly(cfg Config) []string {
 		{"retention", cfg.Retention == s.cfg.Retention},
 		{"audit", cfg.Audit == s.cfg.Audit},
 		{"circuit", cfg.Circuit == s.cfg.Circuit},
+		{"federation", slices.Equal(cfg.Federation.Relays, s.cfg.Federation.Relays) && slices.Equal(cfg.Federation.Rooms, s.cfg.Federation.Rooms)},
 	} {
 		if !c.same {
 			d = append(d, c.name)

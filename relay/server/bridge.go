@@ -59,11 +59,8 @@ func (b *MeshBridge) ingest(r *mesh.Room) {
 	for {
 		select {
 		case m := <-r.Messages():
-			// The relay's policy applies to the mesh too: what a sender
-			// may not post here is not served to the relay's clients.
-			if d := b.srv.policy.Post(m.Env.Sender, m.Env.Room); !d.Allow {
-				continue
-			}
+			// The node's Policy (relayRun.meshPolicy) passed it: the
+			// sender may post in the room here.
 			raw, err := m.Env.MarshalBinary()
 			if err != nil {
 				continue

@@ -48,7 +48,19 @@ type Config struct {
 	Limits    Limits          `toml:"limits"`
 	Retention RetentionConfig `toml:"retention"`
 	Audit     AuditConfig     `toml:"audit"`
-	Circuit   CircuitConfig   `toml:"circuit"`
+	Circuit    CircuitConfig    `toml:"circuit"`
+	Federation FederationConfig `toml:"federation"`
+}
+
+// FederationConfig makes the relay one of several serving one network
+// (federation.go). Read at start.
+type FederationConfig struct {
+	// Relays are the other relays' mesh addresses, multiaddrs ending in
+	// /p2p/<peer ID>, as a relay prints them at start ("mesh ...").
+	Relays []string `toml:"relays"`
+	// Rooms are carried from the start, before any client asks for
+	// them; the rooms of the store are too.
+	Rooms []string `toml:"rooms"`
 }
 
 // CircuitConfig is the mesh node's circuit relay (v2) service, through
@@ -295,6 +307,16 @@ func (c *Config) Validate() error {
 			bad("circuit.data_bytes %d: want at least %d, the largest envelope", ci.DataBytes, mesh.MinCircuitData)
 		}
 	}
+	for _, a := range c.Federation.Relays {
+		if _, err := newFederation([]string{a}, identity.PublicKey{}); err != nil {
+			bad("%v", err)
+		}
+	}
+	for _, room := range c.Federation.Rooms {
+		if err := protocol.ValidRoom(room); err != nil {
+			bad("federation.rooms %q: %v", room, err)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
@@ -406,4 +428,16 @@ mode = "%s"
 # reservation_ttl = "1h0m0s" # renewed by the client before it ends
 # duration = "10m0s"         # each relayed connection, at most
 # data_bytes = 1048576       # each relayed connection, each way, at most
+
+[federation]
+# The other relays of one network (docs/operations.md, "Several relays"):
+# their mesh addresses, as each prints them at start ("mesh ..."). The relay
+# keeps a connection to each, exchanges the rooms it carries with them
+# through the mesh, catches up from them after an outage, and lets them
+# catch up on private rooms. Its own policy still decides what it stores
+# and forwards. Read at start.
+# relays = ["/ip4/203.0.113.7/udp/4434/quic-v1/p2p/12D3KooW..."]
+# Rooms carried from the start, before any client asks for them (the
+# rooms already in the store are carried too).
+# rooms = ["general"]
 `

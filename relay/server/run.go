@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/lockfile"
 	"github.com/parleychat/parley/mesh"
+	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,15 +159,24 @@ func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 		return nil, nil, err
 	}
 	cfg := r.o.Config
+	fed, err := newFederation(cfg.Federation.Relays, r.key.Public())
+	if err != nil {
+		mst.Close()
+		return nil, nil, fmt.Errorf("relay: %w", err)
+	}
 	// Whom the relay admits may use its circuits, as the policy says now.
 	circuit := cfg.Circuit.meshConfig(func(id identity.PublicKey) bool { return r.srv.policy.Connect(id).Allow })
 	node, err := mesh.New(r.run, mesh.Config{
-		Key: r.key, Store: mst, ListenAddrs: cfg.P2PListen, Bootstrap: cfg.Bootstrap,
+		Key: r.key, Store: mst, ListenAddrs: cfg.P2PListen, Bootstrap: append(slices.Clone(cfg.Bootstrap), cfg.Federation.Relays...),
 		MDNS: cfg.MDNS, DHT: true, Skew: cfg.Limits.Skew.Duration,
 		Retention: cfg.Retention.MaxAge.Duration, Registerer: r.reg, Logger: r.log.With("part", "mesh"),
 		// One member list per private room for the node and the
 		// server: what either learns, both judge by.
 		Rosters: r.srv.Rosters(),
+		// What the relay's policy refuses from the mesh, its node neither
+		// keeps nor forwards.
+		Policy:  r.meshPolicy,
+		MaySync: fed.member,
 		Circuit: circuit, NATService: circuit != nil,
 	})
 	if err != nil {
@@ -175,11 +186,23 @@ func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 	addrs = node.Addrs()
 	bridge := NewMeshBridge(r.run, r.srv, node, r.log.With("part", "bridge"))
 	r.srv.SetBridge(bridge)
+	flog := r.log.With("part", "federation")
+	fed.keep(r.run, node, flog, &r.wg)
+	r.wg.Go(func() { carry(r.run, bridge, r.st, cfg.Federation.Rooms, flog) })
 	return addrs, func() {
 		bridge.Close()
 		node.Close()
 		mst.Close()
 	}, nil
+}
+
+// meshPolicy is the relay's policy for what its mesh node receives: the
+// sender must be allowed to post in the room, as on the relay.
+func (r *relayRun) meshPolicy(env *protocol.Envelope) error {
+	if d := r.srv.policy.Post(env.Sender, env.Room); !d.Allow {
+		return fmt.Errorf("relay policy: %s", d.Reason)
+	}
+	return nil
 }
 
 // startAdminListener serves metrics, profiles and /healthz on the admin

@@ -1,0 +1,122 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/mesh"
+	"github.com/parleychat/parley/store"
+)
+
+// Federation: several relays serving one network. Each keeps its own
+// store, policy and audit log; they meet in the mesh, where each relay's
+// node is one more peer. What a relay's clients publish, its bridge
+// gossips; what another relay's clients publish reaches it by gossip, and
+// what it missed while it was down, by the mesh's catch-up sync when it
+// meets the others again. A relay's policy judges what comes from the
+// mesh as it judges its clients (the node's Policy): what it refuses, it
+// neither stores nor forwards, and the relay that passed it on is not
+// penalised for having another policy.
+//
+// The federation section of the config names the other relays by their
+// mesh addresses. A relay keeps a connection to each, dialled again when
+// it drops; lets them catch up on private rooms, as a member would (their
+// nodes are no members, but keep those rooms for members); and carries,
+// from the start, the rooms of its store and of the config, so that it
+// catches up on them even before a client of its own asks.
+
+// federationRedial bounds the pause between dials of a federated relay
+// that cannot be reached; the first pauses are shorter.
+const (
+	federationRedialMin = time.Second
+	federationRedialMax = 30 * time.Second
+)
+
+// maxCarriedRooms bounds the rooms of the store a relay carries from the
+// start; rooms past it are carried once a client asks for them.
+const maxCarriedRooms = 10_000
+
+// federation is the other relays of the network, as the config names
+// them.
+type federation struct {
+	peers []peer.AddrInfo
+	keys  map[identity.PublicKey]bool
+}
+
+// newFederation reads the mesh addresses of the other relays; self, the
+// relay's own identity, is left out of them.
+func newFederation(addrs []string, self identity.PublicKey) (*federation, error) {
+	f := &federation{keys: map[identity.PublicKey]bool{}}
+	for _, a := range addrs {
+		ai, err := peer.AddrInfoFromString(a)
+		if err != nil {
+			return nil, fmt.Errorf("federation.relays %q: %w", a, err)
+		}
+		key, err := mesh.IdentityOf(ai.ID)
+		if err != nil {
+			return nil, fmt.Errorf("federation.relays %q: %w", a, err)
+		}
+		if key == self || f.keys[key] {
+			continue
+		}
+		f.keys[key] = true
+		f.peers = append(f.peers, *ai)
+	}
+	return f, nil
+}
+
+// member reports whether key is one of the other relays.
+func (f *federation) member(key identity.PublicKey) bool { return f.keys[key] }
+
+// keep keeps node connected to each of the other relays until ctx ends:
+// one goroutine a relay, on wg.
+func (f *federation) keep(ctx context.Context, node *mesh.Node, log *slog.Logger, wg *sync.WaitGroup) {
+	for _, ai := range f.peers {
+		wg.Go(func() { keepConnected(ctx, node, ai, log) })
+	}
+}
+
+// keepConnected dials ai whenever node is not connected to it, with
+// pauses that double while it cannot be reached, until ctx ends.
+func keepConnected(ctx context.Context, node *mesh.Node, ai peer.AddrInfo, log *slog.Logger) {
+	h := node.Host()
+	pause := federationRedialMin
+	for {
+		if h.Network().Connectedness(ai.ID) != network.Connected {
+			dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := h.Connect(dctx, ai)
+			cancel()
+			switch {
+			case err == nil:
+				log.Info("federation: connected to a relay", "peer", ai.ID)
+				pause = federationRedialMin
+			case ctx.Err() == nil:
+				log.Debug("federation: relay not reached; dialling again", "peer", ai.ID, "in", pause, "err", err)
+				pause = min(2*pause, federationRedialMax)
+			}
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// carry joins the bridge to the rooms the relay carries from the start:
+// those of the config, then those of its store.
+func carry(ctx context.Context, b *MeshBridge, st *store.Store, rooms []string, log *slog.Logger) {
+	stored, err := st.StoredRooms(ctx, maxCarriedRooms)
+	if err != nil {
+		log.Warn("federation: the store's rooms; carried once a client asks for them", "err", err)
+	}
+	for _, room := range append(append([]string(nil), rooms...), stored...) {
+		b.Join(room)
+	}
+}
