@@ -44,10 +44,10 @@ type Config struct {
 	// empty turns it off.
 	Admin string `toml:"admin"`
 
-	Policy    PolicyConfig    `toml:"policy"`
-	Limits    Limits          `toml:"limits"`
-	Retention RetentionConfig `toml:"retention"`
-	Audit     AuditConfig     `toml:"audit"`
+	Policy     PolicyConfig     `toml:"policy"`
+	Limits     Limits           `toml:"limits"`
+	Retention  RetentionConfig  `toml:"retention"`
+	Audit      AuditConfig      `toml:"audit"`
 	Circuit    CircuitConfig    `toml:"circuit"`
 	Federation FederationConfig `toml:"federation"`
 }
