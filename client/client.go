@@ -17,7 +17,6 @@ import (
 	"github.com/parleychat/parley/keyring"
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
-	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/roster"
 	"github.com/parleychat/parley/store"
 )
@@ -70,18 +69,16 @@ type Client struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	lock  *lockfile.Lock
-	st    *store.Store
-	node  *mesh.Node // nil in relay mode
-	relay *relayPath // nil without a relay
-	// relayName is the relay's key fingerprint, under which its cursors
-	// and checkpoint are kept; empty without a relay.
-	relayName string
-	sign      *signer
-	ring      *keyring.Ring // our end-to-end keys
-	clock     protocol.LamportClock
-	ev        *eventQueue
-	merge     *merger
+	lock   *lockfile.Lock
+	st     *store.Store
+	node   *mesh.Node // nil in relay mode
+	relays relaySet   // none without a relay
+	need   int        // how many relays must acknowledge a message (relay_ack)
+	sign   *signer
+	ring   *keyring.Ring // our end-to-end keys
+	clock  protocol.LamportClock
+	ev     *eventQueue
+	merge  *merger
 
 	in chan arrival // to the merger
 
@@ -114,22 +111,42 @@ type Client struct {
 type room struct {
 	name string
 	mesh *mesh.Room // nil without a mesh node
-	// caughtUp is closed once the relay's history of the room (up to the
-	// moment of joining) is merged, or once the relay is known to be
-	// down; nil without a relay.
+	// caughtUp is closed once a relay's history of the room (up to the
+	// moment of joining) is merged; nil without a relay.
 	caughtUp   chan struct{}
 	caughtOnce sync.Once
-	stop       context.CancelFunc // ends the room's readers
+	gaveUp     map[*relayPath]bool // relays whose history will not come (the merger's)
+	stop       context.CancelFunc  // ends the room's readers
 
-	postMu sync.Mutex     // our messages are queued for the paths in the order they are signed
-	meshQ  chan *delivery // to the room's mesh sender, under c.mu; nil until the first send
-	relayQ chan *delivery // to the room's relay sender, likewise
+	postMu sync.Mutex       // our messages are queued for the paths in the order they are signed
+	meshQ  chan *delivery   // to the room's mesh sender, under c.mu; nil until the first send
+	relayQ []chan *delivery // to the room's sender of each relay (as c.relays), likewise
 }
 
 func (r *room) markCaughtUp() {
 	if r.caughtUp != nil {
 		r.caughtOnce.Do(func() { close(r.caughtUp) })
 	}
+}
+
+// relayCaughtUp takes relay p's caught-up mark (of n relays), on the
+// merger's goroutine: the room is caught up once one relay's history is
+// in, or once every relay gave up on it. It reports whether the mark
+// said either.
+func (r *room) relayCaughtUp(p *relayPath, gaveUp bool, n int) bool {
+	if !gaveUp {
+		r.markCaughtUp()
+		return true
+	}
+	if r.gaveUp == nil {
+		r.gaveUp = map[*relayPath]bool{}
+	}
+	r.gaveUp[p] = true
+	if len(r.gaveUp) < n {
+		return false
+	}
+	r.markCaughtUp()
+	return true
 }
 
 // arrival is what a path delivered, not yet deduplicated: an envelope, or
@@ -140,10 +157,14 @@ type arrival struct {
 	env  *protocol.Envelope
 	raw  []byte
 	via  string
+	// relay is the relay that delivered it, when via is ViaRelay.
+	relay *relayPath
 	// history: sent by the relay before its Live mark.
 	history bool
 	// caughtUp marks the end of the relay's history of room: no envelope.
-	caughtUp bool
+	// With gaveUp, the relay's subscription ended before it (the relay
+	// is down, or refused the room).
+	caughtUp, gaveUp bool
 	// committed marks that the relay has every envelope up to id on its
 	// disk: the cursor a later session resumes from. No envelope.
 	committed bool
@@ -226,7 +247,7 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 			// Behind a NAT, peers reach this node through a circuit on
 			// the relay's mesh node (useRelayCircuit), then directly
 			// once hole punching succeeds.
-			AutoRelay: c.cfg.Relay != "" && c.cfg.Mode != ModeP2P,
+			AutoRelay: len(c.cfg.Relays) > 0 && c.cfg.Mode != ModeP2P,
 			Now:       o.Now,
 			Logger:    c.log,
 		})
@@ -234,11 +255,13 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 			return nil, err
 		}
 	}
-	if !o.Offline && c.cfg.Relay != "" && c.cfg.Mode != ModeP2P {
-		if c.relay, err = c.openRelay(ctx); err != nil {
+	if !o.Offline && len(c.cfg.Relays) > 0 && c.cfg.Mode != ModeP2P {
+		if c.relays, err = c.openRelays(ctx); err != nil {
 			return nil, err
 		}
-		c.relayName = c.relay.name
+		if c.need, err = relayNeed(c.cfg.RelayAck, len(c.relays)); err != nil {
+			return nil, err
+		}
 		c.putPackage()
 	}
 	c.mergeW.Add(1)
@@ -301,7 +324,8 @@ func (c *Client) keepPeers() {
 		}
 		cancel()
 	}
-	if c.relay == nil || !c.relay.up() {
+	p := c.relays.firstUp()
+	if p == nil {
 		return
 	}
 	c.mu.Lock()
@@ -313,7 +337,7 @@ func (c *Client) keepPeers() {
 	}
 	c.mu.Unlock()
 	for _, name := range lonely {
-		c.meetPeers(c.ctx, name)
+		c.meetPeers(c.ctx, p, name)
 	}
 }
 
@@ -328,23 +352,6 @@ func (c *Client) Config() Config { return c.cfg }
 
 // Node returns the mesh node, or nil in relay mode.
 func (c *Client) Node() *mesh.Node { return c.node }
-
-// Relay returns the relay connection, or nil without a relay.
-func (c *Client) Relay() *relay.Client {
-	if c.relay == nil {
-		return nil
-	}
-	return c.relay.rc
-}
-
-// RelayError returns why the configured relay is not connected now, or
-// nil.
-func (c *Client) RelayError() error {
-	if c.relay == nil {
-		return nil
-	}
-	return c.relay.err()
-}
 
 // Events returns everything a front end shows, in order: messages (each
 // once, from every path and every joined room), what became of our own,
@@ -419,9 +426,9 @@ func (c *Client) Join(ctx context.Context, name string) error {
 			go c.readMesh(rctx, r)
 			go c.watchPeers(rctx, r)
 		}
-		if c.relay != nil {
+		for _, p := range c.relays {
 			c.wg.Add(1)
-			go c.relay.follow(rctx, r)
+			go p.follow(rctx, r)
 		}
 	}()
 	return nil
@@ -433,7 +440,7 @@ func (c *Client) prepareRoom(ctx context.Context, name string) (*room, []store.R
 		return nil, nil, err
 	}
 	r := &room{name: name}
-	if c.relay != nil {
+	if len(c.relays) > 0 {
 		r.caughtUp = make(chan struct{})
 	}
 	lamport, err := c.st.MaxLamport(ctx, name)
@@ -450,9 +457,10 @@ func (c *Client) prepareRoom(ctx context.Context, name string) (*room, []store.R
 	return r, unshown, nil
 }
 
-// CaughtUp returns a channel closed once the relay's history of the room,
-// up to the moment of joining, is stored and shown, or once the relay is
-// known to be down; nil when there is no relay.
+// CaughtUp returns a channel closed once a relay's history of the room,
+// up to the moment of joining, is stored and shown, or once each relay
+// has given up on it (not connected, or refused it); nil when there is
+// no relay.
 func (c *Client) CaughtUp(name string) <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -509,18 +517,18 @@ func (c *Client) watchPeers(ctx context.Context, r *room) {
 	}
 }
 
-// meetPeers dials the mesh peers that the relay knows in a room, to go
+// meetPeers dials the mesh peers that relay p knows in a room, to go
 // peer-to-peer with them.
-func (c *Client) meetPeers(ctx context.Context, name string) {
-	if c.node == nil || c.relay == nil {
+func (c *Client) meetPeers(ctx context.Context, p *relayPath, name string) {
+	if c.node == nil {
 		return
 	}
-	addrs, err := c.relay.rc.Peers(ctx, name)
+	addrs, err := p.rc.Peers(ctx, name)
 	if err != nil {
-		c.log.Debug("room peers from the relay", "room", name, "err", err)
+		c.log.Debug("room peers from the relay", "relay", p.addr, "room", name, "err", err)
 		return
 	}
-	c.useRelayCircuit(addrs)
+	c.useRelayCircuit(p, addrs)
 	self := c.node.ID().String()
 	for _, a := range addrs {
 		if ctx.Err() != nil {
@@ -539,8 +547,8 @@ func (c *Client) meetPeers(ctx context.Context, name string) {
 // found among those the relay answered, as a circuit relay: peers behind
 // NATs reach each other through it first, then hole punching makes the
 // connection direct.
-func (c *Client) useRelayCircuit(addrs []string) {
-	key := c.relay.rc.RelayKey()
+func (c *Client) useRelayCircuit(p *relayPath, addrs []string) {
+	key := p.rc.RelayKey()
 	if key.IsZero() {
 		return
 	}
@@ -614,9 +622,7 @@ func (c *Client) shutdown() error {
 	if c.merge != nil && c.ctx != nil {
 		c.flushShown()
 	}
-	if c.relay != nil {
-		errs = append(errs, c.relay.close(context.Background()))
-	}
+	errs = append(errs, c.relays.close(context.Background()))
 	if c.node != nil {
 		errs = append(errs, c.node.Close())
 	}

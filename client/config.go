@@ -44,8 +44,14 @@ type Config struct {
 	Nick string `toml:"nick"`
 	// Mode is auto, p2p or relay.
 	Mode string `toml:"mode"`
-	// Relay is the address of a relay (FINGERPRINT@HOST:PORT), or empty.
-	Relay string `toml:"relay"`
+	// Relays are the relays to use (FINGERPRINT@HOST:PORT each), in the
+	// order given; none for none. The config file's relay takes one
+	// address or a list.
+	Relays RelayList `toml:"relay"`
+	// RelayAck is how many relays must acknowledge a message for it to
+	// be delivered: any (one; the mesh counts as one too), quorum (more
+	// than half of them) or all. Empty is any.
+	RelayAck string `toml:"relay_ack"`
 	// RelayTransport is how to reach the relay: auto (QUIC and TCP
 	// together, QUIC preferred), quic, or tcp (for networks that block
 	// UDP). Empty is auto.
@@ -134,9 +140,16 @@ const ConfigTemplate = `# Parley chat client configuration. Flags override every
 #   relay  the relay only, for networks that block peer-to-peer
 # mode = "auto"
 
-# A relay, as its operator shares it: FINGERPRINT@HOST:PORT. A relay
-# whose key differs from the address is refused.
+# A relay, as its operator shares it: FINGERPRINT@HOST:PORT, or a list
+# of the relays of one network: messages go to each, come from each, and
+# are shown once. A relay whose key differs from its address is refused.
 # relay = "SHA256:...@relay.example.org:4433"
+# relay = ["SHA256:...@relay1.example.org:4433", "SHA256:...@relay2.example.org:4433"]
+
+# With several relays, how many must acknowledge a message before it is
+# delivered (until then it stays in the outbox and goes again): any (one
+# relay, or a mesh peer), quorum (more than half of the relays) or all.
+# relay_ack = "any"
 
 # Mesh peers to dial at start, each a multiaddr ending in /p2p/<peer ID>.
 # peers = ["/ip4/192.0.2.1/udp/4001/quic-v1/p2p/12D3KooW..."]
@@ -198,16 +211,17 @@ func (c *Config) Validate() error {
 	switch c.Mode {
 	case ModeAuto, ModeP2P:
 	case ModeRelay:
-		if c.Relay == "" {
+		if len(c.Relays) == 0 {
 			errs = append(errs, errors.New("mode relay needs a relay (--relay or relay in the config file)"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("mode %q is not auto, p2p or relay", c.Mode))
 	}
-	if c.Relay != "" {
-		if _, err := relay.ParseAddr(c.Relay); err != nil {
-			errs = append(errs, err)
-		}
+	if _, err := c.Relays.Addrs(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := relayNeed(c.RelayAck, len(c.Relays)); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := relay.ParseVia(c.RelayTransport); err != nil {
 		errs = append(errs, fmt.Errorf("relay_transport: %w", err))

@@ -13,7 +13,7 @@ var configKeys = []struct {
 }{
 	{"nick", func(c *Config) *string { return &c.Nick }},
 	{"identity", func(c *Config) *string { return &c.Identity }},
-	{"relay", func(c *Config) *string { return &c.Relay }},
+	{"relay_ack", func(c *Config) *string { return &c.RelayAck }},
 	{"mode", func(c *Config) *string { return &c.Mode }},
 	{"relay_transport", func(c *Config) *string { return &c.RelayTransport }},
 }
@@ -85,6 +85,6 @@ func sameClientConfig(a, b Config) bool {
 		}
 		return true
 	}
-	return a.Nick == b.Nick && a.Mode == b.Mode && a.Relay == b.Relay && a.RelayTransport == b.RelayTransport &&
+	return a.Nick == b.Nick && a.Mode == b.Mode && eq(a.Relays, b.Relays) && a.RelayAck == b.RelayAck && a.RelayTransport == b.RelayTransport &&
 		a.MDNS == b.MDNS && a.Bell == b.Bell && a.Identity == b.Identity && eq(a.Peers, b.Peers) && eq(a.Listen, b.Listen)
 }

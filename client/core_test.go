@@ -13,9 +13,9 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// withRelayName gives an offline client the relay identity its cursors
-// are kept under, as if a relay were configured.
-func withRelayName(c *Client) { c.relayName = "SHA256:test-relay" }
+// testRelayPath is a relay, never dialled, whose name an offline client's
+// relay arrivals carry: its cursors are kept under it.
+var testRelayPath = &relayPath{name: "SHA256:test-relay"}
 
 // waitCursor waits until the kept relay cursor of room is want.
 func waitCursor(t *testing.T, c *Client, room string, want protocol.ID) {
@@ -23,7 +23,7 @@ func waitCursor(t *testing.T, c *Client, room string, want protocol.ID) {
 	var got protocol.ID
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var err error
-		if got, err = c.st.RelayCursor(context.Background(), c.relayName, room); err == nil && got == want {
+		if got, err = c.st.RelayCursor(context.Background(), testRelayPath.name, room); err == nil && got == want {
 			return
 		}
 	}
@@ -36,7 +36,6 @@ func waitCursor(t *testing.T, c *Client, room string, want protocol.ID) {
 // relay confirmed committed, never merely to the last envelope delivered.
 func TestCursorOnlyCommitted(t *testing.T) {
 	c := openOffline(t)
-	withRelayName(c)
 	alice := &testkit.Author{Key: testkit.Key(t), Room: "r"}
 	raw1, id1 := alice.Next(t, "committed")
 	raw2, id2 := alice.Next(t, "early, its commit still to come")
@@ -44,12 +43,12 @@ func TestCursorOnlyCommitted(t *testing.T) {
 		e, _ := protocol.Parse(raw)
 		c.in <- arrival{room: "r", id: protocol.IDOf(raw), env: e, raw: raw, via: ViaRelay}
 	}
-	c.in <- arrival{room: "r", id: id1, via: ViaRelay, committed: true}
+	c.in <- arrival{room: "r", id: id1, via: ViaRelay, relay: testRelayPath, committed: true}
 	next(t, c)
 	next(t, c)
 	waitCursor(t, c, "r", id1)
 	// The relay confirms the second: the cursor follows.
-	c.in <- arrival{room: "r", id: id2, via: ViaRelay, committed: true}
+	c.in <- arrival{room: "r", id: id2, via: ViaRelay, relay: testRelayPath, committed: true}
 	waitCursor(t, c, "r", id2)
 }
 
@@ -59,7 +58,6 @@ func TestCursorOnlyCommitted(t *testing.T) {
 // already shown.
 func TestFailedMergeLosesNothing(t *testing.T) {
 	c := openOffline(t)
-	withRelayName(c)
 	var failures atomic.Int32
 	failures.Store(2)
 	c.merge.fault = func() error {
@@ -76,8 +74,8 @@ func TestFailedMergeLosesNothing(t *testing.T) {
 	raw, id := alice.Next(t, "through a bad moment")
 	e, _ := protocol.Parse(raw)
 	c.in <- arrival{room: "r", id: id, env: e, raw: raw, via: ViaRelay, history: true}
-	c.in <- arrival{room: "r", id: id, via: ViaRelay, committed: true}
-	c.in <- arrival{room: "r", caughtUp: true}
+	c.in <- arrival{room: "r", id: id, via: ViaRelay, relay: testRelayPath, committed: true}
+	c.in <- arrival{room: "r", relay: testRelayPath, caughtUp: true}
 	if m := next(t, c); m.ID != id || m.Text != "through a bad moment" {
 		t.Fatalf("shown %+v", m)
 	}

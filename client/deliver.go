@@ -25,6 +25,8 @@ type delivery struct {
 	done     chan struct{}   // closed once sent is final
 	sent     Sent
 
+	after Sent // sent and the confirmations that came after it, under mu
+
 	mu       sync.Mutex
 	finished bool // deliverOut has returned: a result now is a late one
 	open     int  // paths that have not reported yet
@@ -67,12 +69,13 @@ func (c *Client) finish(d *delivery, sent *Sent) {
 	for len(d.results) > 0 {
 		late = append(late, <-d.results)
 	}
+	d.after = copySent(*sent)
 	done := d.open == 0
 	d.mu.Unlock()
 	for _, res := range late {
 		if res.err == nil {
 			c.record(sent, res)
-			c.confirmedLate(d, *sent, res.via)
+			c.late(d, res)
 		}
 	}
 	if done {
@@ -86,27 +89,60 @@ func (c *Client) late(d *delivery, res pathResult) {
 	if res.err != nil {
 		return
 	}
-	sent := Sent{ID: d.id, Time: d.time}
-	c.record(&sent, res)
-	c.confirmedLate(d, sent, res.via)
+	d.mu.Lock()
+	was := d.after.Delivered()
+	c.record(&d.after, res)
+	sent := copySent(d.after)
+	d.mu.Unlock()
+	c.confirmedLate(d, sent, res, !was && sent.Delivered())
 }
 
 // confirmedLate says that a path confirmed d after deliverOut gave up
-// waiting for it: the message leaves the outbox, and a second
-// DeliveryEvent with Done set says it arrived.
-func (c *Client) confirmedLate(d *delivery, sent Sent, via string) {
-	if err := c.st.RemoveOutbox(context.WithoutCancel(c.ctx), d.id); err != nil {
-		c.log.Warn("take a sent message out of the outbox", "id", d.id, "err", err)
+// waiting for it: a DeliveryEvent with Done set says so, and if that
+// makes the message delivered (now), it leaves the outbox.
+func (c *Client) confirmedLate(d *delivery, sent Sent, res pathResult, now bool) {
+	if now {
+		if err := c.st.RemoveOutbox(context.WithoutCancel(c.ctx), d.id); err != nil {
+			c.log.Warn("take a sent message out of the outbox", "id", d.id, "err", err)
+		}
 	}
-	c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Path: via, Done: true})
+	c.emit(&DeliveryEvent{Room: d.r.name, Sent: sent, Path: res.via, Relay: res.relayAddr(), Done: true})
 }
 
 // pathResult is what one path did with our message.
 type pathResult struct {
-	via  string
-	peer string
-	ack  *wire.Ack
-	err  error
+	via   string
+	relay *relayPath // when via is ViaRelay
+	peer  string
+	ack   *wire.Ack
+	err   error
+}
+
+// name is how the path is called in an error: the mesh, or a relay by
+// its host.
+func (res pathResult) name() string {
+	if res.relay == nil {
+		return res.via
+	}
+	return "relay " + res.relay.addr.HostPort
+}
+
+// key names the path: the mesh, or one relay.
+func (res pathResult) key() string { return pathKey(res.via, res.relay) }
+
+// relayAddr is the relay's address, if the path is a relay.
+func (res pathResult) relayAddr() string {
+	if res.relay == nil {
+		return ""
+	}
+	return res.relay.addr.String()
+}
+
+func pathKey(via string, p *relayPath) string {
+	if p == nil {
+		return via
+	}
+	return via + " " + p.name
 }
 
 // sendQueue is how many messages of a room may wait for each path.
@@ -128,7 +164,7 @@ func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, b
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, until)
 	d := &delivery{r: r, id: m.id, time: m.env.Timestamp(), msg: m, ctx: ctx,
-		results: make(chan pathResult, 2), gossiped: make(chan struct{}), done: make(chan struct{})}
+		results: make(chan pathResult, 1+len(c.relays)), gossiped: make(chan struct{}), done: make(chan struct{})}
 	c.inflight[m.id] = d
 	paths := c.queue(d)
 	c.wg.Add(1)
@@ -145,46 +181,55 @@ func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, b
 
 // queue hands d to the room's senders, under c.mu, and returns the paths
 // that took it.
-func (c *Client) queue(d *delivery) []string {
-	r, paths := d.r, []string(nil)
+func (c *Client) queue(d *delivery) []pathResult {
+	r, paths := d.r, []pathResult(nil)
 	if r.meshQ == nil && r.mesh != nil {
 		r.meshQ = make(chan *delivery, sendQueue)
 		c.wg.Add(1)
 		go c.meshSender(r)
 	}
-	if r.relayQ == nil && c.relay != nil {
-		r.relayQ = make(chan *delivery, sendQueue)
-		c.wg.Add(1)
-		go c.relaySender(r)
+	if r.relayQ == nil && len(c.relays) > 0 {
+		r.relayQ = make([]chan *delivery, len(c.relays))
+		for i, p := range c.relays {
+			r.relayQ[i] = make(chan *delivery, sendQueue)
+			c.wg.Add(1)
+			go c.relaySender(r, p, r.relayQ[i])
+		}
 	}
-	for i, q := range []chan *delivery{r.meshQ, r.relayQ} {
-		if q == nil {
-			continue
-		}
-		via := []string{ViaMesh, ViaRelay}[i]
-		// Counted before a sender can see it; a sender's report does not
-		// wait for c.mu before d is finished.
-		d.mu.Lock()
-		d.open++
-		d.mu.Unlock()
-		select {
-		case q <- d:
-		default:
-			c.report(d, pathResult{via: via, err: errors.New("too many messages waiting to go out")})
-		}
-		paths = append(paths, via)
+	if r.meshQ != nil {
+		paths = append(paths, c.hand(d, r.meshQ, pathResult{via: ViaMesh}))
+	}
+	for i, q := range r.relayQ {
+		paths = append(paths, c.hand(d, q, pathResult{via: ViaRelay, relay: c.relays[i]}))
 	}
 	return paths
 }
 
-// relaySender publishes the room's messages to the relay one at a time,
-// in the order they were queued: the relay gives positions in the order
-// it receives them, and every subscriber sees that order.
-func (c *Client) relaySender(r *room) {
+// hand queues d for the sender of path, and returns the path.
+func (c *Client) hand(d *delivery, q chan<- *delivery, path pathResult) pathResult {
+	// Counted before a sender can see it; a sender's report does not wait
+	// for c.mu before d is finished.
+	d.mu.Lock()
+	d.open++
+	d.mu.Unlock()
+	select {
+	case q <- d:
+	default:
+		failed := path
+		failed.err = errors.New("too many messages waiting to go out")
+		c.report(d, failed)
+	}
+	return path
+}
+
+// relaySender publishes the room's messages to relay p one at a time, in
+// the order they were queued: the relay gives positions in the order it
+// receives them, and every subscriber sees that order.
+func (c *Client) relaySender(r *room, p *relayPath, q <-chan *delivery) {
 	defer c.wg.Done()
 	for {
 		select {
-		case d := <-r.relayQ:
+		case d := <-q:
 			// The relay has until the delivery's deadline, or
 			// DefaultPatience at least: an acknowledgement that comes
 			// after the caller stopped waiting is kept all the same.
@@ -193,9 +238,9 @@ func (c *Client) relaySender(r *room) {
 				until = least
 			}
 			ctx, cancel := context.WithDeadline(c.ctx, until)
-			ack, err := c.relay.publish(ctx, d.id, d.msg.raw)
+			ack, err := p.publish(ctx, d.id, d.msg.raw)
 			cancel()
-			c.report(d, pathResult{via: ViaRelay, ack: ack, err: err})
+			c.report(d, pathResult{via: ViaRelay, relay: p, ack: ack, err: err})
 		case <-c.ctx.Done():
 			return
 		}
@@ -257,11 +302,11 @@ func (c *Client) awaitPeer(ctx context.Context, r *room) error {
 }
 
 // deliverOut collects what the paths did with d, reports each as a
-// DeliveryEvent, and returns the outcome once one path has confirmed it
-// and the others have had otherPaths to, or all failed. Once a path
-// confirms it, it leaves the outbox.
-func (c *Client) deliverOut(d *delivery, paths []string) Sent {
-	sent := Sent{ID: d.id, Time: d.time}
+// DeliveryEvent, and returns the outcome once it is delivered (relay_ack)
+// and the other paths have had otherPaths to confirm, or every path has
+// reported. Once it is delivered, it leaves the outbox.
+func (c *Client) deliverOut(d *delivery, paths []pathResult) Sent {
+	sent := Sent{ID: d.id, Time: d.time, need: c.need}
 	if len(paths) == 0 {
 		sent.Failed = append(sent.Failed, errors.New("no mesh and no relay"))
 		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Done: true})
@@ -270,28 +315,31 @@ func (c *Client) deliverOut(d *delivery, paths []string) Sent {
 	ctx, cancel := context.WithCancel(d.ctx)
 	defer cancel()
 	var grace <-chan time.Time
-	waiting := append([]string(nil), paths...)
+	waiting := slices.Clone(paths)
 	for len(waiting) > 0 {
 		var res pathResult
 		select {
 		case res = <-d.results:
 		case <-grace:
-			res = pathResult{via: waiting[0], err: fmt.Errorf("%s: not confirmed within %v of the first path", waiting[0], otherPaths)}
+			res = waiting[0]
+			res.err = fmt.Errorf("%s: not confirmed within %v of delivery", res.name(), otherPaths)
 		case <-ctx.Done():
 			res = c.lastWord(d, waiting[0], ctx.Err())
 		}
-		waiting = slices.DeleteFunc(waiting, func(p string) bool { return p == res.via })
-		if res.err == nil && grace == nil {
-			grace = time.After(otherPaths)
-			if !gossiped(d) {
-				// The mesh has no peer in the room yet: the relay
-				// carries this one alone.
-				waiting = slices.DeleteFunc(waiting, func(p string) bool { return p == ViaMesh })
+		waiting = slices.DeleteFunc(waiting, func(p pathResult) bool { return p.key() == res.key() })
+		if res.err == nil && !gossiped(d) {
+			// The mesh has no peer in the room yet: the relays carry
+			// this one alone.
+			if slices.ContainsFunc(waiting, func(p pathResult) bool { return p.via == ViaMesh }) {
+				waiting = slices.DeleteFunc(waiting, func(p pathResult) bool { return p.via == ViaMesh })
 				sent.Failed = append(sent.Failed, fmt.Errorf("mesh: no peer in room %s", d.r.name))
 			}
 		}
 		c.record(&sent, res)
-		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Path: res.via, Err: res.err, Done: len(waiting) == 0})
+		if grace == nil && sent.Delivered() {
+			grace = time.After(otherPaths)
+		}
+		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Path: res.via, Relay: res.relayAddr(), Err: res.err, Done: len(waiting) == 0})
 	}
 	if sent.Delivered() {
 		if err := c.st.RemoveOutbox(context.WithoutCancel(ctx), sent.ID); err != nil {
@@ -304,15 +352,17 @@ func (c *Client) deliverOut(d *delivery, paths []string) Sent {
 // lastWord is a path's result once the delivery's time is up: the
 // path's own, which says more, if it comes at once (the senders see the
 // same deadline), else that it did not confirm in time.
-func (c *Client) lastWord(d *delivery, via string, err error) pathResult {
+func (c *Client) lastWord(d *delivery, path pathResult, err error) pathResult {
 	select {
 	case res := <-d.results:
 		return res
 	case <-time.After(lastWordWait):
-		if via == ViaRelay && !c.relay.up() {
-			return pathResult{via: via, err: fmt.Errorf("%w (%w)", c.relay.err(), err)}
+		if p := path.relay; p != nil && !p.up() {
+			path.err = fmt.Errorf("%w (%w)", p.err(), err)
+			return path
 		}
-		return pathResult{via: via, err: fmt.Errorf("%s: not confirmed in time: %w", via, err)}
+		path.err = fmt.Errorf("%s: not confirmed in time: %w", path.name(), err)
+		return path
 	}
 }
 
@@ -339,8 +389,13 @@ func (c *Client) record(sent *Sent, res pathResult) {
 		sent.Failed = append(sent.Failed, res.err)
 		return
 	}
-	sent.Via = append(sent.Via, res.via)
-	if res.ack != nil {
+	if !slices.Contains(sent.Via, res.via) {
+		sent.Via = append(sent.Via, res.via)
+	}
+	if res.relay != nil {
+		sent.Relays = append(sent.Relays, res.relay.addr.String())
+	}
+	if res.ack != nil && sent.Ack == nil {
 		sent.Ack = res.ack
 	}
 	if res.peer != "" {
@@ -350,6 +405,7 @@ func (c *Client) record(sent *Sent, res pathResult) {
 
 func copySent(s Sent) Sent {
 	s.Via = append([]string(nil), s.Via...)
+	s.Relays = append([]string(nil), s.Relays...)
 	s.Failed = append([]error(nil), s.Failed...)
 	return s
 }
@@ -365,8 +421,7 @@ func (c *Client) resendOutbox() {
 	}
 	c.mu.Unlock()
 	for _, r := range rooms {
-		relayUp := c.relay != nil && c.relay.up()
-		if !relayUp && (r.mesh == nil || len(r.mesh.Peers()) == 0) {
+		if !c.relays.anyUp() && (r.mesh == nil || len(r.mesh.Peers()) == 0) {
 			continue // no path yet
 		}
 		r.postMu.Lock()

@@ -115,13 +115,14 @@ type foundRooms struct {
 // knowing the room's ID. It runs on tend's goroutine.
 func (c *Client) findRooms() {
 	f := &c.found
-	if c.relay == nil || !c.relay.up() || (!f.asked.IsZero() && c.now().Sub(f.asked) < findEvery) {
+	p := c.relays.firstUp()
+	if p == nil || (!f.asked.IsZero() && c.now().Sub(f.asked) < findEvery) {
 		return
 	}
 	f.asked = c.now()
 	ctx, cancel := context.WithTimeout(c.ctx, askRelayFor)
 	defer cancel()
-	rooms, err := c.relay.rc.PrivateRooms(ctx)
+	rooms, err := p.rc.PrivateRooms(ctx)
 	if err != nil {
 		c.log.Info("ask the relay for our private rooms", "err", err)
 		return

@@ -34,11 +34,12 @@ type OpenedEvent struct{ Message }
 // event of a send: if Sent.Via is empty then, no path took the message,
 // which stays in the outbox and is sent again when a path is there.
 type DeliveryEvent struct {
-	Room string
-	Sent Sent
-	Path string // ViaMesh or ViaRelay
-	Err  error  // why Path did not confirm; nil if it did
-	Done bool
+	Room  string
+	Sent  Sent
+	Path  string // ViaMesh or ViaRelay
+	Relay string // which relay, when Path is ViaRelay: its address
+	Err   error  // why Path did not confirm; nil if it did
+	Done  bool
 }
 
 // AlsoViaEvent says that a message shown before arrived by another path
@@ -58,9 +59,10 @@ type PeerEvent struct {
 	Peers  int
 }
 
-// RelayEvent is a change in the relay connection: connected (over which
+// RelayEvent is a change in a relay connection: connected (over which
 // transport, "quic" or "tcp", with the round-trip time), or not and why.
 type RelayEvent struct {
+	Relay     string // the relay's address
 	Connected bool
 	Transport string
 	RTT       time.Duration
@@ -80,9 +82,10 @@ type SyncEvent struct {
 // PathEvent says that a path stopped for good in a room: the relay
 // refused the room (a ban, a room rule), which retrying cannot help.
 type PathEvent struct {
-	Room string
-	Path string
-	Err  error
+	Room  string
+	Path  string
+	Relay string // which relay, when Path is ViaRelay: its address
+	Err   error
 }
 
 // Alarm kinds.
@@ -101,6 +104,7 @@ const (
 // AlarmEvent is a security finding that the person must see.
 type AlarmEvent struct {
 	Kind   string
+	Relay  string // AlarmAuditLog: the relay's address
 	Room   string
 	Sender identity.PublicKey
 	Nick   string

@@ -153,14 +153,20 @@ type outcome struct {
 	notes    []note
 	alarms   []AlarmEvent
 	synced   map[syncKey]int
-	caughtUp []string
+	caughtUp []arrival // marks: a relay's history of a room is in, or it gave up
 	unshown  map[string][]protocol.ID
-	cursors  map[string]protocol.ID
+	cursors  map[cursorKey]protocol.ID
 	opened   []store.Sealed               // sealed messages shown before, opened or marked now
 	sealed   map[protocol.ID]store.Sealed // what became of the sealed messages shown now
 }
 
 type syncKey struct{ room, path string }
+
+// cursorKey is a relay's cursor of a room.
+type cursorKey struct {
+	relay *relayPath
+	room  string
+}
 
 // seenVia returns the path that delivered id first: in this batch, or
 // before.
@@ -177,7 +183,7 @@ func (m *merger) mergeBatch(batch []arrival) error {
 	// it took, so that nothing it stored is left unnoted.
 	ctx := context.WithoutCancel(c.ctx)
 	o := &outcome{seen: map[protocol.ID]string{}, synced: map[syncKey]int{},
-		unshown: map[string][]protocol.ID{}, cursors: map[string]protocol.ID{}, sealed: map[protocol.ID]store.Sealed{}}
+		unshown: map[string][]protocol.ID{}, cursors: map[cursorKey]protocol.ID{}, sealed: map[protocol.ID]store.Sealed{}}
 
 	// What the relay delivered is stored, the relay cursors moved and
 	// the messages to show noted as unshown, all in one transaction: a
@@ -226,11 +232,11 @@ func (m *merger) storeRelayed(ctx context.Context, b *store.Batch, o *outcome, b
 		switch {
 		case a.mark() || a.stored:
 		case a.via == ViaRelay:
-			via := ViaRelay
+			via := m.c.viaNote(a)
 			if f, ok := m.seen.via(a.id); ok && f != ViaRelay {
-				via = f + "," + ViaRelay
+				via = f + "," + via
 			} else if f, ok := first[a.id]; ok {
-				via = f + "," + ViaRelay
+				via = f + "," + via
 			}
 			recs = append(recs, store.Record{ID: a.id, Env: a.env, Raw: a.raw, Via: via, Received: now})
 			idx = append(idx, i)
@@ -259,10 +265,10 @@ func (m *merger) storeRelayed(ctx context.Context, b *store.Batch, o *outcome, b
 func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 	switch {
 	case a.caughtUp:
-		o.caughtUp = append(o.caughtUp, a.room)
+		o.caughtUp = append(o.caughtUp, a)
 		return
 	case a.committed:
-		o.cursors[a.room] = a.id
+		o.cursors[cursorKey{a.relay, a.room}] = a.id
 		return
 	case a.stored:
 		// Stored before and not shown then: shown now, once.
@@ -291,7 +297,7 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 			// node stored it a moment ago and this is the first we hear
 			// of it, the mesh's copy, behind in the queue, is the one
 			// shown.
-			o.notes = append(o.notes, note{id: a.id, via: a.via})
+			o.notes = append(o.notes, note{id: a.id, via: m.c.viaNote(a)})
 			if seen {
 				o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
 			}
@@ -301,7 +307,7 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 			return
 		}
 	} else if seen {
-		o.notes = append(o.notes, note{id: a.id, via: a.via})
+		o.notes = append(o.notes, note{id: a.id, via: m.c.viaNote(a)})
 		o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
 		return
 	}
@@ -311,6 +317,15 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 	// echo of it is a duplicate of what Send stored.
 	o.show = append(o.show, a)
 	o.unshown[a.room] = append(o.unshown[a.room], a.id)
+}
+
+// viaNote is the path noted on a stored message that a delivered: the
+// path, and with several relays, which relay (relay:HOST:PORT).
+func (c *Client) viaNote(a arrival) string {
+	if a.via != ViaRelay || a.relay == nil || len(c.relays) < 2 {
+		return a.via
+	}
+	return ViaRelay + ":" + a.relay.addr.HostPort
 }
 
 // write adds a batch's unshown notes, search entries and cursors to its
@@ -335,11 +350,8 @@ func (m *merger) write(ctx context.Context, b *store.Batch, o *outcome) error {
 			o.notes = append(o.notes, note{id: a.id, text: t})
 		}
 	}
-	if m.c.relayName == "" {
-		return nil
-	}
-	for room, id := range o.cursors {
-		if err := b.SetRelayCursor(ctx, m.c.relayName, room, id); err != nil {
+	for k, id := range o.cursors {
+		if err := b.SetRelayCursor(ctx, k.relay.name, k.room, id); err != nil {
 			return err
 		}
 	}
@@ -385,14 +397,13 @@ func (m *merger) apply(ctx context.Context, o *outcome) {
 	for k, n := range o.synced {
 		c.emit(&SyncEvent{Room: k.room, Path: k.path, N: n})
 	}
-	for _, name := range o.caughtUp {
+	for _, a := range o.caughtUp {
 		c.mu.Lock()
-		r, ok := c.rooms[name]
+		r, ok := c.rooms[a.room]
 		c.mu.Unlock()
-		if ok {
-			r.markCaughtUp()
+		if ok && r.relayCaughtUp(a.relay, a.gaveUp, len(c.relays)) {
+			c.emit(&SyncEvent{Room: a.room, Path: ViaRelay, Done: true})
 		}
-		c.emit(&SyncEvent{Room: name, Path: ViaRelay, Done: true})
 	}
 }
 

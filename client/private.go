@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,14 +52,16 @@ func (c *Client) roster(ctx context.Context, room string) (*roster.Log, error) {
 	return l, err
 }
 
-// relayMaySync is the mesh's MaySync: the relay we use may catch up our
+// relayMaySync is the mesh's MaySync: the relays we use may catch up our
 // private rooms from our node.
 func (c *Client) relayMaySync() func(identity.PublicKey) bool {
-	addr, err := relay.ParseAddr(c.cfg.Relay)
-	if c.cfg.Relay == "" || err != nil {
+	addrs, err := c.cfg.Relays.Addrs()
+	if len(addrs) == 0 || err != nil {
 		return nil
 	}
-	return func(key identity.PublicKey) bool { return key.Fingerprint() == addr.Fingerprint }
+	return func(key identity.PublicKey) bool {
+		return slices.ContainsFunc(addrs, func(a relay.Addr) bool { return a.Fingerprint == key.Fingerprint() })
+	}
 }
 
 // payload encodes what publish signs in the clear: text t in a public
@@ -112,7 +115,7 @@ func (c *Client) CreateRoom(ctx context.Context, name string) (string, Sent, err
 		return "", Sent{}, fmt.Errorf("client: create room: %w", err)
 	}
 	room := protocol.PrivateRoomID(c.home.Key.Public(), ch.Nonce)
-	if c.relay == nil {
+	if len(c.relays) == 0 {
 		// A new room has no peer yet: its list goes to the first
 		// member who joins, from our store. Nothing to wait for.
 		d, err := c.publish(ctx, room, nil, ch)

@@ -15,8 +15,8 @@ import (
 	"github.com/parleychat/parley/store"
 )
 
-// relayPath is the session's relay: the connection, dialled in the
-// background and again whenever it drops, where its cursors and
+// relayPath is one of the session's relays: the connection, dialled in
+// the background and again whenever it drops, where its cursors and
 // checkpoint are kept (under the relay's key fingerprint), and the
 // subscriptions of the joined rooms.
 type relayPath struct {
@@ -45,11 +45,7 @@ const readyWait = 10 * time.Second
 // cannot be reached is not an error here: it is dialled again in the
 // background, each send on it fails at once meanwhile, and RelayError
 // says why. A relay with another key, or one that refuses us, is.
-func (c *Client) openRelay(ctx context.Context) (*relayPath, error) {
-	addr, err := relay.ParseAddr(c.cfg.Relay)
-	if err != nil {
-		return nil, err
-	}
+func (c *Client) openRelay(ctx context.Context, addr relay.Addr) (*relayPath, error) {
 	p := &relayPath{c: c, name: addr.Fingerprint, addr: addr, down: make(chan struct{})}
 	close(p.down) // not connected yet
 	kept, err := c.st.RelayCheckpoint(ctx, p.name)
@@ -104,7 +100,7 @@ func (p *relayPath) onState(st relay.State) {
 		return
 	}
 	connected := st.Status == relay.StatusConnected
-	ev := &RelayEvent{Connected: connected, RTT: st.RTT, Err: p.stateErr(st)}
+	ev := &RelayEvent{Relay: p.addr.String(), Connected: connected, RTT: st.RTT, Err: p.stateErr(st)}
 	if connected {
 		ev.Transport = st.Transport.String()
 		p.keepTransport(p.c.ctx, ev.Transport)
@@ -225,7 +221,7 @@ func (p *relayPath) raiseAudit() bool {
 	p.alarmed = true
 	p.mu.Unlock()
 	if first {
-		p.c.emit(&AlarmEvent{Kind: AlarmAuditLog, Err: err})
+		p.c.emit(&AlarmEvent{Kind: AlarmAuditLog, Relay: p.addr.String(), Err: err})
 	}
 	return true
 }
@@ -315,7 +311,7 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 	c := p.c
 	defer c.wg.Done()
 	// A Send waiting for the history must never wait for ever.
-	defer c.deliver(ctx, arrival{room: r.name, caughtUp: true})
+	defer c.deliver(ctx, arrival{room: r.name, relay: p, caughtUp: true, gaveUp: true})
 	cursor, err := c.st.RelayCursor(ctx, p.name, r.name)
 	if err != nil {
 		c.log.Error("the relay cursor", "room", r.name, "err", err)
@@ -327,7 +323,7 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			c.meetPeers(ctx, r.name)
+			c.meetPeers(ctx, p, r.name)
 		}()
 	}
 	for attempt := 0; ; attempt++ {
@@ -343,7 +339,7 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 			// the relay (our join is on its way): nothing to catch up
 			// on now, so a send need not wait; ask again, with growing
 			// pauses, for a few minutes.
-			if !c.deliver(ctx, arrival{room: r.name, caughtUp: true}) {
+			if !c.deliver(ctx, arrival{room: r.name, relay: p, caughtUp: true}) {
 				return
 			}
 			select {
@@ -363,7 +359,7 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 		}
 		if err != nil {
 			c.log.Debug("relay subscription ended", "room", r.name, "err", err)
-			c.emit(&PathEvent{Room: r.name, Path: ViaRelay, Err: fmt.Errorf("relay subscription to %s: %w", r.name, err)})
+			c.emit(&PathEvent{Room: r.name, Path: ViaRelay, Relay: p.addr.String(), Err: fmt.Errorf("relay %s: subscription to %s: %w", p.addr.HostPort, r.name, err)})
 		}
 		return
 	}
@@ -379,7 +375,7 @@ func (p *relayPath) drain(ctx context.Context, r *room, sub *relay.Subscription)
 	live, left := sub.Live, -1
 	for {
 		if left == 0 {
-			if !p.c.deliver(ctx, arrival{room: r.name, caughtUp: true}) {
+			if !p.c.deliver(ctx, arrival{room: r.name, relay: p, caughtUp: true}) {
 				return ctx.Err()
 			}
 			left = -1
@@ -395,7 +391,7 @@ func (p *relayPath) drain(ctx context.Context, r *room, sub *relay.Subscription)
 			if left > 0 {
 				left--
 			}
-			a := arrival{room: r.name, id: d.ID, via: ViaRelay, committed: d.Committed}
+			a := arrival{room: r.name, id: d.ID, via: ViaRelay, relay: p, committed: d.Committed}
 			if !d.Committed {
 				if d.Env.Room != r.name {
 					p.c.log.Warn("relay sent an envelope of another room; dropped", "room", r.name, "id", d.ID)

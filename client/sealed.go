@@ -152,41 +152,47 @@ func (c *Client) announceIfMember(ctx context.Context, room string) {
 	c.kickOutbox()
 }
 
-// putPackage hands our current key package to the relay, in the
+// putPackage hands our current key package to each relay, in the
 // background: someone who shares no room with us yet finds it there.
 func (c *Client) putPackage() {
-	if c.relay == nil {
-		return
+	for _, p := range c.relays {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.putPackageOn(p)
+		}()
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		pkg, _, err := c.ring.Current(c.ctx)
-		if err != nil {
-			return
-		}
-		raw, err := pkg.MarshalBinary()
-		if err != nil {
-			return
-		}
-		if err := c.relay.rc.Ready(c.ctx); err != nil {
-			return // closed before the relay was there: the next session puts it
-		}
-		// Once begun, the put finishes, even if the session is closing: a
-		// short-lived command (chat send) must leave its package behind.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), askRelayFor)
-		defer cancel()
-		if err := c.relay.rc.PutKeyPackage(ctx, raw); err != nil {
-			c.log.Info("hand our key package to the relay", "err", err)
-		}
-	}()
 }
 
-// askPackages asks the relay for the key packages of members we have
-// none of, for a short while: a member not found gets no copy of our
-// sender key until their package comes.
+// putPackageOn hands our current key package to relay p once it is
+// connected.
+func (c *Client) putPackageOn(p *relayPath) {
+	pkg, _, err := c.ring.Current(c.ctx)
+	if err != nil {
+		return
+	}
+	raw, err := pkg.MarshalBinary()
+	if err != nil {
+		return
+	}
+	if err := p.rc.Ready(c.ctx); err != nil {
+		return // closed before the relay was there: the next session puts it
+	}
+	// Once begun, the put finishes, even if the session is closing: a
+	// short-lived command (chat send) must leave its package behind.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), askRelayFor)
+	defer cancel()
+	if err := p.rc.PutKeyPackage(ctx, raw); err != nil {
+		c.log.Info("hand our key package to the relay", "relay", p.addr, "err", err)
+	}
+}
+
+// askPackages asks the first connected relay for the key packages of
+// members we have none of, for a short while: a member not found gets no
+// copy of our sender key until their package comes.
 func (c *Client) askPackages(ctx context.Context, members []identity.PublicKey) {
-	if c.relay == nil || !c.relay.up() {
+	p := c.relays.firstUp()
+	if p == nil {
 		return
 	}
 	var missing []identity.PublicKey
@@ -203,7 +209,7 @@ func (c *Client) askPackages(ctx context.Context, members []identity.PublicKey) 
 	}
 	actx, cancel := context.WithTimeout(ctx, askRelayFor)
 	defer cancel()
-	raws, err := c.relay.rc.KeyPackages(actx, missing)
+	raws, err := p.rc.KeyPackages(actx, missing)
 	if err != nil {
 		c.log.Info("ask the relay for key packages", "n", len(missing), "err", err)
 		return

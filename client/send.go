@@ -23,14 +23,28 @@ type Sent struct {
 	// keeps a log) checked against the relay's key and the checkpoints
 	// kept before; nil if the relay did not acknowledge.
 	Ack *wire.Ack
+	// Relays are the relays that acknowledged it, by address, in the
+	// order they did; each one's audit receipt is kept in the store.
+	Relays []string
 	// MeshPeer is the mesh peer that confirmed it, if one did.
 	MeshPeer string
 	// Failed says why each other path did not confirm.
 	Failed []error
+
+	// need is how many relays must acknowledge it (relay_ack): up to
+	// one, any path will do.
+	need int
 }
 
-// Delivered reports whether a path confirmed the message.
-func (s Sent) Delivered() bool { return len(s.Via) > 0 }
+// Delivered reports whether the message is delivered: confirmed by a
+// path, or, under relay_ack quorum or all, acknowledged by as many
+// relays as that asks.
+func (s Sent) Delivered() bool {
+	if s.need <= 1 {
+		return len(s.Via) > 0
+	}
+	return len(s.Relays) >= s.need
+}
 
 // otherPaths is how long a delivery waits for the other paths once one
 // has confirmed it.
@@ -102,20 +116,18 @@ const settleTime = 10 * time.Second
 // settle finishes the relay's audit checks of a delivery; sentErr then
 // reports a log that does not check out.
 func (c *Client) settle(ctx context.Context) {
-	if c.relay == nil {
+	if len(c.relays) == 0 {
 		return
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTime)
 	defer cancel()
-	c.relay.settle(sctx)
+	c.relays.settle(sctx)
 }
 
 // sentErr is the error of a finished delivery.
 func (c *Client) sentErr(s Sent) error {
-	if c.relay != nil {
-		if err := c.relay.auditErr(); err != nil {
-			return err
-		}
+	if err := c.relays.auditErr(); err != nil {
+		return err
 	}
 	if s.Delivered() {
 		return nil
@@ -185,9 +197,9 @@ func (c *Client) signOne(ctx context.Context, r *room, t *protocol.Text, ch *pro
 	return c.sign.sign(ctx, r.name, kind, payload, t, nil)
 }
 
-// awaitHistory waits until the relay's history of the room is merged
-// (our Lamport clock must have seen it, or our message would sort before
-// messages it answers), unless the relay is not connected.
+// awaitHistory waits until a relay's history of the room is merged (our
+// Lamport clock must have seen it, or our message would sort before
+// messages it answers), unless no relay is connected.
 func (c *Client) awaitHistory(ctx context.Context, r *room) error {
 	if r.caughtUp == nil {
 		return nil
@@ -195,12 +207,20 @@ func (c *Client) awaitHistory(ctx context.Context, r *room) error {
 	select {
 	case <-r.caughtUp:
 		return nil
-	case <-c.relay.whenDown():
-		return nil // the history comes once the relay is back
+	default:
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if c.relays.awaitDown(wctx, r.caughtUp) {
+		return nil // the history comes once a relay is back
+	}
+	select {
+	case <-r.caughtUp:
+		return nil
 	case <-c.ctx.Done():
 		return ErrClosed
-	case <-ctx.Done():
-		return fmt.Errorf("%w: the relay's history of %s did not arrive: %w", ErrNoPath, r.name, ctx.Err())
+	default:
+		return fmt.Errorf("%w: the relays' history of %s did not arrive: %w", ErrNoPath, r.name, ctx.Err())
 	}
 }
 

@@ -30,7 +30,7 @@ func commands() []command {
 		{"verify", "FINGERPRINT", "mark a contact verified, after comparing fingerprints out of band", (*Model).cmdVerify},
 		{"contacts", "", "the people you have seen, and how far you trust them", (*Model).cmdContacts},
 		{"search", "WORDS", "search the stored messages of this room", (*Model).cmdSearch},
-		{"relay", "", "the relay: state, address and key", (*Model).cmdRelay},
+		{"relay", "", "the relays: state, address and key", (*Model).cmdRelay},
 		{"help", "", "keys and commands", (*Model).cmdHelp},
 		{"quit", "", "quit (unsent messages stay in the outbox)", (*Model).cmdQuit},
 	}
@@ -188,16 +188,6 @@ func (m *Model) cmdSearch(arg string) tea.Cmd {
 		msgs, err := s.History(ctx, room, arg, 200)
 		return searchMsg{room: room, query: arg, results: msgs, err: err}
 	}
-}
-
-func (m *Model) cmdRelay(string) tea.Cmd {
-	if m.opt.Relay == "" {
-		m.notice("no relay: peer to peer only (--relay FINGERPRINT@HOST:PORT, or relay in config.toml)")
-		return nil
-	}
-	key, addr, _ := strings.Cut(m.opt.Relay, "@")
-	m.notice(fmt.Sprintf("relay %s\naddress %s\nkey     %s\nstate   %s", m.relayState(), addr, key, m.relayDetail()))
-	return nil
 }
 
 func (m *Model) cmdHelp(string) tea.Cmd {

@@ -21,11 +21,7 @@ func (m *Model) event(ev client.Event) {
 	case *client.PeerEvent:
 		m.peer(e)
 	case *client.RelayEvent:
-		m.relay.known, m.relay.connected, m.relay.rtt, m.relay.transport = true, e.Connected, e.RTT, e.Transport
-		m.relay.err = ""
-		if e.Err != nil {
-			m.relay.err = e.Err.Error()
-		}
+		m.relayEvent(e)
 	case *client.PathsEvent:
 		m.paths = *e
 	case *client.PathEvent:

@@ -200,7 +200,7 @@ func testOptions() Options {
 		Fingerprint: "SHA256:TESTtestTESTtestTESTtestTESTtestTESTtest123",
 		Nick:        "me",
 		Mode:        "auto",
-		Relay:       "SHA256:relayKEYrelayKEYrelayKEYrelayKEYrelayKEY12@127.0.0.1:4433",
+		Relays:      []string{"SHA256:relayKEYrelayKEYrelayKEYrelayKEYrelayKEY12@127.0.0.1:4433"},
 		Now:         func() time.Time { return t0.Add(time.Hour) },
 		Location:    time.UTC,
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -42,15 +41,9 @@ type Model struct {
 	helpTop       int // the help view's first row shown
 	nick          string
 
-	relay struct {
-		known     bool
-		connected bool
-		rtt       time.Duration
-		transport string // quic or tcp, while connected
-		err       string
-	}
-	paths client.PathsEvent // how the mesh peers are reached
-	alarm string            // the relay's audit log failed its checks: shown until quit
+	relays []relayView       // as Options.Relays
+	paths  client.PathsEvent // how the mesh peers are reached
+	alarm  string            // the relay's audit log failed its checks: shown until quit
 
 	posts     int                                   // our lines posted, for postedMsg
 	sending   map[int]*entry                        // posted, ID not known yet
@@ -70,6 +63,9 @@ func New(ctx context.Context, s Session, opt Options) *Model {
 	m := &Model{s: s, opt: opt, keys: DefaultKeyMap(), st: newStyles(), ctx: ctx,
 		input: newInput(), nick: opt.Nick,
 		sending: map[int]*entry{}, fps: map[client.PublicKey]string{}, early: map[client.ID][]*client.DeliveryEvent{}}
+	for _, a := range opt.Relays {
+		m.relays = append(m.relays, relayView{addr: a})
+	}
 	if opt.FirstRun {
 		m.screen = screenFirstRun
 		m.input.set(opt.Nick)

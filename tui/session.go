@@ -49,8 +49,8 @@ type Options struct {
 	Nick string
 	// Mode is auto, p2p or relay.
 	Mode string
-	// Relay is the relay's address (FINGERPRINT@HOST:PORT), or empty.
-	Relay string
+	// Relays are the relays' addresses (FINGERPRINT@HOST:PORT), if any.
+	Relays []string
 	// FirstRun asks for a nickname, with Nick as the default, and shows
 	// how to share the fingerprint.
 	FirstRun bool

@@ -319,8 +319,8 @@ func (m *Model) statusRow() string {
 	if p := pathsState(m.paths); p != "" {
 		parts = append(parts, p)
 	}
-	if m.opt.Relay != "" {
-		parts = append(parts, "relay "+m.relayState())
+	if len(m.relays) > 0 {
+		parts = append(parts, m.relayState())
 	}
 	return m.st.status.Render(pad(" "+strings.Join(parts, " · "), m.width))
 }
@@ -338,24 +338,6 @@ func pathsState(p client.PathsEvent) string {
 		}
 	}
 	return strings.Join(out, ", ")
-}
-
-// relayState is the relay's state in a few words.
-func (m *Model) relayState() string {
-	switch {
-	case !m.relay.known:
-		return "connecting"
-	case m.relay.connected:
-		return fmt.Sprintf("connected %s %dms", m.relay.transport, m.relay.rtt.Milliseconds())
-	}
-	return "down"
-}
-
-func (m *Model) relayDetail() string {
-	if m.relay.err != "" {
-		return m.relayState() + ": " + m.relay.err
-	}
-	return m.relayState()
 }
 
 // inputLine is the input as one row: new lines show as ↵.

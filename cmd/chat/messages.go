@@ -114,8 +114,8 @@ func (c *cli) config(h *client.Home) (client.Config, error) {
 	if g.mode != "" {
 		cfg.Mode = g.mode
 	}
-	if g.relay != "" {
-		cfg.Relay = g.relay
+	if len(g.relay) > 0 {
+		cfg.Relays = g.relay
 	}
 	if g.via != "" {
 		cfg.RelayTransport = g.via
@@ -447,17 +447,21 @@ func (s *screen) show(e client.Event) (int, bool) {
 				e.Sender.Fingerprint(), e.Room)
 		}
 	case *client.PathEvent:
+		others := "the mesh carries on"
 		if s.cl.Node() == nil {
-			return s.fail(e.Err), true // relay mode: no other path is left
+			if len(s.cl.Relays()) <= 1 {
+				return s.fail(e.Err), true // relay mode: no other path is left
+			}
+			others = "the other relays carry on"
 		}
-		s.printf("chat: warning: %v; the mesh carries on\n", oneLine(e.Err))
+		s.printf("chat: warning: %v; %s\n", oneLine(e.Err), others)
 	case *client.RelayEvent:
 		switch {
 		case !s.c.g.verbose:
 		case e.Connected:
-			s.printf("chat: relay connected over %s (round trip %v)\n", e.Transport, e.RTT.Round(time.Millisecond))
+			s.printf("chat: relay %s connected over %s (round trip %v)\n", e.Relay, e.Transport, e.RTT.Round(time.Millisecond))
 		default:
-			s.printf("chat: relay not connected: %v\n", oneLine(e.Err))
+			s.printf("chat: relay %s not connected: %v\n", e.Relay, oneLine(e.Err))
 		}
 	case *client.PathsEvent:
 		if s.c.g.verbose {
@@ -483,12 +487,7 @@ func (s *screen) fail(err error) int {
 
 // auditError is the relay's audit error, if it has one: checked last, in
 // case the alarm is still on its way.
-func auditError(cl *client.Client) error {
-	if r := cl.Relay(); r != nil {
-		return r.AuditError()
-	}
-	return nil
-}
+func auditError(cl *client.Client) error { return cl.AuditError() }
 
 func (c *cli) listen(args []string) int {
 	fs := c.flags("listen")

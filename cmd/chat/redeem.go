@@ -47,10 +47,11 @@ func (c *cli) redeemWith(ctx context.Context, h *client.Home, token string) (rel
 	if err != nil {
 		return relay.Addr{}, err
 	}
-	if cfg.Relay == "" {
+	if len(cfg.Relays) == 0 {
 		return relay.Addr{}, errNoRelayForInvite
 	}
-	addr, err := relay.ParseAddr(cfg.Relay)
+	// An invite is one relay's: with several, the first one's.
+	addr, err := relay.ParseAddr(cfg.Relays[0])
 	if err != nil {
 		return addr, fmt.Errorf("%w: %w", client.ErrConfig, err)
 	}

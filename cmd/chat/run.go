@@ -92,7 +92,8 @@ the home folder):
   --nick NAME          the nickname on your messages (a-z 0-9 - _ .);
                        remembered in config.toml (nick)
   --mode MODE          auto (mesh, and relay if set), p2p, or relay
-  --relay ADDR         a relay: FINGERPRINT@HOST:PORT
+  --relay ADDR         a relay: FINGERPRINT@HOST:PORT; repeat it, or separate
+                       addresses with commas, to use several relays
   --relay-transport T  reach the relay over auto (QUIC and TCP together,
                        QUIC preferred), quic, or tcp (for networks that
                        block UDP); config.toml: relay_transport
@@ -116,7 +117,7 @@ type globals struct {
 	keyFile string
 	nick    string
 	mode    string
-	relay   string
+	relay   client.RelayList
 	via     string // --relay-transport
 	invite  string
 	peers   multiFlag
@@ -136,7 +137,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.keyFile, "identity", g.keyFile, "OpenSSH Ed25519 key file to use")
 	fs.StringVar(&g.nick, "nick", g.nick, "nickname")
 	fs.StringVar(&g.mode, "mode", g.mode, "auto, p2p or relay")
-	fs.StringVar(&g.relay, "relay", g.relay, "relay address")
+	fs.Var(&g.relay, "relay", "relay address (repeatable, or a comma-separated list)")
 	fs.StringVar(&g.via, "relay-transport", g.via, "reach the relay over auto (QUIC and TCP together), quic or tcp")
 	fs.StringVar(&g.invite, "invite", g.invite, "invite token to redeem with the relay first")
 	fs.Var(&g.peers, "peer", "mesh peer multiaddr (repeatable)")

@@ -19,7 +19,8 @@ type statusJSON struct {
 	Fingerprint string          `json:"fingerprint"`
 	Nick        string          `json:"nick"`
 	Mode        string          `json:"mode"`
-	Relay       *relayStatus    `json:"relay,omitempty"`
+	Relay       *relayStatus    `json:"relay,omitempty"`  // the first relay
+	Relays      []*relayStatus  `json:"relays,omitempty"` // every relay, in the config's order
 	Mesh        *meshStatusJSON `json:"mesh,omitempty"`
 }
 
@@ -100,18 +101,12 @@ func (c *cli) awaitPeers(ctx context.Context, cl *client.Client) {
 func (c *cli) statusOf(cl *client.Client) statusJSON {
 	cfg := cl.Config()
 	v := statusJSON{Fingerprint: cl.Key().Public().Fingerprint(), Nick: cfg.Nick, Mode: cfg.Mode}
-	if rc := cl.Relay(); rc != nil {
-		st := rc.State()
-		via, _ := relay.ParseVia(cfg.RelayTransport)
-		r := &relayStatus{Address: rc.Addr().String(), Status: st.Status.String(), Want: via.String()}
-		if st.Status == relay.StatusConnected {
-			r.Transport = st.Transport.String()
-			r.RTTMillis = float64(st.RTT.Microseconds()) / 1000
-		}
-		if st.Err != nil {
-			r.Error = oneLine(st.Err)
-		}
-		v.Relay = r
+	via, _ := relay.ParseVia(cfg.RelayTransport)
+	for _, rc := range cl.Relays() {
+		v.Relays = append(v.Relays, statusOfRelay(rc, via))
+	}
+	if len(v.Relays) > 0 {
+		v.Relay = v.Relays[0]
 	}
 	if n := cl.Node(); n != nil {
 		m := &meshStatusJSON{PeerID: n.ID().String(), Listen: n.Addrs(), Peers: []pathJSON{}}
@@ -121,6 +116,21 @@ func (c *cli) statusOf(cl *client.Client) statusJSON {
 		v.Mesh = m
 	}
 	return v
+}
+
+// statusOfRelay is the state of the connection to a relay, reached over
+// via.
+func statusOfRelay(rc *relay.Client, via relay.Via) *relayStatus {
+	st := rc.State()
+	r := &relayStatus{Address: rc.Addr().String(), Status: st.Status.String(), Want: via.String()}
+	if st.Status == relay.StatusConnected {
+		r.Transport = st.Transport.String()
+		r.RTTMillis = float64(st.RTT.Microseconds()) / 1000
+	}
+	if st.Err != nil {
+		r.Error = oneLine(st.Err)
+	}
+	return r
 }
 
 func pathOf(p mesh.Path) pathJSON {
@@ -134,7 +144,7 @@ func pathOf(p mesh.Path) pathJSON {
 func (c *cli) printStatus(v statusJSON) {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "identity\t%s (%s), mode %s\n", v.Fingerprint, v.Nick, v.Mode)
-	if r := v.Relay; r != nil {
+	for _, r := range v.Relays {
 		switch {
 		case r.Status == "connected":
 			fmt.Fprintf(tw, "relay\t%s: connected over %s, round trip %.1f ms\n", r.Address, r.Transport, r.RTTMillis)

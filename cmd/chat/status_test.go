@@ -13,7 +13,7 @@ func TestChatOverTCP(t *testing.T) {
 	alice := newPeer(t, "alice", "--mode", "relay", "--relay", raddr, "--relay-transport", "tcp")
 	bob := newPeer(t, "bob", "--mode", "relay", "--relay", raddr, "--relay-transport", "tcp")
 	listener := bob.start(t, "listen", "--room", "lobby", "--json", "--verbose")
-	waitLog(t, listener, "relay connected over tcp")
+	waitLog(t, listener, "connected over tcp")
 	if out, code := alice.run(t, "send", "--room", "lobby", "over tcp"); code != 0 {
 		t.Fatalf("send over TCP: exit %d: %s", code, out)
 	}

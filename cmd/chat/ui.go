@@ -63,7 +63,7 @@ func (c *cli) ui(room string) int {
 	}
 	pk := h.Key.Public()
 	opt := tui.Options{Room: room, Fingerprint: pk.Fingerprint(), PeerID: pk.PeerID(), Key: pk, Nick: cl.Nick(),
-		Mode: cfg.Mode, Relay: cfg.Relay, FirstRun: h.Created, Bell: cfg.Bell}
+		Mode: cfg.Mode, Relays: cfg.Relays, FirstRun: h.Created, Bell: cfg.Bell}
 	runErr := tui.Run(ctx, cl, opt, c.stdin, c.stdout)
 	auditErr := auditError(cl)
 	closeErr := cl.Close()

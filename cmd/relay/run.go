@@ -46,9 +46,10 @@ Commands:
   init [--policy open|allowlist|invite]
                      create the relay's identity and a commented config
                      file in the data folder, and print its address
-  addr [--key]       print the address clients use: FINGERPRINT@HOST:PORT
+  addr [--key|--mesh] print the address clients use: FINGERPRINT@HOST:PORT
                      (and the relay's public key, ed25519:..., on standard
-                     error); --key: the public key only
+                     error); --key: the public key only; --mesh: the mesh
+                     addresses, for the other relays' federation.relays
   serve [flags]      run the relay until SIGTERM or SIGINT
       --listen HOST:PORT      QUIC (UDP) address for clients
       --listen-tcp HOST:PORT  TCP address of the relay over TLS, for
@@ -332,6 +333,7 @@ func (c *cli) init(args []string) int {
 func (c *cli) addr(args []string) int {
 	fs := c.flags("addr")
 	onlyKey := fs.Bool("key", false, "print the public key only")
+	meshOnly := fs.Bool("mesh", false, "print the mesh addresses only (for the other relays' federation.relays)")
 	pos, err := c.parse(fs, args)
 	if err != nil {
 		return c.usageError(err)
@@ -353,6 +355,16 @@ func (c *cli) addr(args []string) int {
 	}
 	if *onlyKey {
 		fmt.Fprintln(c.stdout, key.Public())
+		return exitOK
+	}
+	if *meshOnly {
+		addrs, err := server.MeshAddrs(key.Public(), cfg)
+		if err != nil {
+			return c.fail(err)
+		}
+		for _, a := range addrs {
+			fmt.Fprintln(c.stdout, a)
+		}
 		return exitOK
 	}
 	addr, _ := server.ShareAddr(key.Public(), cfg)

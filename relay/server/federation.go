@@ -120,3 +120,19 @@ func carry(ctx context.Context, b *MeshBridge, st *store.Store, rooms []string, 
 		b.Join(room)
 	}
 }
+
+// MeshAddrs are the mesh addresses of the relay with key, as cfg has its
+// node listen: what the other relays of a network put in their
+// federation.relays. An address on every interface (0.0.0.0, ::) is
+// given as it is: the other relays need this host's own address there.
+func MeshAddrs(key identity.PublicKey, cfg Config) ([]string, error) {
+	id, err := mesh.PeerID(key)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(cfg.P2PListen))
+	for _, a := range cfg.P2PListen {
+		out = append(out, a+"/p2p/"+id.String())
+	}
+	return out, nil
+}
