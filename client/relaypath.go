@@ -40,12 +40,9 @@ type relayPath struct {
 // then is dialled again in the background.
 const readyWait = 10 * time.Second
 
-// openRelay starts the connection to the configured relay and waits for
-// the first try's outcome (half of ctx's time at most). A relay that
-// cannot be reached is not an error here: it is dialled again in the
-// background, each send on it fails at once meanwhile, and RelayError
-// says why. A relay with another key, or one that refuses us, is.
-func (c *Client) openRelay(ctx context.Context, addr relay.Addr) (*relayPath, error) {
+// startRelay starts the connection to the relay at addr, in the
+// background (firstTry waits for it).
+func (c *Client) startRelay(ctx context.Context, addr relay.Addr) (*relayPath, error) {
 	p := &relayPath{c: c, name: addr.Fingerprint, addr: addr, down: make(chan struct{})}
 	close(p.down) // not connected yet
 	kept, err := c.st.RelayCheckpoint(ctx, p.name)
@@ -66,6 +63,17 @@ func (c *Client) openRelay(ctx context.Context, addr relay.Addr) (*relayPath, er
 	if err != nil {
 		return nil, err
 	}
+	c.wg.Add(1)
+	go p.watchAudit()
+	return p, nil
+}
+
+// firstTry waits for the first try's outcome (half of ctx's time at
+// most). A relay that cannot be reached is not an error here: it is
+// dialled again in the background, each send on it fails at once
+// meanwhile, and RelayError says why. A relay with another key, or one
+// that refuses us, is: it is closed.
+func (p *relayPath) firstTry(ctx context.Context) error {
 	wait := readyWait
 	if d, ok := ctx.Deadline(); ok {
 		// Leave the rest of the time to the work itself.
@@ -73,7 +81,7 @@ func (c *Client) openRelay(ctx context.Context, addr relay.Addr) (*relayPath, er
 	}
 	rctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	err = p.rc.Ready(rctx)
+	err := p.rc.Ready(rctx)
 	var refused *wire.RelayError
 	switch {
 	case err == nil:
@@ -83,13 +91,11 @@ func (c *Client) openRelay(ctx context.Context, addr relay.Addr) (*relayPath, er
 	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog),
 		errors.Is(err, relay.ErrBadCertificate), errors.Is(err, relay.ErrVersion):
 		p.rc.Close()
-		return nil, err
+		return err
 	default:
-		c.log.Debug("relay not reached yet; dialling it again in the background", "err", err)
+		p.c.log.Debug("relay not reached yet; dialling it again in the background", "relay", p.addr, "err", err)
 	}
-	c.wg.Add(1)
-	go p.watchAudit()
-	return p, nil
+	return nil
 }
 
 // onState follows the relay connection's state, on the relay client's

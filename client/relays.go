@@ -16,30 +16,54 @@ import (
 type relaySet []*relayPath
 
 // openRelays starts the connection to each configured relay, together,
-// and waits for each first try (openRelay). A relay with another key than
-// its address names, or one that refuses us, fails the whole: the config
-// is wrong, and the person must hear of it.
+// and waits for the first tries (relayPath.firstTry) until one relay is
+// connected or every try has ended: a relay that is down does not hold
+// up a session that another relay serves. A relay with another key than
+// its address names, or one that refuses us, fails the whole if its try
+// ends before that: the config is wrong, and the person must hear of it;
+// after it, the person hears of it as a RelayEvent.
 func (c *Client) openRelays(ctx context.Context) (relaySet, error) {
 	addrs, err := c.cfg.Relays.Addrs()
 	if err != nil {
 		return nil, err
 	}
-	rs := make(relaySet, len(addrs))
-	errs := make([]error, len(addrs))
-	var wg sync.WaitGroup
-	for i, a := range addrs {
-		wg.Go(func() { rs[i], errs[i] = c.openRelay(ctx, a) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, p := range rs {
-			if p != nil {
-				p.rc.Close()
-			}
+	var rs relaySet
+	for _, a := range addrs {
+		p, err := c.startRelay(ctx, a)
+		if err != nil {
+			rs.closeAll()
+			return nil, err
 		}
-		return nil, err
+		rs = append(rs, p)
+	}
+	tries := make(chan error, len(rs))
+	for _, p := range rs {
+		c.wg.Go(func() {
+			err := p.firstTry(ctx)
+			tries <- err
+			if err != nil {
+				c.emit(&RelayEvent{Relay: p.addr.String(), Err: err})
+			}
+		})
+	}
+	for range rs {
+		if err := <-tries; err != nil {
+			rs.closeAll()
+			return nil, err
+		}
+		if rs.anyUp() {
+			break
+		}
 	}
 	return rs, nil
+}
+
+// closeAll closes each relay's connection at once (a session that does
+// not open).
+func (rs relaySet) closeAll() {
+	for _, p := range rs {
+		p.rc.Close()
+	}
 }
 
 // anyUp reports whether a relay is connected.

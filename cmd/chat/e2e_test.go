@@ -179,8 +179,13 @@ func initRelay(t testing.TB, extra ...string) string {
 // hostPort, and returns it once it serves.
 func serveRelay(t testing.TB, dir, hostPort string) (p *proc, addr, meshAddr string) {
 	t.Helper()
-	p = start(t, "relay", buildRelay(t), nil, "--data", dir, "serve", "--listen", hostPort,
-		"--p2p-listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	return serveRelayMesh(t, dir, hostPort, "/ip4/127.0.0.1/udp/0/quic-v1")
+}
+
+// serveRelayMesh is serveRelay with the mesh node listening on p2p.
+func serveRelayMesh(t testing.TB, dir, hostPort, p2p string) (p *proc, addr, meshAddr string) {
+	t.Helper()
+	p = start(t, "relay", buildRelay(t), nil, "--data", dir, "serve", "--listen", hostPort, "--p2p-listen", p2p)
 	deadline := time.After(60 * time.Second)
 	for addr == "" || meshAddr == "" {
 		select {
