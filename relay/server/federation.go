@@ -12,6 +12,7 @@ import (
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Federation: several relays serving one network. Each keeps its own
@@ -79,6 +80,30 @@ func (f *federation) member(key identity.PublicKey) bool { return f.keys[key] }
 func (f *federation) keep(ctx context.Context, node *mesh.Node, log *slog.Logger, wg *sync.WaitGroup) {
 	for _, ai := range f.peers {
 		wg.Go(func() { keepConnected(ctx, node, ai, log) })
+	}
+}
+
+// gauges are parley_relay_federation_relays{state}: how many of the other
+// relays node is connected to now, and how many it is not.
+func (f *federation) gauges(node *mesh.Node) []prometheus.Collector {
+	count := func(want bool) func() float64 {
+		return func() float64 {
+			n := 0
+			for _, ai := range f.peers {
+				if (node.Host().Network().Connectedness(ai.ID) == network.Connected) == want {
+					n++
+				}
+			}
+			return float64(n)
+		}
+	}
+	opts := func(state string) prometheus.GaugeOpts {
+		return prometheus.GaugeOpts{Name: "parley_relay_federation_relays", ConstLabels: prometheus.Labels{"state": state},
+			Help: "The other relays of the federation (federation.relays), by whether the mesh node is connected to them now."}
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(opts("connected"), count(true)),
+		prometheus.NewGaugeFunc(opts("unreachable"), count(false)),
 	}
 }
 

@@ -187,6 +187,11 @@ func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 	bridge := NewMeshBridge(r.run, r.srv, node, r.log.With("part", "bridge"))
 	r.srv.SetBridge(bridge)
 	flog := r.log.With("part", "federation")
+	for _, g := range fed.gauges(node) {
+		if err := r.reg.Register(g); err != nil {
+			flog.Warn("federation metrics", "err", err)
+		}
+	}
 	fed.keep(r.run, node, flog, &r.wg)
 	r.wg.Go(func() { carry(r.run, bridge, r.st, cfg.Federation.Rooms, flog) })
 	return addrs, func() {
