@@ -32,9 +32,9 @@ type Message struct {
 	// Own is set on the messages signed with our identity: sent here, or
 	// from another device of ours.
 	Own bool
-	// Receipt is, on our own messages in History, the relay's audit
-	// receipt, checked when the relay acknowledged the message.
-	Receipt *store.Receipt
+	// Receipts are, on our own messages in History, the audit receipts
+	// of the relays that acknowledged the message, each checked then.
+	Receipts []store.Receipt
 	// Gap is set when the sender's previous message in the room (its
 	// hash chain's link) is not here: something of theirs is missing
 	// until sync fills it.
@@ -166,8 +166,8 @@ func (c *Client) messages(ctx context.Context, recs []store.Record) []Message {
 			continue
 		}
 		if m.Own {
-			if rc, ok, err := c.st.Receipt(ctx, r.ID); err == nil && ok {
-				m.Receipt = &rc
+			if rcs, err := c.st.Receipts(ctx, r.ID); err == nil {
+				m.Receipts = rcs
 			}
 		}
 		out = append(out, m)

@@ -332,7 +332,7 @@ type Receipt struct {
 	Checkpoint []byte
 }
 
-// PutReceipt keeps the receipt of envelope id.
+// PutReceipt keeps a relay's receipt of envelope id (one per relay).
 func (s *Store) PutReceipt(ctx context.Context, id protocol.ID, r Receipt) error {
 	if _, err := s.w.ExecContext(ctx, `INSERT OR REPLACE INTO client_receipts (id, relay, pos, idx, note) VALUES (?, ?, ?, ?, ?)`,
 		id[:], r.Relay, int64(r.Pos), int64(r.Index), r.Checkpoint); err != nil {
@@ -341,23 +341,30 @@ func (s *Store) PutReceipt(ctx context.Context, id protocol.ID, r Receipt) error
 	return nil
 }
 
-// Receipt returns the receipt kept for envelope id, and whether there is
-// one.
-func (s *Store) Receipt(ctx context.Context, id protocol.ID) (Receipt, bool, error) {
-	var (
-		r          Receipt
-		pos, index int64
-	)
-	err := s.r.QueryRowContext(ctx, `SELECT relay, pos, idx, note FROM client_receipts WHERE id = ?`, id[:]).
-		Scan(&r.Relay, &pos, &index, &r.Checkpoint)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Receipt{}, false, nil
-	}
+// Receipts returns the receipts kept for envelope id, one per relay that
+// acknowledged it, by relay fingerprint.
+func (s *Store) Receipts(ctx context.Context, id protocol.ID) ([]Receipt, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT relay, pos, idx, note FROM client_receipts WHERE id = ? ORDER BY relay`, id[:])
 	if err != nil {
-		return Receipt{}, false, fmt.Errorf("store: receipt of %s: %w", id, err)
+		return nil, fmt.Errorf("store: receipts of %s: %w", id, err)
 	}
-	r.Pos, r.Index = uint64(pos), uint64(index)
-	return r, true, nil
+	defer rows.Close()
+	var out []Receipt
+	for rows.Next() {
+		var (
+			r          Receipt
+			pos, index int64
+		)
+		if err := rows.Scan(&r.Relay, &pos, &index, &r.Checkpoint); err != nil {
+			return nil, fmt.Errorf("store: receipts of %s: %w", id, err)
+		}
+		r.Pos, r.Index = uint64(pos), uint64(index)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: receipts of %s: %w", id, err)
+	}
+	return out, nil
 }
 
 // AddUnshown notes messages of room that the person has not been shown

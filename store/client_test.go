@@ -183,15 +183,26 @@ func TestClientState(t *testing.T) {
 		t.Fatalf("Unshown after one was shown = %d records", len(got))
 	}
 
-	if _, ok, err := s.Receipt(ctx, r.ID); err != nil || ok {
-		t.Fatalf("receipt before any = %v, %v", ok, err)
+	if got, err := s.Receipts(ctx, r.ID); err != nil || len(got) != 0 {
+		t.Fatalf("receipts before any = %v, %v", got, err)
 	}
+	// One per relay: a second relay's receipt does not replace the
+	// first's; the same relay's again does.
 	want := Receipt{Relay: "relay1", Pos: 7, Index: 42, Checkpoint: []byte("note")}
-	if err := s.PutReceipt(ctx, r.ID, want); err != nil {
-		t.Fatal(err)
+	other := Receipt{Relay: "relay2", Pos: 9, Index: 3, Checkpoint: []byte("note 2")}
+	for _, rc := range []Receipt{want, other, want} {
+		if err := s.PutReceipt(ctx, r.ID, rc); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got, ok, err := s.Receipt(ctx, r.ID); err != nil || !ok || got.Relay != want.Relay || got.Pos != 7 || got.Index != 42 || string(got.Checkpoint) != "note" {
-		t.Fatalf("receipt = %+v, %v, %v; want %+v", got, ok, err, want)
+	rcs, err := s.Receipts(ctx, r.ID)
+	if err != nil || len(rcs) != 2 {
+		t.Fatalf("receipts = %+v, %v; want relay1's and relay2's", rcs, err)
+	}
+	for i, w := range []Receipt{want, other} {
+		if g := rcs[i]; g.Relay != w.Relay || g.Pos != w.Pos || g.Index != w.Index || string(g.Checkpoint) != string(w.Checkpoint) {
+			t.Errorf("receipt %d = %+v, want %+v", i, g, w)
+		}
 	}
 }
 

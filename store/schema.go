@@ -150,6 +150,19 @@ var schemaClient = schema{"client", []string{
 		relay     TEXT PRIMARY KEY, -- the relay's key fingerprint
 		transport TEXT NOT NULL
 	) WITHOUT ROWID;`,
+	// A receipt per relay that acknowledged our envelope (a client may
+	// use several relays), not one per envelope.
+	`CREATE TABLE client_receipts_new (
+		id    BLOB NOT NULL,
+		relay TEXT NOT NULL,
+		pos   INTEGER NOT NULL,
+		idx   INTEGER NOT NULL,
+		note  BLOB NOT NULL,
+		PRIMARY KEY (id, relay)
+	) WITHOUT ROWID;
+	INSERT INTO client_receipts_new SELECT id, relay, pos, idx, note FROM client_receipts;
+	DROP TABLE client_receipts;
+	ALTER TABLE client_receipts_new RENAME TO client_receipts;`,
 }}
 
 // legacyVersion is the user_version of a database from before the parts

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -64,7 +66,10 @@ func (r *fedRelay) serve(t *testing.T) {
 // middle of the conversation and restarted on its folder: the people on
 // it go on through their other relay; every listener shows every message
 // once; and the restarted relay, caught up from the others, holds all of
-// them, those said while it was down included.
+// them, those said while it was down included. Sender 0 asks for every
+// relay's acknowledgement (relay_ack = "all"): while one of its relays is
+// down its message is not delivered (exit 5) but kept, and it goes out
+// with its next one; each of its messages has a relay's receipt.
 func TestThreeRelays(t *testing.T) {
 	const room, perPhase = "fed", 2
 	rs := newFedRelays(t, 3, room)
@@ -77,6 +82,9 @@ func TestThreeRelays(t *testing.T) {
 	total := 3 * 3 * perPhase
 	for i := range 3 {
 		senders = append(senders, newPeer(t, fmt.Sprintf("sender%d", i), "--mode", "relay", "--relay", pair(i)))
+		if i == 0 {
+			appendConfig(t, senders[0], `relay_ack = "all"`)
+		}
 		l := newPeer(t, fmt.Sprintf("listener%d", i), "--mode", "relay", "--relay", pair(i))
 		listeners = append(listeners, l)
 		listening = append(listening, l.start(t, "listen", "--room", room, "--json", "--count", fmt.Sprint(total), "--timeout", "170s"))
@@ -86,10 +94,19 @@ func TestThreeRelays(t *testing.T) {
 		for i, s := range senders {
 			for k := range perPhase {
 				text := fmt.Sprintf("%s: sender%d says %d", name, i, k)
+				said = append(said, text)
+				if i == 0 && name == "during" {
+					// One of its two relays is down: not delivered under
+					// relay_ack all (exit 5: that relay cannot be
+					// reached), and kept in the outbox.
+					if out, code := s.run(t, "send", "--room", room, "--timeout", "10s", text); code != exitRelayDown {
+						t.Fatalf("%s with relay_ack all and a relay down: exit %d, want %d: %s", text, code, exitRelayDown, out)
+					}
+					continue
+				}
 				if out, code := s.run(t, "send", "--room", room, "--timeout", "60s", text); code != 0 {
 					t.Fatalf("%s: exit %d: %s", text, code, out)
 				}
-				said = append(said, text)
 			}
 		}
 	}
@@ -119,7 +136,63 @@ func TestThreeRelays(t *testing.T) {
 			t.Errorf("the restarted relay does not hold %q", text)
 		}
 	}
+	checkReceipts(t, senders[0], room, rs[0].addr, rs[1].addr)
 	for _, r := range rs {
 		r.p.stop(t)
+	}
+}
+
+// appendConfig adds line to the peer's config.toml.
+func appendConfig(t *testing.T, p *peer, line string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(p.home, "config.toml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("\n" + line + "\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkReceipts checks that each of p's messages in room has an audit
+// receipt, and only of the relays given. (A relay that stored the message
+// from the mesh before p's own publish reached it acknowledges that
+// publish as a duplicate, without a receipt: docs/client.md.)
+func checkReceipts(t *testing.T, p *peer, room string, relays ...string) {
+	t.Helper()
+	out, code := p.run(t, "history", "--room", room, "--json", "--limit", "1000")
+	if code != 0 {
+		t.Fatalf("history: exit %d: %s", code, out)
+	}
+	var fps []string
+	for _, a := range relays {
+		fp, _, _ := strings.Cut(a, "@")
+		fps = append(fps, fp)
+	}
+	own := 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m struct {
+			Text     string `json:"text"`
+			Trust    string `json:"trust"`
+			Receipts []struct {
+				Relay string `json:"relay"`
+			} `json:"receipts"`
+		}
+		if json.Unmarshal([]byte(line), &m) != nil || m.Trust != "self" {
+			continue
+		}
+		own++
+		if len(m.Receipts) == 0 {
+			t.Errorf("%q has no receipt", m.Text)
+		}
+		for _, r := range m.Receipts {
+			if !slices.Contains(fps, r.Relay) {
+				t.Errorf("%q has a receipt of relay %s, not one of its relays %q", m.Text, r.Relay, fps)
+			}
+		}
+	}
+	if own == 0 {
+		t.Fatalf("%s's history shows none of its messages:\n%s", p.name, out)
 	}
 }

@@ -329,8 +329,10 @@ type messageJSON struct {
 	Sealed  bool   `json:"sealed,omitempty"`
 	Waiting bool   `json:"waiting,omitempty"`
 	Never   string `json:"never,omitempty"`
-	// Receipt is the relay's audit receipt of our own message (history).
-	Receipt *storedReceiptJSON `json:"receipt,omitempty"`
+	// Receipt is a relay's audit receipt of our own message (history):
+	// the first of Receipts, one per relay that acknowledged it.
+	Receipt  *storedReceiptJSON  `json:"receipt,omitempty"`
+	Receipts []storedReceiptJSON `json:"receipts,omitempty"`
 }
 
 type storedReceiptJSON struct {
@@ -354,8 +356,11 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 			Lamport: m.Lamport, Time: m.Time.UTC().Format(time.RFC3339Nano), Text: m.Text,
 			Via: m.Via, Trust: trustName(m), Gap: m.Gap, Sealed: m.Sealed, Waiting: m.Waiting, Never: m.Never,
 		}
-		if r := m.Receipt; r != nil {
-			v.Receipt = &storedReceiptJSON{r.Relay, r.Pos, r.Index, string(r.Checkpoint)}
+		for _, r := range m.Receipts {
+			v.Receipts = append(v.Receipts, storedReceiptJSON{r.Relay, r.Pos, r.Index, string(r.Checkpoint)})
+		}
+		if len(v.Receipts) > 0 {
+			v.Receipt = &v.Receipts[0]
 		}
 		c.printJSON(v)
 		return
@@ -377,8 +382,12 @@ func (c *cli) printMessage(m client.Message, asJSON bool) {
 		gap = " (messages of " + m.Nick + " before this one are missing)"
 	}
 	via := m.Via
-	if m.Receipt != nil {
-		via += fmt.Sprintf("; audit record %d", m.Receipt.Index)
+	for _, r := range m.Receipts {
+		if len(m.Receipts) == 1 {
+			via += fmt.Sprintf("; audit record %d", r.Index)
+		} else {
+			via += fmt.Sprintf("; audit record %d of %s", r.Index, r.Relay)
+		}
 	}
 	fmt.Fprintf(c.stdout, "%s #%s <%s>%s %s%s  (%s)\n", m.Time.Local().Format("2006-01-02 15:04:05"),
 		m.Room, nickOf(m), mark, textOf(m), gap, via)
