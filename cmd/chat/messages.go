@@ -279,7 +279,7 @@ func (c *cli) send(args []string) int {
 	}
 	defer done()
 	if err := resolveRoom(ctx, cl, room); err != nil {
-		return c.fail(err)
+		return c.fail(ranOut(ctx, *timeout, err))
 	}
 	return c.sendText(ctx, cl, *room, text, *asJSON, *timeout)
 }
@@ -533,7 +533,7 @@ func (c *cli) listen(args []string) int {
 	defer cl.Close()
 	for i := range rooms {
 		if err := resolveRoom(ctx, cl, &rooms[i]); err != nil {
-			return c.fail(err)
+			return c.fail(ranOut(ctx, *timeout, err))
 		}
 	}
 	for _, r := range rooms {
