@@ -145,10 +145,12 @@ func (r *Room) Name() string { return r.name }
 // Messages returns the envelopes that this process did not publish itself
 // (others', and ours from another device) as they are accepted: live ones
 // at once, synced ones as their pages arrive. Each is committed to the
-// store right behind (group commit), so a crash in between can lose the
-// stored copy of a message already shown; sync restores it. The application
-// must keep reading: when it does not, the room's queues fill and gossipsub
-// drops (and counts) messages, which sync later recovers.
+// store right behind (group commit: a moment later when it comes alone,
+// within 0.4 s in a steady stream: see commitEvery), so a
+// crash in between can lose the stored copy of a message already shown;
+// sync restores it. The application must keep reading: when it does not,
+// the room's queues fill and gossipsub drops (and counts) messages, which
+// sync later recovers.
 func (r *Room) Messages() <-chan Message { return r.out }
 
 // PeerChange is a peer joining or leaving a room.
@@ -261,70 +263,113 @@ func (r *Room) enqueue(it inbound) error {
 	}
 }
 
-// maxBatch bounds one group commit; commitLinger is how long the writer
-// waits for more envelopes before it commits.
+// Group commit. maxBatch bounds one commit. The writer commits a batch
+// commitLinger after its first envelope, so that an envelope that comes
+// alone is on disk a moment after it is shown; but never sooner than
+// about commitEvery (nextCommit) after the previous commit began, so
+// that a steady stream is committed a few times a second, each commit
+// taking what queued meanwhile, rather than once per envelope. A commit
+// of one envelope writes as many pages (the table's and each index's) as
+// one of ten: at 60 peers and 50 messages a second, one commit per
+// envelope at every node took more CPU than delivery itself, and the
+// queueing that followed was the mesh's tail latency (issue 22).
 const (
 	maxBatch     = 512
 	commitLinger = 5 * time.Millisecond
+	commitEvery  = 250 * time.Millisecond
 )
 
-// write commits accepted envelopes in batches (group commit: one fsync for
-// as many envelopes as have queued), and looks for gaps in the senders' hash chains.
+// nextCommit is the least time from one commit to the next: commitEvery
+// on average, between half and one and a half of it, so that the peers of
+// a room, which get each message at about the same time, do not all
+// commit at the same moment (many nodes share a machine in simulations
+// and benchmarks, and a burst of commits there stalls every delivery).
+func nextCommit() time.Duration {
+	return commitEvery/2 + rand.N(commitEvery)
+}
+
+// write commits accepted envelopes in batches (group commit), and looks
+// for gaps in the senders' hash chains.
 func (r *Room) write() {
 	defer r.wg.Done()
-	self := r.n.cfg.Key.Public()
 	batch := make([]inbound, 0, maxBatch)
-	recs := make([]store.Record, 0, maxBatch)
+	var (
+		last time.Time // when the previous commit began
+		gaps gapWatch
+	)
+	defer gaps.stop()
 	for {
-		batch, recs = batch[:0], recs[:0]
+		batch = batch[:0]
 		select {
 		case it := <-r.in:
 			batch = append(batch, it)
+		case <-gaps.due():
+			for _, it := range gaps.take(time.Now()) {
+				r.checkGap(it)
+			}
+			continue
 		case <-r.ctx.Done():
 			r.flush()
 			return
 		}
-		// Gather what arrives in the next few milliseconds too: showing
-		// does not wait for the commit, so a short wait costs no latency
-		// and saves commits (and the CPU they take from delivery) when
-		// messages come one at a time.
-		linger := time.NewTimer(commitLinger)
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case it := <-r.in:
-				batch = append(batch, it)
-			case <-linger.C:
-				break drain
-			case <-r.ctx.Done():
-				break drain
-			}
+		// Showing does not wait for the commit, so waiting costs no
+		// latency, and saves commits (and the CPU they take from
+		// delivery).
+		batch = r.gather(batch, max(commitLinger, nextCommit()-time.Since(last)))
+		last = time.Now()
+		r.store(batch, &gaps)
+	}
+}
+
+// gather adds to batch what the writer's queue brings within wait, up to
+// maxBatch envelopes, or until the room is left.
+func (r *Room) gather(batch []inbound, wait time.Duration) []inbound {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for len(batch) < maxBatch {
+		select {
+		case it := <-r.in:
+			batch = append(batch, it)
+		case <-timer.C:
+			return batch
+		case <-r.ctx.Done():
+			return batch
 		}
-		linger.Stop()
-		now := r.n.cfg.now()
-		for _, it := range batch {
-			recs = append(recs, store.Record{ID: it.id, Env: it.env, Raw: it.raw, Via: it.via, Received: now})
+	}
+	return batch
+}
+
+// store stores a batch in one transaction, and hands gaps the new
+// envelopes whose predecessor is missing.
+func (r *Room) store(batch []inbound, gaps *gapWatch) {
+	now := r.n.cfg.now()
+	recs := make([]store.Record, len(batch))
+	for i, it := range batch {
+		recs[i] = store.Record{ID: it.id, Env: it.env, Raw: it.raw, Via: it.via, Received: now}
+	}
+	// Not r.ctx: a batch that was accepted is committed even while the
+	// room is being left.
+	results, err := r.n.store.Put(context.Background(), recs...)
+	if err != nil {
+		// The envelopes passed the replay guard but are not stored;
+		// sync brings them again from a neighbour after a restart.
+		r.n.log.Error("store envelopes", "room", r.name, "n", len(batch), "err", err)
+		for range batch {
+			r.n.metrics.drop("store")
 		}
-		// Not r.ctx: a batch that was accepted is committed even while the
-		// room is being left.
-		results, err := r.n.store.Put(context.Background(), recs...)
-		if err != nil {
-			// The envelopes passed the replay guard but are not stored;
-			// sync brings them again from a neighbour after a restart.
-			r.n.log.Error("store envelopes", "room", r.name, "n", len(batch), "err", err)
-			for range batch {
-				r.n.metrics.drop("store")
-			}
+		return
+	}
+	self := r.n.cfg.Key.Public()
+	for i, it := range batch {
+		if results[i] != store.Stored {
 			continue
 		}
-		for i, it := range batch {
-			if results[i] != store.Stored {
-				continue
-			}
-			r.n.metrics.stored.WithLabelValues(it.via).Inc()
-			if it.env.Sender != self && !it.env.Prev.IsZero() {
-				r.checkGap(it)
-			}
+		r.n.metrics.stored.WithLabelValues(it.via).Inc()
+		if it.env.Sender == self || it.env.Prev.IsZero() || r.n.seen.isAccepted(it.env.Prev) {
+			continue
+		}
+		for _, early := range gaps.add(it, time.Now()) {
+			r.checkGap(early)
 		}
 	}
 }
@@ -356,9 +401,9 @@ const (
 )
 
 // checkGap asks for sync when an envelope's predecessor in its sender's
-// hash chain is missing: once per missing predecessor, over a bounded range
-// (the predecessor is older than this envelope and newer than the sender's
-// previous one that we have).
+// hash chain is missing (gapWatch holds it for a while first): once per
+// missing predecessor, over a bounded range (the predecessor is older than
+// this envelope and newer than the sender's previous one that we have).
 func (r *Room) checkGap(it inbound) {
 	if r.n.seen.isAccepted(it.env.Prev) {
 		return // accepted lately, so stored or about to be: no query
