@@ -58,7 +58,7 @@ func FuzzClientConfig(f *testing.F) {
 		if !slices.Contains([]string{client.ModeAuto, client.ModeP2P, client.ModeRelay}, c.Mode) {
 			t.Fatalf("valid config with mode %q", c.Mode)
 		}
-		if c.Mode == client.ModeRelay && c.Relay == "" {
+		if c.Mode == client.ModeRelay && len(c.Relays) == 0 {
 			t.Fatal("relay mode without a relay passed")
 		}
 	})
@@ -71,6 +71,9 @@ func clientEmptyIsNil(c client.Config) client.Config {
 	}
 	if len(c.Listen) == 0 {
 		c.Listen = nil
+	}
+	if len(c.Relays) == 0 {
+		c.Relays = nil
 	}
 	return c
 }

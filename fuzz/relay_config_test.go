@@ -56,6 +56,8 @@ func emptyIsNil(c server.Config) server.Config {
 	}
 	c.P2PListen = nilIfEmpty(c.P2PListen)
 	c.Bootstrap = nilIfEmpty(c.Bootstrap)
+	c.Federation.Relays = nilIfEmpty(c.Federation.Relays)
+	c.Federation.Rooms = nilIfEmpty(c.Federation.Rooms)
 	c.Policy.Admins = nilIfEmpty(c.Policy.Admins)
 	rooms := c.Policy.Rooms
 	c.Policy.Rooms = nil

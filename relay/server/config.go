@@ -56,7 +56,7 @@ type Config struct {
 // (federation.go). Read at start.
 type FederationConfig struct {
 	// Relays are the other relays' mesh addresses, multiaddrs ending in
-	// /p2p/<peer ID>, as a relay prints them at start ("mesh ...").
+	// /p2p/<peer ID>, as `relay addr --mesh` prints them.
 	Relays []string `toml:"relays"`
 	// Rooms are carried from the start, before any client asks for
 	// them; the rooms of the store are too.
@@ -431,13 +431,15 @@ mode = "%s"
 
 [federation]
 # The other relays of one network (docs/operations.md, "Several relays"):
-# their mesh addresses, as each prints them at start ("mesh ..."). The relay
-# keeps a connection to each, exchanges the rooms it carries with them
-# through the mesh, catches up from them after an outage, and lets them
-# catch up on private rooms. Its own policy still decides what it stores
-# and forwards. Read at start.
-# relays = ["/ip4/203.0.113.7/udp/4434/quic-v1/p2p/12D3KooW..."]
+# their mesh addresses, as "relay addr --mesh" prints them, with the
+# host's public address in place of 0.0.0.0. The relay keeps a connection
+# to each, exchanges the rooms it carries with them through the mesh,
+# catches up from them after an outage, and lets them catch up on
+# private rooms. Its own policy still decides what it stores and
+# forwards. Read at start. For example:
+#   relays = ["/dns4/relay2.example.org/udp/4434/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"]
+# relays = []
 # Rooms carried from the start, before any client asks for them (the
-# rooms already in the store are carried too).
-# rooms = ["general"]
+# rooms already in the store are carried too), as in rooms = ["general"].
+# rooms = []
 `
