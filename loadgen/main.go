@@ -8,6 +8,11 @@
 // on loopback, and stops them at the end.
 //
 //	cd loadgen && go run . [-only publish,audit,fanout,latency,idle,connect]
+//	cd loadgen && go run . -only grow -grow 1000000 [-grow-dir DIR] [-grow-runs 3]
+//
+// The growing-store scenario (grow.go, not run by default) compares a
+// fresh relay's publish rate with that of a relay restarted on a store
+// filled to -grow envelopes.
 //
 // It is a module of its own so that the NATS client it compares against
 // is no dependency of Parley.
@@ -40,6 +45,9 @@ func main() {
 	natsBin := flag.String("nats", "nats-server", "nats-server binary")
 	external := flag.String("relay", "", "load this running relay (FINGERPRINT@HOST:PORT) with the publish scenario, repeated (or latency at 1,000/s if -only is latency, fan-out to 100 if fanout, connections if connect, -idle clients held for 30 s if idle), and nothing else: for profiling")
 	viaName := flag.String("via", "quic", "with -relay: the transport its clients use, quic or tcp")
+	growSize := flag.Int("grow", 1_000_000, "the grow scenario: envelopes in the filled relay's store")
+	growRuns := flag.Int("grow-runs", 3, "the grow scenario: runs of each relay, alternating")
+	growDir := flag.String("grow-dir", "", "the grow scenario: keep the filled relay's data folder here, and top it up on later runs (default: a temporary folder)")
 	floorListen := flag.String("floor", "", "serve as the floor forwarder over QUIC on this UDP address and over TCP on the same port number (the load generator starts it so)")
 	flag.Parse()
 	if *floorListen != "" {
@@ -74,13 +82,13 @@ func main() {
 		}
 		return
 	}
-	if err := run(*only, *idle, *natsBin); err != nil {
+	if err := run(*only, *idle, *natsBin, growOptions{size: *growSize, runs: *growRuns, dir: *growDir}); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(only string, idle int, natsBin string) error {
+func run(only string, idle int, natsBin string, grow growOptions) error {
 	work, err := os.MkdirTemp("", "loadgen")
 	if err != nil {
 		return err
@@ -88,13 +96,18 @@ func run(only string, idle int, natsBin string) error {
 	defer os.RemoveAll(work)
 	b := &bench{ctx: context.Background(), work: work, natsBin: natsBin}
 	defer b.stop()
-	if err := b.fresh(); err != nil {
-		return err
-	}
-	fmt.Printf("relay and floor (over QUIC and over TCP with TLS) and nats-server (plain and with TLS) on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	want := map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		want[strings.TrimSpace(s)] = true
+	}
+	if len(want) == 1 && want["grow"] {
+		// The grow scenario alone starts no floor and no nats-server.
+		fmt.Printf("relays on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
+	} else {
+		if err := b.fresh(); err != nil {
+			return err
+		}
+		fmt.Printf("relay and floor (over QUIC and over TCP with TLS) and nats-server (plain and with TLS) on loopback, %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	}
 	scenarios := []struct {
 		name string
@@ -106,6 +119,7 @@ func run(only string, idle int, natsBin string) error {
 		{"latency", b.latency},
 		{"idle", func() error { return b.idle(idle) }},
 		{"connect", b.connect},
+		{"grow", func() error { return b.grow(grow) }},
 	}
 	for _, s := range scenarios {
 		if !want[s.name] {

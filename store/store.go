@@ -677,16 +677,52 @@ func (s *Store) Changes(ctx context.Context, room string) ([]Record, error) {
 	return scan(rows)
 }
 
+// pruneChunk is the most envelopes one transaction of retention deletes.
+// The store has one writer: a relay's committer waits while a chunk is
+// deleted, so each is short, and publishes go on between them.
+const pruneChunk = 2000
+
 // Prune deletes the envelopes received before cutoff and returns how many.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	// The newest envelope stays, so that positions never go back to 1 and
-	// a position is never reused.
-	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE received < ?
-		AND rowid < (SELECT max(rowid) FROM envelopes) AND `+notChange, cutoff.UnixMilli())
+	// a position is never reused. The old envelopes are found with the
+	// index on received: with "rowid <" SQLite would otherwise walk the
+	// table in rowid order, reading every envelope stored (seconds for a
+	// million, on the writer's one connection) to delete none.
+	n, err := s.pruneChunks(ctx, pruneOld, cutoff.UnixMilli())
 	if err != nil {
-		return 0, fmt.Errorf("store: prune: %w", err)
+		return n, fmt.Errorf("store: prune: %w", err)
 	}
-	return res.RowsAffected()
+	return n, nil
+}
+
+// pruneOld deletes up to a number of envelopes received before a time,
+// but for the newest envelope and the member-list changes.
+const pruneOld = `DELETE FROM envelopes WHERE rowid IN (
+	SELECT rowid FROM envelopes INDEXED BY envelopes_received WHERE received < ?
+	AND +rowid < (SELECT max(rowid) FROM envelopes) AND ` + notChange + ` LIMIT ?)`
+
+// pruneChunks runs del, a DELETE whose last parameter is how many
+// envelopes it may delete, with args and pruneChunk, until it deletes
+// fewer than that, each time in a transaction of its own. It returns how
+// many it deleted in all.
+func (s *Store) pruneChunks(ctx context.Context, del string, args ...any) (int64, error) {
+	args = append(args, pruneChunk)
+	var total int64
+	for {
+		res, err := s.w.ExecContext(ctx, del, args...)
+		if err != nil {
+			return total, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
 }
 
 // PruneBytes deletes the oldest envelopes until the rest hold at most
@@ -703,12 +739,14 @@ func (s *Store) PruneBytes(ctx context.Context, max int64, keepAfter time.Time) 
 	if !cut.Valid {
 		return 0, nil
 	}
-	res, err := s.w.ExecContext(ctx, `DELETE FROM envelopes WHERE rowid <= ? AND received < ?
-		AND rowid < (SELECT max(rowid) FROM envelopes) AND `+notChange, cut.Int64, keepAfter.UnixMilli())
+	n, err := s.pruneChunks(ctx, `DELETE FROM envelopes WHERE rowid IN (
+		SELECT rowid FROM envelopes WHERE rowid <= ? AND received < ?
+		AND rowid < (SELECT max(rowid) FROM envelopes) AND `+notChange+` ORDER BY rowid LIMIT ?)`,
+		cut.Int64, keepAfter.UnixMilli())
 	if err != nil {
-		return 0, fmt.Errorf("store: prune to %d bytes: %w", max, err)
+		return n, fmt.Errorf("store: prune to %d bytes: %w", max, err)
 	}
-	return res.RowsAffected()
+	return n, nil
 }
 
 // Reserved implements protocol.SeqReservations.
