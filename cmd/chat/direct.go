@@ -12,7 +12,7 @@ func (c *cli) msg(args []string) int {
 	asJSON := fs.Bool("json", false, "JSON output")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	ctx, cl, done, code := c.parsedSession(func() error { return c.parseMin(fs, args, 2) }, timeout)
-	if code != exitOK {
+	if cl == nil {
 		return code
 	}
 	defer done()

@@ -58,6 +58,12 @@ func about(cmd string) (string, bool) {
 	case "verify":
 		return "chat verify FINGERPRINT\n\nMark the contact with this fingerprint verified, after comparing it\n" +
 			"with them out of band.", true
+	case "relays":
+		return "chat relays --room R [--json] [--timeout D]\n\n" +
+			"The relays the DHT names for room R, and how far each is trusted: given\n" +
+			"(one of your relays), vouched for by one of your relays (its federation),\n" +
+			"unknown or refused (not used). Changes nothing: add a relay with\n" +
+			"--relay or in config.toml.", true
 	case "redeem":
 		return "chat redeem [--timeout D] TOKEN\n\n" +
 			"Redeem an invite token from a relay's operator with the relay\n" +

@@ -48,8 +48,9 @@ func (c *cli) timedSession(timeout time.Duration, offline bool) (context.Context
 }
 
 // parsedSession parses a command's flags and arguments (parse), checks
-// its --timeout, and opens a session bounded by it. A code other than
-// exitOK is the command's exit code, with the error shown.
+// its --timeout, and opens a session bounded by it. With no session (nil
+// client) the command ends with code: the error shown, or exitOK after
+// --help.
 func (c *cli) parsedSession(parse func() error, timeout *time.Duration) (context.Context, *client.Client, func(), int) {
 	if err := parse(); err != nil {
 		return nil, nil, nil, c.usageError(err)

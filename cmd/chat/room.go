@@ -265,7 +265,7 @@ func (c *cli) join(args []string) int {
 	asJSON := fs.Bool("json", false, "JSON output")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	ctx, cl, done, code := c.parsedSession(func() error { return c.parse(fs, args, 1) }, timeout)
-	if code != exitOK {
+	if cl == nil {
 		return code
 	}
 	defer done()

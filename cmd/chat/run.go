@@ -64,6 +64,9 @@ Commands:
                        relay's transport (QUIC or TCP), each peer's path
                        (direct, hole-punched, circuit) [--json]
                        [--timeout D]
+  relays --room R      the relays the DHT names for the room: given,
+                       vouched by a relay you gave, or unknown (not
+                       used); changes nothing [--json] [--timeout D]
   room create NAME     make a private room (you its admin); also: room
                        invite NAME [--uses N] [--expires D], invites,
                        revoke, members [--json], leave, remove, admin,
@@ -211,6 +214,8 @@ func (c *cli) command(cmd string, args []string) int {
 		return c.rooms(args)
 	case "status":
 		return c.status(args)
+	case "relays":
+		return c.relays(args)
 	case "audit":
 		return c.audit(args)
 	case "redeem":

@@ -57,7 +57,7 @@ func (c *cli) status(args []string) int {
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the relay and the configured peers")
 	ctx, cl, done, code := c.parsedSession(func() error { return c.parse(fs, args, 0) }, timeout)
-	if code != exitOK {
+	if cl == nil {
 		return code
 	}
 	defer done()

@@ -194,6 +194,7 @@ func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 	}
 	fed.keep(r.run, node, flog, &r.wg)
 	r.wg.Go(func() { carry(r.run, bridge, r.st, cfg.Federation.Rooms, flog) })
+	r.startAnnouncing(node, bridge, fed)
 	return addrs, func() {
 		bridge.Close()
 		node.Close()
