@@ -321,6 +321,9 @@ func (c *Client) deliverOut(d *delivery, paths []pathResult) Sent {
 		select {
 		case res = <-d.results:
 		case <-grace:
+			// Fires once: every path still waiting then has had its
+			// time, one after the other.
+			grace = closedChan
 			res = waiting[0]
 			res.err = fmt.Errorf("%s: not confirmed within %v of delivery", res.name(), otherPaths)
 		case <-ctx.Done():
@@ -365,6 +368,14 @@ func (c *Client) lastWord(d *delivery, path pathResult, err error) pathResult {
 		return path
 	}
 }
+
+// closedChan is a time channel that is always ready: the grace after
+// delivery, once it has run out.
+var closedChan = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 // lastWordWait is how long lastWord waits for a path's own result.
 const lastWordWait = 100 * time.Millisecond

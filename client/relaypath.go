@@ -345,7 +345,9 @@ func (p *relayPath) follow(ctx context.Context, r *room) {
 			// the relay (our join is on its way): nothing to catch up
 			// on now, so a send need not wait; ask again, with growing
 			// pauses, for a few minutes.
-			if !c.deliver(ctx, arrival{room: r.name, relay: p, caughtUp: true}) {
+			// Counted as this relay giving up for now: with several
+			// relays, another's history may still be on its way.
+			if !c.deliver(ctx, arrival{room: r.name, relay: p, caughtUp: true, gaveUp: true}) {
 				return
 			}
 			select {

@@ -36,16 +36,28 @@ func (c *Client) openRelays(ctx context.Context) (relaySet, error) {
 		}
 		rs = append(rs, p)
 	}
+	// The tries that outlast Open end with the session too: Close must
+	// not wait for a relay whose host does not answer.
+	tctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.ctx, cancel)
+	var left sync.WaitGroup
 	tries := make(chan error, len(rs))
 	for _, p := range rs {
+		left.Add(1)
 		c.wg.Go(func() {
-			err := p.firstTry(ctx)
+			defer left.Done()
+			err := p.firstTry(tctx)
 			tries <- err
 			if err != nil {
 				c.emit(&RelayEvent{Relay: p.addr.String(), Err: err})
 			}
 		})
 	}
+	c.wg.Go(func() {
+		left.Wait()
+		stop()
+		cancel()
+	})
 	for range rs {
 		if err := <-tries; err != nil {
 			rs.closeAll()
