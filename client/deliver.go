@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay/wire"
+	"github.com/parleychat/parley/store"
 )
 
 // delivery is one of our messages on its way out.
@@ -20,6 +21,7 @@ type delivery struct {
 	msg  signed
 	ctx  context.Context // bounds the paths' tries
 
+	acked    []*relayPath    // relays whose receipt of it is kept from an attempt before
 	results  chan pathResult // from the room's senders
 	gossiped chan struct{}   // closed once the mesh has published it
 	done     chan struct{}   // closed once sent is final
@@ -154,6 +156,7 @@ const sendQueue = 256
 // if the client is closed. Called in the order the room's messages were
 // signed, it hands them to each path in that order.
 func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, bool) {
+	acked := c.ackedBefore(m.id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.ctx.Err() != nil {
@@ -163,7 +166,7 @@ func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, b
 		return d, false
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, until)
-	d := &delivery{r: r, id: m.id, time: m.env.Timestamp(), msg: m, ctx: ctx,
+	d := &delivery{r: r, id: m.id, time: m.env.Timestamp(), msg: m, ctx: ctx, acked: acked,
 		results: make(chan pathResult, 1+len(c.relays)), gossiped: make(chan struct{}), done: make(chan struct{})}
 	c.inflight[m.id] = d
 	paths := c.queue(d)
@@ -200,9 +203,37 @@ func (c *Client) queue(d *delivery) []pathResult {
 		paths = append(paths, c.hand(d, r.meshQ, pathResult{via: ViaMesh}))
 	}
 	for i, q := range r.relayQ {
+		if slices.Contains(d.acked, c.relays[i]) {
+			continue // it has it: its receipt says so
+		}
 		paths = append(paths, c.hand(d, q, pathResult{via: ViaRelay, relay: c.relays[i]}))
 	}
 	return paths
+}
+
+// ackedBefore returns, under relay_ack quorum or all, the relays whose
+// audit receipt of our message id is kept: an attempt before (that the
+// outbox now repeats) reached them. They count towards this attempt,
+// and are not asked again: the acknowledgements of one relay in one
+// attempt and another in the next make the message delivered, as they
+// would had they come together. (Under any, one relay is enough and a
+// receipt means the message left the outbox already.)
+func (c *Client) ackedBefore(id protocol.ID) []*relayPath {
+	if c.need <= 1 || c.ctx.Err() != nil {
+		return nil
+	}
+	rcs, err := c.st.Receipts(c.ctx, id)
+	if err != nil {
+		c.log.Warn("the receipts of a message sent again", "id", id, "err", err)
+		return nil
+	}
+	var out []*relayPath
+	for _, p := range c.relays {
+		if slices.ContainsFunc(rcs, func(rc store.Receipt) bool { return rc.Relay == p.name }) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // hand queues d for the sender of path, and returns the path.
@@ -306,15 +337,22 @@ func (c *Client) awaitPeer(ctx context.Context, r *room) error {
 // and the other paths have had otherPaths to confirm, or every path has
 // reported. Once it is delivered, it leaves the outbox.
 func (c *Client) deliverOut(d *delivery, paths []pathResult) Sent {
-	sent := Sent{ID: d.id, Time: d.time, need: c.need}
-	if len(paths) == 0 {
-		sent.Failed = append(sent.Failed, errors.New("no mesh and no relay"))
-		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Done: true})
-		return sent
+	sent := Sent{ID: d.id, Time: d.time, Need: c.need}
+	for _, p := range d.acked {
+		c.record(&sent, pathResult{via: ViaRelay, relay: p})
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	defer cancel()
 	var grace <-chan time.Time
+	if sent.Delivered() {
+		grace = time.After(otherPaths)
+	}
+	if len(paths) == 0 && !sent.Delivered() {
+		sent.Failed = append(sent.Failed, errors.New("no mesh and no relay"))
+	}
+	if len(paths) == 0 {
+		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Done: true})
+	}
 	waiting := slices.Clone(paths)
 	for len(waiting) > 0 {
 		var res pathResult

@@ -79,10 +79,10 @@ func TestRelayAck(t *testing.T) {
 	}{
 		{Sent{}, false},
 		{Sent{Via: []string{ViaMesh}}, true},                                  // no relay: the mesh
-		{Sent{Via: []string{ViaMesh}, need: 1}, true},                         // any: the mesh will do
-		{Sent{Via: []string{ViaRelay}, Relays: []string{"a"}, need: 1}, true}, // any: one relay
-		{Sent{Via: []string{ViaMesh, ViaRelay}, Relays: []string{"a"}, need: 2}, false},
-		{Sent{Via: []string{ViaRelay}, Relays: []string{"a", "b"}, need: 2}, true},
+		{Sent{Via: []string{ViaMesh}, Need: 1}, true},                         // any: the mesh will do
+		{Sent{Via: []string{ViaRelay}, Relays: []string{"a"}, Need: 1}, true}, // any: one relay
+		{Sent{Via: []string{ViaMesh, ViaRelay}, Relays: []string{"a"}, Need: 2}, false},
+		{Sent{Via: []string{ViaRelay}, Relays: []string{"a", "b"}, Need: 2}, true},
 	} {
 		if got := tc.sent.Delivered(); got != tc.want {
 			t.Errorf("%+v: delivered %v, want %v", tc.sent, got, tc.want)

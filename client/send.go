@@ -30,20 +30,19 @@ type Sent struct {
 	MeshPeer string
 	// Failed says why each other path did not confirm.
 	Failed []error
-
-	// need is how many relays must acknowledge it (relay_ack): up to
-	// one, any path will do.
-	need int
+	// Need is how many relays must acknowledge it (relay_ack quorum or
+	// all); up to one, any path will do.
+	Need int
 }
 
 // Delivered reports whether the message is delivered: confirmed by a
 // path, or, under relay_ack quorum or all, acknowledged by as many
 // relays as that asks.
 func (s Sent) Delivered() bool {
-	if s.need <= 1 {
+	if s.Need <= 1 {
 		return len(s.Via) > 0
 	}
-	return len(s.Relays) >= s.need
+	return len(s.Relays) >= s.Need
 }
 
 // otherPaths is how long a delivery waits for the other paths once one

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,24 +13,30 @@ import (
 // says: sending, then stored by mesh peers and relayed with its audit
 // receipt checked, or kept in the outbox when no path took it. It only
 // ever moves forward: a confirmation that comes late (the outbox sent
-// the message again) turns "not delivered yet" into delivered.
+// the message again) turns "not delivered yet" into delivered, and the
+// relays that acknowledged one attempt still count in the next.
 type delivery struct {
 	meshPeers []string // the mesh peers that confirmed they have it
-	relayed   bool     // the relay acknowledged it, committed to its disk
-	receipt   bool     // and its audit receipt checked out
+	relays    []string // the relays that acknowledged it, committed to their disk
+	need      int      // how many relays must (relay_ack quorum or all); up to 1: any path
+	receipt   bool     // and an audit receipt checked out
 	kept      bool     // a send ended with no path: in the outbox
 	why       string   // why the paths did not take it, when kept
 }
 
 // apply takes one DeliveryEvent of the message.
 func (d *delivery) apply(e *client.DeliveryEvent) {
+	d.need = max(d.need, e.Sent.Need)
 	switch {
 	case e.Err == nil && e.Path == client.ViaMesh:
 		if p := e.Sent.MeshPeer; p != "" && !slices.Contains(d.meshPeers, p) {
 			d.meshPeers = append(d.meshPeers, p)
 		}
 	case e.Err == nil && e.Path == client.ViaRelay:
-		d.relayed = true
+		relay := cmp.Or(e.Relay, "relay")
+		if !slices.Contains(d.relays, relay) {
+			d.relays = append(d.relays, relay)
+		}
 		d.receipt = d.receipt || (e.Sent.Ack != nil && e.Sent.Ack.Receipt != nil)
 	}
 	if e.Done {
@@ -40,7 +47,13 @@ func (d *delivery) apply(e *client.DeliveryEvent) {
 	}
 }
 
-func (d *delivery) delivered() bool { return d.relayed || len(d.meshPeers) > 0 }
+// delivered is client.Sent.Delivered over every attempt.
+func (d *delivery) delivered() bool {
+	if d.need > 1 {
+		return len(d.relays) >= d.need
+	}
+	return len(d.relays) > 0 || len(d.meshPeers) > 0
+}
 
 // String is the delivery state as the message line shows it.
 func (d *delivery) String() string {
@@ -48,19 +61,31 @@ func (d *delivery) String() string {
 	if n := len(d.meshPeers); n > 0 {
 		parts = append(parts, fmt.Sprintf("stored by %d mesh %s", n, plural(n, "peer", "peers")))
 	}
-	switch {
-	case d.relayed && d.receipt:
-		parts = append(parts, "relayed, receipt checked")
-	case d.relayed:
-		parts = append(parts, "relayed")
+	if n := len(d.relays); n > 0 {
+		parts = append(parts, d.relayed(n))
 	}
 	switch {
-	case len(parts) > 0:
-		return strings.Join(parts, ", ")
 	case d.kept:
-		return "not delivered yet (in the outbox)"
+		parts = append(parts, "not delivered yet (in the outbox)")
+	case len(parts) == 0:
+		return "sending"
 	}
-	return "sending"
+	return strings.Join(parts, ", ")
+}
+
+// relayed says how many relays acknowledged it, of how many must.
+func (d *delivery) relayed(n int) string {
+	s := "relayed"
+	switch {
+	case d.need > 1:
+		s = fmt.Sprintf("relayed by %d of the %d relays needed", n, d.need)
+	case n > 1:
+		s = fmt.Sprintf("relayed by %d relays", n)
+	}
+	if d.receipt {
+		s += ", receipt checked"
+	}
+	return s
 }
 
 // whyKept is the first reason a path gave, shortened to one line.

@@ -10,6 +10,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/relay/wire"
 	"github.com/parleychat/parley/roster"
 )
 
@@ -288,6 +289,17 @@ func TestDeliveryStates(t *testing.T) {
 		{"relay failed, mesh done", []client.DeliveryEvent{{Path: client.ViaRelay, Err: errors.New("down")}, {Path: client.ViaMesh, Done: true, Sent: client.Sent{MeshPeer: "p1"}}}, "stored by 1 mesh peer"},
 		{"no path", []client.DeliveryEvent{{Path: client.ViaMesh, Err: errors.New("no peer"), Done: true, Sent: client.Sent{Failed: []error{errors.New("no peer in the room")}}}}, "not delivered yet (in the outbox)"},
 		{"late", []client.DeliveryEvent{{Path: client.ViaMesh, Err: errors.New("no peer"), Done: true}, {Path: client.ViaMesh, Sent: client.Sent{MeshPeer: "p1"}, Done: true}}, "stored by 1 mesh peer"},
+		{"two relays, any", []client.DeliveryEvent{relayAck("a", 1, false), relayAck("b", 1, true)}, "relayed by 2 relays, receipt checked"},
+		// relay_ack all of two: one relay's acknowledgement is not delivery,
+		// whatever the mesh says.
+		{"all, one of two", []client.DeliveryEvent{{Path: client.ViaMesh, Sent: client.Sent{MeshPeer: "p1", Need: 2}}, relayAck("a", 2, false)},
+			"stored by 1 mesh peer, relayed by 1 of the 2 relays needed"},
+		{"all, one of two, done", []client.DeliveryEvent{relayAck("a", 2, false), {Path: client.ViaRelay, Relay: "b", Err: errors.New("down"), Done: true, Sent: client.Sent{Need: 2}}},
+			"relayed by 1 of the 2 relays needed, not delivered yet (in the outbox)"},
+		// The outbox's next attempt: the other relay acknowledges; the
+		// first one's acknowledgement of the attempt before still counts.
+		{"all, over two attempts", []client.DeliveryEvent{relayAck("a", 2, false), {Path: client.ViaRelay, Relay: "b", Err: errors.New("down"), Done: true, Sent: client.Sent{Need: 2}}, done(relayAck("b", 2, true))},
+			"relayed by 2 of the 2 relays needed, receipt checked"},
 	} {
 		var d delivery
 		for i := range tc.events {
@@ -297,6 +309,21 @@ func TestDeliveryStates(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// relayAck is relay's acknowledgement of a message, of need relays
+// needed, with a receipt or not.
+func relayAck(relay string, need int, receipt bool) client.DeliveryEvent {
+	sent := client.Sent{Via: []string{client.ViaRelay}, Relays: []string{relay}, Need: need, Ack: &wire.Ack{}}
+	if receipt {
+		sent.Ack.Receipt = &wire.Receipt{}
+	}
+	return client.DeliveryEvent{Path: client.ViaRelay, Relay: relay, Sent: sent}
+}
+
+func done(e client.DeliveryEvent) client.DeliveryEvent {
+	e.Done = true
+	return e
 }
 
 // Our message shows at once as sending, and its line changes in place as
