@@ -90,7 +90,10 @@ func (p *relayPath) firstTry(ctx context.Context) error {
 		p.keepTransport(ctx, st.Transport.String())
 	case errors.Is(err, relay.ErrWrongRelay), errors.As(err, &refused), errors.Is(err, relay.ErrAuditLog),
 		errors.Is(err, relay.ErrBadCertificate), errors.Is(err, relay.ErrVersion):
-		p.rc.Close()
+		// Closed for the session, and the state says why: not
+		// "connecting".
+		p.rc.CloseFor(err)
+		p.setState(p.rc.State())
 		return err
 	default:
 		p.c.log.Debug("relay not reached yet; dialling it again in the background", "relay", p.addr, "err", err)
@@ -166,6 +169,10 @@ func (p *relayPath) stateErr(st relay.State) error {
 		return nil
 	case relay.StatusRefused:
 		return st.Err
+	case relay.StatusClosed:
+		if st.Err != nil {
+			return st.Err // closed for a reason: firstTry
+		}
 	}
 	if st.Err == nil {
 		return fmt.Errorf("%w %s: connecting", ErrRelayUnreachable, p.addr)

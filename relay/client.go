@@ -181,7 +181,12 @@ func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
 func (c *Client) Addr() Addr { return c.addr }
 
 // Close closes the connection; subscriptions end.
-func (c *Client) Close() error {
+func (c *Client) Close() error { return c.CloseFor(nil) }
+
+// CloseFor closes the connection for a reason the state keeps (why the
+// relay is not used, as State().Err says after): a relay that is not the
+// one configured, say.
+func (c *Client) CloseFor(why error) error {
 	c.end()
 	c.mu.Lock()
 	if c.closed {
@@ -192,7 +197,7 @@ func (c *Client) Close() error {
 	close(c.done)
 	conn := c.conn
 	c.mu.Unlock()
-	c.setState(StatusClosed, nil, nil, false)
+	c.setState(StatusClosed, why, nil, false)
 	c.setReady(errClientClosed)
 	if conn != nil {
 		return conn.Close(wire.CodeOK, "")
