@@ -311,7 +311,7 @@ func (c *Client) tend() {
 func (c *Client) kickOutbox() { notify(c.kick) }
 
 // keepPeers dials the configured peers that are not connected, and asks
-// the relay for the peers of rooms that have none.
+// the relays for the peers of rooms that have none.
 func (c *Client) keepPeers() {
 	for _, a := range c.cfg.Peers {
 		ai, err := peer.AddrInfoFromString(a)
@@ -324,8 +324,8 @@ func (c *Client) keepPeers() {
 		}
 		cancel()
 	}
-	p := c.relays.firstUp()
-	if p == nil {
+	up := c.relays.connected()
+	if len(up) == 0 {
 		return
 	}
 	c.mu.Lock()
@@ -337,7 +337,9 @@ func (c *Client) keepPeers() {
 	}
 	c.mu.Unlock()
 	for _, name := range lonely {
-		c.meetPeers(c.ctx, p, name)
+		for _, p := range up {
+			c.meetPeers(c.ctx, p, name)
+		}
 	}
 }
 

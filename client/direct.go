@@ -109,23 +109,27 @@ type foundRooms struct {
 	reported map[string]bool
 }
 
-// findRooms asks the relay, at most every findEvery, for the private
+// findRooms asks the relays, at most every findEvery, for the private
 // rooms we are in, and reports those this home has not joined
 // (RoomFoundEvent): someone who writes to us first is seen without our
 // knowing the room's ID. It runs on tend's goroutine.
 func (c *Client) findRooms() {
 	f := &c.found
-	p := c.relays.firstUp()
-	if p == nil || (!f.asked.IsZero() && c.now().Sub(f.asked) < findEvery) {
+	up := c.relays.connected()
+	if len(up) == 0 || (!f.asked.IsZero() && c.now().Sub(f.asked) < findEvery) {
 		return
 	}
 	f.asked = c.now()
 	ctx, cancel := context.WithTimeout(c.ctx, askRelayFor)
 	defer cancel()
-	rooms, err := p.rc.PrivateRooms(ctx)
-	if err != nil {
-		c.log.Info("ask the relay for our private rooms", "err", err)
-		return
+	var rooms []string
+	for _, p := range up {
+		in, err := p.rc.PrivateRooms(ctx)
+		if err != nil {
+			c.log.Info("ask the relay for our private rooms", "relay", p.addr, "err", err)
+			continue
+		}
+		rooms = append(rooms, in...)
 	}
 	known, err := c.st.Rooms(ctx)
 	if err != nil {

@@ -10,9 +10,10 @@ import (
 
 // relaySet is the session's relays, in the order the config gives them.
 // Each is a path of its own: a message goes to every one, comes from
-// every one, and the merger shows it once. None is special, but the
-// first that is connected answers what one relay answers (the peers of
-// a room, key packages, the private rooms we are in).
+// every one, and the merger shows it once. None is special: what one
+// relay answers (the peers of a room, key packages, the private rooms we
+// are in) is asked of each that is connected, since each knows only its
+// own clients.
 type relaySet []*relayPath
 
 // openRelays starts the connection to each configured relay, together,
@@ -80,6 +81,17 @@ func (rs relaySet) closeAll() {
 
 // anyUp reports whether a relay is connected.
 func (rs relaySet) anyUp() bool { return rs.firstUp() != nil }
+
+// connected returns the relays that are connected now.
+func (rs relaySet) connected() []*relayPath {
+	var out []*relayPath
+	for _, p := range rs {
+		if p.up() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 // firstUp returns the first relay that is connected, or nil.
 func (rs relaySet) firstUp() *relayPath {

@@ -84,7 +84,7 @@ func (c *Client) directReachable(ctx context.Context, room string) error {
 	if _, ok, err := c.ring.PackageOf(ctx, other); err != nil || ok {
 		return err
 	}
-	return fmt.Errorf("%w for %s: they have not used the relay, nor announced one in a room you share (direct messages to someone new need a relay both use)",
+	return fmt.Errorf("%w for %s: they have used none of your relays, nor announced one in a room you share (direct messages to someone new need a relay both use)",
 		ErrNoKeyPackage, other.ShortFingerprint())
 }
 
@@ -187,14 +187,34 @@ func (c *Client) putPackageOn(p *relayPath) {
 	}
 }
 
-// askPackages asks the first connected relay for the key packages of
-// members we have none of, for a short while: a member not found gets no
-// copy of our sender key until their package comes.
+// askPackages asks the connected relays, one after the other, for the
+// key packages of members we have none of, for a short while each: a
+// member not found gets no copy of our sender key until their package
+// comes. (A relay holds the packages of its own clients: a member who
+// uses another relay of ours is found there.)
 func (c *Client) askPackages(ctx context.Context, members []identity.PublicKey) {
-	p := c.relays.firstUp()
-	if p == nil {
-		return
+	for _, p := range c.relays.connected() {
+		missing := c.missingPackages(ctx, members)
+		if len(missing) == 0 {
+			return
+		}
+		actx, cancel := context.WithTimeout(ctx, askRelayFor)
+		raws, err := p.rc.KeyPackages(actx, missing)
+		cancel()
+		if err != nil {
+			c.log.Info("ask the relay for key packages", "relay", p.addr, "n", len(missing), "err", err)
+			continue
+		}
+		for _, raw := range raws {
+			if _, err := c.ring.LearnRaw(ctx, raw); err != nil {
+				c.log.Info("a key package from the relay", "relay", p.addr, "err", err)
+			}
+		}
 	}
+}
+
+// missingPackages are the members, but us, whose key package we have not.
+func (c *Client) missingPackages(ctx context.Context, members []identity.PublicKey) []identity.PublicKey {
 	var missing []identity.PublicKey
 	for _, m := range members {
 		if m == c.home.Key.Public() {
@@ -204,21 +224,7 @@ func (c *Client) askPackages(ctx context.Context, members []identity.PublicKey) 
 			missing = append(missing, m)
 		}
 	}
-	if len(missing) == 0 {
-		return
-	}
-	actx, cancel := context.WithTimeout(ctx, askRelayFor)
-	defer cancel()
-	raws, err := p.rc.KeyPackages(actx, missing)
-	if err != nil {
-		c.log.Info("ask the relay for key packages", "n", len(missing), "err", err)
-		return
-	}
-	for _, raw := range raws {
-		if _, err := c.ring.LearnRaw(ctx, raw); err != nil {
-			c.log.Info("a key package from the relay", "err", err)
-		}
-	}
+	return missing
 }
 
 // receiveSealed hands a batch's arrivals of the end-to-end kinds to the

@@ -108,30 +108,86 @@ func (f *federation) gauges(node *mesh.Node) []prometheus.Collector {
 }
 
 // keepConnected dials ai whenever node is not connected to it, with
-// pauses that double while it cannot be reached, until ctx ends.
+// pauses (redial) between tries, until ctx ends.
 func keepConnected(ctx context.Context, node *mesh.Node, ai peer.AddrInfo, log *slog.Logger) {
 	h := node.Host()
-	pause := federationRedialMin
+	var r redial
 	for {
-		if h.Network().Connectedness(ai.ID) != network.Connected {
+		if h.Network().Connectedness(ai.ID) == network.Connected {
+			r.up(time.Now())
+		} else {
+			if r.down(time.Now()) {
+				log.Info("federation: the connection to a relay dropped soon after it was made; dialling it less often", "peer", ai.ID, "in", r.wait())
+			}
 			dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			err := h.Connect(dctx, ai)
 			cancel()
 			switch {
 			case err == nil:
-				log.Info("federation: connected to a relay", "peer", ai.ID)
-				pause = federationRedialMin
+				if r.connected(time.Now()) {
+					log.Info("federation: connected to a relay", "peer", ai.ID)
+				}
 			case ctx.Err() == nil:
-				log.Debug("federation: relay not reached; dialling again", "peer", ai.ID, "in", pause, "err", err)
-				pause = min(2*pause, federationRedialMax)
+				r.failed()
+				log.Debug("federation: relay not reached; dialling again", "peer", ai.ID, "in", r.wait(), "err", err)
 			}
 		}
 		select {
-		case <-time.After(pause):
+		case <-time.After(r.wait()):
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// redial is keepConnected's pause before it looks again: it doubles, up
+// to federationRedialMax, while the relay cannot be reached or its
+// connections drop soon after they are made (a relay that accepts and
+// then hangs up is not dialled every second), and starts over once a
+// connection has held for federationStable.
+type redial struct {
+	pause time.Duration
+	since time.Time // when the connection in hand was made, or first seen
+	flaps bool      // the connection before dropped within federationStable
+}
+
+// federationStable is how long a connection to another relay must hold
+// for the pause to start over.
+const federationStable = time.Minute
+
+// wait is the pause before keepConnected looks again.
+func (r *redial) wait() time.Duration { return max(r.pause, federationRedialMin) }
+
+// up notes the relay connected at now.
+func (r *redial) up(now time.Time) {
+	if r.since.IsZero() {
+		r.since = now // it dialled us
+	}
+	if now.Sub(r.since) >= federationStable {
+		r.pause, r.flaps = federationRedialMin, false
+	}
+}
+
+// down notes, at now, that the relay is not connected, before a dial,
+// and reports whether its connections have just begun to flap.
+func (r *redial) down(now time.Time) bool {
+	began := false
+	if !r.since.IsZero() && now.Sub(r.since) < federationStable {
+		r.failed() // it dropped soon after it was made: as if it had failed
+		began, r.flaps = !r.flaps, true
+	}
+	r.since = time.Time{}
+	return began
+}
+
+// failed notes a dial that failed.
+func (r *redial) failed() { r.pause = min(2*r.wait(), federationRedialMax) }
+
+// connected notes a dial that succeeded at now, and reports whether it
+// is news worth a line in the log: not while the connections flap.
+func (r *redial) connected(now time.Time) bool {
+	r.since = now
+	return !r.flaps
 }
 
 // carry joins the bridge to the rooms the relay carries from the start:

@@ -70,12 +70,77 @@ func TestRelayAckAllAcrossAttempts(t *testing.T) {
 	}
 }
 
+// TestKeyPackagesFromEachRelay: someone on two relays writes directly to
+// someone who uses only the second: the key package they need is on
+// that relay alone, and is found there, though the first answers first.
+func TestKeyPackagesFromEachRelay(t *testing.T) {
+	a := runFedRelay(t, "open", nil, nil)
+	b := runFedRelay(t, "open", nil, nil)
+	bob := openRelayClient(t, "bob", "any", b.addr)
+	alice := openRelayClient(t, "alice", "any", a.addr, b.addr)
+	awaitConnected(t, alice)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	room, err := alice.Direct(ctx, bob.Key().Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob's session puts his package on b in the background: until it is
+	// there, the send says so (ErrNoKeyPackage). Asked of a only, it
+	// would say so for ever.
+	for {
+		sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err = alice.Send(sctx, room, "hello bob")
+		scancel()
+		if !errors.Is(err, chat.ErrNoKeyPackage) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("direct message to someone on the second relay only: %v", err)
+	}
+}
+
+// awaitConnected waits until each of c's relays is connected, a minute
+// at most.
+func awaitConnected(t *testing.T, c *chat.Client) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for _, rc := range c.Relays() {
+		for rc.State().Status != relay.StatusConnected {
+			if time.Now().After(deadline) {
+				t.Fatalf("relay %s not connected within a minute: %v", rc.Addr(), rc.State().Err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 // openAckClient opens a relay-only session of home on relays, under
 // relay_ack all, closed when the test ends.
 func openAckClient(t *testing.T, home *chat.Home, relays ...relay.Addr) *chat.Client {
 	t.Helper()
+	return openSession(t, home, "acker", "all", relays...)
+}
+
+// openRelayClient opens a relay-only session of a new home, named nick,
+// on relays, closed when the test ends.
+func openRelayClient(t *testing.T, nick, ack string, relays ...relay.Addr) *chat.Client {
+	t.Helper()
+	home, err := chat.OpenHome(t.TempDir(), chat.HomeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openSession(t, home, nick, ack, relays...)
+}
+
+// openSession opens a relay-only session of home on relays, under
+// relay_ack ack, closed when the test ends.
+func openSession(t *testing.T, home *chat.Home, nick, ack string, relays ...relay.Addr) *chat.Client {
+	t.Helper()
 	cfg := chat.DefaultConfig()
-	cfg.Nick, cfg.MDNS, cfg.Mode, cfg.RelayAck = "acker", false, chat.ModeRelay, "all"
+	cfg.Nick, cfg.MDNS, cfg.Mode, cfg.RelayAck = nick, false, chat.ModeRelay, ack
 	for _, a := range relays {
 		cfg.Relays = append(cfg.Relays, a.String())
 	}
