@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -419,10 +420,23 @@ func textOf(m client.Message) string {
 // standard error (what became of ours, warnings, and with --verbose the
 // paths' state), for listen and talk.
 type screen struct {
-	c      *cli
-	cl     *client.Client
-	asJSON bool
-	mu     sync.Mutex // one line at a time
+	c       *cli
+	cl      *client.Client
+	asJSON  bool
+	mu      sync.Mutex // one line at a time
+	stopped stopped    // in relay mode, the relays that stopped serving each room (show's only)
+}
+
+// stopped is, by room, the relays whose path stopped for good in it.
+type stopped map[string][]string
+
+// add notes that relay stopped serving room, and returns how many of the
+// session's relays have.
+func (st stopped) add(room, relay string) int {
+	if !slices.Contains(st[room], relay) {
+		st[room] = append(st[room], relay)
+	}
+	return len(st[room])
 }
 
 // printf writes a line on standard error.
@@ -459,8 +473,8 @@ func (s *screen) show(e client.Event) (int, bool) {
 	case *client.PathEvent:
 		others := "the mesh carries on"
 		if s.cl.Node() == nil {
-			if len(s.cl.Relays()) <= 1 {
-				return s.fail(e.Err), true // relay mode: no other path is left
+			if s.stopped.add(e.Room, e.Relay) >= len(s.cl.Relays()) {
+				return s.fail(e.Err), true // relay mode: no relay serves the room any more
 			}
 			others = "the other relays carry on"
 		}
@@ -542,7 +556,7 @@ func (c *cli) listen(args []string) int {
 			return c.fail(ranOut(ctx, *timeout, err))
 		}
 	}
-	scr := &screen{c: c, cl: cl, asJSON: *asJSON}
+	scr := &screen{c: c, cl: cl, asJSON: *asJSON, stopped: stopped{}}
 	got := 0
 	for *count == 0 || got < *count {
 		select {
@@ -610,7 +624,7 @@ func (c *cli) talk(args []string) int {
 	if err := cl.Join(ctx, *room); err != nil {
 		return c.fail(err)
 	}
-	t := &talker{screen: screen{c: c, cl: cl, asJSON: *asJSON}, room: *room, timeout: *timeout,
+	t := &talker{screen: screen{c: c, cl: cl, asJSON: *asJSON, stopped: stopped{}}, room: *room, timeout: *timeout,
 		pending: make(map[protocol.ID]time.Time), confirmed: make(map[protocol.ID]bool)}
 	lines := make(chan posted)
 	rctx, stopReading := context.WithCancel(ctx)
