@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/store"
 )
 
@@ -289,4 +290,37 @@ func TestMeshStoredIsShownLater(t *testing.T) {
 		t.Fatalf("next session showed %s %q, want the one never merged", m.ID, m.Text)
 	}
 	noMore(t, c)
+}
+
+// A message shown from the mesh that a relay delivers too: the event
+// that says so names the relay.
+func TestAlsoViaNamesTheRelay(t *testing.T) {
+	c := openOffline(t)
+	r := &room{name: "r", caughtUp: make(chan struct{})}
+	c.mu.Lock()
+	c.rooms["r"] = r
+	c.mu.Unlock()
+	alice := &testkit.Author{Key: testkit.Key(t), Room: "r"}
+	raw, id := alice.Next(t, "twice")
+	e, _ := protocol.Parse(raw)
+	p := &relayPath{name: "SHA256:x", addr: relay.Addr{Fingerprint: "SHA256:x", HostPort: "127.0.0.1:4433"}}
+	c.in <- arrival{room: "r", id: id, env: e, raw: raw, via: ViaMesh}
+	if m := next(t, c); m.ID != id {
+		t.Fatalf("shown %+v", m)
+	}
+	c.in <- arrival{room: "r", id: id, env: e, raw: raw, via: ViaRelay, relay: p}
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-c.Events():
+			if a, ok := ev.(*AlsoViaEvent); ok {
+				if a.ID != id || a.Via != ViaRelay || a.Relay != p.addr.String() {
+					t.Fatalf("also via: %+v, want %s by relay %s", a, id, p.addr)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("no AlsoViaEvent in 30 s")
+		}
+	}
 }

@@ -45,9 +45,10 @@ type DeliveryEvent struct {
 // AlsoViaEvent says that a message shown before arrived by another path
 // too.
 type AlsoViaEvent struct {
-	ID   protocol.ID
-	Room string
-	Via  string
+	ID    protocol.ID
+	Room  string
+	Via   string
+	Relay string // which relay, when Via is ViaRelay: its address
 }
 
 // PeerEvent is a mesh peer joining or leaving a room; Peers is how many

@@ -288,7 +288,7 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 		switch res {
 		case store.Stored:
 			if seen {
-				o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
+				o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via, Relay: a.relayAddr()})
 				return // stored with the mesh's path and the relay's
 			}
 		case store.Duplicate:
@@ -299,7 +299,7 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 			// shown.
 			o.notes = append(o.notes, note{id: a.id, via: m.c.viaNote(a)})
 			if seen {
-				o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
+				o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via, Relay: a.relayAddr()})
 			}
 			return
 		case store.Equivocation:
@@ -308,7 +308,7 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 		}
 	} else if seen {
 		o.notes = append(o.notes, note{id: a.id, via: m.c.viaNote(a)})
-		o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via})
+		o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via, Relay: a.relayAddr()})
 		return
 	}
 	o.seen[a.id] = a.via
@@ -319,8 +319,17 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 	o.unshown[a.room] = append(o.unshown[a.room], a.id)
 }
 
+// relayAddr is the address of the relay that delivered a, if one did.
+func (a arrival) relayAddr() string {
+	if a.relay == nil {
+		return ""
+	}
+	return a.relay.addr.String()
+}
+
 // viaNote is the path noted on a stored message that a delivered: the
-// path, and with several relays, which relay (relay:HOST:PORT).
+// path, and with several relays, which relay (relay:HOST:PORT: the
+// via list is for people to read; the receipts name relays by key).
 func (c *Client) viaNote(a arrival) string {
 	if a.via != ViaRelay || a.relay == nil || len(c.relays) < 2 {
 		return a.via
