@@ -27,13 +27,23 @@ type MeshBridge struct {
 	rooms map[string]*mesh.Room
 
 	fwd     chan store.Record
-	dropped atomic.Int64
+	dropped atomic.Int64 // envelopes Forward could not queue
+	behind  behind       // where gossip goes on from the store
 	wg      sync.WaitGroup
 }
 
+// bridgeQueue is how many envelopes of the relay's clients wait for the
+// mesh in memory; past it, the bridge reads them back from the store.
+const bridgeQueue = 8192
+
 // NewMeshBridge bridges srv and node until ctx ends; Close waits for it.
 func NewMeshBridge(ctx context.Context, srv *Server, node *mesh.Node, log *slog.Logger) *MeshBridge {
-	b := &MeshBridge{node: node, srv: srv, log: log, ctx: ctx, rooms: map[string]*mesh.Room{}, fwd: make(chan store.Record, 8192)}
+	return newMeshBridge(ctx, srv, node, log, bridgeQueue)
+}
+
+func newMeshBridge(ctx context.Context, srv *Server, node *mesh.Node, log *slog.Logger, queue int) *MeshBridge {
+	b := &MeshBridge{node: node, srv: srv, log: log, ctx: ctx, rooms: map[string]*mesh.Room{}, fwd: make(chan store.Record, queue),
+		behind: behind{from: map[string]int64{}, kick: make(chan struct{}, 1)}}
 	b.wg.Go(b.forward)
 	return b
 }
@@ -75,39 +85,119 @@ func (b *MeshBridge) ingest(r *mesh.Room) {
 }
 
 // Forward implements Bridge. It never blocks: when the mesh cannot keep
-// up, the envelope is not gossiped (parley_relay_bridge_dropped_total
-// counts it, and the log says so). Relay clients get it all the same;
-// mesh peers see the gap at the sender's next envelope but cannot fill it
-// by sync, since no mesh node has it: this is the one way the bridge can
-// lose an envelope for the mesh, and only under overload.
+// up and the queue is full, the bridge notes from where the room's
+// envelopes were not queued (parley_relay_bridge_dropped_total counts
+// them) and gossips them later, read back from the store, once the queue
+// is empty. So an overloaded relay's clients' envelopes reach the mesh,
+// and the other relays, late but all.
 func (b *MeshBridge) Forward(rec store.Record) {
 	select {
 	case b.fwd <- rec:
 	default:
 		if b.dropped.Add(1)%1000 == 1 {
-			b.log.Warn("bridge: the mesh does not keep up; envelopes not gossiped", "dropped", b.dropped.Load())
+			b.log.Warn("bridge: the mesh does not keep up; envelopes gossiped later, from the store", "not queued", b.dropped.Load())
 		}
 		b.srv.metrics.bridgeDropped.Inc()
+		b.behind.note(rec.Env.Room, rec.Pos)
 	}
 }
 
+// forward gossips the queued envelopes, and, whenever the queue is
+// empty, those it could not take, from the store.
 func (b *MeshBridge) forward() {
 	for {
 		select {
 		case rec := <-b.fwd:
-			b.mu.Lock()
-			r := b.rooms[rec.Env.Room]
-			b.mu.Unlock()
-			if r == nil {
-				continue
-			}
-			if err := r.PublishChecked(b.ctx, rec.Env, rec.ID, rec.Raw); err != nil && b.ctx.Err() == nil {
-				b.log.Debug("bridge: gossip failed", "id", rec.ID, "err", err)
-			}
+			b.gossip(rec)
+			continue
+		case <-b.ctx.Done():
+			return
+		default:
+		}
+		if b.catchUp() {
+			continue
+		}
+		select {
+		case rec := <-b.fwd:
+			b.gossip(rec)
+		case <-b.behind.kick:
 		case <-b.ctx.Done():
 			return
 		}
 	}
+}
+
+// gossip publishes rec in its room, if the bridge carries it.
+func (b *MeshBridge) gossip(rec store.Record) {
+	b.mu.Lock()
+	r := b.rooms[rec.Env.Room]
+	b.mu.Unlock()
+	if r == nil {
+		return
+	}
+	if err := r.PublishChecked(b.ctx, rec.Env, rec.ID, rec.Raw); err != nil && b.ctx.Err() == nil {
+		b.log.Debug("bridge: gossip failed", "id", rec.ID, "err", err)
+	}
+}
+
+// catchUpBatch is how many envelopes catchUp reads from the store at once.
+const catchUpBatch = 256
+
+// catchUp gossips, from the store, a batch of the envelopes of one room
+// that Forward could not queue (and those after them, which the mesh
+// drops as seen if they went out already). It reports whether there was
+// anything to do.
+func (b *MeshBridge) catchUp() bool {
+	room, from, ok := b.behind.take()
+	if !ok {
+		return false
+	}
+	recs, err := b.srv.st.After(b.ctx, room, from-1, catchUpBatch)
+	if err != nil {
+		if b.ctx.Err() == nil {
+			b.log.Warn("bridge: envelopes not gossiped: the store did not give them back", "room", room, "from", from, "err", err)
+		}
+		return true
+	}
+	for _, rec := range recs {
+		b.gossip(rec)
+	}
+	if len(recs) == catchUpBatch {
+		b.behind.note(room, recs[len(recs)-1].Pos+1)
+	}
+	return true
+}
+
+// behind is, by room, the position of the first envelope Forward could
+// not queue, from which the bridge gossips from the store.
+type behind struct {
+	mu   sync.Mutex
+	from map[string]int64
+	kick chan struct{} // a note was added
+}
+
+// note marks room's envelopes from position pos on as not gossiped.
+func (bh *behind) note(room string, pos int64) {
+	bh.mu.Lock()
+	if p, ok := bh.from[room]; !ok || pos < p {
+		bh.from[room] = pos
+	}
+	bh.mu.Unlock()
+	select {
+	case bh.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns one room's mark, if there is one.
+func (bh *behind) take() (room string, pos int64, ok bool) {
+	bh.mu.Lock()
+	defer bh.mu.Unlock()
+	for room, pos := range bh.from {
+		delete(bh.from, room)
+		return room, pos, true
+	}
+	return "", 0, false
 }
 
 // Peers implements Bridge: the relay's own node first, then the room's
