@@ -69,26 +69,16 @@ func TestCircuitDefaults(t *testing.T) {
 }
 
 func TestCircuitValidation(t *testing.T) {
-	for _, tc := range []struct {
-		edit func(*CircuitConfig)
-		want string // in the error; "" for none
-	}{
-		{func(c *CircuitConfig) {}, ""},
-		{func(c *CircuitConfig) { c.MaxReservations = 0 }, "max_reservations"},
-		{func(c *CircuitConfig) { c.MaxCircuits = -1 }, "max_circuits"},
-		{func(c *CircuitConfig) { c.ReservationTTL.Duration = time.Minute }, "circuit.reservation_ttl"},
-		{func(c *CircuitConfig) { c.Duration.Duration = 10 * time.Second }, "circuit.duration"},
-		{func(c *CircuitConfig) { c.DataBytes = 4096 }, "circuit.data_bytes"},
+	checkConfigCases(t, []configCase{
+		{"defaults", func(c *Config) {}, ""},
+		{"no reservations", func(c *Config) { c.Circuit.MaxReservations = 0 }, "max_reservations"},
+		{"circuits -1", func(c *Config) { c.Circuit.MaxCircuits = -1 }, "max_circuits"},
+		{"reservations of a minute", func(c *Config) { c.Circuit.ReservationTTL.Duration = time.Minute }, "circuit.reservation_ttl"},
+		{"circuits of 10 s", func(c *Config) { c.Circuit.Duration.Duration = 10 * time.Second }, "circuit.duration"},
+		{"circuits of 4 KiB", func(c *Config) { c.Circuit.DataBytes = 4096 }, "circuit.data_bytes"},
 		// Off, its limits are not looked at.
-		{func(c *CircuitConfig) { *c = CircuitConfig{} }, ""},
-	} {
-		cfg := DefaultConfig()
-		tc.edit(&cfg.Circuit)
-		err := cfg.Validate()
-		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
-			t.Errorf("%+v: %v, want %q", cfg.Circuit, err, tc.want)
-		}
-	}
+		{"off", func(c *Config) { c.Circuit = CircuitConfig{} }, ""},
+	})
 }
 
 // A relay's mesh node runs the circuit service for the identities its

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -157,29 +156,15 @@ func TestFederation(t *testing.T) {
 // among the others is left out.
 func TestFederationConfig(t *testing.T) {
 	self, other := testkit.Key(t), testkit.Key(t)
-	for _, tc := range []struct {
-		name string
-		edit func(*FederationConfig)
-		bad  string
-	}{
-		{"no peer ID", func(f *FederationConfig) { f.Relays = []string{"/ip4/127.0.0.1/udp/4434/quic-v1"} }, "federation.relays"},
-		{"not a multiaddr", func(f *FederationConfig) { f.Relays = []string{"relay.example.org:4434"} }, "federation.relays"},
-		{"bad room", func(f *FederationConfig) { f.Rooms = []string{""} }, "federation.rooms"},
-		{"good", func(f *FederationConfig) {
-			f.Relays = []string{meshAddrOf(t, other)}
-			f.Rooms = []string{"general"}
+	checkConfigCases(t, []configCase{
+		{"no peer ID", func(c *Config) { c.Federation.Relays = []string{"/ip4/127.0.0.1/udp/4434/quic-v1"} }, "federation.relays"},
+		{"not a multiaddr", func(c *Config) { c.Federation.Relays = []string{"relay.example.org:4434"} }, "federation.relays"},
+		{"bad room", func(c *Config) { c.Federation.Rooms = []string{""} }, "federation.rooms"},
+		{"good", func(c *Config) {
+			c.Federation.Relays = []string{meshAddrOf(t, other)}
+			c.Federation.Rooms = []string{"general"}
 		}, ""},
-	} {
-		cfg := DefaultConfig()
-		tc.edit(&cfg.Federation)
-		err := cfg.Validate()
-		switch {
-		case tc.bad == "" && err != nil:
-			t.Errorf("%s: %v", tc.name, err)
-		case tc.bad != "" && (!errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.bad)):
-			t.Errorf("%s: %v, want ErrConfig naming %s", tc.name, err, tc.bad)
-		}
-	}
+	})
 	f, err := newFederation([]string{meshAddrOf(t, self), meshAddrOf(t, other), meshAddrOf(t, other)}, self.Public())
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"errors"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
@@ -116,26 +114,12 @@ func TestTimeoutExtremes(t *testing.T) {
 // relay computes, and a rate the Info frame cannot carry are refused
 // with the setting named; the largest allowed load.
 func TestConfigBoundsTimesAndRates(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*Config)
-		bad  string
-	}{
+	checkConfigCases(t, []configCase{
 		{"skew of 292 years", func(c *Config) { c.Limits.Skew.Duration = math.MaxInt64; c.Retention.MaxAge.Duration = 0 }, "limits.skew"},
 		{"skew of a day and a second", func(c *Config) { c.Limits.Skew.Duration = 24*time.Hour + time.Second; c.Retention.MaxAge.Duration = 0 }, "limits.skew"},
 		{"publish rate 1e12", func(c *Config) { c.Limits.PublishRate = 1e12 }, "rates"},
 		{"address rate 2^32", func(c *Config) { c.Limits.AddrRate = 1 << 32 }, "rates"},
 		{"skew of a day", func(c *Config) { c.Limits.Skew.Duration = 24 * time.Hour; c.Retention.MaxAge.Duration = 0 }, ""},
 		{"publish rate 2^32-1", func(c *Config) { c.Limits.PublishRate = math.MaxUint32 }, ""},
-	} {
-		cfg := DefaultConfig()
-		tc.edit(&cfg)
-		err := cfg.Validate()
-		switch {
-		case tc.bad == "" && err != nil:
-			t.Errorf("%s: %v", tc.name, err)
-		case tc.bad != "" && (!errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.bad)):
-			t.Errorf("%s: %v, want ErrConfig naming %s", tc.name, err, tc.bad)
-		}
-	}
+	})
 }
