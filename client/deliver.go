@@ -337,57 +337,83 @@ func (c *Client) awaitPeer(ctx context.Context, r *room) error {
 // and the other paths have had otherPaths to confirm, or every path has
 // reported. Once it is delivered, it leaves the outbox.
 func (c *Client) deliverOut(d *delivery, paths []pathResult) Sent {
-	sent := Sent{ID: d.id, Time: d.time, Need: c.need}
-	for _, p := range d.acked {
-		c.record(&sent, pathResult{via: ViaRelay, relay: p})
-	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	defer cancel()
-	var grace <-chan time.Time
-	if sent.Delivered() {
-		grace = time.After(otherPaths)
+	w := c.newWait(d, paths)
+	for len(w.waiting) > 0 {
+		w.take(w.next(ctx))
 	}
-	if len(paths) == 0 && !sent.Delivered() {
-		sent.Failed = append(sent.Failed, errors.New("no mesh and no relay"))
+	if w.sent.Delivered() {
+		if err := c.st.RemoveOutbox(context.WithoutCancel(ctx), d.id); err != nil {
+			c.log.Warn("take a sent message out of the outbox", "id", d.id, "err", err)
+		}
+	}
+	return w.sent
+}
+
+// deliveryWait is deliverOut's state: the outcome so far, the paths it
+// still waits for, and the grace the others have once it is delivered.
+type deliveryWait struct {
+	c       *Client
+	d       *delivery
+	sent    Sent
+	waiting []pathResult
+	grace   <-chan time.Time // nil until delivered; then closedChan once run out
+}
+
+// newWait starts waiting for paths, the relays that have d's receipt from
+// an attempt before counted at once.
+func (c *Client) newWait(d *delivery, paths []pathResult) *deliveryWait {
+	w := &deliveryWait{c: c, d: d, sent: Sent{ID: d.id, Time: d.time, Need: c.need}, waiting: slices.Clone(paths)}
+	for _, p := range d.acked {
+		c.record(&w.sent, pathResult{via: ViaRelay, relay: p})
+	}
+	if w.sent.Delivered() {
+		w.grace = time.After(otherPaths)
 	}
 	if len(paths) == 0 {
-		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Done: true})
+		if !w.sent.Delivered() {
+			w.sent.Failed = append(w.sent.Failed, errors.New("no mesh and no relay"))
+		}
+		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(w.sent), Done: true})
 	}
-	waiting := slices.Clone(paths)
-	for len(waiting) > 0 {
-		var res pathResult
-		select {
-		case res = <-d.results:
-		case <-grace:
-			// Fires once: every path still waiting then has had its
-			// time, one after the other.
-			grace = closedChan
-			res = waiting[0]
-			res.err = fmt.Errorf("%s: not confirmed within %v of delivery", res.name(), otherPaths)
-		case <-ctx.Done():
-			res = c.lastWord(d, waiting[0], ctx.Err())
-		}
-		waiting = slices.DeleteFunc(waiting, func(p pathResult) bool { return p.key() == res.key() })
-		if res.err == nil && !gossiped(d) {
-			// The mesh has no peer in the room yet: the relays carry
-			// this one alone.
-			if slices.ContainsFunc(waiting, func(p pathResult) bool { return p.via == ViaMesh }) {
-				waiting = slices.DeleteFunc(waiting, func(p pathResult) bool { return p.via == ViaMesh })
-				sent.Failed = append(sent.Failed, fmt.Errorf("mesh: no peer in room %s", d.r.name))
-			}
-		}
-		c.record(&sent, res)
-		if grace == nil && sent.Delivered() {
-			grace = time.After(otherPaths)
-		}
-		c.emit(&DeliveryEvent{Room: d.r.name, Sent: copySent(sent), Path: res.via, Relay: res.relayAddr(), Err: res.err, Done: len(waiting) == 0})
+	return w
+}
+
+// next is the next path's result: its own, or, once the grace after
+// delivery or the delivery's time has run out, that it did not confirm.
+func (w *deliveryWait) next(ctx context.Context) pathResult {
+	select {
+	case res := <-w.d.results:
+		return res
+	case <-w.grace:
+		// Fires once: every path still waiting then has had its time,
+		// one after the other.
+		w.grace = closedChan
+		res := w.waiting[0]
+		res.err = fmt.Errorf("%s: not confirmed within %v of delivery", res.name(), otherPaths)
+		return res
+	case <-ctx.Done():
+		return w.c.lastWord(w.d, w.waiting[0], ctx.Err())
 	}
-	if sent.Delivered() {
-		if err := c.st.RemoveOutbox(context.WithoutCancel(ctx), sent.ID); err != nil {
-			c.log.Warn("take a sent message out of the outbox", "id", sent.ID, "err", err)
+}
+
+// take counts a path's result, and reports it as a DeliveryEvent.
+func (w *deliveryWait) take(res pathResult) {
+	w.waiting = slices.DeleteFunc(w.waiting, func(p pathResult) bool { return p.key() == res.key() })
+	if res.err == nil && !gossiped(w.d) {
+		// The mesh has no peer in the room yet: the relays carry this
+		// one alone.
+		if slices.ContainsFunc(w.waiting, func(p pathResult) bool { return p.via == ViaMesh }) {
+			w.waiting = slices.DeleteFunc(w.waiting, func(p pathResult) bool { return p.via == ViaMesh })
+			w.sent.Failed = append(w.sent.Failed, fmt.Errorf("mesh: no peer in room %s", w.d.r.name))
 		}
 	}
-	return sent
+	w.c.record(&w.sent, res)
+	if w.grace == nil && w.sent.Delivered() {
+		w.grace = time.After(otherPaths)
+	}
+	w.c.emit(&DeliveryEvent{Room: w.d.r.name, Sent: copySent(w.sent), Path: res.via, Relay: res.relayAddr(), Err: res.err, Done: len(w.waiting) == 0})
 }
 
 // lastWord is a path's result once the delivery's time is up: the
