@@ -256,10 +256,10 @@ func Open(ctx context.Context, home *Home, o Options) (_ *Client, err error) {
 		}
 	}
 	if !o.Offline && len(c.cfg.Relays) > 0 && c.cfg.Mode != ModeP2P {
-		if c.relays, err = c.openRelays(ctx); err != nil {
+		if c.need, err = relayNeed(c.cfg.RelayAck, len(c.cfg.Relays)); err != nil {
 			return nil, err
 		}
-		if c.need, err = relayNeed(c.cfg.RelayAck, len(c.relays)); err != nil {
+		if c.relays, err = c.openRelays(ctx); err != nil {
 			return nil, err
 		}
 		c.putPackage()
