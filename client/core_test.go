@@ -67,13 +67,8 @@ func TestFailedMergeLosesNothing(t *testing.T) {
 		}
 		return nil
 	}
-	r := &room{name: "r", caughtUp: make(chan struct{})}
-	c.mu.Lock()
-	c.rooms["r"] = r
-	c.mu.Unlock()
-	alice := &testkit.Author{Key: testkit.Key(t), Room: "r"}
-	raw, id := alice.Next(t, "through a bad moment")
-	e, _ := protocol.Parse(raw)
+	r := addRoom(c, "r")
+	raw, id, e := signedBy(t, "r", "through a bad moment")
 	c.in <- arrival{room: "r", id: id, env: e, raw: raw, via: ViaRelay, history: true}
 	c.in <- arrival{room: "r", id: id, via: ViaRelay, relay: testRelayPath, committed: true}
 	c.in <- arrival{room: "r", relay: testRelayPath, caughtUp: true}
@@ -296,13 +291,8 @@ func TestMeshStoredIsShownLater(t *testing.T) {
 // that says so names the relay.
 func TestAlsoViaNamesTheRelay(t *testing.T) {
 	c := openOffline(t)
-	r := &room{name: "r", caughtUp: make(chan struct{})}
-	c.mu.Lock()
-	c.rooms["r"] = r
-	c.mu.Unlock()
-	alice := &testkit.Author{Key: testkit.Key(t), Room: "r"}
-	raw, id := alice.Next(t, "twice")
-	e, _ := protocol.Parse(raw)
+	addRoom(c, "r")
+	raw, id, e := signedBy(t, "r", "twice")
 	p := &relayPath{name: "SHA256:x", addr: relay.Addr{Fingerprint: "SHA256:x", HostPort: "127.0.0.1:4433"}}
 	c.in <- arrival{room: "r", id: id, env: e, raw: raw, via: ViaMesh}
 	if m := next(t, c); m.ID != id {
@@ -323,4 +313,25 @@ func TestAlsoViaNamesTheRelay(t *testing.T) {
 			t.Fatal("no AlsoViaEvent in 30 s")
 		}
 	}
+}
+
+// addRoom makes c's room name, as a Join would, with no path.
+func addRoom(c *Client, name string) *room {
+	r := &room{name: name, caughtUp: make(chan struct{})}
+	c.mu.Lock()
+	c.rooms[name] = r
+	c.mu.Unlock()
+	return r
+}
+
+// signedBy is a text message in room of a new author.
+func signedBy(t *testing.T, room, text string) ([]byte, protocol.ID, *protocol.Envelope) {
+	t.Helper()
+	alice := &testkit.Author{Key: testkit.Key(t), Room: room}
+	raw, id := alice.Next(t, text)
+	e, err := protocol.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, id, e
 }

@@ -92,14 +92,7 @@ func openDiscoverClient(t *testing.T, a fedRelay) *chat.Client {
 	cfg.Nick, cfg.MDNS = "finder", false
 	cfg.Relays = chat.RelayList{a.addr.String()}
 	cfg.Listen = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cl, err := chat.Open(ctx, home, chat.Options{Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	return cl
+	return openClient(t, home, cfg)
 }
 
 // runImpostor runs a mesh node with the DHT, connected to a, that

@@ -144,6 +144,13 @@ func openSession(t *testing.T, home *chat.Home, nick, ack string, relays ...rela
 	for _, a := range relays {
 		cfg.Relays = append(cfg.Relays, a.String())
 	}
+	return openClient(t, home, cfg)
+}
+
+// openClient opens a session of home with cfg, a minute at most, closed
+// when the test ends.
+func openClient(t *testing.T, home *chat.Home, cfg chat.Config) *chat.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := chat.Open(ctx, home, chat.Options{Config: cfg})
