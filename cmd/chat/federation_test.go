@@ -69,7 +69,7 @@ func (r *fedRelay) serve(t *testing.T) {
 // them, those said while it was down included. Sender 0 asks for every
 // relay's acknowledgement (relay_ack = "all"): while one of its relays is
 // down its message is not delivered (exit 5) but kept, and it goes out
-// with its next one; each of its messages has a relay's receipt.
+// with its next one; each of its messages has each relay's receipt.
 func TestThreeRelays(t *testing.T) {
 	const room, perPhase = "fed", 2
 	rs := newFedRelays(t, 3, room)
@@ -156,9 +156,10 @@ func appendConfig(t *testing.T, p *peer, line string) {
 }
 
 // checkReceipts checks that each of p's messages in room has an audit
-// receipt, and only of the relays given. (A relay that stored the message
-// from the mesh before p's own publish reached it acknowledges that
-// publish as a duplicate, without a receipt: docs/client.md.)
+// receipt of each of the relays given, and of no other. (A relay that
+// stored the message from the mesh before p's own publish reached it
+// records that publish all the same, and its acknowledgement carries the
+// receipt: docs/client.md.)
 func checkReceipts(t *testing.T, p *peer, room string, relays ...string) {
 	t.Helper()
 	out, code := p.run(t, "history", "--room", room, "--json", "--limit", "1000")
@@ -183,12 +184,16 @@ func checkReceipts(t *testing.T, p *peer, room string, relays ...string) {
 			continue
 		}
 		own++
-		if len(m.Receipts) == 0 {
-			t.Errorf("%q has no receipt", m.Text)
-		}
+		var have []string
 		for _, r := range m.Receipts {
 			if !slices.Contains(fps, r.Relay) {
 				t.Errorf("%q has a receipt of relay %s, not one of its relays %q", m.Text, r.Relay, fps)
+			}
+			have = append(have, r.Relay)
+		}
+		for _, fp := range fps {
+			if !slices.Contains(have, fp) {
+				t.Errorf("%q has no receipt of relay %s (it has %q)", m.Text, fp, have)
 			}
 		}
 	}

@@ -405,15 +405,24 @@ func (s *Server) appendEnvelopes(ctx context.Context, b Batch, batch []*pending)
 
 // auditRecords makes the audit records of a batch committed at now (Unix
 // ms): each event's, a record of each new envelope and of each
-// equivocation, none for a duplicate (recorded when it was first stored).
-// aowner[k] is the batch item whose receipt arecs[k] makes, -1 for none.
+// equivocation, and one of each client's publish of an envelope stored
+// before; none for a duplicate from the mesh. aowner[k] is the batch item
+// whose receipt arecs[k] makes, -1 for none.
 func auditRecords(batch []*pending, res []committed, now int64) (arecs []*audit.Record, aowner []int) {
 	for i, p := range batch {
 		switch {
 		case !p.envelope():
 			arecs = append(arecs, p.audit)
 			aowner = append(aowner, -1)
-		case res[i].app.Result == store.Stored:
+		case res[i].app.Result == store.Stored,
+			// A client's publish of an envelope the relay had: from the
+			// mesh first (another relay of a federation carried it here
+			// before the client's own publish came), or from this client
+			// before (its acknowledgement was lost). Recorded as a publish
+			// on this path, so that its acknowledgement carries a receipt
+			// the client can check: the log then has one record of each
+			// path the envelope came by.
+			res[i].app.Result == store.Duplicate && p.rec.Via != viaMesh:
 			arecs = append(arecs, publishRecord(p, audit.KindPublish, now))
 			aowner = append(aowner, i)
 		case res[i].app.Result == store.Equivocation:

@@ -209,6 +209,11 @@ func testPublishSubscribe(t *testing.T, via relay.Via) {
 	if err != nil || ack.Status != wire.AckDuplicate {
 		t.Fatalf("republish: %+v, %v", ack, err)
 	}
+	// With its own receipt, of a record of this publish, which the client
+	// checked (Publish fails on a receipt that does not check out).
+	if ack.Receipt == nil {
+		t.Error("the duplicate's acknowledgement carries no audit receipt")
+	}
 	// Resume after the third envelope: the fourth and fifth, nothing else.
 	sub2, err := cb.Subscribe(ctx, "lobby", ids[2])
 	if err != nil {

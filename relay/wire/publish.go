@@ -33,8 +33,10 @@ type Ack struct {
 	Pos uint64
 	// Time is when the relay committed it, Unix ms.
 	Time int64
-	// Receipt proves the publish's record is in the relay's audit log;
-	// nil for a duplicate, or when the relay keeps no audit log.
+	// Receipt proves the publish's record is in the relay's audit log
+	// (of a duplicate too: a client's publish is recorded each time);
+	// nil when the relay keeps no audit log, or for a duplicate from a
+	// relay of before that.
 	Receipt *Receipt
 }
 
