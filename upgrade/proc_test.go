@@ -1,16 +1,13 @@
 package upgrade
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,75 +16,23 @@ import (
 
 // wait is the bound on every wait for a process: generous, since the
 // machine may be slow and busy.
-const wait = 90 * time.Second
+const wait = testkit.ProcWait
 
 // proc is a running command: its stdout line by line, its stderr kept.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	lines  chan string // closed at the end of stdout
-	stderr testkit.LogBuffer
-	exited chan struct{}
-	err    error
-}
+type proc = testkit.Proc
 
 // start starts bin; the test's cleanup kills it if it still runs.
 func start(t testing.TB, name, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), lines: make(chan string, 1024), exited: make(chan struct{})}
-	p.cmd.Stderr = &p.stderr
-	var err error
-	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		close(p.lines)
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
+	return testkit.Start(t, name, exec.Command(bin, args...), 1024)
 }
 
-// exit waits for the process to end and fails the test unless it
-// exited with 0.
-func (p *proc) exit(t testing.TB) {
+// exited0 fails the test unless p's exit code is 0.
+func exited0(t testing.TB, p *proc, code int) {
 	t.Helper()
-	select {
-	case <-p.exited:
-	case <-time.After(wait):
-		t.Fatalf("%s did not exit within %v\n%s", p.name, wait, p.stderr.String())
+	if code != 0 {
+		t.Fatalf("%s: exit %d\n%s", p.Name, code, p.Log())
 	}
-	if p.err != nil {
-		t.Fatalf("%s: %v\n%s", p.name, p.err, p.stderr.String())
-	}
-}
-
-// stop ends the process with SIGTERM, as an operator would, and checks
-// it exits cleanly.
-func (p *proc) stop(t testing.TB) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.exit(t)
 }
 
 // relayProc is a relay's data folder and, while it serves, its process.
@@ -119,16 +64,16 @@ func (r *relayProc) serve(t *testing.T, name, bin string) {
 	deadline := time.After(wait)
 	for {
 		select {
-		case line, ok := <-r.p.lines:
+		case line, ok := <-r.p.Lines:
 			if !ok {
-				t.Fatalf("%s exited before serving: %v\n%s", name, r.p.err, r.p.stderr.String())
+				t.Fatalf("%s exited before serving: %v\n%s", name, r.p.Err, r.p.Stderr.String())
 			}
 			if a, ok := strings.CutPrefix(line, "serving "); ok {
 				r.addr = a
 				return
 			}
 		case <-deadline:
-			t.Fatalf("%s not serving after %v\n%s", name, wait, r.p.stderr.String())
+			t.Fatalf("%s not serving after %v\n%s", name, wait, r.p.Stderr.String())
 		}
 	}
 }
@@ -206,18 +151,18 @@ func expect(t *testing.T, p *proc, want ...string) {
 	deadline := time.After(wait)
 	for len(missing) > 0 {
 		select {
-		case line, ok := <-p.lines:
+		case line, ok := <-p.Lines:
 			if !ok {
-				t.Fatalf("%s ended still waiting for %v: %v\n%s", p.name, keys(missing), p.err, p.stderr.String())
+				t.Fatalf("%s ended still waiting for %v: %v\n%s", p.Name, keys(missing), p.Err, p.Stderr.String())
 			}
-			m := parseMessage(t, p.name, line)
+			m := parseMessage(t, p.Name, line)
 			if seen[m.ID] {
-				t.Fatalf("%s was shown %q twice", p.name, m.Text)
+				t.Fatalf("%s was shown %q twice", p.Name, m.Text)
 			}
 			seen[m.ID] = true
 			delete(missing, m.Text)
 		case <-deadline:
-			t.Fatalf("%s still waiting for %v after %v\n%s", p.name, keys(missing), wait, p.stderr.String())
+			t.Fatalf("%s still waiting for %v after %v\n%s", p.Name, keys(missing), wait, p.Stderr.String())
 		}
 	}
 }
@@ -257,8 +202,8 @@ func keys(m map[string]bool) []string {
 func say(t *testing.T, p *proc, lines ...string) {
 	t.Helper()
 	for _, l := range lines {
-		if _, err := fmt.Fprintln(p.stdin, l); err != nil {
-			t.Fatalf("%s: %v", p.name, err)
+		if _, err := fmt.Fprintln(p.Stdin, l); err != nil {
+			t.Fatalf("%s: %v", p.Name, err)
 		}
 	}
 }
@@ -267,10 +212,10 @@ func say(t *testing.T, p *proc, lines ...string) {
 func done(t *testing.T, ps ...*proc) {
 	t.Helper()
 	for _, p := range ps {
-		p.stdin.Close()
+		p.Stdin.Close()
 	}
 	for _, p := range ps {
-		p.exit(t)
+		exited0(t, p, p.Wait(t))
 	}
 }
 
@@ -279,9 +224,9 @@ func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) 
 // waitLog waits until p's standard error says want.
 func waitLog(t *testing.T, p *proc, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(wait); !strings.Contains(p.stderr.String(), want); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(wait); !strings.Contains(p.Stderr.String(), want); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not say %q within %v\n%s", p.name, want, wait, p.stderr.String())
+			t.Fatalf("%s did not say %q within %v\n%s", p.Name, want, wait, p.Stderr.String())
 		}
 	}
 }

@@ -21,7 +21,7 @@ func TestRelayUpgrade(t *testing.T) {
 	alice := newPerson(t, "alice", "--mode", "relay", "--relay", r.addr) // this code
 	bob := newPerson(t, "bob", "--mode", "relay", "--relay", r.addr)     // the previous release
 	talkBoth(t, alice, newChat, bob, oldChat, "before")
-	r.p.stop(t)
+	exited0(t, r.p, r.p.Stop(t))
 
 	r.serve(t, "new relay", newRelayBin)
 	talkBoth(t, alice, newChat, bob, oldChat, "after")
@@ -38,7 +38,7 @@ func TestRelayUpgrade(t *testing.T) {
 	expect(t, c, append(all, "bob upgraded")...)
 	done(t, c)
 
-	r.p.stop(t)
+	exited0(t, r.p, r.p.Stop(t))
 	out, err := run("", newRelayBin, "--data", r.dir, "audit", "verify")
 	if err != nil || !strings.Contains(out, "ok") {
 		t.Fatalf("relay audit verify after the upgrade: %v\n%s", err, out)
@@ -55,7 +55,7 @@ func TestNewClientOldRelay(t *testing.T) {
 	alice := newPerson(t, "alice", "--mode", "relay", "--relay", r.addr)
 	bob := newPerson(t, "bob", "--mode", "relay", "--relay", r.addr)
 	talkBoth(t, alice, newChat, bob, newChat, "on an old relay")
-	r.p.stop(t)
+	exited0(t, r.p, r.p.Stop(t))
 }
 
 // TestMixedMesh: a peer of the previous release and one of this code in

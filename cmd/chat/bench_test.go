@@ -64,7 +64,7 @@ func BenchmarkSendRelay(b *testing.B) {
 		runChat(b, chatBin(b, home, "--mode", "relay", "--relay", addr, "send", "--room", "bench", "hello"))
 	}
 	b.StopTimer()
-	rp.stop(b)
+	rp.Stop(b)
 }
 
 // BenchmarkCatchUp: a client joining a room that holds 10,000 messages,
@@ -98,7 +98,7 @@ func BenchmarkCatchUp(b *testing.B) {
 			b.ReportMetric(float64(history)*float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
-	rp.stop(b)
+	rp.Stop(b)
 }
 
 // BenchmarkIdleRooms: the memory of a client in auto mode (mesh and
@@ -129,7 +129,7 @@ func BenchmarkIdleRooms(b *testing.B) {
 	}
 	b.ReportMetric(rss, "MB-rss")
 	b.ReportMetric(peak, "MB-peak-rss")
-	rp.stop(b)
+	rp.Stop(b)
 }
 
 func statusKB(b *testing.B, status []byte, field string) float64 {
@@ -235,7 +235,7 @@ func BenchmarkCatchUpSealed(b *testing.B) {
 			b.ReportMetric(float64(history)*float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
-	rp.stop(b)
+	rp.Stop(b)
 }
 
 // outChat runs cmd and returns its standard output.

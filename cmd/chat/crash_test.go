@@ -129,7 +129,7 @@ func (c *crashRun) startTalk() {
 }
 
 func (c *crashRun) writeTalk(text string) {
-	if _, err := fmt.Fprintln(c.talk.stdin, text); err != nil {
+	if _, err := fmt.Fprintln(c.talk.Stdin, text); err != nil {
 		c.t.Fatalf("writing to alice's talk: %v", err)
 	}
 	c.talkWritten++
@@ -171,8 +171,8 @@ func (c *crashRun) round(r int) {
 
 // kill9 kills a process with SIGKILL and waits for it to end.
 func kill9(p *proc) {
-	p.cmd.Process.Kill()
-	<-p.exited
+	p.Cmd.Process.Kill()
+	<-p.Exited
 }
 
 // sendResult records a one-shot send: acknowledged (exit 0, its ID
@@ -180,9 +180,9 @@ func kill9(p *proc) {
 // outbox, which a later session sends).
 func (c *crashRun) sendResult(p *proc, what string) {
 	t := c.t
-	code := p.wait(t)
+	code := p.Wait(t)
 	var out []string
-	for l := range p.lines {
+	for l := range p.Lines {
 		out = append(out, l)
 	}
 	switch {
@@ -193,7 +193,7 @@ func (c *crashRun) sendResult(p *proc, what string) {
 	case code == -1 || code == exitUndelivered || code == exitRelayDown:
 		c.unacked++
 	default:
-		t.Errorf("%s: exit %d\n%s", what, code, p.log())
+		t.Errorf("%s: exit %d\n%s", what, code, p.Log())
 	}
 }
 
@@ -211,13 +211,13 @@ func (c *crashRun) resume(round string) {
 	c.acked[id] = what
 	c.writeTalk("alice " + round + " resume")
 	deadline := time.Now().Add(90 * time.Second)
-	for strings.Count(c.talk.log(), "sent ") < c.talkWritten {
+	for strings.Count(c.talk.Log(), "sent ") < c.talkWritten {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: alice's talk did not confirm its %d lines in 90 s\n%s", round, c.talkWritten, c.talk.log())
+			t.Fatalf("%s: alice's talk did not confirm its %d lines in 90 s\n%s", round, c.talkWritten, c.talk.Log())
 		}
 		select {
-		case <-c.talk.exited:
-			t.Fatalf("%s: alice's talk exited: %v\n%s", round, c.talk.err, c.talk.log())
+		case <-c.talk.Exited:
+			t.Fatalf("%s: alice's talk exited: %v\n%s", round, c.talk.Err, c.talk.Log())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -230,7 +230,7 @@ var sentLine = regexp.MustCompile(`(?m)^sent ([0-9a-f]{64}) `)
 
 // collectTalkAcks records the lines alice's talk confirmed.
 func (c *crashRun) collectTalkAcks() {
-	for _, m := range sentLine.FindAllStringSubmatch(c.talk.log(), -1) {
+	for _, m := range sentLine.FindAllStringSubmatch(c.talk.Log(), -1) {
 		if _, ok := c.acked[m[1]]; !ok {
 			c.acked[m[1]] = "a line of alice's talk"
 		}
@@ -259,8 +259,8 @@ func (r *reader) begin(p *proc) { r.p, r.gen = p, r.gen+1 }
 
 // end reads what the process printed before it ended.
 func (r *reader) end(killed bool) {
-	<-r.p.exited
-	for l := range r.p.lines {
+	<-r.p.Exited
+	for l := range r.p.Lines {
 		r.line(l)
 	}
 	r.killed[r.gen] = killed
@@ -312,14 +312,14 @@ func (r *reader) waitFor(round string, acked map[string]string, from string) {
 			return
 		}
 		select {
-		case l, ok := <-r.p.lines:
+		case l, ok := <-r.p.Lines:
 			if !ok {
-				<-r.p.exited // p.err is set before exited closes
-				r.t.Fatalf("%s: %s's process ended while waiting for %s: %v\n%s", round, r.name, missing, r.p.err, r.p.log())
+				<-r.p.Exited // Err is set before Exited closes
+				r.t.Fatalf("%s: %s's process ended while waiting for %s: %v\n%s", round, r.name, missing, r.p.Err, r.p.Log())
 			}
 			r.line(l)
 		case <-deadline:
-			r.t.Fatalf("%s: %s did not show the acknowledged message %s in 60 s\n%s", round, r.name, missing, r.p.log())
+			r.t.Fatalf("%s: %s did not show the acknowledged message %s in 60 s\n%s", round, r.name, missing, r.p.Log())
 		}
 	}
 }
@@ -328,15 +328,15 @@ func (r *reader) waitFor(round string, acked map[string]string, from string) {
 func (c *crashRun) finish() {
 	t := c.t
 	c.resume("final")
-	c.talk.stdin.Close()
-	if code := c.talk.wait(t); code != 0 {
-		t.Errorf("alice's last talk: exit %d\n%s", code, c.talk.log())
+	c.talk.Stdin.Close()
+	if code := c.talk.Wait(t); code != 0 {
+		t.Errorf("alice's last talk: exit %d\n%s", code, c.talk.Log())
 	}
 	c.collectTalkAcks()
 	c.aliceR.end(false)
-	c.carolR.p.stop(t)
+	c.carolR.p.Stop(t)
 	c.carolR.end(false)
-	c.relay.stop(t)
+	c.relay.Stop(t)
 	c.auditVerify()
 	t.Logf("kills: relay %d, alice's talk %d, bob's send %d, carol's listen %d; %d messages acknowledged, %d of bob's sends not (killed or timed out)",
 		c.kills[victimRelay], c.kills[victimTalk], c.kills[victimSend], c.kills[victimListen], len(c.acked), c.unacked)
@@ -402,7 +402,7 @@ func (c *crashRun) catchUp() {
 		}
 	}
 	t.Logf("bob's catch-up after a clean restart: %d messages shown, %d distinct, of the relay's %d from others", bobR.messages, len(bobR.shownIn), others)
-	c.relay.stop(t)
+	c.relay.Stop(t)
 }
 
 // checkStores reads the relay's stores and every home's: every

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -83,72 +80,14 @@ func build(t testing.TB, name string) string {
 }
 
 // proc is a running process of the chat or relay command.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	lines  chan string // stdout, line by line; closed at its end
-	stderr testkit.LogBuffer
-	exited chan struct{}
-	err    error
-}
-
-func (p *proc) log() string { return p.stderr.String() }
+type proc = testkit.Proc
 
 // start starts a command. The test's cleanup kills it if it still runs.
 func start(t testing.TB, name, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &proc{name: name, cmd: cmd, lines: make(chan string, 4096), exited: make(chan struct{})}
-	cmd.Stderr = &p.stderr
-	var err error
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		close(p.lines)
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
-}
-
-// wait waits for the process to exit and returns its exit code.
-func (p *proc) wait(t testing.TB) int {
-	t.Helper()
-	select {
-	case <-p.exited:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not exit within 60 s\n%s", p.name, p.log())
-	}
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		return ee.ExitCode()
-	}
-	if p.err != nil {
-		t.Fatalf("%s: %v", p.name, p.err)
-	}
-	return 0
+	return testkit.Start(t, name, cmd, 4096)
 }
 
 // startRelay starts "relay serve" in a new data folder, with its QUIC
@@ -189,9 +128,9 @@ func serveRelayMesh(t testing.TB, dir, hostPort, p2p string) (p *proc, addr, mes
 	deadline := time.After(60 * time.Second)
 	for addr == "" || meshAddr == "" {
 		select {
-		case line, ok := <-p.lines:
+		case line, ok := <-p.Lines:
 			if !ok {
-				t.Fatalf("relay exited before serving: %v\n%s", p.err, p.log())
+				t.Fatalf("relay exited before serving: %v\n%s", p.Err, p.Log())
 			}
 			if a, ok := strings.CutPrefix(line, "serving "); ok {
 				addr = a
@@ -200,17 +139,10 @@ func serveRelayMesh(t testing.TB, dir, hostPort, p2p string) (p *proc, addr, mes
 				meshAddr = m
 			}
 		case <-deadline:
-			t.Fatalf("relay not serving after 60 s\n%s", p.log())
+			t.Fatalf("relay not serving after 60 s\n%s", p.Log())
 		}
 	}
 	return p, addr, meshAddr
-}
-
-// stop sends SIGTERM and waits for the process to end.
-func (p *proc) stop(t testing.TB) {
-	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.wait(t)
 }
 
 // peer is a person: a home folder and the flags they run chat with.
@@ -302,17 +234,17 @@ func collect(t *testing.T, p *proc, want int) []received {
 	deadline := time.After(90 * time.Second)
 	for len(got) < want {
 		select {
-		case line, ok := <-p.lines:
+		case line, ok := <-p.Lines:
 			if !ok {
-				t.Fatalf("%s exited with %d of %d messages: %v\n%s", p.name, len(got), want, p.err, p.log())
+				t.Fatalf("%s exited with %d of %d messages: %v\n%s", p.Name, len(got), want, p.Err, p.Log())
 			}
 			var m received
 			if err := json.Unmarshal([]byte(line), &m); err != nil || m.ID == "" {
-				t.Fatalf("%s printed %q: %v", p.name, line, err)
+				t.Fatalf("%s printed %q: %v", p.Name, line, err)
 			}
 			got = append(got, m)
 		case <-deadline:
-			t.Fatalf("%s got %d of %d messages in 90 s\n%s", p.name, len(got), want, p.log())
+			t.Fatalf("%s got %d of %d messages in 90 s\n%s", p.Name, len(got), want, p.Log())
 		}
 	}
 	return got
@@ -341,7 +273,7 @@ func TestThreePeersAndRelay(t *testing.T) {
 	const each = 5
 	for round := range each {
 		for i, p := range peers {
-			fmt.Fprintf(procs[i].stdin, "message %d from %s\n", round, p.name)
+			fmt.Fprintf(procs[i].Stdin, "message %d from %s\n", round, p.name)
 		}
 	}
 	for i, p := range peers {
@@ -377,17 +309,17 @@ func TestThreePeersAndRelay(t *testing.T) {
 	// Nothing more comes: every message arrived once, whichever paths
 	// carried it.
 	for i := range peers {
-		procs[i].stdin.Close()
+		procs[i].Stdin.Close()
 	}
 	for i, p := range peers {
-		if code := procs[i].wait(t); code != 0 {
-			t.Errorf("%s talk: exit %d\n%s", p.name, code, procs[i].log())
+		if code := procs[i].Wait(t); code != 0 {
+			t.Errorf("%s talk: exit %d\n%s", p.name, code, procs[i].Log())
 		}
-		for line := range procs[i].lines {
+		for line := range procs[i].Lines {
 			t.Errorf("%s: extra output %s", p.name, line)
 		}
-		if n := strings.Count(procs[i].log(), "sent "); n != each {
-			t.Errorf("%s: %d sends confirmed, want %d\n%s", p.name, n, each, procs[i].log())
+		if n := strings.Count(procs[i].Log(), "sent "); n != each {
+			t.Errorf("%s: %d sends confirmed, want %d\n%s", p.name, n, each, procs[i].Log())
 		}
 	}
 	// The peer on both paths got others' messages by both, and its
@@ -424,7 +356,7 @@ func TestThreePeersAndRelay(t *testing.T) {
 			t.Errorf("mode %s, relay with another key: exit %d: %s", mode, code, out)
 		}
 	}
-	relayP.stop(t)
+	relayP.Stop(t)
 }
 
 // TestOfflinePeerCatchesUp: two people leave a room, the third goes on
@@ -444,36 +376,36 @@ func TestOfflinePeerCatchesUp(t *testing.T) {
 	bothP := both.start(t, "talk", "--room", "den", "--json", "--timeout", "60s")
 	meshP := meshOnly.start(t, "talk", "--room", "den", "--json", "--timeout", "60s")
 	relayP2 := relayOnly.start(t, "talk", "--room", "den", "--json", "--timeout", "60s")
-	fmt.Fprintln(bothP.stdin, "hello from both")
-	fmt.Fprintln(meshP.stdin, "hello from mesh")
-	fmt.Fprintln(relayP2.stdin, "hello from relay")
+	fmt.Fprintln(bothP.Stdin, "hello from both")
+	fmt.Fprintln(meshP.Stdin, "hello from mesh")
+	fmt.Fprintln(relayP2.Stdin, "hello from relay")
 	collect(t, bothP, 2)
 	collect(t, meshP, 2)
 	collect(t, relayP2, 2)
 	for _, p := range []*proc{meshP, relayP2} {
-		p.stdin.Close()
-		if code := p.wait(t); code != 0 {
-			t.Fatalf("%s talk: exit %d\n%s", p.name, code, p.log())
+		p.Stdin.Close()
+		if code := p.Wait(t); code != 0 {
+			t.Fatalf("%s talk: exit %d\n%s", p.Name, code, p.Log())
 		}
 	}
 
 	// Two are away; the third talks on.
 	var missed []string
 	for i := range 3 {
-		fmt.Fprintf(bothP.stdin, "while you were away %d\n", i)
+		fmt.Fprintf(bothP.Stdin, "while you were away %d\n", i)
 		missed = append(missed, fmt.Sprintf("while you were away %d", i))
 	}
-	for deadline := time.Now().Add(60 * time.Second); strings.Count(bothP.log(), "sent ") < 4; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); strings.Count(bothP.Log(), "sent ") < 4; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("both: sends not confirmed in 60 s\n%s", bothP.log())
+			t.Fatalf("both: sends not confirmed in 60 s\n%s", bothP.Log())
 		}
 	}
 
 	// The mesh-only one returns: it gets the three it missed.
 	back := meshOnly.start(t, "listen", "--room", "den", "--json", "--count", "3")
 	got := collect(t, back, 3)
-	if code := back.wait(t); code != 0 {
-		t.Fatalf("mesh listen: exit %d\n%s", code, back.log())
+	if code := back.Wait(t); code != 0 {
+		t.Fatalf("mesh listen: exit %d\n%s", code, back.Log())
 	}
 	// Each once; in any order: it syncs from two peers, the relay's node
 	// perhaps still without the middle one (the bridge forwards behind
@@ -489,11 +421,11 @@ func TestOfflinePeerCatchesUp(t *testing.T) {
 	assertTexts(t, "relay", got, missed)
 	// ...while its home folder is taken...
 	out, code := relayOnly.run(t, "history", "--room", "den")
-	if want := fmt.Sprintf("(PID %d)", back.cmd.Process.Pid); code != exitLocked || !strings.Contains(out, "in use by another process") || !strings.Contains(out, want) {
+	if want := fmt.Sprintf("(PID %d)", back.Cmd.Process.Pid); code != exitLocked || !strings.Contains(out, "in use by another process") || !strings.Contains(out, want) {
 		t.Errorf("history on a home in use: exit %d, %q; want %d naming %s", code, out, exitLocked, want)
 	}
-	back.stop(t)
-	for line := range back.lines {
+	back.Stop(t)
+	for line := range back.Lines {
 		t.Errorf("relay: extra message %s", line)
 	}
 	// ...and nothing else: a new listen has nothing to show (exit 8:
@@ -502,9 +434,9 @@ func TestOfflinePeerCatchesUp(t *testing.T) {
 		t.Fatalf("relay listen again: exit %d, want %d with nothing shown:\n%s", code, exitUndelivered, out)
 	}
 
-	bothP.stdin.Close()
-	if code := bothP.wait(t); code != 0 {
-		t.Fatalf("both talk: exit %d\n%s", code, bothP.log())
+	bothP.Stdin.Close()
+	if code := bothP.Wait(t); code != 0 {
+		t.Fatalf("both talk: exit %d\n%s", code, bothP.Log())
 	}
 	// After the restarts every history holds all six, in the same order.
 	var first []string
@@ -530,7 +462,7 @@ func TestOfflinePeerCatchesUp(t *testing.T) {
 			t.Errorf("%s history order differs:\n%s", p.name, out)
 		}
 	}
-	relayP.stop(t)
+	relayP.Stop(t)
 }
 
 // assertSameTexts is assertTexts in any order.
@@ -627,7 +559,7 @@ func TestBacklog(t *testing.T) {
 	if out, code := p.run(t, "listen", "--room", "busy", "--json", "--count", "1", "--timeout", "3s"); code != exitUndelivered || strings.Contains(out, `"text":`) {
 		t.Fatalf("listen after the catch-up: exit %d, want %d and nothing shown again:\n%s", code, exitUndelivered, out[max(0, len(out)-1500):])
 	}
-	relayP.stop(t)
+	relayP.Stop(t)
 }
 
 // freeUDP returns a loopback UDP address that was free a moment ago.
@@ -697,8 +629,8 @@ func TestRelayKilledUnderListener(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	relayP.cmd.Process.Kill() // kill -9, in the middle of the load
-	<-relayP.exited
+	relayP.Cmd.Process.Kill() // kill -9, in the middle of the load
+	<-relayP.Exited
 	relayP, _, _ = serveRelay(t, dir, hostPort)
 	// Another person's message, committed after the restart, among the
 	// resent ones.
@@ -714,8 +646,8 @@ func TestRelayKilledUnderListener(t *testing.T) {
 	default:
 	}
 	got := collect(t, listener, total)
-	if code := listener.wait(t); code != 0 {
-		t.Fatalf("listener: exit %d\n%s", code, listener.log())
+	if code := listener.Wait(t); code != 0 {
+		t.Fatalf("listener: exit %d\n%s", code, listener.Log())
 	}
 	seen := make(map[string]bool)
 	for _, m := range got {
@@ -758,7 +690,7 @@ func TestRelayKilledUnderListener(t *testing.T) {
 	if n := strings.Count(out, `"text":`); n != total+1 {
 		t.Errorf("history holds %d messages, want %d", n, total+1)
 	}
-	relayP.stop(t)
+	relayP.Stop(t)
 }
 
 // TestRelayDownAtStart: a relay-mode listener and a talker start while
@@ -773,8 +705,8 @@ func TestRelayDownAtStart(t *testing.T) {
 	listenerPeer := newPeer(t, "listener", "--mode", "relay", "--relay", addr)
 	listener := listenerPeer.start(t, "listen", "--room", "late", "--json", "--count", "1", "--timeout", "170s")
 	talker := newPeer(t, "talker", "--mode", "relay", "--relay", addr).start(t, "talk", "--room", "late", "--json", "--timeout", "170s")
-	fmt.Fprintln(talker.stdin, "said while the relay was down")
-	talker.stdin.Close()
+	fmt.Fprintln(talker.Stdin, "said while the relay was down")
+	talker.Stdin.Close()
 	for _, p := range []*proc{listener, talker} {
 		waitLog(t, p, "trying again in the background")
 	}
@@ -783,16 +715,16 @@ func TestRelayDownAtStart(t *testing.T) {
 	if got[0].Text != "said while the relay was down" || got[0].Nick != "talker" {
 		t.Fatalf("listener got %+v", got[0])
 	}
-	if code := listener.wait(t); code != 0 {
-		t.Fatalf("listener: exit %d\n%s", code, listener.log())
+	if code := listener.Wait(t); code != 0 {
+		t.Fatalf("listener: exit %d\n%s", code, listener.Log())
 	}
-	if code := talker.wait(t); code != 0 {
-		t.Fatalf("talker: exit %d\n%s", code, talker.log())
+	if code := talker.Wait(t); code != 0 {
+		t.Fatalf("talker: exit %d\n%s", code, talker.Log())
 	}
-	if !strings.Contains(talker.log(), "sent ") {
-		t.Fatalf("talk did not say the line was delivered:\n%s", talker.log())
+	if !strings.Contains(talker.Log(), "sent ") {
+		t.Fatalf("talk did not say the line was delivered:\n%s", talker.Log())
 	}
-	relayP.stop(t)
+	relayP.Stop(t)
 }
 
 // relayAddrOf is the address of the relay whose data folder is dir, as it
@@ -813,13 +745,13 @@ func relayAddrOf(t *testing.T, dir, hostPort string) string {
 // waitLog waits until a process has written want on its standard error.
 func waitLog(t *testing.T, p *proc, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(p.log(), want); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); !strings.Contains(p.Log(), want); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not say %q in 90 s:\n%s", p.name, want, p.log())
+			t.Fatalf("%s did not say %q in 90 s:\n%s", p.Name, want, p.Log())
 		}
 		select {
-		case <-p.exited:
-			t.Fatalf("%s exited before saying %q:\n%s", p.name, want, p.log())
+		case <-p.Exited:
+			t.Fatalf("%s exited before saying %q:\n%s", p.Name, want, p.Log())
 		default:
 		}
 	}
@@ -848,7 +780,7 @@ func TestSendNoticesACutLog(t *testing.T) {
 	if len(before) != 1 || before[0].Size == 0 || !strings.HasPrefix(before[0].Note, before[0].Origin+"\n") {
 		t.Fatalf("kept checkpoints after three sends: %+v", before)
 	}
-	relayP.stop(t)
+	relayP.Stop(t)
 
 	cut := initRelay(t)
 	key, err := os.ReadFile(filepath.Join(dir, "identity"))
@@ -859,7 +791,7 @@ func TestSendNoticesACutLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	relayP, _, _ = serveRelay(t, cut, hostPort)
-	defer relayP.stop(t)
+	defer relayP.Stop(t)
 	for i := range 2 {
 		out, code := alice.run(t, "send", "--room", "lobby", fmt.Sprint("after the cut ", i))
 		if code != exitAudit || !strings.Contains(out, "audit") {
@@ -919,14 +851,14 @@ func TestMeshPeerKilledAndBack(t *testing.T) {
 
 	aliceP := alice.start(t, "talk", "--room", "den", "--json", "--timeout", "170s")
 	bobP := bob.start(t, "talk", "--room", "den", "--json", "--timeout", "170s")
-	fmt.Fprintln(aliceP.stdin, "before")
+	fmt.Fprintln(aliceP.Stdin, "before")
 	collect(t, bobP, 1)
-	bobP.cmd.Process.Kill()
-	<-bobP.exited
+	bobP.Cmd.Process.Kill()
+	<-bobP.Exited
 
 	bobP = bob.start(t, "talk", "--room", "den", "--json", "--timeout", "170s")
 	waitLog(t, bobP, "joined #den")
-	fmt.Fprintln(aliceP.stdin, "after")
+	fmt.Fprintln(aliceP.Stdin, "after")
 	// "before" may come again by sync: the kill can take its shown mark.
 	for got := ""; got != "after"; {
 		m := collect(t, bobP, 1)[0]
@@ -935,15 +867,15 @@ func TestMeshPeerKilledAndBack(t *testing.T) {
 		}
 	}
 	waitLog(t, aliceP, "sent ") // at least one confirmed...
-	for deadline := time.Now().Add(90 * time.Second); strings.Count(aliceP.log(), "sent ") < 2; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); strings.Count(aliceP.Log(), "sent ") < 2; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) { // ...and "after" too
-			t.Fatalf("alice: \"after\" not confirmed in 90 s\n%s", aliceP.log())
+			t.Fatalf("alice: \"after\" not confirmed in 90 s\n%s", aliceP.Log())
 		}
 	}
 	for _, p := range []*proc{aliceP, bobP} {
-		p.stdin.Close()
-		if code := p.wait(t); code != 0 {
-			t.Fatalf("%s talk: exit %d\n%s", p.name, code, p.log())
+		p.Stdin.Close()
+		if code := p.Wait(t); code != 0 {
+			t.Fatalf("%s talk: exit %d\n%s", p.Name, code, p.Log())
 		}
 	}
 }

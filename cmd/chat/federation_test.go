@@ -111,8 +111,8 @@ func TestThreeRelays(t *testing.T) {
 		}
 	}
 	phase("before")
-	rs[1].p.cmd.Process.Kill() // kill -9: senders 0 and 1 lose one of their relays
-	<-rs[1].p.exited
+	rs[1].p.Cmd.Process.Kill() // kill -9: senders 0 and 1 lose one of their relays
+	<-rs[1].p.Exited
 	phase("during")
 	rs[1].serve(t)
 	phase("after")
@@ -120,8 +120,8 @@ func TestThreeRelays(t *testing.T) {
 	for i, l := range listening {
 		got := collect(t, l, total)
 		assertSameTexts(t, fmt.Sprintf("listener%d", i), got, said)
-		if code := l.wait(t); code != 0 {
-			t.Fatalf("listener%d: exit %d\n%s", i, code, l.log())
+		if code := l.Wait(t); code != 0 {
+			t.Fatalf("listener%d: exit %d\n%s", i, code, l.Log())
 		}
 	}
 	// The restarted relay holds everything, what it missed included: a
@@ -138,7 +138,7 @@ func TestThreeRelays(t *testing.T) {
 	}
 	checkReceipts(t, senders[0], room, rs[0].addr, rs[1].addr)
 	for _, r := range rs {
-		r.p.stop(t)
+		r.p.Stop(t)
 	}
 }
 

@@ -63,7 +63,7 @@ func memberList(t *testing.T, p *peer, room string) map[string]bool {
 // heard of the removal.
 func TestPrivateRoomThroughRelay(t *testing.T) {
 	relayP, raddr, _ := startRelay(t)
-	defer relayP.stop(t)
+	defer relayP.Stop(t)
 	alice := newPeer(t, "alice", "--mode", "relay", "--relay", raddr)
 	bob := newPeer(t, "bob", "--mode", "relay", "--relay", raddr)
 	carol := newPeer(t, "carol", "--mode", "relay", "--relay", raddr)
@@ -156,7 +156,7 @@ func TestPrivateRoomPeerToPeer(t *testing.T) {
 	room := createRoom(t, alice, "garden")
 	code := inviteCode(t, alice, "garden", "--uses", "2")
 	listen := alice.start(t, "listen", "--room", "garden", "--json", "--timeout", "90s")
-	defer listen.stop(t)
+	defer listen.Stop(t)
 
 	out, rc := bob.run(t, "join", code)
 	if rc != 0 || !strings.HasPrefix(out, room+"\tgarden") {
@@ -169,12 +169,12 @@ func TestPrivateRoomPeerToPeer(t *testing.T) {
 	if got[0].Text != "hi alice" || got[0].Room != room {
 		t.Errorf("alice got %+v", got[0])
 	}
-	listen.stop(t)
+	listen.Stop(t)
 	bobListen := bob.start(t, "listen", "--room", "garden", "--json", "--timeout", "90s")
 	if out, rc := alice.run(t, "room", "remove", "garden", bob.id.Fingerprint[:20]); rc != 0 {
 		t.Fatalf("alice: room remove: exit %d: %s", rc, out)
 	}
-	bobListen.stop(t)
+	bobListen.Stop(t)
 	out, rc = bob.run(t, "send", "--room", room, "still here?")
 	if rc != exitRefused || !strings.Contains(out, "not a member") {
 		t.Errorf("bob: send after his removal: exit %d, want %d: %s", rc, exitRefused, out)

@@ -64,15 +64,15 @@ func startInviteRelay(t *testing.T, n int) (string, []string) {
 	deadline := time.After(60 * time.Second)
 	for {
 		select {
-		case line, ok := <-p.lines:
+		case line, ok := <-p.Lines:
 			if !ok {
-				t.Fatalf("relay exited before serving: %v\n%s", p.err, p.log())
+				t.Fatalf("relay exited before serving: %v\n%s", p.Err, p.Log())
 			}
 			if a, ok := strings.CutPrefix(line, "serving "); ok {
 				return a, tokens
 			}
 		case <-deadline:
-			t.Fatalf("relay not serving after 60 s\n%s", p.log())
+			t.Fatalf("relay not serving after 60 s\n%s", p.Log())
 		}
 	}
 }

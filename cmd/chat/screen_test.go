@@ -180,5 +180,5 @@ func TestScreenThroughRelay(t *testing.T) {
 
 	a.quit()
 	b.quit()
-	relayP.stop(t)
+	relayP.Stop(t)
 }

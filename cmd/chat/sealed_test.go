@@ -87,7 +87,7 @@ func TestDirectMessagesThroughRelay(t *testing.T) {
 		t.Errorf("alice: history of the direct room: exit %d: %s", rc, out)
 	}
 
-	relayP.stop(t)
+	relayP.Stop(t)
 	// The search sees a public room's message, which is not sealed: it
 	// would see a private one.
 	if findMarker(t, dir, public) == "" {
@@ -143,6 +143,6 @@ func TestPrivateRoomRemovalThroughRelay(t *testing.T) {
 	if strings.Contains(out, after) {
 		t.Errorf("carol, removed, reads a later message: %s", out)
 	}
-	relayP.stop(t)
+	relayP.Stop(t)
 	assertNoMarker(t, "relay data folder", dir, before, after)
 }

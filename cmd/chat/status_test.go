@@ -30,7 +30,7 @@ func TestStatus(t *testing.T) {
 	alice := newPeer(t, "alice", "--relay", raddr)
 	alice.listenOn(t)
 	listener := alice.start(t, "listen", "--room", "lobby", "--json")
-	defer listener.stop(t)
+	defer listener.Stop(t)
 	bob := newPeer(t, "bob", "--relay", raddr, "--peer", alice.listen, "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
 	// With auto (no flag), the transport that reached the relay last
 	// time is tried first, and wins on loopback.

@@ -75,7 +75,7 @@ func TestReloadStory(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, server.ConfigFile), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.Cmd.Process.Signal(syscall.SIGHUP)
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(p.log(), "config reloaded") {
 		if time.Now().After(deadline) {

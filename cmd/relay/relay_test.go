@@ -68,17 +68,14 @@ func relayCmd(t *testing.T, args ...string) (string, int) {
 	return string(out), 0
 }
 
-// relayProc is a running relay process.
+// relayProc is a running relay process, with the addresses it printed.
 type relayProc struct {
-	cmd    *exec.Cmd
-	addr   relay.Addr
-	mesh   []string
-	stderr testkit.LogBuffer
-	exited chan struct{}
-	err    error
+	*testkit.Proc
+	addr relay.Addr
+	mesh []string
 }
 
-func (p *relayProc) log() string { return p.stderr.String() }
+func (p *relayProc) log() string { return p.Log() }
 
 // initRelay makes a relay data folder with the given config file body
 // (appended to a minimal one for tests: loopback, no admin listener).
@@ -116,20 +113,11 @@ func startRelay(t *testing.T, dir, listen string, args ...string) *relayProc {
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), asRelay+"=1")
-	p := &relayProc{cmd: cmd, exited: make(chan struct{})}
-	cmd.Stderr = &p.stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := &relayProc{Proc: testkit.Start(t, "relay", cmd, 64)}
 	ready := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
+		// Read to the end: the relay must never wait on its output.
+		for line := range p.Lines {
 			if a, ok := strings.CutPrefix(line, "serving "); ok {
 				p.addr, _ = relay.ParseAddr(a)
 			}
@@ -144,21 +132,11 @@ func startRelay(t *testing.T, dir, listen string, args ...string) *relayProc {
 				}
 			}
 		}
-		p.err = cmd.Wait()
-		close(p.exited)
 	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			cmd.Process.Kill()
-			<-p.exited
-		}
-	})
 	select {
 	case <-ready:
-	case <-p.exited:
-		t.Fatalf("relay exited before serving: %v\n%s", p.err, p.log())
+	case <-p.Exited:
+		t.Fatalf("relay exited before serving: %v\n%s", p.Err, p.log())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("relay not serving after 30 s\n%s", p.log())
 	}
@@ -177,26 +155,16 @@ func hasMesh(args []string) bool {
 // stop sends SIGTERM and expects a clean exit.
 func (p *relayProc) stop(t *testing.T) {
 	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("relay did not stop within 30 s of SIGTERM\n%s", p.log())
-	}
-	if p.err != nil {
-		t.Fatalf("relay exited with %v after SIGTERM\n%s", p.err, p.log())
+	if code := p.Stop(t); code != 0 {
+		t.Fatalf("relay exited with %d after SIGTERM\n%s", code, p.log())
 	}
 }
 
 // kill9 kills the relay with SIGKILL: no shutdown at all.
 func (p *relayProc) kill9(t *testing.T) {
 	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("relay did not die of SIGKILL within 30 s")
-	}
+	p.Cmd.Process.Signal(syscall.SIGKILL)
+	p.Wait(t)
 }
 
 func dial(t *testing.T, addr relay.Addr, key identity.PrivateKey) *relay.Client {
