@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/multiformats/go-multiaddr"
 	"github.com/parleychat/parley/mesh"
@@ -29,7 +30,10 @@ type MeshBridge struct {
 	fwd     chan store.Record
 	dropped atomic.Int64 // envelopes Forward could not queue
 	behind  behind       // where gossip goes on from the store
-	wg      sync.WaitGroup
+	// retry, after the store failed to give back what catchUp asked,
+	// fires when it may ask again; nil otherwise. forward's alone.
+	retry <-chan time.Time
+	wg    sync.WaitGroup
 }
 
 // bridgeQueue is how many envelopes of the relay's clients wait for the
@@ -121,6 +125,8 @@ func (b *MeshBridge) forward() {
 		case rec := <-b.fwd:
 			b.gossip(rec)
 		case <-b.behind.kick:
+		case <-b.retry:
+			b.retry = nil
 		case <-b.ctx.Done():
 			return
 		}
@@ -143,11 +149,18 @@ func (b *MeshBridge) gossip(rec store.Record) {
 // catchUpBatch is how many envelopes catchUp reads from the store at once.
 const catchUpBatch = 256
 
+// catchUpRetry is how long catchUp waits after the store failed it.
+const catchUpRetry = time.Second
+
 // catchUp gossips, from the store, a batch of the envelopes of one room
 // that Forward could not queue (and those after them, which the mesh
-// drops as seen if they went out already). It reports whether there was
-// anything to do.
+// drops as seen if they went out already). It reports whether it did:
+// not when nothing is left, nor for catchUpRetry after the store failed
+// (the room's mark is kept, to try again).
 func (b *MeshBridge) catchUp() bool {
+	if b.retry != nil {
+		return false
+	}
 	room, from, ok := b.behind.take()
 	if !ok {
 		return false
@@ -155,9 +168,11 @@ func (b *MeshBridge) catchUp() bool {
 	recs, err := b.srv.st.After(b.ctx, room, from-1, catchUpBatch)
 	if err != nil {
 		if b.ctx.Err() == nil {
-			b.log.Warn("bridge: envelopes not gossiped: the store did not give them back", "room", room, "from", from, "err", err)
+			b.log.Warn("bridge: envelopes not gossiped yet: the store did not give them back; trying again", "room", room, "from", from, "in", catchUpRetry, "err", err)
+			b.behind.keep(room, from)
+			b.retry = time.After(catchUpRetry)
 		}
-		return true
+		return false
 	}
 	for _, rec := range recs {
 		b.gossip(rec)
@@ -178,14 +193,20 @@ type behind struct {
 
 // note marks room's envelopes from position pos on as not gossiped.
 func (bh *behind) note(room string, pos int64) {
-	bh.mu.Lock()
-	if p, ok := bh.from[room]; !ok || pos < p {
-		bh.from[room] = pos
-	}
-	bh.mu.Unlock()
+	bh.keep(room, pos)
 	select {
 	case bh.kick <- struct{}{}:
 	default:
+	}
+}
+
+// keep marks room's envelopes from position pos on as not gossiped, the
+// smaller mark winning, without waking the bridge.
+func (bh *behind) keep(room string, pos int64) {
+	bh.mu.Lock()
+	defer bh.mu.Unlock()
+	if p, ok := bh.from[room]; !ok || pos < p {
+		bh.from[room] = pos
 	}
 }
 

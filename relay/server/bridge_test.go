@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,8 @@ import (
 
 // TestBridgeCatchesUp: when the mesh does not keep up with the relay's
 // clients (here, a queue of one), the envelopes the bridge could not
-// queue are gossiped later from the store: a mesh peer gets every one.
+// queue are gossiped later from the store: a mesh peer gets every one,
+// though the store fails the bridge's first two reads back.
 func TestBridgeCatchesUp(t *testing.T) {
 	const room, n = "busy", 200
 	ctx, cancel := context.WithCancel(context.Background())
@@ -26,6 +29,9 @@ func TestBridgeCatchesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	flaky := &flakyAfter{Storage: srv.st}
+	flaky.fails.Store(2)
+	srv.st = flaky
 	relayNode := startTestNode(t, ctx, "relay-mesh.db", nil)
 	b := newMeshBridge(ctx, srv, relayNode, slog.New(slog.DiscardHandler), 1)
 	defer func() { cancel(); b.Close() }()
@@ -66,6 +72,23 @@ func TestBridgeCatchesUp(t *testing.T) {
 			t.Fatalf("the mesh peer got %d of %d envelopes in two minutes (%d not queued at first)", n-len(want), n, b.dropped.Load())
 		}
 	}
+	if left := flaky.fails.Load(); left != 0 {
+		t.Errorf("the store's failures were not all met: %d left", left)
+	}
+}
+
+// flakyAfter is a Storage whose After fails its first fails calls.
+type flakyAfter struct {
+	Storage
+	fails atomic.Int32
+}
+
+func (f *flakyAfter) After(ctx context.Context, room string, pos int64, limit int) ([]store.Record, error) {
+	if f.fails.Add(-1) >= 0 {
+		return nil, errors.New("disk I/O error (injected)")
+	}
+	f.fails.Store(0)
+	return f.Storage.After(ctx, room, pos, limit)
 }
 
 func openTestStore(t *testing.T, name string) *store.Store {
