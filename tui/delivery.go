@@ -33,17 +33,25 @@ func (d *delivery) apply(e *client.DeliveryEvent) {
 			d.meshPeers = append(d.meshPeers, p)
 		}
 	case e.Err == nil && e.Path == client.ViaRelay:
-		relay := cmp.Or(e.Relay, "relay")
-		if !slices.Contains(d.relays, relay) {
-			d.relays = append(d.relays, relay)
-		}
+		d.addRelay(cmp.Or(e.Relay, "relay"))
 		d.receipt = d.receipt || (e.Sent.Ack != nil && e.Sent.Ack.Receipt != nil)
+	}
+	// Every relay the attempt counts, those whose receipt was kept from
+	// an attempt before (of another session, say) included.
+	for _, r := range e.Sent.Relays {
+		d.addRelay(r)
 	}
 	if e.Done {
 		d.kept = !d.delivered()
 		if d.kept {
 			d.why = whyKept(e.Sent.Failed)
 		}
+	}
+}
+
+func (d *delivery) addRelay(r string) {
+	if !slices.Contains(d.relays, r) {
+		d.relays = append(d.relays, r)
 	}
 }
 

@@ -300,6 +300,11 @@ func TestDeliveryStates(t *testing.T) {
 		// first one's acknowledgement of the attempt before still counts.
 		{"all, over two attempts", []client.DeliveryEvent{relayAck("a", 2, false), {Path: client.ViaRelay, Relay: "b", Err: errors.New("down"), Done: true, Sent: client.Sent{Need: 2}}, done(relayAck("b", 2, true))},
 			"relayed by 2 of the 2 relays needed, receipt checked"},
+		// A session after: the client counts a's receipt, kept, in the
+		// attempt that b acknowledges.
+		{"all, a's receipt kept", []client.DeliveryEvent{{Path: client.ViaRelay, Relay: "b", Done: true,
+			Sent: client.Sent{Via: []string{client.ViaRelay}, Relays: []string{"a", "b"}, Need: 2}}},
+			"relayed by 2 of the 2 relays needed"},
 	} {
 		var d delivery
 		for i := range tc.events {
