@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,9 +47,94 @@ const (
 
 // growOptions are the scenario's flags.
 type growOptions struct {
-	size int    // envelopes in the filled store
-	runs int    // alternating runs of each relay
-	dir  string // the filled relay's data folder, kept and topped up; "" for one under work
+	size     int            // envelopes in the filled store
+	runs     int            // alternating runs of each relay
+	dir      string         // the filled relay's data folder, kept and topped up; "" for one under work
+	settings []storeSetting // store settings measured beside the current one
+	warm     bool           // each relay takes one unmeasured load first
+}
+
+// storeSetting is one way the relays open their store: the [store]
+// table of their config.
+type storeSetting struct {
+	name string // as given with -grow-store; "current" for the defaults
+	cfg  server.StoreConfig
+}
+
+// currentStore is the relay's default store setting.
+func currentStore() storeSetting {
+	return storeSetting{name: "current", cfg: server.DefaultConfig().Store}
+}
+
+// parseStoreSetting reads a -grow-store value: comma-separated
+// cache=SIZE, mmap=SIZE and checkpoint=PAGES over the defaults, sizes in
+// bytes or with a KiB, MiB or GiB suffix, as in "cache=256MiB,mmap=1GiB".
+// The relay's config validation checks the result.
+func parseStoreSetting(v string) (storeSetting, error) {
+	set := currentStore()
+	set.name = v
+	for kv := range strings.SplitSeq(v, ",") {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return set, fmt.Errorf("-grow-store %q: %q is not KEY=VALUE", v, kv)
+		}
+		n, err := parseSize(val)
+		if err != nil {
+			return set, fmt.Errorf("-grow-store %q: %s: %w", v, k, err)
+		}
+		switch k {
+		case "cache":
+			set.cfg.CacheSize = n
+		case "mmap":
+			set.cfg.MmapSize = n
+		case "checkpoint":
+			set.cfg.CheckpointPages = int(n)
+		default:
+			return set, fmt.Errorf("-grow-store %q: unknown key %q (cache, mmap, checkpoint)", v, k)
+		}
+	}
+	cfg := server.DefaultConfig()
+	cfg.Store = set.cfg
+	if err := cfg.Validate(); err != nil {
+		return set, fmt.Errorf("-grow-store %q: %w", v, err)
+	}
+	return set, nil
+}
+
+// parseSize reads a count, or bytes with a KiB, MiB or GiB suffix.
+func parseSize(v string) (int64, error) {
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if n, ok := strings.CutSuffix(v, suffix); ok {
+			v, mult = n, m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size", v)
+	}
+	return n * mult, nil
+}
+
+// toml is the setting as the [store] table of a relay config.
+func (s storeSetting) toml() string {
+	return fmt.Sprintf("[store]\ncache_size = %d\nmmap_size = %d\ncheckpoint_pages = %d\n", s.cfg.CacheSize, s.cfg.MmapSize, s.cfg.CheckpointPages)
+}
+
+// growRow gathers one relay's runs under one store setting.
+type growRow struct {
+	rates, cpus, writes, rss, stops []float64
+	stored                          []int64
+}
+
+func (r *growRow) add(stored int64, res result, use usage) {
+	r.stored = append(r.stored, stored)
+	r.rates = append(r.rates, res.rate)
+	r.cpus = append(r.cpus, float64(use.cpu.Microseconds())/float64(res.n))
+	r.writes = append(r.writes, float64(use.written)/float64(res.n))
+	r.rss = append(r.rss, float64(use.peakRSS))
+	r.stops = append(r.stops, use.stop.Seconds())
 }
 
 // grow runs the scenario and prints its table.
@@ -59,63 +146,80 @@ func (b *bench) grow(o growOptions) error {
 	if err := prepareGrown(b.work, dir, o.size); err != nil {
 		return err
 	}
-	fmt.Printf("## growing store: 4 clients, 256-byte payloads, 256 outstanding each, over QUIC; a fresh relay beside one restarted on a store of %d envelopes, %d times each, alternating\n", o.size, o.runs)
-	fmt.Println("| relay | stored before each run | runs (msgs/s) | median msgs/s | relay CPU per publish (median) | relay bytes written per publish (median) |")
-	fmt.Println("|---|---|---|---|---|---|")
-	type row struct {
-		rates, cpus, writes []float64
-		stored              []int64
-	}
-	rows := map[bool]*row{false: {}, true: {}}
-	for range o.runs {
-		for _, filled := range []bool{false, true} {
-			data := dir
-			if !filled {
-				var err error
-				if data, err = newRelayDir(b.work, true); err != nil {
+	settings := append([]storeSetting{currentStore()}, o.settings...)
+	fmt.Printf("## growing store: 4 clients, 256-byte payloads, 256 outstanding each, over QUIC; a fresh relay beside one restarted on a store of %d envelopes, %d times each, alternating, under %d store settings; warm-up load first: %v\n", o.size, o.runs, len(settings), o.warm)
+	rows := make([][2]growRow, len(settings)) // [fresh, filled] per setting
+	for round := range o.runs {
+		for i, set := range settings {
+			for k, filled := range []bool{false, true} {
+				n, res, use, err := b.growRun(dir, set, filled, o.warm)
+				if err != nil {
 					return err
 				}
-			}
-			n, err := storedIn(data)
-			if err != nil {
-				return err
-			}
-			res, use, err := publishOn(b.ctx, b.work, data)
-			if err != nil {
-				return err
-			}
-			r := rows[filled]
-			r.writes = append(r.writes, float64(use.written)/float64(res.n))
-			r.rates = append(r.rates, res.rate)
-			r.cpus = append(r.cpus, float64(use.cpu.Microseconds())/float64(res.n))
-			r.stored = append(r.stored, n)
-			if !filled {
-				os.RemoveAll(filepath.Dir(data))
+				rows[i][k].add(n, res, use)
+				fmt.Fprintf(os.Stderr, "  run %d, %s, filled %v: %.0f msgs/s [%s]\n", round+1, set.name, filled, res.rate, loadAvg())
 			}
 		}
 	}
-	for _, filled := range []bool{false, true} {
-		r := rows[filled]
-		name := map[bool]string{false: "fresh", true: "filled"}[filled]
-		fmt.Printf("| %s | %d to %d | %s | %.0f | %.1f µs | %.1f KB |\n", name, r.stored[0], r.stored[len(r.stored)-1], joinRates(r.rates), median(r.rates), median(r.cpus), median(r.writes)/1024)
-	}
-	fmt.Printf("\nfilled / fresh: %.2f (medians); runs paired in order: %s\n\n", median(rows[true].rates)/median(rows[false].rates), ratios(rows[true].rates, rows[false].rates))
+	printGrow(settings, rows)
 	return nil
 }
 
-func ratios(a, b []float64) string {
-	out := make([]float64, len(a))
-	for i := range a {
-		out[i] = a[i] / b[i]
-	}
-	s := ""
-	for i, r := range out {
-		if i > 0 {
-			s += ", "
+// growRun measures one run of the fresh relay (a new data folder) or the
+// filled one (dir) under set, and returns how many envelopes its store
+// held before.
+func (b *bench) growRun(dir string, set storeSetting, filled, warm bool) (int64, result, usage, error) {
+	data := dir
+	if !filled {
+		var err error
+		if data, err = newRelayDir(b.work, true); err != nil {
+			return 0, result{}, usage{}, err
 		}
-		s += fmt.Sprintf("%.2f", r)
+		defer os.RemoveAll(filepath.Dir(data))
 	}
-	return s
+	n, err := storedIn(data)
+	if err != nil {
+		return 0, result{}, usage{}, err
+	}
+	res, use, err := publishOn(b.ctx, b.work, data, set, warm)
+	return n, res, use, err
+}
+
+// printGrow prints the scenario's table and the ratios of each setting.
+func printGrow(settings []storeSetting, rows [][2]growRow) {
+	fmt.Println("| store setting | relay | stored before each run | runs (msgs/s) | median msgs/s | relay CPU per publish (median) | relay bytes written per publish (median) | relay peak RSS (max) | relay stop (median) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	for i, set := range settings {
+		for k, name := range []string{"fresh", "filled"} {
+			r := rows[i][k]
+			fmt.Printf("| %s | %s | %d to %d | %s | %.0f | %.1f µs | %.1f KB | %.0f MiB | %.2f s |\n", set.name, name, r.stored[0], r.stored[len(r.stored)-1], joinRates(r.rates), median(r.rates), median(r.cpus), median(r.writes)/1024, slices.Max(r.rss)/(1<<20), median(r.stops))
+		}
+	}
+	fmt.Println()
+	cur := rows[0][0].rates
+	for i, set := range settings {
+		filled, fresh := rows[i][1].rates, rows[i][0].rates
+		fmt.Printf("%s: filled / fresh %.2f (medians), runs paired in order: %s; filled / current fresh: %s\n", set.name, median(filled)/median(fresh), ratios(filled, fresh), ratios(filled, cur))
+	}
+	fmt.Println()
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "load ?"
+	}
+	f := strings.Fields(string(b))
+	return "load " + strings.Join(f[:min(3, len(f))], " ")
+}
+
+func ratios(a, b []float64) string {
+	out := make([]string, len(a))
+	for i := range a {
+		out[i] = fmt.Sprintf("%.2f", a[i]/b[i])
+	}
+	return strings.Join(out, ", ")
 }
 
 // usage is what the relay process used over a run: CPU time, and bytes
@@ -124,6 +228,8 @@ func ratios(a, b []float64) string {
 type usage struct {
 	cpu     time.Duration
 	written int64
+	peakRSS int64 // bytes, the most the process has held since it started
+	stop    time.Duration
 }
 
 func usageOf(pid int) (usage, error) {
@@ -131,33 +237,53 @@ func usageOf(pid int) (usage, error) {
 	if err != nil {
 		return usage{}, err
 	}
-	w, err := wchar(pid)
-	return usage{cpu, w}, err
+	w, err := procField(pid, "io", "wchar:")
+	if err != nil {
+		return usage{}, err
+	}
+	kb, err := procField(pid, "status", "VmHWM:")
+	return usage{cpu: cpu, written: w, peakRSS: kb * 1024}, err
 }
 
-// wchar is the bytes process pid has written, from /proc.
-func wchar(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+// procField is the number after prefix in /proc/PID/file (wchar: in
+// io, the bytes the process wrote; VmHWM: in status, its peak resident
+// set in kB).
+func procField(pid int, file, prefix string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "wchar:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		}
 	}
-	return 0, errors.New("no wchar in /proc io")
+	return 0, fmt.Errorf("no %s in /proc/%d/%s", prefix, pid, file)
 }
 
-// publishOn starts the relay of data folder data, runs the publish load
-// on it over QUIC, stops it, and returns the result and what the relay
-// used over the load.
-func publishOn(ctx context.Context, work, data string) (result, usage, error) {
-	rp, err := serveDir(work, data)
+// publishOn starts the relay of data folder data with the store setting
+// set, runs the publish load on it over QUIC, stops it, and returns the
+// result and what the relay used over the load (its peak RSS: since it
+// started; its stop: the time it took to exit, the final checkpoint of
+// its write-ahead log included). With warm, the relay takes the same
+// load once before, unmeasured, as a relay that has run a while has its
+// caches filled.
+func publishOn(ctx context.Context, work, data string, set storeSetting, warm bool) (result, usage, error) {
+	rp, err := serveDir(work, data, set)
 	if err != nil {
 		return result{}, usage{}, err
 	}
-	defer rp.stop()
+	stopped := false
+	defer func() {
+		if !stopped {
+			rp.stop()
+		}
+	}()
+	if warm {
+		if _, err := relayPublish(ctx, rp.over(relay.ViaQUIC), growSenders, growPerSender); err != nil {
+			return result{}, usage{}, fmt.Errorf("warm-up publish on %s: %w", data, err)
+		}
+	}
 	u0, err := usageOf(rp.cmd.Process.Pid)
 	if err != nil {
 		return result{}, usage{}, err
@@ -170,7 +296,10 @@ func publishOn(ctx context.Context, work, data string) (result, usage, error) {
 	if err != nil {
 		return result{}, usage{}, err
 	}
-	return res, usage{u1.cpu - u0.cpu, u1.written - u0.written}, nil
+	start := time.Now()
+	rp.stop()
+	stopped = true
+	return res, usage{u1.cpu - u0.cpu, u1.written - u0.written, u1.peakRSS, time.Since(start)}, nil
 }
 
 // storedIn is how many envelopes the relay database of data holds.
@@ -412,8 +541,8 @@ func writeRelayConfig(data, listen string, audited bool) error {
 }
 
 // serveDir starts the relay of the initialised folder data on a free
-// port, its audit log on.
-func serveDir(work, data string) (*relayProc, error) {
+// port, its audit log on, its store opened as set says.
+func serveDir(work, data string, set storeSetting) (*relayProc, error) {
 	bin, err := relayBin(work)
 	if err != nil {
 		return nil, err
@@ -425,7 +554,20 @@ func serveDir(work, data string) (*relayProc, error) {
 	if err := writeRelayConfig(data, listen, true); err != nil {
 		return nil, err
 	}
+	if err := appendFile(filepath.Join(data, server.ConfigFile), set.toml()); err != nil {
+		return nil, err
+	}
 	return serving(exec.Command(bin, "--data", data, "serve", "--log-level", "warn"))
+}
+
+// appendFile appends text to the file at path.
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(text)
+	return errors.Join(err, f.Close())
 }
 
 // relayBin builds the relay command into work once and returns its path.

@@ -8,11 +8,12 @@
 // on loopback, and stops them at the end.
 //
 //	cd loadgen && go run . [-only publish,audit,fanout,latency,idle,connect]
-//	cd loadgen && go run . -only grow -grow 1000000 [-grow-dir DIR] [-grow-runs 3]
+//	cd loadgen && go run . -only grow -grow 1000000 [-grow-dir DIR] [-grow-runs 3] [-grow-store cache=256MiB,mmap=1GiB ...] [-grow-warm]
 //
 // The growing-store scenario (grow.go, not run by default) compares a
 // fresh relay's publish rate with that of a relay restarted on a store
-// filled to -grow envelopes.
+// filled to -grow envelopes; each -grow-store setting of the relay's
+// store ([store] in its config) is measured beside the current one.
 //
 // It is a module of its own so that the NATS client it compares against
 // is no dependency of Parley.
@@ -48,6 +49,13 @@ func main() {
 	growSize := flag.Int("grow", 1_000_000, "the grow scenario: envelopes in the filled relay's store")
 	growRuns := flag.Int("grow-runs", 3, "the grow scenario: runs of each relay, alternating")
 	growDir := flag.String("grow-dir", "", "the grow scenario: keep the filled relay's data folder here, and top it up on later runs (default: a temporary folder)")
+	var growStore []storeSetting
+	flag.Func("grow-store", "the grow scenario: also measure both relays with this store setting, as cache=SIZE,mmap=SIZE,checkpoint=PAGES (sizes in bytes or with KiB, MiB, GiB; unset keys at the relay's defaults); repeat for several", func(v string) error {
+		set, err := parseStoreSetting(v)
+		growStore = append(growStore, set)
+		return err
+	})
+	growWarm := flag.Bool("grow-warm", false, "the grow scenario: each relay takes one unmeasured load before the measured one, to measure it with its caches filled")
 	floorListen := flag.String("floor", "", "serve as the floor forwarder over QUIC on this UDP address and over TCP on the same port number (the load generator starts it so)")
 	flag.Parse()
 	if *floorListen != "" {
@@ -82,7 +90,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*only, *idle, *natsBin, growOptions{size: *growSize, runs: *growRuns, dir: *growDir}); err != nil {
+	if err := run(*only, *idle, *natsBin, growOptions{size: *growSize, runs: *growRuns, dir: *growDir, settings: growStore, warm: *growWarm}); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}

@@ -50,9 +50,11 @@ type Option func(*options)
 
 type options struct {
 	sync   string
-	search bool // the chat client's part (Search)
-	relay  bool // the relay's part (Relay)
-	wal    int  // wal_autocheckpoint, in pages; 0: SQLite's 1,000
+	search bool  // the chat client's part (Search)
+	relay  bool  // the relay's part (Relay)
+	wal    int   // wal_autocheckpoint, in pages; 0: SQLite's 1,000
+	cache  int64 // the writer's page cache, in bytes; 0: SQLite's 2 MB
+	mmap   int64 // mmap_size of every connection, in bytes; 0: none
 }
 
 // Relay makes the store a relay's: its part of the database (policy,
@@ -85,6 +87,36 @@ func Durable() Option { return func(o *options) { o.sync = "FULL" } }
 // its store with 10,000 (a log of up to about 40 MiB).
 func CheckpointEvery(pages int) Option { return func(o *options) { o.wal = pages } }
 
+// CacheSize gives the writer's connection a page cache of bytes (rounded
+// down to KiB) instead of SQLite's 2 MB. The writer reads the index pages
+// each insert lands on; in a large store the message-ID index (random
+// keys) outgrows the default cache, and each insert reads a leaf from
+// the OS. The readers keep the default. 0 keeps the default.
+func CacheSize(bytes int64) Option { return func(o *options) { o.cache = bytes } }
+
+// MmapSize lets every connection read up to bytes of the database file
+// through a memory map (PRAGMA mmap_size) instead of read calls. SQLite
+// caps it at its compile-time limit. 0, the default, maps nothing.
+func MmapSize(bytes int64) Option { return func(o *options) { o.mmap = bytes } }
+
+// pragmas are the per-connection settings of the options, beside the
+// ones every connection has; writer says whether the connection is the
+// writer's.
+func (o options) pragmas(writer bool) []string {
+	var out []string
+	if o.wal > 0 {
+		out = append(out, fmt.Sprintf("wal_autocheckpoint(%d)", o.wal))
+	}
+	if writer && o.cache >= 1024 {
+		// A negative cache_size is in KiB rather than pages.
+		out = append(out, fmt.Sprintf("cache_size(%d)", -(o.cache/1024)))
+	}
+	if o.mmap > 0 {
+		out = append(out, fmt.Sprintf("mmap_size(%d)", o.mmap))
+	}
+	return out
+}
+
 // Open opens or creates the database at path and brings its schema up to
 // date.
 func Open(path string, opts ...Option) (*Store, error) {
@@ -92,7 +124,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	dsn := func(extra string) string {
+	dsn := func(writer bool, extra string) string {
 		v := url.Values{}
 		// temp_store(MEMORY): a statement that fires a trigger (a chat
 		// client's unshown note on each envelope the mesh node stores)
@@ -102,8 +134,8 @@ func Open(path string, opts ...Option) (*Store, error) {
 		for _, p := range []string{"journal_mode(WAL)", "synchronous(" + o.sync + ")", "busy_timeout(10000)", "foreign_keys(1)", "temp_store(MEMORY)"} {
 			v.Add("_pragma", p)
 		}
-		if o.wal > 0 {
-			v.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", o.wal))
+		for _, p := range o.pragmas(writer) {
+			v.Add("_pragma", p)
 		}
 		if o.search {
 			// The chat client keeps secrets it must erase (end-to-end
@@ -123,7 +155,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
 		f.Close()
 	}
-	w, err := sql.Open("sqlite", dsn(""))
+	w, err := sql.Open("sqlite", dsn(true, ""))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -165,7 +197,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", dsn("query_only(1)"))
+	r, err := sql.Open("sqlite", dsn(false, "query_only(1)"))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

@@ -356,7 +356,7 @@ func (s *Server) Reload(ctx context.Context, cfg Config, by string) AdminRespons
 
 // startOnly names the settings of cfg that differ from those the relay
 // started with and that only a restart applies: the addresses, the mesh,
-// retention, auditing and limits.skew (the relay's mesh node and its
+// retention, auditing, the store's settings and limits.skew (the relay's mesh node and its
 // retention keep the skew they started with, and must agree with the
 // relay's own).
 func (s *Server) startOnly(cfg Config) []string {
@@ -375,6 +375,7 @@ func (s *Server) startOnly(cfg Config) []string {
 		{"limits.skew", cfg.Limits.Skew == s.cfg.Limits.Skew},
 		{"retention", cfg.Retention == s.cfg.Retention},
 		{"audit", cfg.Audit == s.cfg.Audit},
+		{"store", cfg.Store == s.cfg.Store},
 		{"circuit", cfg.Circuit == s.cfg.Circuit},
 		{"federation", slices.Equal(cfg.Federation.Relays, s.cfg.Federation.Relays) && slices.Equal(cfg.Federation.Rooms, s.cfg.Federation.Rooms)},
 	} {

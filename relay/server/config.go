@@ -48,6 +48,7 @@ type Config struct {
 	Limits     Limits           `toml:"limits"`
 	Retention  RetentionConfig  `toml:"retention"`
 	Audit      AuditConfig      `toml:"audit"`
+	Store      StoreConfig      `toml:"store"`
 	Circuit    CircuitConfig    `toml:"circuit"`
 	Federation FederationConfig `toml:"federation"`
 }
@@ -99,6 +100,48 @@ type AuditConfig struct {
 	// acknowledged publish its receipt. On by default; off only to
 	// measure what it costs.
 	Enabled bool `toml:"enabled"`
+}
+
+// StoreConfig tunes how the relay's SQLite database is opened. Read at
+// start.
+type StoreConfig struct {
+	// CacheSize is the writer connection's page cache, in bytes; 0 is
+	// SQLite's 2 MB. The message-ID index takes a random page per
+	// insert: a cache that holds it saves a read per publish in a large
+	// store.
+	CacheSize int64 `toml:"cache_size"`
+	// MmapSize is how much of the database file the connections read
+	// through a memory map instead of read calls, in bytes; 0: none.
+	MmapSize int64 `toml:"mmap_size"`
+	// CheckpointPages is how many 4-KiB pages the write-ahead log
+	// holds before SQLite copies it into the database (a checkpoint,
+	// run by the commit that crosses it).
+	CheckpointPages int `toml:"checkpoint_pages"`
+}
+
+// Bounds of the store settings: the cache at least SQLite's default and
+// at most 64 GiB; the map at most SQLite's own limit (larger is
+// silently capped); the log from 1,000 pages (SQLite's default, 4 MiB)
+// to 1,000,000 (4 GiB).
+const (
+	minStoreCache      = 2 << 20
+	maxStoreCache      = 64 << 30
+	maxStoreMmap       = 0x7fff0000
+	minCheckpointPages = 1000
+	maxCheckpointPages = 1_000_000
+)
+
+// validate appends what is wrong with c to bad.
+func (c StoreConfig) validate(bad func(string, ...any)) {
+	if c.CacheSize != 0 && (c.CacheSize < minStoreCache || c.CacheSize > maxStoreCache) {
+		bad("store.cache_size %d: want 0 (SQLite's default) or %d to %d bytes", c.CacheSize, minStoreCache, int64(maxStoreCache))
+	}
+	if c.MmapSize < 0 || c.MmapSize > maxStoreMmap {
+		bad("store.mmap_size %d: want 0 (none) to %d bytes", c.MmapSize, maxStoreMmap)
+	}
+	if c.CheckpointPages < minCheckpointPages || c.CheckpointPages > maxCheckpointPages {
+		bad("store.checkpoint_pages %d: want %d to %d", c.CheckpointPages, minCheckpointPages, maxCheckpointPages)
+	}
 }
 
 // PolicyConfig is the part of the policy that the config file holds; the
@@ -186,6 +229,9 @@ func DefaultConfig() Config {
 		},
 		Retention: RetentionConfig{MaxAge: Duration{30 * 24 * time.Hour}},
 		Audit:     AuditConfig{Enabled: true},
+		// A 40-MiB write-ahead log: at a steady stream of publishes a
+		// page changed by many commits is copied into the database once.
+		Store: StoreConfig{CheckpointPages: 10000},
 		// A relayed conversation lasts until hole punching, seconds
 		// away, moves it to a direct connection; behind symmetric NATs,
 		// where it cannot, ten minutes and 1 MiB each way carry a long
@@ -293,6 +339,7 @@ func (c *Config) Validate() error {
 		// (max_age/2 < skew: 2*skew overflows for a skew of 292 years.)
 		bad("retention.max_age %s: want at least twice limits.skew (%s)", c.Retention.MaxAge, l.Skew)
 	}
+	c.Store.validate(bad)
 	if ci := c.Circuit; ci.Enabled {
 		if ci.MaxReservations < 1 || ci.MaxCircuits < 1 {
 			bad("circuit: max_reservations and max_circuits must be positive")
@@ -416,6 +463,15 @@ mode = "%s"
 # every acknowledged publish (docs/audit.md). Turn it off only to measure
 # what it costs.
 # enabled = true
+
+[store]
+# The relay's SQLite database. Read at start.
+# cache_size = 0             # bytes of page cache for the writer; 0: SQLite's
+#                            # 2 MB. A large store's message-ID index takes a
+#                            # random page per publish.
+# mmap_size = 0              # bytes of the file read through a memory map
+# checkpoint_pages = 10000   # 4-KiB pages of write-ahead log between
+#                            # checkpoints (about 40 MiB)
 
 [circuit]
 # The mesh node relays connections between people behind NATs, who then

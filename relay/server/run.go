@@ -24,10 +24,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// walPages is how far the relay's write-ahead log may grow before SQLite
-// copies it into the database (store.CheckpointEvery): about 40 MiB.
-const walPages = 10000
-
 // ErrAuditCheck: at start, the audit log did not check out against its
 // newest signed checkpoint; the relay refuses to serve.
 var ErrAuditCheck = errors.New("relay: the audit log does not check out against its newest signed checkpoint; the relay will not serve on it")
@@ -62,7 +58,8 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(o.Dir, DBFile, store.Durable(), store.CheckpointEvery(walPages))
+	sc := o.Config.Store
+	st, err := openStore(o.Dir, DBFile, store.Durable(), store.CheckpointEvery(sc.CheckpointPages), store.CacheSize(sc.CacheSize), store.MmapSize(sc.MmapSize))
 	if err != nil {
 		return err
 	}
