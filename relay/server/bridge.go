@@ -42,14 +42,16 @@ const bridgeQueue = 8192
 
 // NewMeshBridge bridges srv and node until ctx ends; Close waits for it.
 func NewMeshBridge(ctx context.Context, srv *Server, node *mesh.Node, log *slog.Logger) *MeshBridge {
-	return newMeshBridge(ctx, srv, node, log, bridgeQueue)
-}
-
-func newMeshBridge(ctx context.Context, srv *Server, node *mesh.Node, log *slog.Logger, queue int) *MeshBridge {
-	b := &MeshBridge{node: node, srv: srv, log: log, ctx: ctx, rooms: map[string]*mesh.Room{}, fwd: make(chan store.Record, queue),
-		behind: behind{from: map[string]int64{}, kick: make(chan struct{}, 1)}}
+	b := newMeshBridge(ctx, srv, node, log, bridgeQueue)
 	b.wg.Go(b.forward)
 	return b
+}
+
+// newMeshBridge is a bridge with a queue of queue envelopes whose
+// forwarding has not started.
+func newMeshBridge(ctx context.Context, srv *Server, node *mesh.Node, log *slog.Logger, queue int) *MeshBridge {
+	return &MeshBridge{node: node, srv: srv, log: log, ctx: ctx, rooms: map[string]*mesh.Room{}, fwd: make(chan store.Record, queue),
+		behind: behind{from: map[string]int64{}, kick: make(chan struct{}, 1)}}
 }
 
 // Join implements Bridge.
