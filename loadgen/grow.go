@@ -103,14 +103,14 @@ func parseStoreSetting(v string) (storeSetting, error) {
 
 // parseSize reads a count, or bytes with a KiB, MiB or GiB suffix.
 func parseSize(v string) (int64, error) {
-	mult := int64(1)
+	digits, mult := v, int64(1)
 	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
 		if n, ok := strings.CutSuffix(v, suffix); ok {
-			v, mult = n, m
+			digits, mult = n, m
 			break
 		}
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
+	n, err := strconv.ParseInt(digits, 10, 64)
 	if err != nil || n < 0 || n > math.MaxInt64/mult {
 		return 0, fmt.Errorf("%q is not a size", v)
 	}
