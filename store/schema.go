@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // The database holds the parts of the products that use it, each with its
@@ -46,7 +47,8 @@ var schemaEnvelopes = schema{"envelopes", []string{
 		reserved INTEGER NOT NULL
 	) WITHOUT ROWID;`,
 	// A room's envelopes in commit order (the index holds the rowid):
-	// relay subscriptions read from a cursor with it.
+	// relay subscriptions read from a cursor with it. Only the relay
+	// reads it; migrate drops it from a store without the relay's part.
 	`CREATE INDEX envelopes_room ON envelopes(room);`,
 	// The member-list changes of private rooms (kind 2, the envelope's
 	// second byte), in resolution order: a room's list is read whole at
@@ -207,6 +209,17 @@ func migrate(db *sql.DB, parts []schema) error {
 			if err := apply(db, p.name, i+1, p.migrations[i]); err != nil {
 				return err
 			}
+		}
+	}
+	if !slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaRelay.name }) {
+		// envelopes_room serves the relay's subscriptions alone
+		// (Store.After); a chat client's or a mesh node's store would
+		// write it for every envelope and never read it. Not a
+		// migration: the schema's versions do not change, so a program
+		// from before still opens the store (its queries do not need
+		// the index either).
+		if _, err := db.Exec(`DROP INDEX IF EXISTS envelopes_room`); err != nil {
+			return fmt.Errorf("drop the relay's index envelopes_room: %w", err)
 		}
 	}
 	_, err = db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, partsVersion))

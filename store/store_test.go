@@ -271,30 +271,46 @@ func TestPrune(t *testing.T) {
 }
 
 // BenchmarkPut commits batches of envelopes as the mesh's writer does
-// under load: go test -run '^$' -bench Put ./store
+// under load, into a store with every part (as the mesh's tests and
+// benchmarks open it) and into a chat client's:
+//
+//	go test -run '^$' -bench Put ./store
 func BenchmarkPut(b *testing.B) {
-	for _, batch := range []int{1, 64, 512} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			s, _ := open(b)
-			k := key(b, 1)
-			recs := make([]Record, 0, batch)
-			seq := uint64(0)
-			b.ResetTimer()
-			for i := 0; i < b.N; i += batch {
-				recs = recs[:0]
-				for range batch {
-					seq++
-					b.StopTimer()
-					recs = append(recs, record(b, k, "r", seq, seq, t0, "payload of a typical chat message, a line or two long"))
-					b.StartTimer()
-				}
-				if _, err := s.Put(context.Background(), recs...); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
-		})
+	for _, st := range []struct {
+		name string
+		opts []Option
+	}{{"all", nil}, {"chat", []Option{Search()}}} {
+		for _, batch := range []int{1, 64, 512} {
+			b.Run(fmt.Sprintf("store=%s/batch=%d", st.name, batch), func(b *testing.B) {
+				benchPut(b, batch, st.opts...)
+			})
+		}
 	}
+}
+
+func benchPut(b *testing.B, batch int, opts ...Option) {
+	s, err := Open(filepath.Join(b.TempDir(), "parley.db"), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	k := key(b, 1)
+	recs := make([]Record, 0, batch)
+	seq := uint64(0)
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batch {
+		recs = recs[:0]
+		for range batch {
+			seq++
+			b.StopTimer()
+			recs = append(recs, record(b, k, "r", seq, seq, t0, "payload of a typical chat message, a line or two long"))
+			b.StartTimer()
+		}
+		if _, err := s.Put(context.Background(), recs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
 }
 
 // TestPositions: Append gives each new envelope a growing position, a
