@@ -89,11 +89,7 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 func kib(b int64) float64 { return float64(b) / (1 << 10) }
 
 // child is the process that holds the idle connections.
-type child struct {
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	lines chan string
-}
+type child struct{ *testkit.Proc }
 
 // startChild runs this test in a child process that opens nq QUIC
 // connections to r, then, when told, nt TCP ones.
@@ -101,38 +97,17 @@ func startChild(t *testing.T, r *testRelay, nq, nt int) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestAttackIdle$", "-test.count=1", "-test.timeout=30m")
 	cmd.Env = append(os.Environ(), childEnv+"="+r.addr.String(), fmt.Sprintf("PARLEY_ATTACK_IDLE_N=%d,%d", nq, nt))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ch := &child{cmd: cmd, in: in, lines: make(chan string, 100)}
-	go func() {
-		defer close(ch.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			ch.lines <- sc.Text()
-		}
-	}()
+	p := testkit.Start(t, "the idle child", cmd, 100)
+	// Runs before Start's cleanup, which kills what still runs: the child
+	// first gets its standard input closed and attackWait to end.
 	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+		p.Stdin.Close()
 		select {
-		case <-done:
+		case <-p.Exited:
 		case <-time.After(attackWait):
-			cmd.Process.Kill() // by its PID
-			<-done
 		}
 	})
-	return ch
+	return &child{p}
 }
 
 // next waits for the child to say "ready what".
@@ -141,9 +116,9 @@ func (ch *child) next(t *testing.T, what string) {
 	timeout := time.After(20 * time.Minute) // 10,000 handshakes under -race take minutes
 	for {
 		select {
-		case l, ok := <-ch.lines:
+		case l, ok := <-ch.Lines:
 			if !ok {
-				t.Fatalf("the child ended before it was ready with %s", what)
+				t.Fatalf("the child ended before it was ready with %s\n%s", what, ch.Log())
 			}
 			if l == "ready "+what {
 				return
@@ -157,7 +132,7 @@ func (ch *child) next(t *testing.T, what string) {
 
 func (ch *child) send(t *testing.T, line string) {
 	t.Helper()
-	if _, err := io.WriteString(ch.in, line+"\n"); err != nil {
+	if _, err := io.WriteString(ch.Stdin, line+"\n"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -165,11 +140,14 @@ func (ch *child) send(t *testing.T, line string) {
 // stop tells the child to close its connections and waits for it.
 func (ch *child) stop(t *testing.T) {
 	t.Helper()
-	ch.in.Close()
-	for l := range ch.lines {
+	ch.Stdin.Close()
+	for l := range ch.Lines {
 		if strings.HasPrefix(l, "FAIL") || strings.HasPrefix(l, "---") {
 			t.Errorf("child: %s", l)
 		}
+	}
+	if code := ch.Wait(t); code != 0 {
+		t.Errorf("the child exited with %d\n%s", code, ch.Log())
 	}
 }
 
