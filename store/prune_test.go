@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,17 @@ func TestPruneInChunks(t *testing.T) {
 // writer's connection, to delete nothing).
 func TestPruneUsesReceivedIndex(t *testing.T) {
 	s, _ := open(t)
-	rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+pruneOld, 0, pruneChunk)
+	all := queryPlan(t, s.w, pruneOld, 0, pruneChunk)
+	if !strings.Contains(all, "USING INDEX envelopes_received") || strings.Contains(all, "SCAN envelopes") {
+		t.Fatalf("the prune's plan does not seek the received index:\n%s", all)
+	}
+}
+
+// queryPlan is SQLite's plan for query, one step a line (EXPLAIN QUERY
+// PLAN's details).
+func queryPlan(t *testing.T, db *sql.DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query(`EXPLAIN QUERY PLAN `+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +68,5 @@ func TestPruneUsesReceivedIndex(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	all := strings.Join(plan, "\n")
-	if !strings.Contains(all, "USING INDEX envelopes_received") || strings.Contains(all, "SCAN envelopes") {
-		t.Fatalf("the prune's plan does not seek the received index:\n%s", all)
-	}
+	return strings.Join(plan, "\n")
 }
