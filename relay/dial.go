@@ -67,9 +67,12 @@ func (c *Client) dial(ctx context.Context) (transport.Conn, error) {
 		return c.dialTCP(ctx)
 	}
 	first, second := c.dialQUIC, c.dialTCP
+	kinds := [2]transport.Kind{transport.QUIC, transport.TCP}
 	if transport.Kind(c.worked.Load()) == transport.TCP {
 		first, second = second, first
+		kinds[0], kinds[1] = kinds[1], kinds[0]
 	}
+	c.log.Debug("dialling relay", "relay", c.addr.String(), "first", kinds[0].String(), "then", kinds[1].String(), "after", headStart)
 	return race(ctx, first, second, headStart)
 }
 
