@@ -154,9 +154,6 @@ func makeClient(addr Addr, key identity.PrivateKey, opts ClientOptions) (*Client
 	if err != nil {
 		return nil, err
 	}
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 15 * time.Second
 	}
@@ -164,6 +161,9 @@ func makeClient(addr Addr, key identity.PrivateKey, opts ClientOptions) (*Client
 }
 
 func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	life, end := context.WithCancel(context.Background())
 	c := &Client{addr: addr, tls: conf, log: opts.Log, keepAlive: opts.KeepAlive, tr: opts.Transport, via: opts.Via, life: life, end: end,
 		done: make(chan struct{}), ckWake: make(chan struct{}, 1), ckTaken: make(chan struct{}, 1), ckStopped: make(chan struct{}),
