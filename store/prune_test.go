@@ -11,8 +11,10 @@ import (
 // TestPruneInChunks: retention deletes in transactions of pruneChunk
 // envelopes, and goes on until every old envelope is gone, keeping the
 // recent one.
-func TestPruneInChunks(t *testing.T) {
-	s, _ := open(t)
+func TestPruneInChunks(t *testing.T) { eachKind(t, testPruneInChunks) }
+
+func testPruneInChunks(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	k := key(t, 1)
 	const old = 2*pruneChunk + 5

@@ -222,7 +222,18 @@ func migrate(db *sql.DB, parts []schema) error {
 			return fmt.Errorf("drop the relay's index envelopes_room: %w", err)
 		}
 	}
-	_, err = db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, partsVersion))
+	version := partsVersion
+	if slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaRelayIDs.name }) {
+		if err := dropIDIndex(db); err != nil {
+			return err
+		}
+	}
+	if ok, err := hasTable(db, schemaRelayIDs.name); err != nil {
+		return err
+	} else if ok {
+		version = idsVersion
+	}
+	_, err = db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version))
 	return err
 }
 
@@ -233,10 +244,10 @@ func partVersions(db *sql.DB) (map[string]int, error) {
 	if err := db.QueryRow(`PRAGMA user_version`).Scan(&legacy); err != nil {
 		return nil, err
 	}
-	if legacy > 6 && legacy != partsVersion {
+	if legacy > 6 && legacy != partsVersion && legacy != idsVersion {
 		return nil, fmt.Errorf("schema version %d is newer than this program", legacy)
 	}
-	if legacy > 0 && legacy != partsVersion {
+	if legacy > 0 && legacy < partsVersion {
 		for name, v := range legacyParts(legacy) {
 			if _, err := db.Exec(`INSERT OR IGNORE INTO schema_versions (name, version) VALUES (?, ?)`, name, v); err != nil {
 				return nil, err

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/parleychat/parley/identity"
@@ -33,14 +34,16 @@ var ErrNotFound = errors.New("store: not found")
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	w      *sql.DB    // one connection: SQLite has one writer at a time
-	r      *sql.DB    // readers, concurrent with the writer under WAL
-	insert *sql.Stmt  // the envelope insert, prepared once
-	audit  auditStmts // the audit log's writes, prepared once
-	index  indexStmts // the text index's, prepared once (Search)
-	keys   keysStmts  // the sealed messages' and chains', prepared once (Search)
-	sync   string     // the synchronous pragma of envelope commits
-	search bool       // index the text of new envelopes (Search)
+	w      *sql.DB      // one connection: SQLite has one writer at a time
+	r      *sql.DB      // readers, concurrent with the writer under WAL
+	insert *sql.Stmt    // the envelope insert, prepared once
+	ids    *idDirectory // a relay's directory of envelope IDs (ids.go); nil: the SQL index
+	addID  *sql.Stmt    // its row of each new envelope, prepared once
+	audit  auditStmts   // the audit log's writes, prepared once
+	index  indexStmts   // the text index's, prepared once (Search)
+	keys   keysStmts    // the sealed messages' and chains', prepared once (Search)
+	sync   string       // the synchronous pragma of envelope commits
+	search bool         // index the text of new envelopes (Search)
 
 	policyHook PolicyHook
 }
@@ -68,7 +71,7 @@ func (o options) parts() []schema {
 	case o.search && !o.relay:
 		return []schema{schemaEnvelopes, schemaClient, schemaKeys}
 	case o.relay && !o.search:
-		return []schema{schemaEnvelopes, schemaRelay}
+		return []schema{schemaEnvelopes, schemaRelay, schemaRelayIDs}
 	}
 	return []schema{schemaEnvelopes, schemaRelay, schemaClient, schemaKeys}
 }
@@ -183,8 +186,25 @@ func Open(path string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("store: open %s: %w", path, err)
 		}
 	}
-	if s.insert, err = w.Prepare(insertEnvelope); err != nil {
+	insert := insertEnvelope
+	if ok, err := hasTable(w, schemaRelayIDs.name); err != nil {
 		s.index.close()
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	} else if ok {
+		insert = insertEnvelopeByStream
+		if s.ids, err = loadIDs(context.Background(), w); err == nil {
+			s.addID, err = w.Prepare(`INSERT INTO relay_ids (pos, idp) VALUES (?, ?)`)
+		}
+		if err != nil {
+			s.index.close()
+			w.Close()
+			return nil, fmt.Errorf("store: open %s: %w", path, err)
+		}
+	}
+	if s.insert, err = w.Prepare(insert); err != nil {
+		s.index.close()
+		closeStmt(s.addID)
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -209,7 +229,15 @@ func Open(path string, opts ...Option) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.insert.Close(), s.audit.close(), s.index.close(), s.keys.close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.insert.Close(), closeStmt(s.addID), s.audit.close(), s.index.close(), s.keys.close(), s.r.Close(), s.w.Close())
+}
+
+// closeStmt closes st, if there is one.
+func closeStmt(st *sql.Stmt) error {
+	if st == nil {
+		return nil
+	}
+	return st.Close()
 }
 
 // Record is one stored envelope.
@@ -245,6 +273,13 @@ const (
 const insertEnvelope = `INSERT INTO envelopes
 	(rowid, id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (id) DO NOTHING ON CONFLICT (sender, room, seq) DO NOTHING`
+
+// insertEnvelopeByStream is insertEnvelope for a store without the index
+// on the ID (ids.go): a taken ID is a taken (sender, room, seq), since
+// the ID is the hash of the bytes that hold them.
+const insertEnvelopeByStream = `INSERT INTO envelopes
+	(rowid, id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (sender, room, seq) DO NOTHING`
 
 // Put stores the records in one transaction and reports, per record,
 // whether it was new. It returns once the transaction is on disk.
@@ -292,6 +327,8 @@ type Batch struct {
 	s      *Store
 	tx     *sql.Tx
 	insert *sql.Stmt
+	addID  *sql.Stmt  // the store's directory only
+	ids    []idEntry  // what the directory gets at Commit
 	audit  auditStmts // each made on first use
 	index  indexStmts // each made on first use
 	keys   keysStmts  // likewise
@@ -303,28 +340,37 @@ func (s *Store) Begin(ctx context.Context) (*Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: begin: %w", err)
 	}
-	return &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}, nil
+	b := &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}
+	if s.addID != nil {
+		b.addID = tx.StmtContext(ctx, s.addID)
+	}
+	return b, nil
 }
 
 // Commit makes the batch durable (as the store's synchronous setting
 // says) and visible.
 func (b *Batch) Commit() error {
-	b.insert.Close()
-	b.audit.close()
-	b.index.close()
-	b.keys.close()
+	b.close()
 	if err := b.tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
+	}
+	if b.s.ids != nil {
+		b.s.ids.addAll(b.ids)
 	}
 	return nil
 }
 
-// Rollback drops the batch; after Commit it does nothing.
-func (b *Batch) Rollback() {
+func (b *Batch) close() {
 	b.insert.Close()
+	closeStmt(b.addID)
 	b.audit.close()
 	b.index.close()
 	b.keys.close()
+}
+
+// Rollback drops the batch; after Commit it does nothing.
+func (b *Batch) Rollback() {
+	b.close()
 	b.tx.Rollback()
 }
 
@@ -350,6 +396,9 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 			return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 		} else if n == 1 {
 			pos, err := out.LastInsertId()
+			if err == nil {
+				err = b.noteID(ctx, r.ID, pos)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("store: put %s: %w", r.ID, err)
 			}
@@ -379,6 +428,19 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 	return res, nil
 }
 
+// noteID writes the new envelope's row of the store's ID directory, if it
+// has one; the directory itself gets it at Commit.
+func (b *Batch) noteID(ctx context.Context, id protocol.ID, pos int64) error {
+	if b.addID == nil {
+		return nil
+	}
+	if _, err := b.addID.ExecContext(ctx, pos, id[:8]); err != nil {
+		return err
+	}
+	b.ids = append(b.ids, idEntry{idPrefix(id[:]), pos})
+	return nil
+}
+
 // PutEquivocation records second (raw) as proof that the sender of the
 // envelope first signed another with the same number, without touching
 // the envelopes: first is the one the caller accepted, which may not be
@@ -395,8 +457,12 @@ func (s *Store) PutEquivocation(ctx context.Context, first protocol.ID, second [
 
 // Has reports whether the envelope with ID id is stored.
 func (s *Store) Has(ctx context.Context, id protocol.ID) (bool, error) {
+	where, args, maybe := s.whereID(id)
+	if !maybe {
+		return false, nil
+	}
 	var one int
-	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM envelopes WHERE id = ?`, id[:]).Scan(&one)
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM envelopes`+where, args...).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -411,6 +477,18 @@ func (s *Store) Has(ctx context.Context, id protocol.ID) (bool, error) {
 func (s *Store) Missing(ctx context.Context, ids []protocol.ID) ([]protocol.ID, error) {
 	if len(ids) == 0 {
 		return nil, nil
+	}
+	if s.ids != nil {
+		// The directory answers for most at once, without a statement.
+		var missing []protocol.ID
+		for _, id := range ids {
+			if ok, err := s.Has(ctx, id); err != nil {
+				return nil, err
+			} else if !ok {
+				missing = append(missing, id)
+			}
+		}
+		return missing, nil
 	}
 	conn, err := s.r.Conn(ctx)
 	if err != nil {
@@ -436,8 +514,30 @@ func (s *Store) Missing(ctx context.Context, ids []protocol.ID) ([]protocol.ID, 
 
 // Get returns the envelope with ID id, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, id protocol.ID) (Record, error) {
-	return s.one(ctx, "envelope "+id.String(),
-		`SELECT rowid, raw, via, received FROM envelopes WHERE id = ?`, id[:])
+	where, args, maybe := s.whereID(id)
+	if !maybe {
+		return Record{}, fmt.Errorf("%w: envelope %s", ErrNotFound, id)
+	}
+	return s.one(ctx, "envelope "+id.String(), `SELECT rowid, raw, via, received FROM envelopes`+where, args...)
+}
+
+// whereID returns the WHERE clause, with its arguments, that selects the
+// envelope with ID id, and false when the store's directory (ids.go)
+// knows there is none. With the directory, the clause names the
+// positions it gives and checks the whole ID on the rows.
+func (s *Store) whereID(id protocol.ID) (string, []any, bool) {
+	if s.ids == nil {
+		return ` WHERE id = ?`, []any{id[:]}, true
+	}
+	pos := s.ids.candidates(id)
+	if len(pos) == 0 {
+		return "", nil, false
+	}
+	args := make([]any, 0, len(pos)+1)
+	for _, p := range pos {
+		args = append(args, p)
+	}
+	return ` WHERE rowid IN (?` + strings.Repeat(`, ?`, len(pos)-1) + `) AND id = ?`, append(args, id[:]), true
 }
 
 // one returns the first record a query selects, or ErrNotFound naming what.
@@ -564,7 +664,11 @@ func (s *Store) Position(ctx context.Context, id protocol.ID) (string, int64, er
 		room string
 		pos  int64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT room, rowid FROM envelopes WHERE id = ?`, id[:]).Scan(&room, &pos)
+	where, args, maybe := s.whereID(id)
+	if !maybe {
+		return "", 0, fmt.Errorf("%w: envelope %s", ErrNotFound, id)
+	}
+	err := s.r.QueryRowContext(ctx, `SELECT room, rowid FROM envelopes`+where, args...).Scan(&room, &pos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", 0, fmt.Errorf("%w: envelope %s", ErrNotFound, id)
 	}
@@ -742,11 +846,7 @@ func (s *Store) pruneChunks(ctx context.Context, del string, args ...any) (int64
 	args = append(args, pruneChunk)
 	var total int64
 	for {
-		res, err := s.w.ExecContext(ctx, del, args...)
-		if err != nil {
-			return total, err
-		}
-		n, err := res.RowsAffected()
+		n, err := s.deleteOnce(ctx, del, args...)
 		if err != nil {
 			return total, err
 		}
@@ -755,6 +855,55 @@ func (s *Store) pruneChunks(ctx context.Context, del string, args ...any) (int64
 			return total, nil
 		}
 	}
+}
+
+// deleteOnce runs del, a DELETE of envelopes, in a transaction of its
+// own, and returns how many it deleted. With the store's ID directory it
+// takes the deleted envelopes out of it, once that is committed.
+func (s *Store) deleteOnce(ctx context.Context, del string, args ...any) (int64, error) {
+	if s.ids == nil {
+		res, err := s.w.ExecContext(ctx, del, args...)
+		if err != nil {
+			return 0, err
+		}
+		return res.RowsAffected()
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, del+` RETURNING rowid, id`, args...)
+	if err != nil {
+		return 0, err
+	}
+	var gone []idEntry
+	for rows.Next() {
+		var (
+			pos int64
+			id  []byte
+		)
+		if err := rows.Scan(&pos, &id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if len(id) < 8 {
+			rows.Close()
+			return 0, fmt.Errorf("envelope at %d has an ID of %d bytes", pos, len(id))
+		}
+		gone = append(gone, idEntry{idPrefix(id), pos})
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	s.ids.removeAll(gone)
+	return int64(len(gone)), nil
 }
 
 // PruneBytes deletes the oldest envelopes until the rest hold at most

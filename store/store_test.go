@@ -26,15 +26,23 @@ func key(t testing.TB, n byte) identity.PrivateKey {
 	return k
 }
 
-func open(t testing.TB) (*Store, string) {
+func open(t testing.TB, opts ...Option) (*Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "parley.db")
-	s, err := Open(path)
+	s, err := Open(path, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, path
+}
+
+// eachKind runs test on a store with every part, which finds envelopes
+// by ID through an SQL index, and on a relay's, which finds them through
+// its directory (ids.go).
+func eachKind(t *testing.T, test func(t *testing.T, kind ...Option)) {
+	t.Run("index", func(t *testing.T) { test(t) })
+	t.Run("directory", func(t *testing.T) { test(t, Relay()) })
 }
 
 func record(t testing.TB, k identity.PrivateKey, room string, seq, lamport uint64, at time.Time, payload string) Record {
@@ -50,8 +58,10 @@ func record(t testing.TB, k identity.PrivateKey, room string, seq, lamport uint6
 	return Record{ID: protocol.IDOf(raw), Env: e, Raw: raw, Via: "mesh", Received: at}
 }
 
-func TestPutDuplicateEquivocation(t *testing.T) {
-	s, _ := open(t)
+func TestPutDuplicateEquivocation(t *testing.T) { eachKind(t, testPutDuplicateEquivocation) }
+
+func testPutDuplicateEquivocation(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	a := record(t, key(t, 1), "r", 1, 1, t0, "one")
 	b := record(t, key(t, 1), "r", 2, 2, t0, "two")
@@ -197,8 +207,10 @@ func join(s []string) string {
 	return out
 }
 
-func TestRestoreReplayAfterReopen(t *testing.T) {
-	s, path := open(t)
+func TestRestoreReplayAfterReopen(t *testing.T) { eachKind(t, testRestoreReplayAfterReopen) }
+
+func testRestoreReplayAfterReopen(t *testing.T, kind ...Option) {
+	s, path := open(t, kind...)
 	ctx := context.Background()
 	var recs []Record
 	for seq := uint64(1); seq <= protocol.WindowSize+50; seq++ {
@@ -208,7 +220,7 @@ func TestRestoreReplayAfterReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s2, err := Open(path)
+	s2, err := Open(path, kind...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,8 +262,10 @@ func TestSeqReservationsSurviveReopen(t *testing.T) {
 	}
 }
 
-func TestPrune(t *testing.T) {
-	s, _ := open(t)
+func TestPrune(t *testing.T) { eachKind(t, testPrune) }
+
+func testPrune(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	old := record(t, key(t, 1), "r", 1, 1, t0, "old")
 	recent := record(t, key(t, 1), "r", 2, 2, t0.Add(48*time.Hour), "new")
@@ -315,8 +329,10 @@ func benchPut(b *testing.B, batch int, opts ...Option) {
 
 // TestPositions: Append gives each new envelope a growing position, a
 // duplicate the position it has, and After and Position read by them.
-func TestPositions(t *testing.T) {
-	s, _ := open(t)
+func TestPositions(t *testing.T) { eachKind(t, testPositions) }
+
+func testPositions(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	k := key(t, 1)
 	now := time.Now()
@@ -369,8 +385,10 @@ func TestPositions(t *testing.T) {
 // TestGivenPositions: a record with a position is stored there, one
 // without takes the next; a duplicate given a position leaves it unused.
 // LastPos and Heads read what the relay's sequencer starts from.
-func TestGivenPositions(t *testing.T) {
-	s, _ := open(t)
+func TestGivenPositions(t *testing.T) { eachKind(t, testGivenPositions) }
+
+func testGivenPositions(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	if last, err := s.LastPos(ctx); err != nil || last != 0 {
 		t.Fatalf("last position of nothing: %d, %v", last, err)
@@ -423,8 +441,10 @@ func TestGivenPositions(t *testing.T) {
 
 // TestPruneBytes keeps the newest envelopes within the byte budget, and
 // never those received after the cutoff, nor the newest.
-func TestPruneBytes(t *testing.T) {
-	s, _ := open(t)
+func TestPruneBytes(t *testing.T) { eachKind(t, testPruneBytes) }
+
+func testPruneBytes(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	k := key(t, 1)
 	old := time.Now().Add(-time.Hour)
@@ -474,8 +494,10 @@ func TestCheckpointEvery(t *testing.T) {
 }
 
 // TestMissing: Missing names the IDs that are not stored, in their order.
-func TestMissing(t *testing.T) {
-	s, _ := open(t)
+func TestMissing(t *testing.T) { eachKind(t, testMissing) }
+
+func testMissing(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	a := record(t, key(t, 1), "r", 1, 1, t0, "a")
 	b := record(t, key(t, 1), "r", 2, 2, t0, "b")
@@ -497,7 +519,11 @@ func TestMissing(t *testing.T) {
 // take that envelope's place (the mesh's validator hands both over on
 // different goroutines).
 func TestEquivocationEvidenceBeforeTheFirst(t *testing.T) {
-	s, _ := open(t)
+	eachKind(t, testEquivocationEvidenceBeforeTheFirst)
+}
+
+func testEquivocationEvidenceBeforeTheFirst(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
 	ctx := context.Background()
 	first := record(t, key(t, 1), "r", 1, 1, t0, "shown")
 	second := record(t, key(t, 1), "r", 1, 1, t0, "the other")

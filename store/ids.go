@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+// A relay's store finds envelopes by ID through a directory in memory,
+// not through an SQL index on envelopes(id).
+//
+// Why: the IDs are SHA-256 hashes, so every insert into an index on them
+// lands on a random leaf. In a store of millions of envelopes that leaf
+// is one more page read, one more page in the write-ahead log at the
+// commit and one more random page copied at the checkpoint, per publish:
+// a relay holding 10 million envelopes took publishes at half the rate
+// of a fresh one, and no page cache, map or checkpoint setting changed
+// that (docs/performance.md, "A growing store"). The relay needs the
+// index only to find an envelope by ID (Has, Get, Position); telling a
+// duplicate apart needs none, since the same ID is the same bytes and so
+// the same (sender, room, seq), which is unique and appends per sender.
+//
+// So a relay's store drops the index, and keeps instead relay_ids, a
+// table of (position, first 8 bytes of the ID) in position order, written
+// in the envelope's transaction and deleted with it by a trigger: it
+// appends, as the envelopes do, and it is read whole at open (about 150
+// MB at 10 million envelopes) into a hash map of about 30 bytes an
+// envelope. A lookup reads the candidate rows by position and compares
+// the whole ID, so a prefix two IDs share costs a read, never a wrong
+// answer. Chat clients and mesh nodes keep the SQL index: their stores
+// are small, and their own tables join envelopes on the ID.
+var schemaRelayIDs = schema{"relay_ids", []string{
+	`CREATE TABLE relay_ids (
+		pos INTEGER PRIMARY KEY, -- the envelope's rowid
+		idp BLOB NOT NULL        -- the first 8 bytes of its ID
+	);
+	INSERT INTO relay_ids (pos, idp) SELECT rowid, substr(id, 1, 8) FROM envelopes;
+	CREATE TRIGGER relay_ids_delete AFTER DELETE ON envelopes
+		BEGIN DELETE FROM relay_ids WHERE pos = old.rowid; END;
+	-- From here a program that does not write relay_ids refuses the store.
+	PRAGMA user_version = ` + strconv.Itoa(idsVersion) + `;`,
+}}
+
+// idsVersion is the user_version of a database whose envelopes have no
+// index on the ID: a program from before this directory would insert
+// with ON CONFLICT (id) and fail, so it refuses the store instead, as
+// "newer than this program".
+const idsVersion = partsVersion + 1
+
+// dropIDIndex turns the index that envelopes.id's inline UNIQUE made into
+// nothing, without rebuilding the table: SQLite will not drop such an
+// index, but with writable_schema it can be renamed into an ordinary
+// CREATE UNIQUE INDEX on the same pages (the two are stored alike), which
+// can. The table's SQL loses its UNIQUE. On a store of 10 million
+// envelopes this takes seconds, where a copy of the table would take
+// minutes and twice the disk. It does nothing when the index is gone.
+func dropIDIndex(db *sql.DB) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var auto string
+	switch err := tx.QueryRow(`SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'envelopes'
+		AND name LIKE 'sqlite_autoindex_envelopes_%'`).Scan(&auto); {
+	case err == sql.ErrNoRows:
+		return nil
+	case err != nil:
+		return err
+	}
+	var cols []string
+	rows, err := tx.Query(`SELECT name FROM pragma_index_info(?)`, auto)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			rows.Close()
+			return err
+		}
+		cols = append(cols, c)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	var table string
+	if err := tx.QueryRow(`SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'envelopes'`).Scan(&table); err != nil {
+		return err
+	}
+	const unique, plain = "id       BLOB NOT NULL UNIQUE,", "id       BLOB NOT NULL,"
+	if len(cols) != 1 || cols[0] != "id" || strings.Count(table, unique) != 1 || strings.Count(table, "UNIQUE") != 1 {
+		return fmt.Errorf("envelopes: index %s on %v, table %q: not the schema this program knows", auto, cols, table)
+	}
+	var cookie int
+	if err := tx.QueryRow(`PRAGMA schema_version`).Scan(&cookie); err != nil {
+		return err
+	}
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`PRAGMA writable_schema = ON`, nil},
+		{`UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = 'envelopes'`, []any{strings.Replace(table, unique, plain, 1)}},
+		{`UPDATE sqlite_schema SET name = 'envelopes_id', sql = 'CREATE UNIQUE INDEX envelopes_id ON envelopes(id)' WHERE name = ?`, []any{auto}},
+		// The connection reads the schema again when its cookie moves.
+		{fmt.Sprintf(`PRAGMA schema_version = %d`, cookie+1), nil},
+		{`PRAGMA writable_schema = OFF`, nil},
+		{`DROP INDEX envelopes_id`, nil},
+	} {
+		if _, err := tx.Exec(q.sql, q.args...); err != nil {
+			return fmt.Errorf("envelopes: drop the ID index: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// hasTable reports whether the database has a table of that name.
+func hasTable(db *sql.DB, name string) (bool, error) {
+	var n int
+	err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, name).Scan(&n)
+	return n > 0, err
+}
+
+// idDirectory maps the first 8 bytes of each stored envelope's ID to its
+// position. It is safe for concurrent use.
+type idDirectory struct {
+	mu   sync.RWMutex
+	pos  map[uint64]int64   // the first position under a prefix
+	more map[uint64][]int64 // the others, when IDs share a prefix (rare)
+}
+
+// idPrefix is the directory's key of id.
+func idPrefix(id []byte) uint64 { return binary.BigEndian.Uint64(id[:8]) }
+
+// loadIDs reads relay_ids whole into a new directory.
+func loadIDs(ctx context.Context, db *sql.DB) (*idDirectory, error) {
+	d := &idDirectory{pos: map[uint64]int64{}, more: map[uint64][]int64{}}
+	rows, err := db.QueryContext(ctx, `SELECT pos, idp FROM relay_ids`)
+	if err != nil {
+		return nil, fmt.Errorf("store: envelope IDs: %w", err)
+	}
+	defer rows.Close()
+	var (
+		pos int64
+		idp []byte
+	)
+	for rows.Next() {
+		if err := rows.Scan(&pos, &idp); err != nil {
+			return nil, fmt.Errorf("store: envelope IDs: %w", err)
+		}
+		if len(idp) != 8 {
+			return nil, fmt.Errorf("store: envelope IDs: position %d has a prefix of %d bytes", pos, len(idp))
+		}
+		d.add(idPrefix(idp), pos)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: envelope IDs: %w", err)
+	}
+	return d, nil
+}
+
+// idEntry is one envelope of the directory.
+type idEntry struct {
+	prefix uint64
+	pos    int64
+}
+
+// addAll adds the entries, once their transaction committed.
+func (d *idDirectory) addAll(es []idEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range es {
+		d.add(e.prefix, e.pos)
+	}
+}
+
+func (d *idDirectory) add(prefix uint64, pos int64) {
+	if _, ok := d.pos[prefix]; !ok {
+		d.pos[prefix] = pos
+		return
+	}
+	d.more[prefix] = append(d.more[prefix], pos)
+}
+
+// removeAll removes the entries, once their deletion committed.
+func (d *idDirectory) removeAll(es []idEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range es {
+		d.remove(e.prefix, e.pos)
+	}
+}
+
+func (d *idDirectory) remove(prefix uint64, pos int64) {
+	others := d.more[prefix]
+	if first, ok := d.pos[prefix]; ok && first == pos {
+		if len(others) == 0 {
+			delete(d.pos, prefix)
+			return
+		}
+		d.pos[prefix], others = others[0], others[1:]
+	} else if i := indexOf(others, pos); i >= 0 {
+		others = append(others[:i:i], others[i+1:]...)
+	}
+	if len(others) == 0 {
+		delete(d.more, prefix)
+	} else {
+		d.more[prefix] = others
+	}
+}
+
+func indexOf(s []int64, v int64) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// candidates returns the positions of the envelopes whose ID may be id.
+func (d *idDirectory) candidates(id protocol.ID) []int64 {
+	p := idPrefix(id[:])
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	first, ok := d.pos[p]
+	if !ok {
+		return nil
+	}
+	return append([]int64{first}, d.more[p]...)
+}
+
+// len returns how many envelopes the directory holds.
+func (d *idDirectory) len() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	n := len(d.pos)
+	for _, m := range d.more {
+		n += len(m)
+	}
+	return n
+}

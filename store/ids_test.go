@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestIDDirectoryPrefixes: IDs that share their first 8 bytes are all
+// kept, each found as a candidate until it is removed, in any order.
+func TestIDDirectoryPrefixes(t *testing.T) {
+	d := &idDirectory{pos: map[uint64]int64{}, more: map[uint64][]int64{}}
+	var id, other [32]byte
+	id[0], id[31] = 7, 1
+	other[0] = 8
+	for _, pos := range []int64{1, 2, 3} {
+		d.add(idPrefix(id[:]), pos)
+	}
+	d.add(idPrefix(other[:]), 4)
+	sorted := func(pos []int64) []int64 { slices.Sort(pos); return pos }
+	if got := sorted(d.candidates(id)); !slices.Equal(got, []int64{1, 2, 3}) || d.len() != 4 {
+		t.Fatalf("candidates %v, %d in all; want 1, 2, 3 of 4", got, d.len())
+	}
+	for _, step := range []struct {
+		remove int64
+		want   []int64
+	}{{1, []int64{2, 3}}, {3, []int64{2}}, {9, []int64{2}}, {2, nil}} {
+		d.removeAll([]idEntry{{idPrefix(id[:]), step.remove}})
+		if got := sorted(d.candidates(id)); !slices.Equal(got, step.want) {
+			t.Fatalf("after removing %d: %v, want %v", step.remove, got, step.want)
+		}
+	}
+	if got := d.candidates(other); !slices.Equal(got, []int64{4}) || d.len() != 1 || len(d.more) != 0 {
+		t.Fatalf("the other ID: %v, %d in all, %d shared prefixes left", got, d.len(), len(d.more))
+	}
+}
+
+// TestRelayStoreIDs: a relay's store has no index on the ID; its
+// directory holds every stored envelope and no other, through batches
+// rolled back, retention and a reopen; a lookup reads one row by
+// position, and an ID not stored reads none.
+func TestRelayStoreIDs(t *testing.T) {
+	s, path := open(t, Relay())
+	ctx := context.Background()
+	k := key(t, 1)
+	var recs []Record
+	for i := range 50 {
+		at := t0
+		if i >= 40 {
+			at = t0.Add(48 * time.Hour)
+		}
+		recs = append(recs, record(t, k, "r", uint64(i+1), uint64(i+1), at, "m"))
+	}
+	if _, err := s.Put(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Append(ctx, []Record{record(t, k, "r", 99, 99, t0, "rolled back")}); err != nil {
+		t.Fatal(err)
+	}
+	b.Rollback()
+	if n, err := s.Prune(ctx, t0.Add(24*time.Hour)); err != nil || n != 40 {
+		t.Fatalf("Prune = %d, %v; want 40", n, err)
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		var rows, ids int
+		if err := s.r.QueryRow(`SELECT (SELECT count(*) FROM envelopes), (SELECT count(*) FROM relay_ids)`).Scan(&rows, &ids); err != nil {
+			t.Fatal(err)
+		}
+		if rows != 10 || ids != 10 || s.ids.len() != 10 {
+			t.Fatalf("%s: %d envelopes, %d rows of relay_ids, %d in the directory; want 10 each", when, rows, ids, s.ids.len())
+		}
+		for i, r := range recs {
+			if ok, err := s.Has(ctx, r.ID); err != nil || ok != (i >= 40) {
+				t.Fatalf("%s: Has(%d) = %v, %v", when, i, ok, err)
+			}
+		}
+	}
+	check(s, "after the prune")
+	where, args, _ := s.whereID(recs[45].ID)
+	plan := queryPlan(t, s.r, `SELECT 1 FROM envelopes`+where, args...)
+	if !strings.Contains(plan, "INTEGER PRIMARY KEY") || strings.Contains(plan, "SCAN") {
+		t.Fatalf("a lookup by ID does not read by position:\n%s", plan)
+	}
+	if where, _, maybe := s.whereID(recs[0].ID); maybe {
+		t.Fatalf("a pruned ID still has a clause: %s", where)
+	}
+	s.Close()
+	if names := schemaNames(t, path, "index"); slices.ContainsFunc(names, func(n string) bool {
+		return n == "envelopes_id" || strings.HasPrefix(n, "sqlite_autoindex_envelopes")
+	}) {
+		t.Fatalf("a relay's store has an index on the ID: %v", names)
+	}
+	s, err = Open(path, Relay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s, "after a reopen")
+}
+
+// TestRelayStoreLosesIDIndex: a relay's store made before the directory,
+// with envelopes and an index on their ID, opens with the index dropped
+// (without rebuilding the table), every envelope in the directory, the
+// database whole, and a version that a program from before refuses.
+func TestRelayStoreLosesIDIndex(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "relay.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	if err := migrate(db, []schema{schemaEnvelopes, schemaRelay}); err != nil {
+		t.Fatal(err)
+	}
+	k := key(t, 1)
+	var recs []Record
+	for i := range 20 {
+		r := record(t, k, "r", uint64(i+1), uint64(i+1), t0, "before")
+		recs = append(recs, r)
+		if _, err := db.Exec(`INSERT INTO envelopes (id, room, sender, seq, lamport, time, prev, raw, via, received)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.ID[:], r.Env.Room, r.Env.Sender.Bytes(), int64(r.Env.Seq),
+			int64(r.Env.Lamport), r.Env.Time, r.Env.Prev[:], r.Raw, r.Via, r.Received.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	if !slices.Contains(schemaNames(t, path, "index"), "sqlite_autoindex_envelopes_1") {
+		t.Fatal("the store from before has no index on the ID to drop")
+	}
+
+	s, err := Open(path, Relay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ids == nil || s.ids.len() != len(recs) {
+		t.Fatalf("directory %v, want %d envelopes", s.ids, len(recs))
+	}
+	for _, r := range recs {
+		if got, err := s.Get(ctx, r.ID); err != nil || got.ID != r.ID {
+			t.Fatalf("Get after the migration: %v", err)
+		}
+	}
+	next := record(t, k, "r", 21, 21, t0, "after")
+	res, err := s.Put(ctx, recs[3], next)
+	if err != nil || res[0] != Duplicate || res[1] != Stored {
+		t.Fatalf("Put after the migration = %v, %v; want a duplicate and a new one", res, err)
+	}
+	var check string
+	var version int
+	if err := s.w.QueryRow(`PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
+		t.Fatalf("integrity_check: %q, %v", check, err)
+	}
+	if err := s.w.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != idsVersion {
+		t.Fatalf("user_version %d, %v; want %d", version, err, idsVersion)
+	}
+	s.Close()
+	if names := schemaNames(t, path, "index"); slices.ContainsFunc(names, func(n string) bool {
+		return n == "envelopes_id" || strings.HasPrefix(n, "sqlite_autoindex_envelopes")
+	}) {
+		t.Fatalf("the index on the ID is still there: %v", names)
+	}
+}
