@@ -40,7 +40,6 @@ var schemaRelayIDs = schema{"relay_ids", []string{
 		pos INTEGER PRIMARY KEY, -- the envelope's rowid
 		idp BLOB NOT NULL        -- the first 8 bytes of its ID
 	);
-	INSERT INTO relay_ids (pos, idp) SELECT rowid, substr(id, 1, 8) FROM envelopes;
 	CREATE TRIGGER relay_ids_delete AFTER DELETE ON envelopes
 		BEGIN DELETE FROM relay_ids WHERE pos = old.rowid; END;
 	-- From here a program that does not write relay_ids refuses the store.
@@ -53,8 +52,8 @@ var schemaRelayIDs = schema{"relay_ids", []string{
 // "newer than this program".
 const idsVersion = partsVersion + 1
 
-// dropIDIndex turns the index that envelopes.id's inline UNIQUE made into
-// nothing, without rebuilding the table: SQLite will not drop such an
+// dropIDIndex fills relay_ids from the index that envelopes.id's inline
+// UNIQUE made, and drops the index, without rebuilding the table: SQLite will not drop such an
 // index, but with writable_schema it can be renamed into an ordinary
 // CREATE UNIQUE INDEX on the same pages (the two are stored alike), which
 // can. The table's SQL loses its UNIQUE. On a store of 10 million
@@ -98,6 +97,13 @@ func dropIDIndex(db *sql.DB) error {
 	if len(cols) != 1 || cols[0] != "id" || strings.Count(table, unique) != 1 || strings.Count(table, "UNIQUE") != 1 {
 		return fmt.Errorf("envelopes: index %s on %v, table %q: not the schema this program knows", auto, cols, table)
 	}
+	// The envelopes stored so far go into relay_ids, read from the index
+	// about to go (it holds every ID and position, at a twentieth of the
+	// table's size) and sorted by position, so that relay_ids appends.
+	if _, err := tx.Exec(`INSERT INTO relay_ids (pos, idp)
+		SELECT rowid, substr(id, 1, 8) FROM envelopes INDEXED BY "` + auto + `" ORDER BY rowid`); err != nil {
+		return fmt.Errorf("envelopes: their IDs into relay_ids: %w", err)
+	}
 	var cookie int
 	if err := tx.QueryRow(`PRAGMA schema_version`).Scan(&cookie); err != nil {
 		return err
@@ -129,41 +135,67 @@ func hasTable(db *sql.DB, name string) (bool, error) {
 }
 
 // idDirectory maps the first 8 bytes of each stored envelope's ID to its
-// position. It is safe for concurrent use.
+// position. It is read from relay_ids on first use (or LoadIDs), so that
+// a command that opens the store for something else (the audit log, an
+// access list) does not read it. It is safe for concurrent use.
 type idDirectory struct {
-	mu   sync.RWMutex
-	pos  map[uint64]int64   // the first position under a prefix
-	more map[uint64][]int64 // the others, when IDs share a prefix (rare)
+	db     *sql.DB // where to read it from
+	mu     sync.RWMutex
+	loaded bool
+	pos    map[uint64]int64   // the first position under a prefix
+	more   map[uint64][]int64 // the others, when IDs share a prefix (rare)
 }
 
 // idPrefix is the directory's key of id.
 func idPrefix(id []byte) uint64 { return binary.BigEndian.Uint64(id[:8]) }
 
-// loadIDs reads relay_ids whole into a new directory.
-func loadIDs(ctx context.Context, db *sql.DB) (*idDirectory, error) {
-	d := &idDirectory{pos: map[uint64]int64{}, more: map[uint64][]int64{}}
-	rows, err := db.QueryContext(ctx, `SELECT pos, idp FROM relay_ids`)
+func newIDDirectory(db *sql.DB) *idDirectory {
+	return &idDirectory{db: db, pos: map[uint64]int64{}, more: map[uint64][]int64{}}
+}
+
+// load reads relay_ids whole, once. It holds the lock from before it
+// reads: a commit's entries that it does not read wait for it (addAll,
+// removeAll), and those of a commit before it are read, or added twice,
+// which does nothing.
+func (d *idDirectory) load(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.loaded {
+		return nil
+	}
+	if err := d.read(ctx); err != nil {
+		d.pos, d.more = map[uint64]int64{}, map[uint64][]int64{}
+		return fmt.Errorf("store: envelope IDs: %w", err)
+	}
+	d.loaded = true
+	return nil
+}
+
+func (d *idDirectory) read(ctx context.Context) error {
+	var n int
+	if err := d.db.QueryRowContext(ctx, `SELECT count(*) FROM relay_ids`).Scan(&n); err != nil {
+		return err
+	}
+	d.pos = make(map[uint64]int64, n)
+	rows, err := d.db.QueryContext(ctx, `SELECT pos, idp FROM relay_ids`)
 	if err != nil {
-		return nil, fmt.Errorf("store: envelope IDs: %w", err)
+		return err
 	}
 	defer rows.Close()
 	var (
 		pos int64
-		idp []byte
+		idp sql.RawBytes // not copied: it is read at once
 	)
 	for rows.Next() {
 		if err := rows.Scan(&pos, &idp); err != nil {
-			return nil, fmt.Errorf("store: envelope IDs: %w", err)
+			return err
 		}
 		if len(idp) != 8 {
-			return nil, fmt.Errorf("store: envelope IDs: position %d has a prefix of %d bytes", pos, len(idp))
+			return fmt.Errorf("position %d has a prefix of %d bytes", pos, len(idp))
 		}
 		d.add(idPrefix(idp), pos)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: envelope IDs: %w", err)
-	}
-	return d, nil
+	return rows.Err()
 }
 
 // idEntry is one envelope of the directory.
@@ -172,27 +204,37 @@ type idEntry struct {
 	pos    int64
 }
 
-// addAll adds the entries, once their transaction committed.
+// addAll adds the entries, once their transaction committed; before the
+// directory is read, it leaves them to the reading.
 func (d *idDirectory) addAll(es []idEntry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.loaded {
+		return
+	}
 	for _, e := range es {
 		d.add(e.prefix, e.pos)
 	}
 }
 
 func (d *idDirectory) add(prefix uint64, pos int64) {
-	if _, ok := d.pos[prefix]; !ok {
+	first, ok := d.pos[prefix]
+	switch {
+	case !ok:
 		d.pos[prefix] = pos
-		return
+	case first != pos && indexOf(d.more[prefix], pos) < 0:
+		d.more[prefix] = append(d.more[prefix], pos)
 	}
-	d.more[prefix] = append(d.more[prefix], pos)
 }
 
-// removeAll removes the entries, once their deletion committed.
+// removeAll removes the entries, once their deletion committed; before
+// the directory is read, it does nothing.
 func (d *idDirectory) removeAll(es []idEntry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.loaded {
+		return
+	}
 	for _, e := range es {
 		d.remove(e.prefix, e.pos)
 	}
@@ -225,16 +267,20 @@ func indexOf(s []int64, v int64) int {
 	return -1
 }
 
-// candidates returns the positions of the envelopes whose ID may be id.
-func (d *idDirectory) candidates(id protocol.ID) []int64 {
+// candidates returns the positions of the envelopes whose ID may be id,
+// reading the directory first if it was not.
+func (d *idDirectory) candidates(ctx context.Context, id protocol.ID) ([]int64, error) {
+	if err := d.load(ctx); err != nil {
+		return nil, err
+	}
 	p := idPrefix(id[:])
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	first, ok := d.pos[p]
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	return append([]int64{first}, d.more[p]...)
+	return append([]int64{first}, d.more[p]...), nil
 }
 
 // len returns how many envelopes the directory holds.

@@ -64,6 +64,14 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	defer st.Close()
+	// The directory of envelope IDs is read before the relay serves, not
+	// at the first lookup by ID (a subscriber's cursor, a mesh peer's
+	// sync), which would wait for it: seconds at millions of envelopes.
+	began := time.Now()
+	if err := st.LoadIDs(ctx); err != nil {
+		return err
+	}
+	log.Debug("envelope IDs read", "took", time.Since(began).Round(time.Millisecond))
 
 	if o.Config.Audit.Enabled {
 		// Before anything is appended (NewServer records a change of the
@@ -152,6 +160,12 @@ func (r *relayRun) serve(ctx context.Context) error {
 // that order.
 func (r *relayRun) startMesh() (addrs []string, closeMesh func(), err error) {
 	mst, err := openStore(r.o.Dir, MeshDBFile)
+	if err == nil {
+		err = mst.LoadIDs(r.run) // as the relay's store, before the node serves
+		if err != nil {
+			mst.Close()
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
