@@ -11,7 +11,8 @@ import (
 // Both people talk both ways before and after (an old client against a
 // new relay, a new one against an old relay), the relay keeps every
 // message across the upgrade, its audit log verifies across it, and the
-// old person's home folder opens in this code's chat with its history.
+// old person's home folder opens in this code's chat with its history;
+// the previous release then refuses the upgraded store.
 func TestRelayUpgrade(t *testing.T) {
 	oldChat, newChat := old(t, "chat"), current(t, "chat")
 	oldRelay, newRelayBin := old(t, "relay"), current(t, "relay")
@@ -44,6 +45,14 @@ func TestRelayUpgrade(t *testing.T) {
 		t.Fatalf("relay audit verify after the upgrade: %v\n%s", err, out)
 	}
 	t.Logf("relay audit verify: %s", strings.TrimSpace(out))
+
+	// Going back: the new relay dropped the index on envelope IDs, which
+	// the previous release inserts with, so that release refuses the
+	// store with a clear error rather than fail on its first publish.
+	out, err = run("", oldRelay, "--data", r.dir, "audit", "verify")
+	if err == nil || !strings.Contains(out, "schema version 1001 is newer than this program") {
+		t.Fatalf("the previous release on the upgraded data folder: %v\n%s", err, out)
+	}
 }
 
 // TestNewClientOldRelay: a relay of the previous release and only this
