@@ -189,6 +189,11 @@ func legacyParts(v int) map[string]int {
 // ("newer than this program") rather than take a part as done.
 const partsVersion = 1000
 
+// hasPart reports whether parts has part.
+func hasPart(parts []schema, part schema) bool {
+	return slices.ContainsFunc(parts, func(p schema) bool { return p.name == part.name })
+}
+
 // migrate brings the database's parts up to date, the envelopes' first.
 func migrate(db *sql.DB, parts []schema) error {
 	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS schema_versions (
@@ -211,7 +216,7 @@ func migrate(db *sql.DB, parts []schema) error {
 			}
 		}
 	}
-	if !slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaRelay.name }) {
+	if !hasPart(parts, schemaRelay) {
 		// envelopes_room serves the relay's subscriptions alone
 		// (Store.After); a chat client's or a mesh node's store would
 		// write it for every envelope and never read it. Not a
@@ -223,7 +228,7 @@ func migrate(db *sql.DB, parts []schema) error {
 		}
 	}
 	version := partsVersion
-	if slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaRelayIDs.name }) {
+	if hasPart(parts, schemaRelayIDs) {
 		if err := dropIDIndex(db); err != nil {
 			return err
 		}

@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -179,7 +178,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("store: open %s: %w", path, err)
 		}
 	}
-	if slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaKeys.name }) {
+	if hasPart(parts, schemaKeys) {
 		if s.keys, err = prepareKeys(w); err != nil {
 			s.index.close()
 			w.Close()
@@ -205,7 +204,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if !slices.ContainsFunc(parts, func(p schema) bool { return p.name == schemaRelay.name }) {
+	if !hasPart(parts, schemaRelay) {
 		// No audit log here: its statements are not prepared, and its
 		// methods say so (errNotRelay).
 	} else if s.audit, err = prepareAudit(w); err != nil {
