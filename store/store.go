@@ -126,97 +126,42 @@ func Open(path string, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	dsn := func(writer bool, extra string) string {
-		v := url.Values{}
-		// temp_store(MEMORY): a statement that fires a trigger (a chat
-		// client's unshown note on each envelope the mesh node stores)
-		// keeps a statement journal, in a temporary file by default: a
-		// write to disk for every envelope stored, which halved the
-		// speed of a catch-up over the mesh.
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(" + o.sync + ")", "busy_timeout(10000)", "foreign_keys(1)", "temp_store(MEMORY)"} {
-			v.Add("_pragma", p)
-		}
-		for _, p := range o.pragmas(writer) {
-			v.Add("_pragma", p)
-		}
-		if o.search {
-			// The chat client keeps secrets it must erase (end-to-end
-			// keys): what it deletes is overwritten, not only freed.
-			v.Add("_pragma", "secure_delete(1)")
-			// And the write-ahead log, which holds the pages as they
-			// were, is cut back to nothing each time it starts over.
-			v.Add("_pragma", "journal_size_limit(0)")
-		}
-		if extra != "" {
-			v.Add("_pragma", extra)
-		}
-		return "file:" + path + "?" + v.Encode()
-	}
 	// The database holds people's messages: readable by its owner only
 	// (SQLite gives the -wal and -shm files the same mode).
 	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
 		f.Close()
 	}
-	w, err := sql.Open("sqlite", dsn(true, ""))
+	s, err := openStore(path, o)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openStore opens the writer, brings the schema up to date, prepares the
+// statements and opens the readers.
+func openStore(path string, o options) (*Store, error) {
+	w, err := sql.Open("sqlite", o.dsn(path, true, ""))
+	if err != nil {
+		return nil, err
 	}
 	w.SetMaxOpenConns(1)
 	s := &Store{w: w, sync: o.sync, search: o.search}
 	parts := o.parts()
 	if err := migrate(w, parts); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, err
 	}
-	if o.search {
-		if _, err := w.Exec(clientTriggers); err != nil {
-			w.Close()
-			return nil, fmt.Errorf("store: open %s: %w", path, err)
-		}
-		if s.index, err = prepareIndex(w); err != nil {
-			w.Close()
-			return nil, fmt.Errorf("store: open %s: %w", path, err)
-		}
-	}
-	if hasPart(parts, schemaKeys) {
-		if s.keys, err = prepareKeys(w); err != nil {
-			s.index.close()
-			w.Close()
-			return nil, fmt.Errorf("store: open %s: %w", path, err)
-		}
-	}
-	insert := insertEnvelope
-	if ok, err := hasTable(w, schemaRelayIDs.name); err != nil {
-		s.index.close()
+	if err := s.prepare(parts); err != nil {
+		s.closeStmts()
 		w.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	} else if ok {
-		insert = insertEnvelopeByStream
-		if s.addID, err = w.Prepare(`INSERT INTO relay_ids (pos, idp) VALUES (?, ?)`); err != nil {
-			s.index.close()
-			w.Close()
-			return nil, fmt.Errorf("store: open %s: %w", path, err)
-		}
+		return nil, err
 	}
-	if s.insert, err = w.Prepare(insert); err != nil {
-		s.index.close()
-		closeStmt(s.addID)
-		w.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	}
-	if !hasPart(parts, schemaRelay) {
-		// No audit log here: its statements are not prepared, and its
-		// methods say so (errNotRelay).
-	} else if s.audit, err = prepareAudit(w); err != nil {
-		s.index.close()
-		s.insert.Close()
-		w.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	}
-	r, err := sql.Open("sqlite", dsn(false, "query_only(1)"))
+	r, err := sql.Open("sqlite", o.dsn(path, false, "query_only(1)"))
 	if err != nil {
+		s.closeStmts()
 		w.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, err
 	}
 	r.SetMaxOpenConns(4)
 	s.r = r
@@ -226,9 +171,84 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// dsn is the data source name of a connection to the database at path:
+// the writer's, or a reader's with extra, a pragma, added.
+func (o options) dsn(path string, writer bool, extra string) string {
+	v := url.Values{}
+	// temp_store(MEMORY): a statement that fires a trigger (a chat
+	// client's unshown note on each envelope the mesh node stores)
+	// keeps a statement journal, in a temporary file by default: a
+	// write to disk for every envelope stored, which halved the
+	// speed of a catch-up over the mesh.
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(" + o.sync + ")", "busy_timeout(10000)", "foreign_keys(1)", "temp_store(MEMORY)"} {
+		v.Add("_pragma", p)
+	}
+	for _, p := range o.pragmas(writer) {
+		v.Add("_pragma", p)
+	}
+	if o.search {
+		// The chat client keeps secrets it must erase (end-to-end
+		// keys): what it deletes is overwritten, not only freed.
+		v.Add("_pragma", "secure_delete(1)")
+		// And the write-ahead log, which holds the pages as they
+		// were, is cut back to nothing each time it starts over.
+		v.Add("_pragma", "journal_size_limit(0)")
+	}
+	if extra != "" {
+		v.Add("_pragma", extra)
+	}
+	return "file:" + path + "?" + v.Encode()
+}
+
+// prepare prepares the writer's statements for the parts the database
+// has. On an error, what it prepared is left for closeStmts.
+func (s *Store) prepare(parts []schema) error {
+	var err error
+	if s.search {
+		if _, err := s.w.Exec(clientTriggers); err != nil {
+			return err
+		}
+		if s.index, err = prepareIndex(s.w); err != nil {
+			return err
+		}
+	}
+	if hasPart(parts, schemaKeys) {
+		if s.keys, err = prepareKeys(s.w); err != nil {
+			return err
+		}
+	}
+	insert := insertEnvelope
+	byDirectory, err := hasTable(s.w, schemaRelayIDs.name)
+	if err != nil {
+		return err
+	}
+	if byDirectory {
+		insert = insertEnvelopeByStream
+		if s.addID, err = s.w.Prepare(`INSERT INTO relay_ids (pos, idp) VALUES (?, ?)`); err != nil {
+			return err
+		}
+	}
+	if s.insert, err = s.w.Prepare(insert); err != nil {
+		return err
+	}
+	// Without the relay's part there is no audit log: its statements
+	// are not prepared, and its methods say so (errNotRelay).
+	if hasPart(parts, schemaRelay) {
+		if s.audit, err = prepareAudit(s.w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.insert.Close(), closeStmt(s.addID), s.audit.close(), s.index.close(), s.keys.close(), s.r.Close(), s.w.Close())
+	return errors.Join(s.closeStmts(), s.r.Close(), s.w.Close())
+}
+
+// closeStmts closes the writer's prepared statements.
+func (s *Store) closeStmts() error {
+	return errors.Join(closeStmt(s.insert), closeStmt(s.addID), s.audit.close(), s.index.close(), s.keys.close())
 }
 
 // closeStmt closes st, if there is one.
