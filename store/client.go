@@ -1,10 +1,13 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,12 +46,9 @@ func (b *Batch) IndexText(ctx context.Context, id protocol.ID, nick, body string
 		return true, nil
 	}
 	b.index.prepare(ctx, b.tx, &b.s.index)
-	var pos int64
-	switch err := b.index.position.QueryRowContext(ctx, id[:]).Scan(&pos); {
-	case errors.Is(err, sql.ErrNoRows):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("store: index %s: %w", id, err)
+	pos, ok, err := b.s.position(ctx, b.tx, id)
+	if err != nil || !ok {
+		return false, wrapErr(err, "store: index %s", id)
 	}
 	// Whether it is indexed is asked apart from the insert: an INSERT
 	// that selects from the index opens a statement journal, and FTS5
@@ -83,9 +83,8 @@ func (s *Store) IndexText(ctx context.Context, id protocol.ID, nick, body string
 // indexStmts are the text index's statements: prepared once on the store,
 // and bound to a batch's transaction on first use.
 type indexStmts struct {
-	position *sql.Stmt // an envelope's rowid by its ID
-	indexed  *sql.Stmt // whether a rowid is in the index
-	insert   *sql.Stmt
+	indexed *sql.Stmt // whether a rowid is in the index
+	insert  *sql.Stmt
 }
 
 func prepareIndex(db *sql.DB) (indexStmts, error) {
@@ -94,7 +93,6 @@ func prepareIndex(db *sql.DB) (indexStmts, error) {
 		st    **sql.Stmt
 		query string
 	}{
-		{&x.position, `SELECT rowid FROM envelopes WHERE id = ?`},
 		{&x.indexed, `SELECT 1 FROM envelope_text WHERE rowid = ?`},
 		{&x.insert, `INSERT INTO envelope_text (rowid, nick, body) VALUES (?, ?, ?)`},
 	} {
@@ -113,14 +111,13 @@ func (x *indexStmts) prepare(ctx context.Context, tx *sql.Tx, of *indexStmts) {
 	if x.insert != nil {
 		return
 	}
-	x.position = tx.StmtContext(ctx, of.position)
 	x.indexed = tx.StmtContext(ctx, of.indexed)
 	x.insert = tx.StmtContext(ctx, of.insert)
 }
 
 func (x *indexStmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{x.position, x.indexed, x.insert} {
+	for _, st := range []*sql.Stmt{x.indexed, x.insert} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -170,10 +167,15 @@ func ftsQuery(q string) string {
 // (mesh, sync, relay). The paths are kept comma-separated, each once.
 // It reports false if no envelope has that ID (yet).
 func (s *Store) AddVia(ctx context.Context, id protocol.ID, via string) (bool, error) {
+	where, args, maybe, err := s.whereID(ctx, id)
+	if err != nil || !maybe {
+		return false, wrapErr(err, "store: note path %s of %s", via, id)
+	}
 	var n int
-	err := s.w.QueryRowContext(ctx, `UPDATE envelopes SET via = CASE
-		WHEN instr(',' || via || ',', ',' || ?1 || ',') = 0 THEN via || ',' || ?1 ELSE via END
-		WHERE id = ?2 RETURNING 1`, via, id[:]).Scan(&n)
+	// The ?s of where are numbered from 2, after ?1.
+	err = s.w.QueryRowContext(ctx, `UPDATE envelopes SET via = CASE
+		WHEN instr(',' || via || ',', ',' || ?1 || ',') = 0 THEN via || ',' || ?1 ELSE via END`+
+		where+` RETURNING 1`, append([]any{via}, args...)...).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -398,13 +400,45 @@ func (s *Store) RemoveUnshown(ctx context.Context, ids []protocol.ID) error {
 // Unshown returns the stored messages of room not shown yet, in display
 // order.
 func (s *Store) Unshown(ctx context.Context, room string) ([]Record, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT e.rowid, e.raw, e.via, e.received
-		FROM client_unshown u JOIN envelopes e ON e.id = u.id
-		WHERE u.room = ? ORDER BY e.lamport, e.time, e.id`, room)
+	recs, err := s.noted(ctx, `SELECT id FROM client_unshown WHERE room = ?`, room)
 	if err != nil {
 		return nil, fmt.Errorf("store: unshown messages of %s: %w", room, err)
 	}
-	return scan(rows)
+	slices.SortFunc(recs, func(a, b Record) int {
+		return cmp.Or(cmp.Compare(a.Env.Lamport, b.Env.Lamport), cmp.Compare(a.Env.Time, b.Env.Time), bytes.Compare(a.ID[:], b.ID[:]))
+	})
+	return recs, nil
+}
+
+// noted returns the stored envelopes whose IDs query selects from one of
+// the client's notes (unshown, outbox): those are kept by ID, and read
+// one by one through the ID directory, not joined to the envelopes on
+// the ID, which has no index (ids.go).
+func (s *Store) noted(ctx context.Context, query string, args ...any) ([]Record, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	var ids []protocol.ID
+	for rows.Next() {
+		var id []byte
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if len(id) != len(protocol.ID{}) {
+			rows.Close()
+			return nil, fmt.Errorf("a note of an ID of %d bytes", len(id))
+		}
+		ids = append(ids, protocol.ID(id))
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return s.byIDs(ctx, ids)
 }
 
 // inTx runs one prepared statement many times in one transaction.
@@ -468,11 +502,10 @@ func (s *Store) RemoveOutbox(ctx context.Context, id protocol.ID) error {
 // Outbox returns our envelopes of room that no path has confirmed, in the
 // order they were made.
 func (s *Store) Outbox(ctx context.Context, room string) ([]Record, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT e.rowid, e.raw, e.via, e.received
-		FROM client_outbox o JOIN envelopes e ON e.id = o.id
-		WHERE o.room = ? ORDER BY e.seq`, room)
+	recs, err := s.noted(ctx, `SELECT id FROM client_outbox WHERE room = ?`, room)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox of %s: %w", room, err)
 	}
-	return scan(rows)
+	slices.SortFunc(recs, func(a, b Record) int { return cmp.Compare(a.Env.Seq, b.Env.Seq) })
+	return recs, nil
 }

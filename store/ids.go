@@ -12,37 +12,40 @@ import (
 	"github.com/parleychat/parley/protocol"
 )
 
-// A relay's store finds envelopes by ID through a directory in memory,
-// not through an SQL index on envelopes(id).
+// A store finds envelopes by ID through a directory in memory, not
+// through an SQL index on envelopes(id).
 //
 // Why: the IDs are SHA-256 hashes, so every insert into an index on them
-// lands on a random leaf. In a store of millions of envelopes that leaf
-// is one more page read, one more page in the write-ahead log at the
-// commit and one more random page copied at the checkpoint, per publish:
-// a relay holding 10 million envelopes took publishes at half the rate
-// of a fresh one, and no page cache, map or checkpoint setting changed
-// that (docs/performance.md, "A growing store"). The relay needs the
-// index only to find an envelope by ID (Has, Get, Position); telling a
-// duplicate apart needs none, since the same ID is the same bytes and so
-// the same (sender, room, seq), which is unique and appends per sender.
+// lands on a random leaf: one more page read, one more page in the
+// write-ahead log at the commit and one more random page copied at the
+// checkpoint, per envelope. A relay holding 10 million envelopes took
+// publishes at half the rate of a fresh one, and no page cache, map or
+// checkpoint setting changed that (docs/performance.md, "A growing
+// store"). It costs small stores too: a commit of 256 envelopes into a
+// chat client's store of 100,000 wrote about 290 pages of that index
+// alone, against about 60 for everything else (a catch-up page). Finding
+// an envelope by ID (Has, Get, Position) is all the index was for;
+// telling a duplicate apart needs none, since the same ID is the same
+// bytes and so the same (sender, room, seq), which is unique and appends
+// per sender.
 //
-// So a relay's store drops the index, and keeps instead relay_ids, a
-// table of (position, first 8 bytes of the ID) in position order, written
-// in the envelope's transaction and deleted with it by a trigger: it
-// appends, as the envelopes do, and it is read whole at open (about 150
-// MB at 10 million envelopes) into a hash map of about 30 bytes an
-// envelope. A lookup reads the candidate rows by position and compares
-// the whole ID, so a prefix two IDs share costs a read, never a wrong
-// answer. Chat clients and mesh nodes keep the SQL index: their stores
-// are small, and their own tables join envelopes on the ID.
-var schemaRelayIDs = schema{"relay_ids", []string{
-	`CREATE TABLE relay_ids (
+// So the stores drop the index, and keep instead envelope_ids, a table of
+// (position, first 8 bytes of the ID) in position order, written in the
+// envelope's transaction and deleted with it by a trigger: it appends, as
+// the envelopes do, and it is read whole on first use (about 150 MB at 10
+// million envelopes) into a hash map of about 30 bytes an envelope. A
+// lookup reads the candidate rows by position and compares the whole ID,
+// so a prefix two IDs share costs a read, never a wrong answer. The chat
+// client's own tables keyed by ID (unshown, outbox) are read one ID at a
+// time through the directory, not joined to envelopes on the ID.
+var schemaIDs = schema{"envelope_ids", []string{
+	`CREATE TABLE envelope_ids (
 		pos INTEGER PRIMARY KEY, -- the envelope's rowid
 		idp BLOB NOT NULL        -- the first 8 bytes of its ID
 	);
-	CREATE TRIGGER relay_ids_delete AFTER DELETE ON envelopes
-		BEGIN DELETE FROM relay_ids WHERE pos = old.rowid; END;
-	-- From here a program that does not write relay_ids refuses the store.
+	CREATE TRIGGER envelope_ids_delete AFTER DELETE ON envelopes
+		BEGIN DELETE FROM envelope_ids WHERE pos = old.rowid; END;
+	-- From here a program that does not write envelope_ids refuses the store.
 	PRAGMA user_version = ` + strconv.Itoa(idsVersion) + `;`,
 }}
 
@@ -52,7 +55,7 @@ var schemaRelayIDs = schema{"relay_ids", []string{
 // "newer than this program".
 const idsVersion = partsVersion + 1
 
-// dropIDIndex fills relay_ids from the index that envelopes.id's inline
+// dropIDIndex fills envelope_ids from the index that envelopes.id's inline
 // UNIQUE made, and drops the index, without rebuilding the table: SQLite will not drop such an
 // index, but with writable_schema it can be renamed into an ordinary
 // CREATE UNIQUE INDEX on the same pages (the two are stored alike), which
@@ -97,12 +100,12 @@ func dropIDIndex(db *sql.DB) error {
 	if len(cols) != 1 || cols[0] != "id" || strings.Count(table, unique) != 1 || strings.Count(table, "UNIQUE") != 1 {
 		return fmt.Errorf("envelopes: index %s on %v, table %q: not the schema this program knows", auto, cols, table)
 	}
-	// The envelopes stored so far go into relay_ids, read from the index
+	// The envelopes stored so far go into envelope_ids, read from the index
 	// about to go (it holds every ID and position, at a twentieth of the
-	// table's size) and sorted by position, so that relay_ids appends.
-	if _, err := tx.Exec(`INSERT INTO relay_ids (pos, idp)
+	// table's size) and sorted by position, so that envelope_ids appends.
+	if _, err := tx.Exec(`INSERT INTO envelope_ids (pos, idp)
 		SELECT rowid, substr(id, 1, 8) FROM envelopes INDEXED BY "` + auto + `" ORDER BY rowid`); err != nil {
-		return fmt.Errorf("envelopes: their IDs into relay_ids: %w", err)
+		return fmt.Errorf("envelopes: their IDs into envelope_ids: %w", err)
 	}
 	var cookie int
 	if err := tx.QueryRow(`PRAGMA schema_version`).Scan(&cookie); err != nil {
@@ -127,15 +130,8 @@ func dropIDIndex(db *sql.DB) error {
 	return tx.Commit()
 }
 
-// hasTable reports whether the database has a table of that name.
-func hasTable(db *sql.DB, name string) (bool, error) {
-	var n int
-	err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, name).Scan(&n)
-	return n > 0, err
-}
-
 // idDirectory maps the first 8 bytes of each stored envelope's ID to its
-// position. It is read from relay_ids on first use (or LoadIDs), so that
+// position. It is read from envelope_ids on first use (or LoadIDs), so that
 // a command that opens the store for something else (the audit log, an
 // access list) does not read it. It is safe for concurrent use.
 type idDirectory struct {
@@ -153,7 +149,7 @@ func newIDDirectory(db *sql.DB) *idDirectory {
 	return &idDirectory{db: db, pos: map[uint64]int64{}, more: map[uint64][]int64{}}
 }
 
-// load reads relay_ids whole, once. It holds the lock from before it
+// load reads envelope_ids whole, once. It holds the lock from before it
 // reads: a commit's entries that it does not read wait for it (addAll,
 // removeAll), and those of a commit before it are read, or added twice,
 // which does nothing.
@@ -173,11 +169,11 @@ func (d *idDirectory) load(ctx context.Context) error {
 
 func (d *idDirectory) read(ctx context.Context) error {
 	var n int
-	if err := d.db.QueryRowContext(ctx, `SELECT count(*) FROM relay_ids`).Scan(&n); err != nil {
+	if err := d.db.QueryRowContext(ctx, `SELECT count(*) FROM envelope_ids`).Scan(&n); err != nil {
 		return err
 	}
 	d.pos = make(map[uint64]int64, n)
-	rows, err := d.db.QueryContext(ctx, `SELECT pos, idp FROM relay_ids`)
+	rows, err := d.db.QueryContext(ctx, `SELECT pos, idp FROM envelope_ids`)
 	if err != nil {
 		return err
 	}

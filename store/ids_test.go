@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parleychat/parley/protocol"
 )
 
 // TestIDDirectoryPrefixes: IDs that share their first 8 bytes are all
@@ -47,13 +49,15 @@ func TestIDDirectoryPrefixes(t *testing.T) {
 	}
 }
 
-// TestRelayStoreIDs: a relay's store has no index on the ID; its
-// directory holds every stored envelope and no other, through batches
-// rolled back, retention and a reopen, whether it was read before them
-// (LoadIDs) or after (at the first lookup); a lookup reads one row by
-// position, and an ID not stored reads none.
-func TestRelayStoreIDs(t *testing.T) {
-	s, path := open(t, Relay())
+// TestStoreIDs: a store has no index on the ID; its directory holds
+// every stored envelope and no other, through batches rolled back,
+// retention and a reopen, whether it was read before them (LoadIDs) or
+// after (at the first lookup); a lookup reads one row by position, and
+// an ID not stored reads none.
+func TestStoreIDs(t *testing.T) { eachKind(t, testStoreIDs) }
+
+func testStoreIDs(t *testing.T, kind ...Option) {
+	s, path := open(t, kind...)
 	ctx := context.Background()
 	if err := s.LoadIDs(ctx); err != nil {
 		t.Fatal(err)
@@ -89,11 +93,11 @@ func TestRelayStoreIDs(t *testing.T) {
 			}
 		}
 		var rows, ids int
-		if err := s.r.QueryRow(`SELECT (SELECT count(*) FROM envelopes), (SELECT count(*) FROM relay_ids)`).Scan(&rows, &ids); err != nil {
+		if err := s.r.QueryRow(`SELECT (SELECT count(*) FROM envelopes), (SELECT count(*) FROM envelope_ids)`).Scan(&rows, &ids); err != nil {
 			t.Fatal(err)
 		}
 		if want := len(recs) - 40; rows != want || ids != want || s.ids.len() != want {
-			t.Fatalf("%s: %d envelopes, %d rows of relay_ids, %d in the directory; want %d each", when, rows, ids, s.ids.len(), want)
+			t.Fatalf("%s: %d envelopes, %d rows of envelope_ids, %d in the directory; want %d each", when, rows, ids, s.ids.len(), want)
 		}
 	}
 	check(s, "after the prune")
@@ -112,9 +116,9 @@ func TestRelayStoreIDs(t *testing.T) {
 	if names := schemaNames(t, path, "index"); slices.ContainsFunc(names, func(n string) bool {
 		return n == "envelopes_id" || strings.HasPrefix(n, "sqlite_autoindex_envelopes")
 	}) {
-		t.Fatalf("a relay's store has an index on the ID: %v", names)
+		t.Fatalf("the store has an index on the ID: %v", names)
 	}
-	s, err = Open(path, Relay())
+	s, err = Open(path, kind...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,19 +131,34 @@ func TestRelayStoreIDs(t *testing.T) {
 	check(s, "after a reopen")
 }
 
-// TestRelayStoreLosesIDIndex: a relay's store made before the directory,
-// with envelopes and an index on their ID, opens with the index dropped
+// TestStoreLosesIDIndex: a store made before the directory, with
+// envelopes and an index on their ID, opens with the index dropped
 // (without rebuilding the table), every envelope in the directory, the
-// database whole, and a version that a program from before refuses.
-func TestRelayStoreLosesIDIndex(t *testing.T) {
+// database whole, and a version that a program from before refuses: a
+// relay's, a chat client's and one with every part.
+func TestStoreLosesIDIndex(t *testing.T) {
+	for _, kind := range []struct {
+		name   string
+		before []schema
+		opts   []Option
+	}{
+		{"relay", []schema{schemaEnvelopes, schemaRelay}, []Option{Relay()}},
+		{"chat", []schema{schemaEnvelopes, schemaClient, schemaKeys}, []Option{Search()}},
+		{"all", []schema{schemaEnvelopes, schemaRelay, schemaClient, schemaKeys}, nil},
+	} {
+		t.Run(kind.name, func(t *testing.T) { testStoreLosesIDIndex(t, kind.before, kind.opts...) })
+	}
+}
+
+func testStoreLosesIDIndex(t *testing.T, before []schema, kind ...Option) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "relay.db")
+	path := filepath.Join(t.TempDir(), "parley.db")
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	db.SetMaxOpenConns(1)
-	if err := migrate(db, []schema{schemaEnvelopes, schemaRelay}); err != nil {
+	if err := migrate(db, before); err != nil {
 		t.Fatal(err)
 	}
 	k := key(t, 1)
@@ -158,7 +177,7 @@ func TestRelayStoreLosesIDIndex(t *testing.T) {
 		t.Fatal("the store from before has no index on the ID to drop")
 	}
 
-	s, err := Open(path, Relay())
+	s, err := Open(path, kind...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,5 +207,116 @@ func TestRelayStoreLosesIDIndex(t *testing.T) {
 		return n == "envelopes_id" || strings.HasPrefix(n, "sqlite_autoindex_envelopes")
 	}) {
 		t.Fatalf("the index on the ID is still there: %v", names)
+	}
+}
+
+// TestIDsAroundCommit: what a batch appends is found in its own
+// transaction at once, by readers only once it commits, and at once
+// then; a rolled-back batch leaves nothing found.
+func TestIDsAroundCommit(t *testing.T) { eachKind(t, testIDsAroundCommit) }
+
+func testIDsAroundCommit(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
+	ctx := context.Background()
+	k := key(t, 1)
+	for i, commit := range []bool{false, true} {
+		r := record(t, k, "r", uint64(i+1), uint64(i+1), t0, "m")
+		b, err := s.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Append(ctx, []Record{r}); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := s.position(ctx, b.tx, r.ID); err != nil || !ok {
+			t.Fatalf("in its batch: found %v, %v", ok, err)
+		}
+		if ok, err := s.Has(ctx, r.ID); err != nil || ok {
+			t.Fatalf("before the commit: Has = %v, %v", ok, err)
+		}
+		if commit {
+			if err := b.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			b.Rollback()
+		}
+		if ok, err := s.Has(ctx, r.ID); err != nil || ok != commit {
+			t.Fatalf("committed %v: Has = %v, %v", commit, ok, err)
+		}
+		if n := s.ids.len(); n != i {
+			t.Fatalf("committed %v: %d in the directory, want %d", commit, n, i)
+		}
+	}
+}
+
+// TestIDsConcurrent: batches commit while readers look IDs up, the first
+// lookup reading the directory, and retention deletes: every envelope
+// whose commit returned is found from then on, until it is deleted.
+func TestIDsConcurrent(t *testing.T) { eachKind(t, testIDsConcurrent) }
+
+func testIDsConcurrent(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
+	ctx := context.Background()
+	k := key(t, 1)
+	const batches, per = 40, 5
+	cut := t0.Add(time.Duration(batches*per/2)*time.Hour + time.Minute) // after the first half
+	committed := make(chan Record, batches*per)
+	errs := make(chan error, 3)
+	go func() { // the writer
+		defer close(committed)
+		seq := uint64(0)
+		for range batches {
+			var recs []Record
+			for range per {
+				seq++
+				recs = append(recs, record(t, k, "r", seq, seq, t0.Add(time.Duration(seq)*time.Hour), "m"))
+			}
+			if _, err := s.Put(ctx, recs...); err != nil {
+				errs <- err
+				return
+			}
+			for _, r := range recs {
+				committed <- r
+			}
+		}
+		errs <- nil
+	}()
+	go func() { // retention, of the first half
+		_, err := s.Prune(ctx, cut)
+		errs <- err
+	}()
+	go func() { // a reader that the writer does not wait for
+		for range 50 {
+			if _, err := s.Has(ctx, protocol.ID{1}); err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for r := range committed {
+		ok, err := s.Has(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok && r.Env.Seq > batches*per/2 {
+			t.Fatalf("envelope %d committed and not found", r.Env.Seq)
+		}
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Prune(ctx, cut); err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := s.r.QueryRow(`SELECT count(*) FROM envelopes`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != batches*per/2 || s.ids.len() != rows {
+		t.Fatalf("%d envelopes, %d in the directory; want %d each", rows, s.ids.len(), batches*per/2)
 	}
 }

@@ -266,7 +266,7 @@ func (s *Store) SetSendingKey(ctx context.Context, room string, state []byte) er
 // sealed catch-up.
 type keysStmts struct {
 	chain, setChain, sealed, setSealed *sql.Stmt
-	position, text, setText, unwait    *sql.Stmt
+	text, setText, unwait              *sql.Stmt
 }
 
 func prepareKeys(db *sql.DB) (keysStmts, error) {
@@ -282,7 +282,6 @@ func prepareKeys(db *sql.DB) (keysStmts, error) {
 		{&x.setSealed, `INSERT INTO keys_opened (id, status, room, sender, epoch, nick, body, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET status = excluded.status, nick = excluded.nick, body = excluded.body, raw = excluded.raw
 			WHERE keys_opened.status != 1`},
-		{&x.position, `SELECT rowid FROM envelopes WHERE id = ?`},
 		{&x.text, `SELECT nick, body FROM keys_text WHERE pos = ?`},
 		{&x.setText, `INSERT OR REPLACE INTO keys_text (pos, nick, body) VALUES (?, ?, ?)`},
 		{&x.unwait, `DELETE FROM keys_opened WHERE id = ?`},
@@ -304,13 +303,13 @@ func (x *keysStmts) prepare(ctx context.Context, tx *sql.Tx, of *keysStmts) {
 	}
 	x.chain, x.setChain = tx.StmtContext(ctx, of.chain), tx.StmtContext(ctx, of.setChain)
 	x.sealed, x.setSealed = tx.StmtContext(ctx, of.sealed), tx.StmtContext(ctx, of.setSealed)
-	x.position, x.text = tx.StmtContext(ctx, of.position), tx.StmtContext(ctx, of.text)
+	x.text = tx.StmtContext(ctx, of.text)
 	x.setText, x.unwait = tx.StmtContext(ctx, of.setText), tx.StmtContext(ctx, of.unwait)
 }
 
 func (x *keysStmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{x.chain, x.setChain, x.sealed, x.setSealed, x.position, x.text, x.setText, x.unwait} {
+	for _, st := range []*sql.Stmt{x.chain, x.setChain, x.sealed, x.setSealed, x.text, x.setText, x.unwait} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -372,12 +371,12 @@ func (b *Batch) SetSealed(ctx context.Context, m Sealed) error {
 // goes.
 func (b *Batch) PutOpened(ctx context.Context, id protocol.ID, nick, body string, waited bool) error {
 	b.keys.prepare(ctx, b.tx, &b.s.keys)
-	var pos int64
-	switch err := b.keys.position.QueryRowContext(ctx, id[:]).Scan(&pos); {
-	case errors.Is(err, sql.ErrNoRows):
-		return b.SetSealed(ctx, Sealed{ID: id, Status: SealedOpened, Nick: nick, Body: body})
+	pos, ok, err := b.s.position(ctx, b.tx, id)
+	switch {
 	case err != nil:
 		return fmt.Errorf("store: opened message %s: %w", id, err)
+	case !ok:
+		return b.SetSealed(ctx, Sealed{ID: id, Status: SealedOpened, Nick: nick, Body: body})
 	}
 	if _, err := b.keys.setText.ExecContext(ctx, pos, nick, body); err != nil {
 		return fmt.Errorf("store: opened message %s: %w", id, err)
@@ -398,9 +397,11 @@ func (b *Batch) Sealed(ctx context.Context, id protocol.ID) (Sealed, bool, error
 	if ok || err != nil {
 		return m, ok, err
 	}
-	return openedText(id, b.keys.position.QueryRowContext(ctx, id[:]), func(pos int64) *sql.Row {
-		return b.keys.text.QueryRowContext(ctx, pos)
-	})
+	pos, ok, err := b.s.position(ctx, b.tx, id)
+	if err != nil || !ok {
+		return Sealed{}, false, wrapErr(err, "store: sealed message %s", id)
+	}
+	return openedText(id, b.keys.text.QueryRowContext(ctx, pos))
 }
 
 // Sealed returns what the store knows of sealed message id.
@@ -409,23 +410,18 @@ func (s *Store) Sealed(ctx context.Context, id protocol.ID) (Sealed, bool, error
 	if ok || err != nil {
 		return m, ok, err
 	}
-	return openedText(id, s.r.QueryRowContext(ctx, `SELECT rowid FROM envelopes WHERE id = ?`, id[:]), func(pos int64) *sql.Row {
-		return s.r.QueryRowContext(ctx, `SELECT nick, body FROM keys_text WHERE pos = ?`, pos)
-	})
+	pos, ok, err := s.position(ctx, s.r, id)
+	if err != nil || !ok {
+		return Sealed{}, false, wrapErr(err, "store: sealed message %s", id)
+	}
+	return openedText(id, s.r.QueryRowContext(ctx, `SELECT nick, body FROM keys_text WHERE pos = ?`, pos))
 }
 
 // openedText reads an opened message's text kept under its envelope's
-// row: pos is the row's query, text the text's.
-func openedText(id protocol.ID, pos *sql.Row, text func(int64) *sql.Row) (Sealed, bool, error) {
-	var p int64
-	switch err := pos.Scan(&p); {
-	case errors.Is(err, sql.ErrNoRows):
-		return Sealed{}, false, nil
-	case err != nil:
-		return Sealed{}, false, fmt.Errorf("store: sealed message %s: %w", id, err)
-	}
+// row, which the query text selects.
+func openedText(id protocol.ID, text *sql.Row) (Sealed, bool, error) {
 	m := Sealed{ID: id, Status: SealedOpened}
-	switch err := text(p).Scan(&m.Nick, &m.Body); {
+	switch err := text.Scan(&m.Nick, &m.Body); {
 	case errors.Is(err, sql.ErrNoRows):
 		return Sealed{}, false, nil
 	case err != nil:

@@ -228,14 +228,10 @@ func migrate(db *sql.DB, parts []schema) error {
 		}
 	}
 	version := partsVersion
-	if hasPart(parts, schemaRelayIDs) {
+	if hasPart(parts, schemaIDs) {
 		if err := dropIDIndex(db); err != nil {
 			return err
 		}
-	}
-	if ok, err := hasTable(db, schemaRelayIDs.name); err != nil {
-		return err
-	} else if ok {
 		version = idsVersion
 	}
 	_, err = db.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, version))

@@ -36,13 +36,15 @@ type Store struct {
 	w      *sql.DB      // one connection: SQLite has one writer at a time
 	r      *sql.DB      // readers, concurrent with the writer under WAL
 	insert *sql.Stmt    // the envelope insert, prepared once
-	ids    *idDirectory // a relay's directory of envelope IDs (ids.go); nil: the SQL index
+	ids    *idDirectory // the directory of envelope IDs (ids.go)
 	addID  *sql.Stmt    // its row of each new envelope, prepared once
 	audit  auditStmts   // the audit log's writes, prepared once
 	index  indexStmts   // the text index's, prepared once (Search)
 	keys   keysStmts    // the sealed messages' and chains', prepared once (Search)
-	sync   string       // the synchronous pragma of envelope commits
-	search bool         // index the text of new envelopes (Search)
+	// writing is held by the one Batch or deletion at a time (lockWrites).
+	writing chan struct{}
+	sync    string // the synchronous pragma of envelope commits
+	search  bool   // index the text of new envelopes (Search)
 
 	policyHook PolicyHook
 }
@@ -68,11 +70,11 @@ func Relay() Option { return func(o *options) { o.relay = true } }
 func (o options) parts() []schema {
 	switch {
 	case o.search && !o.relay:
-		return []schema{schemaEnvelopes, schemaClient, schemaKeys}
+		return []schema{schemaEnvelopes, schemaIDs, schemaClient, schemaKeys}
 	case o.relay && !o.search:
-		return []schema{schemaEnvelopes, schemaRelay, schemaRelayIDs}
+		return []schema{schemaEnvelopes, schemaIDs, schemaRelay}
 	}
-	return []schema{schemaEnvelopes, schemaRelay, schemaClient, schemaKeys}
+	return []schema{schemaEnvelopes, schemaIDs, schemaRelay, schemaClient, schemaKeys}
 }
 
 // Durable makes every commit wait for the disk (synchronous=FULL): a
@@ -146,7 +148,7 @@ func openStore(path string, o options) (*Store, error) {
 		return nil, err
 	}
 	w.SetMaxOpenConns(1)
-	s := &Store{w: w, sync: o.sync, search: o.search}
+	s := &Store{w: w, sync: o.sync, search: o.search, writing: make(chan struct{}, 1)}
 	parts := o.parts()
 	if err := migrate(w, parts); err != nil {
 		w.Close()
@@ -165,9 +167,7 @@ func openStore(path string, o options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	s.r = r
-	if s.addID != nil {
-		s.ids = newIDDirectory(r)
-	}
+	s.ids = newIDDirectory(r)
 	return s, nil
 }
 
@@ -217,18 +217,10 @@ func (s *Store) prepare(parts []schema) error {
 			return err
 		}
 	}
-	insert := insertEnvelope
-	byDirectory, err := hasTable(s.w, schemaRelayIDs.name)
-	if err != nil {
+	if s.addID, err = s.w.Prepare(`INSERT INTO envelope_ids (pos, idp) VALUES (?, ?)`); err != nil {
 		return err
 	}
-	if byDirectory {
-		insert = insertEnvelopeByStream
-		if s.addID, err = s.w.Prepare(`INSERT INTO relay_ids (pos, idp) VALUES (?, ?)`); err != nil {
-			return err
-		}
-	}
-	if s.insert, err = s.w.Prepare(insert); err != nil {
+	if s.insert, err = s.w.Prepare(insertEnvelope); err != nil {
 		return err
 	}
 	// Without the relay's part there is no audit log: its statements
@@ -287,16 +279,11 @@ const (
 	Equivocation
 )
 
-// A NULL rowid is the next one. A taken ID or (sender, room, seq) makes
-// the insert do nothing; a taken rowid is an error.
+// A NULL rowid is the next one. A taken (sender, room, seq) makes the
+// insert do nothing: a taken ID is one, since the ID is the hash of the
+// bytes that hold them (there is no index on the ID: ids.go). A taken
+// rowid is an error.
 const insertEnvelope = `INSERT INTO envelopes
-	(rowid, id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT (id) DO NOTHING ON CONFLICT (sender, room, seq) DO NOTHING`
-
-// insertEnvelopeByStream is insertEnvelope for a store without the index
-// on the ID (ids.go): a taken ID is a taken (sender, room, seq), since
-// the ID is the hash of the bytes that hold them.
-const insertEnvelopeByStream = `INSERT INTO envelopes
 	(rowid, id, room, sender, seq, lamport, time, prev, raw, via, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (sender, room, seq) DO NOTHING`
 
@@ -342,12 +329,19 @@ func (s *Store) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 // Commit. The relay hands new envelopes to live subscribers between the
 // two, so that delivery does not wait for the disk. There is one Batch at
 // a time: Begin waits for the one before to end.
+//
+// What a batch appends goes into the ID directory at once, before the
+// commit: a lookup reads the row too, and does not see it until then (or
+// sees it in the batch's own transaction). So there is no moment after
+// the commit when an envelope is stored and not found. A batch that
+// rolls back takes its entries out before the next batch can begin.
 type Batch struct {
 	s      *Store
 	tx     *sql.Tx
 	insert *sql.Stmt
-	addID  *sql.Stmt  // the store's directory only
-	ids    []idEntry  // what the directory gets at Commit
+	addID  *sql.Stmt  // the envelope's row of envelope_ids
+	ids    []idEntry  // what it added to the directory
+	ended  bool       // committed or rolled back
 	audit  auditStmts // each made on first use
 	index  indexStmts // each made on first use
 	keys   keysStmts  // likewise
@@ -355,26 +349,44 @@ type Batch struct {
 
 // Begin starts a Batch.
 func (s *Store) Begin(ctx context.Context) (*Batch, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
+	if err := s.lockWrites(ctx); err != nil {
 		return nil, fmt.Errorf("store: begin: %w", err)
 	}
-	b := &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}
-	if s.addID != nil {
-		b.addID = tx.StmtContext(ctx, s.addID)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		s.unlockWrites()
+		return nil, fmt.Errorf("store: begin: %w", err)
 	}
-	return b, nil
+	return &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert), addID: tx.StmtContext(ctx, s.addID)}, nil
 }
+
+// lockWrites waits for the writes that change the directory (a Batch, a
+// deletion) to be this caller's alone: from before its transaction to
+// after the directory has its outcome. (The one connection to write
+// would serialise the transactions, but not what comes after them.)
+func (s *Store) lockWrites(ctx context.Context) error {
+	select {
+	case s.writing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) unlockWrites() { <-s.writing }
 
 // Commit makes the batch durable (as the store's synchronous setting
 // says) and visible.
 func (b *Batch) Commit() error {
+	if b.ended {
+		return fmt.Errorf("store: commit: %w", sql.ErrTxDone)
+	}
+	b.ended = true
+	defer b.s.unlockWrites()
 	b.close()
 	if err := b.tx.Commit(); err != nil {
+		b.s.ids.removeAll(b.ids)
 		return fmt.Errorf("store: commit: %w", err)
-	}
-	if b.s.ids != nil {
-		b.s.ids.addAll(b.ids)
 	}
 	return nil
 }
@@ -389,13 +401,24 @@ func (b *Batch) close() {
 
 // Rollback drops the batch; after Commit it does nothing.
 func (b *Batch) Rollback() {
+	if b.ended {
+		return
+	}
+	b.ended = true
+	defer b.s.unlockWrites()
 	b.close()
+	b.s.ids.removeAll(b.ids)
 	b.tx.Rollback()
 }
 
 // Append adds the records to the batch and reports, per record, whether
 // it is new and its position.
 func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
+	// The directory is read before the batch adds to it: read after, it
+	// could miss what this batch commits.
+	if err := b.s.ids.load(ctx); err != nil {
+		return nil, err
+	}
 	res := make([]Appended, len(recs))
 	tx, insert := b.tx, b.insert
 	// The common case, a new envelope, is one statement: the insert is
@@ -447,16 +470,15 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 	return res, nil
 }
 
-// noteID writes the new envelope's row of the store's ID directory, if it
-// has one; the directory itself gets it at Commit.
+// noteID writes the new envelope's row of the store's ID directory, and
+// adds it to the directory.
 func (b *Batch) noteID(ctx context.Context, id protocol.ID, pos int64) error {
-	if b.addID == nil {
-		return nil
-	}
 	if _, err := b.addID.ExecContext(ctx, pos, id[:8]); err != nil {
 		return err
 	}
-	b.ids = append(b.ids, idEntry{idPrefix(id[:]), pos})
+	e := idEntry{idPrefix(id[:]), pos}
+	b.ids = append(b.ids, e)
+	b.s.ids.addAll([]idEntry{e})
 	return nil
 }
 
@@ -476,56 +498,22 @@ func (s *Store) PutEquivocation(ctx context.Context, first protocol.ID, second [
 
 // Has reports whether the envelope with ID id is stored.
 func (s *Store) Has(ctx context.Context, id protocol.ID) (bool, error) {
-	where, args, maybe, err := s.whereID(ctx, id)
-	if err != nil || !maybe {
-		return false, err
-	}
-	var one int
-	err = s.r.QueryRowContext(ctx, `SELECT 1 FROM envelopes`+where, args...).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+	_, ok, err := s.position(ctx, s.r, id)
 	if err != nil {
 		return false, fmt.Errorf("store: has %s: %w", id, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
-// Missing returns those of ids that are not stored, in their order: Has
-// for many, with one statement prepared for all of them.
+// Missing returns those of ids that are not stored, in their order. The
+// directory answers for most at once, without a statement.
 func (s *Store) Missing(ctx context.Context, ids []protocol.ID) ([]protocol.ID, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	if s.ids != nil {
-		// The directory answers for most at once, without a statement.
-		var missing []protocol.ID
-		for _, id := range ids {
-			if ok, err := s.Has(ctx, id); err != nil {
-				return nil, err
-			} else if !ok {
-				missing = append(missing, id)
-			}
-		}
-		return missing, nil
-	}
-	conn, err := s.r.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("store: missing: %w", err)
-	}
-	defer conn.Close()
-	st, err := conn.PrepareContext(ctx, `SELECT 1 FROM envelopes WHERE id = ?`)
-	if err != nil {
-		return nil, fmt.Errorf("store: missing: %w", err)
-	}
-	defer st.Close()
 	var missing []protocol.ID
 	for _, id := range ids {
-		switch err := st.QueryRowContext(ctx, id[:]).Scan(new(int)); {
-		case errors.Is(err, sql.ErrNoRows):
+		if ok, err := s.Has(ctx, id); err != nil {
+			return nil, err
+		} else if !ok {
 			missing = append(missing, id)
-		case err != nil:
-			return nil, fmt.Errorf("store: missing %s: %w", id, err)
 		}
 	}
 	return missing, nil
@@ -545,12 +533,9 @@ func (s *Store) Get(ctx context.Context, id protocol.ID) (Record, error) {
 
 // whereID returns the WHERE clause, with its arguments, that selects the
 // envelope with ID id, and false when the store's directory (ids.go)
-// knows there is none. With the directory, the clause names the
-// positions it gives and checks the whole ID on the rows.
+// knows there is none. The clause names the positions the directory
+// gives and checks the whole ID on the rows.
 func (s *Store) whereID(ctx context.Context, id protocol.ID) (string, []any, bool, error) {
-	if s.ids == nil {
-		return ` WHERE id = ?`, []any{id[:]}, true, nil
-	}
 	pos, err := s.ids.candidates(ctx, id)
 	if err != nil || len(pos) == 0 {
 		return "", nil, false, err
@@ -562,14 +547,50 @@ func (s *Store) whereID(ctx context.Context, id protocol.ID) (string, []any, boo
 	return ` WHERE rowid IN (?` + strings.Repeat(`, ?`, len(pos)-1) + `) AND id = ?`, append(args, id[:]), true, nil
 }
 
-// LoadIDs reads a relay's directory of envelope IDs (ids.go) now, rather
-// than at the first lookup by ID; a store without one does nothing. The
-// relay reads it before it serves: about 12 s and 300 MB at 10 million
-// envelopes (docs/performance.md).
-func (s *Store) LoadIDs(ctx context.Context) error {
-	if s.ids == nil {
-		return nil
+// querier is a reader's pool or a transaction.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// position returns the position of the envelope with ID id, as q sees
+// the store, and false if there is none.
+func (s *Store) position(ctx context.Context, q querier, id protocol.ID) (int64, bool, error) {
+	where, args, maybe, err := s.whereID(ctx, id)
+	if err != nil || !maybe {
+		return 0, false, err
 	}
+	var pos int64
+	switch err := q.QueryRowContext(ctx, `SELECT rowid FROM envelopes`+where, args...).Scan(&pos); {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	}
+	return pos, true, nil
+}
+
+// byIDs returns the stored envelopes of ids, in no order; those not
+// stored are left out.
+func (s *Store) byIDs(ctx context.Context, ids []protocol.ID) ([]Record, error) {
+	var recs []Record
+	for _, id := range ids {
+		r, err := s.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
+}
+
+// LoadIDs reads the store's directory of envelope IDs (ids.go) now,
+// rather than at the first lookup by ID. The relay reads it before it
+// serves: about 12 s and 300 MB at 10 million envelopes
+// (docs/performance.md).
+func (s *Store) LoadIDs(ctx context.Context) error {
 	return s.ids.load(ctx)
 }
 
@@ -897,13 +918,10 @@ func (s *Store) pruneChunks(ctx context.Context, del string, args ...any) (int64
 // own, and returns how many it deleted. With the store's ID directory it
 // takes the deleted envelopes out of it, once that is committed.
 func (s *Store) deleteOnce(ctx context.Context, del string, args ...any) (int64, error) {
-	if s.ids == nil {
-		res, err := s.w.ExecContext(ctx, del, args...)
-		if err != nil {
-			return 0, err
-		}
-		return res.RowsAffected()
+	if err := s.lockWrites(ctx); err != nil {
+		return 0, err
 	}
+	defer s.unlockWrites()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
@@ -1028,4 +1046,13 @@ func scan(rows *sql.Rows) ([]Record, error) {
 		return nil, fmt.Errorf("store: read: %w", err)
 	}
 	return out, nil
+}
+
+// wrapErr is err with what was being done said before it, or nil when err
+// is nil.
+func wrapErr(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
 }

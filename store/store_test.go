@@ -37,12 +37,12 @@ func open(t testing.TB, opts ...Option) (*Store, string) {
 	return s, path
 }
 
-// eachKind runs test on a store with every part, which finds envelopes
-// by ID through an SQL index, and on a relay's, which finds them through
-// its directory (ids.go).
+// eachKind runs test on each kind of store: one with every part (tools
+// and tests), a relay's and a chat client's.
 func eachKind(t *testing.T, test func(t *testing.T, kind ...Option)) {
-	t.Run("index", func(t *testing.T) { test(t) })
-	t.Run("directory", func(t *testing.T) { test(t, Relay()) })
+	t.Run("all", func(t *testing.T) { test(t) })
+	t.Run("relay", func(t *testing.T) { test(t, Relay()) })
+	t.Run("chat", func(t *testing.T) { test(t, Search()) })
 }
 
 func record(t testing.TB, k identity.PrivateKey, room string, seq, lamport uint64, at time.Time, payload string) Record {
@@ -285,20 +285,65 @@ func testPrune(t *testing.T, kind ...Option) {
 }
 
 // BenchmarkPut commits batches of envelopes as the mesh's writer does
-// under load, into a store with every part (as the mesh's tests and
-// benchmarks open it) and into a chat client's:
+// under load (about 10 at 50 a second, up to 512 at saturation), into a
+// store with every part (as the mesh's tests and benchmarks open it),
+// a chat client's and a relay's:
 //
 //	go test -run '^$' -bench Put ./store
 func BenchmarkPut(b *testing.B) {
 	for _, st := range []struct {
 		name string
 		opts []Option
-	}{{"all", nil}, {"chat", []Option{Search()}}} {
-		for _, batch := range []int{1, 64, 512} {
+	}{{"all", nil}, {"chat", []Option{Search()}}, {"relay", []Option{Relay()}}} {
+		for _, batch := range []int{1, 10, 64, 512} {
 			b.Run(fmt.Sprintf("store=%s/batch=%d", st.name, batch), func(b *testing.B) {
 				benchPut(b, batch, st.opts...)
 			})
 		}
+	}
+}
+
+// BenchmarkPutFilled commits pages of 256 envelopes, as a catch-up
+// from a relay brings them, into a store that holds 100,000 already:
+// what the indexes cost once they are deeper than a page or two.
+//
+//	go test -run '^$' -bench PutFilled -benchtime 25600x ./store
+func BenchmarkPutFilled(b *testing.B) {
+	const filled, page = 100_000, 256
+	for _, st := range []struct {
+		name string
+		opts []Option
+	}{{"all", nil}, {"chat", []Option{Search()}}, {"relay", []Option{Relay()}}} {
+		b.Run("store="+st.name, func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "parley.db"), st.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			var keys []identity.PrivateKey // 50 people talking
+			for i := range 50 {
+				keys = append(keys, key(b, byte(1+i)))
+			}
+			recs := make([]Record, filled+b.N)
+			for i := range recs {
+				seq := uint64(i/len(keys) + 1)
+				recs[i] = record(b, keys[i%len(keys)], "r", seq, uint64(i+1), t0.Add(time.Duration(i)*time.Millisecond), "payload of a typical chat message, a line or two long")
+				recs[i].Via = "relay"
+			}
+			for i := 0; i < filled; i += 1000 {
+				if _, err := s.Put(ctx, recs[i:i+1000]...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for i := filled; i < len(recs); i += page {
+				if _, err := s.Put(ctx, recs[i:min(i+page, len(recs))]...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "envelopes/s")
+		})
 	}
 }
 

@@ -12,7 +12,8 @@ import (
 // new relay, a new one against an old relay), the relay keeps every
 // message across the upgrade, its audit log verifies across it, and the
 // old person's home folder opens in this code's chat with its history;
-// the previous release then refuses the upgraded store.
+// the previous release then refuses the upgraded stores, the relay's and
+// the chat's.
 func TestRelayUpgrade(t *testing.T) {
 	oldChat, newChat := old(t, "chat"), current(t, "chat")
 	oldRelay, newRelayBin := old(t, "relay"), current(t, "relay")
@@ -52,6 +53,11 @@ func TestRelayUpgrade(t *testing.T) {
 	out, err = run("", oldRelay, "--data", r.dir, "audit", "verify")
 	if err == nil || !strings.Contains(out, "schema version 1001 is newer than this program") {
 		t.Fatalf("the previous release on the upgraded data folder: %v\n%s", err, out)
+	}
+	// So did Bob's chat store, and the previous chat refuses it alike.
+	out, err = runEnv("", nil, oldChat, bob.args("history", "--room", "lobby")...)
+	if err == nil || !strings.Contains(out, "schema version 1001 is newer than this program") {
+		t.Fatalf("the previous chat on the upgraded home folder: %v\n%s", err, out)
 	}
 }
 
