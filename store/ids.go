@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -128,6 +129,49 @@ func dropIDIndex(db *sql.DB) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// adoptRelayIDs moves the rows of relay_ids, the directory's table as
+// the builds between v0.20.0 and the next release named it (relay stores
+// only), into envelope_ids, and drops it: without this, a store made by
+// one of them would open with an empty directory and find nothing. It
+// does nothing when there is no relay_ids.
+func adoptRelayIDs(db *sql.DB) error {
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'relay_ids'`).Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, q := range []string{
+		`INSERT OR IGNORE INTO envelope_ids (pos, idp) SELECT pos, idp FROM relay_ids`,
+		`DROP TRIGGER IF EXISTS relay_ids_delete`,
+		`DROP TABLE relay_ids`,
+		`DELETE FROM schema_versions WHERE name = 'relay_ids'`,
+	} {
+		if _, err := tx.Exec(q); err != nil {
+			return fmt.Errorf("envelopes: relay_ids into envelope_ids: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// idsDone returns ErrOldSchema if the database still has what the
+// migration to the directory takes away (the ID index, relay_ids).
+func idsDone(db *sql.DB) error {
+	var left string
+	err := db.QueryRow(`SELECT name FROM sqlite_schema WHERE (type = 'index' AND tbl_name = 'envelopes'
+		AND name LIKE 'sqlite_autoindex_envelopes_%') OR (type = 'table' AND name = 'relay_ids')`).Scan(&left)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%w: it still has %s", ErrOldSchema, left)
 }
 
 // idDirectory maps the first 8 bytes of each stored envelope's ID to its

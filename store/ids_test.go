@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -318,5 +319,91 @@ func testIDsConcurrent(t *testing.T, kind ...Option) {
 	}
 	if rows != batches*per/2 || s.ids.len() != rows {
 		t.Fatalf("%d envelopes, %d in the directory; want %d each", rows, s.ids.len(), batches*per/2)
+	}
+}
+
+// TestRelayIDsAdopted: a relay's store made by the builds that named the
+// directory's table relay_ids opens with every envelope found and
+// relay_ids gone; opened AsIs before that, it is refused as old, and
+// after, it opens.
+func TestRelayIDsAdopted(t *testing.T) {
+	ctx := context.Background()
+	s, path := open(t, Relay())
+	k := key(t, 1)
+	var recs []Record
+	for i := range 10 {
+		recs = append(recs, record(t, k, "r", uint64(i+1), uint64(i+1), t0, "m"))
+	}
+	if _, err := s.Put(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Back to the layout of those builds.
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`ALTER TABLE envelope_ids RENAME TO relay_ids`,
+		`DROP TRIGGER envelope_ids_delete`,
+		`CREATE TRIGGER relay_ids_delete AFTER DELETE ON envelopes BEGIN DELETE FROM relay_ids WHERE pos = old.rowid; END`,
+		`UPDATE schema_versions SET name = 'relay_ids' WHERE name = 'envelope_ids'`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	if _, err := Open(path, Relay(), AsIs()); !errors.Is(err, ErrOldSchema) {
+		t.Fatalf("AsIs before the migration: %v, want ErrOldSchema", err)
+	}
+	s, err = Open(path, Relay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if ok, err := s.Has(ctx, r.ID); err != nil || !ok {
+			t.Fatalf("Has after the migration = %v, %v", ok, err)
+		}
+	}
+	s.Close()
+	if names := schemaNames(t, path, "table"); slices.Contains(names, "relay_ids") {
+		t.Fatalf("relay_ids left: %v", names)
+	}
+	s, err = Open(path, Relay(), AsIs())
+	if err != nil {
+		t.Fatalf("AsIs after the migration: %v", err)
+	}
+	if n := s.ids.len(); n != 0 {
+		t.Fatalf("directory read at open: %d", n)
+	}
+	if ok, err := s.Has(ctx, recs[3].ID); err != nil || !ok {
+		t.Fatalf("Has, opened AsIs = %v, %v", ok, err)
+	}
+	s.Close()
+}
+
+// TestAsIsOldStore: a store from before the directory, opened AsIs, is
+// refused as old and left as it was.
+func TestAsIsOldStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relay.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	if err := migrate(db, []schema{schemaEnvelopes, schemaRelay}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(path, Relay(), AsIs()); !errors.Is(err, ErrOldSchema) {
+		t.Fatalf("AsIs: %v, want ErrOldSchema", err)
+	}
+	if names := schemaNames(t, path, "index"); !slices.Contains(names, "sqlite_autoindex_envelopes_1") {
+		t.Fatalf("the ID index went: %v", names)
+	}
+	if names := schemaNames(t, path, "table"); slices.Contains(names, "envelope_ids") {
+		t.Fatalf("envelope_ids made: %v", names)
 	}
 }

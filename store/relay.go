@@ -215,11 +215,13 @@ func policyVersion(ctx context.Context, q queryRow) (uint64, error) {
 // transaction, and returns the new version. When change returns an error
 // (errNoChange included) nothing is written.
 func (s *Store) policyChange(ctx context.Context, ev PolicyEvent, change func(*sql.Tx) error) (v uint64, err error) {
-	tx, err := s.w.BeginTx(ctx, nil)
+	// A Batch, for the hook: what it appends is the batch's.
+	b, err := s.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("store: policy change: %w", err)
 	}
-	defer tx.Rollback()
+	defer b.Rollback()
+	tx := b.tx
 	if err := change(tx); err != nil {
 		if errors.Is(err, errNoChange) || errors.Is(err, ErrBadInvite) {
 			return 0, err
@@ -237,11 +239,6 @@ func (s *Store) policyChange(ctx context.Context, ev PolicyEvent, change func(*s
 		return 0, fmt.Errorf("store: policy change: %w", err)
 	}
 	if s.policyHook != nil {
-		b := &Batch{s: s, tx: tx, insert: tx.StmtContext(ctx, s.insert)}
-		defer func() {
-			b.insert.Close()
-			b.audit.close()
-		}()
 		var done func(bool)
 		done, err = s.policyHook(b, v, ev)
 		if done != nil {
@@ -252,8 +249,8 @@ func (s *Store) policyChange(ctx context.Context, ev PolicyEvent, change func(*s
 			return 0, fmt.Errorf("store: policy change: %w", err)
 		}
 	}
-	if err = tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: policy change: commit: %w", err)
+	if err = b.Commit(); err != nil {
+		return 0, fmt.Errorf("store: policy change: %w", err)
 	}
 	return v, nil
 }

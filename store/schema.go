@@ -194,8 +194,16 @@ func hasPart(parts []schema, part schema) bool {
 	return slices.ContainsFunc(parts, func(p schema) bool { return p.name == part.name })
 }
 
+// ErrOldSchema: a database opened AsIs needs a migration first.
+var ErrOldSchema = errors.New("store: the database is from an older version of this program")
+
 // migrate brings the database's parts up to date, the envelopes' first.
-func migrate(db *sql.DB, parts []schema) error {
+func migrate(db *sql.DB, parts []schema) error { return migrateOr(db, parts, false) }
+
+// migrateOr is migrate, or with asIs a check that nothing needs
+// migrating (ErrOldSchema): a program that opens a database in use by
+// another, perhaps older, must not change its schema under it.
+func migrateOr(db *sql.DB, parts []schema, asIs bool) error {
 	if _, err := db.Exec(`CREATE TABLE IF NOT EXISTS schema_versions (
 		name    TEXT PRIMARY KEY,
 		version INTEGER NOT NULL
@@ -210,11 +218,20 @@ func migrate(db *sql.DB, parts []schema) error {
 		if done[p.name] > len(p.migrations) {
 			return fmt.Errorf("schema of part %s is at version %d, newer than this program (%d)", p.name, done[p.name], len(p.migrations))
 		}
+		if asIs && done[p.name] < len(p.migrations) {
+			return fmt.Errorf("%w: part %s is at version %d of %d", ErrOldSchema, p.name, done[p.name], len(p.migrations))
+		}
 		for i := done[p.name]; i < len(p.migrations); i++ {
 			if err := apply(db, p.name, i+1, p.migrations[i]); err != nil {
 				return err
 			}
 		}
+	}
+	if asIs {
+		if hasPart(parts, schemaIDs) {
+			return idsDone(db)
+		}
+		return nil
 	}
 	if !hasPart(parts, schemaRelay) {
 		// envelopes_room serves the relay's subscriptions alone
@@ -229,6 +246,9 @@ func migrate(db *sql.DB, parts []schema) error {
 	}
 	version := partsVersion
 	if hasPart(parts, schemaIDs) {
+		if err := adoptRelayIDs(db); err != nil {
+			return err
+		}
 		if err := dropIDIndex(db); err != nil {
 			return err
 		}

@@ -53,6 +53,7 @@ type Store struct {
 type Option func(*options)
 
 type options struct {
+	asIs   bool // AsIs
 	sync   string
 	search bool  // the chat client's part (Search)
 	relay  bool  // the relay's part (Relay)
@@ -76,6 +77,12 @@ func (o options) parts() []schema {
 	}
 	return []schema{schemaEnvelopes, schemaIDs, schemaRelay, schemaClient, schemaKeys}
 }
+
+// AsIs opens the database without migrating it: if it needs a
+// migration, Open fails with ErrOldSchema. For a command that opens a
+// store while a program of another version may be using it (the relay's
+// audit commands): its schema must not change under that program.
+func AsIs() Option { return func(o *options) { o.asIs = true } }
 
 // Durable makes every commit wait for the disk (synchronous=FULL): a
 // committed envelope survives a power cut. The relay, which acknowledges
@@ -150,7 +157,7 @@ func openStore(path string, o options) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	s := &Store{w: w, sync: o.sync, search: o.search, writing: make(chan struct{}, 1)}
 	parts := o.parts()
-	if err := migrate(w, parts); err != nil {
+	if err := migrateOr(w, parts, o.asIs); err != nil {
 		w.Close()
 		return nil, err
 	}

@@ -23,6 +23,14 @@ func TestRelayUpgrade(t *testing.T) {
 	alice := newPerson(t, "alice", "--mode", "relay", "--relay", r.addr) // this code
 	bob := newPerson(t, "bob", "--mode", "relay", "--relay", r.addr)     // the previous release
 	talkBoth(t, alice, newChat, bob, oldChat, "before")
+	// This code's audit command on the old relay's folder while that
+	// relay runs leaves its schema alone (it would break the old relay's
+	// inserts) and says to restart the relay.
+	out, err := run("", newRelayBin, "--data", r.dir, "audit", "verify")
+	if err == nil || !strings.Contains(out, "restart it with this one first") {
+		t.Fatalf("this code's audit verify beside the running old relay: %v\n%s", err, out)
+	}
+	talkBoth(t, alice, newChat, bob, oldChat, "still")
 	exited0(t, r.p, r.p.Stop(t))
 
 	r.serve(t, "new relay", newRelayBin)
@@ -30,7 +38,7 @@ func TestRelayUpgrade(t *testing.T) {
 
 	// Bob upgrades: his home folder, made by the previous release, opens
 	// in this code's chat with everything in it, and he goes on.
-	all := []string{"alice before", "bob before", "alice after", "bob after"}
+	all := []string{"alice before", "bob before", "alice still", "bob still", "alice after", "bob after"}
 	assertHistory(t, bob, newChat, all...)
 	bob.chat(t, newChat, "send", "--room", "lobby", "bob upgraded")
 	// A newcomer on this code gets the whole history from the relay,
@@ -41,7 +49,7 @@ func TestRelayUpgrade(t *testing.T) {
 	done(t, c)
 
 	exited0(t, r.p, r.p.Stop(t))
-	out, err := run("", newRelayBin, "--data", r.dir, "audit", "verify")
+	out, err = run("", newRelayBin, "--data", r.dir, "audit", "verify")
 	if err != nil || !strings.Contains(out, "ok") {
 		t.Fatalf("relay audit verify after the upgrade: %v\n%s", err, out)
 	}

@@ -20,16 +20,39 @@ import (
 // while the relay runs (SQLite readers do not block its writer) and while
 // it is stopped.
 
-func openAuditStore(dir string) (*store.Store, identity.PublicKey, error) {
+// openAuditStore opens the store in dir for the audit commands. While a
+// relay runs on dir, the store is opened as it is (store.AsIs): that relay
+// may be of an older version than this command, and its schema must not
+// change under it (a store that needs migrating is refused, with a word
+// to restart the relay).
+func openAuditStore(dir string, running bool) (*store.Store, identity.PublicKey, error) {
 	key, err := LoadKey(dir)
 	if err != nil {
 		return nil, identity.PublicKey{}, err
 	}
-	st, err := openStore(dir, DBFile, store.Durable())
+	opts := []store.Option{store.Durable()}
+	if running {
+		opts = append(opts, store.AsIs())
+	}
+	st, err := openStore(dir, DBFile, opts...)
+	if errors.Is(err, store.ErrOldSchema) {
+		return nil, identity.PublicKey{}, fmt.Errorf("relay: the relay running on %s is of an older version than this command; restart it with this one first: %w", dir, err)
+	}
 	if err != nil {
 		return nil, identity.PublicKey{}, err
 	}
 	return st, key.Public(), nil
+}
+
+// relayRuns reports whether a relay holds the lock of the data folder dir
+// (or the lock cannot be taken, which is treated alike).
+func relayRuns(dir string) bool {
+	lock, err := lockfile.Acquire(filepath.Join(dir, LockFile))
+	if err != nil {
+		return true
+	}
+	lock.Release()
+	return false
 }
 
 // auditPage is how many records the commands read at a time.
@@ -62,7 +85,7 @@ func AuditVerify(ctx context.Context, dir string) (audit.Result, error) {
 		defer lock.Release()
 	}
 	running := lockErr != nil
-	st, relay, err := openAuditStore(dir)
+	st, relay, err := openAuditStore(dir, running)
 	if err != nil {
 		return audit.Result{}, err
 	}
@@ -101,7 +124,7 @@ type AuditFilter struct {
 
 // AuditShow returns the records of the log in dir that pass f, oldest first.
 func AuditShow(ctx context.Context, dir string, f AuditFilter) ([]audit.View, error) {
-	st, _, err := openAuditStore(dir)
+	st, _, err := openAuditStore(dir, relayRuns(dir))
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +176,7 @@ type ExportEntry struct {
 
 // AuditExport writes the log of the relay in dir, with its checkpoints, to w.
 func AuditExport(ctx context.Context, dir string, w io.Writer) (int, error) {
-	st, relay, err := openAuditStore(dir)
+	st, relay, err := openAuditStore(dir, relayRuns(dir))
 	if err != nil {
 		return 0, err
 	}
