@@ -283,17 +283,37 @@ func TestHubCommittedKeepsLater(t *testing.T) {
 	}
 }
 
-// failingBegin is a Storage whose next Begin fails when fail is set.
+// failingBegin is a Storage whose next Begin fails when fail is set,
+// and whose next Commit fails when failCommit is.
 type failingBegin struct {
 	Storage
-	fail *atomic.Bool
+	fail       *atomic.Bool
+	failCommit *atomic.Bool
 }
 
 func (f failingBegin) Begin(ctx context.Context) (Batch, error) {
 	if f.fail.CompareAndSwap(true, false) {
 		return nil, errors.New("disk I/O error")
 	}
-	return f.Storage.Begin(ctx)
+	b, err := f.Storage.Begin(ctx)
+	if err != nil || f.failCommit == nil {
+		return b, err
+	}
+	return failingCommit{b, f.failCommit}, nil
+}
+
+// failingCommit is a Batch that rolls back and fails when fail is set.
+type failingCommit struct {
+	Batch
+	fail *atomic.Bool
+}
+
+func (b failingCommit) Commit() error {
+	if b.fail.CompareAndSwap(true, false) {
+		b.Batch.Rollback()
+		return errors.New("disk full")
+	}
+	return b.Batch.Commit()
 }
 
 // TestEarlyThenNotStored: an envelope went out early and its batch could
@@ -303,7 +323,7 @@ func (f failingBegin) Begin(ctx context.Context) (Batch, error) {
 func TestEarlyThenNotStored(t *testing.T) {
 	var fail atomic.Bool
 	r := startRelayAt(t, filepath.Join(t.TempDir(), "relay.db"), testkit.Key(t), nil, func(s *Server) {
-		s.st = failingBegin{s.st, &fail}
+		s.st = failingBegin{s.st, &fail, nil}
 	})
 	ctx := ctxT(t)
 	alice := testkit.Key(t)
@@ -523,4 +543,51 @@ func TestLiveUnderStress(t *testing.T) {
 	}
 	t.Logf("subscriptions fell behind their queues %d times; %v envelopes went live early, %v late", r.srv.hub.lags.Load(),
 		testutil.ToFloat64(r.srv.metrics.liveEarly), testutil.ToFloat64(r.srv.metrics.liveLate))
+}
+
+// TestCommitFails: a batch whose envelopes were inserted but whose commit
+// failed answers its publishers with an internal error, does not leave its
+// room late for good (its late envelopes settled at their insert), and
+// the relay goes on storing and serving the room's envelopes after it,
+// so the failed transaction left no lock or writer behind.
+func TestCommitFails(t *testing.T) {
+	var failBegin, failCommit atomic.Bool
+	r := startRelayAt(t, filepath.Join(t.TempDir(), "relay.db"), testkit.Key(t), nil, func(s *Server) {
+		s.st = failingBegin{s.st, &failBegin, &failCommit}
+	})
+	ctx := ctxT(t)
+	alice := testkit.Key(t)
+	ca := dial(t, r, alice)
+	a := &testkit.Author{Key: alice, Room: "lobby"}
+	first, firstID := a.Next(t, "stored")
+	if _, err := ca.Publish(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+
+	// A resend is late: it waits for its insert, which is rolled back.
+	failCommit.Store(true)
+	if _, err := ca.Publish(ctx, first); !errors.Is(err, &wire.RelayError{Code: wire.CodeInternal}) {
+		t.Fatalf("a resend into a batch whose commit fails: %v", err)
+	}
+	if failCommit.Load() {
+		t.Fatal("the resend's batch was never committed")
+	}
+	r.srv.seq.known.Lock()
+	late := r.srv.seq.late["lobby"]
+	r.srv.seq.known.Unlock()
+	if late != 0 {
+		t.Fatalf("%d late envelopes of the room pending after their commit failed", late)
+	}
+
+	next, nextID := a.Next(t, "after the failed commit")
+	if _, err := ca.Publish(ctx, next); err != nil {
+		t.Fatalf("publish after a failed commit: %v", err)
+	}
+	got, err := ca.FetchIDs(ctx, firstID, nextID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("fetched %d of the envelopes before and after the failed commit, want 2", len(got))
+	}
 }
