@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -334,4 +335,82 @@ func signedBy(t *testing.T, room, text string) ([]byte, protocol.ID, *protocol.E
 		t.Fatal(err)
 	}
 	return raw, id, e
+}
+
+// TestNoteWaitsForTheNode: the search entry of a message shown from the
+// mesh waits for the node to store it for noteWait, however many batches
+// the client merges meanwhile (a busy room merges many a second, and the
+// node commits up to about 1.5 s behind what it shows); past noteWait it
+// is dropped.
+func TestNoteWaitsForTheNode(t *testing.T) {
+	ctx := context.Background()
+	h, err := OpenHome(filepath.Join(t.TempDir(), "home"), HomeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64 // Unix ms: the test moves it
+	clock.Store(time.Now().UnixMilli())
+	cfg := DefaultConfig()
+	cfg.Nick = "me"
+	c, err := Open(ctx, h, Options{Config: cfg, Offline: true, Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addRoom(c, "r")
+	nodeStores := func(raw []byte, e *protocol.Envelope) {
+		t.Helper()
+		if _, err := c.st.Put(ctx, store.Record{ID: protocol.IDOf(raw), Env: e, Raw: raw, Via: ViaMesh, Received: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// busy merges n batches of one relayed message each.
+	busy := func(n int) {
+		t.Helper()
+		for i := range n {
+			raw, id, e := signedBy(t, "r", fmt.Sprintf("busy %d", i))
+			c.in <- arrival{room: "r", id: id, env: e, raw: raw, via: ViaRelay}
+			if m := next(t, c); m.ID != id {
+				t.Fatalf("shown %s, want %s", m.ID, id)
+			}
+		}
+	}
+	found := func(query string) int {
+		t.Helper()
+		recs, err := c.st.Search(ctx, "r", query, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+
+	raw, id, e := signedBy(t, "r", "findable once stored")
+	c.in <- arrival{room: "r", id: id, env: e, via: ViaMesh}
+	if m := next(t, c); m.ID != id {
+		t.Fatalf("shown %s, want %s", m.ID, id)
+	}
+	busy(noteTries + 10)
+	nodeStores(raw, e)
+	deadline := time.Now().Add(30 * time.Second)
+	for found("findable") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the search entry was not written in 30 s after %d merges before the node stored the message", noteTries+10)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Past noteWait the entry is dropped: a message the node never stores
+	// does not keep a note for ever.
+	raw, id, e = signedBy(t, "r", "dropped before stored")
+	c.in <- arrival{room: "r", id: id, env: e, via: ViaMesh}
+	if m := next(t, c); m.ID != id {
+		t.Fatalf("shown %s, want %s", m.ID, id)
+	}
+	clock.Add((noteWait + time.Second).Milliseconds())
+	busy(1) // a merge writes, and drops, the pending notes
+	nodeStores(raw, e)
+	busy(1)
+	if n := found("dropped"); n != 0 {
+		t.Fatalf("a note past noteWait was written: %d found", n)
+	}
 }

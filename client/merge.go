@@ -46,11 +46,16 @@ func (s *seenSet) add(id protocol.ID, via string) {
 const maxMerge = 512
 
 // A note (a path, a search entry) on a message that the mesh node has not
-// stored yet (it commits right behind what it shows) is tried again every
-// noteRetry, up to noteTries times.
+// stored yet (it commits right behind what it shows, within about 1.5 s
+// under a steady stream) is tried again at every merge and every
+// noteRetry, for noteWait. The shown notes of such messages are tried
+// again every noteRetry, up to noteTries times. The wait is counted in
+// time, not tries: a busy room merges many times a second, and tries
+// counted per merge ran out before the node's commit.
 const (
 	noteRetry = 100 * time.Millisecond
 	noteTries = 50
+	noteWait  = noteTries * noteRetry
 )
 
 // Merge retries: a batch that could not be stored is tried again, after
@@ -64,10 +69,10 @@ const (
 // note is something to write on a stored message once the mesh node has
 // stored it: another path that delivered it, or its search entry.
 type note struct {
-	id    protocol.ID
-	via   string         // a path, or empty
-	text  *protocol.Text // a search entry, or nil
-	tries int
+	id     protocol.ID
+	via    string         // a path, or empty
+	text   *protocol.Text // a search entry, or nil
+	giveUp time.Time      // when it is dropped if its message is still not stored
 }
 
 // merger is the one place where the paths meet. It takes the arrivals in
@@ -373,7 +378,11 @@ func (m *merger) apply(ctx context.Context, o *outcome) {
 	for id, via := range o.seen {
 		m.seen.add(id, via)
 	}
-	m.pending = append(m.pending, o.notes...)
+	giveUp := c.now().Add(noteWait)
+	for _, n := range o.notes {
+		n.giveUp = giveUp
+		m.pending = append(m.pending, n)
+	}
 	m.writeNotes()
 	dirty := false
 	for _, a := range o.show {
@@ -420,6 +429,7 @@ func (m *merger) apply(ctx context.Context, o *outcome) {
 // message is not stored yet wait for the next try.
 func (m *merger) writeNotes() {
 	ctx := context.WithoutCancel(m.c.ctx)
+	now := m.c.now()
 	keep := m.pending[:0]
 	for _, n := range m.pending {
 		var (
@@ -434,7 +444,7 @@ func (m *merger) writeNotes() {
 		if err != nil {
 			m.c.log.Warn("note on a stored message", "id", n.id, "err", err)
 		}
-		if n.tries++; !ok && n.tries < noteTries {
+		if !ok && now.Before(n.giveUp) {
 			keep = append(keep, n)
 		}
 	}

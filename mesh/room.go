@@ -146,7 +146,7 @@ func (r *Room) Name() string { return r.name }
 // (others', and ours from another device) as they are accepted: live ones
 // at once, synced ones as their pages arrive. Each is committed to the
 // store right behind (group commit: a moment later when it comes alone,
-// within 0.4 s in a steady stream: see commitEvery), so a
+// within 1.5 s in a steady stream: see commitEvery), so a
 // crash in between can lose the stored copy of a message already shown;
 // sync restores it. The application must keep reading: when it does not,
 // the room's queues fill and gossipsub drops (and counts) messages, which
@@ -267,16 +267,22 @@ func (r *Room) enqueue(it inbound) error {
 // commitLinger after its first envelope, so that an envelope that comes
 // alone is on disk a moment after it is shown; but never sooner than
 // about commitEvery (nextCommit) after the previous commit began, so
-// that a steady stream is committed a few times a second, each commit
+// that a steady stream is committed about once a second, each commit
 // taking what queued meanwhile, rather than once per envelope. A commit
 // of one envelope writes as many pages (the table's and each index's) as
 // one of ten: at 60 peers and 50 messages a second, one commit per
 // envelope at every node took more CPU than delivery itself, and the
-// queueing that followed was the mesh's tail latency (issue 22).
+// queueing that followed was the mesh's tail latency (issue 22). A
+// second, against the 250 ms of before, took a further 5-10% off the CPU
+// per delivery there, and the p99 at 60 peers from 84-263 ms to 64-84
+// (docs/performance.md). Its cost is the window in which a crash loses
+// the stored copy of what was shown (up to 1.5 s of a steady stream;
+// sync brings it back), and a peer's confirmation (Confirm) of an
+// envelope in a steady stream comes up to that much later.
 const (
 	maxBatch     = 512
 	commitLinger = 5 * time.Millisecond
-	commitEvery  = 250 * time.Millisecond
+	commitEvery  = time.Second
 )
 
 // nextCommit is the least time from one commit to the next: commitEvery
