@@ -216,3 +216,60 @@ func TestDatabaseIsPrivate(t *testing.T) {
 		t.Fatalf("database mode %v, want 0600", fi.Mode().Perm())
 	}
 }
+
+// TestIndexTextBeside: indexing a message that is not stored does not wait
+// for a batch that is open (the writer of the mesh node, committing), and
+// says not found; one that the open batch appended is indexed once that
+// batch commits.
+func TestIndexTextBeside(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "chat.db"), Search())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	stored, absent := textRecord(t, 1, "alice", "in the open batch"), textRecord(t, 2, "alice", "nowhere")
+	b, err := s.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Rollback()
+	if _, err := b.Append(ctx, []Record{stored}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ok  bool
+		err error
+	}
+	index := func(r Record) <-chan result {
+		c := make(chan result, 1)
+		go func() {
+			ok, err := s.IndexText(ctx, r.ID, "alice", "text")
+			c <- result{ok, err}
+		}()
+		return c
+	}
+	select {
+	case r := <-index(absent):
+		if r.ok || r.err != nil {
+			t.Fatalf("IndexText of an envelope not stored = %v, %v; want false", r.ok, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("IndexText of an envelope not stored waited for the open batch")
+	}
+	pending := index(stored)
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-pending:
+		if !r.ok || r.err != nil {
+			t.Fatalf("IndexText of the batch's envelope = %v, %v; want true", r.ok, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("IndexText of the batch's envelope did not end after its commit")
+	}
+	if got, err := s.Search(ctx, "r", "text", 10); err != nil || len(got) != 1 {
+		t.Fatalf("search after the commit: %d found, %v", len(got), err)
+	}
+}
