@@ -46,8 +46,11 @@ func (s Sent) Delivered() bool {
 }
 
 // otherPaths is how long a delivery waits for the other paths once one
-// has confirmed it.
-const otherPaths = time.Second
+// has confirmed it. A mesh peer confirms once it has stored the message,
+// and in a steady stream it commits up to 1.5 s after it shows one
+// (mesh/room.go, commitEvery); Confirm then asks again at about 1.3 and
+// 2.3 s. Three seconds cover both.
+const otherPaths = 3 * time.Second
 
 // DefaultPatience is how long the paths have to confirm a message when
 // the caller's context has no deadline. What they have not confirmed by
