@@ -75,7 +75,7 @@ func (s *Store) IndexText(ctx context.Context, id protocol.ID, nick, body string
 	if !s.search {
 		return true, nil
 	}
-	if cands, err := s.ids.candidates(ctx, id); err != nil || len(cands) == 0 {
+	if maybe, err := s.mayHold(ctx, id); err != nil || !maybe {
 		return false, wrapErr(err, "store: index %s", id)
 	}
 	b, err := s.Begin(ctx)

@@ -205,7 +205,7 @@ func (d *idDirectory) load(ctx context.Context) error {
 	}
 	if err := d.read(ctx); err != nil {
 		d.pos, d.more = map[uint64]int64{}, map[uint64][]int64{}
-		return fmt.Errorf("store: envelope IDs: %w", err)
+		return fmt.Errorf("read the envelope IDs: %w", err)
 	}
 	d.loaded = true
 	return nil

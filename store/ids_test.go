@@ -407,3 +407,58 @@ func TestAsIsOldStore(t *testing.T) {
 		t.Fatalf("envelope_ids made: %v", names)
 	}
 }
+
+// TestIDDirectoryBroken: a directory that cannot be read (a row whose
+// prefix is cut short) fails every lookup by ID with an error that says
+// so once, with what was asked, and says "store:" once; nothing is put.
+func TestIDDirectoryBroken(t *testing.T) {
+	ctx := context.Background()
+	s, path := open(t)
+	a := record(t, key(t, 1), "r", 1, 1, t0, "one")
+	if _, err := s.Put(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE envelope_ids SET idp = x'01'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	lookups := map[string]func(s *Store) error{
+		"store: has":         func(s *Store) error { _, err := s.Has(ctx, a.ID); return err },
+		"store: get":         func(s *Store) error { _, err := s.Get(ctx, a.ID); return err },
+		"store: position of": func(s *Store) error { _, _, err := s.Position(ctx, a.ID); return err },
+		"store: put":         func(s *Store) error { _, err := s.Put(ctx, record(t, key(t, 1), "r", 2, 2, t0, "two")); return err },
+		"store: read the":    func(s *Store) error { return s.LoadIDs(ctx) },
+	}
+	for want, lookup := range lookups {
+		// A store of its own each: a directory that failed to load is
+		// read again at the next use.
+		s, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = lookup(s)
+		s.Close()
+		if err == nil {
+			t.Fatalf("%s: no error from a broken directory", want)
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, want) || strings.Count(msg, "store:") != 1 || !strings.Contains(msg, "prefix of 1 bytes") {
+			t.Errorf("error %q: want it to begin %q, say \"store:\" once and name the short prefix", msg, want)
+		}
+	}
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM envelopes`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d envelopes stored (%v), want the one from before", n, err)
+	}
+}

@@ -424,7 +424,7 @@ func (b *Batch) Append(ctx context.Context, recs []Record) ([]Appended, error) {
 	// The directory is read before the batch adds to it: read after, it
 	// could miss what this batch commits.
 	if err := b.s.ids.load(ctx); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("store: put: %w", err)
 	}
 	res := make([]Appended, len(recs))
 	tx, insert := b.tx, b.insert
@@ -530,7 +530,7 @@ func (s *Store) Missing(ctx context.Context, ids []protocol.ID) ([]protocol.ID, 
 func (s *Store) Get(ctx context.Context, id protocol.ID) (Record, error) {
 	where, args, maybe, err := s.whereID(ctx, id)
 	if err != nil {
-		return Record{}, err
+		return Record{}, fmt.Errorf("store: get %s: %w", id, err)
 	}
 	if !maybe {
 		return Record{}, fmt.Errorf("%w: envelope %s", ErrNotFound, id)
@@ -538,10 +538,18 @@ func (s *Store) Get(ctx context.Context, id protocol.ID) (Record, error) {
 	return s.one(ctx, "envelope "+id.String(), `SELECT rowid, raw, via, received FROM envelopes`+where, args...)
 }
 
+// mayHold reports whether an envelope with ID id may be stored, or be
+// in an open batch: false when the store's directory (ids.go) knows
+// there is none, at no cost but a map lookup.
+func (s *Store) mayHold(ctx context.Context, id protocol.ID) (bool, error) {
+	pos, err := s.ids.candidates(ctx, id)
+	return len(pos) > 0, err
+}
+
 // whereID returns the WHERE clause, with its arguments, that selects the
-// envelope with ID id, and false when the store's directory (ids.go)
-// knows there is none. The clause names the positions the directory
-// gives and checks the whole ID on the rows.
+// envelope with ID id, and false when it may not be stored (mayHold).
+// The clause names the positions the directory gives and checks the
+// whole ID on the rows.
 func (s *Store) whereID(ctx context.Context, id protocol.ID) (string, []any, bool, error) {
 	pos, err := s.ids.candidates(ctx, id)
 	if err != nil || len(pos) == 0 {
@@ -598,7 +606,10 @@ func (s *Store) byIDs(ctx context.Context, ids []protocol.ID) ([]Record, error) 
 // serves: about 12 s and 300 MB at 10 million envelopes
 // (docs/performance.md).
 func (s *Store) LoadIDs(ctx context.Context) error {
-	return s.ids.load(ctx)
+	if err := s.ids.load(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
 }
 
 // one returns the first record a query selects, or ErrNotFound naming what.
@@ -727,7 +738,7 @@ func (s *Store) Position(ctx context.Context, id protocol.ID) (string, int64, er
 	)
 	where, args, maybe, err := s.whereID(ctx, id)
 	if err != nil {
-		return "", 0, err
+		return "", 0, fmt.Errorf("store: position of %s: %w", id, err)
 	}
 	if !maybe {
 		return "", 0, fmt.Errorf("%w: envelope %s", ErrNotFound, id)

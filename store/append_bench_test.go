@@ -1,0 +1,98 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/protocol"
+)
+
+// BenchmarkAppend: what a mesh node pays to store a steady stream, by
+// kind of store: batches of 50 envelopes (a second of a room at 50
+// messages a second, as the node's writer commits them) from 20
+// senders, into a store that already holds 5,000. The figures to read
+// are cpu-ns/envelope (the process's CPU time: on a shared machine the
+// wall time moves with the neighbours) and ns/envelope.
+//
+//	go test -run '^$' -bench Append -count 5 ./store
+func BenchmarkAppend(b *testing.B) {
+	kinds := []struct {
+		name string
+		opts []Option
+	}{
+		{"all", nil},                 // tools and tests, and the mesh benchmark's nodes
+		{"chat", []Option{Search()}}, // a chat client's, which its mesh node writes, and the client notes shown
+		{"relay", []Option{Relay()}},
+	}
+	for _, k := range kinds {
+		b.Run(k.name, func(b *testing.B) { benchAppend(b, k.opts...) })
+	}
+}
+
+func benchAppend(b *testing.B, opts ...Option) {
+	const (
+		batch   = 50
+		senders = 20
+		before  = 5000
+	)
+	s, err := Open(filepath.Join(b.TempDir(), "parley.db"), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	keys := make([]identity.PrivateKey, senders)
+	for i := range keys {
+		keys[i] = key(b, byte(i+1))
+	}
+	n := before + b.N
+	recs := make([]Record, n)
+	for i := range recs {
+		seq := uint64(i/senders + 1)
+		recs[i] = record(b, keys[i%senders], "bench", seq, uint64(i+1), t0.Add(time.Duration(i)*20*time.Millisecond),
+			fmt.Sprintf("message %d of a steady stream, about as long as a line people type", i))
+	}
+	put := func(recs []Record) {
+		for len(recs) > 0 {
+			m := min(batch, len(recs))
+			if _, err := s.Put(ctx, recs[:m]...); err != nil {
+				b.Fatal(err)
+			}
+			if s.search {
+				// The chat client's part of it: the trigger noted them
+				// unshown, and the client, having shown them, takes
+				// the notes out.
+				ids := make([]protocol.ID, m)
+				for i, r := range recs[:m] {
+					ids[i] = r.ID
+				}
+				if err := s.RemoveUnshown(ctx, ids); err != nil {
+					b.Fatal(err)
+				}
+			}
+			recs = recs[m:]
+		}
+	}
+	put(recs[:before])
+	b.ResetTimer()
+	cpu := cpuTime(b)
+	put(recs[before:])
+	cpu = cpuTime(b) - cpu
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/envelope")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/envelope")
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
