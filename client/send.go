@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
@@ -46,11 +47,12 @@ func (s Sent) Delivered() bool {
 }
 
 // otherPaths is how long a delivery waits for the other paths once one
-// has confirmed it. A mesh peer confirms once it has stored the message,
-// and in a steady stream it commits up to 1.5 s after it shows one
-// (mesh/room.go, commitEvery); Confirm then asks again at about 1.3 and
-// 2.3 s. Three seconds cover both.
-const otherPaths = 3 * time.Second
+// has confirmed it: how late a mesh peer's confirmation can be in a
+// steady stream (it confirms once its node committed the message, up to
+// 1.5 s after showing it, and Confirm asks about once a second), with
+// half a second to spare for the round trips. A relay acknowledges
+// sooner.
+const otherPaths = mesh.ConfirmLag + 500*time.Millisecond
 
 // DefaultPatience is how long the paths have to confirm a message when
 // the caller's context has no deadline. What they have not confirmed by

@@ -285,6 +285,11 @@ const (
 	commitEvery  = time.Second
 )
 
+// StoreLag is how long, at most, an envelope a node has shown waits for
+// its commit under a steady stream: the longest pause nextCommit draws.
+// A peer confirms an envelope (Confirm) only once it is stored.
+const StoreLag = commitEvery * 3 / 2
+
 // nextCommit is the least time from one commit to the next: commitEvery
 // on average, between half and one and a half of it, so that the peers of
 // a room, which get each message at about the same time, do not all

@@ -433,6 +433,17 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 	return &inbound{env: env, id: id, raw: raw, via: "sync"}, nil
 }
 
+// confirmPause is the longest pause of Confirm between two rounds of
+// asking the room's peers.
+const confirmPause = time.Second
+
+// ConfirmLag bounds how late Confirm learns that a peer stored an
+// envelope shown at the same moment by both, under a steady stream: the
+// peer's commit (StoreLag), then one of Confirm's pauses at most (and a
+// round trip). A caller that waits for the mesh after another path
+// confirmed gives it about this much.
+const ConfirmLag = StoreLag + confirmPause
+
 // Confirm waits until a peer of the room has stored the envelope with ID
 // id, made at time t (Unix ms), and returns that peer. It asks the room's
 // peers with a sync request for that millisecond, again and again with
@@ -458,7 +469,7 @@ func (r *Room) Confirm(ctx context.Context, id protocol.ID, t int64) (peer.ID, e
 		}
 		// Sync requests are rate-limited per peer (syncRate a second):
 		// the pauses grow to stay well inside the limit.
-		pause = min(2*pause, time.Second)
+		pause = min(2*pause, confirmPause)
 	}
 }
 
