@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/protocol"
+	"modernc.org/sqlite"
 )
 
 // TestIDDirectoryPrefixes: IDs that share their first 8 bytes are all
@@ -460,5 +462,63 @@ func TestIDDirectoryBroken(t *testing.T) {
 	var n int
 	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM envelopes`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("%d envelopes stored (%v), want the one from before", n, err)
+	}
+}
+
+// TestCommitFails: a batch whose commit SQLite refuses (here its commit
+// hook says no, as a full disk or an I/O error would) returns the error,
+// takes its envelopes out of the directory, and leaves the store as it
+// was: they are not found, and the next batch stores them.
+func TestCommitFails(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	refuse := true
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The writer's pool is one connection: the batches below use this
+	// one, hook and all.
+	err = conn.Raw(func(dc any) error {
+		h, ok := dc.(sqlite.HookRegisterer)
+		if !ok {
+			return fmt.Errorf("the driver's connection %T registers no hooks", dc)
+		}
+		h.RegisterCommitHook(func() int32 {
+			if refuse {
+				return 1
+			}
+			return 0
+		})
+		return nil
+	})
+	conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LoadIDs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs := []Record{record(t, key(t, 1), "r", 1, 1, t0, "one"), record(t, key(t, 1), "r", 2, 2, t0, "two")}
+	if _, err := s.Put(ctx, recs...); err == nil || !strings.HasPrefix(err.Error(), "store: commit") {
+		t.Fatalf("Put with a refused commit: %v, want a commit error", err)
+	}
+	for _, r := range recs {
+		if ok, err := s.Has(ctx, r.ID); err != nil || ok {
+			t.Fatalf("after the failed commit: Has = %v, %v", ok, err)
+		}
+	}
+	if n := s.ids.len(); n != 0 {
+		t.Fatalf("%d IDs left in the directory by the failed commit", n)
+	}
+	refuse = false
+	res, err := s.Put(ctx, recs...)
+	if err != nil || res[0] != Stored || res[1] != Stored {
+		t.Fatalf("Put again: %v, %v; want both stored", res, err)
+	}
+	for _, r := range recs {
+		if ok, err := s.Has(ctx, r.ID); err != nil || !ok {
+			t.Fatalf("after the commit: Has = %v, %v", ok, err)
+		}
 	}
 }
