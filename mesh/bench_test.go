@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -242,7 +243,7 @@ func connectAll(b *testing.B, n int, dial func(i, j int)) {
 // receiver takes them, at most throughputWindow ahead of it.
 func (bn *benchNet) throughput(b *testing.B) float64 {
 	ctx := context.Background()
-	cpu0 := cpuTime(b)
+	cpu0, allocs0 := cpuTime(b), heapAllocs()
 	begin := time.Now()
 	sent := uint64(0)
 	// Wait for room in the window, woken by each arrival. A receiver that
@@ -288,7 +289,7 @@ func (bn *benchNet) throughput(b *testing.B) float64 {
 		}
 	}
 	bn.mu.Unlock()
-	cpu := cpuTime(b) - cpu0
+	cpu, allocs := cpuTime(b)-cpu0, heapAllocs()-allocs0
 	elapsed := end.Sub(begin)
 	var delivered int64
 	for i := 1; i < bn.n; i++ {
@@ -301,6 +302,7 @@ func (bn *benchNet) throughput(b *testing.B) float64 {
 	// that decides throughput once both cores are busy.
 	if delivered > 0 {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(delivered), "cpu-µs/delivery")
+		b.ReportMetric(float64(allocs)/float64(delivered), "allocs/delivery")
 	}
 	if x := bn.extra(); x != nil {
 		b.ReportMetric(x["verifies"]/float64(delivered), "verifies/delivery")
@@ -356,7 +358,7 @@ func (bn *benchNet) openLoop(b *testing.B, rate float64, count int, base uint64)
 func (bn *benchNet) latency(b *testing.B, rate int) {
 	ctx := context.Background()
 	stopProfile := profilePhase(b)
-	cpu0 := cpuTime(b)
+	cpu0, allocs0 := cpuTime(b), heapAllocs()
 	sent := make([]time.Time, latencyCount)
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
@@ -371,7 +373,7 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 	for bn.slowest() < latencyCount && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	cpu := cpuTime(b) - cpu0
+	cpu, allocs := cpuTime(b)-cpu0, heapAllocs()-allocs0
 	stopProfile()
 	bn.mu.Lock()
 	defer bn.mu.Unlock()
@@ -411,6 +413,7 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 	}
 	if delivered > 0 {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(delivered), "cpu-µs/delivery")
+		b.ReportMetric(float64(allocs)/float64(delivered), "allocs/delivery")
 	}
 }
 
@@ -460,6 +463,14 @@ func BenchmarkMesh(b *testing.B) {
 			}
 		}
 	}
+}
+
+// heapAllocs is how many heap objects this process has allocated: the
+// garbage collector's work grows with it.
+func heapAllocs() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.Mallocs
 }
 
 // cpuTime is the user and system CPU time this process has used.
