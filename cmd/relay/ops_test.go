@@ -48,7 +48,7 @@ func TestServeRefusesTamperedAuditLog(t *testing.T) {
 	}
 	defer db.Close()
 	oneRecordARow(t, dir, db)
-	if _, err := db.Exec(`UPDATE audit_records SET data = substr(data, 1, 20) || x'5a' || substr(data, 22) WHERE idx = 7`); err != nil {
+	if _, err := db.Exec(changeByte(7, 21)); err != nil {
 		t.Fatal(err)
 	}
 	out, code := relayCmd(t, "--data", dir, "serve", "--listen", "127.0.0.1:0", "--p2p-listen", "none")

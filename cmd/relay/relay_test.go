@@ -442,13 +442,22 @@ func TestAuditTamperStory(t *testing.T) {
 	// Each change is earlier in the log than the one before, so it is the
 	// first bad record.
 	tamper("a byte added", `UPDATE audit_records SET data = data || x'00' WHERE idx = 9`, 9)
-	tamper("a byte changed", `UPDATE audit_records SET data = substr(data, 1, 20) || x'5a' || substr(data, 22) WHERE idx = 7`, 7)
+	tamper("a byte changed", changeByte(7, 21), 7)
 	tamper("a record deleted", `DELETE FROM audit_records WHERE idx = 5`, 5)
 	tamper("two records swapped", `UPDATE audit_records SET data = (SELECT data FROM audit_records r WHERE r.idx = 5 - audit_records.idx)
 		WHERE idx IN (2, 3)`, 2)
 	// Record 1 completes the first subtree of two: its row holds that
 	// inner hash too.
 	tamper("an inner tree hash changed", `UPDATE audit_records SET hashes = substr(hashes, 1, 32) || zeroblob(32) WHERE idx = 1`, 1)
+}
+
+// changeByte is an UPDATE that changes byte at (counted from 1, as
+// SQLite's substr counts) of audit record idx's data: to 0x5a, or to 0xa5
+// where it was 0x5a already. A fixed 0x5a changed nothing in the one run
+// in 256 whose client key held it there, and the tamper went unseen.
+func changeByte(idx, at int) string {
+	return fmt.Sprintf(`UPDATE audit_records SET data = substr(data, 1, %[2]d)
+		|| iif(substr(data, %[3]d, 1) = x'5a', x'a5', x'5a') || substr(data, %[4]d) WHERE idx = %[1]d`, idx, at-1, at, at+1)
 }
 
 // oneRecordARow rewrites the audit log of the stopped relay's database
