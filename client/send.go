@@ -52,7 +52,7 @@ func (s Sent) Delivered() bool {
 // 1.5 s after showing it, and Confirm asks about once a second), with
 // half a second to spare for the round trips. A relay acknowledges
 // sooner.
-const otherPaths = mesh.ConfirmLag + 500*time.Millisecond
+const otherPaths = mesh.MaxConfirmDelay + 500*time.Millisecond
 
 // DefaultPatience is how long the paths have to confirm a message when
 // the caller's context has no deadline. What they have not confirmed by

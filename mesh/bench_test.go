@@ -298,8 +298,9 @@ func (bn *benchNet) throughput(b *testing.B) float64 {
 	b.ReportMetric(float64(delivered)/float64(bn.n-1)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(delivered)/elapsed.Seconds(), "deliveries/s")
 	b.ReportMetric(float64(int64(sent)*int64(bn.n-1)-delivered), "lost")
-	// CPU time of the whole process (every node) per delivery: the budget
-	// that decides throughput once both cores are busy.
+	// CPU time and heap allocations of the whole process (every node,
+	// and the benchmark's own bookkeeping) per delivery: the budget that
+	// decides throughput once both cores are busy.
 	if delivered > 0 {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(delivered), "cpu-µs/delivery")
 		b.ReportMetric(float64(allocs)/float64(delivered), "allocs/delivery")
@@ -411,6 +412,7 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 	for i := 1; i < bn.n; i++ {
 		delivered += bn.received[i].Load()
 	}
+	// The whole process, as in throughput.
 	if delivered > 0 {
 		b.ReportMetric(float64(cpu.Microseconds())/float64(delivered), "cpu-µs/delivery")
 		b.ReportMetric(float64(allocs)/float64(delivered), "allocs/delivery")

@@ -278,25 +278,27 @@ func (r *Room) enqueue(it inbound) error {
 // (docs/performance.md). Its cost is the window in which a crash loses
 // the stored copy of what was shown (up to 1.5 s of a steady stream;
 // sync brings it back), and a peer's confirmation (Confirm) of an
-// envelope in a steady stream comes up to that much later.
+// envelope in a steady stream comes up to that much later
+// (MaxConfirmDelay).
 const (
 	maxBatch     = 512
 	commitLinger = 5 * time.Millisecond
 	commitEvery  = time.Second
 )
 
-// StoreLag is how long, at most, an envelope a node has shown waits for
-// its commit under a steady stream: the longest pause nextCommit draws.
-// A peer confirms an envelope (Confirm) only once it is stored.
-const StoreLag = commitEvery * 3 / 2
+// MaxStoreDelay is how long, at most, an envelope delivered on
+// Room.Messages waits to be stored when messages arrive steadily: the
+// longest pause between two commits. A peer confirms an envelope (Confirm)
+// only once it is stored.
+const MaxStoreDelay = commitEvery * 3 / 2
 
 // nextCommit is the least time from one commit to the next: commitEvery
-// on average, between half and one and a half of it, so that the peers of
+// on average, between half of it and MaxStoreDelay, so that the peers of
 // a room, which get each message at about the same time, do not all
 // commit at the same moment (many nodes share a machine in simulations
 // and benchmarks, and a burst of commits there stalls every delivery).
 func nextCommit() time.Duration {
-	return commitEvery/2 + rand.N(commitEvery)
+	return commitEvery/2 + rand.N(MaxStoreDelay-commitEvery/2)
 }
 
 // write commits accepted envelopes in batches (group commit), and looks

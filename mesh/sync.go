@@ -437,12 +437,12 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 // asking the room's peers.
 const confirmPause = time.Second
 
-// ConfirmLag bounds how late Confirm learns that a peer stored an
-// envelope shown at the same moment by both, under a steady stream: the
-// peer's commit (StoreLag), then one of Confirm's pauses at most (and a
-// round trip). A caller that waits for the mesh after another path
-// confirmed gives it about this much.
-const ConfirmLag = StoreLag + confirmPause
+// MaxConfirmDelay is how late, at most, Confirm learns that a peer stored
+// an envelope that both delivered at the same moment, when messages
+// arrive steadily: the peer's wait to store it (MaxStoreDelay), then one
+// of Confirm's pauses (and a round trip). A caller that waits for the
+// mesh after another path confirmed gives it about this much.
+const MaxConfirmDelay = MaxStoreDelay + confirmPause
 
 // Confirm waits until a peer of the room has stored the envelope with ID
 // id, made at time t (Unix ms), and returns that peer. It asks the room's
