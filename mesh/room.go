@@ -290,11 +290,11 @@ const (
 // writer. They are short: gossipsub's subscription buffer in front of them
 // (Config.QueueSize) holds a burst, and a full one pushes back on it
 // rather than dropping anything. They were QueueSize long (8,192), and
-// their slots, which hold pointers, were most of what the garbage
-// collector scanned in the 100-peer benchmark: 1.4 MB a room, 137 MB of
-// 625 MB live, and a mark phase of half a second in the middle of the
-// traffic, the mesh's tail latency there (docs/performance.md). The
-// writer's holds a few commits' worth.
+// their slots, which hold pointers, were a large share of what the
+// garbage collector scanned in the 100-peer benchmark: 1.4 MB a room,
+// 137 MB of 625 MB live. Its mark phase of half a second in the middle of
+// the traffic is the likeliest cause of the mesh's tail latency there
+// (docs/performance.md). The writer's holds a few commits' worth.
 const (
 	outQueue = maxBatch
 	inQueue  = 4 * maxBatch
