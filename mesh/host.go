@@ -45,11 +45,6 @@ func PeerID(pk identity.PublicKey) (peer.ID, error) {
 	return peer.IDFromPublicKey(lpk)
 }
 
-// newHost makes the libp2p host: the identity key as host key, QUIC and
-// TCP, resource and connection limits set here rather than left to
-// defaults, hole punching (traced by punches) and the circuit relay v2
-// client on; AutoRelay, drawing on relays, and the AutoNAT service as cfg
-// says.
 // hostFor returns the host cfg gives, checked against its key, or a new
 // one.
 func hostFor(cfg *Config, punches *punches, relays *relaySet) (host.Host, error) {
@@ -66,6 +61,11 @@ func hostFor(cfg *Config, punches *punches, relays *relaySet) (host.Host, error)
 	return cfg.Host, nil
 }
 
+// newHost makes the libp2p host: the identity key as host key, QUIC and
+// TCP, resource and connection limits set here rather than left to
+// defaults, hole punching (traced by punches) and the circuit relay v2
+// client on; AutoRelay, drawing on relays, and the AutoNAT service as cfg
+// says.
 func newHost(cfg *Config, punches *punches, relays *relaySet) (host.Host, error) {
 	key, err := libp2pKey(cfg.Key)
 	if err != nil {
