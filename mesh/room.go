@@ -315,6 +315,19 @@ func nextCommit() time.Duration {
 	return commitEvery/2 + rand.N(MaxStoreDelay-commitEvery/2)
 }
 
+// commitWait is how long the writer gathers a batch once it holds an
+// envelope: until the next commit is due (due from now, which may have
+// passed), or commitLinger, whichever is longer. Showing does not wait
+// for the commit, so waiting costs no latency, and saves commits (and
+// the CPU they take from delivery). A backlog (the previous batch was
+// full) is committed as fast as the store goes: commitLinger.
+func commitWait(backlog bool, due time.Duration) time.Duration {
+	if backlog {
+		return commitLinger
+	}
+	return max(commitLinger, due)
+}
+
 // write commits accepted envelopes in batches (group commit), and looks
 // for gaps in the senders' hash chains.
 func (r *Room) write() {
@@ -340,14 +353,7 @@ func (r *Room) write() {
 			r.flush()
 			return
 		}
-		// Showing does not wait for the commit, so waiting costs no
-		// latency, and saves commits (and the CPU they take from
-		// delivery). A backlog is committed as fast as the store goes.
-		wait := commitLinger
-		if !backlog {
-			wait = max(wait, nextCommit()-time.Since(last))
-		}
-		batch = r.gather(batch, wait)
+		batch = r.gather(batch, commitWait(backlog, nextCommit()-time.Since(last)))
 		backlog = len(batch) == maxBatch
 		last = time.Now()
 		r.store(batch, &gaps)
