@@ -43,8 +43,8 @@ import (
 //	go test -run '^$' -bench 'Mesh/peers=(60|100)/' -benchtime 1x -timeout 30m ./mesh
 //
 // A latency run sends 500 messages an iteration: -benchtime 4x sends
-// 2,000 in one stream, whose p99 is the 20th slowest rather than the
-// 5th, so that one stall of the process moves it less.
+// 2,000 in one stream, whose p99 is about the 20th slowest rather than
+// about the 5th, so that one stall of the process moves it less.
 //
 // MESH_BENCH_PROFILE=<folder> writes a CPU profile of each latency run's
 // measured phase alone (not the start of its peers) into the folder.

@@ -292,9 +292,9 @@ const (
 // rather than dropping anything. They were QueueSize long (8,192), and
 // their slots, which hold pointers, were a large share of what the
 // garbage collector scanned in the 100-peer benchmark: 1.4 MB a room,
-// 137 MB of 625 MB live. Its mark phase of half a second in the middle of
-// the traffic is the likeliest cause of the mesh's tail latency there
-// (docs/performance.md). The writer's holds a few commits' worth.
+// 137 MB of 625 MB live, and its mark phase in the traffic took half a
+// second; short, it takes about half that (docs/performance.md). The
+// writer's holds a few commits' worth.
 const (
 	outQueue = maxBatch
 	inQueue  = 4 * maxBatch
