@@ -20,6 +20,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 )
@@ -143,30 +144,19 @@ func parleyNet(b *testing.B, n int) *benchNet {
 	// The text payload is 256 bytes: nick and body with their lengths.
 	pad := fmt.Sprintf("%0*d", benchPayload-16-1-5-2, 0)
 	// Signing is part of what a publish costs, as in the client, which
-	// publishes the envelope it signed. Not testkit.Author: its
-	// t.Helper() walked the stack on every message, 2% of the process's
-	// CPU at 100 peers, which gossipsub's publisher does not pay.
-	key := nodes[0].cfg.Key
-	var (
-		prev protocol.ID
-		next uint64 // the author's sequence number, not the benchmark's
-	)
+	// publishes the envelope it signed. Author.Envelope, not Author.Sign:
+	// Sign's t.Helper() walked the stack on every message, 2% of the
+	// process's CPU at 100 peers, which gossipsub's publisher does not pay.
+	author := testkit.Author{Key: nodes[0].cfg.Key, Room: "bench"}
 	bn.publish = func(ctx context.Context, seq uint64) error {
 		payload, err := (&protocol.Text{Nick: "bench", Body: fmt.Sprintf("%016x", seq) + pad}).MarshalBinary()
 		if err != nil {
 			return err
 		}
-		next++
-		e := &protocol.Envelope{Kind: protocol.KindText, Room: "bench", Seq: next, Prev: prev, Lamport: next, Time: time.Now().UnixMilli(), Payload: payload}
-		id, err := e.Sign(key)
+		raw, id, e, err := author.Envelope(protocol.KindText, payload, author.Seq+1, time.Now())
 		if err != nil {
 			return err
 		}
-		raw, err := e.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		prev = id
 		seqs.Store(id, seq)
 		return rooms[0].PublishChecked(ctx, e, id, raw)
 	}
