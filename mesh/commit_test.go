@@ -27,6 +27,36 @@ func TestCommitWait(t *testing.T) {
 	}
 }
 
+// TestPacer: the writer's loop waits the short commitLinger only after
+// a full batch; after any smaller one, until the next commit is due,
+// counted from when the previous one began.
+func TestPacer(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	every := time.Second
+	for _, tc := range []struct {
+		n     int           // the previous batch
+		after time.Duration // from its commit to the next envelope
+		want  time.Duration
+	}{
+		{maxBatch, 10 * time.Millisecond, commitLinger},
+		{maxBatch - 1, 10 * time.Millisecond, 990 * time.Millisecond},
+		{1, 10 * time.Millisecond, 990 * time.Millisecond},
+		{1, 2 * time.Second, commitLinger}, // overdue
+	} {
+		var p pacer
+		p.began(tc.n, t0)
+		if got := p.wait(t0.Add(tc.after), every); got != tc.want {
+			t.Errorf("after a batch of %d, %v later: wait %v, want %v", tc.n, tc.after, got, tc.want)
+		}
+	}
+	// A fresh pacer's last commit is long past: the first batch waits
+	// only commitLinger.
+	var p pacer
+	if got := p.wait(t0, every); got != commitLinger {
+		t.Errorf("first batch: wait %v, want %v", got, commitLinger)
+	}
+}
+
 // TestNextCommitBounds: the pause between commits is drawn between half
 // of commitEvery and MaxStoreDelay, the longest an envelope waits to be
 // stored (its documented promise).

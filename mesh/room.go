@@ -328,15 +328,32 @@ func commitWait(backlog bool, due time.Duration) time.Duration {
 	return max(commitLinger, due)
 }
 
+// pacer keeps what the writer's next wait depends on: when the previous
+// commit began, and whether its batch was full.
+type pacer struct {
+	last    time.Time // when the previous commit began
+	backlog bool      // the previous batch was full: more is queued
+}
+
+// wait is how long to gather a batch begun at now, with the commits
+// spaced every apart (nextCommit).
+func (p *pacer) wait(now time.Time, every time.Duration) time.Duration {
+	return commitWait(p.backlog, every-now.Sub(p.last))
+}
+
+// began records a commit of n envelopes beginning at now.
+func (p *pacer) began(n int, now time.Time) {
+	p.last, p.backlog = now, n == maxBatch
+}
+
 // write commits accepted envelopes in batches (group commit), and looks
 // for gaps in the senders' hash chains.
 func (r *Room) write() {
 	defer r.wg.Done()
 	batch := make([]inbound, 0, maxBatch)
 	var (
-		last    time.Time // when the previous commit began
-		backlog bool      // the previous batch was full: more is queued
-		gaps    gapWatch
+		pace pacer
+		gaps gapWatch
 	)
 	defer gaps.stop()
 	for {
@@ -353,9 +370,8 @@ func (r *Room) write() {
 			r.flush()
 			return
 		}
-		batch = r.gather(batch, commitWait(backlog, nextCommit()-time.Since(last)))
-		backlog = len(batch) == maxBatch
-		last = time.Now()
+		batch = r.gather(batch, pace.wait(time.Now(), nextCommit()))
+		pace.began(len(batch), time.Now())
 		r.store(batch, &gaps)
 	}
 }
