@@ -570,18 +570,7 @@ func (r *Room) syncer() {
 		case <-r.ctx.Done():
 			return
 		case <-tick:
-			peers := r.topic.ListPeers()
-			if len(peers) == 0 {
-				continue
-			}
-			p := peers[rand.IntN(len(peers))]
-			now := r.n.cfg.now()
-			since := now.Add(-r.n.cfg.antiEntropy() - 2*r.n.cfg.skew())
-			ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
-			if _, err := r.SyncFrom(ctx, p, since.UnixMilli(), now.Add(r.n.cfg.skew()).UnixMilli()); err != nil {
-				r.n.log.Debug("anti-entropy sync", "room", r.name, "peer", p, "err", err)
-			}
-			cancel()
+			r.antiEntropy()
 		case req := <-r.syncReq:
 			r.runSync(req)
 		}

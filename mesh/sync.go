@@ -130,24 +130,20 @@ func (n *Node) handleSync(s network.Stream) {
 	}
 	defer release()
 	s.SetDeadline(time.Now().Add(syncTimeout))
+	if protocol.IsSummaryRequest(body) {
+		if result = n.serveSummary(s, body, remote); result != "summary" {
+			s.Reset()
+		}
+		return
+	}
 	req, err := protocol.ParseSyncRequest(body)
 	if err != nil {
 		result = "malformed"
 		s.Reset()
 		return
 	}
-	n.mu.Lock()
-	r, joined := n.rooms[req.Room]
-	n.mu.Unlock()
-	if !joined {
-		result = "not-joined"
-		s.Reset()
-		return
-	}
-	if r.priv != nil && !r.priv.maySync(remote, n.cfg.MaySync) {
-		// A private room's history is for its members only: an outsider,
-		// or a member since removed, gets nothing.
-		result = "not-member"
+	if refused := n.maySync(req.Room, remote); refused != "" {
+		result = refused
 		s.Reset()
 		return
 	}
@@ -243,11 +239,42 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 	return got, nil
 }
 
+// maySync returns "" if remote may sync room, else why not (the result
+// of the request, for the metrics).
+func (n *Node) maySync(room string, remote peer.ID) string {
+	n.mu.Lock()
+	r, joined := n.rooms[room]
+	n.mu.Unlock()
+	switch {
+	case !joined:
+		return "not-joined"
+	case r.priv != nil && !r.priv.maySync(remote, n.cfg.MaySync):
+		// A private room's history is for its members only: an outsider,
+		// or a member since removed, gets nothing.
+		return "not-member"
+	}
+	return ""
+}
+
 func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncRequest) (*protocol.SyncResponse, error) {
 	body, err := req.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
+	out, err := n.ask(ctx, p, body, protocol.MaxSyncResponse)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := protocol.ParseSyncResponse(out)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrBadPeer, p, err)
+	}
+	return resp, nil
+}
+
+// ask sends one sync message to p and returns the answer, of at most
+// limit bytes.
+func (n *Node) ask(ctx context.Context, p peer.ID, body []byte, limit int) ([]byte, error) {
 	// The whole exchange is bounded, opening the stream included: on a
 	// connection whose peer is gone, opening waits for an answer that
 	// never comes, and Confirm would ask that peer until its own end.
@@ -270,16 +297,12 @@ func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncReques
 		s.Reset()
 		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
 	}
-	out, err := readFrame(s, protocol.MaxSyncResponse)
+	out, err := readFrame(s, limit)
 	if err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("mesh: sync with %s: %w", p, err)
 	}
-	resp, err := protocol.ParseSyncResponse(out)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s: %v", ErrBadPeer, p, err)
-	}
-	return resp, nil
+	return out, nil
 }
 
 // errBadEnvelope marks an envelope of a sync page that no honest peer

@@ -1,0 +1,111 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/protocol"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// putSettled stores, in each of nodes' stores, count envelopes of one
+// sender in room, timed two minutes ago: settled, and inside the
+// anti-entropy range. It returns their IDs.
+func putSettled(t *testing.T, room string, count, seq0 int, nodes ...*Node) []protocol.ID {
+	t.Helper()
+	key := testKey(t, 50)
+	at := time.Now().Add(-2 * time.Minute)
+	var (
+		recs []store.Record
+		ids  []protocol.ID
+		prev protocol.ID
+	)
+	for i := range count {
+		seq := uint64(seq0 + i + 1)
+		raw, id := envelopeAt(t, key, room, seq, prev, fmt.Sprint("settled ", seq), at.Add(time.Duration(seq)*time.Millisecond))
+		env, err := protocol.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, store.Record{ID: id, Env: env, Raw: raw, Via: "test", Received: time.Now()})
+		ids = append(ids, id)
+		prev = id
+	}
+	for _, n := range nodes {
+		if _, err := n.store.Put(context.Background(), recs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
+}
+
+// TestAntiEntropyComparesSummaries: two peers that hold the same settled
+// envelopes learn so from their summaries, and page only through the
+// recent past, not through the whole range every round; one that lacks
+// a settled envelope still gets it, because the summaries differ.
+func TestAntiEntropyComparesSummaries(t *testing.T) {
+	fast := func(c *Config) { c.AntiEntropy = 200 * time.Millisecond }
+	a, b := start(t, newSpec(t, 0), fast), start(t, newSpec(t, 1), fast)
+	ra, rb := join(t, a, "general"), join(t, b, "general")
+	receive(t, ra)
+	receive(t, rb)
+	connect(t, a, b)
+	waitFor(t, "the room's peers to be known", func() bool { return len(ra.Peers()) > 0 && len(rb.Peers()) > 0 })
+	// Three pages' worth: paging through them would take three page
+	// requests a round.
+	putSettled(t, "general", 3*protocol.MaxSyncPage, 0, a, b)
+
+	level := func() float64 { return testutil.ToFloat64(b.metrics.syncs.WithLabelValues("made", "level")) }
+	pages := func() float64 { return testutil.ToFloat64(a.metrics.syncs.WithLabelValues("served", "ok")) }
+	l0 := level()
+	waitFor(t, "b to find a level once", func() bool { return level() > l0 })
+	l1, p1 := level(), pages()
+	waitFor(t, "b to find a level four more times", func() bool { return level() >= l1+4 })
+	l2, p2 := level(), pages()
+	// One page a round (the unsettled recent past, empty here), and a
+	// round under way at each end of the count.
+	if rounds, served := l2-l1, p2-p1; served > rounds+2 {
+		t.Errorf("a served %v pages to b's %v level rounds; want at most one a round", served, rounds)
+	}
+	if s := testutil.ToFloat64(a.metrics.syncs.WithLabelValues("served", "summary")); s < l2 {
+		t.Errorf("a served %v summaries for b's %v level rounds", s, l2)
+	}
+
+	// A settled envelope that only b holds: a's summary differs from
+	// b's, a pages through the range, and takes it.
+	only := putSettled(t, "general", 1, 3*protocol.MaxSyncPage, b)[0]
+	waitFor(t, "a to take the envelope only b held", func() bool {
+		ok, _ := a.store.Has(context.Background(), only)
+		return ok
+	})
+}
+
+// TestLevel: level is true only when the peer's summary of the range
+// equals the node's own.
+func TestLevel(t *testing.T) {
+	a, b := start(t, newSpec(t, 0)), start(t, newSpec(t, 1))
+	ra, rb := join(t, a, "general"), join(t, b, "general")
+	receive(t, ra)
+	receive(t, rb)
+	connect(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	since, until := time.Now().Add(-time.Hour).UnixMilli(), time.Now().UnixMilli()
+	if !ra.level(ctx, b.ID(), since, until) {
+		t.Error("two empty stores: not level")
+	}
+	putSettled(t, "general", 10, 0, a, b)
+	if !ra.level(ctx, b.ID(), since, until) {
+		t.Error("the same ten envelopes: not level")
+	}
+	putSettled(t, "general", 1, 10, b)
+	if ra.level(ctx, b.ID(), since, until) || rb.level(ctx, a.ID(), since, until) {
+		t.Error("one envelope more at b: level")
+	}
+	if !ra.level(ctx, b.ID(), since, time.Now().Add(-10*time.Minute).UnixMilli()) {
+		t.Error("before every envelope: not level")
+	}
+}
