@@ -23,6 +23,7 @@ import (
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // The mesh benchmarks run Parley's mesh and go-libp2p-pubsub with its
@@ -166,7 +167,13 @@ func parleyNet(b *testing.B, n int) *benchNet {
 			v += nd.Verifications()
 			d += nd.Dropped()
 		}
-		return map[string]float64{"verifies": float64(v), "drops": float64(d + nodes[0].Dropped())}
+		// Sync pages served, by anti-entropy mostly: work that default
+		// gossipsub does not do.
+		var pages float64
+		for _, nd := range nodes {
+			pages += testutil.ToFloat64(nd.metrics.syncs.WithLabelValues("served", "ok"))
+		}
+		return map[string]float64{"verifies": float64(v), "drops": float64(d + nodes[0].Dropped()), "pages": pages}
 	}
 	return bn
 }
@@ -365,6 +372,7 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 	ctx := context.Background()
 	stopProfile := profilePhase(b)
 	used0 := usedSoFar(b)
+	extra0 := bn.extra()
 	var sent []time.Time
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
@@ -417,6 +425,9 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(lost), "lost")
+	if extra0 != nil {
+		b.ReportMetric(bn.extra()["pages"]-extra0["pages"], "sync-pages")
+	}
 	var delivered int64
 	for i := 1; i < bn.n; i++ {
 		delivered += bn.received[i].Load()
