@@ -31,7 +31,11 @@ func newPeerLimits(perSecond float64, burst int, now func() time.Time) *peerLimi
 	return &peerLimits{r: rate.Limit(perSecond), burst: burst, now: now, peers: make(map[peer.ID]*peerLimit)}
 }
 
-func (l *peerLimits) allow(p peer.ID) bool {
+func (l *peerLimits) allow(p peer.ID) bool { return l.allowN(p, 1) }
+
+// allowN takes n tokens of p's bucket, or none, and reports whether it
+// did.
+func (l *peerLimits) allowN(p peer.ID, n int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -44,7 +48,7 @@ func (l *peerLimits) allow(p peer.ID) bool {
 		l.peers[p] = pl
 	}
 	pl.used = now
-	return pl.lim.AllowN(now, 1)
+	return pl.lim.AllowN(now, n)
 }
 
 // dropEarliest deletes the entry of m whose time is earliest: how the

@@ -146,3 +146,34 @@ func BenchmarkAntiEntropy(b *testing.B) {
 		})
 	})
 }
+
+// TestSummaryCostsSixteenPages: a summary request takes summaryCost of
+// the asker's sync rate limit, a page request one; a peer with fewer left
+// is refused a summary and still served a page.
+func TestSummaryCostsSixteenPages(t *testing.T) {
+	frozen := time.Now() // a's limits never refill
+	a := start(t, newSpec(t, 0), func(c *Config) { c.Now = func() time.Time { return frozen } })
+	b, c := start(t, newSpec(t, 1)), start(t, newSpec(t, 2))
+	join(t, a, "general")
+	connect(t, b, a)
+	connect(t, c, a)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	req := &protocol.SummaryRequest{Room: "general", Since: 0, Until: frozen.UnixMilli()}
+	if !a.limits.allowN(b.ID(), syncBurst-summaryCost) || !a.limits.allowN(c.ID(), syncBurst-summaryCost+1) {
+		t.Fatal("a fresh bucket did not hold a burst")
+	}
+	if _, err := b.askSummary(ctx, a.ID(), req); err != nil {
+		t.Errorf("b, %d tokens left: %v", summaryCost, err)
+	}
+	if _, err := c.askSummary(ctx, a.ID(), req); err == nil {
+		t.Errorf("c, %d tokens left: served a summary", summaryCost-1)
+	}
+	page := &protocol.SyncRequest{Room: "general", Since: 0, Until: frozen.UnixMilli(), Limit: 1}
+	if _, err := c.syncPage(ctx, a.ID(), page); err != nil {
+		t.Errorf("c, %d tokens left: refused a page: %v", summaryCost-1, err)
+	}
+	if got := testutil.ToFloat64(a.metrics.syncs.WithLabelValues("served", "rate-limited")); got != 1 {
+		t.Errorf("a refused %v requests for their rate, want 1", got)
+	}
+}

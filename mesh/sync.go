@@ -131,6 +131,11 @@ func (n *Node) handleSync(s network.Stream) {
 	defer release()
 	s.SetDeadline(time.Now().Add(syncTimeout))
 	if protocol.IsSummaryRequest(body) {
+		if !n.limits.allowN(remote, summaryCost-1) { // one taken above
+			result = "rate-limited"
+			s.Reset()
+			return
+		}
 		if result = n.serveSummary(s, body, remote); result != "summary" {
 			s.Reset()
 		}
