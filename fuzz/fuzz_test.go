@@ -303,7 +303,7 @@ func FuzzSyncRequest(f *testing.F) {
 }
 
 // FuzzSummaryRequest: a summary request that parses encodes back to the
-// input, and is known as one by its header.
+// input, is known as one by its header, and is no page request.
 func FuzzSummaryRequest(f *testing.F) {
 	good, _ := (&protocol.SummaryRequest{Room: "general", Since: 1, Until: 2}).MarshalBinary()
 	f.Add(good)
@@ -316,6 +316,9 @@ func FuzzSummaryRequest(f *testing.F) {
 		}
 		if !protocol.IsSummaryRequest(b) {
 			t.Fatal("parsed as a summary request, but IsSummaryRequest says no")
+		}
+		if _, err := protocol.ParseSyncRequest(b); err == nil {
+			t.Fatal("parses as a summary request and as a page request")
 		}
 		sameBytes(t, b)(r.MarshalBinary())
 	})

@@ -101,7 +101,8 @@ func (n *Node) takeSyncSlot(remote peer.ID) (release func(), ok bool) {
 }
 
 // handleSync serves one sync request: a page of a joined room's stored
-// envelopes, in (time, ID) order, leaving out those the asker has.
+// envelopes, in (time, ID) order, leaving out those the asker has, or a
+// summary of them (serveSummary).
 func (n *Node) handleSync(s network.Stream) {
 	defer s.Close()
 	remote := s.Conn().RemotePeer()
@@ -209,16 +210,6 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 		slices.SortFunc(have, func(a, b protocol.ID) int { return bytes.Compare(a[:], b[:]) })
 		req.Have = slices.Compact(have)
 		resp, err := n.syncPage(ctx, p, &req)
-		for try, pause := 0, 250*time.Millisecond; err != nil && !errors.Is(err, ErrBadPeer) && try < syncRetries; try, pause = try+1, 2*pause {
-			// The peer resets a request over its rate limit or when it is
-			// serving all it can: ask again, slower, from the same cursor.
-			select {
-			case <-ctx.Done():
-				return got, ctx.Err()
-			case <-time.After(pause):
-			}
-			resp, err = n.syncPage(ctx, p, &req)
-		}
 		if err != nil {
 			n.metrics.syncs.WithLabelValues("made", "error").Inc()
 			return got, err
@@ -278,8 +269,22 @@ func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncReques
 }
 
 // ask sends one sync message to p and returns the answer, of at most
-// limit bytes.
+// limit bytes. The peer resets a request over its rate limit or when it
+// is serving all it can: ask asks again, slower, before it gives up.
 func (n *Node) ask(ctx context.Context, p peer.ID, body []byte, limit int) ([]byte, error) {
+	out, err := n.askOnce(ctx, p, body, limit)
+	for try, pause := 0, 250*time.Millisecond; err != nil && try < syncRetries; try, pause = try+1, 2*pause {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pause):
+		}
+		out, err = n.askOnce(ctx, p, body, limit)
+	}
+	return out, err
+}
+
+func (n *Node) askOnce(ctx context.Context, p peer.ID, body []byte, limit int) ([]byte, error) {
 	// The whole exchange is bounded, opening the stream included: on a
 	// connection whose peer is gone, opening waits for an answer that
 	// never comes, and Confirm would ask that peer until its own end.
