@@ -42,6 +42,19 @@ func putSettled(t testing.TB, room string, count, seq0 int, nodes ...*Node) []pr
 	return ids
 }
 
+// pairInRoom starts two peers, each in room "general" with its messages
+// taken, connected to each other and knowing each other in the room.
+func pairInRoom(t testing.TB, opt ...func(*Config)) (a, b *Node, ra, rb *Room) {
+	t.Helper()
+	a, b = start(t, newSpec(t, 0), opt...), start(t, newSpec(t, 1), opt...)
+	ra, rb = join(t, a, "general"), join(t, b, "general")
+	receive(t, ra)
+	receive(t, rb)
+	connect(t, a, b)
+	waitFor(t, "the room's peers to be known", func() bool { return len(ra.Peers()) > 0 && len(rb.Peers()) > 0 })
+	return a, b, ra, rb
+}
+
 // TestAntiEntropyComparesSummaries: two peers that hold the same settled
 // envelopes learn so from their summaries, and page only through the
 // recent past, not through the whole range every round; one that lacks
@@ -50,12 +63,7 @@ func TestAntiEntropyComparesSummaries(t *testing.T) {
 	// A round takes 17 of the peer's sync tokens (a summary, a page):
 	// every 500 ms is within the rate limit's 40 a second.
 	fast := func(c *Config) { c.AntiEntropy = 500 * time.Millisecond }
-	a, b := start(t, newSpec(t, 0), fast), start(t, newSpec(t, 1), fast)
-	ra, rb := join(t, a, "general"), join(t, b, "general")
-	receive(t, ra)
-	receive(t, rb)
-	connect(t, a, b)
-	waitFor(t, "the room's peers to be known", func() bool { return len(ra.Peers()) > 0 && len(rb.Peers()) > 0 })
+	a, b, _, _ := pairInRoom(t, fast)
 	// Three pages' worth: paging through them would take three page
 	// requests a round.
 	putSettled(t, "general", 3*protocol.MaxSyncPage, 0, a, b)
@@ -88,11 +96,7 @@ func TestAntiEntropyComparesSummaries(t *testing.T) {
 // TestLevel: level is true only when the peer's summary of the range
 // equals the node's own.
 func TestLevel(t *testing.T) {
-	a, b := start(t, newSpec(t, 0)), start(t, newSpec(t, 1))
-	ra, rb := join(t, a, "general"), join(t, b, "general")
-	receive(t, ra)
-	receive(t, rb)
-	connect(t, a, b)
+	a, b, ra, rb := pairInRoom(t)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	since, until := time.Now().Add(-time.Hour).UnixMilli(), time.Now().UnixMilli()
@@ -118,13 +122,7 @@ func TestLevel(t *testing.T) {
 // ("summary"), and as it was, paging through the whole range ("pages").
 // CPU per round is the whole process's: both peers' work.
 func BenchmarkAntiEntropy(b *testing.B) {
-	never := func(c *Config) { c.AntiEntropy = -1 }
-	a, c := start(b, newSpec(b, 0), never), start(b, newSpec(b, 1), never)
-	ra, rc := join(b, a, "general"), join(b, c, "general")
-	receive(b, ra)
-	receive(b, rc)
-	connect(b, a, c)
-	waitFor(b, "the room's peers to be known", func() bool { return len(ra.Peers()) > 0 && len(rc.Peers()) > 0 })
+	a, c, ra, _ := pairInRoom(b, func(c *Config) { c.AntiEntropy = -1 })
 	putSettled(b, "general", 33000, 0, a, c)
 	round := func(b *testing.B, run func()) {
 		used0 := usedSoFar(b)
