@@ -68,7 +68,9 @@ func (r *Room) level(ctx context.Context, p peer.ID, since, until int64) bool {
 	}
 	mine, err := r.n.summary(ctx, r.name, since, until)
 	if err != nil {
-		r.n.log.Warn("anti-entropy summary", "room", r.name, "err", err)
+		if ctx.Err() == nil { // not the room being left
+			r.n.log.Warn("anti-entropy summary", "room", r.name, "err", err)
+		}
 		return false
 	}
 	if mine.Over {
