@@ -303,9 +303,10 @@ func FuzzSyncRequest(f *testing.F) {
 }
 
 // FuzzSummaryRequest: a summary request that parses encodes back to the
-// input, is known as one by its header, and is no page request.
+// input, is known as one by its header, is no page request, and its
+// buckets end at a time (no overflow).
 func FuzzSummaryRequest(f *testing.F) {
-	good, _ := (&protocol.SummaryRequest{Room: "general", Since: 1, Until: 2}).MarshalBinary()
+	good, _ := (&protocol.SummaryRequest{Room: "general", Since: 1, Step: 60_000, Buckets: 11}).MarshalBinary()
 	f.Add(good)
 	f.Add([]byte{1, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -320,24 +321,33 @@ func FuzzSummaryRequest(f *testing.F) {
 		if _, err := protocol.ParseSyncRequest(b); err == nil {
 			t.Fatal("parses as a summary request and as a page request")
 		}
+		if until := r.Until(); until <= r.Since || until-r.Since != int64(r.Buckets)*r.Step {
+			t.Fatalf("buckets of %+v end at %d", r, until)
+		}
 		sameBytes(t, b)(r.MarshalBinary())
 	})
 }
 
-// FuzzSummary: a summary that parses encodes back to the input.
-func FuzzSummary(f *testing.F) {
-	s := protocol.SummaryOf([]protocol.ID{{1}, {2}})
-	good, _ := s.MarshalBinary()
+// FuzzSummaryResponse: a summary response that parses encodes back to the
+// input, and counts no more than a response may.
+func FuzzSummaryResponse(f *testing.F) {
+	good, _ := (&protocol.SummaryResponse{Buckets: []protocol.Summary{protocol.SummaryOf([]protocol.ID{{1}, {2}}), {Over: true}}}).MarshalBinary()
 	f.Add(good)
-	over, _ := (&protocol.Summary{Over: true}).MarshalBinary()
-	f.Add(over)
+	f.Add([]byte{1, 4, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := protocol.ParseSummary(b)
+		r, err := protocol.ParseSummaryResponse(b)
 		if err != nil {
-			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrUnknownVersion)
+			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion)
 			return
 		}
-		sameBytes(t, b)(s.MarshalBinary())
+		total := 0
+		for _, s := range r.Buckets {
+			total += s.Count
+		}
+		if n := len(r.Buckets); n < 1 || n > protocol.MaxSummaryBuckets || total > protocol.MaxSummaryCount {
+			t.Fatalf("%d buckets counting %d envelopes", n, total)
+		}
+		sameBytes(t, b)(r.MarshalBinary())
 	})
 }
 

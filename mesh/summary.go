@@ -28,14 +28,19 @@ const summarySettle = 15 * time.Second
 // more of the responder's time than one that pages.
 const summaryCost = 16
 
+// summaryStep is the width of a summary bucket: a minute, so that a
+// difference pages through about one minute of the range, not eleven.
+const summaryStep = time.Minute
+
 // antiEntropy syncs the recent past, the last AntiEntropy plus 2 × skew,
 // with one random peer of the room: this picks up what gossip missed and
 // no later envelope revealed as a gap. It pages through the range
 // (SyncFrom), but compares summaries of the settled part first (up to
-// summarySettle ago): when they match, it pages only through the rest.
-// Almost always nothing is missing, and paging costs the peer a read and
-// parse of every envelope in the range, every minute: at 50 messages a
-// second, 33,000 envelopes a round (issue 22).
+// summarySettle ago), a minute at a time, and pages only through the
+// minutes whose summaries differ, and the rest of the range. Almost
+// always nothing is missing, and paging costs the peer a read and parse
+// of every envelope in the range, every minute: at 50 messages a second,
+// 33,000 envelopes a round (issue 22).
 func (r *Room) antiEntropy() {
 	peers := r.topic.ListPeers()
 	if len(peers) == 0 {
@@ -44,75 +49,163 @@ func (r *Room) antiEntropy() {
 	p := peers[rand.IntN(len(peers))]
 	now := r.n.cfg.now()
 	since := now.Add(-r.n.cfg.antiEntropy() - 2*r.n.cfg.skew()).UnixMilli()
+	settled := now.Add(-summarySettle).UnixMilli()
 	ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
 	defer cancel()
-	if settled := now.Add(-summarySettle).UnixMilli(); r.level(ctx, p, since, settled) {
-		r.n.metrics.syncs.WithLabelValues("made", "level").Inc()
-		since = settled
+	spans := []span{{since, settled}}
+	if req, ok := r.summaryRequest(since, settled); ok {
+		spans = r.unlevel(ctx, p, req)
+		switch {
+		case len(spans) == 0:
+			r.n.metrics.syncs.WithLabelValues("made", "level").Inc()
+		case spanned(spans) < settled-req.Since:
+			r.n.metrics.syncs.WithLabelValues("made", "partly-level").Inc()
+		}
 	}
-	if _, err := r.SyncFrom(ctx, p, since, now.Add(r.n.cfg.skew()).UnixMilli()); err != nil {
-		r.n.log.Debug("anti-entropy sync", "room", r.name, "peer", p, "err", err)
+	spans = append(spans, span{settled, now.Add(r.n.cfg.skew()).UnixMilli()})
+	for _, s := range merge(spans) {
+		if _, err := r.SyncFrom(ctx, p, s.since, s.until); err != nil {
+			r.n.log.Debug("anti-entropy sync", "room", r.name, "peer", p, "err", err)
+			return
+		}
 	}
 }
 
-// level reports whether peer p holds the same envelopes of the room as
-// this node with since <= time < until, by their summaries. Anything
-// else is "not known to be level", and the caller pages: the summaries
-// differ, either holds more than a summary covers, or the peer does not
-// answer (a peer older than summaries resets the stream, as a busy one
-// does: ask tries three more times, 1.75 s in all, before the caller
-// pages).
-func (r *Room) level(ctx context.Context, p peer.ID, since, until int64) bool {
-	if since >= until {
-		return false
+// span is a time range, since <= time < until, in Unix milliseconds.
+type span struct{ since, until int64 }
+
+// spanned is the time the spans cover.
+func spanned(spans []span) int64 {
+	var d int64
+	for _, s := range spans {
+		d += s.until - s.since
 	}
-	mine, err := r.n.summary(ctx, r.name, since, until)
+	return d
+}
+
+// merge joins spans, in order, that meet.
+func merge(spans []span) []span {
+	var out []span
+	for _, s := range spans {
+		if n := len(out); n > 0 && out[n-1].until == s.since {
+			out[n-1].until = s.until
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// summaryRequest cuts since <= time < until into buckets of summaryStep,
+// or wider when more than MaxSummaryBuckets of them would be needed (a
+// skew of hours), the last ending at until; the first may begin before
+// since. ok is false when no request covers the range: it is empty, or
+// years long.
+func (r *Room) summaryRequest(since, until int64) (req *protocol.SummaryRequest, ok bool) {
+	d := until - since
+	if since >= until || d <= 0 { // d <= 0: the range is longer than int64 holds
+		return nil, false
+	}
+	step := summaryStep.Milliseconds()
+	buckets := (d + step - 1) / step
+	if buckets > protocol.MaxSummaryBuckets {
+		buckets = protocol.MaxSummaryBuckets
+		step = min((d+buckets-1)/buckets, protocol.MaxSummaryStep)
+	}
+	req = &protocol.SummaryRequest{Room: r.name, Since: until - buckets*step, Step: step, Buckets: int(buckets)}
+	return req, req.Since <= since
+}
+
+// unlevel returns the buckets of req, merged where they meet, in which
+// peer p may hold other envelopes of the room than this node: those whose
+// summaries differ, or that either side did not count (over the limit of
+// one response). When the peer gives no summary (a peer older than
+// summaries resets the stream, as a busy one does: ask tries three more
+// times, 1.75 s in all), or this node cannot make its own, that is the
+// whole range.
+func (r *Room) unlevel(ctx context.Context, p peer.ID, req *protocol.SummaryRequest) []span {
+	all := []span{{req.Since, req.Until()}}
+	mine, err := r.n.summaries(ctx, req, protocol.MaxSummaryCount)
 	if err != nil {
 		if ctx.Err() == nil { // not the room being left
 			r.n.log.Warn("anti-entropy summary", "room", r.name, "err", err)
 		}
-		return false
+		return all
 	}
-	if mine.Over {
-		return false
-	}
-	theirs, err := r.n.askSummary(ctx, p, &protocol.SummaryRequest{Room: r.name, Since: since, Until: until})
+	theirs, err := r.n.askSummary(ctx, p, req)
 	if err != nil {
 		r.n.log.Debug("anti-entropy summary", "room", r.name, "peer", p, "err", err)
-		return false
+		return all
 	}
-	return *theirs == mine
+	return differ(req, mine, theirs)
 }
 
-// summary is the summary of what the store holds of room with
-// since <= time < until.
-func (n *Node) summary(ctx context.Context, room string, since, until int64) (protocol.Summary, error) {
-	ids, err := n.store.IDs(ctx, room, since, until, protocol.MaxSummaryCount+1)
-	if err != nil {
-		return protocol.Summary{}, fmt.Errorf("mesh: summary of %s: %w", room, err)
+// differ returns the buckets of req, merged where they meet, whose
+// summaries in mine and theirs differ or were not counted (Over). The
+// two have req.Buckets buckets each.
+func differ(req *protocol.SummaryRequest, mine, theirs *protocol.SummaryResponse) []span {
+	var out []span
+	for k := range req.Buckets {
+		if a, b := mine.Buckets[k], theirs.Buckets[k]; a.Over || b.Over || a != b {
+			since, until := req.Bucket(k)
+			out = append(out, span{since, until})
+		}
 	}
-	return protocol.SummaryOf(ids), nil
+	return merge(out)
 }
 
-func (n *Node) askSummary(ctx context.Context, p peer.ID, req *protocol.SummaryRequest) (*protocol.Summary, error) {
+// summaries summarises what the store holds of req's room in each of
+// req's buckets. It reads at most limit IDs in all (MaxSummaryCount, but
+// in tests): the bucket in which the count would pass it, and every later
+// one, are Over.
+func (n *Node) summaries(ctx context.Context, req *protocol.SummaryRequest, limit int) (*protocol.SummaryResponse, error) {
+	out := &protocol.SummaryResponse{Buckets: make([]protocol.Summary, req.Buckets)}
+	left := limit
+	for k := range out.Buckets {
+		if left < 0 {
+			out.Buckets[k] = protocol.Summary{Over: true}
+			continue
+		}
+		since, until := req.Bucket(k)
+		ids, err := n.store.IDs(ctx, req.Room, since, until, left+1)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: summary of %s: %w", req.Room, err)
+		}
+		if left -= len(ids); left < 0 {
+			out.Buckets[k] = protocol.Summary{Over: true}
+			continue
+		}
+		out.Buckets[k] = protocol.SummaryOf(ids)
+	}
+	return out, nil
+}
+
+// askSummary asks peer p for the summaries req names. An answer with
+// another number of buckets than asked for is the peer's fault
+// (ErrBadPeer).
+func (n *Node) askSummary(ctx context.Context, p peer.ID, req *protocol.SummaryRequest) (*protocol.SummaryResponse, error) {
 	body, err := req.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("mesh: summary request: %w", err)
 	}
-	out, err := n.ask(ctx, p, body, protocol.SummaryLen)
+	out, err := n.ask(ctx, p, body, protocol.MaxSummaryResponse)
 	if err != nil {
 		return nil, err
 	}
-	sum, err := protocol.ParseSummary(out)
+	sum, err := protocol.ParseSummaryResponse(out)
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrBadPeer, p, err)
+	}
+	if len(sum.Buckets) != req.Buckets {
+		return nil, fmt.Errorf("%w %s: %d summary buckets for %d asked", ErrBadPeer, p, len(sum.Buckets), req.Buckets)
 	}
 	return sum, nil
 }
 
 // serveSummary answers a summary request on s, and returns the result
-// for the metrics: "summary" when it answered. It is one indexed read, of
-// IDs only; handleSync has taken summaryCost of the asker's rate limit.
+// for the metrics: "summary" when it answered. It reads IDs only, at most
+// MaxSummaryCount of them; handleSync has taken summaryCost of the
+// asker's rate limit.
 func (n *Node) serveSummary(s network.Stream, body []byte, remote peer.ID) string {
 	req, err := protocol.ParseSummaryRequest(body)
 	if err != nil {
@@ -121,7 +214,7 @@ func (n *Node) serveSummary(s network.Stream, body []byte, remote peer.ID) strin
 	if refused := n.maySync(req.Room, remote); refused != "" {
 		return refused
 	}
-	sum, err := n.summary(n.ctx, req.Room, req.Since, req.Until)
+	sum, err := n.summaries(n.ctx, req, protocol.MaxSummaryCount)
 	if err != nil {
 		return "store"
 	}

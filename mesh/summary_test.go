@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,12 +13,18 @@ import (
 )
 
 // putSettled stores, in each of nodes' stores, count envelopes of one
-// sender in room, timed two minutes ago: settled, and inside the
-// anti-entropy range. It returns their IDs.
+// sender in room, timed from a moment after two minutes ago, a
+// millisecond apart: settled, and inside the anti-entropy range. It
+// returns their IDs.
 func putSettled(t testing.TB, room string, count, seq0 int, nodes ...*Node) []protocol.ID {
 	t.Helper()
+	return putAt(t, time.Now().Add(-2*time.Minute), room, count, seq0, nodes...)
+}
+
+// putAt is putSettled from at.
+func putAt(t testing.TB, at time.Time, room string, count, seq0 int, nodes ...*Node) []protocol.ID {
+	t.Helper()
 	key := testKey(t, 50)
-	at := time.Now().Add(-2 * time.Minute)
 	var (
 		recs []store.Record
 		ids  []protocol.ID
@@ -93,26 +100,104 @@ func TestAntiEntropyComparesSummaries(t *testing.T) {
 	})
 }
 
-// TestLevel: level is true only when the peer's summary of the range
-// equals the node's own.
-func TestLevel(t *testing.T) {
+// TestAntiEntropyPagesOnlyWhatDiffers: a round pages through the minute
+// whose summaries differ, and the recent past, not the whole range.
+func TestAntiEntropyPagesOnlyWhatDiffers(t *testing.T) {
+	a, b, ra, _ := pairInRoom(t, func(c *Config) { c.AntiEntropy = -1 })
+	putSettled(t, "general", 3*protocol.MaxSyncPage, 0, a, b) // three pages, two minutes ago
+	only := putAt(t, time.Now().Add(-5*time.Minute), "general", 1, 3*protocol.MaxSyncPage, b)[0]
+	served := func() float64 { return testutil.ToFloat64(b.metrics.syncs.WithLabelValues("served", "ok")) }
+	partly := func() float64 { return testutil.ToFloat64(a.metrics.syncs.WithLabelValues("made", "partly-level")) }
+	s0, p0 := served(), partly()
+	ra.antiEntropy()
+	waitFor(t, "a to store the envelope only b held", func() bool {
+		ok, _ := a.store.Has(context.Background(), only)
+		return ok
+	})
+	// The minute of the envelope only b held, and the last 15 s: a page
+	// each. Paging the whole range would take four.
+	if got := served() - s0; got != 2 {
+		t.Errorf("b served %v pages, want 2", got)
+	}
+	if got := partly() - p0; got != 1 {
+		t.Errorf("%v rounds partly level, want 1", got)
+	}
+}
+
+// TestUnlevel: the buckets unlevel returns are exactly those in which
+// the two peers hold different envelopes.
+func TestUnlevel(t *testing.T) {
 	a, b, ra, rb := pairInRoom(t)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	since, until := time.Now().Add(-time.Hour).UnixMilli(), time.Now().UnixMilli()
-	if !ra.level(ctx, b.ID(), since, until) {
-		t.Error("two empty stores: not level")
+	// Eleven buckets of a minute up to a minute ago; putSettled's
+	// envelopes, a moment after two minutes ago, are in the last.
+	until := time.Now().Add(-time.Minute).UnixMilli()
+	req, ok := ra.summaryRequest(until-11*time.Minute.Milliseconds()+5, until)
+	if !ok || req.Buckets != 11 || req.Step != time.Minute.Milliseconds() || req.Until() != until {
+		t.Fatalf("summaryRequest = %+v, %v; want 11 buckets of a minute up to %d", req, ok, until)
+	}
+	if got := ra.unlevel(ctx, b.ID(), req); len(got) != 0 {
+		t.Errorf("two empty stores: %v differ", got)
 	}
 	putSettled(t, "general", 10, 0, a, b)
-	if !ra.level(ctx, b.ID(), since, until) {
-		t.Error("the same ten envelopes: not level")
+	if got := ra.unlevel(ctx, b.ID(), req); len(got) != 0 {
+		t.Errorf("the same ten envelopes: %v differ", got)
 	}
 	putSettled(t, "general", 1, 10, b)
-	if ra.level(ctx, b.ID(), since, until) || rb.level(ctx, a.ID(), since, until) {
-		t.Error("one envelope more at b: level")
+	want := []span{{req.Since + 10*req.Step, req.Until()}}
+	if got := ra.unlevel(ctx, b.ID(), req); !slices.Equal(got, want) {
+		t.Errorf("one envelope more at b: %v differ, want %v", got, want)
 	}
-	if !ra.level(ctx, b.ID(), since, time.Now().Add(-10*time.Minute).UnixMilli()) {
-		t.Error("before every envelope: not level")
+	if got := rb.unlevel(ctx, a.ID(), req); !slices.Equal(got, want) {
+		t.Errorf("one envelope fewer at a: %v differ, want %v", got, want)
+	}
+	early, _ := ra.summaryRequest(until-time.Hour.Milliseconds(), until-10*time.Minute.Milliseconds())
+	if got := ra.unlevel(ctx, b.ID(), early); len(got) != 0 {
+		t.Errorf("before every envelope: %v differ", got)
+	}
+}
+
+// TestSummariesOverTheLimit: summaries reads no more IDs than its limit;
+// the bucket in which the count passes it, and every later one, are Over.
+func TestSummariesOverTheLimit(t *testing.T) {
+	a, _, _, _ := pairInRoom(t)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	ids := putSettled(t, "general", 3, 0, a) // a millisecond apart
+	first, err := a.store.Get(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Buckets of a millisecond, one envelope in each of the first three.
+	req := &protocol.SummaryRequest{Room: "general", Since: first.Env.Time, Step: 1, Buckets: 5}
+	sum, err := a.summaries(ctx, req, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []protocol.Summary{protocol.SummaryOf(ids[:1]), protocol.SummaryOf(ids[1:2]), {Over: true}, {Over: true}, {Over: true}}
+	if !slices.Equal(sum.Buckets, want) {
+		t.Errorf("summaries with a limit of 2:\n got %+v\nwant %+v", sum.Buckets, want)
+	}
+	if sum, err = a.summaries(ctx, req, 3); err != nil || sum.Buckets[2] != protocol.SummaryOf(ids[2:]) || sum.Buckets[4] != protocol.SummaryOf(nil) {
+		t.Errorf("summaries with a limit of 3: %+v, %v", sum, err)
+	}
+}
+
+// TestDiffer: a bucket is paged when the summaries differ or either side
+// did not count it, and buckets that meet are paged as one range.
+func TestDiffer(t *testing.T) {
+	req := &protocol.SummaryRequest{Room: "general", Since: 1000, Step: 10, Buckets: 5}
+	one, two := protocol.SummaryOf([]protocol.ID{{1}}), protocol.SummaryOf([]protocol.ID{{2}})
+	over := protocol.Summary{Over: true}
+	mine := &protocol.SummaryResponse{Buckets: []protocol.Summary{one, one, over, one, one}}
+	theirs := &protocol.SummaryResponse{Buckets: []protocol.Summary{one, two, one, one, over}}
+	want := []span{{1010, 1030}, {1040, 1050}}
+	if got := differ(req, mine, theirs); !slices.Equal(got, want) {
+		t.Errorf("differ = %v, want %v", got, want)
+	}
+	if got := differ(req, mine, mine); !slices.Equal(got, []span{{1020, 1030}}) {
+		t.Errorf("the same, with one bucket over: %v", got)
 	}
 }
 
@@ -166,7 +251,7 @@ func TestSummaryCostsSixteenPages(t *testing.T) {
 	connect(t, c, a)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	req := &protocol.SummaryRequest{Room: "general", Since: 0, Until: frozen.UnixMilli()}
+	req := &protocol.SummaryRequest{Room: "general", Since: 0, Step: protocol.MaxSummaryStep, Buckets: 1}
 	if !a.limits.allowN(b.ID(), syncBurst-summaryCost) || !a.limits.allowN(c.ID(), syncBurst-summaryCost+1) {
 		t.Fatal("a fresh bucket did not hold a burst")
 	}

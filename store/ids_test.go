@@ -525,3 +525,19 @@ func TestCommitFails(t *testing.T) {
 		}
 	}
 }
+
+// TestIDsRefusesACorruptID: a stored ID that is not 32 bytes (a damaged
+// database) is an error, not a panic or a wrong ID.
+func TestIDsRefusesACorruptID(t *testing.T) {
+	ctx := context.Background()
+	s, _ := open(t)
+	if _, err := s.Put(ctx, record(t, key(t, 1), "r", 1, 1, t0, "one")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, `UPDATE envelopes SET id = x'0102'`); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := s.IDs(ctx, "r", t0.UnixMilli(), t0.Add(time.Hour).UnixMilli(), 5); err == nil {
+		t.Fatalf("IDs = %v, want an error", ids)
+	}
+}

@@ -829,9 +829,12 @@ func (s *Store) IDs(ctx context.Context, room string, since, until int64, limit 
 	defer rows.Close()
 	var ids []protocol.ID
 	for rows.Next() {
-		var b []byte
+		var b sql.RawBytes // the driver's bytes, copied once, into ids
 		if err := rows.Scan(&b); err != nil {
 			return nil, fmt.Errorf("store: IDs of %s: %w", room, err)
+		}
+		if len(b) != len(protocol.ID{}) {
+			return nil, fmt.Errorf("store: IDs of %s: a stored ID of %d bytes", room, len(b))
 		}
 		ids = append(ids, protocol.ID(b))
 	}

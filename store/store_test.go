@@ -127,6 +127,9 @@ func TestRangePages(t *testing.T) {
 	if err != nil || len(ids) != 5 {
 		t.Fatalf("IDs = %d, %v; want 5", len(ids), err)
 	}
+	if ok, err := s.Has(ctx, ids[4]); !ok || err != nil {
+		t.Fatalf("IDs gave %s, which the store does not hold (%v)", ids[4], err)
+	}
 	last, err := s.LastReceived(ctx, "r")
 	if err != nil || !last.Equal(t0.Add(12*time.Second)) {
 		t.Fatalf("LastReceived = %v, %v", last, err)
