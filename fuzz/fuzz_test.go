@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,15 +58,66 @@ func sameBytes(t *testing.T, b []byte) func([]byte, error) {
 	}
 }
 
-// errorIsOneOf fails t unless err wraps one of the sentinels.
+// Every sentinel error of the packages whose parsers the targets call.
+// An error of one of them wraps exactly one of its package's
+// (protocol/errors.go), and callers branch on which.
+var sentinelSets = map[string][]error{
+	"protocol": {protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion, protocol.ErrBadSignature,
+		protocol.ErrReplay, protocol.ErrExpired, protocol.ErrEquivocation},
+	"identity": {identity.ErrMalformedKey, identity.ErrNotEd25519, identity.ErrMalformedContacts, identity.ErrBadNick,
+		identity.ErrUnknownContact, identity.ErrAmbiguousContact, identity.ErrBadFingerprint, identity.ErrKeyPermissions,
+		identity.ErrPassphraseRequired, identity.ErrWrongPassphrase},
+}
+
+// errorIsOneOf fails t unless err wraps one of the sentinels, the ones the
+// parser documents, and no other sentinel of the same package.
 func errorIsOneOf(t *testing.T, err error, sentinels ...error) {
 	t.Helper()
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return
+	if problem := sentinelProblem(err, sentinels...); problem != "" {
+		t.Fatal(problem)
+	}
+}
+
+// sentinelProblem is errorIsOneOf's judgement: "" when err is as it should
+// be, else what is wrong.
+func sentinelProblem(err error, sentinels ...error) string {
+	if !slices.ContainsFunc(sentinels, func(s error) bool { return errors.Is(err, s) }) {
+		return fmt.Sprintf("error %v wraps none of the documented sentinels", err)
+	}
+	for pkg, set := range sentinelSets {
+		var wrapped []error
+		for _, s := range set {
+			if errors.Is(err, s) {
+				wrapped = append(wrapped, s)
+			}
+		}
+		if len(wrapped) > 1 {
+			return fmt.Sprintf("error %v wraps %d of package %s's sentinels, want exactly one: %v", err, len(wrapped), pkg, wrapped)
 		}
 	}
-	t.Fatalf("error %v wraps none of the documented sentinels", err)
+	return ""
+}
+
+// TestSentinelProblem: the check of the fuzz targets' errors tells one
+// documented sentinel from none and from two.
+func TestSentinelProblem(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		ok   bool
+	}{
+		{"one documented", fmt.Errorf("%w: detail", protocol.ErrMalformed), true},
+		{"a finer case of one", fmt.Errorf("x: %w", protocol.ErrDuplicate), true},
+		{"none", errors.New("plain"), false},
+		{"another package's only", identity.ErrMalformedKey, false},
+		{"one not documented", protocol.ErrBadSignature, false},
+		{"two of one package", fmt.Errorf("%w: %w", protocol.ErrMalformed, protocol.ErrTooLarge), false},
+	} {
+		problem := sentinelProblem(c.err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrReplay)
+		if (problem == "") != c.ok {
+			t.Errorf("%s: %q", c.name, problem)
+		}
+	}
 }
 
 // FuzzEnvelope: whatever parses encodes back to exactly the input, has the ID
