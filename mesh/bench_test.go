@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +51,8 @@ import (
 //
 // MESH_BENCH_PROFILE=<folder> writes a CPU profile of each latency run's
 // measured phase alone (not the start of its peers) into the folder.
+// MESH_BENCH_TRACE=<folder> writes an execution trace of it instead (go
+// tool trace): where goroutines wait, not only where the CPU goes.
 
 const (
 	benchPayload     = 256
@@ -570,6 +573,9 @@ func BenchmarkSyncCatchUp(b *testing.B) {
 // start of tens of nodes) when MESH_BENCH_PROFILE names a folder: one
 // file per sub-benchmark, named after it. The returned function stops it.
 func profilePhase(b *testing.B) (stop func()) {
+	if dir := os.Getenv("MESH_BENCH_TRACE"); dir != "" {
+		return tracePhase(b, dir)
+	}
 	dir := os.Getenv("MESH_BENCH_PROFILE")
 	if dir == "" {
 		return func() {}
@@ -587,6 +593,26 @@ func profilePhase(b *testing.B) (stop func()) {
 		pprof.StopCPUProfile()
 		if err := f.Close(); err != nil {
 			b.Errorf("profile of the measured phase: %v", err)
+		}
+	}
+}
+
+// tracePhase writes an execution trace of the measured phase into dir,
+// named after the sub-benchmark. The returned function stops it.
+func tracePhase(b *testing.B, dir string) (stop func()) {
+	name := strings.NewReplacer("/", "_", "=", "").Replace(b.Name()) + ".trace"
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		b.Fatalf("trace of the measured phase: %v", err)
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		b.Fatalf("trace of the measured phase (not with -trace): %v", err)
+	}
+	return func() {
+		trace.Stop()
+		if err := f.Close(); err != nil {
+			b.Errorf("trace of the measured phase: %v", err)
 		}
 	}
 }
