@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -569,50 +570,40 @@ func BenchmarkSyncCatchUp(b *testing.B) {
 	b.ReportMetric(float64(history)*float64(b.N)/took.Seconds(), "msgs/s")
 }
 
-// profilePhase writes a CPU profile of the measured phase alone (not the
-// start of tens of nodes) when MESH_BENCH_PROFILE names a folder: one
-// file per sub-benchmark, named after it. The returned function stops it.
+// profilePhase records the measured phase alone (not the start of tens
+// of nodes): a CPU profile when MESH_BENCH_PROFILE names a folder, an
+// execution trace when MESH_BENCH_TRACE does, one file per sub-benchmark,
+// named after it. The returned function stops it.
 func profilePhase(b *testing.B) (stop func()) {
 	if dir := os.Getenv("MESH_BENCH_TRACE"); dir != "" {
-		return tracePhase(b, dir)
+		return recordPhase(b, filepath.Join(dir, phaseName(b)+".trace"), trace.Start, trace.Stop)
 	}
-	dir := os.Getenv("MESH_BENCH_PROFILE")
-	if dir == "" {
-		return func() {}
+	if dir := os.Getenv("MESH_BENCH_PROFILE"); dir != "" {
+		return recordPhase(b, filepath.Join(dir, phaseName(b)+".cpu"), pprof.StartCPUProfile, pprof.StopCPUProfile)
 	}
-	name := strings.NewReplacer("/", "_", "=", "").Replace(b.Name()) + ".cpu"
-	f, err := os.Create(filepath.Join(dir, name))
-	if err != nil {
-		b.Fatalf("profile of the measured phase: %v", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		b.Fatalf("profile of the measured phase (not with -cpuprofile): %v", err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Errorf("profile of the measured phase: %v", err)
-		}
-	}
+	return func() {}
 }
 
-// tracePhase writes an execution trace of the measured phase into dir,
-// named after the sub-benchmark. The returned function stops it.
-func tracePhase(b *testing.B, dir string) (stop func()) {
-	name := strings.NewReplacer("/", "_", "=", "").Replace(b.Name()) + ".trace"
-	f, err := os.Create(filepath.Join(dir, name))
+// phaseName is b's name as a file name.
+func phaseName(b *testing.B) string {
+	return strings.NewReplacer("/", "_", "=", "").Replace(b.Name())
+}
+
+// recordPhase starts a recording (a profile or a trace) into a new file
+// at path, and returns the function that stops it and closes the file.
+func recordPhase(b *testing.B, path string, start func(io.Writer) error, end func()) (stop func()) {
+	f, err := os.Create(path)
 	if err != nil {
-		b.Fatalf("trace of the measured phase: %v", err)
+		b.Fatalf("recording the measured phase: %v", err)
 	}
-	if err := trace.Start(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
-		b.Fatalf("trace of the measured phase (not with -trace): %v", err)
+		b.Fatalf("recording the measured phase (not with -cpuprofile or -trace): %v", err)
 	}
 	return func() {
-		trace.Stop()
+		end()
 		if err := f.Close(); err != nil {
-			b.Errorf("trace of the measured phase: %v", err)
+			b.Errorf("recording the measured phase: %v", err)
 		}
 	}
 }
