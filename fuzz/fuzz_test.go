@@ -60,7 +60,9 @@ func sameBytes(t *testing.T, b []byte) func([]byte, error) {
 
 // Every sentinel error of the packages whose parsers the targets call.
 // An error of one of them wraps exactly one of its package's
-// (protocol/errors.go), and callers branch on which.
+// (protocol/errors.go), and callers branch on which. ErrDuplicate and
+// ErrBelowWindow are left out: they are finer cases of ErrReplay, which
+// they wrap, and would count twice.
 var sentinelSets = map[string][]error{
 	"protocol": {protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion, protocol.ErrBadSignature,
 		protocol.ErrReplay, protocol.ErrExpired, protocol.ErrEquivocation},
@@ -112,6 +114,8 @@ func TestSentinelProblem(t *testing.T) {
 		{"another package's only", identity.ErrMalformedKey, false},
 		{"one not documented", protocol.ErrBadSignature, false},
 		{"two of one package", fmt.Errorf("%w: %w", protocol.ErrMalformed, protocol.ErrTooLarge), false},
+		{"one documented, one not, of one package", fmt.Errorf("%w: %w", protocol.ErrMalformed, protocol.ErrBadSignature), false},
+		{"one documented, one of another package", fmt.Errorf("%w: %w", protocol.ErrMalformed, identity.ErrMalformedKey), true},
 	} {
 		problem := sentinelProblem(c.err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrReplay)
 		if (problem == "") != c.ok {
@@ -382,7 +386,8 @@ func FuzzSummaryRequest(f *testing.F) {
 }
 
 // FuzzSummaryResponse: a summary response that parses encodes back to the
-// input, and counts no more than a response may.
+// input, counts no more than a response may, and counts no bucket after
+// one that is over the limit.
 func FuzzSummaryResponse(f *testing.F) {
 	good, _ := (&protocol.SummaryResponse{Buckets: []protocol.Summary{protocol.SummaryOf([]protocol.ID{{1}, {2}}), {Over: true}}}).MarshalBinary()
 	f.Add(good)
@@ -393,9 +398,12 @@ func FuzzSummaryResponse(f *testing.F) {
 			errorIsOneOf(t, err, protocol.ErrMalformed, protocol.ErrTooLarge, protocol.ErrUnknownVersion)
 			return
 		}
-		total := 0
-		for _, s := range r.Buckets {
-			total += s.Count
+		total, over := 0, false
+		for i, s := range r.Buckets {
+			if over && !s.Over {
+				t.Fatalf("bucket %d counted after one over the limit", i)
+			}
+			total, over = total+s.Count, s.Over
 		}
 		if n := len(r.Buckets); n < 1 || n > protocol.MaxSummaryBuckets || total > protocol.MaxSummaryCount {
 			t.Fatalf("%d buckets counting %d envelopes", n, total)

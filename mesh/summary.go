@@ -52,7 +52,7 @@ func (r *Room) antiEntropy() {
 	settled := now.Add(-summarySettle).UnixMilli()
 	ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
 	defer cancel()
-	spans := []span{{since, settled}}
+	spans := []span{{min(since, settled), settled}} // since > settled: an anti-entropy range under 15 s
 	if req, ok := r.summaryRequest(since, settled); ok {
 		spans = r.unlevel(ctx, p, req)
 		switch {
@@ -107,13 +107,22 @@ func (r *Room) summaryRequest(since, until int64) (req *protocol.SummaryRequest,
 		return nil, false
 	}
 	step := summaryStep.Milliseconds()
-	buckets := (d + step - 1) / step
+	buckets := ceilDiv(d, step)
 	if buckets > protocol.MaxSummaryBuckets {
 		buckets = protocol.MaxSummaryBuckets
-		step = min((d+buckets-1)/buckets, protocol.MaxSummaryStep)
+		step = min(ceilDiv(d, buckets), protocol.MaxSummaryStep)
 	}
 	req = &protocol.SummaryRequest{Room: r.name, Since: until - buckets*step, Step: step, Buckets: int(buckets)}
 	return req, req.Since <= since
+}
+
+// ceilDiv is a / b rounded up, for a >= 0 and b > 0, without overflow.
+func ceilDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 {
+		q++
+	}
+	return q
 }
 
 // unlevel returns the buckets of req, merged where they meet, in which

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -155,6 +156,38 @@ func TestUnlevel(t *testing.T) {
 	early, _ := ra.summaryRequest(until-time.Hour.Milliseconds(), until-10*time.Minute.Milliseconds())
 	if got := ra.unlevel(ctx, b.ID(), early); len(got) != 0 {
 		t.Errorf("before every envelope: %v differ", got)
+	}
+}
+
+// TestSummaryRequestAtTheExtremes: summaryRequest covers any range it
+// says it covers with a request that encodes, and refuses one it cannot
+// cover, at the ends of time too.
+func TestSummaryRequestAtTheExtremes(t *testing.T) {
+	r := &Room{name: "general"}
+	for _, c := range []struct {
+		since, until int64
+		ok           bool
+	}{
+		{0, 11 * 60_000, true},
+		{math.MinInt64, math.MinInt64 + 120_000, true},
+		{math.MaxInt64 - 120_000, math.MaxInt64, true},
+		{0, 48 * 3600_000, true},              // a skew of 24 hours: 64 buckets of 45 minutes
+		{0, math.MaxInt64, false},             // 292 million years: no 64 buckets hold it
+		{math.MinInt64, math.MaxInt64, false}, // longer than int64 holds
+		{5, 5, false},
+		{6, 5, false},
+	} {
+		req, ok := r.summaryRequest(c.since, c.until)
+		if ok != c.ok {
+			t.Errorf("[%d, %d): ok %v, want %v", c.since, c.until, ok, c.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if _, err := req.MarshalBinary(); err != nil || req.Since > c.since || req.Until() != c.until {
+			t.Errorf("[%d, %d): %+v ends at %d (%v)", c.since, c.until, req, req.Until(), err)
+		}
 	}
 }
 

@@ -168,6 +168,9 @@ func SummaryOf(ids []ID) Summary {
 	return s
 }
 
+// emptySummary is the summary of no envelopes.
+var emptySummary = SummaryOf(nil)
+
 func (s *Summary) check() error {
 	switch {
 	case s.Count < 0 || s.Count > MaxSummaryCount:
@@ -186,17 +189,26 @@ type SummaryResponse struct {
 
 // check reports whether the response is one a responder may send: 1 to
 // MaxSummaryBuckets buckets, each valid, counting no more than
-// MaxSummaryCount envelopes in all.
+// MaxSummaryCount envelopes in all, with no bucket counted after one
+// that is Over (the count passed the limit there), and an empty bucket's
+// digest the digest of no IDs.
 func (r *SummaryResponse) check() error {
 	if n := len(r.Buckets); n < 1 || n > MaxSummaryBuckets {
 		return fmt.Errorf("%w: %d summary buckets, want 1..%d", ErrMalformed, n, MaxSummaryBuckets)
 	}
-	total := 0
-	for i := range r.Buckets {
-		if err := r.Buckets[i].check(); err != nil {
+	total, over := 0, false
+	for i, b := range r.Buckets {
+		if err := b.check(); err != nil {
 			return err
 		}
-		total += r.Buckets[i].Count
+		switch {
+		case over && !b.Over:
+			return fmt.Errorf("%w: summary bucket %d counted after one over the limit", ErrMalformed, i)
+		case !b.Over && b.Count == 0 && b.Digest != emptySummary.Digest:
+			return fmt.Errorf("%w: empty summary bucket %d with the digest of some IDs", ErrMalformed, i)
+		}
+		over = b.Over
+		total += b.Count
 	}
 	if total > MaxSummaryCount {
 		return fmt.Errorf("%w: summaries of %d envelopes in all, limit %d", ErrMalformed, total, MaxSummaryCount)

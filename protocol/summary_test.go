@@ -122,7 +122,7 @@ func TestSummaryResponseRoundTrip(t *testing.T) {
 	for _, in := range []SummaryResponse{
 		{Buckets: []Summary{SummaryOf([]ID{{7}, {8}})}},
 		{Buckets: []Summary{SummaryOf(nil), SummaryOf([]ID{{9}}), {Over: true}}},
-		{Buckets: make([]Summary, MaxSummaryBuckets)},
+		{Buckets: slices.Repeat([]Summary{SummaryOf(nil)}, MaxSummaryBuckets)},
 	} {
 		b, err := in.MarshalBinary()
 		if err != nil {
@@ -152,19 +152,24 @@ func TestSummaryResponseRoundTrip(t *testing.T) {
 		"negative count":        {Buckets: []Summary{{Count: -1}}},
 		"over, with a count":    {Buckets: []Summary{{Over: true, Count: 1}}},
 		"over, with a digest":   {Buckets: []Summary{{Over: true, Digest: [32]byte{1}}}},
+		"counted after over":    {Buckets: []Summary{{Over: true}, SummaryOf(nil)}},
+		"empty, with a digest":  {Buckets: []Summary{{Count: 0, Digest: [32]byte{1}}}},
 	} {
 		if _, err := bad.MarshalBinary(); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
 		}
 	}
-	good, _ := (&SummaryResponse{Buckets: []Summary{{Count: 2}, {Count: MaxSummaryCount - 2}}}).MarshalBinary()
-	// Header (2), buckets (1); bucket 0 at 3: over (1), count (4), digest.
+	good, _ := (&SummaryResponse{Buckets: []Summary{{Count: 2}, {Count: MaxSummaryCount - 2}, SummaryOf(nil)}}).MarshalBinary()
+	// Header (2), buckets (1); bucket 0 at 3: over (1), count (4), digest;
+	// bucket 1 at 40, bucket 2 at 77.
 	for name, edit := range map[string]func(b []byte){
+		"counted after over":    func(b []byte) { b[40], b[43], b[44] = 1, 0, 0 },
+		"empty, with a digest":  func(b []byte) { b[82] ^= 1 },
 		"over flag 2":           func(b []byte) { b[3] = 2 },
 		"over with a count":     func(b []byte) { b[3] = 1 },
 		"count over the limit":  func(b []byte) { b[4] = 1 },
 		"over the limit in all": func(b []byte) { b[7] = 3 },
-		"one bucket fewer":      func(b []byte) { b[2] = 1 },
+		"one bucket fewer":      func(b []byte) { b[2] = 2 },
 		"no buckets":            func(b []byte) { b[2] = 0 },
 	} {
 		b := bytes.Clone(good)
