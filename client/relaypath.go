@@ -30,8 +30,10 @@ type relayPath struct {
 	down     chan struct{} // closed while it is not connected
 	alarmed  bool          // the audit alarm was raised
 	keptNote []byte        // the checkpoint last stored
-	// transport is the one kept as having reached the relay last
-	// ("quic", "tcp" or ""), tried first.
+
+	// transport is the one kept in the store as having reached the relay
+	// last ("quic", "tcp" or ""), tried first. keepMu orders its writes.
+	keepMu    sync.Mutex
 	transport string
 }
 
@@ -124,21 +126,25 @@ func (p *relayPath) onState(st relay.State) {
 }
 
 // keepTransport keeps the transport that reached the relay, when it is
-// not the one kept: the next session tries it first.
+// not the one kept: the next session tries it first. It counts as kept
+// only once the store has it, so that a write cut short (the client
+// closing under onState) is made again by close.
 func (p *relayPath) keepTransport(ctx context.Context, t string) {
 	if transport.ParseKind(t) == 0 {
 		return
 	}
-	p.mu.Lock()
-	same := t == p.transport
-	p.transport = t
-	p.mu.Unlock()
-	if same {
+	p.keepMu.Lock()
+	defer p.keepMu.Unlock()
+	if t == p.transport {
 		return
 	}
 	if err := p.c.st.SetRelayTransport(ctx, p.name, t); err != nil {
-		p.c.log.Warn("relay transport not kept", "err", err)
+		if ctx.Err() == nil { // not the client closing: close keeps it
+			p.c.log.Warn("relay transport not kept", "err", err)
+		}
+		return
 	}
+	p.transport = t
 }
 
 // setState keeps the relay's state, and reports whether it just became
@@ -310,6 +316,12 @@ func (p *relayPath) keepCheckpoint(ctx context.Context) error {
 }
 
 func (p *relayPath) close(ctx context.Context) error {
+	// A session that ends as it connects (a status, a send) may close
+	// before onState has kept the transport, or while it does, with the
+	// client's context ended: keep it here.
+	if st := p.rc.State(); st.Status == relay.StatusConnected {
+		p.keepTransport(ctx, st.Transport.String())
+	}
 	return errors.Join(p.keepCheckpoint(ctx), p.rc.Close())
 }
 

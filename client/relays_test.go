@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"net"
 	"testing"
@@ -38,5 +39,25 @@ func TestRelayClosedSaysWhy(t *testing.T) {
 	p.rc.Close() // a second close changes nothing
 	if st := p.rc.State(); !errors.Is(st.Err, relay.ErrWrongRelay) {
 		t.Errorf("after a second Close: %v, want ErrWrongRelay kept", st.Err)
+	}
+}
+
+// TestTransportKeptAfterACutWrite: a transport whose write was cut short
+// (the client closing while onState kept it) is not counted as kept, so
+// that close keeps it: a status or a send that ends as it connects still
+// leaves the next session the transport that worked.
+func TestTransportKeptAfterACutWrite(t *testing.T) {
+	c := openOffline(t)
+	p := &relayPath{c: c, name: "relay"}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.keepTransport(ended, "tcp")
+	ctx := context.Background()
+	if got, err := c.st.RelayTransport(ctx, "relay"); err != nil || got != "" {
+		t.Fatalf("after a cut write: %q, %v; want nothing kept", got, err)
+	}
+	p.keepTransport(ctx, "tcp")
+	if got, err := c.st.RelayTransport(ctx, "relay"); err != nil || got != "tcp" {
+		t.Fatalf("kept again: %q, %v; want tcp", got, err)
 	}
 }
