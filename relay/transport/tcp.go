@@ -94,12 +94,15 @@ type tcpConn struct {
 	frames *frameConn    // over tls, what yamux reads and writes
 	opts   TCPOptions
 
-	mu      sync.Mutex
-	sess    *yamux.Session // nil until admitted (relay) or dialled (client)
-	closed  bool
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	watched bool // a goroutine waits for sess to end, to end ctx
+	mu   sync.Mutex
+	sess *yamux.Session // nil until admitted (relay) or dialled (client)
+	// firstRTT is the client's round trip measured as it dialled, the
+	// RTT until yamux has one of its own.
+	firstRTT time.Duration
+	closed   bool
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	watched  bool // a goroutine waits for sess to end, to end ctx
 	// onClose, if set, is called once by Close or abort (the
 	// listener's bookkeeping).
 	onClose func(*tcpConn)
@@ -142,7 +145,29 @@ func DialTCP(ctx context.Context, hostPort string, conf *tls.Config, opts TCPOpt
 		return fail(fmt.Errorf("transport: yamux: %w", err))
 	}
 	c.sess = sess
+	c.firstRTT = firstPing(ctx, sess)
 	return c, nil
+}
+
+// firstPing measures one round trip on sess, or returns 0 if ctx ends
+// first. yamux measures the session's round-trip time only in the
+// background, so a connection reported at once as connected (chat status,
+// the relay client's OnState) said 0 until then.
+func firstPing(ctx context.Context, sess *yamux.Session) time.Duration {
+	done := make(chan time.Duration, 1)
+	go func() { // ends with Ping: answered, timed out, or the session closed
+		rtt, err := sess.Ping()
+		if err != nil {
+			rtt = 0
+		}
+		done <- rtt
+	}()
+	select {
+	case rtt := <-done:
+		return rtt
+	case <-ctx.Done():
+		return 0
+	}
 }
 
 // readAdmission reads the relay's first frame: CodeOK, or its refusal.
@@ -369,6 +394,9 @@ func (c *tcpConn) Stats() Stats {
 	c.mu.Lock()
 	if c.sess != nil {
 		st.RTT = c.sess.RTT()
+	}
+	if st.RTT == 0 {
+		st.RTT = c.firstRTT
 	}
 	c.mu.Unlock()
 	return st

@@ -318,3 +318,13 @@ func TestFrameConnFollowsFraming(t *testing.T) {
 		t.Fatalf("%d watches left", len(c.watched))
 	}
 }
+
+// TestDialledHasRTT: a connection dialled over TCP has a round-trip time
+// as soon as DialTCP returns, not only once yamux has measured one in the
+// background (the relay client reports it at once as connected).
+func TestDialledHasRTT(t *testing.T) {
+	_, client := tcpPair(t)
+	if rtt := client.Stats().RTT; rtt <= 0 {
+		t.Fatalf("RTT right after the dial: %s, want > 0", rtt)
+	}
+}
