@@ -142,19 +142,19 @@ func frames(stack trace.Stack, n int) string {
 }
 
 func (s *summary) kindsByRunning() []string {
-	keys := make([]string, 0, len(s.kinds))
-	for k := range s.kinds {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(s.kinds[b].running, s.kinds[a].running) })
-	return keys
+	return keysBy(s.kinds, func(k *kind) int64 { return k.running })
 }
 
 func (s *summary) stacksByBlocked() []string {
-	keys := make([]string, 0, len(s.blocked))
-	for k := range s.blocked {
+	return keysBy(s.blocked, func(b *blocks) int64 { return b.total })
+}
+
+// keysBy returns m's keys, the largest value of by first.
+func keysBy[V any](m map[string]V, by func(V) int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(s.blocked[b].total, s.blocked[a].total) })
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(by(m[b]), by(m[a])) })
 	return keys
 }
