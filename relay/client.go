@@ -61,6 +61,7 @@ type Client struct {
 	background bool // made by Start: run dials, requests wait for it
 	onState    func(State)
 	notify     chan struct{} // wakes notifyLoop
+	notified   chan struct{} // closed when notifyLoop has told StatusClosed
 	ready      chan struct{} // closed at the first dial's outcome
 	readyOnce  sync.Once
 	readyErr   error
@@ -112,8 +113,9 @@ type ClientOptions struct {
 	// called from a goroutine of the client's own, one call at a time,
 	// in order, with the newest state: states that change while a call
 	// runs are told as one. It must not block for long (a blocked call
-	// delays only the next calls) and must not call Close. The last call
-	// tells StatusClosed.
+	// delays only the next calls, and Close) and must not call Close. The
+	// last call tells StatusClosed, and Close returns after it: once Close
+	// returns, OnState is not called again.
 	OnState func(State)
 }
 
@@ -172,6 +174,7 @@ func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
 	c.worked.Store(uint32(opts.Prefer))
 	if c.onState != nil {
 		c.notify = make(chan struct{}, 1)
+		c.notified = make(chan struct{})
 		go c.notifyLoop()
 	}
 	return c
@@ -180,13 +183,15 @@ func newClient(addr Addr, conf *tls.Config, opts ClientOptions) *Client {
 // Addr is the relay's address.
 func (c *Client) Addr() Addr { return c.addr }
 
-// Close closes the connection; subscriptions end.
+// Close closes the connection; subscriptions end. It returns once OnState
+// has been told StatusClosed.
 func (c *Client) Close() error { return c.CloseFor(nil) }
 
 // CloseFor closes the connection for a reason the state keeps (why the
 // relay is not used, as State().Err says after): a relay that is not the
 // one configured, say.
 func (c *Client) CloseFor(why error) error {
+	defer c.awaitNotified()
 	c.end()
 	c.mu.Lock()
 	if c.closed {
@@ -203,6 +208,15 @@ func (c *Client) CloseFor(why error) error {
 		return conn.Close(wire.CodeOK, "")
 	}
 	return nil
+}
+
+// awaitNotified waits for notifyLoop to tell StatusClosed and end, so that
+// no OnState runs after Close: one would act on an application that is
+// closing too (its store, its event queue).
+func (c *Client) awaitNotified() {
+	if c.notified != nil {
+		<-c.notified
+	}
 }
 
 var errClientClosed = errors.New("relay: client is closed")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,5 +53,43 @@ func TestCloseEndsADial(t *testing.T) {
 	c.Close()
 	if err := <-dialed; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the dial ended with %v, want it cancelled by Close", err)
+	}
+}
+
+// TestCloseAfterLastOnState: Close returns after OnState has been told
+// StatusClosed, and no call comes after, so an application can close what
+// its OnState uses right after closing the client.
+func TestCloseAfterLastOnState(t *testing.T) {
+	key := testkit.Key(t)
+	addr := AddrOf(testkit.Key(t).Public(), "127.0.0.1:9") // never dialled
+	conf, err := clientTLS(key, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		told   []Status
+		closed bool
+		late   bool
+	)
+	c := newClient(addr, conf, ClientOptions{OnState: func(st State) {
+		mu.Lock()
+		defer mu.Unlock()
+		late = late || closed
+		told = append(told, st.Status)
+	}})
+	c.Close()
+	mu.Lock()
+	closed = true
+	got := append([]Status(nil), told...)
+	mu.Unlock()
+	if len(got) == 0 || got[len(got)-1] != StatusClosed {
+		t.Fatalf("OnState was told %v by the time Close returned, want it to end with %v", got, StatusClosed)
+	}
+	c.Close() // a second Close returns too
+	mu.Lock()
+	defer mu.Unlock()
+	if late {
+		t.Fatal("OnState was called after Close returned")
 	}
 }

@@ -217,6 +217,7 @@ func (c *Client) wake() {
 // notifyLoop calls OnState with the newest state whenever it changed,
 // one call at a time; it ends after telling StatusClosed.
 func (c *Client) notifyLoop() {
+	defer close(c.notified)
 	var last State
 	for range c.notify {
 		st := c.State()
