@@ -38,6 +38,11 @@ func FuzzConfigSetValue(f *testing.F) {
 	// string for the key's, and a path not in UTF-8 was saved changed.
 	f.Add(byte(3), "", uint16(0), uint16(0), byte(0), "eve")
 	f.Add(byte(0), "", uint16(0), uint16(0), byte(1), "/tmp/\xff")
+	// Found by this target (testdata/fuzz/FuzzConfigSetValue/2371451963f70e89):
+	// the TOML decoder took "Nick" for nick, so setting nick in a file
+	// that said `Nick = "x"` added a second key and the file still said
+	// x. strictoml now refuses a key in another case.
+	f.Add(byte(2), "N", uint16(0), uint16(31), byte(0), "0")
 	f.Fuzz(func(t *testing.T, base byte, edit string, at, cut uint16, keySel byte, value string) {
 		b := bases[int(base)%len(bases)]
 		i := min(int(at), len(b))
