@@ -566,14 +566,21 @@ func (p *pendingSyncs) done(req syncRequest) {
 }
 
 // syncer runs the room's sync requests one at a time, and the periodic
-// anti-entropy sync.
+// anti-entropy sync. Its rounds come every AntiEntropy, the first after
+// a random share of it and half of it more: peers that joined together
+// (a network's start, a relay's restart, the benchmark's hundred nodes)
+// do not all page each other in the same second of every minute.
 func (r *Room) syncer() {
 	defer r.wg.Done()
-	var tick <-chan time.Time
-	if every := r.n.cfg.antiEntropy(); every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		tick = t.C
+	var (
+		every = r.n.cfg.antiEntropy()
+		round *time.Timer
+		tick  <-chan time.Time // nil: no anti-entropy
+	)
+	if every > 0 {
+		round = time.NewTimer(every/2 + rand.N(every))
+		defer round.Stop()
+		tick = round.C
 	}
 	for {
 		select {
@@ -581,6 +588,7 @@ func (r *Room) syncer() {
 			return
 		case <-tick:
 			r.antiEntropy()
+			round.Reset(every)
 		case req := <-r.syncReq:
 			r.runSync(req)
 		}
