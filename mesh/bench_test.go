@@ -54,6 +54,8 @@ import (
 // measured phase alone (not the start of its peers) into the folder.
 // MESH_BENCH_TRACE=<folder> writes an execution trace of it instead (go
 // tool trace): where goroutines wait, not only where the CPU goes.
+// MESH_BENCH_HEAP=<folder> writes a profile of the live heap at its end
+// instead: what every collection must mark.
 
 const (
 	benchPayload     = 256
@@ -583,7 +585,25 @@ func profilePhase(b *testing.B) (stop func()) {
 	if dir := os.Getenv("MESH_BENCH_PROFILE"); dir != "" {
 		return recordPhase(b, filepath.Join(dir, phaseName(b)+".cpu"), pprof.StartCPUProfile, pprof.StopCPUProfile)
 	}
+	if dir := os.Getenv("MESH_BENCH_HEAP"); dir != "" {
+		return func() { writeHeap(b, filepath.Join(dir, phaseName(b)+".heap")) }
+	}
 	return func() {}
+}
+
+// writeHeap writes a profile of the live heap at the end of the measured
+// phase, the nodes still up, after a collection: what each collection
+// must mark (go tool pprof -sample_index=inuse_space).
+func writeHeap(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
 }
 
 // phaseName is b's name as a file name.
