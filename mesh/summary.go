@@ -46,7 +46,7 @@ const summaryStep = time.Minute
 // settled part, as the range moves on a minute a round. Paging it every
 // round re-sent the last 15 s of the room to every node each minute, 750
 // envelopes at 50 a second, to find nothing missing; an envelope gossip
-// missed is fetched at once anyway when a later one of its sender names
+// missed is fetched soon anyway when a later one of its sender names
 // it (gaps.go).
 func (r *Room) antiEntropy() {
 	peers := r.topic.ListPeers()
