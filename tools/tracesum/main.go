@@ -3,7 +3,10 @@
 // goroutines of each kind ran, how long they were runnable but waited for
 // a processor, and how often they were scheduled; then the stacks at which
 // goroutines blocked longest on a mutex or a semaphore (the runtime's
-// "sync" reasons, which include the end of a collection's marking).
+// "sync" reasons, which include the end of a collection's marking);
+// then the 20 ms windows in which goroutines waited longest to run, each
+// with what ran in it, what sat in system calls (which hold a processor),
+// and how much of it a collection marked or the world was stopped.
 //
 //	tracesum [-top N] FILE.trace
 //
@@ -58,6 +61,7 @@ func (s *summary) print(w io.Writer, top int) {
 		b := s.blocked[k]
 		fmt.Fprintf(w, "%8d %10.0f  %s\n", b.count, ms(b.total), k)
 	}
+	s.time.print(w, top)
 }
 
 func ms(ns int64) float64 { return float64(ns) / 1e6 }

@@ -29,6 +29,7 @@ type blocks struct {
 type summary struct {
 	kinds   map[string]*kind
 	blocked map[string]*blocks
+	time    timeline
 }
 
 // goroutine is what summarise follows of one goroutine.
@@ -49,6 +50,7 @@ func summarise(r io.Reader) (*summary, error) {
 	}
 	s := &summary{kinds: map[string]*kind{}, blocked: map[string]*blocks{}}
 	gs := map[trace.GoID]*goroutine{}
+	open := map[string]trace.Time{} // ranges begun and not yet ended
 	for {
 		ev, err := tr.ReadEvent()
 		if errors.Is(err, io.EOF) {
@@ -57,6 +59,7 @@ func summarise(r io.Reader) (*summary, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read trace: %w", err)
 		}
+		s.time.event(ev, open)
 		if ev.Kind() != trace.EventStateTransition {
 			continue
 		}
@@ -87,6 +90,9 @@ func (s *summary) step(g *goroutine, st trace.StateTransition, t trace.Time) {
 	from, to := st.Goroutine()
 	k := s.kind(cmp.Or(g.kind, "?"))
 	d := int64(t - g.since)
+	if g.since != 0 {
+		s.time.goroutine(cmp.Or(g.kind, "?"), from, to, g.since, t)
+	}
 	switch {
 	case from == trace.GoRunning:
 		k.running += d

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"runtime"
 	"runtime/trace"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	xtrace "golang.org/x/exp/trace"
 )
 
 // spin runs for about d, then returns.
@@ -93,4 +96,23 @@ func parkedOnMutex() bool {
 		}
 	}
 	return false
+}
+
+// TestTimelineSpread cuts a stretch that crosses two window edges into
+// its three parts.
+func TestTimelineSpread(t *testing.T) {
+	tl := timeline{start: 1_000, started: true}
+	ms := xtrace.Time(1_000_000)
+	tl.goroutine("k", xtrace.GoRunning, xtrace.GoWaiting, tl.start+15*ms, tl.start+45*ms)
+	tl.goroutine("k", xtrace.GoSyscall, xtrace.GoRunning, tl.start+50*ms, tl.start+52*ms)
+	var got []int64
+	for _, w := range tl.windows {
+		got = append(got, w.running["k"])
+	}
+	if want := []int64{5_000_000, 20_000_000, 5_000_000}; !slices.Equal(got, want) {
+		t.Errorf("running by window = %v, want %v", got, want)
+	}
+	if d := tl.windows[2].syscall["k"]; d != 2_000_000 {
+		t.Errorf("system calls in window 2 = %d, want 2000000", d)
+	}
 }
