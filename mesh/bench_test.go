@@ -73,6 +73,12 @@ type benchNet struct {
 	mu       sync.Mutex
 	arrivals []map[uint64]time.Time
 	extra    func() map[string]float64
+	// used, when set, is what the peers have used so far (they are
+	// processes of their own: procNet), instead of this process's usage.
+	used func() usage
+	// finish, when set, fetches the arrivals of count messages once all
+	// are sent, and returns when each was sent (procNet).
+	finish func(count int) []time.Time
 	// progress is signalled (without blocking) on every arrival, so that a
 	// publisher waiting for room in its window wakes at once.
 	progress chan struct{}
@@ -377,7 +383,7 @@ func (bn *benchNet) openLoop(b *testing.B, rate float64, count int, base uint64)
 func (bn *benchNet) latency(b *testing.B, rate int) {
 	ctx := context.Background()
 	stopProfile := profilePhase(b)
-	used0 := usedSoFar(b)
+	used0 := bn.usage(b)
 	extra0 := bn.extra()
 	var sent []time.Time
 	tick := time.NewTicker(time.Second / time.Duration(rate))
@@ -393,11 +399,14 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 		}
 	}
 	count := len(sent)
+	if bn.finish != nil {
+		sent = bn.finish(count)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for bn.slowest() < int64(count) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	used := usedSoFar(b).since(used0)
+	used := bn.usage(b).since(used0)
 	stopProfile()
 	bn.mu.Lock()
 	defer bn.mu.Unlock()
@@ -499,6 +508,15 @@ type usage struct {
 	allocs, bytes uint64
 }
 
+// usage is what the peers have used so far: this process's usage, or
+// the peer processes' (used).
+func (bn *benchNet) usage(b *testing.B) usage {
+	if bn.used != nil {
+		return bn.used()
+	}
+	return usedSoFar(b)
+}
+
 func usedSoFar(b *testing.B) usage {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
@@ -519,17 +537,28 @@ func (u usage) report(b *testing.B, delivered int64) {
 	}
 	d := float64(delivered)
 	b.ReportMetric(float64(u.cpu.Microseconds())/d, "cpu-µs/delivery")
+	if u.allocs == 0 {
+		return // not counted: the peers are processes of their own
+	}
 	b.ReportMetric(float64(u.allocs)/d, "allocs/delivery")
 	b.ReportMetric(float64(u.bytes)/d, "B/delivery")
 }
 
 // cpuTime is the user and system CPU time this process has used.
 func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	d, err := processCPU()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
+}
+
+func processCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // BenchmarkSyncCatchUp: a peer joins a room and catches up by sync on
@@ -613,7 +642,7 @@ func phaseName(b *testing.B) string {
 
 // recordPhase starts a recording (a profile or a trace) into a new file
 // at path, and returns the function that stops it and closes the file.
-func recordPhase(b *testing.B, path string, start func(io.Writer) error, end func()) (stop func()) {
+func recordPhase(b testing.TB, path string, start func(io.Writer) error, end func()) (stop func()) {
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatalf("recording the measured phase: %v", err)
