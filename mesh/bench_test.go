@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,23 +155,13 @@ func parleyNet(b *testing.B, n int) *benchNet {
 	}
 	connectAll(b, n, func(i, j int) { connect(b, nodes[i], nodes[j]) })
 	waitMesh(b, rooms)
-	// The text payload is 256 bytes: nick and body with their lengths.
-	pad := fmt.Sprintf("%0*d", benchPayload-16-1-5-2, 0)
-	// Signing is part of what a publish costs, as in the client, which
-	// publishes the envelope it signed. Author.Envelope, not Author.Sign:
-	// Sign's t.Helper() walked the stack on every message, 2% of the
-	// process's CPU at 100 peers, which gossipsub's publisher does not pay.
 	author := testkit.Author{Key: nodes[0].cfg.Key, Room: "bench"}
 	bn.publish = func(ctx context.Context, seq uint64) error {
-		payload, err := (&protocol.Text{Nick: "bench", Body: fmt.Sprintf("%016x", seq) + pad}).MarshalBinary()
+		raw, id, e, err := textEnvelope(&author, seq)
 		if err != nil {
 			return err
 		}
-		raw, id, e, err := author.Envelope(protocol.KindText, payload, author.Seq+1, time.Now())
-		if err != nil {
-			return err
-		}
-		seqs.Store(id, seq)
+		seqs.Store(id, seq) // before a receiver can have it
 		return rooms[0].PublishChecked(ctx, e, id, raw)
 	}
 	bn.extra = func() map[string]float64 {
@@ -190,6 +181,56 @@ func parleyNet(b *testing.B, n int) *benchNet {
 	return bn
 }
 
+// textEnvelope signs message seq as author. The text payload is 256
+// bytes, nick and body with their lengths; the body begins with seq in 16
+// hex digits (textSeq). Signing is part of what a publish costs, as in
+// the client, which publishes the envelope it signed. Author.Envelope, not
+// Author.Sign: Sign's t.Helper() walked the stack on every message, 2% of
+// the process's CPU at 100 peers, which gossipsub's publisher does not pay.
+func textEnvelope(author *testkit.Author, seq uint64) ([]byte, protocol.ID, *protocol.Envelope, error) {
+	pad := fmt.Sprintf("%0*d", benchPayload-16-1-5-2, 0)
+	payload, err := (&protocol.Text{Nick: "bench", Body: fmt.Sprintf("%016x", seq) + pad}).MarshalBinary()
+	if err != nil {
+		return nil, protocol.ID{}, nil, err
+	}
+	return author.Envelope(protocol.KindText, payload, author.Seq+1, time.Now())
+}
+
+// textSeq is the number textEnvelope wrote into a message's text.
+func textSeq(payload []byte) (uint64, bool) {
+	txt, err := protocol.ParseText(payload)
+	if err != nil || len(txt.Body) < 16 {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(txt.Body[:16], 16, 64)
+	return seq, err == nil
+}
+
+// gossipsubNode is a libp2p host on loopback running gossipsub with its
+// default settings, in the room "bench" and subscribed to it.
+func gossipsubNode(ctx context.Context) (host.Host, *pubsub.Topic, *pubsub.Subscription, error) {
+	h, err := libp2p.New(libp2p.ListenAddrStrings(testListen()))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var (
+		topic *pubsub.Topic
+		sub   *pubsub.Subscription
+	)
+	ps, err := pubsub.NewGossipSub(ctx, h)
+	if err == nil {
+		topic, err = ps.Join("bench")
+	}
+	if err == nil {
+		sub, err = topic.Subscribe()
+	}
+	if err != nil {
+		h.Close()
+		return nil, nil, nil, err
+	}
+	return h, topic, sub, nil
+}
+
 // gossipsubNet starts n go-libp2p-pubsub peers with default settings.
 func gossipsubNet(b *testing.B, n int) *benchNet {
 	bn := newBenchNet(n)
@@ -205,22 +246,11 @@ func gossipsubNet(b *testing.B, n int) *benchNet {
 		}
 	})
 	for i := range hosts {
-		h, err := libp2p.New(libp2p.ListenAddrStrings(testListen()))
+		h, topic, sub, err := gossipsubNode(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		hosts[i] = h
-		ps, err := pubsub.NewGossipSub(ctx, h)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if topics[i], err = ps.Join("bench"); err != nil {
-			b.Fatal(err)
-		}
-		sub, err := topics[i].Subscribe()
-		if err != nil {
-			b.Fatal(err)
-		}
+		hosts[i], topics[i] = h, topic
 		if i == 0 {
 			continue
 		}

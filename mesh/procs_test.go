@@ -16,12 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/internal/testkit"
-	"github.com/parleychat/parley/protocol"
 )
 
 // One process for every peer
@@ -247,11 +245,8 @@ func newParleyPeer(t *testing.T, i int) *parleyPeer {
 		for {
 			select {
 			case m := <-p.room.Messages():
-				// The number is the text's first 16 characters, hex.
-				if txt, err := protocol.ParseText(m.Env.Payload); err == nil && len(txt.Body) >= 16 {
-					if seq, err := strconv.ParseUint(txt.Body[:16], 16, 64); err == nil {
-						p.l.arrive(seq)
-					}
+				if seq, ok := textSeq(m.Env.Payload); ok {
+					p.l.arrive(seq)
 				}
 			case <-p.room.ctx.Done():
 				return
@@ -273,12 +268,7 @@ func (p *parleyPeer) log() *arrivalLog { return p.l }
 
 // publish signs and publishes as parleyNet's publisher does.
 func (p *parleyPeer) publish(ctx context.Context, seq uint64) error {
-	pad := fmt.Sprintf("%0*d", benchPayload-16-1-5-2, 0)
-	payload, err := (&protocol.Text{Nick: "bench", Body: fmt.Sprintf("%016x", seq) + pad}).MarshalBinary()
-	if err != nil {
-		return err
-	}
-	raw, id, e, err := p.author.Envelope(protocol.KindText, payload, p.author.Seq+1, time.Now())
+	raw, id, e, err := textEnvelope(&p.author, seq)
 	if err != nil {
 		return err
 	}
@@ -295,8 +285,9 @@ type gossipsubPeer struct {
 
 func newGossipsubPeer(t *testing.T, _ int) *gossipsubPeer {
 	ctx, cancel := context.WithCancel(context.Background())
-	h, err := libp2p.New(libp2p.ListenAddrStrings(testListen()))
+	h, topic, sub, err := gossipsubNode(ctx)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -305,18 +296,6 @@ func newGossipsubPeer(t *testing.T, _ int) *gossipsubPeer {
 		wg.Wait()
 		h.Close()
 	})
-	ps, err := pubsub.NewGossipSub(ctx, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join("bench")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := topic.Subscribe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := &gossipsubPeer{h: h, topic: topic, l: newArrivalLog()}
 	wg.Add(1)
 	go func() {
