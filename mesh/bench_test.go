@@ -188,8 +188,8 @@ func parleyNet(b *testing.B, n int) *benchNet {
 // Author.Sign: Sign's t.Helper() walked the stack on every message, 2% of
 // the process's CPU at 100 peers, which gossipsub's publisher does not pay.
 func textEnvelope(author *testkit.Author, seq uint64) ([]byte, protocol.ID, *protocol.Envelope, error) {
-	pad := fmt.Sprintf("%0*d", benchPayload-16-1-5-2, 0)
-	payload, err := (&protocol.Text{Nick: "bench", Body: fmt.Sprintf("%016x", seq) + pad}).MarshalBinary()
+	body := fmt.Sprintf("%016x%0*d", seq, benchPayload-16-1-5-2, 0)
+	payload, err := (&protocol.Text{Nick: "bench", Body: body}).MarshalBinary()
 	if err != nil {
 		return nil, protocol.ID{}, nil, err
 	}
@@ -231,6 +231,18 @@ func gossipsubNode(ctx context.Context) (host.Host, *pubsub.Topic, *pubsub.Subsc
 	return h, topic, sub, nil
 }
 
+// readGossipsub hands arrive the number of each message sub delivers
+// (payloadFor), until ctx ends.
+func readGossipsub(ctx context.Context, sub *pubsub.Subscription, arrive func(seq uint64)) {
+	for {
+		m, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		arrive(binary.BigEndian.Uint64(m.Data))
+	}
+}
+
 // gossipsubNet starts n go-libp2p-pubsub peers with default settings.
 func gossipsubNet(b *testing.B, n int) *benchNet {
 	bn := newBenchNet(n)
@@ -257,13 +269,7 @@ func gossipsubNet(b *testing.B, n int) *benchNet {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				m, err := sub.Next(ctx)
-				if err != nil {
-					return
-				}
-				bn.arrive(i, binary.BigEndian.Uint64(m.Data))
-			}
+			readGossipsub(ctx, sub, func(seq uint64) { bn.arrive(i, seq) })
 		}()
 	}
 	connectAll(b, n, func(i, j int) {

@@ -3,7 +3,6 @@ package mesh
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -125,6 +124,13 @@ func (l *arrivalLog) arrive(seq uint64) {
 	l.mu.Unlock()
 }
 
+func (l *arrivalLog) markSent(seq uint64) {
+	now := time.Now()
+	l.mu.Lock()
+	l.sent[seq] = now
+	l.mu.Unlock()
+}
+
 func (l *arrivalLog) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -176,10 +182,7 @@ func servePeer(p benchPeer, in io.Reader, out io.Writer) error {
 			if perr != nil {
 				return fmt.Errorf("pub %q: %w", arg, perr)
 			}
-			l := p.log()
-			l.mu.Lock()
-			l.sent[seq] = time.Now()
-			l.mu.Unlock()
+			p.log().markSent(seq)
 			if err := p.publish(ctx, seq); err != nil {
 				return fmt.Errorf("publish %d: %w", seq, err)
 			}
@@ -300,13 +303,7 @@ func newGossipsubPeer(t *testing.T, _ int) *gossipsubPeer {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			m, err := sub.Next(ctx)
-			if err != nil {
-				return
-			}
-			p.l.arrive(binary.BigEndian.Uint64(m.Data))
-		}
+		readGossipsub(ctx, sub, p.l.arrive)
 	}()
 	return p
 }
