@@ -47,11 +47,10 @@ func (s Sent) Delivered() bool {
 }
 
 // otherPaths is how long a delivery waits for the other paths once one
-// has confirmed it: how late a mesh peer's confirmation can be in a
-// steady stream (it confirms once its node committed the message, up to
-// 1.5 s after showing it, and Confirm asks about once a second), with
-// half a second to spare for the round trips. A relay acknowledges
-// sooner.
+// has confirmed it: how late a mesh peer's confirmation can be (Confirm
+// asks about once a second at most, and the question makes the peer
+// commit what it holds), with half a second to spare for the round
+// trips. A relay acknowledges sooner.
 const otherPaths = mesh.MaxConfirmDelay + 500*time.Millisecond
 
 // DefaultPatience is how long the paths have to confirm a message when

@@ -176,6 +176,13 @@ var authors struct {
 
 func publish(t testing.TB, r *Room, text string) protocol.ID {
 	t.Helper()
+	id, _ := publishEnv(t, r, text)
+	return id
+}
+
+// publishEnv publishes as publish does, and returns the envelope too.
+func publishEnv(t testing.TB, r *Room, text string) (protocol.ID, *protocol.Envelope) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	key := r.n.cfg.Key
@@ -198,7 +205,7 @@ func publish(t testing.TB, r *Room, text string) protocol.ID {
 	if err := r.PublishChecked(ctx, e, id, raw); err != nil {
 		t.Fatal(err)
 	}
-	return id
+	return id, e
 }
 
 // sparse connects node i to i+1 and i+3 (mod n): each dials two others and

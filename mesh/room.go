@@ -35,11 +35,12 @@ type Room struct {
 	sub   *pubsub.Subscription
 	evh   *pubsub.TopicEventHandler
 
-	in      chan inbound     // accepted envelopes, to the writer
-	out     chan Message     // stored envelopes, to the application
-	syncReq chan syncRequest // to the syncer
-	peers   chan PeerChange  // to the application
-	ctx     context.Context  // ended by Leave
+	in      chan inbound       // accepted envelopes, to the writer
+	hurry   chan chan struct{} // to the writer: commit now, and close this (commitNow)
+	out     chan Message       // stored envelopes, to the application
+	syncReq chan syncRequest   // to the syncer
+	peers   chan PeerChange    // to the application
+	ctx     context.Context    // ended by Leave
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -77,6 +78,7 @@ func (n *Node) Join(room string) (*Room, error) {
 		name:    room,
 		in:      make(chan inbound, inQueue),
 		out:     make(chan Message, outQueue),
+		hurry:   make(chan chan struct{}),
 		syncReq: make(chan syncRequest, 64),
 		peers:   make(chan PeerChange, 64),
 		gaps:    newSeenIDs(gapMemory),
@@ -361,16 +363,26 @@ func (p *pacer) began(n int, now time.Time) {
 func (r *Room) write() {
 	defer r.wg.Done()
 	var (
-		batch []inbound // grows to the largest commit yet, not maxBatch at once
-		pace  pacer
-		gaps  gapWatch
+		batch   []inbound // grows to the largest commit yet, not maxBatch at once
+		waiters []chan struct{}
+		pace    pacer
+		gaps    gapWatch
 	)
 	defer gaps.stop()
 	for {
-		batch = batch[:0]
+		batch, waiters = batch[:0], waiters[:0]
+		var wait time.Duration
 		select {
 		case it := <-r.in:
 			batch = append(batch, it)
+			wait = pace.wait(time.Now(), nextCommit())
+		case done := <-r.hurry:
+			if len(r.in) == 0 {
+				close(done) // nothing taken, nothing queued
+				continue
+			}
+			waiters = append(waiters, done)
+			wait = pace.hurried(time.Now())
 		case <-gaps.due():
 			for _, it := range gaps.take(time.Now()) {
 				r.checkGap(it)
@@ -380,28 +392,50 @@ func (r *Room) write() {
 			r.flush()
 			return
 		}
-		batch = r.gather(batch, pace.wait(time.Now(), nextCommit()))
-		pace.began(len(batch), time.Now())
-		r.store(batch, &gaps)
+		g := gathering{batch: batch, waiters: waiters}
+		r.gather(&g, wait, &pace)
+		batch, waiters = g.batch, g.waiters
+		if len(batch) > 0 {
+			pace.began(len(batch), time.Now())
+			r.store(batch, &gaps)
+		}
+		for _, done := range waiters {
+			close(done)
+		}
 	}
 }
 
-// gather adds to batch what the writer's queue brings within wait, up to
-// maxBatch envelopes, or until the room is left.
-func (r *Room) gather(batch []inbound, wait time.Duration) []inbound {
+// gathering is the batch the writer gathers for its next commit, and
+// those who wait for that commit (commitNow).
+type gathering struct {
+	batch   []inbound
+	waiters []chan struct{}
+}
+
+// gather adds to g what the writer's queue brings within wait, up to
+// maxBatch envelopes, or until the room is left. Someone who hurries the
+// commit cuts the wait short (pacer.hurried).
+func (r *Room) gather(g *gathering, wait time.Duration, pace *pacer) {
+	deadline := time.Now().Add(wait)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	for len(batch) < maxBatch {
+	for len(g.batch) < maxBatch {
 		select {
 		case it := <-r.in:
-			batch = append(batch, it)
+			g.batch = append(g.batch, it)
+		case done := <-r.hurry:
+			g.waiters = append(g.waiters, done)
+			now := time.Now()
+			if d := now.Add(pace.hurried(now)); d.Before(deadline) {
+				deadline = d
+				timer.Reset(d.Sub(now))
+			}
 		case <-timer.C:
-			return batch
+			return
 		case <-r.ctx.Done():
-			return batch
+			return
 		}
 	}
-	return batch
 }
 
 // store stores a batch in one transaction, and hands gaps the new

@@ -233,7 +233,7 @@ func (n *Node) serveSummary(s network.Stream, body []byte, remote peer.ID) strin
 	if err != nil {
 		return "malformed"
 	}
-	if refused := n.maySync(req.Room, remote); refused != "" {
+	if _, refused := n.maySync(req.Room, remote); refused != "" {
 		return refused
 	}
 	sum, err := n.summaries(n.ctx, req, protocol.MaxSummaryCount)

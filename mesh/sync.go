@@ -148,10 +148,16 @@ func (n *Node) handleSync(s network.Stream) {
 		s.Reset()
 		return
 	}
-	if refused := n.maySync(req.Room, remote); refused != "" {
+	r, refused := n.maySync(req.Room, remote)
+	if refused != "" {
 		result = refused
 		s.Reset()
 		return
+	}
+	if hurries(req) {
+		ctx, cancel := context.WithTimeout(n.ctx, hurryWait)
+		r.commitNow(ctx)
+		cancel()
 	}
 	recs, err := n.store.Range(n.ctx, req.Room, req.Since, req.Until,
 		store.Cursor{Time: req.AfterTime, ID: req.AfterID}, req.Limit)
@@ -235,21 +241,21 @@ func (r *Room) SyncFrom(ctx context.Context, p peer.ID, since, until int64) (int
 	return got, nil
 }
 
-// maySync returns "" if remote may sync room, else why not (the result
-// of the request, for the metrics).
-func (n *Node) maySync(room string, remote peer.ID) string {
+// maySync returns the joined room, and "" if remote may sync it, else
+// why not (the result of the request, for the metrics).
+func (n *Node) maySync(room string, remote peer.ID) (*Room, string) {
 	n.mu.Lock()
 	r, joined := n.rooms[room]
 	n.mu.Unlock()
 	switch {
 	case !joined:
-		return "not-joined"
+		return nil, "not-joined"
 	case r.priv != nil && !r.priv.maySync(remote, n.cfg.MaySync):
 		// A private room's history is for its members only: an outsider,
 		// or a member since removed, gets nothing.
-		return "not-member"
+		return nil, "not-member"
 	}
-	return ""
+	return r, ""
 }
 
 func (n *Node) syncPage(ctx context.Context, p peer.ID, req *protocol.SyncRequest) (*protocol.SyncResponse, error) {
@@ -471,11 +477,14 @@ func (r *Room) checkVerified(env *protocol.Envelope, id protocol.ID, raw []byte)
 const confirmPause = time.Second
 
 // MaxConfirmDelay is how late, at most, Confirm learns that a peer stored
-// an envelope that both delivered at the same moment, when messages
-// arrive steadily: the peer's wait to store it (MaxStoreDelay), then one
-// of Confirm's pauses (and a round trip). A caller that waits for the
-// mesh after another path confirmed gives it about this much.
-const MaxConfirmDelay = MaxStoreDelay + confirmPause
+// an envelope that both delivered at the same moment: one of Confirm's
+// pauses, then the commit its question hurries (commitNow; hurryWait at
+// most) and a round trip. A caller that waits for the mesh after another
+// path confirmed gives it about this much. Before questions hurried the
+// commit, it was the peer's wait to store the envelope in a steady
+// stream (MaxStoreDelay) and a pause: 2.5 s. A peer of that version still
+// confirms that late.
+const MaxConfirmDelay = confirmPause + hurryWait
 
 // Confirm waits until a peer of the room has stored the envelope with ID
 // id, made at time t (Unix ms), and returns that peer. It asks the room's

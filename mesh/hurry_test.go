@@ -1,0 +1,119 @@
+package mesh
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/parleychat/parley/protocol"
+)
+
+// TestHurries: Confirm's question about a millisecond hurries the commit;
+// catch-up over minutes does not.
+func TestHurries(t *testing.T) {
+	for _, tc := range []struct {
+		since, until int64
+		want         bool
+	}{
+		{1000, 1001, true}, // Confirm's
+		{1000, 1000 + hurryWindow, true},
+		{1000, 1001 + hurryWindow, false},
+		{0, time.Hour.Milliseconds(), false},
+	} {
+		req := protocol.SyncRequest{Since: tc.since, Until: tc.until}
+		if got := hurries(&req); got != tc.want {
+			t.Errorf("hurries([%d, %d)) = %v, want %v", tc.since, tc.until, got, tc.want)
+		}
+	}
+}
+
+// TestPacerHurried: a hurried batch gathers until hurryGap after the
+// previous commit began, and not at all once that has passed.
+func TestPacerHurried(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	var p pacer
+	p.began(10, t0)
+	for _, tc := range []struct {
+		after, want time.Duration
+	}{
+		{0, hurryGap},
+		{hurryGap / 4, hurryGap * 3 / 4},
+		{hurryGap, 0},
+		{time.Second, 0},
+	} {
+		if got := p.hurried(t0.Add(tc.after)); got != tc.want {
+			t.Errorf("%v after a commit: hurried %v, want %v", tc.after, got, tc.want)
+		}
+	}
+}
+
+// gatherRoom is a room with just the writer's queues, for gather. Its
+// queue is unbuffered, so that a send returns once gather has taken it.
+func gatherRoom(t *testing.T) *Room {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return &Room{in: make(chan inbound), hurry: make(chan chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// TestGatherHurried: a batch that would gather for an hour is cut short
+// by someone waiting for its commit, and takes them along; what queued
+// before is in it.
+func TestGatherHurried(t *testing.T) {
+	r := gatherRoom(t)
+	var (
+		g    gathering
+		pace pacer // its last commit long past: no gap to keep
+	)
+	gathered := make(chan struct{})
+	go func() {
+		defer close(gathered)
+		r.gather(&g, time.Hour, &pace)
+	}()
+	r.in <- inbound{via: "mesh"}
+	done := make(chan struct{})
+	select {
+	case r.hurry <- done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gather did not take the hurry")
+	}
+	select {
+	case <-gathered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a hurried gather still waits for its hour")
+	}
+	if len(g.batch) != 1 || len(g.waiters) != 1 || g.waiters[0] != done {
+		t.Fatalf("gathered %d envelopes and %d waiters, want 1 and the one that hurried", len(g.batch), len(g.waiters))
+	}
+}
+
+// TestGatherNotHurried: without a hurry, gather keeps gathering until
+// its time, and ends when the room is left.
+func TestGatherNotHurried(t *testing.T) {
+	r := gatherRoom(t)
+	var (
+		g    gathering
+		pace pacer
+	)
+	gathered := make(chan struct{})
+	go func() {
+		defer close(gathered)
+		r.gather(&g, time.Hour, &pace)
+	}()
+	for range 3 {
+		r.in <- inbound{via: "mesh"}
+	}
+	select {
+	case <-gathered:
+		t.Fatal("gather returned before its time, unhurried")
+	default:
+	}
+	r.cancel()
+	select {
+	case <-gathered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gather did not end with the room")
+	}
+	if len(g.batch) != 3 || len(g.waiters) != 0 {
+		t.Fatalf("gathered %d envelopes and %d waiters, want 3 and none", len(g.batch), len(g.waiters))
+	}
+}
