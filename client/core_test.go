@@ -340,7 +340,7 @@ func signedBy(t *testing.T, room, text string) ([]byte, protocol.ID, *protocol.E
 // TestNoteWaitsForTheNode: the search entry of a message shown from the
 // mesh waits for the node to store it for noteWait, however many batches
 // the client merges meanwhile (a busy room merges many a second, and the
-// node commits up to about 1.5 s behind what it shows); past noteWait it
+// node commits up to mesh.MaxStoreDelay behind what it shows); past noteWait it
 // is dropped.
 func TestNoteWaitsForTheNode(t *testing.T) {
 	ctx := context.Background()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/parleychat/parley/mesh"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
 )
@@ -46,16 +47,16 @@ func (s *seenSet) add(id protocol.ID, via string) {
 const maxMerge = 512
 
 // A note (a path, a search entry) on a message that the mesh node has not
-// stored yet (it commits right behind what it shows, within about 1.5 s
-// under a steady stream) is tried again at every merge and every
+// stored yet (it commits right behind what it shows, within
+// mesh.MaxStoreDelay under a steady stream) is tried again at every merge and every
 // noteRetry, for noteWait. The shown notes of such messages are tried
 // again every noteRetry, up to noteTries times. The wait is counted in
 // time, not tries: a busy room merges many times a second, and tries
 // counted per merge ran out before the node's commit.
 const (
 	noteRetry = 100 * time.Millisecond
-	noteTries = 50
-	noteWait  = noteTries * noteRetry
+	noteWait  = mesh.MaxStoreDelay + 3*time.Second
+	noteTries = int(noteWait / noteRetry)
 )
 
 // Merge retries: a batch that could not be stored is tried again, after

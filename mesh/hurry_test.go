@@ -117,3 +117,22 @@ func TestGatherNotHurried(t *testing.T) {
 		t.Fatalf("gathered %d envelopes and %d waiters, want 3 and none", len(g.batch), len(g.waiters))
 	}
 }
+
+// TestGatherTakesTheQueue: a batch whose time has come takes everything
+// already queued, however short its wait.
+func TestGatherTakesTheQueue(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := &Room{in: make(chan inbound, inQueue), hurry: make(chan chan struct{}), ctx: ctx, cancel: cancel}
+	for range 5 {
+		r.in <- inbound{via: "mesh"}
+	}
+	var (
+		g    gathering
+		pace pacer
+	)
+	r.gather(&g, 0, &pace)
+	if len(g.batch) != 5 || len(r.in) != 0 {
+		t.Fatalf("gathered %d with %d left queued, want all 5", len(g.batch), len(r.in))
+	}
+}

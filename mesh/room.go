@@ -148,7 +148,7 @@ func (r *Room) Name() string { return r.name }
 // (others', and ours from another device) as they are accepted: live ones
 // at once, synced ones as their pages arrive. Each is committed to the
 // store right behind (group commit: a moment later when it comes alone,
-// within 1.5 s in a steady stream: see commitEvery), so a
+// within MaxStoreDelay in a steady stream: see commitEvery), so a
 // crash in between can lose the stored copy of a message already shown;
 // sync restores it. The application must keep reading: when it does not,
 // the room's queues fill and gossipsub drops (and counts) messages, which
@@ -274,23 +274,24 @@ func (r *Room) enqueue(it inbound) error {
 // commitLinger after its first envelope, so that an envelope that comes
 // alone is on disk a moment after it is shown; but never sooner than
 // about commitEvery (nextCommit) after the previous commit began, so
-// that a steady stream is committed about once a second, each commit
-// taking what queued meanwhile, rather than once per envelope. A commit
-// of one envelope writes as many pages (the table's and each index's) as
-// one of ten: at 60 peers and 50 messages a second, one commit per
-// envelope at every node took more CPU than delivery itself, and the
-// queueing that followed was the mesh's tail latency (issue 22). A
-// second, against the 250 ms of before, took a further 5-10% off the CPU
-// per delivery there, and the p99 at 60 peers from 84-263 ms to 64-84
-// (docs/performance.md). Its cost is the window in which a crash loses
-// the stored copy of what was shown (up to 1.5 s of a steady stream;
-// sync brings it back), and a peer's confirmation (Confirm) of an
-// envelope in a steady stream comes up to that much later
-// (MaxConfirmDelay).
+// that a steady stream is committed every few seconds, each commit
+// taking what queued meanwhile, rather than once per envelope; and at
+// once when a peer asks whether it has stored something (commitNow). A
+// commit of one envelope writes as many pages (the table's and each
+// index's) as one of ten: at 60 peers and 50 messages a second, one
+// commit per envelope at every node took more CPU than delivery itself,
+// and the queueing that followed was the mesh's tail latency (issue 22).
+// A second, against the 250 ms of before, took a further 5-10% off the
+// CPU per delivery there; three seconds, once Confirm no longer waited
+// for the paced commit, took the p99 at 100 peers from 222-255 ms to
+// 177-192, and lower in every pair measured (docs/performance.md). Its
+// cost is the window in which a crash loses the stored copy of what was
+// shown (up to MaxStoreDelay, 4.5 s, of a steady stream; sync brings it
+// back).
 const (
 	maxBatch     = 512
 	commitLinger = 5 * time.Millisecond
-	commitEvery  = time.Second
+	commitEvery  = 3 * time.Second
 )
 
 // A room's hand-over queues: to the application (Messages) and to the
@@ -412,8 +413,9 @@ type gathering struct {
 	waiters []chan struct{}
 }
 
-// gather adds to g what the writer's queue brings within wait, up to
-// maxBatch envelopes, or until the room is left. Someone who hurries the
+// gather adds to g what the writer's queue brings within wait, and what
+// is queued when it ends, up to maxBatch envelopes, or until the room is
+// left. Someone who hurries the
 // commit cuts the wait short (pacer.hurried).
 func (r *Room) gather(g *gathering, wait time.Duration, pace *pacer) {
 	deadline := time.Now().Add(wait)
@@ -431,8 +433,23 @@ func (r *Room) gather(g *gathering, wait time.Duration, pace *pacer) {
 				timer.Reset(d.Sub(now))
 			}
 		case <-timer.C:
+			r.drain(g)
 			return
 		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// drain adds to g what is queued now, up to maxBatch: a batch whose time
+// has come takes it all, not one more envelope, whichever of the two the
+// select picked first.
+func (r *Room) drain(g *gathering) {
+	for len(g.batch) < maxBatch {
+		select {
+		case it := <-r.in:
+			g.batch = append(g.batch, it)
+		default:
 			return
 		}
 	}
