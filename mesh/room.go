@@ -284,7 +284,7 @@ func (r *Room) enqueue(it inbound) error {
 // A second, against the 250 ms of before, took a further 5-10% off the
 // CPU per delivery there; three seconds, once Confirm no longer waited
 // for the paced commit, took the p99 at 100 peers from 222-255 ms to
-// 177-192, and lower in every pair measured (docs/performance.md). Its
+// 177-192, and was lower in all nine pairs measured (docs/performance.md). Its
 // cost is the window in which a crash loses the stored copy of what was
 // shown (up to MaxStoreDelay, 4.5 s, of a steady stream; sync brings it
 // back).
