@@ -47,11 +47,18 @@ func (s Sent) Delivered() bool {
 }
 
 // otherPaths is how long a delivery waits for the other paths once one
-// has confirmed it: how late a mesh peer's confirmation can be (Confirm
-// asks about once a second at most, and the question makes the peer
-// commit what it holds), with half a second to spare for the round
-// trips. A relay acknowledges sooner.
-const otherPaths = mesh.MaxConfirmDelay + 500*time.Millisecond
+// has confirmed it: how late a mesh peer's confirmation can be. A peer of
+// this version confirms within mesh.MaxConfirmDelay (1.5 s: the sender's
+// question makes it commit what it holds); a peer of an earlier version
+// commits at its own pace, and confirms up to 2.5 s late (the bound
+// before). The longer of the two, with half a second to spare for the
+// round trips, so that a mixed network does not report a mesh copy that
+// arrived as failed. A relay acknowledges sooner.
+const otherPaths = max(mesh.MaxConfirmDelay, earlierConfirmDelay) + 500*time.Millisecond
+
+// earlierConfirmDelay is mesh.MaxConfirmDelay of the versions before
+// questions hurried the commit.
+const earlierConfirmDelay = 2500 * time.Millisecond
 
 // DefaultPatience is how long the paths have to confirm a message when
 // the caller's context has no deadline. What they have not confirmed by

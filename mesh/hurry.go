@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/protocol"
 )
 
@@ -15,17 +16,19 @@ import (
 // MaxStoreDelay later, and the sender waited that long to hear of it.
 // So the asker hurries the commit instead: a sync request for a narrow
 // window (Confirm asks about one millisecond) makes the room's writer
-// commit what it holds at once, and is answered after that commit. The
-// commits of a steady stream stay about commitEvery apart; a sender
-// hears within a round trip and a commit that its message is stored.
+// commit at once what it holds of that window, and is answered after
+// that commit. A question about something the writer does not hold (not
+// arrived yet, or stored already) commits nothing. The commits of a
+// steady stream stay about commitEvery apart; a sender hears within a
+// round trip and a commit that its message is stored.
 
 // hurryWindow is the widest window of a sync request that hurries the
 // commit: Confirm's, and other questions about a moment, not catch-up.
 const hurryWindow = 1000 // ms
 
 // hurryGap is the least time between the start of a commit and a commit
-// hurried after it: what a peer can make the writer do with sync
-// requests, within its sync rate, is at most one commit per hurryGap.
+// hurried after it: whatever peers ask, within their sync rates, the
+// writer commits at most once per hurryGap.
 const hurryGap = 20 * time.Millisecond
 
 // hurryWait bounds how long a sync request waits for the commit it
@@ -33,28 +36,63 @@ const hurryGap = 20 * time.Millisecond
 const hurryWait = 500 * time.Millisecond
 
 // hurries reports whether a sync request for since <= time < until asks
-// about a moment, so that its answer is worth a commit.
+// about a moment, so that its answer may be worth a commit.
 func hurries(req *protocol.SyncRequest) bool {
-	return req.Until-req.Since <= hurryWindow
+	return req.Since <= req.Until && uint64(req.Until-req.Since) <= hurryWindow
 }
 
-// commitNow asks the writer to commit what it has taken from its queue
-// and what is queued now, and waits until it has, or until ctx ends or
-// the room is left. With nothing to commit, the writer answers at once.
-func (r *Room) commitNow(ctx context.Context) {
-	done := make(chan struct{})
+// hurry is a wait for the commit of what the writer holds with
+// since <= time < until: done is closed once it is committed, or at once
+// when the writer holds none of it.
+type hurry struct {
+	since, until int64
+	done         chan struct{}
+}
+
+// wants reports whether batch holds an envelope h waits for.
+func (h hurry) wants(batch []inbound) bool {
+	for _, it := range batch {
+		if t := it.env.Time; t >= h.since && t < h.until {
+			return true
+		}
+	}
+	return false
+}
+
+// commitNow asks the writer to commit what it holds, taken from its
+// queue or queued now, with since <= time < until, and waits until it
+// has, or until ctx ends or the room is left. When it holds none, the
+// writer answers at once and commits nothing.
+func (r *Room) commitNow(ctx context.Context, since, until int64) {
+	h := hurry{since: since, until: until, done: make(chan struct{})}
 	select {
-	case r.hurry <- done:
+	case r.hurry <- h:
 	case <-ctx.Done():
 		return
 	case <-r.ctx.Done():
 		return
 	}
 	select {
-	case <-done:
+	case <-h.done:
 	case <-ctx.Done():
 	case <-r.ctx.Done():
 	}
+}
+
+// hurryFor makes the writer of req's room commit what it holds of req's
+// window, and waits for that (hurryWait at most), when req asks about a
+// moment and remote may sync the room.
+func (n *Node) hurryFor(req *protocol.SyncRequest, remote peer.ID) {
+	if !hurries(req) {
+		return
+	}
+	r, refused := n.maySync(req.Room, remote)
+	if refused != "" {
+		return // the request is refused after this
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, hurryWait)
+	defer cancel()
+	r.commitNow(ctx, req.Since, req.Until)
 }
 
 // hurried is how long a batch that someone waits for may still gather:

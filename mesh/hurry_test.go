@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -19,6 +20,9 @@ func TestHurries(t *testing.T) {
 		{1000, 1000 + hurryWindow, true},
 		{1000, 1001 + hurryWindow, false},
 		{0, time.Hour.Milliseconds(), false},
+		{1001, 1000, false}, // reversed
+		{math.MinInt64, math.MaxInt64, false},
+		{math.MaxInt64, math.MinInt64, false},
 	} {
 		req := protocol.SyncRequest{Since: tc.since, Until: tc.until}
 		if got := hurries(&req); got != tc.want {
@@ -52,12 +56,16 @@ func TestPacerHurried(t *testing.T) {
 func gatherRoom(t *testing.T) *Room {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return &Room{in: make(chan inbound), hurry: make(chan chan struct{}), ctx: ctx, cancel: cancel}
+	return &Room{in: make(chan inbound), hurry: make(chan hurry), ctx: ctx, cancel: cancel}
 }
 
+// at is an envelope of time t in the writer's queue.
+func at(t int64) inbound { return inbound{env: &protocol.Envelope{Time: t}, via: "mesh"} }
+
 // TestGatherHurried: a batch that would gather for an hour is cut short
-// by someone waiting for its commit, and takes them along; what queued
-// before is in it.
+// by someone waiting for an envelope it holds, and takes them along;
+// someone waiting for another moment is answered at once, and the batch
+// goes on gathering.
 func TestGatherHurried(t *testing.T) {
 	r := gatherRoom(t)
 	var (
@@ -69,10 +77,22 @@ func TestGatherHurried(t *testing.T) {
 		defer close(gathered)
 		r.gather(&g, time.Hour, &pace)
 	}()
-	r.in <- inbound{via: "mesh"}
-	done := make(chan struct{})
+	r.in <- at(5000)
+	other := hurry{since: 7000, until: 7001, done: make(chan struct{})}
+	r.hurry <- other
 	select {
-	case r.hurry <- done:
+	case <-other.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a hurry for a moment the batch does not hold was not answered")
+	}
+	select {
+	case <-gathered:
+		t.Fatal("a hurry for a moment the batch does not hold cut it short")
+	default:
+	}
+	mine := hurry{since: 5000, until: 5001, done: make(chan struct{})}
+	select {
+	case r.hurry <- mine:
 	case <-time.After(10 * time.Second):
 		t.Fatal("gather did not take the hurry")
 	}
@@ -81,7 +101,7 @@ func TestGatherHurried(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a hurried gather still waits for its hour")
 	}
-	if len(g.batch) != 1 || len(g.waiters) != 1 || g.waiters[0] != done {
+	if len(g.batch) != 1 || len(g.waiters) != 1 || g.waiters[0] != mine.done {
 		t.Fatalf("gathered %d envelopes and %d waiters, want 1 and the one that hurried", len(g.batch), len(g.waiters))
 	}
 }
@@ -99,8 +119,8 @@ func TestGatherNotHurried(t *testing.T) {
 		defer close(gathered)
 		r.gather(&g, time.Hour, &pace)
 	}()
-	for range 3 {
-		r.in <- inbound{via: "mesh"}
+	for i := range 3 {
+		r.in <- at(int64(i))
 	}
 	select {
 	case <-gathered:
@@ -123,9 +143,9 @@ func TestGatherNotHurried(t *testing.T) {
 func TestGatherTakesTheQueue(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := &Room{in: make(chan inbound, inQueue), hurry: make(chan chan struct{}), ctx: ctx, cancel: cancel}
-	for range 5 {
-		r.in <- inbound{via: "mesh"}
+	r := &Room{in: make(chan inbound, inQueue), hurry: make(chan hurry), ctx: ctx, cancel: cancel}
+	for i := range 5 {
+		r.in <- at(int64(i))
 	}
 	var (
 		g    gathering

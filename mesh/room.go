@@ -35,12 +35,12 @@ type Room struct {
 	sub   *pubsub.Subscription
 	evh   *pubsub.TopicEventHandler
 
-	in      chan inbound       // accepted envelopes, to the writer
-	hurry   chan chan struct{} // to the writer: commit now, and close this (commitNow)
-	out     chan Message       // stored envelopes, to the application
-	syncReq chan syncRequest   // to the syncer
-	peers   chan PeerChange    // to the application
-	ctx     context.Context    // ended by Leave
+	in      chan inbound     // accepted envelopes, to the writer
+	hurry   chan hurry       // to the writer: commit what it holds of a moment (commitNow)
+	out     chan Message     // stored envelopes, to the application
+	syncReq chan syncRequest // to the syncer
+	peers   chan PeerChange  // to the application
+	ctx     context.Context  // ended by Leave
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -78,7 +78,7 @@ func (n *Node) Join(room string) (*Room, error) {
 		name:    room,
 		in:      make(chan inbound, inQueue),
 		out:     make(chan Message, outQueue),
-		hurry:   make(chan chan struct{}),
+		hurry:   make(chan hurry),
 		syncReq: make(chan syncRequest, 64),
 		peers:   make(chan PeerChange, 64),
 		gaps:    newSeenIDs(gapMemory),
@@ -377,13 +377,21 @@ func (r *Room) write() {
 		case it := <-r.in:
 			batch = append(batch, it)
 			wait = pace.wait(time.Now(), nextCommit())
-		case done := <-r.hurry:
-			if len(r.in) == 0 {
-				close(done) // nothing taken, nothing queued
+		case h := <-r.hurry:
+			g := gathering{batch: batch}
+			r.drain(&g)
+			batch = g.batch
+			switch {
+			case h.wants(batch):
+				waiters = append(waiters, h.done)
+				wait = pace.hurried(time.Now())
+			case len(batch) == 0:
+				close(h.done) // nothing taken, nothing queued
 				continue
+			default:
+				close(h.done) // nothing it waits for: the usual pace
+				wait = pace.wait(time.Now(), nextCommit())
 			}
-			waiters = append(waiters, done)
-			wait = pace.hurried(time.Now())
 		case <-gaps.due():
 			for _, it := range gaps.take(time.Now()) {
 				r.checkGap(it)
@@ -415,8 +423,8 @@ type gathering struct {
 
 // gather adds to g what the writer's queue brings within wait, and what
 // is queued when it ends, up to maxBatch envelopes, or until the room is
-// left. Someone who hurries the
-// commit cuts the wait short (pacer.hurried).
+// left. Someone who waits for an envelope the batch holds cuts the wait
+// short (pacer.hurried).
 func (r *Room) gather(g *gathering, wait time.Duration, pace *pacer) {
 	deadline := time.Now().Add(wait)
 	timer := time.NewTimer(wait)
@@ -425,8 +433,13 @@ func (r *Room) gather(g *gathering, wait time.Duration, pace *pacer) {
 		select {
 		case it := <-r.in:
 			g.batch = append(g.batch, it)
-		case done := <-r.hurry:
-			g.waiters = append(g.waiters, done)
+		case h := <-r.hurry:
+			r.drain(g)
+			if !h.wants(g.batch) {
+				close(h.done)
+				continue
+			}
+			g.waiters = append(g.waiters, h.done)
 			now := time.Now()
 			if d := now.Add(pace.hurried(now)); d.Before(deadline) {
 				deadline = d

@@ -123,6 +123,16 @@ func (n *Node) handleSync(s network.Stream) {
 		s.Reset()
 		return
 	}
+	summary := protocol.IsSummaryRequest(body)
+	var req *protocol.SyncRequest
+	if !summary {
+		if req, err = protocol.ParseSyncRequest(body); err != nil {
+			result = "malformed"
+			s.Reset()
+			return
+		}
+		n.hurryFor(req, remote) // before a slot: waiting for a commit holds none
+	}
 	release, ok := n.takeSyncSlot(remote)
 	if !ok {
 		result = "busy"
@@ -131,7 +141,7 @@ func (n *Node) handleSync(s network.Stream) {
 	}
 	defer release()
 	s.SetDeadline(time.Now().Add(syncTimeout))
-	if protocol.IsSummaryRequest(body) {
+	if summary {
 		if !n.limits.allowN(remote, summaryCost-1) { // one taken above
 			result = "rate-limited"
 			s.Reset()
@@ -142,22 +152,10 @@ func (n *Node) handleSync(s network.Stream) {
 		}
 		return
 	}
-	req, err := protocol.ParseSyncRequest(body)
-	if err != nil {
-		result = "malformed"
-		s.Reset()
-		return
-	}
-	r, refused := n.maySync(req.Room, remote)
-	if refused != "" {
+	if _, refused := n.maySync(req.Room, remote); refused != "" {
 		result = refused
 		s.Reset()
 		return
-	}
-	if hurries(req) {
-		ctx, cancel := context.WithTimeout(n.ctx, hurryWait)
-		r.commitNow(ctx)
-		cancel()
 	}
 	recs, err := n.store.Range(n.ctx, req.Room, req.Since, req.Until,
 		store.Cursor{Time: req.AfterTime, ID: req.AfterID}, req.Limit)
