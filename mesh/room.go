@@ -364,32 +364,25 @@ func (p *pacer) began(n int, now time.Time) {
 func (r *Room) write() {
 	defer r.wg.Done()
 	var (
-		batch   []inbound // grows to the largest commit yet, not maxBatch at once
-		waiters []chan struct{}
-		pace    pacer
-		gaps    gapWatch
+		g    gathering // its batch grows to the largest commit yet, not maxBatch at once
+		pace pacer
+		gaps gapWatch
 	)
 	defer gaps.stop()
 	for {
-		batch, waiters = batch[:0], waiters[:0]
+		g.batch, g.waiters = g.batch[:0], g.waiters[:0]
 		var wait time.Duration
 		select {
 		case it := <-r.in:
-			batch = append(batch, it)
+			g.batch = append(g.batch, it)
 			wait = pace.wait(time.Now(), nextCommit())
 		case h := <-r.hurry:
-			g := gathering{batch: batch}
-			r.drain(&g)
-			batch = g.batch
-			switch {
-			case h.wants(batch):
-				waiters = append(waiters, h.done)
+			switch hurried := r.takeHurry(&g, h); {
+			case hurried:
 				wait = pace.hurried(time.Now())
-			case len(batch) == 0:
-				close(h.done) // nothing taken, nothing queued
-				continue
-			default:
-				close(h.done) // nothing it waits for: the usual pace
+			case len(g.batch) == 0:
+				continue // nothing taken, nothing queued
+			default: // nothing it waits for: the usual pace
 				wait = pace.wait(time.Now(), nextCommit())
 			}
 		case <-gaps.due():
@@ -401,14 +394,12 @@ func (r *Room) write() {
 			r.flush()
 			return
 		}
-		g := gathering{batch: batch, waiters: waiters}
 		r.gather(&g, wait, &pace)
-		batch, waiters = g.batch, g.waiters
-		if len(batch) > 0 {
-			pace.began(len(batch), time.Now())
-			r.store(batch, &gaps)
+		if len(g.batch) > 0 {
+			pace.began(len(g.batch), time.Now())
+			r.store(g.batch, &gaps)
 		}
-		for _, done := range waiters {
+		for _, done := range g.waiters {
 			close(done)
 		}
 	}
@@ -434,12 +425,9 @@ func (r *Room) gather(g *gathering, wait time.Duration, pace *pacer) {
 		case it := <-r.in:
 			g.batch = append(g.batch, it)
 		case h := <-r.hurry:
-			r.drain(g)
-			if !h.wants(g.batch) {
-				close(h.done)
+			if !r.takeHurry(g, h) {
 				continue
 			}
-			g.waiters = append(g.waiters, h.done)
 			now := time.Now()
 			if d := now.Add(pace.hurried(now)); d.Before(deadline) {
 				deadline = d
@@ -452,6 +440,19 @@ func (r *Room) gather(g *gathering, wait time.Duration, pace *pacer) {
 			return
 		}
 	}
+}
+
+// takeHurry adds to g what is queued now and, if g then holds what h
+// waits for, h's wait for the commit; otherwise it answers h at once. It
+// reports whether h waits.
+func (r *Room) takeHurry(g *gathering, h hurry) bool {
+	r.drain(g)
+	if !h.wants(g.batch) {
+		close(h.done)
+		return false
+	}
+	g.waiters = append(g.waiters, h.done)
+	return true
 }
 
 // drain adds to g what is queued now, up to maxBatch: a batch whose time
