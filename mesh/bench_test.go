@@ -51,6 +51,12 @@ import (
 // 2,000 in one stream, whose p99 is about the 20th slowest rather than
 // about the 5th, so that one stall of the process moves it less.
 //
+// MESH_BENCH_WARMUP=<duration> (2m30s, say) first runs the stream at
+// the same rate for that long, unmeasured, in one process only: the first
+// half minute of a hundred nodes is not their steady state, since what
+// gossipsub remembers of each message (its seen set, and the peer score's
+// delivery records) is let go only minutes later.
+//
 // MESH_BENCH_PROFILE=<folder> writes a CPU profile of each latency run's
 // measured phase alone (not the start of its peers) into the folder.
 // MESH_BENCH_TRACE=<folder> writes an execution trace of it instead (go
@@ -85,7 +91,14 @@ type benchNet struct {
 	progress chan struct{}
 }
 
+// warmBase numbers the messages of a warm-up (MESH_BENCH_WARMUP): arrive
+// does not note them, so that only the measured stream counts.
+const warmBase = 1 << 62
+
 func (bn *benchNet) arrive(i int, seq uint64) {
+	if seq >= warmBase {
+		return
+	}
 	now := time.Now()
 	bn.mu.Lock()
 	if _, dup := bn.arrivals[i][seq]; !dup {
@@ -161,7 +174,9 @@ func parleyNet(b *testing.B, n int) *benchNet {
 		if err != nil {
 			return err
 		}
-		seqs.Store(id, seq) // before a receiver can have it
+		if seq < warmBase {
+			seqs.Store(id, seq) // before a receiver can have it
+		}
 		return rooms[0].PublishChecked(ctx, e, id, raw)
 	}
 	bn.extra = func() map[string]float64 {
@@ -418,6 +433,7 @@ func (bn *benchNet) openLoop(b *testing.B, rate float64, count int, base uint64)
 // percentiles at the last receiver of each.
 func (bn *benchNet) latency(b *testing.B, rate int) {
 	ctx := context.Background()
+	bn.warmUp(ctx, b, rate)
 	stopProfile := profilePhase(b)
 	used0 := bn.usage(b)
 	extra0 := bn.extra()
@@ -484,6 +500,30 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 		delivered += bn.received[i].Load()
 	}
 	used.report(b, delivered)
+}
+
+// warmUp publishes at rate for MESH_BENCH_WARMUP, if it is set.
+func (bn *benchNet) warmUp(ctx context.Context, b *testing.B, rate int) {
+	v := os.Getenv("MESH_BENCH_WARMUP")
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("MESH_BENCH_WARMUP: %v", err)
+	}
+	if bn.finish != nil {
+		b.Fatal("MESH_BENCH_WARMUP: for peers in this process only")
+	}
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	seq := uint64(warmBase)
+	for end := time.Now().Add(d); time.Now().Before(end); seq++ {
+		<-tick.C
+		if err := bn.publish(ctx, seq); err != nil {
+			b.Fatalf("warming up: %v", err)
+		}
+	}
 }
 
 func BenchmarkMesh(b *testing.B) {

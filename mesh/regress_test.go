@@ -64,6 +64,42 @@ func TestKnownEnvelopeOnAnotherTopicRejected(t *testing.T) {
 	}
 }
 
+// A copy of an envelope the node has already, dated longer ago than
+// seenTTL, is not passed on (passOn): by then gossipsub everywhere has
+// forgotten its ID, and anyone who kept a copy could make the room forward
+// it again every seenTTL while its timestamp is live. It is not shown
+// again, and the peer that sent it is not penalised (an honest peer may
+// forward a copy late). A recent copy is passed on
+// (TestReplayIsIgnoredLiveAndAfterRestart).
+func TestKnownEnvelopePastSeenTTLNotPassedOn(t *testing.T) {
+	signed := time.Now().Add(-2 * seenTTL) // inside the skew, past seenTTL
+	raw, id := envelopeAt(t, testKey(t, 7), "a", 1, protocol.ID{}, "signed a minute ago", signed)
+	holder := newSpec(t, 1)
+	preload(t, holder.dir, raw)
+	h := start(t, holder)
+	join(t, h, "a")
+	v := start(t, newSpec(t, 0))
+	rc := receive(t, join(t, v, "a"))
+	connect(t, v, h)
+	waitFor(t, "the envelope, by sync", func() bool { return rc.has(id) })
+
+	replayer := newRawPeer(t, "a", v)
+	replayer.publish(t, raw)
+	waitFor(t, "the copy to be judged late", func() bool { return validated(v, "ignore", "late") == 1 })
+	if got := validated(v, "accept", "known"); got != 0 {
+		t.Fatalf("a copy dated %v ago was passed on (%v)", time.Since(signed).Round(time.Second), got)
+	}
+	rc.mu.Lock()
+	shown := rc.got[id]
+	rc.mu.Unlock()
+	if shown != 1 {
+		t.Fatalf("the envelope was shown %d times, want 1", shown)
+	}
+	if s, ok := v.Score(replayer.h.ID()); ok && s < 0 {
+		t.Fatalf("a late copy cost the peer that sent it %v", s)
+	}
+}
+
 // A forger cannot buy its way out of the graylist with good behaviour in
 // other rooms: one forgery puts it under the threshold however well it
 // scored before.

@@ -98,8 +98,22 @@ func peerScoreParams(app func(peer.ID) float64) *pubsub.PeerScoreParams {
 		DecayInterval:             time.Second,
 		DecayToZero:               0.01,
 		RetainScore:               time.Hour,
+		SeenMsgTTL:                deliveryRecordTTL,
 	}
 }
+
+// deliveryRecordTTL is how long the peer score keeps its record of a
+// message: its verdict and who delivered it. The scores above use it only
+// while copies of the message are still arriving: to credit the first
+// deliverer (first deliveries) and to charge everyone who forwards a copy
+// of an envelope found invalid (invalid deliveries). Honest peers send a
+// copy within seconds: gossipsub forwards on arrival and advertises a
+// message for 3 heartbeats (3 s) from a cache of 5. Records are dropped
+// once a minute, so one lives 10 to 70 s. Gossipsub's default, 2 minutes,
+// kept a record (about 250 bytes, and a map) of every message for 2 to 3
+// minutes: under a steady stream, the largest thing in a node's heap
+// (docs/performance.md).
+const deliveryRecordTTL = 10 * time.Second
 
 func peerScoreThresholds() *pubsub.PeerScoreThresholds {
 	return &pubsub.PeerScoreThresholds{

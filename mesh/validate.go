@@ -188,8 +188,10 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 		return pubsub.ValidationAccept, "", nil
 	case errors.Is(err, protocol.ErrDuplicate):
 		// Accepted before (the seen set forgot it): pass it on, once more,
-		// but do not show it again. Its timestamp is live, so this is not
-		// an old replay being spread.
+		// but do not show it again, if it is recent (passOn).
+		if !n.passOn(env) {
+			return pubsub.ValidationIgnore, "late", nil
+		}
 		msg.ValidatorData = &verified{env: env, id: id, known: true}
 		return pubsub.ValidationAccept, "known", nil
 	case errors.As(err, &eq):
@@ -241,8 +243,23 @@ func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pu
 	if !protocol.WithinSkew(n.cfg.now(), env.Time, n.cfg.skew()) {
 		return n.result(pubsub.ValidationIgnore, "expired")
 	}
+	if !n.passOn(env) {
+		return n.result(pubsub.ValidationIgnore, "late")
+	}
 	msg.ValidatorData = &verified{env: env, id: id, known: true}
 	return n.result(pubsub.ValidationAccept, "known")
+}
+
+// passOn reports whether a live copy of an envelope the node has already
+// is passed on: only while the envelope is recent, dated within seenTTL
+// of now. Gossipsub forwards a message on arrival and advertises it for
+// seconds, so an honest copy by gossip comes soon after the envelope was
+// signed. Past seenTTL gossipsub has forgotten the ID everywhere, and
+// passing the copy on would let anyone who kept it make the whole room
+// forward it again every seenTTL, for as long as its timestamp is inside
+// the skew (minutes).
+func (n *Node) passOn(env *protocol.Envelope) bool {
+	return protocol.WithinSkew(n.cfg.now(), env.Time, min(seenTTL, n.cfg.skew()))
 }
 
 // knows reports whether the node knows envelopes of kind k.
