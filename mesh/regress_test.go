@@ -37,21 +37,33 @@ func preload(t testing.TB, dir string, raws ...[]byte) {
 	}
 }
 
+// bySync starts a node in room (and in the others) that gets raw, an
+// envelope of room, by sync from a peer that has it stored, so that its
+// gossipsub has not seen the ID. It returns the node and what it shows in
+// room.
+func bySync(t *testing.T, raw []byte, room string, others ...string) (*Node, *receiver) {
+	t.Helper()
+	holder := newSpec(t, 1)
+	preload(t, holder.dir, raw)
+	h := start(t, holder)
+	join(t, h, room)
+	v := start(t, newSpec(t, 0))
+	rc := receive(t, join(t, v, room))
+	for _, o := range others {
+		receive(t, join(t, v, o))
+	}
+	connect(t, v, h)
+	id := protocol.IDOf(raw)
+	waitFor(t, "the envelope, by sync", func() bool { return rc.has(id) })
+	return v, rc
+}
+
 // A valid envelope of room a sent on room b's topic is the sender's fault,
 // even when the node knows the envelope: it is rejected, not passed on to
 // room b's peers (who would then penalise this node).
 func TestKnownEnvelopeOnAnotherTopicRejected(t *testing.T) {
-	// v gets the envelope by sync, so gossipsub has not seen its ID.
-	raw, id := envelope(t, testKey(t, 7), "a", 1, protocol.ID{}, "for room a")
-	holder := newSpec(t, 1)
-	preload(t, holder.dir, raw)
-	h := start(t, holder)
-	join(t, h, "a")
-	v := start(t, newSpec(t, 0))
-	rcA := receive(t, join(t, v, "a"))
-	receive(t, join(t, v, "b"))
-	connect(t, v, h)
-	waitFor(t, "the envelope in room a, by sync", func() bool { return rcA.has(id) })
+	raw, _ := envelope(t, testKey(t, 7), "a", 1, protocol.ID{}, "for room a")
+	v, _ := bySync(t, raw, "a", "b")
 
 	attacker := newRawPeer(t, "b", v)
 	attacker.publish(t, raw)
@@ -74,14 +86,7 @@ func TestKnownEnvelopeOnAnotherTopicRejected(t *testing.T) {
 func TestKnownEnvelopePastSeenTTLNotPassedOn(t *testing.T) {
 	signed := time.Now().Add(-2 * seenTTL) // inside the skew, past seenTTL
 	raw, id := envelopeAt(t, testKey(t, 7), "a", 1, protocol.ID{}, "signed a minute ago", signed)
-	holder := newSpec(t, 1)
-	preload(t, holder.dir, raw)
-	h := start(t, holder)
-	join(t, h, "a")
-	v := start(t, newSpec(t, 0))
-	rc := receive(t, join(t, v, "a"))
-	connect(t, v, h)
-	waitFor(t, "the envelope, by sync", func() bool { return rc.has(id) })
+	v, rc := bySync(t, raw, "a")
 
 	replayer := newRawPeer(t, "a", v)
 	replayer.publish(t, raw)
