@@ -173,7 +173,8 @@ func TestReplayIsIgnoredLiveAndAfterRestart(t *testing.T) {
 	rc := receive(t, room)
 	replayer := newRawPeer(t, "general", victim)
 
-	raw, id := envelope(t, testKey(t, 7), "general", 1, protocol.ID{}, "hello once")
+	signed := time.Now()
+	raw, id := envelopeAt(t, testKey(t, 7), "general", 1, protocol.ID{}, "hello once", signed)
 	replayer.publish(t, raw)
 	waitFor(t, "the first copy", func() bool { return rc.has(id) })
 
@@ -187,8 +188,10 @@ func TestReplayIsIgnoredLiveAndAfterRestart(t *testing.T) {
 
 	// After a restart: a new node on the same store, and a third fresh
 	// replayer. Nothing in memory remembers the envelope; the store does.
+	// The new node's clock stands a second after the signing, however long
+	// the restart took: a copy is passed on only while recent (passOn).
 	stop(victim)
-	victim = start(t, spec)
+	victim = start(t, spec, func(c *Config) { c.Now = func() time.Time { return signed.Add(time.Second) } })
 	room = join(t, victim, "general")
 	rc2 := receive(t, room)
 	third := newRawPeer(t, "general", victim)

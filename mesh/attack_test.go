@@ -790,8 +790,8 @@ func (s *attackSuite) crashAndReplay(v int) {
 	}
 	total := len(rc.msgs)
 	rc.mu.Unlock()
-	t.Logf("after a crash and restart, %d envelopes the peer had delivered replayed to it: %d delivered again, %d accepted only to forward (known), %d ignored as expired; %d new deliveries in all",
-		len(raws), again, int(validated(back, "accept", "known")), int(validated(back, "ignore", "expired")), total)
+	t.Logf("after a crash and restart, %d envelopes the peer had delivered replayed to it: %d delivered again, %d accepted only to forward (known), %d ignored as late, %d as expired; %d new deliveries in all",
+		len(raws), again, int(validated(back, "accept", "known")), int(validated(back, "ignore", "late")), int(validated(back, "ignore", "expired")), total)
 	if again != 0 {
 		t.Errorf("after a crash and restart, %d of the %d envelopes the peer had delivered were delivered again", again, len(raws))
 	}

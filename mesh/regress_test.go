@@ -41,21 +41,22 @@ func preload(t testing.TB, dir string, raws ...[]byte) {
 // envelope of room, by sync from a peer that has it stored, so that its
 // gossipsub has not seen the ID. It returns the node and what it shows in
 // room.
-func bySync(t *testing.T, raw []byte, room string, others ...string) (*Node, *receiver) {
+func bySync(t *testing.T, raw []byte, room string, others ...string) (*Node, *Room, *receiver) {
 	t.Helper()
 	holder := newSpec(t, 1)
 	preload(t, holder.dir, raw)
 	h := start(t, holder)
 	join(t, h, room)
 	v := start(t, newSpec(t, 0))
-	rc := receive(t, join(t, v, room))
+	r := join(t, v, room)
+	rc := receive(t, r)
 	for _, o := range others {
 		receive(t, join(t, v, o))
 	}
 	connect(t, v, h)
 	id := protocol.IDOf(raw)
 	waitFor(t, "the envelope, by sync", func() bool { return rc.has(id) })
-	return v, rc
+	return v, r, rc
 }
 
 // A valid envelope of room a sent on room b's topic is the sender's fault,
@@ -63,7 +64,7 @@ func bySync(t *testing.T, raw []byte, room string, others ...string) (*Node, *re
 // room b's peers (who would then penalise this node).
 func TestKnownEnvelopeOnAnotherTopicRejected(t *testing.T) {
 	raw, _ := envelope(t, testKey(t, 7), "a", 1, protocol.ID{}, "for room a")
-	v, _ := bySync(t, raw, "a", "b")
+	v, _, _ := bySync(t, raw, "a", "b")
 
 	attacker := newRawPeer(t, "b", v)
 	attacker.publish(t, raw)
@@ -80,19 +81,36 @@ func TestKnownEnvelopeOnAnotherTopicRejected(t *testing.T) {
 // seenTTL, is not passed on (passOn): by then gossipsub everywhere has
 // forgotten its ID, and anyone who kept a copy could make the room forward
 // it again every seenTTL while its timestamp is live. It is not shown
-// again, and the peer that sent it is not penalised (an honest peer may
-// forward a copy late). A recent copy is passed on
-// (TestReplayIsIgnoredLiveAndAfterRestart).
+// again, nor checked again, and the peer that sent it is not penalised
+// (an honest peer may forward a copy late). A recent copy is passed on
+// (TestReplayIsIgnoredLiveAndAfterRestart), and so is the node's own
+// publish of it, whatever its date (a held private post released, an
+// outbox's resend).
 func TestKnownEnvelopePastSeenTTLNotPassedOn(t *testing.T) {
 	signed := time.Now().Add(-2 * seenTTL) // inside the skew, past seenTTL
 	raw, id := envelopeAt(t, testKey(t, 7), "a", 1, protocol.ID{}, "signed a minute ago", signed)
-	v, rc := bySync(t, raw, "a")
+	v, room, rc := bySync(t, raw, "a")
 
+	checked := v.Verifications()
 	replayer := newRawPeer(t, "a", v)
 	replayer.publish(t, raw)
 	waitFor(t, "the copy to be judged late", func() bool { return validated(v, "ignore", "late") == 1 })
 	if got := validated(v, "accept", "known"); got != 0 {
 		t.Fatalf("a copy dated %v ago was passed on (%v)", time.Since(signed).Round(time.Second), got)
+	}
+	if got := v.Verifications(); got != checked {
+		t.Fatalf("the late copy was verified again: %d verifications, want %d", got, checked)
+	}
+
+	env, err := protocol.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := room.PublishChecked(context.Background(), env, id, raw); err != nil {
+		t.Fatalf("the node's own publish of an envelope it has, dated %v ago: %v", time.Since(signed).Round(time.Second), err)
+	}
+	if got := validated(v, "accept", "known"); got != 1 {
+		t.Fatalf("the node's own publish was not passed on (%v known)", got)
 	}
 	rc.mu.Lock()
 	shown := rc.got[id]
@@ -102,6 +120,24 @@ func TestKnownEnvelopePastSeenTTLNotPassedOn(t *testing.T) {
 	}
 	if s, ok := v.Score(replayer.h.ID()); ok && s < 0 {
 		t.Fatalf("a late copy cost the peer that sent it %v", s)
+	}
+}
+
+// A late copy of an envelope the node stored before it started (so its
+// seen set does not know it, only the replay guard) is checked once: the
+// verdict is remembered as accepted, so that a copy after gossipsub has let
+// the ID go again (seenTTL) costs no second signature check.
+func TestLateCopyCheckedOnce(t *testing.T) {
+	raw, id := envelopeAt(t, testKey(t, 7), "a", 1, protocol.ID{}, "signed a minute ago", time.Now().Add(-2*seenTTL))
+	spec := newSpec(t, 0)
+	preload(t, spec.dir, raw)
+	v := start(t, spec)
+	join(t, v, "a")
+
+	newRawPeer(t, "a", v).publish(t, raw)
+	waitFor(t, "the copy to be judged late", func() bool { return validated(v, "ignore", "late") == 1 })
+	if got := v.seen.known(id); got != accepted {
+		t.Fatalf("after a late copy the seen set holds verdict %d for the envelope, want accepted (%d)", got, accepted)
 	}
 }
 

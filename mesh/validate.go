@@ -91,6 +91,8 @@ func (n *Node) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pu
 	switch {
 	case res == pubsub.ValidationAccept:
 		n.seen.decide(id, accepted)
+	case reason == "late":
+		n.seen.decide(id, accepted) // the guard has it: no second check
 	case bytesVerdict[reason]:
 		n.seen.decide(id, refused)
 	default:
@@ -189,7 +191,7 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 	case errors.Is(err, protocol.ErrDuplicate):
 		// Accepted before (the seen set forgot it): pass it on, once more,
 		// but do not show it again, if it is recent (passOn).
-		if !n.passOn(env) {
+		if !n.passOn(msg, env) {
 			return pubsub.ValidationIgnore, "late", nil
 		}
 		msg.ValidatorData = &verified{env: env, id: id, known: true}
@@ -228,7 +230,7 @@ func (n *Node) allowSender(msg *pubsub.Message, env *protocol.Envelope) bool {
 // forwardKnown handles a live copy of an envelope the node accepted before,
 // typically by sync: gossipsub has not seen it, so unless it is accepted it
 // would not be forwarded, and peers that depend on this node for it would
-// miss it. It is forwarded while its timestamp is live, never shown twice.
+// miss it. It is forwarded while it is recent (passOn), never shown twice.
 func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pubsub.ValidationResult {
 	env, err := protocol.Parse(msg.Data) // the bytes were verified already
 	if err != nil {
@@ -243,7 +245,7 @@ func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pu
 	if !protocol.WithinSkew(n.cfg.now(), env.Time, n.cfg.skew()) {
 		return n.result(pubsub.ValidationIgnore, "expired")
 	}
-	if !n.passOn(env) {
+	if !n.passOn(msg, env) {
 		return n.result(pubsub.ValidationIgnore, "late")
 	}
 	msg.ValidatorData = &verified{env: env, id: id, known: true}
@@ -251,14 +253,21 @@ func (n *Node) forwardKnown(room string, msg *pubsub.Message, id protocol.ID) pu
 }
 
 // passOn reports whether a live copy of an envelope the node has already
-// is passed on: only while the envelope is recent, dated within seenTTL
-// of now. Gossipsub forwards a message on arrival and advertises it for
-// seconds, so an honest copy by gossip comes soon after the envelope was
-// signed. Past seenTTL gossipsub has forgotten the ID everywhere, and
-// passing the copy on would let anyone who kept it make the whole room
-// forward it again every seenTTL, for as long as its timestamp is inside
-// the skew (minutes).
-func (n *Node) passOn(env *protocol.Envelope) bool {
+// is passed on. A copy from a peer is, only while the envelope is recent,
+// dated within seenTTL of now: gossipsub forwards a message on arrival and
+// advertises it for seconds, so an honest copy by gossip comes soon after
+// the envelope was signed. Later, gossipsub's seen set has let the ID go
+// (30 to 90 s: it is swept once a minute), and passing the copy on would
+// let anyone who kept it make the whole room forward it again every
+// minute or so, for as long as its timestamp is inside the skew. The
+// node's own publishes are passed on whatever their date (a held private
+// post released, an outbox's resend): the skew check before bounds them.
+// An honest sender whose clock is off by more than seenTTL loses only
+// this second chance; gap repair and sync bring its envelopes.
+func (n *Node) passOn(msg *pubsub.Message, env *protocol.Envelope) bool {
+	if msg.ReceivedFrom == n.host.ID() {
+		return true
+	}
 	return protocol.WithinSkew(n.cfg.now(), env.Time, min(seenTTL, n.cfg.skew()))
 }
 

@@ -156,7 +156,8 @@ const catchUpRetry = time.Second
 
 // catchUp gossips, from the store, a batch of the envelopes of one room
 // that Forward could not queue (and those after them, which the mesh
-// drops as seen if they went out already). It reports whether it did:
+// drops if they went out already: as seen, or as late once gossipsub
+// has let their IDs go, mesh.Node's passOn). It reports whether it did:
 // not when nothing is left, nor for catchUpRetry after the store failed
 // (the room's mark is kept, to try again).
 func (b *MeshBridge) catchUp() bool {
