@@ -155,9 +155,10 @@ const catchUpBatch = 256
 const catchUpRetry = time.Second
 
 // catchUp gossips, from the store, a batch of the envelopes of one room
-// that Forward could not queue (and those after them, which the mesh
-// drops if they went out already: as seen, or as late once gossipsub
-// has let their IDs go, mesh.Node's passOn). It reports whether it did:
+// that Forward could not queue (and those after them: the mesh drops one
+// that went out in the last 30 s or so as seen, and passes an older one
+// on once more while it is live, as it does any of the node's own
+// publishes). It reports whether it did:
 // not when nothing is left, nor for catchUpRetry after the store failed
 // (the room's mark is kept, to try again).
 func (b *MeshBridge) catchUp() bool {
