@@ -414,3 +414,38 @@ func TestNoteWaitsForTheNode(t *testing.T) {
 		t.Fatalf("a note past noteWait was written: %d found", n)
 	}
 }
+
+// TestOwnMessageBackFromTheMesh: our message, on its way (the mesh path
+// waits for a peer in the room), comes back from the mesh node because a
+// peer passed it on first (a relay's bridge, from our relay path). It is
+// another path of our message, not a message to show; a message of
+// someone else's after it is shown.
+func TestOwnMessageBackFromTheMesh(t *testing.T) {
+	ctx := context.Background()
+	h, err := OpenHome(filepath.Join(t.TempDir(), "a"), HomeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Nick, cfg.Mode, cfg.MDNS, cfg.Listen = "a", ModeP2P, false, []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+	c, err := Open(ctx, h, Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id, err := c.Post(ctx, "r", "to nobody yet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.st.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.in <- arrival{room: "r", id: id, env: rec.Env, raw: rec.Raw, via: ViaMesh}
+	raw, other, e := signedBy(t, "r", "from someone else")
+	c.in <- arrival{room: "r", id: other, env: e, raw: raw, via: ViaMesh}
+	if m := next(t, c); m.ID != other {
+		t.Fatalf("shown %s %q, want only the other's message", m.ID, m.Text)
+	}
+	waitVia(t, c, id, ViaLocal+","+ViaMesh)
+}

@@ -182,6 +182,14 @@ func (c *Client) startDelivery(r *room, m signed, until time.Time) (*delivery, b
 	return d, true
 }
 
+// sending reports whether the message id is on its way from this client.
+func (c *Client) sending(id protocol.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.inflight[id]
+	return ok
+}
+
 // queue hands d to the room's senders, under c.mu, and returns the paths
 // that took it.
 func (c *Client) queue(d *delivery) []pathResult {

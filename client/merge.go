@@ -317,10 +317,19 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 		o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via, Relay: a.relayAddr()})
 		return
 	}
+	if a.via == ViaMesh && m.c.sending(a.id) {
+		// Ours, on its way from this process: the mesh node hands it
+		// back when a peer passed it on (a relay's bridge, from our relay
+		// path) before our own publish, which waits for a peer in the
+		// room, reached the node. Another path of our message, as the
+		// relay's echo is.
+		o.notes = append(o.notes, note{id: a.id, via: m.c.viaNote(a)})
+		return
+	}
 	o.seen[a.id] = a.via
 	// Ours too, when it comes from another device with our identity: the
-	// mesh never hands back what this process published, and the relay's
-	// echo of it is a duplicate of what Send stored.
+	// relay's echo of what this process sent is a duplicate of what Send
+	// stored, and the mesh's copy is caught above.
 	o.show = append(o.show, a)
 	o.unshown[a.room] = append(o.unshown[a.room], a.id)
 }
