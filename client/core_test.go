@@ -134,21 +134,30 @@ func TestOneSigner(t *testing.T) {
 	}
 }
 
-// TestSendsBelongToTheClient: a send under way ends with Close, which
-// waits for it; a message whose send is under way is not sent a second
-// time by the outbox; and the outcome comes as events.
-func TestSendsBelongToTheClient(t *testing.T) {
-	ctx := context.Background()
+// alone opens a client on the mesh only, with no peer: its sends stay
+// under way, the mesh path waiting for a peer in the room. It returns the
+// client, its home and its configuration.
+func alone(t *testing.T) (*Client, *Home, Config) {
+	t.Helper()
 	h, err := OpenHome(filepath.Join(t.TempDir(), "a"), HomeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	cfg.Nick, cfg.Mode, cfg.MDNS, cfg.Listen = "a", ModeP2P, false, []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
-	c, err := Open(ctx, h, Options{Config: cfg})
+	c, err := Open(context.Background(), h, Options{Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, h, cfg
+}
+
+// TestSendsBelongToTheClient: a send under way ends with Close, which
+// waits for it; a message whose send is under way is not sent a second
+// time by the outbox; and the outcome comes as events.
+func TestSendsBelongToTheClient(t *testing.T) {
+	ctx := context.Background()
+	c, h, cfg := alone(t)
 	id, err := c.Post(ctx, "r", "to nobody yet")
 	if err != nil {
 		t.Fatal(err)
@@ -422,16 +431,7 @@ func TestNoteWaitsForTheNode(t *testing.T) {
 // someone else's after it is shown.
 func TestOwnMessageBackFromTheMesh(t *testing.T) {
 	ctx := context.Background()
-	h, err := OpenHome(filepath.Join(t.TempDir(), "a"), HomeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Nick, cfg.Mode, cfg.MDNS, cfg.Listen = "a", ModeP2P, false, []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
-	c, err := Open(ctx, h, Options{Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _, _ := alone(t)
 	defer c.Close()
 	id, err := c.Post(ctx, "r", "to nobody yet")
 	if err != nil {
