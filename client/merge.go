@@ -317,7 +317,7 @@ func (m *merger) decide(o *outcome, a arrival, res store.Result) {
 		o.also = append(o.also, AlsoViaEvent{ID: a.id, Room: a.room, Via: a.via, Relay: a.relayAddr()})
 		return
 	}
-	if a.via == ViaMesh && m.c.sending(a.id) {
+	if a.via == ViaMesh && a.env.Sender == m.c.home.Key.Public() && m.c.sending(a.id) {
 		// Ours, on its way from this process: the mesh node hands it
 		// back when a peer passed it on (a relay's bridge, from our relay
 		// path) before our own publish, which waits for a peer in the
