@@ -136,6 +136,7 @@ func FuzzEnvelope(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	var keys protocol.Verifier
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := protocol.Parse(b)
 		if err != nil {
@@ -161,6 +162,14 @@ func FuzzEnvelope(f *testing.F) {
 		}
 		if err != nil {
 			errorIsOneOf(t, err, protocol.ErrBadSignature)
+		}
+		// A Verifier says the same, before and after it keeps the key
+		// (which it does once the signature verifies), and whatever keys
+		// earlier inputs left in it.
+		for range 2 {
+			if verr := keys.Verify(e); (verr == nil) != (err == nil) || (err != nil && verr.Error() != err.Error()) {
+				t.Fatalf("Verifier = %v, Verify = %v", verr, err)
+			}
 		}
 		// And a batch holding it says the same of it, and accepts a good
 		// envelope beside it.

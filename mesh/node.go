@@ -32,6 +32,7 @@ type Node struct {
 	dht       *dht.IpfsDHT
 	store     *store.Store
 	guard     protocol.ReplayGuard
+	verifier  protocol.Verifier // keeps the expanded keys of the rooms' senders
 	metrics   *metrics
 	log       *slog.Logger
 	limits    *peerLimits

@@ -130,7 +130,7 @@ func (n *Node) check(room string, msg *pubsub.Message, id protocol.ID) (pubsub.V
 		// for an ID we already have.
 		n.metrics.verifications.Add(1)
 		if env, err = protocol.Parse(msg.Data); err == nil {
-			err = env.Verify()
+			err = n.verifier.Verify(env)
 		}
 	}
 	switch {

@@ -130,3 +130,28 @@ func BenchmarkVerifyBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkVerifier: a check of one sender's envelope by Envelope.Verify,
+// and by a Verifier that keeps the sender's key, side by side.
+func BenchmarkVerifier(b *testing.B) {
+	e := &Envelope{Kind: KindText, Room: "general", Seq: 1, Lamport: 99, Time: t0.UnixMilli(), Payload: make([]byte, 256)}
+	if _, err := e.Sign(key(b, 1)); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Verify", func(b *testing.B) {
+		for b.Loop() {
+			if err := e.Verify(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Verifier", func(b *testing.B) {
+		var v Verifier
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := v.Verify(e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

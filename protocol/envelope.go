@@ -242,12 +242,18 @@ func (e *Envelope) Sign(k identity.PrivateKey) (ID, error) {
 // Verify checks the signature. It returns nil or an error wrapping
 // ErrBadSignature (or ErrMalformed for an envelope that cannot be encoded).
 func (e *Envelope) Verify() error {
+	return e.verify(nil)
+}
+
+// verify checks the signature, through the keys v holds when v is not
+// nil.
+func (e *Envelope) verify(v *Verifier) error {
 	if err := e.check(); err != nil {
 		return err
 	}
 	var buf [512]byte // keeps the signing input of a short message off the heap
 	msg := e.signingInput(buf[:0])
-	if !verifySig(e.Sender.Bytes(), msg, e.Sig[:]) {
+	if !v.verifySig(e.Sender, msg, e.Sig[:]) {
 		return fmt.Errorf("%w: envelope %d from %s in %s", ErrBadSignature, e.Seq, e.Sender.ShortFingerprint(), e.Room)
 	}
 	return nil

@@ -51,9 +51,53 @@ func TestVerifyBatchAgreesWithVerify(t *testing.T) {
 	}
 }
 
+// TestVerifierAgreesWithVerify: good, tampered and malformed envelopes
+// from more senders than a Verifier keeps, through one Verifier: its
+// answer for each is Verify's, whether the sender's key is kept, new, or
+// was displaced.
+func TestVerifierAgreesWithVerify(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	keys := make([]identity.PrivateKey, verifierKeys+44)
+	for i := range keys {
+		seed := make([]byte, ed25519.SeedSize)
+		seed[0], seed[1] = byte(i), byte(i>>8)
+		k, err := identity.PrivateKeyFromSeed(seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = k
+	}
+	var v Verifier
+	for i := range 3000 {
+		// Half from a few busy senders, half from all of them.
+		k := keys[rng.IntN(8)]
+		if rng.IntN(2) == 0 {
+			k = keys[rng.IntN(len(keys))]
+		}
+		e, _ := signed(t, k, "general", uint64(i+1), "hello")
+		switch rng.IntN(8) {
+		case 0:
+			e.Payload = []byte("changed")
+		case 1:
+			e.Sig[rng.IntN(len(e.Sig))] ^= 1 << rng.IntN(8)
+		case 2:
+			e.Room = "" // cannot be encoded
+		case 3:
+			e.Sender = keys[rng.IntN(len(keys))].Public()
+		}
+		got, want := v.Verify(e), e.Verify()
+		if (got == nil) != (want == nil) || (want != nil && got.Error() != want.Error()) {
+			t.Fatalf("envelope %d: the Verifier says %v, Verify says %v", i, got, want)
+		}
+	}
+	if n := len(v.keys); n != verifierKeys {
+		t.Errorf("the Verifier keeps %d keys, want %d (all it may)", n, verifierKeys)
+	}
+}
+
 // TestSignatureRule: a signature made with a key that has a small-order
 // component passes the cofactored equation Parley uses and fails
-// crypto/ed25519's cofactorless one. Verify and VerifyBatch must agree on
+// crypto/ed25519's cofactorless one. Verify, VerifyBatch and a Verifier must agree on
 // it, alone and among good envelopes: that agreement is why the rule is
 // the cofactored one.
 func TestSignatureRule(t *testing.T) {
@@ -70,6 +114,7 @@ func TestSignatureRule(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the mixed key does not parse: %v", err)
 	}
+	var v Verifier
 	bad := 0
 	for seq := uint64(1); seq <= 64 && bad < 3; seq++ {
 		e := &Envelope{Kind: KindText, Room: "general", Seq: seq, Lamport: seq, Time: t0.UnixMilli(), Payload: []byte("torsion"), Sender: sender}
@@ -97,6 +142,11 @@ func TestSignatureRule(t *testing.T) {
 		good, _ := signed(t, key(t, 1), "general", 1, "hello")
 		if errs := VerifyBatch([]*Envelope{good, e, good}); errs != nil {
 			t.Fatalf("VerifyBatch disagrees with Verify: %v", errs)
+		}
+		for range 2 { // the second from the kept key
+			if err := v.Verify(e); err != nil {
+				t.Fatalf("Verifier disagrees with Verify: %v", err)
+			}
 		}
 	}
 	if bad == 0 {
