@@ -33,6 +33,7 @@ type Node struct {
 	store     *store.Store
 	guard     protocol.ReplayGuard
 	verifier  protocol.Verifier // keeps the expanded keys of the rooms' senders
+	sums      summaryCache      // anti-entropy's summaries, with their stamps
 	metrics   *metrics
 	log       *slog.Logger
 	limits    *peerLimits

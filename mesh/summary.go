@@ -41,8 +41,9 @@ const summaryStep = time.Minute
 // read and parse of every envelope in the range, every minute: at 50
 // messages a second, 33,000 envelopes a round (issue 22).
 //
-// What is not settled yet (the last summarySettle, and envelopes dated
-// ahead within the skew) is left to the rounds after: it is in their
+// What is not settled yet (the last summarySettle, up to a minute more
+// so that the range ends on a whole minute, and envelopes dated ahead
+// within the skew) is left to the rounds after: it is in their
 // settled part, as the range moves on a minute a round. Paging it every
 // round re-sent the last 15 s of the room to every node each minute, 750
 // envelopes at 50 a second, to find nothing missing; an envelope gossip
@@ -56,7 +57,9 @@ func (r *Room) antiEntropy() {
 	p := peers[rand.IntN(len(peers))]
 	now := r.n.cfg.now()
 	since := now.Add(-r.n.cfg.antiEntropy() - 2*r.n.cfg.skew()).UnixMilli()
-	settled := now.Add(-summarySettle).UnixMilli()
+	// Settled, and on a whole minute, so that the buckets are those of
+	// the last round and of the peer's, whose summaries were kept.
+	settled := floorTo(now.Add(-summarySettle).UnixMilli(), summaryStep.Milliseconds())
 	ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
 	defer cancel()
 	req, ok := r.summaryRequest(since, settled)
@@ -129,6 +132,17 @@ func (r *Room) summaryRequest(since, until int64) (req *protocol.SummaryRequest,
 	return req, req.Since <= since
 }
 
+// floorTo is t rounded down to a multiple of step (> 0), for any t.
+func floorTo(t, step int64) int64 {
+	if r := t % step; r != 0 {
+		if r < 0 {
+			r += step
+		}
+		return t - r
+	}
+	return t
+}
+
 // ceilDiv is a / b rounded up, for a >= 0 and b > 0, without overflow.
 func ceilDiv(a, b int64) int64 {
 	q := a / b
@@ -177,9 +191,11 @@ func differ(req *protocol.SummaryRequest, mine, theirs *protocol.SummaryResponse
 }
 
 // summaries summarises what the store holds of req's room in each of
-// req's buckets. It reads at most limit IDs in all (MaxSummaryCount, but
-// in tests): the bucket in which the count would pass it, and every later
-// one, are Over.
+// req's buckets. It counts at most limit envelopes in all
+// (MaxSummaryCount, but in tests): the bucket in which the count would
+// pass it, and every later one, are Over. It reads the IDs only of the
+// buckets whose envelopes changed since it last summarised them
+// (summaryCache).
 func (n *Node) summaries(ctx context.Context, req *protocol.SummaryRequest, limit int) (*protocol.SummaryResponse, error) {
 	out := &protocol.SummaryResponse{Buckets: make([]protocol.Summary, req.Buckets)}
 	left := limit
@@ -189,15 +205,16 @@ func (n *Node) summaries(ctx context.Context, req *protocol.SummaryRequest, limi
 			continue
 		}
 		since, until := req.Bucket(k)
-		ids, err := n.store.IDs(ctx, req.Room, since, until, left+1)
+		sum, err := n.summary(ctx, req.Room, since, until, left)
 		if err != nil {
-			return nil, fmt.Errorf("mesh: summary of %s: %w", req.Room, err)
+			return nil, err
 		}
-		if left -= len(ids); left < 0 {
-			out.Buckets[k] = protocol.Summary{Over: true}
-			continue
+		if sum.Over {
+			left = -1
+		} else {
+			left -= sum.Count
 		}
-		out.Buckets[k] = protocol.SummaryOf(ids)
+		out.Buckets[k] = sum
 	}
 	return out, nil
 }

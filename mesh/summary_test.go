@@ -219,6 +219,60 @@ func TestSummariesOverTheLimit(t *testing.T) {
 	}
 }
 
+// TestSummaryKeptWhileTheStoreIsTheSame: the summary of a whole minute is
+// kept and given again while the store holds the same envelopes of it,
+// and read again once it holds another; a bucket that is not a whole
+// minute is not kept.
+func TestSummaryKeptWhileTheStoreIsTheSame(t *testing.T) {
+	a := start(t, newSpec(t, 0))
+	join(t, a, "general")
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	minute := time.Minute.Milliseconds()
+	m := floorTo(time.Now().Add(-3*time.Minute).UnixMilli(), minute)
+	ids := putAt(t, time.UnixMilli(m+1000), "general", 10, 0, a)
+	req := &protocol.SummaryRequest{Room: "general", Since: m - minute, Step: minute, Buckets: 3}
+	summaries := func() []protocol.Summary {
+		t.Helper()
+		sum, err := a.summaries(ctx, req, protocol.MaxSummaryCount)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum.Buckets
+	}
+	none := protocol.SummaryOf(nil)
+	if got, want := summaries(), []protocol.Summary{none, protocol.SummaryOf(ids), none}; !slices.Equal(got, want) {
+		t.Fatalf("summaries:\n got %+v\nwant %+v", got, want)
+	}
+	// Kept: a planted summary with the bucket's stamp is what comes back.
+	k := bucketKey{"general", m, m + minute}
+	kept, ok := a.sums.entries[k]
+	if !ok || len(a.sums.entries) != 3 {
+		t.Fatalf("%d summaries kept, the bucket's among them: %v", len(a.sums.entries), ok)
+	}
+	planted := protocol.SummaryOf([]protocol.ID{{7}})
+	planted.Count = kept.sum.Count
+	a.sums.put(k, kept.stamp, planted)
+	if got := summaries()[1]; got != planted {
+		t.Fatalf("with the store unchanged, the bucket's summary is %+v, not the one kept", got)
+	}
+	// One more envelope in the minute: its stamp changes, and the
+	// summary is read again.
+	more := putAt(t, time.UnixMilli(m+1000), "general", 1, 10, a)
+	if got, want := summaries()[1], protocol.SummaryOf(append(ids, more...)); got != want {
+		t.Fatalf("after an envelope more: %+v, want %+v", got, want)
+	}
+	// Buckets of a second are answered, and not kept.
+	second := &protocol.SummaryRequest{Room: "general", Since: m, Step: 1000, Buckets: 4}
+	sum, err := a.summaries(ctx, second, protocol.MaxSummaryCount)
+	if err != nil || sum.Buckets[1].Count != 11 {
+		t.Fatalf("buckets of a second: %+v, %v", sum, err)
+	}
+	if n := len(a.sums.entries); n != 3 {
+		t.Errorf("%d summaries kept after buckets of a second, want the 3 minutes", n)
+	}
+}
+
 // TestDiffer: a bucket is paged when the summaries differ or either side
 // did not count it, and buckets that meet are paged as one range.
 func TestDiffer(t *testing.T) {
@@ -238,9 +292,11 @@ func TestDiffer(t *testing.T) {
 
 // BenchmarkAntiEntropy: one anti-entropy round between two peers that
 // hold the same envelopes, 33,000 of them (the range a round covers, 11
-// minutes, at 50 messages a second): as it is, comparing summaries
-// ("summary"), and as it was, paging through the whole range ("pages").
-// CPU per round is the whole process's: both peers' work.
+// minutes, at 50 messages a second): as it is, comparing summaries kept
+// from the round before ("summary"); comparing summaries read afresh,
+// as every round did before they were kept ("summary-read"); and as it
+// was before summaries, paging through the whole range ("pages"). CPU
+// per round is the whole process's: both peers' work.
 func BenchmarkAntiEntropy(b *testing.B) {
 	a, c, ra, _ := pairInRoom(b, func(c *Config) { c.AntiEntropy = -1 })
 	putSettled(b, "general", 33000, 0, a, c)
@@ -260,6 +316,13 @@ func BenchmarkAntiEntropy(b *testing.B) {
 		if rounds := level() - l0; rounds != float64(b.N) {
 			b.Fatalf("%v of %d rounds found the peers level", rounds, b.N)
 		}
+	})
+	b.Run("summary-read", func(b *testing.B) {
+		round(b, func() {
+			a.sums.clear()
+			c.sums.clear()
+			ra.antiEntropy()
+		})
 	})
 	b.Run("pages", func(b *testing.B) {
 		round(b, func() {
@@ -304,4 +367,11 @@ func TestSummaryCostsSixteenPages(t *testing.T) {
 	if got := testutil.ToFloat64(a.metrics.syncs.WithLabelValues("served", "rate-limited")); got != 1+syncRetries {
 		t.Errorf("a refused %v requests for their rate, want %d", got, 1+syncRetries)
 	}
+}
+
+// clear forgets every kept summary.
+func (c *summaryCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
 }

@@ -841,6 +841,36 @@ func (s *Store) IDs(ctx context.Context, room string, since, until int64, limit 
 	return ids, rows.Err()
 }
 
+// A Stamp tells whether a room's envelopes in a range of time have
+// changed since it was taken: how many there are, and the highest
+// position among them. An envelope added to the range raises Max, since
+// a new envelope's position is above every stored one's and positions
+// are never reused (Prune keeps the newest envelope); one taken away
+// lowers Count, or Max. So two stamps of a range are equal only if it
+// holds the same envelopes, and a summary of its IDs (anti-entropy's)
+// can be kept with the stamp and used again while the stamp is the same.
+type Stamp struct {
+	Count int
+	Max   int64 // 0 when Count is 0
+}
+
+// Stamp returns the stamp of room's envelopes with since <= time < until,
+// counting at most limit of them: a Count of limit means that many or
+// more, and its Max is only of those counted.
+func (s *Store) Stamp(ctx context.Context, room string, since, until int64, limit int) (Stamp, error) {
+	var st Stamp
+	err := s.r.QueryRowContext(ctx, stampQuery, room, since, until, limit).Scan(&st.Count, &st.Max)
+	if err != nil {
+		return Stamp{}, fmt.Errorf("store: stamp of %s: %w", room, err)
+	}
+	return st, nil
+}
+
+// stampQuery reads a Stamp from the index on (room, time, id), which
+// holds each envelope's position: no row of the table is read.
+const stampQuery = `SELECT count(*), coalesce(max(pos), 0) FROM (
+	SELECT rowid AS pos FROM envelopes WHERE room = ? AND time >= ? AND time < ? LIMIT ?)`
+
 // RestoreReplay feeds the replay guard the newest protocol.WindowSize
 // envelopes of every (sender, room) stream, so that after a restart the
 // guard knows every stored envelope that its window covers.

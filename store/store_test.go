@@ -592,3 +592,69 @@ func testEquivocationEvidenceBeforeTheFirst(t *testing.T, kind ...Option) {
 		t.Fatalf("the slot holds %s (%v, %v), want the first envelope %s", id, ok, err, first.ID)
 	}
 }
+
+// TestStamp: a range's stamp stays the same while its envelopes do, and
+// changes when one is added to the range or pruned from it; envelopes
+// of other rooms and times leave it alone.
+func TestStamp(t *testing.T) { eachKind(t, testStamp) }
+
+func testStamp(t *testing.T, kind ...Option) {
+	s, _ := open(t, kind...)
+	ctx := context.Background()
+	k := key(t, 1)
+	since, until := t0.UnixMilli(), t0.Add(5*time.Second).UnixMilli()
+	stamp := func() Stamp {
+		t.Helper()
+		st, err := s.Stamp(ctx, "r", since, until, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	put := func(recs ...Record) []Appended {
+		t.Helper()
+		out, err := s.Append(ctx, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if st := stamp(); st != (Stamp{}) {
+		t.Fatalf("stamp of an empty range = %+v", st)
+	}
+	in := put(record(t, k, "r", 1, 1, t0, "a"), record(t, k, "r", 2, 2, t0.Add(time.Second), "b"),
+		record(t, k, "r", 3, 3, t0.Add(2*time.Second), "c"))
+	first := stamp()
+	if want := (Stamp{3, in[2].Pos}); first != want {
+		t.Fatalf("stamp = %+v, want %+v", first, want)
+	}
+	put(record(t, k, "r", 4, 4, t0.Add(10*time.Second), "later"), record(t, k, "other", 1, 1, t0.Add(time.Second), "elsewhere"))
+	if st := stamp(); st != first {
+		t.Fatalf("envelopes out of the range changed its stamp: %+v, then %+v", first, st)
+	}
+	added := put(record(t, k, "r", 5, 5, t0.Add(3*time.Second), "d"))
+	second := stamp()
+	if want := (Stamp{4, added[0].Pos}); second != want {
+		t.Fatalf("after an envelope in the range: stamp = %+v, want %+v", second, want)
+	}
+	if st, err := s.Stamp(ctx, "r", since, until, 2); err != nil || st.Count != 2 {
+		t.Fatalf("stamp counting at most 2 = %+v, %v", st, err)
+	}
+	// Retention takes the envelopes received before t0 + 1.5 s.
+	if n, err := s.Prune(ctx, t0.Add(1500*time.Millisecond)); err != nil || n != 3 {
+		t.Fatalf("Prune = %d, %v; want 3", n, err)
+	}
+	if st := stamp(); st.Count != 2 || st == second {
+		t.Fatalf("after pruning two of the range: stamp = %+v, before %+v", st, second)
+	}
+}
+
+// TestStampReadsTheIndexOnly: a stamp is read from the index on (room,
+// time, id), not from the table's rows.
+func TestStampReadsTheIndexOnly(t *testing.T) {
+	s, _ := open(t)
+	plan := queryPlan(t, s.r, stampQuery, "r", 0, 1, 10)
+	if !strings.Contains(plan, "COVERING INDEX envelopes_room_time") || strings.Contains(plan, "SCAN envelopes") {
+		t.Fatalf("the stamp's plan is not a search of the covering index:\n%s", plan)
+	}
+}
