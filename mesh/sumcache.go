@@ -19,9 +19,11 @@ import (
 // stamp means unchanged envelopes, so its summary is the one kept.
 //
 // Buckets are the same from round to round because antiEntropy ends them
-// on a whole minute (summaryStep). Only such buckets, a whole minute
-// each, are kept: a peer that asks for others is answered as before, by
-// reading their IDs, and displaces nothing.
+// on a whole minute (summaryStep). Only such buckets are kept, and only
+// inside the range the node's own rounds cover now (worthKeeping): a
+// peer that asks for other minutes is answered as before, by reading
+// their IDs, and displaces nothing; minutes that leave the range are
+// dropped when room is needed.
 type summaryCache struct {
 	mu      sync.Mutex
 	entries map[bucketKey]keptSummary
@@ -37,8 +39,8 @@ type keptSummary struct {
 	sum   protocol.Summary
 }
 
-// maxKeptSummaries bounds the cache: 64 rooms of 16 buckets, about 100
-// bytes each.
+// maxKeptSummaries bounds the cache: about 90 rooms of 10-12 buckets
+// (the default range), about 100 bytes each.
 const maxKeptSummaries = 1024
 
 func (c *summaryCache) get(k bucketKey, st store.Stamp) (protocol.Summary, bool) {
@@ -51,9 +53,10 @@ func (c *summaryCache) get(k bucketKey, st store.Stamp) (protocol.Summary, bool)
 	return e.sum, true
 }
 
-// put keeps sum, read after stamp st was taken, displacing a kept one
-// (whichever the map's iteration gives first) when the cache is full.
-func (c *summaryCache) put(k bucketKey, st store.Stamp, sum protocol.Summary) {
+// put keeps sum, read after stamp st was taken. When the cache is full it
+// first drops the buckets that end before from (out of the range), then,
+// if none did, a kept one (whichever the map's iteration gives first).
+func (c *summaryCache) put(k bucketKey, st store.Stamp, sum protocol.Summary, from int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil {
@@ -61,8 +64,15 @@ func (c *summaryCache) put(k bucketKey, st store.Stamp, sum protocol.Summary) {
 	}
 	if _, ok := c.entries[k]; !ok && len(c.entries) >= maxKeptSummaries {
 		for old := range c.entries {
+			if old.until < from {
+				delete(c.entries, old)
+			}
+		}
+		for old := range c.entries {
+			if len(c.entries) < maxKeptSummaries {
+				break
+			}
 			delete(c.entries, old)
-			break
 		}
 	}
 	c.entries[k] = keptSummary{st, sum}
@@ -94,15 +104,25 @@ func (n *Node) summary(ctx context.Context, room string, since, until int64, mos
 	}
 	sum := protocol.SummaryOf(ids)
 	// A range that changed in between (the count differs) is not kept.
-	if len(ids) == st.Count && wholeMinute(since, until) {
-		n.sums.put(k, st, sum)
+	if from, ok := n.worthKeeping(since, until); ok && len(ids) == st.Count {
+		n.sums.put(k, st, sum, from)
 	}
 	return sum, nil
+}
+
+// worthKeeping reports whether since <= time < until is a bucket of the
+// node's own rounds: a whole minute, settled, inside the range they cover
+// now, which begins at from (less a bucket: the first may begin before
+// the range).
+func (n *Node) worthKeeping(since, until int64) (from int64, ok bool) {
+	now := n.cfg.now()
+	from = now.Add(-n.cfg.antiEntropy() - 2*n.cfg.skew() - summaryStep).UnixMilli()
+	return from, wholeMinute(since, until) && since >= from && until <= now.UnixMilli()
 }
 
 // wholeMinute reports whether since <= time < until is one bucket of
 // antiEntropy's: a whole minute, from its start.
 func wholeMinute(since, until int64) bool {
 	step := summaryStep.Milliseconds()
-	return until-since == step && floorTo(since, step) == since
+	return until-since == step && since%step == 0
 }

@@ -63,7 +63,7 @@ func (r *Room) antiEntropy() {
 	ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
 	defer cancel()
 	req, ok := r.summaryRequest(since, settled)
-	if !ok { // an anti-entropy range under 15 s, or years long: page it all
+	if !ok { // an anti-entropy range under 15-75 s, or years long: page it all
 		r.page(ctx, p, []span{{min(since, settled), now.Add(r.n.cfg.skew()).UnixMilli()}})
 		return
 	}
@@ -132,7 +132,8 @@ func (r *Room) summaryRequest(since, until int64) (req *protocol.SummaryRequest,
 	return req, req.Since <= since
 }
 
-// floorTo is t rounded down to a multiple of step (> 0), for any t.
+// floorTo is t rounded down to a multiple of step (> 0), for t at least
+// math.MinInt64 + step.
 func floorTo(t, step int64) int64 {
 	if r := t % step; r != 0 {
 		if r < 0 {

@@ -246,13 +246,13 @@ func TestSummaryKeptWhileTheStoreIsTheSame(t *testing.T) {
 	}
 	// Kept: a planted summary with the bucket's stamp is what comes back.
 	k := bucketKey{"general", m, m + minute}
-	kept, ok := a.sums.entries[k]
-	if !ok || len(a.sums.entries) != 3 {
-		t.Fatalf("%d summaries kept, the bucket's among them: %v", len(a.sums.entries), ok)
+	kept, ok, n := a.sums.kept(k)
+	if !ok || n != 3 {
+		t.Fatalf("%d summaries kept, the bucket's among them: %v", n, ok)
 	}
 	planted := protocol.SummaryOf([]protocol.ID{{7}})
 	planted.Count = kept.sum.Count
-	a.sums.put(k, kept.stamp, planted)
+	a.sums.put(k, kept.stamp, planted, 0)
 	if got := summaries()[1]; got != planted {
 		t.Fatalf("with the store unchanged, the bucket's summary is %+v, not the one kept", got)
 	}
@@ -262,14 +262,19 @@ func TestSummaryKeptWhileTheStoreIsTheSame(t *testing.T) {
 	if got, want := summaries()[1], protocol.SummaryOf(append(ids, more...)); got != want {
 		t.Fatalf("after an envelope more: %+v, want %+v", got, want)
 	}
-	// Buckets of a second are answered, and not kept.
+	// Buckets of a second, and minutes before the range of the node's
+	// rounds, are answered, and not kept.
 	second := &protocol.SummaryRequest{Room: "general", Since: m, Step: 1000, Buckets: 4}
 	sum, err := a.summaries(ctx, second, protocol.MaxSummaryCount)
 	if err != nil || sum.Buckets[1].Count != 11 {
 		t.Fatalf("buckets of a second: %+v, %v", sum, err)
 	}
-	if n := len(a.sums.entries); n != 3 {
-		t.Errorf("%d summaries kept after buckets of a second, want the 3 minutes", n)
+	early := &protocol.SummaryRequest{Room: "general", Since: m - 20*minute, Step: minute, Buckets: 3}
+	if _, err := a.summaries(ctx, early, protocol.MaxSummaryCount); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, n := a.sums.kept(k); n != 3 {
+		t.Errorf("%d summaries kept after buckets of a second and early minutes, want the 3 minutes", n)
 	}
 }
 
@@ -367,6 +372,14 @@ func TestSummaryCostsSixteenPages(t *testing.T) {
 	if got := testutil.ToFloat64(a.metrics.syncs.WithLabelValues("served", "rate-limited")); got != 1+syncRetries {
 		t.Errorf("a refused %v requests for their rate, want %d", got, 1+syncRetries)
 	}
+}
+
+// kept returns the summary kept for k, and how many are kept.
+func (c *summaryCache) kept(k bucketKey) (keptSummary, bool, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[k]
+	return e, ok, len(c.entries)
 }
 
 // clear forgets every kept summary.

@@ -188,9 +188,10 @@ func TestAntiEntropyPicksUpWhatGossipMissed(t *testing.T) {
 		return len(ra.Peers()) > 0 && len(rb.Peers()) == 2 && len(rc.Peers()) > 0
 	})
 	id := publish(t, rc, "early bird")
-	// Anti-entropy leaves what is newer than summarySettle to the rounds
-	// after; a little over that later, a round takes it.
-	ahead.Store(int64(summarySettle + time.Second))
+	// Anti-entropy leaves what is newer than summarySettle, rounded down
+	// to a whole minute, to the rounds after; a little over a minute
+	// more later, a round takes it.
+	ahead.Store(int64(summarySettle + summaryStep + time.Second))
 	waitFor(t, "a to get the message", func() bool { return recA.has(id) })
 	recA.exactlyOnce(t, "a", []protocol.ID{id})
 }

@@ -124,15 +124,17 @@ const verifierKeys = 256
 // mostly from the same few senders. The zero Verifier is ready to use,
 // and it is safe for concurrent use.
 //
-// A key is kept only once a signature by it has verified, so forgeries
-// under made-up keys cost what Verify costs and displace nothing; only
-// validly signed envelopes from new senders displace a kept key, one at
-// random once verifierKeys are kept. A kept key is one whose encoding is
-// canonical and not of small order (sigRule refuses the others), which is
-// all curve25519-voi's expanded check tests of it: the result is the
-// plain check's (TestVerifierAgreesWithVerify).
+// A key it does not keep is expanded and then checked against, which
+// costs what Verify costs (Verify expands it too, on the stack); it is
+// kept only once a signature by it has verified, so forgeries under
+// made-up keys displace nothing. Validly signed envelopes from new
+// senders displace a kept key, one at random once verifierKeys are
+// kept. The expanded check tests the key as the plain one does (a point,
+// canonical, not of small order under sigRule), from flags set when it
+// was expanded: the result is the plain check's
+// (TestVerifierAgreesWithVerify, FuzzEnvelope).
 type Verifier struct {
-	mu   sync.Mutex
+	mu   sync.RWMutex
 	keys map[identity.PublicKey]*voi.ExpandedPublicKey
 }
 
@@ -151,18 +153,20 @@ func (v *Verifier) verifySig(key identity.PublicKey, msg, sig []byte) bool {
 	if ek := v.key(key); ek != nil {
 		return voi.VerifyExpandedWithOptions(ek, msg, sig, sigRule)
 	}
-	if !verifySig(key.Bytes(), msg, sig) {
+	ek, err := voi.NewExpandedPublicKey(key.Bytes())
+	if err != nil {
+		return false // not a point: the plain check refuses it too
+	}
+	if !voi.VerifyExpandedWithOptions(ek, msg, sig, sigRule) {
 		return false
 	}
-	if ek, err := voi.NewExpandedPublicKey(key.Bytes()); err == nil {
-		v.keep(key, ek)
-	}
+	v.keep(key, ek)
 	return true
 }
 
 func (v *Verifier) key(key identity.PublicKey) *voi.ExpandedPublicKey {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
 	return v.keys[key]
 }
 
@@ -173,6 +177,9 @@ func (v *Verifier) keep(key identity.PublicKey, ek *voi.ExpandedPublicKey) {
 	defer v.mu.Unlock()
 	if v.keys == nil {
 		v.keys = make(map[identity.PublicKey]*voi.ExpandedPublicKey)
+	}
+	if _, kept := v.keys[key]; kept {
+		return // by another check meanwhile
 	}
 	if len(v.keys) >= verifierKeys {
 		for k := range v.keys {

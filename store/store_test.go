@@ -647,6 +647,12 @@ func testStamp(t *testing.T, kind ...Option) {
 	if st := stamp(); st.Count != 2 || st == second {
 		t.Fatalf("after pruning two of the range: stamp = %+v, before %+v", st, second)
 	}
+	// Two taken away and two added: the count is the same as before,
+	// the stamp is not.
+	put(record(t, k, "r", 6, 6, t0.Add(4*time.Second), "e"), record(t, k, "r", 7, 7, t0.Add(4*time.Second), "f"))
+	if st := stamp(); st.Count != second.Count || st == second {
+		t.Fatalf("as many envelopes in the range, two of them others: stamp = %+v, before %+v", st, second)
+	}
 }
 
 // TestStampReadsTheIndexOnly: a stamp is read from the index on (room,
