@@ -849,6 +849,9 @@ func (s *Store) IDs(ctx context.Context, room string, since, until int64, limit 
 // lowers Count, or Max. So two stamps of a range are equal only if it
 // holds the same envelopes, and a summary of its IDs (anti-entropy's)
 // can be kept with the stamp and used again while the stamp is the same.
+// That holds while nothing renumbers positions: no VACUUM, which may
+// renumber the rowids of a table like envelopes (whose positions relay
+// subscribers hold as cursors, too).
 type Stamp struct {
 	Count int
 	Max   int64 // 0 when Count is 0
