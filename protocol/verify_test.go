@@ -21,18 +21,7 @@ func TestVerifyBatchAgreesWithVerify(t *testing.T) {
 		n := 1 + rng.IntN(150) // more than one batch equation at times
 		envs := make([]*Envelope, n)
 		for i := range envs {
-			e, _ := signed(t, keys[rng.IntN(len(keys))], "general", uint64(i+1), "hello")
-			switch rng.IntN(12) {
-			case 0:
-				e.Payload = []byte("changed")
-			case 1:
-				e.Sig[rng.IntN(len(e.Sig))] ^= 1 << rng.IntN(8)
-			case 2:
-				e.Room = "" // cannot be encoded
-			case 3:
-				e.Sender = keys[rng.IntN(len(keys))].Public()
-			}
-			envs[i] = e
+			envs[i] = maybeSpoilt(t, rng, 12, keys[rng.IntN(len(keys))], uint64(i+1), keys)
 		}
 		errs := VerifyBatch(envs)
 		for i, e := range envs {
@@ -41,7 +30,7 @@ func TestVerifyBatchAgreesWithVerify(t *testing.T) {
 			if errs != nil {
 				got = errs[i]
 			}
-			if (got == nil) != (want == nil) || (want != nil && got.Error() != want.Error()) {
+			if !sameError(got, want) {
 				t.Fatalf("round %d, envelope %d of %d: VerifyBatch says %v, Verify says %v", round, i, n, got, want)
 			}
 		}
@@ -74,25 +63,43 @@ func TestVerifierAgreesWithVerify(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			k = keys[rng.IntN(len(keys))]
 		}
-		e, _ := signed(t, k, "general", uint64(i+1), "hello")
-		switch rng.IntN(8) {
-		case 0:
-			e.Payload = []byte("changed")
-		case 1:
-			e.Sig[rng.IntN(len(e.Sig))] ^= 1 << rng.IntN(8)
-		case 2:
-			e.Room = "" // cannot be encoded
-		case 3:
-			e.Sender = keys[rng.IntN(len(keys))].Public()
-		}
-		got, want := v.Verify(e), e.Verify()
-		if (got == nil) != (want == nil) || (want != nil && got.Error() != want.Error()) {
+		e := maybeSpoilt(t, rng, 8, k, uint64(i+1), keys)
+		if got, want := v.Verify(e), e.Verify(); !sameError(got, want) {
 			t.Fatalf("envelope %d: the Verifier says %v, Verify says %v", i, got, want)
 		}
 	}
 	if n := len(v.keys); n != verifierKeys {
 		t.Errorf("the Verifier keeps %d keys, want %d (all it may)", n, verifierKeys)
 	}
+}
+
+// maybeSpoilt returns an envelope numbered seq signed by k, spoilt 4
+// times in odds (odds at least 4): its payload or signature changed after
+// signing, its room taken away (it cannot be encoded), or its sender
+// swapped for one of others.
+func maybeSpoilt(t *testing.T, rng *rand.Rand, odds int, k identity.PrivateKey, seq uint64, others []identity.PrivateKey) *Envelope {
+	t.Helper()
+	e, _ := signed(t, k, "general", seq, "hello")
+	switch rng.IntN(odds) {
+	case 0:
+		e.Payload = []byte("changed")
+	case 1:
+		e.Sig[rng.IntN(len(e.Sig))] ^= 1 << rng.IntN(8)
+	case 2:
+		e.Room = "" // cannot be encoded
+	case 3:
+		e.Sender = others[rng.IntN(len(others))].Public()
+	}
+	return e
+}
+
+// sameError reports whether got and want are both nil, or errors with
+// the same text.
+func sameError(got, want error) bool {
+	if got == nil || want == nil {
+		return got == want
+	}
+	return got.Error() == want.Error()
 }
 
 // TestSignatureRule: a signature made with a key that has a small-order
