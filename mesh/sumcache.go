@@ -111,9 +111,9 @@ func (n *Node) summary(ctx context.Context, room string, since, until int64, mos
 }
 
 // worthKeeping reports whether since <= time < until is a bucket of the
-// node's own rounds: a whole minute, settled, inside the range they cover
-// now, which begins at from (less a bucket: the first may begin before
-// the range).
+// node's own rounds: a whole minute that has ended, inside the range
+// they cover now, which begins at from (less a bucket: the first may
+// begin before the range).
 func (n *Node) worthKeeping(since, until int64) (from int64, ok bool) {
 	now := n.cfg.now()
 	from = now.Add(-n.cfg.antiEntropy() - 2*n.cfg.skew() - summaryStep).UnixMilli()
