@@ -19,11 +19,11 @@ import (
 // stamp means unchanged envelopes, so its summary is the one kept.
 //
 // Buckets are the same from round to round because antiEntropy ends them
-// on a whole minute (summaryStep). Only such buckets are kept, and only
-// inside the range the node's own rounds cover now (worthKeeping): a
-// peer that asks for other minutes is answered as before, by reading
-// their IDs, and displaces nothing; minutes that leave the range are
-// dropped when room is needed.
+// on a whole bucket (summaryStep from the epoch). Only such buckets are
+// kept, and only inside the range the node's own rounds cover now
+// (worthKeeping): a peer that asks for others is answered as before, by
+// reading their IDs, and displaces nothing; buckets that leave the range
+// are dropped when room is needed.
 type summaryCache struct {
 	mu      sync.Mutex
 	entries map[bucketKey]keptSummary
@@ -39,9 +39,9 @@ type keptSummary struct {
 	sum   protocol.Summary
 }
 
-// maxKeptSummaries bounds the cache: about 90 rooms of 10-12 buckets
+// maxKeptSummaries bounds the cache: about 90 rooms of 43-44 buckets
 // (the default range), about 100 bytes each.
-const maxKeptSummaries = 1024
+const maxKeptSummaries = 4096
 
 func (c *summaryCache) get(k bucketKey, st store.Stamp) (protocol.Summary, bool) {
 	c.mu.Lock()
@@ -111,18 +111,18 @@ func (n *Node) summary(ctx context.Context, room string, since, until int64, mos
 }
 
 // worthKeeping reports whether since <= time < until is a bucket of the
-// node's own rounds: a whole minute that has ended, inside the range
+// node's own rounds: a whole bucket that has ended, inside the range
 // they cover now, which begins at from (less a bucket: the first may
 // begin before the range).
 func (n *Node) worthKeeping(since, until int64) (from int64, ok bool) {
 	now := n.cfg.now()
 	from = now.Add(-n.cfg.antiEntropy() - 2*n.cfg.skew() - summaryStep).UnixMilli()
-	return from, wholeMinute(since, until) && since >= from && until <= now.UnixMilli()
+	return from, wholeBucket(since, until) && since >= from && until <= now.UnixMilli()
 }
 
-// wholeMinute reports whether since <= time < until is one bucket of
-// antiEntropy's: a whole minute, from its start.
-func wholeMinute(since, until int64) bool {
+// wholeBucket reports whether since <= time < until is one bucket of
+// antiEntropy's: summaryStep long, from a multiple of it.
+func wholeBucket(since, until int64) bool {
 	step := summaryStep.Milliseconds()
 	return until-since == step && since%step == 0
 }

@@ -28,21 +28,24 @@ const summarySettle = 15 * time.Second
 // more of the responder's time than one that pages.
 const summaryCost = 16
 
-// summaryStep is the width of a summary bucket: a minute, so that a
-// difference pages through about one minute of the range, not eleven.
-const summaryStep = time.Minute
+// summaryStep is the width of a summary bucket: 15 s, so that a
+// difference pages through 15 s of the range, not eleven minutes, and so
+// that a round, whose range ends on a whole bucket (antiEntropy), leaves
+// at most 15 s more than summarySettle to the rounds after. The default
+// range is 43 buckets of it (MaxSummaryBuckets is 64).
+const summaryStep = 15 * time.Second
 
 // antiEntropy syncs the recent past, the last AntiEntropy plus 2 × skew,
 // with one random peer of the room: this picks up what gossip missed and
 // no later envelope revealed as a gap. It compares summaries of the
-// settled part of the range (up to summarySettle ago), a minute at a
-// time, and pages (SyncFrom) only through the minutes whose summaries
+// settled part of the range (up to summarySettle ago), summaryStep at a
+// time, and pages (SyncFrom) only through the buckets whose summaries
 // differ. Almost always nothing is missing, and paging costs the peer a
 // read and parse of every envelope in the range, every minute: at 50
 // messages a second, 33,000 envelopes a round (issue 22).
 //
-// What is not settled yet (the last summarySettle, up to a minute more
-// so that the range ends on a whole minute, and envelopes dated ahead
+// What is not settled yet (the last summarySettle, up to summaryStep more
+// so that the range ends on a whole bucket, and envelopes dated ahead
 // within the skew) is left to the rounds after: it is in their
 // settled part, as the range moves on a minute a round. Paging it every
 // round re-sent the last 15 s of the room to every node each minute, 750
@@ -57,13 +60,13 @@ func (r *Room) antiEntropy() {
 	p := peers[rand.IntN(len(peers))]
 	now := r.n.cfg.now()
 	since := now.Add(-r.n.cfg.antiEntropy() - 2*r.n.cfg.skew()).UnixMilli()
-	// Settled, and on a whole minute, so that the buckets are those of
+	// Settled, and on a whole bucket, so that the buckets are those of
 	// the last round and of the peer's, whose summaries were kept.
 	settled := floorTo(now.Add(-summarySettle).UnixMilli(), summaryStep.Milliseconds())
 	ctx, cancel := context.WithTimeout(r.ctx, syncFromTimeout)
 	defer cancel()
 	req, ok := r.summaryRequest(since, settled)
-	if !ok { // an anti-entropy range under 15-75 s, or years long: page it all
+	if !ok { // an anti-entropy range under 15-30 s, or years long: page it all
 		r.page(ctx, p, []span{{min(since, settled), now.Add(r.n.cfg.skew()).UnixMilli()}})
 		return
 	}

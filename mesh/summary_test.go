@@ -101,7 +101,7 @@ func TestAntiEntropyComparesSummaries(t *testing.T) {
 	})
 }
 
-// TestAntiEntropyPagesOnlyWhatDiffers: a round pages through the minute
+// TestAntiEntropyPagesOnlyWhatDiffers: a round pages through the bucket
 // whose summaries differ, not the whole range, nor the recent past.
 func TestAntiEntropyPagesOnlyWhatDiffers(t *testing.T) {
 	a, b, ra, _ := pairInRoom(t, func(c *Config) { c.AntiEntropy = -1 })
@@ -118,7 +118,7 @@ func TestAntiEntropyPagesOnlyWhatDiffers(t *testing.T) {
 	if got := partly() - p0; got != 1 {
 		t.Errorf("%v rounds partly level, want 1", got)
 	}
-	// The minute of the envelope only b held: one page. Paging the whole
+	// The bucket of the envelope only b held: one page. Paging the whole
 	// range would take four. b counts a page after it has sent it, so
 	// its count may lag the round a moment.
 	waitFor(t, "b to count a page served", func() bool { return served()-s0 >= 1 })
@@ -133,12 +133,12 @@ func TestUnlevel(t *testing.T) {
 	a, b, ra, rb := pairInRoom(t)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	// Eleven buckets of a minute up to a minute ago; putSettled's
-	// envelopes, a moment after two minutes ago, are in the last.
+	// 44 buckets of 15 s (eleven minutes) up to a minute ago; putSettled's
+	// envelopes, a moment after two minutes ago, are in the last four.
 	until := time.Now().Add(-time.Minute).UnixMilli()
 	req, ok := ra.summaryRequest(until-11*time.Minute.Milliseconds()+5, until)
-	if !ok || req.Buckets != 11 || req.Step != time.Minute.Milliseconds() || req.Until() != until {
-		t.Fatalf("summaryRequest = %+v, %v; want 11 buckets of a minute up to %d", req, ok, until)
+	if !ok || req.Buckets != 44 || req.Step != summaryStep.Milliseconds() || req.Until() != until {
+		t.Fatalf("summaryRequest = %+v, %v; want 44 buckets of 15 s up to %d", req, ok, until)
 	}
 	if got := ra.unlevel(ctx, b.ID(), req); len(got) != 0 {
 		t.Errorf("two empty stores: %v differ", got)
@@ -147,8 +147,13 @@ func TestUnlevel(t *testing.T) {
 	if got := ra.unlevel(ctx, b.ID(), req); len(got) != 0 {
 		t.Errorf("the same ten envelopes: %v differ", got)
 	}
-	putSettled(t, "general", 1, 10, b)
-	want := []span{{req.Since + 10*req.Step, req.Until()}}
+	more := putSettled(t, "general", 1, 10, b)[0]
+	rec, err := b.store.Get(ctx, more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := (rec.Env.Time - req.Since) / req.Step // its bucket
+	want := []span{{req.Since + k*req.Step, req.Since + (k+1)*req.Step}}
 	if got := ra.unlevel(ctx, b.ID(), req); !slices.Equal(got, want) {
 		t.Errorf("one envelope more at b: %v differ, want %v", got, want)
 	}
@@ -219,19 +224,19 @@ func TestSummariesOverTheLimit(t *testing.T) {
 	}
 }
 
-// TestSummaryKeptWhileTheStoreIsTheSame: the summary of a whole minute is
+// TestSummaryKeptWhileTheStoreIsTheSame: the summary of a whole bucket is
 // kept and given again while the store holds the same envelopes of it,
-// and read again once it holds another; a bucket that is not a whole
-// minute is not kept.
+// and read again once it holds another; a bucket of another width, or
+// one before the range of the node's rounds, is not kept.
 func TestSummaryKeptWhileTheStoreIsTheSame(t *testing.T) {
 	a := start(t, newSpec(t, 0))
 	join(t, a, "general")
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	minute := time.Minute.Milliseconds()
-	m := floorTo(time.Now().Add(-3*time.Minute).UnixMilli(), minute)
+	step := summaryStep.Milliseconds()
+	m := floorTo(time.Now().Add(-3*time.Minute).UnixMilli(), step)
 	ids := putAt(t, time.UnixMilli(m+1000), "general", 10, 0, a)
-	req := &protocol.SummaryRequest{Room: "general", Since: m - minute, Step: minute, Buckets: 3}
+	req := &protocol.SummaryRequest{Room: "general", Since: m - step, Step: step, Buckets: 3}
 	summaries := func() []protocol.Summary {
 		t.Helper()
 		sum, err := a.summaries(ctx, req, protocol.MaxSummaryCount)
@@ -245,7 +250,7 @@ func TestSummaryKeptWhileTheStoreIsTheSame(t *testing.T) {
 		t.Fatalf("summaries:\n got %+v\nwant %+v", got, want)
 	}
 	// Kept: a planted summary with the bucket's stamp is what comes back.
-	k := bucketKey{"general", m, m + minute}
+	k := bucketKey{"general", m, m + step}
 	kept, ok, n := a.sums.kept(k)
 	if !ok || n != 3 {
 		t.Fatalf("%d summaries kept, the bucket's among them: %v", n, ok)
@@ -256,25 +261,25 @@ func TestSummaryKeptWhileTheStoreIsTheSame(t *testing.T) {
 	if got := summaries()[1]; got != planted {
 		t.Fatalf("with the store unchanged, the bucket's summary is %+v, not the one kept", got)
 	}
-	// One more envelope in the minute: its stamp changes, and the
+	// One more envelope in the bucket: its stamp changes, and the
 	// summary is read again.
 	more := putAt(t, time.UnixMilli(m+1000), "general", 1, 10, a)
 	if got, want := summaries()[1], protocol.SummaryOf(append(ids, more...)); got != want {
 		t.Fatalf("after an envelope more: %+v, want %+v", got, want)
 	}
-	// Buckets of a second, and minutes before the range of the node's
-	// rounds, are answered, and not kept.
+	// Buckets of a second, and buckets before the range of the node's
+	// rounds (11 minutes), are answered, and not kept.
 	second := &protocol.SummaryRequest{Room: "general", Since: m, Step: 1000, Buckets: 4}
 	sum, err := a.summaries(ctx, second, protocol.MaxSummaryCount)
 	if err != nil || sum.Buckets[1].Count != 11 {
 		t.Fatalf("buckets of a second: %+v, %v", sum, err)
 	}
-	early := &protocol.SummaryRequest{Room: "general", Since: m - 20*minute, Step: minute, Buckets: 3}
+	early := &protocol.SummaryRequest{Room: "general", Since: m - 15*time.Minute.Milliseconds(), Step: step, Buckets: 3}
 	if _, err := a.summaries(ctx, early, protocol.MaxSummaryCount); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, n := a.sums.kept(k); n != 3 {
-		t.Errorf("%d summaries kept after buckets of a second and early minutes, want the 3 minutes", n)
+		t.Errorf("%d summaries kept after buckets of a second and early ones, want the 3 first asked for", n)
 	}
 }
 
