@@ -34,12 +34,29 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendSenders: the same stream from more and fewer senders,
+// in commits of 150 (three seconds at 50 a second, as the mesh node's
+// writer takes them) into a store of 9,000. Each sender's envelopes sit
+// together in the (sender, room, seq) index, so a commit writes the index
+// page of every sender in it: the more senders, the more pages a commit
+// and a checkpoint write for the same envelopes (docs/performance.md).
+//
+//	go test -run '^$' -bench AppendSenders -benchtime 60000x -count 2 ./store
+func BenchmarkAppendSenders(b *testing.B) {
+	for _, senders := range []int{1, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("senders=%d", senders), func(b *testing.B) {
+			benchAppendShape(b, 150, senders, 9000)
+		})
+	}
+}
+
 func benchAppend(b *testing.B, opts ...Option) {
-	const (
-		batch   = 50
-		senders = 20
-		before  = 5000
-	)
+	benchAppendShape(b, 50, 20, 5000, opts...)
+}
+
+// benchAppendShape stores a stream from senders in commits of batch
+// envelopes into a store that holds before of them.
+func benchAppendShape(b *testing.B, batch, senders, before int, opts ...Option) {
 	s, err := Open(filepath.Join(b.TempDir(), "parley.db"), opts...)
 	if err != nil {
 		b.Fatal(err)
