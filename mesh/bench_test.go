@@ -89,6 +89,9 @@ type benchNet struct {
 	// progress is signalled (without blocking) on every arrival, so that a
 	// publisher waiting for room in its window wakes at once.
 	progress chan struct{}
+	// traffic, when set, counts the gossipsub traffic of every peer (peers
+	// in this process only).
+	traffic *traffic
 }
 
 // warmBase numbers the messages of a warm-up (MESH_BENCH_WARMUP): arrive
@@ -143,9 +146,10 @@ func parleyNet(b *testing.B, n int) *benchNet {
 	rooms := make([]*Room, n)
 	// One author publishes everything: the benchmark measures the mesh,
 	// not the per-identity rate (Config.SenderRate).
-	unlimited := func(c *Config) { c.SenderRate, c.SenderBurst = 1e9, 1e9 }
+	bn.traffic = new(traffic)
+	benchConfig := func(c *Config) { c.SenderRate, c.SenderBurst, c.tracer = 1e9, 1e9, bn.traffic }
 	for i := range nodes {
-		nodes[i] = start(b, newSpec(b, i), unlimited)
+		nodes[i] = start(b, newSpec(b, i), benchConfig)
 		rooms[i] = join(b, nodes[i], "bench")
 	}
 	var seqs sync.Map // protocol.ID to the number published under it
@@ -222,8 +226,9 @@ func textSeq(payload []byte) (uint64, bool) {
 }
 
 // gossipsubNode is a libp2p host on loopback running gossipsub with its
-// default settings, in the room "bench" and subscribed to it.
-func gossipsubNode(ctx context.Context) (host.Host, *pubsub.Topic, *pubsub.Subscription, error) {
+// default settings, in the room "bench" and subscribed to it. opts are
+// pubsub options beside the defaults: the benchmark's tracer.
+func gossipsubNode(ctx context.Context, opts ...pubsub.Option) (host.Host, *pubsub.Topic, *pubsub.Subscription, error) {
 	h, err := libp2p.New(libp2p.ListenAddrStrings(testListen()))
 	if err != nil {
 		return nil, nil, nil, err
@@ -232,7 +237,7 @@ func gossipsubNode(ctx context.Context) (host.Host, *pubsub.Topic, *pubsub.Subsc
 		topic *pubsub.Topic
 		sub   *pubsub.Subscription
 	)
-	ps, err := pubsub.NewGossipSub(ctx, h)
+	ps, err := pubsub.NewGossipSub(ctx, h, opts...)
 	if err == nil {
 		topic, err = ps.Join("bench")
 	}
@@ -261,6 +266,7 @@ func readGossipsub(ctx context.Context, sub *pubsub.Subscription, arrive func(se
 // gossipsubNet starts n go-libp2p-pubsub peers with default settings.
 func gossipsubNet(b *testing.B, n int) *benchNet {
 	bn := newBenchNet(n)
+	bn.traffic = new(traffic)
 	hosts := make([]host.Host, n)
 	topics := make([]*pubsub.Topic, n)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -273,7 +279,7 @@ func gossipsubNet(b *testing.B, n int) *benchNet {
 		}
 	})
 	for i := range hosts {
-		h, topic, sub, err := gossipsubNode(ctx)
+		h, topic, sub, err := gossipsubNode(ctx, pubsub.WithRawTracer(bn.traffic))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -371,10 +377,7 @@ func (bn *benchNet) throughput(b *testing.B) float64 {
 	bn.mu.Unlock()
 	used := usedSoFar(b).since(used0)
 	elapsed := end.Sub(begin)
-	var delivered int64
-	for i := 1; i < bn.n; i++ {
-		delivered += bn.received[i].Load()
-	}
+	delivered := bn.delivered()
 	b.ReportMetric(float64(delivered)/float64(bn.n-1)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(delivered)/elapsed.Seconds(), "deliveries/s")
 	b.ReportMetric(float64(int64(sent)*int64(bn.n-1)-delivered), "lost")
@@ -430,13 +433,24 @@ func (bn *benchNet) openLoop(b *testing.B, rate float64, count int, base uint64)
 
 // latency publishes latencyCount messages for each iteration, in one
 // stream at rate per second, and reports the publish-to-delivery
-// percentiles at the last receiver of each.
+// percentiles at the last receiver of each. With the peers in this
+// process, it also reports their gossipsub traffic and the collections
+// that caught messages in flight (benchwatch_test.go).
 func (bn *benchNet) latency(b *testing.B, rate int) {
 	ctx := context.Background()
 	bn.warmUp(ctx, b, rate)
 	stopProfile := profilePhase(b)
 	used0 := bn.usage(b)
 	extra0 := bn.extra()
+	var (
+		gc       *gcWatch
+		traffic0 trafficCounts
+	)
+	if bn.traffic != nil {
+		gc = watchGC()
+		defer gc.stop()
+		traffic0 = bn.traffic.read()
+	}
 	var sent []time.Time
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
@@ -460,11 +474,31 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 	}
 	used := bn.usage(b).since(used0)
 	stopProfile()
+	flights, lost := bn.flights(sent)
+	lat := make([]time.Duration, len(flights))
+	for i, f := range flights {
+		lat[i] = f.latency()
+	}
+	slices.Sort(lat)
+	b.ReportMetric(percentileMs(lat, 0.50), "p50-ms")
+	b.ReportMetric(percentileMs(lat, 0.99), "p99-ms")
+	b.ReportMetric(float64(lost), "lost")
+	if extra0 != nil {
+		b.ReportMetric(bn.extra()["pages"]-extra0["pages"], "sync-pages")
+	}
+	if bn.traffic != nil {
+		reportCollections(b, flights, gc.stop())
+		bn.traffic.read().report(b, traffic0, count)
+	}
+	used.report(b, bn.delivered())
+}
+
+// flights returns the flight of each message sent (sent[seq] is when
+// message seq was), and how many some receiver never got.
+func (bn *benchNet) flights(sent []time.Time) (out []flight, lost int) {
 	bn.mu.Lock()
 	defer bn.mu.Unlock()
-	var lat []time.Duration
-	lost := 0
-	for seq := range uint64(count) {
+	for seq := range uint64(len(sent)) {
 		var last time.Time
 		for i := 1; i < bn.n; i++ {
 			at, ok := bn.arrivals[i][seq]
@@ -480,26 +514,18 @@ func (bn *benchNet) latency(b *testing.B, rate int) {
 			lost++
 			continue
 		}
-		lat = append(lat, last.Sub(sent[seq]))
+		out = append(out, flight{sent[seq], last})
 	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000
-	}
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(float64(lost), "lost")
-	if extra0 != nil {
-		b.ReportMetric(bn.extra()["pages"]-extra0["pages"], "sync-pages")
-	}
-	var delivered int64
+	return out, lost
+}
+
+// delivered is how many messages the receivers got, in all.
+func (bn *benchNet) delivered() int64 {
+	var n int64
 	for i := 1; i < bn.n; i++ {
-		delivered += bn.received[i].Load()
+		n += bn.received[i].Load()
 	}
-	used.report(b, delivered)
+	return n
 }
 
 // warmUp publishes at rate for MESH_BENCH_WARMUP, if it is set.

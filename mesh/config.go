@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"log/slog"
 	"time"
 
@@ -123,6 +124,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives the node's logs. If nil, they are discarded.
 	Logger *slog.Logger
+
+	// tracer, if not nil, is told of the node's gossipsub events beside
+	// its own tracer: the benchmark counts the traffic of both
+	// implementations with it.
+	tracer pubsub.RawTracer
 }
 
 const (

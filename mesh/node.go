@@ -236,7 +236,7 @@ func (n *Node) serveStreams() error {
 
 func (n *Node) pubsubOptions() []pubsub.Option {
 	q := n.cfg.queueSize()
-	return []pubsub.Option{
+	opts := []pubsub.Option{
 		// Envelopes carry their own signatures: gossipsub signs nothing and
 		// names no author, and the envelope ID is the message ID.
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
@@ -253,6 +253,10 @@ func (n *Node) pubsubOptions() []pubsub.Option {
 		pubsub.WithPeerOutboundQueueSize(q),
 		pubsub.WithRawTracer(tracer{m: n.metrics, mesh: &n.mesh, repairs: n.repairs}),
 	}
+	if n.cfg.tracer != nil {
+		opts = append(opts, pubsub.WithRawTracer(n.cfg.tracer))
+	}
+	return opts
 }
 
 // seenSize is how many recent envelope IDs the validator remembers.
