@@ -20,82 +20,98 @@ import (
 // Why the collections: all of BenchmarkMesh's peers share one heap, so a
 // collection marks every node's memory at once, and while it marks, the
 // messages in flight wait. At 10 messages a second the slowest 1% of
-// messages were those in flight when a collection started, in both
+// messages were those in flight while a collection ran, in both
 // implementations (docs/performance.md, session 49): the p99 of 500
 // messages then says how long the few collections of the run lasted and
 // whether they met a message, more than how the mesh delivers.
 
-// gcPoll is how often gcWatch looks for a new collection: a start is
-// known to within it.
+// gcPoll is how often gcWatch looks at the collector: a collection's
+// start and end are known to within it.
 const gcPoll = 2 * time.Millisecond
 
-// gcWatch notes when this process's garbage collections start, from the
+// gcWatch notes when this process's garbage collections run, from the
 // runtime's counts: every collection stops the world twice, once at its
-// start and once at its end, where it is counted as done, so the
+// start and once at its end, where it is counted as done; so the
 // collections started are the pauses less the collections done.
 type gcWatch struct {
 	stopped chan struct{}
 	done    chan struct{}
 	once    sync.Once
 	mu      sync.Mutex
-	starts  []time.Time
+	spans   []gcSpan
+	open    int // spans[open:] have not ended
 }
+
+// gcSpan is one collection, from its start to its end: the time it
+// marks, in which every node in the process waits for it at times.
+type gcSpan struct{ start, end time.Time }
 
 func watchGC() *gcWatch {
 	w := &gcWatch{stopped: make(chan struct{}), done: make(chan struct{})}
 	samples := []rtmetrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/sched/pauses/total/gc:seconds"}}
-	started := func() uint64 {
+	counts := func() (started, ended uint64) {
 		rtmetrics.Read(samples)
 		var pauses uint64
 		for _, c := range samples[1].Value.Float64Histogram().Counts {
 			pauses += c
 		}
-		return pauses - samples[0].Value.Uint64()
+		ended = samples[0].Value.Uint64()
+		return pauses - ended, ended
 	}
 	// Read here, not in run: a collection between the return and run's
 	// first read would be missed.
-	go w.run(started, started())
+	started, ended := counts()
+	go w.run(counts, started, ended)
 	return w
 }
 
-// run notes each start, until stop.
-func (w *gcWatch) run(started func() uint64, last uint64) {
+// run notes each start and end, until stop. Only a rise counts: the two
+// counts are not read at one instant, and a read between a collection's
+// count and its last pause sees one start less for a moment. An end
+// with no start noted is of a collection that began before the watch.
+func (w *gcWatch) run(counts func() (uint64, uint64), started, ended uint64) {
 	defer close(w.done)
 	tick := time.NewTicker(gcPoll)
 	defer tick.Stop()
 	for {
 		select {
 		case <-w.stopped:
+			w.mu.Lock()
+			for ; w.open < len(w.spans); w.open++ {
+				w.spans[w.open].end = time.Now()
+			}
+			w.mu.Unlock()
 			return
 		case now := <-tick.C:
-			// Only a rise counts: the two counts are not read at one
-			// instant, and a read between a collection's count and its
-			// last pause sees one start less for a moment.
-			if n := started(); n > last {
-				w.mu.Lock()
-				for range n - last { // more than one start within a poll: forced ones
-					w.starts = append(w.starts, now)
-				}
-				w.mu.Unlock()
-				last = n
+			s, e := counts()
+			w.mu.Lock()
+			for ; started < s; started++ { // more than one within a poll: forced ones
+				w.spans = append(w.spans, gcSpan{start: now})
 			}
+			for ; ended < e; ended++ {
+				if w.open < len(w.spans) {
+					w.spans[w.open].end = now
+					w.open++
+				}
+			}
+			w.mu.Unlock()
 		}
 	}
 }
 
-// stop ends the watch and returns when each collection since watchGC
-// started, in order. Stopping twice returns the same.
-func (w *gcWatch) stop() []time.Time {
+// stop ends the watch and returns the collections since watchGC, in
+// order; one still running ends now. Stopping twice returns the same.
+func (w *gcWatch) stop() []gcSpan {
 	w.once.Do(func() { close(w.stopped) })
 	<-w.done
-	return w.starts
+	return w.spans
 }
 
-// seen is how many starts the watch has noted so far.
-func (w *gcWatch) seen() int {
+// ended is how many collections the watch has seen end so far.
+func (w *gcWatch) ended() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.starts)
+	return w.open
 }
 
 // flight is one measured message: when it was published, and when the
@@ -104,28 +120,29 @@ type flight struct{ sent, last time.Time }
 
 func (f flight) latency() time.Duration { return f.last.Sub(f.sent) }
 
-// caught reports whether a collection started while f was in flight;
-// starts are in order.
-func (f flight) caught(starts []time.Time) bool {
-	i, _ := slices.BinarySearchFunc(starts, f.sent, time.Time.Compare)
-	return i < len(starts) && !starts[i].After(f.last)
+// caught reports whether f was in flight while a collection ran; gcs
+// are in order.
+func (f flight) caught(gcs []gcSpan) bool {
+	// The first collection that ends at or after f is sent.
+	i, _ := slices.BinarySearchFunc(gcs, f.sent, func(g gcSpan, t time.Time) int { return g.end.Compare(t) })
+	return i < len(gcs) && !gcs[i].start.After(f.last)
 }
 
-// reportCollections reports how many collections started during the
-// measured phase (gcs), how many messages one of them caught in flight
+// reportCollections reports how many collections ran during the
+// measured phase (gcs), how many messages were in flight while one ran
 // (gc-caught), and the p99 latency of the others (p99-ms-uncaught).
-func reportCollections(b *testing.B, flights []flight, starts []time.Time) {
+func reportCollections(b *testing.B, flights []flight, gcs []gcSpan) {
 	var free []time.Duration
 	caught := 0
 	for _, f := range flights {
-		if f.caught(starts) {
+		if f.caught(gcs) {
 			caught++
 			continue
 		}
 		free = append(free, f.latency())
 	}
 	slices.Sort(free)
-	b.ReportMetric(float64(len(starts)), "gcs")
+	b.ReportMetric(float64(len(gcs)), "gcs")
 	b.ReportMetric(float64(caught), "gc-caught")
 	b.ReportMetric(percentileMs(free, 0.99), "p99-ms-uncaught")
 }
