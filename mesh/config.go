@@ -1,10 +1,10 @@
 package mesh
 
 import (
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"log/slog"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/parleychat/parley/identity"
