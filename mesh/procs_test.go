@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,78 +23,112 @@ import (
 	"github.com/parleychat/parley/internal/testkit"
 )
 
-// One process for every peer
+// One process for every peer, or for every ten
 //
 // BenchmarkMesh runs all its peers in one process: one heap, one garbage
 // collector, one scheduler for 100 nodes. Each collection there marks
 // every node's memory at once and stalls every node at once, which no
 // real mesh does: each peer is a process on a machine of its own.
-// BenchmarkPeerProcesses runs each peer as a process of its own (this test
-// binary again, as TestMeshPeer), on the same loopback and the same
-// topology, so that what a node keeps in memory costs its own collector
-// only, as it would in the field. The machine's cores are still shared,
-// so the CPU a delivery takes still counts:
+// BenchmarkPeerProcesses runs the peers in processes of their own (this
+// test binary again, as TestMeshPeer), on the same loopback and the same
+// topology, so that what a node keeps in memory costs its own process's
+// collector only. The machine's cores are still shared, so the CPU a
+// delivery takes still counts:
 //
 //	go test -c -o /tmp/mesh.test ./mesh
-//	cd mesh && /tmp/mesh.test -test.run '^$' -test.bench 'PeerProcesses/peers=100/' -test.benchtime 3x
+//	cd mesh && /tmp/mesh.test -test.run '^$' -test.bench 'PeerProcesses/peers=100-in-10/' -test.benchtime 1x
 //
 // The latency and CPU figures are those of BenchmarkMesh: publish to the
 // last receiver of each message (the clock is the machine's, shared by
 // the processes), and the CPU time of every peer process during the
-// measured phase. A delivery costs four to five times the CPU it does in
-// one process (each process has its own runtime, and the kernel switches
-// between 60 or 100 of them, most of the time in system calls), so the
-// rates are 20 and 10 a second; on two cores 100 peers are past their
-// knee even at 10 (docs/performance.md). MESH_BENCH_PROFILE=<folder>
-// makes every peer write a CPU profile of its whole life there.
+// measured phase. With a process a peer, a delivery costs four to five
+// times the CPU it does in one process (each process has its own
+// runtime, and the kernel switches between 60 or 100 of them, most of the
+// time in system calls), so the rates are 20 and 10 a second, and on two
+// cores 100 peers are past their knee even at 10 (docs/performance.md).
+// "peers=100-in-10" puts ten peers in each of ten processes: each
+// collection marks a tenth of the mesh's memory and stalls a tenth of
+// its nodes, on ten runtimes rather than 100. MESH_BENCH_WARMUP applies
+// as in BenchmarkMesh. MESH_BENCH_PROFILE=<folder> makes every process
+// write a CPU profile of its whole life there.
 func BenchmarkPeerProcesses(b *testing.B) {
-	for _, peers := range []int{60, 100} {
+	shapes := []struct {
+		name         string
+		peers, procs int
+		rates        []int
+	}{
+		{"peers=60", 60, 60, []int{20, 10}},
+		{"peers=100", 100, 100, []int{20, 10}},
+		// Ten peers a process: ten runtimes on two cores rather than 100,
+		// and each collection marks and stalls a tenth of the mesh.
+		{"peers=100-in-10", 100, 10, []int{50, 20, 10}},
+	}
+	for _, shape := range shapes {
 		for _, impl := range []string{"parley", "gossipsub-default"} {
-			for _, rate := range []int{20, 10} {
-				b.Run(fmt.Sprintf("peers=%d/%s/latency-%dps", peers, impl, rate), func(b *testing.B) {
-					procNet(b, impl, peers).latency(b, rate)
+			for _, rate := range shape.rates {
+				b.Run(fmt.Sprintf("%s/%s/latency-%dps", shape.name, impl, rate), func(b *testing.B) {
+					procNet(b, impl, shape.peers, shape.procs).latency(b, rate)
 				})
 			}
 		}
 	}
 }
 
-// peerEnv names the peer a process of this binary is to be:
-// "implementation/index".
+// peerEnv names the peers a process of this binary is to be:
+// "implementation/first/count", peers first to first+count-1 of the mesh.
 const peerEnv = "MESH_BENCH_PEER"
 
-// TestMeshPeer is one peer of BenchmarkPeerProcesses, when the benchmark runs
-// this binary as one; run otherwise, it skips. It reads commands on its
-// standard input, one a line, and answers on its standard output
+// TestMeshPeer is one process of BenchmarkPeerProcesses, when the benchmark
+// runs this binary as one; run otherwise, it skips. It reads commands on
+// its standard input, one a line, and answers on its standard output
 // (peerProc has both ends), until its input closes.
 func TestMeshPeer(t *testing.T) {
 	spec := os.Getenv(peerEnv)
 	if spec == "" {
 		t.Skip("a peer process of BenchmarkPeerProcesses")
 	}
-	impl, index, _ := strings.Cut(spec, "/")
-	i, err := strconv.Atoi(index)
+	impl, first, count, err := parsePeerSpec(spec)
 	if err != nil {
-		t.Fatalf("%s=%q: %v", peerEnv, spec, err)
+		t.Fatalf("%s: %v", peerEnv, err)
 	}
 	if dir := os.Getenv("MESH_BENCH_PROFILE"); dir != "" {
-		// The whole life of the peer, its start too: go tool pprof
-		// merges the peers' files.
-		stop := recordPhase(t, filepath.Join(dir, fmt.Sprintf("peer-%s-%d.cpu", impl, i)), pprof.StartCPUProfile, pprof.StopCPUProfile)
+		// The whole life of the process, its start too: go tool pprof
+		// merges the processes' files.
+		stop := recordPhase(t, filepath.Join(dir, fmt.Sprintf("peer-%s-%d.cpu", impl, first)), pprof.StartCPUProfile, pprof.StopCPUProfile)
 		defer stop()
 	}
-	var p benchPeer
-	switch impl {
-	case "parley":
-		p = newParleyPeer(t, i)
-	case "gossipsub-default":
-		p = newGossipsubPeer(t, i)
-	default:
-		t.Fatalf("%s=%q: no such implementation", peerEnv, spec)
+	peers := make([]benchPeer, count)
+	for j := range peers {
+		switch impl {
+		case "parley":
+			peers[j] = newParleyPeer(t, first+j)
+		case "gossipsub-default":
+			peers[j] = newGossipsubPeer(t, first+j)
+		}
 	}
-	if err := servePeer(p, os.Stdin, os.Stdout); err != nil {
+	if err := servePeers(peers, os.Stdin, os.Stdout); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// parsePeerSpec reads peerEnv's value.
+func parsePeerSpec(spec string) (impl string, first, count int, err error) {
+	parts := strings.Split(spec, "/")
+	if len(parts) != 3 {
+		return "", 0, 0, fmt.Errorf("%q: want implementation/first/count", spec)
+	}
+	impl = parts[0]
+	if impl != "parley" && impl != "gossipsub-default" {
+		return "", 0, 0, fmt.Errorf("%q: no implementation %q", spec, impl)
+	}
+	first, err = strconv.Atoi(parts[1])
+	if err == nil {
+		count, err = strconv.Atoi(parts[2])
+	}
+	if err != nil || first < 0 || count < 1 {
+		return "", 0, 0, fmt.Errorf("%q: want a first peer from 0 and a count from 1", spec)
+	}
+	return impl, first, count, nil
 }
 
 // benchPeer is one peer of either implementation, in its own process.
@@ -104,7 +140,8 @@ type benchPeer interface {
 	log() *arrivalLog
 }
 
-// arrivalLog is when a peer got each message, and when it published.
+// arrivalLog is when a peer got each message, and when it published; not
+// the warm-up's messages (numbered from warmBase), which are not measured.
 type arrivalLog struct {
 	mu   sync.Mutex
 	got  map[uint64]time.Time
@@ -116,6 +153,9 @@ func newArrivalLog() *arrivalLog {
 }
 
 func (l *arrivalLog) arrive(seq uint64) {
+	if seq >= warmBase {
+		return
+	}
 	now := time.Now()
 	l.mu.Lock()
 	if _, dup := l.got[seq]; !dup {
@@ -125,6 +165,9 @@ func (l *arrivalLog) arrive(seq uint64) {
 }
 
 func (l *arrivalLog) markSent(seq uint64) {
+	if seq >= warmBase {
+		return
+	}
 	now := time.Now()
 	l.mu.Lock()
 	l.sent[seq] = now
@@ -135,6 +178,83 @@ func (l *arrivalLog) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.got)
+}
+
+// servePeers serves several peers of one process over one input and one
+// output, each with servePeer, at once: a command line begins with the
+// index in peers of the peer it is for, and each answer line with the
+// index of the peer that gives it ("3 connect ADDR", "3 ok"). It returns
+// when the input ends and every peer has ended.
+func servePeers(peers []benchPeer, in io.Reader, out io.Writer) error {
+	var outMu sync.Mutex // whole lines, from any peer
+	inputs := make([]*io.PipeWriter, len(peers))
+	ended := make(chan error, len(peers))
+	for j, p := range peers {
+		r, w := io.Pipe()
+		inputs[j] = w
+		answers := &prefixedLines{prefix: strconv.Itoa(j) + " ", mu: &outMu, out: out}
+		go func() {
+			err := servePeer(p, r, answers)
+			r.CloseWithError(fmt.Errorf("peer %d has ended", j)) // no more commands for it
+			ended <- err
+		}()
+	}
+	err := routeCommands(in, inputs)
+	for _, w := range inputs {
+		w.Close()
+	}
+	for j := range peers {
+		if perr := <-ended; perr != nil && err == nil {
+			err = fmt.Errorf("peer %d: %w", j, perr)
+		}
+	}
+	return err
+}
+
+// routeCommands hands each line of in, without its index, to the input of
+// the peer it names.
+func routeCommands(in io.Reader, inputs []*io.PipeWriter) error {
+	lines := bufio.NewScanner(in)
+	for lines.Scan() {
+		index, cmd, _ := strings.Cut(lines.Text(), " ")
+		j, err := strconv.Atoi(index)
+		if err != nil || j < 0 || j >= len(inputs) {
+			return fmt.Errorf("command %q: no peer %q here", lines.Text(), index)
+		}
+		if _, err := io.WriteString(inputs[j], cmd+"\n"); err != nil {
+			return fmt.Errorf("command %q: %w", lines.Text(), err)
+		}
+	}
+	return lines.Err()
+}
+
+// prefixedLines writes each whole line written to it to out, after prefix,
+// holding mu, so that lines from several writers never mix.
+type prefixedLines struct {
+	prefix string
+	mu     *sync.Mutex
+	out    io.Writer
+	part   []byte // a line begun and not yet ended
+}
+
+func (w *prefixedLines) Write(p []byte) (int, error) {
+	w.part = append(w.part, p...)
+	end := bytes.LastIndexByte(w.part, '\n')
+	if end < 0 {
+		return len(p), nil
+	}
+	var whole []byte
+	for line := range bytes.Lines(w.part[:end+1]) {
+		whole = append(whole, w.prefix...)
+		whole = append(whole, line...)
+	}
+	w.part = append(w.part[:0], w.part[end+1:]...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, err := w.out.Write(whole); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // servePeer answers the benchmark's commands:
@@ -328,22 +448,66 @@ func (p *gossipsubPeer) publish(ctx context.Context, seq uint64) error {
 }
 func (p *gossipsubPeer) log() *arrivalLog { return p.l }
 
-// peerProc is one peer process of BenchmarkPeerProcesses, seen from the
-// benchmark: its input, and its output a line at a time.
+// peerProc is one process of BenchmarkPeerProcesses, seen from the
+// benchmark: its input, and the lines each of its peers answers.
 type peerProc struct {
-	i     int
+	first int // the mesh's index of its peer 0
 	cmd   *exec.Cmd
 	in    io.WriteCloser
-	lines chan string
-	addr  string
+	lines []*lineQueue // what each of its peers answers, by its index
 }
 
-// startPeerProc starts peer i of impl; its standard error goes to a file
-// in logs. The benchmark stops it.
-func startPeerProc(b *testing.B, impl string, i int, logs string) *peerProc {
+// lineQueue is what a peer has answered and the benchmark not yet read.
+// It has no bound: the peers of one process answer on one stream, which
+// must not wait for the benchmark to read one peer's lines before
+// another's.
+type lineQueue struct {
+	mu     sync.Mutex
+	lines  []string
+	ended  bool
+	update chan struct{} // a line or the end is there
+}
+
+func newLineQueue() *lineQueue { return &lineQueue{update: make(chan struct{}, 1)} }
+
+func (q *lineQueue) push(line string) {
+	q.mu.Lock()
+	q.lines = append(q.lines, line)
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *lineQueue) end() {
+	q.mu.Lock()
+	q.ended = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *lineQueue) signal() {
+	select {
+	case q.update <- struct{}{}:
+	default:
+	}
+}
+
+// pop returns the first line, if there is one, and whether more can come.
+func (q *lineQueue) pop() (line string, ok, more bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.lines) == 0 {
+		return "", false, !q.ended
+	}
+	line, q.lines = q.lines[0], q.lines[1:]
+	return line, true, true
+}
+
+// startPeerProc starts a process of count peers of impl, from peer first;
+// its standard error goes to a file in logs. The benchmark stops it.
+func startPeerProc(b *testing.B, impl string, first, count int, logs string) *peerProc {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMeshPeer$", "-test.timeout=30m")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s/%d", peerEnv, impl, i))
-	stderr, err := os.Create(filepath.Join(logs, fmt.Sprintf("peer-%d.log", i)))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s/%d/%d", peerEnv, impl, first, count))
+	stderr, err := os.Create(filepath.Join(logs, fmt.Sprintf("peers-%d.log", first)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -358,28 +522,38 @@ func startPeerProc(b *testing.B, impl string, i int, logs string) *peerProc {
 		b.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		b.Fatalf("start peer %d: %v", i, err)
+		b.Fatalf("start peers %d to %d: %v", first, first+count-1, err)
 	}
-	p := &peerProc{i: i, cmd: cmd, in: in, lines: make(chan string, 64)}
-	go func() {
-		defer close(p.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-	}()
+	p := &peerProc{first: first, cmd: cmd, in: in, lines: make([]*lineQueue, count)}
+	for j := range p.lines {
+		p.lines[j] = newLineQueue()
+	}
+	go p.sortLines(out)
 	b.Cleanup(p.stop)
 	return p
 }
 
-// stop closes the peer's input, which ends it, and kills it if it has
+// sortLines hands each line of out to the peer whose index begins it, and
+// drops the others (the test framework's), until out ends.
+func (p *peerProc) sortLines(out io.Reader) {
+	defer func() {
+		for _, q := range p.lines {
+			q.end()
+		}
+	}()
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		index, rest, _ := strings.Cut(sc.Text(), " ")
+		if j, err := strconv.Atoi(index); err == nil && j >= 0 && j < len(p.lines) {
+			p.lines[j].push(rest)
+		}
+	}
+}
+
+// stop closes the process's input, which ends it, and kills it if it has
 // not ended within 15 s.
 func (p *peerProc) stop() {
 	p.in.Close()
-	go func() {
-		for range p.lines { // what it still says, so that it can end
-		}
-	}()
 	done := make(chan struct{})
 	go func() {
 		p.cmd.Wait()
@@ -393,65 +567,84 @@ func (p *peerProc) stop() {
 	}
 }
 
-func (p *peerProc) send(format string, args ...any) error {
-	_, err := fmt.Fprintf(p.in, format+"\n", args...)
+// procPeer is one peer of a peer process, seen from the benchmark.
+type procPeer struct {
+	proc *peerProc
+	j    int // its index in the process
+	addr string
+}
+
+func (p *procPeer) send(format string, args ...any) error {
+	_, err := fmt.Fprintf(p.proc.in, "%d "+format+"\n", append([]any{p.j}, args...)...)
 	return err
 }
 
 // expect returns the rest of the peer's next line that begins with
-// prefix, skipping others (the test framework's); an error line, an
-// ended peer or a minute of silence fails the benchmark.
-func (p *peerProc) expect(b *testing.B, prefix string) string {
+// prefix, skipping others; an error line, an ended process or a minute
+// of silence fails the benchmark.
+func (p *procPeer) expect(b *testing.B, prefix string) string {
+	i, q := p.proc.first+p.j, p.proc.lines[p.j]
 	timeout := time.After(patience)
 	for {
+		line, ok, more := q.pop()
+		switch {
+		case ok && strings.HasPrefix(line, "error "):
+			b.Fatalf("peer %d: %s", i, line)
+		case ok && strings.HasPrefix(line, prefix):
+			return strings.TrimPrefix(line, prefix)
+		case ok:
+			continue
+		case !more:
+			b.Fatalf("peer %d ended (its process's log is in the benchmark's temporary folder)", i)
+		}
 		select {
-		case line, ok := <-p.lines:
-			switch {
-			case !ok:
-				b.Fatalf("peer %d ended (its log is in the benchmark's temporary folder)", p.i)
-			case strings.HasPrefix(line, "error "):
-				b.Fatalf("peer %d: %s", p.i, line)
-			case strings.HasPrefix(line, prefix):
-				return strings.TrimPrefix(line, prefix)
-			}
+		case <-q.update:
 		case <-timeout:
-			b.Fatalf("peer %d: no %q after %v", p.i, prefix, patience)
+			b.Fatalf("peer %d: no %q after %v", i, prefix, patience)
 		}
 	}
 }
 
-// procNet starts n peer processes of impl, connects them as the
+// procNet starts n peers of impl in procs processes (n/procs in each, the
+// first ones one more where it does not divide), connects them as the
 // in-process benchmarks do, and waits for the room's mesh.
-func procNet(b *testing.B, impl string, n int) *benchNet {
+func procNet(b *testing.B, impl string, n, procs int) *benchNet {
 	bn := newBenchNet(n)
 	logs := b.TempDir()
-	procs := make([]*peerProc, n)
-	for i := range procs {
-		procs[i] = startPeerProc(b, impl, i, logs)
+	started := make([]*peerProc, 0, procs)
+	peers := make([]*procPeer, 0, n)
+	for k := range procs {
+		count := n/procs + min(1, max(0, n%procs-k))
+		p := startPeerProc(b, impl, len(peers), count, logs)
+		started = append(started, p)
+		for j := range count {
+			peers = append(peers, &procPeer{proc: p, j: j})
+		}
 	}
-	for _, p := range procs {
+	for _, p := range peers {
 		p.addr = p.expect(b, "addr ")
 	}
 	connectAll(b, n, func(i, j int) {
-		if err := procs[i].send("connect %s", procs[j].addr); err != nil {
+		if err := peers[i].send("connect %s", peers[j].addr); err != nil {
 			b.Fatal(err)
 		}
-		procs[i].expect(b, "ok")
+		peers[i].expect(b, "ok")
 	})
-	for _, p := range procs {
+	for _, p := range peers {
 		if err := p.send("ready"); err != nil {
 			b.Fatal(err)
 		}
 	}
-	for _, p := range procs {
+	for _, p := range peers {
 		p.expect(b, "ready")
 	}
 	time.Sleep(3 * time.Second) // a few heartbeats, as gossipsubNet
-	bn.publish = func(_ context.Context, seq uint64) error { return procs[0].send("pub %d", seq) }
-	bn.finish = func(count int) []time.Time { return collect(b, bn, procs, count) }
+	bn.publish = func(_ context.Context, seq uint64) error { return peers[0].send("pub %d", seq) }
+	bn.finish = func(count int) []time.Time { return collect(b, bn, peers, count) }
 	bn.used = func() usage {
 		var u usage
-		for _, p := range procs {
+		for _, proc := range started {
+			p := peers[proc.first] // CPU is the process's: asked of one of its peers
 			if err := p.send("cpu"); err != nil {
 				b.Fatal(err)
 			}
@@ -469,8 +662,8 @@ func procNet(b *testing.B, impl string, n int) *benchNet {
 
 // collect asks every peer for its arrivals (waiting for count at most),
 // notes them in bn, and returns when each message was published.
-func collect(b *testing.B, bn *benchNet, procs []*peerProc, count int) []time.Time {
-	for i, p := range procs {
+func collect(b *testing.B, bn *benchNet, peers []*procPeer, count int) []time.Time {
+	for i, p := range peers {
 		want := count
 		if i == 0 {
 			want = 0 // the publisher: its sends only
@@ -482,7 +675,7 @@ func collect(b *testing.B, bn *benchNet, procs []*peerProc, count int) []time.Ti
 	sent := make([]time.Time, count)
 	bn.mu.Lock()
 	defer bn.mu.Unlock()
-	for i, p := range procs {
+	for i, p := range peers {
 		for {
 			line := p.expect(b, "")
 			if line == "end" {
@@ -552,5 +745,83 @@ func TestServePeer(t *testing.T) {
 	}
 	if err := servePeer(p, strings.NewReader("fly\n"), io.Discard); err == nil {
 		t.Error("an unknown command was taken")
+	}
+}
+
+// TestServePeers drives two peers of one process over one input, as the
+// benchmark does, and reads their answers back as the benchmark sorts
+// them: each peer gets its own commands, and no answer is lost or mixed.
+func TestServePeers(t *testing.T) {
+	a, b := &fakePeer{l: newArrivalLog()}, &fakePeer{l: newArrivalLog()}
+	in := strings.NewReader("0 connect /b\n1 connect bad\n1 pub 7\n0 pub 3\n0 pub 4\n1 wait 1\n0 wait 2\n")
+	r, w := io.Pipe()
+	proc := &peerProc{lines: []*lineQueue{newLineQueue(), newLineQueue()}}
+	sorted := make(chan struct{})
+	go func() {
+		proc.sortLines(r)
+		close(sorted)
+	}()
+	err := servePeers([]benchPeer{a, b}, in, w)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-sorted
+	want := map[int][]string{
+		0: {"addr /fake", "ok", "got 3", "got 4", "sent 3", "sent 4", "end"},
+		1: {"addr /fake", "error no route to bad", "got 7", "sent 7", "end"},
+	}
+	for j, q := range proc.lines {
+		var got []string
+		for {
+			line, ok, _ := q.pop()
+			if !ok {
+				break
+			}
+			if word, rest, _ := strings.Cut(line, " "); word == "got" || word == "sent" {
+				seq, _, _ := strings.Cut(rest, " ") // not the time
+				line = word + " " + seq
+			}
+			got = append(got, line)
+		}
+		slices.Sort(got)
+		slices.Sort(want[j])
+		if !slices.Equal(got, want[j]) {
+			t.Errorf("peer %d answered %q, want %q", j, got, want[j])
+		}
+	}
+	if fmt.Sprint(a.connected, b.connected) != "[/b] []" {
+		t.Errorf("connected: peer 0 %q, peer 1 %q", a.connected, b.connected)
+	}
+	if err := servePeers([]benchPeer{a}, strings.NewReader("2 cpu\n"), io.Discard); err == nil {
+		t.Error("a command for a peer the process does not have was taken")
+	}
+}
+
+// TestPrefixedLines writes lines in pieces and checks that each comes out
+// whole, after its prefix.
+func TestPrefixedLines(t *testing.T) {
+	var mu sync.Mutex
+	var out strings.Builder
+	w := &prefixedLines{prefix: "4 ", mu: &mu, out: &out}
+	for _, piece := range []string{"got 1", " 2\nsent", " 3 4\nend\n", "half"} {
+		if _, err := io.WriteString(w, piece); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := "4 got 1 2\n4 sent 3 4\n4 end\n"; out.String() != want {
+		t.Errorf("wrote %q, want %q", out.String(), want)
+	}
+}
+
+func TestParsePeerSpec(t *testing.T) {
+	impl, first, count, err := parsePeerSpec("parley/10/10")
+	if err != nil || impl != "parley" || first != 10 || count != 10 {
+		t.Errorf("parley/10/10: %q %d %d %v", impl, first, count, err)
+	}
+	for _, bad := range []string{"parley/3", "parley/-1/2", "parley/0/0", "nats/0/1", "parley/x/1"} {
+		if _, _, _, err := parsePeerSpec(bad); err == nil {
+			t.Errorf("%q was taken", bad)
+		}
 	}
 }
