@@ -131,7 +131,7 @@ func parsePeerSpec(spec string) (impl string, first, count int, err error) {
 	return impl, first, count, nil
 }
 
-// benchPeer is one peer of either implementation, in its own process.
+// benchPeer is one peer of either implementation, in a peer process.
 type benchPeer interface {
 	addr() string
 	connect(ctx context.Context, addr string) error
@@ -196,6 +196,9 @@ func servePeers(peers []benchPeer, in io.Reader, out io.Writer) error {
 		go func() {
 			err := servePeer(p, r, answers)
 			r.CloseWithError(fmt.Errorf("peer %d has ended", j)) // no more commands for it
+			if err != nil {
+				err = fmt.Errorf("peer %d: %w", j, err)
+			}
 			ended <- err
 		}()
 	}
@@ -203,9 +206,9 @@ func servePeers(peers []benchPeer, in io.Reader, out io.Writer) error {
 	for _, w := range inputs {
 		w.Close()
 	}
-	for j := range peers {
+	for range peers {
 		if perr := <-ended; perr != nil && err == nil {
-			err = fmt.Errorf("peer %d: %w", j, perr)
+			err = perr
 		}
 	}
 	return err
