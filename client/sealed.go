@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/parleychat/parley/identity"
@@ -211,6 +212,34 @@ func (c *Client) askPackages(ctx context.Context, members []identity.PublicKey) 
 			}
 		}
 	}
+}
+
+// learnStored hands the key ring the key packages announced in recs,
+// stored and never shown: the mesh node commits what it still holds
+// when a session closes before its merger takes it (a short command's
+// usually does), and a crash leaves the same. The merger shows them
+// later, but a message sealed before that, or in a silent session that
+// never shows them, would leave out their senders, who would be told it
+// was not sealed to them. So they are learned before the room is used.
+func (c *Client) learnStored(ctx context.Context, recs []store.Record) error {
+	if !slices.ContainsFunc(recs, func(rec store.Record) bool { return rec.Env.Kind == protocol.KindKeyPackage }) {
+		return nil
+	}
+	b, err := c.st.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Rollback()
+	op := c.ring.Opener(b)
+	for _, rec := range recs {
+		if rec.Env.Kind != protocol.KindKeyPackage {
+			continue
+		}
+		if _, err := op.Receive(ctx, rec.Env, rec.ID, rec.Raw); err != nil {
+			return fmt.Errorf("a stored key package: %w", err)
+		}
+	}
+	return b.Commit()
 }
 
 // missingPackages are the members, but us, whose key package we have not.

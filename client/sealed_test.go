@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2pproto "github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/parleychat/parley/crypto/keypackage"
 	"github.com/parleychat/parley/identity"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/keyring"
@@ -877,5 +878,72 @@ func TestSealedBeforeItsKeyOverMesh(t *testing.T) {
 	bob.in <- arrival{room: "after", id: id, env: e, raw: raw, via: ViaRelay}
 	if m := next(t, bob); m.ID != id {
 		t.Fatalf("shown %+v after the key", m)
+	}
+}
+
+// TestJoinLearnsStoredPackages: a session that closes before its merger
+// takes what the mesh node stored (the node commits it at Leave), or that
+// crashed, leaves a member's key-package announcement stored and
+// unshown. A later session, even a silent one (chat send), must know the
+// package once Join returns: a message it seals next must reach that
+// member, who would otherwise be told it was not sealed to them.
+func TestJoinLearnsStoredPackages(t *testing.T) {
+	ctx := context.Background()
+	for _, silent := range []bool{true, false} {
+		t.Run(map[bool]string{true: "silent", false: "shown"}[silent], func(t *testing.T) {
+			h, err := OpenHome(filepath.Join(t.TempDir(), "bob"), HomeOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := DefaultConfig()
+			cfg.Nick = "bob"
+			var logs tapLog
+			bob, err := Open(ctx, h, Options{Config: cfg, Offline: true, Silent: silent,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { bob.Close() })
+
+			alice := testkit.Key(t)
+			var device [keypackage.DeviceSize]byte
+			rand.Read(device[:])
+			pkg, _, err := keypackage.New(alice, device, time.Now(), time.Now().Add(keypackage.Lifetime))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var nonce [protocol.NonceSize]byte
+			rand.Read(nonce[:])
+			room := protocol.PrivateRoomID(alice.Public(), nonce)
+			payload, err := (&protocol.Announce{Head: protocol.ID{1}, Package: pkg}).MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &protocol.Envelope{Kind: protocol.KindKeyPackage, Room: room, Sender: alice.Public(), Seq: 1,
+				Lamport: 2, Time: time.Now().UnixMilli(), Payload: payload}
+			id, err := e.Sign(alice)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := e.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// As the mesh node's writer stores it: noted unshown, and never
+			// handed to this session's merger.
+			if _, err := bob.st.Put(ctx, store.Record{ID: id, Env: e, Raw: raw, Via: ViaMesh, Received: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := bob.ring.PackageOf(ctx, alice.Public()); err != nil || ok {
+				t.Fatalf("before the join: alice's package known %v, %v", ok, err)
+			}
+			if err := bob.Join(ctx, room); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, err := bob.ring.PackageOf(ctx, alice.Public())
+			if err != nil || !ok || got.ID() != pkg.ID() {
+				t.Fatalf("after the join: alice's package %v, %v; want the stored one; the session logged:\n%s", ok, err, logs.String())
+			}
+		})
 	}
 }

@@ -225,6 +225,7 @@ type received struct {
 	Trust   string `json:"trust"`
 	Time    string `json:"time"`
 	Waiting bool   `json:"waiting"`
+	Never   string `json:"never"`
 }
 
 // collect reads a chat process's JSON lines until it has want messages,
