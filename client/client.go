@@ -450,20 +450,11 @@ func (c *Client) prepareRoom(ctx context.Context, name string) (*room, []store.R
 		return nil, nil, err
 	}
 	c.clock.Witness(lamport)
-	// A silent session shows nothing, but in a private room it reads
-	// what is unshown all the same: the key packages in it.
-	if c.silent && !protocol.IsPrivateRoom(name) {
-		return r, nil, nil
-	}
-	unshown, err := c.st.Unshown(ctx, name)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := c.learnStored(ctx, unshown); err != nil {
-		return nil, nil, err
-	}
-	if c.silent {
-		unshown = nil
+	var unshown []store.Record
+	if !c.silent {
+		if unshown, err = c.st.Unshown(ctx, name); err != nil {
+			return nil, nil, err
+		}
 	}
 	return r, unshown, nil
 }

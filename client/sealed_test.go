@@ -881,13 +881,14 @@ func TestSealedBeforeItsKeyOverMesh(t *testing.T) {
 	}
 }
 
-// TestJoinLearnsStoredPackages: a session that closes before its merger
+// TestSealLearnsStoredPackages: a session that closes before its merger
 // takes what the mesh node stored (the node commits it at Leave), or that
 // crashed, leaves a member's key-package announcement stored and
-// unshown. A later session, even a silent one (chat send), must know the
-// package once Join returns: a message it seals next must reach that
-// member, who would otherwise be told it was not sealed to them.
-func TestJoinLearnsStoredPackages(t *testing.T) {
+// unshown. A later session, even a silent one (chat send) that never
+// shows it, must find the package before it seals: a message sealed
+// without it would not reach that member, who would be told it was not
+// sealed to them.
+func TestSealLearnsStoredPackages(t *testing.T) {
 	ctx := context.Background()
 	for _, silent := range []bool{true, false} {
 		t.Run(map[bool]string{true: "silent", false: "shown"}[silent], func(t *testing.T) {
@@ -940,9 +941,11 @@ func TestJoinLearnsStoredPackages(t *testing.T) {
 			if err := bob.Join(ctx, room); err != nil {
 				t.Fatal(err)
 			}
+			// What signSealed asks before it seals.
+			bob.askPackages(ctx, room, []identity.PublicKey{bob.Key().Public(), alice.Public()})
 			got, ok, err := bob.ring.PackageOf(ctx, alice.Public())
 			if err != nil || !ok || got.ID() != pkg.ID() {
-				t.Fatalf("after the join: alice's package %v, %v; want the stored one; the session logged:\n%s", ok, err, logs.String())
+				t.Fatalf("before sealing: alice's package %v, %v; want the stored one; the session logged:\n%s", ok, err, logs.String())
 			}
 		})
 	}

@@ -112,3 +112,45 @@ func cpuTime(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkUnshown: what a session pays at Join to read a room's
+// messages stored and not shown yet, by how many there are (a person who
+// only sends from scripts keeps all that arrives meanwhile for listen).
+// One op reads them all; cpu-ms/read is the process's CPU a read.
+//
+//	go test -run '^$' -bench Unshown -benchtime 5x ./store
+func BenchmarkUnshown(b *testing.B) {
+	for _, n := range []int{1000, 10000, 50000} {
+		b.Run(fmt.Sprintf("unshown=%d", n), func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "parley.db"), Search())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			keys := []identity.PrivateKey{key(b, 1), key(b, 2), key(b, 3)}
+			recs := make([]Record, n)
+			for i := range recs {
+				recs[i] = record(b, keys[i%len(keys)], "bench", uint64(i/len(keys)+1), uint64(i+1), t0.Add(time.Duration(i)*time.Second),
+					fmt.Sprintf("message %d, kept for listen", i))
+			}
+			for len(recs) > 0 {
+				m := min(500, len(recs))
+				if _, err := s.Put(ctx, recs[:m]...); err != nil {
+					b.Fatal(err)
+				}
+				recs = recs[m:]
+			}
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			for range b.N {
+				got, err := s.Unshown(ctx, "bench")
+				if err != nil || len(got) != n {
+					b.Fatalf("Unshown: %d records, %v; want %d", len(got), err, n)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(time.Millisecond)/float64(b.N), "cpu-ms/read")
+		})
+	}
+}
