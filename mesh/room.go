@@ -44,6 +44,15 @@ type Room struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
+	// leaving is held for reading by each accept, and for writing by
+	// Leave to set left: when Leave stores what is queued last, no accept
+	// is under way. late holds what an accept showed while the room was
+	// being left and could not queue for the writer.
+	leaving sync.RWMutex
+	left    bool
+	lateMu  sync.Mutex
+	late    []inbound
+
 	gaps    *seenIDs // predecessors already asked for
 	priv    *private // nil in a public room
 	pending pendingSyncs
@@ -207,7 +216,16 @@ func (r *Room) Leave() {
 	r.cancel()
 	r.sub.Cancel()
 	r.evh.Cancel()
+	// The accepts under way end (nothing they wait for outlasts the
+	// context), and no other starts.
+	r.leaving.Lock()
+	r.left = true
+	r.leaving.Unlock()
 	r.wg.Wait()
+	// The writer stored what was queued when it saw the context end; an
+	// accept that was still running (the room's reader, or a sync on a
+	// goroutine of the caller's) may have queued or kept more since.
+	r.flush()
 	r.topic.Close()
 	r.n.ps.UnregisterTopicValidator(topicName(r.name))
 }
@@ -247,7 +265,18 @@ func (r *Room) read() {
 // and queues it for the store. It blocks while the application or the
 // writer is behind, which pushes back on gossipsub's queues (whose drops
 // are counted) rather than losing anything silently here.
+//
+// What the application was handed is stored, even when the room is left
+// meanwhile: otherwise sync would bring it again after a restart, and
+// the application would be handed it twice. What it was not handed (the
+// room was left first) is not stored either, and comes again by sync
+// after a restart.
 func (r *Room) accept(it inbound) error {
+	r.leaving.RLock()
+	defer r.leaving.RUnlock()
+	if r.left {
+		return r.ctx.Err() // neither shown nor stored: sync brings it after a restart
+	}
 	r.feeds.offer(it, r.n.cfg.now())
 	// What this process published itself is not handed back; our own
 	// envelopes from another device (the same identity elsewhere) are.
@@ -258,14 +287,14 @@ func (r *Room) accept(it inbound) error {
 			return r.ctx.Err()
 		}
 	}
-	return r.enqueue(it)
-}
-
-func (r *Room) enqueue(it inbound) error {
 	select {
 	case r.in <- it:
 		return nil
 	case <-r.ctx.Done():
+		// Shown: Leave stores it.
+		r.lateMu.Lock()
+		r.late = append(r.late, it)
+		r.lateMu.Unlock()
 		return r.ctx.Err()
 	}
 }
@@ -504,22 +533,31 @@ func (r *Room) store(batch []inbound, gaps *gapWatch) {
 	}
 }
 
-// flush commits what is still queued when the room is left.
+// flush commits what is still queued when the room is left, and what
+// an accept kept when it could no longer queue it.
 func (r *Room) flush() {
-	var recs []store.Record
-	now := r.n.cfg.now()
-	for {
+	r.lateMu.Lock()
+	its := r.late
+	r.late = nil
+	r.lateMu.Unlock()
+	for drained := false; !drained; {
 		select {
 		case it := <-r.in:
-			recs = append(recs, store.Record{ID: it.id, Env: it.env, Raw: it.raw, Via: it.via, Received: now})
+			its = append(its, it)
 		default:
-			if len(recs) > 0 {
-				if _, err := r.n.store.Put(context.Background(), recs...); err != nil {
-					r.n.log.Error("store envelopes on leave", "room", r.name, "n", len(recs), "err", err)
-				}
-			}
-			return
+			drained = true
 		}
+	}
+	if len(its) == 0 {
+		return
+	}
+	now := r.n.cfg.now()
+	recs := make([]store.Record, len(its))
+	for i, it := range its {
+		recs[i] = store.Record{ID: it.id, Env: it.env, Raw: it.raw, Via: it.via, Received: now}
+	}
+	if _, err := r.n.store.Put(context.Background(), recs...); err != nil {
+		r.n.log.Error("store envelopes on leave", "room", r.name, "n", len(recs), "err", err)
 	}
 }
 

@@ -1,0 +1,81 @@
+package mesh
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/parleychat/parley/internal/testkit"
+	"github.com/parleychat/parley/protocol"
+)
+
+// TestLeaveStoresWhatWasShown: an accept still under way as the room is
+// left (its reader, or a sync on a caller's goroutine) may hand the
+// envelope to the application after the writer's last commit. It must be
+// stored all the same: otherwise sync brings it again after a restart,
+// and the application is handed it twice (one way in which the churn
+// simulation can count a message handed twice). One accepted after the
+// room was left is neither shown nor stored.
+func TestLeaveStoresWhatWasShown(t *testing.T) {
+	n := start(t, newSpec(t, 1))
+	r := join(t, n, "leaving")
+	author := &testkit.Author{Key: testKey(t, 2), Room: "leaving"}
+	var its []inbound
+	for i := range 64 {
+		raw, id := author.Next(t, "said as the room was left "+string(rune('a'+i%26)))
+		env, err := protocol.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		its = append(its, inbound{env: env, id: id, raw: raw, via: "sync"})
+	}
+
+	shown := map[protocol.ID]bool{}
+	var mu sync.Mutex
+	stop, reading := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(reading)
+		for {
+			select {
+			case m := <-r.Messages():
+				mu.Lock()
+				shown[m.ID] = true
+				mu.Unlock()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	// The room's context ends as Leave begins; these accepts run on in
+	// that moment, each choosing at random between its channels and the
+	// ended context, as Go's select does when both are ready.
+	r.cancel()
+	for _, it := range its[:48] {
+		r.accept(it)
+	}
+	r.Leave()
+	for _, it := range its[48:] {
+		if err := r.accept(it); err == nil {
+			t.Fatal("an accept after the room was left succeeded")
+		}
+	}
+
+	close(stop)
+	<-reading
+	ctx := context.Background()
+	if len(shown) == 0 {
+		t.Fatal("nothing was shown: the test did not race the writer")
+	}
+	for i, it := range its {
+		has, err := n.store.Has(ctx, it.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i >= 48 && (has || shown[it.id]):
+			t.Errorf("envelope %d, after the room was left: stored %v, shown %v", i, has, shown[it.id])
+		case shown[it.id] && !has:
+			t.Errorf("envelope %d was shown, and is not stored after the room was left", i)
+		}
+	}
+}
