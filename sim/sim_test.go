@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,5 +111,27 @@ func TestPlotIsSVG(t *testing.T) {
 	}
 	if lines != 2 {
 		t.Errorf("%d polylines, want 2 (delivery and p99 of one series)", lines)
+	}
+}
+
+// TestTableShowsRepeats: the printed table names the messages handed to
+// an application twice, which the JSON always had and the table left out.
+func TestTableShowsRepeats(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, []Result{{Label: "1000p 10%/min 0r", AppDups: 7, DupsPerDelivery: 5.1}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("table of %d lines, want a header and a row:\n%s", len(lines), b.String())
+	}
+	if !slices.Contains(strings.Fields(lines[0]), "twice") {
+		t.Fatalf("no column twice in %q", lines[0])
+	}
+	// The column follows dups/deliv.
+	row := strings.Fields(lines[1])
+	i := slices.Index(row, "5.10")
+	if i < 0 || i+1 >= len(row) || row[i+1] != "7" {
+		t.Errorf("want 7 after dups/deliv's 5.10 in %q", lines[1])
 	}
 }
