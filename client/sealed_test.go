@@ -822,19 +822,9 @@ func TestSealedBeforeItsKeyOverMesh(t *testing.T) {
 		if err := fill(e); err != nil {
 			t.Fatal(err)
 		}
-		id, err := e.Sign(alice)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := e.MarshalBinary()
-		if err != nil {
-			t.Fatal(err)
-		}
 		// The mesh node stores what it accepted; the client is handed
 		// the envelope without its bytes.
-		if _, err := bob.st.Put(ctx, store.Record{ID: id, Env: e, Raw: raw, Via: ViaMesh, Received: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
+		id := storeAsMesh(t, bob, alice, e)
 		prev = id
 		return e, id
 	}
@@ -920,21 +910,10 @@ func TestSealLearnsStoredPackages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := &protocol.Envelope{Kind: protocol.KindKeyPackage, Room: room, Sender: alice.Public(), Seq: 1,
-				Lamport: 2, Time: time.Now().UnixMilli(), Payload: payload}
-			id, err := e.Sign(alice)
-			if err != nil {
-				t.Fatal(err)
-			}
-			raw, err := e.MarshalBinary()
-			if err != nil {
-				t.Fatal(err)
-			}
 			// As the mesh node's writer stores it: noted unshown, and never
 			// handed to this session's merger.
-			if _, err := bob.st.Put(ctx, store.Record{ID: id, Env: e, Raw: raw, Via: ViaMesh, Received: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
+			storeAsMesh(t, bob, alice, &protocol.Envelope{Kind: protocol.KindKeyPackage, Room: room, Sender: alice.Public(), Seq: 1,
+				Lamport: 2, Time: time.Now().UnixMilli(), Payload: payload})
 			if _, ok, err := bob.ring.PackageOf(ctx, alice.Public()); err != nil || ok {
 				t.Fatalf("before the join: alice's package known %v, %v", ok, err)
 			}
@@ -949,4 +928,22 @@ func TestSealLearnsStoredPackages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// storeAsMesh signs e with key and stores it in c's store as c's mesh
+// node does with what it accepted, and returns its ID.
+func storeAsMesh(t *testing.T, c *Client, key identity.PrivateKey, e *protocol.Envelope) protocol.ID {
+	t.Helper()
+	id, err := e.Sign(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.st.Put(context.Background(), store.Record{ID: id, Env: e, Raw: raw, Via: ViaMesh, Received: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
