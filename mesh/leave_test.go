@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"testing"
 
@@ -46,6 +47,9 @@ func TestLeaveStoresWhatWasShown(t *testing.T) {
 			}
 		}
 	}()
+	// The reader ends on every way out of the test, a failure's too.
+	halt := sync.OnceFunc(func() { close(stop); <-reading })
+	t.Cleanup(halt)
 	// The room's context ends as Leave begins; these accepts run on in
 	// that moment, while the writer makes its last commit, each choosing
 	// at random between its channels and the ended context, as Go's
@@ -65,14 +69,14 @@ func TestLeaveStoresWhatWasShown(t *testing.T) {
 		return has
 	}
 	mu.Lock()
-	n0 := len(shown)
+	shownNow := maps.Clone(shown)
+	mu.Unlock()
 	for i, it := range its[:48] {
-		if shown[it.id] && !stored(it) {
+		if shownNow[it.id] && !stored(it) {
 			t.Errorf("envelope %d was shown, and is not stored after the room was left", i)
 		}
 	}
-	mu.Unlock()
-	if n0 == 0 {
+	if len(shownNow) == 0 {
 		t.Fatal("nothing was shown: the test did not race the writer")
 	}
 
@@ -82,8 +86,7 @@ func TestLeaveStoresWhatWasShown(t *testing.T) {
 			t.Errorf("envelope %d: an accept after the room was left succeeded", 48+i)
 		}
 	}
-	close(stop)
-	<-reading
+	halt()
 	for i, it := range its[48:] {
 		if has := stored(it); has || shown[it.id] {
 			t.Errorf("envelope %d, after the room was left: stored %v, shown %v", 48+i, has, shown[it.id])
