@@ -67,6 +67,14 @@ type Node struct {
 	rooms  map[string]*Room
 	closed bool
 
+	// unhook takes off the host what the node put on it (stream handlers,
+	// notifiees), at Close. The host is closed after, but a closed host
+	// can stay reachable: mocknet's peers keep their old links to a
+	// stopped peer, and the links its network. With the node's notifiees
+	// on that network, the whole node, its gossipsub and its queues stayed
+	// in memory with it (sim's TestStoppedNodeIsFreed).
+	unhook []func()
+
 	scoreMu sync.Mutex
 	scores  map[peer.ID]float64
 }
@@ -117,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if n.host, err = hostFor(&cfg, n.punches, n.relays); err != nil {
 		return nil, err
 	}
-	n.punches.attach(n.host.Network())
+	n.unhook = append(n.unhook, n.punches.attach(n.host.Network()))
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	fail := func(err error) (*Node, error) {
 		n.cancel()
@@ -218,19 +226,30 @@ func (n *Node) startRelaying() error {
 func (n *Node) serveStreams() error {
 	n.host.SetStreamHandler(syncProtocol, n.handleSync)
 	n.host.SetStreamHandler(feedProtocol, n.handleFeed)
+	n.unhook = append(n.unhook, func() {
+		n.host.RemoveStreamHandler(syncProtocol)
+		n.host.RemoveStreamHandler(feedProtocol)
+		// gossipsub sets its handlers (the router's protocols, the
+		// defaults here) and never takes them off.
+		for _, id := range pubsub.GossipSubDefaultProtocols {
+			n.host.RemoveStreamHandler(id)
+		}
+	})
 	conns, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.BufSize(64))
 	if err != nil {
 		return fmt.Errorf("mesh: connectedness events: %w", err)
 	}
 	n.wg.Add(1)
 	go n.watchCircuits(conns)
-	n.host.Network().Notify(&network.NotifyBundle{
+	gone := &network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
 				n.topics.forget(p)
 			}
 		},
-	})
+	}
+	n.host.Network().Notify(gone)
+	n.unhook = append(n.unhook, func() { n.host.Network().StopNotify(gone) })
 	return nil
 }
 
@@ -446,6 +465,9 @@ func (n *Node) Close() error {
 	}
 	n.cancel()
 	n.wg.Wait()
+	for _, f := range n.unhook {
+		f()
+	}
 	var errs []error
 	if n.dht != nil {
 		errs = append(errs, n.dht.Close())

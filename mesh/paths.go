@@ -139,12 +139,13 @@ func newPunches(notify func(peer.ID, error), m *metrics) *punches {
 	return &punches{before: map[peer.ID]map[string]bool{}, made: map[string]bool{}, notify: notify, metrics: m}
 }
 
-// attach gives the tracker the host's network, once the host exists.
-func (t *punches) attach(nw network.Network) {
+// attach gives the tracker the host's network, once the host exists;
+// detach stops following it.
+func (t *punches) attach(nw network.Network) (detach func()) {
 	t.mu.Lock()
 	t.nw = nw
 	t.mu.Unlock()
-	nw.Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+	b := &network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
 		gone := nw.Connectedness(c.RemotePeer()) == network.NotConnected
 		t.mu.Lock()
 		delete(t.made, c.ID())
@@ -152,7 +153,9 @@ func (t *punches) attach(nw network.Network) {
 			delete(t.before, c.RemotePeer()) // a punch that never ended
 		}
 		t.mu.Unlock()
-	}})
+	}}
+	nw.Notify(b)
+	return func() { nw.StopNotify(b) }
 }
 
 func (t *punches) punched(connID string) bool {

@@ -17,10 +17,12 @@ type publication struct {
 	offline      []int
 }
 
-// receipt is the first arrival of a message at a peer.
+// receipt is the first arrival of a message at a peer. It holds no
+// pointer, so that the collector, which a run of a thousand nodes keeps
+// busy, need not scan a million of them.
 type receipt struct {
-	at  time.Time
-	via string // "mesh" or "sync"
+	after  time.Duration // from publication
+	bySync bool          // caught up by sync, not delivered live by the mesh
 }
 
 // viewSample is one node's view of its room at one moment.
@@ -67,7 +69,7 @@ func (l *ledger) receive(peer, msg int, at time.Time, via string) {
 		l.appDups++
 		return
 	}
-	l.got[peer][msg] = receipt{at: at, via: via}
+	l.got[peer][msg] = receipt{after: at.Sub(l.pubs[msg].at), bySync: via == "sync"}
 }
 
 func (l *ledger) sample(s viewSample) {
@@ -112,6 +114,10 @@ type Result struct {
 	// Latency from publication to first arrival over Delivered (live and
 	// sync), and over live arrivals only, in milliseconds.
 	P50ms, P99ms, LiveP99ms float64
+	// P99ByMinute is P99ms over the messages published in each minute of
+	// the run, from the first publication: whether the tail grows as the
+	// run goes on.
+	P99ByMinute []float64
 	// DupsPerDelivery: copies gossipsub received and dropped as already
 	// seen (the node's duplicates counter, people's nodes only), per
 	// live delivery. AppDups: messages handed to the application twice.
@@ -143,20 +149,25 @@ func (l *ledger) summarize(dups int64, bytes int64) Result {
 	var r Result
 	r.Messages = len(l.pubs)
 	var all, live []time.Duration
+	var byMinute [][]time.Duration
 	for i, p := range l.pubs {
 		r.Expected += len(p.online)
+		m := int(p.at.Sub(l.pubs[0].at) / time.Minute)
+		for len(byMinute) <= m {
+			byMinute = append(byMinute, nil)
+		}
 		for _, q := range p.online {
 			rc, ok := l.got[q][i]
 			if !ok {
 				continue
 			}
 			r.Delivered++
-			d := rc.at.Sub(p.at)
-			all = append(all, d)
-			if rc.via == "mesh" {
-				live = append(live, d)
-			} else {
+			all = append(all, rc.after)
+			byMinute[m] = append(byMinute[m], rc.after)
+			if rc.bySync {
 				r.BySync++
+			} else {
+				live = append(live, rc.after)
 			}
 		}
 		r.CatchUpExpected += len(p.offline)
@@ -170,10 +181,13 @@ func (l *ledger) summarize(dups int64, bytes int64) Result {
 	r.DeliveryPct = pct(r.Delivered, r.Expected)
 	r.P50ms, r.P99ms = ms(percentile(all, 0.50)), ms(percentile(all, 0.99))
 	r.LiveP99ms = ms(percentile(live, 0.99))
+	for _, ds := range byMinute {
+		r.P99ByMinute = append(r.P99ByMinute, ms(percentile(ds, 0.99)))
+	}
 	var meshArrivals int
 	for _, got := range l.got {
 		for _, rc := range got {
-			if rc.via == "mesh" {
+			if !rc.bySync {
 				meshArrivals++
 			}
 		}

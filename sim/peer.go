@@ -42,6 +42,7 @@ type simPeer struct {
 
 // session is one run of a peer's node, from start to stop.
 type session struct {
+	host  *countingHost
 	node  *mesh.Node
 	store *store.Store
 	reg   *prometheus.Registry
@@ -149,7 +150,7 @@ func (p *simPeer) openSession(h *countingHost, dir string, rooms int, antiEntrop
 		h.Close()
 		return nil, fmt.Errorf("sim: store of peer %d: %w", p.i, err)
 	}
-	s := &session{store: st, reg: prometheus.NewRegistry(), done: make(chan struct{})}
+	s := &session{host: h, store: st, reg: prometheus.NewRegistry(), done: make(chan struct{})}
 	s.node, err = mesh.New(context.Background(), mesh.Config{
 		Key: p.key, Store: st, Host: h, Registerer: s.reg, AntiEntropy: antiEntropy,
 	})
@@ -197,6 +198,7 @@ func (s *session) close() (dups, dropped int64) {
 	dups = s.duplicates()
 	dropped = s.node.Dropped()
 	s.node.Close()
+	s.host.detach()
 	close(s.done)
 	s.wg.Wait()
 	s.store.Close()

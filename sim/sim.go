@@ -34,9 +34,9 @@ type Sim struct {
 	online []bool
 	rnd    *rand.Rand // bootstrap choices
 
-	linkMu  sync.Mutex // links, linkRnd
-	links   map[int][]mocknet.Link
-	linkRnd *rand.Rand // link latencies
+	linkMu  sync.Mutex                   // links, linkRnd
+	links   map[int]map[mocknet.Link]int // by peer: its links, to the peer at the other end
+	linkRnd *rand.Rand                   // link latencies
 
 	end   chan struct{}  // closed at the end of Duration: the churned return
 	churn sync.WaitGroup // peers away (leaveAndReturn)
@@ -55,7 +55,7 @@ func New(cfg Config) (*Sim, error) {
 		slots:   make(chan struct{}, cfg.Parallel),
 		online:  make([]bool, cfg.Peers+cfg.Relays),
 		rnd:     rand.New(rand.NewPCG(cfg.Seed, 3)),
-		links:   map[int][]mocknet.Link{},
+		links:   map[int]map[mocknet.Link]int{},
 		linkRnd: rand.New(rand.NewPCG(cfg.Seed, 4)),
 		end:     make(chan struct{}),
 	}
@@ -264,18 +264,28 @@ func (s *Sim) link(p *simPeer, targets []*simPeer) error {
 		}
 		lat := s.cfg.LatencyMin + time.Duration(s.linkRnd.Int64N(span+1))
 		l.SetOptions(mocknet.LinkOptions{Latency: lat})
-		s.links[p.i] = append(s.links[p.i], l)
-		s.links[t.i] = append(s.links[t.i], l)
+		s.addLink(p.i, t.i, l)
+		s.addLink(t.i, p.i, l)
 	}
 	return nil
 }
 
-// unlink removes p's links: a peer that comes back is linked anew.
+func (s *Sim) addLink(from, to int, l mocknet.Link) {
+	if s.links[from] == nil {
+		s.links[from] = map[mocknet.Link]int{}
+	}
+	s.links[from][l] = to
+}
+
+// unlink removes p's links, from the mocknet and from the other ends'
+// lists: a peer that comes back is linked anew, and the run does not keep
+// every link it ever made.
 func (s *Sim) unlink(p *simPeer) {
 	s.linkMu.Lock()
 	defer s.linkMu.Unlock()
-	for _, l := range s.links[p.i] {
-		s.mn.Unlink(l) // an error: the other end removed it already
+	for l, other := range s.links[p.i] {
+		s.mn.Unlink(l)
+		delete(s.links[other], l)
 	}
 	delete(s.links, p.i)
 }

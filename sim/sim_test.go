@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -80,12 +81,29 @@ func TestSummarize(t *testing.T) {
 		P50ms: 200, P99ms: 2000, LiveP99ms: 200,
 		DupsPerDelivery: 3, AppDups: 1, BytesPerDelivery: 2000,
 		ViewKnown: 3, ViewTruth: 4, ViewRecall: 0.625, ViewMinRecall: 0.5, ViewConns: 4,
+		P99ByMinute: []float64{2000},
 	}
-	if r != want {
+	if !reflect.DeepEqual(r, want) {
 		t.Errorf("got  %+v\nwant %+v", r, want)
 	}
 	if l.missing() != 2 {
 		t.Errorf("missing %d, want 2 (message 0 at 2, message 1 at 3)", l.missing())
+	}
+}
+
+// TestP99ByMinute puts each delivery under the minute its message was
+// published in, counted from the first publication.
+func TestP99ByMinute(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := newLedger(2)
+	for i, at := range []time.Duration{0, 59 * time.Second, 150 * time.Second} {
+		l.publish(publication{sender: 0, at: t0.Add(at), online: []int{1}})
+		l.receive(1, i, t0.Add(at+time.Duration(i+1)*100*time.Millisecond), "mesh")
+	}
+	// Minute 0 has 100 and 200 ms, minute 1 nothing, minute 2 300 ms.
+	r := l.summarize(0, 0)
+	if want := []float64{200, 0, 300}; !reflect.DeepEqual(r.P99ByMinute, want) {
+		t.Errorf("p99 by minute %v, want %v", r.P99ByMinute, want)
 	}
 }
 

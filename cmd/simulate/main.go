@@ -14,6 +14,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -44,6 +47,7 @@ func run() error {
 		dir      = flag.String("dir", "", "folder for the nodes' stores (default: a new temporary folder, removed after)")
 		jsonOut  = flag.String("json", "", "write the results as JSON to this file")
 		svgOut   = flag.String("svg", "", "write delivery and p99 against churn as SVG to this file")
+		pprofAt  = flag.String("pprof", "", "serve net/http/pprof at this address during the runs (say 127.0.0.1:6060)")
 	)
 	flag.Parse()
 	cfgs, err := plan(*peers, *churn, *relays)
@@ -52,6 +56,13 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if *pprofAt != "" {
+		end, err := servePprof(*pprofAt)
+		if err != nil {
+			return err
+		}
+		defer end()
+	}
 	var results []sim.Result
 	for _, c := range cfgs {
 		c.Rooms, c.Rate, c.Duration, c.Warmup, c.Drain, c.Seed = *rooms, *rate, *duration, *warmup, *drain, *seed
@@ -66,6 +77,7 @@ func run() error {
 		if err := sim.WriteTable(os.Stdout, results[len(results)-1:]); err != nil {
 			return err
 		}
+		fmt.Println("p99 ms by minute of publication:", strings.Trim(fmt.Sprint(r.P99ByMinute), "[]"))
 	}
 	fmt.Println()
 	if err := sim.WriteTable(os.Stdout, results); err != nil {
@@ -92,6 +104,30 @@ func run() error {
 		return f.Close()
 	}
 	return nil
+}
+
+// servePprof serves the runtime's profiles at addr, for looking inside a
+// long run (a heap profile at minute 2 and minute 9, say); end stops it.
+func servePprof(addr string) (end func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	fmt.Fprintf(os.Stderr, "simulate: profiles at http://%s/debug/pprof/\n", ln.Addr())
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
 }
 
 // runOne runs c with its stores in a fresh folder under dir, removed after.
