@@ -24,7 +24,7 @@ import (
 // capacity. Through them the whole stopped node (gossipsub, queues,
 // caches) stayed too: in a run at 100 peers every node that had left was
 // still in memory at the end, and at 1,000 peers the live heap, which the
-// collector marks at every cycle, grew by about 75 MB a minute.
+// collector marks at every cycle, grew by about 90 MB a minute.
 type countingHost struct {
 	host.Host
 	bytes *atomic.Int64
