@@ -137,6 +137,9 @@ type Result struct {
 	// PublishErrors: publishes the sender's node refused (counted as
 	// expected and lost).
 	PublishErrors int
+	// Process: what the process running every node spent from the first
+	// message to the end of the drain (sim/process.go).
+	Process Process
 	// Wall is the run's wall time, setup and teardown included.
 	Wall time.Duration
 }

@@ -91,6 +91,11 @@ func (s *Sim) Run(ctx context.Context) (Result, error) {
 	}
 	t0 := time.Now()
 	s.bytes.Store(0)
+	first, err := sampleProc()
+	if err != nil {
+		s.stopAll()
+		return Result{}, err
+	}
 	var wg sync.WaitGroup
 	for _, f := range []func(context.Context, time.Time){s.publisher, s.churner, s.sampler, s.killer} {
 		wg.Add(1)
@@ -103,7 +108,11 @@ func (s *Sim) Run(ctx context.Context) (Result, error) {
 	close(s.end)
 	s.churn.Wait()
 	s.drain(ctx)
+	last, err := sampleProc()
 	s.stopAll()
+	if err != nil {
+		return Result{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
@@ -114,6 +123,7 @@ func (s *Sim) Run(ctx context.Context) (Result, error) {
 	r.Label, r.Config = s.cfg.Label(), s.cfg
 	r.Leaves, r.Returns = int(s.leaves.Load()), int(s.returns.Load())
 	r.Dropped, r.PublishErrors = s.dropped.Load(), int(s.pubErrs.Load())
+	r.Process = between(first, last)
 	r.Wall = time.Since(began)
 	return r, nil
 }

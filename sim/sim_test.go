@@ -56,6 +56,12 @@ func TestChurn(t *testing.T) {
 	if r.BytesPerDelivery <= 0 || r.ViewTruth <= 0 || r.P99ms <= 0 {
 		t.Errorf("bytes/delivery %v, view truth %v, p99 %v: want all positive", r.BytesPerDelivery, r.ViewTruth, r.P99ms)
 	}
+	// Twenty nodes gossiping for 6 s take CPU and leave a live heap (the
+	// collector runs at least once as they start: their stores alone are
+	// past the first heap goal).
+	if p := r.Process; p.Cores <= 0 || p.LiveHeapMB <= 0 || p.GCShare < 0 || p.GCShare > 1 {
+		t.Errorf("process %+v: want CPU, a live heap and a collector's share in [0, 1]", p)
+	}
 }
 
 // TestSummarize computes the figures of a known ledger.

@@ -78,6 +78,8 @@ func run() error {
 			return err
 		}
 		fmt.Println("p99 ms by minute of publication:", strings.Trim(fmt.Sprint(r.P99ByMinute), "[]"))
+		fmt.Printf("the process, from the first message to the end of the drain: %.2f cores, the collector %.1f%% of it, %d collections, %.0f MB live after the last\n",
+			r.Process.Cores, 100*r.Process.GCShare, r.Process.Collections, r.Process.LiveHeapMB)
 	}
 	fmt.Println()
 	if err := sim.WriteTable(os.Stdout, results); err != nil {
