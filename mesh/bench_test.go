@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/internal/cputime"
 	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/store"
@@ -645,19 +645,11 @@ func (u usage) report(b *testing.B, delivered int64) {
 
 // cpuTime is the user and system CPU time this process has used.
 func cpuTime(b *testing.B) time.Duration {
-	d, err := processCPU()
+	d, err := cputime.Self()
 	if err != nil {
 		b.Fatal(err)
 	}
 	return d
-}
-
-func processCPU() (time.Duration, error) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, err
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // BenchmarkSyncCatchUp: a peer joins a room and catches up by sync on

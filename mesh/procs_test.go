@@ -20,6 +20,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/parleychat/parley/internal/cputime"
 	"github.com/parleychat/parley/internal/testkit"
 )
 
@@ -316,7 +317,7 @@ func servePeer(p benchPeer, in io.Reader, out io.Writer) error {
 			}
 			err = report(p.log(), n, w)
 		case "cpu":
-			d, cerr := processCPU()
+			d, cerr := cputime.Self()
 			if cerr != nil {
 				return cerr
 			}

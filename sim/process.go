@@ -3,8 +3,9 @@ package sim
 import (
 	"fmt"
 	"runtime/metrics"
-	"syscall"
 	"time"
+
+	"github.com/parleychat/parley/internal/cputime"
 )
 
 // Every node of a simulation runs in one process: one heap, one collector
@@ -36,9 +37,9 @@ var procMetrics = []string{
 }
 
 func sampleProc() (procSample, error) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return procSample{}, fmt.Errorf("sim: the process's CPU time: %w", err)
+	cpu, err := cputime.Self()
+	if err != nil {
+		return procSample{}, fmt.Errorf("sim: %w", err)
 	}
 	ms := make([]metrics.Sample, len(procMetrics))
 	for i, name := range procMetrics {
@@ -47,7 +48,7 @@ func sampleProc() (procSample, error) {
 	metrics.Read(ms)
 	s := procSample{
 		at:  time.Now(),
-		cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		cpu: cpu,
 	}
 	// A metric this Go does not have reads as KindBad, and stays zero.
 	if v := ms[0].Value; v.Kind() == metrics.KindFloat64 {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/cputime"
 	"github.com/parleychat/parley/protocol"
 )
 
@@ -106,11 +106,11 @@ func benchAppendShape(b *testing.B, batch, senders, before int, opts ...Option) 
 
 // cpuTime is the user and system CPU time this process has used.
 func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	d, err := cputime.Self()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }
 
 // BenchmarkUnshown: what a session pays at Join to read a room's
