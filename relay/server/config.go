@@ -27,7 +27,8 @@ type Config struct {
 	Listen string `toml:"listen"`
 	// ListenTCP is the TCP address of the relay over TLS, for clients
 	// whose network blocks UDP. Empty: Listen's address and port, so
-	// that a relay address stays one address; "off": none.
+	// that a relay address stays one address (on port 0, a number free
+	// on both); "off": none.
 	ListenTCP string `toml:"listen_tcp"`
 	// Advertise is the HOST:PORT put in the address that `relay addr`
 	// prints, when Listen's host is not one clients can reach.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/parleychat/parley/audit"
@@ -134,6 +135,9 @@ type Server struct {
 	tr  *quic.Transport
 	ln  *quic.Listener
 	tcp *transport.TCPListener // nil: QUIC only (listen_tcp = "off")
+	// bindTCP binds the TCP listener (tests wrap it, before Listen, to
+	// hold the port it is about to bind).
+	bindTCP func(addr string, conf *tls.Config, opts func() transport.ListenOptions) (*transport.TCPListener, error)
 
 	clientsMu sync.Mutex
 	clients   map[*client]struct{} // admitted connections, to apply policy changes to
@@ -193,6 +197,7 @@ func NewServer(ctx context.Context, o Options) (*Server, error) {
 		seq:        seq,
 		private:    newPrivateRooms(o.Rosters),
 		memberWait: memberWait,
+		bindTCP:    transport.ListenTCP,
 		clients:    map[*client]struct{}{},
 		commits:    make(chan *pending, 4*maxBatch),
 		envs:       make(chan *pending, maxQueued),
@@ -263,9 +268,38 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return err
 	}
-	if err := s.listenQUIC(tlsConf); err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		if err := s.listenQUIC(tlsConf); err != nil {
+			return err
+		}
+		err := s.listenTCP(tlsConf)
+		if err == nil {
+			return nil
+		}
+		s.tr.Close()
+		s.udp.Close()
+		// Any port will do (port 0), and the kernel gave QUIC one whose
+		// number some other socket holds on TCP: the promise is one
+		// number for both, so take another pair rather than fail.
+		if !s.anyPort() || !errors.Is(err, syscall.EADDRINUSE) || attempt == portAttempts {
+			return err
+		}
 	}
+}
+
+// portAttempts bounds how many port numbers Listen tries, on port 0,
+// for one that is free on both UDP and TCP.
+const portAttempts = 16
+
+// anyPort reports whether the relay listens on a port the kernel picks,
+// with TCP on the same number.
+func (s *Server) anyPort() bool {
+	_, port, err := net.SplitHostPort(s.cfg.Listen)
+	return err == nil && (port == "0" || port == "") && s.cfg.ListenTCP == ""
+}
+
+// listenTCP binds the TCP listener, unless listen_tcp is off.
+func (s *Server) listenTCP(tlsConf *tls.Config) error {
 	if s.cfg.ListenTCP == ListenTCPOff {
 		return nil
 	}
@@ -274,12 +308,11 @@ func (s *Server) Listen() error {
 		host, _, _ := net.SplitHostPort(s.cfg.Listen)
 		addr = net.JoinHostPort(host, strconv.Itoa(s.udp.LocalAddr().(*net.UDPAddr).Port))
 	}
-	s.tcp, err = transport.ListenTCP(addr, tlsConf, s.tcpOptions)
+	tcp, err := s.bindTCP(addr, tlsConf, s.tcpOptions)
 	if err != nil {
-		s.tr.Close()
-		s.udp.Close()
 		return fmt.Errorf("relay: listen on TCP %s: %w", addr, err)
 	}
+	s.tcp = tcp
 	return nil
 }
 

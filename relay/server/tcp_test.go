@@ -8,7 +8,9 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +19,8 @@ import (
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/transport"
 	"github.com/parleychat/parley/relay/wire"
+	"github.com/parleychat/parley/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -39,18 +43,99 @@ func TestTCPSamePort(t *testing.T) {
 	}
 }
 
+// TestTCPPortTaken: on port 0, where the port number the kernel gave QUIC
+// is held on TCP by another socket, the relay takes another number, still
+// one for both; on a TCP address it was given, it fails with the kernel's
+// error; and it gives up after portAttempts numbers.
+func TestTCPPortTaken(t *testing.T) {
+	// holdFirst makes bindTCP find its address held on TCP, by a socket
+	// of the test, for its first n calls; it counts the calls.
+	holdFirst := func(n int, calls *int) func(*Server) {
+		return func(s *Server) {
+			bind := s.bindTCP
+			s.bindTCP = func(addr string, conf *tls.Config, opts func() transport.ListenOptions) (*transport.TCPListener, error) {
+				if *calls++; *calls <= n {
+					held, err := net.Listen("tcp", addr)
+					if err != nil {
+						t.Fatalf("hold %s: %v", addr, err)
+					}
+					t.Cleanup(func() { held.Close() })
+				}
+				return bind(addr, conf, opts)
+			}
+		}
+	}
+
+	var calls int
+	r := startRelayAt(t, filepath.Join(t.TempDir(), "relay.db"), testkit.Key(t), nil, holdFirst(2, &calls))
+	if calls != 3 {
+		t.Fatalf("bound TCP %d times, want 3 (two numbers held)", calls)
+	}
+	_, qport, _ := net.SplitHostPort(r.srv.Addr().String())
+	_, tport, _ := net.SplitHostPort(r.srv.TCPAddr().String())
+	if qport != tport {
+		t.Fatalf("QUIC on port %s, TCP on %s", qport, tport)
+	}
+	for _, via := range []relay.Via{relay.ViaQUIC, relay.ViaTCP} {
+		if _, err := dialVia(t, r, testkit.Key(t), via).Info(ctxT(t)); err != nil {
+			t.Fatalf("over %v: %v", via, err)
+		}
+	}
+
+	listen := func(cfg Config, prepare func(*Server)) error {
+		st, err := store.Open(filepath.Join(t.TempDir(), "relay.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		srv, err := NewServer(context.Background(), Options{Config: cfg, Key: testkit.Key(t), Store: st, Registry: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prepare(srv)
+		err = srv.Listen()
+		if err == nil {
+			srv.tr.Close()
+			srv.udp.Close()
+			srv.tcp.Close()
+		}
+		return err
+	}
+	given := testConfig()
+	given.ListenTCP = "127.0.0.1:0" // the held socket takes the number it names
+	calls = 0
+	var heldAddr string
+	err := listen(given, func(s *Server) {
+		bind := s.bindTCP
+		s.bindTCP = func(addr string, conf *tls.Config, opts func() transport.ListenOptions) (*transport.TCPListener, error) {
+			calls++
+			held, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatalf("hold %s: %v", addr, err)
+			}
+			t.Cleanup(func() { held.Close() })
+			heldAddr = held.Addr().String()
+			return bind(heldAddr, conf, opts)
+		}
+	})
+	if !errors.Is(err, syscall.EADDRINUSE) || calls != 1 {
+		t.Fatalf("listen_tcp %s held: %v after %d binds, want address in use after 1", heldAddr, err, calls)
+	}
+
+	calls = 0
+	err = listen(testConfig(), holdFirst(portAttempts+1, &calls))
+	if !errors.Is(err, syscall.EADDRINUSE) || calls != portAttempts {
+		t.Fatalf("every number held: %v after %d binds, want address in use after %d", err, calls, portAttempts)
+	}
+}
+
 // TestHappyEyeballs: where UDP goes unanswered (a network that drops it),
 // a client that may use both connects over TCP, soon; one told to use
 // QUIC only does not connect.
 func TestHappyEyeballs(t *testing.T) {
 	// The UDP port of the address is a socket that reads and never
 	// answers; its TCP port is the relay's.
-	hole, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hole.Close()
-	port := hole.LocalAddr().(*net.UDPAddr).Port
+	hole, port := udpHoleFreeOnTCP(t)
 	r := startRelay(t, func(c *Config) { c.ListenTCP = "127.0.0.1:" + strconv.Itoa(port) })
 	addr := relay.AddrOf(r.key.Public(), hole.LocalAddr().String())
 
@@ -72,6 +157,28 @@ func TestHappyEyeballs(t *testing.T) {
 	if _, err := relay.Dial(qctx, addr, testkit.Key(t), relay.ClientOptions{Via: relay.ViaQUIC}); err == nil {
 		t.Fatal("connected over QUIC to a socket that never answers")
 	}
+}
+
+// udpHoleFreeOnTCP binds a UDP socket on loopback that reads nothing,
+// on a port number that no socket holds on TCP just after it is bound, so
+// that the test can listen on TCP there.
+func udpHoleFreeOnTCP(t *testing.T) (net.PacketConn, int) {
+	t.Helper()
+	for range 16 {
+		hole, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hole.Close() })
+		port := hole.LocalAddr().(*net.UDPAddr).Port
+		probe, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			probe.Close()
+			return hole, port
+		}
+	}
+	t.Fatal("no port number of 16 was free on both UDP and TCP")
+	return nil, 0
 }
 
 // TestTCPShutdown: a relay that stops closes its TCP connections with
