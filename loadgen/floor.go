@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/freeport"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/transport"
@@ -37,7 +38,7 @@ func startFloor() (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	listen, err := freePort()
+	listen, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/freeport"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/wire"
@@ -20,7 +21,7 @@ import (
 // cleanup calls it too.
 func startTestFloor(t *testing.T) (addr relay.Addr, stop func() error) {
 	t.Helper()
-	listen, err := freePort()
+	listen, err := freeport.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/parleychat/parley/audit"
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/freeport"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/server"
@@ -547,7 +548,7 @@ func serveDir(work, data string, set storeSetting) (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	listen, err := freePort()
+	listen, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}

@@ -25,8 +25,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -480,56 +478,6 @@ func rss(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
-}
-
-// freePort returns a loopback address whose port is free over both UDP
-// and TCP, for a server that listens on both (the relay and the floor
-// listen over TCP on their QUIC port number). It is below the kernel's
-// range of ports for outgoing connections: the load generator's
-// thousands of TCP clients take ports from that range, and one of them
-// could hold the port by the time the server binds it.
-func freePort() (string, error) {
-	lo := ephemeralLow()
-	for range 200 {
-		port := 10000 + rand.IntN(lo-10000)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if portFree(addr) {
-			return addr, nil
-		}
-	}
-	return "", errors.New("no free port below the ephemeral range")
-}
-
-// ephemeralLow is the lowest port the kernel gives outgoing connections.
-func ephemeralLow() int {
-	const fallback = 32768
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return fallback
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return fallback
-	}
-	lo, err := strconv.Atoi(f[0])
-	if err != nil || lo <= 11000 {
-		return fallback
-	}
-	return lo
-}
-
-func portFree(addr string) bool {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return false
-	}
-	defer l.Close()
-	c, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
 }
 
 // proc is a server process the load generator started.

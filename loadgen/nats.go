@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/parleychat/parley/internal/freeport"
 )
 
 type natsProc struct {
@@ -35,7 +36,7 @@ func (n *natsProc) connect() (*nats.Conn, error) { return nats.Connect(n.url, n.
 // secure: clients then encrypt and authenticate the server, as the relay's
 // do over QUIC.
 func startNATS(work, bin string, secure bool) (*natsProc, error) {
-	addr, err := freePort()
+	addr, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/identity"
+	"github.com/parleychat/parley/internal/freeport"
 	"github.com/parleychat/parley/protocol"
 	"github.com/parleychat/parley/relay"
 	"github.com/parleychat/parley/relay/server"
@@ -105,7 +106,7 @@ func startRelayAudit(work string, audited bool) (*relayProc, error) {
 	if out, err := exec.Command(bin, "--data", data, "init").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("relay init: %v: %s", err, out)
 	}
-	listen, err := freePort()
+	listen, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}

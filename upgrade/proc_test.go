@@ -3,7 +3,6 @@ package upgrade
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +46,7 @@ type relayProc struct {
 // serve the same folder at the same address.
 func newRelay(t *testing.T, bin string) *relayProc {
 	t.Helper()
-	r := &relayProc{dir: filepath.Join(t.TempDir(), "relay"), hostPort: freePort(t)}
+	r := &relayProc{dir: filepath.Join(t.TempDir(), "relay"), hostPort: testkit.FreeAddr(t)}
 	if out, err := run("", bin, "--data", r.dir, "init", "--policy", "open"); err != nil {
 		t.Fatalf("relay init: %v\n%s", err, out)
 	}
@@ -76,27 +75,6 @@ func (r *relayProc) serve(t *testing.T, name, bin string) {
 			t.Fatalf("%s not serving after %v\n%s", name, wait, r.p.Stderr.String())
 		}
 	}
-}
-
-// freePort is a loopback port free for UDP and TCP both (the relay
-// listens on both) when asked.
-func freePort(t *testing.T) string {
-	t.Helper()
-	for range 50 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		hostPort := u.LocalAddr().String()
-		l, err := net.Listen("tcp", hostPort)
-		u.Close()
-		if err == nil {
-			l.Close()
-			return hostPort
-		}
-	}
-	t.Fatal("no loopback port free for both UDP and TCP in 50 tries")
-	return ""
 }
 
 // person is a home folder, and the flags chat runs with on it; which

@@ -3,6 +3,8 @@ package upgrade
 import (
 	"strings"
 	"testing"
+
+	"github.com/parleychat/parley/internal/testkit"
 )
 
 // TestRelayUpgrade: a relay of the previous release serves a person on
@@ -133,7 +135,7 @@ func listenOn(t *testing.T, p *person, bin string) string {
 	if err := jsonUnmarshal(out, &id); err != nil || id.PeerID == "" {
 		t.Fatalf("chat id --json: %v: %s", err, out)
 	}
-	_, port, _ := strings.Cut(freePort(t), ":")
+	_, port, _ := strings.Cut(testkit.FreeAddr(t), ":")
 	ma := "/ip4/127.0.0.1/udp/" + port + "/quic-v1"
 	p.flags = append(p.flags, "--listen", ma)
 	return ma + "/p2p/" + id.PeerID

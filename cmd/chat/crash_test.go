@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parleychat/parley/client"
+	"github.com/parleychat/parley/internal/testkit"
 	"github.com/parleychat/parley/protocol"
 	_ "modernc.org/sqlite" // the "sqlite" driver, to read the stores
 )
@@ -109,7 +110,7 @@ func newCrashRun(t *testing.T, seed uint64) *crashRun {
 	// until those time out, which is the limit working, not a lost
 	// message.
 	c.relayDir = initRelay(t, "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000\nconns_per_identity = 64")
-	c.hostPort = freeUDP(t)
+	c.hostPort = testkit.FreeAddr(t)
 	var raddr string
 	c.relay, raddr, _ = serveRelay(t, c.relayDir, c.hostPort)
 	c.alice = newPeer(t, "alice", "--mode", "relay", "--relay", raddr)

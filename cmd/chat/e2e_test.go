@@ -175,13 +175,8 @@ func newPeer(t *testing.T, name string, flags ...string) *peer {
 // listenOn gives the peer a fixed mesh listen address on loopback.
 func (p *peer) listenOn(t *testing.T) string {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	c.Close()
-	ma := fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port)
+	_, port, _ := net.SplitHostPort(testkit.FreeAddr(t))
+	ma := "/ip4/127.0.0.1/udp/" + port + "/quic-v1"
 	p.flags = append(p.flags, "--listen", ma)
 	p.listen = ma + "/p2p/" + p.id.PeerID
 	return p.listen
@@ -569,17 +564,6 @@ func TestBacklog(t *testing.T) {
 	relayP.Stop(t)
 }
 
-// freeUDP returns a loopback UDP address that was free a moment ago.
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
 // TestRelayKilledUnderListener: a relay is killed with -9 in the middle
 // of a publish load while a relay-mode listener runs, and restarted on
 // the same address and data. Envelopes went live before their commit, so
@@ -591,7 +575,7 @@ func freeUDP(t *testing.T) string {
 func TestRelayKilledUnderListener(t *testing.T) {
 	const total = 120
 	dir := initRelay(t, "[limits]\npublish_rate = 1000000.0\npublish_burst = 1000000")
-	hostPort := freeUDP(t)
+	hostPort := testkit.FreeAddr(t)
 	relayP, raddr, _ := serveRelay(t, dir, hostPort)
 	addr, err := relay.ParseAddr(raddr)
 	if err != nil {
@@ -707,7 +691,7 @@ func TestRelayKilledUnderListener(t *testing.T) {
 // 0), and the listener shows it.
 func TestRelayDownAtStart(t *testing.T) {
 	dir := initRelay(t)
-	hostPort := freeUDP(t)
+	hostPort := testkit.FreeAddr(t)
 	addr := relayAddrOf(t, dir, hostPort)
 	listenerPeer := newPeer(t, "listener", "--mode", "relay", "--relay", addr)
 	listener := listenerPeer.start(t, "listen", "--room", "late", "--json", "--count", "1", "--timeout", "170s")
@@ -774,7 +758,7 @@ func waitLog(t *testing.T, p *proc, want string) {
 // waited for).
 func TestSendNoticesACutLog(t *testing.T) {
 	dir := initRelay(t)
-	hostPort := freeUDP(t)
+	hostPort := testkit.FreeAddr(t)
 	addr := relayAddrOf(t, dir, hostPort)
 	relayP, _, _ := serveRelay(t, dir, hostPort)
 	alice := newPeer(t, "alice", "--mode", "relay", "--relay", addr)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/parleychat/parley/internal/testkit"
 )
 
 // fedRelay is one relay of a federation run by TestThreeRelays: its
@@ -25,8 +27,8 @@ func newFedRelays(t *testing.T, n int, room string) []*fedRelay {
 	t.Helper()
 	rs := make([]*fedRelay, n)
 	for i := range rs {
-		r := &fedRelay{hostPort: freeUDP(t)}
-		r.p2p = "/ip4/127.0.0.1/udp/" + strings.Split(freeUDP(t), ":")[1] + "/quic-v1"
+		r := &fedRelay{hostPort: testkit.FreeAddr(t)}
+		r.p2p = "/ip4/127.0.0.1/udp/" + strings.Split(testkit.FreeAddr(t), ":")[1] + "/quic-v1"
 		r.dir = initRelay(t, fmt.Sprintf("p2p_listen = [%q]", r.p2p))
 		out, err := exec.Command(buildRelay(t), "--data", r.dir, "addr", "--mesh").Output()
 		if err != nil {

@@ -92,17 +92,6 @@ func initRelay(t *testing.T, policy, extra string) string {
 	return dir
 }
 
-// freePort returns a UDP port on loopback that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
 // startRelay starts "relay serve" on listen and waits until it serves.
 // The test's cleanup kills it if it still runs.
 func startRelay(t *testing.T, dir, listen string, args ...string) *relayProc {
@@ -272,7 +261,7 @@ func TestWrongKeyStory(t *testing.T) {
 func TestKill9(t *testing.T) {
 	const rounds = 20
 	dir := initRelay(t, "open", "")
-	listen := freePort(t)
+	listen := testkit.FreeAddr(t)
 	p := startRelay(t, dir, listen)
 	ctx := timeout(t, 10*time.Minute)
 
@@ -751,7 +740,7 @@ func TestBridgeStory(t *testing.T) {
 // exit status 0, and every publish it acknowledged is stored.
 func TestSigtermDrains(t *testing.T) {
 	dir := initRelay(t, "open", "")
-	listen := freePort(t)
+	listen := testkit.FreeAddr(t)
 	p := startRelay(t, dir, listen)
 	ctx := timeout(t, 2*time.Minute)
 	key := testkit.Key(t)
@@ -871,7 +860,7 @@ func nextEnvelope(sub *relay.Subscription, wait time.Duration) (relay.Delivery, 
 // silence itself. Both a client made by Dial and one made by Start.
 func TestKill9IdleListener(t *testing.T) {
 	dir := initRelay(t, "open", "")
-	listen := freePort(t)
+	listen := testkit.FreeAddr(t)
 	p := startRelay(t, dir, listen)
 	ctx := timeout(t, 5*time.Minute)
 	sender := testkit.Key(t)

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -145,17 +144,6 @@ func (s *states) await(t testing.TB, status relay.Status) relay.State {
 	}
 }
 
-// freeUDP returns a loopback address where nothing listens now.
-func freeUDP(t testing.TB) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
-
 // TestStartWhileRelayDown: a client made by Start while the relay is
 // down reports that its first dial failed, fails a publish at once with
 // ErrNotConnected, connects by itself once the relay is up, and then
@@ -164,7 +152,7 @@ func freeUDP(t testing.TB) string {
 // and connected again once the relay is back.
 func TestStartWhileRelayDown(t *testing.T) {
 	key := testkit.Key(t)
-	hostPort := freeUDP(t)
+	hostPort := testkit.FreeAddr(t)
 	st := newStates()
 	bob := testkit.Key(t)
 	c, err := relay.Start(relay.AddrOf(key.Public(), hostPort), bob, relay.ClientOptions{KeepAlive: time.Second, OnState: st.on})
