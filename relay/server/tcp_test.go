@@ -101,25 +101,17 @@ func TestTCPPortTaken(t *testing.T) {
 		}
 		return err
 	}
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	given := testConfig()
-	given.ListenTCP = "127.0.0.1:0" // the held socket takes the number it names
+	given.ListenTCP = held.Addr().String()
 	calls = 0
-	var heldAddr string
-	err := listen(given, func(s *Server) {
-		bind := s.bindTCP
-		s.bindTCP = func(addr string, conf *tls.Config, opts func() transport.ListenOptions) (*transport.TCPListener, error) {
-			calls++
-			held, err := net.Listen("tcp", addr)
-			if err != nil {
-				t.Fatalf("hold %s: %v", addr, err)
-			}
-			t.Cleanup(func() { held.Close() })
-			heldAddr = held.Addr().String()
-			return bind(heldAddr, conf, opts)
-		}
-	})
+	err = listen(given, holdFirst(0, &calls))
 	if !errors.Is(err, syscall.EADDRINUSE) || calls != 1 {
-		t.Fatalf("listen_tcp %s held: %v after %d binds, want address in use after 1", heldAddr, err, calls)
+		t.Fatalf("listen_tcp %s held: %v after %d binds, want address in use after 1", given.ListenTCP, err, calls)
 	}
 
 	calls = 0
